@@ -1,0 +1,103 @@
+use crate::kube::ServiceSpec;
+use crate::meta::ObjectMeta;
+use crate::networking::*;
+use serde::{Deserialize, Serialize};
+
+/// The kinds fleetmesh reads, and the apiVersions each accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Service,
+    VirtualService,
+    DestinationRule,
+    Gateway,
+    ServiceEntry,
+    WorkloadEntry,
+    Sidecar,
+}
+
+const ISTIO_NETWORKING: &[&str] = &[
+    "networking.istio.io/v1",
+    "networking.istio.io/v1beta1",
+    "networking.istio.io/v1alpha3",
+];
+
+impl Kind {
+    pub fn from_type(api_version: &str, kind: &str) -> Result<Kind, String> {
+        let kind = match kind {
+            "Service" => Kind::Service,
+            "VirtualService" => Kind::VirtualService,
+            "DestinationRule" => Kind::DestinationRule,
+            "Gateway" => Kind::Gateway,
+            "ServiceEntry" => Kind::ServiceEntry,
+            "WorkloadEntry" => Kind::WorkloadEntry,
+            "Sidecar" => Kind::Sidecar,
+            other => {
+                return Err(format!(
+                    "kind {other:?} is not supported (supported: Service, VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, Sidecar)"
+                ));
+            }
+        };
+        let accepted: &[&str] = if kind == Kind::Service { &["v1"] } else { ISTIO_NETWORKING };
+        if accepted.contains(&api_version) {
+            Ok(kind)
+        } else {
+            Err(format!("apiVersion {api_version:?} is not valid for {kind:?} (use one of {accepted:?})"))
+        }
+    }
+}
+
+/// A typed resource: metadata plus the spec of its kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resource {
+    Service(Config<ServiceSpec>),
+    VirtualService(Config<VirtualServiceSpec>),
+    DestinationRule(Config<DestinationRuleSpec>),
+    Gateway(Config<GatewaySpec>),
+    ServiceEntry(Config<ServiceEntrySpec>),
+    WorkloadEntry(Config<WorkloadEntrySpec>),
+    Sidecar(Config<SidecarSpec>),
+}
+
+/// One config object as written: `apiVersion`, `kind`, `metadata`, `spec`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config<S> {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: ObjectMeta,
+    pub spec: S,
+    /// Written back by controllers; ignored on input.
+    #[serde(default, skip_serializing)]
+    pub status: Option<serde_yaml_ng::Value>,
+}
+
+impl Resource {
+    pub fn meta(&self) -> &ObjectMeta {
+        match self {
+            Resource::Service(c) => &c.metadata,
+            Resource::VirtualService(c) => &c.metadata,
+            Resource::DestinationRule(c) => &c.metadata,
+            Resource::Gateway(c) => &c.metadata,
+            Resource::ServiceEntry(c) => &c.metadata,
+            Resource::WorkloadEntry(c) => &c.metadata,
+            Resource::Sidecar(c) => &c.metadata,
+        }
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self {
+            Resource::Service(_) => Kind::Service,
+            Resource::VirtualService(_) => Kind::VirtualService,
+            Resource::DestinationRule(_) => Kind::DestinationRule,
+            Resource::Gateway(_) => Kind::Gateway,
+            Resource::ServiceEntry(_) => Kind::ServiceEntry,
+            Resource::WorkloadEntry(_) => Kind::WorkloadEntry,
+            Resource::Sidecar(_) => Kind::Sidecar,
+        }
+    }
+
+    /// `Kind namespace/name`, as errors name a resource.
+    pub fn describe(&self) -> String {
+        format!("{:?} {}", self.kind(), self.meta().key())
+    }
+}

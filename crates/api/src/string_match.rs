@@ -1,0 +1,31 @@
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Istio's `StringMatch`: exactly one of `exact`, `prefix`, `regex` (RE2 syntax).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StringMatch {
+    Exact(String),
+    Prefix(String),
+    Regex(String),
+}
+
+/// The YAML shape: a map with one of three keys. (serde_yaml_ng reads externally tagged
+/// enums from YAML tags, not maps, so the one-of rule is checked here.)
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OneOf {
+    exact: Option<String>,
+    prefix: Option<String>,
+    regex: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for StringMatch {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match OneOf::deserialize(deserializer)? {
+            OneOf { exact: Some(s), prefix: None, regex: None } => Ok(StringMatch::Exact(s)),
+            OneOf { exact: None, prefix: Some(s), regex: None } => Ok(StringMatch::Prefix(s)),
+            OneOf { exact: None, prefix: None, regex: Some(s) } => Ok(StringMatch::Regex(s)),
+            _ => Err(serde::de::Error::custom("exactly one of exact, prefix or regex is required")),
+        }
+    }
+}

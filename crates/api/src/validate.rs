@@ -1,0 +1,189 @@
+//! Istio's validation rules. Pure: one resource in, every problem out. Used by local mode
+//! and, later, by the validating webhook, so both reject exactly the same input.
+
+mod common;
+mod destination_rule;
+mod virtual_service;
+
+use crate::error::FieldError;
+use crate::resource::Resource;
+use common::*;
+
+/// Every problem found in `resource`; empty when it is valid.
+pub fn validate(resource: &Resource) -> Vec<FieldError> {
+    let mut errors = Errors::default();
+    let meta = resource.meta();
+    if !is_dns1123_subdomain(&meta.name) {
+        errors.push("metadata.name", format!("{:?} is not a valid DNS-1123 name", meta.name));
+    }
+    if !is_dns1123_label(&meta.namespace) {
+        errors.push("metadata.namespace", format!("{:?} is not a valid namespace name", meta.namespace));
+    }
+    match resource {
+        Resource::Service(s) => validate_service(&s.spec, &mut errors),
+        Resource::VirtualService(vs) => virtual_service::validate(&vs.spec, &mut errors),
+        Resource::DestinationRule(dr) => destination_rule::validate(&dr.spec, &mut errors),
+        Resource::Gateway(gw) => validate_gateway(&gw.spec, &mut errors),
+        Resource::ServiceEntry(se) => validate_service_entry(&se.spec, &mut errors),
+        Resource::WorkloadEntry(we) => validate_workload_entry("spec", &we.spec, &mut errors),
+        Resource::Sidecar(sc) => validate_sidecar(&sc.spec, &mut errors),
+    }
+    errors.0
+}
+
+fn validate_service(spec: &crate::kube::ServiceSpec, errors: &mut Errors) {
+    if spec.ports.is_empty() {
+        errors.push("spec.ports", "a Service needs at least one port");
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for (i, port) in spec.ports.iter().enumerate() {
+        let at = format!("spec.ports[{i}]");
+        check_port(&format!("{at}.port"), port.port, errors);
+        if spec.ports.len() > 1 && port.name.is_none() {
+            errors.push(format!("{at}.name"), "every port of a multi-port Service needs a name");
+        }
+        if let Some(name) = &port.name
+            && !names.insert(name)
+        {
+            errors.push(format!("{at}.name"), format!("duplicate port name {name:?}"));
+        }
+        if let Some(crate::kube::TargetPort::Number(n)) = port.target_port {
+            check_port(&format!("{at}.targetPort"), n, errors);
+        }
+    }
+}
+
+fn validate_gateway(spec: &crate::networking::GatewaySpec, errors: &mut Errors) {
+    if spec.servers.is_empty() {
+        errors.push("spec.servers", "a Gateway needs at least one server");
+    }
+    for (i, server) in spec.servers.iter().enumerate() {
+        let at = format!("spec.servers[{i}]");
+        check_port(&format!("{at}.port.number"), server.port.number, errors);
+        match server.port.protocol.to_ascii_uppercase().as_str() {
+            "HTTP" | "HTTP2" | "GRPC" => {}
+            "HTTPS" | "TLS" | "TCP" => errors.push(
+                format!("{at}.port.protocol"),
+                format!("protocol {} is not supported by this meshd yet (supported: HTTP, HTTP2, GRPC)", server.port.protocol),
+            ),
+            other => errors.push(format!("{at}.port.protocol"), format!("unknown protocol {other:?}")),
+        }
+        if server.tls.is_some() {
+            errors.push(format!("{at}.tls"), "gateway TLS is not supported by this meshd yet");
+        }
+        if server.hosts.is_empty() {
+            errors.push(format!("{at}.hosts"), "a server needs at least one host");
+        }
+        for (j, host) in server.hosts.iter().enumerate() {
+            let (namespace, dns) = host.split_once('/').unwrap_or(("*", host));
+            if !matches!(namespace, "*" | "." | "~") && !is_dns1123_label(namespace) {
+                errors.push(format!("{at}.hosts[{j}]"), format!("{namespace:?} is not a namespace, \".\" or \"*\""));
+            }
+            check_host(&format!("{at}.hosts[{j}]"), dns, true, errors);
+        }
+    }
+}
+
+fn validate_service_entry(spec: &crate::networking::ServiceEntrySpec, errors: &mut Errors) {
+    use crate::networking::Resolution;
+    if spec.hosts.is_empty() {
+        errors.push("spec.hosts", "a ServiceEntry needs at least one host");
+    }
+    for (i, host) in spec.hosts.iter().enumerate() {
+        check_host(&format!("spec.hosts[{i}]"), host, false, errors);
+    }
+    if spec.ports.is_empty() {
+        errors.push("spec.ports", "a ServiceEntry needs at least one port");
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for (i, port) in spec.ports.iter().enumerate() {
+        check_port(&format!("spec.ports[{i}].number"), port.number, errors);
+        if !names.insert(&port.name) {
+            errors.push(format!("spec.ports[{i}].name"), format!("duplicate port name {:?}", port.name));
+        }
+    }
+    let resolution = spec.resolution.unwrap_or(Resolution::None);
+    if resolution == Resolution::Static && spec.endpoints.is_empty() && spec.workload_selector.is_none() {
+        errors.push("spec.endpoints", "resolution STATIC needs endpoints or a workloadSelector");
+    }
+    if resolution == Resolution::Dns && spec.endpoints.is_empty() && spec.hosts.iter().any(|h| h.contains('*')) {
+        errors.push("spec.hosts", "resolution DNS without endpoints needs hosts without wildcards");
+    }
+    for (i, endpoint) in spec.endpoints.iter().enumerate() {
+        let at = format!("spec.endpoints[{i}]");
+        validate_workload_entry(&at, endpoint, errors);
+        if resolution == Resolution::Static && endpoint.address.parse::<std::net::IpAddr>().is_err() {
+            errors.push(format!("{at}.address"), "resolution STATIC needs IP addresses");
+        }
+    }
+    check_export_to(&spec.export_to, errors);
+}
+
+fn validate_workload_entry(at: &str, spec: &crate::networking::WorkloadEntrySpec, errors: &mut Errors) {
+    if spec.address.is_empty() {
+        errors.push(format!("{at}.address"), "address is required");
+    } else if spec.address.parse::<std::net::IpAddr>().is_err()
+        && !spec.address.starts_with("unix://")
+        && !is_dns1123_subdomain(&spec.address)
+    {
+        errors.push(format!("{at}.address"), format!("{:?} is not an IP address, hostname or unix:// path", spec.address));
+    }
+    for (name, port) in &spec.ports {
+        check_port(&format!("{at}.ports.{name}"), *port, errors);
+    }
+    if spec.weight == Some(0) {
+        errors.push(format!("{at}.weight"), "weight must be at least 1 when set");
+    }
+}
+
+fn validate_sidecar(spec: &crate::networking::SidecarSpec, errors: &mut Errors) {
+    for (i, ingress) in spec.ingress.iter().enumerate() {
+        let at = format!("spec.ingress[{i}]");
+        check_port(&format!("{at}.port.number"), ingress.port.number, errors);
+        if let Some(endpoint) = &ingress.default_endpoint
+            && !endpoint.starts_with("unix://")
+            && endpoint.parse::<std::net::SocketAddr>().is_err()
+        {
+            errors.push(format!("{at}.defaultEndpoint"), format!("{endpoint:?} is not IP:PORT or unix://PATH"));
+        }
+        if let Some(bind) = &ingress.bind
+            && bind.parse::<std::net::IpAddr>().is_err()
+        {
+            errors.push(format!("{at}.bind"), format!("{bind:?} is not an IP address"));
+        }
+    }
+    for (i, egress) in spec.egress.iter().enumerate() {
+        let at = format!("spec.egress[{i}]");
+        if egress.hosts.is_empty() {
+            errors.push(format!("{at}.hosts"), "an egress listener needs at least one host");
+        }
+        for (j, host) in egress.hosts.iter().enumerate() {
+            match host.split_once('/') {
+                Some((namespace, dns)) => {
+                    if !matches!(namespace, "*" | "." | "~") && !is_dns1123_label(namespace) {
+                        errors.push(format!("{at}.hosts[{j}]"), format!("{namespace:?} is not a namespace, \".\", \"~\" or \"*\""));
+                    }
+                    check_host(&format!("{at}.hosts[{j}]"), dns, true, errors);
+                }
+                None => errors.push(format!("{at}.hosts[{j}]"), format!("{host:?} must be namespace/dnsName, e.g. \"./*\"")),
+            }
+        }
+        if let Some(port) = &egress.port {
+            check_port(&format!("{at}.port.number"), port.number, errors);
+        }
+        if let Some(bind) = &egress.bind
+            && bind.parse::<std::net::IpAddr>().is_err()
+        {
+            errors.push(format!("{at}.bind"), format!("{bind:?} is not an IP address"));
+        }
+    }
+    if let Some(policy) = &spec.outbound_traffic_policy
+        && let Some(mode) = &policy.mode
+        && !matches!(mode.as_str(), "ALLOW_ANY" | "REGISTRY_ONLY")
+    {
+        errors.push("spec.outboundTrafficPolicy.mode", format!("{mode:?} is not ALLOW_ANY or REGISTRY_ONLY"));
+    }
+}
+
+#[cfg(test)]
+mod tests;

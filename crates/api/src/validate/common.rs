@@ -1,0 +1,95 @@
+//! Small checks shared by every kind's validator.
+
+use crate::error::FieldError;
+use crate::string_match::StringMatch;
+
+#[derive(Default)]
+pub struct Errors(pub Vec<FieldError>);
+
+impl Errors {
+    pub fn push(&mut self, field: impl Into<String>, reason: impl Into<String>) {
+        self.0.push(FieldError::new(field, reason));
+    }
+}
+
+pub fn is_dns1123_label(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 63
+        && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !text.starts_with('-')
+        && !text.ends_with('-')
+}
+
+pub fn is_dns1123_subdomain(text: &str) -> bool {
+    text.len() <= 253 && text.split('.').all(is_dns1123_label)
+}
+
+pub fn check_port(field: &str, port: u32, errors: &mut Errors) {
+    if !(1..=65535).contains(&port) {
+        errors.push(field, "port must be in 1..=65535");
+    }
+}
+
+/// A host as Istio accepts it: a DNS name, optionally `*.`-prefixed, or `*` where allowed.
+pub fn check_host(field: &str, host: &str, allow_star: bool, errors: &mut Errors) {
+    if host == "*" {
+        if !allow_star {
+            errors.push(field, "\"*\" is not allowed here; name the host");
+        }
+        return;
+    }
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if !valid {
+        errors.push(field, format!("{host:?} is not a valid host (a DNS name, optionally starting with \"*.\")"));
+    }
+}
+
+pub fn check_regex(field: &str, pattern: &str, errors: &mut Errors) {
+    // Envoy uses RE2; the regex crate accepts the same syntax minus a few rarities, so a
+    // pattern it rejects would also be NACKed by Envoy.
+    if let Err(e) = regex::Regex::new(pattern) {
+        errors.push(field, format!("invalid regex: {}", e.to_string().lines().last().unwrap_or("")));
+    }
+}
+
+pub fn check_string_match(field: &str, m: &StringMatch, errors: &mut Errors) {
+    match m {
+        StringMatch::Regex(pattern) => check_regex(&format!("{field}.regex"), pattern, errors),
+        StringMatch::Exact(_) | StringMatch::Prefix(_) => {}
+    }
+}
+
+/// HTTP header names: lower-case tokens (Envoy and HTTP/2 require lower case).
+pub fn check_header_name(field: &str, name: &str, errors: &mut Errors) {
+    let valid = !name.is_empty()
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.!#$%&'*+^`|~".contains(&b));
+    if !valid {
+        errors.push(field, format!("{name:?} is not a valid header name (lower-case letters, digits and -_.)"));
+    }
+}
+
+pub fn check_percent(field: &str, value: f64, errors: &mut Errors) {
+    if !(0.0..=100.0).contains(&value) {
+        errors.push(field, "percentage must be in 0..=100");
+    }
+}
+
+pub fn check_export_to(export_to: &[String], errors: &mut Errors) {
+    for (i, entry) in export_to.iter().enumerate() {
+        if !matches!(entry.as_str(), "*" | "." | "~") && !is_dns1123_label(entry) {
+            errors.push(format!("spec.exportTo[{i}]"), format!("{entry:?} is not \".\", \"*\", \"~\" or a namespace"));
+        }
+    }
+    if export_to.len() > 1 && export_to.iter().any(|e| e == "*" || e == "~") {
+        errors.push("spec.exportTo", "\"*\" and \"~\" must stand alone");
+    }
+}

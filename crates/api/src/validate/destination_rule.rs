@@ -1,0 +1,92 @@
+use super::common::*;
+use crate::networking::*;
+
+pub fn validate(spec: &DestinationRuleSpec, errors: &mut Errors) {
+    if spec.host.is_empty() {
+        errors.push("spec.host", "host is required");
+    } else {
+        check_host("spec.host", &spec.host, false, errors);
+    }
+    if let Some(policy) = &spec.traffic_policy {
+        validate_policy("spec.trafficPolicy", policy, errors);
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for (i, subset) in spec.subsets.iter().enumerate() {
+        let at = format!("spec.subsets[{i}]");
+        if !is_dns1123_label(&subset.name) {
+            errors.push(format!("{at}.name"), format!("{:?} is not a valid subset name", subset.name));
+        }
+        if !names.insert(&subset.name) {
+            errors.push(format!("{at}.name"), format!("duplicate subset {:?}", subset.name));
+        }
+        if let Some(policy) = &subset.traffic_policy {
+            validate_policy(&format!("{at}.trafficPolicy"), policy, errors);
+        }
+    }
+    check_export_to(&spec.export_to, errors);
+}
+
+fn validate_policy(at: &str, policy: &TrafficPolicy, errors: &mut Errors) {
+    check_settings(at, &policy.load_balancer, &policy.outlier_detection, &policy.tls, errors);
+    for (i, port_policy) in policy.port_level_settings.iter().enumerate() {
+        let p_at = format!("{at}.portLevelSettings[{i}]");
+        match port_policy.port {
+            Some(port) => check_port(&format!("{p_at}.port.number"), port.number, errors),
+            None => errors.push(format!("{p_at}.port"), "port is required"),
+        }
+        check_settings(&p_at, &port_policy.load_balancer, &port_policy.outlier_detection, &port_policy.tls, errors);
+    }
+}
+
+fn check_settings(
+    at: &str,
+    lb: &Option<LoadBalancerSettings>,
+    outlier: &Option<OutlierDetection>,
+    tls: &Option<ClientTlsSettings>,
+    errors: &mut Errors,
+) {
+    if let Some(lb) = lb {
+        match (&lb.simple, &lb.consistent_hash) {
+            (Some(_), Some(_)) => errors.push(format!("{at}.loadBalancer"), "simple and consistentHash are mutually exclusive"),
+            (None, Some(hash)) => {
+                let keys = [
+                    hash.http_header_name.is_some(),
+                    hash.http_cookie.is_some(),
+                    hash.use_source_ip == Some(true),
+                    hash.http_query_parameter_name.is_some(),
+                ];
+                if keys.iter().filter(|k| **k).count() != 1 {
+                    errors.push(
+                        format!("{at}.loadBalancer.consistentHash"),
+                        "exactly one of httpHeaderName, httpCookie, useSourceIp, httpQueryParameterName is required",
+                    );
+                }
+                if let Some(name) = &hash.http_header_name {
+                    check_header_name(&format!("{at}.loadBalancer.consistentHash.httpHeaderName"), name, errors);
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(outlier) = outlier {
+        for (name, value) in [("maxEjectionPercent", outlier.max_ejection_percent), ("minHealthPercent", outlier.min_health_percent)] {
+            if value.is_some_and(|v| v > 100) {
+                errors.push(format!("{at}.outlierDetection.{name}"), "must be in 0..=100");
+            }
+        }
+    }
+    if let Some(tls) = tls {
+        match tls.mode {
+            Some(ClientTlsMode::IstioMutual) => errors.push(
+                format!("{at}.tls.mode"),
+                "ISTIO_MUTUAL needs the mesh CA, which this meshd does not run yet; use DISABLE or SIMPLE",
+            ),
+            Some(ClientTlsMode::Mutual) => errors.push(format!("{at}.tls.mode"), "MUTUAL is not supported by this meshd yet"),
+            Some(ClientTlsMode::Simple) if tls.ca_certificates.is_some() => errors.push(
+                format!("{at}.tls.caCertificates"),
+                "caCertificates is not supported by this meshd yet (the system trust store is used)",
+            ),
+            _ => {}
+        }
+    }
+}

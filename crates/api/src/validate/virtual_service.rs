@@ -1,0 +1,227 @@
+use super::common::*;
+use crate::networking::*;
+
+const RETRY_ON: &[&str] = &[
+    "5xx",
+    "gateway-error",
+    "reset",
+    "reset-before-request",
+    "connect-failure",
+    "envoy-ratelimited",
+    "retriable-4xx",
+    "refused-stream",
+    "retriable-status-codes",
+    "retriable-headers",
+    "http3-post-connect-failure",
+    "cancelled",
+    "deadline-exceeded",
+    "internal",
+    "resource-exhausted",
+    "unavailable",
+];
+
+pub fn validate(spec: &VirtualServiceSpec, errors: &mut Errors) {
+    if spec.hosts.is_empty() {
+        errors.push("spec.hosts", "a VirtualService needs at least one host");
+    }
+    for (i, host) in spec.hosts.iter().enumerate() {
+        check_host(&format!("spec.hosts[{i}]"), host, !spec.gateways.is_empty(), errors);
+    }
+    if spec.http.is_empty() && spec.tcp.is_empty() && spec.tls.is_empty() {
+        errors.push("spec", "a VirtualService needs at least one http, tcp or tls route");
+    }
+    for (i, route) in spec.http.iter().enumerate() {
+        validate_http_route(&format!("spec.http[{i}]"), route, errors);
+    }
+    for (i, route) in spec.tcp.iter().enumerate() {
+        let at = format!("spec.tcp[{i}]");
+        for (j, m) in route.matches.iter().enumerate() {
+            if let Some(port) = m.port {
+                check_port(&format!("{at}.match[{j}].port"), port, errors);
+            }
+        }
+        check_l4_destinations(&at, &route.route, errors);
+    }
+    for (i, route) in spec.tls.iter().enumerate() {
+        let at = format!("spec.tls[{i}]");
+        if route.matches.is_empty() {
+            errors.push(format!("{at}.match"), "a tls route needs at least one match");
+        }
+        for (j, m) in route.matches.iter().enumerate() {
+            if m.sni_hosts.is_empty() {
+                errors.push(format!("{at}.match[{j}].sniHosts"), "a tls match needs sniHosts");
+            }
+            for (k, sni) in m.sni_hosts.iter().enumerate() {
+                check_host(&format!("{at}.match[{j}].sniHosts[{k}]"), sni, true, errors);
+            }
+        }
+        check_l4_destinations(&at, &route.route, errors);
+    }
+    check_export_to(&spec.export_to, errors);
+}
+
+fn validate_http_route(at: &str, route: &HttpRoute, errors: &mut Errors) {
+    match (route.route.is_empty(), route.redirect.is_some()) {
+        (true, false) => errors.push(format!("{at}.route"), "an http route needs a route or a redirect"),
+        (false, true) => errors.push(format!("{at}.redirect"), "route and redirect are mutually exclusive"),
+        _ => {}
+    }
+    if route.redirect.is_some() && route.rewrite.is_some() {
+        errors.push(format!("{at}.rewrite"), "rewrite and redirect are mutually exclusive");
+    }
+    for (j, m) in route.matches.iter().enumerate() {
+        validate_match(&format!("{at}.match[{j}]"), m, errors);
+    }
+    let weights: Vec<i64> = route.route.iter().map(|d| d.weight.unwrap_or(0)).collect();
+    for (j, destination) in route.route.iter().enumerate() {
+        let d_at = format!("{at}.route[{j}]");
+        check_destination(&format!("{d_at}.destination"), &destination.destination, errors);
+        if destination.weight.is_some_and(|w| !(0..=100).contains(&w)) {
+            errors.push(format!("{d_at}.weight"), "weight must be in 0..=100");
+        }
+        if let Some(headers) = &destination.headers {
+            check_headers(&format!("{d_at}.headers"), headers, errors);
+        }
+    }
+    if route.route.len() > 1 && weights.iter().sum::<i64>() != 100 {
+        errors.push(
+            format!("{at}.route"),
+            format!("weights of several destinations must sum to 100 (they sum to {})", weights.iter().sum::<i64>()),
+        );
+    }
+    if let Some(redirect) = &route.redirect {
+        if let Some(code) = redirect.redirect_code
+            && !matches!(code, 301 | 302 | 303 | 307 | 308)
+        {
+            errors.push(format!("{at}.redirect.redirectCode"), "redirectCode must be 301, 302, 303, 307 or 308");
+        }
+        if let Some(port) = redirect.port {
+            check_port(&format!("{at}.redirect.port"), port, errors);
+        }
+        if redirect.uri.is_none() && redirect.authority.is_none() && redirect.port.is_none() && redirect.scheme.is_none()
+        {
+            errors.push(format!("{at}.redirect"), "a redirect needs uri, authority, port or scheme");
+        }
+    }
+    if let Some(retries) = &route.retries {
+        if retries.attempts < 0 {
+            errors.push(format!("{at}.retries.attempts"), "attempts cannot be negative");
+        }
+        if retries.per_try_timeout.is_some_and(|t| t.as_std() < std::time::Duration::from_millis(1)) {
+            errors.push(format!("{at}.retries.perTryTimeout"), "perTryTimeout must be at least 1ms");
+        }
+        for policy in retries.retry_on.iter().flat_map(|r| r.split(',')).map(str::trim) {
+            if !RETRY_ON.contains(&policy) && policy.parse::<u16>().is_err() {
+                errors.push(format!("{at}.retries.retryOn"), format!("unknown retry policy {policy:?}"));
+            }
+        }
+    }
+    if let Some(fault) = &route.fault {
+        if fault.delay.is_none() && fault.abort.is_none() {
+            errors.push(format!("{at}.fault"), "a fault needs a delay or an abort");
+        }
+        if let Some(delay) = &fault.delay {
+            if delay.fixed_delay.is_none() {
+                errors.push(format!("{at}.fault.delay.fixedDelay"), "fixedDelay is required");
+            }
+            if let Some(p) = delay.percentage {
+                check_percent(&format!("{at}.fault.delay.percentage.value"), p.value, errors);
+            }
+        }
+        if let Some(abort) = &fault.abort {
+            match abort.http_status {
+                Some(status) if (200..=599).contains(&status) => {}
+                Some(_) => errors.push(format!("{at}.fault.abort.httpStatus"), "httpStatus must be in 200..=599"),
+                None => errors.push(format!("{at}.fault.abort.httpStatus"), "httpStatus is required"),
+            }
+            if let Some(p) = abort.percentage {
+                check_percent(&format!("{at}.fault.abort.percentage.value"), p.value, errors);
+            }
+        }
+    }
+    if let Some(mirror) = &route.mirror {
+        check_destination(&format!("{at}.mirror"), mirror, errors);
+    }
+    if let Some(p) = route.mirror_percentage {
+        check_percent(&format!("{at}.mirrorPercentage.value"), p.value, errors);
+    }
+    if let Some(headers) = &route.headers {
+        check_headers(&format!("{at}.headers"), headers, errors);
+    }
+    if let Some(cors) = &route.cors_policy {
+        for (k, origin) in cors.allow_origins.iter().enumerate() {
+            check_string_match(&format!("{at}.corsPolicy.allowOrigins[{k}]"), origin, errors);
+        }
+        for (k, method) in cors.allow_methods.iter().enumerate() {
+            if !matches!(method.as_str(), "GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "CONNECT" | "OPTIONS" | "TRACE" | "PATCH" | "*")
+            {
+                errors.push(format!("{at}.corsPolicy.allowMethods[{k}]"), format!("{method:?} is not an HTTP method"));
+            }
+        }
+    }
+}
+
+fn validate_match(at: &str, m: &HttpMatchRequest, errors: &mut Errors) {
+    for (name, value) in [("uri", &m.uri), ("scheme", &m.scheme), ("method", &m.method), ("authority", &m.authority)] {
+        if let Some(value) = value {
+            check_string_match(&format!("{at}.{name}"), value, errors);
+        }
+    }
+    if let Some(crate::StringMatch::Prefix(p) | crate::StringMatch::Exact(p)) = &m.uri
+        && !p.starts_with('/')
+    {
+        errors.push(format!("{at}.uri"), format!("{p:?} must start with \"/\""));
+    }
+    for (name, value) in &m.headers {
+        check_header_name(&format!("{at}.headers.{name}"), name, errors);
+        check_string_match(&format!("{at}.headers.{name}"), value, errors);
+    }
+    for (name, value) in &m.query_params {
+        check_string_match(&format!("{at}.queryParams.{name}"), value, errors);
+    }
+    if let Some(port) = m.port {
+        check_port(&format!("{at}.port"), port, errors);
+    }
+}
+
+fn check_destination(at: &str, destination: &Destination, errors: &mut Errors) {
+    if destination.host.is_empty() {
+        errors.push(format!("{at}.host"), "host is required");
+    } else {
+        check_host(&format!("{at}.host"), &destination.host, false, errors);
+    }
+    if let Some(subset) = &destination.subset
+        && !is_dns1123_label(subset)
+    {
+        errors.push(format!("{at}.subset"), format!("{subset:?} is not a valid subset name"));
+    }
+    if let Some(port) = destination.port {
+        check_port(&format!("{at}.port.number"), port.number, errors);
+    }
+}
+
+fn check_l4_destinations(at: &str, route: &[RouteDestination], errors: &mut Errors) {
+    if route.is_empty() {
+        errors.push(format!("{at}.route"), "a route needs at least one destination");
+    }
+    for (j, d) in route.iter().enumerate() {
+        check_destination(&format!("{at}.route[{j}].destination"), &d.destination, errors);
+    }
+    if route.len() > 1 && route.iter().map(|d| d.weight.unwrap_or(0)).sum::<i64>() != 100 {
+        errors.push(format!("{at}.route"), "weights of several destinations must sum to 100");
+    }
+}
+
+fn check_headers(at: &str, headers: &Headers, errors: &mut Errors) {
+    for (side, ops) in [("request", &headers.request), ("response", &headers.response)] {
+        let Some(ops) = ops else { continue };
+        let names = ops.set.keys().chain(ops.add.keys()).chain(ops.remove.iter());
+        for name in names {
+            let lower = name.to_ascii_lowercase();
+            check_header_name(&format!("{at}.{side}"), &lower, errors);
+            if lower.starts_with(':') || lower == "host" {
+                errors.push(format!("{at}.{side}"), format!("header {name:?} cannot be modified"));
+            }
+        }
+    }
+}
