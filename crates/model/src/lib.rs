@@ -1,0 +1,15 @@
+//! The mesh model: what every source (config files, Kubernetes clusters) adds up to.
+//!
+//! A [`Snapshot`] is immutable: translation reads it without locks while the next one is
+//! built. Nothing here knows Envoy or gRPC.
+
+pub mod host;
+pub mod service;
+pub mod snapshot;
+
+pub use host::{ExportTo, resolve_host};
+pub use service::{Endpoint, Protocol, Service, ServicePort};
+pub use snapshot::{Snapshot, SnapshotInput};
+
+/// Istio's default DNS domain for Kubernetes services.
+pub const DEFAULT_DOMAIN: &str = "cluster.local";

@@ -1,0 +1,104 @@
+use crate::host::ExportTo;
+use std::collections::BTreeMap;
+
+pub type Labels = BTreeMap<String, String>;
+
+/// A service of the mesh: a host with ports, endpoints and visibility.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    /// Fully qualified: `reviews.default.svc.cluster.local`, or a ServiceEntry host.
+    pub hostname: String,
+    pub namespace: String,
+    pub ports: Vec<ServicePort>,
+    pub endpoints: Vec<Endpoint>,
+    pub export_to: ExportTo,
+    /// Kubernetes selector (empty for ServiceEntries): which workloads serve it.
+    pub selector: Labels,
+    pub resolution: Resolution,
+    pub mesh_external: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    /// Endpoints are known addresses (EDS).
+    Static,
+    /// Envoy resolves the endpoint hostnames itself.
+    Dns,
+    /// Traffic goes where the client sent it.
+    Passthrough,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicePort {
+    pub name: String,
+    pub port: u32,
+    pub protocol: Protocol,
+    /// The port workloads listen on when the endpoint names none.
+    pub target_port: u32,
+}
+
+/// Protocol of a port, from its explicit protocol, `appProtocol`, or Istio's
+/// name-prefix convention (`http-web`, `grpc`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Protocol {
+    Http,
+    Http2,
+    Grpc,
+    Https,
+    Tls,
+    Tcp,
+}
+
+impl Protocol {
+    pub fn detect(explicit: Option<&str>, port_name: &str) -> Protocol {
+        let from = |text: &str| match text.to_ascii_lowercase().as_str() {
+            "http" => Some(Protocol::Http),
+            "http2" | "h2c" => Some(Protocol::Http2),
+            "grpc" | "grpc-web" => Some(Protocol::Grpc),
+            "https" => Some(Protocol::Https),
+            "tls" => Some(Protocol::Tls),
+            "tcp" | "mongo" | "redis" | "mysql" => Some(Protocol::Tcp),
+            _ => None,
+        };
+        explicit
+            .and_then(from)
+            .or_else(|| from(port_name.split('-').next().unwrap_or("")))
+            // Istio sniffs unnamed ports; without sniffing, HTTP is the useful default.
+            .unwrap_or(Protocol::Http)
+    }
+
+    pub fn is_http(self) -> bool {
+        matches!(self, Protocol::Http | Protocol::Http2 | Protocol::Grpc)
+    }
+}
+
+/// One address serving a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub address: String,
+    /// Service port number → the port this endpoint listens on.
+    pub ports: BTreeMap<u32, u32>,
+    pub labels: Labels,
+    pub locality: Option<String>,
+    pub weight: u32,
+    pub service_account: Option<String>,
+    /// Which cluster (or, in local mode, `local`) the endpoint came from.
+    pub cluster_id: String,
+}
+
+impl Service {
+    pub fn port(&self, number: u32) -> Option<&ServicePort> {
+        self.ports.iter().find(|p| p.port == number)
+    }
+}
+
+/// Whether every `selector` label is among `labels` (an empty selector selects nothing,
+/// as a Kubernetes Service without selector has no automatic endpoints).
+pub fn selects(selector: &Labels, labels: &Labels) -> bool {
+    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// Subset selection: every label matches (an empty set matches all).
+pub fn labels_match(required: &Labels, labels: &Labels) -> bool {
+    required.iter().all(|(k, v)| labels.get(k) == Some(v))
+}

@@ -1,0 +1,303 @@
+//! Building a [`Snapshot`] from config resources.
+
+use crate::host::{ExportTo, host_matches, resolve_host};
+use crate::service::{Endpoint, Labels, Protocol, Resolution, Service, ServicePort, selects};
+use fleetmesh_api::kube::{ServiceSpec, TargetPort};
+use fleetmesh_api::networking::*;
+use fleetmesh_api::resource::{Config, Resource};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Everything a snapshot is built from.
+pub struct SnapshotInput<'a> {
+    pub resources: Vec<&'a Resource>,
+    pub domain: String,
+    /// The namespace whose Sidecar / DestinationRule apply mesh-wide (Istio's root namespace).
+    pub root_namespace: String,
+    pub cluster_id: String,
+}
+
+/// One mesh's state at one moment. Immutable; shared by `Arc` between readers.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub domain: String,
+    pub root_namespace: String,
+    /// By hostname. Where two resources claim one host, the first by namespace/name wins.
+    pub services: BTreeMap<String, Arc<Service>>,
+    pub virtual_services: Vec<Arc<Config<VirtualServiceSpec>>>,
+    pub destination_rules: Vec<Arc<Config<DestinationRuleSpec>>>,
+    pub gateways: Vec<Arc<Config<GatewaySpec>>>,
+    pub sidecars: Vec<Arc<Config<SidecarSpec>>>,
+}
+
+impl Snapshot {
+    pub fn build(input: SnapshotInput<'_>) -> Snapshot {
+        let mut resources = input.resources;
+        // Deterministic order: the same config always gives the same snapshot.
+        resources.sort_by_key(|r| (r.kind(), r.meta().namespace.clone(), r.meta().name.clone()));
+
+        let workloads: Vec<&Config<WorkloadEntrySpec>> = resources
+            .iter()
+            .filter_map(|r| if let Resource::WorkloadEntry(w) = r { Some(w) } else { None })
+            .collect();
+        let mut snapshot = Snapshot {
+            domain: input.domain.clone(),
+            root_namespace: input.root_namespace,
+            ..Snapshot::default()
+        };
+        let mut add_service = |service: Service| {
+            if snapshot.services.contains_key(&service.hostname) {
+                tracing::warn!(host = %service.hostname, namespace = %service.namespace, "host already defined; keeping the first definition");
+            } else {
+                snapshot.services.insert(service.hostname.clone(), Arc::new(service));
+            }
+        };
+        for resource in &resources {
+            match resource {
+                Resource::Service(s) => add_service(kube_service(s, &workloads, &input.domain, &input.cluster_id)),
+                Resource::ServiceEntry(se) => {
+                    for service in service_entry(se, &workloads, &input.cluster_id) {
+                        add_service(service);
+                    }
+                }
+                _ => {}
+            }
+        }
+        for resource in resources {
+            match resource {
+                Resource::VirtualService(c) => snapshot.virtual_services.push(Arc::new(c.clone())),
+                Resource::DestinationRule(c) => snapshot.destination_rules.push(Arc::new(c.clone())),
+                Resource::Gateway(c) => snapshot.gateways.push(Arc::new(c.clone())),
+                Resource::Sidecar(c) => snapshot.sidecars.push(Arc::new(c.clone())),
+                _ => {}
+            }
+        }
+        snapshot
+    }
+
+    /// The DestinationRule that applies to `host` for a proxy in `proxy_namespace`:
+    /// Istio looks in the proxy's namespace, then the service's, then the root namespace.
+    pub fn destination_rule(&self, host: &str, proxy_namespace: &str) -> Option<&Config<DestinationRuleSpec>> {
+        let service_namespace = self.services.get(host).map(|s| s.namespace.as_str());
+        let candidates = [Some(proxy_namespace), service_namespace, Some(self.root_namespace.as_str())];
+        candidates.into_iter().flatten().find_map(|namespace| {
+            self.destination_rules
+                .iter()
+                .filter(|dr| dr.metadata.namespace == namespace)
+                .filter(|dr| ExportTo::parse(&dr.spec.export_to, namespace).visible_to(proxy_namespace))
+                .find(|dr| host_matches(&resolve_host(&dr.spec.host, namespace, &self.domain), host))
+                .map(|dr| dr.as_ref())
+        })
+    }
+}
+
+fn kube_service(s: &Config<ServiceSpec>, workloads: &[&Config<WorkloadEntrySpec>], domain: &str, cluster: &str) -> Service {
+    let namespace = &s.metadata.namespace;
+    let ports: Vec<ServicePort> = s
+        .spec
+        .ports
+        .iter()
+        .map(|p| {
+            let name = p.name.clone().unwrap_or_default();
+            let target_port = match &p.target_port {
+                Some(TargetPort::Number(n)) => *n,
+                _ => p.port,
+            };
+            let protocol = Protocol::detect(p.app_protocol.as_deref(), &name);
+            ServicePort { name, port: p.port, protocol, target_port }
+        })
+        .collect();
+    let named_targets: BTreeMap<u32, &str> = s
+        .spec
+        .ports
+        .iter()
+        .filter_map(|p| match &p.target_port {
+            Some(TargetPort::Name(name)) => Some((p.port, name.as_str())),
+            _ => None,
+        })
+        .collect();
+    let endpoints = workloads
+        .iter()
+        .filter(|w| &w.metadata.namespace == namespace && selects(&s.spec.selector, &w.spec.labels))
+        .map(|w| endpoint(&w.spec, &ports, &named_targets, cluster))
+        .collect();
+    Service {
+        hostname: format!("{}.{namespace}.svc.{domain}", s.metadata.name),
+        namespace: namespace.clone(),
+        ports,
+        endpoints,
+        export_to: ExportTo::All,
+        selector: s.spec.selector.clone(),
+        resolution: Resolution::Static,
+        mesh_external: false,
+    }
+}
+
+fn service_entry(se: &Config<ServiceEntrySpec>, workloads: &[&Config<WorkloadEntrySpec>], cluster: &str) -> Vec<Service> {
+    let namespace = &se.metadata.namespace;
+    let ports: Vec<ServicePort> = se
+        .spec
+        .ports
+        .iter()
+        .map(|p| ServicePort {
+            name: p.name.clone(),
+            port: p.number,
+            protocol: Protocol::detect(p.protocol.as_deref(), &p.name),
+            target_port: p.target_port.unwrap_or(p.number),
+        })
+        .collect();
+    let no_named = BTreeMap::new();
+    let selected: Vec<&WorkloadEntrySpec> = match &se.spec.workload_selector {
+        Some(selector) => workloads
+            .iter()
+            .filter(|w| &w.metadata.namespace == namespace && selects(&selector.labels, &w.spec.labels))
+            .map(|w| &w.spec)
+            .collect(),
+        None => se.spec.endpoints.iter().collect(),
+    };
+    let endpoints: Vec<Endpoint> = selected.into_iter().map(|w| endpoint(w, &ports, &no_named, cluster)).collect();
+    let resolution = match se.spec.resolution.unwrap_or(fleetmesh_api::networking::Resolution::None) {
+        fleetmesh_api::networking::Resolution::Static => Resolution::Static,
+        fleetmesh_api::networking::Resolution::Dns | fleetmesh_api::networking::Resolution::DnsRoundRobin => Resolution::Dns,
+        fleetmesh_api::networking::Resolution::None => Resolution::Passthrough,
+    };
+    se.spec
+        .hosts
+        .iter()
+        .map(|host| Service {
+            hostname: host.clone(),
+            namespace: namespace.clone(),
+            ports: ports.clone(),
+            endpoints: if resolution == Resolution::Dns && endpoints.is_empty() {
+                // DNS without endpoints: Envoy resolves the host itself.
+                vec![Endpoint {
+                    address: host.clone(),
+                    ports: ports.iter().map(|p| (p.port, p.target_port)).collect(),
+                    labels: Labels::new(),
+                    locality: None,
+                    weight: 1,
+                    service_account: None,
+                    cluster_id: cluster.to_string(),
+                }]
+            } else {
+                endpoints.clone()
+            },
+            export_to: ExportTo::parse(&se.spec.export_to, namespace),
+            selector: Labels::new(),
+            resolution,
+            mesh_external: se.spec.location != Some(Location::MeshInternal),
+        })
+        .collect()
+}
+
+fn endpoint(w: &WorkloadEntrySpec, ports: &[ServicePort], named_targets: &BTreeMap<u32, &str>, cluster: &str) -> Endpoint {
+    let ports = ports
+        .iter()
+        .filter_map(|p| {
+            // A WorkloadEntry's `ports` maps a service port name to its own port; a named
+            // targetPort must be found there, else the endpoint does not serve that port.
+            let by_service_port_name = w.ports.get(&p.name).copied();
+            let target = match named_targets.get(&p.port) {
+                Some(name) => w.ports.get(*name).copied(),
+                None => Some(p.target_port),
+            };
+            by_service_port_name.or(target).map(|port| (p.port, port))
+        })
+        .collect();
+    Endpoint {
+        address: w.address.clone(),
+        ports,
+        labels: w.labels.clone(),
+        locality: w.locality.clone(),
+        weight: w.weight.unwrap_or(1),
+        service_account: w.service_account.clone(),
+        cluster_id: cluster.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetmesh_api::load_documents;
+
+    fn build(yaml: &str) -> Snapshot {
+        let loaded = load_documents(None, yaml).unwrap();
+        Snapshot::build(SnapshotInput {
+            resources: loaded.iter().map(|l| &l.resource).collect(),
+            domain: "cluster.local".into(),
+            root_namespace: "istio-system".into(),
+            cluster_id: "local".into(),
+        })
+    }
+
+    const MESH: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: shop}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080}, {name: admin, port: 9090, targetPort: mgmt}]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews-v1, namespace: shop}
+spec: {address: 127.10.0.2, labels: {app: reviews, version: v1}, ports: {mgmt: 19090}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews-v2, namespace: shop}
+spec: {address: 127.10.0.3, labels: {app: reviews, version: v2}, weight: 3}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: elsewhere, namespace: other}
+spec: {address: 127.10.0.4, labels: {app: reviews}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: external, namespace: shop}
+spec:
+  hosts: [api.example.com]
+  ports: [{number: 443, name: tls, protocol: TLS}]
+  resolution: DNS
+  exportTo: ["."]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: shop}
+spec: {host: reviews, subsets: [{name: v1, labels: {version: v1}}]}
+"#;
+
+    #[test]
+    fn services_select_workloads_in_their_namespace() {
+        let snapshot = build(MESH);
+        let reviews = &snapshot.services["reviews.shop.svc.cluster.local"];
+        let addresses: Vec<_> = reviews.endpoints.iter().map(|e| e.address.as_str()).collect();
+        assert_eq!(addresses, ["127.10.0.2", "127.10.0.3"]);
+        // A named targetPort resolves through the WorkloadEntry's ports; without it the
+        // endpoint does not serve that port.
+        assert_eq!(reviews.endpoints[0].ports, BTreeMap::from([(9080, 9080), (9090, 19090)]));
+        assert_eq!(reviews.endpoints[1].ports, BTreeMap::from([(9080, 9080)]));
+        assert_eq!(reviews.endpoints[1].weight, 3);
+        assert_eq!(reviews.ports[0].protocol, Protocol::Http);
+    }
+
+    #[test]
+    fn service_entries_and_export_to() {
+        let snapshot = build(MESH);
+        let external = &snapshot.services["api.example.com"];
+        assert_eq!(external.resolution, Resolution::Dns);
+        assert_eq!(external.endpoints[0].address, "api.example.com");
+        assert!(external.export_to.visible_to("shop"));
+        assert!(!external.export_to.visible_to("other"));
+        assert_eq!(external.ports[0].protocol, Protocol::Tls);
+    }
+
+    #[test]
+    fn destination_rule_lookup_order() {
+        let snapshot = build(MESH);
+        let host = "reviews.shop.svc.cluster.local";
+        assert_eq!(snapshot.destination_rule(host, "other").unwrap().metadata.name, "reviews");
+        assert!(snapshot.destination_rule("ratings.shop.svc.cluster.local", "shop").is_none());
+    }
+}
