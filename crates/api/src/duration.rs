@@ -8,7 +8,8 @@ pub struct Duration(pub std::time::Duration);
 
 impl Duration {
     pub fn parse(text: &str) -> Result<Self, String> {
-        let bad = || format!("invalid duration {text:?} (expected e.g. \"10s\", \"250ms\", \"1m30s\")");
+        let bad =
+            || format!("invalid duration {text:?} (expected e.g. \"10s\", \"250ms\", \"1m30s\")");
         let mut rest = text.trim();
         if rest.is_empty() {
             return Err(bad());
@@ -52,7 +53,7 @@ impl Duration {
 impl fmt::Display for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        if ms % 1000 == 0 {
+        if ms.is_multiple_of(1000) {
             write!(f, "{}s", ms / 1000)
         } else {
             write!(f, "{ms}ms")

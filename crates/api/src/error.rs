@@ -11,7 +11,10 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        FieldError { field: field.into(), reason: reason.into() }
+        FieldError {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -33,9 +36,22 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    pub fn new(file: Option<&PathBuf>, document: usize, resource: String, error: FieldError) -> Self {
+    pub fn new(
+        file: Option<&PathBuf>,
+        document: usize,
+        resource: String,
+        error: FieldError,
+    ) -> Self {
         let file = file.map_or("<input>".to_string(), |f| f.display().to_string());
-        let location = if document > 0 { format!("{file} (document {})", document + 1) } else { file };
-        ConfigError { location, resource, error }
+        let location = if document > 0 {
+            format!("{file} (document {})", document + 1)
+        } else {
+            file
+        };
+        ConfigError {
+            location,
+            resource,
+            error,
+        }
     }
 }

@@ -16,7 +16,7 @@ pub mod validate;
 
 pub use duration::Duration;
 pub use error::{ConfigError, FieldError};
-pub use load::{load_documents, LoadedResource};
+pub use load::{LoadedResource, load_documents};
 pub use meta::ObjectMeta;
 pub use resource::{Kind, Resource};
 pub use string_match::StringMatch;

@@ -17,16 +17,23 @@ pub struct LoadedResource {
 
 /// Parses and validates every document of one file. A file is all-or-nothing: any error
 /// rejects the whole file, so a half-applied file never reaches a proxy.
-pub fn load_documents(file: Option<&PathBuf>, text: &str) -> Result<Vec<LoadedResource>, Vec<ConfigError>> {
+pub fn load_documents(
+    file: Option<&PathBuf>,
+    text: &str,
+) -> Result<Vec<LoadedResource>, Vec<ConfigError>> {
     let mut resources = Vec::new();
     let mut errors = Vec::new();
     for (document, yaml) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
-        let fail = |resource: String, error: FieldError| ConfigError::new(file, document, resource, error);
+        let fail =
+            |resource: String, error: FieldError| ConfigError::new(file, document, resource, error);
         let value = match serde_yaml_ng::Value::deserialize(yaml) {
             Ok(serde_yaml_ng::Value::Null) => continue,
             Ok(value) => value,
             Err(e) => {
-                errors.push(fail("document".into(), FieldError::new("(yaml)", e.to_string())));
+                errors.push(fail(
+                    "document".into(),
+                    FieldError::new("(yaml)", e.to_string()),
+                ));
                 // The YAML stream itself is broken; later documents cannot be trusted.
                 break;
             }
@@ -35,7 +42,11 @@ pub fn load_documents(file: Option<&PathBuf>, text: &str) -> Result<Vec<LoadedRe
             Ok(resource) => {
                 let problems = validate(&resource);
                 if problems.is_empty() {
-                    resources.push(LoadedResource { resource, file: file.cloned(), document });
+                    resources.push(LoadedResource {
+                        resource,
+                        file: file.cloned(),
+                        document,
+                    });
                 } else {
                     let described = resource.describe();
                     errors.extend(problems.into_iter().map(|p| fail(described.clone(), p)));
@@ -44,7 +55,11 @@ pub fn load_documents(file: Option<&PathBuf>, text: &str) -> Result<Vec<LoadedRe
             Err((resource, error)) => errors.push(fail(resource, error)),
         }
     }
-    if errors.is_empty() { Ok(resources) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(resources)
+    } else {
+        Err(errors)
+    }
 }
 
 fn parse_resource(value: serde_yaml_ng::Value) -> Result<Resource, (String, FieldError)> {
@@ -52,19 +67,39 @@ fn parse_resource(value: serde_yaml_ng::Value) -> Result<Resource, (String, Fiel
     let kind_text = text_field("kind");
     let described = {
         let meta = value.get("metadata");
-        let name = meta.and_then(|m| m.get("name")).and_then(|v| v.as_str()).unwrap_or("<unnamed>");
-        let ns = meta.and_then(|m| m.get("namespace")).and_then(|v| v.as_str()).unwrap_or("default");
-        format!("{} {ns}/{name}", kind_text.as_deref().unwrap_or("<no kind>"))
+        let name = meta
+            .and_then(|m| m.get("name"))
+            .and_then(|v| v.as_str())
+            .unwrap_or("<unnamed>");
+        let ns = meta
+            .and_then(|m| m.get("namespace"))
+            .and_then(|v| v.as_str())
+            .unwrap_or("default");
+        format!(
+            "{} {ns}/{name}",
+            kind_text.as_deref().unwrap_or("<no kind>")
+        )
     };
     let (Some(api_version), Some(kind_text)) = (text_field("apiVersion"), kind_text) else {
-        return Err((described, FieldError::new("kind", "every document needs apiVersion and kind")));
+        return Err((
+            described,
+            FieldError::new("kind", "every document needs apiVersion and kind"),
+        ));
     };
-    let kind = Kind::from_type(&api_version, &kind_text)
-        .map_err(|reason| (described.clone(), FieldError::new("apiVersion/kind", reason)))?;
+    let kind = Kind::from_type(&api_version, &kind_text).map_err(|reason| {
+        (
+            described.clone(),
+            FieldError::new("apiVersion/kind", reason),
+        )
+    })?;
     fn typed<S: DeserializeOwned>(value: serde_yaml_ng::Value) -> Result<Config<S>, FieldError> {
         serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
-            let field = if path == "." { "(root)".to_string() } else { path };
+            let field = if path == "." {
+                "(root)".to_string()
+            } else {
+                path
+            };
             FieldError::new(field, e.into_inner().to_string())
         })
     }
@@ -86,7 +121,11 @@ mod tests {
 
     fn errors_of(text: &str) -> Vec<String> {
         let file = PathBuf::from("mesh.yaml");
-        load_documents(Some(&file), text).unwrap_err().iter().map(|e| e.to_string()).collect()
+        load_documents(Some(&file), text)
+            .unwrap_err()
+            .iter()
+            .map(|e| e.to_string())
+            .collect()
     }
 
     #[test]
@@ -114,7 +153,10 @@ spec:
 "#;
         let loaded = load_documents(None, text).unwrap();
         assert_eq!(loaded.len(), 2);
-        assert_eq!(loaded[1].resource.describe(), "VirtualService bookinfo/reviews");
+        assert_eq!(
+            loaded[1].resource.describe(),
+            "VirtualService bookinfo/reviews"
+        );
         assert_eq!(loaded[1].document, 1);
     }
 
@@ -135,16 +177,27 @@ spec:
         );
         assert_eq!(errors.len(), 1);
         let e = &errors[0];
-        assert!(e.starts_with("mesh.yaml: VirtualService default/reviews: spec.http[0].route[0]"), "{e}");
+        assert!(
+            e.starts_with("mesh.yaml: VirtualService default/reviews: spec.http[0].route[0]"),
+            "{e}"
+        );
         assert!(e.contains("unknown field `wieght`"), "{e}");
     }
 
     #[test]
     fn wrong_api_version_and_unknown_kind() {
-        let errors = errors_of("apiVersion: networking.istio.io/v2\nkind: VirtualService\nmetadata: {name: a}\nspec: {}\n");
-        assert!(errors[0].contains("apiVersion \"networking.istio.io/v2\" is not valid"), "{errors:?}");
+        let errors = errors_of(
+            "apiVersion: networking.istio.io/v2\nkind: VirtualService\nmetadata: {name: a}\nspec: {}\n",
+        );
+        assert!(
+            errors[0].contains("apiVersion \"networking.istio.io/v2\" is not valid"),
+            "{errors:?}"
+        );
         let errors = errors_of("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n");
-        assert!(errors[0].contains("kind \"ConfigMap\" is not supported"), "{errors:?}");
+        assert!(
+            errors[0].contains("kind \"ConfigMap\" is not supported"),
+            "{errors:?}"
+        );
     }
 
     #[test]
@@ -152,7 +205,12 @@ spec:
         let errors = errors_of(
             "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: b}\nspec: {ports: [{port: 0}]}\n",
         );
-        assert_eq!(errors, vec!["mesh.yaml (document 2): Service default/b: spec.ports[0].port: port must be in 1..=65535"]);
+        assert_eq!(
+            errors,
+            vec![
+                "mesh.yaml (document 2): Service default/b: spec.ports[0].port: port must be in 1..=65535"
+            ]
+        );
     }
 
     #[test]

@@ -22,10 +22,24 @@ struct OneOf {
 impl<'de> Deserialize<'de> for StringMatch {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         match OneOf::deserialize(deserializer)? {
-            OneOf { exact: Some(s), prefix: None, regex: None } => Ok(StringMatch::Exact(s)),
-            OneOf { exact: None, prefix: Some(s), regex: None } => Ok(StringMatch::Prefix(s)),
-            OneOf { exact: None, prefix: None, regex: Some(s) } => Ok(StringMatch::Regex(s)),
-            _ => Err(serde::de::Error::custom("exactly one of exact, prefix or regex is required")),
+            OneOf {
+                exact: Some(s),
+                prefix: None,
+                regex: None,
+            } => Ok(StringMatch::Exact(s)),
+            OneOf {
+                exact: None,
+                prefix: Some(s),
+                regex: None,
+            } => Ok(StringMatch::Prefix(s)),
+            OneOf {
+                exact: None,
+                prefix: None,
+                regex: Some(s),
+            } => Ok(StringMatch::Regex(s)),
+            _ => Err(serde::de::Error::custom(
+                "exactly one of exact, prefix or regex is required",
+            )),
         }
     }
 }

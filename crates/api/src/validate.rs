@@ -14,10 +14,16 @@ pub fn validate(resource: &Resource) -> Vec<FieldError> {
     let mut errors = Errors::default();
     let meta = resource.meta();
     if !is_dns1123_subdomain(&meta.name) {
-        errors.push("metadata.name", format!("{:?} is not a valid DNS-1123 name", meta.name));
+        errors.push(
+            "metadata.name",
+            format!("{:?} is not a valid DNS-1123 name", meta.name),
+        );
     }
     if !is_dns1123_label(&meta.namespace) {
-        errors.push("metadata.namespace", format!("{:?} is not a valid namespace name", meta.namespace));
+        errors.push(
+            "metadata.namespace",
+            format!("{:?} is not a valid namespace name", meta.namespace),
+        );
     }
     match resource {
         Resource::Service(s) => validate_service(&s.spec, &mut errors),
@@ -40,12 +46,18 @@ fn validate_service(spec: &crate::kube::ServiceSpec, errors: &mut Errors) {
         let at = format!("spec.ports[{i}]");
         check_port(&format!("{at}.port"), port.port, errors);
         if spec.ports.len() > 1 && port.name.is_none() {
-            errors.push(format!("{at}.name"), "every port of a multi-port Service needs a name");
+            errors.push(
+                format!("{at}.name"),
+                "every port of a multi-port Service needs a name",
+            );
         }
         if let Some(name) = &port.name
             && !names.insert(name)
         {
-            errors.push(format!("{at}.name"), format!("duplicate port name {name:?}"));
+            errors.push(
+                format!("{at}.name"),
+                format!("duplicate port name {name:?}"),
+            );
         }
         if let Some(crate::kube::TargetPort::Number(n)) = port.target_port {
             check_port(&format!("{at}.targetPort"), n, errors);
@@ -64,12 +76,21 @@ fn validate_gateway(spec: &crate::networking::GatewaySpec, errors: &mut Errors) 
             "HTTP" | "HTTP2" | "GRPC" => {}
             "HTTPS" | "TLS" | "TCP" => errors.push(
                 format!("{at}.port.protocol"),
-                format!("protocol {} is not supported by this meshd yet (supported: HTTP, HTTP2, GRPC)", server.port.protocol),
+                format!(
+                    "protocol {} is not supported by this meshd yet (supported: HTTP, HTTP2, GRPC)",
+                    server.port.protocol
+                ),
             ),
-            other => errors.push(format!("{at}.port.protocol"), format!("unknown protocol {other:?}")),
+            other => errors.push(
+                format!("{at}.port.protocol"),
+                format!("unknown protocol {other:?}"),
+            ),
         }
         if server.tls.is_some() {
-            errors.push(format!("{at}.tls"), "gateway TLS is not supported by this meshd yet");
+            errors.push(
+                format!("{at}.tls"),
+                "gateway TLS is not supported by this meshd yet",
+            );
         }
         if server.hosts.is_empty() {
             errors.push(format!("{at}.hosts"), "a server needs at least one host");
@@ -77,7 +98,10 @@ fn validate_gateway(spec: &crate::networking::GatewaySpec, errors: &mut Errors) 
         for (j, host) in server.hosts.iter().enumerate() {
             let (namespace, dns) = host.split_once('/').unwrap_or(("*", host));
             if !matches!(namespace, "*" | "." | "~") && !is_dns1123_label(namespace) {
-                errors.push(format!("{at}.hosts[{j}]"), format!("{namespace:?} is not a namespace, \".\" or \"*\""));
+                errors.push(
+                    format!("{at}.hosts[{j}]"),
+                    format!("{namespace:?} is not a namespace, \".\" or \"*\""),
+                );
             }
             check_host(&format!("{at}.hosts[{j}]"), dns, true, errors);
         }
@@ -99,34 +123,63 @@ fn validate_service_entry(spec: &crate::networking::ServiceEntrySpec, errors: &m
     for (i, port) in spec.ports.iter().enumerate() {
         check_port(&format!("spec.ports[{i}].number"), port.number, errors);
         if !names.insert(&port.name) {
-            errors.push(format!("spec.ports[{i}].name"), format!("duplicate port name {:?}", port.name));
+            errors.push(
+                format!("spec.ports[{i}].name"),
+                format!("duplicate port name {:?}", port.name),
+            );
         }
     }
     let resolution = spec.resolution.unwrap_or(Resolution::None);
-    if resolution == Resolution::Static && spec.endpoints.is_empty() && spec.workload_selector.is_none() {
-        errors.push("spec.endpoints", "resolution STATIC needs endpoints or a workloadSelector");
+    if resolution == Resolution::Static
+        && spec.endpoints.is_empty()
+        && spec.workload_selector.is_none()
+    {
+        errors.push(
+            "spec.endpoints",
+            "resolution STATIC needs endpoints or a workloadSelector",
+        );
     }
-    if resolution == Resolution::Dns && spec.endpoints.is_empty() && spec.hosts.iter().any(|h| h.contains('*')) {
-        errors.push("spec.hosts", "resolution DNS without endpoints needs hosts without wildcards");
+    if resolution == Resolution::Dns
+        && spec.endpoints.is_empty()
+        && spec.hosts.iter().any(|h| h.contains('*'))
+    {
+        errors.push(
+            "spec.hosts",
+            "resolution DNS without endpoints needs hosts without wildcards",
+        );
     }
     for (i, endpoint) in spec.endpoints.iter().enumerate() {
         let at = format!("spec.endpoints[{i}]");
         validate_workload_entry(&at, endpoint, errors);
-        if resolution == Resolution::Static && endpoint.address.parse::<std::net::IpAddr>().is_err() {
-            errors.push(format!("{at}.address"), "resolution STATIC needs IP addresses");
+        if resolution == Resolution::Static && endpoint.address.parse::<std::net::IpAddr>().is_err()
+        {
+            errors.push(
+                format!("{at}.address"),
+                "resolution STATIC needs IP addresses",
+            );
         }
     }
     check_export_to(&spec.export_to, errors);
 }
 
-fn validate_workload_entry(at: &str, spec: &crate::networking::WorkloadEntrySpec, errors: &mut Errors) {
+fn validate_workload_entry(
+    at: &str,
+    spec: &crate::networking::WorkloadEntrySpec,
+    errors: &mut Errors,
+) {
     if spec.address.is_empty() {
         errors.push(format!("{at}.address"), "address is required");
     } else if spec.address.parse::<std::net::IpAddr>().is_err()
         && !spec.address.starts_with("unix://")
         && !is_dns1123_subdomain(&spec.address)
     {
-        errors.push(format!("{at}.address"), format!("{:?} is not an IP address, hostname or unix:// path", spec.address));
+        errors.push(
+            format!("{at}.address"),
+            format!(
+                "{:?} is not an IP address, hostname or unix:// path",
+                spec.address
+            ),
+        );
     }
     for (name, port) in &spec.ports {
         check_port(&format!("{at}.ports.{name}"), *port, errors);
@@ -144,28 +197,43 @@ fn validate_sidecar(spec: &crate::networking::SidecarSpec, errors: &mut Errors) 
             && !endpoint.starts_with("unix://")
             && endpoint.parse::<std::net::SocketAddr>().is_err()
         {
-            errors.push(format!("{at}.defaultEndpoint"), format!("{endpoint:?} is not IP:PORT or unix://PATH"));
+            errors.push(
+                format!("{at}.defaultEndpoint"),
+                format!("{endpoint:?} is not IP:PORT or unix://PATH"),
+            );
         }
         if let Some(bind) = &ingress.bind
             && bind.parse::<std::net::IpAddr>().is_err()
         {
-            errors.push(format!("{at}.bind"), format!("{bind:?} is not an IP address"));
+            errors.push(
+                format!("{at}.bind"),
+                format!("{bind:?} is not an IP address"),
+            );
         }
     }
     for (i, egress) in spec.egress.iter().enumerate() {
         let at = format!("spec.egress[{i}]");
         if egress.hosts.is_empty() {
-            errors.push(format!("{at}.hosts"), "an egress listener needs at least one host");
+            errors.push(
+                format!("{at}.hosts"),
+                "an egress listener needs at least one host",
+            );
         }
         for (j, host) in egress.hosts.iter().enumerate() {
             match host.split_once('/') {
                 Some((namespace, dns)) => {
                     if !matches!(namespace, "*" | "." | "~") && !is_dns1123_label(namespace) {
-                        errors.push(format!("{at}.hosts[{j}]"), format!("{namespace:?} is not a namespace, \".\", \"~\" or \"*\""));
+                        errors.push(
+                            format!("{at}.hosts[{j}]"),
+                            format!("{namespace:?} is not a namespace, \".\", \"~\" or \"*\""),
+                        );
                     }
                     check_host(&format!("{at}.hosts[{j}]"), dns, true, errors);
                 }
-                None => errors.push(format!("{at}.hosts[{j}]"), format!("{host:?} must be namespace/dnsName, e.g. \"./*\"")),
+                None => errors.push(
+                    format!("{at}.hosts[{j}]"),
+                    format!("{host:?} must be namespace/dnsName, e.g. \"./*\""),
+                ),
             }
         }
         if let Some(port) = &egress.port {
@@ -174,14 +242,20 @@ fn validate_sidecar(spec: &crate::networking::SidecarSpec, errors: &mut Errors) 
         if let Some(bind) = &egress.bind
             && bind.parse::<std::net::IpAddr>().is_err()
         {
-            errors.push(format!("{at}.bind"), format!("{bind:?} is not an IP address"));
+            errors.push(
+                format!("{at}.bind"),
+                format!("{bind:?} is not an IP address"),
+            );
         }
     }
     if let Some(policy) = &spec.outbound_traffic_policy
         && let Some(mode) = &policy.mode
         && !matches!(mode.as_str(), "ALLOW_ANY" | "REGISTRY_ONLY")
     {
-        errors.push("spec.outboundTrafficPolicy.mode", format!("{mode:?} is not ALLOW_ANY or REGISTRY_ONLY"));
+        errors.push(
+            "spec.outboundTrafficPolicy.mode",
+            format!("{mode:?} is not ALLOW_ANY or REGISTRY_ONLY"),
+        );
     }
 }
 

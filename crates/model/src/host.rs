@@ -39,7 +39,13 @@ impl ExportTo {
         let namespaces = entries
             .iter()
             .filter(|e| *e != "~")
-            .map(|e| if e == "." { namespace.to_string() } else { e.clone() })
+            .map(|e| {
+                if e == "." {
+                    namespace.to_string()
+                } else {
+                    e.clone()
+                }
+            })
             .collect();
         ExportTo::Namespaces(namespaces)
     }
@@ -58,10 +64,26 @@ mod tests {
 
     #[test]
     fn short_names_resolve_in_their_namespace() {
-        assert_eq!(resolve_host("reviews", "bookinfo", "cluster.local"), "reviews.bookinfo.svc.cluster.local");
-        assert_eq!(resolve_host("reviews.other.svc.cluster.local", "bookinfo", "cluster.local"), "reviews.other.svc.cluster.local");
-        assert_eq!(resolve_host("api.example.com", "bookinfo", "cluster.local"), "api.example.com");
-        assert_eq!(resolve_host("*.example.com", "bookinfo", "cluster.local"), "*.example.com");
+        assert_eq!(
+            resolve_host("reviews", "bookinfo", "cluster.local"),
+            "reviews.bookinfo.svc.cluster.local"
+        );
+        assert_eq!(
+            resolve_host(
+                "reviews.other.svc.cluster.local",
+                "bookinfo",
+                "cluster.local"
+            ),
+            "reviews.other.svc.cluster.local"
+        );
+        assert_eq!(
+            resolve_host("api.example.com", "bookinfo", "cluster.local"),
+            "api.example.com"
+        );
+        assert_eq!(
+            resolve_host("*.example.com", "bookinfo", "cluster.local"),
+            "*.example.com"
+        );
     }
 
     #[test]

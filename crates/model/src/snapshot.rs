@@ -38,7 +38,13 @@ impl Snapshot {
 
         let workloads: Vec<&Config<WorkloadEntrySpec>> = resources
             .iter()
-            .filter_map(|r| if let Resource::WorkloadEntry(w) = r { Some(w) } else { None })
+            .filter_map(|r| {
+                if let Resource::WorkloadEntry(w) = r {
+                    Some(w)
+                } else {
+                    None
+                }
+            })
             .collect();
         let mut snapshot = Snapshot {
             domain: input.domain.clone(),
@@ -49,12 +55,19 @@ impl Snapshot {
             if snapshot.services.contains_key(&service.hostname) {
                 tracing::warn!(host = %service.hostname, namespace = %service.namespace, "host already defined; keeping the first definition");
             } else {
-                snapshot.services.insert(service.hostname.clone(), Arc::new(service));
+                snapshot
+                    .services
+                    .insert(service.hostname.clone(), Arc::new(service));
             }
         };
         for resource in &resources {
             match resource {
-                Resource::Service(s) => add_service(kube_service(s, &workloads, &input.domain, &input.cluster_id)),
+                Resource::Service(s) => add_service(kube_service(
+                    s,
+                    &workloads,
+                    &input.domain,
+                    &input.cluster_id,
+                )),
                 Resource::ServiceEntry(se) => {
                     for service in service_entry(se, &workloads, &input.cluster_id) {
                         add_service(service);
@@ -66,7 +79,9 @@ impl Snapshot {
         for resource in resources {
             match resource {
                 Resource::VirtualService(c) => snapshot.virtual_services.push(Arc::new(c.clone())),
-                Resource::DestinationRule(c) => snapshot.destination_rules.push(Arc::new(c.clone())),
+                Resource::DestinationRule(c) => {
+                    snapshot.destination_rules.push(Arc::new(c.clone()))
+                }
                 Resource::Gateway(c) => snapshot.gateways.push(Arc::new(c.clone())),
                 Resource::Sidecar(c) => snapshot.sidecars.push(Arc::new(c.clone())),
                 _ => {}
@@ -77,21 +92,38 @@ impl Snapshot {
 
     /// The DestinationRule that applies to `host` for a proxy in `proxy_namespace`:
     /// Istio looks in the proxy's namespace, then the service's, then the root namespace.
-    pub fn destination_rule(&self, host: &str, proxy_namespace: &str) -> Option<&Config<DestinationRuleSpec>> {
+    pub fn destination_rule(
+        &self,
+        host: &str,
+        proxy_namespace: &str,
+    ) -> Option<&Config<DestinationRuleSpec>> {
         let service_namespace = self.services.get(host).map(|s| s.namespace.as_str());
-        let candidates = [Some(proxy_namespace), service_namespace, Some(self.root_namespace.as_str())];
+        let candidates = [
+            Some(proxy_namespace),
+            service_namespace,
+            Some(self.root_namespace.as_str()),
+        ];
         candidates.into_iter().flatten().find_map(|namespace| {
             self.destination_rules
                 .iter()
                 .filter(|dr| dr.metadata.namespace == namespace)
-                .filter(|dr| ExportTo::parse(&dr.spec.export_to, namespace).visible_to(proxy_namespace))
-                .find(|dr| host_matches(&resolve_host(&dr.spec.host, namespace, &self.domain), host))
+                .filter(|dr| {
+                    ExportTo::parse(&dr.spec.export_to, namespace).visible_to(proxy_namespace)
+                })
+                .find(|dr| {
+                    host_matches(&resolve_host(&dr.spec.host, namespace, &self.domain), host)
+                })
                 .map(|dr| dr.as_ref())
         })
     }
 }
 
-fn kube_service(s: &Config<ServiceSpec>, workloads: &[&Config<WorkloadEntrySpec>], domain: &str, cluster: &str) -> Service {
+fn kube_service(
+    s: &Config<ServiceSpec>,
+    workloads: &[&Config<WorkloadEntrySpec>],
+    domain: &str,
+    cluster: &str,
+) -> Service {
     let namespace = &s.metadata.namespace;
     let ports: Vec<ServicePort> = s
         .spec
@@ -104,7 +136,12 @@ fn kube_service(s: &Config<ServiceSpec>, workloads: &[&Config<WorkloadEntrySpec>
                 _ => p.port,
             };
             let protocol = Protocol::detect(p.app_protocol.as_deref(), &name);
-            ServicePort { name, port: p.port, protocol, target_port }
+            ServicePort {
+                name,
+                port: p.port,
+                protocol,
+                target_port,
+            }
         })
         .collect();
     let named_targets: BTreeMap<u32, &str> = s
@@ -133,7 +170,11 @@ fn kube_service(s: &Config<ServiceSpec>, workloads: &[&Config<WorkloadEntrySpec>
     }
 }
 
-fn service_entry(se: &Config<ServiceEntrySpec>, workloads: &[&Config<WorkloadEntrySpec>], cluster: &str) -> Vec<Service> {
+fn service_entry(
+    se: &Config<ServiceEntrySpec>,
+    workloads: &[&Config<WorkloadEntrySpec>],
+    cluster: &str,
+) -> Vec<Service> {
     let namespace = &se.metadata.namespace;
     let ports: Vec<ServicePort> = se
         .spec
@@ -150,15 +191,25 @@ fn service_entry(se: &Config<ServiceEntrySpec>, workloads: &[&Config<WorkloadEnt
     let selected: Vec<&WorkloadEntrySpec> = match &se.spec.workload_selector {
         Some(selector) => workloads
             .iter()
-            .filter(|w| &w.metadata.namespace == namespace && selects(&selector.labels, &w.spec.labels))
+            .filter(|w| {
+                &w.metadata.namespace == namespace && selects(&selector.labels, &w.spec.labels)
+            })
             .map(|w| &w.spec)
             .collect(),
         None => se.spec.endpoints.iter().collect(),
     };
-    let endpoints: Vec<Endpoint> = selected.into_iter().map(|w| endpoint(w, &ports, &no_named, cluster)).collect();
-    let resolution = match se.spec.resolution.unwrap_or(fleetmesh_api::networking::Resolution::None) {
+    let endpoints: Vec<Endpoint> = selected
+        .into_iter()
+        .map(|w| endpoint(w, &ports, &no_named, cluster))
+        .collect();
+    let resolution = match se
+        .spec
+        .resolution
+        .unwrap_or(fleetmesh_api::networking::Resolution::None)
+    {
         fleetmesh_api::networking::Resolution::Static => Resolution::Static,
-        fleetmesh_api::networking::Resolution::Dns | fleetmesh_api::networking::Resolution::DnsRoundRobin => Resolution::Dns,
+        fleetmesh_api::networking::Resolution::Dns
+        | fleetmesh_api::networking::Resolution::DnsRoundRobin => Resolution::Dns,
         fleetmesh_api::networking::Resolution::None => Resolution::Passthrough,
     };
     se.spec
@@ -190,7 +241,12 @@ fn service_entry(se: &Config<ServiceEntrySpec>, workloads: &[&Config<WorkloadEnt
         .collect()
 }
 
-fn endpoint(w: &WorkloadEntrySpec, ports: &[ServicePort], named_targets: &BTreeMap<u32, &str>, cluster: &str) -> Endpoint {
+fn endpoint(
+    w: &WorkloadEntrySpec,
+    ports: &[ServicePort],
+    named_targets: &BTreeMap<u32, &str>,
+    cluster: &str,
+) -> Endpoint {
     let ports = ports
         .iter()
         .filter_map(|p| {
@@ -272,11 +328,18 @@ spec: {host: reviews, subsets: [{name: v1, labels: {version: v1}}]}
     fn services_select_workloads_in_their_namespace() {
         let snapshot = build(MESH);
         let reviews = &snapshot.services["reviews.shop.svc.cluster.local"];
-        let addresses: Vec<_> = reviews.endpoints.iter().map(|e| e.address.as_str()).collect();
+        let addresses: Vec<_> = reviews
+            .endpoints
+            .iter()
+            .map(|e| e.address.as_str())
+            .collect();
         assert_eq!(addresses, ["127.10.0.2", "127.10.0.3"]);
         // A named targetPort resolves through the WorkloadEntry's ports; without it the
         // endpoint does not serve that port.
-        assert_eq!(reviews.endpoints[0].ports, BTreeMap::from([(9080, 9080), (9090, 19090)]));
+        assert_eq!(
+            reviews.endpoints[0].ports,
+            BTreeMap::from([(9080, 9080), (9090, 19090)])
+        );
         assert_eq!(reviews.endpoints[1].ports, BTreeMap::from([(9080, 9080)]));
         assert_eq!(reviews.endpoints[1].weight, 3);
         assert_eq!(reviews.ports[0].protocol, Protocol::Http);
@@ -297,7 +360,18 @@ spec: {host: reviews, subsets: [{name: v1, labels: {version: v1}}]}
     fn destination_rule_lookup_order() {
         let snapshot = build(MESH);
         let host = "reviews.shop.svc.cluster.local";
-        assert_eq!(snapshot.destination_rule(host, "other").unwrap().metadata.name, "reviews");
-        assert!(snapshot.destination_rule("ratings.shop.svc.cluster.local", "shop").is_none());
+        assert_eq!(
+            snapshot
+                .destination_rule(host, "other")
+                .unwrap()
+                .metadata
+                .name,
+            "reviews"
+        );
+        assert!(
+            snapshot
+                .destination_rule("ratings.shop.svc.cluster.local", "shop")
+                .is_none()
+        );
     }
 }

@@ -15,7 +15,9 @@ impl Errors {
 pub fn is_dns1123_label(text: &str) -> bool {
     !text.is_empty()
         && text.len() <= 63
-        && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !text.starts_with('-')
         && !text.ends_with('-')
 }
@@ -44,12 +46,17 @@ pub fn check_host(field: &str, host: &str, allow_star: bool, errors: &mut Errors
         && name.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         });
     if !valid {
-        errors.push(field, format!("{host:?} is not a valid host (a DNS name, optionally starting with \"*.\")"));
+        errors.push(
+            field,
+            format!("{host:?} is not a valid host (a DNS name, optionally starting with \"*.\")"),
+        );
     }
 }
 
@@ -57,7 +64,13 @@ pub fn check_regex(field: &str, pattern: &str, errors: &mut Errors) {
     // Envoy uses RE2; the regex crate accepts the same syntax minus a few rarities, so a
     // pattern it rejects would also be NACKed by Envoy.
     if let Err(e) = regex::Regex::new(pattern) {
-        errors.push(field, format!("invalid regex: {}", e.to_string().lines().last().unwrap_or("")));
+        errors.push(
+            field,
+            format!(
+                "invalid regex: {}",
+                e.to_string().lines().last().unwrap_or("")
+            ),
+        );
     }
 }
 
@@ -71,9 +84,14 @@ pub fn check_string_match(field: &str, m: &StringMatch, errors: &mut Errors) {
 /// HTTP header names: lower-case tokens (Envoy and HTTP/2 require lower case).
 pub fn check_header_name(field: &str, name: &str, errors: &mut Errors) {
     let valid = !name.is_empty()
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.!#$%&'*+^`|~".contains(&b));
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.!#$%&'*+^`|~".contains(&b)
+        });
     if !valid {
-        errors.push(field, format!("{name:?} is not a valid header name (lower-case letters, digits and -_.)"));
+        errors.push(
+            field,
+            format!("{name:?} is not a valid header name (lower-case letters, digits and -_.)"),
+        );
     }
 }
 
@@ -86,7 +104,10 @@ pub fn check_percent(field: &str, value: f64, errors: &mut Errors) {
 pub fn check_export_to(export_to: &[String], errors: &mut Errors) {
     for (i, entry) in export_to.iter().enumerate() {
         if !matches!(entry.as_str(), "*" | "." | "~") && !is_dns1123_label(entry) {
-            errors.push(format!("spec.exportTo[{i}]"), format!("{entry:?} is not \".\", \"*\", \"~\" or a namespace"));
+            errors.push(
+                format!("spec.exportTo[{i}]"),
+                format!("{entry:?} is not \".\", \"*\", \"~\" or a namespace"),
+            );
         }
     }
     if export_to.len() > 1 && export_to.iter().any(|e| e == "*" || e == "~") {

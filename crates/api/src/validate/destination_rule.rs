@@ -14,10 +14,16 @@ pub fn validate(spec: &DestinationRuleSpec, errors: &mut Errors) {
     for (i, subset) in spec.subsets.iter().enumerate() {
         let at = format!("spec.subsets[{i}]");
         if !is_dns1123_label(&subset.name) {
-            errors.push(format!("{at}.name"), format!("{:?} is not a valid subset name", subset.name));
+            errors.push(
+                format!("{at}.name"),
+                format!("{:?} is not a valid subset name", subset.name),
+            );
         }
         if !names.insert(&subset.name) {
-            errors.push(format!("{at}.name"), format!("duplicate subset {:?}", subset.name));
+            errors.push(
+                format!("{at}.name"),
+                format!("duplicate subset {:?}", subset.name),
+            );
         }
         if let Some(policy) = &subset.traffic_policy {
             validate_policy(&format!("{at}.trafficPolicy"), policy, errors);
@@ -27,14 +33,26 @@ pub fn validate(spec: &DestinationRuleSpec, errors: &mut Errors) {
 }
 
 fn validate_policy(at: &str, policy: &TrafficPolicy, errors: &mut Errors) {
-    check_settings(at, &policy.load_balancer, &policy.outlier_detection, &policy.tls, errors);
+    check_settings(
+        at,
+        &policy.load_balancer,
+        &policy.outlier_detection,
+        &policy.tls,
+        errors,
+    );
     for (i, port_policy) in policy.port_level_settings.iter().enumerate() {
         let p_at = format!("{at}.portLevelSettings[{i}]");
         match port_policy.port {
             Some(port) => check_port(&format!("{p_at}.port.number"), port.number, errors),
             None => errors.push(format!("{p_at}.port"), "port is required"),
         }
-        check_settings(&p_at, &port_policy.load_balancer, &port_policy.outlier_detection, &port_policy.tls, errors);
+        check_settings(
+            &p_at,
+            &port_policy.load_balancer,
+            &port_policy.outlier_detection,
+            &port_policy.tls,
+            errors,
+        );
     }
 }
 
@@ -47,7 +65,10 @@ fn check_settings(
 ) {
     if let Some(lb) = lb {
         match (&lb.simple, &lb.consistent_hash) {
-            (Some(_), Some(_)) => errors.push(format!("{at}.loadBalancer"), "simple and consistentHash are mutually exclusive"),
+            (Some(_), Some(_)) => errors.push(
+                format!("{at}.loadBalancer"),
+                "simple and consistentHash are mutually exclusive",
+            ),
             (None, Some(hash)) => {
                 let keys = [
                     hash.http_header_name.is_some(),
@@ -62,16 +83,26 @@ fn check_settings(
                     );
                 }
                 if let Some(name) = &hash.http_header_name {
-                    check_header_name(&format!("{at}.loadBalancer.consistentHash.httpHeaderName"), name, errors);
+                    check_header_name(
+                        &format!("{at}.loadBalancer.consistentHash.httpHeaderName"),
+                        name,
+                        errors,
+                    );
                 }
             }
             _ => {}
         }
     }
     if let Some(outlier) = outlier {
-        for (name, value) in [("maxEjectionPercent", outlier.max_ejection_percent), ("minHealthPercent", outlier.min_health_percent)] {
+        for (name, value) in [
+            ("maxEjectionPercent", outlier.max_ejection_percent),
+            ("minHealthPercent", outlier.min_health_percent),
+        ] {
             if value.is_some_and(|v| v > 100) {
-                errors.push(format!("{at}.outlierDetection.{name}"), "must be in 0..=100");
+                errors.push(
+                    format!("{at}.outlierDetection.{name}"),
+                    "must be in 0..=100",
+                );
             }
         }
     }

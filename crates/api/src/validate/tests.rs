@@ -9,37 +9,77 @@ fn problems(yaml: &str) -> Vec<String> {
 }
 
 fn vs(http: &str) -> String {
-    format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: r}}\nspec:\n  hosts: [reviews]\n  http:\n{http}")
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: r}}\nspec:\n  hosts: [reviews]\n  http:\n{http}"
+    )
 }
 
 #[test]
 fn weights_must_sum_to_100() {
-    let yaml = vs("  - route:\n    - {destination: {host: reviews, subset: v1}, weight: 70}\n    - {destination: {host: reviews, subset: v2}, weight: 20}\n");
-    assert_eq!(problems(&yaml), vec!["spec.http[0].route: weights of several destinations must sum to 100 (they sum to 90)"]);
+    let yaml = vs(
+        "  - route:\n    - {destination: {host: reviews, subset: v1}, weight: 70}\n    - {destination: {host: reviews, subset: v2}, weight: 20}\n",
+    );
+    assert_eq!(
+        problems(&yaml),
+        vec![
+            "spec.http[0].route: weights of several destinations must sum to 100 (they sum to 90)"
+        ]
+    );
 }
 
 #[test]
 fn a_route_needs_a_destination_or_redirect() {
     let yaml = vs("  - match: [{uri: {prefix: /a}}]\n");
-    assert_eq!(problems(&yaml), vec!["spec.http[0].route: an http route needs a route or a redirect"]);
+    assert_eq!(
+        problems(&yaml),
+        vec!["spec.http[0].route: an http route needs a route or a redirect"]
+    );
 }
 
 #[test]
 fn bad_regex_and_header_and_uri_are_named() {
-    let yaml = vs("  - match:\n    - uri: {regex: \"([a-z\"}\n      headers: {X-User: {exact: a}}\n    - uri: {prefix: nope}\n    route: [{destination: {host: reviews}}]\n");
+    let yaml = vs(
+        "  - match:\n    - uri: {regex: \"([a-z\"}\n      headers: {X-User: {exact: a}}\n    - uri: {prefix: nope}\n    route: [{destination: {host: reviews}}]\n",
+    );
     let found = problems(&yaml);
-    assert!(found.iter().any(|p| p.starts_with("spec.http[0].match[0].uri.regex: invalid regex")), "{found:?}");
-    assert!(found.iter().any(|p| p.starts_with("spec.http[0].match[0].headers.X-User:")), "{found:?}");
-    assert!(found.contains(&"spec.http[0].match[1].uri: \"nope\" must start with \"/\"".to_string()), "{found:?}");
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("spec.http[0].match[0].uri.regex: invalid regex")),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("spec.http[0].match[0].headers.X-User:")),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(&"spec.http[0].match[1].uri: \"nope\" must start with \"/\"".to_string()),
+        "{found:?}"
+    );
 }
 
 #[test]
 fn retries_and_faults() {
-    let yaml = vs("  - route: [{destination: {host: reviews}}]\n    retries: {attempts: -1, retryOn: \"5xx,bogus,503\"}\n    fault: {abort: {httpStatus: 700}}\n");
+    let yaml = vs(
+        "  - route: [{destination: {host: reviews}}]\n    retries: {attempts: -1, retryOn: \"5xx,bogus,503\"}\n    fault: {abort: {httpStatus: 700}}\n",
+    );
     let found = problems(&yaml);
-    assert!(found.contains(&"spec.http[0].retries.attempts: attempts cannot be negative".to_string()), "{found:?}");
-    assert!(found.contains(&"spec.http[0].retries.retryOn: unknown retry policy \"bogus\"".to_string()), "{found:?}");
-    assert!(found.contains(&"spec.http[0].fault.abort.httpStatus: httpStatus must be in 200..=599".to_string()), "{found:?}");
+    assert!(
+        found.contains(&"spec.http[0].retries.attempts: attempts cannot be negative".to_string()),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(&"spec.http[0].retries.retryOn: unknown retry policy \"bogus\"".to_string()),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(
+            &"spec.http[0].fault.abort.httpStatus: httpStatus must be in 200..=599".to_string()
+        ),
+        "{found:?}"
+    );
 }
 
 #[test]
@@ -87,8 +127,17 @@ spec:
   - {name: V3}
 "#;
     let found = problems(yaml);
-    assert!(found.contains(&"spec.trafficPolicy.loadBalancer: simple and consistentHash are mutually exclusive".to_string()));
-    assert!(found.iter().any(|p| p.starts_with("spec.trafficPolicy.tls.mode: ISTIO_MUTUAL needs the mesh CA")));
+    assert!(
+        found.contains(
+            &"spec.trafficPolicy.loadBalancer: simple and consistentHash are mutually exclusive"
+                .to_string()
+        )
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("spec.trafficPolicy.tls.mode: ISTIO_MUTUAL needs the mesh CA"))
+    );
     assert!(found.contains(&"spec.subsets[1].name: duplicate subset \"v1\"".to_string()));
     assert!(found.contains(&"spec.subsets[2].name: \"V3\" is not a valid subset name".to_string()));
 }
@@ -98,16 +147,34 @@ fn unknown_enum_value_names_the_field() {
     let yaml = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: r}\nspec:\n  host: reviews\n  trafficPolicy: {loadBalancer: {simple: FASTEST}}\n";
     let found = problems(yaml);
     assert_eq!(found.len(), 1);
-    assert!(found[0].starts_with("spec.trafficPolicy.loadBalancer.simple: unknown variant `FASTEST`"), "{found:?}");
+    assert!(
+        found[0].starts_with("spec.trafficPolicy.loadBalancer.simple: unknown variant `FASTEST`"),
+        "{found:?}"
+    );
 }
 
 #[test]
 fn sidecar_and_service_entry_rules() {
     let yaml = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: s}\nspec:\n  egress: [{hosts: [reviews]}]\n  ingress: [{port: {number: 9080}, defaultEndpoint: localhost}]\n";
     let found = problems(yaml);
-    assert!(found.contains(&"spec.egress[0].hosts[0]: \"reviews\" must be namespace/dnsName, e.g. \"./*\"".to_string()), "{found:?}");
-    assert!(found.contains(&"spec.ingress[0].defaultEndpoint: \"localhost\" is not IP:PORT or unix://PATH".to_string()), "{found:?}");
+    assert!(
+        found.contains(
+            &"spec.egress[0].hosts[0]: \"reviews\" must be namespace/dnsName, e.g. \"./*\""
+                .to_string()
+        ),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(
+            &"spec.ingress[0].defaultEndpoint: \"localhost\" is not IP:PORT or unix://PATH"
+                .to_string()
+        ),
+        "{found:?}"
+    );
 
     let yaml = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: e}\nspec:\n  hosts: [api.example.com]\n  ports: [{number: 443, name: https, protocol: TLS}]\n  resolution: STATIC\n  endpoints: [{address: api.example.com}]\n";
-    assert_eq!(problems(yaml), vec!["spec.endpoints[0].address: resolution STATIC needs IP addresses"]);
+    assert_eq!(
+        problems(yaml),
+        vec!["spec.endpoints[0].address: resolution STATIC needs IP addresses"]
+    );
 }

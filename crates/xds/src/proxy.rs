@@ -1,0 +1,174 @@
+//! Who is asking: a proxy, from the node id and metadata Istio's agent sends.
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyKind {
+    Sidecar,
+    /// A gateway (`router~...`).
+    Router,
+}
+
+/// How traffic reaches the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interception {
+    /// No capture (Istio's `captureMode: NONE`): listeners bind the workload's own address;
+    /// the app uses the outbound listener as an HTTP proxy. Local mode.
+    None,
+    /// iptables redirect to 15001/15006, as in a Kubernetes pod.
+    Redirect,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Proxy {
+    pub id: String,
+    pub kind: ProxyKind,
+    /// The workload address (first of `INSTANCE_IPS`, else from the node id).
+    pub ip: String,
+    pub pod_name: String,
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    pub service_account: String,
+    pub istio_version: String,
+    pub cluster_id: String,
+    pub mesh_id: String,
+    pub interception: Interception,
+}
+
+impl Proxy {
+    /// Reads a node as Istio's agent fills it: id `TYPE~IP~POD.NS~NS.svc.DOMAIN` and
+    /// metadata `NAMESPACE`, `LABELS`, `SERVICE_ACCOUNT`, `ISTIO_VERSION`, `CLUSTER_ID`,
+    /// `MESH_ID`, `INSTANCE_IPS`, `INTERCEPTION_MODE`.
+    pub fn from_node(node: &Node) -> Result<Proxy, String> {
+        let parts: Vec<&str> = node.id.split('~').collect();
+        let [kind, ip, pod, domain] = parts[..] else {
+            return Err(format!(
+                "node id {:?} is not TYPE~IP~POD.NAMESPACE~DOMAIN",
+                node.id
+            ));
+        };
+        let kind = match kind {
+            "sidecar" => ProxyKind::Sidecar,
+            "router" => ProxyKind::Router,
+            other => return Err(format!("node type {other:?} is not sidecar or router")),
+        };
+        let empty = Struct::default();
+        let meta = node.metadata.as_ref().unwrap_or(&empty);
+        let text = |key: &str| match meta.fields.get(key).and_then(|v| v.kind.as_ref()) {
+            Some(Kind::StringValue(s)) => Some(s.clone()),
+            _ => None,
+        };
+        let (pod_name, pod_namespace) = pod.split_once('.').unwrap_or((pod, ""));
+        let namespace = text("NAMESPACE")
+            .or_else(|| Some(pod_namespace.to_string()).filter(|s| !s.is_empty()))
+            .or_else(|| domain.split('.').next().map(str::to_string))
+            .unwrap_or_default();
+        if namespace.is_empty() {
+            return Err(format!(
+                "node {:?} names no namespace (metadata NAMESPACE)",
+                node.id
+            ));
+        }
+        let ip = text("INSTANCE_IPS")
+            .and_then(|ips| ips.split(',').next().map(str::to_string))
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| ip.to_string());
+        let interception = match text("INTERCEPTION_MODE").as_deref() {
+            Some("NONE") => Interception::None,
+            _ => Interception::Redirect,
+        };
+        Ok(Proxy {
+            id: node.id.clone(),
+            kind,
+            ip,
+            pod_name: pod_name.to_string(),
+            namespace,
+            labels: string_map(meta.fields.get("LABELS")),
+            service_account: text("SERVICE_ACCOUNT").unwrap_or_else(|| "default".to_string()),
+            istio_version: text("ISTIO_VERSION").unwrap_or_default(),
+            cluster_id: text("CLUSTER_ID").unwrap_or_default(),
+            mesh_id: text("MESH_ID").unwrap_or_default(),
+            interception,
+        })
+    }
+
+    /// Where this proxy's listeners bind: its own address without capture, else any.
+    pub fn bind_address(&self) -> &str {
+        match self.interception {
+            Interception::None => &self.ip,
+            Interception::Redirect => "0.0.0.0",
+        }
+    }
+}
+
+fn string_map(value: Option<&Value>) -> BTreeMap<String, String> {
+    let Some(Kind::StructValue(s)) = value.and_then(|v| v.kind.as_ref()) else {
+        return BTreeMap::new();
+    };
+    s.fields
+        .iter()
+        .filter_map(|(k, v)| match &v.kind {
+            Some(Kind::StringValue(s)) => Some((k.clone(), s.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn string(s: &str) -> Value {
+        Value {
+            kind: Some(Kind::StringValue(s.into())),
+        }
+    }
+
+    #[test]
+    fn reads_istio_node_metadata() {
+        let labels = Struct {
+            fields: [("app".to_string(), string("reviews"))].into(),
+        };
+        let node = Node {
+            id: "sidecar~10.0.0.7~reviews-v1-abc.shop~shop.svc.cluster.local".into(),
+            metadata: Some(Struct {
+                fields: [
+                    ("NAMESPACE".to_string(), string("shop")),
+                    (
+                        "LABELS".to_string(),
+                        Value {
+                            kind: Some(Kind::StructValue(labels)),
+                        },
+                    ),
+                    ("SERVICE_ACCOUNT".to_string(), string("reviews")),
+                    ("ISTIO_VERSION".to_string(), string("1.28.0")),
+                    ("INTERCEPTION_MODE".to_string(), string("NONE")),
+                ]
+                .into(),
+            }),
+            ..Node::default()
+        };
+        let proxy = Proxy::from_node(&node).unwrap();
+        assert_eq!(proxy.kind, ProxyKind::Sidecar);
+        assert_eq!(proxy.ip, "10.0.0.7");
+        assert_eq!(proxy.pod_name, "reviews-v1-abc");
+        assert_eq!(proxy.namespace, "shop");
+        assert_eq!(proxy.labels["app"], "reviews");
+        assert_eq!(proxy.service_account, "reviews");
+        assert_eq!(proxy.interception, Interception::None);
+        assert_eq!(proxy.bind_address(), "10.0.0.7");
+    }
+
+    #[test]
+    fn rejects_malformed_ids() {
+        for id in ["", "sidecar", "waypoint~1~a.b~b.svc", "sidecar~1~a~"] {
+            let node = Node {
+                id: id.into(),
+                ..Node::default()
+            };
+            assert!(Proxy::from_node(&node).is_err(), "{id}");
+        }
+    }
+}

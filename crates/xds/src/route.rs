@@ -1,0 +1,167 @@
+//! RDS: virtual hosts per service port, with routes translated from VirtualServices.
+
+pub(crate) mod action;
+mod matching;
+
+use crate::names;
+use crate::scope::Scope;
+use envoy_types::pb::envoy::config::route::v3::{
+    Route, RouteConfiguration, RouteMatch, VirtualHost, route, route_match,
+};
+use fleetmesh_api::networking::{HttpRoute, VirtualServiceSpec};
+use fleetmesh_api::resource::Config;
+use fleetmesh_model::host::host_matches;
+use std::collections::BTreeSet;
+
+/// The sidecar's HTTP-proxy route config: a virtual host per visible HTTP service port.
+/// Requests carry the port in Host (`reviews:9080`), so domains always name it, except
+/// for port 80 where clients leave it out.
+pub fn sidecar_outbound(scope: &Scope) -> RouteConfiguration {
+    let mut used_domains = BTreeSet::new();
+    let mut virtual_hosts = Vec::new();
+    for service in &scope.services {
+        for port in service.ports.iter().filter(|p| p.protocol.is_http()) {
+            let domains: Vec<String> =
+                domains_for(&service.hostname, &service.namespace, port.port, scope)
+                    .into_iter()
+                    .filter(|d| used_domains.insert(d.clone()))
+                    .collect();
+            if domains.is_empty() {
+                continue;
+            }
+            let routes = routes_for(scope, &service.hostname, port.port, "mesh");
+            virtual_hosts.push(VirtualHost {
+                name: format!("{}:{}", service.hostname, port.port),
+                domains,
+                routes,
+                ..VirtualHost::default()
+            });
+        }
+    }
+    RouteConfiguration {
+        name: names::HTTP_PROXY_ROUTE.to_string(),
+        virtual_hosts,
+        validate_clusters: Some(envoy_types::pb::google::protobuf::BoolValue { value: false }),
+        ..RouteConfiguration::default()
+    }
+}
+
+/// A gateway's route config for one server port: a virtual host per host of each bound
+/// VirtualService that the port's servers accept.
+pub fn gateway(scope: &Scope, port: u32, servers: &[(String, Vec<String>)]) -> RouteConfiguration {
+    let mut used_domains = BTreeSet::new();
+    let mut virtual_hosts = Vec::new();
+    for (gateway_name, server_hosts) in servers {
+        for vs in scope.virtual_services(gateway_name) {
+            for host in scope.vs_hosts(vs) {
+                let accepted = server_hosts
+                    .iter()
+                    .any(|h| host_matches(h, &host) || host_matches(&host, h));
+                if !accepted || !used_domains.insert(host.clone()) {
+                    continue;
+                }
+                let routes = vs_routes(scope, vs, port, gateway_name);
+                virtual_hosts.push(VirtualHost {
+                    name: format!("{host}:{port}"),
+                    domains: vec![host.clone(), format!("{host}:{port}")],
+                    routes,
+                    ..VirtualHost::default()
+                });
+            }
+        }
+    }
+    RouteConfiguration {
+        name: names::gateway_route(port),
+        virtual_hosts,
+        validate_clusters: Some(envoy_types::pb::google::protobuf::BoolValue { value: false }),
+        ..RouteConfiguration::default()
+    }
+}
+
+/// The names a client may use for a service: FQDN and its shortenings within the
+/// cluster domain (the bare name only from the same namespace), each with `:port`.
+fn domains_for(host: &str, namespace: &str, port: u32, scope: &Scope) -> Vec<String> {
+    let mut names = vec![host.to_string()];
+    let svc_suffix = format!(".svc.{}", scope.snapshot.domain);
+    if let Some(short) = host.strip_suffix(&svc_suffix) {
+        names.push(format!("{short}.svc"));
+        names.push(short.to_string());
+        if namespace == scope.proxy.namespace
+            && let Some(name) = short.strip_suffix(&format!(".{namespace}"))
+        {
+            names.push(name.to_string());
+        }
+    }
+    let mut domains: Vec<String> = names.iter().map(|n| format!("{n}:{port}")).collect();
+    if port == 80 {
+        domains.extend(names);
+    }
+    domains
+}
+
+/// Routes for one service port: the VirtualService's, or a single default route.
+fn routes_for(scope: &Scope, host: &str, port: u32, gateway: &str) -> Vec<Route> {
+    match scope.virtual_service_for(host, gateway) {
+        Some(vs) => vs_routes(scope, vs, port, gateway),
+        None => vec![default_route(scope, host, port)],
+    }
+}
+
+fn vs_routes(
+    scope: &Scope,
+    vs: &Config<VirtualServiceSpec>,
+    port: u32,
+    gateway: &str,
+) -> Vec<Route> {
+    vs.spec
+        .http
+        .iter()
+        .flat_map(|http| translate(scope, vs, http, port, gateway))
+        .collect()
+}
+
+fn default_route(scope: &Scope, host: &str, port: u32) -> Route {
+    let destination = fleetmesh_api::networking::Destination {
+        host: host.to_string(),
+        ..Default::default()
+    };
+    let action = action::forward(
+        scope,
+        &HttpRoute::default(),
+        &[(&destination, 100, None)],
+        "",
+        port,
+    );
+    Route {
+        name: "default".to_string(),
+        r#match: Some(RouteMatch {
+            path_specifier: Some(route_match::PathSpecifier::Prefix("/".to_string())),
+            ..RouteMatch::default()
+        }),
+        action: Some(route::Action::Route(action)),
+        ..Route::default()
+    }
+}
+
+/// One HTTPRoute becomes one Envoy route per match that applies here (or one catch-all).
+fn translate(
+    scope: &Scope,
+    vs: &Config<VirtualServiceSpec>,
+    http: &HttpRoute,
+    port: u32,
+    gateway: &str,
+) -> Vec<Route> {
+    let matches = matching::applicable(scope, http, port, gateway);
+    let Some(matches) = matches else {
+        return vec![];
+    };
+    matches
+        .into_iter()
+        .map(|route_match| {
+            let mut route = action::route(scope, vs, http, port);
+            route.name = http.name.clone().unwrap_or_default();
+            route.r#match = Some(route_match);
+            route
+        })
+        .collect()
+}

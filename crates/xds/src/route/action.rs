@@ -1,0 +1,368 @@
+//! What a matched route does: forward (weights, retries, timeouts, mirror, rewrite,
+//! hashing), redirect, and the per-route fault, CORS and header settings.
+
+use super::matching;
+use crate::common::{duration, percent, u32_value};
+use crate::names;
+use crate::pack;
+use crate::scope::Scope;
+use envoy_types::pb::envoy::config::core::v3::{
+    HeaderValue, HeaderValueOption, RuntimeFractionalPercent,
+    header_value_option::HeaderAppendAction,
+};
+use envoy_types::pb::envoy::config::route::v3::{
+    RedirectAction, RetryPolicy, Route, RouteAction, WeightedCluster, redirect_action,
+    retry_policy, route,
+    route_action::{self, HashPolicy, RequestMirrorPolicy, hash_policy},
+    weighted_cluster::ClusterWeight,
+};
+use envoy_types::pb::envoy::extensions::filters::common::fault::v3::{FaultDelay, fault_delay};
+use envoy_types::pb::envoy::extensions::filters::http::cors::v3::CorsPolicy as EnvoyCors;
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{
+    FaultAbort, HttpFault, fault_abort,
+};
+use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
+use envoy_types::pb::google::protobuf::BoolValue;
+use fleetmesh_api::networking::{
+    Destination, HeaderOperations, Headers, HttpRoute, VirtualServiceSpec,
+};
+use fleetmesh_api::resource::Config;
+use fleetmesh_model::resolve_host;
+
+pub const FAULT_FILTER: &str = "envoy.filters.http.fault";
+pub const CORS_FILTER: &str = "envoy.filters.http.cors";
+
+/// Istio's default retry policy for routes without `retries`.
+const DEFAULT_RETRY_ON: &str =
+    "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
+const DEFAULT_RETRIES: u32 = 2;
+
+/// The route for `http` (its match is filled in by the caller).
+pub fn route(scope: &Scope, vs: &Config<VirtualServiceSpec>, http: &HttpRoute, port: u32) -> Route {
+    let mut route = Route::default();
+    route.action = Some(match &http.redirect {
+        Some(redirect) => route::Action::Redirect(RedirectAction {
+            host_redirect: redirect.authority.clone().unwrap_or_default(),
+            port_redirect: redirect.port.unwrap_or(0),
+            path_rewrite_specifier: redirect
+                .uri
+                .clone()
+                .map(redirect_action::PathRewriteSpecifier::PathRedirect),
+            scheme_rewrite_specifier: redirect
+                .scheme
+                .clone()
+                .map(redirect_action::SchemeRewriteSpecifier::SchemeRedirect),
+            response_code: match redirect.redirect_code.unwrap_or(301) {
+                302 => redirect_action::RedirectResponseCode::Found,
+                303 => redirect_action::RedirectResponseCode::SeeOther,
+                307 => redirect_action::RedirectResponseCode::TemporaryRedirect,
+                308 => redirect_action::RedirectResponseCode::PermanentRedirect,
+                _ => redirect_action::RedirectResponseCode::MovedPermanently,
+            } as i32,
+            ..RedirectAction::default()
+        }),
+        None => {
+            // Istio drops zero-weight destinations (when there is more than one).
+            let several = http.route.len() > 1;
+            let destinations: Vec<_> = http
+                .route
+                .iter()
+                .map(|d| {
+                    (
+                        &d.destination,
+                        d.weight.unwrap_or(if several { 0 } else { 100 }) as u32,
+                        d.headers.as_ref(),
+                    )
+                })
+                .filter(|(_, weight, _)| !several || *weight > 0)
+                .collect();
+            route::Action::Route(forward(
+                scope,
+                http,
+                &destinations,
+                &vs.metadata.namespace,
+                port,
+            ))
+        }
+    });
+    if let Some(headers) = &http.headers {
+        apply_headers(&mut route, headers);
+    }
+    if let Some(fault) = &http.fault {
+        let config = HttpFault {
+            delay: fault.delay.as_ref().and_then(|d| {
+                Some(FaultDelay {
+                    fault_delay_secifier: Some(fault_delay::FaultDelaySecifier::FixedDelay(
+                        duration(d.fixed_delay?.as_std()),
+                    )),
+                    percentage: Some(percent(d.percentage.map_or(100.0, |p| p.value))),
+                })
+            }),
+            abort: fault.abort.as_ref().and_then(|a| {
+                Some(FaultAbort {
+                    error_type: Some(fault_abort::ErrorType::HttpStatus(a.http_status? as u32)),
+                    percentage: Some(percent(a.percentage.map_or(100.0, |p| p.value))),
+                    ..FaultAbort::default()
+                })
+            }),
+            ..HttpFault::default()
+        };
+        route
+            .typed_per_filter_config
+            .insert(FAULT_FILTER.to_string(), pack(config));
+    }
+    if let Some(cors) = &http.cors_policy {
+        let config = EnvoyCors {
+            allow_origin_string_match: cors.allow_origins.iter().map(matching::string).collect(),
+            allow_methods: cors.allow_methods.join(","),
+            allow_headers: cors.allow_headers.join(","),
+            expose_headers: cors.expose_headers.join(","),
+            max_age: cors
+                .max_age
+                .map(|d| d.as_std().as_secs().to_string())
+                .unwrap_or_default(),
+            allow_credentials: cors.allow_credentials.map(|value| BoolValue { value }),
+            ..EnvoyCors::default()
+        };
+        route
+            .typed_per_filter_config
+            .insert(CORS_FILTER.to_string(), pack(config));
+    }
+    route
+}
+
+type WeightedDestination<'a> = (&'a Destination, u32, Option<&'a Headers>);
+
+/// A forwarding action to `destinations` (resolved in namespace `vs_namespace`).
+pub fn forward(
+    scope: &Scope,
+    http: &HttpRoute,
+    destinations: &[WeightedDestination],
+    vs_namespace: &str,
+    port: u32,
+) -> RouteAction {
+    let cluster = |d: &Destination| cluster_name(scope, d, vs_namespace, port);
+    let cluster_specifier = match destinations {
+        [(only, _, None)] => route_action::ClusterSpecifier::Cluster(cluster(only)),
+        _ => route_action::ClusterSpecifier::WeightedClusters(WeightedCluster {
+            clusters: destinations
+                .iter()
+                .map(|(d, weight, headers)| {
+                    let mut weighted = ClusterWeight {
+                        name: cluster(d),
+                        weight: u32_value(*weight),
+                        ..ClusterWeight::default()
+                    };
+                    if let Some(Headers { request, response }) = headers {
+                        let (add, remove) = header_ops(request.as_ref());
+                        weighted.request_headers_to_add = add;
+                        weighted.request_headers_to_remove = remove;
+                        let (add, remove) = header_ops(response.as_ref());
+                        weighted.response_headers_to_add = add;
+                        weighted.response_headers_to_remove = remove;
+                    }
+                    weighted
+                })
+                .collect(),
+            ..WeightedCluster::default()
+        }),
+    };
+    let mut action = RouteAction {
+        cluster_specifier: Some(cluster_specifier),
+        // Istio disables Envoy's 15 s default: no timeout unless the route sets one.
+        timeout: Some(duration(
+            http.timeout
+                .map_or(std::time::Duration::ZERO, |t| t.as_std()),
+        )),
+        retry_policy: retry_policy(http),
+        ..RouteAction::default()
+    };
+    if let Some(mirror) = &http.mirror {
+        action.request_mirror_policies.push(RequestMirrorPolicy {
+            cluster: cluster(mirror),
+            runtime_fraction: Some(RuntimeFractionalPercent {
+                default_value: Some(percent(http.mirror_percentage.map_or(100.0, |p| p.value))),
+                runtime_key: String::new(),
+            }),
+            ..RequestMirrorPolicy::default()
+        });
+    }
+    if let Some(rewrite) = &http.rewrite {
+        if let Some(uri) = &rewrite.uri {
+            action.prefix_rewrite = uri.clone();
+        }
+        if let Some(authority) = &rewrite.authority {
+            action.host_rewrite_specifier = Some(
+                route_action::HostRewriteSpecifier::HostRewriteLiteral(authority.clone()),
+            );
+        }
+    }
+    if let Some((first, _, _)) = destinations.first() {
+        action.hash_policy = hash_policies(
+            scope,
+            &resolve_host(&first.host, vs_namespace, &scope.snapshot.domain),
+        );
+    }
+    action
+}
+
+/// `outbound|PORT|SUBSET|HOST`: the destination's port, else the service's only port,
+/// else the port the request came in on.
+fn cluster_name(scope: &Scope, d: &Destination, vs_namespace: &str, port: u32) -> String {
+    let host = resolve_host(&d.host, vs_namespace, &scope.snapshot.domain);
+    let service_port = d.port.map(|p| p.number).or_else(|| {
+        let service = scope.snapshot.services.get(&host)?;
+        (service.ports.len() == 1).then(|| service.ports[0].port)
+    });
+    names::outbound_cluster(
+        service_port.unwrap_or(port),
+        d.subset.as_deref().unwrap_or(""),
+        &host,
+    )
+}
+
+fn retry_policy(http: &HttpRoute) -> Option<RetryPolicy> {
+    let (attempts, retry_on, per_try) = match &http.retries {
+        Some(r) if r.attempts == 0 => return None,
+        Some(r) => (
+            r.attempts as u32,
+            r.retry_on
+                .clone()
+                .unwrap_or_else(|| DEFAULT_RETRY_ON.to_string()),
+            r.per_try_timeout,
+        ),
+        None => (DEFAULT_RETRIES, DEFAULT_RETRY_ON.to_string(), None),
+    };
+    // Numeric entries are status codes; Envoy takes them separately.
+    let mut policies = Vec::new();
+    let mut codes = Vec::new();
+    for entry in retry_on.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match entry.parse::<u32>() {
+            Ok(code) => codes.push(code),
+            Err(_) => policies.push(entry.to_string()),
+        }
+    }
+    if http.retries.as_ref().is_none_or(|r| r.retry_on.is_none()) {
+        codes.push(503);
+    }
+    if !codes.is_empty() && !policies.iter().any(|p| p == "retriable-status-codes") {
+        policies.push("retriable-status-codes".to_string());
+    }
+    Some(RetryPolicy {
+        retry_on: policies.join(","),
+        num_retries: u32_value(attempts),
+        per_try_timeout: per_try.map(|t| duration(t.as_std())),
+        retriable_status_codes: codes,
+        retry_host_predicate: vec![retry_policy::RetryHostPredicate {
+            name: "envoy.retry_host_predicates.previous_hosts".to_string(),
+            config_type: Some(retry_policy::retry_host_predicate::ConfigType::TypedConfig(
+                pack(PreviousHostsPredicate::default()),
+            )),
+        }],
+        host_selection_retry_max_attempts: 5,
+        ..RetryPolicy::default()
+    })
+}
+
+fn hash_policies(scope: &Scope, host: &str) -> Vec<HashPolicy> {
+    let Some(rule) = scope
+        .snapshot
+        .destination_rule(host, &scope.proxy.namespace)
+    else {
+        return vec![];
+    };
+    let Some(hash) = rule
+        .spec
+        .traffic_policy
+        .as_ref()
+        .and_then(|p| p.load_balancer.as_ref())
+        .and_then(|lb| lb.consistent_hash.as_ref())
+    else {
+        return vec![];
+    };
+    let policy = if let Some(header) = &hash.http_header_name {
+        hash_policy::PolicySpecifier::Header(hash_policy::Header {
+            header_name: header.clone(),
+            ..Default::default()
+        })
+    } else if let Some(cookie) = &hash.http_cookie {
+        hash_policy::PolicySpecifier::Cookie(hash_policy::Cookie {
+            name: cookie.name.clone(),
+            path: cookie.path.clone().unwrap_or_default(),
+            ttl: cookie.ttl.map(|t| duration(t.as_std())),
+            ..Default::default()
+        })
+    } else if let Some(name) = &hash.http_query_parameter_name {
+        hash_policy::PolicySpecifier::QueryParameter(hash_policy::QueryParameter {
+            name: name.clone(),
+        })
+    } else {
+        hash_policy::PolicySpecifier::ConnectionProperties(hash_policy::ConnectionProperties {
+            source_ip: true,
+        })
+    };
+    vec![HashPolicy {
+        policy_specifier: Some(policy),
+        terminal: false,
+    }]
+}
+
+fn apply_headers(route: &mut Route, headers: &Headers) {
+    let (add, remove) = header_ops(headers.request.as_ref());
+    route.request_headers_to_add = add;
+    route.request_headers_to_remove = remove;
+    let (add, remove) = header_ops(headers.response.as_ref());
+    route.response_headers_to_add = add;
+    route.response_headers_to_remove = remove;
+}
+
+fn header_ops(ops: Option<&HeaderOperations>) -> (Vec<HeaderValueOption>, Vec<String>) {
+    let Some(ops) = ops else {
+        return (vec![], vec![]);
+    };
+    let option = |key: &str, value: &str, action: HeaderAppendAction| HeaderValueOption {
+        header: Some(HeaderValue {
+            key: key.to_ascii_lowercase(),
+            value: value.to_string(),
+            ..HeaderValue::default()
+        }),
+        append_action: action as i32,
+        ..HeaderValueOption::default()
+    };
+    let add = ops
+        .set
+        .iter()
+        .map(|(k, v)| option(k, v, HeaderAppendAction::OverwriteIfExistsOrAdd))
+        .chain(
+            ops.add
+                .iter()
+                .map(|(k, v)| option(k, v, HeaderAppendAction::AppendIfExistsOrAdd)),
+        )
+        .collect();
+    (
+        add,
+        ops.remove.iter().map(|h| h.to_ascii_lowercase()).collect(),
+    )
+}
+
+/// The HTTP filters every HCM carries: CORS and fault (inert unless a route configures
+/// them), then the router.
+pub fn http_filters() -> Vec<
+    envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter,
+> {
+    use envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors;
+    use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+        HttpFilter, http_filter,
+    };
+    let filter = |name: &str, config| HttpFilter {
+        name: name.to_string(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(config)),
+        ..HttpFilter::default()
+    };
+    vec![
+        filter(CORS_FILTER, pack(Cors::default())),
+        filter(FAULT_FILTER, pack(HttpFault::default())),
+        filter("envoy.filters.http.router", pack(Router::default())),
+    ]
+}

@@ -1,0 +1,147 @@
+//! What one proxy can see: services (exportTo, Sidecar egress hosts), its own Sidecar
+//! resource, the VirtualServices that apply to it.
+
+use crate::proxy::{Proxy, ProxyKind};
+use fleetmesh_api::networking::{SidecarSpec, VirtualServiceSpec};
+use fleetmesh_api::resource::Config;
+use fleetmesh_model::host::{ExportTo, host_matches, resolve_host};
+use fleetmesh_model::service::{labels_match, selects};
+use fleetmesh_model::{Service, Snapshot};
+use std::sync::Arc;
+
+pub struct Scope<'a> {
+    pub snapshot: &'a Snapshot,
+    pub proxy: &'a Proxy,
+    pub sidecar: Option<&'a Config<SidecarSpec>>,
+    /// Visible services, by hostname order.
+    pub services: Vec<&'a Arc<Service>>,
+}
+
+impl<'a> Scope<'a> {
+    pub fn new(snapshot: &'a Snapshot, proxy: &'a Proxy) -> Scope<'a> {
+        let sidecar = match proxy.kind {
+            ProxyKind::Sidecar => find_sidecar(snapshot, proxy),
+            ProxyKind::Router => None,
+        };
+        let services = snapshot
+            .services
+            .values()
+            .filter(|s| s.export_to.visible_to(&proxy.namespace))
+            .filter(|s| sidecar.is_none_or(|sc| egress_allows(sc, s)))
+            .collect();
+        Scope {
+            snapshot,
+            proxy,
+            sidecar,
+            services,
+        }
+    }
+
+    pub fn service(&self, host: &str) -> Option<&'a Arc<Service>> {
+        self.services.iter().find(|s| s.hostname == host).copied()
+    }
+
+    /// Hosts of a VirtualService, fully qualified in its namespace.
+    pub fn vs_hosts(&self, vs: &Config<VirtualServiceSpec>) -> Vec<String> {
+        vs.spec
+            .hosts
+            .iter()
+            .map(|h| resolve_host(h, &vs.metadata.namespace, &self.snapshot.domain))
+            .collect()
+    }
+
+    /// VirtualServices visible to this proxy that are bound to `gateway`
+    /// (`mesh` for sidecars, `namespace/name` for a Gateway).
+    pub fn virtual_services(
+        &self,
+        gateway: &str,
+    ) -> impl Iterator<Item = &'a Arc<Config<VirtualServiceSpec>>> {
+        let proxy_ns = self.proxy.namespace.clone();
+        let gateway = gateway.to_string();
+        self.snapshot.virtual_services.iter().filter(move |vs| {
+            let ns = &vs.metadata.namespace;
+            ExportTo::parse(&vs.spec.export_to, ns).visible_to(&proxy_ns)
+                && binds(&vs.spec.gateways, ns, &gateway)
+        })
+    }
+
+    /// The first VirtualService (by namespace/name) for `host`, bound to `gateway`.
+    pub fn virtual_service_for(
+        &self,
+        host: &str,
+        gateway: &str,
+    ) -> Option<&'a Arc<Config<VirtualServiceSpec>>> {
+        self.virtual_services(gateway)
+            .find(|vs| self.vs_hosts(vs).iter().any(|h| host_matches(h, host)))
+    }
+
+    /// Services in the proxy's namespace that select it: what its inbound side serves.
+    pub fn own_services(&self) -> impl Iterator<Item = &'a Arc<Service>> {
+        let proxy = self.proxy;
+        self.snapshot
+            .services
+            .values()
+            .filter(move |s| s.namespace == proxy.namespace && selects(&s.selector, &proxy.labels))
+    }
+}
+
+/// Whether a VirtualService with `gateways` (in namespace `ns`) applies to `gateway`.
+pub fn binds(gateways: &[String], ns: &str, gateway: &str) -> bool {
+    if gateways.is_empty() {
+        return gateway == "mesh";
+    }
+    gateways.iter().any(|g| {
+        if g == "mesh" {
+            gateway == "mesh"
+        } else if g.contains('/') {
+            g == gateway
+        } else {
+            format!("{ns}/{g}") == gateway
+        }
+    })
+}
+
+/// Istio's choice: a Sidecar in the proxy's namespace selecting it, else one in its
+/// namespace without selector, else the root namespace's default.
+fn find_sidecar<'a>(snapshot: &'a Snapshot, proxy: &'a Proxy) -> Option<&'a Config<SidecarSpec>> {
+    let in_namespace = |ns: &'a str| {
+        snapshot
+            .sidecars
+            .iter()
+            .filter(move |s| s.metadata.namespace == ns)
+    };
+    in_namespace(&proxy.namespace)
+        .find(|s| {
+            s.spec
+                .workload_selector
+                .as_ref()
+                .is_some_and(|w| labels_match(&w.labels, &proxy.labels))
+        })
+        .or_else(|| in_namespace(&proxy.namespace).find(|s| s.spec.workload_selector.is_none()))
+        .or_else(|| {
+            in_namespace(&snapshot.root_namespace).find(|s| s.spec.workload_selector.is_none())
+        })
+        .map(|s| s.as_ref())
+}
+
+fn egress_allows(sidecar: &Config<SidecarSpec>, service: &Service) -> bool {
+    if sidecar.spec.egress.is_empty() {
+        return true;
+    }
+    let own_ns = &sidecar.metadata.namespace;
+    sidecar
+        .spec
+        .egress
+        .iter()
+        .flat_map(|e| &e.hosts)
+        .any(|entry| {
+            let (ns, dns) = entry.split_once('/').unwrap_or(("*", entry));
+            let ns_ok = match ns {
+                "*" => true,
+                "." => &service.namespace == own_ns,
+                "~" => false,
+                other => service.namespace == other,
+            };
+            ns_ok && host_matches(dns, &service.hostname)
+        })
+}

@@ -1,0 +1,35 @@
+//! Golden files for generated Envoy config. `UPDATE_GOLDEN=1 cargo test -p fleetmesh-xds`
+//! rewrites them; review the diff. Every golden is also validated by a real Envoy.
+
+mod support;
+
+use fleetmesh_xds::{ProxyKind, generate};
+use support::{envoy_validate, proxy, render, snapshot};
+
+fn check(name: &str, kind: ProxyKind, labels: &[(&str, &str)]) {
+    let snapshot = snapshot(include_str!("golden/mesh.yaml"));
+    let resources = generate(&snapshot, &proxy(kind, labels));
+    let rendered = render(&resources);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{name}.json"));
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &rendered).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        expected == rendered,
+        "{name}.json differs from the generated config; run with UPDATE_GOLDEN=1 and review the diff"
+    );
+    envoy_validate(name, &resources);
+}
+
+#[test]
+fn sidecar_golden() {
+    check("sidecar", ProxyKind::Sidecar, &[("app", "frontend")]);
+}
+
+#[test]
+fn gateway_golden() {
+    check("gateway", ProxyKind::Router, &[("istio", "ingressgateway")]);
+}

@@ -1,0 +1,142 @@
+//! Helpers for the golden tests: a snapshot from YAML, a proxy, JSON rendering, and
+//! validation by a real Envoy.
+
+use envoy_types::pb::envoy::config::bootstrap::v3::{Bootstrap, bootstrap::StaticResources};
+use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::{Listener, filter};
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, http_connection_manager::RouteSpecifier,
+};
+use fleetmesh_model::{Snapshot, SnapshotInput};
+use fleetmesh_xds::{Interception, Proxy, ProxyKind, ProxyResources, json::any_to_json};
+use prost::Message;
+
+pub fn snapshot(yaml: &str) -> Snapshot {
+    let loaded = fleetmesh_api::load_documents(None, yaml)
+        .unwrap_or_else(|e| panic!("fixture is invalid: {e:?}"));
+    Snapshot::build(SnapshotInput {
+        resources: loaded.iter().map(|l| &l.resource).collect(),
+        domain: "cluster.local".into(),
+        root_namespace: "istio-system".into(),
+        cluster_id: "local".into(),
+    })
+}
+
+pub fn proxy(kind: ProxyKind, labels: &[(&str, &str)]) -> Proxy {
+    Proxy {
+        id: "sidecar~127.10.0.1~frontend-0.shop~shop.svc.cluster.local".into(),
+        kind,
+        ip: "127.10.0.1".into(),
+        pod_name: "frontend-0".into(),
+        namespace: "shop".into(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        service_account: "frontend".into(),
+        istio_version: "1.28.0".into(),
+        cluster_id: "local".into(),
+        mesh_id: "cluster.local".into(),
+        interception: Interception::None,
+    }
+}
+
+pub fn render(resources: &ProxyResources) -> String {
+    let list = |items: &[fleetmesh_xds::NamedResource]| {
+        items
+            .iter()
+            .map(|r| any_to_json(&r.resource))
+            .collect::<Vec<_>>()
+    };
+    let value = serde_json::json!({
+        "clusters": list(&resources.clusters),
+        "endpoints": list(&resources.endpoints),
+        "listeners": list(&resources.listeners),
+        "routes": list(&resources.routes),
+    });
+    serde_json::to_string_pretty(&value).unwrap() + "\n"
+}
+
+/// Inlines EDS and RDS into a static bootstrap and runs `envoy --mode validate` on it.
+pub fn envoy_validate(name: &str, resources: &ProxyResources) {
+    let endpoints: Vec<ClusterLoadAssignment> = resources
+        .endpoints
+        .iter()
+        .map(|r| decode(&r.resource.value))
+        .collect();
+    let routes: Vec<RouteConfiguration> = resources
+        .routes
+        .iter()
+        .map(|r| decode(&r.resource.value))
+        .collect();
+    let clusters = resources
+        .clusters
+        .iter()
+        .map(|r| {
+            let mut c: Cluster = decode(&r.resource.value);
+            if c.eds_cluster_config.take().is_some() {
+                c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
+                    cluster::DiscoveryType::Static as i32,
+                ));
+                c.load_assignment = endpoints.iter().find(|e| e.cluster_name == c.name).cloned();
+            }
+            c
+        })
+        .collect();
+    let listeners = resources
+        .listeners
+        .iter()
+        .map(|r| {
+            let mut l: Listener = decode(&r.resource.value);
+            for chain in &mut l.filter_chains {
+                for f in &mut chain.filters {
+                    let Some(filter::ConfigType::TypedConfig(any)) = &mut f.config_type else {
+                        continue;
+                    };
+                    let mut hcm: HttpConnectionManager = decode(&any.value);
+                    if let Some(RouteSpecifier::Rds(rds)) = &hcm.route_specifier {
+                        let route = routes
+                            .iter()
+                            .find(|r| r.name == rds.route_config_name)
+                            .cloned()
+                            .expect("RDS name exists");
+                        hcm.route_specifier = Some(RouteSpecifier::RouteConfig(route));
+                    }
+                    any.value = hcm.encode_to_vec();
+                }
+            }
+            l
+        })
+        .collect();
+    let bootstrap = Bootstrap {
+        static_resources: Some(StaticResources {
+            clusters,
+            listeners,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let dir = std::env::temp_dir().join(format!("fleetmesh-golden-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bootstrap.pb");
+    std::fs::write(&path, bootstrap.encode_to_vec()).unwrap();
+    let envoy = fleetmesh_agent::envoy::locate(None).unwrap_or_else(|e| panic!("{e}"));
+    let output = std::process::Command::new(envoy)
+        .args(["--mode", "validate", "--disable-hot-restart", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "Envoy rejects the {name} config:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn decode<M: Message + Default>(bytes: &[u8]) -> M {
+    M::decode(bytes).unwrap()
+}
