@@ -205,7 +205,7 @@ impl Drop for EnvoyProcess {
     }
 }
 
-/// A plain HTTP/1.0 request to Envoy's admin port: (status, body).
+/// A plain HTTP/1.1 request to Envoy's admin port: (status, body).
 pub fn admin_request(
     admin: SocketAddr,
     method: &str,
@@ -213,7 +213,11 @@ pub fn admin_request(
 ) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&admin, Duration::from_secs(1))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "{method} {path} HTTP/1.0\r\nHost: admin\r\n\r\n")?;
+    // Envoy refuses HTTP/1.0 (426); 1.1 with `Connection: close` ends the response with EOF.
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     let status = response

@@ -1,0 +1,305 @@
+//! A mesh on this machine: meshd, and workloads that each get a loopback address of their
+//! own (127.x.y.z), a sample app and a real Envoy sidecar started through the agent.
+//! The demo runs on it, and so do the end-to-end tests.
+
+use crate::sample_app::SampleApp;
+use anyhow::Context;
+use fleetmesh_agent::process::StartOptions;
+use fleetmesh_agent::{BootstrapConfig, EnvoyProcess, WorkloadIdentity, XdsMode, envoy};
+use fleetmesh_meshd::{Meshd, MeshdConfig};
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+/// The label that ties a workload to its own WorkloadEntry and Sidecar.
+pub const WORKLOAD_LABEL: &str = "fleetmesh.io/workload";
+const ENVOY_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct LocalMesh {
+    config_dir: PathBuf,
+    run_dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+    meshd: Option<Meshd>,
+    meshd_config: MeshdConfig,
+    envoy: PathBuf,
+    xds_mode: XdsMode,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkloadSpec {
+    pub name: String,
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    /// The port the sidecar accepts traffic on (the service's target port).
+    pub port: u16,
+    /// The version the sample app reports.
+    pub version: String,
+}
+
+impl WorkloadSpec {
+    pub fn new(name: &str, labels: &[(&str, &str)], port: u16) -> WorkloadSpec {
+        let labels: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let version = labels
+            .get("version")
+            .cloned()
+            .unwrap_or_else(|| "v1".into());
+        WorkloadSpec {
+            name: name.into(),
+            namespace: "default".into(),
+            labels,
+            port,
+            version,
+        }
+    }
+}
+
+/// A running workload: its app (if any) and its Envoy.
+pub struct Workload {
+    pub name: String,
+    pub ip: Ipv4Addr,
+    pub app: Option<SampleApp>,
+    pub envoy: EnvoyProcess,
+    pub node_id: String,
+}
+
+impl Workload {
+    /// The sidecar's outbound listener, which the app uses as its HTTP proxy.
+    pub fn proxy_url(&self) -> String {
+        format!("http://{}:15001", self.ip)
+    }
+
+    /// An HTTP client that sends everything through this workload's sidecar.
+    pub fn client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .proxy(reqwest::Proxy::http(self.proxy_url()).expect("valid proxy URL"))
+            .timeout(Duration::from_secs(20))
+            .build()
+            .expect("HTTP client builds")
+    }
+
+    pub fn address(&self, port: u16) -> SocketAddr {
+        SocketAddr::new(self.ip.into(), port)
+    }
+}
+
+impl LocalMesh {
+    /// Starts meshd on `config_dir` (a fresh temporary directory if `None`).
+    pub async fn start(
+        config_dir: Option<PathBuf>,
+        xds_mode: XdsMode,
+    ) -> anyhow::Result<LocalMesh> {
+        let (config_dir, temp) = match config_dir {
+            Some(dir) => (dir, None),
+            None => {
+                let temp = tempfile::Builder::new().prefix("fleetmesh-").tempdir()?;
+                (temp.path().to_path_buf(), Some(temp))
+            }
+        };
+        std::fs::create_dir_all(&config_dir)
+            .with_context(|| format!("creating {}", config_dir.display()))?;
+        // Hidden, so meshd's loader skips it.
+        let run_dir = config_dir.join(".run");
+        std::fs::create_dir_all(&run_dir)?;
+        let envoy = envoy::locate(None).map_err(anyhow::Error::msg)?;
+        let meshd_config = MeshdConfig::for_dir(config_dir.clone());
+        let meshd = Meshd::start(meshd_config.clone()).await?;
+        let mut meshd_config = meshd_config;
+        meshd_config.xds_address = meshd.xds_address();
+        Ok(LocalMesh {
+            config_dir,
+            run_dir,
+            _temp: temp,
+            meshd: Some(meshd),
+            meshd_config,
+            envoy,
+            xds_mode,
+        })
+    }
+
+    pub fn config_dir(&self) -> &Path {
+        &self.config_dir
+    }
+
+    pub fn meshd(&self) -> &Meshd {
+        self.meshd.as_ref().expect("meshd is running")
+    }
+
+    /// Writes a config file atomically (meshd never reads half a file).
+    pub fn write(&self, file: &str, yaml: &str) -> anyhow::Result<()> {
+        let path = self.config_dir.join(file);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let temp = self.run_dir.join(format!("{}.tmp", file.replace('/', "_")));
+        std::fs::write(&temp, yaml)?;
+        std::fs::rename(&temp, &path)?;
+        Ok(())
+    }
+
+    pub fn remove(&self, file: &str) -> anyhow::Result<()> {
+        std::fs::remove_file(self.config_dir.join(file)).with_context(|| format!("removing {file}"))
+    }
+
+    /// Stops meshd and starts a new one on the same ports and config.
+    pub async fn restart_meshd(&mut self) -> anyhow::Result<()> {
+        self.stop_meshd().await;
+        self.start_meshd().await
+    }
+
+    pub async fn stop_meshd(&mut self) {
+        if let Some(meshd) = self.meshd.take() {
+            meshd.shutdown().await;
+        }
+    }
+
+    pub async fn start_meshd(&mut self) -> anyhow::Result<()> {
+        self.meshd = Some(Meshd::start(self.meshd_config.clone()).await?);
+        Ok(())
+    }
+
+    /// Starts a workload: its sample app, its WorkloadEntry and Sidecar in the config
+    /// dir, and its Envoy; returns once Envoy has its initial config.
+    pub async fn add_workload(&self, spec: WorkloadSpec) -> anyhow::Result<Workload> {
+        let ip = allocate_ip()?;
+        let app = SampleApp::start(
+            (Ipv4Addr::LOCALHOST, 0).into(),
+            spec.labels.get("app").unwrap_or(&spec.name),
+            &spec.version,
+        )
+        .await?;
+        let mut labels = spec.labels.clone();
+        labels.insert(WORKLOAD_LABEL.into(), spec.name.clone());
+        self.write(
+            &format!("workloads/{}.yaml", spec.name),
+            &workload_yaml(&spec, ip, &labels, app.address()),
+        )?;
+        let envoy = self
+            .start_envoy("sidecar", &spec.name, &spec.namespace, ip, &labels)
+            .await?;
+        let node_id = node_id("sidecar", ip, &spec.name, &spec.namespace);
+        Ok(Workload {
+            name: spec.name,
+            ip,
+            app: Some(app),
+            envoy,
+            node_id,
+        })
+    }
+
+    /// Starts a gateway Envoy (router mode) with `labels`, which Gateways select.
+    pub async fn add_gateway(
+        &self,
+        name: &str,
+        namespace: &str,
+        labels: &[(&str, &str)],
+    ) -> anyhow::Result<Workload> {
+        let ip = allocate_ip()?;
+        let labels: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let envoy = self
+            .start_envoy("router", name, namespace, ip, &labels)
+            .await?;
+        Ok(Workload {
+            name: name.into(),
+            ip,
+            app: None,
+            envoy,
+            node_id: node_id("router", ip, name, namespace),
+        })
+    }
+
+    async fn start_envoy(
+        &self,
+        kind: &str,
+        name: &str,
+        namespace: &str,
+        ip: Ipv4Addr,
+        labels: &BTreeMap<String, String>,
+    ) -> anyhow::Result<EnvoyProcess> {
+        let options = StartOptions {
+            envoy: self.envoy.clone(),
+            workdir: self.run_dir.join(name),
+            bootstrap: BootstrapConfig {
+                identity: WorkloadIdentity {
+                    kind: kind.into(),
+                    pod_name: name.into(),
+                    namespace: namespace.into(),
+                    ip: ip.to_string(),
+                    labels: labels.clone(),
+                    service_account: labels
+                        .get("app")
+                        .cloned()
+                        .unwrap_or_else(|| "default".into()),
+                    cluster_id: "local".into(),
+                    mesh_id: "cluster.local".into(),
+                    interception_mode: "NONE".into(),
+                    istio_version: env!("CARGO_PKG_VERSION").into(),
+                },
+                xds_address: self.meshd_config.xds_address,
+                xds_mode: self.xds_mode,
+            },
+            log_level: "warning".into(),
+            concurrency: 1,
+            drain_time: Duration::from_secs(1),
+        };
+        let envoy = EnvoyProcess::start(options)?;
+        tokio::task::block_in_place(|| envoy.wait_ready(ENVOY_READY_TIMEOUT))
+            .map_err(anyhow::Error::msg)?;
+        Ok(envoy)
+    }
+}
+
+fn node_id(kind: &str, ip: Ipv4Addr, name: &str, namespace: &str) -> String {
+    format!("{kind}~{ip}~{name}.{namespace}~{namespace}.svc.cluster.local")
+}
+
+fn workload_yaml(
+    spec: &WorkloadSpec,
+    ip: Ipv4Addr,
+    labels: &BTreeMap<String, String>,
+    app: SocketAddr,
+) -> String {
+    let labels_yaml: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k:?}: {v:?}"))
+        .collect();
+    let labels_yaml = labels_yaml.join(", ");
+    format!(
+        "# Workload {name}: its address, and where its sidecar finds the app.\n\
+         apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: {name}, namespace: {ns}}}\n\
+         spec: {{address: \"{ip}\", labels: {{{labels_yaml}}}, serviceAccount: {sa}}}\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: {name}, namespace: {ns}}}\n\
+         spec:\n  workloadSelector: {{labels: {{\"{WORKLOAD_LABEL}\": {name}}}}}\n  \
+         ingress: [{{port: {{number: {port}, protocol: HTTP, name: http}}, defaultEndpoint: \"{app}\"}}]\n",
+        name = spec.name,
+        ns = spec.namespace,
+        sa = labels.get("app").map_or("default", String::as_str),
+        port = spec.port,
+    )
+}
+
+/// A loopback address of its own for a workload: 127.A.B.C with A from the process id, so
+/// parallel test processes do not collide, and checked free on Envoy's admin port.
+fn allocate_ip() -> anyhow::Result<Ipv4Addr> {
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    let block = 20 + (std::process::id() % 200) as u8;
+    for _ in 0..1000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let ip = Ipv4Addr::new(127, block, (n >> 8) as u8, (n & 0xff) as u8);
+        if n & 0xff == 0 {
+            continue;
+        }
+        if std::net::TcpListener::bind((ip, fleetmesh_agent::bootstrap::ADMIN_PORT as u16)).is_ok()
+        {
+            return Ok(ip);
+        }
+    }
+    anyhow::bail!("no free loopback address for a workload")
+}

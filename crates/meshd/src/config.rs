@@ -1,0 +1,68 @@
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// meshd's settings: flags, each with an environment fallback.
+#[derive(Parser, Debug, Clone, serde::Serialize)]
+#[command(
+    name = "meshd",
+    version,
+    about = "The fleetmesh control plane: serves Istio config to Envoy proxies over xDS"
+)]
+pub struct MeshdConfig {
+    /// Directory of Kubernetes-style YAML (Services, WorkloadEntries, VirtualServices, ...),
+    /// read recursively and watched for changes.
+    #[arg(long, env = "MESHD_CONFIG_DIR", default_value = "./mesh")]
+    pub config_dir: PathBuf,
+    /// Where proxies connect for xDS (plaintext gRPC, like istiod's 15010).
+    #[arg(long, env = "MESHD_XDS_ADDRESS", default_value = "127.0.0.1:15010")]
+    pub xds_address: SocketAddr,
+    /// Metrics (/metrics) and debug endpoints (/debug/syncz, /debug/config_dump).
+    #[arg(long, env = "MESHD_HTTP_ADDRESS", default_value = "127.0.0.1:15014")]
+    pub http_address: SocketAddr,
+    /// DNS domain of Kubernetes services.
+    #[arg(long, env = "MESHD_DOMAIN", default_value = fleetmesh_model::DEFAULT_DOMAIN)]
+    pub domain: String,
+    /// Namespace whose Sidecar and DestinationRules apply mesh-wide.
+    #[arg(long, env = "MESHD_ROOT_NAMESPACE", default_value = "istio-system")]
+    pub root_namespace: String,
+    /// Cluster id for local workloads.
+    #[arg(long, env = "MESHD_CLUSTER_ID", default_value = "local")]
+    pub cluster_id: String,
+    /// Quiet time after a config change before pushing (changes within it merge).
+    #[arg(long, env = "MESHD_DEBOUNCE_AFTER", default_value = "100ms", value_parser = parse_duration)]
+    #[serde(with = "humantime")]
+    pub debounce_after: Duration,
+    /// Longest a change may wait while changes keep coming.
+    #[arg(long, env = "MESHD_DEBOUNCE_MAX", default_value = "2s", value_parser = parse_duration)]
+    #[serde(with = "humantime")]
+    pub debounce_max: Duration,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "MESHD_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    fleetmesh_api::Duration::parse(text).map(|d| d.as_std())
+}
+
+impl MeshdConfig {
+    /// Defaults for a config directory, with ports picked by the OS (tests, the demo).
+    pub fn for_dir(config_dir: PathBuf) -> MeshdConfig {
+        let mut config = MeshdConfig::parse_from(["meshd"]);
+        config.config_dir = config_dir;
+        config.xds_address = "127.0.0.1:0".parse().unwrap();
+        config.http_address = "127.0.0.1:0".parse().unwrap();
+        config
+    }
+}
+
+mod humantime {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}ms", d.as_millis()))
+    }
+}

@@ -1,0 +1,134 @@
+//! meshd: wires config sources to the model, the model to the xDS server, and serves
+//! metrics and istiod's debug endpoints.
+
+pub mod config;
+mod debug;
+mod http;
+pub mod local;
+
+pub use config::MeshdConfig;
+
+use anyhow::Context;
+use fleetmesh_server::debounce::Debounce;
+use fleetmesh_server::{MeshState, Metrics, Registry, XdsServer};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// A running meshd.
+pub struct Meshd {
+    xds_address: SocketAddr,
+    http_address: SocketAddr,
+    metrics: Arc<Metrics>,
+    source: Arc<local::LocalSource>,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl Meshd {
+    /// Binds the ports, loads the config and starts serving.
+    pub async fn start(config: MeshdConfig) -> anyhow::Result<Meshd> {
+        let xds_listener = tokio::net::TcpListener::bind(config.xds_address)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen for xDS on {} (is another meshd running?)",
+                    config.xds_address
+                )
+            })?;
+        let http_listener = tokio::net::TcpListener::bind(config.http_address)
+            .await
+            .with_context(|| format!("cannot listen for HTTP on {}", config.http_address))?;
+        let xds_address = xds_listener.local_addr()?;
+        let http_address = http_listener.local_addr()?;
+
+        let mut prometheus = prometheus_client::registry::Registry::default();
+        let metrics = Arc::new(Metrics::new(&mut prometheus));
+        let registry = Arc::new(Registry::default());
+        let shutdown = CancellationToken::new();
+        let source = Arc::new(local::LocalSource::new(&config));
+        // Watch before the first read, so no change falls between the two.
+        let (changes_tx, changes) = tokio::sync::mpsc::unbounded_channel();
+        let watcher = local::watch(&config.config_dir, changes_tx)?;
+        let (snapshots_tx, snapshots) = watch::channel(Arc::new(MeshState::new(source.reload())));
+
+        let mut tasks = JoinSet::new();
+        let debounce = Debounce {
+            after: config.debounce_after,
+            max_delay: config.debounce_max,
+        };
+        let reloading = source.clone();
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            let _watcher = watcher; // dropping it stops the file events
+            let publish = || {
+                let snapshot = reloading.reload();
+                snapshots_tx.send_replace(Arc::new(MeshState::new(snapshot)));
+            };
+            tokio::select! {
+                () = debounce.run(changes, publish) => {}
+                () = stop.cancelled() => {}
+            }
+        });
+        let server = XdsServer::new(
+            snapshots.clone(),
+            registry.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        );
+        tasks.spawn(async move {
+            if let Err(e) = server.serve(xds_listener).await {
+                tracing::error!(error = %e, "xDS server failed");
+            }
+        });
+        let state = http::HttpState {
+            prometheus: Arc::new(prometheus),
+            registry,
+            source: source.clone(),
+        };
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            let app = http::router(state);
+            let served = axum::serve(http_listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+        tracing::info!(%xds_address, %http_address, config_dir = %config.config_dir.display(), "meshd serving");
+        Ok(Meshd {
+            xds_address,
+            http_address,
+            metrics,
+            source,
+            shutdown,
+            tasks,
+        })
+    }
+
+    pub fn xds_address(&self) -> SocketAddr {
+        self.xds_address
+    }
+
+    pub fn http_address(&self) -> SocketAddr {
+        self.http_address
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Errors of the config files that are currently rejected.
+    pub fn config_errors(&self) -> Vec<String> {
+        self.source.errors()
+    }
+
+    /// Stops serving: streams end, ports close, tasks finish.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}

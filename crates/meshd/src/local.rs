@@ -1,0 +1,139 @@
+//! Local mode's config source: every YAML file under a directory, watched.
+//!
+//! Each file is all-or-nothing. A file that fails to parse or validate is reported once
+//! and ignored; the last good version of it keeps serving, so a typo never takes config
+//! away from a proxy.
+
+use crate::MeshdConfig;
+use fleetmesh_api::{LoadedResource, load_documents};
+use fleetmesh_model::{Snapshot, SnapshotInput};
+use notify::{RecursiveMode, Watcher};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use tokio::sync::mpsc::UnboundedSender;
+
+#[derive(Default)]
+struct FileState {
+    /// The text last read, to skip unchanged files.
+    text: String,
+    /// The last good resources of the file.
+    resources: Vec<LoadedResource>,
+    /// Why the current text is rejected, if it is.
+    errors: Vec<String>,
+}
+
+pub struct LocalSource {
+    dir: PathBuf,
+    domain: String,
+    root_namespace: String,
+    cluster_id: String,
+    files: Mutex<BTreeMap<PathBuf, FileState>>,
+}
+
+impl LocalSource {
+    pub fn new(config: &MeshdConfig) -> LocalSource {
+        LocalSource {
+            dir: config.config_dir.clone(),
+            domain: config.domain.clone(),
+            root_namespace: config.root_namespace.clone(),
+            cluster_id: config.cluster_id.clone(),
+            files: Mutex::default(),
+        }
+    }
+
+    /// Re-reads the directory and builds a snapshot from every file's last good config.
+    pub fn reload(&self) -> Snapshot {
+        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        let present = yaml_files(&self.dir);
+        files.retain(|path, _| present.contains(path));
+        for path in present {
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            let state = files.entry(path.clone()).or_default();
+            if state.text == text && !text.is_empty() {
+                continue;
+            }
+            match load_documents(Some(&path), &text) {
+                Ok(resources) => {
+                    if !state.errors.is_empty() {
+                        tracing::info!(file = %path.display(), "config file is valid again");
+                    }
+                    state.resources = resources;
+                    state.errors.clear();
+                }
+                Err(errors) => {
+                    state.errors = errors.iter().map(|e| e.to_string()).collect();
+                    for error in &state.errors {
+                        tracing::error!(%error, "rejected config file; its last good version keeps serving");
+                    }
+                }
+            }
+            state.text = text;
+        }
+        let resources = files
+            .values()
+            .flat_map(|f| f.resources.iter().map(|r| &r.resource))
+            .collect();
+        Snapshot::build(SnapshotInput {
+            resources,
+            domain: self.domain.clone(),
+            root_namespace: self.root_namespace.clone(),
+            cluster_id: self.cluster_id.clone(),
+        })
+    }
+
+    pub fn errors(&self) -> Vec<String> {
+        let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        files.values().flat_map(|f| f.errors.clone()).collect()
+    }
+}
+
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let hidden = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('.'));
+            if hidden {
+                continue;
+            }
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Signals `changes` whenever something under `dir` changes. Keep the watcher alive for
+/// as long as changes should be seen.
+pub fn watch(
+    dir: &Path,
+    changes: UnboundedSender<()>,
+) -> anyhow::Result<notify::RecommendedWatcher> {
+    if !dir.is_dir() {
+        anyhow::bail!(
+            "config directory {} does not exist (create it, or pass --config-dir)",
+            dir.display()
+        );
+    }
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|e| !e.kind.is_access()) {
+            let _ = changes.send(());
+        }
+    })?;
+    watcher.watch(dir, RecursiveMode::Recursive)?;
+    Ok(watcher)
+}

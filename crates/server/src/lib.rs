@@ -1,0 +1,19 @@
+//! The xDS server: Envoy's Aggregated Discovery Service, state-of-the-world and delta.
+//!
+//! It only pushes what `xds` computed from the latest snapshot and tracks what each proxy
+//! acknowledged. Versions are content hashes, so a restarted meshd offers the same
+//! versions for the same config and a reconnecting Envoy sees nothing new.
+
+pub mod debounce;
+mod delta;
+mod generated;
+pub mod metrics;
+pub mod registry;
+mod service;
+mod session;
+mod sotw;
+
+pub use generated::Generated;
+pub use metrics::Metrics;
+pub use registry::{ProxyStatus, Registry};
+pub use service::{MeshState, XdsServer};

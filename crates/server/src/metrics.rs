@@ -1,0 +1,82 @@
+//! Control-plane metrics under istiod's names, so existing dashboards work.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabel {
+    pub version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypeLabel {
+    pub r#type: String,
+}
+
+pub struct Metrics {
+    /// `pilot_xds{version}`: connected proxies by proxy version.
+    pub connected: Family<VersionLabel, Gauge>,
+    /// `pilot_xds_pushes{type}`: responses sent.
+    pub pushes: Family<TypeLabel, Counter>,
+    /// `pilot_total_xds_rejects{type}`: NACKs received.
+    pub rejects: Family<TypeLabel, Counter>,
+    /// `pilot_proxy_convergence_time`: config change → proxy ACKed everything.
+    pub convergence: Histogram,
+    /// `pilot_xds_config_size_bytes{type}` summed: bytes pushed.
+    pub pushed_bytes: Family<TypeLabel, Counter>,
+}
+
+impl Metrics {
+    pub fn new(registry: &mut Registry) -> Metrics {
+        let metrics = Metrics {
+            connected: Family::default(),
+            pushes: Family::default(),
+            rejects: Family::default(),
+            convergence: Histogram::new([0.001, 0.01, 0.1, 0.5, 1.0, 3.0, 5.0, 10.0, 20.0, 30.0]),
+            pushed_bytes: Family::default(),
+        };
+        registry.register(
+            "pilot_xds",
+            "Number of endpoints connected to this pilot using XDS",
+            metrics.connected.clone(),
+        );
+        registry.register(
+            "pilot_xds_pushes",
+            "Pilot build and send errors for lds, rds, cds and eds",
+            metrics.pushes.clone(),
+        );
+        registry.register(
+            "pilot_total_xds_rejects",
+            "Total number of XDS responses from pilot rejected by proxy",
+            metrics.rejects.clone(),
+        );
+        registry.register(
+            "pilot_proxy_convergence_time",
+            "Delay in seconds between config change and a proxy receiving all required configuration",
+            metrics.convergence.clone(),
+        );
+        registry.register(
+            "pilot_xds_pushed_bytes",
+            "Bytes of xDS responses sent, by type",
+            metrics.pushed_bytes.clone(),
+        );
+        metrics
+    }
+
+    pub fn rejects_total(&self) -> u64 {
+        ["cds", "eds", "lds", "rds", "other"]
+            .iter()
+            .map(|t| {
+                self.rejects
+                    .get_or_create(&TypeLabel {
+                        r#type: t.to_string(),
+                    })
+                    .get()
+            })
+            .sum()
+    }
+}

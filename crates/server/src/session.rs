@@ -1,0 +1,165 @@
+//! What both ADS protocols share for one connected proxy: identity, its current
+//! resources, registration, and ACK/NACK bookkeeping with metrics.
+
+use crate::generated::{Generated, short_type};
+use crate::metrics::{TypeLabel, VersionLabel};
+use crate::registry::{ProxyStatus, TypeStatus};
+use crate::service::{MeshState, Shared};
+use envoy_types::pb::envoy::config::core::v3::Node;
+use fleetmesh_xds::Proxy;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Instant, SystemTime};
+use tonic::Status;
+
+pub struct Session {
+    pub proxy: Proxy,
+    pub id: u64,
+    pub shared: Arc<Shared>,
+    pub state: Arc<MeshState>,
+    pub generated: Arc<Generated>,
+    /// When the change now being pushed was made; cleared once everything is ACKed.
+    converging_since: Option<Instant>,
+    nonce: u64,
+}
+
+impl Session {
+    pub fn start(
+        shared: Arc<Shared>,
+        node: Option<&Node>,
+        protocol: &'static str,
+    ) -> Result<Session, Status> {
+        let node =
+            node.ok_or_else(|| Status::invalid_argument("the first request must carry the node"))?;
+        let proxy = Proxy::from_node(node).map_err(Status::invalid_argument)?;
+        let state = shared.snapshots.borrow().clone();
+        let generated = Arc::new(Generated::new(fleetmesh_xds::generate(
+            &state.snapshot,
+            &proxy,
+        )));
+        let id = shared.next_connection.fetch_add(1, Ordering::Relaxed);
+        shared.registry.insert(
+            id,
+            ProxyStatus {
+                proxy_id: proxy.id.clone(),
+                proxy_version: proxy.istio_version.clone(),
+                connected_at: SystemTime::now(),
+                protocol,
+                types: Default::default(),
+                resources: generated.clone(),
+            },
+        );
+        shared
+            .metrics
+            .connected
+            .get_or_create(&VersionLabel {
+                version: proxy.istio_version.clone(),
+            })
+            .inc();
+        tracing::info!(proxy = %proxy.id, connection = id, protocol, "proxy connected");
+        Ok(Session {
+            proxy,
+            id,
+            shared,
+            state,
+            generated,
+            converging_since: Some(Instant::now()),
+            nonce: 0,
+        })
+    }
+
+    /// Regenerates after a new snapshot; returns the previous resources when anything
+    /// this proxy sees changed.
+    pub fn refresh(&mut self) -> Option<Arc<Generated>> {
+        let state = self.shared.snapshots.borrow().clone();
+        if Arc::ptr_eq(&state, &self.state) {
+            return None;
+        }
+        let generated = Arc::new(Generated::new(fleetmesh_xds::generate(
+            &state.snapshot,
+            &self.proxy,
+        )));
+        let created = state.created;
+        self.state = state;
+        if *generated == *self.generated {
+            return None;
+        }
+        self.converging_since.get_or_insert(created);
+        let previous = std::mem::replace(&mut self.generated, generated.clone());
+        self.shared
+            .registry
+            .update(self.id, |s| s.resources = generated);
+        Some(previous)
+    }
+
+    pub fn next_nonce(&mut self) -> String {
+        self.nonce += 1;
+        format!("{}-{}", self.id, self.nonce)
+    }
+
+    pub fn record_sent(&self, type_url: &str, version: &str, nonce: &str, bytes: usize) {
+        let label = TypeLabel {
+            r#type: short_type(type_url).to_string(),
+        };
+        self.shared.metrics.pushes.get_or_create(&label).inc();
+        self.shared
+            .metrics
+            .pushed_bytes
+            .get_or_create(&label)
+            .inc_by(bytes as u64);
+        self.shared.registry.update(self.id, |s| {
+            let status = s.types.entry(short_type(type_url)).or_default();
+            status.sent_version = version.to_string();
+            status.sent_nonce = nonce.to_string();
+        });
+    }
+
+    /// Records an ACK; when nothing sent is still unacknowledged, the proxy has converged.
+    pub fn record_ack(&mut self, type_url: &str, version: &str) {
+        let mut all_acked = false;
+        self.shared.registry.update(self.id, |s| {
+            s.types
+                .entry(short_type(type_url))
+                .or_default()
+                .acked_version = version.to_string();
+            all_acked = s
+                .types
+                .values()
+                .all(|t: &TypeStatus| t.sent_version == t.acked_version);
+        });
+        if all_acked && let Some(since) = self.converging_since.take() {
+            self.shared
+                .metrics
+                .convergence
+                .observe(since.elapsed().as_secs_f64());
+        }
+    }
+
+    pub fn record_nack(&self, type_url: &str, message: &str) {
+        tracing::warn!(proxy = %self.proxy.id, r#type = short_type(type_url), error = message, "proxy rejected config (NACK)");
+        self.shared
+            .metrics
+            .rejects
+            .get_or_create(&TypeLabel {
+                r#type: short_type(type_url).to_string(),
+            })
+            .inc();
+        self.shared.registry.update(self.id, |s| {
+            s.types.entry(short_type(type_url)).or_default().last_nack = Some(message.to_string());
+        });
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.shared.registry.remove(self.id);
+        self.shared
+            .metrics
+            .connected
+            .get_or_create(&VersionLabel {
+                version: self.proxy.istio_version.clone(),
+            })
+            .dec();
+        tracing::info!(proxy = %self.proxy.id, connection = self.id, "proxy disconnected");
+    }
+}

@@ -1,0 +1,198 @@
+//! State-of-the-world ADS: every response carries the whole set of its type.
+//!
+//! Make-before-break: a CDS push keeps the clusters it drops until the proxy has ACKed
+//! the listeners and routes that stopped using them; EDS follows every CDS push so that
+//! new or updated clusters warm at once.
+
+use crate::generated::{Entry, version_of};
+use crate::service::Shared;
+use crate::session::Session;
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use fleetmesh_xds::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, PUSH_ORDER, ROUTE_TYPE};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tonic::{Status, Streaming};
+
+#[derive(Default)]
+struct TypeState {
+    requested: Vec<String>,
+    sent_nonce: String,
+    sent_version: String,
+    acked_version: String,
+    /// What the last response held (for CDS: to keep dropped clusters one round longer).
+    sent: BTreeMap<String, Entry>,
+}
+
+struct Stream {
+    session: Session,
+    types: BTreeMap<String, TypeState>,
+    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    /// Clusters were kept past their removal; prune once LDS and RDS are ACKed.
+    prune_pending: bool,
+}
+
+/// Serves one SotW stream until the proxy goes away or meshd shuts down.
+pub async fn run(
+    shared: Arc<Shared>,
+    mut requests: Streaming<DiscoveryRequest>,
+    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+) {
+    let first = match requests.message().await {
+        Ok(Some(first)) => first,
+        _ => return,
+    };
+    let session = match Session::start(shared.clone(), first.node.as_ref(), "sotw") {
+        Ok(session) => session,
+        Err(status) => {
+            let _ = tx.send(Err(status)).await;
+            return;
+        }
+    };
+    let mut snapshots = shared.snapshots.clone();
+    snapshots.mark_unchanged();
+    let mut stream = Stream {
+        session,
+        types: BTreeMap::new(),
+        tx,
+        prune_pending: false,
+    };
+    if stream.on_request(first).await.is_err() {
+        return;
+    }
+    loop {
+        let outcome = tokio::select! {
+            request = requests.message() => match request {
+                Ok(Some(request)) => stream.on_request(request).await,
+                Ok(None) => break,
+                Err(status) => {
+                    tracing::debug!(proxy = %stream.session.proxy.id, %status, "stream ended");
+                    break;
+                }
+            },
+            changed = snapshots.changed() => match changed {
+                Ok(()) => stream.on_snapshot().await,
+                Err(_) => break,
+            },
+            () = shared.shutdown.cancelled() => break,
+        };
+        if outcome.is_err() {
+            break;
+        }
+    }
+}
+
+/// The response channel closed: the proxy is gone.
+struct Gone;
+
+impl Stream {
+    async fn on_request(&mut self, request: DiscoveryRequest) -> Result<(), Gone> {
+        let type_url = request.type_url.clone();
+        if !PUSH_ORDER.contains(&type_url.as_str()) {
+            tracing::debug!(proxy = %self.session.proxy.id, %type_url, "ignoring request for a type meshd does not serve");
+            return Ok(());
+        }
+        let state = self.types.entry(type_url.clone()).or_default();
+        if !request.response_nonce.is_empty() && request.response_nonce != state.sent_nonce {
+            // A reply to an older response; the proxy will answer the newest one too.
+            return Ok(());
+        }
+        if let Some(error) = &request.error_detail {
+            self.session.record_nack(&type_url, &error.message);
+            state.requested = request.resource_names;
+            return Ok(());
+        }
+        let names_changed = state.requested != request.resource_names;
+        state.requested = request.resource_names;
+        if !request.response_nonce.is_empty() {
+            state.acked_version = request.version_info.clone();
+            self.session.record_ack(&type_url, &request.version_info);
+            if !names_changed {
+                return self.prune_if_safe().await;
+            }
+        }
+        // A first request, a reconnect, or a new set of names: answer with what we have.
+        self.send(&type_url).await
+    }
+
+    async fn on_snapshot(&mut self) -> Result<(), Gone> {
+        let Some(previous) = self.session.refresh() else {
+            return Ok(());
+        };
+        let mut clusters_pushed = false;
+        for type_url in PUSH_ORDER {
+            if !self.types.contains_key(type_url) {
+                continue;
+            }
+            let version = |g: &crate::Generated| g.of_type(type_url).map(|t| t.version.clone());
+            let changed = version(&previous) != version(&self.session.generated);
+            if changed || (type_url == ENDPOINT_TYPE && clusters_pushed) {
+                self.send(type_url).await?;
+                clusters_pushed |= type_url == CLUSTER_TYPE;
+            }
+        }
+        self.prune_if_safe().await
+    }
+
+    /// Sends the dropped clusters' removal once the routes that used them are gone.
+    async fn prune_if_safe(&mut self) -> Result<(), Gone> {
+        if !self.prune_pending {
+            return Ok(());
+        }
+        let settled = [LISTENER_TYPE, ROUTE_TYPE].iter().all(|t| {
+            self.types
+                .get(*t)
+                .is_none_or(|s| s.sent_version == s.acked_version)
+        });
+        if settled {
+            self.prune_pending = false;
+            self.send_with(CLUSTER_TYPE, false).await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, type_url: &str) -> Result<(), Gone> {
+        self.send_with(type_url, true).await
+    }
+
+    /// Sends the whole set of `type_url`; for clusters, `retain_dropped` keeps the ones
+    /// this push would remove.
+    async fn send_with(&mut self, type_url: &str, retain_dropped: bool) -> Result<(), Gone> {
+        let Some(current) = self.session.generated.of_type(type_url) else {
+            return Ok(());
+        };
+        let mut entries = current.entries.clone();
+        let state = self.types.entry(type_url.to_string()).or_default();
+        if type_url == CLUSTER_TYPE && retain_dropped {
+            // Keep clusters this push drops; a CDS push after the LDS/RDS ACKs removes them.
+            let dropped: Vec<_> = state
+                .sent
+                .iter()
+                .filter(|(name, _)| !entries.contains_key(*name))
+                .map(|(n, e)| (n.clone(), e.clone()))
+                .collect();
+            self.prune_pending |= !dropped.is_empty();
+            entries.extend(dropped);
+        }
+        let version = if entries.len() == current.entries.len() {
+            current.version.clone()
+        } else {
+            version_of(entries.iter().map(|(n, e)| (n.as_str(), e.hash.as_str())))
+        };
+        let nonce = self.session.next_nonce();
+        let response = DiscoveryResponse {
+            version_info: version.clone(),
+            resources: entries.values().map(|e| e.resource.clone()).collect(),
+            type_url: type_url.to_string(),
+            nonce: nonce.clone(),
+            ..DiscoveryResponse::default()
+        };
+        let bytes = prost::Message::encoded_len(&response);
+        self.tx.send(Ok(response)).await.map_err(|_| Gone)?;
+        self.session.record_sent(type_url, &version, &nonce, bytes);
+        state.sent_nonce = nonce;
+        state.sent_version = version;
+        state.sent = entries;
+        Ok(())
+    }
+}

@@ -1,0 +1,155 @@
+//! Helpers for the end-to-end suites, on top of [`fleetmesh_cli::local_mesh`]: the same
+//! local mesh the demo runs (meshd, real Envoy sidecars, sample apps on loopback).
+
+pub use fleetmesh_agent::XdsMode;
+pub use fleetmesh_cli::local_mesh::{LocalMesh, Workload, WorkloadSpec};
+pub use fleetmesh_cli::sample_app::{SERVICE_HEADER, VERSION_HEADER};
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// Polls `check` until it returns `Some`, or fails after `timeout` naming `what`.
+pub async fn eventually<T, F: AsyncFnMut() -> Option<T>>(
+    what: &str,
+    timeout: Duration,
+    mut check: F,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A GET through `from`'s sidecar: (status, response headers' version, body).
+pub async fn get(from: &Workload, url: &str) -> Result<(u16, String, String), String> {
+    request(from, reqwest::Method::GET, url, &[]).await
+}
+
+pub async fn request(
+    from: &Workload,
+    method: reqwest::Method,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<(u16, String, String), String> {
+    let mut builder = from.client().request(method, url);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let response = builder.send().await.map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let version = response
+        .headers()
+        .get(VERSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = response.text().await.map_err(|e| e.to_string())?;
+    Ok((status, version, body))
+}
+
+/// Sends `count` GETs and counts the answers by `version` (or `HTTP <status>` / `error`).
+pub async fn split(from: &Workload, url: &str, count: usize) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for _ in 0..count {
+        let key = match get(from, url).await {
+            Ok((200, version, _)) => version,
+            Ok((status, _, _)) => format!("HTTP {status}"),
+            Err(_) => "error".to_string(),
+        };
+        *counts.entry(key).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Waits until `url` answers `status` through `from`'s sidecar; returns how long it took.
+pub async fn wait_for_status(from: &Workload, url: &str, status: u16) -> Duration {
+    let start = Instant::now();
+    eventually(
+        &format!("{url} to answer {status}"),
+        Duration::from_secs(30),
+        async || matches!(get(from, url).await, Ok((s, _, _)) if s == status).then_some(()),
+    )
+    .await;
+    start.elapsed()
+}
+
+/// meshd's NACK counter (`pilot_total_xds_rejects`, all types).
+pub fn nacks(mesh: &LocalMesh) -> u64 {
+    mesh.meshd().metrics().rejects_total()
+}
+
+/// The standard little mesh most suites use: Services `reviews` (v1, v2) and `ratings`
+/// on port 9080, a DestinationRule with subsets v1/v2, and a `frontend` client.
+pub struct Bookstore {
+    pub mesh: LocalMesh,
+    pub frontend: Workload,
+    pub reviews_v1: Workload,
+    pub reviews_v2: Workload,
+    pub ratings: Workload,
+}
+
+pub const BOOKSTORE_SERVICES: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: reviews}
+spec: {selector: {app: reviews}, ports: [{name: http, port: 9080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ratings}
+spec: {selector: {app: ratings}, ports: [{name: http, port: 9080}]}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+"#;
+
+impl Bookstore {
+    pub async fn start(mode: XdsMode) -> Bookstore {
+        let mesh = LocalMesh::start(None, mode).await.expect("meshd starts");
+        mesh.write("services.yaml", BOOKSTORE_SERVICES).unwrap();
+        let start = |name: &str, labels: &[(&str, &str)]| {
+            mesh.add_workload(WorkloadSpec::new(name, labels, 9080))
+        };
+        let frontend = start("frontend", &[("app", "frontend")])
+            .await
+            .expect("frontend starts");
+        let reviews_v1 = start("reviews-v1", &[("app", "reviews"), ("version", "v1")])
+            .await
+            .expect("reviews-v1 starts");
+        let reviews_v2 = start("reviews-v2", &[("app", "reviews"), ("version", "v2")])
+            .await
+            .expect("reviews-v2 starts");
+        let ratings = start("ratings", &[("app", "ratings")])
+            .await
+            .expect("ratings starts");
+        let store = Bookstore {
+            mesh,
+            frontend,
+            reviews_v1,
+            reviews_v2,
+            ratings,
+        };
+        // Every sidecar has the services once reviews answers through the frontend.
+        wait_for_status(&store.frontend, "http://reviews:9080/", 200).await;
+        wait_for_status(&store.frontend, "http://ratings:9080/", 200).await;
+        store
+    }
+
+    /// Applies a VirtualService (or any YAML) as `file`, and waits until `probe` (a URL
+    /// through the frontend) answers `status`; returns the propagation time.
+    pub async fn apply(&self, file: &str, yaml: &str, probe: &str, status: u16) -> Duration {
+        self.mesh.write(file, yaml).unwrap();
+        wait_for_status(&self.frontend, probe, status).await
+    }
+}
