@@ -153,3 +153,66 @@ impl Bookstore {
         wait_for_status(&self.frontend, probe, status).await
     }
 }
+
+/// Requests sent in a loop through a workload's sidecar, counting what failed.
+pub struct Traffic {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<TrafficReport>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct TrafficReport {
+    pub sent: usize,
+    /// Each failure: the response status or error.
+    pub failures: Vec<String>,
+    pub versions: BTreeMap<String, usize>,
+}
+
+impl Traffic {
+    /// Starts sending GET `url` through `from`'s sidecar, one request after another.
+    pub fn start(from: &Workload, url: &str) -> Traffic {
+        let client = from.client();
+        let url = url.to_string();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut report = TrafficReport::default();
+            // Bounded: at most 10 minutes of traffic even if never stopped.
+            let deadline = Instant::now() + Duration::from_secs(600);
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+                report.sent += 1;
+                match client.get(&url).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        let version = r
+                            .headers()
+                            .get(VERSION_HEADER)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("");
+                        *report.versions.entry(version.to_string()).or_insert(0) += 1;
+                    }
+                    Ok(r) => report.failures.push(format!("HTTP {}", r.status())),
+                    Err(e) => report.failures.push(e.to_string()),
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            report
+        });
+        Traffic { stop, task }
+    }
+
+    pub async fn stop(self) -> TrafficReport {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.expect("traffic task")
+    }
+}
+
+/// meshd's `/debug/syncz` entry for `proxy_id`, once it is connected.
+pub async fn syncz(mesh: &LocalMesh, proxy_id: &str) -> Option<serde_json::Value> {
+    let url = format!("http://{}/debug/syncz", mesh.meshd().http_address());
+    let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+    let all: serde_json::Value = serde_json::from_str(&text).ok()?;
+    all.as_array()?
+        .iter()
+        .find(|p| p["proxy"] == proxy_id)
+        .cloned()
+}

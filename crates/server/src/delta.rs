@@ -126,7 +126,19 @@ impl Stream {
             state.known.remove(&name);
         }
         if changed_subscription {
-            self.send(&type_url, false).await?;
+            let sent = self.send(&type_url, false).await?;
+            if first_of_type && sent.is_empty() {
+                let version = self
+                    .session
+                    .generated
+                    .of_type(&type_url)
+                    .map(|t| t.version.clone())
+                    .unwrap_or_default();
+                let state = self.types.entry(type_url.clone()).or_default();
+                state.sent_version = version.clone();
+                state.acked_version = version.clone();
+                self.session.record_in_sync(&type_url, &version);
+            }
         }
         self.prune_if_safe().await
     }

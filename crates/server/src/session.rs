@@ -135,6 +135,16 @@ impl Session {
         }
     }
 
+    /// A reconnecting proxy already holds `version` (delta's initial resource versions):
+    /// nothing needs sending, and it counts as ACKed.
+    pub fn record_in_sync(&mut self, type_url: &str, version: &str) {
+        self.shared.registry.update(self.id, |s| {
+            let status = s.types.entry(short_type(type_url)).or_default();
+            status.sent_version = version.to_string();
+        });
+        self.record_ack(type_url, version);
+    }
+
     pub fn record_nack(&self, type_url: &str, message: &str) {
         tracing::warn!(proxy = %self.proxy.id, r#type = short_type(type_url), error = message, "proxy rejected config (NACK)");
         self.shared

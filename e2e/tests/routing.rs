@@ -1,0 +1,161 @@
+//! Routing through real Envoy sidecars: matches, default route, 404, weighted split and
+//! subsets. Both xDS protocols pass the same suite.
+
+use fleetmesh_e2e::*;
+
+const ROUTES: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {exact: /exact}}]
+    route: [{destination: {host: reviews, subset: v2}}]
+  - match: [{uri: {prefix: /v1/}}]
+    route: [{destination: {host: reviews, subset: v1}}]
+  - match: [{headers: {x-user: {exact: jason}}}]
+    route: [{destination: {host: reviews, subset: v2}}]
+  - match: [{method: {exact: POST}}]
+    route: [{destination: {host: reviews, subset: v2}}]
+  - match: [{uri: {regex: "/r[0-9]+"}}]
+    route: [{destination: {host: reviews, subset: v1}}]
+"#;
+
+const SPLIT: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - {destination: {host: reviews, subset: v1}, weight: 80}
+    - {destination: {host: reviews, subset: v2}, weight: 20}
+"#;
+
+async fn all_from(
+    store: &Bookstore,
+    method: reqwest::Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    version: &str,
+) {
+    for _ in 0..20 {
+        let (status, got, _) = request(&store.frontend, method.clone(), url, headers)
+            .await
+            .unwrap();
+        assert_eq!(
+            (status, got.as_str()),
+            (200, version),
+            "{method} {url} {headers:?}"
+        );
+    }
+}
+
+async fn routing(mode: XdsMode) {
+    let store = Bookstore::start(mode).await;
+
+    // Without a VirtualService: the default route reaches both versions.
+    let counts = split(&store.frontend, "http://reviews:9080/anything", 60).await;
+    assert!(
+        counts.contains_key("v1") && counts.contains_key("v2"),
+        "default route should reach both versions: {counts:?}"
+    );
+
+    let ms = store
+        .apply(
+            "reviews-vs.yaml",
+            ROUTES,
+            "http://reviews:9080/unmatched",
+            404,
+        )
+        .await;
+    println!("VirtualService reached Envoy in {} ms", ms.as_millis());
+    use reqwest::Method;
+    all_from(&store, Method::GET, "http://reviews:9080/exact", &[], "v2").await;
+    all_from(
+        &store,
+        Method::GET,
+        "http://reviews:9080/v1/books",
+        &[],
+        "v1",
+    )
+    .await;
+    all_from(&store, Method::GET, "http://reviews:9080/r42", &[], "v1").await;
+    all_from(
+        &store,
+        Method::GET,
+        "http://reviews:9080/other",
+        &[("x-user", "jason")],
+        "v2",
+    )
+    .await;
+    all_from(&store, Method::POST, "http://reviews:9080/other", &[], "v2").await;
+    for unmatched in [
+        "http://reviews:9080/exactly",
+        "http://reviews:9080/other",
+        "http://reviews:9080/v1",
+    ] {
+        assert_eq!(
+            get(&store.frontend, unmatched).await.unwrap().0,
+            404,
+            "{unmatched} matches no route"
+        );
+    }
+    let (status, _, _) = request(
+        &store.frontend,
+        Method::GET,
+        "http://reviews:9080/other",
+        &[("x-user", "bob")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 404);
+    // Other services keep their default route.
+    assert_eq!(
+        get(&store.frontend, "http://ratings:9080/x")
+            .await
+            .unwrap()
+            .0,
+        200
+    );
+    // A host the mesh does not know: no virtual host.
+    assert_eq!(
+        get(&store.frontend, "http://nowhere:9080/")
+            .await
+            .unwrap()
+            .0,
+        404
+    );
+
+    store
+        .apply(
+            "reviews-vs.yaml",
+            SPLIT,
+            "http://reviews:9080/unmatched",
+            200,
+        )
+        .await;
+    // 1000 requests at p = 0.8: σ ≈ 12.6, so ±50 is about 4σ.
+    let counts = split(&store.frontend, "http://reviews:9080/", 1000).await;
+    let v1 = counts.get("v1").copied().unwrap_or(0);
+    let v2 = counts.get("v2").copied().unwrap_or(0);
+    println!("80/20 split over 1000 requests: v1 {v1}, v2 {v2}");
+    assert_eq!(v1 + v2, 1000, "every request succeeds: {counts:?}");
+    assert!(
+        (750..=850).contains(&v1),
+        "v1 should get 80% ± 5 points: {counts:?}"
+    );
+    assert_eq!(nacks(&store.mesh), 0, "Envoy rejected config");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_sotw() {
+    routing(XdsMode::Sotw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_delta() {
+    routing(XdsMode::Delta).await;
+}
