@@ -280,3 +280,44 @@ async fn make_before_break_sotw() {
 async fn make_before_break_delta() {
     make_before_break(XdsMode::Delta).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_changes_push_only_endpoints() {
+    let store = Bookstore::start(XdsMode::Delta).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let metrics = || {
+        let m = store.mesh.meshd().metrics();
+        ["cds", "eds", "lds", "rds"].map(|t| m.pushes_of(t))
+    };
+    let before = metrics();
+    // One more reviews v1 endpoint (no traffic is sent to it).
+    store
+        .mesh
+        .write(
+            "extra-endpoint.yaml",
+            "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: reviews-extra}\nspec: {address: 127.0.0.2, labels: {app: reviews, version: v1}}\n",
+        )
+        .unwrap();
+    eventually(
+        "the frontend's Envoy to have the new endpoint",
+        Duration::from_secs(30),
+        async || {
+            let admin = store.frontend.envoy.admin_address();
+            let (_, clusters) =
+                fleetmesh_agent::process::admin_request(admin, "GET", "/clusters").ok()?;
+            clusters
+                .contains("outbound|9080|v1|reviews.default.svc.cluster.local::127.0.0.2:9080::")
+                .then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = metrics();
+    println!("pushes [cds, eds, lds, rds] before {before:?}, after {after:?}");
+    assert!(after[1] > before[1], "endpoints were pushed");
+    assert_eq!(
+        [after[0], after[2], after[3]],
+        [before[0], before[2], before[3]],
+        "only endpoints were pushed"
+    );
+}

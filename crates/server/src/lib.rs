@@ -4,6 +4,7 @@
 //! acknowledged. Versions are content hashes, so a restarted meshd offers the same
 //! versions for the same config and a reconnecting Envoy sees nothing new.
 
+mod cache;
 pub mod debounce;
 mod delta;
 mod generated;

@@ -67,6 +67,15 @@ impl Metrics {
         metrics
     }
 
+    /// Responses sent of one type (`cds`, `eds`, `lds`, `rds`).
+    pub fn pushes_of(&self, short_type: &str) -> u64 {
+        self.pushes
+            .get_or_create(&TypeLabel {
+                r#type: short_type.to_string(),
+            })
+            .get()
+    }
+
     pub fn rejects_total(&self) -> u64 {
         ["cds", "eds", "lds", "rds", "other"]
             .iter()

@@ -1,5 +1,6 @@
 //! The gRPC service: accepts ADS streams and hands each to its protocol's handler.
 
+use crate::cache::GenerationCache;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::{delta, sotw};
@@ -40,6 +41,7 @@ pub(crate) struct Shared {
     pub metrics: Arc<Metrics>,
     pub shutdown: CancellationToken,
     pub next_connection: AtomicU64,
+    pub generations: GenerationCache,
 }
 
 #[derive(Clone)]
@@ -61,6 +63,7 @@ impl XdsServer {
                 metrics,
                 shutdown,
                 next_connection: AtomicU64::new(1),
+                generations: GenerationCache::default(),
             }),
         }
     }

@@ -33,10 +33,7 @@ impl Session {
             node.ok_or_else(|| Status::invalid_argument("the first request must carry the node"))?;
         let proxy = Proxy::from_node(node).map_err(Status::invalid_argument)?;
         let state = shared.snapshots.borrow().clone();
-        let generated = Arc::new(Generated::new(fleetmesh_xds::generate(
-            &state.snapshot,
-            &proxy,
-        )));
+        let generated = shared.generations.get(&state, &proxy);
         let id = shared.next_connection.fetch_add(1, Ordering::Relaxed);
         shared.registry.insert(
             id,
@@ -75,13 +72,10 @@ impl Session {
         if Arc::ptr_eq(&state, &self.state) {
             return None;
         }
-        let generated = Arc::new(Generated::new(fleetmesh_xds::generate(
-            &state.snapshot,
-            &self.proxy,
-        )));
+        let generated = self.shared.generations.get(&state, &self.proxy);
         let created = state.created;
         self.state = state;
-        if *generated == *self.generated {
+        if Arc::ptr_eq(&generated, &self.generated) || *generated == *self.generated {
             return None;
         }
         self.converging_since.get_or_insert(created);

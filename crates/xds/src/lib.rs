@@ -14,7 +14,7 @@ mod proxy;
 pub(crate) mod route;
 mod scope;
 
-pub use proxy::{Interception, Proxy, ProxyKind};
+pub use proxy::{ConfigKey, Interception, Proxy, ProxyKind};
 pub use scope::Scope;
 
 use envoy_types::pb::google::protobuf::Any;

@@ -4,7 +4,7 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProxyKind {
     Sidecar,
     /// A gateway (`router~...`).
@@ -12,7 +12,7 @@ pub enum ProxyKind {
 }
 
 /// How traffic reaches the proxy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Interception {
     /// No capture (Istio's `captureMode: NONE`): listeners bind the workload's own address;
     /// the app uses the outbound listener as an HTTP proxy. Local mode.
@@ -37,7 +37,30 @@ pub struct Proxy {
     pub interception: Interception,
 }
 
+/// Everything about a proxy that translation reads. Proxies with equal keys get identical
+/// resources from a snapshot, so they share one generated copy.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ConfigKey {
+    kind: ProxyKind,
+    namespace: String,
+    labels: BTreeMap<String, String>,
+    service_account: String,
+    bind_address: String,
+    interception: Interception,
+}
+
 impl Proxy {
+    pub fn config_key(&self) -> ConfigKey {
+        ConfigKey {
+            kind: self.kind,
+            namespace: self.namespace.clone(),
+            labels: self.labels.clone(),
+            service_account: self.service_account.clone(),
+            bind_address: self.bind_address().to_string(),
+            interception: self.interception,
+        }
+    }
+
     /// Reads a node as Istio's agent fills it: id `TYPE~IP~POD.NS~NS.svc.DOMAIN` and
     /// metadata `NAMESPACE`, `LABELS`, `SERVICE_ACCOUNT`, `ISTIO_VERSION`, `CLUSTER_ID`,
     /// `MESH_ID`, `INSTANCE_IPS`, `INTERCEPTION_MODE`.

@@ -4,11 +4,11 @@
 mod support;
 
 use fleetmesh_xds::{ProxyKind, generate};
-use support::{envoy_validate, proxy, render, snapshot};
+use support::{envoy_validate, proxy_in, render, snapshot};
 
 fn check(name: &str, kind: ProxyKind, labels: &[(&str, &str)]) {
     let snapshot = snapshot(include_str!("golden/mesh.yaml"));
-    let resources = generate(&snapshot, &proxy(kind, labels));
+    let resources = generate(&snapshot, &proxy_in(kind, "shop", labels));
     let rendered = render(&resources);
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/golden")

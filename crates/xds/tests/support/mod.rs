@@ -1,5 +1,8 @@
-//! Helpers for the golden tests: a snapshot from YAML, a proxy, JSON rendering, and
+//! Helpers for the xds test binaries: a snapshot from YAML, a proxy, JSON rendering, and
 //! validation by a real Envoy.
+
+// Each test binary compiles this module and uses only part of it.
+#![allow(dead_code)]
 
 use envoy_types::pb::envoy::config::bootstrap::v3::{Bootstrap, bootstrap::StaticResources};
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
@@ -24,13 +27,13 @@ pub fn snapshot(yaml: &str) -> Snapshot {
     })
 }
 
-pub fn proxy(kind: ProxyKind, labels: &[(&str, &str)]) -> Proxy {
+pub fn proxy_in(kind: ProxyKind, namespace: &str, labels: &[(&str, &str)]) -> Proxy {
     Proxy {
         id: "sidecar~127.10.0.1~frontend-0.shop~shop.svc.cluster.local".into(),
         kind,
         ip: "127.10.0.1".into(),
         pod_name: "frontend-0".into(),
-        namespace: "shop".into(),
+        namespace: namespace.into(),
         labels: labels
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -1,0 +1,100 @@
+//! What a proxy sees: exportTo and Sidecar egress scoping.
+
+mod support;
+
+use fleetmesh_xds::{ProxyKind, generate};
+use support::{proxy_in, snapshot};
+
+const MESH: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: shop}
+spec: {selector: {app: reviews}, ports: [{name: http, port: 9080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: billing, namespace: finance}
+spec: {selector: {app: billing}, ports: [{name: http, port: 8080}]}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: private-api, namespace: finance}
+spec:
+  hosts: [bank.example.com]
+  ports: [{number: 443, name: tls, protocol: TLS}]
+  resolution: DNS
+  exportTo: ["."]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: billing, namespace: finance}
+spec:
+  hosts: [billing]
+  exportTo: ["."]
+  http: [{match: [{uri: {prefix: /private}}], route: [{destination: {host: billing}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: shop}
+spec:
+  egress: [{hosts: ["./*", "istio-system/*"]}]
+"#;
+
+fn cluster_names(namespace: &str) -> Vec<String> {
+    let resources = generate(
+        &snapshot(MESH),
+        &proxy_in(ProxyKind::Sidecar, namespace, &[("app", "x")]),
+    );
+    resources
+        .clusters
+        .iter()
+        .map(|c| c.name.clone())
+        .filter(|n| n.starts_with("outbound"))
+        .collect()
+}
+
+#[test]
+fn sidecar_egress_limits_a_namespace_to_its_own_services() {
+    assert_eq!(
+        cluster_names("shop"),
+        ["outbound|9080||reviews.shop.svc.cluster.local"]
+    );
+}
+
+#[test]
+fn export_to_dot_hides_from_other_namespaces() {
+    assert_eq!(
+        cluster_names("finance"),
+        [
+            "outbound|443||bank.example.com",
+            "outbound|8080||billing.finance.svc.cluster.local",
+            "outbound|9080||reviews.shop.svc.cluster.local"
+        ]
+    );
+    assert_eq!(
+        cluster_names("web"),
+        [
+            "outbound|8080||billing.finance.svc.cluster.local",
+            "outbound|9080||reviews.shop.svc.cluster.local"
+        ]
+    );
+}
+
+#[test]
+fn a_virtual_service_exported_to_its_namespace_applies_only_there() {
+    let routes = |namespace: &str| {
+        let resources = generate(
+            &snapshot(MESH),
+            &proxy_in(ProxyKind::Sidecar, namespace, &[]),
+        );
+        support::render(&resources)
+    };
+    assert!(
+        routes("finance").contains("\"prefix\": \"/private\""),
+        "finance's own proxies use it"
+    );
+    assert!(
+        !routes("web").contains("/private"),
+        "other namespaces get the default route"
+    );
+}
