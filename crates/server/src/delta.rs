@@ -3,16 +3,15 @@
 //! Same ordering rules as state of the world: cluster removals wait until listeners and
 //! routes are ACKed; clusters added or changed get their endpoints pushed right after.
 
-use crate::service::Shared;
-use crate::session::Session;
+use crate::session::{Gone, Protocol, Session};
+use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
 };
 use fleetmesh_xds::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, PUSH_ORDER, ROUTE_TYPE};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use tokio::sync::mpsc;
-use tonic::{Status, Streaming};
+use tonic::Status;
 
 #[derive(Default)]
 struct TypeState {
@@ -26,62 +25,46 @@ struct TypeState {
     acked_version: String,
 }
 
-struct Stream {
+pub struct Stream {
     session: Session,
     types: BTreeMap<String, TypeState>,
     tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
     prune_pending: bool,
 }
 
-struct Gone;
+impl Protocol for Stream {
+    type Request = DeltaDiscoveryRequest;
+    type Response = DeltaDiscoveryResponse;
+    const NAME: &'static str = "delta";
 
-pub async fn run(
-    shared: Arc<Shared>,
-    mut requests: Streaming<DeltaDiscoveryRequest>,
-    tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
-) {
-    let first = match requests.message().await {
-        Ok(Some(first)) => first,
-        _ => return,
-    };
-    let session = match Session::start(shared.clone(), first.node.as_ref(), "delta") {
-        Ok(session) => session,
-        Err(status) => {
-            let _ = tx.send(Err(status)).await;
-            return;
-        }
-    };
-    let mut snapshots = shared.snapshots.clone();
-    snapshots.mark_unchanged();
-    let mut stream = Stream {
-        session,
-        types: BTreeMap::new(),
-        tx,
-        prune_pending: false,
-    };
-    if stream.on_request(first).await.is_err() {
-        return;
+    fn node(request: &DeltaDiscoveryRequest) -> Option<&Node> {
+        request.node.as_ref()
     }
-    loop {
-        let outcome = tokio::select! {
-            request = requests.message() => match request {
-                Ok(Some(request)) => stream.on_request(request).await,
-                _ => break,
-            },
-            changed = snapshots.changed() => match changed {
-                Ok(()) => stream.on_snapshot().await,
-                Err(_) => break,
-            },
-            () = shared.shutdown.cancelled() => break,
-        };
-        if outcome.is_err() {
-            break;
+
+    fn new(session: Session, tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>) -> Stream {
+        Stream {
+            session,
+            types: BTreeMap::new(),
+            tx,
+            prune_pending: false,
         }
+    }
+
+    fn session(&self) -> &Session {
+        &self.session
+    }
+
+    async fn on_request(&mut self, request: DeltaDiscoveryRequest) -> Result<(), Gone> {
+        self.handle_request(request).await
+    }
+
+    async fn on_snapshot(&mut self) -> Result<(), Gone> {
+        self.handle_snapshot().await
     }
 }
 
 impl Stream {
-    async fn on_request(&mut self, request: DeltaDiscoveryRequest) -> Result<(), Gone> {
+    async fn handle_request(&mut self, request: DeltaDiscoveryRequest) -> Result<(), Gone> {
         let type_url = request.type_url.clone();
         if !PUSH_ORDER.contains(&type_url.as_str()) {
             return Ok(());
@@ -143,7 +126,7 @@ impl Stream {
         self.prune_if_safe().await
     }
 
-    async fn on_snapshot(&mut self) -> Result<(), Gone> {
+    async fn handle_snapshot(&mut self) -> Result<(), Gone> {
         if self.session.refresh().is_none() {
             return Ok(());
         }

@@ -3,7 +3,7 @@
 use crate::cache::GenerationCache;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
-use crate::{delta, sotw};
+use crate::{delta, session, sotw};
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
     AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
 };
@@ -96,7 +96,11 @@ impl AggregatedDiscoveryService for XdsServer {
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
         let (tx, rx) = mpsc::channel(8);
-        tokio::spawn(sotw::run(self.shared.clone(), request.into_inner(), tx));
+        tokio::spawn(session::serve::<sotw::Stream>(
+            self.shared.clone(),
+            request.into_inner(),
+            tx,
+        ));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -105,7 +109,11 @@ impl AggregatedDiscoveryService for XdsServer {
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
         let (tx, rx) = mpsc::channel(8);
-        tokio::spawn(delta::run(self.shared.clone(), request.into_inner(), tx));
+        tokio::spawn(session::serve::<delta::Stream>(
+            self.shared.clone(),
+            request.into_inner(),
+            tx,
+        ));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

@@ -10,7 +10,9 @@ use fleetmesh_xds::Proxy;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime};
+use tokio::sync::mpsc;
 use tonic::Status;
+use tonic::Streaming;
 
 pub struct Session {
     pub proxy: Proxy,
@@ -165,5 +167,69 @@ impl Drop for Session {
             })
             .dec();
         tracing::info!(proxy = %self.proxy.id, connection = self.id, "proxy disconnected");
+    }
+}
+
+/// The response channel closed: the proxy is gone.
+pub struct Gone;
+
+/// How one ADS protocol (state of the world, delta) handles a stream.
+pub trait Protocol: Send + Sized {
+    type Request: Send + 'static;
+    type Response: Send + 'static;
+    /// `sotw` or `delta`, as the registry and logs name it.
+    const NAME: &'static str;
+    fn node(request: &Self::Request) -> Option<&Node>;
+    fn new(session: Session, tx: mpsc::Sender<Result<Self::Response, Status>>) -> Self;
+    fn session(&self) -> &Session;
+    fn on_request(
+        &mut self,
+        request: Self::Request,
+    ) -> impl Future<Output = Result<(), Gone>> + Send;
+    fn on_snapshot(&mut self) -> impl Future<Output = Result<(), Gone>> + Send;
+}
+
+/// Serves one stream: identifies the proxy by its first request, then answers requests
+/// and pushes new snapshots until the proxy leaves or meshd shuts down.
+pub async fn serve<P: Protocol>(
+    shared: Arc<Shared>,
+    mut requests: Streaming<P::Request>,
+    tx: mpsc::Sender<Result<P::Response, Status>>,
+) {
+    let Ok(Some(first)) = requests.message().await else {
+        return;
+    };
+    let session = match Session::start(shared.clone(), P::node(&first), P::NAME) {
+        Ok(session) => session,
+        Err(status) => {
+            let _ = tx.send(Err(status)).await;
+            return;
+        }
+    };
+    let mut snapshots = shared.snapshots.clone();
+    snapshots.mark_unchanged();
+    let mut stream = P::new(session, tx);
+    if stream.on_request(first).await.is_err() {
+        return;
+    }
+    loop {
+        let outcome = tokio::select! {
+            request = requests.message() => match request {
+                Ok(Some(request)) => stream.on_request(request).await,
+                Ok(None) => break,
+                Err(status) => {
+                    tracing::debug!(proxy = %stream.session().proxy.id, %status, "stream ended");
+                    break;
+                }
+            },
+            changed = snapshots.changed() => match changed {
+                Ok(()) => stream.on_snapshot().await,
+                Err(_) => break,
+            },
+            () = shared.shutdown.cancelled() => break,
+        };
+        if outcome.is_err() {
+            break;
+        }
     }
 }

@@ -5,14 +5,13 @@
 //! new or updated clusters warm at once.
 
 use crate::generated::{Entry, version_of};
-use crate::service::Shared;
-use crate::session::Session;
+use crate::session::{Gone, Protocol, Session};
+use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use fleetmesh_xds::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, PUSH_ORDER, ROUTE_TYPE};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use tokio::sync::mpsc;
-use tonic::{Status, Streaming};
+use tonic::Status;
 
 #[derive(Default)]
 struct TypeState {
@@ -24,7 +23,7 @@ struct TypeState {
     sent: BTreeMap<String, Entry>,
 }
 
-struct Stream {
+pub struct Stream {
     session: Session,
     types: BTreeMap<String, TypeState>,
     tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
@@ -32,61 +31,39 @@ struct Stream {
     prune_pending: bool,
 }
 
-/// Serves one SotW stream until the proxy goes away or meshd shuts down.
-pub async fn run(
-    shared: Arc<Shared>,
-    mut requests: Streaming<DiscoveryRequest>,
-    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
-) {
-    let first = match requests.message().await {
-        Ok(Some(first)) => first,
-        _ => return,
-    };
-    let session = match Session::start(shared.clone(), first.node.as_ref(), "sotw") {
-        Ok(session) => session,
-        Err(status) => {
-            let _ = tx.send(Err(status)).await;
-            return;
-        }
-    };
-    let mut snapshots = shared.snapshots.clone();
-    snapshots.mark_unchanged();
-    let mut stream = Stream {
-        session,
-        types: BTreeMap::new(),
-        tx,
-        prune_pending: false,
-    };
-    if stream.on_request(first).await.is_err() {
-        return;
+impl Protocol for Stream {
+    type Request = DiscoveryRequest;
+    type Response = DiscoveryResponse;
+    const NAME: &'static str = "sotw";
+
+    fn node(request: &DiscoveryRequest) -> Option<&Node> {
+        request.node.as_ref()
     }
-    loop {
-        let outcome = tokio::select! {
-            request = requests.message() => match request {
-                Ok(Some(request)) => stream.on_request(request).await,
-                Ok(None) => break,
-                Err(status) => {
-                    tracing::debug!(proxy = %stream.session.proxy.id, %status, "stream ended");
-                    break;
-                }
-            },
-            changed = snapshots.changed() => match changed {
-                Ok(()) => stream.on_snapshot().await,
-                Err(_) => break,
-            },
-            () = shared.shutdown.cancelled() => break,
-        };
-        if outcome.is_err() {
-            break;
+
+    fn new(session: Session, tx: mpsc::Sender<Result<DiscoveryResponse, Status>>) -> Stream {
+        Stream {
+            session,
+            types: BTreeMap::new(),
+            tx,
+            prune_pending: false,
         }
+    }
+
+    fn session(&self) -> &Session {
+        &self.session
+    }
+
+    async fn on_request(&mut self, request: DiscoveryRequest) -> Result<(), Gone> {
+        self.handle_request(request).await
+    }
+
+    async fn on_snapshot(&mut self) -> Result<(), Gone> {
+        self.handle_snapshot().await
     }
 }
 
-/// The response channel closed: the proxy is gone.
-struct Gone;
-
 impl Stream {
-    async fn on_request(&mut self, request: DiscoveryRequest) -> Result<(), Gone> {
+    async fn handle_request(&mut self, request: DiscoveryRequest) -> Result<(), Gone> {
         let type_url = request.type_url.clone();
         if !PUSH_ORDER.contains(&type_url.as_str()) {
             tracing::debug!(proxy = %self.session.proxy.id, %type_url, "ignoring request for a type meshd does not serve");
@@ -115,7 +92,7 @@ impl Stream {
         self.send(&type_url).await
     }
 
-    async fn on_snapshot(&mut self) -> Result<(), Gone> {
+    async fn handle_snapshot(&mut self) -> Result<(), Gone> {
         let Some(previous) = self.session.refresh() else {
             return Ok(());
         };
