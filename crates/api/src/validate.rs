@@ -59,8 +59,20 @@ fn validate_service(spec: &crate::kube::ServiceSpec, errors: &mut Errors) {
                 format!("duplicate port name {name:?}"),
             );
         }
-        if let Some(crate::kube::TargetPort::Number(n)) = port.target_port {
-            check_port(&format!("{at}.targetPort"), n, errors);
+        match port.target_port {
+            Some(crate::kube::TargetPort::Number(n)) => {
+                check_listener_port(&format!("{at}.targetPort"), n, errors)
+            }
+            // Without targetPort, workloads listen on the service port itself.
+            None if RESERVED_PORTS.contains(&port.port) => errors.push(
+                format!("{at}.port"),
+                format!(
+                    "port {} is reserved for the sidecar itself; set a targetPort",
+                    port.port
+                ),
+            ),
+            None => {}
+            Some(crate::kube::TargetPort::Name(_)) => {}
         }
     }
 }
@@ -71,7 +83,7 @@ fn validate_gateway(spec: &crate::networking::GatewaySpec, errors: &mut Errors) 
     }
     for (i, server) in spec.servers.iter().enumerate() {
         let at = format!("spec.servers[{i}]");
-        check_port(&format!("{at}.port.number"), server.port.number, errors);
+        check_listener_port(&format!("{at}.port.number"), server.port.number, errors);
         match server.port.protocol.to_ascii_uppercase().as_str() {
             "HTTP" | "HTTP2" | "GRPC" => {}
             "HTTPS" | "TLS" | "TCP" => errors.push(
@@ -192,7 +204,7 @@ fn validate_workload_entry(
 fn validate_sidecar(spec: &crate::networking::SidecarSpec, errors: &mut Errors) {
     for (i, ingress) in spec.ingress.iter().enumerate() {
         let at = format!("spec.ingress[{i}]");
-        check_port(&format!("{at}.port.number"), ingress.port.number, errors);
+        check_listener_port(&format!("{at}.port.number"), ingress.port.number, errors);
         if let Some(endpoint) = &ingress.default_endpoint
             && !endpoint.starts_with("unix://")
             && endpoint.parse::<std::net::SocketAddr>().is_err()

@@ -26,6 +26,20 @@ pub fn is_dns1123_subdomain(text: &str) -> bool {
     text.len() <= 253 && text.split('.').all(is_dns1123_label)
 }
 
+/// Ports the sidecar itself uses (admin, outbound/inbound capture, HBONE, agent, health,
+/// stats): a listener of the user's there would collide with Envoy's own.
+pub const RESERVED_PORTS: [u32; 8] = [15000, 15001, 15004, 15006, 15008, 15020, 15021, 15090];
+
+pub fn check_listener_port(field: &str, port: u32, errors: &mut Errors) {
+    check_port(field, port, errors);
+    if RESERVED_PORTS.contains(&port) {
+        errors.push(
+            field,
+            format!("port {port} is reserved for the sidecar itself ({RESERVED_PORTS:?})"),
+        );
+    }
+}
+
 pub fn check_port(field: &str, port: u32, errors: &mut Errors) {
     if !(1..=65535).contains(&port) {
         errors.push(field, "port must be in 1..=65535");

@@ -178,3 +178,20 @@ fn sidecar_and_service_entry_rules() {
         vec!["spec.endpoints[0].address: resolution STATIC needs IP addresses"]
     );
 }
+
+#[test]
+fn sidecar_ports_are_reserved() {
+    let yaml = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: s}\nspec:\n  ingress: [{port: {number: 15001}, defaultEndpoint: \"127.0.0.1:8080\"}]\n";
+    let found = problems(yaml);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with(
+            "spec.ingress[0].port.number: port 15001 is reserved for the sidecar itself"
+        ),
+        "{found:?}"
+    );
+    let yaml = "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 80, targetPort: 15021}]}\n";
+    assert!(problems(yaml)[0].starts_with("spec.ports[0].targetPort: port 15021 is reserved"));
+    let yaml = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec: {servers: [{port: {number: 15090, protocol: HTTP}, hosts: [\"*\"]}]}\n";
+    assert!(problems(yaml)[0].starts_with("spec.servers[0].port.number: port 15090 is reserved"));
+}
