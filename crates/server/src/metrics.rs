@@ -46,7 +46,7 @@ impl Metrics {
         );
         registry.register(
             "pilot_xds_pushes",
-            "Pilot build and send errors for lds, rds, cds and eds",
+            "xDS responses sent, by type (cds, eds, lds, rds)",
             metrics.pushes.clone(),
         );
         registry.register(
@@ -64,6 +64,15 @@ impl Metrics {
             "Bytes of xDS responses sent, by type",
             metrics.pushed_bytes.clone(),
         );
+        // Dashboards and alerts expect a 0, not a missing series, before the first event.
+        for t in ["cds", "eds", "lds", "rds"] {
+            let label = TypeLabel {
+                r#type: t.to_string(),
+            };
+            let _ = metrics.pushes.get_or_create(&label);
+            let _ = metrics.rejects.get_or_create(&label);
+            let _ = metrics.pushed_bytes.get_or_create(&label);
+        }
         metrics
     }
 

@@ -1,0 +1,71 @@
+//! meshd's HTTP side as istioctl and dashboards use it: Prometheus metrics under istiod's
+//! names, /debug/syncz and /debug/config_dump.
+
+use fleetmesh_e2e::*;
+
+async fn http_get(mesh: &LocalMesh, path: &str) -> (u16, String) {
+    let response = reqwest::get(format!("http://{}{path}", mesh.meshd().http_address()))
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_syncz_and_config_dump() {
+    let store = Bookstore::start(XdsMode::Delta).await;
+
+    let (status, metrics) = http_get(&store.mesh, "/metrics").await;
+    assert_eq!(status, 200);
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        metrics.contains(&format!("pilot_xds{{version=\"{version}\"}} 4")),
+        "four proxies connected:\n{metrics}"
+    );
+    for name in [
+        "pilot_xds_pushes_total{type=\"cds\"}",
+        "pilot_proxy_convergence_time_count",
+        "pilot_total_xds_rejects",
+    ] {
+        assert!(metrics.contains(name), "{name} missing:\n{metrics}");
+    }
+
+    let (status, syncz) = http_get(&store.mesh, "/debug/syncz").await;
+    assert_eq!(status, 200);
+    let syncz: serde_json::Value = serde_json::from_str(&syncz).unwrap();
+    assert_eq!(syncz.as_array().map(Vec::len), Some(4), "{syncz}");
+
+    let (status, dump) = http_get(
+        &store.mesh,
+        &format!("/debug/config_dump?proxyID={}", store.frontend.node_id),
+    )
+    .await;
+    assert_eq!(status, 200, "{dump}");
+    let dump: serde_json::Value = serde_json::from_str(&dump).unwrap();
+    let clusters: Vec<&str> = dump["configs"][0]["dynamic_active_clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["cluster"]["name"].as_str())
+        .collect();
+    assert!(
+        clusters.contains(&"outbound|9080|v1|reviews.default.svc.cluster.local"),
+        "{clusters:?}"
+    );
+    let listeners: Vec<&str> = dump["configs"][1]["dynamic_listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["name"].as_str())
+        .collect();
+    assert!(listeners.contains(&"virtualOutbound"), "{listeners:?}");
+
+    let (status, _) = http_get(
+        &store.mesh,
+        "/debug/config_dump?proxyID=sidecar~1.2.3.4~nobody.default~default.svc.cluster.local",
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, hint) = http_get(&store.mesh, "/debug/config_dump").await;
+    assert_eq!(status, 400);
+    assert!(hint.contains("proxyID"), "{hint}");
+}
