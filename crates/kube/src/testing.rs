@@ -1,0 +1,191 @@
+//! A real Kubernetes control plane for tests: kube-apiserver, etcd, controller-manager,
+//! scheduler and kwok, started by `scripts/kube-local` on loopback ports. Pods become
+//! Running with IPs from 192.0.2.0/24, which exist only in the API: no test may send a
+//! packet to one.
+
+use anyhow::{Context, bail};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::discovery::{ApiCapabilities, ApiResource, Discovery, Scope};
+use kube::{Client, Config};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// A running local cluster.
+pub struct TestCluster {
+    pub name: String,
+    pub kubeconfig: PathBuf,
+    script: PathBuf,
+}
+
+impl TestCluster {
+    /// Starts cluster `name` (or reuses it if it already runs). Builds the binaries on
+    /// first use, which takes long; CI builds them before the tests.
+    pub fn start(name: &str) -> anyhow::Result<TestCluster> {
+        let script = repo_root().join("scripts/kube-local");
+        let output = Command::new(&script)
+            .args(["start", name])
+            .output()
+            .with_context(|| format!("running {}", script.display()))?;
+        if !output.status.success() {
+            bail!(
+                "could not start local cluster {name}: {}\n(hint: scripts/kube-build builds the Kubernetes binaries; its log is above)",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let kubeconfig = PathBuf::from(
+            String::from_utf8(output.stdout)?
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .trim(),
+        );
+        Ok(TestCluster {
+            name: name.into(),
+            kubeconfig,
+            script,
+        })
+    }
+
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig)?;
+        let config =
+            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+        Ok(Client::try_from(config)?)
+    }
+
+    /// Stops kube-apiserver and starts it again (etcd and the rest keep running).
+    pub fn restart_apiserver(&self) -> anyhow::Result<()> {
+        let status = Command::new(&self.script)
+            .args(["restart-apiserver", &self.name])
+            .status()?;
+        if !status.success() {
+            bail!("restarting kube-apiserver of {} failed", self.name);
+        }
+        Ok(())
+    }
+
+    /// A kubectl command for this cluster.
+    pub fn kubectl(&self) -> Command {
+        let bin = self
+            .kubeconfig
+            .parent()
+            .map(|d| d.join("bin.env"))
+            .and_then(|p| std::fs::read_to_string(p).ok());
+        let kubectl = bin
+            .and_then(|b| {
+                b.trim()
+                    .strip_prefix("BIN=")
+                    .map(|d| Path::new(d).join("kubectl"))
+            })
+            .unwrap_or_else(|| "kubectl".into());
+        let mut command = Command::new(kubectl);
+        command.arg("--kubeconfig").arg(&self.kubeconfig);
+        command
+    }
+}
+
+/// A namespace of its own for one test; `delete()` removes it with everything in it.
+pub struct TestNamespace {
+    pub name: String,
+    client: Client,
+}
+
+impl TestNamespace {
+    /// Creates `PREFIX-PID-N-TIME`: unique across parallel tests and runs.
+    pub async fn create(client: &Client, prefix: &str) -> anyhow::Result<TestNamespace> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let time = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_micros())
+            .unwrap_or(0);
+        let name = format!(
+            "{prefix}-{}-{}-{time:x}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let namespace: Namespace = serde_yaml_ng::from_str(&format!("metadata: {{name: {name}}}"))?;
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await?;
+        Ok(TestNamespace {
+            name,
+            client: client.clone(),
+        })
+    }
+
+    /// Server-side applies every document of `yaml` into this namespace (cluster-scoped
+    /// kinds as they are).
+    pub async fn apply(&self, yaml: &str) -> anyhow::Result<()> {
+        let discovery = Discovery::new(self.client.clone()).run().await?;
+        for document in serde_yaml_ng::Deserializer::from_str(yaml) {
+            let object: DynamicObject = serde::Deserialize::deserialize(document)?;
+            let types = object
+                .types
+                .clone()
+                .context("every document needs apiVersion and kind")?;
+            let (group, version) = types
+                .api_version
+                .split_once('/')
+                .unwrap_or(("", &types.api_version));
+            let gvk = kube::api::GroupVersionKind::gvk(group, version, &types.kind);
+            let (resource, capabilities): (ApiResource, ApiCapabilities) = discovery
+                .resolve_gvk(&gvk)
+                .with_context(|| format!("the cluster does not serve {}", types.kind))?;
+            let api: Api<DynamicObject> = match capabilities.scope {
+                Scope::Namespaced => {
+                    Api::namespaced_with(self.client.clone(), &self.name, &resource)
+                }
+                Scope::Cluster => Api::all_with(self.client.clone(), &resource),
+            };
+            let name = object
+                .metadata
+                .name
+                .clone()
+                .context("every document needs metadata.name")?;
+            api.patch(
+                &name,
+                &PatchParams::apply("fleetmesh-tests").force(),
+                &Patch::Apply(&object),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the namespace (and everything in it).
+    pub async fn delete(self) -> anyhow::Result<()> {
+        Api::<Namespace>::all(self.client.clone())
+            .delete(&self.name, &DeleteParams::default())
+            .await?;
+        Ok(())
+    }
+}
+
+/// Polls `check` until it returns `Some`, or fails after `timeout` naming `what`.
+pub async fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return Ok(value);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| PathBuf::from("."))
+}

@@ -1,0 +1,81 @@
+//! The local cluster itself: a real kube-apiserver whose Deployments become Running pods
+//! (kwok) with IPs from the unroutable 192.0.2.0/24, and which survives an API server
+//! restart.
+
+use fleetmesh_kube::testing::{TestCluster, TestNamespace, wait_for};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+use std::time::Duration;
+
+const DEPLOYMENT: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: reviews}
+spec:
+  replicas: REPLICAS
+  selector: {matchLabels: {app: reviews}}
+  template:
+    metadata: {labels: {app: reviews}}
+    spec:
+      containers: [{name: reviews, image: reviews:v1}]
+"#;
+
+async fn running_pod_ips(pods: &Api<Pod>) -> Vec<String> {
+    let list = pods
+        .list(&ListParams::default().labels("app=reviews"))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    list.iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .filter_map(|p| p.status.as_ref()?.pod_ip.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployments_become_running_pods_and_the_apiserver_restarts() {
+    let cluster = TestCluster::start("fleetmesh-kube-tests").expect("the local cluster starts");
+    let client = cluster.client().await.unwrap();
+    let namespace = TestNamespace::create(&client, "local-cluster")
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace.name);
+
+    namespace
+        .apply(&DEPLOYMENT.replace("REPLICAS", "3"))
+        .await
+        .unwrap();
+    let ips = wait_for("3 running pods", Duration::from_secs(60), async || {
+        let ips = running_pod_ips(&pods).await;
+        (ips.len() == 3).then_some(ips)
+    })
+    .await
+    .unwrap();
+    for ip in &ips {
+        assert!(
+            ip.starts_with("192.0.2."),
+            "pod IPs come from the unroutable 192.0.2.0/24: {ips:?}"
+        );
+    }
+
+    namespace
+        .apply(&DEPLOYMENT.replace("REPLICAS", "5"))
+        .await
+        .unwrap();
+    wait_for("5 running pods", Duration::from_secs(60), async || {
+        (running_pod_ips(&pods).await.len() == 5).then_some(())
+    })
+    .await
+    .unwrap();
+
+    cluster.restart_apiserver().unwrap();
+    let after = wait_for("the API server back", Duration::from_secs(60), async || {
+        let ips = running_pod_ips(&pods).await;
+        (!ips.is_empty()).then_some(ips)
+    })
+    .await
+    .unwrap();
+    assert_eq!(after.len(), 5, "state survives an API server restart");
+    namespace.delete().await.unwrap();
+}
