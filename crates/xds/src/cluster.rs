@@ -47,6 +47,11 @@ pub fn build(scope: &Scope) -> Vec<NamedResource> {
         clusters.push(inbound(port, &app));
     }
     clusters.push(black_hole());
+    if scope.proxy.interception == crate::Interception::Redirect {
+        // Captured traffic with no service of the mesh behind it goes where it was sent.
+        clusters.push(original_destination(names::PASSTHROUGH_CLUSTER));
+        clusters.push(original_destination(names::INBOUND_PASSTHROUGH_CLUSTER));
+    }
     clusters
         .into_iter()
         .map(|c| NamedResource {
@@ -316,6 +321,18 @@ fn black_hole() -> Cluster {
         cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
             cluster::DiscoveryType::Static as i32,
         )),
+        ..Cluster::default()
+    }
+}
+
+fn original_destination(name: &str) -> Cluster {
+    Cluster {
+        name: name.to_string(),
+        connect_timeout: Some(duration(CONNECT_TIMEOUT)),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::OriginalDst as i32,
+        )),
+        lb_policy: cluster::LbPolicy::ClusterProvided as i32,
         ..Cluster::default()
     }
 }

@@ -64,10 +64,7 @@ pub fn generate(snapshot: &Snapshot, proxy: &Proxy) -> ProxyResources {
     let clusters = cluster::build(&scope);
     let endpoints = endpoint::build(&scope);
     let (listeners, routes) = match proxy.kind {
-        ProxyKind::Sidecar => (
-            listener::sidecar(&scope),
-            vec![route::sidecar_outbound(&scope)],
-        ),
+        ProxyKind::Sidecar => (listener::sidecar(&scope), route::sidecar(&scope)),
         ProxyKind::Router => listener::gateway(&scope),
     };
     ProxyResources {

@@ -1,6 +1,10 @@
-//! LDS: the sidecar's outbound HTTP-proxy listener and its inbound listeners, or a
-//! gateway's listeners per Gateway server port.
+//! LDS: a sidecar's listeners (without capture: an HTTP-proxy listener and inbound
+//! listeners on the workload's address; with capture: istiod's layout, in `captured`), or
+//! a gateway's listeners per Gateway server port.
 
+mod captured;
+
+use crate::Interception;
 use crate::common::{ads, socket_address};
 use crate::names;
 use crate::route::action::http_filters;
@@ -70,6 +74,16 @@ pub fn inbound_ports(scope: &Scope) -> Vec<(u32, AppAddress)> {
 }
 
 pub fn sidecar(scope: &Scope) -> Vec<NamedResource> {
+    let listeners = match scope.proxy.interception {
+        Interception::None => uncaptured(scope),
+        Interception::Redirect => captured::sidecar(scope),
+    };
+    listeners.into_iter().map(named).collect()
+}
+
+/// Without capture: the HTTP-proxy listener on the workload's own address, and an inbound
+/// listener on it per port.
+fn uncaptured(scope: &Scope) -> Vec<Listener> {
     let bind = scope.proxy.bind_address();
     let mut listeners = vec![http_listener(
         names::VIRTUAL_OUTBOUND,
@@ -84,40 +98,43 @@ pub fn sidecar(scope: &Scope) -> Vec<NamedResource> {
     )];
     for (port, _) in inbound_ports(scope) {
         let cluster = names::inbound_cluster(port);
-        let route_config = RouteConfiguration {
-            name: cluster.clone(),
-            virtual_hosts: vec![VirtualHost {
-                name: "inbound|http".into(),
-                domains: vec!["*".into()],
-                routes: vec![Route {
-                    name: "default".into(),
-                    r#match: Some(RouteMatch {
-                        path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
-                        ..Default::default()
-                    }),
-                    action: Some(route::Action::Route(RouteAction {
-                        cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(
-                            cluster.clone(),
-                        )),
-                        timeout: Some(crate::common::duration(std::time::Duration::ZERO)),
-                        ..Default::default()
-                    })),
-                    ..Route::default()
-                }],
-                ..VirtualHost::default()
-            }],
-            ..RouteConfiguration::default()
-        };
         listeners.push(http_listener(
             &names::bound_listener(bind, port),
             bind,
             port,
             &cluster,
-            http_connection_manager::RouteSpecifier::RouteConfig(route_config),
+            http_connection_manager::RouteSpecifier::RouteConfig(inbound_route_config(port)),
             false,
         ));
     }
     listeners
+}
+
+/// Everything arriving for inbound `port` goes to the app behind it.
+fn inbound_route_config(port: u32) -> RouteConfiguration {
+    let cluster = names::inbound_cluster(port);
+    RouteConfiguration {
+        name: cluster.clone(),
+        virtual_hosts: vec![VirtualHost {
+            name: "inbound|http".into(),
+            domains: vec!["*".into()],
+            routes: vec![Route {
+                name: "default".into(),
+                r#match: Some(RouteMatch {
+                    path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
+                    ..Default::default()
+                }),
+                action: Some(route::Action::Route(RouteAction {
+                    cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(cluster)),
+                    timeout: Some(crate::common::duration(std::time::Duration::ZERO)),
+                    ..Default::default()
+                })),
+                ..Route::default()
+            }],
+            ..VirtualHost::default()
+        }],
+        ..RouteConfiguration::default()
+    }
 }
 
 /// A gateway's listeners (one per server port of the Gateways selecting it) and their
@@ -146,7 +163,7 @@ pub fn gateway(scope: &Scope) -> (Vec<NamedResource>, Vec<RouteConfiguration>) {
     let mut routes = Vec::new();
     for (port, servers) in by_port {
         let route_name = names::gateway_route(port);
-        listeners.push(http_listener(
+        listeners.push(named(http_listener(
             &names::bound_listener(bind, port),
             bind,
             port,
@@ -156,7 +173,7 @@ pub fn gateway(scope: &Scope) -> (Vec<NamedResource>, Vec<RouteConfiguration>) {
                 route_config_name: route_name.clone(),
             }),
             true,
-        ));
+        )));
         routes.push(crate::route::gateway(scope, port, &servers));
     }
     (listeners, routes)
@@ -169,7 +186,23 @@ fn http_listener(
     stat_prefix: &str,
     route_specifier: http_connection_manager::RouteSpecifier,
     edge: bool,
-) -> NamedResource {
+) -> Listener {
+    Listener {
+        name: name.to_string(),
+        address: Some(socket_address(bind, port)),
+        filter_chains: vec![FilterChain {
+            filters: vec![hcm_filter(stat_prefix, route_specifier, edge)],
+            ..FilterChain::default()
+        }],
+        ..Listener::default()
+    }
+}
+
+fn hcm_filter(
+    stat_prefix: &str,
+    route_specifier: http_connection_manager::RouteSpecifier,
+    edge: bool,
+) -> Filter {
     let hcm = HttpConnectionManager {
         stat_prefix: stat_prefix.to_string(),
         codec_type: http_connection_manager::CodecType::Auto as i32,
@@ -183,20 +216,15 @@ fn http_listener(
         use_remote_address: Some(BoolValue { value: edge }),
         ..HttpConnectionManager::default()
     };
-    let listener = Listener {
-        name: name.to_string(),
-        address: Some(socket_address(bind, port)),
-        filter_chains: vec![FilterChain {
-            filters: vec![Filter {
-                name: "envoy.filters.network.http_connection_manager".into(),
-                config_type: Some(filter::ConfigType::TypedConfig(pack(hcm))),
-            }],
-            ..FilterChain::default()
-        }],
-        ..Listener::default()
-    };
+    Filter {
+        name: "envoy.filters.network.http_connection_manager".into(),
+        config_type: Some(filter::ConfigType::TypedConfig(pack(hcm))),
+    }
+}
+
+fn named(listener: Listener) -> NamedResource {
     NamedResource {
-        name: name.to_string(),
+        name: listener.name.clone(),
         resource: pack(listener),
     }
 }

@@ -24,6 +24,10 @@ pub fn bound_listener(address: &str, port: u32) -> String {
 }
 
 pub const VIRTUAL_OUTBOUND: &str = "virtualOutbound";
+pub const VIRTUAL_INBOUND: &str = "virtualInbound";
+/// Where captured traffic to unknown destinations goes (Istio's `ALLOW_ANY`).
+pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
+pub const INBOUND_PASSTHROUGH_CLUSTER: &str = "InboundPassthroughCluster";
 pub const BLACK_HOLE_CLUSTER: &str = "BlackHoleCluster";
 
 /// Splits `outbound|PORT|SUBSET|HOST` into its parts.

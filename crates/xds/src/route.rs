@@ -3,6 +3,7 @@
 pub(crate) mod action;
 mod matching;
 
+use crate::Interception;
 use crate::names;
 use crate::scope::Scope;
 use envoy_types::pb::envoy::config::route::v3::{
@@ -13,19 +14,51 @@ use fleetmesh_api::resource::Config;
 use fleetmesh_model::host::host_matches;
 use std::collections::BTreeSet;
 
-/// The sidecar's HTTP-proxy route config: a virtual host per visible HTTP service port.
-/// Requests carry the port in Host (`reviews:9080`), so domains always name it, except
-/// for port 80 where clients leave it out.
-pub fn sidecar_outbound(scope: &Scope) -> RouteConfiguration {
+/// A sidecar's outbound route configs. Without capture, one HTTP-proxy config for every
+/// port (requests name the port in Host, `reviews:9080`, except for port 80); with
+/// capture, one per service port, named by the port, as istiod does.
+pub fn sidecar(scope: &Scope) -> Vec<RouteConfiguration> {
+    match scope.proxy.interception {
+        Interception::None => vec![outbound(scope, names::HTTP_PROXY_ROUTE, None)],
+        Interception::Redirect => {
+            let ports: BTreeSet<u32> = scope
+                .services
+                .iter()
+                .flat_map(|s| {
+                    s.ports
+                        .iter()
+                        .filter(|p| p.protocol.is_http())
+                        .map(|p| p.port)
+                })
+                .collect();
+            ports
+                .into_iter()
+                .map(|port| outbound(scope, &port.to_string(), Some(port)))
+                .collect()
+        }
+    }
+}
+
+/// A virtual host per visible HTTP service port (of `only_port`, if given).
+fn outbound(scope: &Scope, name: &str, only_port: Option<u32>) -> RouteConfiguration {
     let mut used_domains = BTreeSet::new();
     let mut virtual_hosts = Vec::new();
     for service in &scope.services {
-        for port in service.ports.iter().filter(|p| p.protocol.is_http()) {
-            let domains: Vec<String> =
-                domains_for(&service.hostname, &service.namespace, port.port, scope)
-                    .into_iter()
-                    .filter(|d| used_domains.insert(d.clone()))
-                    .collect();
+        let ports = service.ports.iter().filter(|p| p.protocol.is_http());
+        for port in ports.filter(|p| only_port.is_none_or(|only| only == p.port)) {
+            // Names without a port are unambiguous only within one port's config (and for
+            // port 80, which clients leave out).
+            let bare_names = only_port.is_some() || port.port == 80;
+            let domains: Vec<String> = domains_for(
+                &service.hostname,
+                &service.namespace,
+                port.port,
+                bare_names,
+                scope,
+            )
+            .into_iter()
+            .filter(|d| used_domains.insert(d.clone()))
+            .collect();
             if domains.is_empty() {
                 continue;
             }
@@ -39,7 +72,7 @@ pub fn sidecar_outbound(scope: &Scope) -> RouteConfiguration {
         }
     }
     RouteConfiguration {
-        name: names::HTTP_PROXY_ROUTE.to_string(),
+        name: name.to_string(),
         virtual_hosts,
         validate_clusters: Some(envoy_types::pb::google::protobuf::BoolValue { value: false }),
         ..RouteConfiguration::default()
@@ -79,8 +112,15 @@ pub fn gateway(scope: &Scope, port: u32, servers: &[(String, Vec<String>)]) -> R
 }
 
 /// The names a client may use for a service: FQDN and its shortenings within the
-/// cluster domain (the bare name only from the same namespace), each with `:port`.
-fn domains_for(host: &str, namespace: &str, port: u32, scope: &Scope) -> Vec<String> {
+/// cluster domain (the bare name only from the same namespace), each with `:port`, and
+/// without it when `bare_names`.
+fn domains_for(
+    host: &str,
+    namespace: &str,
+    port: u32,
+    bare_names: bool,
+    scope: &Scope,
+) -> Vec<String> {
     let mut names = vec![host.to_string()];
     let svc_suffix = format!(".svc.{}", scope.snapshot.domain);
     if let Some(short) = host.strip_suffix(&svc_suffix) {
@@ -93,7 +133,7 @@ fn domains_for(host: &str, namespace: &str, port: u32, scope: &Scope) -> Vec<Str
         }
     }
     let mut domains: Vec<String> = names.iter().map(|n| format!("{n}:{port}")).collect();
-    if port == 80 {
+    if bare_names {
         domains.extend(names);
     }
     domains

@@ -3,12 +3,14 @@
 
 mod support;
 
-use fleetmesh_xds::{ProxyKind, generate};
+use fleetmesh_xds::{Interception, ProxyKind, generate};
 use support::{envoy_validate, proxy_in, render, snapshot};
 
-fn check(name: &str, kind: ProxyKind, labels: &[(&str, &str)]) {
+fn check(name: &str, kind: ProxyKind, interception: Interception, labels: &[(&str, &str)]) {
     let snapshot = snapshot(include_str!("golden/mesh.yaml"));
-    let resources = generate(&snapshot, &proxy_in(kind, "shop", labels));
+    let mut proxy = proxy_in(kind, "shop", labels);
+    proxy.interception = interception;
+    let resources = generate(&snapshot, &proxy);
     let rendered = render(&resources);
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/golden")
@@ -26,10 +28,32 @@ fn check(name: &str, kind: ProxyKind, labels: &[(&str, &str)]) {
 
 #[test]
 fn sidecar_golden() {
-    check("sidecar", ProxyKind::Sidecar, &[("app", "frontend")]);
+    check(
+        "sidecar",
+        ProxyKind::Sidecar,
+        Interception::None,
+        &[("app", "frontend")],
+    );
 }
 
 #[test]
 fn gateway_golden() {
-    check("gateway", ProxyKind::Router, &[("istio", "ingressgateway")]);
+    check(
+        "gateway",
+        ProxyKind::Router,
+        Interception::None,
+        &[("istio", "ingressgateway")],
+    );
+}
+
+/// With iptables capture, as in a Kubernetes pod: istiod's virtualOutbound/virtualInbound
+/// layout and route configs named by port.
+#[test]
+fn captured_sidecar_golden() {
+    check(
+        "sidecar-captured",
+        ProxyKind::Sidecar,
+        Interception::Redirect,
+        &[("app", "reviews")],
+    );
 }

@@ -1,0 +1,124 @@
+//! The sidecar layout with iptables capture, as istiod lays it out: `virtualOutbound`
+//! (15001) hands each connection to the listener of its original destination port
+//! (`0.0.0.0_PORT`, route config named by the port) or passes it through;
+//! `virtualInbound` (15006) picks a filter chain by original destination port and sends
+//! it to the app.
+
+use super::{OUTBOUND_PORT, hcm_filter, http_listener, inbound_ports, inbound_route_config};
+use crate::common::ads;
+use crate::names;
+use crate::pack;
+use crate::scope::Scope;
+use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
+use envoy_types::pb::envoy::config::listener::v3::{
+    Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter, listener_filter,
+};
+use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    Rds, http_connection_manager,
+};
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
+use envoy_types::pb::google::protobuf::BoolValue;
+use std::collections::BTreeSet;
+
+pub const INBOUND_PORT: u32 = 15006;
+
+pub fn sidecar(scope: &Scope) -> Vec<Listener> {
+    let mut listeners = vec![virtual_outbound()];
+    let http_ports: BTreeSet<u32> = scope
+        .services
+        .iter()
+        .flat_map(|s| {
+            s.ports
+                .iter()
+                .filter(|p| p.protocol.is_http())
+                .map(|p| p.port)
+        })
+        .collect();
+    for port in http_ports {
+        let mut listener = http_listener(
+            &names::bound_listener("0.0.0.0", port),
+            "0.0.0.0",
+            port,
+            &format!("outbound_0.0.0.0_{port}"),
+            http_connection_manager::RouteSpecifier::Rds(Rds {
+                config_source: Some(ads()),
+                route_config_name: port.to_string(),
+            }),
+            false,
+        );
+        // Reached through virtualOutbound's hand-off, never bound itself.
+        listener.bind_to_port = Some(BoolValue { value: false });
+        listener.traffic_direction = TrafficDirection::Outbound as i32;
+        listeners.push(listener);
+    }
+    listeners.push(virtual_inbound(scope));
+    listeners
+}
+
+fn virtual_outbound() -> Listener {
+    Listener {
+        name: names::VIRTUAL_OUTBOUND.into(),
+        address: Some(crate::common::socket_address("0.0.0.0", OUTBOUND_PORT)),
+        use_original_dst: Some(BoolValue { value: true }),
+        default_filter_chain: Some(tcp_chain(
+            "PassthroughFilterChain",
+            names::PASSTHROUGH_CLUSTER,
+        )),
+        traffic_direction: TrafficDirection::Outbound as i32,
+        ..Listener::default()
+    }
+}
+
+fn virtual_inbound(scope: &Scope) -> Listener {
+    let filter_chains = inbound_ports(scope)
+        .into_iter()
+        .map(|(port, _)| FilterChain {
+            name: names::inbound_cluster(port),
+            filter_chain_match: Some(FilterChainMatch {
+                destination_port: crate::common::u32_value(port),
+                ..Default::default()
+            }),
+            filters: vec![hcm_filter(
+                &names::inbound_cluster(port),
+                http_connection_manager::RouteSpecifier::RouteConfig(inbound_route_config(port)),
+                false,
+            )],
+            ..FilterChain::default()
+        })
+        .collect();
+    Listener {
+        name: names::VIRTUAL_INBOUND.into(),
+        address: Some(crate::common::socket_address("0.0.0.0", INBOUND_PORT)),
+        listener_filters: vec![ListenerFilter {
+            name: "envoy.filters.listener.original_dst".into(),
+            config_type: Some(listener_filter::ConfigType::TypedConfig(pack(
+                OriginalDst::default(),
+            ))),
+            ..ListenerFilter::default()
+        }],
+        filter_chains,
+        default_filter_chain: Some(tcp_chain(
+            "InboundPassthroughFilterChain",
+            names::INBOUND_PASSTHROUGH_CLUSTER,
+        )),
+        traffic_direction: TrafficDirection::Inbound as i32,
+        ..Listener::default()
+    }
+}
+
+fn tcp_chain(name: &str, cluster: &str) -> FilterChain {
+    let proxy = TcpProxy {
+        stat_prefix: cluster.into(),
+        cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster.into())),
+        ..TcpProxy::default()
+    };
+    FilterChain {
+        name: name.into(),
+        filters: vec![Filter {
+            name: "envoy.filters.network.tcp_proxy".into(),
+            config_type: Some(filter::ConfigType::TypedConfig(pack(proxy))),
+        }],
+        ..FilterChain::default()
+    }
+}
