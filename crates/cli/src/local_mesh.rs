@@ -93,6 +93,15 @@ impl LocalMesh {
         config_dir: Option<PathBuf>,
         xds_mode: XdsMode,
     ) -> anyhow::Result<LocalMesh> {
+        LocalMesh::start_with(config_dir, xds_mode, None).await
+    }
+
+    /// Like [`LocalMesh::start`], with meshd also watching the cluster of `kubeconfig`.
+    pub async fn start_with(
+        config_dir: Option<PathBuf>,
+        xds_mode: XdsMode,
+        kubeconfig: Option<PathBuf>,
+    ) -> anyhow::Result<LocalMesh> {
         let (config_dir, temp) = match config_dir {
             Some(dir) => (dir, None),
             None => {
@@ -106,9 +115,9 @@ impl LocalMesh {
         let run_dir = config_dir.join(".run");
         std::fs::create_dir_all(&run_dir)?;
         let envoy = envoy::locate(None).map_err(anyhow::Error::msg)?;
-        let meshd_config = MeshdConfig::for_dir(config_dir.clone());
+        let mut meshd_config = MeshdConfig::for_dir(config_dir.clone());
+        meshd_config.kubeconfig = kubeconfig;
         let meshd = Meshd::start(meshd_config.clone()).await?;
-        let mut meshd_config = meshd_config;
         meshd_config.xds_address = meshd.xds_address();
         Ok(LocalMesh {
             config_dir,
@@ -198,20 +207,30 @@ impl LocalMesh {
         namespace: &str,
         labels: &[(&str, &str)],
     ) -> anyhow::Result<Workload> {
+        self.add_proxy("router", name, namespace, labels).await
+    }
+
+    /// Starts an Envoy alone, with the identity of a workload that lives elsewhere (a
+    /// Kubernetes pod, say); `kind` is `sidecar` or `router`.
+    pub async fn add_proxy(
+        &self,
+        kind: &str,
+        name: &str,
+        namespace: &str,
+        labels: &[(&str, &str)],
+    ) -> anyhow::Result<Workload> {
         let ip = allocate_ip()?;
         let labels: BTreeMap<String, String> = labels
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let envoy = self
-            .start_envoy("router", name, namespace, ip, &labels)
-            .await?;
+        let envoy = self.start_envoy(kind, name, namespace, ip, &labels).await?;
         Ok(Workload {
             name: name.into(),
             ip,
             app: None,
             envoy,
-            node_id: node_id("router", ip, name, namespace),
+            node_id: node_id(kind, ip, name, namespace),
         })
     }
 

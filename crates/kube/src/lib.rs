@@ -1,5 +1,8 @@
-//! Kubernetes for fleetmesh. For now: the test helpers for a real local cluster
-//! (feature `testing`); clusters as meshd config sources come next (see the README).
+//! Kubernetes for fleetmesh: a cluster as a config source for meshd (`source`), and the
+//! test helpers for a real local cluster (feature `testing`).
 
+pub mod source;
 #[cfg(feature = "testing")]
 pub mod testing;
+
+pub use source::ClusterSource;

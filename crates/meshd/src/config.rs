@@ -15,6 +15,10 @@ pub struct MeshdConfig {
     /// read recursively and watched for changes.
     #[arg(long, env = "MESHD_CONFIG_DIR", default_value = "./mesh")]
     pub config_dir: PathBuf,
+    /// A Kubernetes cluster to watch for Services, EndpointSlices and Pods (its services
+    /// join those of --config-dir). Without it, meshd serves the config dir alone.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
     /// Where proxies connect for xDS (plaintext gRPC, like istiod's 15010).
     #[arg(long, env = "MESHD_XDS_ADDRESS", default_value = "127.0.0.1:15010")]
     pub xds_address: SocketAddr,
@@ -52,6 +56,8 @@ impl MeshdConfig {
     pub fn for_dir(config_dir: PathBuf) -> MeshdConfig {
         let mut config = MeshdConfig::parse_from(["meshd"]);
         config.config_dir = config_dir;
+        // Never a cluster picked up from the environment's KUBECONFIG.
+        config.kubeconfig = None;
         config.xds_address = "127.0.0.1:0".parse().unwrap();
         config.http_address = "127.0.0.1:0".parse().unwrap();
         config

@@ -51,8 +51,16 @@ impl Meshd {
         let source = Arc::new(local::LocalSource::new(&config));
         // Watch before the first read, so no change falls between the two.
         let (changes_tx, changes) = tokio::sync::mpsc::unbounded_channel();
-        let watcher = local::watch(&config.config_dir, changes_tx)?;
-        let (snapshots_tx, snapshots) = watch::channel(Arc::new(MeshState::new(source.reload())));
+        let watcher = local::watch(&config.config_dir, changes_tx.clone())?;
+        let cluster = match &config.kubeconfig {
+            Some(path) => Some(Arc::new(connect_cluster(path, &config, changes_tx).await?)),
+            None => None,
+        };
+        let build = move |source: &local::LocalSource| {
+            let services = cluster.as_ref().map(|c| c.services()).unwrap_or_default();
+            MeshState::new(source.reload(services))
+        };
+        let (snapshots_tx, snapshots) = watch::channel(Arc::new(build(&source)));
 
         let mut tasks = JoinSet::new();
         let debounce = Debounce {
@@ -64,8 +72,7 @@ impl Meshd {
         tasks.spawn(async move {
             let _watcher = watcher; // dropping it stops the file events
             let publish = || {
-                let snapshot = reloading.reload();
-                snapshots_tx.send_replace(Arc::new(MeshState::new(snapshot)));
+                snapshots_tx.send_replace(Arc::new(build(&reloading)));
             };
             tokio::select! {
                 () = debounce.run(changes, publish) => {}
@@ -131,4 +138,20 @@ impl Meshd {
         self.shutdown.cancel();
         while self.tasks.join_next().await.is_some() {}
     }
+}
+
+/// Watches the cluster of `kubeconfig` as a source of services.
+async fn connect_cluster(
+    kubeconfig: &std::path::Path,
+    config: &MeshdConfig,
+    changes: tokio::sync::mpsc::UnboundedSender<()>,
+) -> anyhow::Result<fleetmesh_kube::ClusterSource> {
+    let loaded = kube::config::Kubeconfig::read_from(kubeconfig)
+        .with_context(|| format!("reading kubeconfig {}", kubeconfig.display()))?;
+    let client_config =
+        kube::Config::from_custom_kubeconfig(loaded, &kube::config::KubeConfigOptions::default())
+            .await
+            .with_context(|| format!("kubeconfig {}", kubeconfig.display()))?;
+    let client = kube::Client::try_from(client_config)?;
+    fleetmesh_kube::ClusterSource::start(client, &config.cluster_id, &config.domain, changes).await
 }

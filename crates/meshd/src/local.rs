@@ -42,8 +42,9 @@ impl LocalSource {
         }
     }
 
-    /// Re-reads the directory and builds a snapshot from every file's last good config.
-    pub fn reload(&self) -> Snapshot {
+    /// Re-reads the directory and builds a snapshot from every file's last good config
+    /// and the `services` other sources resolved.
+    pub fn reload(&self, services: Vec<fleetmesh_model::Service>) -> Snapshot {
         let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
         let present = yaml_files(&self.dir);
         files.retain(|path, _| present.contains(path));
@@ -77,6 +78,7 @@ impl LocalSource {
             .flat_map(|f| f.resources.iter().map(|r| &r.resource))
             .collect();
         Snapshot::build(SnapshotInput {
+            services,
             resources,
             domain: self.domain.clone(),
             root_namespace: self.root_namespace.clone(),

@@ -11,6 +11,9 @@ use std::sync::Arc;
 /// Everything a snapshot is built from.
 pub struct SnapshotInput<'a> {
     pub resources: Vec<&'a Resource>,
+    /// Services a source resolved itself (a Kubernetes cluster's Services with their
+    /// EndpointSlices and Pods).
+    pub services: Vec<Service>,
     pub domain: String,
     /// The namespace whose Sidecar / DestinationRule apply mesh-wide (Istio's root namespace).
     pub root_namespace: String,
@@ -60,6 +63,9 @@ impl Snapshot {
                     .insert(service.hostname.clone(), Arc::new(service));
             }
         };
+        for service in input.services {
+            add_service(service);
+        }
         for resource in &resources {
             match resource {
                 Resource::Service(s) => add_service(kube_service(
@@ -279,6 +285,7 @@ mod tests {
     fn build(yaml: &str) -> Snapshot {
         let loaded = load_documents(None, yaml).unwrap();
         Snapshot::build(SnapshotInput {
+            services: Vec::new(),
             resources: loaded.iter().map(|l| &l.resource).collect(),
             domain: "cluster.local".into(),
             root_namespace: "istio-system".into(),

@@ -60,6 +60,7 @@ fn after() -> String {
 fn snapshot(yaml: &str) -> Arc<MeshState> {
     let loaded = fleetmesh_api::load_documents(None, yaml).unwrap();
     Arc::new(MeshState::new(Snapshot::build(SnapshotInput {
+        services: Vec::new(),
         resources: loaded.iter().map(|l| &l.resource).collect(),
         domain: "cluster.local".into(),
         root_namespace: "istio-system".into(),

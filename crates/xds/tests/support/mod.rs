@@ -20,6 +20,7 @@ pub fn snapshot(yaml: &str) -> Snapshot {
     let loaded = fleetmesh_api::load_documents(None, yaml)
         .unwrap_or_else(|e| panic!("fixture is invalid: {e:?}"));
     Snapshot::build(SnapshotInput {
+        services: Vec::new(),
         resources: loaded.iter().map(|l| &l.resource).collect(),
         domain: "cluster.local".into(),
         root_namespace: "istio-system".into(),

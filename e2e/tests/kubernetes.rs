@@ -1,0 +1,138 @@
+//! meshd watching a real kube-apiserver: a real Envoy carrying a pod's metadata gets EDS
+//! with exactly the Running pods of a Deployment, through scaling and deletion. (The pod
+//! IPs come from 192.0.2.0/24 and never receive a packet: nothing routes traffic there.)
+
+use fleetmesh_e2e::*;
+use fleetmesh_kube::testing::{TestCluster, TestNamespace, wait_for};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+const SERVICE: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: reviews}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+"#;
+
+fn deployment(replicas: u32) -> String {
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: reviews}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: reviews}}}}
+  template:
+    metadata: {{labels: {{app: reviews, version: v1}}}}
+    spec:
+      containers: [{{name: reviews, image: reviews:v1, ports: [{{name: http, containerPort: 8080}}]}}]
+"#
+    )
+}
+
+/// `IP:8080` of every Running reviews pod.
+async fn running_pods(pods: &Api<Pod>) -> BTreeSet<String> {
+    let list = pods
+        .list(&ListParams::default().labels("app=reviews"))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    list.iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .filter_map(|p| Some(format!("{}:8080", p.status.as_ref()?.pod_ip.as_ref()?)))
+        .collect()
+}
+
+/// The endpoints Envoy holds for `cluster` (from its admin `/clusters`).
+fn envoy_endpoints(proxy: &Workload, cluster: &str) -> BTreeSet<String> {
+    let (_, clusters) =
+        fleetmesh_agent::process::admin_request(proxy.envoy.admin_address(), "GET", "/clusters")
+            .unwrap_or_default();
+    clusters
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.split("::");
+            (parts.next()? == cluster).then_some(())?;
+            let address = parts.next()?;
+            address.contains(':').then(|| address.to_string())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_endpoints_follow_a_deployment() {
+    let cluster = TestCluster::start("fleetmesh-kube-tests").expect("the local cluster starts");
+    let client = cluster.client().await.unwrap();
+    let namespace = TestNamespace::create(&client, "eds").await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace.name);
+    namespace
+        .apply(&format!("{SERVICE}---{}", deployment(3)))
+        .await
+        .unwrap();
+    let three = wait_for("3 running pods", Duration::from_secs(60), async || {
+        let ready = running_pods(&pods).await;
+        (ready.len() == 3).then_some(ready)
+    })
+    .await
+    .unwrap();
+
+    let mesh = LocalMesh::start_with(None, XdsMode::Delta, Some(cluster.kubeconfig.clone()))
+        .await
+        .expect("meshd watches the cluster");
+    let pod = pods
+        .list(&ListParams::default().labels("app=reviews"))
+        .await
+        .unwrap()
+        .items[0]
+        .metadata
+        .name
+        .clone()
+        .unwrap();
+    let proxy = mesh
+        .add_proxy(
+            "sidecar",
+            &pod,
+            &namespace.name,
+            &[("app", "reviews"), ("version", "v1")],
+        )
+        .await
+        .expect("Envoy starts");
+    let eds_cluster = format!("outbound|80||reviews.{}.svc.cluster.local", namespace.name);
+    let exact = async |want: &BTreeSet<String>, what: &str| {
+        let start = Instant::now();
+        eventually(what, Duration::from_secs(60), async || {
+            (envoy_endpoints(&proxy, &eds_cluster) == *want).then_some(())
+        })
+        .await;
+        start.elapsed()
+    };
+    exact(&three, "Envoy to have the 3 pods").await;
+
+    namespace.apply(&deployment(5)).await.unwrap();
+    let five = wait_for("5 running pods", Duration::from_secs(60), async || {
+        let ready = running_pods(&pods).await;
+        (ready.len() == 5).then_some(ready)
+    })
+    .await
+    .unwrap();
+    let took = exact(&five, "Envoy to have the 5 pods").await;
+    println!(
+        "5 running pods → Envoy's endpoints: {} ms",
+        took.as_millis()
+    );
+
+    Api::<Deployment>::namespaced(client.clone(), &namespace.name)
+        .delete("reviews", &DeleteParams::default())
+        .await
+        .unwrap();
+    exact(&BTreeSet::new(), "Envoy to have no endpoints").await;
+    assert_eq!(nacks(&mesh), 0);
+    namespace.delete().await.unwrap();
+}
