@@ -1,6 +1,7 @@
 //! meshd watching a real kube-apiserver: a real Envoy carrying a pod's metadata gets EDS
-//! with exactly the Running pods of a Deployment, through scaling and deletion. (The pod
-//! IPs come from 192.0.2.0/24 and never receive a packet: nothing routes traffic there.)
+//! with exactly the Running pods of a Deployment, through scaling, an API server restart
+//! and deletion. (The pod IPs come from 192.0.2.0/24 and never receive a packet: nothing
+//! routes traffic there.)
 
 use fleetmesh_e2e::*;
 use fleetmesh_kube::testing::{TestCluster, TestNamespace, wait_for};
@@ -127,6 +128,27 @@ async fn envoy_endpoints_follow_a_deployment() {
         "5 running pods → Envoy's endpoints: {} ms",
         took.as_millis()
     );
+
+    // The API server goes away and comes back: meshd's watches resume on their own, Envoy
+    // keeps its endpoints meanwhile, and later changes still arrive.
+    cluster.restart_apiserver().unwrap();
+    assert_eq!(
+        envoy_endpoints(&proxy, &eds_cluster),
+        five,
+        "Envoy keeps its endpoints"
+    );
+    namespace.apply(&deployment(2)).await.unwrap();
+    let two = wait_for("2 running pods", Duration::from_secs(60), async || {
+        let ready = running_pods(&pods).await;
+        (ready.len() == 2).then_some(ready)
+    })
+    .await
+    .unwrap();
+    exact(
+        &two,
+        "Envoy to have the 2 pods after the API server restart",
+    )
+    .await;
 
     Api::<Deployment>::namespaced(client.clone(), &namespace.name)
         .delete("reviews", &DeleteParams::default())
