@@ -69,7 +69,8 @@ fn envoy_endpoints(proxy: &Workload, cluster: &str) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_endpoints_follow_a_deployment() {
-    let cluster = TestCluster::start("fleetmesh-kube-tests").expect("the local cluster starts");
+    // A cluster of its own: this test restarts the API server.
+    let cluster = TestCluster::start("fleetmesh-kube-restart").expect("the local cluster starts");
     let client = cluster.client().await.unwrap();
     let namespace = TestNamespace::create(&client, "eds").await.unwrap();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace.name);
@@ -156,5 +157,114 @@ async fn envoy_endpoints_follow_a_deployment() {
         .unwrap();
     exact(&BTreeSet::new(), "Envoy to have no endpoints").await;
     assert_eq!(nacks(&mesh), 0);
+    namespace.delete().await.unwrap();
+}
+
+/// Route names in Envoy's current route configs (from its admin config dump).
+fn envoy_route_dump(proxy: &Workload) -> String {
+    let path = "/config_dump?resource=dynamic_route_configs";
+    fleetmesh_agent::process::admin_request(proxy.envoy.admin_address(), "GET", path)
+        .map(|(_, body)| body)
+        .unwrap_or_default()
+}
+
+fn kubectl(cluster: &TestCluster, namespace: &str, verb: &str, yaml: &str) {
+    use std::io::Write;
+    let mut child = cluster
+        .kubectl()
+        .args([verb, "-n", namespace, "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(yaml.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "kubectl {verb} failed");
+}
+
+const ROUTE: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - name: from-kubectl
+    match: [{uri: {prefix: /api}}]
+    route: [{destination: {host: reviews}}]
+"#;
+
+/// Valid to the API server's schema, invalid to Istio: the weights sum to 90.
+const BROKEN: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: broken}
+spec:
+  hosts: [reviews.other.svc.cluster.local]
+  http:
+  - name: broken-route
+    route:
+    - {destination: {host: reviews, subset: v1}, weight: 70}
+    - {destination: {host: reviews, subset: v2}, weight: 20}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn virtual_services_from_kubectl_reach_envoy() {
+    let cluster = TestCluster::start("fleetmesh-kube-tests").expect("the local cluster starts");
+    cluster
+        .install_istio_crds()
+        .await
+        .expect("Istio CRDs install");
+    let client = cluster.client().await.unwrap();
+    let namespace = TestNamespace::create(&client, "vs").await.unwrap();
+    namespace
+        .apply(&format!("{SERVICE}---{}", deployment(2)))
+        .await
+        .unwrap();
+    let mesh = LocalMesh::start_with(None, XdsMode::Delta, Some(cluster.kubeconfig.clone()))
+        .await
+        .expect("meshd watches the cluster");
+    let proxy = mesh
+        .add_proxy("sidecar", "client-0", &namespace.name, &[("app", "client")])
+        .await
+        .expect("Envoy starts");
+
+    let start = Instant::now();
+    kubectl(&cluster, &namespace.name, "apply", ROUTE);
+    eventually(
+        "the VirtualService in Envoy",
+        Duration::from_secs(30),
+        async || {
+            envoy_route_dump(&proxy)
+                .contains("\"from-kubectl\"")
+                .then_some(())
+        },
+    )
+    .await;
+    println!("kubectl apply → Envoy: {} ms", start.elapsed().as_millis());
+
+    kubectl(&cluster, &namespace.name, "apply", BROKEN);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !envoy_route_dump(&proxy).contains("broken-route"),
+        "an invalid VirtualService never reaches Envoy"
+    );
+    assert!(
+        envoy_route_dump(&proxy).contains("\"from-kubectl\""),
+        "the valid config keeps serving"
+    );
+    assert_eq!(nacks(&mesh), 0);
+
+    kubectl(&cluster, &namespace.name, "delete", ROUTE);
+    eventually(
+        "the VirtualService gone from Envoy",
+        Duration::from_secs(30),
+        async || (!envoy_route_dump(&proxy).contains("from-kubectl")).then_some(()),
+    )
+    .await;
     namespace.delete().await.unwrap();
 }

@@ -74,6 +74,16 @@ impl Serialize for Duration {
     }
 }
 
+impl schemars::JsonSchema for Duration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string", "description": "A duration such as 10s, 250ms or 1m30s."})
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -43,3 +43,21 @@ impl<'de> Deserialize<'de> for StringMatch {
         }
     }
 }
+
+impl schemars::JsonSchema for StringMatch {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "StringMatch".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "object",
+            "description": "Exactly one of exact, prefix or regex (RE2).",
+            "properties": {
+                "exact": {"type": "string"},
+                "prefix": {"type": "string"},
+                "regex": {"type": "string"}
+            }
+        })
+    }
+}

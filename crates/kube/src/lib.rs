@@ -1,6 +1,8 @@
-//! Kubernetes for fleetmesh: a cluster as a config source for meshd (`source`), and the
-//! test helpers for a real local cluster (feature `testing`).
+//! Kubernetes for fleetmesh: Istio's CRDs from our types (`crds`), a cluster as a config
+//! source for meshd (`source`), and the test helpers for a real local cluster (feature
+//! `testing`).
 
+pub mod crds;
 pub mod source;
 #[cfg(feature = "testing")]
 pub mod testing;

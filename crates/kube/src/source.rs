@@ -2,6 +2,7 @@
 //! Pods behind them (labels for subsets, service accounts), watched by kube-rs reflectors.
 //! A broken watch (API server restart, 410 Gone) resumes by itself with backoff.
 
+use crate::crds::{GROUP, IstioKind, KINDS, VERSIONS};
 use anyhow::Context;
 use fleetmesh_model::host::ExportTo;
 use fleetmesh_model::service::{Endpoint, Labels, Protocol, Resolution, Service, ServicePort};
@@ -9,10 +10,12 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Service as KubeService};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::{DynamicObject, GroupVersionKind};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
@@ -26,6 +29,10 @@ pub struct ClusterSource {
     services: Store<KubeService>,
     slices: Store<EndpointSlice>,
     pods: Store<Pod>,
+    /// Istio config, for the kinds whose CRDs the cluster serves.
+    istio: Vec<(&'static IstioKind, Store<DynamicObject>)>,
+    /// Invalid objects already reported (kind, namespace/name, resourceVersion).
+    reported: Mutex<BTreeSet<(String, String, String)>>,
     watches: Vec<JoinHandle<()>>,
 }
 
@@ -38,21 +45,45 @@ impl ClusterSource {
         domain: &str,
         changes: UnboundedSender<()>,
     ) -> anyhow::Result<ClusterSource> {
-        let (services, a) = watch::<KubeService>(client.clone(), changes.clone());
-        let (slices, b) = watch::<EndpointSlice>(client.clone(), changes.clone());
-        let (pods, c) = watch::<Pod>(client, changes);
+        let (services, a) = watch::<KubeService>(Api::all(client.clone()), (), changes.clone());
+        let (slices, b) = watch::<EndpointSlice>(Api::all(client.clone()), (), changes.clone());
+        let (pods, c) = watch::<Pod>(Api::all(client.clone()), (), changes.clone());
+        let mut watches = vec![a, b, c];
+        let mut istio = Vec::new();
+        for kind in &KINDS {
+            let gvk = GroupVersionKind::gvk(GROUP, VERSIONS[0], kind.kind);
+            match kube::discovery::pinned_kind(&client, &gvk).await {
+                Ok((resource, _)) => {
+                    let api = Api::all_with(client.clone(), &resource);
+                    let (store, task) = watch::<DynamicObject>(api, resource, changes.clone());
+                    istio.push((kind, store));
+                    watches.push(task);
+                }
+                Err(_) => tracing::info!(
+                    cluster = cluster_id,
+                    kind = kind.kind,
+                    "the cluster does not serve this Istio kind (its CRD is not installed)"
+                ),
+            }
+        }
         let source = ClusterSource {
             cluster_id: cluster_id.into(),
             domain: domain.into(),
             services,
             slices,
             pods,
-            watches: vec![a, b, c],
+            istio,
+            reported: Mutex::default(),
+            watches,
         };
         let ready = async {
             source.services.wait_until_ready().await?;
             source.slices.wait_until_ready().await?;
-            source.pods.wait_until_ready().await
+            source.pods.wait_until_ready().await?;
+            for (_, store) in &source.istio {
+                store.wait_until_ready().await?;
+            }
+            Ok::<(), reflector::store::WriterDropped>(())
         };
         tokio::time::timeout(SYNC_TIMEOUT, ready)
             .await
@@ -63,6 +94,64 @@ impl ClusterSource {
             "cluster watches synced"
         );
         Ok(source)
+    }
+
+    /// The cluster's valid Istio config. Invalid objects are left out (never pushed) and
+    /// reported once per version.
+    pub fn resources(&self) -> Vec<fleetmesh_api::Resource> {
+        let mut valid = Vec::new();
+        for (kind, store) in &self.istio {
+            for object in store.state() {
+                match self.parse(kind, &object) {
+                    Ok(resources) => valid.extend(resources.into_iter().map(|l| l.resource)),
+                    Err(errors) => self.report(kind, &object, &errors),
+                }
+            }
+        }
+        valid
+    }
+
+    /// The object as a user would have written it, through the same parser and validator
+    /// as local files.
+    fn parse(
+        &self,
+        kind: &IstioKind,
+        object: &DynamicObject,
+    ) -> Result<Vec<fleetmesh_api::LoadedResource>, Vec<String>> {
+        let meta = &object.metadata;
+        let clean = serde_json::json!({
+            "apiVersion": format!("{GROUP}/{}", VERSIONS[0]),
+            "kind": kind.kind,
+            "metadata": {
+                "name": meta.name,
+                "namespace": meta.namespace,
+                "labels": meta.labels.clone().unwrap_or_default(),
+                "annotations": meta.annotations.clone().unwrap_or_default(),
+            },
+            "spec": object.data.get("spec").cloned().unwrap_or_else(|| serde_json::json!({})),
+        });
+        let text = serde_yaml_ng::to_string(&clean).map_err(|e| vec![e.to_string()])?;
+        let origin = std::path::PathBuf::from(format!("cluster {}", self.cluster_id));
+        fleetmesh_api::load_documents(Some(&origin), &text)
+            .map_err(|errors| errors.iter().map(|e| e.to_string()).collect())
+    }
+
+    fn report(&self, kind: &IstioKind, object: &DynamicObject, errors: &[String]) {
+        let key = (
+            kind.kind.to_string(),
+            format!(
+                "{}/{}",
+                object.metadata.namespace.as_deref().unwrap_or(""),
+                object.metadata.name.as_deref().unwrap_or("")
+            ),
+            object.metadata.resource_version.clone().unwrap_or_default(),
+        );
+        let mut reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
+        if reported.insert(key) {
+            for error in errors {
+                tracing::error!(%error, "rejected Istio config from the cluster; it is not pushed");
+            }
+        }
     }
 
     /// The cluster's services, each with the ready endpoints of its EndpointSlices.
@@ -195,23 +284,21 @@ impl Drop for ClusterSource {
     }
 }
 
-/// A reflector for every `K` in the cluster; each event signals `changes`.
-fn watch<K>(client: Client, changes: UnboundedSender<()>) -> (Store<K>, JoinHandle<()>)
+/// A reflector over `api`; each event signals `changes`.
+fn watch<K>(
+    api: Api<K>,
+    dynamic: K::DynamicType,
+    changes: UnboundedSender<()>,
+) -> (Store<K>, JoinHandle<()>)
 where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Clone + Eq + std::hash::Hash + Send + Sync + 'static,
 {
-    let (store, writer) = reflector::store::<K>();
-    let stream = reflector::reflector(
-        writer,
-        watcher(Api::<K>::all(client), watcher::Config::default()),
-    )
-    .default_backoff();
+    let kind = K::kind(&dynamic).to_string();
+    let writer = reflector::store::Writer::<K>::new(dynamic);
+    let store = writer.as_reader();
+    let stream =
+        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
     let task = tokio::spawn(async move {
         futures::pin_mut!(stream);
         while let Some(event) = stream.next().await {
@@ -219,9 +306,7 @@ where
                 Ok(_) => {
                     let _ = changes.send(());
                 }
-                Err(e) => {
-                    tracing::warn!(kind = %K::kind(&()), error = %e, "watch failed; retrying with backoff")
-                }
+                Err(e) => tracing::warn!(%kind, error = %e, "watch failed; retrying with backoff"),
             }
         }
     });

@@ -5,10 +5,12 @@
 
 use anyhow::{Context, bail};
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::discovery::{ApiCapabilities, ApiResource, Discovery, Scope};
 use kube::{Client, Config};
+use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -68,6 +70,31 @@ impl TestCluster {
         Ok(())
     }
 
+    /// Applies fleetmesh's Istio CRDs (`manifests/istio-crds.yaml`) and waits until the
+    /// API server serves them.
+    pub async fn install_istio_crds(&self) -> anyhow::Result<()> {
+        let client = self.client().await?;
+        apply(&client, None, &crate::crds::istio_crds_yaml()).await?;
+        let crds: Api<CustomResourceDefinition> = Api::all(client);
+        for kind in &crate::crds::KINDS {
+            let name = format!("{}.{}", kind.plural, crate::crds::GROUP);
+            wait_for(
+                &format!("CRD {name} to be established"),
+                Duration::from_secs(30),
+                async || {
+                    let crd = crds.get(&name).await.ok()?;
+                    let conditions = crd.status?.conditions?;
+                    conditions
+                        .iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                        .then_some(())
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     /// A kubectl command for this cluster.
     pub fn kubectl(&self) -> Command {
         let bin = self
@@ -120,40 +147,7 @@ impl TestNamespace {
     /// Server-side applies every document of `yaml` into this namespace (cluster-scoped
     /// kinds as they are).
     pub async fn apply(&self, yaml: &str) -> anyhow::Result<()> {
-        let discovery = Discovery::new(self.client.clone()).run().await?;
-        for document in serde_yaml_ng::Deserializer::from_str(yaml) {
-            let object: DynamicObject = serde::Deserialize::deserialize(document)?;
-            let types = object
-                .types
-                .clone()
-                .context("every document needs apiVersion and kind")?;
-            let (group, version) = types
-                .api_version
-                .split_once('/')
-                .unwrap_or(("", &types.api_version));
-            let gvk = kube::api::GroupVersionKind::gvk(group, version, &types.kind);
-            let (resource, capabilities): (ApiResource, ApiCapabilities) = discovery
-                .resolve_gvk(&gvk)
-                .with_context(|| format!("the cluster does not serve {}", types.kind))?;
-            let api: Api<DynamicObject> = match capabilities.scope {
-                Scope::Namespaced => {
-                    Api::namespaced_with(self.client.clone(), &self.name, &resource)
-                }
-                Scope::Cluster => Api::all_with(self.client.clone(), &resource),
-            };
-            let name = object
-                .metadata
-                .name
-                .clone()
-                .context("every document needs metadata.name")?;
-            api.patch(
-                &name,
-                &PatchParams::apply("fleetmesh-tests").force(),
-                &Patch::Apply(&object),
-            )
-            .await?;
-        }
-        Ok(())
+        apply(&self.client, Some(&self.name), yaml).await
     }
 
     /// Deletes the namespace (and everything in it).
@@ -163,6 +157,52 @@ impl TestNamespace {
             .await?;
         Ok(())
     }
+}
+
+/// Server-side applies every document of `yaml`: namespaced kinds into `namespace`,
+/// cluster-scoped ones as they are.
+pub async fn apply(client: &Client, namespace: Option<&str>, yaml: &str) -> anyhow::Result<()> {
+    let discovery = Discovery::new(client.clone()).run().await?;
+    for document in serde_yaml_ng::Deserializer::from_str(yaml) {
+        let value = serde_yaml_ng::Value::deserialize(document)?;
+        if value.is_null() {
+            continue;
+        }
+        let object: DynamicObject = serde_yaml_ng::from_value(value)?;
+        let types = object
+            .types
+            .clone()
+            .context("every document needs apiVersion and kind")?;
+        let (group, version) = types
+            .api_version
+            .split_once('/')
+            .unwrap_or(("", &types.api_version));
+        let gvk = kube::api::GroupVersionKind::gvk(group, version, &types.kind);
+        let (resource, capabilities): (ApiResource, ApiCapabilities) = discovery
+            .resolve_gvk(&gvk)
+            .with_context(|| format!("the cluster does not serve {}", types.kind))?;
+        let api: Api<DynamicObject> = match (capabilities.scope, namespace) {
+            (Scope::Namespaced, Some(namespace)) => {
+                Api::namespaced_with(client.clone(), namespace, &resource)
+            }
+            (Scope::Namespaced, None) => {
+                bail!("{} is namespaced; apply it into a namespace", types.kind)
+            }
+            (Scope::Cluster, _) => Api::all_with(client.clone(), &resource),
+        };
+        let name = object
+            .metadata
+            .name
+            .clone()
+            .context("every document needs metadata.name")?;
+        api.patch(
+            &name,
+            &PatchParams::apply("fleetmesh-tests").force(),
+            &Patch::Apply(&object),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Polls `check` until it returns `Some`, or fails after `timeout` naming `what`.

@@ -35,7 +35,8 @@ async fn running_pod_ips(pods: &Api<Pod>) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deployments_become_running_pods_and_the_apiserver_restarts() {
-    let cluster = TestCluster::start("fleetmesh-kube-tests").expect("the local cluster starts");
+    // A cluster of its own: this test restarts the API server.
+    let cluster = TestCluster::start("fleetmesh-kube-local").expect("the local cluster starts");
     let client = cluster.client().await.unwrap();
     let namespace = TestNamespace::create(&client, "local-cluster")
         .await

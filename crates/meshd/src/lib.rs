@@ -58,7 +58,8 @@ impl Meshd {
         };
         let build = move |source: &local::LocalSource| {
             let services = cluster.as_ref().map(|c| c.services()).unwrap_or_default();
-            MeshState::new(source.reload(services))
+            let resources = cluster.as_ref().map(|c| c.resources()).unwrap_or_default();
+            MeshState::new(source.reload(services, &resources))
         };
         let (snapshots_tx, snapshots) = watch::channel(Arc::new(build(&source)));
 

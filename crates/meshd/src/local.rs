@@ -42,9 +42,13 @@ impl LocalSource {
         }
     }
 
-    /// Re-reads the directory and builds a snapshot from every file's last good config
-    /// and the `services` other sources resolved.
-    pub fn reload(&self, services: Vec<fleetmesh_model::Service>) -> Snapshot {
+    /// Re-reads the directory and builds a snapshot from every file's last good config,
+    /// and the `services` and config `resources` of other sources (a cluster).
+    pub fn reload(
+        &self,
+        services: Vec<fleetmesh_model::Service>,
+        resources: &[fleetmesh_api::Resource],
+    ) -> Snapshot {
         let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
         let present = yaml_files(&self.dir);
         files.retain(|path, _| present.contains(path));
@@ -76,6 +80,7 @@ impl LocalSource {
         let resources = files
             .values()
             .flat_map(|f| f.resources.iter().map(|r| &r.resource))
+            .chain(resources)
             .collect();
         Snapshot::build(SnapshotInput {
             services,

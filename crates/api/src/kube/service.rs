@@ -3,7 +3,7 @@ use serde::{Deserialize, Serialize};
 
 /// A Kubernetes `Service` (the fields a mesh uses). Its `selector` picks WorkloadEntries
 /// (and, in Kubernetes mode, Pods) by label.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceSpec {
     #[serde(default)]
@@ -17,7 +17,7 @@ pub struct ServiceSpec {
     pub session_affinity: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServicePort {
     pub name: Option<String>,
@@ -28,7 +28,7 @@ pub struct ServicePort {
 }
 
 /// `targetPort`: a number, or the name of a port of the selected workloads.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum TargetPort {
     Number(u32),

@@ -1,0 +1,135 @@
+//! Istio's CustomResourceDefinitions, generated from fleetmesh's typed config structs:
+//! the same group, versions, kinds and names as Istio's, with structural schemas, so
+//! Istio YAML applies unchanged. `manifests/istio-crds.yaml` holds the output; a test
+//! regenerates it and fails on a difference.
+
+use fleetmesh_api::networking::*;
+use kube::core::schema::StructuralSchemaRewriter;
+use schemars::JsonSchema;
+use schemars::generate::SchemaSettings;
+use serde_json::{Value, json};
+
+pub const GROUP: &str = "networking.istio.io";
+/// Served versions; the first is stored.
+pub const VERSIONS: [&str; 3] = ["v1", "v1beta1", "v1alpha3"];
+
+/// One Istio kind as the API server knows it.
+pub struct IstioKind {
+    pub kind: &'static str,
+    pub plural: &'static str,
+    pub short_names: &'static [&'static str],
+    spec_schema: fn() -> Value,
+}
+
+pub const KINDS: [IstioKind; 6] = [
+    IstioKind {
+        kind: "VirtualService",
+        plural: "virtualservices",
+        short_names: &["vs"],
+        spec_schema: schema::<VirtualServiceSpec>,
+    },
+    IstioKind {
+        kind: "DestinationRule",
+        plural: "destinationrules",
+        short_names: &["dr"],
+        spec_schema: schema::<DestinationRuleSpec>,
+    },
+    IstioKind {
+        kind: "Gateway",
+        plural: "gateways",
+        short_names: &["gw"],
+        spec_schema: schema::<GatewaySpec>,
+    },
+    IstioKind {
+        kind: "ServiceEntry",
+        plural: "serviceentries",
+        short_names: &["se"],
+        spec_schema: schema::<ServiceEntrySpec>,
+    },
+    IstioKind {
+        kind: "WorkloadEntry",
+        plural: "workloadentries",
+        short_names: &["we"],
+        spec_schema: schema::<WorkloadEntrySpec>,
+    },
+    IstioKind {
+        kind: "Sidecar",
+        plural: "sidecars",
+        short_names: &[],
+        spec_schema: schema::<SidecarSpec>,
+    },
+];
+
+/// The structural OpenAPI v3 schema of `T`, all subschemas inline.
+fn schema<T: JsonSchema>() -> Value {
+    let generator = SchemaSettings::openapi3()
+        .with(|s| {
+            s.inline_subschemas = true;
+            s.meta_schema = None;
+        })
+        .with_transform(StructuralSchemaRewriter)
+        .into_generator();
+    let mut value =
+        serde_json::to_value(generator.into_root_schema_for::<T>()).expect("schemas serialize");
+    if let Some(object) = value.as_object_mut() {
+        object.remove("title");
+    }
+    value
+}
+
+impl IstioKind {
+    pub fn crd(&self) -> Value {
+        let versions: Vec<Value> = VERSIONS
+            .iter()
+            .enumerate()
+            .map(|(i, version)| {
+                json!({
+                    "name": version,
+                    "served": true,
+                    "storage": i == 0,
+                    "schema": {"openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "spec": (self.spec_schema)(),
+                            "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+                        },
+                    }},
+                    "subresources": {"status": {}},
+                })
+            })
+            .collect();
+        json!({
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {
+                "name": format!("{}.{GROUP}", self.plural),
+                "labels": {"app.kubernetes.io/part-of": "fleetmesh"},
+            },
+            "spec": {
+                "group": GROUP,
+                "names": {
+                    "kind": self.kind,
+                    "listKind": format!("{}List", self.kind),
+                    "plural": self.plural,
+                    "singular": self.kind.to_ascii_lowercase(),
+                    "shortNames": self.short_names,
+                    "categories": ["istio-io", "networking-istio-io"],
+                },
+                "scope": "Namespaced",
+                "versions": versions,
+            },
+        })
+    }
+}
+
+/// Every CRD as one multi-document YAML file.
+pub fn istio_crds_yaml() -> String {
+    let mut out = String::from(
+        "# Generated from fleetmesh's config types (crates/kube/src/crds.rs); do not edit.\n",
+    );
+    for kind in &KINDS {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml_ng::to_string(&kind.crd()).expect("CRDs serialize"));
+    }
+    out
+}
