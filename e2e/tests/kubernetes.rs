@@ -4,7 +4,7 @@
 //! routes traffic there.)
 
 use fleetmesh_e2e::*;
-use fleetmesh_kube::testing::{TestCluster, TestNamespace, wait_for};
+use fleetmesh_kube::testing::{TestCluster, TestNamespace, running_pod_ips, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams};
@@ -39,16 +39,8 @@ spec:
 
 /// `IP:8080` of every Running reviews pod.
 async fn running_pods(pods: &Api<Pod>) -> BTreeSet<String> {
-    let list = pods
-        .list(&ListParams::default().labels("app=reviews"))
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default();
-    list.iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-        .filter_map(|p| Some(format!("{}:8080", p.status.as_ref()?.pod_ip.as_ref()?)))
-        .collect()
+    let ips = running_pod_ips(pods, "app=reviews").await;
+    ips.into_iter().map(|ip| format!("{ip}:8080")).collect()
 }
 
 /// The endpoints Envoy holds for `cluster` (from its admin `/clusters`).

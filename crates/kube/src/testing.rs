@@ -4,9 +4,9 @@
 //! packet to one.
 
 use anyhow::{Context, bail};
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::discovery::{ApiCapabilities, ApiResource, Discovery, Scope};
 use kube::{Client, Config};
@@ -203,6 +203,23 @@ pub async fn apply(client: &Client, namespace: Option<&str>, yaml: &str) -> anyh
         .await?;
     }
     Ok(())
+}
+
+/// The IPs of the Running (not terminating) pods that `selector` picks.
+pub async fn running_pod_ips(
+    pods: &Api<Pod>,
+    selector: &str,
+) -> std::collections::BTreeSet<String> {
+    let list = pods
+        .list(&ListParams::default().labels(selector))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    list.iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .filter_map(|p| p.status.as_ref()?.pod_ip.clone())
+        .collect()
 }
 
 /// Polls `check` until it returns `Some`, or fails after `timeout` naming `what`.

@@ -2,9 +2,9 @@
 //! (kwok) with IPs from the unroutable 192.0.2.0/24, and which survives an API server
 //! restart.
 
-use fleetmesh_kube::testing::{TestCluster, TestNamespace, wait_for};
+use fleetmesh_kube::testing::{TestCluster, TestNamespace, running_pod_ips, wait_for};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use std::time::Duration;
 
 const DEPLOYMENT: &str = r#"
@@ -19,19 +19,6 @@ spec:
     spec:
       containers: [{name: reviews, image: reviews:v1}]
 "#;
-
-async fn running_pod_ips(pods: &Api<Pod>) -> Vec<String> {
-    let list = pods
-        .list(&ListParams::default().labels("app=reviews"))
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default();
-    list.iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-        .filter_map(|p| p.status.as_ref()?.pod_ip.clone())
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deployments_become_running_pods_and_the_apiserver_restarts() {
@@ -48,7 +35,7 @@ async fn deployments_become_running_pods_and_the_apiserver_restarts() {
         .await
         .unwrap();
     let ips = wait_for("3 running pods", Duration::from_secs(60), async || {
-        let ips = running_pod_ips(&pods).await;
+        let ips = running_pod_ips(&pods, "app=reviews").await;
         (ips.len() == 3).then_some(ips)
     })
     .await
@@ -65,14 +52,14 @@ async fn deployments_become_running_pods_and_the_apiserver_restarts() {
         .await
         .unwrap();
     wait_for("5 running pods", Duration::from_secs(60), async || {
-        (running_pod_ips(&pods).await.len() == 5).then_some(())
+        (running_pod_ips(&pods, "app=reviews").await.len() == 5).then_some(())
     })
     .await
     .unwrap();
 
     cluster.restart_apiserver().unwrap();
     let after = wait_for("the API server back", Duration::from_secs(60), async || {
-        let ips = running_pod_ips(&pods).await;
+        let ips = running_pod_ips(&pods, "app=reviews").await;
         (!ips.is_empty()).then_some(ips)
     })
     .await

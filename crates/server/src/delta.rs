@@ -55,16 +55,6 @@ impl Protocol for Stream {
     }
 
     async fn on_request(&mut self, request: DeltaDiscoveryRequest) -> Result<(), Gone> {
-        self.handle_request(request).await
-    }
-
-    async fn on_snapshot(&mut self) -> Result<(), Gone> {
-        self.handle_snapshot().await
-    }
-}
-
-impl Stream {
-    async fn handle_request(&mut self, request: DeltaDiscoveryRequest) -> Result<(), Gone> {
         let type_url = request.type_url.clone();
         if !PUSH_ORDER.contains(&type_url.as_str()) {
             return Ok(());
@@ -126,7 +116,7 @@ impl Stream {
         self.prune_if_safe().await
     }
 
-    async fn handle_snapshot(&mut self) -> Result<(), Gone> {
+    async fn on_snapshot(&mut self) -> Result<(), Gone> {
         if self.session.refresh().is_none() {
             return Ok(());
         }
@@ -145,7 +135,9 @@ impl Stream {
         }
         self.prune_if_safe().await
     }
+}
 
+impl Stream {
     async fn prune_if_safe(&mut self) -> Result<(), Gone> {
         let settled = [LISTENER_TYPE, ROUTE_TYPE].iter().all(|t| {
             self.types

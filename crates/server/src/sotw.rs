@@ -54,16 +54,6 @@ impl Protocol for Stream {
     }
 
     async fn on_request(&mut self, request: DiscoveryRequest) -> Result<(), Gone> {
-        self.handle_request(request).await
-    }
-
-    async fn on_snapshot(&mut self) -> Result<(), Gone> {
-        self.handle_snapshot().await
-    }
-}
-
-impl Stream {
-    async fn handle_request(&mut self, request: DiscoveryRequest) -> Result<(), Gone> {
         let type_url = request.type_url.clone();
         if !PUSH_ORDER.contains(&type_url.as_str()) {
             tracing::debug!(proxy = %self.session.proxy.id, %type_url, "ignoring request for a type meshd does not serve");
@@ -92,7 +82,7 @@ impl Stream {
         self.send(&type_url).await
     }
 
-    async fn handle_snapshot(&mut self) -> Result<(), Gone> {
+    async fn on_snapshot(&mut self) -> Result<(), Gone> {
         let Some(previous) = self.session.refresh() else {
             return Ok(());
         };
@@ -110,7 +100,9 @@ impl Stream {
         }
         self.prune_if_safe().await
     }
+}
 
+impl Stream {
     /// Sends the dropped clusters' removal once the routes that used them are gone.
     async fn prune_if_safe(&mut self) -> Result<(), Gone> {
         if !self.prune_pending {

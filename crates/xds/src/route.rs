@@ -20,22 +20,11 @@ use std::collections::BTreeSet;
 pub fn sidecar(scope: &Scope) -> Vec<RouteConfiguration> {
     match scope.proxy.interception {
         Interception::None => vec![outbound(scope, names::HTTP_PROXY_ROUTE, None)],
-        Interception::Redirect => {
-            let ports: BTreeSet<u32> = scope
-                .services
-                .iter()
-                .flat_map(|s| {
-                    s.ports
-                        .iter()
-                        .filter(|p| p.protocol.is_http())
-                        .map(|p| p.port)
-                })
-                .collect();
-            ports
-                .into_iter()
-                .map(|port| outbound(scope, &port.to_string(), Some(port)))
-                .collect()
-        }
+        Interception::Redirect => scope
+            .http_ports()
+            .into_iter()
+            .map(|port| outbound(scope, &port.to_string(), Some(port)))
+            .collect(),
     }
 }
 

@@ -37,6 +37,19 @@ impl<'a> Scope<'a> {
         }
     }
 
+    /// The ports of the visible services that speak HTTP.
+    pub fn http_ports(&self) -> std::collections::BTreeSet<u32> {
+        self.services
+            .iter()
+            .flat_map(|s| {
+                s.ports
+                    .iter()
+                    .filter(|p| p.protocol.is_http())
+                    .map(|p| p.port)
+            })
+            .collect()
+    }
+
     pub fn service(&self, host: &str) -> Option<&'a Arc<Service>> {
         self.services.iter().find(|s| s.hostname == host).copied()
     }

@@ -19,23 +19,12 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
 use envoy_types::pb::google::protobuf::BoolValue;
-use std::collections::BTreeSet;
 
 pub const INBOUND_PORT: u32 = 15006;
 
 pub fn sidecar(scope: &Scope) -> Vec<Listener> {
     let mut listeners = vec![virtual_outbound()];
-    let http_ports: BTreeSet<u32> = scope
-        .services
-        .iter()
-        .flat_map(|s| {
-            s.ports
-                .iter()
-                .filter(|p| p.protocol.is_http())
-                .map(|p| p.port)
-        })
-        .collect();
-    for port in http_ports {
+    for port in scope.http_ports() {
         let mut listener = http_listener(
             &names::bound_listener("0.0.0.0", port),
             "0.0.0.0",
