@@ -69,3 +69,35 @@ spec:
     );
     assert_eq!(nacks(&store.mesh), 0);
 }
+
+/// A Kubernetes Service without selector, its endpoints listed by an Endpoints object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_without_selector_use_their_endpoints_object() {
+    let store = Bookstore::start(XdsMode::Sotw).await;
+    let legacy = format!(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {{name: legacy}}
+spec: {{ports: [{{name: http, port: 80, targetPort: 9080}}]}}
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {{name: legacy}}
+subsets:
+- addresses: [{{ip: "{ip}"}}]
+  ports: [{{name: http, port: 9080}}]
+"#,
+        ip = store.ratings.ip
+    );
+    store
+        .apply("legacy.yaml", &legacy, "http://legacy/", 200)
+        .await;
+    let (status, _, body) = get(&store.frontend, "http://legacy/books").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        body.starts_with("service=ratings"),
+        "served by the listed endpoint: {body}"
+    );
+    assert_eq!(nacks(&store.mesh), 0);
+}

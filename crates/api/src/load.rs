@@ -1,7 +1,7 @@
 //! Reading config files: multi-document YAML → typed, validated resources.
 
 use crate::error::{ConfigError, FieldError};
-use crate::resource::{Config, Kind, Resource};
+use crate::resource::{Kind, Resource};
 use crate::validate::validate;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -92,7 +92,7 @@ fn parse_resource(value: serde_yaml_ng::Value) -> Result<Resource, (String, Fiel
             FieldError::new("apiVersion/kind", reason),
         )
     })?;
-    fn typed<S: DeserializeOwned>(value: serde_yaml_ng::Value) -> Result<Config<S>, FieldError> {
+    fn typed<T: DeserializeOwned>(value: serde_yaml_ng::Value) -> Result<T, FieldError> {
         serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
             let field = if path == "." {
@@ -105,6 +105,7 @@ fn parse_resource(value: serde_yaml_ng::Value) -> Result<Resource, (String, Fiel
     }
     let parsed = match kind {
         Kind::Service => typed(value).map(Resource::Service),
+        Kind::Endpoints => typed(value).map(Resource::Endpoints),
         Kind::VirtualService => typed(value).map(Resource::VirtualService),
         Kind::DestinationRule => typed(value).map(Resource::DestinationRule),
         Kind::Gateway => typed(value).map(Resource::Gateway),

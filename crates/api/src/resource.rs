@@ -1,4 +1,4 @@
-use crate::kube::ServiceSpec;
+use crate::kube::{Endpoints, ServiceSpec};
 use crate::meta::ObjectMeta;
 use crate::networking::*;
 use serde::{Deserialize, Serialize};
@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     Service,
+    Endpoints,
     VirtualService,
     DestinationRule,
     Gateway,
@@ -25,6 +26,7 @@ impl Kind {
     pub fn from_type(api_version: &str, kind: &str) -> Result<Kind, String> {
         let kind = match kind {
             "Service" => Kind::Service,
+            "Endpoints" => Kind::Endpoints,
             "VirtualService" => Kind::VirtualService,
             "DestinationRule" => Kind::DestinationRule,
             "Gateway" => Kind::Gateway,
@@ -33,11 +35,11 @@ impl Kind {
             "Sidecar" => Kind::Sidecar,
             other => {
                 return Err(format!(
-                    "kind {other:?} is not supported (supported: Service, VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, Sidecar)"
+                    "kind {other:?} is not supported (supported: Service, Endpoints, VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, Sidecar)"
                 ));
             }
         };
-        let accepted: &[&str] = if kind == Kind::Service {
+        let accepted: &[&str] = if matches!(kind, Kind::Service | Kind::Endpoints) {
             &["v1"]
         } else {
             ISTIO_NETWORKING
@@ -59,6 +61,7 @@ impl Kind {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Resource {
     Service(Config<ServiceSpec>),
+    Endpoints(Endpoints),
     VirtualService(Config<VirtualServiceSpec>),
     DestinationRule(Config<DestinationRuleSpec>),
     Gateway(Config<GatewaySpec>),
@@ -84,6 +87,7 @@ impl Resource {
     pub fn meta(&self) -> &ObjectMeta {
         match self {
             Resource::Service(c) => &c.metadata,
+            Resource::Endpoints(e) => &e.metadata,
             Resource::VirtualService(c) => &c.metadata,
             Resource::DestinationRule(c) => &c.metadata,
             Resource::Gateway(c) => &c.metadata,
@@ -96,6 +100,7 @@ impl Resource {
     pub fn kind(&self) -> Kind {
         match self {
             Resource::Service(_) => Kind::Service,
+            Resource::Endpoints(_) => Kind::Endpoints,
             Resource::VirtualService(_) => Kind::VirtualService,
             Resource::DestinationRule(_) => Kind::DestinationRule,
             Resource::Gateway(_) => Kind::Gateway,

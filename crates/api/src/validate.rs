@@ -27,6 +27,7 @@ pub fn validate(resource: &Resource) -> Vec<FieldError> {
     }
     match resource {
         Resource::Service(s) => validate_service(&s.spec, &mut errors),
+        Resource::Endpoints(e) => validate_endpoints(e, &mut errors),
         Resource::VirtualService(vs) => virtual_service::validate(&vs.spec, &mut errors),
         Resource::DestinationRule(dr) => destination_rule::validate(&dr.spec, &mut errors),
         Resource::Gateway(gw) => validate_gateway(&gw.spec, &mut errors),
@@ -73,6 +74,34 @@ fn validate_service(spec: &crate::kube::ServiceSpec, errors: &mut Errors) {
             ),
             None => {}
             Some(crate::kube::TargetPort::Name(_)) => {}
+        }
+    }
+}
+
+fn validate_endpoints(endpoints: &crate::kube::Endpoints, errors: &mut Errors) {
+    for (i, subset) in endpoints.subsets.iter().enumerate() {
+        for (list, addresses) in [
+            ("addresses", &subset.addresses),
+            ("notReadyAddresses", &subset.not_ready_addresses),
+        ] {
+            for (j, address) in addresses.iter().enumerate() {
+                if address.ip.parse::<std::net::IpAddr>().is_err() {
+                    errors.push(
+                        format!("subsets[{i}].{list}[{j}].ip"),
+                        format!("{:?} is not an IP address", address.ip),
+                    );
+                }
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (j, port) in subset.ports.iter().enumerate() {
+            check_port(&format!("subsets[{i}].ports[{j}].port"), port.port, errors);
+            if !names.insert(port.name.clone().unwrap_or_default()) {
+                errors.push(
+                    format!("subsets[{i}].ports[{j}].name"),
+                    "duplicate port name",
+                );
+            }
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::host::{ExportTo, host_matches, resolve_host};
 use crate::service::{Endpoint, Labels, Protocol, Resolution, Service, ServicePort, selects};
-use fleetmesh_api::kube::{ServiceSpec, TargetPort};
+use fleetmesh_api::kube::{Endpoints, ServiceSpec, TargetPort};
 use fleetmesh_api::networking::*;
 use fleetmesh_api::resource::{Config, Resource};
 use std::collections::BTreeMap;
@@ -49,6 +49,16 @@ impl Snapshot {
                 }
             })
             .collect();
+        let listed: Vec<&Endpoints> = resources
+            .iter()
+            .filter_map(|r| {
+                if let Resource::Endpoints(e) = r {
+                    Some(e)
+                } else {
+                    None
+                }
+            })
+            .collect();
         let mut snapshot = Snapshot {
             domain: input.domain.clone(),
             root_namespace: input.root_namespace,
@@ -71,6 +81,7 @@ impl Snapshot {
                 Resource::Service(s) => add_service(kube_service(
                     s,
                     &workloads,
+                    &listed,
                     &input.domain,
                     &input.cluster_id,
                 )),
@@ -127,6 +138,7 @@ impl Snapshot {
 fn kube_service(
     s: &Config<ServiceSpec>,
     workloads: &[&Config<WorkloadEntrySpec>],
+    listed: &[&Endpoints],
     domain: &str,
     cluster: &str,
 ) -> Service {
@@ -159,11 +171,22 @@ fn kube_service(
             _ => None,
         })
         .collect();
-    let endpoints = workloads
-        .iter()
-        .filter(|w| &w.metadata.namespace == namespace && selects(&s.spec.selector, &w.spec.labels))
-        .map(|w| endpoint(&w.spec, &ports, &named_targets, cluster))
-        .collect();
+    let endpoints = if s.spec.selector.is_empty() {
+        // Without a selector, the Endpoints object of the same name lists them.
+        listed
+            .iter()
+            .filter(|e| e.metadata.namespace == *namespace && e.metadata.name == s.metadata.name)
+            .flat_map(|e| listed_endpoints(e, &ports, cluster))
+            .collect()
+    } else {
+        workloads
+            .iter()
+            .filter(|w| {
+                &w.metadata.namespace == namespace && selects(&s.spec.selector, &w.spec.labels)
+            })
+            .map(|w| endpoint(&w.spec, &ports, &named_targets, cluster))
+            .collect()
+    };
     Service {
         hostname: format!("{}.{namespace}.svc.{domain}", s.metadata.name),
         namespace: namespace.clone(),
@@ -174,6 +197,37 @@ fn kube_service(
         resolution: Resolution::Static,
         mesh_external: false,
     }
+}
+
+/// The ready addresses of an Endpoints object; its ports match the service's by name
+/// (or stand alone when both have one port).
+fn listed_endpoints(listed: &Endpoints, ports: &[ServicePort], cluster: &str) -> Vec<Endpoint> {
+    let mut endpoints = Vec::new();
+    for subset in &listed.subsets {
+        let port_map: BTreeMap<u32, u32> = ports
+            .iter()
+            .filter_map(|p| {
+                let by_name = subset
+                    .ports
+                    .iter()
+                    .find(|sp| sp.name.as_deref().unwrap_or("") == p.name);
+                let only = (ports.len() == 1 && subset.ports.len() == 1).then(|| &subset.ports[0]);
+                Some((p.port, by_name.or(only)?.port))
+            })
+            .collect();
+        for address in &subset.addresses {
+            endpoints.push(Endpoint {
+                address: address.ip.clone(),
+                ports: port_map.clone(),
+                labels: Labels::new(),
+                locality: None,
+                weight: 1,
+                service_account: None,
+                cluster_id: cluster.to_string(),
+            });
+        }
+    }
+    endpoints
 }
 
 fn service_entry(
@@ -350,6 +404,38 @@ spec: {host: reviews, subsets: [{name: v1, labels: {version: v1}}]}
         assert_eq!(reviews.endpoints[1].ports, BTreeMap::from([(9080, 9080)]));
         assert_eq!(reviews.endpoints[1].weight, 3);
         assert_eq!(reviews.ports[0].protocol, Protocol::Http);
+    }
+
+    #[test]
+    fn services_without_selector_take_their_endpoints_object() {
+        let snapshot = build(
+            r#"
+apiVersion: v1
+kind: Service
+metadata: {name: legacy, namespace: shop}
+spec: {ports: [{name: http, port: 80, targetPort: 8080}]}
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: legacy, namespace: shop}
+subsets:
+- addresses: [{ip: 127.10.0.7}, {ip: 127.10.0.8}]
+  notReadyAddresses: [{ip: 127.10.0.9}]
+  ports: [{name: http, port: 8080}]
+"#,
+        );
+        let legacy = &snapshot.services["legacy.shop.svc.cluster.local"];
+        let addresses: Vec<_> = legacy
+            .endpoints
+            .iter()
+            .map(|e| e.address.as_str())
+            .collect();
+        assert_eq!(
+            addresses,
+            ["127.10.0.7", "127.10.0.8"],
+            "ready addresses only"
+        );
+        assert_eq!(legacy.endpoints[0].ports, BTreeMap::from([(80, 8080)]));
     }
 
     #[test]

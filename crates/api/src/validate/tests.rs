@@ -195,3 +195,16 @@ fn sidecar_ports_are_reserved() {
     let yaml = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec: {servers: [{port: {number: 15090, protocol: HTTP}, hosts: [\"*\"]}]}\n";
     assert!(problems(yaml)[0].starts_with("spec.servers[0].port.number: port 15090 is reserved"));
 }
+
+#[test]
+fn endpoints_rules() {
+    let yaml = "apiVersion: v1\nkind: Endpoints\nmetadata: {name: e}\nsubsets:\n- addresses: [{ip: 127.0.0.1}]\n  notReadyAddresses: [{ip: not-an-ip}]\n  ports: [{name: a, port: 80}, {name: a, port: 70000}]\n";
+    assert_eq!(
+        problems(yaml),
+        vec![
+            "subsets[0].notReadyAddresses[0].ip: \"not-an-ip\" is not an IP address",
+            "subsets[0].ports[1].port: port must be in 1..=65535",
+            "subsets[0].ports[1].name: duplicate port name",
+        ]
+    );
+}
