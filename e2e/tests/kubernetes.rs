@@ -260,3 +260,81 @@ async fn virtual_services_from_kubectl_reach_envoy() {
     .await;
     namespace.delete().await.unwrap();
 }
+
+/// Names of the outbound clusters Envoy holds.
+fn envoy_outbound_clusters(proxy: &Workload) -> BTreeSet<String> {
+    let (_, clusters) =
+        fleetmesh_agent::process::admin_request(proxy.envoy.admin_address(), "GET", "/clusters")
+            .unwrap_or_default();
+    clusters
+        .lines()
+        .filter_map(|line| line.split("::").next())
+        .filter(|name| name.starts_with("outbound|"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_limits_what_one_namespace_sees() {
+    let cluster = TestCluster::start("fleetmesh-kube-tests").expect("the local cluster starts");
+    cluster
+        .install_istio_crds()
+        .await
+        .expect("Istio CRDs install");
+    let client = cluster.client().await.unwrap();
+    let scoped = TestNamespace::create(&client, "scoped").await.unwrap();
+    let open = TestNamespace::create(&client, "open").await.unwrap();
+    for namespace in [&scoped, &open] {
+        namespace.apply(SERVICE).await.unwrap();
+    }
+    let mesh = LocalMesh::start_with(None, XdsMode::Delta, Some(cluster.kubeconfig.clone()))
+        .await
+        .expect("meshd watches the cluster");
+    let in_scoped = mesh
+        .add_proxy("sidecar", "client-0", &scoped.name, &[("app", "client")])
+        .await
+        .unwrap();
+    let in_open = mesh
+        .add_proxy("sidecar", "client-0", &open.name, &[("app", "client")])
+        .await
+        .unwrap();
+    let reviews = |namespace: &TestNamespace| {
+        format!("outbound|80||reviews.{}.svc.cluster.local", namespace.name)
+    };
+    let both: BTreeSet<String> = [reviews(&scoped), reviews(&open)].into();
+    for proxy in [&in_scoped, &in_open] {
+        eventually(
+            "both namespaces' services",
+            Duration::from_secs(30),
+            async || {
+                envoy_outbound_clusters(proxy)
+                    .is_superset(&both)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
+    kubectl(
+        &cluster,
+        &scoped.name,
+        "apply",
+        "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default}\nspec: {egress: [{hosts: [\"./*\"]}]}\n",
+    );
+    eventually(
+        "the scoped namespace to see only its own service",
+        Duration::from_secs(30),
+        async || {
+            let seen = envoy_outbound_clusters(&in_scoped);
+            (seen.contains(&reviews(&scoped)) && !seen.contains(&reviews(&open))).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        envoy_outbound_clusters(&in_open).is_superset(&both),
+        "other namespaces keep seeing everything"
+    );
+    assert_eq!(nacks(&mesh), 0);
+    scoped.delete().await.unwrap();
+    open.delete().await.unwrap();
+}
