@@ -250,6 +250,28 @@ async fn virtual_services_from_kubectl_reach_envoy() {
         "the valid config keeps serving"
     );
     assert_eq!(nacks(&mesh), 0);
+    // The user learns why from the object's Events (`kubectl describe vs broken`).
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(client.clone(), &namespace.name);
+    let note = wait_for(
+        "an Event on the invalid VirtualService",
+        Duration::from_secs(30),
+        async || {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            list.items.into_iter().find_map(|e| {
+                let about_broken = e.regarding.as_ref()?.name.as_deref() == Some("broken");
+                (about_broken && e.reason.as_deref() == Some("InvalidConfig")).then_some(e.note?)
+            })
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        note.contains(
+            "spec.http[0].route: weights of several destinations must sum to 100 (they sum to 90)"
+        ),
+        "{note}"
+    );
 
     kubectl(&cluster, &namespace.name, "delete", ROUTE);
     eventually(

@@ -10,7 +10,8 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Service as KubeService};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{DynamicObject, GroupVersionKind};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
@@ -22,6 +23,8 @@ use tokio::task::JoinHandle;
 
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 const SYNC_TIMEOUT: Duration = Duration::from_secs(60);
+/// events.k8s.io limits an Event's note to 1 kB.
+const EVENT_NOTE_LIMIT: usize = 1024;
 
 pub struct ClusterSource {
     cluster_id: String,
@@ -30,7 +33,9 @@ pub struct ClusterSource {
     slices: Store<EndpointSlice>,
     pods: Store<Pod>,
     /// Istio config, for the kinds whose CRDs the cluster serves.
-    istio: Vec<(&'static IstioKind, Store<DynamicObject>)>,
+    istio: Vec<(&'static IstioKind, ApiResource, Store<DynamicObject>)>,
+    /// Tells users, on the object itself, why their config was rejected.
+    events: Recorder,
     /// Invalid objects already reported (kind, namespace/name, resourceVersion).
     reported: Mutex<BTreeSet<(String, String, String)>>,
     watches: Vec<JoinHandle<()>>,
@@ -55,8 +60,10 @@ impl ClusterSource {
             match kube::discovery::pinned_kind(&client, &gvk).await {
                 Ok((resource, _)) => {
                     let api = Api::all_with(client.clone(), &resource);
-                    let (store, task) = watch::<DynamicObject>(api, resource, changes.clone());
-                    istio.push((kind, store));
+                    let resource_for_store = resource.clone();
+                    let (store, task) =
+                        watch::<DynamicObject>(api, resource_for_store, changes.clone());
+                    istio.push((kind, resource, store));
                     watches.push(task);
                 }
                 Err(_) => tracing::info!(
@@ -74,13 +81,20 @@ impl ClusterSource {
             pods,
             istio,
             reported: Mutex::default(),
+            events: Recorder::new(
+                client,
+                Reporter {
+                    controller: "meshd".into(),
+                    instance: None,
+                },
+            ),
             watches,
         };
         let ready = async {
             source.services.wait_until_ready().await?;
             source.slices.wait_until_ready().await?;
             source.pods.wait_until_ready().await?;
-            for (_, store) in &source.istio {
+            for (_, _, store) in &source.istio {
                 store.wait_until_ready().await?;
             }
             Ok::<(), reflector::store::WriterDropped>(())
@@ -100,11 +114,11 @@ impl ClusterSource {
     /// reported once per version.
     pub fn resources(&self) -> Vec<fleetmesh_api::Resource> {
         let mut valid = Vec::new();
-        for (kind, store) in &self.istio {
+        for (kind, resource, store) in &self.istio {
             for object in store.state() {
                 match self.parse(kind, &object) {
                     Ok(resources) => valid.extend(resources.into_iter().map(|l| l.resource)),
-                    Err(errors) => self.report(kind, &object, &errors),
+                    Err(errors) => self.report(kind, resource, &object, &errors),
                 }
             }
         }
@@ -136,7 +150,13 @@ impl ClusterSource {
             .map_err(|errors| errors.iter().map(|e| e.to_string()).collect())
     }
 
-    fn report(&self, kind: &IstioKind, object: &DynamicObject, errors: &[String]) {
+    fn report(
+        &self,
+        kind: &IstioKind,
+        resource: &ApiResource,
+        object: &DynamicObject,
+        errors: &[String],
+    ) {
         let key = (
             kind.kind.to_string(),
             format!(
@@ -147,11 +167,29 @@ impl ClusterSource {
             object.metadata.resource_version.clone().unwrap_or_default(),
         );
         let mut reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
-        if reported.insert(key) {
-            for error in errors {
-                tracing::error!(%error, "rejected Istio config from the cluster; it is not pushed");
-            }
+        if !reported.insert(key) {
+            return;
         }
+        for error in errors {
+            tracing::error!(%error, "rejected Istio config from the cluster; it is not pushed");
+        }
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "InvalidConfig".into(),
+            note: Some(truncate(
+                &format!("not applied: {}", errors.join("; ")),
+                EVENT_NOTE_LIMIT,
+            )),
+            action: "Validate".into(),
+            secondary: None,
+        };
+        let reference = object.object_ref(resource);
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            if let Err(e) = events.publish(&event, &reference).await {
+                tracing::warn!(error = %e, "could not record the rejection as an Event");
+            }
+        });
     }
 
     /// The cluster's services, each with the ready endpoints of its EndpointSlices.
@@ -311,4 +349,13 @@ where
         }
     });
     (store, task)
+}
+
+/// `text` cut to at most `limit` bytes, on a character boundary.
+fn truncate(text: &str, limit: usize) -> String {
+    let mut end = text.len().min(limit);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
 }
