@@ -360,3 +360,68 @@ async fn a_sidecar_limits_what_one_namespace_sees() {
     scoped.delete().await.unwrap();
     open.delete().await.unwrap();
 }
+
+/// MeshConfig (ConfigMap `istio` in istio-system) applies live: moving `rootNamespace` to a
+/// namespace holding a default Sidecar scopes every other namespace to itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mesh_config_root_namespace_applies_live() {
+    // A cluster of its own: mesh-wide settings would reach the other tests' meshd.
+    let cluster =
+        TestCluster::start("fleetmesh-kube-meshconfig").expect("the local cluster starts");
+    cluster
+        .install_istio_crds()
+        .await
+        .expect("Istio CRDs install");
+    let client = cluster.client().await.unwrap();
+    fleetmesh_kube::testing::apply(
+        &client,
+        None,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: istio-system}\n",
+    )
+    .await
+    .unwrap();
+    let app = TestNamespace::create(&client, "app").await.unwrap();
+    let other = TestNamespace::create(&client, "other").await.unwrap();
+    let root = TestNamespace::create(&client, "meshroot").await.unwrap();
+    app.apply(SERVICE).await.unwrap();
+    other.apply(SERVICE).await.unwrap();
+    root.apply("apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default}\nspec: {egress: [{hosts: [\"./*\"]}]}\n").await.unwrap();
+
+    let mesh = LocalMesh::start_with(None, XdsMode::Delta, Some(cluster.kubeconfig.clone()))
+        .await
+        .expect("meshd watches the cluster");
+    let proxy = mesh
+        .add_proxy("sidecar", "client-0", &app.name, &[("app", "client")])
+        .await
+        .unwrap();
+    let reviews = |namespace: &TestNamespace| {
+        format!("outbound|80||reviews.{}.svc.cluster.local", namespace.name)
+    };
+    eventually(
+        "both namespaces' services (istio-system is the root)",
+        Duration::from_secs(30),
+        async || {
+            let seen = envoy_outbound_clusters(&proxy);
+            (seen.contains(&reviews(&app)) && seen.contains(&reviews(&other))).then_some(())
+        },
+    )
+    .await;
+
+    let mesh_config = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: istio, namespace: istio-system}}\ndata:\n  mesh: |\n    rootNamespace: {}\n    accessLogFile: /dev/stdout\n",
+        root.name
+    );
+    fleetmesh_kube::testing::apply(&client, None, &mesh_config)
+        .await
+        .unwrap();
+    eventually(
+        "the root namespace's Sidecar to scope the app namespace",
+        Duration::from_secs(30),
+        async || {
+            let seen = envoy_outbound_clusters(&proxy);
+            (seen.contains(&reviews(&app)) && !seen.contains(&reviews(&other))).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(nacks(&mesh), 0);
+}

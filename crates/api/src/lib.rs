@@ -8,6 +8,7 @@ pub mod duration;
 pub mod error;
 pub mod kube;
 pub mod load;
+pub mod mesh_config;
 pub mod meta;
 pub mod networking;
 pub mod resource;

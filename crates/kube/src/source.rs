@@ -7,7 +7,7 @@ use anyhow::Context;
 use fleetmesh_model::host::ExportTo;
 use fleetmesh_model::service::{Endpoint, Labels, Protocol, Resolution, Service, ServicePort};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Pod, Service as KubeService};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service as KubeService};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
@@ -23,6 +23,8 @@ use tokio::task::JoinHandle;
 
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 const SYNC_TIMEOUT: Duration = Duration::from_secs(60);
+/// Istio's MeshConfig lives in this ConfigMap of the root namespace, key `mesh`.
+const MESH_CONFIG_MAP: &str = "istio";
 /// events.k8s.io limits an Event's note to 1 kB.
 const EVENT_NOTE_LIMIT: usize = 1024;
 
@@ -34,6 +36,8 @@ pub struct ClusterSource {
     pods: Store<Pod>,
     /// Istio config, for the kinds whose CRDs the cluster serves.
     istio: Vec<(&'static IstioKind, ApiResource, Store<DynamicObject>)>,
+    /// ConfigMap `istio` of the root namespace: Istio's MeshConfig.
+    mesh_config: Store<ConfigMap>,
     /// Tells users, on the object itself, why their config was rejected.
     events: Recorder,
     /// Invalid objects already reported (kind, namespace/name, resourceVersion).
@@ -48,12 +52,18 @@ impl ClusterSource {
         client: Client,
         cluster_id: &str,
         domain: &str,
+        mesh_namespace: &str,
         changes: UnboundedSender<()>,
     ) -> anyhow::Result<ClusterSource> {
         let (services, a) = watch::<KubeService>(Api::all(client.clone()), (), changes.clone());
         let (slices, b) = watch::<EndpointSlice>(Api::all(client.clone()), (), changes.clone());
         let (pods, c) = watch::<Pod>(Api::all(client.clone()), (), changes.clone());
-        let mut watches = vec![a, b, c];
+        let (mesh_config, d) = watch_named::<ConfigMap>(
+            Api::namespaced(client.clone(), mesh_namespace),
+            MESH_CONFIG_MAP,
+            changes.clone(),
+        );
+        let mut watches = vec![a, b, c, d];
         let mut istio = Vec::new();
         for kind in &KINDS {
             let gvk = GroupVersionKind::gvk(GROUP, VERSIONS[0], kind.kind);
@@ -80,6 +90,7 @@ impl ClusterSource {
             slices,
             pods,
             istio,
+            mesh_config,
             reported: Mutex::default(),
             events: Recorder::new(
                 client,
@@ -94,6 +105,7 @@ impl ClusterSource {
             source.services.wait_until_ready().await?;
             source.slices.wait_until_ready().await?;
             source.pods.wait_until_ready().await?;
+            source.mesh_config.wait_until_ready().await?;
             for (_, _, store) in &source.istio {
                 store.wait_until_ready().await?;
             }
@@ -108,6 +120,12 @@ impl ClusterSource {
             "cluster watches synced"
         );
         Ok(source)
+    }
+
+    /// The `mesh` text of ConfigMap `istio` (Istio's MeshConfig), if there is one.
+    pub fn mesh_config(&self) -> Option<String> {
+        let maps = self.mesh_config.state();
+        maps.first()?.data.as_ref()?.get("mesh").cloned()
     }
 
     /// The cluster's valid Istio config. Invalid objects are left out (never pushed) and
@@ -322,6 +340,25 @@ impl Drop for ClusterSource {
     }
 }
 
+/// A reflector over the object `name` of `api`; each event signals `changes`.
+fn watch_named<K>(
+    api: Api<K>,
+    name: &str,
+    changes: UnboundedSender<()>,
+) -> (Store<K>, JoinHandle<()>)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    reflect(api, (), config, changes)
+}
+
 /// A reflector over `api`; each event signals `changes`.
 fn watch<K>(
     api: Api<K>,
@@ -332,11 +369,24 @@ where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
     K::DynamicType: Clone + Eq + std::hash::Hash + Send + Sync + 'static,
 {
+    reflect(api, dynamic, watcher::Config::default(), changes)
+}
+
+/// A reflector over `api` with `config`; each event signals `changes`.
+fn reflect<K>(
+    api: Api<K>,
+    dynamic: K::DynamicType,
+    config: watcher::Config,
+    changes: UnboundedSender<()>,
+) -> (Store<K>, JoinHandle<()>)
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Clone + Eq + std::hash::Hash + Send + Sync + 'static,
+{
     let kind = K::kind(&dynamic).to_string();
     let writer = reflector::store::Writer::<K>::new(dynamic);
     let store = writer.as_reader();
-    let stream =
-        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
+    let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
     let task = tokio::spawn(async move {
         futures::pin_mut!(stream);
         while let Some(event) = stream.next().await {

@@ -159,8 +159,8 @@ impl TestNamespace {
     }
 }
 
-/// Server-side applies every document of `yaml`: namespaced kinds into `namespace`,
-/// cluster-scoped ones as they are.
+/// Server-side applies every document of `yaml`: namespaced kinds into `namespace` (or,
+/// without one, their own `metadata.namespace`), cluster-scoped ones as they are.
 pub async fn apply(client: &Client, namespace: Option<&str>, yaml: &str) -> anyhow::Result<()> {
     let discovery = Discovery::new(client.clone()).run().await?;
     for document in serde_yaml_ng::Deserializer::from_str(yaml) {
@@ -185,9 +185,13 @@ pub async fn apply(client: &Client, namespace: Option<&str>, yaml: &str) -> anyh
             (Scope::Namespaced, Some(namespace)) => {
                 Api::namespaced_with(client.clone(), namespace, &resource)
             }
-            (Scope::Namespaced, None) => {
-                bail!("{} is namespaced; apply it into a namespace", types.kind)
-            }
+            (Scope::Namespaced, None) => match &object.metadata.namespace {
+                Some(own) => Api::namespaced_with(client.clone(), own, &resource),
+                None => bail!(
+                    "{} is namespaced: give metadata.namespace or a namespace",
+                    types.kind
+                ),
+            },
             (Scope::Cluster, _) => Api::all_with(client.clone(), &resource),
         };
         let name = object

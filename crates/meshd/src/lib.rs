@@ -5,6 +5,7 @@ pub mod config;
 mod debug;
 mod http;
 pub mod local;
+mod mesh_config;
 
 pub use config::MeshdConfig;
 
@@ -56,10 +57,16 @@ impl Meshd {
             Some(path) => Some(Arc::new(connect_cluster(path, &config, changes_tx).await?)),
             None => None,
         };
+        let mesh_config = mesh_config::MeshConfig::new(fleetmesh_model::MeshSettings {
+            root_namespace: config.root_namespace.clone(),
+            ..Default::default()
+        });
         let build = move |source: &local::LocalSource| {
             let services = cluster.as_ref().map(|c| c.services()).unwrap_or_default();
             let resources = cluster.as_ref().map(|c| c.resources()).unwrap_or_default();
-            MeshState::new(source.reload(services, &resources))
+            let mesh =
+                mesh_config.settings(cluster.as_ref().and_then(|c| c.mesh_config()).as_deref());
+            MeshState::new(source.reload(services, &resources, mesh))
         };
         let (snapshots_tx, snapshots) = watch::channel(Arc::new(build(&source)));
 
@@ -154,5 +161,12 @@ async fn connect_cluster(
             .await
             .with_context(|| format!("kubeconfig {}", kubeconfig.display()))?;
     let client = kube::Client::try_from(client_config)?;
-    fleetmesh_kube::ClusterSource::start(client, &config.cluster_id, &config.domain, changes).await
+    fleetmesh_kube::ClusterSource::start(
+        client,
+        &config.cluster_id,
+        &config.domain,
+        &config.root_namespace,
+        changes,
+    )
+    .await
 }

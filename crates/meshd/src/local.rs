@@ -26,7 +26,6 @@ struct FileState {
 pub struct LocalSource {
     dir: PathBuf,
     domain: String,
-    root_namespace: String,
     cluster_id: String,
     files: Mutex<BTreeMap<PathBuf, FileState>>,
 }
@@ -36,18 +35,19 @@ impl LocalSource {
         LocalSource {
             dir: config.config_dir.clone(),
             domain: config.domain.clone(),
-            root_namespace: config.root_namespace.clone(),
             cluster_id: config.cluster_id.clone(),
             files: Mutex::default(),
         }
     }
 
     /// Re-reads the directory and builds a snapshot from every file's last good config,
-    /// and the `services` and config `resources` of other sources (a cluster).
+    /// the `services` and config `resources` of other sources (a cluster), and the mesh's
+    /// settings.
     pub fn reload(
         &self,
         services: Vec<fleetmesh_model::Service>,
         resources: &[fleetmesh_api::Resource],
+        mesh: fleetmesh_model::MeshSettings,
     ) -> Snapshot {
         let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
         let present = yaml_files(&self.dir);
@@ -86,7 +86,7 @@ impl LocalSource {
             services,
             resources,
             domain: self.domain.clone(),
-            root_namespace: self.root_namespace.clone(),
+            mesh,
             cluster_id: self.cluster_id.clone(),
         })
     }

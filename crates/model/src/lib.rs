@@ -9,7 +9,7 @@ pub mod snapshot;
 
 pub use host::{ExportTo, resolve_host};
 pub use service::{Endpoint, Protocol, Service, ServicePort};
-pub use snapshot::{Snapshot, SnapshotInput};
+pub use snapshot::{MeshSettings, Snapshot, SnapshotInput};
 
 /// Istio's default DNS domain for Kubernetes services.
 pub const DEFAULT_DOMAIN: &str = "cluster.local";

@@ -15,16 +15,36 @@ pub struct SnapshotInput<'a> {
     /// EndpointSlices and Pods).
     pub services: Vec<Service>,
     pub domain: String,
-    /// The namespace whose Sidecar / DestinationRule apply mesh-wide (Istio's root namespace).
-    pub root_namespace: String,
+    pub mesh: MeshSettings,
     pub cluster_id: String,
+}
+
+/// Mesh-wide settings (Istio's MeshConfig, the fields meshd applies).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshSettings {
+    /// The namespace whose Sidecar and DestinationRules apply mesh-wide.
+    pub root_namespace: String,
+    pub trust_domain: String,
+    /// `outboundTrafficPolicy: REGISTRY_ONLY`: captured traffic to unknown destinations
+    /// is dropped instead of passed through.
+    pub registry_only: bool,
+}
+
+impl Default for MeshSettings {
+    fn default() -> MeshSettings {
+        MeshSettings {
+            root_namespace: "istio-system".into(),
+            trust_domain: crate::DEFAULT_DOMAIN.into(),
+            registry_only: false,
+        }
+    }
 }
 
 /// One mesh's state at one moment. Immutable; shared by `Arc` between readers.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub domain: String,
-    pub root_namespace: String,
+    pub mesh: MeshSettings,
     /// By hostname. Where two resources claim one host, the first by namespace/name wins.
     pub services: BTreeMap<String, Arc<Service>>,
     pub virtual_services: Vec<Arc<Config<VirtualServiceSpec>>>,
@@ -61,7 +81,7 @@ impl Snapshot {
             .collect();
         let mut snapshot = Snapshot {
             domain: input.domain.clone(),
-            root_namespace: input.root_namespace,
+            mesh: input.mesh,
             ..Snapshot::default()
         };
         let mut add_service = |service: Service| {
@@ -118,7 +138,7 @@ impl Snapshot {
         let candidates = [
             Some(proxy_namespace),
             service_namespace,
-            Some(self.root_namespace.as_str()),
+            Some(self.mesh.root_namespace.as_str()),
         ];
         candidates.into_iter().flatten().find_map(|namespace| {
             self.destination_rules
@@ -342,7 +362,7 @@ mod tests {
             services: Vec::new(),
             resources: loaded.iter().map(|l| &l.resource).collect(),
             domain: "cluster.local".into(),
-            root_namespace: "istio-system".into(),
+            mesh: MeshSettings::default(),
             cluster_id: "local".into(),
         })
     }

@@ -63,7 +63,7 @@ fn snapshot(yaml: &str) -> Arc<MeshState> {
         services: Vec::new(),
         resources: loaded.iter().map(|l| &l.resource).collect(),
         domain: "cluster.local".into(),
-        root_namespace: "istio-system".into(),
+        mesh: fleetmesh_model::MeshSettings::default(),
         cluster_id: "local".into(),
     })))
 }

@@ -27,7 +27,7 @@ impl<'a> Scope<'a> {
             .services
             .values()
             .filter(|s| s.export_to.visible_to(&proxy.namespace))
-            .filter(|s| sidecar.is_none_or(|sc| egress_allows(sc, s)))
+            .filter(|s| sidecar.is_none_or(|sc| egress_allows(sc, &proxy.namespace, s)))
             .collect();
         Scope {
             snapshot,
@@ -132,16 +132,18 @@ fn find_sidecar<'a>(snapshot: &'a Snapshot, proxy: &'a Proxy) -> Option<&'a Conf
         })
         .or_else(|| in_namespace(&proxy.namespace).find(|s| s.spec.workload_selector.is_none()))
         .or_else(|| {
-            in_namespace(&snapshot.root_namespace).find(|s| s.spec.workload_selector.is_none())
+            in_namespace(&snapshot.mesh.root_namespace).find(|s| s.spec.workload_selector.is_none())
         })
         .map(|s| s.as_ref())
 }
 
-fn egress_allows(sidecar: &Config<SidecarSpec>, service: &Service) -> bool {
+/// Whether `sidecar`'s egress hosts let a proxy in `proxy_namespace` see `service`. `.`
+/// is the proxy's namespace: for a Sidecar of its own namespace that is the same thing,
+/// and a root-namespace default applies it to every namespace, as Istio does.
+fn egress_allows(sidecar: &Config<SidecarSpec>, proxy_namespace: &str, service: &Service) -> bool {
     if sidecar.spec.egress.is_empty() {
         return true;
     }
-    let own_ns = &sidecar.metadata.namespace;
     sidecar
         .spec
         .egress
@@ -151,7 +153,7 @@ fn egress_allows(sidecar: &Config<SidecarSpec>, service: &Service) -> bool {
             let (ns, dns) = entry.split_once('/').unwrap_or(("*", entry));
             let ns_ok = match ns {
                 "*" => true,
-                "." => &service.namespace == own_ns,
+                "." => service.namespace == proxy_namespace,
                 "~" => false,
                 other => service.namespace == other,
             };

@@ -98,3 +98,63 @@ fn a_virtual_service_exported_to_its_namespace_applies_only_there() {
         "other namespaces get the default route"
     );
 }
+
+/// `outboundTrafficPolicy`: the mesh's, unless the proxy's Sidecar says otherwise.
+#[test]
+fn registry_only_drops_unknown_destinations() {
+    use fleetmesh_xds::Interception;
+    let default_chain = |registry_only: bool, namespace: &str| {
+        let mut snapshot = snapshot(MESH);
+        snapshot.mesh.registry_only = registry_only;
+        let mut proxy = proxy_in(ProxyKind::Sidecar, namespace, &[]);
+        proxy.interception = Interception::Redirect;
+        let rendered = support::render(&generate(&snapshot, &proxy));
+        let dump: serde_json::Value = serde_json::from_str(&rendered).unwrap();
+        let outbound = dump["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == "virtualOutbound")
+            .unwrap()
+            .clone();
+        outbound["defaultFilterChain"]["name"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(default_chain(false, "web"), "PassthroughFilterChain");
+    assert_eq!(default_chain(true, "web"), "BlackHoleFilterChain");
+}
+
+/// A Sidecar in the root namespace is the default of every namespace without its own, and
+/// its `./*` means each proxy's own namespace (Istio's documented example).
+#[test]
+fn a_root_namespace_sidecar_scopes_every_namespace_to_itself() {
+    let mesh = format!(
+        "{MESH}---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: default, namespace: istio-system}}\nspec: {{egress: [{{hosts: [\"./*\"]}}]}}\n"
+    );
+    let names = |namespace: &str| -> Vec<String> {
+        let resources = generate(
+            &snapshot(&mesh),
+            &proxy_in(ProxyKind::Sidecar, namespace, &[]),
+        );
+        resources
+            .clusters
+            .iter()
+            .map(|c| c.name.clone())
+            .filter(|n| n.starts_with("outbound"))
+            .collect()
+    };
+    assert_eq!(
+        names("finance"),
+        [
+            "outbound|443||bank.example.com",
+            "outbound|8080||billing.finance.svc.cluster.local"
+        ]
+    );
+    assert_eq!(
+        names("shop"),
+        ["outbound|9080||reviews.shop.svc.cluster.local"],
+        "shop's own Sidecar wins"
+    );
+}

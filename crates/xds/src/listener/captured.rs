@@ -23,7 +23,7 @@ use envoy_types::pb::google::protobuf::BoolValue;
 pub const INBOUND_PORT: u32 = 15006;
 
 pub fn sidecar(scope: &Scope) -> Vec<Listener> {
-    let mut listeners = vec![virtual_outbound()];
+    let mut listeners = vec![virtual_outbound(registry_only(scope))];
     for port in scope.http_ports() {
         let mut listener = http_listener(
             &names::bound_listener("0.0.0.0", port),
@@ -45,15 +45,30 @@ pub fn sidecar(scope: &Scope) -> Vec<Listener> {
     listeners
 }
 
-fn virtual_outbound() -> Listener {
+/// Whether traffic to destinations outside the registry is dropped: the proxy's Sidecar
+/// decides, else the mesh's `outboundTrafficPolicy`.
+fn registry_only(scope: &Scope) -> bool {
+    let sidecar_mode = scope
+        .sidecar
+        .and_then(|s| s.spec.outbound_traffic_policy.as_ref())
+        .and_then(|p| p.mode.as_deref());
+    match sidecar_mode {
+        Some(mode) => mode == "REGISTRY_ONLY",
+        None => scope.snapshot.mesh.registry_only,
+    }
+}
+
+fn virtual_outbound(registry_only: bool) -> Listener {
+    let default_chain = if registry_only {
+        tcp_chain("BlackHoleFilterChain", names::BLACK_HOLE_CLUSTER)
+    } else {
+        tcp_chain("PassthroughFilterChain", names::PASSTHROUGH_CLUSTER)
+    };
     Listener {
         name: names::VIRTUAL_OUTBOUND.into(),
         address: Some(crate::common::socket_address("0.0.0.0", OUTBOUND_PORT)),
         use_original_dst: Some(BoolValue { value: true }),
-        default_filter_chain: Some(tcp_chain(
-            "PassthroughFilterChain",
-            names::PASSTHROUGH_CLUSTER,
-        )),
+        default_filter_chain: Some(default_chain),
         traffic_direction: TrafficDirection::Outbound as i32,
         ..Listener::default()
     }

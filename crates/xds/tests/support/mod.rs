@@ -23,7 +23,7 @@ pub fn snapshot(yaml: &str) -> Snapshot {
         services: Vec::new(),
         resources: loaded.iter().map(|l| &l.resource).collect(),
         domain: "cluster.local".into(),
-        root_namespace: "istio-system".into(),
+        mesh: fleetmesh_model::MeshSettings::default(),
         cluster_id: "local".into(),
     })
 }

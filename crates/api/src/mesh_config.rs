@@ -1,0 +1,67 @@
+//! Istio's MeshConfig (the `mesh` key of ConfigMap `istio`): the fields meshd supports,
+//! and the names of those it does not, so they can be reported instead of ignored.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MeshConfigSpec {
+    pub root_namespace: Option<String>,
+    pub trust_domain: Option<String>,
+    pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
+    /// Every other field, by name: accepted, not applied.
+    #[serde(flatten)]
+    pub unsupported: BTreeMap<String, serde_yaml_ng::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OutboundTrafficPolicy {
+    pub mode: Option<OutboundMode>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OutboundMode {
+    AllowAny,
+    RegistryOnly,
+}
+
+/// Parses the `mesh` text; the error names the field and the reason.
+pub fn parse(text: &str) -> Result<MeshConfigSpec, String> {
+    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
+    if value.is_null() {
+        return Ok(MeshConfigSpec::default());
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        format!("{path}: {}", e.into_inner())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn supported_fields_and_the_rest() {
+        let mesh = parse("rootNamespace: mesh-root\ntrustDomain: example.org\noutboundTrafficPolicy: {mode: REGISTRY_ONLY}\naccessLogFile: /dev/stdout\n").unwrap();
+        assert_eq!(mesh.root_namespace.as_deref(), Some("mesh-root"));
+        assert_eq!(mesh.trust_domain.as_deref(), Some("example.org"));
+        assert_eq!(
+            mesh.outbound_traffic_policy.unwrap().mode,
+            Some(OutboundMode::RegistryOnly)
+        );
+        assert_eq!(
+            mesh.unsupported.keys().collect::<Vec<_>>(),
+            ["accessLogFile"]
+        );
+        assert_eq!(parse("").unwrap(), MeshConfigSpec::default());
+        let error = parse("outboundTrafficPolicy: {mode: SOMETIMES}").unwrap_err();
+        assert!(
+            error.starts_with("outboundTrafficPolicy.mode: unknown variant `SOMETIMES`"),
+            "{error}"
+        );
+    }
+}
