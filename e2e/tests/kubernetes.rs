@@ -425,3 +425,70 @@ async fn mesh_config_root_namespace_applies_live() {
     .await;
     assert_eq!(nacks(&mesh), 0);
 }
+
+/// A proxy is what its Pod is: meshd takes labels and service account from the Pod its
+/// node id names, not from the metadata the proxy sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_is_matched_to_its_pod() {
+    let cluster = TestCluster::start("fleetmesh-kube-tests").expect("the local cluster starts");
+    let client = cluster.client().await.unwrap();
+    let namespace = TestNamespace::create(&client, "pods").await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace.name);
+    namespace
+        .apply(&format!("{SERVICE}---{}", deployment(1)))
+        .await
+        .unwrap();
+    wait_for("1 running pod", Duration::from_secs(60), async || {
+        (running_pods(&pods).await.len() == 1).then_some(())
+    })
+    .await
+    .unwrap();
+    let pod = pods
+        .list(&ListParams::default().labels("app=reviews"))
+        .await
+        .unwrap()
+        .items[0]
+        .metadata
+        .name
+        .clone()
+        .unwrap();
+
+    let mesh = LocalMesh::start_with(None, XdsMode::Delta, Some(cluster.kubeconfig.clone()))
+        .await
+        .expect("meshd watches the cluster");
+    // Both claim labels that select nothing; only the first is a Pod of the reviews Service.
+    let real = mesh
+        .add_proxy("sidecar", &pod, &namespace.name, &[("app", "impostor")])
+        .await
+        .unwrap();
+    let unknown = mesh
+        .add_proxy(
+            "sidecar",
+            "not-a-pod",
+            &namespace.name,
+            &[("app", "impostor")],
+        )
+        .await
+        .unwrap();
+    let inbound = |proxy: &Workload| {
+        let (_, clusters) = fleetmesh_agent::process::admin_request(
+            proxy.envoy.admin_address(),
+            "GET",
+            "/clusters",
+        )
+        .unwrap_or_default();
+        clusters.lines().any(|l| l.starts_with("inbound|8080||::"))
+    };
+    eventually(
+        "the pod's proxy to serve reviews' inbound port",
+        Duration::from_secs(30),
+        async || inbound(&real).then_some(()),
+    )
+    .await;
+    assert!(
+        !inbound(&unknown),
+        "a proxy no Pod backs keeps its own (impostor) labels"
+    );
+    assert_eq!(nacks(&mesh), 0);
+    namespace.delete().await.unwrap();
+}

@@ -5,7 +5,9 @@
 use crate::crds::{GROUP, IstioKind, KINDS, VERSIONS};
 use anyhow::Context;
 use fleetmesh_model::host::ExportTo;
-use fleetmesh_model::service::{Endpoint, Labels, Protocol, Resolution, Service, ServicePort};
+use fleetmesh_model::service::{
+    Endpoint, Labels, Protocol, Resolution, Service, ServicePort, Workload,
+};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service as KubeService};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -208,6 +210,31 @@ impl ClusterSource {
                 tracing::warn!(error = %e, "could not record the rejection as an Event");
             }
         });
+    }
+
+    /// The cluster's Pods, for matching proxies to what they run in.
+    pub fn workloads(&self) -> Vec<Workload> {
+        let pods = self.pods.state();
+        pods.iter()
+            .filter_map(|pod| {
+                Some(Workload {
+                    namespace: pod.metadata.namespace.clone()?,
+                    name: pod.metadata.name.clone()?,
+                    ip: pod.status.as_ref().and_then(|s| s.pod_ip.clone()),
+                    labels: pod
+                        .metadata
+                        .labels
+                        .clone()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .collect(),
+                    service_account: pod
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.service_account_name.clone()),
+                })
+            })
+            .collect()
     }
 
     /// The cluster's services, each with the ready endpoints of its EndpointSlices.

@@ -63,10 +63,11 @@ impl Meshd {
         });
         let build = move |source: &local::LocalSource| {
             let services = cluster.as_ref().map(|c| c.services()).unwrap_or_default();
+            let workloads = cluster.as_ref().map(|c| c.workloads()).unwrap_or_default();
             let resources = cluster.as_ref().map(|c| c.resources()).unwrap_or_default();
             let mesh =
                 mesh_config.settings(cluster.as_ref().and_then(|c| c.mesh_config()).as_deref());
-            MeshState::new(source.reload(services, &resources, mesh))
+            MeshState::new(source.reload(services, workloads, &resources, mesh))
         };
         let (snapshots_tx, snapshots) = watch::channel(Arc::new(build(&source)));
 

@@ -41,11 +41,12 @@ impl LocalSource {
     }
 
     /// Re-reads the directory and builds a snapshot from every file's last good config,
-    /// the `services` and config `resources` of other sources (a cluster), and the mesh's
-    /// settings.
+    /// the `services`, `workloads` and config `resources` of other sources (a cluster), and
+    /// the mesh's settings.
     pub fn reload(
         &self,
         services: Vec<fleetmesh_model::Service>,
+        workloads: Vec<fleetmesh_model::Workload>,
         resources: &[fleetmesh_api::Resource],
         mesh: fleetmesh_model::MeshSettings,
     ) -> Snapshot {
@@ -84,6 +85,7 @@ impl LocalSource {
             .collect();
         Snapshot::build(SnapshotInput {
             services,
+            workloads,
             resources,
             domain: self.domain.clone(),
             mesh,

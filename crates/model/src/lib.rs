@@ -8,7 +8,7 @@ pub mod service;
 pub mod snapshot;
 
 pub use host::{ExportTo, resolve_host};
-pub use service::{Endpoint, Protocol, Service, ServicePort};
+pub use service::{Endpoint, Protocol, Service, ServicePort, Workload};
 pub use snapshot::{MeshSettings, Snapshot, SnapshotInput};
 
 /// Istio's default DNS domain for Kubernetes services.

@@ -72,6 +72,16 @@ impl Protocol {
     }
 }
 
+/// A workload a cluster knows (a Pod): what a proxy claiming to be it really is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workload {
+    pub namespace: String,
+    pub name: String,
+    pub ip: Option<String>,
+    pub labels: Labels,
+    pub service_account: Option<String>,
+}
+
 /// One address serving a service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {

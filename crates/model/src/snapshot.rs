@@ -1,7 +1,9 @@
 //! Building a [`Snapshot`] from config resources.
 
 use crate::host::{ExportTo, host_matches, resolve_host};
-use crate::service::{Endpoint, Labels, Protocol, Resolution, Service, ServicePort, selects};
+use crate::service::{
+    Endpoint, Labels, Protocol, Resolution, Service, ServicePort, Workload, selects,
+};
 use fleetmesh_api::kube::{Endpoints, ServiceSpec, TargetPort};
 use fleetmesh_api::networking::*;
 use fleetmesh_api::resource::{Config, Resource};
@@ -14,6 +16,8 @@ pub struct SnapshotInput<'a> {
     /// Services a source resolved itself (a Kubernetes cluster's Services with their
     /// EndpointSlices and Pods).
     pub services: Vec<Service>,
+    /// Workloads (Pods) a source knows, to match proxies against.
+    pub workloads: Vec<Workload>,
     pub domain: String,
     pub mesh: MeshSettings,
     pub cluster_id: String,
@@ -51,6 +55,8 @@ pub struct Snapshot {
     pub destination_rules: Vec<Arc<Config<DestinationRuleSpec>>>,
     pub gateways: Vec<Arc<Config<GatewaySpec>>>,
     pub sidecars: Vec<Arc<Config<SidecarSpec>>>,
+    /// By (namespace, name).
+    pub workloads: BTreeMap<(String, String), Workload>,
 }
 
 impl Snapshot {
@@ -82,6 +88,11 @@ impl Snapshot {
         let mut snapshot = Snapshot {
             domain: input.domain.clone(),
             mesh: input.mesh,
+            workloads: input
+                .workloads
+                .into_iter()
+                .map(|w| ((w.namespace.clone(), w.name.clone()), w))
+                .collect(),
             ..Snapshot::default()
         };
         let mut add_service = |service: Service| {
@@ -360,6 +371,7 @@ mod tests {
         let loaded = load_documents(None, yaml).unwrap();
         Snapshot::build(SnapshotInput {
             services: Vec::new(),
+            workloads: Vec::new(),
             resources: loaded.iter().map(|l| &l.resource).collect(),
             domain: "cluster.local".into(),
             mesh: MeshSettings::default(),

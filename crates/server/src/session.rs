@@ -35,7 +35,9 @@ impl Session {
             node.ok_or_else(|| Status::invalid_argument("the first request must carry the node"))?;
         let proxy = Proxy::from_node(node).map_err(Status::invalid_argument)?;
         let state = shared.snapshots.borrow().clone();
-        let generated = shared.generations.get(&state, &proxy);
+        let generated = shared
+            .generations
+            .get(&state, &proxy.resolved(&state.snapshot));
         let id = shared.next_connection.fetch_add(1, Ordering::Relaxed);
         shared.registry.insert(
             id,
@@ -74,7 +76,10 @@ impl Session {
         if Arc::ptr_eq(&state, &self.state) {
             return None;
         }
-        let generated = self.shared.generations.get(&state, &self.proxy);
+        let generated = self
+            .shared
+            .generations
+            .get(&state, &self.proxy.resolved(&state.snapshot));
         let created = state.created;
         self.state = state;
         if Arc::ptr_eq(&generated, &self.generated) || *generated == *self.generated {

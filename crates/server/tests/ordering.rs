@@ -61,6 +61,7 @@ fn snapshot(yaml: &str) -> Arc<MeshState> {
     let loaded = fleetmesh_api::load_documents(None, yaml).unwrap();
     Arc::new(MeshState::new(Snapshot::build(SnapshotInput {
         services: Vec::new(),
+        workloads: Vec::new(),
         resources: loaded.iter().map(|l| &l.resource).collect(),
         domain: "cluster.local".into(),
         mesh: fleetmesh_model::MeshSettings::default(),

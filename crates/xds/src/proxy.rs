@@ -117,6 +117,23 @@ impl Proxy {
         })
     }
 
+    /// The proxy as the mesh knows it: when a source knows its workload (the Pod named by
+    /// its node id, in its namespace, as istiod finds it), that workload's labels and
+    /// service account replace what the node metadata claims.
+    pub fn resolved(&self, snapshot: &fleetmesh_model::Snapshot) -> Proxy {
+        let mut proxy = self.clone();
+        if let Some(workload) = snapshot
+            .workloads
+            .get(&(self.namespace.clone(), self.pod_name.clone()))
+        {
+            proxy.labels = workload.labels.clone();
+            if let Some(account) = &workload.service_account {
+                proxy.service_account = account.clone();
+            }
+        }
+        proxy
+    }
+
     /// Where this proxy's listeners bind: its own address without capture, else any.
     pub fn bind_address(&self) -> &str {
         match self.interception {

@@ -21,6 +21,7 @@ pub fn snapshot(yaml: &str) -> Snapshot {
         .unwrap_or_else(|e| panic!("fixture is invalid: {e:?}"));
     Snapshot::build(SnapshotInput {
         services: Vec::new(),
+        workloads: Vec::new(),
         resources: loaded.iter().map(|l| &l.resource).collect(),
         domain: "cluster.local".into(),
         mesh: fleetmesh_model::MeshSettings::default(),
