@@ -98,7 +98,7 @@ async fn envoy_endpoints_follow_a_deployment() {
         )
         .await
         .expect("Envoy starts");
-    let eds_cluster = format!("outbound|80||reviews.{}.svc.cluster.local", namespace.name);
+    let eds_cluster = reviews_cluster(&namespace);
     let exact = async |want: &BTreeSet<String>, what: &str| {
         let start = Instant::now();
         eventually(what, Duration::from_secs(60), async || {
@@ -283,17 +283,21 @@ async fn virtual_services_from_kubectl_reach_envoy() {
     namespace.delete().await.unwrap();
 }
 
-/// Names of the outbound clusters Envoy holds.
-fn envoy_outbound_clusters(proxy: &Workload) -> BTreeSet<String> {
+/// Names of the clusters Envoy holds (from its admin `/clusters`).
+fn envoy_clusters(proxy: &Workload) -> BTreeSet<String> {
     let (_, clusters) =
         fleetmesh_agent::process::admin_request(proxy.envoy.admin_address(), "GET", "/clusters")
             .unwrap_or_default();
     clusters
         .lines()
         .filter_map(|line| line.split("::").next())
-        .filter(|name| name.starts_with("outbound|"))
         .map(str::to_string)
         .collect()
+}
+
+/// The outbound cluster of the reviews Service in `namespace`.
+fn reviews_cluster(namespace: &TestNamespace) -> String {
+    format!("outbound|80||reviews.{}.svc.cluster.local", namespace.name)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -320,19 +324,12 @@ async fn a_sidecar_limits_what_one_namespace_sees() {
         .add_proxy("sidecar", "client-0", &open.name, &[("app", "client")])
         .await
         .unwrap();
-    let reviews = |namespace: &TestNamespace| {
-        format!("outbound|80||reviews.{}.svc.cluster.local", namespace.name)
-    };
-    let both: BTreeSet<String> = [reviews(&scoped), reviews(&open)].into();
+    let both: BTreeSet<String> = [reviews_cluster(&scoped), reviews_cluster(&open)].into();
     for proxy in [&in_scoped, &in_open] {
         eventually(
             "both namespaces' services",
             Duration::from_secs(30),
-            async || {
-                envoy_outbound_clusters(proxy)
-                    .is_superset(&both)
-                    .then_some(())
-            },
+            async || envoy_clusters(proxy).is_superset(&both).then_some(()),
         )
         .await;
     }
@@ -347,13 +344,14 @@ async fn a_sidecar_limits_what_one_namespace_sees() {
         "the scoped namespace to see only its own service",
         Duration::from_secs(30),
         async || {
-            let seen = envoy_outbound_clusters(&in_scoped);
-            (seen.contains(&reviews(&scoped)) && !seen.contains(&reviews(&open))).then_some(())
+            let seen = envoy_clusters(&in_scoped);
+            (seen.contains(&reviews_cluster(&scoped)) && !seen.contains(&reviews_cluster(&open)))
+                .then_some(())
         },
     )
     .await;
     assert!(
-        envoy_outbound_clusters(&in_open).is_superset(&both),
+        envoy_clusters(&in_open).is_superset(&both),
         "other namespaces keep seeing everything"
     );
     assert_eq!(nacks(&mesh), 0);
@@ -394,15 +392,13 @@ async fn mesh_config_root_namespace_applies_live() {
         .add_proxy("sidecar", "client-0", &app.name, &[("app", "client")])
         .await
         .unwrap();
-    let reviews = |namespace: &TestNamespace| {
-        format!("outbound|80||reviews.{}.svc.cluster.local", namespace.name)
-    };
     eventually(
         "both namespaces' services (istio-system is the root)",
         Duration::from_secs(30),
         async || {
-            let seen = envoy_outbound_clusters(&proxy);
-            (seen.contains(&reviews(&app)) && seen.contains(&reviews(&other))).then_some(())
+            let seen = envoy_clusters(&proxy);
+            (seen.contains(&reviews_cluster(&app)) && seen.contains(&reviews_cluster(&other)))
+                .then_some(())
         },
     )
     .await;
@@ -418,8 +414,9 @@ async fn mesh_config_root_namespace_applies_live() {
         "the root namespace's Sidecar to scope the app namespace",
         Duration::from_secs(30),
         async || {
-            let seen = envoy_outbound_clusters(&proxy);
-            (seen.contains(&reviews(&app)) && !seen.contains(&reviews(&other))).then_some(())
+            let seen = envoy_clusters(&proxy);
+            (seen.contains(&reviews_cluster(&app)) && !seen.contains(&reviews_cluster(&other)))
+                .then_some(())
         },
     )
     .await;
@@ -470,15 +467,7 @@ async fn a_proxy_is_matched_to_its_pod() {
         )
         .await
         .unwrap();
-    let inbound = |proxy: &Workload| {
-        let (_, clusters) = fleetmesh_agent::process::admin_request(
-            proxy.envoy.admin_address(),
-            "GET",
-            "/clusters",
-        )
-        .unwrap_or_default();
-        clusters.lines().any(|l| l.starts_with("inbound|8080||::"))
-    };
+    let inbound = |proxy: &Workload| envoy_clusters(proxy).contains("inbound|8080||");
     eventually(
         "the pod's proxy to serve reviews' inbound port",
         Duration::from_secs(30),
