@@ -1,0 +1,52 @@
+//! Who is calling: every call to the CA and every xDS stream carries a bearer token, and
+//! an [`Authenticator`] turns it into the one [`Identity`] the caller may act as.
+//! Local mode uses meshd's own tokens ([`crate::token`]); Kubernetes mode will add
+//! service-account JWTs checked by TokenReview behind the same trait.
+
+use crate::identity::Identity;
+use futures::future::BoxFuture;
+use tonic::metadata::MetadataMap;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("no `authorization: Bearer <token>` metadata")]
+    Missing,
+    #[error("the token is not valid: {0}")]
+    Invalid(&'static str),
+}
+
+impl From<AuthError> for tonic::Status {
+    fn from(error: AuthError) -> tonic::Status {
+        tonic::Status::unauthenticated(error.to_string())
+    }
+}
+
+pub trait Authenticator: Send + Sync + 'static {
+    /// The identity `token` proves. Asynchronous because some authenticators ask another
+    /// service (Kubernetes' TokenReview).
+    fn authenticate<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Identity, AuthError>>;
+}
+
+/// The bearer token of a gRPC call, as Istio's agent sends it.
+pub fn bearer_token(metadata: &MetadataMap) -> Result<&str, AuthError> {
+    let value = metadata
+        .get("authorization")
+        .ok_or(AuthError::Missing)?
+        .to_str()
+        .map_err(|_| AuthError::Invalid("authorization metadata is not text"))?;
+    value
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or(AuthError::Invalid(
+            "authorization metadata is not `Bearer <token>`",
+        ))
+}
+
+/// Authenticates the caller of a gRPC request.
+pub async fn authenticate_request(
+    authenticator: &dyn Authenticator,
+    metadata: &MetadataMap,
+) -> Result<Identity, AuthError> {
+    authenticator.authenticate(bearer_token(metadata)?).await
+}

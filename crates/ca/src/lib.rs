@@ -1,0 +1,24 @@
+//! The mesh's certificate authority: who a workload is ([`Identity`], proved by an
+//! [`Authenticator`]), the CA that signs its certificate ([`CertificateAuthority`]), and
+//! Istio's CreateCertificate API that serves it ([`CaService`]).
+
+pub mod auth;
+pub mod authority;
+pub mod client;
+pub mod csr;
+mod files;
+pub mod identity;
+pub mod service;
+pub mod token;
+
+pub use auth::{AuthError, Authenticator};
+pub use authority::{CertificateAuthority, SignError};
+pub use identity::Identity;
+pub use service::CaService;
+pub use token::TokenIssuer;
+
+/// Istio's certificate API, from fleetmesh's own `proto/istio/v1/auth/ca.proto`.
+#[allow(clippy::all)]
+pub mod proto {
+    tonic::include_proto!("istio.v1.auth");
+}
