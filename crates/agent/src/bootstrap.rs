@@ -6,8 +6,8 @@ use envoy_types::pb::envoy::config::bootstrap::v3::{Admin, Bootstrap, bootstrap}
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::core::v3::{
     Address, AggregatedConfigSource, ApiConfigSource, ApiVersion, ConfigSource, GrpcService,
-    Http2ProtocolOptions, Node, SocketAddress, address, api_config_source, config_source,
-    grpc_service, socket_address,
+    HeaderValue, Http2ProtocolOptions, Node, Pipe, SocketAddress, address, api_config_source,
+    config_source, grpc_service, socket_address,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
@@ -27,11 +27,14 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
 use envoy_types::pb::google::protobuf::{Duration, Struct, Value, value::Kind};
 use envoy_types::util::pack_any;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 pub const ADMIN_PORT: u32 = 15000;
 pub const READINESS_PORT: u32 = 15021;
 pub const STATS_PORT: u32 = 15090;
 const XDS_CLUSTER: &str = "xds-grpc";
+/// Istio's name for the cluster of the agent's SDS socket; xds refers to it by this name.
+pub const SDS_CLUSTER: &str = "sds-grpc";
 const ADMIN_CLUSTER: &str = "agent-admin";
 
 /// How the proxy talks to meshd.
@@ -43,11 +46,15 @@ pub enum XdsMode {
     Delta,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct BootstrapConfig {
     pub identity: WorkloadIdentity,
     pub xds_address: SocketAddr,
     pub xds_mode: XdsMode,
+    /// Proves the workload's identity to meshd on the xDS stream; a secret.
+    pub token: String,
+    /// The agent's SDS socket, where Envoy gets its certificate.
+    pub sds_socket: PathBuf,
 }
 
 pub fn build(config: &BootstrapConfig) -> Bootstrap {
@@ -66,8 +73,16 @@ pub fn build(config: &BootstrapConfig) -> Bootstrap {
         }),
         static_resources: Some(bootstrap::StaticResources {
             clusters: vec![
-                xds_cluster(config.xds_address),
-                static_cluster(ADMIN_CLUSTER, ip, ADMIN_PORT, false),
+                static_cluster(
+                    XDS_CLUSTER,
+                    socket(
+                        &config.xds_address.ip().to_string(),
+                        u32::from(config.xds_address.port()),
+                    ),
+                    true,
+                ),
+                static_cluster(SDS_CLUSTER, pipe(&config.sds_socket), true),
+                static_cluster(ADMIN_CLUSTER, socket(ip, ADMIN_PORT), false),
             ],
             listeners: vec![
                 // Istio's readiness probe port: 200 once Envoy has its initial config.
@@ -96,6 +111,11 @@ pub fn build(config: &BootstrapConfig) -> Bootstrap {
                             ..Default::default()
                         },
                     )),
+                    initial_metadata: vec![HeaderValue {
+                        key: "authorization".into(),
+                        value: format!("Bearer {}", config.token),
+                        ..HeaderValue::default()
+                    }],
                     ..GrpcService::default()
                 }],
                 set_node_on_first_message_only: true,
@@ -168,7 +188,16 @@ fn socket(ip: &str, port: u32) -> Address {
     }
 }
 
-fn static_cluster(name: &str, ip: &str, port: u32, http2: bool) -> Cluster {
+fn pipe(path: &Path) -> Address {
+    Address {
+        address: Some(address::Address::Pipe(Pipe {
+            path: path.display().to_string(),
+            mode: 0,
+        })),
+    }
+}
+
+fn static_cluster(name: &str, address: Address, http2: bool) -> Cluster {
     let mut c = Cluster {
         name: name.into(),
         connect_timeout: Some(Duration {
@@ -183,7 +212,7 @@ fn static_cluster(name: &str, ip: &str, port: u32, http2: bool) -> Cluster {
             endpoints: vec![LocalityLbEndpoints {
                 lb_endpoints: vec![LbEndpoint {
                     host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
-                        address: Some(socket(ip, port)),
+                        address: Some(address),
                         ..Endpoint::default()
                     })),
                     ..LbEndpoint::default()
@@ -211,15 +240,6 @@ fn static_cluster(name: &str, ip: &str, port: u32, http2: bool) -> Cluster {
         );
     }
     c
-}
-
-fn xds_cluster(address: SocketAddr) -> Cluster {
-    static_cluster(
-        XDS_CLUSTER,
-        &address.ip().to_string(),
-        u32::from(address.port()),
-        true,
-    )
 }
 
 /// A listener on `ip:port` that serves `path` from Envoy's admin `admin_path`.

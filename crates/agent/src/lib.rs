@@ -1,11 +1,16 @@
-//! The sidecar agent: writes Envoy's bootstrap for one workload, runs Envoy, drains it on
-//! shutdown. Usable as a library so tests and the demo run the same code as the binary.
+//! The sidecar agent: gets the workload's certificate and serves it to Envoy over SDS,
+//! writes Envoy's bootstrap, runs Envoy, drains it on shutdown. Usable as a library so
+//! tests and the demo run the same code as the binary.
 
 pub mod bootstrap;
+pub mod certificate;
 pub mod envoy;
 pub mod identity;
 pub mod process;
+pub mod sds;
+pub mod security;
 
 pub use bootstrap::{BootstrapConfig, XdsMode};
 pub use identity::WorkloadIdentity;
 pub use process::{EnvoyProcess, StartError};
+pub use security::Security;

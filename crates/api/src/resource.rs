@@ -1,6 +1,7 @@
 use crate::kube::{Endpoints, ServiceSpec};
 use crate::meta::ObjectMeta;
 use crate::networking::*;
+use crate::security::*;
 use serde::{Deserialize, Serialize};
 
 /// The kinds fleetmesh reads, and the apiVersions each accepts.
@@ -14,7 +15,11 @@ pub enum Kind {
     ServiceEntry,
     WorkloadEntry,
     Sidecar,
+    PeerAuthentication,
+    AuthorizationPolicy,
 }
+
+const ISTIO_SECURITY: &[&str] = &["security.istio.io/v1", "security.istio.io/v1beta1"];
 
 const ISTIO_NETWORKING: &[&str] = &[
     "networking.istio.io/v1",
@@ -33,16 +38,18 @@ impl Kind {
             "ServiceEntry" => Kind::ServiceEntry,
             "WorkloadEntry" => Kind::WorkloadEntry,
             "Sidecar" => Kind::Sidecar,
+            "PeerAuthentication" => Kind::PeerAuthentication,
+            "AuthorizationPolicy" => Kind::AuthorizationPolicy,
             other => {
                 return Err(format!(
-                    "kind {other:?} is not supported (supported: Service, Endpoints, VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, Sidecar)"
+                    "kind {other:?} is not supported (supported: Service, Endpoints, VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, Sidecar, PeerAuthentication, AuthorizationPolicy)"
                 ));
             }
         };
-        let accepted: &[&str] = if matches!(kind, Kind::Service | Kind::Endpoints) {
-            &["v1"]
-        } else {
-            ISTIO_NETWORKING
+        let accepted: &[&str] = match kind {
+            Kind::Service | Kind::Endpoints => &["v1"],
+            Kind::PeerAuthentication | Kind::AuthorizationPolicy => ISTIO_SECURITY,
+            _ => ISTIO_NETWORKING,
         };
         if accepted.contains(&api_version) {
             Ok(kind)
@@ -68,6 +75,8 @@ pub enum Resource {
     ServiceEntry(Config<ServiceEntrySpec>),
     WorkloadEntry(Config<WorkloadEntrySpec>),
     Sidecar(Config<SidecarSpec>),
+    PeerAuthentication(Config<PeerAuthenticationSpec>),
+    AuthorizationPolicy(Config<AuthorizationPolicySpec>),
 }
 
 /// One config object as written: `apiVersion`, `kind`, `metadata`, `spec`.
@@ -94,6 +103,8 @@ impl Resource {
             Resource::ServiceEntry(c) => &c.metadata,
             Resource::WorkloadEntry(c) => &c.metadata,
             Resource::Sidecar(c) => &c.metadata,
+            Resource::PeerAuthentication(c) => &c.metadata,
+            Resource::AuthorizationPolicy(c) => &c.metadata,
         }
     }
 
@@ -107,6 +118,8 @@ impl Resource {
             Resource::ServiceEntry(_) => Kind::ServiceEntry,
             Resource::WorkloadEntry(_) => Kind::WorkloadEntry,
             Resource::Sidecar(_) => Kind::Sidecar,
+            Resource::PeerAuthentication(_) => Kind::PeerAuthentication,
+            Resource::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
         }
     }
 

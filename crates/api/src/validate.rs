@@ -3,6 +3,7 @@
 
 mod common;
 mod destination_rule;
+pub mod security;
 mod virtual_service;
 
 use crate::error::FieldError;
@@ -34,6 +35,12 @@ pub fn validate(resource: &Resource) -> Vec<FieldError> {
         Resource::ServiceEntry(se) => validate_service_entry(&se.spec, &mut errors),
         Resource::WorkloadEntry(we) => validate_workload_entry("spec", &we.spec, &mut errors),
         Resource::Sidecar(sc) => validate_sidecar(&sc.spec, &mut errors),
+        Resource::PeerAuthentication(pa) => {
+            security::validate_peer_authentication(&pa.spec, &mut errors)
+        }
+        Resource::AuthorizationPolicy(ap) => {
+            security::validate_authorization_policy(&ap.spec, &mut errors)
+        }
     }
     errors.0
 }

@@ -4,8 +4,10 @@
 
 use crate::sample_app::SampleApp;
 use anyhow::Context;
+use fleetmesh_agent::certificate::CertificateOptions;
 use fleetmesh_agent::process::StartOptions;
-use fleetmesh_agent::{BootstrapConfig, EnvoyProcess, WorkloadIdentity, XdsMode, envoy};
+use fleetmesh_agent::{BootstrapConfig, EnvoyProcess, Security, WorkloadIdentity, XdsMode, envoy};
+use fleetmesh_ca::Identity;
 use fleetmesh_meshd::{Meshd, MeshdConfig};
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -15,6 +17,7 @@ use std::time::Duration;
 
 /// The label that ties a workload to its own WorkloadEntry and Sidecar.
 pub const WORKLOAD_LABEL: &str = "fleetmesh.io/workload";
+pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
 const ENVOY_READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct LocalMesh {
@@ -25,6 +28,8 @@ pub struct LocalMesh {
     meshd_config: MeshdConfig,
     envoy: PathBuf,
     xds_mode: XdsMode,
+    /// Lifetime of workload certificates (24h, Istio's default, unless a test shortens it).
+    pub cert_ttl: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -64,7 +69,11 @@ pub struct Workload {
     pub ip: Ipv4Addr,
     pub app: Option<SampleApp>,
     pub envoy: EnvoyProcess,
+    /// The workload's certificate, served to its Envoy over SDS.
+    pub security: Security,
     pub node_id: String,
+    /// `spiffe://cluster.local/ns/NS/sa/SA`.
+    pub spiffe_id: String,
 }
 
 impl Workload {
@@ -127,6 +136,7 @@ impl LocalMesh {
             meshd_config,
             envoy,
             xds_mode,
+            cert_ttl: fleetmesh_ca::authority::DEFAULT_TTL,
         })
     }
 
@@ -183,21 +193,17 @@ impl LocalMesh {
         .await?;
         let mut labels = spec.labels.clone();
         labels.insert(WORKLOAD_LABEL.into(), spec.name.clone());
+        // Istio's mark of a workload with a sidecar: clients reach it with mutual TLS.
+        labels.insert(TLS_MODE_LABEL.into(), "istio".into());
         self.write(
             &format!("workloads/{}.yaml", spec.name),
             &workload_yaml(&spec, ip, &labels, app.address()),
         )?;
-        let envoy = self
-            .start_envoy("sidecar", &spec.name, &spec.namespace, ip, &labels)
+        let mut workload = self
+            .start_proxy("sidecar", &spec.name, &spec.namespace, ip, &labels)
             .await?;
-        let node_id = node_id("sidecar", ip, &spec.name, &spec.namespace);
-        Ok(Workload {
-            name: spec.name,
-            ip,
-            app: Some(app),
-            envoy,
-            node_id,
-        })
+        workload.app = Some(app);
+        Ok(workload)
     }
 
     /// Starts a gateway Envoy (router mode) with `labels`, which Gateways select.
@@ -224,27 +230,36 @@ impl LocalMesh {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let envoy = self.start_envoy(kind, name, namespace, ip, &labels).await?;
-        Ok(Workload {
-            name: name.into(),
-            ip,
-            app: None,
-            envoy,
-            node_id: node_id(kind, ip, name, namespace),
-        })
+        self.start_proxy(kind, name, namespace, ip, &labels).await
     }
 
-    async fn start_envoy(
+    /// Starts a workload's agent side (its certificate over SDS) and its Envoy, with the
+    /// token meshd issues for its identity; returns once Envoy has its initial config.
+    async fn start_proxy(
         &self,
         kind: &str,
         name: &str,
         namespace: &str,
         ip: Ipv4Addr,
         labels: &BTreeMap<String, String>,
-    ) -> anyhow::Result<EnvoyProcess> {
+    ) -> anyhow::Result<Workload> {
+        let identity = Identity::new(namespace, &service_account(labels));
+        let token = self.meshd().issue_token(&identity);
+        let spiffe_id = identity.spiffe_id(&self.meshd_config.trust_domain);
+        let workdir = self.run_dir.join(name);
+        std::fs::create_dir_all(&workdir)?;
+        let security = Security::start(
+            CertificateOptions {
+                ca_address: self.meshd_config.xds_address,
+                token: token.clone(),
+                spiffe_id: spiffe_id.clone(),
+                ttl: self.cert_ttl,
+            },
+            &workdir.join("sds.sock"),
+        )?;
         let options = StartOptions {
             envoy: self.envoy.clone(),
-            workdir: self.run_dir.join(name),
+            workdir,
             bootstrap: BootstrapConfig {
                 identity: WorkloadIdentity {
                     kind: kind.into(),
@@ -252,10 +267,7 @@ impl LocalMesh {
                     namespace: namespace.into(),
                     ip: ip.to_string(),
                     labels: labels.clone(),
-                    service_account: labels
-                        .get("app")
-                        .cloned()
-                        .unwrap_or_else(|| "default".into()),
+                    service_account: identity.service_account.clone(),
                     cluster_id: "local".into(),
                     mesh_id: "cluster.local".into(),
                     interception_mode: "NONE".into(),
@@ -263,6 +275,8 @@ impl LocalMesh {
                 },
                 xds_address: self.meshd_config.xds_address,
                 xds_mode: self.xds_mode,
+                token,
+                sds_socket: security.socket().to_path_buf(),
             },
             log_level: "warning".into(),
             concurrency: 1,
@@ -271,8 +285,24 @@ impl LocalMesh {
         let envoy = EnvoyProcess::start(options)?;
         tokio::task::block_in_place(|| envoy.wait_ready(ENVOY_READY_TIMEOUT))
             .map_err(anyhow::Error::msg)?;
-        Ok(envoy)
+        Ok(Workload {
+            name: name.into(),
+            ip,
+            app: None,
+            envoy,
+            security,
+            node_id: node_id(kind, ip, name, namespace),
+            spiffe_id,
+        })
     }
+}
+
+/// Local workloads run as the service account named by their `app` label.
+fn service_account(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .get("app")
+        .cloned()
+        .unwrap_or_else(|| "default".into())
 }
 
 fn node_id(kind: &str, ip: Ipv4Addr, name: &str, namespace: &str) -> String {
@@ -299,7 +329,7 @@ fn workload_yaml(
          ingress: [{{port: {{number: {port}, protocol: HTTP, name: http}}, defaultEndpoint: \"{app}\"}}]\n",
         name = spec.name,
         ns = spec.namespace,
-        sa = labels.get("app").map_or("default", String::as_str),
+        sa = service_account(labels),
         port = spec.port,
     )
 }

@@ -42,6 +42,19 @@ pub struct MeshdConfig {
     #[arg(long, env = "MESHD_DEBOUNCE_MAX", default_value = "2s", value_parser = parse_duration)]
     #[serde(with = "humantime")]
     pub debounce_max: Duration,
+    /// The mesh CA's directory, in Istio's `cacerts` layout (`ca-cert.pem`, `ca-key.pem`,
+    /// `cert-chain.pem`, `root-cert.pem`): put an existing mesh's plug-in certs there to
+    /// keep its root; without them a root is created on first start. It also holds the
+    /// key of the workload tokens meshd issues. Keys are 0600.
+    #[arg(long, env = "MESHD_CA_DIR", default_value = "./var/lib/fleetmesh/ca")]
+    pub ca_dir: PathBuf,
+    /// The SPIFFE trust domain of workload certificates.
+    #[arg(long, env = "MESHD_TRUST_DOMAIN", default_value = "cluster.local")]
+    pub trust_domain: String,
+    /// The longest certificate lifetime a workload may ask for (the default it gets is 24h).
+    #[arg(long, env = "MESHD_MAX_CERT_TTL", default_value = "2160h", value_parser = parse_duration)]
+    #[serde(with = "humantime")]
+    pub max_cert_ttl: Duration,
     /// Log format: `text` or `json`.
     #[arg(long, env = "MESHD_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -55,6 +68,8 @@ impl MeshdConfig {
     /// Defaults for a config directory, with ports picked by the OS (tests, the demo).
     pub fn for_dir(config_dir: PathBuf) -> MeshdConfig {
         let mut config = MeshdConfig::parse_from(["meshd"]);
+        // Beside the config, hidden so the config loader skips it.
+        config.ca_dir = config_dir.join(".ca");
         config.config_dir = config_dir;
         // Never a cluster picked up from the environment's KUBECONFIG.
         config.kubeconfig = None;

@@ -10,6 +10,7 @@ mod mesh_config;
 pub use config::MeshdConfig;
 
 use anyhow::Context;
+use fleetmesh_ca::{CaService, CertificateAuthority, Identity, TokenIssuer};
 use fleetmesh_server::debounce::Debounce;
 use fleetmesh_server::{MeshState, Metrics, Registry, XdsServer};
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ pub struct Meshd {
     http_address: SocketAddr,
     metrics: Arc<Metrics>,
     source: Arc<local::LocalSource>,
+    tokens: Arc<TokenIssuer>,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
 }
@@ -44,6 +46,18 @@ impl Meshd {
             .with_context(|| format!("cannot listen for HTTP on {}", config.http_address))?;
         let xds_address = xds_listener.local_addr()?;
         let http_address = http_listener.local_addr()?;
+
+        let authority = CertificateAuthority::load_or_create(
+            &config.ca_dir,
+            &config.trust_domain,
+            config.max_cert_ttl,
+        )
+        .context("loading the mesh CA")?;
+        let tokens = Arc::new(
+            TokenIssuer::load_or_create(&config.ca_dir)
+                .with_context(|| format!("token key in {}", config.ca_dir.display()))?,
+        );
+        let ca = CaService::new(Arc::new(authority), tokens.clone());
 
         let mut prometheus = prometheus_client::registry::Registry::default();
         let metrics = Arc::new(Metrics::new(&mut prometheus));
@@ -93,9 +107,11 @@ impl Meshd {
             registry.clone(),
             metrics.clone(),
             shutdown.clone(),
+            tokens.clone(),
         );
         tasks.spawn(async move {
-            if let Err(e) = server.serve(xds_listener).await {
+            let ca = tonic::service::Routes::new(ca.into_server());
+            if let Err(e) = server.serve(xds_listener, ca).await {
                 tracing::error!(error = %e, "xDS server failed");
             }
         });
@@ -120,6 +136,7 @@ impl Meshd {
             http_address,
             metrics,
             source,
+            tokens,
             shutdown,
             tasks,
         })
@@ -135,6 +152,12 @@ impl Meshd {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// A token proving `identity` to this meshd (and to any meshd sharing its CA dir), for
+    /// a workload's agent to present to the CA and the xDS server.
+    pub fn issue_token(&self, identity: &Identity) -> String {
+        self.tokens.issue(identity)
     }
 
     /// Errors of the config files that are currently rejected.

@@ -10,6 +10,8 @@ use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
+use fleetmesh_ca::auth::authenticate_request;
+use fleetmesh_ca::{Authenticator, Identity};
 use fleetmesh_model::Snapshot;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -42,6 +44,7 @@ pub(crate) struct Shared {
     pub shutdown: CancellationToken,
     pub next_connection: AtomicU64,
     pub generations: GenerationCache,
+    pub authenticator: Arc<dyn Authenticator>,
 }
 
 #[derive(Clone)]
@@ -55,6 +58,7 @@ impl XdsServer {
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
+        authenticator: Arc<dyn Authenticator>,
     ) -> XdsServer {
         XdsServer {
             shared: Arc::new(Shared {
@@ -64,25 +68,41 @@ impl XdsServer {
                 shutdown,
                 next_connection: AtomicU64::new(1),
                 generations: GenerationCache::default(),
+                authenticator,
             }),
         }
     }
 
-    /// Serves ADS on `listener` until the shutdown token fires; open streams end then too.
+    /// Serves ADS, and the gRPC services of `others` (the CA), on `listener` until the
+    /// shutdown token fires; open streams end then too.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
+        others: tonic::service::Routes,
     ) -> Result<(), tonic::transport::Error> {
         let shutdown = self.shared.shutdown.clone();
+        let routes = others.add_service(
+            AggregatedDiscoveryServiceServer::new(self).max_decoding_message_size(16 << 20),
+        );
         tonic::transport::Server::builder()
-            .add_service(
-                AggregatedDiscoveryServiceServer::new(self).max_decoding_message_size(16 << 20),
-            )
+            .add_routes(routes)
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),
                 shutdown.cancelled_owned(),
             )
             .await
+    }
+}
+
+impl XdsServer {
+    /// An unauthenticated stream is refused before it can ask for anything.
+    async fn authenticate<T>(&self, request: &Request<T>) -> Result<Identity, Status> {
+        authenticate_request(self.shared.authenticator.as_ref(), request.metadata())
+            .await
+            .map_err(|error| {
+                tracing::warn!(%error, "refused an unauthenticated xDS stream");
+                Status::from(error)
+            })
     }
 }
 
@@ -95,9 +115,11 @@ impl AggregatedDiscoveryService for XdsServer {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let caller = self.authenticate(&request).await?;
         let (tx, rx) = mpsc::channel(8);
         tokio::spawn(session::serve::<sotw::Stream>(
             self.shared.clone(),
+            caller,
             request.into_inner(),
             tx,
         ));
@@ -108,9 +130,11 @@ impl AggregatedDiscoveryService for XdsServer {
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        let caller = self.authenticate(&request).await?;
         let (tx, rx) = mpsc::channel(8);
         tokio::spawn(session::serve::<delta::Stream>(
             self.shared.clone(),
+            caller,
             request.into_inner(),
             tx,
         ));

@@ -6,6 +6,7 @@ use crate::metrics::{TypeLabel, VersionLabel};
 use crate::registry::{ProxyStatus, TypeStatus};
 use crate::service::{MeshState, Shared};
 use envoy_types::pb::envoy::config::core::v3::Node;
+use fleetmesh_ca::Identity;
 use fleetmesh_xds::Proxy;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -30,14 +31,15 @@ impl Session {
         shared: Arc<Shared>,
         node: Option<&Node>,
         protocol: &'static str,
+        caller: &Identity,
     ) -> Result<Session, Status> {
         let node =
             node.ok_or_else(|| Status::invalid_argument("the first request must carry the node"))?;
         let proxy = Proxy::from_node(node).map_err(Status::invalid_argument)?;
         let state = shared.snapshots.borrow().clone();
-        let generated = shared
-            .generations
-            .get(&state, &proxy.resolved(&state.snapshot));
+        let resolved = proxy.resolved(&state.snapshot);
+        check_identity(&resolved, caller)?;
+        let generated = shared.generations.get(&state, &resolved);
         let id = shared.next_connection.fetch_add(1, Ordering::Relaxed);
         shared.registry.insert(
             id,
@@ -198,13 +200,14 @@ pub trait Protocol: Send + Sized {
 /// and pushes new snapshots until the proxy leaves or meshd shuts down.
 pub async fn serve<P: Protocol>(
     shared: Arc<Shared>,
+    caller: Identity,
     mut requests: Streaming<P::Request>,
     tx: mpsc::Sender<Result<P::Response, Status>>,
 ) {
     let Ok(Some(first)) = requests.message().await else {
         return;
     };
-    let session = match Session::start(shared.clone(), P::node(&first), P::NAME) {
+    let session = match Session::start(shared.clone(), P::node(&first), P::NAME, &caller) {
         Ok(session) => session,
         Err(status) => {
             let _ = tx.send(Err(status)).await;
@@ -237,4 +240,21 @@ pub async fn serve<P: Protocol>(
             break;
         }
     }
+}
+
+/// A proxy gets config only as the identity its token proved: its namespace and service
+/// account (as its Pod has them, when meshd knows the Pod) must be the caller's.
+fn check_identity(proxy: &Proxy, caller: &Identity) -> Result<(), Status> {
+    if proxy.namespace == caller.namespace && proxy.service_account == caller.service_account {
+        return Ok(());
+    }
+    tracing::warn!(
+        proxy = %proxy.id,
+        %caller,
+        "refused a proxy whose identity is not the one its token proves"
+    );
+    Err(Status::permission_denied(format!(
+        "proxy {} runs as {}/{}, but its token proves {caller}",
+        proxy.id, proxy.namespace, proxy.service_account
+    )))
 }

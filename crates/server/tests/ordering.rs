@@ -3,14 +3,12 @@
 //! that is missing or has not received its endpoints. Both ADS protocols.
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
-use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, route, route_action};
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
-use envoy_types::pb::google::protobuf::{Any, Struct, Value, value::Kind};
-use fleetmesh_model::{Snapshot, SnapshotInput};
-use fleetmesh_server::{MeshState, Metrics, Registry, XdsServer};
+use envoy_types::pb::google::protobuf::Any;
+use fleetmesh_server::MeshState;
 use fleetmesh_xds::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE};
 use prost::Message;
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,7 +16,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::sync::CancellationToken;
+
+mod common;
+
+use common::{TestServer, node, snapshot};
+
+fn frontend() -> fleetmesh_ca::Identity {
+    fleetmesh_ca::Identity::new("default", "default")
+}
 
 const BEFORE: &str = r#"
 apiVersion: v1
@@ -55,31 +60,6 @@ fn after() -> String {
             "[{name: blue, labels: {version: v1}}, {name: green, labels: {version: v2}}]",
         )
         .replace("subset: v1", "subset: green")
-}
-
-fn snapshot(yaml: &str) -> Arc<MeshState> {
-    let loaded = fleetmesh_api::load_documents(None, yaml).unwrap();
-    Arc::new(MeshState::new(Snapshot::build(SnapshotInput {
-        services: Vec::new(),
-        workloads: Vec::new(),
-        resources: loaded.iter().map(|l| &l.resource).collect(),
-        domain: "cluster.local".into(),
-        mesh: fleetmesh_model::MeshSettings::default(),
-        cluster_id: "local".into(),
-    })))
-}
-
-fn node() -> Node {
-    let text = |s: &str| Value {
-        kind: Some(Kind::StringValue(s.into())),
-    };
-    Node {
-        id: "sidecar~127.0.0.10~frontend.default~default.svc.cluster.local".into(),
-        metadata: Some(Struct {
-            fields: [("INTERCEPTION_MODE".to_string(), text("NONE"))].into(),
-        }),
-        ..Node::default()
-    }
 }
 
 /// What Envoy holds, updated response by response.
@@ -188,22 +168,6 @@ impl EnvoyModel {
     }
 }
 
-async fn server() -> (
-    std::net::SocketAddr,
-    watch::Sender<Arc<MeshState>>,
-    CancellationToken,
-) {
-    let (tx, rx) = watch::channel(snapshot(BEFORE));
-    let mut prometheus = prometheus_client::registry::Registry::default();
-    let shutdown = CancellationToken::new();
-    let metrics = Arc::new(Metrics::new(&mut prometheus));
-    let server = XdsServer::new(rx, Arc::new(Registry::default()), metrics, shutdown.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(server.serve(listener));
-    (address, tx, shutdown)
-}
-
 /// The next response; once the first config has settled (quiet for a while), publishes the
 /// change once, then returns `None` when that has settled too.
 async fn next<T>(
@@ -231,7 +195,8 @@ async fn next<T>(
 
 #[tokio::test]
 async fn sotw_never_routes_to_a_missing_or_cold_cluster() {
-    let (address, snapshots, shutdown) = server().await;
+    let server = TestServer::start(BEFORE).await;
+    let (address, snapshots, shutdown) = (server.address, &server.snapshots, &server.shutdown);
     let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{address}"))
         .await
         .unwrap();
@@ -249,14 +214,14 @@ async fn sotw_never_routes_to_a_missing_or_cold_cluster() {
         .await
         .unwrap();
     let mut responses = client
-        .stream_aggregated_resources(ReceiverStream::new(rx))
+        .stream_aggregated_resources(server.authorized(ReceiverStream::new(rx), &frontend()))
         .await
         .unwrap()
         .into_inner();
     let mut envoy = EnvoyModel::default();
     let mut subscribed: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut changed = false;
-    while let Some(response) = next(&mut responses, &envoy, &snapshots, &mut changed).await {
+    while let Some(response) = next(&mut responses, &envoy, snapshots, &mut changed).await {
         envoy.apply(
             &response.type_url,
             &response.resources,
@@ -308,7 +273,8 @@ async fn sotw_never_routes_to_a_missing_or_cold_cluster() {
 
 #[tokio::test]
 async fn delta_never_routes_to_a_missing_or_cold_cluster() {
-    let (address, snapshots, shutdown) = server().await;
+    let server = TestServer::start(BEFORE).await;
+    let (address, snapshots, shutdown) = (server.address, &server.snapshots, &server.shutdown);
     let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{address}"))
         .await
         .unwrap();
@@ -322,7 +288,7 @@ async fn delta_never_routes_to_a_missing_or_cold_cluster() {
     };
     tx.send(request(CLUSTER_TYPE, vec![], "")).await.unwrap();
     let mut responses = client
-        .delta_aggregated_resources(ReceiverStream::new(rx))
+        .delta_aggregated_resources(server.authorized(ReceiverStream::new(rx), &frontend()))
         .await
         .unwrap()
         .into_inner();
@@ -331,7 +297,7 @@ async fn delta_never_routes_to_a_missing_or_cold_cluster() {
     let mut listeners_requested = false;
     let mut routes_requested = false;
     let mut changed = false;
-    while let Some(response) = next(&mut responses, &envoy, &snapshots, &mut changed).await {
+    while let Some(response) = next(&mut responses, &envoy, snapshots, &mut changed).await {
         let resources: Vec<Any> = response
             .resources
             .iter()

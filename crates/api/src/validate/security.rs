@@ -1,0 +1,149 @@
+//! Rules for security.istio.io resources, as Istio's validation states them.
+
+use super::common::{Errors, check_port};
+use crate::security::{Action, AuthorizationPolicySpec, MtlsMode, PeerAuthenticationSpec};
+
+pub fn validate_peer_authentication(spec: &PeerAuthenticationSpec, errors: &mut Errors) {
+    if !spec.port_level_mtls.is_empty() && spec.selector.is_none() {
+        errors.push(
+            "spec.portLevelMtls",
+            "port-level mTLS needs a selector (ports belong to workloads)",
+        );
+    }
+    for (port, mtls) in &spec.port_level_mtls {
+        check_port(&format!("spec.portLevelMtls.{port}"), *port, errors);
+        if mtls.mode == MtlsMode::Unset {
+            errors.push(
+                format!("spec.portLevelMtls.{port}.mode"),
+                "a port-level mode must be STRICT, PERMISSIVE or DISABLE",
+            );
+        }
+    }
+}
+
+pub fn validate_authorization_policy(spec: &AuthorizationPolicySpec, errors: &mut Errors) {
+    if spec.action == Action::Custom {
+        errors.push(
+            "spec.action",
+            "CUSTOM (external authorization) is not supported yet; use ALLOW, DENY or AUDIT",
+        );
+    } else if spec.provider.is_some() {
+        errors.push(
+            "spec.provider",
+            "a provider is only valid with action CUSTOM",
+        );
+    }
+    for (i, rule) in spec.rules.iter().flatten().enumerate() {
+        let at = format!("spec.rules[{i}]");
+        for (j, from) in rule.from.iter().enumerate() {
+            let at = format!("{at}.from[{j}].source");
+            let source = &from.source;
+            if !source.request_principals.is_empty() || !source.not_request_principals.is_empty() {
+                errors.push(
+                    format!("{at}.requestPrincipals"),
+                    "request principals need RequestAuthentication, which is not supported yet",
+                );
+            }
+            for (field, blocks) in [
+                ("ipBlocks", &source.ip_blocks),
+                ("notIpBlocks", &source.not_ip_blocks),
+                ("remoteIpBlocks", &source.remote_ip_blocks),
+                ("notRemoteIpBlocks", &source.not_remote_ip_blocks),
+            ] {
+                for (k, block) in blocks.iter().enumerate() {
+                    if parse_cidr(block).is_none() {
+                        errors.push(
+                            format!("{at}.{field}[{k}]"),
+                            format!("{block:?} is not an IP address or CIDR block"),
+                        );
+                    }
+                }
+            }
+        }
+        for (j, to) in rule.to.iter().enumerate() {
+            let at = format!("{at}.to[{j}].operation");
+            let operation = &to.operation;
+            for (field, ports) in [
+                ("ports", &operation.ports),
+                ("notPorts", &operation.not_ports),
+            ] {
+                for (k, port) in ports.iter().enumerate() {
+                    match port.parse::<u32>() {
+                        Ok(number) => check_port(&format!("{at}.{field}[{k}]"), number, errors),
+                        Err(_) => errors.push(
+                            format!("{at}.{field}[{k}]"),
+                            format!("{port:?} is not a port number"),
+                        ),
+                    }
+                }
+            }
+        }
+        for (j, condition) in rule.when.iter().enumerate() {
+            let at = format!("{at}.when[{j}]");
+            if let Err(reason) = condition_key(&condition.key) {
+                errors.push(format!("{at}.key"), reason);
+            }
+            if condition.values.is_empty() && condition.not_values.is_empty() {
+                errors.push(
+                    format!("{at}.values"),
+                    "a condition needs values or notValues",
+                );
+            }
+        }
+    }
+}
+
+/// What a `when` condition tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConditionKey {
+    RequestHeader(String),
+    SourceIp,
+    RemoteIp,
+    SourceNamespace,
+    SourcePrincipal,
+    DestinationIp,
+    DestinationPort,
+    ConnectionSni,
+}
+
+pub fn condition_key(key: &str) -> Result<ConditionKey, String> {
+    if let Some(name) = key
+        .strip_prefix("request.headers[")
+        .and_then(|k| k.strip_suffix(']'))
+    {
+        if name.is_empty() {
+            return Err("request.headers[] needs a header name".into());
+        }
+        return Ok(ConditionKey::RequestHeader(name.to_ascii_lowercase()));
+    }
+    match key {
+        "source.ip" => Ok(ConditionKey::SourceIp),
+        "remote.ip" => Ok(ConditionKey::RemoteIp),
+        "source.namespace" => Ok(ConditionKey::SourceNamespace),
+        "source.principal" => Ok(ConditionKey::SourcePrincipal),
+        "destination.ip" => Ok(ConditionKey::DestinationIp),
+        "destination.port" => Ok(ConditionKey::DestinationPort),
+        "connection.sni" => Ok(ConditionKey::ConnectionSni),
+        k if k.starts_with("request.auth.") => Err(format!(
+            "{k:?} needs RequestAuthentication, which is not supported yet"
+        )),
+        k => Err(format!(
+            "{k:?} is not a supported key (request.headers[NAME], source.ip, remote.ip, source.namespace, source.principal, destination.ip, destination.port, connection.sni)"
+        )),
+    }
+}
+
+/// `10.0.0.0/8` or a single address, as `(address, prefix length)`.
+pub fn parse_cidr(text: &str) -> Option<(std::net::IpAddr, u32)> {
+    let (address, prefix) = match text.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (text, None),
+    };
+    let address: std::net::IpAddr = address.parse().ok()?;
+    let max = if address.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        Some(p) => p.parse::<u32>().ok().filter(|p| *p <= max)?,
+        None => max,
+    };
+    Some((address, prefix))
+}

@@ -1,0 +1,76 @@
+//! A proxy gets config only for the identity its token proves: no token, a bad token, or
+//! a token of another identity, and the stream ends before a single resource is sent.
+
+mod common;
+
+use common::{TestServer, node};
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use fleetmesh_ca::Identity;
+use fleetmesh_xds::CLUSTER_TYPE;
+
+const MESH: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: reviews}
+spec: {selector: {app: reviews}, ports: [{name: http, port: 9080}]}
+"#;
+
+fn first_request() -> DiscoveryRequest {
+    DiscoveryRequest {
+        node: Some(node()),
+        type_url: CLUSTER_TYPE.into(),
+        ..Default::default()
+    }
+}
+
+/// The first thing the server answers on a stream opened with `request`.
+async fn first_answer(
+    server: &TestServer,
+    request: tonic::Request<tokio_stream::Iter<std::vec::IntoIter<DiscoveryRequest>>>,
+) -> Result<usize, tonic::Status> {
+    let mut client =
+        AggregatedDiscoveryServiceClient::connect(format!("http://{}", server.address))
+            .await
+            .unwrap();
+    let mut responses = client
+        .stream_aggregated_resources(request)
+        .await?
+        .into_inner();
+    match responses.message().await? {
+        Some(response) => Ok(response.resources.len()),
+        None => Err(tonic::Status::aborted("stream ended without a response")),
+    }
+}
+
+fn requests() -> tokio_stream::Iter<std::vec::IntoIter<DiscoveryRequest>> {
+    tokio_stream::iter(vec![first_request()])
+}
+
+#[tokio::test]
+async fn only_the_proven_identity_gets_config() {
+    let server = TestServer::start(MESH).await;
+
+    let anonymous = first_answer(&server, tonic::Request::new(requests())).await;
+    assert_eq!(anonymous.unwrap_err().code(), tonic::Code::Unauthenticated);
+
+    let mut forged = tonic::Request::new(requests());
+    forged
+        .metadata_mut()
+        .insert("authorization", "Bearer fm1.00.00".parse().unwrap());
+    assert_eq!(
+        first_answer(&server, forged).await.unwrap_err().code(),
+        tonic::Code::Unauthenticated
+    );
+
+    // A genuine token, but for another service account than the proxy claims.
+    let other = server.authorized(requests(), &Identity::new("default", "ratings"));
+    let refused = first_answer(&server, other).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    assert!(refused.message().contains("default/ratings"), "{refused:?}");
+
+    let own = server.authorized(requests(), &Identity::new("default", "default"));
+    let clusters = first_answer(&server, own).await.unwrap();
+    assert!(clusters > 0, "the proxy's own identity gets its clusters");
+    server.shutdown.cancel();
+}
