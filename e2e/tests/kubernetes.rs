@@ -94,6 +94,7 @@ async fn envoy_endpoints_follow_a_deployment() {
             "sidecar",
             &pod,
             &namespace.name,
+            "default",
             &[("app", "reviews"), ("version", "v1")],
         )
         .await
@@ -221,7 +222,13 @@ async fn virtual_services_from_kubectl_reach_envoy() {
         .await
         .expect("meshd watches the cluster");
     let proxy = mesh
-        .add_proxy("sidecar", "client-0", &namespace.name, &[("app", "client")])
+        .add_proxy(
+            "sidecar",
+            "client-0",
+            &namespace.name,
+            "client",
+            &[("app", "client")],
+        )
         .await
         .expect("Envoy starts");
 
@@ -317,11 +324,23 @@ async fn a_sidecar_limits_what_one_namespace_sees() {
         .await
         .expect("meshd watches the cluster");
     let in_scoped = mesh
-        .add_proxy("sidecar", "client-0", &scoped.name, &[("app", "client")])
+        .add_proxy(
+            "sidecar",
+            "client-0",
+            &scoped.name,
+            "client",
+            &[("app", "client")],
+        )
         .await
         .unwrap();
     let in_open = mesh
-        .add_proxy("sidecar", "client-0", &open.name, &[("app", "client")])
+        .add_proxy(
+            "sidecar",
+            "client-0",
+            &open.name,
+            "client",
+            &[("app", "client")],
+        )
         .await
         .unwrap();
     let both: BTreeSet<String> = [reviews_cluster(&scoped), reviews_cluster(&open)].into();
@@ -389,7 +408,13 @@ async fn mesh_config_root_namespace_applies_live() {
         .await
         .expect("meshd watches the cluster");
     let proxy = mesh
-        .add_proxy("sidecar", "client-0", &app.name, &[("app", "client")])
+        .add_proxy(
+            "sidecar",
+            "client-0",
+            &app.name,
+            "client",
+            &[("app", "client")],
+        )
         .await
         .unwrap();
     eventually(
@@ -455,7 +480,13 @@ async fn a_proxy_is_matched_to_its_pod() {
         .expect("meshd watches the cluster");
     // Both claim labels that select nothing; only the first is a Pod of the reviews Service.
     let real = mesh
-        .add_proxy("sidecar", &pod, &namespace.name, &[("app", "impostor")])
+        .add_proxy(
+            "sidecar",
+            &pod,
+            &namespace.name,
+            "default",
+            &[("app", "impostor")],
+        )
         .await
         .unwrap();
     let unknown = mesh
@@ -463,6 +494,7 @@ async fn a_proxy_is_matched_to_its_pod() {
             "sidecar",
             "not-a-pod",
             &namespace.name,
+            "impostor",
             &[("app", "impostor")],
         )
         .await

@@ -199,8 +199,9 @@ impl LocalMesh {
             &format!("workloads/{}.yaml", spec.name),
             &workload_yaml(&spec, ip, &labels, app.address()),
         )?;
+        let identity = Identity::new(&spec.namespace, &service_account(&labels));
         let mut workload = self
-            .start_proxy("sidecar", &spec.name, &spec.namespace, ip, &labels)
+            .start_proxy("sidecar", &spec.name, &identity, ip, &labels)
             .await?;
         workload.app = Some(app);
         Ok(workload)
@@ -213,16 +214,20 @@ impl LocalMesh {
         namespace: &str,
         labels: &[(&str, &str)],
     ) -> anyhow::Result<Workload> {
-        self.add_proxy("router", name, namespace, labels).await
+        let account = format!("{name}-service-account");
+        self.add_proxy("router", name, namespace, &account, labels)
+            .await
     }
 
     /// Starts an Envoy alone, with the identity of a workload that lives elsewhere (a
-    /// Kubernetes pod, say); `kind` is `sidecar` or `router`.
+    /// Kubernetes pod, say); `kind` is `sidecar` or `router`. Its token proves
+    /// `namespace`/`service_account`, which must be the Pod's when it is one.
     pub async fn add_proxy(
         &self,
         kind: &str,
         name: &str,
         namespace: &str,
+        service_account: &str,
         labels: &[(&str, &str)],
     ) -> anyhow::Result<Workload> {
         let ip = allocate_ip()?;
@@ -230,7 +235,8 @@ impl LocalMesh {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        self.start_proxy(kind, name, namespace, ip, &labels).await
+        let identity = Identity::new(namespace, service_account);
+        self.start_proxy(kind, name, &identity, ip, &labels).await
     }
 
     /// Starts a workload's agent side (its certificate over SDS) and its Envoy, with the
@@ -239,12 +245,12 @@ impl LocalMesh {
         &self,
         kind: &str,
         name: &str,
-        namespace: &str,
+        identity: &Identity,
         ip: Ipv4Addr,
         labels: &BTreeMap<String, String>,
     ) -> anyhow::Result<Workload> {
-        let identity = Identity::new(namespace, &service_account(labels));
-        let token = self.meshd().issue_token(&identity);
+        let namespace = identity.namespace.as_str();
+        let token = self.meshd().issue_token(identity);
         let spiffe_id = identity.spiffe_id(&self.meshd_config.trust_domain);
         let workdir = self.run_dir.join(name);
         std::fs::create_dir_all(&workdir)?;

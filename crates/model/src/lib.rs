@@ -4,6 +4,7 @@
 //! built. Nothing here knows Envoy or gRPC.
 
 pub mod host;
+pub mod security;
 pub mod service;
 pub mod snapshot;
 

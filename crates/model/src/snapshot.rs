@@ -7,6 +7,7 @@ use crate::service::{
 use fleetmesh_api::kube::{Endpoints, ServiceSpec, TargetPort};
 use fleetmesh_api::networking::*;
 use fleetmesh_api::resource::{Config, Resource};
+use fleetmesh_api::security::{AuthorizationPolicySpec, PeerAuthenticationSpec};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -55,6 +56,8 @@ pub struct Snapshot {
     pub destination_rules: Vec<Arc<Config<DestinationRuleSpec>>>,
     pub gateways: Vec<Arc<Config<GatewaySpec>>>,
     pub sidecars: Vec<Arc<Config<SidecarSpec>>>,
+    pub peer_authentications: Vec<Arc<Config<PeerAuthenticationSpec>>>,
+    pub authorization_policies: Vec<Arc<Config<AuthorizationPolicySpec>>>,
     /// By (namespace, name).
     pub workloads: BTreeMap<(String, String), Workload>,
 }
@@ -132,6 +135,12 @@ impl Snapshot {
                 }
                 Resource::Gateway(c) => snapshot.gateways.push(Arc::new(c.clone())),
                 Resource::Sidecar(c) => snapshot.sidecars.push(Arc::new(c.clone())),
+                Resource::PeerAuthentication(c) => {
+                    snapshot.peer_authentications.push(Arc::new(c.clone()))
+                }
+                Resource::AuthorizationPolicy(c) => {
+                    snapshot.authorization_policies.push(Arc::new(c.clone()))
+                }
                 _ => {}
             }
         }

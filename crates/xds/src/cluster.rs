@@ -4,6 +4,7 @@
 use crate::common::{ads, duration, socket_address, u32_value};
 use crate::names;
 use crate::scope::Scope;
+use crate::tls;
 use crate::{NamedResource, pack};
 use envoy_types::pb::envoy::config::cluster::v3::{
     CircuitBreakers, Cluster, OutlierDetection, circuit_breakers::Thresholds, cluster,
@@ -35,11 +36,18 @@ pub fn build(scope: &Scope) -> Vec<NamedResource> {
             .destination_rule(&service.hostname, &scope.proxy.namespace);
         for port in &service.ports {
             let policy = rule.and_then(|r| r.spec.traffic_policy.as_ref());
-            clusters.push(outbound(service, port, "", policy));
+            let trust_domain = &scope.snapshot.mesh.trust_domain;
+            clusters.push(outbound(service, port, "", policy, trust_domain));
             for subset in rule.iter().flat_map(|r| &r.spec.subsets) {
                 // A subset's own policy replaces the rule's, as in Istio.
                 let subset_policy = subset.traffic_policy.as_ref().or(policy);
-                clusters.push(outbound(service, port, &subset.name, subset_policy));
+                clusters.push(outbound(
+                    service,
+                    port,
+                    &subset.name,
+                    subset_policy,
+                    trust_domain,
+                ));
             }
         }
     }
@@ -66,6 +74,7 @@ fn outbound(
     port: &ServicePort,
     subset: &str,
     policy: Option<&TrafficPolicy>,
+    trust_domain: &str,
 ) -> Cluster {
     let name = names::outbound_cluster(port.port, subset, &service.hostname);
     let mut c = Cluster {
@@ -112,11 +121,31 @@ fn outbound(
             }),
         );
     }
-    if let Some(policy) = policy {
-        let port_policy = policy
+    let port_policy = policy.and_then(|policy| {
+        policy
             .port_level_settings
             .iter()
-            .find(|p| p.port.is_some_and(|n| n.number == port.port));
+            .find(|p| p.port.is_some_and(|n| n.number == port.port))
+    });
+    let tls = port_policy
+        .and_then(|p| p.tls.as_ref())
+        .or(policy.and_then(|p| p.tls.as_ref()));
+    let sni = tls::istio_sni(port.port, subset, &service.hostname);
+    match (tls, tls.and_then(|t| t.mode)) {
+        (Some(settings), Some(ClientTlsMode::Simple)) => {
+            apply_simple_tls(&mut c, settings, &service.hostname)
+        }
+        (_, Some(ClientTlsMode::IstioMutual)) => {
+            c.transport_socket = Some(tls::istio_upstream(&sni, trust_domain));
+        }
+        // Auto mTLS: to the endpoints that have a sidecar.
+        (_, None) if service.resolution == Resolution::Static => {
+            c.transport_socket_matches = tls::auto_mtls_matches(&sni, trust_domain);
+        }
+        // DISABLE is plaintext; MUTUAL is refused by validation.
+        _ => {}
+    }
+    if let Some(policy) = policy {
         let lb = port_policy
             .and_then(|p| p.load_balancer.as_ref())
             .or(policy.load_balancer.as_ref());
@@ -126,9 +155,6 @@ fn outbound(
         let outlier = port_policy
             .and_then(|p| p.outlier_detection.as_ref())
             .or(policy.outlier_detection.as_ref());
-        let tls = port_policy
-            .and_then(|p| p.tls.as_ref())
-            .or(policy.tls.as_ref());
         if service.resolution != Resolution::Passthrough
             && let Some(lb) = lb
         {
@@ -166,9 +192,6 @@ fn outbound(
                         value: f64::from(min_health),
                     });
             }
-        }
-        if let Some(tls) = tls {
-            apply_tls(&mut c, tls, &service.hostname);
         }
     }
     c
@@ -240,10 +263,8 @@ fn apply_connection_pool(c: &mut Cluster, pool: &ConnectionPoolSettings, protoco
     });
 }
 
-fn apply_tls(c: &mut Cluster, tls: &ClientTlsSettings, host: &str) {
-    if tls.mode != Some(ClientTlsMode::Simple) {
-        return;
-    }
+/// TLS to a server outside the mesh, checked against the system's trust store.
+fn apply_simple_tls(c: &mut Cluster, tls: &ClientTlsSettings, host: &str) {
     let context = UpstreamTlsContext {
         sni: tls.sni.clone().unwrap_or_else(|| host.to_string()),
         ..Default::default()

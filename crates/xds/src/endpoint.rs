@@ -4,11 +4,14 @@
 use crate::common::{socket_address, u32_value};
 use crate::names;
 use crate::scope::Scope;
+use crate::tls;
 use crate::{NamedResource, pack};
 use envoy_types::pb::envoy::config::core::v3::Locality;
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint as EnvoyEndpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
 };
+use fleetmesh_api::security::MtlsMode;
+use fleetmesh_model::security;
 use fleetmesh_model::service::{Labels, Resolution, labels_match};
 use fleetmesh_model::{Service, ServicePort};
 use std::collections::BTreeMap;
@@ -33,7 +36,7 @@ pub fn build(scope: &Scope) -> Vec<NamedResource> {
         for port in &service.ports {
             for (subset, labels) in &subsets {
                 let name = names::outbound_cluster(port.port, subset, &service.hostname);
-                assignments.push(assignment(name, service, port, labels));
+                assignments.push(assignment(scope, name, service, port, labels));
             }
         }
     }
@@ -46,7 +49,19 @@ pub fn build(scope: &Scope) -> Vec<NamedResource> {
         .collect()
 }
 
+/// Whether clients reach this endpoint with mutual TLS (auto mTLS): it runs a sidecar
+/// (Istio marks those `security.istio.io/tlsMode: istio`) and its PeerAuthentication does
+/// not DISABLE mTLS on the port.
+fn accepts_mtls(scope: &Scope, service: &Service, labels: &Labels, port: u32) -> bool {
+    labels
+        .get(tls::TLS_MODE_LABEL)
+        .is_some_and(|m| m == "istio")
+        && security::inbound_mtls(scope.snapshot, &service.namespace, labels).mode(port)
+            != MtlsMode::Disable
+}
+
 fn assignment(
+    scope: &Scope,
     cluster_name: String,
     service: &Service,
     port: &ServicePort,
@@ -70,6 +85,8 @@ fn assignment(
                     ..EnvoyEndpoint::default()
                 })),
                 load_balancing_weight: u32_value(endpoint.weight),
+                metadata: accepts_mtls(scope, service, &endpoint.labels, *endpoint_port)
+                    .then(tls::istio_endpoint_metadata),
                 ..LbEndpoint::default()
             });
     }

@@ -13,6 +13,7 @@ pub mod names;
 mod proxy;
 pub(crate) mod route;
 mod scope;
+pub mod tls;
 
 pub use proxy::{ConfigKey, Interception, Proxy, ProxyKind};
 pub use scope::Scope;

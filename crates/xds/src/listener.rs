@@ -9,17 +9,23 @@ use crate::common::{ads, socket_address};
 use crate::names;
 use crate::route::action::http_filters;
 use crate::scope::Scope;
+use crate::tls;
 use crate::{NamedResource, pack};
 use envoy_types::pb::envoy::config::core::v3::Http1ProtocolOptions;
-use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
+use envoy_types::pb::envoy::config::listener::v3::{
+    Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter, listener_filter,
+};
 use envoy_types::pb::envoy::config::route::v3::{
     Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route, route_action,
     route_match,
 };
+use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, Rds, http_connection_manager,
 };
 use envoy_types::pb::google::protobuf::BoolValue;
+use fleetmesh_api::security::MtlsMode;
+use fleetmesh_model::security::{self, InboundMtls};
 use fleetmesh_model::service::labels_match;
 use std::collections::BTreeMap;
 
@@ -96,18 +102,85 @@ fn uncaptured(scope: &Scope) -> Vec<Listener> {
         }),
         false,
     )];
+    let mtls = inbound_mtls(scope);
     for (port, _) in inbound_ports(scope) {
-        let cluster = names::inbound_cluster(port);
-        listeners.push(http_listener(
-            &names::bound_listener(bind, port),
-            bind,
-            port,
-            &cluster,
-            http_connection_manager::RouteSpecifier::RouteConfig(inbound_route_config(port)),
-            false,
-        ));
+        let mode = mtls.mode(port);
+        listeners.push(Listener {
+            name: names::bound_listener(bind, port),
+            address: Some(socket_address(bind, port)),
+            listener_filters: tls_inspector(mode).into_iter().collect(),
+            filter_chains: inbound_chains(scope, port, mode, FilterChainMatch::default()),
+            ..Listener::default()
+        });
     }
     listeners
+}
+
+/// The proxy's effective PeerAuthentication.
+fn inbound_mtls(scope: &Scope) -> InboundMtls {
+    security::inbound_mtls(scope.snapshot, &scope.proxy.namespace, &scope.proxy.labels)
+}
+
+/// PERMISSIVE tells mTLS from plaintext by peeking at the first bytes.
+fn tls_inspector(mode: MtlsMode) -> Option<ListenerFilter> {
+    (mode == MtlsMode::Permissive).then(|| ListenerFilter {
+        name: "envoy.filters.listener.tls_inspector".into(),
+        config_type: Some(listener_filter::ConfigType::TypedConfig(pack(
+            TlsInspector::default(),
+        ))),
+        ..ListenerFilter::default()
+    })
+}
+
+/// Inbound `port`'s filter chains by its mTLS mode: STRICT terminates mTLS (a plaintext
+/// client fails the handshake), DISABLE is plaintext, PERMISSIVE has one chain of each.
+/// `base` is what every chain also matches (the destination port, with capture).
+fn inbound_chains(
+    scope: &Scope,
+    port: u32,
+    mode: MtlsMode,
+    base: FilterChainMatch,
+) -> Vec<FilterChain> {
+    let trust_domain = &scope.snapshot.mesh.trust_domain;
+    let chain = |mtls: bool, transport: &str| FilterChain {
+        name: names::inbound_cluster(port),
+        filter_chain_match: Some(FilterChainMatch {
+            transport_protocol: transport.into(),
+            ..base.clone()
+        })
+        .filter(|m| *m != FilterChainMatch::default()),
+        filters: vec![inbound_hcm(port)],
+        transport_socket: mtls.then(|| tls::istio_downstream(trust_domain)),
+        ..FilterChain::default()
+    };
+    match mode {
+        MtlsMode::Strict => vec![chain(true, "")],
+        MtlsMode::Disable => vec![chain(false, "")],
+        MtlsMode::Permissive | MtlsMode::Unset => {
+            vec![chain(true, "tls"), chain(false, "raw_buffer")]
+        }
+    }
+}
+
+/// The HTTP connection manager of inbound `port`: everything goes to the app, which
+/// learns the caller's verified identity from `x-forwarded-client-cert` (set from the
+/// mTLS peer certificate; whatever the client sent is dropped).
+fn inbound_hcm(port: u32) -> Filter {
+    let mut hcm = hcm(
+        &names::inbound_cluster(port),
+        http_connection_manager::RouteSpecifier::RouteConfig(inbound_route_config(port)),
+        false,
+    );
+    hcm.forward_client_cert_details =
+        http_connection_manager::ForwardClientCertDetails::SanitizeSet as i32;
+    hcm.set_current_client_cert_details =
+        Some(http_connection_manager::SetCurrentClientCertDetails {
+            subject: Some(BoolValue { value: true }),
+            dns: true,
+            uri: true,
+            ..Default::default()
+        });
+    hcm_as_filter(hcm)
 }
 
 /// Everything arriving for inbound `port` goes to the app behind it.
@@ -203,7 +276,15 @@ fn hcm_filter(
     route_specifier: http_connection_manager::RouteSpecifier,
     edge: bool,
 ) -> Filter {
-    let hcm = HttpConnectionManager {
+    hcm_as_filter(hcm(stat_prefix, route_specifier, edge))
+}
+
+fn hcm(
+    stat_prefix: &str,
+    route_specifier: http_connection_manager::RouteSpecifier,
+    edge: bool,
+) -> HttpConnectionManager {
+    HttpConnectionManager {
         stat_prefix: stat_prefix.to_string(),
         codec_type: http_connection_manager::CodecType::Auto as i32,
         route_specifier: Some(route_specifier),
@@ -215,7 +296,10 @@ fn hcm_filter(
         }),
         use_remote_address: Some(BoolValue { value: edge }),
         ..HttpConnectionManager::default()
-    };
+    }
+}
+
+fn hcm_as_filter(hcm: HttpConnectionManager) -> Filter {
     Filter {
         name: "envoy.filters.network.http_connection_manager".into(),
         config_type: Some(filter::ConfigType::TypedConfig(pack(hcm))),

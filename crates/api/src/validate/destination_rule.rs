@@ -108,10 +108,6 @@ fn check_settings(
     }
     if let Some(tls) = tls {
         match tls.mode {
-            Some(ClientTlsMode::IstioMutual) => errors.push(
-                format!("{at}.tls.mode"),
-                "ISTIO_MUTUAL needs the mesh CA, which this meshd does not run yet; use DISABLE or SIMPLE",
-            ),
             Some(ClientTlsMode::Mutual) => errors.push(format!("{at}.tls.mode"), "MUTUAL is not supported by this meshd yet"),
             Some(ClientTlsMode::Simple) if tls.ca_certificates.is_some() => errors.push(
                 format!("{at}.tls.caCertificates"),

@@ -4,7 +4,9 @@
 //! `virtualInbound` (15006) picks a filter chain by original destination port and sends
 //! it to the app.
 
-use super::{OUTBOUND_PORT, hcm_filter, http_listener, inbound_ports, inbound_route_config};
+use super::{
+    OUTBOUND_PORT, http_listener, inbound_chains, inbound_mtls, inbound_ports, tls_inspector,
+};
 use crate::common::ads;
 use crate::names;
 use crate::pack;
@@ -75,32 +77,30 @@ fn virtual_outbound(registry_only: bool) -> Listener {
 }
 
 fn virtual_inbound(scope: &Scope) -> Listener {
-    let filter_chains = inbound_ports(scope)
-        .into_iter()
-        .map(|(port, _)| FilterChain {
-            name: names::inbound_cluster(port),
-            filter_chain_match: Some(FilterChainMatch {
-                destination_port: crate::common::u32_value(port),
-                ..Default::default()
-            }),
-            filters: vec![hcm_filter(
-                &names::inbound_cluster(port),
-                http_connection_manager::RouteSpecifier::RouteConfig(inbound_route_config(port)),
-                false,
-            )],
-            ..FilterChain::default()
-        })
-        .collect();
+    let mtls = inbound_mtls(scope);
+    let mut filter_chains = Vec::new();
+    let mut listener_filters = vec![ListenerFilter {
+        name: "envoy.filters.listener.original_dst".into(),
+        config_type: Some(listener_filter::ConfigType::TypedConfig(pack(
+            OriginalDst::default(),
+        ))),
+        ..ListenerFilter::default()
+    }];
+    for (port, _) in inbound_ports(scope) {
+        let mode = mtls.mode(port);
+        if listener_filters.len() == 1 {
+            listener_filters.extend(tls_inspector(mode));
+        }
+        let by_port = FilterChainMatch {
+            destination_port: crate::common::u32_value(port),
+            ..Default::default()
+        };
+        filter_chains.extend(inbound_chains(scope, port, mode, by_port));
+    }
     Listener {
         name: names::VIRTUAL_INBOUND.into(),
         address: Some(crate::common::socket_address("0.0.0.0", INBOUND_PORT)),
-        listener_filters: vec![ListenerFilter {
-            name: "envoy.filters.listener.original_dst".into(),
-            config_type: Some(listener_filter::ConfigType::TypedConfig(pack(
-                OriginalDst::default(),
-            ))),
-            ..ListenerFilter::default()
-        }],
+        listener_filters,
         filter_chains,
         default_filter_chain: Some(tcp_chain(
             "InboundPassthroughFilterChain",

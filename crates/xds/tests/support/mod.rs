@@ -4,7 +4,7 @@
 // Each test binary compiles this module and uses only part of it.
 #![allow(dead_code)]
 
-use envoy_types::pb::envoy::config::bootstrap::v3::{Bootstrap, bootstrap::StaticResources};
+use envoy_types::pb::envoy::config::bootstrap::v3::bootstrap::StaticResources;
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::{Listener, filter};
@@ -76,7 +76,7 @@ pub fn envoy_validate(name: &str, resources: &ProxyResources) {
         .iter()
         .map(|r| decode(&r.resource.value))
         .collect();
-    let clusters = resources
+    let clusters: Vec<Cluster> = resources
         .clusters
         .iter()
         .map(|r| {
@@ -90,7 +90,7 @@ pub fn envoy_validate(name: &str, resources: &ProxyResources) {
             c
         })
         .collect();
-    let listeners = resources
+    let listeners: Vec<Listener> = resources
         .listeners
         .iter()
         .map(|r| {
@@ -115,14 +115,31 @@ pub fn envoy_validate(name: &str, resources: &ProxyResources) {
             l
         })
         .collect();
-    let bootstrap = Bootstrap {
-        static_resources: Some(StaticResources {
-            clusters,
-            listeners,
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    // The agent's real bootstrap (node, `sds-grpc`, ...) with the resources made static.
+    let mut bootstrap = fleetmesh_agent::bootstrap::build(&fleetmesh_agent::BootstrapConfig {
+        identity: fleetmesh_agent::WorkloadIdentity {
+            kind: "sidecar".into(),
+            pod_name: name.into(),
+            namespace: "default".into(),
+            ip: "127.0.0.1".into(),
+            labels: Default::default(),
+            service_account: "default".into(),
+            cluster_id: "local".into(),
+            mesh_id: "cluster.local".into(),
+            interception_mode: "NONE".into(),
+            istio_version: "test".into(),
+        },
+        xds_address: "127.0.0.1:15010".parse().unwrap(),
+        xds_mode: fleetmesh_agent::XdsMode::Sotw,
+        token: "validation".into(),
+        sds_socket: "/tmp/fleetmesh-validation-sds.sock".into(),
+    });
+    bootstrap.dynamic_resources = None;
+    let statics = bootstrap
+        .static_resources
+        .get_or_insert_with(StaticResources::default);
+    statics.clusters.extend(clusters);
+    statics.listeners.extend(listeners);
     let dir = std::env::temp_dir().join(format!("fleetmesh-golden-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("bootstrap.pb");

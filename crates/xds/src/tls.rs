@@ -1,0 +1,159 @@
+//! Istio's mutual TLS between sidecars: certificates come from the agent over SDS
+//! (secrets `default` and `ROOTCA` on the bootstrap cluster `sds-grpc`); peers are
+//! accepted when their certificate chains to the mesh roots and names a SPIFFE id of the
+//! mesh's trust domain.
+
+use crate::pack;
+use envoy_types::pb::envoy::config::cluster::v3::cluster::TransportSocketMatch;
+use envoy_types::pb::envoy::config::core::v3::{
+    ApiConfigSource, ApiVersion, ConfigSource, GrpcService, Metadata, TransportSocket,
+    api_config_source, config_source, grpc_service, transport_socket,
+};
+use envoy_types::pb::envoy::extensions::transport_sockets::raw_buffer::v3::RawBuffer;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig,
+    SubjectAltNameMatcher, UpstreamTlsContext, common_tls_context, subject_alt_name_matcher,
+};
+use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
+use envoy_types::pb::google::protobuf::{BoolValue, Struct, Value, value::Kind};
+
+/// The bootstrap cluster of the agent's SDS socket.
+pub const SDS_CLUSTER: &str = "sds-grpc";
+pub const CERTIFICATE_SECRET: &str = "default";
+pub const ROOT_SECRET: &str = "ROOTCA";
+/// Endpoint metadata that picks the mTLS transport socket, as Istio marks sidecars.
+pub const TRANSPORT_SOCKET_MATCH: &str = "envoy.transport_socket_match";
+pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
+/// ALPN Istio's sidecars offer to each other.
+const ISTIO_ALPN: [&str; 2] = ["istio-peer-exchange", "istio"];
+
+fn sds(name: &str) -> SdsSecretConfig {
+    SdsSecretConfig {
+        name: name.into(),
+        sds_config: Some(ConfigSource {
+            resource_api_version: ApiVersion::V3 as i32,
+            config_source_specifier: Some(config_source::ConfigSourceSpecifier::ApiConfigSource(
+                ApiConfigSource {
+                    api_type: api_config_source::ApiType::Grpc as i32,
+                    transport_api_version: ApiVersion::V3 as i32,
+                    set_node_on_first_message_only: true,
+                    grpc_services: vec![GrpcService {
+                        target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
+                            grpc_service::EnvoyGrpc {
+                                cluster_name: SDS_CLUSTER.into(),
+                                ..Default::default()
+                            },
+                        )),
+                        ..GrpcService::default()
+                    }],
+                    ..ApiConfigSource::default()
+                },
+            )),
+            ..ConfigSource::default()
+        }),
+    }
+}
+
+/// The workload's own certificate, and peers checked against the mesh roots and trust
+/// domain.
+fn istio_context(trust_domain: &str, alpn: &[&str]) -> CommonTlsContext {
+    let spiffe_prefix = format!("spiffe://{trust_domain}/");
+    CommonTlsContext {
+        tls_certificate_sds_secret_configs: vec![sds(CERTIFICATE_SECRET)],
+        validation_context_type: Some(
+            common_tls_context::ValidationContextType::CombinedValidationContext(
+                common_tls_context::CombinedCertificateValidationContext {
+                    default_validation_context: Some(CertificateValidationContext {
+                        match_typed_subject_alt_names: vec![SubjectAltNameMatcher {
+                            san_type: subject_alt_name_matcher::SanType::Uri as i32,
+                            matcher: Some(StringMatcher {
+                                match_pattern: Some(string_matcher::MatchPattern::Prefix(
+                                    spiffe_prefix,
+                                )),
+                                ..StringMatcher::default()
+                            }),
+                            ..SubjectAltNameMatcher::default()
+                        }],
+                        ..CertificateValidationContext::default()
+                    }),
+                    validation_context_sds_secret_config: Some(sds(ROOT_SECRET)),
+                    ..Default::default()
+                },
+            ),
+        ),
+        alpn_protocols: alpn.iter().map(|s| s.to_string()).collect(),
+        ..CommonTlsContext::default()
+    }
+}
+
+fn tls_socket(config: envoy_types::pb::google::protobuf::Any) -> TransportSocket {
+    TransportSocket {
+        name: "envoy.transport_sockets.tls".into(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(config)),
+    }
+}
+
+/// A client side of Istio mTLS to another sidecar.
+pub fn istio_upstream(sni: &str, trust_domain: &str) -> TransportSocket {
+    tls_socket(pack(UpstreamTlsContext {
+        common_tls_context: Some(istio_context(trust_domain, &ISTIO_ALPN)),
+        sni: sni.into(),
+        ..UpstreamTlsContext::default()
+    }))
+}
+
+/// The server side: a client certificate is required.
+pub fn istio_downstream(trust_domain: &str) -> TransportSocket {
+    tls_socket(pack(DownstreamTlsContext {
+        common_tls_context: Some(istio_context(trust_domain, &["h2", "http/1.1"])),
+        require_client_certificate: Some(BoolValue { value: true }),
+        ..DownstreamTlsContext::default()
+    }))
+}
+
+/// Auto mTLS: endpoints marked `tlsMode: istio` (they have a sidecar) get mTLS, others
+/// plaintext.
+pub fn auto_mtls_matches(sni: &str, trust_domain: &str) -> Vec<TransportSocketMatch> {
+    vec![
+        TransportSocketMatch {
+            name: "tlsMode-istio".into(),
+            r#match: Some(tls_mode_struct()),
+            transport_socket: Some(istio_upstream(sni, trust_domain)),
+        },
+        TransportSocketMatch {
+            name: "tlsMode-disabled".into(),
+            r#match: Some(Struct::default()),
+            transport_socket: Some(TransportSocket {
+                name: "envoy.transport_sockets.raw_buffer".into(),
+                config_type: Some(transport_socket::ConfigType::TypedConfig(pack(
+                    RawBuffer::default(),
+                ))),
+            }),
+        },
+    ]
+}
+
+fn tls_mode_struct() -> Struct {
+    Struct {
+        fields: [(
+            "tlsMode".to_string(),
+            Value {
+                kind: Some(Kind::StringValue("istio".into())),
+            },
+        )]
+        .into(),
+    }
+}
+
+/// The metadata of an endpoint with a sidecar, which selects the mTLS socket.
+pub fn istio_endpoint_metadata() -> Metadata {
+    Metadata {
+        filter_metadata: [(TRANSPORT_SOCKET_MATCH.to_string(), tls_mode_struct())].into(),
+        ..Metadata::default()
+    }
+}
+
+/// Istio's SNI for mTLS to a service port: `outbound_.9080_.v1_.reviews.ns.svc.cluster.local`.
+pub fn istio_sni(port: u32, subset: &str, host: &str) -> String {
+    format!("outbound_.{port}_.{subset}_.{host}")
+}
