@@ -120,7 +120,7 @@ spec:
   host: reviews
   trafficPolicy:
     loadBalancer: {simple: ROUND_ROBIN, consistentHash: {httpHeaderName: x-user}}
-    tls: {mode: ISTIO_MUTUAL}
+    tls: {mode: MUTUAL}
   subsets:
   - {name: v1, labels: {version: v1}}
   - {name: v1, labels: {version: v2}}
@@ -136,7 +136,7 @@ spec:
     assert!(
         found
             .iter()
-            .any(|p| p.starts_with("spec.trafficPolicy.tls.mode: ISTIO_MUTUAL needs the mesh CA"))
+            .any(|p| p.starts_with("spec.trafficPolicy.tls.mode: MUTUAL is not supported"))
     );
     assert!(found.contains(&"spec.subsets[1].name: duplicate subset \"v1\"".to_string()));
     assert!(found.contains(&"spec.subsets[2].name: \"V3\" is not a valid subset name".to_string()));
@@ -207,4 +207,95 @@ fn endpoints_rules() {
             "subsets[0].ports[1].name: duplicate port name",
         ]
     );
+}
+
+#[test]
+fn peer_authentication_rules() {
+    let yaml = r#"apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: istio-system}
+spec:
+  mtls: {mode: STRICT}
+  portLevelMtls:
+    8080: {mode: DISABLE}
+    0: {}
+"#;
+    let found = problems(yaml);
+    assert!(
+        found.contains(
+            &"spec.portLevelMtls: port-level mTLS needs a selector (ports belong to workloads)"
+                .to_string()
+        )
+    );
+    assert!(found.iter().any(|p| p.starts_with("spec.portLevelMtls.0:")));
+    assert!(
+        found.contains(
+            &"spec.portLevelMtls.0.mode: a port-level mode must be STRICT, PERMISSIVE or DISABLE"
+                .to_string()
+        )
+    );
+    assert!(
+        problems(&yaml.replace("STRICT", "STRICTEST"))
+            .iter()
+            .any(|p| p.contains("STRICTEST"))
+    );
+}
+
+#[test]
+fn authorization_policy_rules() {
+    let yaml = r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: checks}
+spec:
+  action: CUSTOM
+  rules:
+  - from: [{source: {ipBlocks: [10.0.0.0/33, not-an-ip], requestPrincipals: [a/b]}}]
+    to: [{operation: {ports: ["http", "70000"]}}]
+    when: [{key: "request.auth.claims[group]", values: [admins]}, {key: source.colour, values: [red]}, {key: source.ip}]
+"#;
+    let found = problems(yaml);
+    for expected in [
+        "spec.action: CUSTOM (external authorization) is not supported yet; use ALLOW, DENY or AUDIT",
+        "spec.rules[0].from[0].source.ipBlocks[0]: \"10.0.0.0/33\" is not an IP address or CIDR block",
+        "spec.rules[0].from[0].source.ipBlocks[1]: \"not-an-ip\" is not an IP address or CIDR block",
+        "spec.rules[0].to[0].operation.ports[0]: \"http\" is not a port number",
+        "spec.rules[0].when[2].values: a condition needs values or notValues",
+    ] {
+        assert!(
+            found.contains(&expected.to_string()),
+            "{expected}\nin {found:#?}"
+        );
+    }
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("spec.rules[0].from[0].source.requestPrincipals:"))
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("spec.rules[0].to[0].operation.ports[1]:"))
+    );
+    assert!(found.iter().any(
+        |p| p.starts_with("spec.rules[0].when[0].key:") && p.contains("RequestAuthentication")
+    ));
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("spec.rules[0].when[1].key:")
+                && p.contains("not a supported key"))
+    );
+
+    let valid = r#"apiVersion: security.istio.io/v1beta1
+kind: AuthorizationPolicy
+metadata: {name: ok, namespace: default}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  action: DENY
+  rules:
+  - from: [{source: {principals: [cluster.local/ns/default/sa/sleep], ipBlocks: [127.0.0.0/8]}}]
+    to: [{operation: {methods: [POST], paths: [/admin*], ports: ["9080"]}}]
+    when: [{key: "request.headers[x-user]", values: [bob]}]
+"#;
+    assert_eq!(problems(valid), Vec::<String>::new());
 }
