@@ -63,6 +63,15 @@ spec:
       weight: 20
 "#;
 
+pub const SECURITY: &str = r#"# Mutual TLS everywhere: sidecars accept only mTLS from workloads with certificates
+# from meshd's CA. Set the mode to PERMISSIVE to let plaintext clients in too.
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: istio-system}
+spec:
+  mtls: {mode: STRICT}
+"#;
+
 pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let started = Instant::now();
     println!(
@@ -72,6 +81,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let mesh = LocalMesh::start(Some(options.config_dir.clone()), options.xds_mode).await?;
     mesh.write("services.yaml", SERVICES)?;
     mesh.write("routing.yaml", ROUTING)?;
+    mesh.write("security.yaml", SECURITY)?;
     println!(
         "meshd: xDS on {}, metrics and debug on http://{}",
         mesh.meshd().xds_address(),
@@ -93,9 +103,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("starting workload {name}"))?;
         println!(
-            "  {name:<11} sidecar on {} (Envoy admin http://{})",
+            "  {name:<11} sidecar on {} (Envoy admin http://{}), identity {}",
             workload.ip,
-            workload.envoy.admin_address()
+            workload.envoy.admin_address(),
+            workload.spiffe_id
         );
         workloads.push(workload);
     }
@@ -109,6 +120,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     );
     let split = send(frontend, options.requests).await?;
     print_split(&split, options.requests);
+    show_mtls(frontend, &workloads[1]).await;
     if options.exit {
         return shutdown(mesh, workloads).await;
     }
@@ -153,6 +165,34 @@ async fn wait_until_routed(frontend: &Workload) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Shows what STRICT mTLS does: the identity reviews saw for the frontend's requests,
+/// and a plaintext request straight to reviews refused.
+async fn show_mtls(frontend: &Workload, reviews: &Workload) {
+    let seen = match frontend.client().get("http://reviews:9080/").send().await {
+        Ok(response) => response.text().await.unwrap_or_default(),
+        Err(e) => e.to_string(),
+    };
+    let caller = seen
+        .lines()
+        .find_map(|l| l.strip_prefix("x-forwarded-client-cert: "))
+        .and_then(|xfcc| xfcc.split(';').find_map(|part| part.strip_prefix("URI=")))
+        .unwrap_or("none (not mTLS)");
+    println!("reviews saw the caller's verified identity: {caller}");
+    let direct = format!("http://{}/", reviews.address(9080));
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(2))
+        .build();
+    let outcome = match client {
+        Ok(client) => match client.get(&direct).send().await {
+            Ok(r) => format!("answered {} (mTLS is not STRICT)", r.status().as_u16()),
+            Err(_) => "refused (STRICT mTLS)".to_string(),
+        },
+        Err(e) => e.to_string(),
+    };
+    println!("A plaintext request straight to {direct}, bypassing the sidecars: {outcome}");
 }
 
 /// Sends `count` requests and counts the answers by version (`error` for failures).

@@ -4,6 +4,7 @@
 //! `virtualOutbound`, `inbound|9080||`, route configs by port) so Istio's agent, istioctl
 //! and dashboards recognise what meshd serves.
 
+mod authz;
 mod cluster;
 mod common;
 mod endpoint;

@@ -149,7 +149,7 @@ fn inbound_chains(
             ..base.clone()
         })
         .filter(|m| *m != FilterChainMatch::default()),
-        filters: vec![inbound_hcm(port)],
+        filters: vec![inbound_hcm(scope, port)],
         transport_socket: mtls.then(|| tls::istio_downstream(trust_domain)),
         ..FilterChain::default()
     };
@@ -165,12 +165,21 @@ fn inbound_chains(
 /// The HTTP connection manager of inbound `port`: everything goes to the app, which
 /// learns the caller's verified identity from `x-forwarded-client-cert` (set from the
 /// mTLS peer certificate; whatever the client sent is dropped).
-fn inbound_hcm(port: u32) -> Filter {
+/// AuthorizationPolicies are enforced here, ahead of the router.
+fn inbound_hcm(scope: &Scope, port: u32) -> Filter {
     let mut hcm = hcm(
         &names::inbound_cluster(port),
         http_connection_manager::RouteSpecifier::RouteConfig(inbound_route_config(port)),
         false,
     );
+    let policies = security::authorization_policies(
+        scope.snapshot,
+        &scope.proxy.namespace,
+        &scope.proxy.labels,
+    );
+    let mut filters = crate::authz::http_filters(&policies);
+    filters.append(&mut hcm.http_filters);
+    hcm.http_filters = filters;
     hcm.forward_client_cert_details =
         http_connection_manager::ForwardClientCertDetails::SanitizeSet as i32;
     hcm.set_current_client_cert_details =

@@ -1,0 +1,461 @@
+//! AuthorizationPolicy → Envoy's RBAC HTTP filter on a workload's inbound side, as Istio
+//! evaluates it: AUDIT only logs, then any matching DENY rule denies, then — when any
+//! ALLOW policy applies — only a request matching an ALLOW rule passes. An ALLOW policy
+//! without rules allows nothing; `rules: [{}]` matches everything.
+
+use envoy_types::pb::envoy::config::core::v3::CidrRange;
+use envoy_types::pb::envoy::config::rbac::v3::{
+    Permission, Policy, Principal, Rbac, permission, principal, rbac,
+};
+use envoy_types::pb::envoy::config::route::v3::{HeaderMatcher, header_matcher};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpFilter, http_filter,
+};
+use envoy_types::pb::envoy::r#type::matcher::v3::{
+    PathMatcher, RegexMatcher, StringMatcher, path_matcher, string_matcher,
+};
+use envoy_types::pb::google::protobuf::{Any, UInt32Value};
+use fleetmesh_api::resource::Config;
+use fleetmesh_api::security::{
+    Action, AuthorizationPolicySpec, Condition, Operation, Rule, Source,
+};
+use fleetmesh_api::validate::security::{ConditionKey, condition_key, parse_cidr};
+use prost::Message;
+use std::collections::BTreeMap;
+
+const RBAC_FILTER: &str = "envoy.filters.http.rbac";
+const RBAC_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC";
+
+/// The RBAC filters for policies that apply to a workload, in evaluation order.
+pub fn http_filters(policies: &[&Config<AuthorizationPolicySpec>]) -> Vec<HttpFilter> {
+    let mut filters = Vec::new();
+    for (action, envoy_action) in [
+        (Action::Audit, rbac::Action::Log),
+        (Action::Deny, rbac::Action::Deny),
+        (Action::Allow, rbac::Action::Allow),
+    ] {
+        let applying: Vec<_> = policies
+            .iter()
+            .filter(|p| p.spec.action == action)
+            .collect();
+        if applying.is_empty() {
+            continue;
+        }
+        let mut envoy_policies = BTreeMap::new();
+        for policy in applying {
+            for (i, rule) in policy.spec.rules.iter().flatten().enumerate() {
+                let name = format!(
+                    "ns[{}]-policy[{}]-rule[{i}]",
+                    policy.metadata.namespace, policy.metadata.name
+                );
+                envoy_policies.insert(name, translate_rule(rule));
+            }
+        }
+        filters.push(HttpFilter {
+            name: RBAC_FILTER.into(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(rbac_config(
+                envoy_action,
+                &envoy_policies,
+            ))),
+            ..HttpFilter::default()
+        });
+    }
+    filters
+}
+
+/// The filter's config, encoded with its policies in name order. Envoy's policy map is a
+/// HashMap in the generated types, whose order changes from one encoding to the next; a
+/// fixed order keeps equal config byte-identical, so its version (a content hash) holds.
+fn rbac_config(action: rbac::Action, policies: &BTreeMap<String, Policy>) -> Any {
+    use prost::encoding::{btree_map, message, string};
+    let mut rules = Rbac {
+        action: action as i32,
+        ..Rbac::default()
+    }
+    .encode_to_vec();
+    btree_map::encode(
+        string::encode,
+        string::encoded_len,
+        message::encode,
+        message::encoded_len,
+        2, // Rbac.policies
+        policies,
+        &mut rules,
+    );
+    let mut filter = Vec::new();
+    prost::encoding::bytes::encode(1, &rules, &mut filter); // RBAC.rules
+    Any {
+        type_url: RBAC_TYPE.into(),
+        value: filter,
+    }
+}
+
+/// A rule matches when its `from`, `to` and `when` all match.
+fn translate_rule(rule: &Rule) -> Policy {
+    let mut permissions: Vec<Permission> = Vec::new();
+    let mut principals: Vec<Principal> = Vec::new();
+    if !rule.to.is_empty() {
+        permissions.push(Permission::either(
+            rule.to.iter().map(|t| operation(&t.operation)).collect(),
+        ));
+    }
+    if !rule.from.is_empty() {
+        principals.push(Principal::either(
+            rule.from.iter().map(|f| source(&f.source)).collect(),
+        ));
+    }
+    for condition in &rule.when {
+        match condition_side(condition) {
+            Side::Permission(p) => permissions.push(p),
+            Side::Principal(p) => principals.push(p),
+        }
+    }
+    Policy {
+        permissions: vec![Permission::all(permissions)],
+        principals: vec![Principal::all(principals)],
+        ..Policy::default()
+    }
+}
+
+/// One field of an operation or source: its values (any may match), whether it is a
+/// `not*` field, and how a value becomes a matcher.
+type Field<'a, T> = (&'a [String], bool, fn(&str) -> T);
+
+/// Every present field must match.
+fn all_fields<T: Matcher>(fields: &[Field<'_, T>]) -> T {
+    let mut all = Vec::new();
+    for (values, negated, make) in fields {
+        if values.is_empty() {
+            continue;
+        }
+        let any_of = T::either(values.iter().map(|v| make(v)).collect());
+        all.push(if *negated { any_of.not() } else { any_of });
+    }
+    T::all(all)
+}
+
+fn operation(op: &Operation) -> Permission {
+    all_fields::<Permission>(&[
+        (&op.hosts, false, host_permission),
+        (&op.not_hosts, true, host_permission),
+        (&op.methods, false, method_permission),
+        (&op.not_methods, true, method_permission),
+        (&op.paths, false, path_permission),
+        (&op.not_paths, true, path_permission),
+        (&op.ports, false, port_permission),
+        (&op.not_ports, true, port_permission),
+    ])
+}
+
+fn source(source: &Source) -> Principal {
+    all_fields::<Principal>(&[
+        (&source.principals, false, peer_principal),
+        (&source.not_principals, true, peer_principal),
+        (&source.namespaces, false, namespace_principal),
+        (&source.not_namespaces, true, namespace_principal),
+        (&source.ip_blocks, false, direct_ip_principal),
+        (&source.not_ip_blocks, true, direct_ip_principal),
+        (&source.remote_ip_blocks, false, remote_ip_principal),
+        (&source.not_remote_ip_blocks, true, remote_ip_principal),
+    ])
+}
+
+enum Side {
+    Permission(Permission),
+    Principal(Principal),
+}
+
+/// `when`: destination facts are permissions, caller and request facts principals (as
+/// Istio splits them). Keys were checked by validation.
+fn condition_side(condition: &Condition) -> Side {
+    let Ok(key) = condition_key(&condition.key) else {
+        // Unreachable after validation; match nothing rather than everything.
+        return Side::Principal(any_principal().not());
+    };
+    fn values<T: Matcher>(condition: &Condition, make: &dyn Fn(&str) -> T) -> T {
+        let mut all = Vec::new();
+        if !condition.values.is_empty() {
+            all.push(T::either(
+                condition.values.iter().map(|v| make(v)).collect(),
+            ));
+        }
+        if !condition.not_values.is_empty() {
+            all.push(T::either(condition.not_values.iter().map(|v| make(v)).collect()).not());
+        }
+        T::all(all)
+    }
+    let principal = |make: &dyn Fn(&str) -> Principal| Side::Principal(values(condition, make));
+    let permission = |make: &dyn Fn(&str) -> Permission| Side::Permission(values(condition, make));
+    match key {
+        ConditionKey::RequestHeader(name) => principal(&|v| Principal {
+            identifier: Some(principal::Identifier::Header(header(&name, v))),
+        }),
+        ConditionKey::SourceIp => principal(&direct_ip_principal),
+        ConditionKey::RemoteIp => principal(&remote_ip_principal),
+        ConditionKey::SourceNamespace => principal(&namespace_principal),
+        ConditionKey::SourcePrincipal => principal(&peer_principal),
+        ConditionKey::DestinationIp => permission(&|v| Permission {
+            rule: cidr(v).map(permission::Rule::DestinationIp),
+        }),
+        ConditionKey::DestinationPort => permission(&port_permission),
+        ConditionKey::ConnectionSni => permission(&|v| Permission {
+            rule: Some(permission::Rule::RequestedServerName(string_match(v))),
+        }),
+    }
+}
+
+/// Istio's value matching: `*` anything, `prefix*`, `*suffix`, else exact.
+fn string_match(value: &str) -> StringMatcher {
+    let pattern = if value == "*" {
+        string_matcher::MatchPattern::SafeRegex(RegexMatcher {
+            regex: ".*".into(),
+            ..RegexMatcher::default()
+        })
+    } else if let Some(prefix) = value.strip_suffix('*') {
+        string_matcher::MatchPattern::Prefix(prefix.into())
+    } else if let Some(suffix) = value.strip_prefix('*') {
+        string_matcher::MatchPattern::Suffix(suffix.into())
+    } else {
+        string_matcher::MatchPattern::Exact(value.into())
+    };
+    StringMatcher {
+        match_pattern: Some(pattern),
+        ..StringMatcher::default()
+    }
+}
+
+fn header(name: &str, value: &str) -> HeaderMatcher {
+    HeaderMatcher {
+        name: name.into(),
+        header_match_specifier: Some(header_matcher::HeaderMatchSpecifier::StringMatch(
+            string_match(value),
+        )),
+        ..HeaderMatcher::default()
+    }
+}
+
+fn host_permission(host: &str) -> Permission {
+    // Hosts compare without case, as DNS names do.
+    let mut matcher = string_match(&host.to_ascii_lowercase());
+    matcher.ignore_case = true;
+    Permission {
+        rule: Some(permission::Rule::Header(HeaderMatcher {
+            name: ":authority".into(),
+            header_match_specifier: Some(header_matcher::HeaderMatchSpecifier::StringMatch(
+                matcher,
+            )),
+            ..HeaderMatcher::default()
+        })),
+    }
+}
+
+fn method_permission(method: &str) -> Permission {
+    Permission {
+        rule: Some(permission::Rule::Header(header(":method", method))),
+    }
+}
+
+fn path_permission(path: &str) -> Permission {
+    Permission {
+        rule: Some(permission::Rule::UrlPath(PathMatcher {
+            rule: Some(path_matcher::Rule::Path(string_match(path))),
+        })),
+    }
+}
+
+fn port_permission(port: &str) -> Permission {
+    Permission {
+        rule: port
+            .parse()
+            .ok()
+            .map(permission::Rule::DestinationPort)
+            .or(Some(permission::Rule::NotRule(Box::new(any_permission())))),
+    }
+}
+
+/// `cluster.local/ns/default/sa/sleep` (or with `*`) against the peer's SPIFFE id.
+fn peer_principal(value: &str) -> Principal {
+    let matcher = if value == "*" {
+        // Any authenticated peer.
+        string_match("*")
+    } else if let Some(suffix) = value.strip_prefix('*') {
+        string_match(&format!("*{suffix}"))
+    } else {
+        string_match(&format!("spiffe://{value}"))
+    };
+    authenticated(matcher)
+}
+
+fn namespace_principal(namespace: &str) -> Principal {
+    let pattern = match namespace {
+        "*" => ".*/ns/.*/.*".to_string(),
+        ns => format!(".*/ns/{}/.*", regex_escape(ns)),
+    };
+    authenticated(StringMatcher {
+        match_pattern: Some(string_matcher::MatchPattern::SafeRegex(RegexMatcher {
+            regex: pattern,
+            ..RegexMatcher::default()
+        })),
+        ..StringMatcher::default()
+    })
+}
+
+fn regex_escape(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let special = "\\.+*?()|[]{}^$".contains(c);
+            special.then_some('\\').into_iter().chain([c])
+        })
+        .collect()
+}
+
+fn authenticated(principal_name: StringMatcher) -> Principal {
+    Principal {
+        identifier: Some(principal::Identifier::Authenticated(
+            principal::Authenticated {
+                principal_name: Some(principal_name),
+            },
+        )),
+    }
+}
+
+fn cidr(text: &str) -> Option<CidrRange> {
+    parse_cidr(text).map(|(address, prefix)| CidrRange {
+        address_prefix: address.to_string(),
+        prefix_len: Some(UInt32Value { value: prefix }),
+    })
+}
+
+fn direct_ip_principal(block: &str) -> Principal {
+    Principal {
+        identifier: Some(
+            cidr(block)
+                .map(principal::Identifier::DirectRemoteIp)
+                .unwrap_or(principal::Identifier::NotId(Box::new(any_principal()))),
+        ),
+    }
+}
+
+fn remote_ip_principal(block: &str) -> Principal {
+    Principal {
+        identifier: Some(
+            cidr(block)
+                .map(principal::Identifier::RemoteIp)
+                .unwrap_or(principal::Identifier::NotId(Box::new(any_principal()))),
+        ),
+    }
+}
+
+fn any_permission() -> Permission {
+    Permission {
+        rule: Some(permission::Rule::Any(true)),
+    }
+}
+
+fn any_principal() -> Principal {
+    Principal {
+        identifier: Some(principal::Identifier::Any(true)),
+    }
+}
+
+/// RBAC's two matcher trees (what is asked, who asks) combine alike.
+trait Matcher: Sized {
+    /// All of `items`; none at all matches everything.
+    fn all(items: Vec<Self>) -> Self;
+    /// Any of `items` (never empty).
+    fn either(items: Vec<Self>) -> Self;
+    fn not(self) -> Self;
+}
+
+impl Matcher for Permission {
+    fn all(mut rules: Vec<Permission>) -> Permission {
+        match rules.len() {
+            0 => any_permission(),
+            1 => rules.remove(0),
+            _ => Permission {
+                rule: Some(permission::Rule::AndRules(permission::Set { rules })),
+            },
+        }
+    }
+
+    fn either(mut rules: Vec<Permission>) -> Permission {
+        if rules.len() == 1 {
+            return rules.remove(0);
+        }
+        Permission {
+            rule: Some(permission::Rule::OrRules(permission::Set { rules })),
+        }
+    }
+
+    fn not(self) -> Permission {
+        Permission {
+            rule: Some(permission::Rule::NotRule(Box::new(self))),
+        }
+    }
+}
+
+impl Matcher for Principal {
+    fn all(mut ids: Vec<Principal>) -> Principal {
+        match ids.len() {
+            0 => any_principal(),
+            1 => ids.remove(0),
+            _ => Principal {
+                identifier: Some(principal::Identifier::AndIds(principal::Set { ids })),
+            },
+        }
+    }
+
+    fn either(mut ids: Vec<Principal>) -> Principal {
+        if ids.len() == 1 {
+            return ids.remove(0);
+        }
+        Principal {
+            identifier: Some(principal::Identifier::OrIds(principal::Set { ids })),
+        }
+    }
+
+    fn not(self) -> Principal {
+        Principal {
+            identifier: Some(principal::Identifier::NotId(Box::new(self))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_policies_encode_to_equal_bytes() {
+        let policies: BTreeMap<String, Policy> = (0..20)
+            .map(|i| (format!("policy-{i}"), Policy::default()))
+            .collect();
+        let first = rbac_config(rbac::Action::Allow, &policies);
+        let second = rbac_config(rbac::Action::Allow, &policies.clone());
+        assert_eq!(first, second);
+        // And it is the RBAC message Envoy expects.
+        use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac as RbacFilter;
+        let decoded = RbacFilter::decode(first.value.as_slice()).unwrap();
+        let rules = decoded.rules.unwrap();
+        assert_eq!(rules.action, rbac::Action::Allow as i32);
+        assert_eq!(rules.policies.len(), 20);
+    }
+
+    #[test]
+    fn istio_value_wildcards() {
+        let pattern = |v| string_match(v).match_pattern.unwrap();
+        assert_eq!(
+            pattern("/admin*"),
+            string_matcher::MatchPattern::Prefix("/admin".into())
+        );
+        assert_eq!(
+            pattern("*.php"),
+            string_matcher::MatchPattern::Suffix(".php".into())
+        );
+        assert_eq!(
+            pattern("/x"),
+            string_matcher::MatchPattern::Exact("/x".into())
+        );
+        assert_eq!(regex_escape("a.b"), "a\\.b");
+    }
+}
