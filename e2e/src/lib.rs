@@ -80,6 +80,38 @@ pub async fn wait_for_status(from: &Workload, url: &str, status: u16) -> Duratio
     start.elapsed()
 }
 
+/// The serial numbers of the certificates Envoy is using now (its admin `/certs`),
+/// lowercase hex without leading zeros.
+pub fn envoy_certificate_serials(workload: &Workload) -> Vec<String> {
+    let Ok((_, body)) =
+        fleetmesh_agent::process::admin_request(workload.envoy.admin_address(), "GET", "/certs")
+    else {
+        return Vec::new();
+    };
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    json["certificates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["cert_chain"].as_array().into_iter().flatten())
+        .filter_map(|c| c["serial_number"].as_str())
+        .map(|s| s.trim_start_matches('0').to_ascii_lowercase())
+        .collect()
+}
+
+/// The serial number of a PEM certificate, in Envoy's format.
+pub fn serial_of(pem_text: &str) -> String {
+    use x509_parser::prelude::*;
+    let (_, block) = parse_x509_pem(pem_text.as_bytes()).expect("a PEM certificate");
+    let (_, cert) = X509Certificate::from_der(&block.contents).expect("a certificate");
+    cert.raw_serial()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+        .trim_start_matches('0')
+        .to_string()
+}
+
 /// meshd's NACK counter (`pilot_total_xds_rejects`, all types).
 pub fn nacks(mesh: &LocalMesh) -> u64 {
     mesh.meshd().metrics().rejects_total()
@@ -116,7 +148,11 @@ spec:
 
 impl Bookstore {
     pub async fn start(mode: XdsMode) -> Bookstore {
-        let mesh = LocalMesh::start(None, mode).await.expect("meshd starts");
+        Bookstore::start_on(LocalMesh::start(None, mode).await.expect("meshd starts")).await
+    }
+
+    /// The bookstore on a mesh the caller set up (a short certificate lifetime, say).
+    pub async fn start_on(mesh: LocalMesh) -> Bookstore {
         mesh.write("services.yaml", BOOKSTORE_SERVICES).unwrap();
         let start = |name: &str, labels: &[(&str, &str)]| {
             mesh.add_workload(WorkloadSpec::new(name, labels, 9080))

@@ -113,6 +113,7 @@ impl CertificateAuthority {
             )
         })?;
         let ca_cert = read(CA_CERT)?;
+        check_key_matches(&ca_cert, &key).map_err(|reason| invalid(CA_KEY, reason))?;
         let issuer =
             Issuer::from_ca_cert_pem(&ca_cert, key).map_err(|e| invalid(CA_CERT, e.to_string()))?;
         let roots = read(ROOT_CERT)?;
@@ -211,6 +212,20 @@ impl CertificateAuthority {
     }
 }
 
+/// A key that is not the certificate's would sign certificates nobody can verify (a
+/// half-replaced directory, or a wrong plug-in file): refuse to load it.
+fn check_key_matches(ca_cert: &str, key: &KeyPair) -> Result<(), String> {
+    use x509_parser::prelude::*;
+    let (_, block) = parse_x509_pem(ca_cert.as_bytes()).map_err(|e| format!("{CA_CERT}: {e}"))?;
+    let (_, cert) =
+        X509Certificate::from_der(&block.contents).map_err(|e| format!("{CA_CERT}: {e}"))?;
+    if cert.public_key().raw == rcgen::PublicKeyData::subject_public_key_info(key).as_slice() {
+        Ok(())
+    } else {
+        Err(format!("this key is not the key of {CA_CERT}"))
+    }
+}
+
 fn describe_san(san: &SanType) -> String {
     match san {
         SanType::URI(uri) => uri.as_str().to_string(),
@@ -240,15 +255,14 @@ fn pem_blocks(text: &str) -> Result<Vec<Vec<u8>>, String> {
         .collect())
 }
 
-/// A self-signed root (ECDSA P-256, ten years), written in the `cacerts` layout.
-fn create_root(dir: &Path, trust_domain: &str) -> Result<(), LoadError> {
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(LoadError::Generate)?;
+/// A new self-signed root: (certificate PEM, PKCS#8 key PEM). ECDSA P-256, ten years.
+pub(crate) fn generate_root(trust_domain: &str) -> Result<(String, String), rcgen::Error> {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let mut params = CertificateParams::default();
     let now = OffsetDateTime::now_utc();
     params.not_before = now - BACKDATE;
     params.not_after = now + ROOT_LIFETIME;
-    params.serial_number =
-        Some(random_serial().map_err(|e| LoadError::Generate(rcgen::Error::PemError(e)))?);
+    params.serial_number = Some(random_serial().map_err(rcgen::Error::PemError)?);
     params.distinguished_name = DistinguishedName::new();
     params
         .distinguished_name
@@ -262,7 +276,13 @@ fn create_root(dir: &Path, trust_domain: &str) -> Result<(), LoadError> {
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    let root = params.self_signed(&key).map_err(LoadError::Generate)?;
+    let root = params.self_signed(&key)?;
+    Ok((root.pem(), key.serialize_pem()))
+}
+
+/// A self-signed root, written in the `cacerts` layout.
+fn create_root(dir: &Path, trust_domain: &str) -> Result<(), LoadError> {
+    let (root, key) = generate_root(trust_domain).map_err(LoadError::Generate)?;
     let write = |name: &str, text: &str, private: bool| {
         let path = dir.join(name);
         let result = if private {
@@ -272,10 +292,9 @@ fn create_root(dir: &Path, trust_domain: &str) -> Result<(), LoadError> {
         };
         result.map_err(|source| LoadError::Io { path, source })
     };
-    let root_pem = root.pem();
-    write(CA_CERT, &root_pem, false)?;
-    write(CERT_CHAIN, &root_pem, false)?;
-    write(ROOT_CERT, &root_pem, false)?;
+    write(CA_CERT, &root, false)?;
+    write(CERT_CHAIN, &root, false)?;
+    write(ROOT_CERT, &root, false)?;
     // The key last: its presence is what marks the directory as complete.
-    write(CA_KEY, &key.serialize_pem(), true)
+    write(CA_KEY, &key, true)
 }

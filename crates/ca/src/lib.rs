@@ -8,6 +8,7 @@ pub mod client;
 pub mod csr;
 mod files;
 pub mod identity;
+pub mod rotation;
 pub mod service;
 pub mod token;
 

@@ -9,16 +9,18 @@ use crate::proto::istio_certificate_service_server::{
 use crate::proto::{IstioCertificateRequest, IstioCertificateResponse};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 pub struct CaService {
-    authority: Arc<CertificateAuthority>,
+    /// The current CA; replaced when its files change (a root rotation step).
+    authority: watch::Receiver<Arc<CertificateAuthority>>,
     authenticator: Arc<dyn Authenticator>,
 }
 
 impl CaService {
     pub fn new(
-        authority: Arc<CertificateAuthority>,
+        authority: watch::Receiver<Arc<CertificateAuthority>>,
         authenticator: Arc<dyn Authenticator>,
     ) -> CaService {
         CaService {
@@ -46,7 +48,8 @@ impl IstioCertificateService for CaService {
             .ok()
             .filter(|s| *s > 0)
             .map(Duration::from_secs);
-        match self.authority.sign(&request.csr, &caller, ttl) {
+        let authority = self.authority.borrow().clone();
+        match authority.sign(&request.csr, &caller, ttl) {
             Ok(cert_chain) => {
                 tracing::debug!(%caller, "certificate issued");
                 Ok(Response::new(IstioCertificateResponse { cert_chain }))

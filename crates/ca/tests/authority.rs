@@ -163,3 +163,60 @@ fn a_key_in_an_unsupported_format_is_named() {
         "{error}"
     );
 }
+
+#[test]
+fn a_root_rotation_trusts_both_roots_until_the_old_one_retires() {
+    use fleetmesh_ca::rotation;
+    let dir = tempfile::tempdir().unwrap();
+    let old_root = load(dir.path()).roots().to_string();
+    let me = Identity::new("default", "sleep");
+    let request = csr::generate(&me.spiffe_id("cluster.local")).unwrap();
+    let issuer_of = |ca: &CertificateAuthority| {
+        let chain = ca.sign(&request.csr_pem, &me, None).unwrap();
+        let leaf = ::pem::parse(&chain[0]).unwrap();
+        let (_, leaf) = X509Certificate::from_der(leaf.contents()).unwrap();
+        leaf.issuer().to_string()
+    };
+    let old_issuer = issuer_of(&load(dir.path()));
+
+    rotation::add_root(dir.path(), "cluster.local").unwrap();
+    let added = load(dir.path());
+    assert_eq!(::pem::parse_many(added.roots()).unwrap().len(), 2);
+    assert!(added.roots().starts_with(old_root.trim_end()));
+    assert_eq!(
+        issuer_of(&added),
+        old_issuer,
+        "still signing with the old root"
+    );
+    assert!(rotation::add_root(dir.path(), "cluster.local").is_err());
+    assert!(rotation::retire_roots(dir.path()).is_err());
+
+    rotation::activate_root(dir.path()).unwrap();
+    let activated = load(dir.path());
+    assert_eq!(::pem::parse_many(activated.roots()).unwrap().len(), 2);
+    let chain = activated.sign(&request.csr_pem, &me, None).unwrap();
+    let leaf = ::pem::parse(&chain[0]).unwrap();
+    let (_, leaf) = X509Certificate::from_der(leaf.contents()).unwrap();
+    let new_root = std::fs::read_to_string(dir.path().join(CA_CERT)).unwrap();
+    let root_block = ::pem::parse(&new_root).unwrap();
+    let (_, root) = X509Certificate::from_der(root_block.contents()).unwrap();
+    leaf.verify_signature(Some(root.public_key())).unwrap();
+    assert!(rotation::activate_root(dir.path()).is_err());
+
+    rotation::retire_roots(dir.path()).unwrap();
+    let retired = load(dir.path());
+    assert_eq!(retired.roots().trim_end(), new_root.trim_end());
+}
+
+#[test]
+fn a_key_that_is_not_the_certificates_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    load(dir.path());
+    let other = rcgen::KeyPair::generate().unwrap();
+    std::fs::write(dir.path().join(CA_KEY), other.serialize_pem()).unwrap();
+    let error = CertificateAuthority::load_or_create(dir.path(), "cluster.local", DAY)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("not the key of ca-cert.pem"), "{error}");
+}

@@ -36,6 +36,29 @@ enum Command {
         #[arg(long, default_value = "delta", value_parser = ["sotw", "delta"])]
         xds_mode: String,
     },
+    /// Issue a token that proves a workload's identity to meshd (for `fleetmesh-agent
+    /// --token-file`). Reads the token key in meshd's CA directory; keep the token secret.
+    Token {
+        /// meshd's `--ca-dir`.
+        #[arg(long, env = "MESHD_CA_DIR", default_value = "./var/lib/fleetmesh/ca")]
+        ca_dir: PathBuf,
+        #[arg(long)]
+        namespace: String,
+        #[arg(long)]
+        service_account: String,
+    },
+    /// Rotate the mesh root in three steps, each picked up live by meshd: `add` (trust a
+    /// new root beside the old), then after half a certificate lifetime `activate` (sign
+    /// with it), then after a full lifetime `retire` (trust only the new root).
+    RotateRoot {
+        #[arg(value_parser = ["add", "activate", "retire"])]
+        step: String,
+        /// meshd's `--ca-dir`.
+        #[arg(long, env = "MESHD_CA_DIR", default_value = "./var/lib/fleetmesh/ca")]
+        ca_dir: PathBuf,
+        #[arg(long, env = "MESHD_TRUST_DOMAIN", default_value = "cluster.local")]
+        trust_domain: String,
+    },
     /// The sample HTTP app the demo runs: answers with its service, version and headers.
     SampleApp {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -71,6 +94,33 @@ async fn main() -> anyhow::Result<()> {
                 xds_mode,
             })
             .await
+        }
+        Command::Token {
+            ca_dir,
+            namespace,
+            service_account,
+        } => {
+            let issuer = fleetmesh_ca::TokenIssuer::load_or_create(&ca_dir)
+                .map_err(|e| anyhow::anyhow!("token key in {}: {e}", ca_dir.display()))?;
+            println!(
+                "{}",
+                issuer.issue(&fleetmesh_ca::Identity::new(&namespace, &service_account))
+            );
+            Ok(())
+        }
+        Command::RotateRoot {
+            step,
+            ca_dir,
+            trust_domain,
+        } => {
+            use fleetmesh_ca::rotation;
+            match step.as_str() {
+                "add" => rotation::add_root(&ca_dir, &trust_domain)?,
+                "activate" => rotation::activate_root(&ca_dir)?,
+                _ => rotation::retire_roots(&ca_dir)?,
+            }
+            println!("root rotation step `{step}` done in {}", ca_dir.display());
+            Ok(())
         }
         Command::SampleApp {
             listen,

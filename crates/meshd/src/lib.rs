@@ -1,6 +1,7 @@
 //! meshd: wires config sources to the model, the model to the xDS server, and serves
 //! metrics and istiod's debug endpoints.
 
+mod ca_files;
 pub mod config;
 mod debug;
 mod http;
@@ -57,7 +58,9 @@ impl Meshd {
             TokenIssuer::load_or_create(&config.ca_dir)
                 .with_context(|| format!("token key in {}", config.ca_dir.display()))?,
         );
-        let ca = CaService::new(Arc::new(authority), tokens.clone());
+        let (authority_tx, authority_rx) = watch::channel(Arc::new(authority));
+        let ca = CaService::new(authority_rx, tokens.clone());
+        let ca_watcher = ca_files::watch(config.clone(), authority_tx)?;
 
         let mut prometheus = prometheus_client::registry::Registry::default();
         let metrics = Arc::new(Metrics::new(&mut prometheus));
@@ -93,7 +96,8 @@ impl Meshd {
         let reloading = source.clone();
         let stop = shutdown.clone();
         tasks.spawn(async move {
-            let _watcher = watcher; // dropping it stops the file events
+            // Dropping them stops the file events.
+            let _watchers = (watcher, ca_watcher);
             let publish = || {
                 snapshots_tx.send_replace(Arc::new(build(&reloading)));
             };
