@@ -302,6 +302,17 @@ fn envoy_clusters(proxy: &Workload) -> BTreeSet<String> {
         .collect()
 }
 
+/// Envoy's listeners as its admin config dump shows them.
+fn envoy_listeners(proxy: &Workload) -> String {
+    let (_, dump) = fleetmesh_agent::process::admin_request(
+        proxy.envoy.admin_address(),
+        "GET",
+        "/config_dump?resource=dynamic_listeners",
+    )
+    .unwrap_or_default();
+    dump
+}
+
 /// The outbound cluster of the reviews Service in `namespace`.
 fn reviews_cluster(namespace: &TestNamespace) -> String {
     format!("outbound|80||reviews.{}.svc.cluster.local", namespace.name)
@@ -453,6 +464,7 @@ async fn mesh_config_root_namespace_applies_live() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_is_matched_to_its_pod() {
     let cluster = TestCluster::start("fleetmesh-kube-tests").expect("the local cluster starts");
+    cluster.install_istio_crds().await.unwrap();
     let client = cluster.client().await.unwrap();
     let namespace = TestNamespace::create(&client, "pods").await.unwrap();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace.name);
@@ -510,6 +522,28 @@ async fn a_proxy_is_matched_to_its_pod() {
         !inbound(&unknown),
         "a proxy no Pod backs keeps its own (impostor) labels"
     );
+
+    // security.istio.io from kubectl reaches the Pod's proxy: an AuthorizationPolicy
+    // selecting it becomes an RBAC filter on its inbound listener.
+    namespace
+        .apply(
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
+             metadata: {name: reviews-deny-admin}\n\
+             spec: {selector: {matchLabels: {app: reviews}}, action: DENY, \
+             rules: [{to: [{operation: {paths: [/admin*]}}]}]}\n",
+        )
+        .await
+        .unwrap();
+    eventually(
+        "the policy to reach the pod's proxy",
+        Duration::from_secs(30),
+        async || {
+            envoy_listeners(&real)
+                .contains("envoy.filters.http.rbac")
+                .then_some(())
+        },
+    )
+    .await;
     assert_eq!(nacks(&mesh), 0);
     namespace.delete().await.unwrap();
 }

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 fn signing(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let ca = CertificateAuthority::load_or_create(dir.path(), "cluster.local", Duration::MAX)
-        .unwrap();
+    let ca =
+        CertificateAuthority::load_or_create(dir.path(), "cluster.local", Duration::MAX).unwrap();
     let caller = Identity::new("default", "bench");
     let request = csr::generate(&caller.spiffe_id("cluster.local")).unwrap();
 
@@ -23,8 +23,8 @@ fn signing(c: &mut Criterion) {
 
     let rng = ring::rand::SystemRandom::new();
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
-    let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
-        .unwrap();
+    let key =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng).unwrap();
     let _ = key.public_key();
     // About the size of a workload certificate's to-be-signed part.
     let message = vec![0x5au8; 400];

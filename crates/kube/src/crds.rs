@@ -1,62 +1,97 @@
-//! Istio's CustomResourceDefinitions, generated from fleetmesh's typed config structs:
-//! the same group, versions, kinds and names as Istio's, with structural schemas, so
+//! Istio's CustomResourceDefinitions (networking.istio.io and security.istio.io),
+//! generated from fleetmesh's typed config structs: the same groups, versions, kinds and
+//! names as Istio's, with structural schemas, so
 //! Istio YAML applies unchanged. `manifests/istio-crds.yaml` holds the output; a test
 //! regenerates it and fails on a difference.
 
 use fleetmesh_api::networking::*;
+use fleetmesh_api::security::{AuthorizationPolicySpec, PeerAuthenticationSpec};
 use kube::core::schema::StructuralSchemaRewriter;
 use schemars::JsonSchema;
 use schemars::generate::SchemaSettings;
 use serde_json::{Value, json};
 
-pub const GROUP: &str = "networking.istio.io";
+pub const NETWORKING: &str = "networking.istio.io";
+pub const SECURITY: &str = "security.istio.io";
 /// Served versions; the first is stored.
-pub const VERSIONS: [&str; 3] = ["v1", "v1beta1", "v1alpha3"];
+const NETWORKING_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
+const SECURITY_VERSIONS: &[&str] = &["v1", "v1beta1"];
 
 /// One Istio kind as the API server knows it.
 pub struct IstioKind {
+    pub group: &'static str,
+    /// Served versions; the first is stored.
+    pub versions: &'static [&'static str],
     pub kind: &'static str,
     pub plural: &'static str,
     pub short_names: &'static [&'static str],
     spec_schema: fn() -> Value,
 }
 
-pub const KINDS: [IstioKind; 6] = [
+pub const KINDS: [IstioKind; 8] = [
     IstioKind {
+        group: NETWORKING,
+        versions: NETWORKING_VERSIONS,
         kind: "VirtualService",
         plural: "virtualservices",
         short_names: &["vs"],
         spec_schema: schema::<VirtualServiceSpec>,
     },
     IstioKind {
+        group: NETWORKING,
+        versions: NETWORKING_VERSIONS,
         kind: "DestinationRule",
         plural: "destinationrules",
         short_names: &["dr"],
         spec_schema: schema::<DestinationRuleSpec>,
     },
     IstioKind {
+        group: NETWORKING,
+        versions: NETWORKING_VERSIONS,
         kind: "Gateway",
         plural: "gateways",
         short_names: &["gw"],
         spec_schema: schema::<GatewaySpec>,
     },
     IstioKind {
+        group: NETWORKING,
+        versions: NETWORKING_VERSIONS,
         kind: "ServiceEntry",
         plural: "serviceentries",
         short_names: &["se"],
         spec_schema: schema::<ServiceEntrySpec>,
     },
     IstioKind {
+        group: NETWORKING,
+        versions: NETWORKING_VERSIONS,
         kind: "WorkloadEntry",
         plural: "workloadentries",
         short_names: &["we"],
         spec_schema: schema::<WorkloadEntrySpec>,
     },
     IstioKind {
+        group: NETWORKING,
+        versions: NETWORKING_VERSIONS,
         kind: "Sidecar",
         plural: "sidecars",
         short_names: &[],
         spec_schema: schema::<SidecarSpec>,
+    },
+    IstioKind {
+        group: SECURITY,
+        versions: SECURITY_VERSIONS,
+        kind: "PeerAuthentication",
+        plural: "peerauthentications",
+        short_names: &["pa"],
+        spec_schema: schema::<PeerAuthenticationSpec>,
+    },
+    IstioKind {
+        group: SECURITY,
+        versions: SECURITY_VERSIONS,
+        kind: "AuthorizationPolicy",
+        plural: "authorizationpolicies",
+        short_names: &["ap"],
+        spec_schema: schema::<AuthorizationPolicySpec>,
     },
 ];
 
@@ -78,8 +113,14 @@ fn schema<T: JsonSchema>() -> Value {
 }
 
 impl IstioKind {
+    /// The stored version, e.g. `networking.istio.io/v1`.
+    pub fn api_version(&self) -> String {
+        format!("{}/{}", self.group, self.versions[0])
+    }
+
     pub fn crd(&self) -> Value {
-        let versions: Vec<Value> = VERSIONS
+        let versions: Vec<Value> = self
+            .versions
             .iter()
             .enumerate()
             .map(|(i, version)| {
@@ -102,18 +143,18 @@ impl IstioKind {
             "apiVersion": "apiextensions.k8s.io/v1",
             "kind": "CustomResourceDefinition",
             "metadata": {
-                "name": format!("{}.{GROUP}", self.plural),
+                "name": format!("{}.{}", self.plural, self.group),
                 "labels": {"app.kubernetes.io/part-of": "fleetmesh"},
             },
             "spec": {
-                "group": GROUP,
+                "group": self.group,
                 "names": {
                     "kind": self.kind,
                     "listKind": format!("{}List", self.kind),
                     "plural": self.plural,
                     "singular": self.kind.to_ascii_lowercase(),
                     "shortNames": self.short_names,
-                    "categories": ["istio-io", "networking-istio-io"],
+                    "categories": ["istio-io", self.group.replace('.', "-")],
                 },
                 "scope": "Namespaced",
                 "versions": versions,

@@ -2,7 +2,7 @@
 //! Pods behind them (labels for subsets, service accounts), watched by kube-rs reflectors.
 //! A broken watch (API server restart, 410 Gone) resumes by itself with backoff.
 
-use crate::crds::{GROUP, IstioKind, KINDS, VERSIONS};
+use crate::crds::{IstioKind, KINDS};
 use anyhow::Context;
 use fleetmesh_model::host::ExportTo;
 use fleetmesh_model::service::{
@@ -68,7 +68,7 @@ impl ClusterSource {
         let mut watches = vec![a, b, c, d];
         let mut istio = Vec::new();
         for kind in &KINDS {
-            let gvk = GroupVersionKind::gvk(GROUP, VERSIONS[0], kind.kind);
+            let gvk = GroupVersionKind::gvk(kind.group, kind.versions[0], kind.kind);
             match kube::discovery::pinned_kind(&client, &gvk).await {
                 Ok((resource, _)) => {
                     let api = Api::all_with(client.clone(), &resource);
@@ -154,7 +154,7 @@ impl ClusterSource {
     ) -> Result<Vec<fleetmesh_api::LoadedResource>, Vec<String>> {
         let meta = &object.metadata;
         let clean = serde_json::json!({
-            "apiVersion": format!("{GROUP}/{}", VERSIONS[0]),
+            "apiVersion": kind.api_version(),
             "kind": kind.kind,
             "metadata": {
                 "name": meta.name,

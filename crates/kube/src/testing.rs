@@ -77,7 +77,7 @@ impl TestCluster {
         apply(&client, None, &crate::crds::istio_crds_yaml()).await?;
         let crds: Api<CustomResourceDefinition> = Api::all(client);
         for kind in &crate::crds::KINDS {
-            let name = format!("{}.{}", kind.plural, crate::crds::GROUP);
+            let name = format!("{}.{}", kind.plural, kind.group);
             wait_for(
                 &format!("CRD {name} to be established"),
                 Duration::from_secs(30),

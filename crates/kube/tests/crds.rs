@@ -60,6 +60,19 @@ apiVersion: networking.istio.io/v1
 kind: Sidecar
 metadata: {name: default}
 spec: {egress: [{hosts: ["./*", "istio-system/*"]}]}
+---
+apiVersion: security.istio.io/v1beta1
+kind: PeerAuthentication
+metadata: {name: default}
+spec: {mtls: {mode: STRICT}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: reviews}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  action: DENY
+  rules: [{to: [{operation: {paths: [/admin*]}}]}]
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,7 +92,7 @@ async fn the_api_server_accepts_the_crds_and_istio_yaml() {
         .kubectl()
         .args([
             "get",
-            "vs,dr,gw,se,sidecars",
+            "vs,dr,gw,se,sidecars,pa,ap",
             "-n",
             &namespace.name,
             "-o",
@@ -94,6 +107,8 @@ async fn the_api_server_accepts_the_crds_and_istio_yaml() {
         "gateway.networking.istio.io/public",
         "serviceentry.networking.istio.io/api",
         "sidecar.networking.istio.io/default",
+        "peerauthentication.security.istio.io/default",
+        "authorizationpolicy.security.istio.io/reviews",
     ] {
         assert!(
             listed.contains(name),

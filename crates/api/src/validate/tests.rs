@@ -299,3 +299,20 @@ spec:
 "#;
     assert_eq!(problems(valid), Vec::<String>::new());
 }
+
+/// Kubernetes stores map keys as strings; a port written `"9080"` is still port 9080.
+#[test]
+fn port_level_mtls_keys_may_be_quoted() {
+    let yaml = r#"apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: reviews}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  portLevelMtls: {'9080': {mode: DISABLE}}
+"#;
+    let loaded = load_documents(None, yaml).unwrap();
+    let crate::Resource::PeerAuthentication(pa) = &loaded[0].resource else {
+        panic!("a PeerAuthentication");
+    };
+    assert!(pa.spec.port_level_mtls.contains_key(&9080));
+}
