@@ -114,6 +114,7 @@ fn parse_resource(value: serde_yaml_ng::Value) -> Result<Resource, (String, Fiel
         Kind::Sidecar => typed(value).map(Resource::Sidecar),
         Kind::PeerAuthentication => typed(value).map(Resource::PeerAuthentication),
         Kind::AuthorizationPolicy => typed(value).map(Resource::AuthorizationPolicy),
+        Kind::RequestAuthentication => typed(value).map(Resource::RequestAuthentication),
     };
     parsed.map_err(|e| (described, e))
 }

@@ -17,6 +17,7 @@ pub enum Kind {
     Sidecar,
     PeerAuthentication,
     AuthorizationPolicy,
+    RequestAuthentication,
 }
 
 const ISTIO_SECURITY: &[&str] = &["security.istio.io/v1", "security.istio.io/v1beta1"];
@@ -40,15 +41,18 @@ impl Kind {
             "Sidecar" => Kind::Sidecar,
             "PeerAuthentication" => Kind::PeerAuthentication,
             "AuthorizationPolicy" => Kind::AuthorizationPolicy,
+            "RequestAuthentication" => Kind::RequestAuthentication,
             other => {
                 return Err(format!(
-                    "kind {other:?} is not supported (supported: Service, Endpoints, VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, Sidecar, PeerAuthentication, AuthorizationPolicy)"
+                    "kind {other:?} is not supported (supported: Service, Endpoints, VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, Sidecar, PeerAuthentication, AuthorizationPolicy, RequestAuthentication)"
                 ));
             }
         };
         let accepted: &[&str] = match kind {
             Kind::Service | Kind::Endpoints => &["v1"],
-            Kind::PeerAuthentication | Kind::AuthorizationPolicy => ISTIO_SECURITY,
+            Kind::PeerAuthentication | Kind::AuthorizationPolicy | Kind::RequestAuthentication => {
+                ISTIO_SECURITY
+            }
             _ => ISTIO_NETWORKING,
         };
         if accepted.contains(&api_version) {
@@ -77,6 +81,7 @@ pub enum Resource {
     Sidecar(Config<SidecarSpec>),
     PeerAuthentication(Config<PeerAuthenticationSpec>),
     AuthorizationPolicy(Config<AuthorizationPolicySpec>),
+    RequestAuthentication(Config<RequestAuthenticationSpec>),
 }
 
 /// One config object as written: `apiVersion`, `kind`, `metadata`, `spec`.
@@ -105,6 +110,7 @@ impl Resource {
             Resource::Sidecar(c) => &c.metadata,
             Resource::PeerAuthentication(c) => &c.metadata,
             Resource::AuthorizationPolicy(c) => &c.metadata,
+            Resource::RequestAuthentication(c) => &c.metadata,
         }
     }
 
@@ -120,6 +126,7 @@ impl Resource {
             Resource::Sidecar(_) => Kind::Sidecar,
             Resource::PeerAuthentication(_) => Kind::PeerAuthentication,
             Resource::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
+            Resource::RequestAuthentication(_) => Kind::RequestAuthentication,
         }
     }
 

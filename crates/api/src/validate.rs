@@ -41,6 +41,9 @@ pub fn validate(resource: &Resource) -> Vec<FieldError> {
         Resource::AuthorizationPolicy(ap) => {
             security::validate_authorization_policy(&ap.spec, &mut errors)
         }
+        Resource::RequestAuthentication(ra) => {
+            security::validate_request_authentication(&ra.spec, &mut errors)
+        }
     }
     errors.0
 }

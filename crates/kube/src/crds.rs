@@ -5,7 +5,9 @@
 //! regenerates it and fails on a difference.
 
 use fleetmesh_api::networking::*;
-use fleetmesh_api::security::{AuthorizationPolicySpec, PeerAuthenticationSpec};
+use fleetmesh_api::security::{
+    AuthorizationPolicySpec, PeerAuthenticationSpec, RequestAuthenticationSpec,
+};
 use kube::core::schema::StructuralSchemaRewriter;
 use schemars::JsonSchema;
 use schemars::generate::SchemaSettings;
@@ -28,7 +30,7 @@ pub struct IstioKind {
     spec_schema: fn() -> Value,
 }
 
-pub const KINDS: [IstioKind; 8] = [
+pub const KINDS: [IstioKind; 9] = [
     IstioKind {
         group: NETWORKING,
         versions: NETWORKING_VERSIONS,
@@ -92,6 +94,14 @@ pub const KINDS: [IstioKind; 8] = [
         plural: "authorizationpolicies",
         short_names: &["ap"],
         spec_schema: schema::<AuthorizationPolicySpec>,
+    },
+    IstioKind {
+        group: SECURITY,
+        versions: SECURITY_VERSIONS,
+        kind: "RequestAuthentication",
+        plural: "requestauthentications",
+        short_names: &["ra"],
+        spec_schema: schema::<RequestAuthenticationSpec>,
     },
 ];
 

@@ -73,6 +73,12 @@ spec:
   selector: {matchLabels: {app: reviews}}
   action: DENY
   rules: [{to: [{operation: {paths: [/admin*]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt}
+spec:
+  jwtRules: [{issuer: "https://issuer.example", jwksUri: "https://issuer.example/jwks.json"}]
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,7 +98,7 @@ async fn the_api_server_accepts_the_crds_and_istio_yaml() {
         .kubectl()
         .args([
             "get",
-            "vs,dr,gw,se,sidecars,pa,ap",
+            "vs,dr,gw,se,sidecars,pa,ap,ra",
             "-n",
             &namespace.name,
             "-o",
@@ -109,6 +115,7 @@ async fn the_api_server_accepts_the_crds_and_istio_yaml() {
         "sidecar.networking.istio.io/default",
         "peerauthentication.security.istio.io/default",
         "authorizationpolicy.security.istio.io/reviews",
+        "requestauthentication.security.istio.io/jwt",
     ] {
         assert!(
             listed.contains(name),

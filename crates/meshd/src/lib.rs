@@ -5,6 +5,7 @@ mod ca_files;
 pub mod config;
 mod debug;
 mod http;
+mod jwks;
 pub mod local;
 mod mesh_config;
 
@@ -70,6 +71,7 @@ impl Meshd {
         // Watch before the first read, so no change falls between the two.
         let (changes_tx, changes) = tokio::sync::mpsc::unbounded_channel();
         let watcher = local::watch(&config.config_dir, changes_tx.clone())?;
+        let changes_tx_for_jwks = changes_tx.clone();
         let cluster = match &config.kubeconfig {
             Some(path) => Some(Arc::new(connect_cluster(path, &config, changes_tx).await?)),
             None => None,
@@ -78,13 +80,22 @@ impl Meshd {
             root_namespace: config.root_namespace.clone(),
             ..Default::default()
         });
+        let jwks = jwks::JwksCache::new(changes_tx_for_jwks);
         let build = move |source: &local::LocalSource| {
             let services = cluster.as_ref().map(|c| c.services()).unwrap_or_default();
             let workloads = cluster.as_ref().map(|c| c.workloads()).unwrap_or_default();
             let resources = cluster.as_ref().map(|c| c.resources()).unwrap_or_default();
             let mesh =
                 mesh_config.settings(cluster.as_ref().and_then(|c| c.mesh_config()).as_deref());
-            MeshState::new(source.reload(services, workloads, &resources, mesh))
+            let mut snapshot = source.reload(services, workloads, &resources, mesh);
+            snapshot.jwks = jwks.resolve(
+                snapshot
+                    .request_authentications
+                    .iter()
+                    .flat_map(|r| &r.spec.jwt_rules)
+                    .filter_map(|rule| rule.jwks_uri.as_deref()),
+            );
+            MeshState::new(snapshot)
         };
         let (snapshots_tx, snapshots) = watch::channel(Arc::new(build(&source)));
 

@@ -3,8 +3,12 @@
 use crate::service::labels_match;
 use crate::snapshot::Snapshot;
 use fleetmesh_api::resource::Config;
-use fleetmesh_api::security::{AuthorizationPolicySpec, MtlsMode, PeerAuthenticationSpec};
+use fleetmesh_api::security::{
+    AuthorizationPolicySpec, MtlsMode, PeerAuthenticationSpec, RequestAuthenticationSpec,
+    WorkloadSelector,
+};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// What a workload's sidecar accepts on its inbound ports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +45,7 @@ pub fn inbound_mtls(
                 !s.match_labels.is_empty() && labels_match(&s.match_labels, labels)
             })
     });
-    let mode_of = |p: Option<&std::sync::Arc<Config<PeerAuthenticationSpec>>>| {
+    let mode_of = |p: Option<&Arc<Config<PeerAuthenticationSpec>>>| {
         p.and_then(|p| p.spec.mtls.as_ref())
             .map_or(MtlsMode::Unset, |m| m.mode)
     };
@@ -69,19 +73,50 @@ pub fn inbound_mtls(
     InboundMtls { default, ports }
 }
 
-/// The AuthorizationPolicies that apply to a workload: the root namespace's without a
-/// selector (mesh-wide), and its own namespace's that select it or have no selector.
+/// The AuthorizationPolicies that apply to a workload.
 pub fn authorization_policies<'a>(
     snapshot: &'a Snapshot,
     namespace: &str,
     labels: &BTreeMap<String, String>,
 ) -> Vec<&'a Config<AuthorizationPolicySpec>> {
-    snapshot
-        .authorization_policies
+    applying(
+        &snapshot.authorization_policies,
+        |s| s.selector.as_ref(),
+        snapshot,
+        namespace,
+        labels,
+    )
+}
+
+/// The RequestAuthentications that apply to a workload.
+pub fn request_authentications<'a>(
+    snapshot: &'a Snapshot,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+) -> Vec<&'a Config<RequestAuthenticationSpec>> {
+    applying(
+        &snapshot.request_authentications,
+        |s| s.selector.as_ref(),
+        snapshot,
+        namespace,
+        labels,
+    )
+}
+
+/// Policies without a selector apply to their namespace (mesh-wide in the root
+/// namespace); with one, to the workloads of their namespace it selects.
+fn applying<'a, S>(
+    policies: &'a [Arc<Config<S>>],
+    selector: fn(&S) -> Option<&WorkloadSelector>,
+    snapshot: &Snapshot,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+) -> Vec<&'a Config<S>> {
+    policies
         .iter()
         .filter(|p| {
             let ns = p.metadata.namespace.as_str();
-            match &p.spec.selector {
+            match selector(&p.spec) {
                 None => ns == namespace || ns == snapshot.mesh.root_namespace,
                 Some(selector) => ns == namespace && labels_match(&selector.match_labels, labels),
             }

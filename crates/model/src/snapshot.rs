@@ -7,7 +7,9 @@ use crate::service::{
 use fleetmesh_api::kube::{Endpoints, ServiceSpec, TargetPort};
 use fleetmesh_api::networking::*;
 use fleetmesh_api::resource::{Config, Resource};
-use fleetmesh_api::security::{AuthorizationPolicySpec, PeerAuthenticationSpec};
+use fleetmesh_api::security::{
+    AuthorizationPolicySpec, PeerAuthenticationSpec, RequestAuthenticationSpec,
+};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -58,6 +60,9 @@ pub struct Snapshot {
     pub sidecars: Vec<Arc<Config<SidecarSpec>>>,
     pub peer_authentications: Vec<Arc<Config<PeerAuthenticationSpec>>>,
     pub authorization_policies: Vec<Arc<Config<AuthorizationPolicySpec>>>,
+    pub request_authentications: Vec<Arc<Config<RequestAuthenticationSpec>>>,
+    /// JWKS documents meshd fetched, by `jwksUri` (proxies never fetch keys themselves).
+    pub jwks: BTreeMap<String, String>,
     /// By (namespace, name).
     pub workloads: BTreeMap<(String, String), Workload>,
 }
@@ -140,6 +145,9 @@ impl Snapshot {
                 }
                 Resource::AuthorizationPolicy(c) => {
                     snapshot.authorization_policies.push(Arc::new(c.clone()))
+                }
+                Resource::RequestAuthentication(c) => {
+                    snapshot.request_authentications.push(Arc::new(c.clone()))
                 }
                 _ => {}
             }

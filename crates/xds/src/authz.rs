@@ -5,14 +5,16 @@
 
 use envoy_types::pb::envoy::config::core::v3::CidrRange;
 use envoy_types::pb::envoy::config::rbac::v3::{
-    Permission, Policy, Principal, Rbac, permission, principal, rbac,
+    MetadataSource, Permission, Policy, Principal, Rbac, SourcedMetadata, permission, principal,
+    rbac,
 };
 use envoy_types::pb::envoy::config::route::v3::{HeaderMatcher, header_matcher};
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpFilter, http_filter,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{
-    PathMatcher, RegexMatcher, StringMatcher, path_matcher, string_matcher,
+    ListMatcher, MetadataMatcher, PathMatcher, RegexMatcher, StringMatcher, ValueMatcher,
+    list_matcher, metadata_matcher, path_matcher, string_matcher, value_matcher,
 };
 use envoy_types::pb::google::protobuf::{Any, UInt32Value};
 use fleetmesh_api::resource::Config;
@@ -20,7 +22,6 @@ use fleetmesh_api::security::{
     Action, AuthorizationPolicySpec, Condition, Operation, Rule, Source,
 };
 use fleetmesh_api::validate::security::{ConditionKey, condition_key, parse_cidr};
-use prost::Message;
 use std::collections::BTreeMap;
 
 const RBAC_FILTER: &str = "envoy.filters.http.rbac";
@@ -63,24 +64,15 @@ pub fn http_filters(policies: &[&Config<AuthorizationPolicySpec>]) -> Vec<HttpFi
     filters
 }
 
-/// The filter's config, encoded with its policies in name order. Envoy's policy map is a
-/// HashMap in the generated types, whose order changes from one encoding to the next; a
-/// fixed order keeps equal config byte-identical, so its version (a content hash) holds.
+/// The filter's config, its policies in name order (see [`crate::sorted_map`]).
 fn rbac_config(action: rbac::Action, policies: &BTreeMap<String, Policy>) -> Any {
-    use prost::encoding::{btree_map, message, string};
-    let mut rules = Rbac {
-        action: action as i32,
-        ..Rbac::default()
-    }
-    .encode_to_vec();
-    btree_map::encode(
-        string::encode,
-        string::encoded_len,
-        message::encode,
-        message::encoded_len,
+    let rules = crate::sorted_map::encode(
+        &Rbac {
+            action: action as i32,
+            ..Rbac::default()
+        },
         2, // Rbac.policies
         policies,
-        &mut rules,
     );
     let mut filter = Vec::new();
     prost::encoding::bytes::encode(1, &rules, &mut filter); // RBAC.rules
@@ -157,6 +149,8 @@ fn source(source: &Source) -> Principal {
         (&source.not_ip_blocks, true, direct_ip_principal),
         (&source.remote_ip_blocks, false, remote_ip_principal),
         (&source.not_remote_ip_blocks, true, remote_ip_principal),
+        (&source.request_principals, false, request_principal),
+        (&source.not_request_principals, true, request_principal),
     ])
 }
 
@@ -201,6 +195,8 @@ fn condition_side(condition: &Condition) -> Side {
         ConditionKey::ConnectionSni => permission(&|v| Permission {
             rule: Some(permission::Rule::RequestedServerName(string_match(v))),
         }),
+        ConditionKey::RequestPrincipal => principal(&request_principal),
+        ConditionKey::RequestClaim(claim) => principal(&|v| claim_principal(&claim, v)),
     }
 }
 
@@ -284,6 +280,74 @@ fn peer_principal(value: &str) -> Principal {
         string_match(&format!("spiffe://{value}"))
     };
     authenticated(matcher)
+}
+
+/// A value in the validated JWT payload jwt_authn left in the request's metadata.
+fn payload_matcher(claim: &str, value: ValueMatcher) -> Principal {
+    Principal {
+        identifier: Some(principal::Identifier::SourcedMetadata(SourcedMetadata {
+            metadata_matcher: Some(MetadataMatcher {
+                filter: crate::jwt::JWT_FILTER.into(),
+                path: [crate::jwt::PAYLOAD_KEY, claim]
+                    .iter()
+                    .map(|key| metadata_matcher::PathSegment {
+                        segment: Some(metadata_matcher::path_segment::Segment::Key(
+                            key.to_string(),
+                        )),
+                    })
+                    .collect(),
+                value: Some(value),
+                invert: false,
+            }),
+            // The request's dynamic metadata, where jwt_authn put the payload.
+            metadata_source: MetadataSource::Dynamic as i32,
+        })),
+    }
+}
+
+fn string_value(value: &str) -> ValueMatcher {
+    ValueMatcher {
+        match_pattern: Some(value_matcher::MatchPattern::StringMatch(string_match(
+            value,
+        ))),
+    }
+}
+
+/// `iss/sub` of the validated token (`*` for any token): the issuer is all before the
+/// last `/`.
+fn request_principal(value: &str) -> Principal {
+    if value == "*" {
+        return payload_matcher(
+            "iss",
+            ValueMatcher {
+                match_pattern: Some(value_matcher::MatchPattern::PresentMatch(true)),
+            },
+        );
+    }
+    let (issuer, subject) = value.rsplit_once('/').unwrap_or((value, "*"));
+    Principal::all(vec![
+        payload_matcher("iss", string_value(issuer)),
+        payload_matcher("sub", string_value(subject)),
+    ])
+}
+
+/// A claim equal to `value`, or a list claim (e.g. groups) containing it.
+fn claim_principal(claim: &str, value: &str) -> Principal {
+    Principal::either(vec![
+        payload_matcher(claim, string_value(value)),
+        payload_matcher(
+            claim,
+            ValueMatcher {
+                match_pattern: Some(value_matcher::MatchPattern::ListMatch(Box::new(
+                    ListMatcher {
+                        match_pattern: Some(list_matcher::MatchPattern::OneOf(Box::new(
+                            string_value(value),
+                        ))),
+                    },
+                ))),
+            },
+        ),
+    ])
 }
 
 fn namespace_principal(namespace: &str) -> Principal {
@@ -435,6 +499,7 @@ mod tests {
         assert_eq!(first, second);
         // And it is the RBAC message Envoy expects.
         use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac as RbacFilter;
+        use prost::Message;
         let decoded = RbacFilter::decode(first.value.as_slice()).unwrap();
         let rules = decoded.rules.unwrap();
         assert_eq!(rules.action, rbac::Action::Allow as i32);

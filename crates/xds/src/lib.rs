@@ -9,11 +9,13 @@ mod cluster;
 mod common;
 mod endpoint;
 pub mod json;
+mod jwt;
 mod listener;
 pub mod names;
 mod proxy;
 pub(crate) mod route;
 mod scope;
+mod sorted_map;
 pub mod tls;
 
 pub use proxy::{ConfigKey, Interception, Proxy, ProxyKind};

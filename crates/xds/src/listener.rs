@@ -165,7 +165,8 @@ fn inbound_chains(
 /// The HTTP connection manager of inbound `port`: everything goes to the app, which
 /// learns the caller's verified identity from `x-forwarded-client-cert` (set from the
 /// mTLS peer certificate; whatever the client sent is dropped).
-/// AuthorizationPolicies are enforced here, ahead of the router.
+/// RequestAuthentications and AuthorizationPolicies are enforced here, ahead of the
+/// router.
 fn inbound_hcm(scope: &Scope, port: u32) -> Filter {
     let mut hcm = hcm(
         &names::inbound_cluster(port),
@@ -177,7 +178,16 @@ fn inbound_hcm(scope: &Scope, port: u32) -> Filter {
         &scope.proxy.namespace,
         &scope.proxy.labels,
     );
-    let mut filters = crate::authz::http_filters(&policies);
+    let authentications = security::request_authentications(
+        scope.snapshot,
+        &scope.proxy.namespace,
+        &scope.proxy.labels,
+    );
+    // JWTs are validated before RBAC reads their claims.
+    let mut filters: Vec<_> = crate::jwt::http_filter(scope.snapshot, &authentications)
+        .into_iter()
+        .collect();
+    filters.extend(crate::authz::http_filters(&policies));
     filters.append(&mut hcm.http_filters);
     hcm.http_filters = filters;
     hcm.forward_client_cert_details =

@@ -2,9 +2,11 @@
 
 pub mod authorization_policy;
 pub mod peer_authentication;
+pub mod request_authentication;
 
 pub use authorization_policy::*;
 pub use peer_authentication::*;
+pub use request_authentication::*;
 
 use serde::{Deserialize, Serialize};
 

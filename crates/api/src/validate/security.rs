@@ -1,7 +1,9 @@
 //! Rules for security.istio.io resources, as Istio's validation states them.
 
 use super::common::{Errors, check_port};
-use crate::security::{Action, AuthorizationPolicySpec, MtlsMode, PeerAuthenticationSpec};
+use crate::security::{
+    Action, AuthorizationPolicySpec, MtlsMode, PeerAuthenticationSpec, RequestAuthenticationSpec,
+};
 
 pub fn validate_peer_authentication(spec: &PeerAuthenticationSpec, errors: &mut Errors) {
     if !spec.port_level_mtls.is_empty() && spec.selector.is_none() {
@@ -38,12 +40,6 @@ pub fn validate_authorization_policy(spec: &AuthorizationPolicySpec, errors: &mu
         for (j, from) in rule.from.iter().enumerate() {
             let at = format!("{at}.from[{j}].source");
             let source = &from.source;
-            if !source.request_principals.is_empty() || !source.not_request_principals.is_empty() {
-                errors.push(
-                    format!("{at}.requestPrincipals"),
-                    "request principals need RequestAuthentication, which is not supported yet",
-                );
-            }
             for (field, blocks) in [
                 ("ipBlocks", &source.ip_blocks),
                 ("notIpBlocks", &source.not_ip_blocks),
@@ -104,6 +100,10 @@ pub enum ConditionKey {
     DestinationIp,
     DestinationPort,
     ConnectionSni,
+    /// `iss/sub` of the request's validated JWT.
+    RequestPrincipal,
+    /// A claim of the request's validated JWT.
+    RequestClaim(String),
 }
 
 pub fn condition_key(key: &str) -> Result<ConditionKey, String> {
@@ -116,6 +116,15 @@ pub fn condition_key(key: &str) -> Result<ConditionKey, String> {
         }
         return Ok(ConditionKey::RequestHeader(name.to_ascii_lowercase()));
     }
+    if let Some(claim) = key
+        .strip_prefix("request.auth.claims[")
+        .and_then(|k| k.strip_suffix(']'))
+    {
+        if claim.is_empty() {
+            return Err("request.auth.claims[] needs a claim name".into());
+        }
+        return Ok(ConditionKey::RequestClaim(claim.to_string()));
+    }
     match key {
         "source.ip" => Ok(ConditionKey::SourceIp),
         "remote.ip" => Ok(ConditionKey::RemoteIp),
@@ -124,11 +133,9 @@ pub fn condition_key(key: &str) -> Result<ConditionKey, String> {
         "destination.ip" => Ok(ConditionKey::DestinationIp),
         "destination.port" => Ok(ConditionKey::DestinationPort),
         "connection.sni" => Ok(ConditionKey::ConnectionSni),
-        k if k.starts_with("request.auth.") => Err(format!(
-            "{k:?} needs RequestAuthentication, which is not supported yet"
-        )),
+        "request.auth.principal" => Ok(ConditionKey::RequestPrincipal),
         k => Err(format!(
-            "{k:?} is not a supported key (request.headers[NAME], source.ip, remote.ip, source.namespace, source.principal, destination.ip, destination.port, connection.sni)"
+            "{k:?} is not a supported key (request.headers[NAME], request.auth.claims[NAME], request.auth.principal, source.ip, remote.ip, source.namespace, source.principal, destination.ip, destination.port, connection.sni)"
         )),
     }
 }
@@ -146,4 +153,59 @@ pub fn parse_cidr(text: &str) -> Option<(std::net::IpAddr, u32)> {
         None => max,
     };
     Some((address, prefix))
+}
+
+pub fn validate_request_authentication(spec: &RequestAuthenticationSpec, errors: &mut Errors) {
+    let mut issuers = std::collections::BTreeSet::new();
+    for (i, rule) in spec.jwt_rules.iter().enumerate() {
+        let at = format!("spec.jwtRules[{i}]");
+        if rule.issuer.is_empty() {
+            errors.push(format!("{at}.issuer"), "an issuer is required");
+        } else if !issuers.insert(rule.issuer.as_str()) {
+            errors.push(
+                format!("{at}.issuer"),
+                format!("issuer {:?} has another rule already", rule.issuer),
+            );
+        }
+        match (&rule.jwks, &rule.jwks_uri) {
+            (Some(_), Some(_)) => errors.push(
+                format!("{at}.jwks"),
+                "give the keys inline (jwks) or by address (jwksUri), not both",
+            ),
+            (None, None) => errors.push(
+                format!("{at}.jwksUri"),
+                "the keys are needed: jwksUri or jwks (discovery from the issuer is not supported)",
+            ),
+            (Some(jwks), None) => {
+                if !jwks.trim_start().starts_with('{') {
+                    errors.push(format!("{at}.jwks"), "must be a JWKS JSON object");
+                }
+            }
+            (None, Some(uri)) => {
+                if !(uri.starts_with("https://") || uri.starts_with("http://")) {
+                    errors.push(
+                        format!("{at}.jwksUri"),
+                        format!("{uri:?} is not an http(s) URL"),
+                    );
+                }
+            }
+        }
+        if !rule.from_params.is_empty() {
+            errors.push(
+                format!("{at}.fromParams"),
+                "not supported yet; use fromHeaders",
+            );
+        }
+        if rule.output_payload_to_header.is_some() {
+            errors.push(format!("{at}.outputPayloadToHeader"), "not supported yet");
+        }
+        for (j, header) in rule.from_headers.iter().enumerate() {
+            if header.name.is_empty() {
+                errors.push(
+                    format!("{at}.fromHeaders[{j}].name"),
+                    "a header name is required",
+                );
+            }
+        }
+    }
 }

@@ -251,7 +251,7 @@ spec:
   rules:
   - from: [{source: {ipBlocks: [10.0.0.0/33, not-an-ip], requestPrincipals: [a/b]}}]
     to: [{operation: {ports: ["http", "70000"]}}]
-    when: [{key: "request.auth.claims[group]", values: [admins]}, {key: source.colour, values: [red]}, {key: source.ip}]
+    when: [{key: "request.auth.claimz[group]", values: [admins]}, {key: source.colour, values: [red]}, {key: source.ip}]
 "#;
     let found = problems(yaml);
     for expected in [
@@ -269,16 +269,14 @@ spec:
     assert!(
         found
             .iter()
-            .any(|p| p.starts_with("spec.rules[0].from[0].source.requestPrincipals:"))
+            .any(|p| p.starts_with("spec.rules[0].to[0].operation.ports[1]:"))
     );
     assert!(
         found
             .iter()
-            .any(|p| p.starts_with("spec.rules[0].to[0].operation.ports[1]:"))
+            .any(|p| p.starts_with("spec.rules[0].when[0].key:")
+                && p.contains("not a supported key"))
     );
-    assert!(found.iter().any(
-        |p| p.starts_with("spec.rules[0].when[0].key:") && p.contains("RequestAuthentication")
-    ));
     assert!(
         found
             .iter()
@@ -315,4 +313,29 @@ spec:
         panic!("a PeerAuthentication");
     };
     assert!(pa.spec.port_level_mtls.contains_key(&9080));
+}
+
+#[test]
+fn request_authentication_rules() {
+    let yaml = r#"apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt}
+spec:
+  jwtRules:
+  - {issuer: a, jwksUri: "ftp://keys"}
+  - {issuer: a, jwks: "{}", jwksUri: "https://keys"}
+  - {issuer: ""}
+"#;
+    let found = problems(yaml);
+    for expected in [
+        "spec.jwtRules[0].jwksUri: \"ftp://keys\" is not an http(s) URL",
+        "spec.jwtRules[1].issuer: issuer \"a\" has another rule already",
+        "spec.jwtRules[1].jwks: give the keys inline (jwks) or by address (jwksUri), not both",
+        "spec.jwtRules[2].issuer: an issuer is required",
+    ] {
+        assert!(
+            found.contains(&expected.to_string()),
+            "{expected}\nin {found:#?}"
+        );
+    }
 }

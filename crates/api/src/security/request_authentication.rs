@@ -1,0 +1,41 @@
+use super::WorkloadSelector;
+use serde::{Deserialize, Serialize};
+
+/// Which JWTs a workload accepts. A request with an invalid token is refused (401); a
+/// request without one passes, unless an AuthorizationPolicy asks for a request
+/// principal.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RequestAuthenticationSpec {
+    pub selector: Option<WorkloadSelector>,
+    #[serde(default)]
+    pub jwt_rules: Vec<JwtRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JwtRule {
+    pub issuer: String,
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Where meshd fetches the keys (proxies never do).
+    pub jwks_uri: Option<String>,
+    /// The keys inline, as JWKS JSON.
+    pub jwks: Option<String>,
+    /// Default: `Authorization: Bearer <token>`.
+    #[serde(default)]
+    pub from_headers: Vec<JwtHeader>,
+    #[serde(default)]
+    pub from_params: Vec<String>,
+    #[serde(default)]
+    pub forward_original_token: bool,
+    pub output_payload_to_header: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JwtHeader {
+    pub name: String,
+    #[serde(default)]
+    pub prefix: String,
+}

@@ -1,0 +1,165 @@
+//! RequestAuthentication with real Envoy: keys fetched once by meshd from a JWKS server
+//! (on loopback), tokens checked by the sidecars, and claims used by AuthorizationPolicy.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use fleetmesh_e2e::*;
+use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const ISSUER: &str = "https://issuer.fleetmesh.test";
+
+struct Issuer {
+    key: EcdsaKeyPair,
+    rng: ring::rand::SystemRandom,
+}
+
+impl Issuer {
+    fn new() -> Issuer {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .unwrap();
+        Issuer { key, rng }
+    }
+
+    fn jwks(&self) -> String {
+        // An uncompressed point: 0x04, then x and y.
+        let point = self.key.public_key().as_ref();
+        serde_json::json!({"keys": [{
+            "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": "test",
+            "x": B64.encode(&point[1..33]), "y": B64.encode(&point[33..65]),
+        }]})
+        .to_string()
+    }
+
+    fn token(&self, subject: &str, groups: &[&str]) -> String {
+        let exp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 3600;
+        let header = B64.encode(r#"{"alg":"ES256","typ":"JWT","kid":"test"}"#);
+        let payload = B64.encode(
+            serde_json::json!({"iss": ISSUER, "sub": subject, "groups": groups, "exp": exp})
+                .to_string(),
+        );
+        let signed = format!("{header}.{payload}");
+        let signature = self.key.sign(&self.rng, signed.as_bytes()).unwrap();
+        format!("{signed}.{}", B64.encode(signature.as_ref()))
+    }
+}
+
+/// Serves `body` as the JWKS on loopback; counts the fetches.
+async fn jwks_server(body: String) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let counted = fetches.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let response = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(response.as_bytes()).await;
+        }
+    });
+    (address, fetches)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_tokens_are_checked_and_their_claims_authorize() {
+    let issuer = Issuer::new();
+    let (jwks_address, fetches) = jwks_server(issuer.jwks()).await;
+    let store = Bookstore::start(XdsMode::Delta).await;
+    store
+        .mesh
+        .write(
+            "reviews-jwt.yaml",
+            &format!(
+                "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\n\
+                 metadata: {{name: reviews-jwt, namespace: default}}\n\
+                 spec:\n  selector: {{matchLabels: {{app: reviews}}}}\n  \
+                 jwtRules: [{{issuer: \"{ISSUER}\", jwksUri: \"http://{jwks_address}/jwks.json\"}}]\n\
+                 ---\n\
+                 apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
+                 metadata: {{name: reviews-admins, namespace: default}}\n\
+                 spec:\n  selector: {{matchLabels: {{app: reviews}}}}\n  rules:\n  \
+                 - from: [{{source: {{requestPrincipals: [\"{ISSUER}/alice\"]}}}}]\n    \
+                 when: [{{key: \"request.auth.claims[groups]\", values: [admins]}}]\n"
+            ),
+        )
+        .unwrap();
+    let bearer = |token: String| format!("Bearer {token}");
+    let status = async |token: Option<String>| {
+        let headers: Vec<(&str, String)> =
+            token.map(|t| ("authorization", t)).into_iter().collect();
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        request(
+            &store.frontend,
+            reqwest::Method::GET,
+            "http://reviews:9080/",
+            &headers,
+        )
+        .await
+        .map(|(status, _, _)| status)
+        .unwrap_or(0)
+    };
+
+    assert_eq!(store.mesh.meshd().config_errors(), Vec::<String>::new());
+    // The policies apply (no token: no request principal), then the keys arrive.
+    eventually("the policy to hold", Duration::from_secs(30), async || {
+        (status(None).await == 403).then_some(())
+    })
+    .await;
+    let admin = bearer(issuer.token("alice", &["admins", "users"]));
+    eventually(
+        "a valid admin token to be accepted",
+        Duration::from_secs(30),
+        async || (status(Some(admin.clone())).await == 200).then_some(()),
+    )
+    .await;
+    assert_eq!(
+        status(Some(bearer(issuer.token("alice", &["users"])))).await,
+        403,
+        "a valid token without the claim"
+    );
+    assert_eq!(
+        status(Some(bearer(issuer.token("bob", &["admins"])))).await,
+        403,
+        "a valid token of another principal"
+    );
+    let stranger = Issuer::new().token("alice", &["admins"]);
+    assert_eq!(
+        status(Some(bearer(stranger))).await,
+        401,
+        "signed by another key"
+    );
+    assert_eq!(
+        status(Some(bearer("not.a.jwt".into()))).await,
+        401,
+        "malformed"
+    );
+
+    // Other workloads are not affected by reviews' policies.
+    assert_eq!(
+        get(&store.frontend, "http://ratings:9080/")
+            .await
+            .unwrap()
+            .0,
+        200
+    );
+    assert_eq!(
+        fetches.load(Ordering::SeqCst),
+        1,
+        "meshd fetched the keys once for both reviews sidecars; no proxy fetched them"
+    );
+    assert_eq!(nacks(&store.mesh), 0);
+}
