@@ -123,12 +123,13 @@ fn validate_gateway(spec: &crate::networking::GatewaySpec, errors: &mut Errors) 
     for (i, server) in spec.servers.iter().enumerate() {
         let at = format!("spec.servers[{i}]");
         check_listener_port(&format!("{at}.port.number"), server.port.number, errors);
-        match server.port.protocol.to_ascii_uppercase().as_str() {
-            "HTTP" | "HTTP2" | "GRPC" => {}
-            "HTTPS" | "TLS" | "TCP" => errors.push(
+        let protocol = server.port.protocol.to_ascii_uppercase();
+        match protocol.as_str() {
+            "HTTP" | "HTTP2" | "GRPC" | "HTTPS" => {}
+            "TLS" | "TCP" => errors.push(
                 format!("{at}.port.protocol"),
                 format!(
-                    "protocol {} is not supported by this meshd yet (supported: HTTP, HTTP2, GRPC)",
+                    "protocol {} is not supported by this meshd yet (supported: HTTP, HTTP2, GRPC, HTTPS)",
                     server.port.protocol
                 ),
             ),
@@ -137,12 +138,7 @@ fn validate_gateway(spec: &crate::networking::GatewaySpec, errors: &mut Errors) 
                 format!("unknown protocol {other:?}"),
             ),
         }
-        if server.tls.is_some() {
-            errors.push(
-                format!("{at}.tls"),
-                "gateway TLS is not supported by this meshd yet",
-            );
-        }
+        validate_server_tls(&at, &protocol, server.tls.as_ref(), errors);
         if server.hosts.is_empty() {
             errors.push(format!("{at}.hosts"), "a server needs at least one host");
         }
@@ -156,6 +152,81 @@ fn validate_gateway(spec: &crate::networking::GatewaySpec, errors: &mut Errors) 
             }
             check_host(&format!("{at}.hosts[{j}]"), dns, true, errors);
         }
+    }
+}
+
+/// HTTPS servers terminate TLS with certificate files the gateway reads (Istio's
+/// file-mounted form); SIMPLE, or MUTUAL with client certificates checked against
+/// `caCertificates`.
+fn validate_server_tls(
+    at: &str,
+    protocol: &str,
+    tls: Option<&crate::networking::ServerTlsSettings>,
+    errors: &mut Errors,
+) {
+    let Some(tls) = tls else {
+        if protocol == "HTTPS" {
+            errors.push(format!("{at}.tls"), "an HTTPS server needs tls settings");
+        }
+        return;
+    };
+    if tls.https_redirect == Some(true) {
+        errors.push(
+            format!("{at}.tls.httpsRedirect"),
+            "httpsRedirect is not supported by this meshd yet",
+        );
+    }
+    if protocol != "HTTPS" {
+        if tls.mode.is_some() {
+            errors.push(
+                format!("{at}.tls.mode"),
+                "TLS settings need protocol HTTPS on this meshd",
+            );
+        }
+        return;
+    }
+    let mode = tls.mode.as_deref().unwrap_or("SIMPLE");
+    match mode {
+        "SIMPLE" | "MUTUAL" => {}
+        "PASSTHROUGH" | "AUTO_PASSTHROUGH" | "ISTIO_MUTUAL" | "OPTIONAL_MUTUAL" => errors.push(
+            format!("{at}.tls.mode"),
+            format!("{mode} is not supported by this meshd yet (supported: SIMPLE, MUTUAL)"),
+        ),
+        other => errors.push(
+            format!("{at}.tls.mode"),
+            format!("unknown TLS mode {other:?}"),
+        ),
+    }
+    if tls.credential_name.is_some() {
+        errors.push(
+            format!("{at}.tls.credentialName"),
+            "credentialName (a Kubernetes Secret) is not supported yet; give serverCertificate and privateKey files",
+        );
+        return;
+    }
+    for (field, value) in [
+        ("serverCertificate", &tls.server_certificate),
+        ("privateKey", &tls.private_key),
+    ] {
+        match value {
+            None => errors.push(format!("{at}.tls.{field}"), "required for an HTTPS server"),
+            Some(path) if !path.starts_with('/') => errors.push(
+                format!("{at}.tls.{field}"),
+                format!("{path:?} must be an absolute path (the gateway reads the file)"),
+            ),
+            Some(_) => {}
+        }
+    }
+    match (&tls.ca_certificates, mode) {
+        (None, "MUTUAL") => errors.push(
+            format!("{at}.tls.caCertificates"),
+            "MUTUAL needs the CA that client certificates chain to",
+        ),
+        (Some(path), _) if !path.starts_with('/') => errors.push(
+            format!("{at}.tls.caCertificates"),
+            format!("{path:?} must be an absolute path"),
+        ),
+        _ => {}
     }
 }
 

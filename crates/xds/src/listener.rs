@@ -24,6 +24,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     HttpConnectionManager, Rds, http_connection_manager,
 };
 use envoy_types::pb::google::protobuf::BoolValue;
+use fleetmesh_api::networking::ServerTlsSettings;
 use fleetmesh_api::security::MtlsMode;
 use fleetmesh_model::security::{self, InboundMtls};
 use fleetmesh_model::service::labels_match;
@@ -230,10 +231,9 @@ fn inbound_route_config(port: u32) -> RouteConfiguration {
 }
 
 /// A gateway's listeners (one per server port of the Gateways selecting it) and their
-/// route configs.
+/// route configs. HTTPS servers terminate TLS, one filter chain per server chosen by SNI.
 pub fn gateway(scope: &Scope) -> (Vec<NamedResource>, Vec<RouteConfiguration>) {
-    // port → [(gateway namespace/name, server hosts)]
-    let mut by_port: BTreeMap<u32, Vec<(String, Vec<String>)>> = BTreeMap::new();
+    let mut by_port: BTreeMap<u32, Vec<GatewayServer>> = BTreeMap::new();
     for gw in &scope.snapshot.gateways {
         if !labels_match(&gw.spec.selector, &scope.proxy.labels) || gw.spec.selector.is_empty() {
             continue;
@@ -244,10 +244,14 @@ pub fn gateway(scope: &Scope) -> (Vec<NamedResource>, Vec<RouteConfiguration>) {
                 .iter()
                 .map(|h| h.split_once('/').map_or(h.as_str(), |(_, d)| d).to_string())
                 .collect();
+            let tls = server
+                .tls
+                .as_ref()
+                .filter(|_| server.port.protocol.eq_ignore_ascii_case("HTTPS"));
             by_port
                 .entry(server.port.number)
                 .or_default()
-                .push((gw.metadata.key(), hosts));
+                .push((gw.metadata.key(), hosts, tls));
         }
     }
     let bind = scope.proxy.bind_address();
@@ -255,7 +259,7 @@ pub fn gateway(scope: &Scope) -> (Vec<NamedResource>, Vec<RouteConfiguration>) {
     let mut routes = Vec::new();
     for (port, servers) in by_port {
         let route_name = names::gateway_route(port);
-        listeners.push(named(http_listener(
+        let mut listener = http_listener(
             &names::bound_listener(bind, port),
             bind,
             port,
@@ -265,10 +269,44 @@ pub fn gateway(scope: &Scope) -> (Vec<NamedResource>, Vec<RouteConfiguration>) {
                 route_config_name: route_name.clone(),
             }),
             true,
-        )));
-        routes.push(crate::route::gateway(scope, port, &servers));
+        );
+        if servers.iter().any(|(_, _, tls)| tls.is_some()) {
+            let plain = listener.filter_chains.remove(0);
+            listener.filter_chains = servers
+                .iter()
+                .filter_map(|(_, hosts, tls)| Some(tls_chain(&plain, hosts, (*tls)?)))
+                .collect();
+            listener.listener_filters = tls_inspector(MtlsMode::Permissive).into_iter().collect();
+        }
+        listeners.push(named(listener));
+        let hosts: Vec<(String, Vec<String>)> = servers
+            .into_iter()
+            .map(|(gateway, hosts, _)| (gateway, hosts))
+            .collect();
+        routes.push(crate::route::gateway(scope, port, &hosts));
     }
     (listeners, routes)
+}
+
+/// One Gateway server on a port: its gateway (`namespace/name`), hosts and TLS.
+type GatewayServer<'a> = (String, Vec<String>, Option<&'a ServerTlsSettings>);
+
+/// `plain`'s filters behind TLS with the server's certificate files, for the SNI names of
+/// its hosts (any name for `*`).
+fn tls_chain(plain: &FilterChain, hosts: &[String], tls: &ServerTlsSettings) -> FilterChain {
+    let server_names = if hosts.iter().any(|h| h == "*") {
+        Vec::new()
+    } else {
+        hosts.to_vec()
+    };
+    FilterChain {
+        filter_chain_match: (!server_names.is_empty()).then(|| FilterChainMatch {
+            server_names,
+            ..FilterChainMatch::default()
+        }),
+        transport_socket: Some(tls::gateway_downstream(tls)),
+        ..plain.clone()
+    }
 }
 
 fn http_listener(

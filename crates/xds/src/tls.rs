@@ -6,16 +6,18 @@
 use crate::pack;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::TransportSocketMatch;
 use envoy_types::pb::envoy::config::core::v3::{
-    ApiConfigSource, ApiVersion, ConfigSource, GrpcService, Metadata, TransportSocket,
-    api_config_source, config_source, grpc_service, transport_socket,
+    ApiConfigSource, ApiVersion, ConfigSource, DataSource, GrpcService, Metadata, TransportSocket,
+    api_config_source, config_source, data_source, grpc_service, transport_socket,
 };
 use envoy_types::pb::envoy::extensions::transport_sockets::raw_buffer::v3::RawBuffer;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig,
-    SubjectAltNameMatcher, UpstreamTlsContext, common_tls_context, subject_alt_name_matcher,
+    SubjectAltNameMatcher, TlsCertificate, UpstreamTlsContext, common_tls_context,
+    subject_alt_name_matcher,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
 use envoy_types::pb::google::protobuf::{BoolValue, Struct, Value, value::Kind};
+use fleetmesh_api::networking::ServerTlsSettings;
 
 /// The bootstrap cluster of the agent's SDS socket.
 pub const SDS_CLUSTER: &str = "sds-grpc";
@@ -107,6 +109,39 @@ pub fn istio_downstream(trust_domain: &str) -> TransportSocket {
     tls_socket(pack(DownstreamTlsContext {
         common_tls_context: Some(istio_context(trust_domain, &["h2", "http/1.1"])),
         require_client_certificate: Some(BoolValue { value: true }),
+        ..DownstreamTlsContext::default()
+    }))
+}
+
+/// A gateway's TLS for clients outside the mesh, from the certificate files the Gateway
+/// server names (validation made sure they are there); MUTUAL also asks for a client
+/// certificate that chains to `caCertificates`.
+pub fn gateway_downstream(settings: &ServerTlsSettings) -> TransportSocket {
+    let file = |path: &Option<String>| {
+        path.as_ref().map(|p| DataSource {
+            specifier: Some(data_source::Specifier::Filename(p.clone())),
+            ..DataSource::default()
+        })
+    };
+    let mutual = settings.mode.as_deref() == Some("MUTUAL");
+    let validation = settings.ca_certificates.as_ref().map(|_| {
+        common_tls_context::ValidationContextType::ValidationContext(CertificateValidationContext {
+            trusted_ca: file(&settings.ca_certificates),
+            ..CertificateValidationContext::default()
+        })
+    });
+    tls_socket(pack(DownstreamTlsContext {
+        common_tls_context: Some(CommonTlsContext {
+            tls_certificates: vec![TlsCertificate {
+                certificate_chain: file(&settings.server_certificate),
+                private_key: file(&settings.private_key),
+                ..TlsCertificate::default()
+            }],
+            validation_context_type: validation,
+            alpn_protocols: vec!["h2".into(), "http/1.1".into()],
+            ..CommonTlsContext::default()
+        }),
+        require_client_certificate: Some(BoolValue { value: mutual }),
         ..DownstreamTlsContext::default()
     }))
 }

@@ -339,3 +339,39 @@ spec:
         );
     }
 }
+
+#[test]
+fn gateway_tls_rules() {
+    let yaml = r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - {port: {number: 443, name: https, protocol: HTTPS}, hosts: [a.example.com]}
+  - port: {number: 8443, name: https-2, protocol: HTTPS}
+    hosts: [b.example.com]
+    tls: {mode: MUTUAL, serverCertificate: certs/tls.crt}
+  - port: {number: 9443, name: https-3, protocol: HTTPS}
+    hosts: [c.example.com]
+    tls: {mode: PASSTHROUGH, credentialName: c-cert}
+"#;
+    let found = problems(yaml);
+    for expected in [
+        "spec.servers[0].tls: an HTTPS server needs tls settings",
+        "spec.servers[1].tls.serverCertificate: \"certs/tls.crt\" must be an absolute path (the gateway reads the file)",
+        "spec.servers[1].tls.privateKey: required for an HTTPS server",
+        "spec.servers[1].tls.caCertificates: MUTUAL needs the CA that client certificates chain to",
+        "spec.servers[2].tls.mode: PASSTHROUGH is not supported by this meshd yet (supported: SIMPLE, MUTUAL)",
+    ] {
+        assert!(
+            found.contains(&expected.to_string()),
+            "{expected}\nin {found:#?}"
+        );
+    }
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("spec.servers[2].tls.credentialName:"))
+    );
+}
