@@ -68,6 +68,19 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// A snapshot of config alone (no cluster), with the default domain and mesh
+    /// settings: what a config file describes by itself.
+    pub fn of_config(resources: Vec<&Resource>) -> Snapshot {
+        Snapshot::build(SnapshotInput {
+            services: Vec::new(),
+            workloads: Vec::new(),
+            resources,
+            domain: crate::DEFAULT_DOMAIN.into(),
+            mesh: MeshSettings::default(),
+            cluster_id: "local".into(),
+        })
+    }
+
     pub fn build(input: SnapshotInput<'_>) -> Snapshot {
         let mut resources = input.resources;
         // Deterministic order: the same config always gives the same snapshot.

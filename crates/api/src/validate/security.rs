@@ -107,22 +107,10 @@ pub enum ConditionKey {
 }
 
 pub fn condition_key(key: &str) -> Result<ConditionKey, String> {
-    if let Some(name) = key
-        .strip_prefix("request.headers[")
-        .and_then(|k| k.strip_suffix(']'))
-    {
-        if name.is_empty() {
-            return Err("request.headers[] needs a header name".into());
-        }
+    if let Some(name) = bracketed(key, "request.headers", "a header name")? {
         return Ok(ConditionKey::RequestHeader(name.to_ascii_lowercase()));
     }
-    if let Some(claim) = key
-        .strip_prefix("request.auth.claims[")
-        .and_then(|k| k.strip_suffix(']'))
-    {
-        if claim.is_empty() {
-            return Err("request.auth.claims[] needs a claim name".into());
-        }
+    if let Some(claim) = bracketed(key, "request.auth.claims", "a claim name")? {
         return Ok(ConditionKey::RequestClaim(claim.to_string()));
     }
     match key {
@@ -138,6 +126,21 @@ pub fn condition_key(key: &str) -> Result<ConditionKey, String> {
             "{k:?} is not a supported key (request.headers[NAME], request.auth.claims[NAME], request.auth.principal, source.ip, remote.ip, source.namespace, source.principal, destination.ip, destination.port, connection.sni)"
         )),
     }
+}
+
+/// The `NAME` of `PREFIX[NAME]`, if `key` has that form.
+fn bracketed<'a>(key: &'a str, prefix: &str, what: &str) -> Result<Option<&'a str>, String> {
+    let Some(name) = key
+        .strip_prefix(prefix)
+        .and_then(|k| k.strip_prefix('['))
+        .and_then(|k| k.strip_suffix(']'))
+    else {
+        return Ok(None);
+    };
+    if name.is_empty() {
+        return Err(format!("{prefix}[] needs {what}"));
+    }
+    Ok(Some(name))
 }
 
 /// `10.0.0.0/8` or a single address, as `(address, prefix length)`.

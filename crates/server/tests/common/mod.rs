@@ -6,7 +6,7 @@
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use fleetmesh_ca::{Identity, TokenIssuer};
-use fleetmesh_model::{Snapshot, SnapshotInput};
+use fleetmesh_model::Snapshot;
 use fleetmesh_server::{MeshState, Metrics, Registry, XdsServer};
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -14,14 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 pub fn snapshot(yaml: &str) -> Arc<MeshState> {
     let loaded = fleetmesh_api::load_documents(None, yaml).unwrap();
-    Arc::new(MeshState::new(Snapshot::build(SnapshotInput {
-        services: Vec::new(),
-        workloads: Vec::new(),
-        resources: loaded.iter().map(|l| &l.resource).collect(),
-        domain: "cluster.local".into(),
-        mesh: fleetmesh_model::MeshSettings::default(),
-        cluster_id: "local".into(),
-    })))
+    Arc::new(MeshState::new(Snapshot::of_config(
+        loaded.iter().map(|l| &l.resource).collect(),
+    )))
 }
 
 /// A local sidecar `frontend` in namespace `default` with service account `default`.

@@ -12,21 +12,14 @@ use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, http_connection_manager::RouteSpecifier,
 };
-use fleetmesh_model::{Snapshot, SnapshotInput};
+use fleetmesh_model::Snapshot;
 use fleetmesh_xds::{Interception, Proxy, ProxyKind, ProxyResources, json::any_to_json};
 use prost::Message;
 
 pub fn snapshot(yaml: &str) -> Snapshot {
     let loaded = fleetmesh_api::load_documents(None, yaml)
         .unwrap_or_else(|e| panic!("fixture is invalid: {e:?}"));
-    Snapshot::build(SnapshotInput {
-        services: Vec::new(),
-        workloads: Vec::new(),
-        resources: loaded.iter().map(|l| &l.resource).collect(),
-        domain: "cluster.local".into(),
-        mesh: fleetmesh_model::MeshSettings::default(),
-        cluster_id: "local".into(),
-    })
+    Snapshot::of_config(loaded.iter().map(|l| &l.resource).collect())
 }
 
 pub fn proxy_in(kind: ProxyKind, namespace: &str, labels: &[(&str, &str)]) -> Proxy {
