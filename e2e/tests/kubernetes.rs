@@ -396,10 +396,15 @@ async fn mesh_config_root_namespace_applies_live() {
     // A cluster of its own: mesh-wide settings would reach the other tests' meshd.
     let cluster =
         TestCluster::start("fleetmesh-kube-meshconfig").expect("the local cluster starts");
-    cluster
-        .install_istio_crds()
-        .await
-        .expect("Istio CRDs install");
+    // Istio's CRDs arrive after meshd started (as when a mesh is installed into a cluster
+    // a hosted meshd already watches): meshd picks the new kinds up by itself.
+    let removed = cluster
+        .kubectl()
+        .args(["delete", "crd", "-l", "app.kubernetes.io/part-of=fleetmesh"])
+        .args(["--ignore-not-found", "--wait"])
+        .status()
+        .unwrap();
+    assert!(removed.success());
     let client = cluster.client().await.unwrap();
     fleetmesh_kube::testing::apply(
         &client,
@@ -413,11 +418,15 @@ async fn mesh_config_root_namespace_applies_live() {
     let root = TestNamespace::create(&client, "meshroot").await.unwrap();
     app.apply(SERVICE).await.unwrap();
     other.apply(SERVICE).await.unwrap();
-    root.apply("apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default}\nspec: {egress: [{hosts: [\"./*\"]}]}\n").await.unwrap();
 
     let mesh = LocalMesh::start_with(None, XdsMode::Delta, Some(cluster.kubeconfig.clone()))
         .await
         .expect("meshd watches the cluster");
+    cluster
+        .install_istio_crds()
+        .await
+        .expect("Istio CRDs install");
+    root.apply("apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default}\nspec: {egress: [{hosts: [\"./*\"]}]}\n").await.unwrap();
     let proxy = mesh
         .add_proxy(
             "sidecar",

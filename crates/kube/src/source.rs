@@ -36,8 +36,9 @@ pub struct ClusterSource {
     services: Store<KubeService>,
     slices: Store<EndpointSlice>,
     pods: Store<Pod>,
-    /// Istio config, for the kinds whose CRDs the cluster serves.
-    istio: Vec<(&'static IstioKind, ApiResource, Store<DynamicObject>)>,
+    /// Istio config, for the kinds whose CRDs the cluster serves (kinds whose CRDs are
+    /// installed later join as they appear).
+    istio: IstioWatches,
     /// ConfigMap `istio` of the root namespace: Istio's MeshConfig.
     mesh_config: Store<ConfigMap>,
     /// Tells users, on the object itself, why their config was rejected.
@@ -46,6 +47,13 @@ pub struct ClusterSource {
     reported: Mutex<BTreeSet<(String, String, String)>>,
     watches: Vec<JoinHandle<()>>,
 }
+
+/// The watched Istio kinds: (kind, its API resource, its objects).
+type IstioWatches =
+    std::sync::Arc<Mutex<Vec<(&'static IstioKind, ApiResource, Store<DynamicObject>)>>>;
+
+/// How often meshd looks for Istio CRDs installed after it started.
+const DISCOVERY_INTERVAL: Duration = Duration::from_secs(10);
 
 impl ClusterSource {
     /// Starts watching; returns once every watch has its first full list. Each event
@@ -66,25 +74,15 @@ impl ClusterSource {
             changes.clone(),
         );
         let mut watches = vec![a, b, c, d];
-        let mut istio = Vec::new();
-        for kind in &KINDS {
-            let gvk = GroupVersionKind::gvk(kind.group, kind.versions[0], kind.kind);
-            match kube::discovery::pinned_kind(&client, &gvk).await {
-                Ok((resource, _)) => {
-                    let api = Api::all_with(client.clone(), &resource);
-                    let resource_for_store = resource.clone();
-                    let (store, task) =
-                        watch::<DynamicObject>(api, resource_for_store, changes.clone());
-                    istio.push((kind, resource, store));
-                    watches.push(task);
-                }
-                Err(_) => tracing::info!(
-                    cluster = cluster_id,
-                    kind = kind.kind,
-                    "the cluster does not serve this Istio kind (its CRD is not installed)"
-                ),
-            }
-        }
+        let istio = IstioWatches::default();
+        let istio_tasks = discover_istio_kinds(&client, cluster_id, &istio, &changes).await;
+        watches.push(tokio::spawn(keep_discovering(
+            client.clone(),
+            cluster_id.to_string(),
+            istio.clone(),
+            changes.clone(),
+            istio_tasks,
+        )));
         let source = ClusterSource {
             cluster_id: cluster_id.into(),
             domain: domain.into(),
@@ -108,7 +106,12 @@ impl ClusterSource {
             source.slices.wait_until_ready().await?;
             source.pods.wait_until_ready().await?;
             source.mesh_config.wait_until_ready().await?;
-            for (_, _, store) in &source.istio {
+            let stores: Vec<Store<DynamicObject>> = source
+                .lock_istio()
+                .iter()
+                .map(|(_, _, store)| store.clone())
+                .collect();
+            for store in stores {
                 store.wait_until_ready().await?;
             }
             Ok::<(), reflector::store::WriterDropped>(())
@@ -124,6 +127,13 @@ impl ClusterSource {
         Ok(source)
     }
 
+    fn lock_istio(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Vec<(&'static IstioKind, ApiResource, Store<DynamicObject>)>>
+    {
+        self.istio.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The `mesh` text of ConfigMap `istio` (Istio's MeshConfig), if there is one.
     pub fn mesh_config(&self) -> Option<String> {
         let maps = self.mesh_config.state();
@@ -134,7 +144,7 @@ impl ClusterSource {
     /// reported once per version.
     pub fn resources(&self) -> Vec<fleetmesh_api::Resource> {
         let mut valid = Vec::new();
-        for (kind, resource, store) in &self.istio {
+        for (kind, resource, store) in self.lock_istio().iter() {
             for object in store.state() {
                 match self.parse(kind, &object) {
                     Ok(resources) => valid.extend(resources.into_iter().map(|l| l.resource)),
@@ -364,6 +374,79 @@ impl Drop for ClusterSource {
         for watch in &self.watches {
             watch.abort();
         }
+    }
+}
+
+/// Starts watching each Istio kind the cluster serves and `istio` does not watch yet;
+/// returns the watch tasks.
+async fn discover_istio_kinds(
+    client: &Client,
+    cluster_id: &str,
+    istio: &IstioWatches,
+    changes: &UnboundedSender<()>,
+) -> Vec<JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for kind in &KINDS {
+        let watched = istio
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|(k, _, _)| k.kind == kind.kind && k.group == kind.group);
+        if watched {
+            continue;
+        }
+        let gvk = GroupVersionKind::gvk(kind.group, kind.versions[0], kind.kind);
+        match kube::discovery::pinned_kind(client, &gvk).await {
+            Ok((resource, _)) => {
+                let api = Api::all_with(client.clone(), &resource);
+                let (store, task) = watch::<DynamicObject>(api, resource.clone(), changes.clone());
+                istio
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((kind, resource, store));
+                tasks.push(task);
+                tracing::info!(
+                    cluster = cluster_id,
+                    kind = kind.kind,
+                    "watching Istio kind"
+                );
+            }
+            Err(_) => tracing::debug!(
+                cluster = cluster_id,
+                kind = kind.kind,
+                "the cluster does not serve this Istio kind (its CRD is not installed)"
+            ),
+        }
+    }
+    tasks
+}
+
+/// Picks up Istio CRDs installed after meshd started, until aborted (which also stops
+/// the watches it started).
+async fn keep_discovering(
+    client: Client,
+    cluster_id: String,
+    istio: IstioWatches,
+    changes: UnboundedSender<()>,
+    tasks: Vec<JoinHandle<()>>,
+) {
+    struct AbortOnDrop(Vec<JoinHandle<()>>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            for task in &self.0 {
+                task.abort();
+            }
+        }
+    }
+    let mut guard = AbortOnDrop(tasks);
+    loop {
+        tokio::time::sleep(DISCOVERY_INTERVAL).await;
+        if istio.lock().unwrap_or_else(|e| e.into_inner()).len() == KINDS.len() {
+            continue;
+        }
+        guard
+            .0
+            .extend(discover_istio_kinds(&client, &cluster_id, &istio, &changes).await);
     }
 }
 

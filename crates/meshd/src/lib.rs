@@ -78,6 +78,7 @@ impl Meshd {
         };
         let mesh_config = mesh_config::MeshConfig::new(fleetmesh_model::MeshSettings {
             root_namespace: config.root_namespace.clone(),
+            trust_domain: config.trust_domain.clone(),
             ..Default::default()
         });
         let jwks = jwks::JwksCache::new(changes_tx_for_jwks);

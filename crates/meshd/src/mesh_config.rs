@@ -33,13 +33,23 @@ impl MeshConfig {
                     let fields: Vec<&String> = mesh.unsupported.keys().collect();
                     tracing::warn!(?fields, "MeshConfig fields meshd does not apply (yet)");
                 }
+                // Certificates carry the CA's trust domain (--trust-domain); peers are
+                // checked against the same one, whatever MeshConfig says.
+                if first_time
+                    && let Some(asked) = &mesh.trust_domain
+                    && *asked != self.defaults.trust_domain
+                {
+                    tracing::warn!(
+                        mesh_config = %asked,
+                        ca = %self.defaults.trust_domain,
+                        "MeshConfig trustDomain differs from meshd's --trust-domain; workload identities keep the CA's"
+                    );
+                }
                 MeshSettings {
                     root_namespace: mesh
                         .root_namespace
                         .unwrap_or_else(|| self.defaults.root_namespace.clone()),
-                    trust_domain: mesh
-                        .trust_domain
-                        .unwrap_or_else(|| self.defaults.trust_domain.clone()),
+                    trust_domain: self.defaults.trust_domain.clone(),
                     registry_only: match mesh.outbound_traffic_policy.and_then(|p| p.mode) {
                         Some(mode) => mode == OutboundMode::RegistryOnly,
                         None => self.defaults.registry_only,
