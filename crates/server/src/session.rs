@@ -24,6 +24,8 @@ pub struct Session {
     /// When the change now being pushed was made; cleared once everything is ACKed.
     converging_since: Option<Instant>,
     nonce: u64,
+    /// Who the stream's token proved.
+    caller: Identity,
 }
 
 impl Session {
@@ -68,6 +70,7 @@ impl Session {
             generated,
             converging_since: Some(Instant::now()),
             nonce: 0,
+            caller: caller.clone(),
         })
     }
 
@@ -93,6 +96,13 @@ impl Session {
             .registry
             .update(self.id, |s| s.resources = generated);
         Some(previous)
+    }
+
+    /// Whether the proxy, as the newest snapshot knows it (its Pod may have appeared or
+    /// changed since it connected), is still the identity its token proved.
+    pub fn still_authorized(&self) -> bool {
+        let state = self.shared.snapshots.borrow().clone();
+        check_identity(&self.proxy.resolved(&state.snapshot), &self.caller).is_ok()
     }
 
     pub fn next_nonce(&mut self) -> String {
@@ -231,6 +241,9 @@ pub async fn serve<P: Protocol>(
                 }
             },
             changed = snapshots.changed() => match changed {
+                // A proxy that is no longer its token's identity loses its stream; on
+                // reconnecting it is refused.
+                Ok(()) if !stream.session().still_authorized() => break,
                 Ok(()) => stream.on_snapshot().await,
                 Err(_) => break,
             },

@@ -74,3 +74,63 @@ async fn only_the_proven_identity_gets_config() {
     assert!(clusters > 0, "the proxy's own identity gets its clusters");
     server.shutdown.cancel();
 }
+
+/// The proxy's Pod turns out to run as another service account than its token proves:
+/// the stream ends, and reconnecting is refused.
+#[tokio::test]
+async fn a_proxy_whose_pod_is_another_identity_loses_its_stream() {
+    use fleetmesh_model::{MeshSettings, Snapshot, SnapshotInput, Workload};
+    use fleetmesh_server::MeshState;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let server = TestServer::start(MESH).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(first_request()).await.unwrap();
+    let open_requests = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let mut client =
+        AggregatedDiscoveryServiceClient::connect(format!("http://{}", server.address))
+            .await
+            .unwrap();
+    let mut responses = client
+        .stream_aggregated_resources(
+            server.authorized(open_requests, &Identity::new("default", "default")),
+        )
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        responses.message().await.unwrap().is_some(),
+        "config at first"
+    );
+
+    let loaded = fleetmesh_api::load_documents(None, MESH).unwrap();
+    let pod = Workload {
+        namespace: "default".into(),
+        name: "frontend".into(),
+        ip: None,
+        labels: Default::default(),
+        service_account: Some("admin".into()),
+    };
+    server
+        .snapshots
+        .send_replace(Arc::new(MeshState::new(Snapshot::build(SnapshotInput {
+            services: Vec::new(),
+            workloads: vec![pod],
+            resources: loaded.iter().map(|l| &l.resource).collect(),
+            domain: "cluster.local".into(),
+            mesh: MeshSettings::default(),
+            cluster_id: "local".into(),
+        }))));
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(_)) = responses.message().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream ended");
+    drop(tx);
+
+    let again = server.authorized(requests(), &Identity::new("default", "default"));
+    let refused = first_answer(&server, again).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    server.shutdown.cancel();
+}
