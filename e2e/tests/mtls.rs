@@ -77,6 +77,28 @@ async fn peer_authentication_strict_permissive_disable() {
     assert_eq!(status, 200);
     assert!(body.contains(FRONTEND_ID), "{body}");
 
+    // A sidecar cannot answer for another service: an endpoint of `shadow` (service
+    // account shadow) at the ratings sidecar's address shows ratings' certificate, and
+    // the frontend's sidecar refuses it.
+    let shadow = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: shadow}}\n\
+         spec: {{selector: {{app: shadow}}, ports: [{{name: http, port: 9080}}]}}\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: shadow}}\n\
+         spec: {{address: \"{}\", serviceAccount: shadow, \
+         labels: {{app: shadow, security.istio.io/tlsMode: istio}}}}\n",
+        ratings.ip
+    );
+    store.mesh.write("shadow.yaml", &shadow).unwrap();
+    wait_for_status(&store.frontend, "http://shadow:9080/", 503).await;
+    assert_eq!(
+        get(&store.frontend, "http://ratings:9080/")
+            .await
+            .unwrap()
+            .0,
+        200,
+        "ratings itself still answers"
+    );
+
     // DISABLE for the ratings workload alone: plaintext only, and the frontend's sidecar
     // follows (auto mTLS sends plaintext to it), while reviews stays STRICT.
     let disable = policy(

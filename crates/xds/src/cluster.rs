@@ -131,16 +131,17 @@ fn outbound(
         .and_then(|p| p.tls.as_ref())
         .or(policy.and_then(|p| p.tls.as_ref()));
     let sni = tls::istio_sni(port.port, subset, &service.hostname);
+    let peers = service_identities(service, trust_domain);
     match (tls, tls.and_then(|t| t.mode)) {
         (Some(settings), Some(ClientTlsMode::Simple)) => {
             apply_simple_tls(&mut c, settings, &service.hostname)
         }
         (_, Some(ClientTlsMode::IstioMutual)) => {
-            c.transport_socket = Some(tls::istio_upstream(&sni, trust_domain));
+            c.transport_socket = Some(tls::istio_upstream(&sni, trust_domain, &peers));
         }
         // Auto mTLS: to the endpoints that have a sidecar.
         (_, None) if service.resolution == Resolution::Static => {
-            c.transport_socket_matches = tls::auto_mtls_matches(&sni, trust_domain);
+            c.transport_socket_matches = tls::auto_mtls_matches(&sni, trust_domain, &peers);
         }
         // DISABLE is plaintext; MUTUAL is refused by validation.
         _ => {}
@@ -261,6 +262,24 @@ fn apply_connection_pool(c: &mut Cluster, pool: &ConnectionPoolSettings, protoco
         thresholds: vec![thresholds],
         ..CircuitBreakers::default()
     });
+}
+
+/// The SPIFFE ids of the workloads behind `service` (a workload without a service account
+/// runs as its namespace's `default`, as in Kubernetes): who its sidecars must prove to
+/// be. Empty when it has no endpoints yet (any id of the trust domain is accepted then).
+fn service_identities(service: &Service, trust_domain: &str) -> Vec<String> {
+    let ids: std::collections::BTreeSet<String> = service
+        .endpoints
+        .iter()
+        .map(|e| {
+            format!(
+                "spiffe://{trust_domain}/ns/{}/sa/{}",
+                service.namespace,
+                e.service_account.as_deref().unwrap_or("default")
+            )
+        })
+        .collect();
+    ids.into_iter().collect()
 }
 
 /// TLS to a server outside the mesh, checked against the system's trust store.

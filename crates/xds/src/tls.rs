@@ -56,26 +56,34 @@ fn sds(name: &str) -> SdsSecretConfig {
     }
 }
 
-/// The workload's own certificate, and peers checked against the mesh roots and trust
-/// domain.
-fn istio_context(trust_domain: &str, alpn: &[&str]) -> CommonTlsContext {
-    let spiffe_prefix = format!("spiffe://{trust_domain}/");
+/// The workload's own certificate, and peers checked against the mesh roots and named by
+/// one of `peers` (SPIFFE ids), or by any id of the trust domain when `peers` is empty.
+fn istio_context(trust_domain: &str, peers: &[String], alpn: &[&str]) -> CommonTlsContext {
+    let uri = |pattern| SubjectAltNameMatcher {
+        san_type: subject_alt_name_matcher::SanType::Uri as i32,
+        matcher: Some(StringMatcher {
+            match_pattern: Some(pattern),
+            ..StringMatcher::default()
+        }),
+        ..SubjectAltNameMatcher::default()
+    };
+    let names = if peers.is_empty() {
+        vec![uri(string_matcher::MatchPattern::Prefix(format!(
+            "spiffe://{trust_domain}/"
+        )))]
+    } else {
+        peers
+            .iter()
+            .map(|id| uri(string_matcher::MatchPattern::Exact(id.clone())))
+            .collect()
+    };
     CommonTlsContext {
         tls_certificate_sds_secret_configs: vec![sds(CERTIFICATE_SECRET)],
         validation_context_type: Some(
             common_tls_context::ValidationContextType::CombinedValidationContext(
                 common_tls_context::CombinedCertificateValidationContext {
                     default_validation_context: Some(CertificateValidationContext {
-                        match_typed_subject_alt_names: vec![SubjectAltNameMatcher {
-                            san_type: subject_alt_name_matcher::SanType::Uri as i32,
-                            matcher: Some(StringMatcher {
-                                match_pattern: Some(string_matcher::MatchPattern::Prefix(
-                                    spiffe_prefix,
-                                )),
-                                ..StringMatcher::default()
-                            }),
-                            ..SubjectAltNameMatcher::default()
-                        }],
+                        match_typed_subject_alt_names: names,
                         ..CertificateValidationContext::default()
                     }),
                     validation_context_sds_secret_config: Some(sds(ROOT_SECRET)),
@@ -95,10 +103,11 @@ fn tls_socket(config: envoy_types::pb::google::protobuf::Any) -> TransportSocket
     }
 }
 
-/// A client side of Istio mTLS to another sidecar.
-pub fn istio_upstream(sni: &str, trust_domain: &str) -> TransportSocket {
+/// A client side of Istio mTLS to another sidecar, which must prove one of `peers` (the
+/// destination's identities; any of the trust domain when unknown).
+pub fn istio_upstream(sni: &str, trust_domain: &str, peers: &[String]) -> TransportSocket {
     tls_socket(pack(UpstreamTlsContext {
-        common_tls_context: Some(istio_context(trust_domain, &ISTIO_ALPN)),
+        common_tls_context: Some(istio_context(trust_domain, peers, &ISTIO_ALPN)),
         sni: sni.into(),
         ..UpstreamTlsContext::default()
     }))
@@ -107,7 +116,7 @@ pub fn istio_upstream(sni: &str, trust_domain: &str) -> TransportSocket {
 /// The server side: a client certificate is required.
 pub fn istio_downstream(trust_domain: &str) -> TransportSocket {
     tls_socket(pack(DownstreamTlsContext {
-        common_tls_context: Some(istio_context(trust_domain, &["h2", "http/1.1"])),
+        common_tls_context: Some(istio_context(trust_domain, &[], &["h2", "http/1.1"])),
         require_client_certificate: Some(BoolValue { value: true }),
         ..DownstreamTlsContext::default()
     }))
@@ -148,12 +157,16 @@ pub fn gateway_downstream(settings: &ServerTlsSettings) -> TransportSocket {
 
 /// Auto mTLS: endpoints marked `tlsMode: istio` (they have a sidecar) get mTLS, others
 /// plaintext.
-pub fn auto_mtls_matches(sni: &str, trust_domain: &str) -> Vec<TransportSocketMatch> {
+pub fn auto_mtls_matches(
+    sni: &str,
+    trust_domain: &str,
+    peers: &[String],
+) -> Vec<TransportSocketMatch> {
     vec![
         TransportSocketMatch {
             name: "tlsMode-istio".into(),
             r#match: Some(tls_mode_struct()),
-            transport_socket: Some(istio_upstream(sni, trust_domain)),
+            transport_socket: Some(istio_upstream(sni, trust_domain, peers)),
         },
         TransportSocketMatch {
             name: "tlsMode-disabled".into(),
