@@ -290,12 +290,13 @@ async fn endpoint_changes_push_only_endpoints() {
         ["cds", "eds", "lds", "rds"].map(|t| m.pushes_of(t))
     };
     let before = metrics();
-    // One more reviews v1 endpoint (no traffic is sent to it).
+    // One more reviews v1 endpoint (no traffic is sent to it), of the same identity as the
+    // others, as when a Deployment scales (a new identity changes the clusters' SAN check).
     store
         .mesh
         .write(
             "extra-endpoint.yaml",
-            "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: reviews-extra}\nspec: {address: 127.0.0.2, labels: {app: reviews, version: v1}}\n",
+            "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: reviews-extra}\nspec: {address: 127.0.0.2, serviceAccount: reviews, labels: {app: reviews, version: v1}}\n",
         )
         .unwrap();
     eventually(
