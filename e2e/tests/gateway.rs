@@ -176,6 +176,9 @@ spec:
   - port: {{number: 9443, name: https-mtls, protocol: HTTPS}}
     hosts: [shop.example.com]
     tls: {{mode: MUTUAL, serverCertificate: {crt}, privateKey: {key}, caCertificates: {ca}}}
+  - port: {{number: 8081, name: http-redirect, protocol: HTTP}}
+    hosts: [shop.example.com]
+    tls: {{httpsRedirect: true}}
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService

@@ -170,13 +170,8 @@ fn validate_server_tls(
         }
         return;
     };
-    if tls.https_redirect == Some(true) {
-        errors.push(
-            format!("{at}.tls.httpsRedirect"),
-            "httpsRedirect is not supported by this meshd yet",
-        );
-    }
     if protocol != "HTTPS" {
+        // Only httpsRedirect is meaningful on a plain server.
         if tls.mode.is_some() {
             errors.push(
                 format!("{at}.tls.mode"),

@@ -17,7 +17,7 @@ use envoy_types::pb::envoy::config::listener::v3::{
 };
 use envoy_types::pb::envoy::config::route::v3::{
     Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route, route_action,
-    route_match,
+    route_match, virtual_host,
 };
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
@@ -28,7 +28,7 @@ use fleetmesh_api::networking::ServerTlsSettings;
 use fleetmesh_api::security::MtlsMode;
 use fleetmesh_model::security::{self, InboundMtls};
 use fleetmesh_model::service::labels_match;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The port a sidecar's app uses as its HTTP proxy (Istio's outbound capture port).
 pub const OUTBOUND_PORT: u32 = 15001;
@@ -234,6 +234,8 @@ fn inbound_route_config(port: u32) -> RouteConfiguration {
 /// route configs. HTTPS servers terminate TLS, one filter chain per server chosen by SNI.
 pub fn gateway(scope: &Scope) -> (Vec<NamedResource>, Vec<RouteConfiguration>) {
     let mut by_port: BTreeMap<u32, Vec<GatewayServer>> = BTreeMap::new();
+    // Plain HTTP ports whose server answers every request with a redirect to HTTPS.
+    let mut redirect_ports = BTreeSet::new();
     for gw in &scope.snapshot.gateways {
         if !labels_match(&gw.spec.selector, &scope.proxy.labels) || gw.spec.selector.is_empty() {
             continue;
@@ -248,6 +250,9 @@ pub fn gateway(scope: &Scope) -> (Vec<NamedResource>, Vec<RouteConfiguration>) {
                 .tls
                 .as_ref()
                 .filter(|_| server.port.protocol.eq_ignore_ascii_case("HTTPS"));
+            if tls.is_none() && server.tls.as_ref().and_then(|t| t.https_redirect) == Some(true) {
+                redirect_ports.insert(server.port.number);
+            }
             by_port
                 .entry(server.port.number)
                 .or_default()
@@ -283,7 +288,13 @@ pub fn gateway(scope: &Scope) -> (Vec<NamedResource>, Vec<RouteConfiguration>) {
             .into_iter()
             .map(|(gateway, hosts, _)| (gateway, hosts))
             .collect();
-        routes.push(crate::route::gateway(scope, port, &hosts));
+        let mut route = crate::route::gateway(scope, port, &hosts);
+        if redirect_ports.contains(&port) {
+            for host in &mut route.virtual_hosts {
+                host.require_tls = virtual_host::TlsRequirementType::All as i32;
+            }
+        }
+        routes.push(route);
     }
     (listeners, routes)
 }
