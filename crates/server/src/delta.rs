@@ -117,7 +117,7 @@ impl Protocol for Stream {
     }
 
     async fn on_snapshot(&mut self) -> Result<(), Gone> {
-        if self.session.refresh().is_none() {
+        if self.session.refresh()?.is_none() {
             return Ok(());
         }
         for type_url in PUSH_ORDER {

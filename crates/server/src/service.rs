@@ -92,9 +92,7 @@ impl XdsServer {
             )
             .await
     }
-}
 
-impl XdsServer {
     /// An unauthenticated stream is refused before it can ask for anything.
     async fn authenticate<T>(&self, request: &Request<T>) -> Result<Identity, Status> {
         authenticate_request(self.shared.authenticator.as_ref(), request.metadata())

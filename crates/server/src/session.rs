@@ -33,14 +33,14 @@ impl Session {
         shared: Arc<Shared>,
         node: Option<&Node>,
         protocol: &'static str,
-        caller: &Identity,
+        caller: Identity,
     ) -> Result<Session, Status> {
         let node =
             node.ok_or_else(|| Status::invalid_argument("the first request must carry the node"))?;
         let proxy = Proxy::from_node(node).map_err(Status::invalid_argument)?;
         let state = shared.snapshots.borrow().clone();
         let resolved = proxy.resolved(&state.snapshot);
-        check_identity(&resolved, caller)?;
+        check_identity(&resolved, &caller)?;
         let generated = shared.generations.get(&state, &resolved);
         let id = shared.next_connection.fetch_add(1, Ordering::Relaxed);
         shared.registry.insert(
@@ -70,39 +70,33 @@ impl Session {
             generated,
             converging_since: Some(Instant::now()),
             nonce: 0,
-            caller: caller.clone(),
+            caller,
         })
     }
 
     /// Regenerates after a new snapshot; returns the previous resources when anything
-    /// this proxy sees changed.
-    pub fn refresh(&mut self) -> Option<Arc<Generated>> {
+    /// this proxy sees changed. A proxy that, as the new snapshot knows it (its Pod may
+    /// have appeared or changed since it connected), is no longer the identity its token
+    /// proved loses its stream; reconnecting, it is refused.
+    pub fn refresh(&mut self) -> Result<Option<Arc<Generated>>, Gone> {
         let state = self.shared.snapshots.borrow().clone();
         if Arc::ptr_eq(&state, &self.state) {
-            return None;
+            return Ok(None);
         }
-        let generated = self
-            .shared
-            .generations
-            .get(&state, &self.proxy.resolved(&state.snapshot));
+        let resolved = self.proxy.resolved(&state.snapshot);
+        check_identity(&resolved, &self.caller).map_err(|_| Gone)?;
+        let generated = self.shared.generations.get(&state, &resolved);
         let created = state.created;
         self.state = state;
         if Arc::ptr_eq(&generated, &self.generated) || *generated == *self.generated {
-            return None;
+            return Ok(None);
         }
         self.converging_since.get_or_insert(created);
         let previous = std::mem::replace(&mut self.generated, generated.clone());
         self.shared
             .registry
             .update(self.id, |s| s.resources = generated);
-        Some(previous)
-    }
-
-    /// Whether the proxy, as the newest snapshot knows it (its Pod may have appeared or
-    /// changed since it connected), is still the identity its token proved.
-    pub fn still_authorized(&self) -> bool {
-        let state = self.shared.snapshots.borrow().clone();
-        check_identity(&self.proxy.resolved(&state.snapshot), &self.caller).is_ok()
+        Ok(Some(previous))
     }
 
     pub fn next_nonce(&mut self) -> String {
@@ -187,7 +181,8 @@ impl Drop for Session {
     }
 }
 
-/// The response channel closed: the proxy is gone.
+/// The stream ends: the proxy is gone (its response channel closed), or it is no longer
+/// the identity its token proved.
 pub struct Gone;
 
 /// How one ADS protocol (state of the world, delta) handles a stream.
@@ -217,7 +212,7 @@ pub async fn serve<P: Protocol>(
     let Ok(Some(first)) = requests.message().await else {
         return;
     };
-    let session = match Session::start(shared.clone(), P::node(&first), P::NAME, &caller) {
+    let session = match Session::start(shared.clone(), P::node(&first), P::NAME, caller) {
         Ok(session) => session,
         Err(status) => {
             let _ = tx.send(Err(status)).await;
@@ -241,9 +236,6 @@ pub async fn serve<P: Protocol>(
                 }
             },
             changed = snapshots.changed() => match changed {
-                // A proxy that is no longer its token's identity loses its stream; on
-                // reconnecting it is refused.
-                Ok(()) if !stream.session().still_authorized() => break,
                 Ok(()) => stream.on_snapshot().await,
                 Err(_) => break,
             },

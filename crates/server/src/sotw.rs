@@ -83,7 +83,7 @@ impl Protocol for Stream {
     }
 
     async fn on_snapshot(&mut self) -> Result<(), Gone> {
-        let Some(previous) = self.session.refresh() else {
+        let Some(previous) = self.session.refresh()? else {
             return Ok(());
         };
         let mut clusters_pushed = false;
