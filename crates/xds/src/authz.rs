@@ -390,23 +390,23 @@ fn cidr(text: &str) -> Option<CidrRange> {
     })
 }
 
+/// The peer's own address (`ipBlocks`, `source.ip`).
 fn direct_ip_principal(block: &str) -> Principal {
-    Principal {
-        identifier: Some(
-            cidr(block)
-                .map(principal::Identifier::DirectRemoteIp)
-                .unwrap_or(principal::Identifier::NotId(Box::new(any_principal()))),
-        ),
-    }
+    ip_principal(block, principal::Identifier::DirectRemoteIp)
 }
 
+/// The original client's address, as forwarded (`remoteIpBlocks`, `remote.ip`).
 fn remote_ip_principal(block: &str) -> Principal {
-    Principal {
-        identifier: Some(
-            cidr(block)
-                .map(principal::Identifier::RemoteIp)
-                .unwrap_or(principal::Identifier::NotId(Box::new(any_principal()))),
-        ),
+    ip_principal(block, principal::Identifier::RemoteIp)
+}
+
+/// `block` as `address`; a block validation would have refused matches nothing.
+fn ip_principal(block: &str, address: fn(CidrRange) -> principal::Identifier) -> Principal {
+    match cidr(block) {
+        Some(range) => Principal {
+            identifier: Some(address(range)),
+        },
+        None => any_principal().not(),
     }
 }
 

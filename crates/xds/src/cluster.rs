@@ -34,20 +34,17 @@ pub fn build(scope: &Scope) -> Vec<NamedResource> {
         let rule = scope
             .snapshot
             .destination_rule(&service.hostname, &scope.proxy.namespace);
+        let mtls = IstioMtls {
+            trust_domain: &scope.snapshot.mesh.trust_domain,
+            peers: service_identities(service, &scope.snapshot.mesh.trust_domain),
+        };
         for port in &service.ports {
             let policy = rule.and_then(|r| r.spec.traffic_policy.as_ref());
-            let trust_domain = &scope.snapshot.mesh.trust_domain;
-            clusters.push(outbound(service, port, "", policy, trust_domain));
+            clusters.push(outbound(service, port, "", policy, &mtls));
             for subset in rule.iter().flat_map(|r| &r.spec.subsets) {
                 // A subset's own policy replaces the rule's, as in Istio.
                 let subset_policy = subset.traffic_policy.as_ref().or(policy);
-                clusters.push(outbound(
-                    service,
-                    port,
-                    &subset.name,
-                    subset_policy,
-                    trust_domain,
-                ));
+                clusters.push(outbound(service, port, &subset.name, subset_policy, &mtls));
             }
         }
     }
@@ -74,7 +71,7 @@ fn outbound(
     port: &ServicePort,
     subset: &str,
     policy: Option<&TrafficPolicy>,
-    trust_domain: &str,
+    mtls: &IstioMtls,
 ) -> Cluster {
     let name = names::outbound_cluster(port.port, subset, &service.hostname);
     let mut c = Cluster {
@@ -131,17 +128,17 @@ fn outbound(
         .and_then(|p| p.tls.as_ref())
         .or(policy.and_then(|p| p.tls.as_ref()));
     let sni = tls::istio_sni(port.port, subset, &service.hostname);
-    let peers = service_identities(service, trust_domain);
     match (tls, tls.and_then(|t| t.mode)) {
         (Some(settings), Some(ClientTlsMode::Simple)) => {
             apply_simple_tls(&mut c, settings, &service.hostname)
         }
         (_, Some(ClientTlsMode::IstioMutual)) => {
-            c.transport_socket = Some(tls::istio_upstream(&sni, trust_domain, &peers));
+            c.transport_socket = Some(tls::istio_upstream(&sni, mtls.trust_domain, &mtls.peers));
         }
         // Auto mTLS: to the endpoints that have a sidecar.
         (_, None) if service.resolution == Resolution::Static => {
-            c.transport_socket_matches = tls::auto_mtls_matches(&sni, trust_domain, &peers);
+            c.transport_socket_matches =
+                tls::auto_mtls_matches(&sni, mtls.trust_domain, &mtls.peers);
         }
         // DISABLE is plaintext; MUTUAL is refused by validation.
         _ => {}
@@ -262,6 +259,13 @@ fn apply_connection_pool(c: &mut Cluster, pool: &ConnectionPoolSettings, protoco
         thresholds: vec![thresholds],
         ..CircuitBreakers::default()
     });
+}
+
+/// What mTLS to one service's sidecars checks: the same for all its clusters.
+struct IstioMtls<'a> {
+    trust_domain: &'a str,
+    /// See [`service_identities`].
+    peers: Vec<String>,
 }
 
 /// The SPIFFE ids of the workloads behind `service` (a workload without a service account

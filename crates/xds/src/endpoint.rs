@@ -11,7 +11,7 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint as EnvoyEndpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
 };
 use fleetmesh_api::security::MtlsMode;
-use fleetmesh_model::security;
+use fleetmesh_model::security::{self, InboundMtls};
 use fleetmesh_model::service::{Labels, Resolution, labels_match};
 use fleetmesh_model::{Service, ServicePort};
 use std::collections::BTreeMap;
@@ -33,10 +33,12 @@ pub fn build(scope: &Scope) -> Vec<NamedResource> {
                 .map(|s| (s.name.as_str(), &s.labels)),
         );
         let subsets: Vec<_> = subsets.collect();
+        // Once per service, not per cluster: every subset and port reuses it.
+        let mtls = sidecar_mtls(scope, service);
         for port in &service.ports {
             for (subset, labels) in &subsets {
                 let name = names::outbound_cluster(port.port, subset, &service.hostname);
-                assignments.push(assignment(scope, name, service, port, labels));
+                assignments.push(assignment(name, service, &mtls, port, labels));
             }
         }
     }
@@ -49,29 +51,34 @@ pub fn build(scope: &Scope) -> Vec<NamedResource> {
         .collect()
 }
 
-/// Whether clients reach this endpoint with mutual TLS (auto mTLS): it runs a sidecar
-/// (Istio marks those `security.istio.io/tlsMode: istio`) and its PeerAuthentication does
-/// not DISABLE mTLS on the port.
-fn accepts_mtls(scope: &Scope, service: &Service, labels: &Labels, port: u32) -> bool {
-    labels
-        .get(tls::TLS_MODE_LABEL)
-        .is_some_and(|m| m == "istio")
-        && security::inbound_mtls(scope.snapshot, &service.namespace, labels).mode(port)
-            != MtlsMode::Disable
+/// By endpoint of `service`: its effective PeerAuthentication if it runs a sidecar (Istio
+/// marks those `security.istio.io/tlsMode: istio`), else `None` (plaintext).
+fn sidecar_mtls(scope: &Scope, service: &Service) -> Vec<Option<InboundMtls>> {
+    service
+        .endpoints
+        .iter()
+        .map(|e| {
+            e.labels
+                .get(tls::TLS_MODE_LABEL)
+                .is_some_and(|m| m == "istio")
+                .then(|| security::inbound_mtls(scope.snapshot, &service.namespace, &e.labels))
+        })
+        .collect()
 }
 
 fn assignment(
-    scope: &Scope,
     cluster_name: String,
     service: &Service,
+    mtls: &[Option<InboundMtls>],
     port: &ServicePort,
     subset: &Labels,
 ) -> ClusterLoadAssignment {
     let mut by_locality: BTreeMap<&str, Vec<LbEndpoint>> = BTreeMap::new();
-    for endpoint in service
+    for (endpoint, mtls) in service
         .endpoints
         .iter()
-        .filter(|e| labels_match(subset, &e.labels))
+        .zip(mtls)
+        .filter(|(e, _)| labels_match(subset, &e.labels))
     {
         let Some(endpoint_port) = endpoint.ports.get(&port.port) else {
             continue;
@@ -85,7 +92,10 @@ fn assignment(
                     ..EnvoyEndpoint::default()
                 })),
                 load_balancing_weight: u32_value(endpoint.weight),
-                metadata: accepts_mtls(scope, service, &endpoint.labels, *endpoint_port)
+                // Auto mTLS reaches the endpoint with mutual TLS unless its port is DISABLEd.
+                metadata: mtls
+                    .as_ref()
+                    .is_some_and(|m| m.mode(*endpoint_port) != MtlsMode::Disable)
                     .then(tls::istio_endpoint_metadata),
                 ..LbEndpoint::default()
             });

@@ -109,7 +109,10 @@ fn uncaptured(scope: &Scope) -> Vec<Listener> {
         listeners.push(Listener {
             name: names::bound_listener(bind, port),
             address: Some(socket_address(bind, port)),
-            listener_filters: tls_inspector(mode).into_iter().collect(),
+            listener_filters: (mode == MtlsMode::Permissive)
+                .then(tls_inspector)
+                .into_iter()
+                .collect(),
             filter_chains: inbound_chains(scope, port, mode, FilterChainMatch::default()),
             ..Listener::default()
         });
@@ -122,15 +125,16 @@ fn inbound_mtls(scope: &Scope) -> InboundMtls {
     security::inbound_mtls(scope.snapshot, &scope.proxy.namespace, &scope.proxy.labels)
 }
 
-/// PERMISSIVE tells mTLS from plaintext by peeking at the first bytes.
-fn tls_inspector(mode: MtlsMode) -> Option<ListenerFilter> {
-    (mode == MtlsMode::Permissive).then(|| ListenerFilter {
+/// Peeks at a connection's first bytes: tells TLS from plaintext (PERMISSIVE) and reads
+/// the SNI (gateways).
+fn tls_inspector() -> ListenerFilter {
+    ListenerFilter {
         name: "envoy.filters.listener.tls_inspector".into(),
         config_type: Some(listener_filter::ConfigType::TypedConfig(pack(
             TlsInspector::default(),
         ))),
         ..ListenerFilter::default()
-    })
+    }
 }
 
 /// Inbound `port`'s filter chains by its mTLS mode: STRICT terminates mTLS (a plaintext
@@ -143,6 +147,7 @@ fn inbound_chains(
     base: FilterChainMatch,
 ) -> Vec<FilterChain> {
     let trust_domain = &scope.snapshot.mesh.trust_domain;
+    let hcm = inbound_hcm(scope, port);
     let chain = |mtls: bool, transport: &str| FilterChain {
         name: names::inbound_cluster(port),
         filter_chain_match: Some(FilterChainMatch {
@@ -150,7 +155,7 @@ fn inbound_chains(
             ..base.clone()
         })
         .filter(|m| *m != FilterChainMatch::default()),
-        filters: vec![inbound_hcm(scope, port)],
+        filters: vec![hcm.clone()],
         transport_socket: mtls.then(|| tls::istio_downstream(trust_domain)),
         ..FilterChain::default()
     };
@@ -281,7 +286,7 @@ pub fn gateway(scope: &Scope) -> (Vec<NamedResource>, Vec<RouteConfiguration>) {
                 .iter()
                 .filter_map(|(_, hosts, tls)| Some(tls_chain(&plain, hosts, (*tls)?)))
                 .collect();
-            listener.listener_filters = tls_inspector(MtlsMode::Permissive).into_iter().collect();
+            listener.listener_filters = vec![tls_inspector()];
         }
         listeners.push(named(listener));
         let hosts: Vec<(String, Vec<String>)> = servers

@@ -21,6 +21,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
 use envoy_types::pb::google::protobuf::BoolValue;
+use fleetmesh_api::security::MtlsMode;
 
 pub const INBOUND_PORT: u32 = 15006;
 
@@ -78,7 +79,7 @@ fn virtual_outbound(registry_only: bool) -> Listener {
 
 fn virtual_inbound(scope: &Scope) -> Listener {
     let mtls = inbound_mtls(scope);
-    let mut filter_chains = Vec::new();
+    let ports = inbound_ports(scope);
     let mut listener_filters = vec![ListenerFilter {
         name: "envoy.filters.listener.original_dst".into(),
         config_type: Some(listener_filter::ConfigType::TypedConfig(pack(
@@ -86,16 +87,19 @@ fn virtual_inbound(scope: &Scope) -> Listener {
         ))),
         ..ListenerFilter::default()
     }];
-    for (port, _) in inbound_ports(scope) {
-        let mode = mtls.mode(port);
-        if listener_filters.len() == 1 {
-            listener_filters.extend(tls_inspector(mode));
-        }
+    if ports
+        .iter()
+        .any(|(port, _)| mtls.mode(*port) == MtlsMode::Permissive)
+    {
+        listener_filters.push(tls_inspector());
+    }
+    let mut filter_chains = Vec::new();
+    for (port, _) in ports {
         let by_port = FilterChainMatch {
             destination_port: crate::common::u32_value(port),
             ..Default::default()
         };
-        filter_chains.extend(inbound_chains(scope, port, mode, by_port));
+        filter_chains.extend(inbound_chains(scope, port, mtls.mode(port), by_port));
     }
     Listener {
         name: names::VIRTUAL_INBOUND.into(),
