@@ -76,20 +76,9 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("{text:?} is not key=value"))
 }
 
+/// Go-style durations (`24h`, `1h30m`, `90s`), as Istio's agent reads SECRET_TTL.
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let (number, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len()),
-    );
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 24h"))?;
-    match unit {
-        "s" => Ok(Duration::from_secs(number)),
-        "m" => Ok(Duration::from_secs(number * 60)),
-        "h" => Ok(Duration::from_secs(number * 3600)),
-        _ => Err(format!("{text:?}: use s, m or h, e.g. 24h")),
-    }
+    fleetmesh_api::Duration::parse(text).map(|d| d.as_std())
 }
 
 fn main() -> anyhow::Result<()> {
