@@ -18,7 +18,7 @@ pub mod validate;
 
 pub use duration::Duration;
 pub use error::{ConfigError, FieldError};
-pub use load::{LoadedResource, load_documents};
+pub use load::{LoadedResource, load_documents, load_stored_object};
 pub use meta::ObjectMeta;
 pub use resource::{Kind, Resource};
 pub use string_match::StringMatch;

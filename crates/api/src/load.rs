@@ -62,6 +62,41 @@ pub fn load_documents(
     }
 }
 
+/// Parses and validates an object as the API server stores it (with uid, managedFields,
+/// status...): only what a user writes is read. Returns the resource, or what is known of
+/// it (`Kind namespace/name`) with every problem found.
+pub fn load_stored_object(
+    object: &serde_yaml_ng::Value,
+) -> Result<Resource, (String, Vec<FieldError>)> {
+    use serde_yaml_ng::{Mapping, Value};
+    let mut metadata = Mapping::new();
+    for key in ["name", "namespace", "labels", "annotations"] {
+        if let Some(value) = object.get("metadata").and_then(|m| m.get(key)) {
+            metadata.insert(key.into(), value.clone());
+        }
+    }
+    let mut clean = Mapping::new();
+    for key in ["apiVersion", "kind"] {
+        if let Some(value) = object.get(key) {
+            clean.insert(key.into(), value.clone());
+        }
+    }
+    clean.insert("metadata".into(), Value::Mapping(metadata));
+    let spec = object.get("spec").cloned();
+    clean.insert(
+        "spec".into(),
+        spec.unwrap_or(Value::Mapping(Mapping::new())),
+    );
+    let resource = parse_resource(Value::Mapping(clean))
+        .map_err(|(described, error)| (described, vec![error]))?;
+    let problems = validate(&resource);
+    if problems.is_empty() {
+        Ok(resource)
+    } else {
+        Err((resource.describe(), problems))
+    }
+}
+
 fn parse_resource(value: serde_yaml_ng::Value) -> Result<Resource, (String, FieldError)> {
     let text_field = |name: &str| value.get(name).and_then(|v| v.as_str()).map(str::to_string);
     let kind_text = text_field("kind");

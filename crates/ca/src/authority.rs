@@ -212,6 +212,47 @@ impl CertificateAuthority {
     }
 }
 
+/// A TLS server certificate for meshd itself, e.g. the admission webhooks the API server
+/// calls: the CA's roots are the `caBundle` that verifies it.
+pub struct ServingCertificate {
+    /// The certificate, then any intermediates (PEM).
+    pub chain: String,
+    /// Its PKCS#8 key (PEM). Never logged.
+    pub key: String,
+}
+
+impl CertificateAuthority {
+    /// Issues a server certificate for `hosts` (DNS names or IP addresses), valid for `ttl`.
+    pub fn issue_serving_certificate(
+        &self,
+        hosts: &[String],
+        ttl: Duration,
+    ) -> Result<ServingCertificate, SignError> {
+        let signing = |e: rcgen::Error| SignError::Signing(e.to_string());
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(signing)?;
+        let mut params = CertificateParams::new(hosts.to_vec()).map_err(signing)?;
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - BACKDATE;
+        params.not_after = now + ttl;
+        params.serial_number = Some(random_serial().map_err(SignError::Signing)?);
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, "meshd");
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.use_authority_key_identifier_extension = true;
+        let certificate = params.signed_by(&key, &self.issuer).map_err(signing)?;
+        let mut chain = certificate.pem();
+        for intermediate in &self.intermediates {
+            chain.push_str(intermediate);
+        }
+        Ok(ServingCertificate {
+            chain,
+            key: key.serialize_pem(),
+        })
+    }
+}
+
 /// A key that is not the certificate's would sign certificates nobody can verify (a
 /// half-replaced directory, or a wrong plug-in file): refuse to load it.
 fn check_key_matches(ca_cert: &str, key: &KeyPair) -> Result<(), String> {

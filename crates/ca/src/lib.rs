@@ -6,14 +6,14 @@ pub mod auth;
 pub mod authority;
 pub mod client;
 pub mod csr;
-mod files;
+pub mod files;
 pub mod identity;
 pub mod rotation;
 pub mod service;
 pub mod token;
 
 pub use auth::{AuthError, Authenticator};
-pub use authority::{CertificateAuthority, SignError};
+pub use authority::{CertificateAuthority, ServingCertificate, SignError};
 pub use identity::Identity;
 pub use service::CaService;
 pub use token::TokenIssuer;

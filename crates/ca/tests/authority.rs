@@ -220,3 +220,29 @@ fn a_key_that_is_not_the_certificates_is_refused() {
         .to_string();
     assert!(error.contains("not the key of ca-cert.pem"), "{error}");
 }
+
+#[test]
+fn serving_certificates_name_their_hosts_and_serve_tls_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = load(dir.path());
+    let hosts = ["127.0.0.1".to_string(), "meshd.example".to_string()];
+    let serving = ca
+        .issue_serving_certificate(&hosts, Duration::from_secs(3600))
+        .unwrap();
+    assert!(serving.key.contains("BEGIN PRIVATE KEY"));
+    let (_, block) = parse_x509_pem(serving.chain.as_bytes()).unwrap();
+    let (_, cert) = X509Certificate::from_der(&block.contents).unwrap();
+    let names: Vec<String> = cert
+        .subject_alternative_name()
+        .unwrap()
+        .unwrap()
+        .value
+        .general_names
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(names, ["IPAddress(7f:00:00:01)", "DNSName(meshd.example)"]);
+    let usage = cert.extended_key_usage().unwrap().unwrap().value;
+    assert!(usage.server_auth && !usage.client_auth);
+    assert!(lifetime(&serving.chain) <= Duration::from_secs(3600 + 600));
+}

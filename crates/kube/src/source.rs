@@ -147,7 +147,7 @@ impl ClusterSource {
         for (kind, resource, store) in self.lock_istio().iter() {
             for object in store.state() {
                 match self.parse(kind, &object) {
-                    Ok(resources) => valid.extend(resources.into_iter().map(|l| l.resource)),
+                    Ok(resource) => valid.push(resource),
                     Err(errors) => self.report(kind, resource, &object, &errors),
                 }
             }
@@ -161,23 +161,17 @@ impl ClusterSource {
         &self,
         kind: &IstioKind,
         object: &DynamicObject,
-    ) -> Result<Vec<fleetmesh_api::LoadedResource>, Vec<String>> {
-        let meta = &object.metadata;
-        let clean = serde_json::json!({
-            "apiVersion": kind.api_version(),
-            "kind": kind.kind,
-            "metadata": {
-                "name": meta.name,
-                "namespace": meta.namespace,
-                "labels": meta.labels.clone().unwrap_or_default(),
-                "annotations": meta.annotations.clone().unwrap_or_default(),
-            },
-            "spec": object.data.get("spec").cloned().unwrap_or_else(|| serde_json::json!({})),
-        });
-        let text = serde_yaml_ng::to_string(&clean).map_err(|e| vec![e.to_string()])?;
-        let origin = std::path::PathBuf::from(format!("cluster {}", self.cluster_id));
-        fleetmesh_api::load_documents(Some(&origin), &text)
-            .map_err(|errors| errors.iter().map(|e| e.to_string()).collect())
+    ) -> Result<fleetmesh_api::Resource, Vec<String>> {
+        let mut stored = serde_yaml_ng::to_value(object).map_err(|e| vec![e.to_string()])?;
+        stored["apiVersion"] = kind.api_version().into();
+        stored["kind"] = kind.kind.into();
+        fleetmesh_api::load_stored_object(&stored).map_err(|(described, problems)| {
+            let origin = format!("cluster {}", self.cluster_id);
+            problems
+                .iter()
+                .map(|p| format!("{origin}: {described}: {p}"))
+                .collect()
+        })
     }
 
     fn report(

@@ -25,6 +25,24 @@ pub struct MeshdConfig {
     /// Metrics (/metrics) and debug endpoints (/debug/syncz, /debug/config_dump).
     #[arg(long, env = "MESHD_HTTP_ADDRESS", default_value = "127.0.0.1:15014")]
     pub http_address: SocketAddr,
+    /// The admission webhooks (sidecar injection, config validation), HTTPS with a
+    /// certificate from the mesh CA; like istiod's 15017.
+    #[arg(long, env = "MESHD_WEBHOOK_ADDRESS", default_value = "127.0.0.1:15017")]
+    pub webhook_address: SocketAddr,
+    /// Host names or IPs the API server uses to reach the webhooks (comma-separated; they
+    /// go into the serving certificate). Default: the webhook address's IP.
+    #[arg(long, env = "MESHD_WEBHOOK_HOSTS", value_delimiter = ',')]
+    pub webhook_hosts: Vec<String>,
+    /// meshd's xDS address as injected proxies reach it. Default: --xds-address.
+    #[arg(long, env = "MESHD_ADVERTISE_XDS_ADDRESS")]
+    pub advertise_xds_address: Option<String>,
+    /// Where meshd keeps its own state (the fleet's member clusters).
+    #[arg(
+        long,
+        env = "MESHD_STATE_DIR",
+        default_value = "./var/lib/fleetmesh/state"
+    )]
+    pub state_dir: PathBuf,
     /// DNS domain of Kubernetes services.
     #[arg(long, env = "MESHD_DOMAIN", default_value = fleetmesh_model::DEFAULT_DOMAIN)]
     pub domain: String,
@@ -70,11 +88,13 @@ impl MeshdConfig {
         let mut config = MeshdConfig::parse_from(["meshd"]);
         // Beside the config, hidden so the config loader skips it.
         config.ca_dir = config_dir.join(".ca");
+        config.state_dir = config_dir.join(".state");
         config.config_dir = config_dir;
         // Never a cluster picked up from the environment's KUBECONFIG.
         config.kubeconfig = None;
         config.xds_address = "127.0.0.1:0".parse().unwrap();
         config.http_address = "127.0.0.1:0".parse().unwrap();
+        config.webhook_address = "127.0.0.1:0".parse().unwrap();
         config
     }
 }

@@ -1,11 +1,14 @@
-//! meshd's HTTP side: Prometheus metrics and istiod's debug endpoints.
+//! meshd's HTTP side: Prometheus metrics, istiod's debug endpoints, and the API the
+//! installer talks to (how the cluster's webhooks reach meshd; fleet membership).
 
 use crate::debug;
+use crate::fleet::{Change, Fleet};
 use crate::local::LocalSource;
+use axum::extract::Path;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use fleetmesh_server::Registry;
 use std::collections::HashMap;
@@ -16,6 +19,22 @@ pub struct HttpState {
     pub prometheus: Arc<prometheus_client::registry::Registry>,
     pub registry: Arc<Registry>,
     pub source: Arc<LocalSource>,
+    pub fleet: Arc<Fleet>,
+    pub install: InstallInfo,
+}
+
+/// What `fleetmesh install` writes into a cluster so that its webhooks and proxies reach
+/// this meshd.
+#[derive(Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstallInfo {
+    /// `https://HOST:PORT` of the admission webhooks.
+    pub webhook_url: String,
+    /// meshd's xDS address as proxies reach it.
+    pub xds_address: String,
+    pub trust_domain: String,
+    #[serde(skip)]
+    pub authority: tokio::sync::watch::Receiver<Arc<fleetmesh_ca::CertificateAuthority>>,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -25,6 +44,13 @@ pub fn router(state: HttpState) -> Router {
         .route("/debug/syncz", get(syncz))
         .route("/debug/config_dump", get(config_dump))
         .route("/debug/config_errors", get(config_errors))
+        .route("/v1/install", get(install_info))
+        .route("/v1/projects", get(projects))
+        .route(
+            "/v1/projects/{project}/memberships/{cluster}",
+            put(register),
+        )
+        .route("/v1/projects/{project}/mesh/enable", post(enable_mesh))
         .with_state(state)
 }
 
@@ -70,4 +96,47 @@ async fn config_dump(
 
 async fn config_errors(State(state): State<HttpState>) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "errors": state.source.errors() }))
+}
+
+async fn install_info(State(state): State<HttpState>) -> Json<serde_json::Value> {
+    let mut info = serde_json::to_value(&state.install).unwrap_or_default();
+    // The roots as they are now: after a root rotation, re-running install updates the
+    // webhooks' caBundle.
+    info["caBundle"] = state.install.authority.borrow().roots().into();
+    Json(info)
+}
+
+async fn projects(State(state): State<HttpState>) -> Json<serde_json::Value> {
+    Json(serde_json::to_value(state.fleet.projects()).unwrap_or_default())
+}
+
+#[derive(serde::Deserialize)]
+struct Registration {
+    location: String,
+    channel: String,
+}
+
+async fn register(
+    State(state): State<HttpState>,
+    Path((project, cluster)): Path<(String, String)>,
+    Json(registration): Json<Registration>,
+) -> Response {
+    let result = state.fleet.register(
+        &project,
+        &cluster,
+        &registration.location,
+        &registration.channel,
+    );
+    change_response(result)
+}
+
+async fn enable_mesh(State(state): State<HttpState>, Path(project): Path<String>) -> Response {
+    change_response(state.fleet.enable_mesh(&project))
+}
+
+fn change_response(result: anyhow::Result<Change>) -> Response {
+    match result {
+        Ok(change) => Json(serde_json::json!({ "change": change })).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n")).into_response(),
+    }
 }

@@ -4,10 +4,12 @@
 mod ca_files;
 pub mod config;
 mod debug;
+pub mod fleet;
 mod http;
 mod jwks;
 pub mod local;
 mod mesh_config;
+mod webhook;
 
 pub use config::MeshdConfig;
 
@@ -25,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 pub struct Meshd {
     xds_address: SocketAddr,
     http_address: SocketAddr,
+    webhook_address: SocketAddr,
     metrics: Arc<Metrics>,
     source: Arc<local::LocalSource>,
     tokens: Arc<TokenIssuer>,
@@ -46,8 +49,16 @@ impl Meshd {
         let http_listener = tokio::net::TcpListener::bind(config.http_address)
             .await
             .with_context(|| format!("cannot listen for HTTP on {}", config.http_address))?;
+        let webhook_listener = tokio::net::TcpListener::bind(config.webhook_address)
+            .await
+            .with_context(|| format!("cannot listen for webhooks on {}", config.webhook_address))?;
         let xds_address = xds_listener.local_addr()?;
         let http_address = http_listener.local_addr()?;
+        let webhook_address = webhook_listener.local_addr()?;
+        let fleet = Arc::new(
+            fleet::Fleet::load(&config.state_dir)
+                .with_context(|| format!("the fleet state in {}", config.state_dir.display()))?,
+        );
 
         let authority = CertificateAuthority::load_or_create(
             &config.ca_dir,
@@ -59,7 +70,23 @@ impl Meshd {
             TokenIssuer::load_or_create(&config.ca_dir)
                 .with_context(|| format!("token key in {}", config.ca_dir.display()))?,
         );
+        let webhook_hosts = if config.webhook_hosts.is_empty() {
+            vec![webhook_address.ip().to_string()]
+        } else {
+            config.webhook_hosts.clone()
+        };
+        let webhook_tls = webhook::tls_config(&authority, &webhook_hosts)?;
+        let advertised_xds = config
+            .advertise_xds_address
+            .clone()
+            .unwrap_or_else(|| xds_address.to_string());
         let (authority_tx, authority_rx) = watch::channel(Arc::new(authority));
+        let install = http::InstallInfo {
+            webhook_url: format!("https://{}:{}", webhook_hosts[0], webhook_address.port()),
+            xds_address: advertised_xds.clone(),
+            trust_domain: config.trust_domain.clone(),
+            authority: authority_rx.clone(),
+        };
         let ca = CaService::new(authority_rx, tokens.clone());
         let ca_watcher = ca_files::watch(config.clone(), authority_tx)?;
 
@@ -131,10 +158,22 @@ impl Meshd {
                 tracing::error!(error = %e, "xDS server failed");
             }
         });
+        let webhooks = webhook::WebhookState {
+            xds_address: advertised_xds,
+            trust_domain: config.trust_domain.clone(),
+        };
+        tasks.spawn(webhook::serve(
+            webhook_listener,
+            webhook_tls,
+            webhooks,
+            shutdown.clone(),
+        ));
         let state = http::HttpState {
             prometheus: Arc::new(prometheus),
             registry,
             source: source.clone(),
+            fleet,
+            install,
         };
         let stop = shutdown.clone();
         tasks.spawn(async move {
@@ -146,10 +185,11 @@ impl Meshd {
                 tracing::error!(error = %e, "HTTP server failed");
             }
         });
-        tracing::info!(%xds_address, %http_address, config_dir = %config.config_dir.display(), "meshd serving");
+        tracing::info!(%xds_address, %http_address, %webhook_address, config_dir = %config.config_dir.display(), "meshd serving");
         Ok(Meshd {
             xds_address,
             http_address,
+            webhook_address,
             metrics,
             source,
             tokens,
@@ -164,6 +204,11 @@ impl Meshd {
 
     pub fn http_address(&self) -> SocketAddr {
         self.http_address
+    }
+
+    /// The admission webhooks' HTTPS address.
+    pub fn webhook_address(&self) -> SocketAddr {
+        self.webhook_address
     }
 
     pub fn metrics(&self) -> &Metrics {

@@ -1,0 +1,55 @@
+//! Sidecar and gateway injection, as Istio's injector does it: the API server sends a
+//! Pod CREATE review ([`review`]); [`policy`] decides whether and with which template;
+//! [`template`] renders the pod with the `istio-proxy` container (and [`probes`] points
+//! the app's probes at the agent); the answer is a JSONPatch. [`channel`] holds the
+//! release channels and the revisions they pin. The same templates serve
+//! `fleetmesh kube-inject`, offline.
+
+pub mod admission;
+pub mod channel;
+pub mod policy;
+pub mod probes;
+pub mod review;
+pub mod template;
+
+pub use channel::{Channel, Revision};
+pub use policy::{Decision, Template};
+pub use template::{InjectedBy, Settings};
+
+/// Annotations the injector reads or writes (Istio's names where Istio has one).
+pub mod annotations {
+    /// Set on injected pods: what was added, and by which revision. Its presence makes
+    /// injection idempotent.
+    pub const STATUS: &str = "sidecar.istio.io/status";
+    /// `"false"` opts a pod out (the older form of the label of the same name).
+    pub const INJECT: &str = "sidecar.istio.io/inject";
+    /// `gateway` picks the gateway template.
+    pub const TEMPLATES: &str = "inject.istio.io/templates";
+    /// `"true"` runs `istio-proxy` as a native sidecar (an init container that keeps running).
+    pub const NATIVE_SIDECAR: &str = "sidecar.istio.io/nativeSidecar";
+    /// `"false"` leaves the app's probes as they are.
+    pub const REWRITE_PROBES: &str = "sidecar.istio.io/rewriteAppHTTPProbers";
+    /// `webhook` or `kube-inject`: the managed data plane only replaces pods whose proxy
+    /// a webhook injected (a hand-injected pod would come back with the old proxy).
+    pub const INJECTED_BY: &str = "fleetmesh.io/injected-by";
+    pub const DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
+}
+
+/// Labels the injector reads or writes.
+pub mod labels {
+    /// On a namespace (or a pod in an unlabelled namespace): the revision that injects it.
+    pub const REVISION: &str = "istio.io/rev";
+    /// The legacy namespace label; `enabled` follows the `default` revision tag.
+    pub const INJECTION: &str = "istio-injection";
+    /// `"false"` opts a pod out; takes precedence over the annotation.
+    pub const INJECT: &str = "sidecar.istio.io/inject";
+    /// The proxy version an injected pod runs.
+    pub const PROXY_VERSION: &str = "fleetmesh.io/proxy-version";
+    pub const TLS_MODE: &str = "security.istio.io/tlsMode";
+    pub const CANONICAL_NAME: &str = "service.istio.io/canonical-name";
+    pub const CANONICAL_REVISION: &str = "service.istio.io/canonical-revision";
+}
+
+/// The sidecar's container and init container names.
+pub const PROXY_CONTAINER: &str = "istio-proxy";
+pub const INIT_CONTAINER: &str = "istio-init";

@@ -1,0 +1,510 @@
+//! Istio's injection templates, rendered for one pod: `sidecar` adds the `istio-proxy`
+//! container (our agent + Envoy) and the `istio-init` init container that redirects the
+//! pod's traffic to it; `gateway` fills in the `istio-proxy` container a gateway
+//! Deployment declares with `image: auto`. The result is the whole injected pod; the
+//! webhook answers with the difference as a JSONPatch.
+
+use crate::policy::Template;
+use crate::{INIT_CONTAINER, PROXY_CONTAINER, Revision, annotations, labels, probes};
+use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec, Volume};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+/// Who injected a pod: the managed data plane replaces only webhook-injected pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InjectedBy {
+    Webhook,
+    KubeInject,
+}
+
+/// What the templates need beyond the pod.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub revision: &'static Revision,
+    /// meshd's xDS (and CA) address, as proxies in the cluster reach it.
+    pub xds_address: String,
+    pub trust_domain: String,
+    pub cluster_id: String,
+    /// The cluster's CNI plugin redirects traffic: no `istio-init` container.
+    pub cni_managed: bool,
+    pub injected_by: InjectedBy,
+}
+
+/// The agent's working directory in the pod (bootstrap, SDS socket).
+const PROXY_DIR: &str = "/etc/istio/proxy";
+const TOKEN_DIR: &str = "/var/run/secrets/tokens";
+/// The user the proxy runs as; `istio-init` exempts its traffic from redirection.
+const PROXY_UID: i64 = 1337;
+/// The volumes every template adds.
+const VOLUMES: [&str; 3] = ["istio-envoy", "istio-data", "istio-token"];
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot inject: {0}")]
+pub struct InjectError(String);
+
+/// The pod with its proxy.
+pub fn inject(pod: &Pod, template: Template, settings: &Settings) -> Result<Pod, InjectError> {
+    let mut pod = pod.clone();
+    let spec = pod
+        .spec
+        .as_mut()
+        .ok_or_else(|| InjectError("the pod has no spec".into()))?;
+    let native = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(annotations::NATIVE_SIDECAR))
+        .is_some_and(|v| v == "true");
+    let rewrite_probes = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(annotations::REWRITE_PROBES))
+        .is_none_or(|v| v != "false");
+    let mut init_containers = Vec::new();
+    match template {
+        Template::Sidecar => {
+            let probers = if rewrite_probes {
+                probes::rewrite(&mut spec.containers)
+            } else {
+                Default::default()
+            };
+            let mut proxy = proxy_container(settings, "sidecar", "REDIRECT")?;
+            if !probers.is_empty() {
+                proxy.env.get_or_insert_default().push(EnvVar {
+                    name: probes::APP_PROBERS_ENV.into(),
+                    value: Some(Value::Object(probers).to_string()),
+                    ..Default::default()
+                });
+            }
+            if !settings.cni_managed {
+                init_containers.push(INIT_CONTAINER);
+                spec.init_containers
+                    .get_or_insert_default()
+                    .push(init_container(settings)?);
+            }
+            if native {
+                // Kubernetes runs a restartable init container beside the app, started
+                // before it and stopped after it.
+                proxy.restart_policy = Some("Always".into());
+                spec.init_containers.get_or_insert_default().push(proxy);
+            } else {
+                // First, so the proxy starts before the app sends its first request.
+                spec.containers.insert(0, proxy);
+            }
+        }
+        Template::Gateway => {
+            let rendered = proxy_container(settings, "router", "NONE")?;
+            let declared = spec
+                .containers
+                .iter_mut()
+                .find(|c| c.name == PROXY_CONTAINER)
+                .ok_or_else(|| InjectError(format!("no {PROXY_CONTAINER} container")))?;
+            fill_in(declared, rendered);
+        }
+    }
+    add_volumes(spec)?;
+    let first_app = spec
+        .containers
+        .iter()
+        .map(|c| c.name.as_str())
+        .find(|n| *n != PROXY_CONTAINER)
+        .map(str::to_string);
+
+    let labels_map = pod.metadata.labels.get_or_insert_default();
+    let canonical_name = labels_map
+        .get("app.kubernetes.io/name")
+        .or_else(|| labels_map.get("app"))
+        .cloned()
+        .or_else(|| pod.metadata.generate_name.as_ref().map(|g| owner_name(g)))
+        .or_else(|| pod.metadata.name.clone())
+        .unwrap_or_default();
+    let canonical_revision = labels_map
+        .get("app.kubernetes.io/version")
+        .or_else(|| labels_map.get("version"))
+        .cloned()
+        .unwrap_or_else(|| "latest".into());
+    let labels_map = pod.metadata.labels.get_or_insert_default();
+    if template == Template::Sidecar {
+        labels_map.insert(labels::TLS_MODE.into(), "istio".into());
+    }
+    labels_map
+        .entry(labels::CANONICAL_NAME.into())
+        .or_insert(canonical_name);
+    labels_map
+        .entry(labels::CANONICAL_REVISION.into())
+        .or_insert(canonical_revision);
+    labels_map.insert(labels::REVISION.into(), settings.revision.name.into());
+    labels_map.insert(
+        labels::PROXY_VERSION.into(),
+        settings.revision.proxy_version.into(),
+    );
+
+    let status = json!({
+        "initContainers": init_containers,
+        "containers": [PROXY_CONTAINER],
+        "volumes": VOLUMES,
+        "imagePullSecrets": null,
+        "revision": settings.revision.name,
+    });
+    let annotations_map = pod.metadata.annotations.get_or_insert_default();
+    annotations_map.insert(annotations::STATUS.into(), status.to_string());
+    annotations_map.insert(
+        annotations::INJECTED_BY.into(),
+        match settings.injected_by {
+            InjectedBy::Webhook => "webhook",
+            InjectedBy::KubeInject => "kube-inject",
+        }
+        .into(),
+    );
+    if let Some(first_app) = first_app {
+        annotations_map
+            .entry(annotations::DEFAULT_CONTAINER.into())
+            .or_insert(first_app);
+    }
+    Ok(pod)
+}
+
+/// The JSONPatch turning `original` into `injected`. Both sides go through the same
+/// typed form, so fields this build does not know never show up as removed.
+pub fn patch(original: &Pod, injected: &Pod) -> json_patch::Patch {
+    let before = serde_json::to_value(original).expect("a pod always serializes");
+    let after = serde_json::to_value(injected).expect("a pod always serializes");
+    json_patch::diff(&before, &after)
+}
+
+/// `reviews-7d4b9c5f8-` (a ReplicaSet's pod prefix) → `reviews`: the Deployment's name,
+/// without the pod-template hash the ReplicaSet adds.
+fn owner_name(generate_name: &str) -> String {
+    let trimmed = generate_name.trim_end_matches('-');
+    match trimmed.rsplit_once('-') {
+        Some((owner, hash)) if looks_like_template_hash(hash) => owner.to_string(),
+        _ => trimmed.to_string(),
+    }
+}
+
+fn looks_like_template_hash(part: &str) -> bool {
+    (5..=10).contains(&part.len())
+        && part
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && part.bytes().any(|b| b.is_ascii_digit())
+}
+
+fn typed<T: DeserializeOwned>(value: Value) -> Result<T, InjectError> {
+    serde_json::from_value(value).map_err(|e| InjectError(format!("template: {e}")))
+}
+
+fn proxy_container(
+    settings: &Settings,
+    kind: &str,
+    interception: &str,
+) -> Result<Container, InjectError> {
+    let field = |path: &str| json!({"valueFrom": {"fieldRef": {"fieldPath": path}}});
+    let mut env = vec![
+        ("POD_NAME", field("metadata.name")),
+        ("POD_NAMESPACE", field("metadata.namespace")),
+        ("INSTANCE_IP", field("status.podIP")),
+        ("SERVICE_ACCOUNT", field("spec.serviceAccountName")),
+        ("HOST_IP", field("status.hostIP")),
+    ];
+    let values = [
+        ("XDS_ADDRESS", settings.xds_address.as_str()),
+        ("TRUST_DOMAIN", settings.trust_domain.as_str()),
+        ("ISTIO_META_CLUSTER_ID", settings.cluster_id.as_str()),
+        ("ISTIO_META_INTERCEPTION_MODE", interception),
+        (
+            "FLEETMESH_TOKEN_FILE",
+            "/var/run/secrets/tokens/istio-token",
+        ),
+    ];
+    env.extend(values.map(|(name, value)| (name, json!({"value": value}))));
+    let env: Vec<Value> = env
+        .into_iter()
+        .map(|(name, mut value)| {
+            value["name"] = json!(name);
+            value
+        })
+        .collect();
+    typed(json!({
+        "name": PROXY_CONTAINER,
+        "image": settings.revision.proxy_image,
+        "args": ["--kind", kind, "--workdir", PROXY_DIR, "--status-port", probes::STATUS_PORT.to_string()],
+        "env": env,
+        "ports": [
+            {"name": "http-envoy-prom", "containerPort": 15090, "protocol": "TCP"},
+            {"name": "status-port", "containerPort": 15021, "protocol": "TCP"},
+        ],
+        "readinessProbe": {
+            "httpGet": {"path": "/healthz/ready", "port": 15021},
+            "initialDelaySeconds": 1, "periodSeconds": 2, "timeoutSeconds": 3, "failureThreshold": 30,
+        },
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "128Mi"},
+            "limits": {"cpu": "2", "memory": "1Gi"},
+        },
+        "securityContext": {
+            "runAsUser": PROXY_UID, "runAsGroup": PROXY_UID, "runAsNonRoot": true,
+            "readOnlyRootFilesystem": true, "allowPrivilegeEscalation": false, "privileged": false,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [
+            {"name": "istio-envoy", "mountPath": PROXY_DIR},
+            {"name": "istio-data", "mountPath": "/var/lib/istio/data"},
+            {"name": "istio-token", "mountPath": TOKEN_DIR, "readOnly": true},
+        ],
+    }))
+}
+
+fn init_container(settings: &Settings) -> Result<Container, InjectError> {
+    let excluded = [15090, 15021, probes::STATUS_PORT]
+        .map(|p| p.to_string())
+        .join(",");
+    typed(json!({
+        "name": INIT_CONTAINER,
+        "image": settings.revision.proxy_image,
+        "command": ["fleetmesh-iptables"],
+        "args": [
+            "--proxy-uid", PROXY_UID.to_string(),
+            "--outbound-port", "15001",
+            "--inbound-port", "15006",
+            "--exclude-inbound-ports", excluded,
+        ],
+        "resources": {
+            "requests": {"cpu": "10m", "memory": "10Mi"},
+            "limits": {"cpu": "100m", "memory": "50Mi"},
+        },
+        "securityContext": {
+            "runAsUser": 0, "runAsGroup": 0, "runAsNonRoot": false, "privileged": false,
+            "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": false,
+            "capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]},
+        },
+    }))
+}
+
+/// The gateway's declared container keeps what the user set (ports, resources, extra
+/// env); the template supplies the rest, and the image when it says `auto`.
+fn fill_in(declared: &mut Container, rendered: Container) {
+    if declared.image.as_deref().is_none_or(|i| i == "auto") {
+        declared.image = rendered.image;
+    }
+    if declared.args.as_ref().is_none_or(|a| a.is_empty()) {
+        declared.args = rendered.args;
+    }
+    let env = declared.env.get_or_insert_default();
+    for var in rendered.env.unwrap_or_default() {
+        if !env.iter().any(|e| e.name == var.name) {
+            env.push(var);
+        }
+    }
+    let ports = declared.ports.get_or_insert_default();
+    for port in rendered.ports.unwrap_or_default() {
+        if !ports
+            .iter()
+            .any(|p| p.container_port == port.container_port)
+        {
+            ports.push(port);
+        }
+    }
+    let mounts = declared.volume_mounts.get_or_insert_default();
+    for mount in rendered.volume_mounts.unwrap_or_default() {
+        if !mounts.iter().any(|m| m.name == mount.name) {
+            mounts.push(mount);
+        }
+    }
+    declared.readiness_probe = declared.readiness_probe.take().or(rendered.readiness_probe);
+    declared.resources = declared.resources.take().or(rendered.resources);
+    declared.security_context = declared
+        .security_context
+        .take()
+        .or(rendered.security_context);
+}
+
+fn add_volumes(spec: &mut PodSpec) -> Result<(), InjectError> {
+    let volumes: Vec<Volume> = typed(json!([
+        {"name": "istio-envoy", "emptyDir": {"medium": "Memory"}},
+        {"name": "istio-data", "emptyDir": {}},
+        {"name": "istio-token", "projected": {"sources": [{"serviceAccountToken": {
+            "audience": "istio-ca", "expirationSeconds": 43200, "path": "istio-token",
+        }}]}},
+    ]))?;
+    let existing = spec.volumes.get_or_insert_default();
+    for volume in volumes {
+        if !existing.iter().any(|v| v.name == volume.name) {
+            existing.push(volume);
+        }
+    }
+    Ok(())
+}
+
+/// The values of the pod's `istio-proxy` environment that do not come from the pod
+/// itself (fieldRefs): what an agent started for this pod outside the cluster needs.
+pub fn proxy_environment(pod: &Pod) -> BTreeMap<String, String> {
+    let spec = pod.spec.as_ref();
+    let proxy = spec.and_then(|s| {
+        s.containers
+            .iter()
+            .chain(s.init_containers.iter().flatten())
+            .find(|c| c.name == PROXY_CONTAINER)
+    });
+    proxy
+        .and_then(|c| c.env.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Channel;
+
+    fn settings(cni_managed: bool) -> Settings {
+        Settings {
+            revision: Revision::of(Channel::Rapid),
+            xds_address: "127.0.0.1:15010".into(),
+            trust_domain: "cluster.local".into(),
+            cluster_id: "c1".into(),
+            cni_managed,
+            injected_by: InjectedBy::Webhook,
+        }
+    }
+
+    fn app_pod() -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"generateName": "reviews-5f7d8c9b4-", "labels": {"app": "reviews", "version": "v1"}},
+            "spec": {"containers": [{"name": "reviews", "image": "reviews:v1",
+                "ports": [{"containerPort": 8080}],
+                "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}}}]},
+        }))
+        .unwrap()
+    }
+
+    fn container<'a>(pod: &'a Pod, name: &str) -> Option<&'a Container> {
+        let spec = pod.spec.as_ref()?;
+        spec.containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .find(|c| c.name == name)
+    }
+
+    #[test]
+    fn sidecar_template_adds_proxy_init_volumes_and_status() {
+        let pod = inject(&app_pod(), Template::Sidecar, &settings(false)).unwrap();
+        let proxy = container(&pod, PROXY_CONTAINER).expect("istio-proxy");
+        assert_eq!(
+            proxy.image.as_deref(),
+            Revision::of(Channel::Rapid).proxy_image.into()
+        );
+        assert_eq!(
+            pod.spec.as_ref().unwrap().containers[0].name,
+            PROXY_CONTAINER
+        );
+        let env = proxy_environment(&pod);
+        assert_eq!(env["XDS_ADDRESS"], "127.0.0.1:15010");
+        assert_eq!(env["ISTIO_META_INTERCEPTION_MODE"], "REDIRECT");
+        assert!(env[probes::APP_PROBERS_ENV].contains("/app-health/reviews/readyz"));
+        assert!(container(&pod, INIT_CONTAINER).is_some());
+        let volumes = pod.spec.as_ref().unwrap().volumes.as_ref().unwrap();
+        assert_eq!(volumes.len(), 3);
+        let labels = pod.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels[labels::REVISION], "asm-managed-rapid");
+        assert_eq!(labels[labels::TLS_MODE], "istio");
+        assert_eq!(labels[labels::CANONICAL_NAME], "reviews");
+        assert_eq!(labels[labels::CANONICAL_REVISION], "v1");
+        let annotations = pod.metadata.annotations.as_ref().unwrap();
+        let status: Value = serde_json::from_str(&annotations[annotations::STATUS]).unwrap();
+        assert_eq!(status["revision"], "asm-managed-rapid");
+        assert_eq!(status["initContainers"], json!(["istio-init"]));
+        assert_eq!(annotations[annotations::DEFAULT_CONTAINER], "reviews");
+        assert_eq!(annotations[annotations::INJECTED_BY], "webhook");
+    }
+
+    #[test]
+    fn cni_managed_clusters_get_no_init_container() {
+        let pod = inject(&app_pod(), Template::Sidecar, &settings(true)).unwrap();
+        assert!(container(&pod, INIT_CONTAINER).is_none());
+        let status: Value =
+            serde_json::from_str(&pod.metadata.annotations.as_ref().unwrap()[annotations::STATUS])
+                .unwrap();
+        assert_eq!(status["initContainers"], json!([]));
+    }
+
+    #[test]
+    fn native_sidecars_run_as_restartable_init_containers() {
+        let mut pod = app_pod();
+        pod.metadata.annotations =
+            Some([(annotations::NATIVE_SIDECAR.into(), "true".into())].into());
+        let pod = inject(&pod, Template::Sidecar, &settings(false)).unwrap();
+        let spec = pod.spec.as_ref().unwrap();
+        assert!(spec.containers.iter().all(|c| c.name != PROXY_CONTAINER));
+        let inits: Vec<_> = spec
+            .init_containers
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(
+            inits,
+            [INIT_CONTAINER, PROXY_CONTAINER],
+            "iptables first, then the proxy"
+        );
+        let proxy = container(&pod, PROXY_CONTAINER).unwrap();
+        assert_eq!(proxy.restart_policy.as_deref(), Some("Always"));
+    }
+
+    #[test]
+    fn gateway_template_fills_in_the_declared_container() {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"labels": {"istio": "ingressgateway"},
+                         "annotations": {"inject.istio.io/templates": "gateway"}},
+            "spec": {"containers": [{"name": "istio-proxy", "image": "auto",
+                "env": [{"name": "ISTIO_META_CLUSTER_ID", "value": "mine"}]}]},
+        }))
+        .unwrap();
+        let injected = inject(&pod, Template::Gateway, &settings(false)).unwrap();
+        let spec = injected.spec.as_ref().unwrap();
+        assert_eq!(spec.containers.len(), 1);
+        assert!(spec.init_containers.is_none(), "gateways capture nothing");
+        let env = proxy_environment(&injected);
+        assert_eq!(
+            env["ISTIO_META_CLUSTER_ID"], "mine",
+            "the user's value stays"
+        );
+        assert_eq!(env["ISTIO_META_INTERCEPTION_MODE"], "NONE");
+        let proxy = &spec.containers[0];
+        assert_eq!(
+            proxy.image.as_deref(),
+            Some(Revision::of(Channel::Rapid).proxy_image)
+        );
+        assert!(proxy.args.as_ref().unwrap().contains(&"router".to_string()));
+        assert!(
+            !injected
+                .metadata
+                .labels
+                .as_ref()
+                .unwrap()
+                .contains_key(labels::TLS_MODE)
+        );
+    }
+
+    #[test]
+    fn the_patch_turns_the_pod_into_the_injected_pod() {
+        let original = app_pod();
+        let injected = inject(&original, Template::Sidecar, &settings(false)).unwrap();
+        let patch = patch(&original, &injected);
+        let mut patched = serde_json::to_value(&original).unwrap();
+        json_patch::patch(&mut patched, &patch).unwrap();
+        assert_eq!(patched, serde_json::to_value(&injected).unwrap());
+    }
+
+    #[test]
+    fn owner_names_drop_the_replicaset_hash() {
+        assert_eq!(owner_name("reviews-5f7d8c9b4-"), "reviews");
+        assert_eq!(owner_name("my-app-5f7d8c9b4-"), "my-app");
+        assert_eq!(owner_name("solo-"), "solo");
+    }
+}

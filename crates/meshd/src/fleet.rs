@@ -1,0 +1,179 @@
+//! The fleet: which clusters are members of which project (`fleetmesh install
+//! --enable-registration`), and whether the project's mesh is enabled (`fleetmesh mesh
+//! enable`). Kept in one JSON file in the state directory, replaced atomically on every
+//! change, so a crash or restart loses nothing.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const FILE: &str = "fleet.json";
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Project {
+    #[serde(default)]
+    pub mesh_enabled: bool,
+    #[serde(default)]
+    pub memberships: BTreeMap<String, Membership>,
+}
+
+/// One member cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Membership {
+    /// Where the cluster runs (`-l LOCATION`); proxies there get it as their locality.
+    pub location: String,
+    /// The release channel it was installed with.
+    pub channel: String,
+    /// Seconds since the epoch of the first registration.
+    #[serde(default)]
+    pub registered_at: u64,
+}
+
+/// What registering changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Change {
+    Created,
+    Updated,
+    Unchanged,
+}
+
+pub struct Fleet {
+    path: PathBuf,
+    projects: Mutex<BTreeMap<String, Project>>,
+}
+
+impl Fleet {
+    /// The fleet kept in `state_dir` (empty on first start).
+    pub fn load(state_dir: &Path) -> anyhow::Result<Fleet> {
+        std::fs::create_dir_all(state_dir)?;
+        let path = state_dir.join(FILE);
+        let projects = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(anyhow::anyhow!("{}: {e}", path.display())),
+        };
+        Ok(Fleet {
+            path,
+            projects: Mutex::new(projects),
+        })
+    }
+
+    pub fn projects(&self) -> BTreeMap<String, Project> {
+        self.lock().clone()
+    }
+
+    /// Records `cluster` as a member of `project` (idempotent: the same registration
+    /// twice is `Unchanged`).
+    pub fn register(
+        &self,
+        project: &str,
+        cluster: &str,
+        location: &str,
+        channel: &str,
+    ) -> anyhow::Result<Change> {
+        self.change(project, |project| {
+            match project.memberships.get_mut(cluster) {
+                Some(member) if member.location == location && member.channel == channel => {
+                    Change::Unchanged
+                }
+                Some(member) => {
+                    member.location = location.into();
+                    member.channel = channel.into();
+                    Change::Updated
+                }
+                None => {
+                    let now = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    project.memberships.insert(
+                        cluster.into(),
+                        Membership {
+                            location: location.into(),
+                            channel: channel.into(),
+                            registered_at: now,
+                        },
+                    );
+                    Change::Created
+                }
+            }
+        })
+    }
+
+    /// Marks the mesh of `project` enabled.
+    pub fn enable_mesh(&self, project: &str) -> anyhow::Result<Change> {
+        self.change(project, |project| {
+            if project.mesh_enabled {
+                Change::Unchanged
+            } else {
+                project.mesh_enabled = true;
+                Change::Updated
+            }
+        })
+    }
+
+    fn change(
+        &self,
+        project: &str,
+        apply: impl FnOnce(&mut Project) -> Change,
+    ) -> anyhow::Result<Change> {
+        let mut projects = self.lock();
+        let mut changed = projects.clone();
+        let change = apply(changed.entry(project.into()).or_default());
+        if change != Change::Unchanged {
+            let text = serde_json::to_vec_pretty(&changed)?;
+            fleetmesh_ca::files::write_public(&self.path, &text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", self.path.display()))?;
+            *projects = changed;
+        }
+        Ok(change)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Project>> {
+        self.projects.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registrations_persist_and_repeat_as_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let fleet = Fleet::load(dir.path()).unwrap();
+        assert_eq!(
+            fleet.register("p", "c1", "us-central1", "regular").unwrap(),
+            Change::Created
+        );
+        assert_eq!(
+            fleet.register("p", "c1", "us-central1", "regular").unwrap(),
+            Change::Unchanged
+        );
+        assert_eq!(
+            fleet
+                .register("p", "c1", "europe-west1", "regular")
+                .unwrap(),
+            Change::Updated
+        );
+        assert_eq!(fleet.enable_mesh("p").unwrap(), Change::Updated);
+        assert_eq!(fleet.enable_mesh("p").unwrap(), Change::Unchanged);
+        let reloaded = Fleet::load(dir.path()).unwrap().projects();
+        let project = &reloaded["p"];
+        assert!(project.mesh_enabled);
+        assert_eq!(project.memberships["c1"].location, "europe-west1");
+    }
+
+    #[test]
+    fn a_corrupt_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE), "{").unwrap();
+        let error = Fleet::load(dir.path()).err().unwrap().to_string();
+        assert!(error.contains("fleet.json"), "{error}");
+    }
+}

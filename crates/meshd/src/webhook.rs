@@ -1,0 +1,170 @@
+//! The admission webhooks the API server calls over HTTPS: sidecar and gateway injection
+//! (`/inject/<revision>`) and config validation (`/validate`). meshd runs outside the
+//! cluster, so the webhook configurations reach it by URL and trust it through the mesh
+//! CA's roots (their `caBundle`); its serving certificate is issued by that CA.
+
+use anyhow::Context;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use fleetmesh_ca::CertificateAuthority;
+use fleetmesh_inject::review::{self, Verdict};
+use fleetmesh_inject::{InjectedBy, Revision, Settings};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+/// How long the serving certificate lives; meshd issues a new one on every start.
+const SERVING_CERT_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+/// A handshake that takes longer is dropped (a stalled client must not hold a task).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What injected proxies are told about the mesh.
+#[derive(Clone)]
+pub struct WebhookState {
+    /// meshd's xDS address as proxies reach it.
+    pub xds_address: String,
+    pub trust_domain: String,
+}
+
+/// TLS for the webhook port: a certificate for `hosts` from the mesh CA.
+pub fn tls_config(
+    ca: &CertificateAuthority,
+    hosts: &[String],
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let serving = ca
+        .issue_serving_certificate(hosts, SERVING_CERT_TTL)
+        .context("issuing the webhook's serving certificate")?;
+    let chain = CertificateDer::pem_slice_iter(serving.chain.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .context("the serving certificate")?;
+    let key = PrivateKeyDer::from_pem_slice(serving.key.as_bytes()).context("the serving key")?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Serves the webhooks on `listener` until `stop`.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    state: WebhookState,
+    stop: CancellationToken,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    let service = TowerToHyperService::new(router(state));
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "webhook accept failed");
+                    continue;
+                }
+            },
+            () = stop.cancelled() => return,
+        };
+        let acceptor = acceptor.clone();
+        let service = service.clone();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "webhook TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let served = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tls), service)
+                .await;
+            if let Err(e) = served {
+                tracing::debug!(%peer, error = %e, "webhook connection ended");
+            }
+        });
+    }
+}
+
+fn router(state: WebhookState) -> Router {
+    Router::new()
+        .route("/inject/{revision}", post(inject))
+        .route("/validate", post(validate))
+        .with_state(state)
+}
+
+/// Per-cluster options the installer writes into the webhook's URL.
+#[derive(serde::Deserialize)]
+struct InjectQuery {
+    /// The cluster's CNI plugin redirects traffic (`--option cni-managed`).
+    #[serde(default)]
+    cni: bool,
+    #[serde(default)]
+    cluster: Option<String>,
+}
+
+async fn inject(
+    State(state): State<WebhookState>,
+    Path(revision): Path<String>,
+    Query(query): Query<InjectQuery>,
+    body: Bytes,
+) -> Response {
+    let Some(revision) = Revision::named(&revision) else {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("no revision {revision:?} (revisions: asm-managed-rapid, asm-managed, asm-managed-stable)\n"),
+        )
+            .into_response();
+    };
+    let settings = Settings {
+        revision,
+        xds_address: state.xds_address,
+        trust_domain: state.trust_domain,
+        cluster_id: query.cluster.unwrap_or_else(|| "Kubernetes".into()),
+        cni_managed: query.cni,
+        injected_by: InjectedBy::Webhook,
+    };
+    match fleetmesh_inject::admission::admit_pod(&body, &settings) {
+        Ok(answer) => axum::Json(answer).into_response(),
+        Err(e) => bad_review(e),
+    }
+}
+
+async fn validate(body: Bytes) -> Response {
+    let request = match review::decode(&body) {
+        Ok(request) => request,
+        Err(e) => return bad_review(e),
+    };
+    let verdict = match (&request.object, request.operation.as_str()) {
+        (_, "DELETE") | (None, _) => Verdict::Allow,
+        (Some(object), _) => match serde_yaml_ng::to_value(object)
+            .map_err(|e| e.to_string())
+            .and_then(|stored| {
+                fleetmesh_api::load_stored_object(&stored).map_err(|(described, problems)| {
+                    let problems: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+                    format!("{described}: {}", problems.join("; "))
+                })
+            }) {
+            Ok(_) => Verdict::Allow,
+            Err(message) => Verdict::Deny { code: 400, message },
+        },
+    };
+    axum::Json(review::respond(&request.uid, verdict)).into_response()
+}
+
+fn bad_review(error: review::ReviewError) -> Response {
+    (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response()
+}
