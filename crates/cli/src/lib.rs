@@ -1,6 +1,9 @@
 //! The `fleetmesh` command's parts: the local mesh (workloads with sidecars on loopback
-//! addresses), the sample app, and the demo built from both.
+//! addresses), the sample app, the demo built from both, and joining a Kubernetes
+//! cluster to the hosted control plane (`install`, `kube_inject`).
 
 pub mod demo;
+pub mod install;
+pub mod kube_inject;
 pub mod local_mesh;
 pub mod sample_app;

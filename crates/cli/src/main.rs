@@ -3,6 +3,10 @@
 use clap::{Parser, Subcommand};
 use fleetmesh_agent::XdsMode;
 use fleetmesh_cli::demo::{self, DemoOptions};
+use fleetmesh_cli::install::manifests::Plan;
+use fleetmesh_cli::install::meshd_api::MeshdApi;
+use fleetmesh_cli::install::{self, InstallOptions};
+use fleetmesh_cli::kube_inject;
 use fleetmesh_cli::sample_app::SampleApp;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -59,6 +63,41 @@ enum Command {
         #[arg(long, env = "MESHD_TRUST_DOMAIN", default_value = "cluster.local")]
         trust_domain: String,
     },
+    /// Join the current kubeconfig context's cluster to the hosted control plane: write
+    /// every manifest into --output_dir, apply them (CRDs, istio-system, RBAC, then the
+    /// validation and injection webhooks), register the cluster in the project's fleet.
+    /// Re-running with the same flags changes nothing. Deploys no ingress gateway.
+    Install(InstallArgs),
+    /// Add the proxy to the pods of a manifest offline, as the injection webhook would
+    /// (istioctl kube-inject). Such pods are marked injected by hand.
+    KubeInject {
+        /// The manifest (`-` reads stdin).
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+        /// The revision whose proxy to inject.
+        #[arg(long, default_value = "asm-managed")]
+        revision: String,
+        /// meshd's xDS address as the cluster's pods reach it.
+        #[arg(long, default_value = "127.0.0.1:15010")]
+        xds_address: String,
+        #[arg(long, default_value = "cluster.local")]
+        trust_domain: String,
+        #[arg(long, default_value = "Kubernetes")]
+        cluster: String,
+        /// The cluster's CNI plugin redirects traffic: no istio-init container.
+        #[arg(long)]
+        cni_managed: bool,
+    },
+    /// The fleet: clusters registered with `install --enable-registration`.
+    Fleet {
+        #[command(subcommand)]
+        command: FleetCommand,
+    },
+    /// The project's mesh (`mesh enable --project P` turns it on).
+    Mesh {
+        #[command(subcommand)]
+        command: MeshCommand,
+    },
     /// The sample HTTP app the demo runs: answers with its service, version and headers.
     SampleApp {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -67,6 +106,83 @@ enum Command {
         service: String,
         #[arg(long, default_value = "v1")]
         version: String,
+    },
+}
+
+/// The install guide's flags, verbatim (underscore and dash long forms both work).
+#[derive(clap::Args)]
+struct InstallArgs {
+    /// Only `install` is supported.
+    #[arg(long, default_value = "install", value_parser = ["install"])]
+    mode: String,
+    /// Install against the managed (hosted) control plane; the only kind there is.
+    #[arg(long)]
+    managed: bool,
+    /// The project whose fleet the cluster joins.
+    #[arg(
+        short = 'p',
+        long = "project",
+        visible_alias = "project_id",
+        alias = "project-id"
+    )]
+    project: String,
+    /// Where the cluster runs; recorded with its registration.
+    #[arg(
+        short = 'l',
+        long = "location",
+        visible_alias = "cluster_location",
+        alias = "cluster-location"
+    )]
+    location: String,
+    /// The cluster's name in the fleet (and its cluster id in the mesh).
+    #[arg(short = 'n', long = "cluster-name", visible_alias = "cluster_name")]
+    cluster: String,
+    /// Print every file written and every object applied.
+    #[arg(short = 'v', long)]
+    verbose: bool,
+    /// Where to write the manifests, the CLI and the samples.
+    #[arg(short = 'D', long = "output-dir", visible_alias = "output_dir")]
+    output_dir: PathBuf,
+    /// Perform every optional set-up step (today: fleet registration).
+    #[arg(short = 'e', long = "enable-all", alias = "enable_all")]
+    enable_all: bool,
+    /// Register the cluster in the project's fleet.
+    #[arg(long = "enable-registration", alias = "enable_registration")]
+    enable_registration: bool,
+    /// `cni-managed`: the cluster's CNI plugin redirects traffic, so injected pods get no
+    /// privileged istio-init container.
+    #[arg(long = "option", value_parser = ["cni-managed"])]
+    options: Vec<String>,
+    /// Release channel: rapid, regular (default) or stable.
+    #[arg(long)]
+    channel: Option<String>,
+    /// The kubeconfig context to use (default: the current one).
+    #[arg(long)]
+    context: Option<String>,
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// The hosted control plane (meshd's HTTP address).
+    #[arg(long, env = "FLEETMESH_URL", default_value = "http://127.0.0.1:15014")]
+    meshd_url: String,
+}
+
+#[derive(Subcommand)]
+enum FleetCommand {
+    /// Every project's member clusters.
+    List {
+        #[arg(long, env = "FLEETMESH_URL", default_value = "http://127.0.0.1:15014")]
+        meshd_url: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum MeshCommand {
+    /// Turn the mesh on for a project's fleet.
+    Enable {
+        #[arg(long, visible_alias = "project_id")]
+        project: String,
+        #[arg(long, env = "FLEETMESH_URL", default_value = "http://127.0.0.1:15014")]
+        meshd_url: String,
     },
 }
 
@@ -94,6 +210,99 @@ async fn main() -> anyhow::Result<()> {
                 xds_mode,
             })
             .await
+        }
+        Command::Install(args) => {
+            if !args.managed {
+                anyhow::bail!(
+                    "fleetmesh installs against the hosted control plane only: pass --managed"
+                );
+            }
+            let options = InstallOptions {
+                plan: Plan {
+                    project: args.project,
+                    location: args.location,
+                    cluster: args.cluster,
+                    channel: install::channel(args.channel.as_deref())?,
+                    cni_managed: args.options.iter().any(|o| o == "cni-managed"),
+                },
+                output_dir: args.output_dir,
+                verbose: args.verbose,
+                register: args.enable_registration || args.enable_all,
+                kubeconfig: args.kubeconfig,
+                context: args.context,
+                meshd_url: args.meshd_url,
+            };
+            install::run(&options).await.map(|_| ())
+        }
+        Command::KubeInject {
+            file,
+            revision,
+            xds_address,
+            trust_domain,
+            cluster,
+            cni_managed,
+        } => {
+            let revision = fleetmesh_inject::Revision::named(&revision).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--revision: no revision {revision:?} (asm-managed-rapid, asm-managed, asm-managed-stable)"
+                )
+            })?;
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(&file)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
+            };
+            let settings = fleetmesh_inject::Settings {
+                revision,
+                xds_address,
+                trust_domain,
+                cluster_id: cluster,
+                cni_managed,
+                injected_by: fleetmesh_inject::InjectedBy::KubeInject,
+            };
+            let source = file.display().to_string();
+            print!(
+                "{}",
+                kube_inject::inject_manifest(&text, &source, &settings)?
+            );
+            Ok(())
+        }
+        Command::Fleet {
+            command: FleetCommand::List { meshd_url },
+        } => {
+            let projects = MeshdApi::new(&meshd_url).projects().await?;
+            println!(
+                "{:<20} {:<24} {:<16} {:<8} MESH",
+                "PROJECT", "CLUSTER", "LOCATION", "CHANNEL"
+            );
+            for (project, state) in projects.as_object().into_iter().flatten() {
+                let enabled = if state["meshEnabled"] == true {
+                    "enabled"
+                } else {
+                    "-"
+                };
+                for (cluster, member) in state["memberships"].as_object().into_iter().flatten() {
+                    println!(
+                        "{project:<20} {cluster:<24} {:<16} {:<8} {enabled}",
+                        member["location"].as_str().unwrap_or_default(),
+                        member["channel"].as_str().unwrap_or_default(),
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Mesh {
+            command: MeshCommand::Enable { project, meshd_url },
+        } => {
+            let change = MeshdApi::new(&meshd_url).enable_mesh(&project).await?;
+            let what = if change == "unchanged" {
+                "was already"
+            } else {
+                "is now"
+            };
+            println!("The mesh of project {project} {what} enabled.");
+            Ok(())
         }
         Command::Token {
             ca_dir,

@@ -1,7 +1,8 @@
 //! Kubernetes for fleetmesh: Istio's CRDs from our types (`crds`), a cluster as a config
-//! source for meshd (`source`), and the test helpers for a real local cluster (feature
+//! source for meshd (`source`), server-side apply for the installer (`apply`), and the test helpers for a real local cluster (feature
 //! `testing`).
 
+pub mod apply;
 pub mod crds;
 pub mod source;
 #[cfg(feature = "testing")]

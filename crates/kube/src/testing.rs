@@ -6,11 +6,9 @@
 use anyhow::{Context, bail};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::discovery::{ApiCapabilities, ApiResource, Discovery, Scope};
 use kube::{Client, Config};
-use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -162,49 +160,12 @@ impl TestNamespace {
 /// Server-side applies every document of `yaml`: namespaced kinds into `namespace` (or,
 /// without one, their own `metadata.namespace`), cluster-scoped ones as they are.
 pub async fn apply(client: &Client, namespace: Option<&str>, yaml: &str) -> anyhow::Result<()> {
-    let discovery = Discovery::new(client.clone()).run().await?;
-    for document in serde_yaml_ng::Deserializer::from_str(yaml) {
-        let value = serde_yaml_ng::Value::deserialize(document)?;
-        if value.is_null() {
-            continue;
-        }
-        let object: DynamicObject = serde_yaml_ng::from_value(value)?;
-        let types = object
-            .types
-            .clone()
-            .context("every document needs apiVersion and kind")?;
-        let (group, version) = types
-            .api_version
-            .split_once('/')
-            .unwrap_or(("", &types.api_version));
-        let gvk = kube::api::GroupVersionKind::gvk(group, version, &types.kind);
-        let (resource, capabilities): (ApiResource, ApiCapabilities) = discovery
-            .resolve_gvk(&gvk)
-            .with_context(|| format!("the cluster does not serve {}", types.kind))?;
-        let api: Api<DynamicObject> = match (capabilities.scope, namespace) {
-            (Scope::Namespaced, Some(namespace)) => {
-                Api::namespaced_with(client.clone(), namespace, &resource)
-            }
-            (Scope::Namespaced, None) => match &object.metadata.namespace {
-                Some(own) => Api::namespaced_with(client.clone(), own, &resource),
-                None => bail!(
-                    "{} is namespaced: give metadata.namespace or a namespace",
-                    types.kind
-                ),
-            },
-            (Scope::Cluster, _) => Api::all_with(client.clone(), &resource),
-        };
-        let name = object
-            .metadata
-            .name
-            .clone()
-            .context("every document needs metadata.name")?;
-        api.patch(
-            &name,
-            &PatchParams::apply("fleetmesh-tests").force(),
-            &Patch::Apply(&object),
-        )
-        .await?;
+    let applier = crate::apply::Applier::new(client.clone(), "fleetmesh-tests").await?;
+    for object in crate::apply::documents(yaml)? {
+        applier
+            .apply(&object, namespace)
+            .await
+            .with_context(|| crate::apply::describe(&object))?;
     }
     Ok(())
 }

@@ -6,7 +6,7 @@
 use anyhow::Context;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -101,25 +101,21 @@ pub async fn serve(
 
 fn router(state: WebhookState) -> Router {
     Router::new()
-        .route("/inject/{revision}", post(inject))
+        .route(
+            "/inject/{revision}/cluster/{cluster}/redirect/{redirect}",
+            post(inject),
+        )
         .route("/validate", post(validate))
         .with_state(state)
 }
 
-/// Per-cluster options the installer writes into the webhook's URL.
-#[derive(serde::Deserialize)]
-struct InjectQuery {
-    /// The cluster's CNI plugin redirects traffic (`--option cni-managed`).
-    #[serde(default)]
-    cni: bool,
-    #[serde(default)]
-    cluster: Option<String>,
-}
-
+/// `/inject/<revision>/cluster/<cluster id>/redirect/<cni|init>`: the per-cluster options
+/// the installer writes into the webhook's URL (the API server allows no query string).
+/// `cni`: the cluster's CNI plugin redirects traffic (`--option cni-managed`), so pods get
+/// no `istio-init` container.
 async fn inject(
     State(state): State<WebhookState>,
-    Path(revision): Path<String>,
-    Query(query): Query<InjectQuery>,
+    Path((revision, cluster, redirect)): Path<(String, String, String)>,
     body: Bytes,
 ) -> Response {
     let Some(revision) = Revision::named(&revision) else {
@@ -129,12 +125,23 @@ async fn inject(
         )
             .into_response();
     };
+    let cni_managed = match redirect.as_str() {
+        "cni" => true,
+        "init" => false,
+        other => {
+            return (
+                StatusCode::NOT_FOUND,
+                format!("redirect {other:?}: expected cni or init\n"),
+            )
+                .into_response();
+        }
+    };
     let settings = Settings {
         revision,
         xds_address: state.xds_address,
         trust_domain: state.trust_domain,
-        cluster_id: query.cluster.unwrap_or_else(|| "Kubernetes".into()),
-        cni_managed: query.cni,
+        cluster_id: cluster,
+        cni_managed,
         injected_by: InjectedBy::Webhook,
     };
     match fleetmesh_inject::admission::admit_pod(&body, &settings) {

@@ -1,0 +1,313 @@
+//! Everything `fleetmesh install` applies to a cluster, rendered as files: Istio's CRDs,
+//! the istio-system namespace and mesh config, meshd's RBAC, the validating webhook and
+//! one injection webhook per revision plus the `default` tag. Webhooks come last, so a
+//! failed install never leaves a webhook that blocks pod creation behind.
+
+use fleetmesh_inject::channel::{DEFAULT_TAG, REVISIONS};
+use fleetmesh_inject::{Channel, Revision, labels};
+use serde_json::{Value, json};
+
+/// Where the cluster's webhooks and proxies reach the hosted control plane (meshd's
+/// `/v1/install`).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ControlPlane {
+    pub webhook_url: String,
+    pub ca_bundle: String,
+    pub xds_address: String,
+    pub trust_domain: String,
+}
+
+/// What the user asked for.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub project: String,
+    pub location: String,
+    pub cluster: String,
+    pub channel: Channel,
+    pub cni_managed: bool,
+}
+
+/// One file of manifests, applied in order.
+pub struct Manifest {
+    /// Relative to the output directory.
+    pub file: &'static str,
+    pub yaml: String,
+}
+
+/// The root namespace, as Istio names it.
+pub const ISTIO_SYSTEM: &str = "istio-system";
+/// Marks what install manages, so a reader of the cluster knows where it came from.
+const MANAGED_BY: &str = "fleetmesh.io/managed-by";
+
+pub fn render(plan: &Plan, control_plane: &ControlPlane) -> Vec<Manifest> {
+    vec![
+        Manifest {
+            file: "manifests/01-crds.yaml",
+            yaml: fleetmesh_kube::crds::istio_crds_yaml(),
+        },
+        Manifest {
+            file: "manifests/02-istio-system.yaml",
+            yaml: documents(&istio_system(plan, control_plane)),
+        },
+        Manifest {
+            file: "manifests/03-rbac.yaml",
+            yaml: documents(&rbac()),
+        },
+        Manifest {
+            file: "manifests/04-validation-webhook.yaml",
+            yaml: documents(&[validation_webhook(control_plane)]),
+        },
+        Manifest {
+            file: "manifests/05-injection-webhooks.yaml",
+            yaml: documents(&injection_webhooks(plan, control_plane)),
+        },
+    ]
+}
+
+fn documents(objects: &[Value]) -> String {
+    objects
+        .iter()
+        .map(|o| serde_yaml_ng::to_string(o).expect("manifests serialize"))
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+fn managed_labels() -> Value {
+    json!({ MANAGED_BY: "fleetmesh-install" })
+}
+
+fn istio_system(plan: &Plan, control_plane: &ControlPlane) -> Vec<Value> {
+    let mesh = format!(
+        "rootNamespace: {ISTIO_SYSTEM}\ntrustDomain: {}\noutboundTrafficPolicy:\n  mode: ALLOW_ANY\n",
+        control_plane.trust_domain
+    );
+    vec![
+        json!({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": ISTIO_SYSTEM, "labels": managed_labels()},
+        }),
+        json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "istio", "namespace": ISTIO_SYSTEM, "labels": managed_labels()},
+            "data": {"mesh": mesh},
+        }),
+        // What this cluster was installed with: the managed data plane and a re-run read it.
+        json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "fleetmesh-install", "namespace": ISTIO_SYSTEM, "labels": managed_labels()},
+            "data": {
+                "project": plan.project,
+                "location": plan.location,
+                "cluster": plan.cluster,
+                "channel": plan.channel.to_string(),
+                "defaultRevision": Revision::of(plan.channel).name,
+                "cniManaged": plan.cni_managed.to_string(),
+                "xdsAddress": control_plane.xds_address,
+            },
+        }),
+    ]
+}
+
+/// The identity a hosted meshd uses in this cluster: read the mesh's config and
+/// workloads, review workload tokens, record events.
+fn rbac() -> Vec<Value> {
+    let read = ["get", "list", "watch"];
+    vec![
+        json!({
+            "apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": "fleetmesh-meshd", "namespace": ISTIO_SYSTEM, "labels": managed_labels()},
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": "fleetmesh-meshd", "labels": managed_labels()},
+            "rules": [
+                {"apiGroups": [""], "resources": ["pods", "services", "endpoints", "namespaces", "configmaps", "nodes"], "verbs": read},
+                {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": read},
+                {"apiGroups": ["networking.istio.io", "security.istio.io"], "resources": ["*"], "verbs": read},
+                {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": read},
+                {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+                {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch", "update"]},
+            ],
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "fleetmesh-meshd", "labels": managed_labels()},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "fleetmesh-meshd"},
+            "subjects": [{"kind": "ServiceAccount", "name": "fleetmesh-meshd", "namespace": ISTIO_SYSTEM}],
+        }),
+    ]
+}
+
+fn client_config(control_plane: &ControlPlane, path: &str) -> Value {
+    use base64::Engine;
+    json!({
+        "url": format!("{}{path}", control_plane.webhook_url),
+        "caBundle": base64::engine::general_purpose::STANDARD.encode(&control_plane.ca_bundle),
+    })
+}
+
+/// A bad Istio resource is refused at `kubectl apply`, naming the field. `Ignore`: when
+/// the hosted control plane is unreachable, config can still be applied; meshd
+/// validates everything it reads again, so an invalid object never reaches a proxy.
+fn validation_webhook(control_plane: &ControlPlane) -> Value {
+    let resources: Vec<&str> = fleetmesh_kube::crds::KINDS
+        .iter()
+        .map(|k| k.plural)
+        .collect();
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": "istio-validator-fleetmesh", "labels": managed_labels()},
+        "webhooks": [{
+            "name": "validation.istio.io",
+            "clientConfig": client_config(control_plane, "/validate"),
+            "rules": [{
+                "operations": ["CREATE", "UPDATE"],
+                "apiGroups": ["networking.istio.io", "security.istio.io"],
+                "apiVersions": ["*"],
+                "resources": resources,
+            }],
+            "failurePolicy": "Ignore",
+            "sideEffects": "None",
+            "admissionReviewVersions": ["v1"],
+            "timeoutSeconds": 10,
+        }],
+    })
+}
+
+/// Istio's selectors: a namespace labelled `istio.io/rev=<rev>` (without the legacy
+/// label), or a pod labelled so in a namespace with neither label; a pod labelled
+/// `sidecar.istio.io/inject=false` never matches. The `default` tag also takes the
+/// legacy `istio-injection=enabled` namespaces and `sidecar.istio.io/inject=true` pods.
+/// `Fail`: a pod created while meshd cannot be reached waits (its ReplicaSet retries)
+/// rather than starting without the proxy its namespace asked for.
+fn injection_webhooks(plan: &Plan, control_plane: &ControlPlane) -> Vec<Value> {
+    let exists = |key: &str| json!({"key": key, "operator": "DoesNotExist"});
+    let is_in = |key: &str, value: &str| json!({"key": key, "operator": "In", "values": [value]});
+    let not_false = json!({"key": labels::INJECT, "operator": "NotIn", "values": ["false"]});
+    let webhook = |name: &str, path: &str, namespace: Vec<Value>, object: Vec<Value>| {
+        json!({
+            "name": name,
+            "clientConfig": client_config(control_plane, path),
+            "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}],
+            "namespaceSelector": {"matchExpressions": namespace},
+            "objectSelector": {"matchExpressions": object},
+            "failurePolicy": "Fail",
+            "sideEffects": "None",
+            "admissionReviewVersions": ["v1"],
+            "timeoutSeconds": 10,
+            "reinvocationPolicy": "Never",
+        })
+    };
+    let revision_webhooks = |label: &str, path: &str| {
+        vec![
+            webhook(
+                "rev.namespace.sidecar-injector.istio.io",
+                path,
+                vec![is_in(labels::REVISION, label), exists(labels::INJECTION)],
+                vec![not_false.clone()],
+            ),
+            webhook(
+                "rev.object.sidecar-injector.istio.io",
+                path,
+                vec![exists(labels::REVISION), exists(labels::INJECTION)],
+                vec![not_false.clone(), is_in(labels::REVISION, label)],
+            ),
+        ]
+    };
+    let path_of = |revision: &Revision| {
+        let redirect = if plan.cni_managed { "cni" } else { "init" };
+        format!(
+            "/inject/{}/cluster/{}/redirect/{redirect}",
+            revision.name, plan.cluster
+        )
+    };
+    let configuration = |name: String, label: &str, webhooks: Vec<Value>| {
+        json!({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": name, "labels": {MANAGED_BY: "fleetmesh-install", labels::REVISION: label}},
+            "webhooks": webhooks,
+        })
+    };
+    let mut configurations: Vec<Value> = REVISIONS
+        .iter()
+        .map(|revision| {
+            configuration(
+                format!("istio-sidecar-injector-{}", revision.name),
+                revision.name,
+                revision_webhooks(revision.name, &path_of(revision)),
+            )
+        })
+        .collect();
+    let default_path = path_of(Revision::of(plan.channel));
+    let mut tag = revision_webhooks(DEFAULT_TAG, &default_path);
+    tag.push(webhook(
+        "namespace.sidecar-injector.istio.io",
+        &default_path,
+        vec![is_in(labels::INJECTION, "enabled")],
+        vec![not_false.clone()],
+    ));
+    tag.push(webhook(
+        "object.sidecar-injector.istio.io",
+        &default_path,
+        vec![exists(labels::INJECTION), exists(labels::REVISION)],
+        vec![is_in(labels::INJECT, "true"), exists(labels::REVISION)],
+    ));
+    configurations.push(configuration(
+        format!("istio-revision-tag-{DEFAULT_TAG}"),
+        DEFAULT_TAG,
+        tag,
+    ));
+    configurations
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> Plan {
+        Plan {
+            project: "p".into(),
+            location: "us-central1".into(),
+            cluster: "c1".into(),
+            channel: Channel::Rapid,
+            cni_managed: true,
+        }
+    }
+
+    fn control_plane() -> ControlPlane {
+        ControlPlane {
+            webhook_url: "https://127.0.0.1:15017".into(),
+            ca_bundle: "-----BEGIN CERTIFICATE-----\n".into(),
+            xds_address: "127.0.0.1:15010".into(),
+            trust_domain: "cluster.local".into(),
+        }
+    }
+
+    #[test]
+    fn webhooks_come_last_and_the_default_tag_follows_the_channel() {
+        let manifests = render(&plan(), &control_plane());
+        assert!(manifests.last().unwrap().file.contains("injection"));
+        let injection = fleetmesh_kube::apply::documents(&manifests[4].yaml).unwrap();
+        let names: Vec<_> = injection
+            .iter()
+            .map(|o| o.metadata.name.clone().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "istio-sidecar-injector-asm-managed-rapid",
+                "istio-sidecar-injector-asm-managed",
+                "istio-sidecar-injector-asm-managed-stable",
+                "istio-revision-tag-default",
+            ]
+        );
+        let tag = &injection[3].data["webhooks"];
+        assert_eq!(tag.as_array().unwrap().len(), 4);
+        let url = tag[2]["clientConfig"]["url"].as_str().unwrap();
+        assert_eq!(
+            url,
+            "https://127.0.0.1:15017/inject/asm-managed-rapid/cluster/c1/redirect/cni"
+        );
+    }
+}

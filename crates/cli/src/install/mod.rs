@@ -1,0 +1,266 @@
+//! `fleetmesh install`: joins a cluster to the hosted control plane, as the managed
+//! Istio install guide does with its install script. It writes every manifest it applies
+//! (plus the CLI and samples) into the output directory, applies them with server-side
+//! apply (a re-run changes nothing and says so), registers the cluster in the fleet, and
+//! deploys no gateway.
+
+pub mod manifests;
+pub mod meshd_api;
+pub mod samples;
+
+use anyhow::{Context, bail};
+use fleetmesh_inject::{Channel, Revision};
+use fleetmesh_kube::apply::{self, Applier, Outcome};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::Api;
+use manifests::Plan;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct InstallOptions {
+    pub plan: Plan,
+    pub output_dir: PathBuf,
+    pub verbose: bool,
+    pub register: bool,
+    pub kubeconfig: Option<PathBuf>,
+    pub context: Option<String>,
+    pub meshd_url: String,
+}
+
+/// What a run did, for the caller (and tests).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub created: usize,
+    pub configured: usize,
+    pub unchanged: usize,
+    pub registration: Option<String>,
+}
+
+pub async fn run(options: &InstallOptions) -> anyhow::Result<Summary> {
+    let plan = &options.plan;
+    let revision = Revision::of(plan.channel);
+    let mut step = Steps::default();
+
+    step.start(&format!(
+        "Checking the control plane at {}",
+        options.meshd_url
+    ));
+    let meshd = meshd_api::MeshdApi::new(&options.meshd_url);
+    let control_plane = meshd.install_info().await?;
+    step.done(&format!(
+        "webhooks at {}, xDS at {}",
+        control_plane.webhook_url, control_plane.xds_address
+    ));
+
+    step.start("Connecting to the cluster");
+    let client = connect(options.kubeconfig.as_deref(), options.context.as_deref()).await?;
+    let version = client.apiserver_version().await.context(
+        "the cluster's API server cannot be reached (check the kubeconfig context, or pass --context)",
+    )?;
+    step.done(&format!("Kubernetes {}.{}", version.major, version.minor));
+
+    step.start(&format!(
+        "Writing manifests to {}",
+        options.output_dir.display()
+    ));
+    let rendered = manifests::render(plan, &control_plane);
+    let mut written = Vec::new();
+    for manifest in &rendered {
+        written.push(write(&options.output_dir, manifest.file, &manifest.yaml)?);
+    }
+    for sample in samples::render(revision) {
+        written.push(write(&options.output_dir, sample.file, &sample.yaml)?);
+    }
+    written.push(copy_cli(&options.output_dir)?);
+    step.done(&format!("{} files", written.len()));
+    if options.verbose {
+        for path in &written {
+            println!("    {}", path.display());
+        }
+    }
+
+    let mut applier = Applier::new(client.clone(), "fleetmesh-install").await?;
+    let mut summary = Summary::default();
+    for manifest in &rendered {
+        step.start(&format!("Applying {}", manifest.file));
+        let objects = apply::documents(&manifest.yaml)?;
+        let mut outcomes = BTreeMap::new();
+        for object in &objects {
+            let described = apply::describe(object);
+            let outcome = applier.apply(object, None).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "applying {described} from {}: {}",
+                    manifest.file,
+                    explain(&e)
+                )
+            })?;
+            if options.verbose {
+                println!("    {described} {outcome}");
+            }
+            *outcomes.entry(outcome.to_string()).or_insert(0) += 1;
+            match outcome {
+                Outcome::Created => summary.created += 1,
+                Outcome::Configured => summary.configured += 1,
+                Outcome::Unchanged => summary.unchanged += 1,
+            }
+        }
+        let counts: Vec<String> = outcomes.iter().map(|(o, n)| format!("{n} {o}")).collect();
+        step.done(&counts.join(", "));
+        if manifest.file.contains("crds") {
+            wait_for_crds(&client).await?;
+            applier.rediscover().await?;
+        }
+    }
+
+    if options.register {
+        step.start(&format!(
+            "Registering cluster {} in the fleet of project {}",
+            plan.cluster, plan.project
+        ));
+        let change = meshd
+            .register(plan, &plan.channel.to_string())
+            .await
+            .context("registering the cluster")?;
+        step.done(&change);
+        summary.registration = Some(change);
+    }
+
+    println!(
+        "\nInstalled: {} created, {} configured, {} unchanged. Channel {} (revision {}, proxy {}).",
+        summary.created,
+        summary.configured,
+        summary.unchanged,
+        plan.channel,
+        revision.name,
+        revision.proxy_version
+    );
+    println!("No ingress gateway was deployed. Next steps:");
+    println!(
+        "  kubectl label namespace NAMESPACE istio-injection- istio.io/rev={} --overwrite",
+        revision.name
+    );
+    println!("  kubectl rollout restart deployment -n NAMESPACE   # existing pods get their proxy");
+    println!(
+        "  gateway: {}",
+        options
+            .output_dir
+            .join("samples/gateways/istio-ingressgateway.yaml")
+            .display()
+    );
+    println!("  fleetmesh mesh enable --project {}", plan.project);
+    Ok(summary)
+}
+
+/// Progress lines: `[n] what... done (detail)`.
+#[derive(Default)]
+struct Steps {
+    number: usize,
+    started: Option<Instant>,
+}
+
+impl Steps {
+    fn start(&mut self, what: &str) {
+        self.number += 1;
+        self.started = Some(Instant::now());
+        println!("[{}] {what}...", self.number);
+    }
+
+    fn done(&mut self, detail: &str) {
+        let took = self.started.take().map(|s| s.elapsed()).unwrap_or_default();
+        println!("    ok ({detail}; {} ms)", took.as_millis());
+    }
+}
+
+pub async fn connect(
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+) -> anyhow::Result<kube::Client> {
+    let loaded = match kubeconfig {
+        Some(path) => kube::config::Kubeconfig::read_from(path)
+            .with_context(|| format!("reading kubeconfig {}", path.display()))?,
+        None => kube::config::Kubeconfig::read()
+            .context("no kubeconfig (set KUBECONFIG, or pass --kubeconfig)")?,
+    };
+    let options = kube::config::KubeConfigOptions {
+        context: context.map(str::to_string),
+        ..Default::default()
+    };
+    let config = kube::Config::from_custom_kubeconfig(loaded, &options)
+        .await
+        .with_context(|| match context {
+            Some(context) => format!("kubeconfig context {context:?}"),
+            None => "the kubeconfig's current context".to_string(),
+        })?;
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// Kubernetes' own reason, with what to do about the common one.
+fn explain(error: &anyhow::Error) -> String {
+    match error.downcast_ref::<kube::Error>() {
+        Some(kube::Error::Api(status)) if status.code == 403 => format!(
+            "forbidden: {} (installing needs cluster-admin rights in this cluster)",
+            status.message
+        ),
+        Some(kube::Error::Api(status)) => status.message.clone(),
+        _ => format!("{error:#}"),
+    }
+}
+
+async fn wait_for_crds(client: &kube::Client) -> anyhow::Result<()> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for kind in &fleetmesh_kube::crds::KINDS {
+        let name = format!("{}.{}", kind.plural, kind.group);
+        loop {
+            let established = crds.get_opt(&name).await?.and_then(|crd| {
+                let conditions = crd.status?.conditions?;
+                conditions
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+                    .then_some(())
+            });
+            if established.is_some() {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("CRD {name} was not established within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
+fn write(dir: &Path, file: &str, text: &str) -> anyhow::Result<PathBuf> {
+    let path = dir.join(file);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+/// `bin/fleetmesh`, as the guide expects the CLI beside the manifests.
+fn copy_cli(dir: &Path) -> anyhow::Result<PathBuf> {
+    let target = dir.join("bin/fleetmesh");
+    std::fs::create_dir_all(dir.join("bin"))?;
+    let current = std::env::current_exe().context("locating the fleetmesh binary")?;
+    // Copy to a temporary name, then rename: a re-run from `bin/fleetmesh` itself must
+    // not truncate the running binary.
+    let temporary = dir.join("bin/.fleetmesh.new");
+    std::fs::copy(&current, &temporary)
+        .with_context(|| format!("copying {} to {}", current.display(), target.display()))?;
+    std::fs::rename(&temporary, &target)?;
+    Ok(target)
+}
+
+/// The channel for `--channel`, regular by default (as the guide's default revision).
+pub fn channel(text: Option<&str>) -> anyhow::Result<Channel> {
+    match text {
+        None => Ok(Channel::Regular),
+        Some(text) => text.parse().map_err(anyhow::Error::msg),
+    }
+}

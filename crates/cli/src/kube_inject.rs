@@ -1,0 +1,110 @@
+//! `fleetmesh kube-inject -f FILE`: the injection webhook's templates applied offline to
+//! a manifest (istioctl's manual injection). Pods and the pod templates of workload
+//! kinds get their proxy; everything else passes through unchanged. Pods injected this
+//! way are marked so, and the managed data plane leaves them alone (evicting them would
+//! bring back the same hand-injected proxy).
+
+use anyhow::Context;
+use fleetmesh_inject::policy::{self, Decision};
+use fleetmesh_inject::template::{self, Settings};
+use k8s_openapi::api::core::v1::Pod;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The injected manifest, as multi-document YAML. `source` names the input in errors.
+pub fn inject_manifest(text: &str, source: &str, settings: &Settings) -> anyhow::Result<String> {
+    let mut out = Vec::new();
+    for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let at = || format!("{source} (document {})", index + 1);
+        let mut object: Value = Value::deserialize(document).with_context(at)?;
+        if object.is_null() {
+            continue;
+        }
+        inject_object(&mut object, settings).with_context(at)?;
+        out.push(serde_yaml_ng::to_string(&object)?);
+    }
+    Ok(out.join("---\n"))
+}
+
+fn inject_object(object: &mut Value, settings: &Settings) -> anyhow::Result<()> {
+    let kind = object["kind"].as_str().unwrap_or_default().to_string();
+    let namespace = object["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("default")
+        .to_string();
+    let template = match kind.as_str() {
+        "Pod" => object,
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job" => {
+            &mut object["spec"]["template"]
+        }
+        "CronJob" => &mut object["spec"]["jobTemplate"]["spec"]["template"],
+        _ => return Ok(()),
+    };
+    let pod: Pod = serde_path_to_error::deserialize(template.clone())
+        .map_err(|e| anyhow::anyhow!("{kind}: {}: {}", e.path(), e.inner()))?;
+    let injected = match policy::decide(&pod, &namespace) {
+        Decision::Inject(which) => template::inject(&pod, which, settings)?,
+        Decision::Skip(_) => return Ok(()),
+        Decision::Reject(reason) => anyhow::bail!("{kind}: {reason}"),
+    };
+    let mut rendered = serde_json::to_value(&injected)?;
+    if kind != "Pod" {
+        // A pod template has only metadata and spec.
+        rendered = serde_json::json!({"metadata": rendered["metadata"], "spec": rendered["spec"]});
+    }
+    *template = rendered;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetmesh_inject::{Channel, InjectedBy, Revision, annotations};
+
+    #[test]
+    fn injects_pod_templates_and_passes_the_rest_through() {
+        let settings = Settings {
+            revision: Revision::of(Channel::Regular),
+            xds_address: "127.0.0.1:15010".into(),
+            trust_domain: "cluster.local".into(),
+            cluster_id: "c1".into(),
+            cni_managed: false,
+            injected_by: InjectedBy::KubeInject,
+        };
+        let manifest = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec: {ports: [{port: 80}]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: web, image: web:v1}]}
+"#;
+        let out = inject_manifest(manifest, "web.yaml", &settings).unwrap();
+        let documents: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&out)
+            .map(|d| Value::deserialize(d).unwrap())
+            .collect();
+        assert_eq!(documents[0]["kind"], "Service");
+        assert!(documents[0]["metadata"].get("annotations").is_none());
+        let template = &documents[1]["spec"]["template"];
+        assert_eq!(template["spec"]["containers"][0]["name"], "istio-proxy");
+        assert_eq!(
+            template["metadata"]["annotations"][annotations::INJECTED_BY],
+            "kube-inject"
+        );
+        let again = inject_manifest(&out, "out.yaml", &settings).unwrap();
+        assert_eq!(again, out, "injecting twice changes nothing");
+        let error = inject_manifest("kind: Pod\nspec: {containers: 3}\n", "bad.yaml", &settings)
+            .unwrap_err();
+        assert!(
+            format!("{error:#}").contains("bad.yaml (document 1)"),
+            "{error:#}"
+        );
+    }
+}

@@ -1,0 +1,144 @@
+//! Server-side apply of multi-document YAML, as `kubectl apply --server-side` does it,
+//! telling for each object whether it was created, changed or already as asked (so a
+//! re-run of the installer can say "unchanged").
+
+use anyhow::{Context, bail};
+use kube::Client;
+use kube::api::{Api, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::discovery::{ApiCapabilities, ApiResource, Discovery, Scope};
+use serde::Deserialize;
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Created,
+    Configured,
+    Unchanged,
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Outcome::Created => "created",
+            Outcome::Configured => "configured",
+            Outcome::Unchanged => "unchanged",
+        })
+    }
+}
+
+/// The objects of a multi-document YAML text, in order (empty documents skipped).
+pub fn documents(yaml: &str) -> anyhow::Result<Vec<DynamicObject>> {
+    let mut objects = Vec::new();
+    for (index, document) in serde_yaml_ng::Deserializer::from_str(yaml).enumerate() {
+        let value = serde_yaml_ng::Value::deserialize(document)
+            .with_context(|| format!("document {}", index + 1))?;
+        if value.is_null() {
+            continue;
+        }
+        let object: DynamicObject =
+            serde_yaml_ng::from_value(value).with_context(|| format!("document {}", index + 1))?;
+        if object.types.is_none() {
+            bail!(
+                "document {}: every document needs apiVersion and kind",
+                index + 1
+            );
+        }
+        objects.push(object);
+    }
+    Ok(objects)
+}
+
+/// `Kind namespace/name` (or `Kind name`), as progress lines and errors name an object.
+pub fn describe(object: &DynamicObject) -> String {
+    let kind = object
+        .types
+        .as_ref()
+        .map_or("<no kind>", |t| t.kind.as_str());
+    let name = object.metadata.name.as_deref().unwrap_or("<unnamed>");
+    match &object.metadata.namespace {
+        Some(namespace) => format!("{kind} {namespace}/{name}"),
+        None => format!("{kind} {name}"),
+    }
+}
+
+pub struct Applier {
+    client: Client,
+    discovery: Discovery,
+    field_manager: String,
+}
+
+impl Applier {
+    pub async fn new(client: Client, field_manager: &str) -> anyhow::Result<Applier> {
+        let discovery = Discovery::new(client.clone())
+            .run()
+            .await
+            .context("listing the API server's resource types")?;
+        Ok(Applier {
+            client,
+            discovery,
+            field_manager: field_manager.into(),
+        })
+    }
+
+    /// Lists the resource types again (after CRDs were installed).
+    pub async fn rediscover(&mut self) -> anyhow::Result<()> {
+        self.discovery = Discovery::new(self.client.clone()).run().await?;
+        Ok(())
+    }
+
+    /// Applies `object`: namespaced kinds into `namespace` if given, else their own
+    /// `metadata.namespace`; cluster-scoped kinds as they are. Forces ownership of the
+    /// fields it sets, as a re-run of an installer must.
+    pub async fn apply(
+        &self,
+        object: &DynamicObject,
+        namespace: Option<&str>,
+    ) -> anyhow::Result<Outcome> {
+        let types = object
+            .types
+            .as_ref()
+            .context("every document needs apiVersion and kind")?;
+        let (group, version) = types
+            .api_version
+            .split_once('/')
+            .unwrap_or(("", &types.api_version));
+        let gvk = GroupVersionKind::gvk(group, version, &types.kind);
+        let (resource, capabilities): (ApiResource, ApiCapabilities) = self
+            .discovery
+            .resolve_gvk(&gvk)
+            .with_context(|| format!("the cluster does not serve {}", types.api_version))?;
+        let api: Api<DynamicObject> = match (capabilities.scope, namespace) {
+            (Scope::Namespaced, Some(namespace)) => {
+                Api::namespaced_with(self.client.clone(), namespace, &resource)
+            }
+            (Scope::Namespaced, None) => match &object.metadata.namespace {
+                Some(own) => Api::namespaced_with(self.client.clone(), own, &resource),
+                None => bail!(
+                    "{} is namespaced: give metadata.namespace or a namespace",
+                    types.kind
+                ),
+            },
+            (Scope::Cluster, _) => Api::all_with(self.client.clone(), &resource),
+        };
+        let name = object
+            .metadata
+            .name
+            .as_deref()
+            .context("every document needs metadata.name")?;
+        let before = api.get_opt(name).await?;
+        let after = api
+            .patch(
+                name,
+                &PatchParams::apply(&self.field_manager).force(),
+                &Patch::Apply(object),
+            )
+            .await?;
+        Ok(match before {
+            None => Outcome::Created,
+            Some(before) if before.metadata.resource_version == after.metadata.resource_version => {
+                Outcome::Unchanged
+            }
+            Some(_) => Outcome::Configured,
+        })
+    }
+}
