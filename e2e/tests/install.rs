@@ -1,0 +1,354 @@
+//! `fleetmesh install` against a real kube-apiserver, which then calls meshd's webhooks
+//! over TLS: a re-run changes nothing; the install guide's labels decide injection; a bad
+//! Istio resource is refused at apply; the guide's gateway YAML yields an injected
+//! gateway pod, and a real Envoy with that pod's identity routes through a Gateway and
+//! VirtualService from the cluster to a backend on loopback. (Pod IPs are fake,
+//! 192.0.2.0/24, and never receive a packet.)
+
+use fleetmesh_cli::install::manifests::Plan;
+use fleetmesh_cli::install::meshd_api::MeshdApi;
+use fleetmesh_cli::install::{self, InstallOptions};
+use fleetmesh_e2e::*;
+use fleetmesh_inject::{Channel, INIT_CONTAINER, PROXY_CONTAINER, annotations, labels};
+use fleetmesh_kube::testing::{TestCluster, TestNamespace, wait_for};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+use std::time::Duration;
+
+const GATEWAY_ROUTES: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: shop}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: [shop.example.com]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shop}
+spec:
+  hosts: [shop.example.com]
+  gateways: [shop]
+  http:
+  - route: [{destination: {host: reviews.default.svc.cluster.local, subset: v2}}]
+"#;
+
+fn deployment(name: &str, pod_labels: &str) -> String {
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}}}
+spec:
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}{pod_labels}}}}}
+    spec:
+      containers:
+      - name: {name}
+        image: {name}:v1
+        ports: [{{name: http, containerPort: 8080}}]
+        readinessProbe: {{httpGet: {{path: /ready, port: http}}}}
+"#
+    )
+}
+
+/// Runs kubectl against the cluster; its stdout, or its stderr as the error.
+fn kubectl(cluster: &TestCluster, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+    use std::io::Write;
+    let mut command = cluster.kubectl();
+    command.args(args);
+    command.stdin(std::process::Stdio::piped());
+    command.stdout(std::process::Stdio::piped());
+    command.stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().map_err(|e| e.to_string())?;
+    let mut input = child.stdin.take().expect("stdin is piped");
+    input
+        .write_all(stdin.unwrap_or_default().as_bytes())
+        .map_err(|e| e.to_string())?;
+    drop(input);
+    let output = child.wait_with_output().map_err(|e| e.to_string())?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+/// The first pod of Deployment `app` once it exists.
+async fn pod_of(pods: &Api<Pod>, app: &str) -> Pod {
+    wait_for(
+        &format!("a pod of {app}"),
+        Duration::from_secs(60),
+        async || {
+            let list = pods
+                .list(&ListParams::default().labels(&format!("app={app}")))
+                .await
+                .ok()?;
+            list.items.into_iter().next()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+fn containers(pod: &Pod) -> (Vec<String>, Vec<String>) {
+    let spec = pod.spec.as_ref().expect("pods have a spec");
+    let names = |list: Option<&Vec<k8s_openapi::api::core::v1::Container>>| {
+        list.into_iter().flatten().map(|c| c.name.clone()).collect()
+    };
+    (
+        names(spec.init_containers.as_ref()),
+        names(Some(&spec.containers)),
+    )
+}
+
+fn pod_label<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
+    pod.metadata.labels.as_ref()?.get(key).map(String::as_str)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_inject_validate_and_route_through_an_injected_gateway() {
+    // A cluster of its own: install puts cluster-wide webhooks in it.
+    let cluster = TestCluster::start("fleetmesh-install").expect("the local cluster starts");
+    let client = cluster.client().await.unwrap();
+    let mesh = LocalMesh::start_with(None, XdsMode::Delta, Some(cluster.kubeconfig.clone()))
+        .await
+        .expect("meshd starts");
+    let store = Bookstore::start_on(mesh).await;
+    let meshd_url = format!("http://{}", store.mesh.meshd().http_address());
+    let output = tempfile::tempdir().unwrap();
+    let mut options = InstallOptions {
+        plan: Plan {
+            project: "shop-project".into(),
+            location: "us-central1".into(),
+            cluster: "install-test".into(),
+            channel: Channel::Regular,
+            cni_managed: false,
+        },
+        output_dir: output.path().to_path_buf(),
+        verbose: true,
+        register: true,
+        kubeconfig: Some(cluster.kubeconfig.clone()),
+        context: None,
+        meshd_url: meshd_url.clone(),
+    };
+
+    // Install twice: the second run changes nothing.
+    let first = install::run(&options).await.expect("install succeeds");
+    assert!(first.created + first.configured > 0 || first.unchanged > 0);
+    let second = install::run(&options).await.expect("a re-run succeeds");
+    assert_eq!((second.created, second.configured), (0, 0), "{second:?}");
+    assert_eq!(
+        second.unchanged,
+        first.created + first.configured + first.unchanged
+    );
+    assert_eq!(second.registration.as_deref(), Some("unchanged"));
+    for file in [
+        "manifests/01-crds.yaml",
+        "manifests/05-injection-webhooks.yaml",
+        "samples/gateways/istio-ingressgateway.yaml",
+        "bin/fleetmesh",
+    ] {
+        assert!(output.path().join(file).exists(), "{file} is written");
+    }
+    let projects = MeshdApi::new(&meshd_url).projects().await.unwrap();
+    assert_eq!(
+        projects["shop-project"]["memberships"]["install-test"]["location"],
+        "us-central1"
+    );
+
+    // The guide's label: pods get istio-proxy and istio-init.
+    let shop = TestNamespace::create(&client, "shop").await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &shop.name);
+    kubectl(
+        &cluster,
+        &[
+            "label",
+            "namespace",
+            &shop.name,
+            "istio-injection-",
+            "istio.io/rev=asm-managed-rapid",
+            "--overwrite",
+        ],
+        None,
+    )
+    .unwrap();
+    shop.apply(&deployment("web", "")).await.unwrap();
+    let web = pod_of(&pods, "web").await;
+    let (init, main) = containers(&web);
+    assert_eq!(init, [INIT_CONTAINER]);
+    assert_eq!(main, [PROXY_CONTAINER, "web"]);
+    assert_eq!(pod_label(&web, labels::REVISION), Some("asm-managed-rapid"));
+    let status = &web.metadata.annotations.as_ref().unwrap()[annotations::STATUS];
+    assert!(status.contains("asm-managed-rapid"), "{status}");
+    let probe = web.spec.as_ref().unwrap().containers[1]
+        .readiness_probe
+        .clone()
+        .unwrap();
+    assert_eq!(
+        probe.http_get.unwrap().path.as_deref(),
+        Some("/app-health/web/readyz"),
+        "the app's probe goes through the agent"
+    );
+
+    // Opted out by the pod's label in a labelled namespace: no proxy.
+    shop.apply(&deployment("batch", ", sidecar.istio.io/inject: \"false\""))
+        .await
+        .unwrap();
+    assert_eq!(containers(&pod_of(&pods, "batch").await).1, ["batch"]);
+
+    // Label removed: no proxy.
+    kubectl(
+        &cluster,
+        &["label", "namespace", &shop.name, "istio.io/rev-"],
+        None,
+    )
+    .unwrap();
+    shop.apply(&deployment("plain", "")).await.unwrap();
+    assert_eq!(containers(&pod_of(&pods, "plain").await).1, ["plain"]);
+
+    // The pod's own revision label in an unlabelled namespace: injected.
+    shop.apply(&deployment("tagged", ", istio.io/rev: asm-managed-stable"))
+        .await
+        .unwrap();
+    let tagged = pod_of(&pods, "tagged").await;
+    assert_eq!(containers(&tagged).1, [PROXY_CONTAINER, "tagged"]);
+    assert_eq!(
+        pod_label(&tagged, labels::REVISION),
+        Some("asm-managed-stable")
+    );
+
+    // The legacy label follows the default tag: the installed channel's revision.
+    let legacy = TestNamespace::create(&client, "legacy").await.unwrap();
+    kubectl(
+        &cluster,
+        &[
+            "label",
+            "namespace",
+            &legacy.name,
+            "istio-injection=enabled",
+        ],
+        None,
+    )
+    .unwrap();
+    legacy.apply(&deployment("old", "")).await.unwrap();
+    let legacy_pods: Api<Pod> = Api::namespaced(client.clone(), &legacy.name);
+    let old = pod_of(&legacy_pods, "old").await;
+    assert_eq!(pod_label(&old, labels::REVISION), Some("asm-managed"));
+
+    // Re-installed with the cluster's CNI redirecting traffic: no istio-init any more.
+    options.plan.cni_managed = true;
+    let third = install::run(&options)
+        .await
+        .expect("install with cni-managed");
+    assert!(third.configured > 0, "{third:?}");
+    legacy.apply(&deployment("cni", "")).await.unwrap();
+    let (init, main) = containers(&pod_of(&legacy_pods, "cni").await);
+    assert!(init.is_empty(), "{init:?}");
+    assert_eq!(main, [PROXY_CONTAINER, "cni"]);
+
+    // A bad VirtualService is refused at apply, naming the field.
+    let bad = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: bad}\nspec:\n  hosts: [web]\n  http:\n  - route: [{destination: {host: web}, weight: 150}]\n";
+    let refused =
+        kubectl(&cluster, &["apply", "-n", &shop.name, "-f", "-"], Some(bad)).unwrap_err();
+    assert!(refused.contains("denied the request"), "{refused}");
+    assert!(
+        refused.contains("spec.http[0].route[0].weight"),
+        "{refused}"
+    );
+
+    // The guide's gateway, verbatim, in a namespace whose pods opt in one by one.
+    let gateways = TestNamespace::create(&client, "gateways").await.unwrap();
+    kubectl(
+        &cluster,
+        &[
+            "label",
+            "namespace",
+            &gateways.name,
+            "istio-injection-",
+            "istio.io/rev-",
+        ],
+        None,
+    )
+    .unwrap();
+    let guide_yaml = fleetmesh_cli::install::samples::gateway("asm-managed-rapid")
+        .replace("GATEWAY_NAMESPACE", &gateways.name);
+    kubectl(&cluster, &["apply", "-f", "-"], Some(&guide_yaml)).unwrap();
+    let gateway_pods: Api<Pod> = Api::namespaced(client.clone(), &gateways.name);
+    let gateway_pod = wait_for("the gateway pod", Duration::from_secs(60), async || {
+        let list = gateway_pods
+            .list(&ListParams::default().labels("istio=ingressgateway"))
+            .await
+            .ok()?;
+        list.items.into_iter().next()
+    })
+    .await
+    .unwrap();
+    let (init, main) = containers(&gateway_pod);
+    assert!(init.is_empty(), "gateways capture nothing: {init:?}");
+    assert_eq!(main, [PROXY_CONTAINER]);
+    let environment = fleetmesh_inject::template::proxy_environment(&gateway_pod);
+    assert_eq!(environment["ISTIO_META_INTERCEPTION_MODE"], "NONE");
+    assert_eq!(
+        environment["XDS_ADDRESS"],
+        store.mesh.meshd().xds_address().to_string()
+    );
+    let proxy = &gateway_pod.spec.as_ref().unwrap().containers[0];
+    assert_ne!(proxy.image.as_deref(), Some("auto"));
+    assert!(proxy.args.as_ref().unwrap().contains(&"router".to_string()));
+    let listed = kubectl(
+        &cluster,
+        &["get", "pod,service", "-n", &gateways.name],
+        None,
+    )
+    .unwrap();
+    assert!(listed.contains("pod/istio-ingressgateway-"), "{listed}");
+    assert!(listed.contains("service/istio-ingressgateway"), "{listed}");
+
+    // A real Envoy as that pod (its name, namespace and service account; meshd finds its
+    // labels on the Pod) routes the cluster's Gateway + VirtualService to loopback.
+    gateways.apply(GATEWAY_ROUTES).await.unwrap();
+    let pod_name = gateway_pod.metadata.name.clone().unwrap();
+    let account = gateway_pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone())
+        .unwrap_or_else(|| "default".into());
+    let gateway = store
+        .mesh
+        .add_proxy("router", &pod_name, &gateways.name, &account, &[])
+        .await
+        .expect("the gateway's Envoy starts");
+    let url = format!("http://{}:80/", gateway.ip);
+    let answer = eventually(
+        "the gateway to route shop.example.com",
+        Duration::from_secs(30),
+        async || {
+            let response = reqwest::Client::new()
+                .get(&url)
+                .header("host", "shop.example.com")
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await
+                .ok()?;
+            (response.status() == 200).then(|| {
+                response
+                    .headers()
+                    .get(VERSION_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string()
+            })
+        },
+    )
+    .await;
+    assert_eq!(answer, "v2");
+    assert_eq!(nacks(&store.mesh), 0);
+
+    gateways.delete().await.unwrap();
+    legacy.delete().await.unwrap();
+    shop.delete().await.unwrap();
+}
