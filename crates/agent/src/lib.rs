@@ -2,6 +2,7 @@
 //! writes Envoy's bootstrap, runs Envoy, drains it on shutdown. Usable as a library so
 //! tests and the demo run the same code as the binary.
 
+pub mod app_probes;
 pub mod bootstrap;
 pub mod certificate;
 pub mod envoy;

