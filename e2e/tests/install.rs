@@ -11,6 +11,7 @@ use fleetmesh_cli::install::{self, InstallOptions};
 use fleetmesh_e2e::*;
 use fleetmesh_inject::{Channel, INIT_CONTAINER, PROXY_CONTAINER, annotations, labels};
 use fleetmesh_kube::testing::{TestCluster, TestNamespace, wait_for};
+use fleetmesh_kube::token_review::AUDIENCE as TOKEN_AUDIENCE;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use std::time::Duration;
@@ -309,7 +310,9 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
     assert!(listed.contains("service/istio-ingressgateway"), "{listed}");
 
     // A real Envoy as that pod (its name, namespace and service account; meshd finds its
-    // labels on the Pod) routes the cluster's Gateway + VirtualService to loopback.
+    // labels on the Pod), proving itself with a service-account token of the audience the
+    // injector mounts (checked by TokenReview), routes the cluster's Gateway +
+    // VirtualService to loopback.
     gateways.apply(GATEWAY_ROUTES).await.unwrap();
     let pod_name = gateway_pod.metadata.name.clone().unwrap();
     let account = gateway_pod
@@ -317,9 +320,79 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
         .as_ref()
         .and_then(|s| s.service_account_name.clone())
         .unwrap_or_else(|| "default".into());
+    let token = |audience: &str| {
+        kubectl(
+            &cluster,
+            &[
+                "create",
+                "token",
+                &account,
+                "-n",
+                &gateways.name,
+                "--audience",
+                audience,
+            ],
+            None,
+        )
+        .map(|t| t.trim().to_string())
+        .unwrap()
+    };
+    let projected = token(TOKEN_AUDIENCE);
+    let csr = fleetmesh_ca::csr::generate(
+        &fleetmesh_ca::Identity::new(&gateways.name, &account).spiffe_id("cluster.local"),
+    )
+    .unwrap()
+    .csr_pem;
+    let ca = tonic::transport::Channel::from_shared(format!(
+        "http://{}",
+        store.mesh.meshd().xds_address()
+    ))
+    .unwrap()
+    .connect()
+    .await
+    .unwrap();
+    let wrong_audience = fleetmesh_ca::client::create_certificate(
+        ca.clone(),
+        &token("someone-else"),
+        csr.clone(),
+        Duration::from_secs(3600),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        wrong_audience.code(),
+        tonic::Code::Unauthenticated,
+        "{wrong_audience:?}"
+    );
+    let other = TestNamespace::create(&client, "other").await.unwrap();
+    let foreign = fleetmesh_ca::client::create_certificate(
+        ca.clone(),
+        &kubectl(
+            &cluster,
+            &[
+                "create",
+                "token",
+                "default",
+                "-n",
+                &other.name,
+                "--audience",
+                TOKEN_AUDIENCE,
+            ],
+            None,
+        )
+        .unwrap()
+        .trim()
+        .to_string(),
+        csr,
+        Duration::from_secs(3600),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(foreign.code(), tonic::Code::PermissionDenied, "{foreign:?}");
+    other.delete().await.unwrap();
     let gateway = store
         .mesh
-        .add_proxy("router", &pod_name, &gateways.name, &account, &[])
+        .add_pod_proxy("router", &pod_name, &gateways.name, &account, projected)
         .await
         .expect("the gateway's Envoy starts");
     let url = format!("http://{}:80/", gateway.ip);

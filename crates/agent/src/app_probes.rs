@@ -81,9 +81,7 @@ pub fn serve(
         app_host,
         client,
     });
-    let app = axum::Router::new()
-        .fallback(answer)
-        .with_state(state);
+    let app = axum::Router::new().fallback(answer).with_state(state);
     Ok(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "the status port stopped");
@@ -107,7 +105,11 @@ async fn answer(State(prober): State<Arc<Prober>>, uri: Uri) -> Response {
 async fn run(prober: &Prober, probe: &AppProbe) -> Result<(), String> {
     let timeout = Duration::from_secs(probe.timeout_seconds.unwrap_or(1).max(1));
     if let Some(http) = &probe.http_get {
-        let scheme = http.scheme.as_deref().unwrap_or("HTTP").to_ascii_lowercase();
+        let scheme = http
+            .scheme
+            .as_deref()
+            .unwrap_or("HTTP")
+            .to_ascii_lowercase();
         let host = http
             .host
             .clone()
@@ -117,7 +119,10 @@ async fn run(prober: &Prober, probe: &AppProbe) -> Result<(), String> {
         for header in &http.http_headers {
             request = request.header(&header.name, &header.value);
         }
-        let response = request.send().await.map_err(|e| format!("GET {url}: {e}"))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
         let status = response.status();
         // The kubelet's rule: 2xx and 3xx succeed.
         return if status.is_success() || status.is_redirection() {
@@ -128,8 +133,7 @@ async fn run(prober: &Prober, probe: &AppProbe) -> Result<(), String> {
     }
     if let Some(tcp) = &probe.tcp_socket {
         let address = (prober.app_host, tcp.port);
-        return match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address)).await
-        {
+        return match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(format!("connect {}:{}: {e}", address.0, address.1)),
             Err(_) => Err(format!("connect {}:{}: timed out", address.0, address.1)),

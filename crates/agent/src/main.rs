@@ -141,8 +141,9 @@ fn main() -> anyhow::Result<()> {
             .parse()
             .with_context(|| format!("--ip {:?} is not an IP address", identity.ip))?;
         let _runtime = runtime.enter();
-        let listener = std::net::TcpListener::bind((ip, args.status_port))
-            .with_context(|| format!("cannot listen on the status port {ip}:{}", args.status_port))?;
+        let listener = std::net::TcpListener::bind((ip, args.status_port)).with_context(|| {
+            format!("cannot listen on the status port {ip}:{}", args.status_port)
+        })?;
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
         Some(fleetmesh_agent::app_probes::serve(listener, probers, ip)?)

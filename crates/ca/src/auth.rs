@@ -1,7 +1,8 @@
 //! Who is calling: every call to the CA and every xDS stream carries a bearer token, and
 //! an [`Authenticator`] turns it into the one [`Identity`] the caller may act as.
-//! Local mode uses meshd's own tokens ([`crate::token`]); Kubernetes mode will add
-//! service-account JWTs checked by TokenReview behind the same trait.
+//! Local mode uses meshd's own tokens ([`crate::token`]); with a cluster, pods' projected
+//! service-account tokens are checked by the cluster's TokenReview API
+//! (`fleetmesh_kube::token_review`) behind the same trait.
 
 use crate::identity::Identity;
 use futures::future::BoxFuture;
@@ -13,11 +14,20 @@ pub enum AuthError {
     Missing,
     #[error("the token is not valid: {0}")]
     Invalid(&'static str),
+    #[error("the token was refused: {0}")]
+    Refused(String),
+    /// The token could not be checked now (the API server is unreachable, say): the
+    /// caller should retry, not give up.
+    #[error("the token cannot be checked now: {0}")]
+    Unavailable(String),
 }
 
 impl From<AuthError> for tonic::Status {
     fn from(error: AuthError) -> tonic::Status {
-        tonic::Status::unauthenticated(error.to_string())
+        match error {
+            AuthError::Unavailable(_) => tonic::Status::unavailable(error.to_string()),
+            _ => tonic::Status::unauthenticated(error.to_string()),
+        }
     }
 }
 

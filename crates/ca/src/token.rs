@@ -53,6 +53,14 @@ impl TokenIssuer {
         format!("{PREFIX}.{subject}.{}", hex::encode(tag.as_ref()))
     }
 
+    /// Whether `token` has the form of meshd's own tokens (a Kubernetes service-account
+    /// JWT never does).
+    pub fn is_ours(token: &str) -> bool {
+        token
+            .strip_prefix(PREFIX)
+            .is_some_and(|rest| rest.starts_with('.'))
+    }
+
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
         let mut parts = token.split('.');
         let (Some(PREFIX), Some(subject), Some(tag), None) =

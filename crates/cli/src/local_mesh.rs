@@ -201,7 +201,7 @@ impl LocalMesh {
         )?;
         let identity = Identity::new(&spec.namespace, &service_account(&labels));
         let mut workload = self
-            .start_proxy("sidecar", &spec.name, &identity, ip, &labels)
+            .start_proxy("sidecar", &spec.name, &identity, ip, &labels, None)
             .await?;
         workload.app = Some(app);
         Ok(workload)
@@ -236,11 +236,30 @@ impl LocalMesh {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let identity = Identity::new(namespace, service_account);
-        self.start_proxy(kind, name, &identity, ip, &labels).await
+        self.start_proxy(kind, name, &identity, ip, &labels, None)
+            .await
     }
 
-    /// Starts a workload's agent side (its certificate over SDS) and its Envoy, with the
-    /// token meshd issues for its identity; returns once Envoy has its initial config.
+    /// Starts an Envoy as a Kubernetes pod's proxy would run: proving its identity with
+    /// `token`, the pod's projected service-account token (meshd checks it with the
+    /// cluster's TokenReview), its labels coming from the Pod.
+    pub async fn add_pod_proxy(
+        &self,
+        kind: &str,
+        pod_name: &str,
+        namespace: &str,
+        service_account: &str,
+        token: String,
+    ) -> anyhow::Result<Workload> {
+        let ip = allocate_ip()?;
+        let identity = Identity::new(namespace, service_account);
+        self.start_proxy(kind, pod_name, &identity, ip, &BTreeMap::new(), Some(token))
+            .await
+    }
+
+    /// Starts a workload's agent side (its certificate over SDS) and its Envoy, with
+    /// `token` (default: one meshd issues for its identity); returns once Envoy has its
+    /// initial config.
     async fn start_proxy(
         &self,
         kind: &str,
@@ -248,9 +267,10 @@ impl LocalMesh {
         identity: &Identity,
         ip: Ipv4Addr,
         labels: &BTreeMap<String, String>,
+        token: Option<String>,
     ) -> anyhow::Result<Workload> {
         let namespace = identity.namespace.as_str();
-        let token = self.meshd().issue_token(identity);
+        let token = token.unwrap_or_else(|| self.meshd().issue_token(identity));
         let spiffe_id = identity.spiffe_id(&self.meshd_config.trust_domain);
         let workdir = self.run_dir.join(name);
         std::fs::create_dir_all(&workdir)?;

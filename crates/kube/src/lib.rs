@@ -1,5 +1,6 @@
 //! Kubernetes for fleetmesh: Istio's CRDs from our types (`crds`), a cluster as a config
-//! source for meshd (`source`), server-side apply for the installer (`apply`), and the test helpers for a real local cluster (feature
+//! source for meshd (`source`), server-side apply for the installer (`apply`), pods' tokens checked by TokenReview
+//! (`token_review`), and the test helpers for a real local cluster (feature
 //! `testing`).
 
 pub mod apply;
@@ -7,5 +8,6 @@ pub mod crds;
 pub mod source;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod token_review;
 
 pub use source::ClusterSource;

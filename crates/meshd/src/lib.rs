@@ -1,6 +1,7 @@
 //! meshd: wires config sources to the model, the model to the xDS server, and serves
 //! metrics and istiod's debug endpoints.
 
+mod auth;
 mod ca_files;
 pub mod config;
 mod debug;
@@ -87,7 +88,6 @@ impl Meshd {
             trust_domain: config.trust_domain.clone(),
             authority: authority_rx.clone(),
         };
-        let ca = CaService::new(authority_rx, tokens.clone());
         let ca_watcher = ca_files::watch(config.clone(), authority_tx)?;
 
         let mut prometheus = prometheus_client::registry::Registry::default();
@@ -99,10 +99,27 @@ impl Meshd {
         let (changes_tx, changes) = tokio::sync::mpsc::unbounded_channel();
         let watcher = local::watch(&config.config_dir, changes_tx.clone())?;
         let changes_tx_for_jwks = changes_tx.clone();
-        let cluster = match &config.kubeconfig {
-            Some(path) => Some(Arc::new(connect_cluster(path, &config, changes_tx).await?)),
-            None => None,
+        let (cluster, reviewer) = match &config.kubeconfig {
+            Some(path) => {
+                let client = cluster_client(path).await?;
+                let source = fleetmesh_kube::ClusterSource::start(
+                    client.clone(),
+                    &config.cluster_id,
+                    &config.domain,
+                    &config.root_namespace,
+                    changes_tx,
+                )
+                .await?;
+                let reviewer = fleetmesh_kube::token_review::TokenReviewer::new(client);
+                (Some(Arc::new(source)), Some(reviewer))
+            }
+            None => (None, None),
         };
+        let authenticator = Arc::new(auth::MeshAuthenticator {
+            tokens: tokens.clone(),
+            cluster: reviewer,
+        });
+        let ca = CaService::new(authority_rx, authenticator.clone());
         let mesh_config = mesh_config::MeshConfig::new(fleetmesh_model::MeshSettings {
             root_namespace: config.root_namespace.clone(),
             trust_domain: config.trust_domain.clone(),
@@ -150,7 +167,7 @@ impl Meshd {
             registry.clone(),
             metrics.clone(),
             shutdown.clone(),
-            tokens.clone(),
+            authenticator,
         );
         tasks.spawn(async move {
             let ca = tonic::service::Routes::new(ca.into_server());
@@ -233,25 +250,13 @@ impl Meshd {
     }
 }
 
-/// Watches the cluster of `kubeconfig` as a source of services.
-async fn connect_cluster(
-    kubeconfig: &std::path::Path,
-    config: &MeshdConfig,
-    changes: tokio::sync::mpsc::UnboundedSender<()>,
-) -> anyhow::Result<fleetmesh_kube::ClusterSource> {
+/// A client for the cluster of `kubeconfig`.
+async fn cluster_client(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {
     let loaded = kube::config::Kubeconfig::read_from(kubeconfig)
         .with_context(|| format!("reading kubeconfig {}", kubeconfig.display()))?;
     let client_config =
         kube::Config::from_custom_kubeconfig(loaded, &kube::config::KubeConfigOptions::default())
             .await
             .with_context(|| format!("kubeconfig {}", kubeconfig.display()))?;
-    let client = kube::Client::try_from(client_config)?;
-    fleetmesh_kube::ClusterSource::start(
-        client,
-        &config.cluster_id,
-        &config.domain,
-        &config.root_namespace,
-        changes,
-    )
-    .await
+    Ok(kube::Client::try_from(client_config)?)
 }
