@@ -96,72 +96,9 @@ async fn gateway_serves_bound_virtual_service() {
     assert_eq!(nacks(&store.mesh), 0);
 }
 
-/// Certificates for the HTTPS test: a CA, the gateway's certificate for
-/// shop.example.com, and a client certificate, all from the same CA.
-struct Pki {
-    dir: tempfile::TempDir,
-    ca: rcgen::Certificate,
-    client: (String, String),
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        // Distinct names: a leaf named like its issuer would look self-signed.
-        ca_params.distinguished_name = rcgen::DistinguishedName::new();
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "fleetmesh test CA");
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let issuer = rcgen::Issuer::new(ca_params, ca_key);
-        let leaf = |name: &str| {
-            let key = rcgen::KeyPair::generate().unwrap();
-            let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
-            params.distinguished_name = rcgen::DistinguishedName::new();
-            params
-                .distinguished_name
-                .push(rcgen::DnType::CommonName, name);
-            let cert = params.signed_by(&key, &issuer).unwrap();
-            (cert.pem(), key.serialize_pem())
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let (server_cert, server_key) = leaf("shop.example.com");
-        std::fs::write(dir.path().join("tls.crt"), server_cert).unwrap();
-        std::fs::write(dir.path().join("tls.key"), server_key).unwrap();
-        std::fs::write(dir.path().join("ca.crt"), ca.pem()).unwrap();
-        Pki {
-            dir,
-            ca,
-            client: leaf("client.example.com"),
-        }
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).display().to_string()
-    }
-
-    /// A client that trusts the CA and reaches shop.example.com at `address`.
-    fn client(&self, address: std::net::SocketAddr, with_certificate: bool) -> reqwest::Client {
-        let mut builder = reqwest::Client::builder()
-            .no_proxy()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(reqwest::Certificate::from_pem(self.ca.pem().as_bytes()).unwrap())
-            .resolve("shop.example.com", address)
-            .timeout(Duration::from_secs(10));
-        if with_certificate {
-            let pem = format!("{}{}", self.client.0, self.client.1);
-            builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
-        }
-        builder.build().unwrap()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_gateway_terminates_tls_simple_and_mutual() {
-    let pki = Pki::new();
+    let pki = Pki::generate();
     let store = Bookstore::start(XdsMode::Delta).await;
     let gateway_yaml = format!(
         r#"apiVersion: networking.istio.io/v1

@@ -16,6 +16,8 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use std::time::Duration;
 
+/// Plain HTTP on 80; on 443 TLS with the Secret `shop-cert`, on 8443 mutual TLS with
+/// `shop-mtls` (its client CA in `shop-mtls-cacert`), both served to the gateway over SDS.
 const GATEWAY_ROUTES: &str = r#"
 apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -25,6 +27,12 @@ spec:
   servers:
   - port: {number: 80, name: http, protocol: HTTP}
     hosts: [shop.example.com]
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: [shop.example.com]
+    tls: {mode: SIMPLE, credentialName: shop-cert}
+  - port: {number: 8443, name: https-mutual, protocol: HTTPS}
+    hosts: [shop.example.com]
+    tls: {mode: MUTUAL, credentialName: shop-mtls}
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -75,6 +83,43 @@ fn kubectl(cluster: &TestCluster, args: &[&str], stdin: Option<&str>) -> Result<
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
         Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+/// `shop-cert` (server certificate), `shop-mtls` (the same, for MUTUAL) and
+/// `shop-mtls-cacert` (the client CA) in `namespace`, as a user creates them.
+fn create_tls_secrets(cluster: &TestCluster, namespace: &str, pki: &Pki) {
+    let (crt, key, ca) = (pki.path("tls.crt"), pki.path("tls.key"), pki.path("ca.crt"));
+    for args in [
+        vec![
+            "create",
+            "secret",
+            "tls",
+            "shop-cert",
+            "--cert",
+            &crt,
+            "--key",
+            &key,
+        ],
+        vec![
+            "create",
+            "secret",
+            "tls",
+            "shop-mtls",
+            "--cert",
+            &crt,
+            "--key",
+            &key,
+        ],
+        vec!["create", "secret", "generic", "shop-mtls-cacert"],
+    ] {
+        let mut args = args;
+        let from_file = format!("--from-file=ca.crt={ca}");
+        if args[3] == "shop-mtls-cacert" {
+            args.push(&from_file);
+        }
+        args.extend(["-n", namespace]);
+        kubectl(cluster, &args, None).unwrap();
     }
 }
 
@@ -313,6 +358,8 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
     // labels on the Pod), proving itself with a service-account token of the audience the
     // injector mounts (checked by TokenReview), routes the cluster's Gateway +
     // VirtualService to loopback.
+    let pki = Pki::generate();
+    create_tls_secrets(&cluster, &gateways.name, &pki);
     gateways.apply(GATEWAY_ROUTES).await.unwrap();
     let pod_name = gateway_pod.metadata.name.clone().unwrap();
     let account = gateway_pod
@@ -367,7 +414,7 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
     let other = TestNamespace::create(&client, "other").await.unwrap();
     let foreign = fleetmesh_ca::client::create_certificate(
         ca.clone(),
-        &kubectl(
+        kubectl(
             &cluster,
             &[
                 "create",
@@ -381,8 +428,7 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
             None,
         )
         .unwrap()
-        .trim()
-        .to_string(),
+        .trim(),
         csr,
         Duration::from_secs(3600),
     )
@@ -419,7 +465,110 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
     )
     .await;
     assert_eq!(answer, "v2");
+
+    // TLS from the Secrets, which the guide's Role lets the gateway's account read.
+    let https = |client: reqwest::Client, port: u16| async move {
+        let response = client
+            .get(format!("https://shop.example.com:{port}/"))
+            .send()
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        Ok::<u16, String>(response.status().as_u16())
+    };
+    let secure = |port: u16, with_certificate: bool| {
+        pki.client(
+            std::net::SocketAddr::new(gateway.ip.into(), port),
+            with_certificate,
+        )
+    };
+    let status = eventually(
+        "the gateway to serve TLS from shop-cert",
+        Duration::from_secs(30),
+        async || https(secure(443, false), 443).await.ok(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let status = eventually(
+        "the gateway to serve mutual TLS from shop-mtls",
+        Duration::from_secs(30),
+        async || https(secure(8443, true), 8443).await.ok(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        https(secure(8443, false), 8443).await.is_err(),
+        "MUTUAL refuses a client without a certificate"
+    );
+
+    // The same Gateway and Secret in a namespace where no Role lets the gateway read
+    // Secrets: meshd withholds the credential, so that gateway serves no TLS.
+    let unbound = TestNamespace::create(&client, "unbound").await.unwrap();
+    create_tls_secrets(&cluster, &unbound.name, &pki);
+    unbound
+        .apply(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: gw, labels: {istio: ingressgateway}}\nspec: {containers: [{name: istio-proxy, image: proxy}]}\n",
+        )
+        .await
+        .unwrap();
+    let unbound_pods: Api<Pod> = Api::namespaced(client.clone(), &unbound.name);
+    wait_for(
+        "the unbound gateway pod",
+        Duration::from_secs(60),
+        async || unbound_pods.get_opt("gw").await.ok().flatten(),
+    )
+    .await
+    .unwrap();
+    let unbound_token = kubectl(
+        &cluster,
+        &[
+            "create",
+            "token",
+            "default",
+            "-n",
+            &unbound.name,
+            "--audience",
+            TOKEN_AUDIENCE,
+        ],
+        None,
+    )
+    .unwrap();
+    let withheld = store
+        .mesh
+        .add_pod_proxy(
+            "router",
+            "gw",
+            &unbound.name,
+            "default",
+            unbound_token.trim().into(),
+        )
+        .await
+        .expect("the unbound gateway's Envoy starts");
+    let plain = format!("http://{}:80/", withheld.ip);
+    eventually(
+        "the unbound gateway to route plain HTTP",
+        Duration::from_secs(30),
+        async || {
+            let response = reqwest::Client::new()
+                .get(&plain)
+                .header("host", "shop.example.com")
+                .send()
+                .await
+                .ok()?;
+            (response.status() == 200).then_some(())
+        },
+    )
+    .await;
+    let refused = https(
+        pki.client(std::net::SocketAddr::new(withheld.ip.into(), 443), false),
+        443,
+    )
+    .await;
+    assert!(
+        refused.is_err(),
+        "no TLS without the right to read the Secret: {refused:?}"
+    );
     assert_eq!(nacks(&store.mesh), 0);
+    unbound.delete().await.unwrap();
 
     gateways.delete().await.unwrap();
     legacy.delete().await.unwrap();

@@ -192,11 +192,30 @@ fn validate_server_tls(
             format!("unknown TLS mode {other:?}"),
         ),
     }
-    if tls.credential_name.is_some() {
-        errors.push(
-            format!("{at}.tls.credentialName"),
-            "credentialName (a Kubernetes Secret) is not supported yet; give serverCertificate and privateKey files",
-        );
+    if let Some(credential) = &tls.credential_name {
+        // A Secret in the gateway's own namespace, served to it over SDS.
+        let name = credential
+            .strip_prefix("kubernetes://")
+            .unwrap_or(credential);
+        if !is_dns1123_subdomain(name) {
+            errors.push(
+                format!("{at}.tls.credentialName"),
+                format!(
+                    "{credential:?} must name a Secret of the gateway's namespace (a DNS-1123 name)"
+                ),
+            );
+        }
+        let files = [
+            &tls.server_certificate,
+            &tls.private_key,
+            &tls.ca_certificates,
+        ];
+        if files.iter().any(|f| f.is_some()) {
+            errors.push(
+                format!("{at}.tls.credentialName"),
+                "give either credentialName or certificate files, not both",
+            );
+        }
         return;
     }
     for (field, value) in [

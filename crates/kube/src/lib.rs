@@ -5,6 +5,7 @@
 
 pub mod apply;
 pub mod crds;
+pub mod credentials;
 pub mod source;
 #[cfg(feature = "testing")]
 pub mod testing;

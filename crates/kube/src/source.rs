@@ -9,7 +9,7 @@ use fleetmesh_model::service::{
     Endpoint, Labels, Protocol, Resolution, Service, ServicePort, Workload,
 };
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service as KubeService};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service as KubeService};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
@@ -41,6 +41,9 @@ pub struct ClusterSource {
     istio: IstioWatches,
     /// ConfigMap `istio` of the root namespace: Istio's MeshConfig.
     mesh_config: Store<ConfigMap>,
+    /// Gateway TLS credentials (`credentialName`).
+    secrets: Store<Secret>,
+    secret_access: std::sync::Arc<crate::credentials::SecretAccess>,
     /// Tells users, on the object itself, why their config was rejected.
     events: Recorder,
     /// Invalid objects already reported (kind, namespace/name, resourceVersion).
@@ -73,7 +76,9 @@ impl ClusterSource {
             MESH_CONFIG_MAP,
             changes.clone(),
         );
-        let mut watches = vec![a, b, c, d];
+        let (secrets, e) = watch::<Secret>(Api::all(client.clone()), (), changes.clone());
+        let secret_access = crate::credentials::SecretAccess::new(client.clone(), changes.clone());
+        let mut watches = vec![a, b, c, d, e];
         let istio = IstioWatches::default();
         let istio_tasks = discover_istio_kinds(&client, cluster_id, &istio, &changes).await;
         watches.push(tokio::spawn(keep_discovering(
@@ -91,6 +96,8 @@ impl ClusterSource {
             pods,
             istio,
             mesh_config,
+            secrets,
+            secret_access,
             reported: Mutex::default(),
             events: Recorder::new(
                 client,
@@ -106,6 +113,7 @@ impl ClusterSource {
             source.slices.wait_until_ready().await?;
             source.pods.wait_until_ready().await?;
             source.mesh_config.wait_until_ready().await?;
+            source.secrets.wait_until_ready().await?;
             let stores: Vec<Store<DynamicObject>> = source
                 .lock_istio()
                 .iter()
@@ -138,6 +146,21 @@ impl ClusterSource {
     pub fn mesh_config(&self) -> Option<String> {
         let maps = self.mesh_config.state();
         maps.first()?.data.as_ref()?.get("mesh").cloned()
+    }
+
+    /// The TLS credentials among the cluster's Secrets, by (namespace, name).
+    pub fn credentials(
+        &self,
+    ) -> BTreeMap<(String, String), std::sync::Arc<fleetmesh_model::Credential>> {
+        let secrets = self.secrets.state();
+        crate::credentials::credentials(secrets.iter().map(|s| s.as_ref()))
+    }
+
+    /// Those of `wanted` (namespace, service account) the cluster lets read their
+    /// namespace's Secrets, as far as known now (unknown ones are asked in the
+    /// background; the answer triggers a change).
+    pub fn secret_readers(&self, wanted: BTreeSet<(String, String)>) -> BTreeSet<(String, String)> {
+        self.secret_access.readers(wanted)
     }
 
     /// The cluster's valid Istio config. Invalid objects are left out (never pushed) and

@@ -133,6 +133,11 @@ impl Meshd {
             let mesh =
                 mesh_config.settings(cluster.as_ref().and_then(|c| c.mesh_config()).as_deref());
             let mut snapshot = source.reload(services, workloads, &resources, mesh);
+            if let Some(cluster) = &cluster {
+                snapshot.credentials = cluster.credentials();
+                snapshot.secret_readers =
+                    cluster.secret_readers(snapshot.credential_readers_wanted());
+            }
             snapshot.jwks = jwks.resolve(
                 snapshot
                     .request_authentications

@@ -65,6 +65,12 @@ pub struct Snapshot {
     pub jwks: BTreeMap<String, String>,
     /// By (namespace, name).
     pub workloads: BTreeMap<(String, String), Workload>,
+    /// Gateway TLS credentials from the cluster's Secrets, by (namespace, Secret name).
+    pub credentials: BTreeMap<(String, String), Arc<crate::Credential>>,
+    /// The service accounts, as (namespace, name), that may read their namespace's
+    /// Secrets (the cluster said so by SubjectAccessReview): only gateways running as one
+    /// of them are served the credentials of their namespace.
+    pub secret_readers: std::collections::BTreeSet<(String, String)>,
 }
 
 impl Snapshot {
@@ -79,6 +85,39 @@ impl Snapshot {
             mesh: MeshSettings::default(),
             cluster_id: "local".into(),
         })
+    }
+
+    /// The (namespace, service account) of the workloads a Gateway with a
+    /// `credentialName` server selects: whose right to read Secrets meshd must learn
+    /// before it serves them credentials.
+    pub fn credential_readers_wanted(&self) -> std::collections::BTreeSet<(String, String)> {
+        let selectors: Vec<&crate::service::Labels> = self
+            .gateways
+            .iter()
+            .filter(|g| !g.spec.selector.is_empty())
+            .filter(|g| {
+                g.spec
+                    .servers
+                    .iter()
+                    .any(|s| s.tls.as_ref().is_some_and(|t| t.credential_name.is_some()))
+            })
+            .map(|g| &g.spec.selector)
+            .collect();
+        self.workloads
+            .values()
+            .filter(|w| {
+                selectors
+                    .iter()
+                    .any(|s| crate::service::labels_match(s, &w.labels))
+            })
+            .map(|w| {
+                let account = w
+                    .service_account
+                    .clone()
+                    .unwrap_or_else(|| "default".into());
+                (w.namespace.clone(), account)
+            })
+            .collect()
     }
 
     pub fn build(input: SnapshotInput<'_>) -> Snapshot {

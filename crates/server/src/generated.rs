@@ -1,7 +1,9 @@
 //! One proxy's resources with their content hashes, by type.
 
 use envoy_types::pb::google::protobuf::Any;
-use fleetmesh_xds::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ProxyResources, ROUTE_TYPE};
+use fleetmesh_xds::{
+    CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ProxyResources, ROUTE_TYPE, SECRET_TYPE,
+};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
@@ -81,6 +83,7 @@ pub fn short_type(type_url: &str) -> &'static str {
         ENDPOINT_TYPE => "eds",
         LISTENER_TYPE => "lds",
         ROUTE_TYPE => "rds",
+        SECRET_TYPE => "sds",
         _ => "other",
     }
 }

@@ -7,6 +7,7 @@
 mod authz;
 mod cluster;
 mod common;
+mod credentials;
 mod endpoint;
 pub mod json;
 mod jwt;
@@ -29,10 +30,19 @@ pub const ENDPOINT_TYPE: &str =
     "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 pub const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+pub const SECRET_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 
 /// The order Envoy warms resources in, and the order pushes go out in: clusters before the
-/// routes that use them (make-before-break).
-pub const PUSH_ORDER: [&str; 4] = [CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE];
+/// routes that use them (make-before-break), a gateway's certificates before the
+/// listeners that serve them.
+pub const PUSH_ORDER: [&str; 5] = [
+    CLUSTER_TYPE,
+    ENDPOINT_TYPE,
+    SECRET_TYPE,
+    LISTENER_TYPE,
+    ROUTE_TYPE,
+];
 
 /// One named Envoy resource, packed.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +58,8 @@ pub struct ProxyResources {
     pub endpoints: Vec<NamedResource>,
     pub listeners: Vec<NamedResource>,
     pub routes: Vec<NamedResource>,
+    /// Gateway TLS credentials (secrets `kubernetes://<name>`).
+    pub secrets: Vec<NamedResource>,
 }
 
 impl ProxyResources {
@@ -57,6 +69,7 @@ impl ProxyResources {
             ENDPOINT_TYPE => &self.endpoints,
             LISTENER_TYPE => &self.listeners,
             ROUTE_TYPE => &self.routes,
+            SECRET_TYPE => &self.secrets,
             _ => &[],
         }
     }
@@ -67,14 +80,23 @@ pub fn generate(snapshot: &Snapshot, proxy: &Proxy) -> ProxyResources {
     let scope = Scope::new(snapshot, proxy);
     let clusters = cluster::build(&scope);
     let endpoints = endpoint::build(&scope);
-    let (listeners, routes) = match proxy.kind {
-        ProxyKind::Sidecar => (listener::sidecar(&scope), route::sidecar(&scope)),
-        ProxyKind::Router => listener::gateway(&scope),
+    let (listeners, routes, secrets) = match proxy.kind {
+        ProxyKind::Sidecar => (
+            listener::sidecar(&scope),
+            route::sidecar(&scope),
+            Vec::new(),
+        ),
+        ProxyKind::Router => {
+            let gateway = listener::gateway(&scope);
+            let secrets = credentials::secrets(&gateway.credentials);
+            (gateway.listeners, gateway.routes, secrets)
+        }
     };
     ProxyResources {
         clusters,
         endpoints,
         listeners,
+        secrets,
         routes: routes
             .into_iter()
             .map(|r| NamedResource {

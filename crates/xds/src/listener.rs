@@ -6,6 +6,7 @@ mod captured;
 
 use crate::Interception;
 use crate::common::{ads, socket_address};
+use crate::credentials;
 use crate::names;
 use crate::route::action::http_filters;
 use crate::scope::Scope;
@@ -237,10 +238,11 @@ fn inbound_route_config(port: u32) -> RouteConfiguration {
 
 /// A gateway's listeners (one per server port of the Gateways selecting it) and their
 /// route configs. HTTPS servers terminate TLS, one filter chain per server chosen by SNI.
-pub fn gateway(scope: &Scope) -> (Vec<NamedResource>, Vec<RouteConfiguration>) {
+pub fn gateway<'a>(scope: &Scope<'a>) -> GatewayResources<'a> {
     let mut by_port: BTreeMap<u32, Vec<GatewayServer>> = BTreeMap::new();
     // Plain HTTP ports whose server answers every request with a redirect to HTTPS.
     let mut redirect_ports = BTreeSet::new();
+    let mut credentials = BTreeMap::new();
     for gw in &scope.snapshot.gateways {
         if !labels_match(&gw.spec.selector, &scope.proxy.labels) || gw.spec.selector.is_empty() {
             continue;
@@ -258,6 +260,20 @@ pub fn gateway(scope: &Scope) -> (Vec<NamedResource>, Vec<RouteConfiguration>) {
             if tls.is_none() && server.tls.as_ref().and_then(|t| t.https_redirect) == Some(true) {
                 redirect_ports.insert(server.port.number);
             }
+            let tls = match tls {
+                None => None,
+                Some(settings) if settings.credential_name.is_some() => {
+                    // Missing, incomplete or not this gateway's to read: the server is
+                    // left out (see `credentials`).
+                    let Some(resolved) = credentials::resolve(scope, settings) else {
+                        continue;
+                    };
+                    let mutual = settings.mode.as_deref() == Some("MUTUAL");
+                    credentials.insert(resolved.name.clone(), resolved.clone());
+                    Some(ServerTls::Credential(resolved, mutual))
+                }
+                Some(settings) => Some(ServerTls::Files(settings)),
+            };
             by_port
                 .entry(server.port.number)
                 .or_default()
@@ -284,7 +300,7 @@ pub fn gateway(scope: &Scope) -> (Vec<NamedResource>, Vec<RouteConfiguration>) {
             let plain = listener.filter_chains.remove(0);
             listener.filter_chains = servers
                 .iter()
-                .filter_map(|(_, hosts, tls)| Some(tls_chain(&plain, hosts, (*tls)?)))
+                .filter_map(|(_, hosts, tls)| Some(tls_chain(&plain, hosts, tls.as_ref()?)))
                 .collect();
             listener.listener_filters = vec![tls_inspector()];
         }
@@ -301,26 +317,49 @@ pub fn gateway(scope: &Scope) -> (Vec<NamedResource>, Vec<RouteConfiguration>) {
         }
         routes.push(route);
     }
-    (listeners, routes)
+    GatewayResources {
+        listeners,
+        routes,
+        credentials,
+    }
+}
+
+/// A gateway's listeners and routes, and the credentials their TLS servers use.
+pub struct GatewayResources<'a> {
+    pub listeners: Vec<NamedResource>,
+    pub routes: Vec<RouteConfiguration>,
+    pub credentials: BTreeMap<String, credentials::Resolved<'a>>,
+}
+
+/// Where a TLS server's certificate comes from.
+enum ServerTls<'a> {
+    /// Files on the gateway's disk.
+    Files(&'a ServerTlsSettings),
+    /// A Secret served over ADS; `true` for MUTUAL.
+    Credential(credentials::Resolved<'a>, bool),
 }
 
 /// One Gateway server on a port: its gateway (`namespace/name`), hosts and TLS.
-type GatewayServer<'a> = (String, Vec<String>, Option<&'a ServerTlsSettings>);
+type GatewayServer<'a> = (String, Vec<String>, Option<ServerTls<'a>>);
 
-/// `plain`'s filters behind TLS with the server's certificate files, for the SNI names of
-/// its hosts (any name for `*`).
-fn tls_chain(plain: &FilterChain, hosts: &[String], tls: &ServerTlsSettings) -> FilterChain {
+/// `plain`'s filters behind the server's TLS, for the SNI names of its hosts (any name
+/// for `*`).
+fn tls_chain(plain: &FilterChain, hosts: &[String], tls: &ServerTls) -> FilterChain {
     let server_names = if hosts.iter().any(|h| h == "*") {
         Vec::new()
     } else {
         hosts.to_vec()
+    };
+    let transport_socket = match tls {
+        ServerTls::Files(settings) => tls::gateway_downstream(settings),
+        ServerTls::Credential(resolved, mutual) => credentials::downstream(resolved, *mutual),
     };
     FilterChain {
         filter_chain_match: (!server_names.is_empty()).then(|| FilterChainMatch {
             server_names,
             ..FilterChainMatch::default()
         }),
-        transport_socket: Some(tls::gateway_downstream(tls)),
+        transport_socket: Some(transport_socket),
         ..plain.clone()
     }
 }

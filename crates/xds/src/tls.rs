@@ -96,7 +96,7 @@ fn istio_context(trust_domain: &str, peers: &[String], alpn: &[&str]) -> CommonT
     }
 }
 
-fn tls_socket(config: envoy_types::pb::google::protobuf::Any) -> TransportSocket {
+pub(crate) fn tls_socket(config: envoy_types::pb::google::protobuf::Any) -> TransportSocket {
     TransportSocket {
         name: "envoy.transport_sockets.tls".into(),
         config_type: Some(transport_socket::ConfigType::TypedConfig(config)),

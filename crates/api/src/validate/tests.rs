@@ -356,6 +356,15 @@ spec:
   - port: {number: 9443, name: https-3, protocol: HTTPS}
     hosts: [c.example.com]
     tls: {mode: PASSTHROUGH, credentialName: c-cert}
+  - port: {number: 10443, name: https-4, protocol: HTTPS}
+    hosts: [d.example.com]
+    tls: {mode: SIMPLE, credentialName: Bad_Name}
+  - port: {number: 11443, name: https-5, protocol: HTTPS}
+    hosts: [e.example.com]
+    tls: {mode: MUTUAL, credentialName: e-cert, serverCertificate: /etc/e.crt}
+  - port: {number: 12443, name: https-6, protocol: HTTPS}
+    hosts: [f.example.com]
+    tls: {mode: MUTUAL, credentialName: "kubernetes://f-cert"}
 "#;
     let found = problems(yaml);
     for expected in [
@@ -364,12 +373,13 @@ spec:
         "spec.servers[1].tls.privateKey: required for an HTTPS server",
         "spec.servers[1].tls.caCertificates: MUTUAL needs the CA that client certificates chain to",
         "spec.servers[2].tls.mode: PASSTHROUGH is not supported by this meshd yet (supported: SIMPLE, MUTUAL)",
+        "spec.servers[3].tls.credentialName: \"Bad_Name\" must name a Secret of the gateway's namespace (a DNS-1123 name)",
+        "spec.servers[4].tls.credentialName: give either credentialName or certificate files, not both",
     ] {
         assert_problem(&found, expected);
     }
     assert!(
-        found
-            .iter()
-            .any(|p| p.starts_with("spec.servers[2].tls.credentialName:"))
+        !found.iter().any(|p| p.starts_with("spec.servers[5]")),
+        "{found:?}"
     );
 }

@@ -109,8 +109,9 @@ fn istio_system(plan: &Plan, control_plane: &ControlPlane) -> Vec<Value> {
     ]
 }
 
-/// The identity a hosted meshd uses in this cluster: read the mesh's config and
-/// workloads, review workload tokens, record events.
+/// The identity a hosted meshd uses in this cluster: read the mesh's config, workloads
+/// and gateway credentials (Secrets), review workload tokens and gateways' access to
+/// Secrets, record events.
 fn rbac() -> Vec<Value> {
     let read = ["get", "list", "watch"];
     vec![
@@ -122,11 +123,12 @@ fn rbac() -> Vec<Value> {
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
             "metadata": {"name": "fleetmesh-meshd", "labels": managed_labels()},
             "rules": [
-                {"apiGroups": [""], "resources": ["pods", "services", "endpoints", "namespaces", "configmaps", "nodes"], "verbs": read},
+                {"apiGroups": [""], "resources": ["pods", "services", "endpoints", "namespaces", "configmaps", "nodes", "secrets"], "verbs": read},
                 {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": read},
                 {"apiGroups": ["networking.istio.io", "security.istio.io"], "resources": ["*"], "verbs": read},
                 {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": read},
                 {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+                {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
                 {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch", "update"]},
             ],
         }),
