@@ -75,7 +75,11 @@ fn redirects_the_app_but_not_the_proxy() {
 
 #[test]
 fn bad_arguments_are_named() {
-    let output = Command::new(script()).arg("--proxy-uid").arg("x").output().unwrap();
+    let output = Command::new(script())
+        .arg("--proxy-uid")
+        .arg("x")
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("x is not a number"));
 }
