@@ -194,7 +194,7 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
     assert_eq!(second.registration.as_deref(), Some("unchanged"));
     for file in [
         "manifests/01-crds.yaml",
-        "manifests/05-injection-webhooks.yaml",
+        "manifests/06-injection-webhooks.yaml",
         "samples/gateways/istio-ingressgateway.yaml",
         "bin/fleetmesh",
     ] {
@@ -305,6 +305,88 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
         refused.contains("spec.http[0].route[0].weight"),
         "{refused}"
     );
+
+    // A body that is not an AdmissionReview: 400 with the reason.
+    let webhook = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(
+                MeshdApi::new(&meshd_url)
+                    .install_info()
+                    .await
+                    .unwrap()
+                    .ca_bundle
+                    .as_bytes(),
+            )
+            .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let address = store.mesh.meshd().webhook_address();
+    for (path, body, reason) in [
+        (
+            "/inject/asm-managed/cluster/c/redirect/init",
+            "{\"kind\": 1}",
+            "not an AdmissionReview",
+        ),
+        ("/validate", "[]", "not an AdmissionReview"),
+    ] {
+        let response = webhook
+            .post(format!("https://{address}{path}"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400);
+        let text = response.text().await.unwrap();
+        assert!(text.contains(reason), "{text}");
+    }
+
+    // Install fails clearly, and applies nothing, when the cluster is unreachable or the
+    // user may not install.
+    let unreachable = output.path().join("unreachable.kubeconfig");
+    std::fs::write(
+        &unreachable,
+        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: \"https://127.0.0.1:9\"}}]\nusers: [{name: u, user: {token: t}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\ncurrent-context: c\n",
+    )
+    .unwrap();
+    let mut failing = options.clone();
+    failing.kubeconfig = Some(unreachable);
+    failing.output_dir = output.path().join("unreachable");
+    let error = format!("{:#}", install::run(&failing).await.unwrap_err());
+    assert!(error.contains("cannot be reached"), "{error}");
+    let viewer = TestNamespace::create(&client, "viewer").await.unwrap();
+    let viewer_token = kubectl(
+        &cluster,
+        &["create", "token", "default", "-n", &viewer.name],
+        None,
+    )
+    .unwrap();
+    let forbidden = output.path().join("forbidden.kubeconfig");
+    let server = std::fs::read_to_string(&cluster.kubeconfig)
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.split("server: \"")
+                .nth(1)?
+                .split('"')
+                .next()
+                .map(str::to_string)
+        })
+        .unwrap();
+    std::fs::write(
+        &forbidden,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: \"{server}\", insecure-skip-tls-verify: true}}}}]\nusers: [{{name: u, user: {{token: {}}}}}]\ncontexts: [{{name: c, context: {{cluster: c, user: u}}}}]\ncurrent-context: c\n",
+            viewer_token.trim()
+        ),
+    )
+    .unwrap();
+    failing.kubeconfig = Some(forbidden);
+    failing.output_dir = output.path().join("forbidden");
+    let error = format!("{:#}", install::run(&failing).await.unwrap_err());
+    assert!(error.contains("forbidden"), "{error}");
+    assert!(error.contains("cluster-admin"), "{error}");
+    viewer.delete().await.unwrap();
 
     // The guide's gateway, verbatim, in a namespace whose pods opt in one by one.
     let gateways = TestNamespace::create(&client, "gateways").await.unwrap();

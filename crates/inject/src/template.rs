@@ -257,20 +257,46 @@ fn proxy_container(
     }))
 }
 
-fn init_container(settings: &Settings) -> Result<Container, InjectError> {
+/// The arguments of `fleetmesh-iptables`, as `istio-init` and the CNI plugin run it:
+/// everything to Envoy except the proxy's own traffic and its own ports.
+pub fn redirect_args() -> Vec<String> {
     let excluded = [15090, 15021, probes::STATUS_PORT]
         .map(|p| p.to_string())
         .join(",");
+    [
+        "--proxy-uid",
+        &PROXY_UID.to_string(),
+        "--outbound-port",
+        "15001",
+        "--inbound-port",
+        "15006",
+        "--exclude-inbound-ports",
+        &excluded,
+    ]
+    .map(str::to_string)
+    .to_vec()
+}
+
+/// Whether `pod` runs an injected proxy that captures its traffic (the sidecar
+/// template; a gateway does not): what the CNI plugin redirects.
+pub fn captures_traffic(pod: &Pod) -> bool {
+    let injected = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(annotations::STATUS));
+    injected
+        && proxy_environment(pod)
+            .get("ISTIO_META_INTERCEPTION_MODE")
+            .is_some_and(|mode| mode == "REDIRECT")
+}
+
+fn init_container(settings: &Settings) -> Result<Container, InjectError> {
     typed(json!({
         "name": INIT_CONTAINER,
         "image": settings.revision.proxy_image,
         "command": ["fleetmesh-iptables"],
-        "args": [
-            "--proxy-uid", PROXY_UID.to_string(),
-            "--outbound-port", "15001",
-            "--inbound-port", "15006",
-            "--exclude-inbound-ports", excluded,
-        ],
+        "args": redirect_args(),
         "resources": {
             "requests": {"cpu": "10m", "memory": "10Mi"},
             "limits": {"cpu": "100m", "memory": "50Mi"},

@@ -41,7 +41,7 @@ pub const ISTIO_SYSTEM: &str = "istio-system";
 const MANAGED_BY: &str = "fleetmesh.io/managed-by";
 
 pub fn render(plan: &Plan, control_plane: &ControlPlane) -> Vec<Manifest> {
-    vec![
+    let mut manifests = vec![
         Manifest {
             file: "manifests/01-crds.yaml",
             yaml: fleetmesh_kube::crds::istio_crds_yaml(),
@@ -54,15 +54,22 @@ pub fn render(plan: &Plan, control_plane: &ControlPlane) -> Vec<Manifest> {
             file: "manifests/03-rbac.yaml",
             yaml: documents(&rbac()),
         },
-        Manifest {
-            file: "manifests/04-validation-webhook.yaml",
-            yaml: documents(&[validation_webhook(control_plane)]),
-        },
-        Manifest {
-            file: "manifests/05-injection-webhooks.yaml",
-            yaml: documents(&injection_webhooks(plan, control_plane)),
-        },
-    ]
+    ];
+    if plan.cni_managed {
+        manifests.push(Manifest {
+            file: "manifests/04-cni-node.yaml",
+            yaml: documents(&cni_node(Revision::of(plan.channel))),
+        });
+    }
+    manifests.push(Manifest {
+        file: "manifests/05-validation-webhook.yaml",
+        yaml: documents(&[validation_webhook(control_plane)]),
+    });
+    manifests.push(Manifest {
+        file: "manifests/06-injection-webhooks.yaml",
+        yaml: documents(&injection_webhooks(plan, control_plane)),
+    });
+    manifests
 }
 
 fn documents(objects: &[Value]) -> String {
@@ -137,6 +144,66 @@ fn rbac() -> Vec<Value> {
             "metadata": {"name": "fleetmesh-meshd", "labels": managed_labels()},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "fleetmesh-meshd"},
             "subjects": [{"kind": "ServiceAccount", "name": "fleetmesh-meshd", "namespace": ISTIO_SYSTEM}],
+        }),
+    ]
+}
+
+/// `--option cni-managed`: the `istio-cni-node` DaemonSet puts `fleetmesh-cni` on every
+/// node (chained after the cluster's network plugin), so injected pods need no
+/// privileged `istio-init` container. It may read pods (to tell which to redirect).
+fn cni_node(revision: &Revision) -> Vec<Value> {
+    let namespace = "kube-system";
+    let name = "istio-cni-node";
+    let host_path = |volume: &str, path: &str| json!({"name": volume, "hostPath": {"path": path, "type": "DirectoryOrCreate"}});
+    vec![
+        json!({
+            "apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": name, "namespace": namespace, "labels": managed_labels()},
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": name, "labels": managed_labels()},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}],
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": name, "labels": managed_labels()},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+        }),
+        json!({
+            "apiVersion": "apps/v1", "kind": "DaemonSet",
+            "metadata": {"name": name, "namespace": namespace, "labels": managed_labels()},
+            "spec": {
+                "selector": {"matchLabels": {"k8s-app": name}},
+                "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
+                "template": {
+                    "metadata": {
+                        "labels": {"k8s-app": name, "sidecar.istio.io/inject": "false"},
+                    },
+                    "spec": {
+                        "serviceAccountName": name,
+                        "hostNetwork": true,
+                        "priorityClassName": "system-node-critical",
+                        "tolerations": [{"operator": "Exists"}],
+                        "containers": [{
+                            "name": "install-cni",
+                            "image": revision.proxy_image,
+                            "command": ["fleetmesh-cni", "install"],
+                            "securityContext": {"runAsUser": 0, "privileged": false},
+                            "resources": {"requests": {"cpu": "10m", "memory": "20Mi"}},
+                            "volumeMounts": [
+                                {"name": "cni-bin-dir", "mountPath": "/host/opt/cni/bin"},
+                                {"name": "cni-net-dir", "mountPath": "/host/etc/cni/net.d"},
+                            ],
+                        }],
+                        "volumes": [
+                            host_path("cni-bin-dir", "/opt/cni/bin"),
+                            host_path("cni-net-dir", "/etc/cni/net.d"),
+                        ],
+                    },
+                },
+            },
         }),
     ]
 }
@@ -289,8 +356,28 @@ mod tests {
     #[test]
     fn webhooks_come_last_and_the_default_tag_follows_the_channel() {
         let manifests = render(&plan(), &control_plane());
-        assert!(manifests.last().unwrap().file.contains("injection"));
-        let injection = fleetmesh_kube::apply::documents(&manifests[4].yaml).unwrap();
+        let files: Vec<&str> = manifests.iter().map(|m| m.file).collect();
+        assert_eq!(
+            files,
+            [
+                "manifests/01-crds.yaml",
+                "manifests/02-istio-system.yaml",
+                "manifests/03-rbac.yaml",
+                "manifests/04-cni-node.yaml",
+                "manifests/05-validation-webhook.yaml",
+                "manifests/06-injection-webhooks.yaml",
+            ]
+        );
+        let without_cni = Plan {
+            cni_managed: false,
+            ..plan()
+        };
+        assert!(
+            render(&without_cni, &control_plane())
+                .iter()
+                .all(|m| !m.file.contains("cni"))
+        );
+        let injection = fleetmesh_kube::apply::documents(&manifests[5].yaml).unwrap();
         let names: Vec<_> = injection
             .iter()
             .map(|o| o.metadata.name.clone().unwrap())
