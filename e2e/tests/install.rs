@@ -200,10 +200,21 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
     ] {
         assert!(output.path().join(file).exists(), "{file} is written");
     }
-    let projects = MeshdApi::new(&meshd_url).projects().await.unwrap();
+    let fleet = MeshdApi::new(&meshd_url);
+    let projects = fleet.projects().await.unwrap();
     assert_eq!(
         projects["shop-project"]["memberships"]["install-test"]["location"],
         "us-central1"
+    );
+    assert_eq!(projects["shop-project"]["meshEnabled"], false);
+    assert_eq!(fleet.enable_mesh("shop-project").await.unwrap(), "updated");
+    assert_eq!(
+        fleet.enable_mesh("shop-project").await.unwrap(),
+        "unchanged"
+    );
+    assert_eq!(
+        fleet.projects().await.unwrap()["shop-project"]["meshEnabled"],
+        true
     );
 
     // The guide's label: pods get istio-proxy and istio-init.
@@ -547,6 +558,36 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
     )
     .await;
     assert_eq!(answer, "v2");
+
+    // The cluster's endpoints carry install's location as their region (config only:
+    // these pod IPs never receive a packet).
+    shop.apply("apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {selector: {app: web}, ports: [{name: http, port: 80, targetPort: 8080}]}\n")
+        .await
+        .unwrap();
+    let region = eventually(
+        "web's endpoints with their locality",
+        Duration::from_secs(30),
+        async || {
+            let (_, clusters) = fleetmesh_agent::process::admin_request(
+                gateway.envoy.admin_address(),
+                "GET",
+                "/clusters?format=json",
+            )
+            .ok()?;
+            let clusters: serde_json::Value = serde_json::from_str(&clusters).ok()?;
+            let web = format!("outbound|80||web.{}.svc.cluster.local", shop.name);
+            clusters["cluster_statuses"]
+                .as_array()?
+                .iter()
+                .find(|c| c["name"] == web.as_str())?["host_statuses"]
+                .as_array()?
+                .first()?["locality"]["region"]
+                .as_str()
+                .map(str::to_string)
+        },
+    )
+    .await;
+    assert_eq!(region, "us-central1");
 
     // TLS from the Secrets, which the guide's Role lets the gateway's account read.
     let https = |client: reqwest::Client, port: u16| async move {

@@ -27,6 +27,9 @@ const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 const SYNC_TIMEOUT: Duration = Duration::from_secs(60);
 /// Istio's MeshConfig lives in this ConfigMap of the root namespace, key `mesh`.
 const MESH_CONFIG_MAP: &str = "istio";
+/// What `fleetmesh install` recorded about the cluster (key `location`: the region its
+/// endpoints' locality starts with).
+const INSTALL_CONFIG_MAP: &str = "fleetmesh-install";
 /// events.k8s.io limits an Event's note to 1 kB.
 const EVENT_NOTE_LIMIT: usize = 1024;
 
@@ -41,6 +44,8 @@ pub struct ClusterSource {
     istio: IstioWatches,
     /// ConfigMap `istio` of the root namespace: Istio's MeshConfig.
     mesh_config: Store<ConfigMap>,
+    /// ConfigMap `fleetmesh-install` of the root namespace.
+    install_config: Store<ConfigMap>,
     /// Gateway TLS credentials (`credentialName`).
     secrets: Store<Secret>,
     secret_access: std::sync::Arc<crate::credentials::SecretAccess>,
@@ -76,9 +81,14 @@ impl ClusterSource {
             MESH_CONFIG_MAP,
             changes.clone(),
         );
+        let (install_config, f) = watch_named::<ConfigMap>(
+            Api::namespaced(client.clone(), mesh_namespace),
+            INSTALL_CONFIG_MAP,
+            changes.clone(),
+        );
         let (secrets, e) = watch::<Secret>(Api::all(client.clone()), (), changes.clone());
         let secret_access = crate::credentials::SecretAccess::new(client.clone(), changes.clone());
-        let mut watches = vec![a, b, c, d, e];
+        let mut watches = vec![a, b, c, d, e, f];
         let istio = IstioWatches::default();
         let istio_tasks = discover_istio_kinds(&client, cluster_id, &istio, &changes).await;
         watches.push(tokio::spawn(keep_discovering(
@@ -96,6 +106,7 @@ impl ClusterSource {
             pods,
             istio,
             mesh_config,
+            install_config,
             secrets,
             secret_access,
             reported: Mutex::default(),
@@ -113,6 +124,7 @@ impl ClusterSource {
             source.slices.wait_until_ready().await?;
             source.pods.wait_until_ready().await?;
             source.mesh_config.wait_until_ready().await?;
+            source.install_config.wait_until_ready().await?;
             source.secrets.wait_until_ready().await?;
             let stores: Vec<Store<DynamicObject>> = source
                 .lock_istio()
@@ -273,10 +285,14 @@ impl ClusterSource {
             .filter_map(|p| Some(((p.metadata.namespace.clone()?, p.metadata.name.clone()?), p)))
             .collect();
         let slices = self.slices.state();
+        let region = self.install_config.state().first().and_then(|c| {
+            let location = c.data.as_ref()?.get("location")?.trim().to_string();
+            (!location.is_empty()).then_some(location)
+        });
         self.services
             .state()
             .iter()
-            .filter_map(|s| self.service(s, &slices, &pods))
+            .filter_map(|s| self.service(s, &slices, &pods, region.as_deref()))
             .collect()
     }
 
@@ -285,6 +301,7 @@ impl ClusterSource {
         service: &KubeService,
         slices: &[std::sync::Arc<EndpointSlice>],
         pods: &BTreeMap<(String, String), std::sync::Arc<Pod>>,
+        region: Option<&str>,
     ) -> Option<Service> {
         let namespace = service.metadata.namespace.clone()?;
         let name = service.metadata.name.clone()?;
@@ -354,12 +371,21 @@ impl ClusterSource {
                     .collect();
                 let service_account =
                     pod.and_then(|p| p.spec.as_ref()?.service_account_name.clone());
+                // Istio's region/zone: the region is where install says the cluster runs.
+                let locality = match (region, &endpoint.zone) {
+                    (None, None) => None,
+                    (region, zone) => Some(format!(
+                        "{}/{}",
+                        region.unwrap_or_default(),
+                        zone.as_deref().unwrap_or_default()
+                    )),
+                };
                 for address in &endpoint.addresses {
                     endpoints.push(Endpoint {
                         address: address.clone(),
                         ports: port_map.clone(),
                         labels: labels.clone(),
-                        locality: endpoint.zone.clone(),
+                        locality: locality.clone(),
                         weight: 1,
                         service_account: service_account.clone(),
                         cluster_id: self.cluster_id.clone(),
