@@ -8,11 +8,12 @@
 use fleetmesh_cli::install::manifests::Plan;
 use fleetmesh_cli::install::meshd_api::MeshdApi;
 use fleetmesh_cli::install::{self, InstallOptions};
+use fleetmesh_cli::local_mesh::PodConnection;
 use fleetmesh_e2e::*;
 use fleetmesh_inject::{Channel, INIT_CONTAINER, PROXY_CONTAINER, annotations, labels};
 use fleetmesh_kube::testing::{TestCluster, TestNamespace, wait_for};
 use fleetmesh_kube::token_review::AUDIENCE as TOKEN_AUDIENCE;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, ListParams};
 use std::time::Duration;
 
@@ -431,10 +432,6 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
     assert_eq!(main, [PROXY_CONTAINER]);
     let environment = fleetmesh_inject::template::proxy_environment(&gateway_pod);
     assert_eq!(environment["ISTIO_META_INTERCEPTION_MODE"], "NONE");
-    assert_eq!(
-        environment["XDS_ADDRESS"],
-        store.mesh.meshd().xds_address().to_string()
-    );
     let proxy = &gateway_pod.spec.as_ref().unwrap().containers[0];
     assert_ne!(proxy.image.as_deref(), Some("auto"));
     assert!(proxy.args.as_ref().unwrap().contains(&"router".to_string()));
@@ -529,11 +526,47 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
     .unwrap_err();
     assert_eq!(foreign.code(), tonic::Code::PermissionDenied, "{foreign:?}");
     other.delete().await.unwrap();
+    // meshd keeps the mesh roots in every namespace; the pod mounts them to reach meshd's
+    // TLS port (the injected XDS_ADDRESS), so its token never crosses a network in clear.
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &gateways.name);
+    let roots = wait_for(
+        "istio-ca-root-cert in the gateway's namespace",
+        Duration::from_secs(30),
+        async || {
+            let map = config_maps.get_opt("istio-ca-root-cert").await.ok()??;
+            map.data?.get("root-cert.pem").cloned()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        roots,
+        MeshdApi::new(&meshd_url)
+            .install_info()
+            .await
+            .unwrap()
+            .ca_bundle
+    );
+    assert_eq!(
+        environment["XDS_ADDRESS"],
+        store.mesh.meshd().xds_tls_address().to_string()
+    );
+    let roots_file = output.path().join("root-cert.pem");
+    std::fs::write(&roots_file, &roots).unwrap();
     let gateway = store
         .mesh
-        .add_pod_proxy("router", &pod_name, &gateways.name, &account, projected)
+        .add_pod_proxy(
+            "router",
+            &pod_name,
+            &gateways.name,
+            &account,
+            PodConnection {
+                token: projected,
+                meshd_roots: Some(roots_file),
+            },
+        )
         .await
-        .expect("the gateway's Envoy starts");
+        .expect("the gateway's Envoy starts, over TLS to meshd");
     let url = format!("http://{}:80/", gateway.ip);
     let answer = eventually(
         "the gateway to route shop.example.com",
@@ -662,7 +695,10 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
             "gw",
             &unbound.name,
             "default",
-            unbound_token.trim().into(),
+            PodConnection {
+                token: unbound_token.trim().into(),
+                meshd_roots: None,
+            },
         )
         .await
         .expect("the unbound gateway's Envoy starts");

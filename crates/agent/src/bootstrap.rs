@@ -1,13 +1,14 @@
-//! Envoy's bootstrap for one workload: node identity, the ADS connection to meshd, the
-//! admin port, and Istio's fixed ports (15021 readiness, 15090 Prometheus stats).
+//! Envoy's bootstrap for one workload: node identity, the ADS connection to meshd
+//! (plaintext, or TLS checked against the mesh roots), the admin port, and Istio's fixed ports (15021 readiness, 15090 Prometheus stats).
 
 use crate::identity::WorkloadIdentity;
 use envoy_types::pb::envoy::config::bootstrap::v3::{Admin, Bootstrap, bootstrap};
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::core::v3::{
-    Address, AggregatedConfigSource, ApiConfigSource, ApiVersion, ConfigSource, GrpcService,
-    HeaderValue, Http2ProtocolOptions, Node, Pipe, SocketAddress, address, api_config_source,
-    config_source, grpc_service, socket_address,
+    Address, AggregatedConfigSource, ApiConfigSource, ApiVersion, ConfigSource, DataSource,
+    GrpcService, HeaderValue, Http2ProtocolOptions, Node, Pipe, SocketAddress, TransportSocket,
+    address, api_config_source, config_source, data_source, grpc_service, socket_address,
+    transport_socket,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
@@ -21,9 +22,14 @@ use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter, http_connection_manager, http_filter,
 };
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    CertificateValidationContext, CommonTlsContext, SubjectAltNameMatcher, UpstreamTlsContext,
+    common_tls_context, subject_alt_name_matcher,
+};
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions, http_protocol_options,
 };
+use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
 use envoy_types::pb::google::protobuf::{Duration, Struct, Value, value::Kind};
 use envoy_types::util::pack_any;
 use std::net::SocketAddr;
@@ -55,6 +61,9 @@ pub struct BootstrapConfig {
     pub token: String,
     /// The agent's SDS socket, where Envoy gets its certificate.
     pub sds_socket: PathBuf,
+    /// A file of the roots that verify meshd's certificate: Envoy reaches meshd over TLS
+    /// (checking that the certificate names meshd's address). `None`: plaintext.
+    pub xds_root_cert: Option<PathBuf>,
 }
 
 pub fn build(config: &BootstrapConfig) -> Bootstrap {
@@ -73,14 +82,7 @@ pub fn build(config: &BootstrapConfig) -> Bootstrap {
         }),
         static_resources: Some(bootstrap::StaticResources {
             clusters: vec![
-                static_cluster(
-                    XDS_CLUSTER,
-                    socket(
-                        &config.xds_address.ip().to_string(),
-                        u32::from(config.xds_address.port()),
-                    ),
-                    true,
-                ),
+                xds_cluster(config),
                 static_cluster(SDS_CLUSTER, pipe(&config.sds_socket), true),
                 static_cluster(ADMIN_CLUSTER, socket(ip, ADMIN_PORT), false),
             ],
@@ -195,6 +197,52 @@ fn pipe(path: &Path) -> Address {
             mode: 0,
         })),
     }
+}
+
+/// meshd, over TLS when the agent has its roots.
+fn xds_cluster(config: &BootstrapConfig) -> Cluster {
+    let host = config.xds_address.ip().to_string();
+    let mut cluster = static_cluster(
+        XDS_CLUSTER,
+        socket(&host, u32::from(config.xds_address.port())),
+        true,
+    );
+    if let Some(roots) = &config.xds_root_cert {
+        let meshd = SubjectAltNameMatcher {
+            san_type: subject_alt_name_matcher::SanType::IpAddress as i32,
+            matcher: Some(StringMatcher {
+                match_pattern: Some(string_matcher::MatchPattern::Exact(host.clone())),
+                ..StringMatcher::default()
+            }),
+            ..SubjectAltNameMatcher::default()
+        };
+        let tls = UpstreamTlsContext {
+            common_tls_context: Some(CommonTlsContext {
+                validation_context_type: Some(
+                    common_tls_context::ValidationContextType::ValidationContext(
+                        CertificateValidationContext {
+                            trusted_ca: Some(DataSource {
+                                specifier: Some(data_source::Specifier::Filename(
+                                    roots.display().to_string(),
+                                )),
+                                ..DataSource::default()
+                            }),
+                            match_typed_subject_alt_names: vec![meshd],
+                            ..CertificateValidationContext::default()
+                        },
+                    ),
+                ),
+                alpn_protocols: vec!["h2".into()],
+                ..CommonTlsContext::default()
+            }),
+            ..UpstreamTlsContext::default()
+        };
+        cluster.transport_socket = Some(TransportSocket {
+            name: "envoy.transport_sockets.tls".into(),
+            config_type: Some(transport_socket::ConfigType::TypedConfig(pack_any(tls))),
+        });
+    }
+    cluster
 }
 
 fn static_cluster(name: &str, address: Address, http2: bool) -> Cluster {

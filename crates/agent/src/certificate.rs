@@ -35,6 +35,9 @@ pub struct CertificateOptions {
     /// `spiffe://<trust-domain>/ns/<ns>/sa/<sa>`.
     pub spiffe_id: String,
     pub ttl: Duration,
+    /// The roots that verify meshd's certificate (PEM): TLS to meshd's TLS port. `None`:
+    /// plaintext, for a meshd on the same host.
+    pub meshd_roots: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,10 +93,22 @@ pub type Certificates = watch::Receiver<Option<Arc<WorkloadCertificate>>>;
 pub fn keep_fresh(
     options: CertificateOptions,
 ) -> Result<(Certificates, tokio::task::JoinHandle<()>), CertificateError> {
-    let channel = Endpoint::from_shared(format!("http://{}", options.ca_address))
-        .map_err(|e| CertificateError::BadResponse(e.to_string()))?
-        .connect_timeout(Duration::from_secs(5))
-        .connect_lazy();
+    let bad = |e: tonic::transport::Error| CertificateError::BadResponse(e.to_string());
+    let scheme = if options.meshd_roots.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{}", options.ca_address))
+        .map_err(bad)?
+        .connect_timeout(Duration::from_secs(5));
+    if let Some(roots) = &options.meshd_roots {
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(roots))
+            .domain_name(options.ca_address.ip().to_string());
+        endpoint = endpoint.tls_config(tls).map_err(bad)?;
+    }
+    let channel = endpoint.connect_lazy();
     let (tx, rx) = watch::channel(None);
     let task = tokio::spawn(async move {
         let mut current: Option<Arc<WorkloadCertificate>> = None;

@@ -49,6 +49,11 @@ struct Args {
     /// `fleetmesh token`); it is sent to meshd only, never logged.
     #[arg(long, env = "FLEETMESH_TOKEN_FILE")]
     token_file: PathBuf,
+    /// The roots that verify meshd's certificate (PEM file; in a pod, ConfigMap
+    /// `istio-ca-root-cert`): meshd is reached over TLS at --xds-address. Without it,
+    /// plaintext (a meshd on the same host).
+    #[arg(long, env = "XDS_ROOT_CERT")]
+    xds_root_cert: Option<PathBuf>,
     /// The SPIFFE trust domain of the mesh.
     #[arg(long, env = "TRUST_DOMAIN", default_value = "cluster.local")]
     trust_domain: String,
@@ -109,6 +114,13 @@ fn main() -> anyhow::Result<()> {
         .with_context(|| format!("reading the token file {}", args.token_file.display()))?
         .trim()
         .to_string();
+    let meshd_roots = match &args.xds_root_cert {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading --xds-root-cert {}", path.display()))?,
+        ),
+        None => None,
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -125,6 +137,7 @@ fn main() -> anyhow::Result<()> {
                 token: token.clone(),
                 spiffe_id,
                 ttl: args.cert_ttl,
+                meshd_roots,
             },
             &sds_socket,
         )?
@@ -162,6 +175,7 @@ fn main() -> anyhow::Result<()> {
             },
             token,
             sds_socket: security.socket().to_path_buf(),
+            xds_root_cert: args.xds_root_cert.clone(),
         },
         log_level: args.envoy_log_level,
         concurrency: args.concurrency,

@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
+#[derive(Clone)]
 pub struct CaService {
     /// The current CA; replaced when its files change (a root rotation step).
     authority: watch::Receiver<Arc<CertificateAuthority>>,

@@ -32,6 +32,14 @@ pub struct LocalMesh {
     pub cert_ttl: Duration,
 }
 
+/// How a Kubernetes pod's proxy reaches meshd.
+pub struct PodConnection {
+    /// The pod's projected service-account token (audience `istio-ca`); a secret.
+    pub token: String,
+    /// The mesh roots (PEM file): TLS to meshd's TLS port. `None`: plaintext.
+    pub meshd_roots: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone)]
 pub struct WorkloadSpec {
     pub name: String,
@@ -241,25 +249,33 @@ impl LocalMesh {
     }
 
     /// Starts an Envoy as a Kubernetes pod's proxy would run: proving its identity with
-    /// `token`, the pod's projected service-account token (meshd checks it with the
-    /// cluster's TokenReview), its labels coming from the Pod.
+    /// the pod's projected service-account token (meshd checks it with the cluster's
+    /// TokenReview), its labels coming from the Pod, and, given the mesh roots (what the
+    /// pod mounts from ConfigMap `istio-ca-root-cert`), reaching meshd over TLS.
     pub async fn add_pod_proxy(
         &self,
         kind: &str,
         pod_name: &str,
         namespace: &str,
         service_account: &str,
-        token: String,
+        connection: PodConnection,
     ) -> anyhow::Result<Workload> {
         let ip = allocate_ip()?;
         let identity = Identity::new(namespace, service_account);
-        self.start_proxy(kind, pod_name, &identity, ip, &BTreeMap::new(), Some(token))
-            .await
+        self.start_proxy(
+            kind,
+            pod_name,
+            &identity,
+            ip,
+            &BTreeMap::new(),
+            Some(connection),
+        )
+        .await
     }
 
-    /// Starts a workload's agent side (its certificate over SDS) and its Envoy, with
-    /// `token` (default: one meshd issues for its identity); returns once Envoy has its
-    /// initial config.
+    /// Starts a workload's agent side (its certificate over SDS) and its Envoy, connected
+    /// as `pod` says (default: plaintext, with a token meshd issues for its identity);
+    /// returns once Envoy has its initial config.
     async fn start_proxy(
         &self,
         kind: &str,
@@ -267,19 +283,32 @@ impl LocalMesh {
         identity: &Identity,
         ip: Ipv4Addr,
         labels: &BTreeMap<String, String>,
-        token: Option<String>,
+        pod: Option<PodConnection>,
     ) -> anyhow::Result<Workload> {
         let namespace = identity.namespace.as_str();
-        let token = token.unwrap_or_else(|| self.meshd().issue_token(identity));
+        let (token, meshd_roots) = match pod {
+            Some(pod) => (pod.token, pod.meshd_roots),
+            None => (self.meshd().issue_token(identity), None),
+        };
+        let xds_address = if meshd_roots.is_some() {
+            self.meshd().xds_tls_address()
+        } else {
+            self.meshd_config.xds_address
+        };
+        let roots_pem = match &meshd_roots {
+            Some(path) => Some(std::fs::read_to_string(path)?),
+            None => None,
+        };
         let spiffe_id = identity.spiffe_id(&self.meshd_config.trust_domain);
         let workdir = self.run_dir.join(name);
         std::fs::create_dir_all(&workdir)?;
         let security = Security::start(
             CertificateOptions {
-                ca_address: self.meshd_config.xds_address,
+                ca_address: xds_address,
                 token: token.clone(),
                 spiffe_id: spiffe_id.clone(),
                 ttl: self.cert_ttl,
+                meshd_roots: roots_pem,
             },
             &workdir.join("sds.sock"),
         )?;
@@ -299,10 +328,11 @@ impl LocalMesh {
                     interception_mode: "NONE".into(),
                     istio_version: env!("CARGO_PKG_VERSION").into(),
                 },
-                xds_address: self.meshd_config.xds_address,
+                xds_address,
                 xds_mode: self.xds_mode,
                 token,
                 sds_socket: security.socket().to_path_buf(),
+                xds_root_cert: meshd_roots,
             },
             log_level: "warning".into(),
             concurrency: 1,

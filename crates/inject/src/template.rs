@@ -34,10 +34,14 @@ pub struct Settings {
 /// The agent's working directory in the pod (bootstrap, SDS socket).
 const PROXY_DIR: &str = "/etc/istio/proxy";
 const TOKEN_DIR: &str = "/var/run/secrets/tokens";
+/// The mesh roots, from ConfigMap `istio-ca-root-cert` (meshd keeps one in every
+/// namespace): the agent verifies meshd's TLS port with them.
+const ROOT_CERT_DIR: &str = "/var/run/secrets/istio";
+pub const ROOT_CERT_CONFIG_MAP: &str = "istio-ca-root-cert";
 /// The user the proxy runs as; `istio-init` exempts its traffic from redirection.
 const PROXY_UID: i64 = 1337;
 /// The volumes every template adds.
-const VOLUMES: [&str; 3] = ["istio-envoy", "istio-data", "istio-token"];
+const VOLUMES: [&str; 4] = ["istio-envoy", "istio-data", "istio-token", "istiod-ca-cert"];
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot inject: {0}")]
@@ -218,6 +222,7 @@ fn proxy_container(
             "FLEETMESH_TOKEN_FILE",
             "/var/run/secrets/tokens/istio-token",
         ),
+        ("XDS_ROOT_CERT", "/var/run/secrets/istio/root-cert.pem"),
     ];
     env.extend(values.map(|(name, value)| (name, json!({"value": value}))));
     let env: Vec<Value> = env
@@ -253,6 +258,7 @@ fn proxy_container(
             {"name": "istio-envoy", "mountPath": PROXY_DIR},
             {"name": "istio-data", "mountPath": "/var/lib/istio/data"},
             {"name": "istio-token", "mountPath": TOKEN_DIR, "readOnly": true},
+            {"name": "istiod-ca-cert", "mountPath": ROOT_CERT_DIR, "readOnly": true},
         ],
     }))
 }
@@ -354,6 +360,7 @@ fn add_volumes(spec: &mut PodSpec) -> Result<(), InjectError> {
         {"name": "istio-token", "projected": {"sources": [{"serviceAccountToken": {
             "audience": "istio-ca", "expirationSeconds": 43200, "path": "istio-token",
         }}]}},
+        {"name": "istiod-ca-cert", "configMap": {"name": ROOT_CERT_CONFIG_MAP}},
     ]))?;
     let existing = spec.volumes.get_or_insert_default();
     for volume in volumes {
@@ -434,7 +441,8 @@ mod tests {
         assert!(env[probes::APP_PROBERS_ENV].contains("/app-health/reviews/readyz"));
         assert!(container(&pod, INIT_CONTAINER).is_some());
         let volumes = pod.spec.as_ref().unwrap().volumes.as_ref().unwrap();
-        assert_eq!(volumes.len(), 3);
+        assert_eq!(volumes.len(), 4);
+        assert_eq!(env["XDS_ROOT_CERT"], "/var/run/secrets/istio/root-cert.pem");
         let labels = pod.metadata.labels.as_ref().unwrap();
         assert_eq!(labels[labels::REVISION], "asm-managed-rapid");
         assert_eq!(labels[labels::TLS_MODE], "istio");

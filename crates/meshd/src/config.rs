@@ -29,11 +29,20 @@ pub struct MeshdConfig {
     /// certificate from the mesh CA; like istiod's 15017.
     #[arg(long, env = "MESHD_WEBHOOK_ADDRESS", default_value = "127.0.0.1:15017")]
     pub webhook_address: SocketAddr,
-    /// Host names or IPs the API server uses to reach the webhooks (comma-separated; they
-    /// go into the serving certificate). Default: the webhook address's IP.
-    #[arg(long, env = "MESHD_WEBHOOK_HOSTS", value_delimiter = ',')]
-    pub webhook_hosts: Vec<String>,
-    /// meshd's xDS address as injected proxies reach it. Default: --xds-address.
+    /// xDS and the CA over TLS (like istiod's 15012), with a certificate from the mesh CA:
+    /// what proxies outside meshd's host use (injected pods do).
+    #[arg(long, env = "MESHD_XDS_TLS_ADDRESS", default_value = "127.0.0.1:15012")]
+    pub xds_tls_address: SocketAddr,
+    /// Host names or IPs clusters use to reach meshd (comma-separated): the names in the
+    /// certificate of the webhook and xDS TLS ports. Default: the webhook address's IP.
+    #[arg(
+        long,
+        env = "MESHD_SERVING_HOSTS",
+        value_delimiter = ',',
+        alias = "webhook-hosts"
+    )]
+    pub serving_hosts: Vec<String>,
+    /// meshd's xDS TLS address as injected proxies reach it. Default: --xds-tls-address.
     #[arg(long, env = "MESHD_ADVERTISE_XDS_ADDRESS")]
     pub advertise_xds_address: Option<String>,
     /// Where meshd keeps its own state (the fleet's member clusters).
@@ -95,6 +104,7 @@ impl MeshdConfig {
         config.xds_address = "127.0.0.1:0".parse().unwrap();
         config.http_address = "127.0.0.1:0".parse().unwrap();
         config.webhook_address = "127.0.0.1:0".parse().unwrap();
+        config.xds_tls_address = "127.0.0.1:0".parse().unwrap();
         config
     }
 }

@@ -24,11 +24,15 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+/// How long meshd's own serving certificate lives (a new one is issued on every start).
+const SERVING_CERT_TTL: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+
 /// A running meshd.
 pub struct Meshd {
     xds_address: SocketAddr,
     http_address: SocketAddr,
     webhook_address: SocketAddr,
+    xds_tls_address: SocketAddr,
     metrics: Arc<Metrics>,
     source: Arc<local::LocalSource>,
     tokens: Arc<TokenIssuer>,
@@ -50,6 +54,15 @@ impl Meshd {
         let http_listener = tokio::net::TcpListener::bind(config.http_address)
             .await
             .with_context(|| format!("cannot listen for HTTP on {}", config.http_address))?;
+        let xds_tls_listener = tokio::net::TcpListener::bind(config.xds_tls_address)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen for xDS over TLS on {}",
+                    config.xds_tls_address
+                )
+            })?;
+        let xds_tls_address = xds_tls_listener.local_addr()?;
         let webhook_listener = tokio::net::TcpListener::bind(config.webhook_address)
             .await
             .with_context(|| format!("cannot listen for webhooks on {}", config.webhook_address))?;
@@ -71,19 +84,25 @@ impl Meshd {
             TokenIssuer::load_or_create(&config.ca_dir)
                 .with_context(|| format!("token key in {}", config.ca_dir.display()))?,
         );
-        let webhook_hosts = if config.webhook_hosts.is_empty() {
+        let serving_hosts = if config.serving_hosts.is_empty() {
             vec![webhook_address.ip().to_string()]
         } else {
-            config.webhook_hosts.clone()
+            config.serving_hosts.clone()
         };
-        let webhook_tls = webhook::tls_config(&authority, &webhook_hosts)?;
+        // meshd's own certificate, for the webhook and xDS TLS ports; a new one on every
+        // start.
+        let serving = authority
+            .issue_serving_certificate(&serving_hosts, SERVING_CERT_TTL)
+            .context("issuing meshd's serving certificate")?;
+        let webhook_tls = webhook::tls_config(&serving)?;
+        let xds_identity = tonic::transport::Identity::from_pem(&serving.chain, &serving.key);
         let advertised_xds = config
             .advertise_xds_address
             .clone()
-            .unwrap_or_else(|| xds_address.to_string());
+            .unwrap_or_else(|| xds_tls_address.to_string());
         let (authority_tx, authority_rx) = watch::channel(Arc::new(authority));
         let install = http::InstallInfo {
-            webhook_url: format!("https://{}:{}", webhook_hosts[0], webhook_address.port()),
+            webhook_url: format!("https://{}:{}", serving_hosts[0], webhook_address.port()),
             xds_address: advertised_xds.clone(),
             trust_domain: config.trust_domain.clone(),
             authority: authority_rx.clone(),
@@ -99,6 +118,7 @@ impl Meshd {
         let (changes_tx, changes) = tokio::sync::mpsc::unbounded_channel();
         let watcher = local::watch(&config.config_dir, changes_tx.clone())?;
         let changes_tx_for_jwks = changes_tx.clone();
+        let mut root_cert_publisher = None;
         let (cluster, reviewer) = match &config.kubeconfig {
             Some(path) => {
                 let client = cluster_client(path).await?;
@@ -110,6 +130,10 @@ impl Meshd {
                     changes_tx,
                 )
                 .await?;
+                root_cert_publisher = Some(fleetmesh_kube::root_cert::publish(
+                    client.clone(),
+                    authority_rx.clone(),
+                ));
                 let reviewer = fleetmesh_kube::token_review::TokenReviewer::new(client);
                 (Some(Arc::new(source)), Some(reviewer))
             }
@@ -174,10 +198,30 @@ impl Meshd {
             shutdown.clone(),
             authenticator,
         );
+        if let Some(publisher) = root_cert_publisher {
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                tokio::select! {
+                    () = publisher => {}
+                    () = stop.cancelled() => {}
+                }
+            });
+        }
+        let tls_server = server.clone();
+        let tls_ca = ca.clone();
         tasks.spawn(async move {
             let ca = tonic::service::Routes::new(ca.into_server());
             if let Err(e) = server.serve(xds_listener, ca).await {
                 tracing::error!(error = %e, "xDS server failed");
+            }
+        });
+        tasks.spawn(async move {
+            let ca = tonic::service::Routes::new(tls_ca.into_server());
+            if let Err(e) = tls_server
+                .serve_tls(xds_tls_listener, ca, xds_identity)
+                .await
+            {
+                tracing::error!(error = %e, "xDS TLS server failed");
             }
         });
         let webhooks = webhook::WebhookState {
@@ -207,11 +251,12 @@ impl Meshd {
                 tracing::error!(error = %e, "HTTP server failed");
             }
         });
-        tracing::info!(%xds_address, %http_address, %webhook_address, config_dir = %config.config_dir.display(), "meshd serving");
+        tracing::info!(%xds_address, %xds_tls_address, %http_address, %webhook_address, config_dir = %config.config_dir.display(), "meshd serving");
         Ok(Meshd {
             xds_address,
             http_address,
             webhook_address,
+            xds_tls_address,
             metrics,
             source,
             tokens,
@@ -226,6 +271,11 @@ impl Meshd {
 
     pub fn http_address(&self) -> SocketAddr {
         self.http_address
+    }
+
+    /// xDS and the CA over TLS.
+    pub fn xds_tls_address(&self) -> SocketAddr {
+        self.xds_tls_address
     }
 
     /// The admission webhooks' HTTPS address.

@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use fleetmesh_ca::CertificateAuthority;
+use fleetmesh_ca::ServingCertificate;
 use fleetmesh_inject::review::{self, Verdict};
 use fleetmesh_inject::{InjectedBy, Revision, Settings};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -24,8 +24,6 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-/// How long the serving certificate lives; meshd issues a new one on every start.
-const SERVING_CERT_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 /// A handshake that takes longer is dropped (a stalled client must not hold a task).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -37,14 +35,8 @@ pub struct WebhookState {
     pub trust_domain: String,
 }
 
-/// TLS for the webhook port: a certificate for `hosts` from the mesh CA.
-pub fn tls_config(
-    ca: &CertificateAuthority,
-    hosts: &[String],
-) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-    let serving = ca
-        .issue_serving_certificate(hosts, SERVING_CERT_TTL)
-        .context("issuing the webhook's serving certificate")?;
+/// TLS for the webhook port, with meshd's serving certificate.
+pub fn tls_config(serving: &ServingCertificate) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let chain = CertificateDer::pem_slice_iter(serving.chain.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .context("the serving certificate")?;

@@ -80,11 +80,37 @@ impl XdsServer {
         listener: tokio::net::TcpListener,
         others: tonic::service::Routes,
     ) -> Result<(), tonic::transport::Error> {
+        self.serve_with(listener, others, None).await
+    }
+
+    /// As [`XdsServer::serve`], over TLS with `identity` (certificate chain and key): the
+    /// port proxies outside meshd's host use, so their tokens never cross a network in
+    /// the clear.
+    pub async fn serve_tls(
+        self,
+        listener: tokio::net::TcpListener,
+        others: tonic::service::Routes,
+        identity: tonic::transport::Identity,
+    ) -> Result<(), tonic::transport::Error> {
+        let tls = tonic::transport::ServerTlsConfig::new().identity(identity);
+        self.serve_with(listener, others, Some(tls)).await
+    }
+
+    async fn serve_with(
+        self,
+        listener: tokio::net::TcpListener,
+        others: tonic::service::Routes,
+        tls: Option<tonic::transport::ServerTlsConfig>,
+    ) -> Result<(), tonic::transport::Error> {
         let shutdown = self.shared.shutdown.clone();
         let routes = others.add_service(
             AggregatedDiscoveryServiceServer::new(self).max_decoding_message_size(16 << 20),
         );
-        tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls)?;
+        }
+        builder
             .add_routes(routes)
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),

@@ -117,8 +117,8 @@ fn istio_system(plan: &Plan, control_plane: &ControlPlane) -> Vec<Value> {
 }
 
 /// The identity a hosted meshd uses in this cluster: read the mesh's config, workloads
-/// and gateway credentials (Secrets), review workload tokens and gateways' access to
-/// Secrets, record events.
+/// and gateway credentials (Secrets), keep the mesh roots in every namespace, review
+/// workload tokens and gateways' access to Secrets, record events.
 fn rbac() -> Vec<Value> {
     let read = ["get", "list", "watch"];
     vec![
@@ -131,6 +131,8 @@ fn rbac() -> Vec<Value> {
             "metadata": {"name": "fleetmesh-meshd", "labels": managed_labels()},
             "rules": [
                 {"apiGroups": [""], "resources": ["pods", "services", "endpoints", "namespaces", "configmaps", "nodes", "secrets"], "verbs": read},
+                // ConfigMap istio-ca-root-cert in every namespace.
+                {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "patch", "update"]},
                 {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": read},
                 {"apiGroups": ["networking.istio.io", "security.istio.io"], "resources": ["*"], "verbs": read},
                 {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": read},

@@ -126,6 +126,7 @@ pub fn envoy_validate(name: &str, resources: &ProxyResources) {
         xds_mode: fleetmesh_agent::XdsMode::Sotw,
         token: "validation".into(),
         sds_socket: "/tmp/fleetmesh-validation-sds.sock".into(),
+        xds_root_cert: None,
     });
     bootstrap.dynamic_resources = None;
     let statics = bootstrap

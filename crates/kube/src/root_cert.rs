@@ -1,0 +1,78 @@
+//! ConfigMap `istio-ca-root-cert` (key `root-cert.pem`) in every namespace, as istiod
+//! keeps it: injected pods mount it to verify meshd's TLS port. Written when a namespace
+//! appears and again in every namespace when the roots change (a root rotation step).
+
+use fleetmesh_ca::CertificateAuthority;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+pub const CONFIG_MAP: &str = "istio-ca-root-cert";
+pub const KEY: &str = "root-cert.pem";
+
+/// Keeps the ConfigMap in every namespace of `client`'s cluster (until dropped, or the
+/// CA is gone).
+pub async fn publish(
+    client: kube::Client,
+    mut authority: watch::Receiver<Arc<CertificateAuthority>>,
+) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let mut events = watcher(namespaces, watcher::Config::default())
+        .default_backoff()
+        .applied_objects()
+        .boxed();
+    let mut known = BTreeSet::new();
+    loop {
+        tokio::select! {
+            event = events.next() => match event {
+                Some(Ok(namespace)) => {
+                    let Some(name) = namespace.metadata.name.clone() else { continue };
+                    if namespace.metadata.deletion_timestamp.is_some() {
+                        known.remove(&name);
+                        continue;
+                    }
+                    let roots = authority.borrow().roots().to_string();
+                    write(&client, &name, &roots).await;
+                    known.insert(name);
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "watching namespaces (retrying)"),
+                None => return,
+            },
+            changed = authority.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let roots = authority.borrow_and_update().roots().to_string();
+                for name in &known {
+                    write(&client, name, &roots).await;
+                }
+            }
+        }
+    }
+}
+
+async fn write(client: &kube::Client, namespace: &str, roots: &str) {
+    let config_map = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": CONFIG_MAP,
+            "namespace": namespace,
+            "labels": {"istio.io/config": "true"},
+        },
+        "data": {KEY: roots},
+    });
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let params = PatchParams::apply("meshd").force();
+    if let Err(e) = api
+        .patch(CONFIG_MAP, &params, &Patch::Apply(&config_map))
+        .await
+    {
+        // A namespace being deleted refuses new objects; nothing to do about it.
+        tracing::debug!(%namespace, error = %e, "could not write the mesh roots");
+    }
+}
