@@ -24,6 +24,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+/// How often the managed data plane's status is reconciled.
+const DATA_PLANE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// How long meshd's own serving certificate lives (a new one is issued on every start).
 const SERVING_CERT_TTL: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
 
@@ -119,6 +122,7 @@ impl Meshd {
         let watcher = local::watch(&config.config_dir, changes_tx.clone())?;
         let changes_tx_for_jwks = changes_tx.clone();
         let mut root_cert_publisher = None;
+        let mut data_plane = None;
         let (cluster, reviewer) = match &config.kubeconfig {
             Some(path) => {
                 let client = cluster_client(path).await?;
@@ -133,6 +137,10 @@ impl Meshd {
                 root_cert_publisher = Some(fleetmesh_kube::root_cert::publish(
                     client.clone(),
                     authority_rx.clone(),
+                ));
+                data_plane = Some(fleetmesh_dataplane::controller::run(
+                    client.clone(),
+                    DATA_PLANE_INTERVAL,
                 ));
                 let reviewer = fleetmesh_kube::token_review::TokenReviewer::new(client);
                 (Some(Arc::new(source)), Some(reviewer))
@@ -199,13 +207,10 @@ impl Meshd {
             authenticator,
         );
         if let Some(publisher) = root_cert_publisher {
-            let stop = shutdown.clone();
-            tasks.spawn(async move {
-                tokio::select! {
-                    () = publisher => {}
-                    () = stop.cancelled() => {}
-                }
-            });
+            spawn_until(&mut tasks, &shutdown, publisher);
+        }
+        if let Some(controller) = data_plane {
+            spawn_until(&mut tasks, &shutdown, controller);
         }
         let tls_server = server.clone();
         let tls_ca = ca.clone();
@@ -303,6 +308,21 @@ impl Meshd {
         self.shutdown.cancel();
         while self.tasks.join_next().await.is_some() {}
     }
+}
+
+/// Runs `work` among meshd's tasks until it ends or meshd shuts down.
+fn spawn_until(
+    tasks: &mut JoinSet<()>,
+    shutdown: &CancellationToken,
+    work: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        tokio::select! {
+            () = work => {}
+            () = stop.cancelled() => {}
+        }
+    });
 }
 
 /// A client for the cluster of `kubeconfig`.

@@ -44,7 +44,11 @@ pub fn render(plan: &Plan, control_plane: &ControlPlane) -> Vec<Manifest> {
     let mut manifests = vec![
         Manifest {
             file: "manifests/01-crds.yaml",
-            yaml: fleetmesh_kube::crds::istio_crds_yaml(),
+            yaml: format!(
+                "{}---\n{}",
+                fleetmesh_kube::crds::istio_crds_yaml(),
+                fleetmesh_dataplane::control::crd_yaml()
+            ),
         },
         Manifest {
             file: "manifests/02-istio-system.yaml",
@@ -99,6 +103,14 @@ fn istio_system(plan: &Plan, control_plane: &ControlPlane) -> Vec<Value> {
             "metadata": {"name": "istio", "namespace": ISTIO_SYSTEM, "labels": managed_labels()},
             "data": {"mesh": mesh},
         }),
+        // The managed data plane of each revision; meshd fills in the status.
+    ]
+    .into_iter()
+    .chain(REVISIONS.iter().map(|revision| {
+        serde_json::to_value(fleetmesh_dataplane::control::for_revision(revision))
+            .expect("a DataPlaneControl serializes")
+    }))
+    .chain([
         // What this cluster was installed with: the managed data plane and a re-run read it.
         json!({
             "apiVersion": "v1", "kind": "ConfigMap",
@@ -113,7 +125,8 @@ fn istio_system(plan: &Plan, control_plane: &ControlPlane) -> Vec<Value> {
                 "xdsAddress": control_plane.xds_address,
             },
         }),
-    ]
+    ])
+    .collect()
 }
 
 /// The identity a hosted meshd uses in this cluster: read the mesh's config, workloads
@@ -135,6 +148,8 @@ fn rbac() -> Vec<Value> {
                 {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "patch", "update"]},
                 {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": read},
                 {"apiGroups": ["networking.istio.io", "security.istio.io"], "resources": ["*"], "verbs": read},
+                {"apiGroups": ["mesh.cloud.google.com"], "resources": ["dataplanecontrols"], "verbs": read},
+                {"apiGroups": ["mesh.cloud.google.com"], "resources": ["dataplanecontrols/status"], "verbs": ["patch", "update"]},
                 {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": read},
                 {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
                 {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},

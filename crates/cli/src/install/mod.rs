@@ -12,6 +12,7 @@ use anyhow::{Context, bail};
 use fleetmesh_inject::{Channel, Revision};
 use fleetmesh_kube::apply::{self, Applier, Outcome};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Resource;
 use kube::api::Api;
 use manifests::Plan;
 use std::collections::BTreeMap;
@@ -211,8 +212,14 @@ fn explain(error: &anyhow::Error) -> String {
 async fn wait_for_crds(client: &kube::Client) -> anyhow::Result<()> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let deadline = Instant::now() + Duration::from_secs(60);
-    for kind in &fleetmesh_kube::crds::KINDS {
-        let name = format!("{}.{}", kind.plural, kind.group);
+    let names = fleetmesh_kube::crds::KINDS
+        .iter()
+        .map(|kind| format!("{}.{}", kind.plural, kind.group))
+        .chain([format!(
+            "dataplanecontrols.{}",
+            fleetmesh_dataplane::DataPlaneControl::group(&())
+        )]);
+    for name in names {
         loop {
             let established = crds.get_opt(&name).await?.and_then(|crd| {
                 let conditions = crd.status?.conditions?;
