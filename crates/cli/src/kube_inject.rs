@@ -70,6 +70,7 @@ mod tests {
             cluster_id: "c1".into(),
             cni_managed: false,
             injected_by: InjectedBy::KubeInject,
+            proxy_version: None,
         };
         let manifest = r#"
 apiVersion: v1

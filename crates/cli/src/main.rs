@@ -260,6 +260,7 @@ async fn main() -> anyhow::Result<()> {
                 cluster_id: cluster,
                 cni_managed,
                 injected_by: fleetmesh_inject::InjectedBy::KubeInject,
+                proxy_version: None,
             };
             let source = file.display().to_string();
             print!(

@@ -20,6 +20,7 @@ fn settings() -> Settings {
         cluster_id: "cni".into(),
         cni_managed: true,
         injected_by: InjectedBy::Webhook,
+        proxy_version: None,
     }
 }
 

@@ -1,26 +1,48 @@
-//! Reconciles every DataPlaneControl's status from the cluster's pods and namespaces:
-//! which injected pods of its revision are managed, and whether those run the target
-//! proxy version. Polls (every `interval`); the status is written only when it changes.
+//! The managed data plane's loop: every `interval` it reconciles each DataPlaneControl's
+//! status from the cluster's pods and namespaces (which injected pods of its revision
+//! are managed, and whether those run the target proxy version), publishes the target
+//! versions to the injector, and lets the executor evict the next outdated pod when its
+//! pace allows. The status is written only when it changes.
 
-use crate::control::{DataPlaneControl, DataPlaneControlStatus, ProxyMetrics, State};
+use crate::control::{DataPlaneControl, DataPlaneControlStatus, ErrorDetails, ProxyMetrics, State};
+use crate::executor::{Executor, PDB_MESSAGE};
 use crate::opt_in::{self, OptIn};
-use fleetmesh_inject::{Revision, annotations, labels};
+use crate::planner::{self, Inputs, Skip};
+use fleetmesh_inject::{Revision, labels};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::Resource;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-/// Runs until dropped.
-pub async fn run(client: kube::Client, interval: Duration) {
+/// The proxy version each revision's pods should get (the DataPlaneControls'
+/// `spec.proxyVersion`), for the injector.
+pub type ProxyVersions = tokio::sync::watch::Sender<BTreeMap<String, String>>;
+
+/// Runs until dropped; evicts at most one pod per `pace`.
+pub async fn run(
+    client: kube::Client,
+    interval: Duration,
+    pace: Duration,
+    versions: ProxyVersions,
+) {
+    let mut executor = Executor::new(client.clone(), pace);
+    let mut reported = BTreeSet::new();
     loop {
-        if let Err(e) = reconcile_all(&client).await {
+        if let Err(e) = reconcile_all(&client, &versions, &mut executor, &mut reported).await {
             tracing::warn!(error = %format!("{e:#}"), "managed data plane: reconcile failed (retrying)");
         }
         tokio::time::sleep(interval).await;
     }
 }
 
-async fn reconcile_all(client: &kube::Client) -> anyhow::Result<()> {
+async fn reconcile_all(
+    client: &kube::Client,
+    versions: &ProxyVersions,
+    executor: &mut Executor,
+    reported: &mut BTreeSet<String>,
+) -> anyhow::Result<()> {
     let controls: Api<DataPlaneControl> = Api::all(client.clone());
     let controls = match controls.list(&ListParams::default()).await {
         Ok(list) => list.items,
@@ -28,6 +50,15 @@ async fn reconcile_all(client: &kube::Client) -> anyhow::Result<()> {
         Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
         Err(e) => return Err(e.into()),
     };
+    let targets: BTreeMap<String, String> = controls
+        .iter()
+        .filter_map(|c| Some((c.spec.revision.clone(), target_version(c)?)))
+        .collect();
+    versions.send_if_modified(|current| {
+        let changed = *current != targets;
+        *current = targets.clone();
+        changed
+    });
     if controls.is_empty() {
         return Ok(());
     }
@@ -39,9 +70,28 @@ async fn reconcile_all(client: &kube::Client) -> anyhow::Result<()> {
         .list(&ListParams::default())
         .await?
         .items;
+    let budgets = Api::<PodDisruptionBudget>::all(client.clone())
+        .list(&ListParams::default())
+        .await?
+        .items;
+    let opt_ins = namespace_opt_ins(&namespaces);
+    report_malformed(executor, reported, &namespaces, &pods).await;
+    let backing_off = executor.backing_off();
+    let evicted = executor.evicted().clone();
+    let inputs = Inputs {
+        pods: &pods,
+        namespaces: &opt_ins,
+        budgets: &budgets,
+        targets: &targets,
+        evicted: &evicted,
+        backing_off: &backing_off,
+    };
+    let blocked = executor.blocked(&inputs);
+    executor.step(&inputs).await;
     let api: Api<DataPlaneControl> = Api::all(client.clone());
     for control in &controls {
-        let status = compute_status(control, &pods, &namespaces);
+        let blocked = blocked.contains(&control.spec.revision);
+        let status = compute_status(control, &inputs, blocked);
         if control.status.as_ref() == Some(&status) {
             continue;
         }
@@ -54,67 +104,93 @@ async fn reconcile_all(client: &kube::Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The status `control` should have, given the cluster's pods and namespaces.
-pub fn compute_status(
-    control: &DataPlaneControl,
-    pods: &[Pod],
-    namespaces: &[Namespace],
-) -> DataPlaneControlStatus {
-    let revision = control.spec.revision.as_str();
-    let target = control
+/// The version a revision's managed pods should run.
+fn target_version(control: &DataPlaneControl) -> Option<String> {
+    control
         .spec
         .proxy_version
         .clone()
-        .or_else(|| Revision::named(revision).map(|r| r.proxy_version.to_string()));
-    let namespace_opt_in: BTreeMap<&str, OptIn> = namespaces
+        .or_else(|| Revision::named(&control.spec.revision).map(|r| r.proxy_version.to_string()))
+}
+
+/// Each namespace's opt-in.
+pub fn namespace_opt_ins(namespaces: &[Namespace]) -> BTreeMap<String, OptIn> {
+    namespaces
         .iter()
         .filter_map(|n| {
-            let name = n.metadata.name.as_deref()?;
+            let name = n.metadata.name.clone()?;
             Some((name, opt_in::parse(annotation(&n.metadata))))
         })
-        .collect();
+        .collect()
+}
+
+/// A Warning Event on each object whose opt-in annotation is unreadable (once per
+/// version of the object).
+async fn report_malformed(
+    executor: &Executor,
+    reported: &mut BTreeSet<String>,
+    namespaces: &[Namespace],
+    pods: &[Pod],
+) {
+    let objects = namespaces
+        .iter()
+        .map(|n| (&n.metadata, n.object_ref(&())))
+        .chain(pods.iter().map(|p| (&p.metadata, p.object_ref(&()))));
+    for (meta, reference) in objects {
+        let OptIn::Malformed(reason) = opt_in::parse(annotation(meta)) else {
+            continue;
+        };
+        let key = format!(
+            "{:?}/{:?}/{:?}@{:?}",
+            reference.kind, meta.namespace, meta.name, meta.resource_version
+        );
+        if reported.insert(key) {
+            executor
+                .warn(&reference, "InvalidProxyAnnotation", &reason)
+                .await;
+        }
+    }
+}
+
+/// The status `control` should have. Its pods are the injected pods of its revision;
+/// managed are those the rollout may replace (opted in, owned by a ReplicaSet, not
+/// injected by hand...); `blocked`: every outdated pod's eviction was refused lately.
+pub fn compute_status(
+    control: &DataPlaneControl,
+    inputs: &Inputs,
+    blocked: bool,
+) -> DataPlaneControlStatus {
+    let revision = control.spec.revision.as_str();
     let mut metrics = ProxyMetrics {
-        namespaces_enabled: namespace_opt_in
+        namespaces_enabled: inputs
+            .namespaces
             .values()
             .filter(|o| **o == OptIn::Managed(true))
             .count() as u32,
         ..ProxyMetrics::default()
     };
     let mut outdated = 0u32;
-    for pod in pods {
+    for pod in inputs.pods {
         let meta = &pod.metadata;
-        let injected = meta
-            .annotations
-            .as_ref()
-            .is_some_and(|a| a.contains_key(annotations::STATUS));
         let of_revision = meta
             .labels
             .as_ref()
             .and_then(|l| l.get(labels::REVISION))
             .is_some_and(|r| r == revision);
-        if !injected || !of_revision {
+        if !of_revision {
             continue;
         }
-        let pod_opt_in = opt_in::parse(annotation(meta));
-        if pod_opt_in == OptIn::Managed(true) {
+        if opt_in::parse(annotation(meta)) == OptIn::Managed(true) {
             metrics.pods_enabled += 1;
         }
-        let namespace = meta.namespace.as_deref().unwrap_or_default();
-        let namespace_opt_in = namespace_opt_in
-            .get(namespace)
-            .cloned()
-            .unwrap_or(OptIn::Unset);
-        if !opt_in::is_managed(&namespace_opt_in, &pod_opt_in) {
-            metrics.unmanaged += 1;
-            continue;
-        }
-        metrics.managed += 1;
-        let version = meta
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(labels::PROXY_VERSION));
-        if version != target.as_ref() {
-            outdated += 1;
+        match planner::candidate(pod, inputs) {
+            Ok(_) => {
+                metrics.managed += 1;
+                outdated += 1;
+            }
+            Err(Skip::OnTarget) => metrics.managed += 1,
+            Err(Skip::NoProxy | Skip::Terminating) => {}
+            Err(_) => metrics.unmanaged += 1,
         }
     }
     // Nothing managed: nothing off target.
@@ -122,13 +198,20 @@ pub fn compute_status(
         .checked_div(metrics.managed)
         .unwrap_or(10_000);
     let wanted = control.spec.proxy_target_basis_points.unwrap_or(10_000);
+    let (state, error_details) = if achieved >= wanted {
+        (State::Ready, None)
+    } else if blocked {
+        let details = ErrorDetails {
+            code: "PDB_BLOCKED".into(),
+            message: PDB_MESSAGE.into(),
+        };
+        (State::Error, Some(details))
+    } else {
+        (State::Reconciling, None)
+    };
     DataPlaneControlStatus {
-        state: Some(if achieved >= wanted {
-            State::Ready
-        } else {
-            State::Reconciling
-        }),
-        error_details: None,
+        state: Some(state),
+        error_details,
         proxy_target_basis_points: Some(achieved),
         observed_generation: control.metadata.generation,
         proxy_metrics: Some(metrics),
@@ -154,13 +237,19 @@ mod tests {
         control
     }
 
-    fn pod(namespace: &str, version: &str, opt_in: Option<&str>) -> Pod {
+    fn pod(namespace: &str, version: &str, opt_in: Option<&str>, replicated: bool) -> Pod {
         let mut annotations = json!({"sidecar.istio.io/status": "{}"});
         if let Some(value) = opt_in {
             annotations[opt_in::ANNOTATION] = value.into();
         }
+        let owners = if replicated {
+            json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-abc12", "uid": "u", "controller": true}])
+        } else {
+            json!([])
+        };
         serde_json::from_value(json!({
-            "metadata": {"namespace": namespace, "annotations": annotations,
+            "metadata": {"namespace": namespace, "name": format!("web-{version}"),
+                         "annotations": annotations, "ownerReferences": owners,
                          "labels": {"istio.io/rev": "asm-managed-rapid", "fleetmesh.io/proxy-version": version}},
         }))
         .unwrap()
@@ -172,6 +261,26 @@ mod tests {
             .unwrap()
     }
 
+    fn status(
+        target: &str,
+        pods: &[Pod],
+        namespaces: &[Namespace],
+        blocked: bool,
+    ) -> DataPlaneControlStatus {
+        let control = control(target);
+        let targets = [(control.spec.revision.clone(), target.to_string())].into();
+        let namespaces = namespace_opt_ins(namespaces);
+        let inputs = Inputs {
+            pods,
+            namespaces: &namespaces,
+            budgets: &[],
+            targets: &targets,
+            evicted: &BTreeMap::new(),
+            backing_off: &BTreeSet::new(),
+        };
+        compute_status(&control, &inputs, blocked)
+    }
+
     #[test]
     fn counts_managed_pods_and_the_share_on_target() {
         let namespaces = [
@@ -179,25 +288,32 @@ mod tests {
             namespace("other", None),
         ];
         let pods = [
-            pod("shop", "1.0", None),
-            pod("shop", "0.9", None),
-            pod("shop", "0.9", Some(r#"{"managed":"false"}"#)),
-            pod("other", "0.9", None),
-            pod("other", "1.0", Some(r#"{"managed":"true"}"#)),
+            pod("shop", "1.0", None, true),
+            pod("shop", "0.9", None, true),
+            pod("shop", "0.9", Some(r#"{"managed":"false"}"#), true),
+            pod("shop", "0.9", None, false),
+            pod("other", "0.9", None, true),
+            pod("other", "1.0", Some(r#"{"managed":"true"}"#), true),
         ];
-        let status = compute_status(&control("1.0"), &pods, &namespaces);
+        let now = status("1.0", &pods, &namespaces, false);
         assert_eq!(
-            status.proxy_metrics,
+            now.proxy_metrics,
             Some(ProxyMetrics {
                 managed: 3,
-                unmanaged: 2,
+                unmanaged: 3,
                 namespaces_enabled: 1,
                 pods_enabled: 1
-            })
+            }),
+            "a bare pod is not managed: nothing could replace it"
         );
-        assert_eq!(status.proxy_target_basis_points, Some(6666));
-        assert_eq!(status.state, Some(State::Reconciling));
-        let all_new = compute_status(&control("0.9"), &pods[1..4], &namespaces);
-        assert_eq!(all_new.state, Some(State::Ready));
+        assert_eq!(now.proxy_target_basis_points, Some(6666));
+        assert_eq!(now.state, Some(State::Reconciling));
+        assert_eq!(
+            status("0.9", &pods[1..5], &namespaces, false).state,
+            Some(State::Ready)
+        );
+        let blocked = status("1.0", &pods, &namespaces, true);
+        assert_eq!(blocked.state, Some(State::Error));
+        assert_eq!(blocked.error_details.unwrap().message, PDB_MESSAGE);
     }
 }

@@ -57,6 +57,7 @@ mod tests {
             cluster_id: "c1".into(),
             cni_managed: false,
             injected_by: InjectedBy::Webhook,
+            proxy_version: None,
         }
     }
 

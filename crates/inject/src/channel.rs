@@ -53,6 +53,14 @@ pub const REVISIONS: [Revision; 3] = [
     },
 ];
 
+/// Where the `istio-proxy` images live (`scripts/build-proxy-image` builds them).
+pub const PROXY_REPOSITORY: &str = "localhost/fleetmesh/proxyv2";
+
+/// The `istio-proxy` image of proxy `version`.
+pub fn proxy_image(version: &str) -> String {
+    format!("{PROXY_REPOSITORY}:{version}")
+}
+
 /// The revision tag install points at the chosen channel; the legacy
 /// `istio-injection=enabled` label follows it.
 pub const DEFAULT_TAG: &str = "default";

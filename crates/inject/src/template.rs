@@ -29,6 +29,23 @@ pub struct Settings {
     /// The cluster's CNI plugin redirects traffic: no `istio-init` container.
     pub cni_managed: bool,
     pub injected_by: InjectedBy,
+    /// The proxy version to inject instead of the channel table's: the revision's
+    /// DataPlaneControl `spec.proxyVersion`, which starts a managed rollout.
+    pub proxy_version: Option<String>,
+}
+
+impl Settings {
+    /// The proxy version pods get.
+    pub fn proxy_version(&self) -> &str {
+        self.proxy_version
+            .as_deref()
+            .unwrap_or(self.revision.proxy_version)
+    }
+
+    /// The `istio-proxy` image of that version.
+    pub fn proxy_image(&self) -> String {
+        crate::channel::proxy_image(self.proxy_version())
+    }
 }
 
 /// The agent's working directory in the pod (bootstrap, SDS socket).
@@ -142,7 +159,7 @@ pub fn inject(pod: &Pod, template: Template, settings: &Settings) -> Result<Pod,
     labels_map.insert(labels::REVISION.into(), settings.revision.name.into());
     labels_map.insert(
         labels::PROXY_VERSION.into(),
-        settings.revision.proxy_version.into(),
+        settings.proxy_version().into(),
     );
 
     let status = json!({
@@ -234,7 +251,7 @@ fn proxy_container(
         .collect();
     typed(json!({
         "name": PROXY_CONTAINER,
-        "image": settings.revision.proxy_image,
+        "image": settings.proxy_image(),
         "args": ["--kind", kind, "--workdir", PROXY_DIR, "--status-port", probes::STATUS_PORT.to_string()],
         "env": env,
         "ports": [
@@ -300,7 +317,7 @@ pub fn captures_traffic(pod: &Pod) -> bool {
 fn init_container(settings: &Settings) -> Result<Container, InjectError> {
     typed(json!({
         "name": INIT_CONTAINER,
-        "image": settings.revision.proxy_image,
+        "image": settings.proxy_image(),
         "command": ["fleetmesh-iptables"],
         "args": redirect_args(),
         "resources": {
@@ -402,6 +419,7 @@ mod tests {
             cluster_id: "c1".into(),
             cni_managed,
             injected_by: InjectedBy::Webhook,
+            proxy_version: None,
         }
     }
 

@@ -82,6 +82,11 @@ pub struct MeshdConfig {
     #[arg(long, env = "MESHD_MAX_CERT_TTL", default_value = "2160h", value_parser = parse_duration)]
     #[serde(with = "humantime")]
     pub max_cert_ttl: Duration,
+    /// The managed data plane evicts at most one pod per this long (a rollout of a few
+    /// hundred pods spreads over a day).
+    #[arg(long, env = "MESHD_DATA_PLANE_EVICTION_PACE", default_value = "5m", value_parser = parse_duration)]
+    #[serde(with = "humantime")]
+    pub data_plane_eviction_pace: Duration,
     /// Log format: `text` or `json`.
     #[arg(long, env = "MESHD_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

@@ -123,9 +123,10 @@ impl Meshd {
         let changes_tx_for_jwks = changes_tx.clone();
         let mut root_cert_publisher = None;
         let mut data_plane = None;
+        let (proxy_versions_tx, proxy_versions) = watch::channel(Default::default());
         let (cluster, reviewer) = match &config.kubeconfig {
             Some(path) => {
-                let client = cluster_client(path).await?;
+                let client = cluster_client(path, true).await?;
                 let source = fleetmesh_kube::ClusterSource::start(
                     client.clone(),
                     &config.cluster_id,
@@ -139,8 +140,10 @@ impl Meshd {
                     authority_rx.clone(),
                 ));
                 data_plane = Some(fleetmesh_dataplane::controller::run(
-                    client.clone(),
+                    cluster_client(path, false).await?,
                     DATA_PLANE_INTERVAL,
+                    config.data_plane_eviction_pace,
+                    proxy_versions_tx.clone(),
                 ));
                 let reviewer = fleetmesh_kube::token_review::TokenReviewer::new(client);
                 (Some(Arc::new(source)), Some(reviewer))
@@ -232,6 +235,7 @@ impl Meshd {
         let webhooks = webhook::WebhookState {
             xds_address: advertised_xds,
             trust_domain: config.trust_domain.clone(),
+            proxy_versions,
         };
         tasks.spawn(webhook::serve(
             webhook_listener,
@@ -325,13 +329,16 @@ fn spawn_until(
     });
 }
 
-/// A client for the cluster of `kubeconfig`.
-async fn cluster_client(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {
+/// A client for the cluster of `kubeconfig`; `retry`: transient refusals (429, 503) are
+/// retried inside the client. The managed data plane wants none: a PDB's 429 is an
+/// answer to act on, not to wait out.
+async fn cluster_client(kubeconfig: &std::path::Path, retry: bool) -> anyhow::Result<kube::Client> {
     let loaded = kube::config::Kubeconfig::read_from(kubeconfig)
         .with_context(|| format!("reading kubeconfig {}", kubeconfig.display()))?;
-    let client_config =
+    let mut client_config =
         kube::Config::from_custom_kubeconfig(loaded, &kube::config::KubeConfigOptions::default())
             .await
             .with_context(|| format!("kubeconfig {}", kubeconfig.display()))?;
+    client_config.default_retry = retry;
     Ok(kube::Client::try_from(client_config)?)
 }

@@ -33,6 +33,8 @@ pub struct WebhookState {
     /// meshd's xDS address as proxies reach it.
     pub xds_address: String,
     pub trust_domain: String,
+    /// Each revision's proxy version from its DataPlaneControl (a managed rollout).
+    pub proxy_versions: tokio::sync::watch::Receiver<std::collections::BTreeMap<String, String>>,
 }
 
 /// TLS for the webhook port, with meshd's serving certificate.
@@ -135,6 +137,7 @@ async fn inject(
         cluster_id: cluster,
         cni_managed,
         injected_by: InjectedBy::Webhook,
+        proxy_version: state.proxy_versions.borrow().get(revision.name).cloned(),
     };
     match fleetmesh_inject::admission::admit_pod(&body, &settings) {
         Ok(answer) => axum::Json(answer).into_response(),

@@ -12,6 +12,7 @@ fuzz_target!(|body: &[u8]| {
         cluster_id: "fuzz".into(),
         cni_managed: false,
         injected_by: InjectedBy::Webhook,
+        proxy_version: None,
     };
     let _ = fleetmesh_inject::admission::admit_pod(body, &settings);
 });
