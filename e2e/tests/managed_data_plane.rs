@@ -14,6 +14,7 @@ use fleetmesh_inject::{Channel, InjectedBy, Revision, Settings, Template, templa
 use fleetmesh_kube::testing::{TestCluster, TestNamespace, wait_for};
 use fleetmesh_meshd::{Meshd, MeshdConfig};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -251,6 +252,13 @@ async fn the_seeds_readiness_check_follows_the_controller() {
     .unwrap();
     assert_eq!((metrics.managed, metrics.unmanaged), (3, 2), "{metrics:?}");
     assert_eq!(seed_check(&cluster), "Managed Data Plane is ready.");
+    // One evictor per cluster: this meshd holds the Lease.
+    let lease = Api::<Lease>::namespaced(client.clone(), "istio-system")
+        .get("fleetmesh-data-plane")
+        .await
+        .unwrap();
+    let holder = lease.spec.unwrap().holder_identity.unwrap();
+    assert!(holder.starts_with("meshd-"), "{holder}");
     let (bare, opted_out) = (
         pods.get("managed").await.unwrap(),
         pods.get("opted-out").await.unwrap(),

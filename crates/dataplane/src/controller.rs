@@ -6,6 +6,7 @@
 
 use crate::control::{DataPlaneControl, DataPlaneControlStatus, ErrorDetails, ProxyMetrics, State};
 use crate::executor::{Executor, PDB_MESSAGE};
+use crate::leader::Leader;
 use crate::opt_in::{self, OptIn};
 use crate::planner::{self, Inputs, Skip};
 use fleetmesh_inject::{Revision, labels};
@@ -15,6 +16,9 @@ use kube::Resource;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
+
+/// How long the Lease holds without renewal (the loop renews every `interval`).
+const LEASE_DURATION: Duration = Duration::from_secs(15);
 
 /// The proxy version each revision's pods should get (the DataPlaneControls'
 /// `spec.proxyVersion`), for the injector.
@@ -28,9 +32,11 @@ pub async fn run(
     versions: ProxyVersions,
 ) {
     let mut executor = Executor::new(client.clone(), pace);
+    let leader = Leader::new(client.clone(), LEASE_DURATION);
     let mut reported = BTreeSet::new();
     loop {
-        if let Err(e) = reconcile_all(&client, &versions, &mut executor, &mut reported).await {
+        let reconciled = reconcile_all(&client, &versions, &leader, &mut executor, &mut reported);
+        if let Err(e) = reconciled.await {
             tracing::warn!(error = %format!("{e:#}"), "managed data plane: reconcile failed (retrying)");
         }
         tokio::time::sleep(interval).await;
@@ -40,6 +46,7 @@ pub async fn run(
 async fn reconcile_all(
     client: &kube::Client,
     versions: &ProxyVersions,
+    leader: &Leader,
     executor: &mut Executor,
     reported: &mut BTreeSet<String>,
 ) -> anyhow::Result<()> {
@@ -59,7 +66,8 @@ async fn reconcile_all(
         *current = targets.clone();
         changed
     });
-    if controls.is_empty() {
+    // Only the Lease holder evicts and writes status.
+    if controls.is_empty() || !leader.hold().await {
         return Ok(());
     }
     let pods = Api::<Pod>::all(client.clone())
@@ -87,11 +95,30 @@ async fn reconcile_all(
         backing_off: &backing_off,
     };
     let blocked = executor.blocked(&inputs);
-    executor.step(&inputs).await;
+    let statuses: Vec<DataPlaneControlStatus> = controls
+        .iter()
+        .map(|c| compute_status(c, &inputs, blocked.contains(&c.spec.revision)))
+        .collect();
+    // Revisions that reached their share (`proxyTargetBasisPoints`) evict nothing more.
+    let rolling: BTreeMap<String, String> = controls
+        .iter()
+        .zip(&statuses)
+        .filter(|(_, status)| status.state != Some(State::Ready))
+        .filter_map(|(c, _)| {
+            Some((
+                c.spec.revision.clone(),
+                targets.get(&c.spec.revision)?.clone(),
+            ))
+        })
+        .collect();
+    executor
+        .step(&Inputs {
+            targets: &rolling,
+            ..inputs
+        })
+        .await;
     let api: Api<DataPlaneControl> = Api::all(client.clone());
-    for control in &controls {
-        let blocked = blocked.contains(&control.spec.revision);
-        let status = compute_status(control, &inputs, blocked);
+    for (control, status) in controls.iter().zip(statuses) {
         if control.status.as_ref() == Some(&status) {
             continue;
         }

@@ -11,6 +11,7 @@
 pub mod control;
 pub mod controller;
 pub mod executor;
+pub mod leader;
 pub mod opt_in;
 pub mod planner;
 

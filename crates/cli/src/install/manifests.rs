@@ -150,6 +150,10 @@ fn rbac() -> Vec<Value> {
                 {"apiGroups": ["networking.istio.io", "security.istio.io"], "resources": ["*"], "verbs": read},
                 {"apiGroups": ["mesh.cloud.google.com"], "resources": ["dataplanecontrols"], "verbs": read},
                 {"apiGroups": ["mesh.cloud.google.com"], "resources": ["dataplanecontrols/status"], "verbs": ["patch", "update"]},
+                // The managed data plane: evictions, its Lease, its Events.
+                {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]},
+                {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": read},
+                {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]},
                 {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": read},
                 {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
                 {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
