@@ -591,6 +591,17 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
     )
     .await;
     assert_eq!(answer, "v2");
+    let rows = fleetmesh_cli::proxy_status::fetch(&MeshdApi::new(&meshd_url))
+        .await
+        .unwrap();
+    let row = rows
+        .iter()
+        .find(|r| r.proxy.contains(&pod_name))
+        .expect("proxy-status lists the gateway");
+    assert_eq!(
+        (row.version.as_str(), row.revision.as_str()),
+        (env!("CARGO_PKG_VERSION"), "asm-managed-rapid")
+    );
 
     // The cluster's endpoints carry install's location as their region (config only:
     // these pod IPs never receive a packet).

@@ -6,4 +6,5 @@ pub mod demo;
 pub mod install;
 pub mod kube_inject;
 pub mod local_mesh;
+pub mod proxy_status;
 pub mod sample_app;

@@ -6,8 +6,8 @@ use fleetmesh_cli::demo::{self, DemoOptions};
 use fleetmesh_cli::install::manifests::Plan;
 use fleetmesh_cli::install::meshd_api::MeshdApi;
 use fleetmesh_cli::install::{self, InstallOptions};
-use fleetmesh_cli::kube_inject;
 use fleetmesh_cli::sample_app::SampleApp;
+use fleetmesh_cli::{kube_inject, proxy_status};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -97,6 +97,13 @@ enum Command {
     Mesh {
         #[command(subcommand)]
         command: MeshCommand,
+    },
+    /// Every proxy connected to meshd: its proxy version, the revision that injected it,
+    /// and whether it is in sync. Pods on an old version need a restart unless the
+    /// managed data plane replaces them.
+    ProxyStatus {
+        #[arg(long, env = "FLEETMESH_URL", default_value = "http://127.0.0.1:15014")]
+        meshd_url: String,
     },
     /// The sample HTTP app the demo runs: answers with its service, version and headers.
     SampleApp {
@@ -291,6 +298,11 @@ async fn main() -> anyhow::Result<()> {
                     );
                 }
             }
+            Ok(())
+        }
+        Command::ProxyStatus { meshd_url } => {
+            let rows = proxy_status::fetch(&MeshdApi::new(&meshd_url)).await?;
+            print!("{}", proxy_status::render(&rows));
             Ok(())
         }
         Command::Mesh {

@@ -14,6 +14,7 @@ pub fn syncz(statuses: &[ProxyStatus]) -> Value {
             let mut entry = json!({
                 "proxy": s.proxy_id,
                 "proxy_version": s.proxy_version,
+                "revision": s.revision,
                 "protocol": s.protocol,
             });
             for (short, name) in [

@@ -18,6 +18,8 @@ pub struct TypeStatus {
 pub struct ProxyStatus {
     pub proxy_id: String,
     pub proxy_version: String,
+    /// The revision that injected it (its Pod's `istio.io/rev`), if known.
+    pub revision: Option<String>,
     pub connected_at: SystemTime,
     /// `sotw` or `delta`.
     pub protocol: &'static str,

@@ -48,6 +48,7 @@ impl Session {
             ProxyStatus {
                 proxy_id: proxy.id.clone(),
                 proxy_version: proxy.istio_version.clone(),
+                revision: resolved.labels.get("istio.io/rev").cloned(),
                 connected_at: SystemTime::now(),
                 protocol,
                 types: Default::default(),

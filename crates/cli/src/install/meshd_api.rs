@@ -46,6 +46,11 @@ impl MeshdApi {
         self.send(self.client.get(self.url("/v1/projects"))).await
     }
 
+    /// Every connected proxy and its sync state (istiod's `/debug/syncz`).
+    pub async fn syncz(&self) -> anyhow::Result<Value> {
+        self.send(self.client.get(self.url("/debug/syncz"))).await
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
