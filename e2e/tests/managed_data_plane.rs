@@ -131,20 +131,19 @@ async fn the_seeds_readiness_check_follows_the_controller() {
         proxy_version: None,
     };
     let pods: Api<Pod> = Api::namespaced(client.clone(), &shop.name);
-    for (name, opt_out) in [("managed", false), ("opted-out", true)] {
+    for (name, opt_in) in [
+        ("managed", None),
+        ("opted-out", Some(r#"{"managed":"false"}"#)),
+        ("malformed", Some("yes please")),
+    ] {
         let mut pod: Pod = serde_json::from_value(serde_json::json!({
             "metadata": {"name": name},
             "spec": {"containers": [{"name": "app", "image": "app:v1"}]},
         }))
         .unwrap();
-        if opt_out {
-            pod.metadata.annotations = Some(
-                [(
-                    "mesh.cloud.google.com/proxy".to_string(),
-                    r#"{"managed":"false"}"#.to_string(),
-                )]
-                .into(),
-            );
+        if let Some(value) = opt_in {
+            pod.metadata.annotations =
+                Some([("mesh.cloud.google.com/proxy".to_string(), value.to_string())].into());
         }
         let injected = template::inject(&pod, Template::Sidecar, &settings).unwrap();
         pods.create(&PostParams::default(), &injected)
@@ -171,7 +170,25 @@ async fn the_seeds_readiness_check_follows_the_controller() {
     let status = rapid.status.unwrap();
     let metrics = status.proxy_metrics.unwrap();
     // Bare pods: nothing would replace them, so the managed data plane leaves them be.
-    assert_eq!((metrics.managed, metrics.unmanaged), (0, 2), "{metrics:?}");
+    assert_eq!((metrics.managed, metrics.unmanaged), (0, 3), "{metrics:?}");
+    // The malformed annotation is explained on the pod.
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(client.clone(), &shop.name);
+    wait_for(
+        "an InvalidProxyAnnotation Event on the pod",
+        Duration::from_secs(30),
+        async || {
+            let list = events.list(&ListParams::default()).await.ok()?.items;
+            list.iter()
+                .find(|e| {
+                    e.reason.as_deref() == Some("InvalidProxyAnnotation")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("malformed")
+                })
+                .map(|_| ())
+        },
+    )
+    .await
+    .unwrap();
     assert!(metrics.namespaces_enabled >= 1);
     assert_eq!(status.proxy_target_basis_points, Some(10_000));
     assert_eq!(status.observed_generation, rapid.metadata.generation);
@@ -250,7 +267,7 @@ async fn the_seeds_readiness_check_follows_the_controller() {
     )
     .await
     .unwrap();
-    assert_eq!((metrics.managed, metrics.unmanaged), (3, 2), "{metrics:?}");
+    assert_eq!((metrics.managed, metrics.unmanaged), (3, 3), "{metrics:?}");
     assert_eq!(seed_check(&cluster), "Managed Data Plane is ready.");
     // One evictor per cluster: this meshd holds the Lease.
     let lease = Api::<Lease>::namespaced(client.clone(), "istio-system")
