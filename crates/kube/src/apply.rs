@@ -8,6 +8,7 @@ use kube::api::{Api, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::discovery::{ApiCapabilities, ApiResource, Discovery, Scope};
 use serde::Deserialize;
 use std::fmt;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -141,4 +142,35 @@ impl Applier {
             Some(_) => Outcome::Configured,
         })
     }
+}
+
+/// Waits until the API server serves every CRD of `names` (condition Established), at
+/// most `timeout` in all: objects of a kind applied earlier would be refused.
+pub async fn wait_established(
+    client: &Client,
+    names: impl IntoIterator<Item = String>,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let deadline = Instant::now() + timeout;
+    for name in names {
+        loop {
+            let established = crds.get_opt(&name).await?.and_then(|crd| {
+                let conditions = crd.status?.conditions?;
+                conditions
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+                    .then_some(())
+            });
+            if established.is_some() {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("CRD {name} was not established within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
 }

@@ -5,7 +5,6 @@
 
 use anyhow::{Context, bail};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
@@ -73,24 +72,10 @@ impl TestCluster {
     pub async fn install_istio_crds(&self) -> anyhow::Result<()> {
         let client = self.client().await?;
         apply(&client, None, &crate::crds::istio_crds_yaml()).await?;
-        let crds: Api<CustomResourceDefinition> = Api::all(client);
-        for kind in &crate::crds::KINDS {
-            let name = format!("{}.{}", kind.plural, kind.group);
-            wait_for(
-                &format!("CRD {name} to be established"),
-                Duration::from_secs(30),
-                async || {
-                    let crd = crds.get(&name).await.ok()?;
-                    let conditions = crd.status?.conditions?;
-                    conditions
-                        .iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True")
-                        .then_some(())
-                },
-            )
-            .await?;
-        }
-        Ok(())
+        let names = crate::crds::KINDS
+            .iter()
+            .map(|kind| format!("{}.{}", kind.plural, kind.group));
+        crate::apply::wait_established(&client, names, Duration::from_secs(30)).await
     }
 
     /// A kubectl command for this cluster.

@@ -8,12 +8,10 @@ pub mod manifests;
 pub mod meshd_api;
 pub mod samples;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use fleetmesh_inject::{Channel, Revision};
 use fleetmesh_kube::apply::{self, Applier, Outcome};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Resource;
-use kube::api::Api;
 use manifests::Plan;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -210,8 +208,6 @@ fn explain(error: &anyhow::Error) -> String {
 }
 
 async fn wait_for_crds(client: &kube::Client) -> anyhow::Result<()> {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let deadline = Instant::now() + Duration::from_secs(60);
     let names = fleetmesh_kube::crds::KINDS
         .iter()
         .map(|kind| format!("{}.{}", kind.plural, kind.group))
@@ -219,25 +215,7 @@ async fn wait_for_crds(client: &kube::Client) -> anyhow::Result<()> {
             "dataplanecontrols.{}",
             fleetmesh_dataplane::DataPlaneControl::group(&())
         )]);
-    for name in names {
-        loop {
-            let established = crds.get_opt(&name).await?.and_then(|crd| {
-                let conditions = crd.status?.conditions?;
-                conditions
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-                    .then_some(())
-            });
-            if established.is_some() {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("CRD {name} was not established within 60 s");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    Ok(())
+    apply::wait_established(client, names, Duration::from_secs(60)).await
 }
 
 fn write(dir: &Path, file: &str, text: &str) -> anyhow::Result<PathBuf> {
