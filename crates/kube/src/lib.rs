@@ -13,3 +13,13 @@ pub mod testing;
 pub mod token_review;
 
 pub use source::ClusterSource;
+
+/// The client settings of the current context of the kubeconfig at `path`.
+pub async fn client_config(path: &std::path::Path) -> anyhow::Result<kube::Config> {
+    use anyhow::Context;
+    let loaded = kube::config::Kubeconfig::read_from(path)
+        .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+    kube::Config::from_custom_kubeconfig(loaded, &kube::config::KubeConfigOptions::default())
+        .await
+        .with_context(|| format!("kubeconfig {}", path.display()))
+}

@@ -333,12 +333,7 @@ fn spawn_until(
 /// retried inside the client. The managed data plane wants none: a PDB's 429 is an
 /// answer to act on, not to wait out.
 async fn cluster_client(kubeconfig: &std::path::Path, retry: bool) -> anyhow::Result<kube::Client> {
-    let loaded = kube::config::Kubeconfig::read_from(kubeconfig)
-        .with_context(|| format!("reading kubeconfig {}", kubeconfig.display()))?;
-    let mut client_config =
-        kube::Config::from_custom_kubeconfig(loaded, &kube::config::KubeConfigOptions::default())
-            .await
-            .with_context(|| format!("kubeconfig {}", kubeconfig.display()))?;
+    let mut client_config = fleetmesh_kube::client_config(kubeconfig).await?;
     client_config.default_retry = retry;
     Ok(kube::Client::try_from(client_config)?)
 }

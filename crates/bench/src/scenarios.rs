@@ -1,0 +1,358 @@
+//! One control plane, N sidecars, the scenarios in turn: connect storm, steady state,
+//! route change, endpoint churn. Returns the figures as a [`RunResult`].
+
+use crate::control_plane::{CLUSTER_ID, ControlPlane, Kind, Usage};
+use crate::fleet::{Arrival, Fleet};
+use crate::report::{Churn, Convergence, RunResult, Storm};
+use crate::sidecar::{Identity, Probe};
+use crate::workload::{self, PodIdentity, Shape};
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind as ValueKind};
+use kube::Client;
+use std::time::{Duration, Instant};
+
+pub struct Plan {
+    pub shape: Shape,
+    pub proxies: usize,
+    pub observers: usize,
+    pub route_changes: usize,
+    pub churn: Duration,
+    /// Scale one Deployment up and one down per this long during churn.
+    pub churn_interval: Duration,
+    pub storm_timeout: Duration,
+    /// The version the sidecars claim (istiod gates features on it).
+    pub proxy_version: String,
+    pub scoped: bool,
+}
+
+fn text(s: &str) -> Value {
+    Value {
+        kind: Some(ValueKind::StringValue(s.to_string())),
+    }
+}
+
+/// Sidecar `i` impersonates pod `i mod P`; beyond P, under a name of its own with the
+/// pod's labels (both control planes then fall back to the labels the node carries).
+pub fn identities(
+    pods: &[PodIdentity],
+    count: usize,
+    version: &str,
+    plane: &ControlPlane,
+) -> anyhow::Result<Vec<Identity>> {
+    let issuer = match &plane.ca_dir {
+        Some(dir) => Some(fleetmesh_ca::TokenIssuer::load_or_create(dir)?),
+        None => None,
+    };
+    anyhow::ensure!(!pods.is_empty(), "the workload has no pods");
+    Ok((0..count)
+        .map(|i| {
+            let pod = &pods[i % pods.len()];
+            let name = match i / pods.len() {
+                0 => pod.name.clone(),
+                copy => format!("{}-sim{copy}", pod.name),
+            };
+            let labels = Struct {
+                fields: pod
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), text(v)))
+                    .collect(),
+            };
+            let mut fields: std::collections::BTreeMap<String, Value> = [
+                ("ISTIO_VERSION", version),
+                ("NAMESPACE", &pod.namespace),
+                ("SERVICE_ACCOUNT", &pod.service_account),
+                ("CLUSTER_ID", CLUSTER_ID),
+                ("INSTANCE_IPS", &pod.ip),
+                ("MESH_ID", "cluster.local"),
+                (
+                    "WORKLOAD_NAME",
+                    pod.labels.get("app").map_or("", String::as_str),
+                ),
+                ("INTERCEPTION_MODE", "REDIRECT"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), text(v)))
+            .collect();
+            fields.insert(
+                "LABELS".into(),
+                Value {
+                    kind: Some(ValueKind::StructValue(labels)),
+                },
+            );
+            let node = Node {
+                id: format!(
+                    "sidecar~{}~{name}.{ns}~{ns}.svc.cluster.local",
+                    pod.ip,
+                    ns = pod.namespace
+                ),
+                cluster: pod.labels.get("app").cloned().unwrap_or_default(),
+                metadata: Some(Struct {
+                    fields: fields.into_iter().collect(),
+                }),
+                ..Node::default()
+            };
+            let token = issuer.as_ref().map(|issuer| {
+                issuer.issue(&fleetmesh_ca::Identity {
+                    namespace: pod.namespace.clone(),
+                    service_account: pod.service_account.clone(),
+                })
+            });
+            Identity { node, token }
+        })
+        .collect())
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn cpu_between(before: &Usage, after: &Usage) -> f64 {
+    after.cpu.saturating_sub(before.cpu).as_secs_f64()
+}
+
+/// Waits until one sidecar gets a config with every service in it: the control plane
+/// has read the cluster. Both sides are measured from that point.
+async fn wait_synced(
+    plane: &ControlPlane,
+    pods: &[PodIdentity],
+    plan: &Plan,
+) -> anyhow::Result<()> {
+    let probe = Fleet::launch(
+        &plane.xds_address.to_string(),
+        identities(pods, 1, &plan.proxy_version, plane)?,
+        1,
+    )?;
+    let expected = if plan.scoped { 1 } else { plan.shape.services };
+    let synced = probe
+        .wait_complete(expected, Duration::from_secs(180))
+        .await;
+    probe.stop().await;
+    anyhow::ensure!(
+        synced,
+        "{} never served the whole workload to a sidecar",
+        plane.kind.name()
+    );
+    Ok(())
+}
+
+pub async fn run(
+    kind: Kind,
+    binary: &std::path::Path,
+    kubeconfig: &std::path::Path,
+    client: &Client,
+    core: usize,
+    work_dir: &std::path::Path,
+    plan: &Plan,
+) -> anyhow::Result<RunResult> {
+    eprintln!("{}: {} sidecars", kind.name(), plan.proxies);
+    let plane = ControlPlane::start(kind, binary, kubeconfig, core, work_dir).await?;
+    let pods = workload::pods(client).await?;
+    wait_synced(&plane, &pods, plan).await?;
+    let before_storm = plane.usage()?;
+
+    // Connect storm: every sidecar at once.
+    let fleet = Fleet::launch(
+        &plane.xds_address.to_string(),
+        identities(&pods, plan.proxies, &plan.proxy_version, &plane)?,
+        plan.observers,
+    )?;
+    let expected_clusters = if plan.scoped { 1 } else { plan.shape.services };
+    let all_complete = fleet
+        .wait_complete(expected_clusters, plan.storm_timeout)
+        .await;
+    let after_storm = plane.usage()?;
+    let mut times: Vec<Duration> = fleet.completion_times().into_iter().flatten().collect();
+    times.sort();
+    let storm_totals = fleet.totals();
+    let storm = Storm {
+        all_complete_s: all_complete
+            .then(|| times.last().map(Duration::as_secs_f64))
+            .flatten(),
+        p50_s: percentile(&times, 50.0).map(|d| d.as_secs_f64()),
+        p99_s: percentile(&times, 99.0).map(|d| d.as_secs_f64()),
+        complete: times.len(),
+        peak_rss_mib: mib(after_storm.peak_rss_bytes),
+        cpu_s: cpu_between(&before_storm, &after_storm),
+        reconnects: storm_totals.reconnects,
+    };
+    eprintln!("  connect storm: {storm:?}");
+    let bytes_per_proxy = storm_totals.bytes as f64 / plan.proxies as f64;
+
+    // Steady state.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let steady = plane.usage()?;
+    eprintln!("  steady RSS {:.1} MiB", mib(steady.rss_bytes));
+
+    // Route change: edit one VirtualService, wait for the observers to have it.
+    let mut route_latencies = Vec::new();
+    let mut affected = 0;
+    let before_routes = plane.usage()?;
+    for change in 0..plan.route_changes {
+        let marker = format!("bench-{}-{change}-{}", kind.name(), plan.proxies);
+        let id = fleet.mark(Probe::RouteText(marker.clone().into_bytes()));
+        let since = Instant::now();
+        workload::change_route(client, &plan.shape, &marker).await?;
+        let arrival = fleet
+            .wait_arrival(id, since, Duration::from_secs(3), Duration::from_secs(60))
+            .await;
+        affected = affected.max(arrival.latencies.len());
+        route_latencies.extend(arrival.latencies);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let after_routes = plane.usage()?;
+    fleet.clear_marks();
+    let route_change = convergence(
+        route_latencies,
+        affected,
+        plan.route_changes,
+        &before_routes,
+        &after_routes,
+    );
+    eprintln!("  route change: {route_change:?}");
+
+    // Endpoint churn: one Deployment up and an earlier one back down, every interval.
+    let churn = if plan.churn.is_zero() {
+        None
+    } else {
+        Some(endpoint_churn(&fleet, &plane, client, plan).await?)
+    };
+    eprintln!("  endpoint churn: {churn:?}");
+
+    fleet.stop().await;
+    plane.stop().await;
+    Ok(RunResult {
+        control_plane: kind.name().into(),
+        proxies: plan.proxies,
+        services: plan.shape.services,
+        pods: plan.shape.pods(),
+        scoped: plan.scoped,
+        settings: crate::control_plane::non_default_settings(kind),
+        storm,
+        steady_rss_mib: mib(steady.rss_bytes),
+        route_change,
+        churn,
+        bytes_per_proxy,
+    })
+}
+
+async fn endpoint_churn(
+    fleet: &Fleet,
+    plane: &ControlPlane,
+    client: &Client,
+    plan: &Plan,
+) -> anyhow::Result<Churn> {
+    let mut new_endpoints = workload::watch_new_endpoints(client);
+    // The watch lists first; only what appears after counts.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = plane.usage()?;
+    let totals_before = fleet.totals();
+    let started = Instant::now();
+    let mut marks: Vec<(u64, Instant)> = Vec::new();
+    let mut scaled_up = std::collections::VecDeque::new();
+    let mut next = 1;
+    let mut changes = 0;
+    let mut tick = tokio::time::interval(plan.churn_interval);
+    while started.elapsed() < plan.churn {
+        tokio::select! {
+            _ = tick.tick() => {
+                let s = next % plan.shape.services;
+                next += 7;
+                workload::scale(client, &plan.shape, s, plan.shape.endpoints + 1).await?;
+                scaled_up.push_back(s);
+                changes += 1;
+                if scaled_up.len() > 5 && let Some(down) = scaled_up.pop_front() {
+                    workload::scale(client, &plan.shape, down, plan.shape.endpoints).await?;
+                    changes += 1;
+                }
+            }
+            Some((address, seen)) = new_endpoints.recv() => {
+                marks.push((fleet.mark(Probe::Endpoint(address)), seen));
+            }
+        }
+    }
+    for s in scaled_up {
+        workload::scale(client, &plan.shape, s, plan.shape.endpoints).await?;
+        changes += 1;
+    }
+    // Let the last changes arrive.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = plane.usage()?;
+    let pushes = fleet.totals().since(&totals_before);
+    let mut latencies = Vec::new();
+    let mut missing = 0;
+    for (id, since) in &marks {
+        let Arrival {
+            latencies: got,
+            observers,
+        } = fleet.arrival(*id, *since);
+        if got.is_empty() {
+            missing += 1;
+        }
+        let _ = observers;
+        latencies.extend(got);
+    }
+    fleet.clear_marks();
+    latencies.sort();
+    Ok(Churn {
+        seconds: plan.churn.as_secs_f64(),
+        scale_changes: changes,
+        new_endpoints: marks.len(),
+        endpoints_never_seen: missing,
+        pushes: pushes.pushes(),
+        pushes_per_proxy: pushes.pushes() as f64 / plan.proxies as f64,
+        p50_ms: percentile(&latencies, 50.0).map(ms),
+        p99_ms: percentile(&latencies, 99.0).map(ms),
+        max_ms: latencies.last().copied().map(ms),
+        cpu_s: cpu_between(&before, &after),
+    })
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn convergence(
+    mut latencies: Vec<Duration>,
+    affected: usize,
+    changes: usize,
+    before: &Usage,
+    after: &Usage,
+) -> Convergence {
+    latencies.sort();
+    Convergence {
+        changes,
+        affected_observers: affected,
+        samples: latencies.len(),
+        p50_ms: percentile(&latencies, 50.0).map(ms),
+        p99_ms: percentile(&latencies, 99.0).map(ms),
+        max_ms: latencies.last().copied().map(ms),
+        cpu_s_per_change: cpu_between(before, after) / changes.max(1) as f64,
+    }
+}
+
+/// The nearest-rank percentile of sorted values.
+pub fn percentile(sorted: &[Duration], p: f64) -> Option<Duration> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let values: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&values, 50.0), Some(Duration::from_millis(50)));
+        assert_eq!(percentile(&values, 99.0), Some(Duration::from_millis(99)));
+        assert_eq!(
+            percentile(&values[..1], 99.0),
+            Some(Duration::from_millis(1))
+        );
+        assert_eq!(percentile(&[], 50.0), None);
+    }
+}

@@ -1,0 +1,299 @@
+//! One simulated sidecar: an ADS stream (state of the world) that subscribes as Envoy
+//! does (CDS, then EDS for the EDS clusters, then LDS, then RDS for the listeners' route
+//! names), ACKs every response at once, and records what it received and when.
+//!
+//! It reconnects after an error with Envoy's kind of backoff, so a control plane that
+//! refuses streams for a while (istiod before its caches synced, or throttling) is
+//! measured for how long it took, not failed.
+
+use crate::xds_names;
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+
+/// Who the sidecar claims to be.
+#[derive(Clone)]
+pub struct Identity {
+    pub node: Node,
+    /// Sent as `authorization: Bearer`; meshd authenticates every stream.
+    pub token: Option<String>,
+}
+
+/// A change the benchmark made, and how a sidecar recognises that it has it.
+pub enum Probe {
+    /// A route configuration containing this text.
+    RouteText(Vec<u8>),
+    /// An endpoint with this address.
+    Endpoint(String),
+}
+
+pub struct Marker {
+    pub id: u64,
+    pub probe: Probe,
+}
+
+/// The changes being waited for; observer sidecars check each push against them.
+#[derive(Default)]
+pub struct Markers(RwLock<Arc<Vec<Arc<Marker>>>>);
+
+impl Markers {
+    pub fn add(&self, marker: Marker) {
+        let mut markers = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let mut next = markers.as_ref().clone();
+        next.push(Arc::new(marker));
+        *markers = Arc::new(next);
+    }
+
+    pub fn clear(&self) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::default();
+    }
+
+    fn current(&self) -> Arc<Vec<Arc<Marker>>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// What one sidecar saw.
+#[derive(Default)]
+pub struct Stats {
+    /// From the first connection attempt to the first complete config.
+    pub complete_after: Option<Duration>,
+    pub bytes: u64,
+    /// Responses received, in the order CDS, EDS, LDS, RDS, other.
+    pub responses: [u64; 5],
+    /// Clusters in the last CDS response.
+    pub clusters: usize,
+    /// When each marker was first seen.
+    pub seen: HashMap<u64, Instant>,
+    pub reconnects: u64,
+    pub last_error: Option<String>,
+}
+
+pub type SharedStats = Arc<Mutex<Stats>>;
+
+/// Runs the sidecar until the task is aborted.
+pub async fn run(
+    channel: Channel,
+    identity: Identity,
+    stats: SharedStats,
+    markers: Option<Arc<Markers>>,
+) {
+    let started = Instant::now();
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let outcome = stream(&channel, &identity, &stats, markers.as_deref(), started).await;
+        let error = match outcome {
+            Ok(()) => "the control plane closed the stream".to_string(),
+            Err(status) => format!("{}: {}", status.code(), status.message()),
+        };
+        {
+            let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
+            s.reconnects += 1;
+            s.last_error = Some(error);
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(4));
+    }
+}
+
+#[derive(Default)]
+struct Subscription {
+    names: Vec<String>,
+    version: String,
+    nonce: String,
+    received: bool,
+}
+
+#[derive(Default)]
+struct Subscriptions {
+    clusters: Subscription,
+    endpoints: Subscription,
+    listeners: Subscription,
+    routes: Subscription,
+    listeners_requested: bool,
+}
+
+impl Subscriptions {
+    fn complete(&self) -> bool {
+        self.clusters.received
+            && (self.endpoints.names.is_empty() || self.endpoints.received)
+            && self.listeners.received
+            && (self.routes.names.is_empty() || self.routes.received)
+    }
+}
+
+fn request(type_url: &str, subscription: &Subscription) -> DiscoveryRequest {
+    DiscoveryRequest {
+        type_url: type_url.to_string(),
+        version_info: subscription.version.clone(),
+        response_nonce: subscription.nonce.clone(),
+        resource_names: subscription.names.clone(),
+        ..DiscoveryRequest::default()
+    }
+}
+
+async fn stream(
+    channel: &Channel,
+    identity: &Identity,
+    stats: &SharedStats,
+    markers: Option<&Markers>,
+    started: Instant,
+) -> Result<(), tonic::Status> {
+    let (tx, rx) = mpsc::channel(8);
+    let mut subscriptions = Subscriptions::default();
+    let first = DiscoveryRequest {
+        node: Some(identity.node.clone()),
+        ..request(CLUSTER, &subscriptions.clusters)
+    };
+    let closed = |_| tonic::Status::cancelled("request stream closed");
+    tx.send(first).await.map_err(closed)?;
+    let mut call = tonic::Request::new(ReceiverStream::new(rx));
+    if let Some(token) = &identity.token {
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| tonic::Status::internal("token is not a header value"))?;
+        call.metadata_mut().insert("authorization", value);
+    }
+    let mut client = AggregatedDiscoveryServiceClient::new(channel.clone())
+        .max_decoding_message_size(usize::MAX);
+    let mut responses = client.stream_aggregated_resources(call).await?.into_inner();
+    while let Some(response) = responses.message().await? {
+        let received = Instant::now();
+        let bytes = prost::Message::encoded_len(&response) as u64;
+        let resources = || response.resources.iter().map(|r| r.value.as_slice());
+        let slot = match response.type_url.as_str() {
+            CLUSTER => 0,
+            ENDPOINT => 1,
+            LISTENER => 2,
+            ROUTE => 3,
+            _ => 4,
+        };
+        let mut follow_up = Vec::new();
+        let ack = match slot {
+            0 => {
+                let s = &mut subscriptions.clusters;
+                (s.version, s.nonce) = (response.version_info.clone(), response.nonce.clone());
+                s.received = true;
+                let ack = request(CLUSTER, s);
+                let names = xds_names::eds_names(resources());
+                if names != subscriptions.endpoints.names {
+                    subscriptions.endpoints.names = names;
+                    follow_up.push(request(ENDPOINT, &subscriptions.endpoints));
+                }
+                if subscriptions.endpoints.names.is_empty() && !subscriptions.listeners_requested {
+                    subscriptions.listeners_requested = true;
+                    follow_up.push(request(LISTENER, &subscriptions.listeners));
+                }
+                ack
+            }
+            1 => {
+                let s = &mut subscriptions.endpoints;
+                (s.version, s.nonce) = (response.version_info.clone(), response.nonce.clone());
+                s.received = true;
+                let ack = request(ENDPOINT, s);
+                if !subscriptions.listeners_requested {
+                    subscriptions.listeners_requested = true;
+                    follow_up.push(request(LISTENER, &subscriptions.listeners));
+                }
+                ack
+            }
+            2 => {
+                let s = &mut subscriptions.listeners;
+                (s.version, s.nonce) = (response.version_info.clone(), response.nonce.clone());
+                s.received = true;
+                let ack = request(LISTENER, s);
+                let names = xds_names::rds_names(resources());
+                if names != subscriptions.routes.names {
+                    subscriptions.routes.names = names;
+                    follow_up.push(request(ROUTE, &subscriptions.routes));
+                }
+                ack
+            }
+            3 => {
+                let s = &mut subscriptions.routes;
+                (s.version, s.nonce) = (response.version_info.clone(), response.nonce.clone());
+                s.received = true;
+                request(ROUTE, s)
+            }
+            _ => DiscoveryRequest {
+                type_url: response.type_url.clone(),
+                version_info: response.version_info.clone(),
+                response_nonce: response.nonce.clone(),
+                ..DiscoveryRequest::default()
+            },
+        };
+        tx.send(ack).await.map_err(closed)?;
+        for next in follow_up {
+            tx.send(next).await.map_err(closed)?;
+        }
+        let seen = markers.map(|m| newly_seen(&m.current(), &response, stats));
+        let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
+        s.bytes += bytes;
+        s.responses[slot] += 1;
+        if slot == 0 {
+            s.clusters = response.resources.len();
+        }
+        if s.complete_after.is_none() && subscriptions.complete() {
+            s.complete_after = Some(received - started);
+        }
+        for id in seen.into_iter().flatten() {
+            s.seen.entry(id).or_insert(received);
+        }
+    }
+    Ok(())
+}
+
+/// The markers this response carries that the sidecar had not seen yet.
+fn newly_seen(
+    markers: &[Arc<Marker>],
+    response: &DiscoveryResponse,
+    stats: &SharedStats,
+) -> Vec<u64> {
+    let unseen: Vec<&Marker> = {
+        let s = stats.lock().unwrap_or_else(|e| e.into_inner());
+        markers
+            .iter()
+            .filter(|m| !s.seen.contains_key(&m.id))
+            .map(Arc::as_ref)
+            .collect()
+    };
+    let resources = || response.resources.iter().map(|r| r.value.as_slice());
+    let mut seen = Vec::new();
+    match response.type_url.as_str() {
+        ROUTE => {
+            for marker in &unseen {
+                if let Probe::RouteText(text) = &marker.probe
+                    && resources().any(|bytes| memchr::memmem::find(bytes, text).is_some())
+                {
+                    seen.push(marker.id);
+                }
+            }
+        }
+        ENDPOINT if unseen.iter().any(|m| matches!(m.probe, Probe::Endpoint(_))) => {
+            let addresses: std::collections::HashSet<String> =
+                xds_names::endpoint_addresses(resources())
+                    .into_iter()
+                    .collect();
+            for marker in &unseen {
+                if let Probe::Endpoint(address) = &marker.probe
+                    && addresses.contains(address)
+                {
+                    seen.push(marker.id);
+                }
+            }
+        }
+        _ => {}
+    }
+    seen
+}
