@@ -16,6 +16,9 @@ pub struct Storm {
     pub peak_rss_mib: f64,
     pub cpu_s: f64,
     pub reconnects: u64,
+    /// What ended a stream, if any did (one sidecar's last error).
+    #[serde(default)]
+    pub stream_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -218,7 +221,11 @@ pub fn markdown(environment: &Environment, runs: &[RunResult], plot: Option<&str
                 ));
             }
             if s.reconnects > 0 {
-                notes.push(format!("{} reconnects during the storm", s.reconnects));
+                notes.push(format!(
+                    "{} streams ended and were reopened during the storm (e.g. `{}`)",
+                    s.reconnects,
+                    s.stream_error.as_deref().unwrap_or("?")
+                ));
             }
             let r = &run.route_change;
             notes.push(format!(

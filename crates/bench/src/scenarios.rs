@@ -175,6 +175,7 @@ pub async fn run(
         peak_rss_mib: mib(after_storm.peak_rss_bytes),
         cpu_s: cpu_between(&before_storm, &after_storm),
         reconnects: storm_totals.reconnects,
+        stream_error: fleet.last_error(),
     };
     eprintln!("  connect storm: {storm:?}");
     let bytes_per_proxy = storm_totals.bytes as f64 / plan.proxies as f64;
@@ -191,8 +192,7 @@ pub async fn run(
     for change in 0..plan.route_changes {
         let marker = format!("bench-{}-{change}-{}", kind.name(), plan.proxies);
         let id = fleet.mark(Probe::RouteText(marker.clone().into_bytes()));
-        let since = Instant::now();
-        workload::change_route(client, &plan.shape, &marker).await?;
+        let since = workload::change_route(client, &plan.shape, &marker).await?;
         let arrival = fleet
             .wait_arrival(id, since, Duration::from_secs(3), Duration::from_secs(60))
             .await;

@@ -223,14 +223,24 @@ pub async fn pods(client: &Client) -> anyhow::Result<Vec<PodIdentity>> {
     Ok(pods)
 }
 
-/// Rewrites service 0's VirtualService so its first route matches `marker`.
-pub async fn change_route(client: &Client, shape: &Shape, marker: &str) -> anyhow::Result<()> {
-    let applier = Applier::new(client.clone(), FIELD_MANAGER).await?;
-    let yaml = virtual_service(0, &shape.namespace(0), marker);
-    for object in documents(&yaml)? {
-        applier.apply(&object, None).await?;
-    }
-    Ok(())
+/// Edits service 0's VirtualService so its first route matches `marker`; returns when
+/// the edit was sent (the API server commits it during that request).
+pub async fn change_route(client: &Client, shape: &Shape, marker: &str) -> anyhow::Result<Instant> {
+    let gvk = kube::core::GroupVersionKind::gvk("networking.istio.io", "v1", "VirtualService");
+    let resource = kube::discovery::ApiResource::from_gvk(&gvk);
+    let api: Api<kube::core::DynamicObject> =
+        Api::namespaced_with(client.clone(), &shape.namespace(0), &resource);
+    let patch = serde_json::json!({"spec": {"http": [
+        {"match": [{"headers": {"x-bench": {"exact": marker}}}],
+         "route": [{"destination": {"host": format!("svc-0.{}.svc.cluster.local", shape.namespace(0))}}],
+         "timeout": "3s"},
+        {"route": [{"destination": {"host": format!("svc-0.{}.svc.cluster.local", shape.namespace(0))}}]}
+    ]}});
+    let sent = Instant::now();
+    api.patch("svc-0", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .context("editing VirtualService svc-0")?;
+    Ok(sent)
 }
 
 /// Sets the replicas of service `s`'s Deployment.

@@ -1,9 +1,11 @@
-//! Generated resources shared between proxies: translation runs once per snapshot for
-//! each distinct [`ConfigKey`], and every proxy with that key shares the encoded result.
+//! Generated resources shared between proxies. Per snapshot, translation runs once for
+//! each distinct [`SharedKey`] (the outbound clusters, endpoints and routes: most of a
+//! proxy's config, the same for a namespace) and once for each distinct [`ConfigKey`]
+//! (the workload's own part); proxies with equal keys share the results.
 
 use crate::generated::Generated;
 use crate::service::MeshState;
-use fleetmesh_xds::{ConfigKey, Proxy};
+use fleetmesh_xds::{ConfigKey, Proxy, SharedKey};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
@@ -16,28 +18,57 @@ pub struct GenerationCache {
 struct Entries {
     /// The snapshot the entries were generated from; a newer one empties the cache.
     state: Weak<MeshState>,
+    shared: HashMap<SharedKey, Arc<Generated>>,
     by_key: HashMap<ConfigKey, Arc<Generated>>,
+}
+
+impl Entries {
+    /// Forgets everything generated from an older snapshot; whether `state` is current.
+    fn current(&mut self, state: &Arc<MeshState>) -> bool {
+        if self.state.ptr_eq(&Arc::downgrade(state)) {
+            return true;
+        }
+        self.state = Arc::downgrade(state);
+        self.shared.clear();
+        self.by_key.clear();
+        false
+    }
 }
 
 impl GenerationCache {
     pub fn get(&self, state: &Arc<MeshState>, proxy: &Proxy) -> Arc<Generated> {
         let key = proxy.config_key();
-        {
+        let shared_key = SharedKey::new(&state.snapshot, proxy);
+        let shared = {
             let mut entries = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            if !entries.state.ptr_eq(&Arc::downgrade(state)) {
-                entries.state = Arc::downgrade(state);
-                entries.by_key.clear();
-            } else if let Some(found) = entries.by_key.get(&key) {
+            if entries.current(state)
+                && let Some(found) = entries.by_key.get(&key)
+            {
                 return found.clone();
             }
-        }
+            entries.shared.get(&shared_key).cloned()
+        };
         // Generate outside the lock: proxies with other keys need not wait.
-        let generated = Arc::new(Generated::new(fleetmesh_xds::generate(
-            &state.snapshot,
-            proxy,
-        )));
+        let shared = shared.unwrap_or_else(|| {
+            let generated = Arc::new(Generated::new(fleetmesh_xds::generate_shared(
+                &state.snapshot,
+                proxy,
+            )));
+            let mut entries = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            if entries.current(state) {
+                entries
+                    .shared
+                    .entry(shared_key)
+                    .or_insert(generated)
+                    .clone()
+            } else {
+                generated
+            }
+        });
+        let own = fleetmesh_xds::generate_own(&state.snapshot, proxy);
+        let generated = Arc::new(Generated::compose(&shared, own));
         let mut entries = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.state.ptr_eq(&Arc::downgrade(state)) {
+        if entries.current(state) {
             entries.by_key.entry(key).or_insert(generated).clone()
         } else {
             generated
@@ -86,5 +117,37 @@ mod tests {
         let c = cache.get(&second, &proxy("reviews-1", "shop"));
         assert!(!Arc::ptr_eq(&a, &c), "a new snapshot is generated anew");
         assert_eq!(*a, *c, "from equal snapshots, equal resources");
+    }
+
+    #[test]
+    fn workloads_of_a_namespace_share_the_outbound_part() {
+        use fleetmesh_xds::{CLUSTER_TYPE, ENDPOINT_TYPE, ROUTE_TYPE};
+        let cache = GenerationCache::default();
+        let state = Arc::new(MeshState::new(Snapshot::default()));
+        let reviews = proxy("reviews-1", "shop");
+        let mut ratings = proxy("ratings-1", "shop");
+        ratings.labels = [("app".to_string(), "ratings".to_string())].into();
+        let a = cache.get(&state, &reviews);
+        let b = cache.get(&state, &ratings);
+        assert!(!Arc::ptr_eq(&a, &b), "other labels, other own part");
+        for shared in [ENDPOINT_TYPE, ROUTE_TYPE] {
+            assert!(
+                Arc::ptr_eq(a.of_type(shared).unwrap(), b.of_type(shared).unwrap()),
+                "{shared} is one copy"
+            );
+        }
+        for p in [&reviews, &ratings] {
+            let whole = Generated::new(fleetmesh_xds::generate(&state.snapshot, p));
+            assert_eq!(*cache.get(&state, p), whole, "shared + own = the whole");
+            assert_eq!(
+                cache
+                    .get(&state, p)
+                    .of_type(CLUSTER_TYPE)
+                    .unwrap()
+                    .entries
+                    .len(),
+                whole.of_type(CLUSTER_TYPE).unwrap().entries.len()
+            );
+        }
     }
 }

@@ -1,11 +1,15 @@
-//! One proxy's resources with their content hashes, by type.
+//! One proxy's resources with their content hashes, by type. Each type's set is shared
+//! (`Arc`) between proxies that have the same one, and every resource between the sets
+//! that hold it: in a large mesh most of a proxy's config is its namespace's.
 
 use envoy_types::pb::google::protobuf::Any;
 use fleetmesh_xds::{
-    CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ProxyResources, ROUTE_TYPE, SECRET_TYPE,
+    CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, NamedResource, ProxyResources, ROUTE_TYPE,
+    SECRET_TYPE,
 };
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// A resource and the hash of its bytes.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,39 +21,79 @@ pub struct Entry {
 /// One type's resources by name, and the version of the whole set.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TypeResources {
-    pub entries: BTreeMap<String, Entry>,
+    pub entries: BTreeMap<String, Arc<Entry>>,
     pub version: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+impl TypeResources {
+    fn with(mut entries: BTreeMap<String, Arc<Entry>>, own: Vec<NamedResource>) -> TypeResources {
+        for r in own {
+            let hash = hash(&[&r.resource.value]);
+            entries.insert(
+                r.name,
+                Arc::new(Entry {
+                    resource: r.resource,
+                    hash,
+                }),
+            );
+        }
+        let version = version_of(entries.iter().map(|(n, e)| (n.as_str(), e.hash.as_str())));
+        TypeResources { entries, version }
+    }
+}
+
+/// Every type's resources. Equal when every type's version is: versions hash content.
+#[derive(Debug, Clone, Default)]
 pub struct Generated {
-    types: BTreeMap<&'static str, TypeResources>,
+    types: BTreeMap<&'static str, Arc<TypeResources>>,
+}
+
+impl PartialEq for Generated {
+    fn eq(&self, other: &Generated) -> bool {
+        self.types.len() == other.types.len()
+            && self
+                .types
+                .iter()
+                .zip(&other.types)
+                .all(|((t1, a), (t2, b))| t1 == t2 && a.version == b.version)
+    }
+}
+
+fn take(resources: &mut ProxyResources, type_url: &str) -> Vec<NamedResource> {
+    std::mem::take(match type_url {
+        CLUSTER_TYPE => &mut resources.clusters,
+        ENDPOINT_TYPE => &mut resources.endpoints,
+        LISTENER_TYPE => &mut resources.listeners,
+        ROUTE_TYPE => &mut resources.routes,
+        SECRET_TYPE => &mut resources.secrets,
+        _ => return Vec::new(),
+    })
 }
 
 impl Generated {
     pub fn new(resources: ProxyResources) -> Generated {
+        Generated::compose(&Generated::default(), resources)
+    }
+
+    /// `own` added to `shared`. A type `own` has nothing of keeps `shared`'s set itself.
+    pub fn compose(shared: &Generated, mut own: ProxyResources) -> Generated {
         let mut types = BTreeMap::new();
         for type_url in fleetmesh_xds::PUSH_ORDER {
-            let entries: BTreeMap<String, Entry> = resources
-                .of_type(type_url)
-                .iter()
-                .map(|r| {
-                    (
-                        r.name.clone(),
-                        Entry {
-                            hash: hash(&[&r.resource.value]),
-                            resource: r.resource.clone(),
-                        },
-                    )
-                })
-                .collect();
-            let version = version_of(entries.iter().map(|(n, e)| (n.as_str(), e.hash.as_str())));
-            types.insert(type_url, TypeResources { entries, version });
+            let mine = take(&mut own, type_url);
+            let theirs = shared.types.get(type_url);
+            let set = match theirs {
+                Some(theirs) if mine.is_empty() => theirs.clone(),
+                _ => Arc::new(TypeResources::with(
+                    theirs.map(|t| t.entries.clone()).unwrap_or_default(),
+                    mine,
+                )),
+            };
+            types.insert(type_url, set);
         }
         Generated { types }
     }
 
-    pub fn of_type(&self, type_url: &str) -> Option<&TypeResources> {
+    pub fn of_type(&self, type_url: &str) -> Option<&Arc<TypeResources>> {
         self.types.get(type_url)
     }
 }

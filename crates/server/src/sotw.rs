@@ -4,12 +4,13 @@
 //! the listeners and routes that stopped using them; EDS follows every CDS push so that
 //! new or updated clusters warm at once.
 
-use crate::generated::{Entry, version_of};
+use crate::generated::{TypeResources, version_of};
 use crate::session::{Gone, Protocol, Session};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use fleetmesh_xds::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, PUSH_ORDER, ROUTE_TYPE};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use tokio::sync::mpsc;
 use tonic::Status;
 
@@ -20,7 +21,7 @@ struct TypeState {
     sent_version: String,
     acked_version: String,
     /// What the last response held (for CDS: to keep dropped clusters one round longer).
-    sent: BTreeMap<String, Entry>,
+    sent: Arc<TypeResources>,
 }
 
 pub struct Stream {
@@ -127,31 +128,34 @@ impl Stream {
     /// Sends the whole set of `type_url`; for clusters, `retain_dropped` keeps the ones
     /// this push would remove.
     async fn send_with(&mut self, type_url: &str, retain_dropped: bool) -> Result<(), Gone> {
-        let Some(current) = self.session.generated.of_type(type_url) else {
+        let Some(current) = self.session.generated.of_type(type_url).cloned() else {
             return Ok(());
         };
-        let mut entries = current.entries.clone();
         let state = self.types.entry(type_url.to_string()).or_default();
+        let mut sent = current.clone();
         if type_url == CLUSTER_TYPE && retain_dropped {
             // Keep clusters this push drops; a CDS push after the LDS/RDS ACKs removes them.
             let dropped: Vec<_> = state
                 .sent
+                .entries
                 .iter()
-                .filter(|(name, _)| !entries.contains_key(*name))
+                .filter(|(name, _)| !current.entries.contains_key(*name))
                 .map(|(n, e)| (n.clone(), e.clone()))
                 .collect();
-            self.prune_pending |= !dropped.is_empty();
-            entries.extend(dropped);
+            if !dropped.is_empty() {
+                self.prune_pending = true;
+                let mut entries = current.entries.clone();
+                entries.extend(dropped);
+                let version =
+                    version_of(entries.iter().map(|(n, e)| (n.as_str(), e.hash.as_str())));
+                sent = Arc::new(TypeResources { entries, version });
+            }
         }
-        let version = if entries.len() == current.entries.len() {
-            current.version.clone()
-        } else {
-            version_of(entries.iter().map(|(n, e)| (n.as_str(), e.hash.as_str())))
-        };
+        let version = sent.version.clone();
         let nonce = self.session.next_nonce();
         let response = DiscoveryResponse {
             version_info: version.clone(),
-            resources: entries.values().map(|e| e.resource.clone()).collect(),
+            resources: sent.entries.values().map(|e| e.resource.clone()).collect(),
             type_url: type_url.to_string(),
             nonce: nonce.clone(),
             ..DiscoveryResponse::default()
@@ -161,7 +165,7 @@ impl Stream {
         self.session.record_sent(type_url, &version, &nonce, bytes);
         state.sent_nonce = nonce;
         state.sent_version = version;
-        state.sent = entries;
+        state.sent = sent;
         Ok(())
     }
 }

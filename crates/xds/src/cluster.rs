@@ -28,7 +28,9 @@ use std::time::Duration;
 /// Istio's default connect timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub fn build(scope: &Scope) -> Vec<NamedResource> {
+/// One cluster per visible service port and DestinationRule subset: the same for every
+/// proxy with the same [`crate::SharedKey`].
+pub fn outbound_clusters(scope: &Scope) -> Vec<NamedResource> {
     let mut clusters = Vec::new();
     for service in &scope.services {
         let rule = scope
@@ -48,6 +50,12 @@ pub fn build(scope: &Scope) -> Vec<NamedResource> {
             }
         }
     }
+    named(clusters)
+}
+
+/// The inbound clusters of the proxy's own app and the fixed ones.
+pub fn local_clusters(scope: &Scope) -> Vec<NamedResource> {
+    let mut clusters = Vec::new();
     for (port, app) in crate::listener::inbound_ports(scope) {
         clusters.push(inbound(port, &app));
     }
@@ -57,6 +65,10 @@ pub fn build(scope: &Scope) -> Vec<NamedResource> {
         clusters.push(original_destination(names::PASSTHROUGH_CLUSTER));
         clusters.push(original_destination(names::INBOUND_PASSTHROUGH_CLUSTER));
     }
+    named(clusters)
+}
+
+fn named(clusters: Vec<Cluster>) -> Vec<NamedResource> {
     clusters
         .into_iter()
         .map(|c| NamedResource {

@@ -20,7 +20,7 @@ mod sorted_map;
 pub mod tls;
 
 pub use proxy::{ConfigKey, Interception, Proxy, ProxyKind};
-pub use scope::Scope;
+pub use scope::{Scope, SharedKey};
 
 use envoy_types::pb::google::protobuf::Any;
 use fleetmesh_model::Snapshot;
@@ -77,33 +77,69 @@ impl ProxyResources {
 
 /// Computes every resource `proxy` should receive from `snapshot`.
 pub fn generate(snapshot: &Snapshot, proxy: &Proxy) -> ProxyResources {
-    let scope = Scope::new(snapshot, proxy);
-    let clusters = cluster::build(&scope);
-    let endpoints = endpoint::build(&scope);
-    let (listeners, routes, secrets) = match proxy.kind {
-        ProxyKind::Sidecar => (
-            listener::sidecar(&scope),
-            route::sidecar(&scope),
-            Vec::new(),
-        ),
-        ProxyKind::Router => {
-            let gateway = listener::gateway(&scope);
-            let secrets = credentials::secrets(&gateway.credentials);
-            (gateway.listeners, gateway.routes, secrets)
-        }
-    };
+    let shared = generate_shared(snapshot, proxy);
+    let own = generate_own(snapshot, proxy);
     ProxyResources {
-        clusters,
-        endpoints,
-        listeners,
-        secrets,
-        routes: routes
+        clusters: [shared.clusters, own.clusters].concat(),
+        endpoints: [shared.endpoints, own.endpoints].concat(),
+        listeners: [shared.listeners, own.listeners].concat(),
+        routes: [shared.routes, own.routes].concat(),
+        secrets: [shared.secrets, own.secrets].concat(),
+    }
+}
+
+/// The part of a proxy's resources that depends only on its [`SharedKey`]: the outbound
+/// clusters, the endpoints, and a sidecar's routes. In a large mesh this is nearly all of
+/// it, and every proxy of a namespace shares one copy.
+pub fn generate_shared(snapshot: &Snapshot, proxy: &Proxy) -> ProxyResources {
+    let scope = Scope::new(snapshot, proxy);
+    let routes = match proxy.kind {
+        ProxyKind::Sidecar => route::sidecar(&scope)
             .into_iter()
             .map(|r| NamedResource {
                 name: r.name.clone(),
                 resource: pack(r),
             })
             .collect(),
+        ProxyKind::Router => Vec::new(),
+    };
+    ProxyResources {
+        clusters: cluster::outbound_clusters(&scope),
+        endpoints: endpoint::build(&scope),
+        routes,
+        ..ProxyResources::default()
+    }
+}
+
+/// The rest: what depends on the workload itself (its inbound side, its listeners, a
+/// gateway's servers and credentials).
+pub fn generate_own(snapshot: &Snapshot, proxy: &Proxy) -> ProxyResources {
+    let scope = Scope::new(snapshot, proxy);
+    let clusters = cluster::local_clusters(&scope);
+    match proxy.kind {
+        ProxyKind::Sidecar => ProxyResources {
+            clusters,
+            listeners: listener::sidecar(&scope),
+            ..ProxyResources::default()
+        },
+        ProxyKind::Router => {
+            let gateway = listener::gateway(&scope);
+            let secrets = credentials::secrets(&gateway.credentials);
+            ProxyResources {
+                clusters,
+                listeners: gateway.listeners,
+                secrets,
+                routes: gateway
+                    .routes
+                    .into_iter()
+                    .map(|r| NamedResource {
+                        name: r.name.clone(),
+                        resource: pack(r),
+                    })
+                    .collect(),
+                ..ProxyResources::default()
+            }
+        }
     }
 }
 

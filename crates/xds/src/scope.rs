@@ -1,7 +1,7 @@
 //! What one proxy can see: services (exportTo, Sidecar egress hosts), its own Sidecar
 //! resource, the VirtualServices that apply to it.
 
-use crate::proxy::{Proxy, ProxyKind};
+use crate::proxy::{Interception, Proxy, ProxyKind};
 use fleetmesh_api::networking::{SidecarSpec, VirtualServiceSpec};
 use fleetmesh_api::resource::Config;
 use fleetmesh_model::host::{ExportTo, host_matches, resolve_host};
@@ -95,6 +95,53 @@ impl<'a> Scope<'a> {
             .services
             .values()
             .filter(move |s| s.namespace == proxy.namespace && selects(&s.selector, &proxy.labels))
+    }
+}
+
+/// Everything the shared part of a proxy's resources ([`crate::generate_shared`]) depends
+/// on: proxies with equal keys get identical outbound clusters, endpoints and routes,
+/// whatever their labels and service accounts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SharedKey {
+    kind: ProxyKind,
+    namespace: String,
+    interception: Interception,
+    /// The Sidecar resource that scopes it (namespace, name): it may select by labels.
+    sidecar: Option<(String, String)>,
+    /// Its labels, only while some VirtualService matches on source labels.
+    labels: Option<std::collections::BTreeMap<String, String>>,
+}
+
+impl SharedKey {
+    pub fn new(snapshot: &Snapshot, proxy: &Proxy) -> SharedKey {
+        let sidecar = match proxy.kind {
+            ProxyKind::Sidecar => find_sidecar(snapshot, proxy),
+            ProxyKind::Router => None,
+        };
+        let matches_source_labels = snapshot.virtual_services.iter().any(|vs| {
+            let spec = &vs.spec;
+            spec.http
+                .iter()
+                .flat_map(|r| &r.matches)
+                .any(|m| !m.source_labels.is_empty())
+                || spec
+                    .tcp
+                    .iter()
+                    .flat_map(|r| &r.matches)
+                    .any(|m| !m.source_labels.is_empty())
+                || spec
+                    .tls
+                    .iter()
+                    .flat_map(|r| &r.matches)
+                    .any(|m| !m.source_labels.is_empty())
+        });
+        SharedKey {
+            kind: proxy.kind,
+            namespace: proxy.namespace.clone(),
+            interception: proxy.interception,
+            sidecar: sidecar.map(|s| (s.metadata.namespace.clone(), s.metadata.name.clone())),
+            labels: matches_source_labels.then(|| proxy.labels.clone()),
+        }
     }
 }
 
