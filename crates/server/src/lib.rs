@@ -8,6 +8,7 @@ mod cache;
 pub mod debounce;
 mod delta;
 mod generated;
+mod grpc;
 pub mod metrics;
 pub mod registry;
 mod service;

@@ -1,12 +1,10 @@
 //! The gRPC service: accepts ADS streams and hands each to its protocol's handler.
 
 use crate::cache::GenerationCache;
+use crate::grpc::{AdsService, Responses};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::{delta, session, sotw};
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
-    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-};
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
@@ -17,9 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::metadata::MetadataMap;
+use tonic::{Status, Streaming};
 
 /// A published snapshot and when it was made (for convergence times).
 #[derive(Debug, Clone)]
@@ -103,9 +101,7 @@ impl XdsServer {
         tls: Option<tonic::transport::ServerTlsConfig>,
     ) -> Result<(), tonic::transport::Error> {
         let shutdown = self.shared.shutdown.clone();
-        let routes = others.add_service(
-            AggregatedDiscoveryServiceServer::new(self).max_decoding_message_size(16 << 20),
-        );
+        let routes = others.add_service(AdsService(self));
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = tls {
             builder = builder.tls_config(tls)?;
@@ -120,48 +116,46 @@ impl XdsServer {
     }
 
     /// An unauthenticated stream is refused before it can ask for anything.
-    async fn authenticate<T>(&self, request: &Request<T>) -> Result<Identity, Status> {
-        authenticate_request(self.shared.authenticator.as_ref(), request.metadata())
+    async fn authenticate(&self, metadata: &MetadataMap) -> Result<Identity, Status> {
+        authenticate_request(self.shared.authenticator.as_ref(), metadata)
             .await
             .map_err(|error| {
                 tracing::warn!(%error, "refused an unauthenticated xDS stream");
                 Status::from(error)
             })
     }
-}
 
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for XdsServer {
-    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
-    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
-
-    async fn stream_aggregated_resources(
+    /// A state-of-the-world ADS stream: authenticates it and serves it in a task of its own.
+    pub(crate) async fn open_sotw(
         &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let caller = self.authenticate(&request).await?;
+        metadata: &MetadataMap,
+        requests: Streaming<DiscoveryRequest>,
+    ) -> Result<Responses<DiscoveryResponse>, Status> {
+        let caller = self.authenticate(metadata).await?;
         let (tx, rx) = mpsc::channel(8);
         tokio::spawn(session::serve::<sotw::Stream>(
             self.shared.clone(),
             caller,
-            request.into_inner(),
+            requests,
             tx,
         ));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(rx)
     }
 
-    async fn delta_aggregated_resources(
+    /// A delta ADS stream, as [`XdsServer::open_sotw`].
+    pub(crate) async fn open_delta(
         &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        let caller = self.authenticate(&request).await?;
+        metadata: &MetadataMap,
+        requests: Streaming<DeltaDiscoveryRequest>,
+    ) -> Result<Responses<DeltaDiscoveryResponse>, Status> {
+        let caller = self.authenticate(metadata).await?;
         let (tx, rx) = mpsc::channel(8);
         tokio::spawn(session::serve::<delta::Stream>(
             self.shared.clone(),
             caller,
-            request.into_inner(),
+            requests,
             tx,
         ));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(rx)
     }
 }
