@@ -290,8 +290,9 @@ pub async fn scope_sidecars(client: &Client, shape: &Shape, scoped: bool) -> any
     Ok(())
 }
 
-/// Watches the workload's EndpointSlices and reports each ready address the first time it
-/// appears (after the initial list), with when the API server showed it.
+/// Watches the workload's EndpointSlices and reports each address that becomes ready in a
+/// slice (after the initial list), with when the API server showed it. kwok hands a freed
+/// address to the next pod, so "new" means new to its slice, not never seen.
 pub fn watch_new_endpoints(
     client: &Client,
 ) -> tokio::sync::mpsc::UnboundedReceiver<(String, Instant)> {
@@ -300,7 +301,10 @@ pub fn watch_new_endpoints(
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let api: Api<EndpointSlice> = Api::all(client.clone());
     tokio::spawn(async move {
-        let mut known = std::collections::HashSet::<String>::new();
+        let mut ready_in: std::collections::HashMap<
+            (String, String),
+            std::collections::HashSet<String>,
+        > = Default::default();
         let mut listed = false;
         let mut events = std::pin::pin!(watcher::watcher(api, watcher::Config::default()));
         while let Some(event) = events.next().await {
@@ -309,6 +313,13 @@ pub fn watch_new_endpoints(
                 Ok(Event::InitApply(slice)) => (slice, false),
                 Ok(Event::InitDone) => {
                     listed = true;
+                    continue;
+                }
+                Ok(Event::Delete(slice)) => {
+                    ready_in.remove(&(
+                        slice.metadata.namespace.unwrap_or_default(),
+                        slice.metadata.name.unwrap_or_default(),
+                    ));
                     continue;
                 }
                 _ => continue,
@@ -321,16 +332,22 @@ pub fn watch_new_endpoints(
             {
                 continue;
             }
-            let ready = slice
+            let ready: std::collections::HashSet<String> = slice
                 .endpoints
                 .iter()
                 .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false))
-                .flat_map(|e| e.addresses.iter().cloned());
-            for address in ready {
-                if known.insert(address.clone())
-                    && announce
-                    && tx.send((address, Instant::now())).is_err()
-                {
+                .flat_map(|e| e.addresses.iter().cloned())
+                .collect();
+            let key = (
+                slice.metadata.namespace.clone().unwrap_or_default(),
+                slice.metadata.name.clone().unwrap_or_default(),
+            );
+            let before = ready_in.insert(key, ready.clone()).unwrap_or_default();
+            if !announce {
+                continue;
+            }
+            for address in ready.difference(&before) {
+                if tx.send((address.clone(), Instant::now())).is_err() {
                     return;
                 }
             }
