@@ -181,6 +181,16 @@ pub fn markdown(environment: &Environment, runs: &[RunResult], plot: Option<&str
             );
         }
     }
+    let _ = writeln!(
+        out,
+        "How the figures are taken: a route change is timed from the PATCH of the \
+         VirtualService to the push that carries the new match; an endpoint from the moment \
+         the benchmark's own watch sees it ready in an EndpointSlice to the EDS push that \
+         holds it (both as received by the observing sidecars, at most 500 spread over all); \
+         bytes are the protobuf size of the responses. The load generator has one core for \
+         all N sidecars: at 10,000 it decodes every push of every sidecar, so churn latency \
+         there is partly its own (see the control plane's CPU beside it).\n"
+    );
     if let Some(plot) = plot {
         let _ = writeln!(out, "![convergence against N]({plot})\n");
     }
