@@ -124,7 +124,33 @@ struct Subscriptions {
     listeners_requested: bool,
 }
 
+impl Subscription {
+    /// Takes a response of this type; returns its ACK.
+    fn accept(&mut self, type_url: &str, response: &DiscoveryResponse) -> DiscoveryRequest {
+        self.version = response.version_info.clone();
+        self.nonce = response.nonce.clone();
+        self.received = true;
+        request(type_url, self)
+    }
+
+    /// Subscribes to `names` (the EDS clusters, the RDS route configs) if they changed.
+    fn follow(&mut self, type_url: &str, names: Vec<String>, requests: &mut Vec<DiscoveryRequest>) {
+        if names != self.names {
+            self.names = names;
+            requests.push(request(type_url, self));
+        }
+    }
+}
+
 impl Subscriptions {
+    /// LDS once, after the clusters warmed, as Envoy does.
+    fn request_listeners(&mut self, requests: &mut Vec<DiscoveryRequest>) {
+        if !self.listeners_requested {
+            self.listeners_requested = true;
+            requests.push(request(LISTENER, &self.listeners));
+        }
+    }
+
     fn complete(&self) -> bool {
         self.clusters.received
             && (self.endpoints.names.is_empty() || self.endpoints.received)
@@ -182,50 +208,28 @@ async fn stream(
         let mut follow_up = Vec::new();
         let ack = match slot {
             0 => {
-                let s = &mut subscriptions.clusters;
-                (s.version, s.nonce) = (response.version_info.clone(), response.nonce.clone());
-                s.received = true;
-                let ack = request(CLUSTER, s);
+                let ack = subscriptions.clusters.accept(CLUSTER, &response);
                 let names = xds_names::eds_names(resources());
-                if names != subscriptions.endpoints.names {
-                    subscriptions.endpoints.names = names;
-                    follow_up.push(request(ENDPOINT, &subscriptions.endpoints));
-                }
-                if subscriptions.endpoints.names.is_empty() && !subscriptions.listeners_requested {
-                    subscriptions.listeners_requested = true;
-                    follow_up.push(request(LISTENER, &subscriptions.listeners));
+                subscriptions
+                    .endpoints
+                    .follow(ENDPOINT, names, &mut follow_up);
+                if subscriptions.endpoints.names.is_empty() {
+                    subscriptions.request_listeners(&mut follow_up);
                 }
                 ack
             }
             1 => {
-                let s = &mut subscriptions.endpoints;
-                (s.version, s.nonce) = (response.version_info.clone(), response.nonce.clone());
-                s.received = true;
-                let ack = request(ENDPOINT, s);
-                if !subscriptions.listeners_requested {
-                    subscriptions.listeners_requested = true;
-                    follow_up.push(request(LISTENER, &subscriptions.listeners));
-                }
+                let ack = subscriptions.endpoints.accept(ENDPOINT, &response);
+                subscriptions.request_listeners(&mut follow_up);
                 ack
             }
             2 => {
-                let s = &mut subscriptions.listeners;
-                (s.version, s.nonce) = (response.version_info.clone(), response.nonce.clone());
-                s.received = true;
-                let ack = request(LISTENER, s);
+                let ack = subscriptions.listeners.accept(LISTENER, &response);
                 let names = xds_names::rds_names(resources());
-                if names != subscriptions.routes.names {
-                    subscriptions.routes.names = names;
-                    follow_up.push(request(ROUTE, &subscriptions.routes));
-                }
+                subscriptions.routes.follow(ROUTE, names, &mut follow_up);
                 ack
             }
-            3 => {
-                let s = &mut subscriptions.routes;
-                (s.version, s.nonce) = (response.version_info.clone(), response.nonce.clone());
-                s.received = true;
-                request(ROUTE, s)
-            }
+            3 => subscriptions.routes.accept(ROUTE, &response),
             _ => DiscoveryRequest {
                 type_url: response.type_url.clone(),
                 version_info: response.version_info.clone(),
