@@ -38,41 +38,53 @@ impl Entries {
 impl GenerationCache {
     pub fn get(&self, state: &Arc<MeshState>, proxy: &Proxy) -> Arc<Generated> {
         let key = proxy.config_key();
-        let shared_key = SharedKey::new(&state.snapshot, proxy);
-        let shared = {
-            let mut entries = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        {
+            let mut entries = self.lock();
             if entries.current(state)
                 && let Some(found) = entries.by_key.get(&key)
             {
                 return found.clone();
             }
+        }
+        // A miss: generate outside the lock, so proxies with other keys need not wait.
+        let shared_key = SharedKey::new(&state.snapshot, proxy);
+        let found = {
+            let mut entries = self.lock();
+            entries.current(state);
             entries.shared.get(&shared_key).cloned()
         };
-        // Generate outside the lock: proxies with other keys need not wait.
-        let shared = shared.unwrap_or_else(|| {
-            let generated = Arc::new(Generated::new(fleetmesh_xds::generate_shared(
-                &state.snapshot,
-                proxy,
-            )));
-            let mut entries = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            if entries.current(state) {
-                entries
-                    .shared
-                    .entry(shared_key)
-                    .or_insert(generated)
-                    .clone()
-            } else {
-                generated
-            }
+        let shared = found.unwrap_or_else(|| {
+            let generated = Generated::new(fleetmesh_xds::generate_shared(&state.snapshot, proxy));
+            self.keep(state, |e| &mut e.shared, shared_key, generated)
         });
         let own = fleetmesh_xds::generate_own(&state.snapshot, proxy);
-        let generated = Arc::new(Generated::compose(&shared, own));
-        let mut entries = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.current(state) {
-            entries.by_key.entry(key).or_insert(generated).clone()
-        } else {
-            generated
+        self.keep(
+            state,
+            |e| &mut e.by_key,
+            key,
+            Generated::compose(&shared, own),
+        )
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Remembers `generated` under `key` while `state` is still the newest snapshot (a
+    /// proxy that got there first wins); returns what is remembered.
+    fn keep<K: std::hash::Hash + Eq>(
+        &self,
+        state: &Arc<MeshState>,
+        map: impl FnOnce(&mut Entries) -> &mut HashMap<K, Arc<Generated>>,
+        key: K,
+        generated: Generated,
+    ) -> Arc<Generated> {
+        let generated = Arc::new(generated);
+        let mut entries = self.lock();
+        if !entries.state.ptr_eq(&Arc::downgrade(state)) {
+            return generated;
         }
+        map(&mut entries).entry(key).or_insert(generated).clone()
     }
 }
 
