@@ -21,14 +21,42 @@ pub struct Storm {
     pub stream_error: Option<String>,
 }
 
+/// How long changes took to reach the observing sidecars.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Latency {
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+}
+
+impl Latency {
+    pub fn of(mut latencies: Vec<std::time::Duration>) -> Latency {
+        latencies.sort();
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+        Latency {
+            p50_ms: percentile(&latencies, 50.0).map(ms),
+            p99_ms: percentile(&latencies, 99.0).map(ms),
+            max_ms: latencies.last().copied().map(ms),
+        }
+    }
+}
+
+/// The nearest-rank percentile of sorted values.
+pub fn percentile(sorted: &[std::time::Duration], p: f64) -> Option<std::time::Duration> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Convergence {
     pub changes: usize,
     pub affected_observers: usize,
     pub samples: usize,
-    pub p50_ms: Option<f64>,
-    pub p99_ms: Option<f64>,
-    pub max_ms: Option<f64>,
+    #[serde(flatten)]
+    pub latency: Latency,
     pub cpu_s_per_change: f64,
 }
 
@@ -40,9 +68,8 @@ pub struct Churn {
     pub endpoints_never_seen: usize,
     pub pushes: u64,
     pub pushes_per_proxy: f64,
-    pub p50_ms: Option<f64>,
-    pub p99_ms: Option<f64>,
-    pub max_ms: Option<f64>,
+    #[serde(flatten)]
+    pub latency: Latency,
     pub cpu_s: f64,
 }
 
@@ -117,9 +144,15 @@ const METRICS: &[Metric] = &[
     }),
     ("connect storm: CPU (s)", 2, |r| Some(r.storm.cpu_s)),
     ("steady state: RSS (MiB)", 1, |r| Some(r.steady_rss_mib)),
-    ("route change: p50 (ms)", 1, |r| r.route_change.p50_ms),
-    ("route change: p99 (ms)", 1, |r| r.route_change.p99_ms),
-    ("route change: max (ms)", 1, |r| r.route_change.max_ms),
+    ("route change: p50 (ms)", 1, |r| {
+        r.route_change.latency.p50_ms
+    }),
+    ("route change: p99 (ms)", 1, |r| {
+        r.route_change.latency.p99_ms
+    }),
+    ("route change: max (ms)", 1, |r| {
+        r.route_change.latency.max_ms
+    }),
     ("route change: CPU per change (s)", 3, |r| {
         Some(r.route_change.cpu_s_per_change)
     }),
@@ -127,7 +160,7 @@ const METRICS: &[Metric] = &[
         r.churn.as_ref().map(|c| c.pushes_per_proxy)
     }),
     ("endpoint churn: p99 (ms)", 1, |r| {
-        r.churn.as_ref().and_then(|c| c.p99_ms)
+        r.churn.as_ref().and_then(|c| c.latency.p99_ms)
     }),
     ("endpoint churn: CPU (s)", 2, |r| {
         r.churn.as_ref().map(|c| c.cpu_s)
@@ -279,7 +312,7 @@ pub fn plot(runs: &[RunResult], path: &Path, font: &Path) -> anyhow::Result<()> 
             r.storm.all_complete_s
         }),
         ("route change: p99 ms until sidecars have it", |r| {
-            r.route_change.p99_ms
+            r.route_change.latency.p99_ms
         }),
     ];
     for (panel, (title, get)) in panels.iter().zip(charts) {
@@ -329,4 +362,31 @@ pub fn plot(runs: &[RunResult], path: &Path, font: &Path) -> anyhow::Result<()> 
     }
     root.present()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let values: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&values, 50.0), Some(Duration::from_millis(50)));
+        assert_eq!(percentile(&values, 99.0), Some(Duration::from_millis(99)));
+        assert_eq!(
+            percentile(&values[..1], 99.0),
+            Some(Duration::from_millis(1))
+        );
+        assert_eq!(percentile(&[], 50.0), None);
+    }
+
+    #[test]
+    fn the_committed_results_still_load() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/bench-results.jsonl");
+        let (_, runs) = read(&path).unwrap();
+        let meshd = runs.iter().find(|r| r.control_plane == "meshd").unwrap();
+        assert!(meshd.route_change.latency.p99_ms.is_some());
+        assert!(meshd.churn.as_ref().unwrap().latency.p50_ms.is_some());
+    }
 }

@@ -2,8 +2,8 @@
 //! route change, endpoint churn. Returns the figures as a [`RunResult`].
 
 use crate::control_plane::{CLUSTER_ID, ControlPlane, Kind, Usage};
-use crate::fleet::{Arrival, Fleet};
-use crate::report::{Churn, Convergence, RunResult, Storm};
+use crate::fleet::Fleet;
+use crate::report::{Churn, Convergence, Latency, RunResult, Storm, percentile};
 use crate::sidecar::{Identity, Probe};
 use crate::workload::{self, PodIdentity, Shape};
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -23,6 +23,14 @@ pub struct Plan {
     /// The version the sidecars claim (istiod gates features on it).
     pub proxy_version: String,
     pub scoped: bool,
+}
+
+impl Plan {
+    /// Clusters a complete config holds at least: every service, or with Sidecar scoping
+    /// at least one.
+    fn expected_clusters(&self) -> usize {
+        if self.scoped { 1 } else { self.shape.services }
+    }
 }
 
 fn text(s: &str) -> Value {
@@ -58,7 +66,7 @@ pub fn identities(
                     .map(|(k, v)| (k.clone(), text(v)))
                     .collect(),
             };
-            let mut fields: std::collections::BTreeMap<String, Value> = [
+            let mut fields: std::collections::HashMap<String, Value> = [
                 ("ISTIO_VERSION", version),
                 ("NAMESPACE", &pod.namespace),
                 ("SERVICE_ACCOUNT", &pod.service_account),
@@ -87,9 +95,7 @@ pub fn identities(
                     ns = pod.namespace
                 ),
                 cluster: pod.labels.get("app").cloned().unwrap_or_default(),
-                metadata: Some(Struct {
-                    fields: fields.into_iter().collect(),
-                }),
+                metadata: Some(Struct { fields }),
                 ..Node::default()
             };
             let token = issuer.as_ref().map(|issuer| {
@@ -123,9 +129,8 @@ async fn wait_synced(
         identities(pods, 1, &plan.proxy_version, plane)?,
         1,
     )?;
-    let expected = if plan.scoped { 1 } else { plan.shape.services };
     let synced = probe
-        .wait_complete(expected, Duration::from_secs(180))
+        .wait_complete(plan.expected_clusters(), Duration::from_secs(180))
         .await;
     probe.stop().await;
     anyhow::ensure!(
@@ -157,9 +162,8 @@ pub async fn run(
         identities(&pods, plan.proxies, &plan.proxy_version, &plane)?,
         plan.observers,
     )?;
-    let expected_clusters = if plan.scoped { 1 } else { plan.shape.services };
     let all_complete = fleet
-        .wait_complete(expected_clusters, plan.storm_timeout)
+        .wait_complete(plan.expected_clusters(), plan.storm_timeout)
         .await;
     let after_storm = plane.usage()?;
     let mut times: Vec<Duration> = fleet.completion_times().into_iter().flatten().collect();
@@ -282,18 +286,13 @@ async fn endpoint_churn(
     let mut latencies = Vec::new();
     let mut missing = 0;
     for (id, since) in &marks {
-        let Arrival {
-            latencies: got,
-            observers,
-        } = fleet.arrival(*id, *since);
+        let got = fleet.arrival(*id, *since).latencies;
         if got.is_empty() {
             missing += 1;
         }
-        let _ = observers;
         latencies.extend(got);
     }
     fleet.clear_marks();
-    latencies.sort();
     Ok(Churn {
         seconds: plan.churn.as_secs_f64(),
         scale_changes: changes,
@@ -301,58 +300,23 @@ async fn endpoint_churn(
         endpoints_never_seen: missing,
         pushes: pushes.pushes(),
         pushes_per_proxy: pushes.pushes() as f64 / plan.proxies as f64,
-        p50_ms: percentile(&latencies, 50.0).map(ms),
-        p99_ms: percentile(&latencies, 99.0).map(ms),
-        max_ms: latencies.last().copied().map(ms),
+        latency: Latency::of(latencies),
         cpu_s: cpu_between(&before, &after),
     })
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 fn convergence(
-    mut latencies: Vec<Duration>,
+    latencies: Vec<Duration>,
     affected: usize,
     changes: usize,
     before: &Usage,
     after: &Usage,
 ) -> Convergence {
-    latencies.sort();
     Convergence {
         changes,
         affected_observers: affected,
         samples: latencies.len(),
-        p50_ms: percentile(&latencies, 50.0).map(ms),
-        p99_ms: percentile(&latencies, 99.0).map(ms),
-        max_ms: latencies.last().copied().map(ms),
+        latency: Latency::of(latencies),
         cpu_s_per_change: cpu_between(before, after) / changes.max(1) as f64,
-    }
-}
-
-/// The nearest-rank percentile of sorted values.
-pub fn percentile(sorted: &[Duration], p: f64) -> Option<Duration> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    Some(sorted[rank.clamp(1, sorted.len()) - 1])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nearest_rank_percentiles() {
-        let values: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
-        assert_eq!(percentile(&values, 50.0), Some(Duration::from_millis(50)));
-        assert_eq!(percentile(&values, 99.0), Some(Duration::from_millis(99)));
-        assert_eq!(
-            percentile(&values[..1], 99.0),
-            Some(Duration::from_millis(1))
-        );
-        assert_eq!(percentile(&[], 50.0), None);
     }
 }

@@ -230,16 +230,16 @@ pub async fn change_route(client: &Client, shape: &Shape, marker: &str) -> anyho
     let resource = kube::discovery::ApiResource::from_gvk(&gvk);
     let api: Api<kube::core::DynamicObject> =
         Api::namespaced_with(client.clone(), &shape.namespace(0), &resource);
-    let patch = serde_json::json!({"spec": {"http": [
-        {"match": [{"headers": {"x-bench": {"exact": marker}}}],
-         "route": [{"destination": {"host": format!("svc-0.{}.svc.cluster.local", shape.namespace(0))}}],
-         "timeout": "3s"},
-        {"route": [{"destination": {"host": format!("svc-0.{}.svc.cluster.local", shape.namespace(0))}}]}
-    ]}});
+    let edited = documents(&virtual_service(0, &shape.namespace(0), marker))?;
+    let edited = edited.first().context("the VirtualService document")?;
     let sent = Instant::now();
-    api.patch("svc-0", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .context("editing VirtualService svc-0")?;
+    api.patch(
+        "svc-0",
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(edited),
+    )
+    .await
+    .context("editing VirtualService svc-0")?;
     Ok(sent)
 }
 
