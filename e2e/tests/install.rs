@@ -66,27 +66,6 @@ spec:
 }
 
 /// Runs kubectl against the cluster; its stdout, or its stderr as the error.
-fn kubectl(cluster: &TestCluster, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
-    use std::io::Write;
-    let mut command = cluster.kubectl();
-    command.args(args);
-    command.stdin(std::process::Stdio::piped());
-    command.stdout(std::process::Stdio::piped());
-    command.stderr(std::process::Stdio::piped());
-    let mut child = command.spawn().map_err(|e| e.to_string())?;
-    let mut input = child.stdin.take().expect("stdin is piped");
-    input
-        .write_all(stdin.unwrap_or_default().as_bytes())
-        .map_err(|e| e.to_string())?;
-    drop(input);
-    let output = child.wait_with_output().map_err(|e| e.to_string())?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&output.stderr).into_owned())
-    }
-}
-
 /// `shop-cert` (server certificate), `shop-mtls` (the same, for MUTUAL) and
 /// `shop-mtls-cacert` (the client CA) in `namespace`, as a user creates them.
 fn create_tls_secrets(cluster: &TestCluster, namespace: &str, pki: &Pki) {
@@ -120,7 +99,7 @@ fn create_tls_secrets(cluster: &TestCluster, namespace: &str, pki: &Pki) {
             args.push(&from_file);
         }
         args.extend(["-n", namespace]);
-        kubectl(cluster, &args, None).unwrap();
+        cluster.run_kubectl(&args, None).unwrap();
     }
 }
 
@@ -221,19 +200,19 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
     // The guide's label: pods get istio-proxy and istio-init.
     let shop = TestNamespace::create(&client, "shop").await.unwrap();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &shop.name);
-    kubectl(
-        &cluster,
-        &[
-            "label",
-            "namespace",
-            &shop.name,
-            "istio-injection-",
-            "istio.io/rev=asm-managed-rapid",
-            "--overwrite",
-        ],
-        None,
-    )
-    .unwrap();
+    cluster
+        .run_kubectl(
+            &[
+                "label",
+                "namespace",
+                &shop.name,
+                "istio-injection-",
+                "istio.io/rev=asm-managed-rapid",
+                "--overwrite",
+            ],
+            None,
+        )
+        .unwrap();
     shop.apply(&deployment("web", "")).await.unwrap();
     let web = pod_of(&pods, "web").await;
     let (init, main) = containers(&web);
@@ -259,12 +238,9 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
     assert_eq!(containers(&pod_of(&pods, "batch").await).1, ["batch"]);
 
     // Label removed: no proxy.
-    kubectl(
-        &cluster,
-        &["label", "namespace", &shop.name, "istio.io/rev-"],
-        None,
-    )
-    .unwrap();
+    cluster
+        .run_kubectl(&["label", "namespace", &shop.name, "istio.io/rev-"], None)
+        .unwrap();
     shop.apply(&deployment("plain", "")).await.unwrap();
     assert_eq!(containers(&pod_of(&pods, "plain").await).1, ["plain"]);
 
@@ -281,17 +257,17 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
 
     // The legacy label follows the default tag: the installed channel's revision.
     let legacy = TestNamespace::create(&client, "legacy").await.unwrap();
-    kubectl(
-        &cluster,
-        &[
-            "label",
-            "namespace",
-            &legacy.name,
-            "istio-injection=enabled",
-        ],
-        None,
-    )
-    .unwrap();
+    cluster
+        .run_kubectl(
+            &[
+                "label",
+                "namespace",
+                &legacy.name,
+                "istio-injection=enabled",
+            ],
+            None,
+        )
+        .unwrap();
     legacy.apply(&deployment("old", "")).await.unwrap();
     let legacy_pods: Api<Pod> = Api::namespaced(client.clone(), &legacy.name);
     let old = pod_of(&legacy_pods, "old").await;
@@ -310,8 +286,9 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
 
     // A bad VirtualService is refused at apply, naming the field.
     let bad = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: bad}\nspec:\n  hosts: [web]\n  http:\n  - route: [{destination: {host: web}, weight: 150}]\n";
-    let refused =
-        kubectl(&cluster, &["apply", "-n", &shop.name, "-f", "-"], Some(bad)).unwrap_err();
+    let refused = cluster
+        .run_kubectl(&["apply", "-n", &shop.name, "-f", "-"], Some(bad))
+        .unwrap_err();
     assert!(refused.contains("denied the request"), "{refused}");
     assert!(
         refused.contains("spec.http[0].route[0].weight"),
@@ -367,12 +344,9 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
     let error = format!("{:#}", install::run(&failing).await.unwrap_err());
     assert!(error.contains("cannot be reached"), "{error}");
     let viewer = TestNamespace::create(&client, "viewer").await.unwrap();
-    let viewer_token = kubectl(
-        &cluster,
-        &["create", "token", "default", "-n", &viewer.name],
-        None,
-    )
-    .unwrap();
+    let viewer_token = cluster
+        .run_kubectl(&["create", "token", "default", "-n", &viewer.name], None)
+        .unwrap();
     let forbidden = output.path().join("forbidden.kubeconfig");
     let server = std::fs::read_to_string(&cluster.kubeconfig)
         .unwrap()
@@ -402,21 +376,23 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
 
     // The guide's gateway, verbatim, in a namespace whose pods opt in one by one.
     let gateways = TestNamespace::create(&client, "gateways").await.unwrap();
-    kubectl(
-        &cluster,
-        &[
-            "label",
-            "namespace",
-            &gateways.name,
-            "istio-injection-",
-            "istio.io/rev-",
-        ],
-        None,
-    )
-    .unwrap();
+    cluster
+        .run_kubectl(
+            &[
+                "label",
+                "namespace",
+                &gateways.name,
+                "istio-injection-",
+                "istio.io/rev-",
+            ],
+            None,
+        )
+        .unwrap();
     let guide_yaml = fleetmesh_cli::install::samples::gateway("asm-managed-rapid")
         .replace("GATEWAY_NAMESPACE", &gateways.name);
-    kubectl(&cluster, &["apply", "-f", "-"], Some(&guide_yaml)).unwrap();
+    cluster
+        .run_kubectl(&["apply", "-f", "-"], Some(&guide_yaml))
+        .unwrap();
     let gateway_pods: Api<Pod> = Api::namespaced(client.clone(), &gateways.name);
     let gateway_pod = wait_for("the gateway pod", Duration::from_secs(60), async || {
         let list = gateway_pods
@@ -435,12 +411,9 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
     let proxy = &gateway_pod.spec.as_ref().unwrap().containers[0];
     assert_ne!(proxy.image.as_deref(), Some("auto"));
     assert!(proxy.args.as_ref().unwrap().contains(&"router".to_string()));
-    let listed = kubectl(
-        &cluster,
-        &["get", "pod,service", "-n", &gateways.name],
-        None,
-    )
-    .unwrap();
+    let listed = cluster
+        .run_kubectl(&["get", "pod,service", "-n", &gateways.name], None)
+        .unwrap();
     assert!(listed.contains("pod/istio-ingressgateway-"), "{listed}");
     assert!(listed.contains("service/istio-ingressgateway"), "{listed}");
 
@@ -458,21 +431,21 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
         .and_then(|s| s.service_account_name.clone())
         .unwrap_or_else(|| "default".into());
     let token = |audience: &str| {
-        kubectl(
-            &cluster,
-            &[
-                "create",
-                "token",
-                &account,
-                "-n",
-                &gateways.name,
-                "--audience",
-                audience,
-            ],
-            None,
-        )
-        .map(|t| t.trim().to_string())
-        .unwrap()
+        cluster
+            .run_kubectl(
+                &[
+                    "create",
+                    "token",
+                    &account,
+                    "-n",
+                    &gateways.name,
+                    "--audience",
+                    audience,
+                ],
+                None,
+            )
+            .map(|t| t.trim().to_string())
+            .unwrap()
     };
     let projected = token(TOKEN_AUDIENCE);
     let csr = fleetmesh_ca::csr::generate(
@@ -504,21 +477,21 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
     let other = TestNamespace::create(&client, "other").await.unwrap();
     let foreign = fleetmesh_ca::client::create_certificate(
         ca.clone(),
-        kubectl(
-            &cluster,
-            &[
-                "create",
-                "token",
-                "default",
-                "-n",
-                &other.name,
-                "--audience",
-                TOKEN_AUDIENCE,
-            ],
-            None,
-        )
-        .unwrap()
-        .trim(),
+        cluster
+            .run_kubectl(
+                &[
+                    "create",
+                    "token",
+                    "default",
+                    "-n",
+                    &other.name,
+                    "--audience",
+                    TOKEN_AUDIENCE,
+                ],
+                None,
+            )
+            .unwrap()
+            .trim(),
         csr,
         Duration::from_secs(3600),
     )
@@ -685,20 +658,20 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
     )
     .await
     .unwrap();
-    let unbound_token = kubectl(
-        &cluster,
-        &[
-            "create",
-            "token",
-            "default",
-            "-n",
-            &unbound.name,
-            "--audience",
-            TOKEN_AUDIENCE,
-        ],
-        None,
-    )
-    .unwrap();
+    let unbound_token = cluster
+        .run_kubectl(
+            &[
+                "create",
+                "token",
+                "default",
+                "-n",
+                &unbound.name,
+                "--audience",
+                TOKEN_AUDIENCE,
+            ],
+            None,
+        )
+        .unwrap();
     let withheld = store
         .mesh
         .add_pod_proxy(

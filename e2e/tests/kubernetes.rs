@@ -162,21 +162,9 @@ fn envoy_route_dump(proxy: &Workload) -> String {
 }
 
 fn kubectl(cluster: &TestCluster, namespace: &str, verb: &str, yaml: &str) {
-    use std::io::Write;
-    let mut child = cluster
-        .kubectl()
-        .args([verb, "-n", namespace, "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(yaml.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "kubectl {verb} failed");
+    if let Err(error) = cluster.run_kubectl(&[verb, "-n", namespace, "-f", "-"], Some(yaml)) {
+        panic!("kubectl {verb} failed: {error}");
+    }
 }
 
 const ROUTE: &str = r#"

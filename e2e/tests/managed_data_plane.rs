@@ -41,8 +41,9 @@ fn seed_check(cluster: &TestCluster) -> String {
 }
 
 fn kubectl(cluster: &TestCluster, args: &[&str]) {
-    let status = cluster.kubectl().args(args).status().unwrap();
-    assert!(status.success(), "kubectl {args:?}");
+    if let Err(error) = cluster.run_kubectl(args, None) {
+        panic!("kubectl {args:?}: {error}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -78,6 +78,31 @@ impl TestCluster {
         crate::apply::wait_established(&client, names, Duration::from_secs(30)).await
     }
 
+    /// Runs kubectl on this cluster with `stdin` as its input; its output, or its error
+    /// output when it fails.
+    pub fn run_kubectl(&self, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+        use std::io::Write;
+        let mut child = self
+            .kubectl()
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let mut input = child.stdin.take().expect("stdin is piped");
+        input
+            .write_all(stdin.unwrap_or_default().as_bytes())
+            .map_err(|e| e.to_string())?;
+        drop(input);
+        let output = child.wait_with_output().map_err(|e| e.to_string())?;
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&output.stderr).into_owned())
+        }
+    }
+
     /// A kubectl command for this cluster.
     pub fn kubectl(&self) -> Command {
         let bin = self
