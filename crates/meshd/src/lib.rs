@@ -180,9 +180,9 @@ impl Meshd {
                     .flat_map(|r| &r.spec.jwt_rules)
                     .filter_map(|rule| rule.jwks_uri.as_deref()),
             );
-            MeshState::new(snapshot)
+            snapshot
         };
-        let (snapshots_tx, snapshots) = watch::channel(Arc::new(build(&source)));
+        let (snapshots_tx, snapshots) = watch::channel(Arc::new(MeshState::new(build(&source))));
 
         let mut tasks = JoinSet::new();
         let debounce = Debounce {
@@ -195,7 +195,11 @@ impl Meshd {
             // Dropping them stops the file events.
             let _watchers = (watcher, ca_watcher);
             let publish = || {
-                snapshots_tx.send_replace(Arc::new(build(&reloading)));
+                let next = snapshots_tx.borrow().next(build(&reloading));
+                // An unchanged mesh (a pod's status, an unrelated object) is not pushed.
+                if let Some(next) = next {
+                    snapshots_tx.send_replace(Arc::new(next));
+                }
             };
             tokio::select! {
                 () = debounce.run(changes, publish) => {}

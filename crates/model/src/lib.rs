@@ -3,12 +3,14 @@
 //! A [`Snapshot`] is immutable: translation reads it without locks while the next one is
 //! built. Nothing here knows Envoy or gRPC.
 
+pub mod change;
 pub mod credential;
 pub mod host;
 pub mod security;
 pub mod service;
 pub mod snapshot;
 
+pub use change::Change;
 pub use credential::Credential;
 pub use host::{ExportTo, resolve_host};
 pub use service::{Endpoint, Protocol, Service, ServicePort, Workload};

@@ -1,12 +1,14 @@
 //! Generated resources shared between proxies. Per snapshot, translation runs once for
 //! each distinct [`SharedKey`] (the outbound clusters, endpoints and routes: most of a
 //! proxy's config, the same for a namespace) and once for each distinct [`ConfigKey`]
-//! (the workload's own part); proxies with equal keys share the results.
+//! (the workload's own part); proxies with equal keys share the results. After a change
+//! to endpoints alone (most changes in a busy cluster), what was generated before is
+//! patched: only the changed hosts' clusters and endpoints are translated again.
 
 use crate::generated::Generated;
 use crate::service::MeshState;
 use fleetmesh_xds::{ConfigKey, Proxy, SharedKey};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, Weak};
 
 #[derive(Default)]
@@ -18,52 +20,100 @@ pub struct GenerationCache {
 struct Entries {
     /// The snapshot the entries were generated from; a newer one empties the cache.
     state: Weak<MeshState>,
+    state_id: u64,
     shared: HashMap<SharedKey, Arc<Generated>>,
     by_key: HashMap<ConfigKey, Arc<Generated>>,
+    /// What was generated for recent states that differ from the current one only in
+    /// endpoints, each with the id of its state: on a miss, patched instead of generated.
+    earlier_shared: HashMap<SharedKey, (u64, Arc<Generated>)>,
+    earlier_by_key: HashMap<ConfigKey, (u64, Arc<Generated>)>,
 }
 
 impl Entries {
-    /// Forgets everything generated from an older snapshot; whether `state` is current.
+    /// Moves to `state` if it is newer (keeping what can be patched); whether it was
+    /// already current.
     fn current(&mut self, state: &Arc<MeshState>) -> bool {
         if self.state.ptr_eq(&Arc::downgrade(state)) {
             return true;
         }
+        if state.id < self.state_id {
+            // A proxy still on an older state: served, but not at the newer ones' cost.
+            return false;
+        }
+        if state.endpoints_changed_since(self.state_id).is_some() {
+            let id = self.state_id;
+            let shared = self.shared.drain().map(|(k, g)| (k, (id, g)));
+            self.earlier_shared.extend(shared);
+            let by_key = self.by_key.drain().map(|(k, g)| (k, (id, g)));
+            self.earlier_by_key.extend(by_key);
+            let patchable =
+                |(id, _): &mut (u64, Arc<Generated>)| state.endpoints_changed_since(*id).is_some();
+            self.earlier_shared.retain(|_, e| patchable(e));
+            self.earlier_by_key.retain(|_, e| patchable(e));
+        } else {
+            self.shared.clear();
+            self.by_key.clear();
+            self.earlier_shared.clear();
+            self.earlier_by_key.clear();
+        }
         self.state = Arc::downgrade(state);
-        self.shared.clear();
-        self.by_key.clear();
+        self.state_id = state.id;
         false
     }
+}
+
+/// What was generated for an earlier state, with the hosts whose endpoints changed
+/// since, if only they did.
+fn patchable(
+    state: &MeshState,
+    earlier: Option<(u64, Arc<Generated>)>,
+) -> Option<(&BTreeSet<String>, Arc<Generated>)> {
+    let (id, generated) = earlier?;
+    Some((state.endpoints_changed_since(id)?, generated))
 }
 
 impl GenerationCache {
     pub fn get(&self, state: &Arc<MeshState>, proxy: &Proxy) -> Arc<Generated> {
         let key = proxy.config_key();
-        {
+        let earlier = {
             let mut entries = self.lock();
             if entries.current(state)
                 && let Some(found) = entries.by_key.get(&key)
             {
                 return found.clone();
             }
-        }
+            entries.earlier_by_key.get(&key).cloned()
+        };
         // A miss: generate outside the lock, so proxies with other keys need not wait.
         let shared_key = SharedKey::new(&state.snapshot, proxy);
-        let found = {
+        let (found, earlier_shared) = {
             let mut entries = self.lock();
             entries.current(state);
-            entries.shared.get(&shared_key).cloned()
+            (
+                entries.shared.get(&shared_key).cloned(),
+                entries.earlier_shared.get(&shared_key).cloned(),
+            )
         };
         let shared = found.unwrap_or_else(|| {
-            let generated = Generated::new(fleetmesh_xds::generate_shared(&state.snapshot, proxy));
+            let snapshot = &state.snapshot;
+            let generated = match patchable(state, earlier_shared) {
+                Some((hosts, before)) => before.with_hosts_replaced(
+                    hosts,
+                    fleetmesh_xds::generate_shared_hosts(snapshot, proxy, hosts),
+                ),
+                None => Generated::new(fleetmesh_xds::generate_shared(snapshot, proxy)),
+            };
             self.keep(state, |e| &mut e.shared, shared_key, generated)
         });
-        let own = fleetmesh_xds::generate_own(&state.snapshot, proxy);
-        self.keep(
-            state,
-            |e| &mut e.by_key,
-            key,
-            Generated::compose(&shared, own),
-        )
+        // A proxy's own part does not depend on endpoints: after an endpoint change, its
+        // earlier one is composed with the new shared part.
+        let composed = patchable(state, earlier)
+            .and_then(|(_, before)| before.recompose(&shared))
+            .unwrap_or_else(|| {
+                let own = fleetmesh_xds::generate_own(&state.snapshot, proxy);
+                Generated::compose(&shared, own)
+            });
+        self.keep(state, |e| &mut e.by_key, key, composed)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
@@ -161,5 +211,141 @@ mod tests {
                 whole.of_type(CLUSTER_TYPE).unwrap().entries.len()
             );
         }
+    }
+
+    const MESH: &str = "\
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: shop}
+spec: {selector: {app: reviews}, ports: [{name: http, port: 9080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ratings, namespace: shop}
+spec: {selector: {app: ratings}, ports: [{name: http, port: 9080}]}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews-v1, namespace: shop}
+spec: {address: 127.10.0.2, labels: {app: reviews, version: v1}, serviceAccount: reviews}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: ratings-v1, namespace: shop}
+spec: {address: 127.10.0.3, labels: {app: ratings, version: v1}, serviceAccount: ratings}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: shop}
+spec:
+  host: reviews
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+";
+
+    fn mesh() -> Snapshot {
+        let loaded = fleetmesh_api::load_documents(None, MESH).unwrap();
+        Snapshot::of_config(loaded.iter().map(|l| &l.resource).collect())
+    }
+
+    /// `snapshot` with one more endpoint of reviews, version `version`, running as `account`.
+    fn scaled(snapshot: &Snapshot, address: &str, version: &str, account: &str) -> Snapshot {
+        let mut next = snapshot.clone();
+        let reviews = next
+            .services
+            .get_mut("reviews.shop.svc.cluster.local")
+            .unwrap();
+        let mut endpoint = reviews.endpoints[0].clone();
+        endpoint.address = address.into();
+        endpoint.labels.insert("version".into(), version.into());
+        endpoint.service_account = Some(account.into());
+        Arc::make_mut(reviews).endpoints.push(endpoint);
+        next
+    }
+
+    #[test]
+    fn an_endpoint_change_is_patched_into_what_was_generated() {
+        use fleetmesh_xds::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE};
+        let cache = GenerationCache::default();
+        let proxies = [proxy("reviews-1", "shop"), proxy("web-1", "front")];
+        let first = Arc::new(MeshState::new(mesh()));
+        let before: Vec<_> = proxies.iter().map(|p| cache.get(&first, p)).collect();
+
+        // A second pod of the same account: only reviews' endpoints change.
+        let second = Arc::new(
+            first
+                .next(scaled(&first.snapshot, "127.10.0.4", "v2", "reviews"))
+                .unwrap(),
+        );
+        // And a third of another account: reviews' clusters name a new identity too.
+        let third = Arc::new(
+            second
+                .next(scaled(
+                    &second.snapshot,
+                    "127.10.0.5",
+                    "v2",
+                    "reviews-canary",
+                ))
+                .unwrap(),
+        );
+        let patched: Vec<_> = proxies.iter().map(|p| cache.get(&second, p)).collect();
+        for ((proxy, before), patched) in proxies.iter().zip(&before).zip(&patched) {
+            let whole = Generated::new(fleetmesh_xds::generate(&second.snapshot, proxy));
+            assert_eq!(**patched, whole, "patched = generated anew");
+            assert_ne!(**patched, **before, "the new endpoint is there");
+            for unchanged in [CLUSTER_TYPE, LISTENER_TYPE] {
+                assert!(
+                    Arc::ptr_eq(
+                        patched.of_type(unchanged).unwrap(),
+                        before.of_type(unchanged).unwrap()
+                    ),
+                    "{unchanged} is kept as it was"
+                );
+            }
+        }
+        for (proxy, patched) in proxies.iter().zip(&patched) {
+            let after = cache.get(&third, proxy);
+            let whole = Generated::new(fleetmesh_xds::generate(&third.snapshot, proxy));
+            assert_eq!(*after, whole, "patched = generated anew");
+            assert_ne!(
+                after.of_type(CLUSTER_TYPE).unwrap().version,
+                patched.of_type(CLUSTER_TYPE).unwrap().version,
+                "a new identity behind reviews changes its clusters"
+            );
+            assert_ne!(
+                after.of_type(ENDPOINT_TYPE).unwrap().version,
+                patched.of_type(ENDPOINT_TYPE).unwrap().version
+            );
+        }
+    }
+
+    #[test]
+    fn a_state_that_skipped_one_is_patched_with_both_changes() {
+        let cache = GenerationCache::default();
+        let reviews = proxy("reviews-1", "shop");
+        let first = Arc::new(MeshState::new(mesh()));
+        let before = cache.get(&first, &reviews);
+        let second = first
+            .next(scaled(&first.snapshot, "127.10.0.4", "v2", "reviews"))
+            .unwrap();
+        // No proxy asked for the second state before the third came.
+        let third = Arc::new(
+            second
+                .next(scaled(&second.snapshot, "127.10.0.5", "v1", "reviews"))
+                .unwrap(),
+        );
+        let whole = Generated::new(fleetmesh_xds::generate(&third.snapshot, &reviews));
+        let patched = cache.get(&third, &reviews);
+        assert_eq!(*patched, whole);
+        let listeners = |g: &Generated| g.of_type(fleetmesh_xds::LISTENER_TYPE).unwrap().clone();
+        assert!(
+            Arc::ptr_eq(&listeners(&patched), &listeners(&before)),
+            "patched, not generated anew"
+        );
+    }
+
+    #[test]
+    fn an_unchanged_mesh_is_no_new_state() {
+        let first = MeshState::new(mesh());
+        assert!(first.next(mesh()).is_none());
     }
 }

@@ -5,10 +5,10 @@
 use envoy_types::pb::google::protobuf::Any;
 use fleetmesh_xds::{
     CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, NamedResource, ProxyResources, ROUTE_TYPE,
-    SECRET_TYPE,
+    SECRET_TYPE, names,
 };
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// A resource and the hash of its bytes.
@@ -26,26 +26,45 @@ pub struct TypeResources {
 }
 
 impl TypeResources {
-    fn with(mut entries: BTreeMap<String, Arc<Entry>>, own: Vec<NamedResource>) -> TypeResources {
-        for r in own {
-            let hash = hash(&[&r.resource.value]);
-            entries.insert(
-                r.name,
-                Arc::new(Entry {
-                    resource: r.resource,
-                    hash,
-                }),
-            );
-        }
+    pub(crate) fn new(entries: BTreeMap<String, Arc<Entry>>) -> TypeResources {
         let version = version_of(entries.iter().map(|(n, e)| (n.as_str(), e.hash.as_str())));
         TypeResources { entries, version }
     }
+
+    fn of(resources: Vec<NamedResource>) -> TypeResources {
+        TypeResources::new(resources.into_iter().map(entry).collect())
+    }
+
+    /// `over`'s resources added to `under`'s.
+    fn merged(under: &TypeResources, over: &TypeResources) -> TypeResources {
+        let mut entries = under.entries.clone();
+        entries.extend(over.entries.iter().map(|(n, e)| (n.clone(), e.clone())));
+        TypeResources::new(entries)
+    }
+}
+
+fn entry(r: NamedResource) -> (String, Arc<Entry>) {
+    let hash = hash(&[&r.resource.value]);
+    let entry = Entry {
+        resource: r.resource,
+        hash,
+    };
+    (r.name, Arc::new(entry))
 }
 
 /// Every type's resources. Equal when every type's version is: versions hash content.
 #[derive(Debug, Clone, Default)]
 pub struct Generated {
     types: BTreeMap<&'static str, Arc<TypeResources>>,
+    /// What a proxy's resources were composed from, to compose them again when only the
+    /// shared part changed.
+    parts: Option<Parts>,
+}
+
+#[derive(Debug, Clone)]
+struct Parts {
+    shared: Arc<Generated>,
+    own: Arc<Generated>,
 }
 
 impl PartialEq for Generated {
@@ -71,26 +90,88 @@ fn take(resources: &mut ProxyResources, type_url: &str) -> Vec<NamedResource> {
 }
 
 impl Generated {
-    pub fn new(resources: ProxyResources) -> Generated {
-        Generated::compose(&Generated::default(), resources)
+    pub fn new(mut resources: ProxyResources) -> Generated {
+        let types = fleetmesh_xds::PUSH_ORDER
+            .into_iter()
+            .map(|t| (t, Arc::new(TypeResources::of(take(&mut resources, t)))))
+            .collect();
+        Generated { types, parts: None }
     }
 
-    /// `own` added to `shared`. A type `own` has nothing of keeps `shared`'s set itself.
-    pub fn compose(shared: &Generated, mut own: ProxyResources) -> Generated {
+    /// A proxy's resources: `own` added to `shared`.
+    pub fn compose(shared: &Arc<Generated>, own: ProxyResources) -> Generated {
+        Generated::compose_parts(shared, Arc::new(Generated::new(own)), None)
+    }
+
+    /// These (composed) resources with `shared` in place of the shared part they were
+    /// composed from; `None` when they were not composed.
+    pub fn recompose(&self, shared: &Arc<Generated>) -> Option<Generated> {
+        let own = self.parts.as_ref()?.own.clone();
+        Some(Generated::compose_parts(shared, own, Some(self)))
+    }
+
+    /// A type whose shared set is the one `earlier` was composed from keeps `earlier`'s
+    /// set; a type `own` has nothing of is `shared`'s set itself.
+    fn compose_parts(
+        shared: &Arc<Generated>,
+        own: Arc<Generated>,
+        earlier: Option<&Generated>,
+    ) -> Generated {
         let mut types = BTreeMap::new();
         for type_url in fleetmesh_xds::PUSH_ORDER {
-            let mine = take(&mut own, type_url);
             let theirs = shared.types.get(type_url);
-            let set = match theirs {
-                Some(theirs) if mine.is_empty() => theirs.clone(),
-                _ => Arc::new(TypeResources::with(
-                    theirs.map(|t| t.entries.clone()).unwrap_or_default(),
-                    mine,
-                )),
+            let mine = own.types.get(type_url).filter(|t| !t.entries.is_empty());
+            let unchanged = earlier.and_then(|e| {
+                let before = e.parts.as_ref()?.shared.types.get(type_url);
+                let same = match (before, theirs) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    (a, b) => a.is_none() && b.is_none(),
+                };
+                same.then(|| e.types.get(type_url).cloned()).flatten()
+            });
+            let set = match (unchanged, theirs, mine) {
+                (Some(set), _, _) => set,
+                (None, Some(theirs), None) => theirs.clone(),
+                (None, None, Some(mine)) => mine.clone(),
+                (None, Some(theirs), Some(mine)) => Arc::new(TypeResources::merged(theirs, mine)),
+                (None, None, None) => Arc::default(),
             };
             types.insert(type_url, set);
         }
-        Generated { types }
+        Generated {
+            types,
+            parts: Some(Parts {
+                shared: shared.clone(),
+                own,
+            }),
+        }
+    }
+
+    /// These (shared) resources after a change to the endpoints of `hosts` alone: the
+    /// hosts' clusters and endpoints replaced by `fresh` (from
+    /// [`fleetmesh_xds::generate_shared_hosts`]). A set that comes out the same stays
+    /// the same `Arc`, so that what was composed from it needs no composing again.
+    pub fn with_hosts_replaced(
+        &self,
+        hosts: &BTreeSet<String>,
+        mut fresh: ProxyResources,
+    ) -> Generated {
+        let mut types = self.types.clone();
+        for type_url in [CLUSTER_TYPE, ENDPOINT_TYPE] {
+            let Some(before) = self.types.get(type_url) else {
+                continue;
+            };
+            let mut entries = before.entries.clone();
+            entries.retain(|name, _| {
+                names::parse_outbound_cluster(name).is_none_or(|(_, _, host)| !hosts.contains(host))
+            });
+            entries.extend(take(&mut fresh, type_url).into_iter().map(entry));
+            let after = TypeResources::new(entries);
+            if after.version != before.version {
+                types.insert(type_url, Arc::new(after));
+            }
+        }
+        Generated { types, parts: None }
     }
 
     pub fn of_type(&self, type_url: &str) -> Option<&Arc<TypeResources>> {

@@ -10,9 +10,10 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 };
 use fleetmesh_ca::auth::authenticate_request;
 use fleetmesh_ca::{Authenticator, Identity};
-use fleetmesh_model::Snapshot;
+use fleetmesh_model::{Change, Snapshot};
+use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -24,14 +25,56 @@ use tonic::{Status, Streaming};
 pub struct MeshState {
     pub snapshot: Arc<Snapshot>,
     pub created: Instant,
+    /// Unique among the states of this process.
+    pub id: u64,
+    /// The recent states this one differs from only in endpoints: each one's id and the
+    /// hosts whose endpoints changed since, nearest first. What was generated for them
+    /// can be patched instead of generated again.
+    endpoint_lineage: Vec<(u64, Arc<BTreeSet<String>>)>,
 }
+
+/// How many earlier states a state remembers in its endpoint lineage.
+const LINEAGE: usize = 16;
+
+static NEXT_STATE: AtomicU64 = AtomicU64::new(1);
 
 impl MeshState {
     pub fn new(snapshot: Snapshot) -> MeshState {
         MeshState {
             snapshot: Arc::new(snapshot),
             created: Instant::now(),
+            id: NEXT_STATE.fetch_add(1, Ordering::Relaxed),
+            endpoint_lineage: Vec::new(),
         }
+    }
+
+    /// The state that follows this one with `snapshot`, or `None` when no proxy could
+    /// tell the two apart (nothing to publish).
+    pub fn next(&self, snapshot: Snapshot) -> Option<MeshState> {
+        let change = snapshot.change_since(&self.snapshot);
+        let mut next = MeshState::new(snapshot);
+        match change {
+            Change::None => return None,
+            Change::Other => {}
+            Change::Endpoints(hosts) => {
+                let hosts = Arc::new(hosts);
+                next.endpoint_lineage.push((self.id, hosts.clone()));
+                for (id, earlier) in self.endpoint_lineage.iter().take(LINEAGE - 1) {
+                    let since = earlier.union(&hosts).cloned().collect();
+                    next.endpoint_lineage.push((*id, Arc::new(since)));
+                }
+            }
+        }
+        Some(next)
+    }
+
+    /// The hosts whose endpoints changed since the state `id`, when nothing else did
+    /// (that state is recent, and only endpoints and workloads changed since).
+    pub fn endpoints_changed_since(&self, id: u64) -> Option<&Arc<BTreeSet<String>>> {
+        self.endpoint_lineage
+            .iter()
+            .find(|(earlier, _)| *earlier == id)
+            .map(|(_, hosts)| hosts)
     }
 }
 

@@ -111,6 +111,24 @@ pub fn generate_shared(snapshot: &Snapshot, proxy: &Proxy) -> ProxyResources {
     }
 }
 
+/// The part of [`generate_shared`] that depends on the endpoints of `hosts`: their
+/// outbound clusters (which name the endpoints' identities, or list DNS endpoints) and
+/// their endpoints. After a change to those endpoints alone, this replaces the hosts'
+/// resources in what was generated before; nothing else depends on endpoints.
+pub fn generate_shared_hosts(
+    snapshot: &Snapshot,
+    proxy: &Proxy,
+    hosts: &std::collections::BTreeSet<String>,
+) -> ProxyResources {
+    let mut scope = Scope::new(snapshot, proxy);
+    scope.services.retain(|s| hosts.contains(&s.hostname));
+    ProxyResources {
+        clusters: cluster::outbound_clusters(&scope),
+        endpoints: endpoint::build(&scope),
+        ..ProxyResources::default()
+    }
+}
+
 /// The rest: what depends on the workload itself (its inbound side, its listeners, a
 /// gateway's servers and credentials).
 pub fn generate_own(snapshot: &Snapshot, proxy: &Proxy) -> ProxyResources {

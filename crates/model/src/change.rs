@@ -1,0 +1,175 @@
+//! What changed between two snapshots, as far as translation cares. Most changes in a
+//! busy cluster are endpoints (pods scaled, restarted, becoming ready); knowing that only
+//! the endpoints of some hosts changed lets the xDS server patch what it generated before
+//! instead of translating the whole mesh again, and an unchanged mesh needs no push.
+
+use crate::service::Service;
+use crate::snapshot::Snapshot;
+use std::collections::BTreeSet;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Nothing a proxy could see.
+    None,
+    /// Only the endpoints of these hosts (possibly none) and the known workloads (what
+    /// proxies are matched against) changed.
+    Endpoints(BTreeSet<String>),
+    /// Anything else.
+    Other,
+}
+
+impl Snapshot {
+    /// How `self` differs from `older`.
+    pub fn change_since(&self, older: &Snapshot) -> Change {
+        // Destructured, so that a new field cannot be forgotten here.
+        let Snapshot {
+            domain,
+            mesh,
+            services,
+            virtual_services,
+            destination_rules,
+            gateways,
+            sidecars,
+            peer_authentications,
+            authorization_policies,
+            request_authentications,
+            jwks,
+            workloads,
+            credentials,
+            secret_readers,
+        } = self;
+        let rest_equal = *domain == older.domain
+            && *mesh == older.mesh
+            && *virtual_services == older.virtual_services
+            && *destination_rules == older.destination_rules
+            && *gateways == older.gateways
+            && *sidecars == older.sidecars
+            && *peer_authentications == older.peer_authentications
+            && *authorization_policies == older.authorization_policies
+            && *request_authentications == older.request_authentications
+            && *jwks == older.jwks
+            && *credentials == older.credentials
+            && *secret_readers == older.secret_readers
+            && services.len() == older.services.len();
+        if !rest_equal {
+            return Change::Other;
+        }
+        let mut hosts = BTreeSet::new();
+        for ((host, new), (old_host, old)) in services.iter().zip(&older.services) {
+            if host != old_host || !same_but_endpoints(new, old) {
+                return Change::Other;
+            }
+            if new.endpoints != old.endpoints {
+                hosts.insert(host.clone());
+            }
+        }
+        if hosts.is_empty() && *workloads == older.workloads {
+            Change::None
+        } else {
+            Change::Endpoints(hosts)
+        }
+    }
+}
+
+fn same_but_endpoints(a: &Service, b: &Service) -> bool {
+    let Service {
+        hostname,
+        namespace,
+        ports,
+        endpoints: _,
+        export_to,
+        selector,
+        resolution,
+        mesh_external,
+    } = a;
+    *hostname == b.hostname
+        && *namespace == b.namespace
+        && *ports == b.ports
+        && *export_to == b.export_to
+        && *selector == b.selector
+        && *resolution == b.resolution
+        && *mesh_external == b.mesh_external
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::{Endpoint, Workload};
+    use std::sync::Arc;
+
+    fn mesh() -> Snapshot {
+        let yaml = "apiVersion: v1\nkind: Service\nmetadata: {name: reviews, namespace: default}\n\
+                    spec: {selector: {app: reviews}, ports: [{name: http, port: 9080}]}\n---\n\
+                    apiVersion: v1\nkind: Service\nmetadata: {name: ratings, namespace: default}\n\
+                    spec: {selector: {app: ratings}, ports: [{name: http, port: 9080}]}\n";
+        let loaded = fleetmesh_api::load_documents(None, yaml).unwrap();
+        Snapshot::of_config(loaded.iter().map(|l| &l.resource).collect())
+    }
+
+    fn with_endpoint(snapshot: &Snapshot, host: &str, address: &str) -> Snapshot {
+        let mut changed = snapshot.clone();
+        let service = changed.services.get_mut(host).unwrap();
+        Arc::make_mut(service).endpoints.push(Endpoint {
+            address: address.into(),
+            ports: [(9080, 9080)].into(),
+            labels: Default::default(),
+            locality: None,
+            weight: 1,
+            service_account: None,
+            cluster_id: "local".into(),
+        });
+        changed
+    }
+
+    #[test]
+    fn an_equal_snapshot_is_no_change() {
+        assert_eq!(mesh().change_since(&mesh()), Change::None);
+    }
+
+    #[test]
+    fn endpoints_of_one_host_are_named() {
+        let before = mesh();
+        let after = with_endpoint(&before, "reviews.default.svc.cluster.local", "10.0.0.9");
+        assert_eq!(
+            after.change_since(&before),
+            Change::Endpoints(["reviews.default.svc.cluster.local".to_string()].into())
+        );
+    }
+
+    #[test]
+    fn a_new_workload_alone_is_an_endpoint_change_of_no_host() {
+        let before = mesh();
+        let mut after = before.clone();
+        after.workloads.insert(
+            ("default".into(), "reviews-1".into()),
+            Workload {
+                namespace: "default".into(),
+                name: "reviews-1".into(),
+                ip: None,
+                labels: Default::default(),
+                service_account: None,
+            },
+        );
+        assert_eq!(after.change_since(&before), Change::Endpoints([].into()));
+    }
+
+    #[test]
+    fn a_port_or_config_change_is_other() {
+        let before = mesh();
+        let mut ports = before.clone();
+        let service = ports
+            .services
+            .get_mut("reviews.default.svc.cluster.local")
+            .unwrap();
+        Arc::make_mut(service).ports[0].port = 9081;
+        assert_eq!(ports.change_since(&before), Change::Other);
+
+        let mut fewer = before.clone();
+        fewer.services.remove("ratings.default.svc.cluster.local");
+        assert_eq!(fewer.change_since(&before), Change::Other);
+
+        let mut mesh_wide = before.clone();
+        mesh_wide.mesh.registry_only = true;
+        assert_eq!(mesh_wide.change_since(&before), Change::Other);
+    }
+}
