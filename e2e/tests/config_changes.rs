@@ -281,15 +281,18 @@ async fn make_before_break_delta() {
     make_before_break(XdsMode::Delta).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn endpoint_changes_push_only_endpoints() {
-    let store = Bookstore::start(XdsMode::Delta).await;
+/// A scaled Deployment costs a push of endpoints alone; in the state-of-the-world
+/// protocol it carries only the assignments that changed, and Envoy keeps the others.
+async fn endpoint_changes_push_only_endpoints(mode: XdsMode) {
+    let store = Bookstore::start(mode).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let metrics = || {
         let m = store.mesh.meshd().metrics();
         ["cds", "eds", "lds", "rds"].map(|t| m.pushes_of(t))
     };
     let before = metrics();
+    let eds_bytes = || store.mesh.meshd().metrics().pushed_bytes_of("eds");
+    let bytes_before = eds_bytes();
     // One more reviews v1 endpoint (no traffic is sent to it), of the same identity as the
     // others, as when a Deployment scales (a new identity changes the clusters' SAN check).
     store
@@ -321,4 +324,37 @@ async fn endpoint_changes_push_only_endpoints() {
         [before[0], before[2], before[3]],
         "only endpoints were pushed"
     );
+    // (Delta sends changed resources alone by design; its first pushes are no measure.)
+    let per_push = (eds_bytes() - bytes_before) / (after[1] - before[1]);
+    assert!(
+        mode == XdsMode::Delta || per_push < bytes_before / before[1],
+        "the push carried only reviews' assignments ({per_push} bytes, all were {})",
+        bytes_before / before[1]
+    );
+    // The clusters the push left out still have their endpoints, and serve.
+    let admin = store.frontend.envoy.admin_address();
+    let (_, clusters) = fleetmesh_agent::process::admin_request(admin, "GET", "/clusters").unwrap();
+    for (cluster, workload) in [
+        ("outbound|9080||ratings", &store.ratings),
+        ("outbound|9080|v2|reviews", &store.reviews_v2),
+    ] {
+        let endpoint = format!(
+            "{cluster}.default.svc.cluster.local::{}:9080::",
+            workload.ip
+        );
+        assert!(clusters.contains(&endpoint), "{endpoint} is kept");
+    }
+    let (status, _, _) = get(&store.frontend, "http://ratings:9080/").await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(nacks(&store.mesh), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_changes_push_only_endpoints_sotw() {
+    endpoint_changes_push_only_endpoints(XdsMode::Sotw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_changes_push_only_endpoints_delta() {
+    endpoint_changes_push_only_endpoints(XdsMode::Delta).await;
 }

@@ -85,6 +85,14 @@ impl Metrics {
             .get()
     }
 
+    pub fn pushed_bytes_of(&self, short_type: &str) -> u64 {
+        self.pushed_bytes
+            .get_or_create(&TypeLabel {
+                r#type: short_type.to_string(),
+            })
+            .get()
+    }
+
     pub fn rejects_total(&self) -> u64 {
         ["cds", "eds", "lds", "rds", "other"]
             .iter()

@@ -1,13 +1,15 @@
-//! State-of-the-world ADS: every response carries the whole set of its type.
+//! State-of-the-world ADS: every response carries the whole set of its type, except
+//! pushes of changed endpoints, which carry only those.
 //!
 //! Make-before-break: a CDS push keeps the clusters it drops until the proxy has ACKed
 //! the listeners and routes that stopped using them; EDS follows every CDS push so that
 //! new or updated clusters warm at once.
 
-use crate::generated::{TypeResources, version_of};
+use crate::generated::TypeResources;
 use crate::session::{Gone, Protocol, Session};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::google::protobuf::Any;
 use fleetmesh_xds::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, PUSH_ORDER, ROUTE_TYPE};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -94,7 +96,9 @@ impl Protocol for Stream {
             }
             let version = |g: &crate::Generated| g.of_type(type_url).map(|t| t.version.clone());
             let changed = version(&previous) != version(&self.session.generated);
-            if changed || (type_url == ENDPOINT_TYPE && clusters_pushed) {
+            if type_url == ENDPOINT_TYPE && changed && !clusters_pushed {
+                self.send_endpoint_changes().await?;
+            } else if changed || (type_url == ENDPOINT_TYPE && clusters_pushed) {
                 self.send(type_url).await?;
                 clusters_pushed |= type_url == CLUSTER_TYPE;
             }
@@ -125,6 +129,35 @@ impl Stream {
         self.send_with(type_url, true).await
     }
 
+    /// Sends only the endpoints that changed since the last response. Unlike listeners
+    /// and clusters, Envoy keeps the assignments a state-of-the-world EDS response leaves
+    /// out (istiod's incremental EDS relies on it too): one scaled Deployment costs each
+    /// proxy one assignment, not the whole mesh's. After a cluster push, all are sent.
+    async fn send_endpoint_changes(&mut self) -> Result<(), Gone> {
+        let Some(current) = self.session.generated.of_type(ENDPOINT_TYPE).cloned() else {
+            return Ok(());
+        };
+        let state = self.types.entry(ENDPOINT_TYPE.to_string()).or_default();
+        let changed: Vec<_> = current
+            .entries
+            .iter()
+            .filter(|(name, entry)| {
+                state
+                    .sent
+                    .entries
+                    .get(*name)
+                    .is_none_or(|sent| sent.hash != entry.hash)
+            })
+            .map(|(_, entry)| entry.resource.clone())
+            .collect();
+        if changed.is_empty() {
+            // Only removals, which a cluster push carries: nothing to say.
+            state.sent = current;
+            return Ok(());
+        }
+        self.respond(ENDPOINT_TYPE, current, changed).await
+    }
+
     /// Sends the whole set of `type_url`; for clusters, `retain_dropped` keeps the ones
     /// this push would remove.
     async fn send_with(&mut self, type_url: &str, retain_dropped: bool) -> Result<(), Gone> {
@@ -146,16 +179,25 @@ impl Stream {
                 self.prune_pending = true;
                 let mut entries = current.entries.clone();
                 entries.extend(dropped);
-                let version =
-                    version_of(entries.iter().map(|(n, e)| (n.as_str(), e.hash.as_str())));
-                sent = Arc::new(TypeResources { entries, version });
+                sent = Arc::new(TypeResources::new(entries));
             }
         }
+        let resources = sent.entries.values().map(|e| e.resource.clone()).collect();
+        self.respond(type_url, sent, resources).await
+    }
+
+    /// Sends `resources` as the version of `sent`, what the proxy then holds.
+    async fn respond(
+        &mut self,
+        type_url: &str,
+        sent: Arc<TypeResources>,
+        resources: Vec<Any>,
+    ) -> Result<(), Gone> {
         let version = sent.version.clone();
         let nonce = self.session.next_nonce();
         let response = DiscoveryResponse {
             version_info: version.clone(),
-            resources: sent.entries.values().map(|e| e.resource.clone()).collect(),
+            resources,
             type_url: type_url.to_string(),
             nonce: nonce.clone(),
             ..DiscoveryResponse::default()
@@ -163,6 +205,7 @@ impl Stream {
         let bytes = prost::Message::encoded_len(&response);
         self.tx.send(Ok(response)).await.map_err(|_| Gone)?;
         self.session.record_sent(type_url, &version, &nonce, bytes);
+        let state = self.types.entry(type_url.to_string()).or_default();
         state.sent_nonce = nonce;
         state.sent_version = version;
         state.sent = sent;
