@@ -278,13 +278,33 @@ impl ClusterSource {
 
     /// The cluster's services, each with the ready endpoints of its EndpointSlices.
     pub fn services(&self) -> Vec<Service> {
-        let pods: BTreeMap<(String, String), std::sync::Arc<Pod>> = self
-            .pods
-            .state()
-            .into_iter()
-            .filter_map(|p| Some(((p.metadata.namespace.clone()?, p.metadata.name.clone()?), p)))
+        let pods = self.pods.state();
+        let pods: BTreeMap<(&str, &str), &Pod> = pods
+            .iter()
+            .filter_map(|p| {
+                let key = (
+                    p.metadata.namespace.as_deref()?,
+                    p.metadata.name.as_deref()?,
+                );
+                Some((key, p.as_ref()))
+            })
             .collect();
+        // Each Service's slices by (namespace, its name), found once, not per Service.
         let slices = self.slices.state();
+        let mut slices_of: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
+        for slice in &slices {
+            let service = slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL));
+            if let (Some(namespace), Some(service)) = (&slice.metadata.namespace, service) {
+                slices_of
+                    .entry((namespace, service))
+                    .or_default()
+                    .push(slice);
+            }
+        }
         let region = self.install_config.state().first().and_then(|c| {
             let location = c.data.as_ref()?.get("location")?.trim().to_string();
             (!location.is_empty()).then_some(location)
@@ -292,15 +312,15 @@ impl ClusterSource {
         self.services
             .state()
             .iter()
-            .filter_map(|s| self.service(s, &slices, &pods, region.as_deref()))
+            .filter_map(|s| self.service(s, &slices_of, &pods, region.as_deref()))
             .collect()
     }
 
     fn service(
         &self,
         service: &KubeService,
-        slices: &[std::sync::Arc<EndpointSlice>],
-        pods: &BTreeMap<(String, String), std::sync::Arc<Pod>>,
+        slices_of: &BTreeMap<(&str, &str), Vec<&EndpointSlice>>,
+        pods: &BTreeMap<(&str, &str), &Pod>,
         region: Option<&str>,
     ) -> Option<Service> {
         let namespace = service.metadata.namespace.clone()?;
@@ -329,16 +349,8 @@ impl ClusterSource {
             })
             .collect();
         let mut endpoints = Vec::new();
-        let own_slices = slices.iter().filter(|slice| {
-            slice.metadata.namespace.as_deref() == Some(&namespace)
-                && slice
-                    .metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(SERVICE_NAME_LABEL))
-                    == Some(&name)
-        });
-        for slice in own_slices {
+        let own_slices = slices_of.get(&(namespace.as_str(), name.as_str()));
+        for slice in own_slices.into_iter().flatten() {
             // Slice ports are named like the service's ports they serve.
             let slice_ports: BTreeMap<String, u32> = slice
                 .ports
@@ -359,10 +371,8 @@ impl ClusterSource {
                     .as_ref()
                     .filter(|r| r.kind.as_deref() == Some("Pod"))
                     .and_then(|r| {
-                        pods.get(&(
-                            r.namespace.clone().unwrap_or_else(|| namespace.clone()),
-                            r.name.clone()?,
-                        ))
+                        let pod_namespace = r.namespace.as_deref().unwrap_or(&namespace);
+                        pods.get(&(pod_namespace, r.name.as_deref()?))
                     });
                 let labels: Labels = pod
                     .and_then(|p| p.metadata.labels.clone())

@@ -5,6 +5,7 @@
 //! versions for the same config and a reconnecting Envoy sees nothing new.
 
 mod cache;
+mod changes;
 pub mod debounce;
 mod delta;
 mod generated;

@@ -1,6 +1,7 @@
 //! The gRPC service: accepts ADS streams and hands each to its protocol's handler.
 
 use crate::cache::GenerationCache;
+use crate::changes::Changes;
 use crate::grpc::{AdsService, Responses};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -85,6 +86,7 @@ pub(crate) struct Shared {
     pub shutdown: CancellationToken,
     pub next_connection: AtomicU64,
     pub generations: GenerationCache,
+    pub changes: Changes,
     pub authenticator: Arc<dyn Authenticator>,
 }
 
@@ -109,6 +111,7 @@ impl XdsServer {
                 shutdown,
                 next_connection: AtomicU64::new(1),
                 generations: GenerationCache::default(),
+                changes: Changes::default(),
                 authenticator,
             }),
         }

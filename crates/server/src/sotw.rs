@@ -138,24 +138,13 @@ impl Stream {
             return Ok(());
         };
         let state = self.types.entry(ENDPOINT_TYPE.to_string()).or_default();
-        let changed: Vec<_> = current
-            .entries
-            .iter()
-            .filter(|(name, entry)| {
-                state
-                    .sent
-                    .entries
-                    .get(*name)
-                    .is_none_or(|sent| sent.hash != entry.hash)
-            })
-            .map(|(_, entry)| entry.resource.clone())
-            .collect();
+        let changed = self.session.shared.changes.between(&state.sent, &current);
         if changed.is_empty() {
             // Only removals, which a cluster push carries: nothing to say.
             state.sent = current;
             return Ok(());
         }
-        self.respond(ENDPOINT_TYPE, current, changed).await
+        self.respond(ENDPOINT_TYPE, current, changed.to_vec()).await
     }
 
     /// Sends the whole set of `type_url`; for clusters, `retain_dropped` keeps the ones

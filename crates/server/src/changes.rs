@@ -1,0 +1,123 @@
+//! Which resources changed from one set of a type to another. The proxies of a
+//! namespace move between the same two shared sets on each push, so the answer is
+//! worked out once per pair of sets, not once per proxy.
+
+use crate::generated::TypeResources;
+use envoy_types::pb::google::protobuf::Any;
+use std::sync::{Arc, Mutex, Weak};
+
+/// Pairs remembered at most; the oldest are forgotten first.
+const REMEMBERED: usize = 256;
+
+#[derive(Default)]
+pub struct Changes {
+    known: Mutex<Vec<Known>>,
+}
+
+/// Holding `Weak`s keeps the sets' allocations, so no other set can take their address
+/// while they are remembered.
+struct Known {
+    from: Weak<TypeResources>,
+    to: Weak<TypeResources>,
+    changed: Arc<Vec<Any>>,
+}
+
+impl Changes {
+    /// The resources of `to` that `from` does not have as they are.
+    pub fn between(&self, from: &Arc<TypeResources>, to: &Arc<TypeResources>) -> Arc<Vec<Any>> {
+        let same = |k: &Known| {
+            Weak::ptr_eq(&k.from, &Arc::downgrade(from)) && Weak::ptr_eq(&k.to, &Arc::downgrade(to))
+        };
+        if let Some(known) = self.lock().iter().find(|k| same(k)) {
+            return known.changed.clone();
+        }
+        let changed = Arc::new(changed(from, to));
+        let mut known = self.lock();
+        known.retain(|k| k.from.strong_count() > 0 && k.to.strong_count() > 0);
+        if known.len() >= REMEMBERED {
+            known.remove(0);
+        }
+        known.push(Known {
+            from: Arc::downgrade(from),
+            to: Arc::downgrade(to),
+            changed: changed.clone(),
+        });
+        changed
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Known>> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Both sets are sorted by name: one pass over each.
+fn changed(from: &TypeResources, to: &TypeResources) -> Vec<Any> {
+    let mut before = from.entries.iter().peekable();
+    to.entries
+        .iter()
+        .filter(|(name, entry)| {
+            while before.next_if(|(old, _)| old < name).is_some() {}
+            let kept = before
+                .next_if(|(old, _)| old == name)
+                .is_some_and(|(_, old)| Arc::ptr_eq(old, entry) || old.hash == entry.hash);
+            !kept
+        })
+        .map(|(_, entry)| entry.resource.clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generated::Entry;
+    use std::collections::BTreeMap;
+
+    fn set(entries: &[(&str, &str)]) -> Arc<TypeResources> {
+        let entries: BTreeMap<String, Arc<Entry>> = entries
+            .iter()
+            .map(|(name, content)| {
+                let entry = Entry {
+                    resource: Any {
+                        type_url: "t".into(),
+                        value: content.as_bytes().to_vec(),
+                    },
+                    hash: crate::generated::hash(&[content.as_bytes()]),
+                };
+                (name.to_string(), Arc::new(entry))
+            })
+            .collect();
+        Arc::new(TypeResources::new(entries))
+    }
+
+    fn contents(changed: &[Any]) -> Vec<String> {
+        changed
+            .iter()
+            .map(|a| String::from_utf8(a.value.clone()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn new_and_changed_resources_in_either_order() {
+        let from = set(&[("b", "b1"), ("d", "d1"), ("f", "f1")]);
+        let to = set(&[
+            ("a", "a1"),
+            ("b", "b1"),
+            ("d", "d2"),
+            ("e", "e1"),
+            ("f", "f1"),
+        ]);
+        let changes = Changes::default();
+        assert_eq!(contents(&changes.between(&from, &to)), ["a1", "d2", "e1"]);
+        assert_eq!(contents(&changes.between(&to, &from)), ["d1"]);
+    }
+
+    #[test]
+    fn one_answer_per_pair_of_sets() {
+        let (from, to) = (set(&[("a", "1")]), set(&[("a", "2")]));
+        let changes = Changes::default();
+        let first = changes.between(&from, &to);
+        assert!(Arc::ptr_eq(&first, &changes.between(&from, &to)));
+        let other = set(&[("a", "2")]);
+        assert!(!Arc::ptr_eq(&first, &changes.between(&from, &other)));
+    }
+}
