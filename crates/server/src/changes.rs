@@ -52,9 +52,8 @@ impl Changes {
 
 /// Both sets are sorted by name: one pass over each.
 fn changed(from: &TypeResources, to: &TypeResources) -> Vec<Any> {
-    let mut before = from.entries.iter().peekable();
-    to.entries
-        .iter()
+    let mut before = from.iter().peekable();
+    to.iter()
         .filter(|(name, entry)| {
             while before.next_if(|(old, _)| old < name).is_some() {}
             let kept = before
@@ -76,13 +75,11 @@ mod tests {
         let entries: BTreeMap<String, Arc<Entry>> = entries
             .iter()
             .map(|(name, content)| {
-                let entry = Entry {
-                    resource: Any {
-                        type_url: "t".into(),
-                        value: content.as_bytes().to_vec(),
-                    },
-                    hash: crate::generated::hash(&[content.as_bytes()]),
+                let resource = Any {
+                    type_url: "t".into(),
+                    value: content.as_bytes().to_vec(),
                 };
+                let entry = Entry::new(name, resource);
                 (name.to_string(), Arc::new(entry))
             })
             .collect();

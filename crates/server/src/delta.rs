@@ -163,7 +163,6 @@ impl Stream {
         };
         let wanted = |name: &str| state.wildcard || state.subscribed.contains(name);
         let updated: Vec<Resource> = current
-            .entries
             .iter()
             .filter(|(name, entry)| wanted(name) && state.known.get(*name) != Some(&entry.hash))
             .map(|(name, entry)| Resource {
@@ -176,7 +175,7 @@ impl Stream {
         let mut removed: Vec<String> = state
             .known
             .keys()
-            .filter(|name| !current.entries.contains_key(*name))
+            .filter(|name| !current.contains_key(name))
             .cloned()
             .collect();
         if type_url == CLUSTER_TYPE && !remove_clusters && !removed.is_empty() {

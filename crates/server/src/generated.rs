@@ -11,44 +11,132 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-/// A resource and the hash of its bytes.
+/// A resource, the hash of its bytes, and its part of the version of a set that holds it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
     pub resource: Any,
     pub hash: String,
+    /// Of its name and hash: a set's version is the sum of its entries' digests, so a
+    /// set made by adding a few entries to another gets its version at the cost of those.
+    digest: u128,
 }
 
-/// One type's resources by name, and the version of the whole set.
-#[derive(Debug, Clone, Default, PartialEq)]
+impl Entry {
+    pub fn new(name: &str, resource: Any) -> Entry {
+        let hash = hash(&[&resource.value]);
+        let digest = Sha256::new()
+            .chain_update(name.as_bytes())
+            .chain_update([0])
+            .chain_update(hash.as_bytes())
+            .finalize();
+        let digest = u128::from_le_bytes(digest[..16].try_into().expect("16 of 32 bytes"));
+        Entry {
+            resource,
+            hash,
+            digest,
+        }
+    }
+}
+
+/// One type's resources by name, and the version of the whole set. A proxy's set is
+/// its own few resources over its namespace's shared set (`base`), which it does not copy.
+#[derive(Debug, Clone, Default)]
 pub struct TypeResources {
-    pub entries: BTreeMap<String, Arc<Entry>>,
+    base: Option<Arc<TypeResources>>,
+    entries: BTreeMap<String, Arc<Entry>>,
+    sum: u128,
     pub version: String,
+}
+
+impl PartialEq for TypeResources {
+    fn eq(&self, other: &TypeResources) -> bool {
+        self.version == other.version
+    }
 }
 
 impl TypeResources {
     pub(crate) fn new(entries: BTreeMap<String, Arc<Entry>>) -> TypeResources {
-        let version = version_of(entries.iter().map(|(n, e)| (n.as_str(), e.hash.as_str())));
-        TypeResources { entries, version }
+        let sum = entries
+            .values()
+            .fold(0u128, |sum, e| sum.wrapping_add(e.digest));
+        TypeResources {
+            base: None,
+            entries,
+            sum,
+            version: version(sum),
+        }
     }
 
     fn of(resources: Vec<NamedResource>) -> TypeResources {
         TypeResources::new(resources.into_iter().map(entry).collect())
     }
 
-    /// `over`'s resources added to `under`'s.
-    fn merged(under: &TypeResources, over: &TypeResources) -> TypeResources {
-        let mut entries = under.entries.clone();
-        entries.extend(over.entries.iter().map(|(n, e)| (n.clone(), e.clone())));
-        TypeResources::new(entries)
+    /// `over`'s resources on top of `base`'s (replacing those of the same name). One
+    /// layer only: a layered `base` is flattened first.
+    fn layered(base: &Arc<TypeResources>, over: &TypeResources) -> TypeResources {
+        let base = match base.base {
+            None => base.clone(),
+            Some(_) => Arc::new(TypeResources::new(
+                base.iter().map(|(n, e)| (n.clone(), e.clone())).collect(),
+            )),
+        };
+        let mut sum = base.sum;
+        let mut entries = BTreeMap::new();
+        for (name, entry) in over.iter() {
+            if let Some(hidden) = base.get(name) {
+                sum = sum.wrapping_sub(hidden.digest);
+            }
+            sum = sum.wrapping_add(entry.digest);
+            entries.insert(name.clone(), entry.clone());
+        }
+        TypeResources {
+            base: Some(base),
+            entries,
+            sum,
+            version: version(sum),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Entry>> {
+        self.entries
+            .get(name)
+            .or_else(|| self.base.as_ref()?.entries.get(name))
+    }
+
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// Every resource, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Arc<Entry>)> {
+        let mut base = self.base.iter().flat_map(|b| b.entries.iter()).peekable();
+        let mut own = self.entries.iter().peekable();
+        std::iter::from_fn(move || match (base.peek(), own.peek()) {
+            (Some((b, _)), Some((o, _))) if b < o => base.next(),
+            (Some((b, _)), Some((o, _))) if b == o => {
+                base.next();
+                own.next()
+            }
+            (Some(_), None) => base.next(),
+            _ => own.next(),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.base.as_ref().is_none_or(|b| b.entries.is_empty())
     }
 }
 
+fn version(sum: u128) -> String {
+    format!("{:016x}", (sum >> 64) as u64 ^ sum as u64)
+}
+
 fn entry(r: NamedResource) -> (String, Arc<Entry>) {
-    let hash = hash(&[&r.resource.value]);
-    let entry = Entry {
-        resource: r.resource,
-        hash,
-    };
+    let entry = Entry::new(&r.name, r.resource);
     (r.name, Arc::new(entry))
 }
 
@@ -120,7 +208,7 @@ impl Generated {
         let mut types = BTreeMap::new();
         for type_url in fleetmesh_xds::PUSH_ORDER {
             let theirs = shared.types.get(type_url);
-            let mine = own.types.get(type_url).filter(|t| !t.entries.is_empty());
+            let mine = own.types.get(type_url).filter(|t| !t.is_empty());
             let unchanged = earlier.and_then(|e| {
                 let before = e.parts.as_ref()?.shared.types.get(type_url);
                 let same = match (before, theirs) {
@@ -133,7 +221,7 @@ impl Generated {
                 (Some(set), _, _) => set,
                 (None, Some(theirs), None) => theirs.clone(),
                 (None, None, Some(mine)) => mine.clone(),
-                (None, Some(theirs), Some(mine)) => Arc::new(TypeResources::merged(theirs, mine)),
+                (None, Some(theirs), Some(mine)) => Arc::new(TypeResources::layered(theirs, mine)),
                 (None, None, None) => Arc::default(),
             };
             types.insert(type_url, set);
@@ -161,10 +249,14 @@ impl Generated {
             let Some(before) = self.types.get(type_url) else {
                 continue;
             };
-            let mut entries = before.entries.clone();
-            entries.retain(|name, _| {
-                names::parse_outbound_cluster(name).is_none_or(|(_, _, host)| !hosts.contains(host))
-            });
+            let mut entries: BTreeMap<String, Arc<Entry>> = before
+                .iter()
+                .filter(|(name, _)| {
+                    names::parse_outbound_cluster(name)
+                        .is_none_or(|(_, _, host)| !hosts.contains(host))
+                })
+                .map(|(name, entry)| (name.clone(), entry.clone()))
+                .collect();
             entries.extend(take(&mut fresh, type_url).into_iter().map(entry));
             let after = TypeResources::new(entries);
             if after.version != before.version {
@@ -189,18 +281,6 @@ pub fn hash(parts: &[&[u8]]) -> String {
     hex::encode(&hasher.finalize()[..8])
 }
 
-/// The version of a set of named resources, from their names and hashes.
-pub fn version_of<'a>(items: impl Iterator<Item = (&'a str, &'a str)>) -> String {
-    let mut hasher = Sha256::new();
-    for (name, hash) in items {
-        hasher.update(name.as_bytes());
-        hasher.update([0]);
-        hasher.update(hash.as_bytes());
-        hasher.update([0]);
-    }
-    hex::encode(&hasher.finalize()[..8])
-}
-
 /// A short name for a type URL, as istiod's metrics label it.
 pub fn short_type(type_url: &str) -> &'static str {
     match type_url {
@@ -210,5 +290,57 @@ pub fn short_type(type_url: &str) -> &'static str {
         ROUTE_TYPE => "rds",
         SECRET_TYPE => "sds",
         _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(entries: &[(&str, &str)]) -> TypeResources {
+        let resources = entries
+            .iter()
+            .map(|(name, content)| NamedResource {
+                name: name.to_string(),
+                resource: Any {
+                    type_url: "t".into(),
+                    value: content.as_bytes().to_vec(),
+                },
+            })
+            .collect();
+        TypeResources::of(resources)
+    }
+
+    fn listed(set: &TypeResources) -> Vec<(String, String)> {
+        set.iter()
+            .map(|(n, e)| {
+                (
+                    n.clone(),
+                    String::from_utf8(e.resource.value.clone()).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_layered_set_is_the_flat_set_it_stands_for() {
+        let base = Arc::new(set(&[("b", "1"), ("d", "2"), ("f", "3")]));
+        let over = set(&[("a", "0"), ("d", "9"), ("g", "4")]);
+        let layered = TypeResources::layered(&base, &over);
+        let flat = set(&[("a", "0"), ("b", "1"), ("d", "9"), ("f", "3"), ("g", "4")]);
+        assert_eq!(listed(&layered), listed(&flat));
+        assert_eq!(
+            layered.version, flat.version,
+            "versions do not depend on layering"
+        );
+        assert_eq!(layered.len(), 5);
+        assert!(layered.contains_key("b") && layered.contains_key("g"));
+        assert_eq!(layered.get("d").unwrap().resource.value, b"9");
+        assert_ne!(layered.version, base.version);
+
+        let again = TypeResources::layered(&Arc::new(layered), &set(&[("b", "7")]));
+        let flat = set(&[("a", "0"), ("b", "7"), ("d", "9"), ("f", "3"), ("g", "4")]);
+        assert_eq!(listed(&again), listed(&flat), "layered over a layered set");
+        assert_eq!(again.version, flat.version);
     }
 }

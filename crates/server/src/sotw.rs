@@ -162,19 +162,21 @@ impl Stream {
             // Keep clusters this push drops; a CDS push after the LDS/RDS ACKs removes them.
             let dropped: Vec<_> = state
                 .sent
-                .entries
                 .iter()
-                .filter(|(name, _)| !current.entries.contains_key(*name))
+                .filter(|(name, _)| !current.contains_key(name))
                 .map(|(n, e)| (n.clone(), e.clone()))
                 .collect();
             if !dropped.is_empty() {
                 self.prune_pending = true;
-                let mut entries = current.entries.clone();
+                let mut entries: BTreeMap<_, _> = current
+                    .iter()
+                    .map(|(n, e)| (n.clone(), e.clone()))
+                    .collect();
                 entries.extend(dropped);
                 sent = Arc::new(TypeResources::new(entries));
             }
         }
-        let resources = sent.entries.values().map(|e| e.resource.clone()).collect();
+        let resources = sent.iter().map(|(_, e)| e.resource.clone()).collect();
         self.respond(type_url, sent, resources).await
     }
 
