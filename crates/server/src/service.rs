@@ -2,7 +2,7 @@
 
 use crate::cache::GenerationCache;
 use crate::changes::Changes;
-use crate::grpc::{AdsService, Responses};
+use crate::grpc::{AdsService, Requests, Responses};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::{delta, session, sotw};
@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use tonic::Status;
 use tonic::metadata::MetadataMap;
-use tonic::{Status, Streaming};
 
 /// A published snapshot and when it was made (for convergence times).
 #[derive(Debug, Clone)]
@@ -175,7 +175,7 @@ impl XdsServer {
     pub(crate) async fn open_sotw(
         &self,
         metadata: &MetadataMap,
-        requests: Streaming<DiscoveryRequest>,
+        requests: Requests<DiscoveryRequest>,
     ) -> Result<Responses<DiscoveryResponse>, Status> {
         let caller = self.authenticate(metadata).await?;
         let (tx, rx) = mpsc::channel(8);
@@ -192,7 +192,7 @@ impl XdsServer {
     pub(crate) async fn open_delta(
         &self,
         metadata: &MetadataMap,
-        requests: Streaming<DeltaDiscoveryRequest>,
+        requests: Requests<DeltaDiscoveryRequest>,
     ) -> Result<Responses<DeltaDiscoveryResponse>, Status> {
         let caller = self.authenticate(metadata).await?;
         let (tx, rx) = mpsc::channel(8);

@@ -2,6 +2,7 @@
 //! resources, registration, and ACK/NACK bookkeeping with metrics.
 
 use crate::generated::{Generated, short_type};
+use crate::grpc::Requests;
 use crate::metrics::{TypeLabel, VersionLabel};
 use crate::registry::{ProxyStatus, TypeStatus};
 use crate::service::{MeshState, Shared};
@@ -13,7 +14,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime};
 use tokio::sync::mpsc;
 use tonic::Status;
-use tonic::Streaming;
 
 pub struct Session {
     pub proxy: Proxy,
@@ -188,7 +188,7 @@ pub struct Gone;
 
 /// How one ADS protocol (state of the world, delta) handles a stream.
 pub trait Protocol: Send + Sized {
-    type Request: Send + 'static;
+    type Request: prost::Message + Default + Send + 'static;
     type Response: Send + 'static;
     /// `sotw` or `delta`, as the registry and logs name it.
     const NAME: &'static str;
@@ -207,7 +207,7 @@ pub trait Protocol: Send + Sized {
 pub async fn serve<P: Protocol>(
     shared: Arc<Shared>,
     caller: Identity,
-    mut requests: Streaming<P::Request>,
+    mut requests: Requests<P::Request>,
     tx: mpsc::Sender<Result<P::Response, Status>>,
 ) {
     let Ok(Some(first)) = requests.message().await else {
