@@ -86,7 +86,12 @@ impl ClusterSource {
             INSTALL_CONFIG_MAP,
             changes.clone(),
         );
-        let (secrets, e) = watch::<Secret>(Api::all(client.clone()), (), changes.clone());
+        // Not Helm's releases nor service-account tokens, which are never credentials (as
+        // istiod filters them too): in a real cluster they are most Secrets' bytes.
+        let credentials = watcher::Config::default()
+            .fields("type!=helm.sh/release.v1,type!=kubernetes.io/service-account-token");
+        let (secrets, e) =
+            reflect::<Secret>(Api::all(client.clone()), (), credentials, changes.clone());
         let secret_access = crate::credentials::SecretAccess::new(client.clone(), changes.clone());
         let mut watches = vec![a, b, c, d, e, f];
         let istio = IstioWatches::default();
@@ -535,6 +540,15 @@ where
     reflect(api, dynamic, watcher::Config::default(), changes)
 }
 
+/// Drops what meshd never reads but every object carries: the field managers' records
+/// and kubectl's copy of the last applied object (together often half an object's size).
+fn forget_unread_fields<K: Resource>(object: &mut K) {
+    object.meta_mut().managed_fields = None;
+    if let Some(annotations) = object.meta_mut().annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
 /// A reflector over `api` with `config`; each event signals `changes`.
 fn reflect<K>(
     api: Api<K>,
@@ -549,7 +563,8 @@ where
     let kind = K::kind(&dynamic).to_string();
     let writer = reflector::store::Writer::<K>::new(dynamic);
     let store = writer.as_reader();
-    let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
+    let objects = watcher(api, config).modify(forget_unread_fields);
+    let stream = reflector::reflector(writer, objects).default_backoff();
     let task = tokio::spawn(async move {
         futures::pin_mut!(stream);
         while let Some(event) = stream.next().await {
