@@ -40,7 +40,7 @@ pub fn config_dump(status: &ProxyStatus) -> Value {
         status
             .resources
             .of_type(type_url)
-            .map(|t| t.iter().map(|(_, e)| any_to_json(&e.resource)).collect())
+            .map(|t| t.iter().map(|(_, e)| any_to_json(&e.resource())).collect())
             .unwrap_or_default()
     };
     let version = |type_url: &str| {

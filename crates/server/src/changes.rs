@@ -2,8 +2,7 @@
 //! namespace move between the same two shared sets on each push, so the answer is
 //! worked out once per pair of sets, not once per proxy.
 
-use crate::generated::TypeResources;
-use envoy_types::pb::google::protobuf::Any;
+use crate::generated::{Entry, TypeResources};
 use std::sync::{Arc, Mutex, Weak};
 
 /// Pairs remembered at most; the oldest are forgotten first.
@@ -19,12 +18,16 @@ pub struct Changes {
 struct Known {
     from: Weak<TypeResources>,
     to: Weak<TypeResources>,
-    changed: Arc<Vec<Any>>,
+    changed: Arc<Vec<Arc<Entry>>>,
 }
 
 impl Changes {
     /// The resources of `to` that `from` does not have as they are.
-    pub fn between(&self, from: &Arc<TypeResources>, to: &Arc<TypeResources>) -> Arc<Vec<Any>> {
+    pub fn between(
+        &self,
+        from: &Arc<TypeResources>,
+        to: &Arc<TypeResources>,
+    ) -> Arc<Vec<Arc<Entry>>> {
         let same = |k: &Known| {
             Weak::ptr_eq(&k.from, &Arc::downgrade(from)) && Weak::ptr_eq(&k.to, &Arc::downgrade(to))
         };
@@ -51,7 +54,7 @@ impl Changes {
 }
 
 /// Both sets are sorted by name: one pass over each.
-fn changed(from: &TypeResources, to: &TypeResources) -> Vec<Any> {
+fn changed(from: &TypeResources, to: &TypeResources) -> Vec<Arc<Entry>> {
     let mut before = from.iter().peekable();
     to.iter()
         .filter(|(name, entry)| {
@@ -61,14 +64,14 @@ fn changed(from: &TypeResources, to: &TypeResources) -> Vec<Any> {
                 .is_some_and(|(_, old)| Arc::ptr_eq(old, entry) || old.hash == entry.hash);
             !kept
         })
-        .map(|(_, entry)| entry.resource.clone())
+        .map(|(_, entry)| entry.clone())
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::generated::Entry;
+    use envoy_types::pb::google::protobuf::Any;
     use std::collections::BTreeMap;
 
     fn set(entries: &[(&str, &str)]) -> Arc<TypeResources> {
@@ -86,10 +89,10 @@ mod tests {
         Arc::new(TypeResources::new(entries))
     }
 
-    fn contents(changed: &[Any]) -> Vec<String> {
+    fn contents(changed: &[Arc<Entry>]) -> Vec<String> {
         changed
             .iter()
-            .map(|a| String::from_utf8(a.value.clone()).unwrap())
+            .map(|e| String::from_utf8(e.resource().value).unwrap())
             .collect()
     }
 

@@ -168,7 +168,7 @@ impl Stream {
             .map(|(name, entry)| Resource {
                 name: name.clone(),
                 version: entry.hash.clone(),
-                resource: Some(entry.resource.clone()),
+                resource: Some(entry.resource()),
                 ..Resource::default()
             })
             .collect();

@@ -2,11 +2,14 @@
 //! (`Arc`) between proxies that have the same one, and every resource between the sets
 //! that hold it: in a large mesh most of a proxy's config is its namespace's.
 
+use bytes::Bytes;
 use envoy_types::pb::google::protobuf::Any;
 use fleetmesh_xds::{
     CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, NamedResource, ProxyResources, ROUTE_TYPE,
     SECRET_TYPE, names,
 };
+use prost::Message;
+use prost::encoding::message;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -14,7 +17,12 @@ use std::sync::Arc;
 /// A resource, the hash of its bytes, and its part of the version of a set that holds it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
-    pub resource: Any,
+    /// The resource as it goes in a state-of-the-world response (field `resources`, an
+    /// `Any`): a response is a small header and these bytes, shared by every proxy's
+    /// response rather than copied into each.
+    encoded: Bytes,
+    /// Where the `Any` starts in `encoded`, after the field's tag and length.
+    any_at: usize,
     pub hash: String,
     /// Of its name and hash: a set's version is the sum of its entries' digests, so a
     /// set made by adding a few entries to another gets its version at the cost of those.
@@ -30,13 +38,29 @@ impl Entry {
             .chain_update(hash.as_bytes())
             .finalize();
         let digest = u128::from_le_bytes(digest[..16].try_into().expect("16 of 32 bytes"));
+        let mut encoded = Vec::with_capacity(message::encoded_len(RESOURCES_FIELD, &resource));
+        message::encode(RESOURCES_FIELD, &resource, &mut encoded);
         Entry {
-            resource,
+            any_at: encoded.len() - resource.encoded_len(),
+            encoded: Bytes::from(encoded),
             hash,
             digest,
         }
     }
+
+    /// The resource as a `resources` field of a `DiscoveryResponse`.
+    pub fn encoded(&self) -> &Bytes {
+        &self.encoded
+    }
+
+    pub fn resource(&self) -> Any {
+        // Bytes this Entry encoded itself.
+        Any::decode(&self.encoded[self.any_at..]).unwrap_or_default()
+    }
 }
+
+/// `DiscoveryResponse.resources`.
+const RESOURCES_FIELD: u32 = 2;
 
 /// One type's resources by name, and the version of the whole set. A proxy's set is
 /// its own few resources over its namespace's shared set (`base`), which it does not copy.
@@ -313,12 +337,7 @@ mod tests {
 
     fn listed(set: &TypeResources) -> Vec<(String, String)> {
         set.iter()
-            .map(|(n, e)| {
-                (
-                    n.clone(),
-                    String::from_utf8(e.resource.value.clone()).unwrap(),
-                )
-            })
+            .map(|(n, e)| (n.clone(), String::from_utf8(e.resource().value).unwrap()))
             .collect()
     }
 
@@ -335,7 +354,7 @@ mod tests {
         );
         assert_eq!(layered.len(), 5);
         assert!(layered.contains_key("b") && layered.contains_key("g"));
-        assert_eq!(layered.get("d").unwrap().resource.value, b"9");
+        assert_eq!(layered.get("d").unwrap().resource().value, b"9");
         assert_ne!(layered.version, base.version);
 
         let again = TypeResources::layered(&Arc::new(layered), &set(&[("b", "7")]));

@@ -1,5 +1,6 @@
 //! The ADS gRPC service, routed by hand so that every response is encoded into an
-//! allocation of its own, freed once written.
+//! allocation of its own, freed once written, or (state of the world) written from the
+//! resources' shared encodings without copying them per proxy.
 //!
 //! tonic's generated service encodes all the messages of a stream into one per-stream
 //! buffer, which grows to the largest message and is never shrunk until the stream ends
@@ -10,10 +11,13 @@
 
 use crate::service::XdsServer;
 use bytes::{Bytes, BytesMut};
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest,
+};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -160,14 +164,52 @@ impl<T: prost::Message + Default> Requests<T> {
     }
 }
 
-/// One gRPC message frame: the uncompressed flag, the length, the message.
-fn frame<M: prost::Message>(message: &M) -> Bytes {
+/// A response as the pieces of its gRPC message frame, in order.
+pub trait Framed: Send + 'static {
+    fn into_chunks(self) -> Vec<Bytes>;
+}
+
+impl Framed for DeltaDiscoveryResponse {
+    fn into_chunks(self) -> Vec<Bytes> {
+        vec![frame(&self, 0)]
+    }
+}
+
+/// A gRPC message frame (the uncompressed flag, the length) holding `message` and
+/// `more` bytes that follow it.
+pub fn frame<M: prost::Message>(message: &M, more: usize) -> Bytes {
     let length = message.encoded_len();
     let mut buf = Vec::with_capacity(5 + length);
     buf.push(0);
-    buf.extend_from_slice(&(length as u32).to_be_bytes());
+    buf.extend_from_slice(&((length + more) as u32).to_be_bytes());
     message.encode_raw(&mut buf);
     Bytes::from(buf)
+}
+
+/// Chunks go out joined up to this size: each body frame costs the HTTP/2 layer work,
+/// and joining as they are written keeps the copies short-lived.
+const WRITE_SIZE: usize = 64 << 10;
+
+/// Takes the next body frame's bytes off `pending`: one chunk as it is, or several
+/// small ones joined.
+fn next_write(pending: &mut VecDeque<Bytes>) -> Option<Bytes> {
+    let first = pending.pop_front()?;
+    if first.len() >= WRITE_SIZE
+        || pending
+            .front()
+            .is_none_or(|c| first.len() + c.len() > WRITE_SIZE)
+    {
+        return Some(first);
+    }
+    let mut joined = BytesMut::with_capacity(WRITE_SIZE);
+    joined.extend_from_slice(&first);
+    while pending
+        .front()
+        .is_some_and(|c| joined.len() + c.len() <= WRITE_SIZE)
+    {
+        joined.extend_from_slice(&pending.pop_front().unwrap_or_default());
+    }
+    Some(joined.freeze())
 }
 
 fn trailers(status: &Status) -> Frame<Bytes> {
@@ -179,17 +221,23 @@ fn trailers(status: &Status) -> Frame<Bytes> {
 }
 
 /// The response: each message as it comes, then the status as trailers.
-fn respond<M: prost::Message + 'static>(
-    responses: Responses<M>,
-) -> http::Response<tonic::body::Body> {
-    let frames = futures::stream::unfold(Some(responses), |responses| async move {
+fn respond<M: Framed>(responses: Responses<M>) -> http::Response<tonic::body::Body> {
+    let start = (Some(responses), VecDeque::new());
+    let frames = futures::stream::unfold(start, |(responses, mut pending)| async move {
+        if let Some(bytes) = next_write(&mut pending) {
+            return Some((Ok(Frame::data(bytes)), (responses, pending)));
+        }
         let mut responses = responses?;
         let last = match responses.recv().await {
-            Some(Ok(message)) => return Some((Ok(Frame::data(frame(&message))), Some(responses))),
+            Some(Ok(message)) => {
+                let mut pending = VecDeque::from(message.into_chunks());
+                let bytes = next_write(&mut pending).unwrap_or_default();
+                return Some((Ok(Frame::data(bytes)), (Some(responses), pending)));
+            }
             Some(Err(status)) => trailers(&status),
             None => trailers(&Status::ok("")),
         };
-        Some((Ok::<_, Infallible>(last), None))
+        Some((Ok::<_, Infallible>(last), (None, pending)))
     });
     let mut response = http::Response::new(tonic::body::Body::new(
         http_body_util::StreamBody::new(frames),
@@ -226,7 +274,10 @@ mod tests {
 
     #[tokio::test]
     async fn requests_split_or_joined_across_frames() {
-        let (a, b) = (frame(&request("a")).to_vec(), frame(&request("b")).to_vec());
+        let (a, b) = (
+            frame(&request("a"), 0).to_vec(),
+            frame(&request("b"), 0).to_vec(),
+        );
         // `a` in three pieces, the last sharing a frame with all of `b`.
         let chunks = vec![
             a[..3].to_vec(),
@@ -246,7 +297,7 @@ mod tests {
 
     #[tokio::test]
     async fn bad_requests_end_the_stream_with_a_status() {
-        let whole = frame(&request("a")).to_vec();
+        let whole = frame(&request("a"), 0).to_vec();
         let cut = body(vec![whole[..100].to_vec()]).message().await;
         assert_eq!(cut.unwrap_err().code(), tonic::Code::InvalidArgument);
 
@@ -268,13 +319,25 @@ mod tests {
     }
 
     #[test]
+    fn small_chunks_are_joined_and_large_ones_go_as_they_are() {
+        let chunk = |size: usize| Bytes::from(vec![7u8; size]);
+        let mut pending = VecDeque::from([chunk(10), chunk(20), chunk(WRITE_SIZE), chunk(5)]);
+        assert_eq!(next_write(&mut pending).unwrap().len(), 30);
+        let large = pending.front().unwrap().clone();
+        let written = next_write(&mut pending).unwrap();
+        assert_eq!(written.as_ptr(), large.as_ptr(), "not copied");
+        assert_eq!(next_write(&mut pending).unwrap().len(), 5);
+        assert!(next_write(&mut pending).is_none());
+    }
+
+    #[test]
     fn a_frame_is_flag_length_message() {
         let response = DiscoveryResponse {
             version_info: "v1".into(),
             nonce: "1".into(),
             ..DiscoveryResponse::default()
         };
-        let bytes = frame(&response);
+        let bytes = frame(&response, 0);
         assert_eq!(bytes[0], 0, "not compressed");
         let length = u32::from_be_bytes(bytes[1..5].try_into().unwrap()) as usize;
         assert_eq!(length, bytes.len() - 5);

@@ -7,7 +7,7 @@ use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::{delta, session, sotw};
 use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest,
 };
 use fleetmesh_ca::auth::authenticate_request;
 use fleetmesh_ca::{Authenticator, Identity};
@@ -176,7 +176,7 @@ impl XdsServer {
         &self,
         metadata: &MetadataMap,
         requests: Requests<DiscoveryRequest>,
-    ) -> Result<Responses<DiscoveryResponse>, Status> {
+    ) -> Result<Responses<sotw::Response>, Status> {
         let caller = self.authenticate(metadata).await?;
         let (tx, rx) = mpsc::channel(8);
         tokio::spawn(session::serve::<sotw::Stream>(

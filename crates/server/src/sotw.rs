@@ -5,16 +5,41 @@
 //! the listeners and routes that stopped using them; EDS follows every CDS push so that
 //! new or updated clusters warm at once.
 
-use crate::generated::TypeResources;
+use crate::generated::{Entry, TypeResources};
+use crate::grpc::Framed;
 use crate::session::{Gone, Protocol, Session};
+use bytes::Bytes;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
-use envoy_types::pb::google::protobuf::Any;
 use fleetmesh_xds::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, PUSH_ORDER, ROUTE_TYPE};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tonic::Status;
+
+/// A response whose resources go out as their shared encodings (see [`Entry`]).
+pub struct Response {
+    /// Everything but the resources.
+    fields: DiscoveryResponse,
+    resources: Vec<Arc<Entry>>,
+}
+
+impl Response {
+    fn encoded_len(&self) -> usize {
+        let resources: usize = self.resources.iter().map(|e| e.encoded().len()).sum();
+        prost::Message::encoded_len(&self.fields) + resources
+    }
+}
+
+impl Framed for Response {
+    fn into_chunks(self) -> Vec<Bytes> {
+        let resources: usize = self.resources.iter().map(|e| e.encoded().len()).sum();
+        let head = crate::grpc::frame(&self.fields, resources);
+        std::iter::once(head)
+            .chain(self.resources.iter().map(|e| e.encoded().clone()))
+            .collect()
+    }
+}
 
 #[derive(Default)]
 struct TypeState {
@@ -31,21 +56,21 @@ struct TypeState {
 pub struct Stream {
     session: Session,
     types: BTreeMap<String, TypeState>,
-    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    tx: mpsc::Sender<Result<Response, Status>>,
     /// Clusters were kept past their removal; prune once LDS and RDS are ACKed.
     prune_pending: bool,
 }
 
 impl Protocol for Stream {
     type Request = DiscoveryRequest;
-    type Response = DiscoveryResponse;
+    type Response = Response;
     const NAME: &'static str = "sotw";
 
     fn node(request: &DiscoveryRequest) -> Option<&Node> {
         request.node.as_ref()
     }
 
-    fn new(session: Session, tx: mpsc::Sender<Result<DiscoveryResponse, Status>>) -> Stream {
+    fn new(session: Session, tx: mpsc::Sender<Result<Response, Status>>) -> Stream {
         Stream {
             session,
             types: BTreeMap::new(),
@@ -176,7 +201,7 @@ impl Stream {
                 sent = Arc::new(TypeResources::new(entries));
             }
         }
-        let resources = sent.iter().map(|(_, e)| e.resource.clone()).collect();
+        let resources = sent.iter().map(|(_, e)| e.clone()).collect();
         self.respond(type_url, sent, resources).await
     }
 
@@ -185,18 +210,20 @@ impl Stream {
         &mut self,
         type_url: &str,
         sent: Arc<TypeResources>,
-        resources: Vec<Any>,
+        resources: Vec<Arc<Entry>>,
     ) -> Result<(), Gone> {
         let version = sent.version.clone();
         let nonce = self.session.next_nonce();
-        let response = DiscoveryResponse {
-            version_info: version.clone(),
+        let response = Response {
+            fields: DiscoveryResponse {
+                version_info: version.clone(),
+                type_url: type_url.to_string(),
+                nonce: nonce.clone(),
+                ..DiscoveryResponse::default()
+            },
             resources,
-            type_url: type_url.to_string(),
-            nonce: nonce.clone(),
-            ..DiscoveryResponse::default()
         };
-        let bytes = prost::Message::encoded_len(&response);
+        let bytes = response.encoded_len();
         self.tx.send(Ok(response)).await.map_err(|_| Gone)?;
         self.session.record_sent(type_url, &version, &nonce, bytes);
         let state = self.types.entry(type_url.to_string()).or_default();
@@ -210,4 +237,50 @@ impl Stream {
 fn digest(names: &[String]) -> u64 {
     use std::hash::BuildHasher;
     foldhash::fast::FixedState::with_seed(0).hash_one(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::google::protobuf::Any;
+    use prost::Message;
+
+    #[test]
+    fn a_response_from_shared_encodings_is_the_response() {
+        let resources: Vec<Any> = (0..3)
+            .map(|i| Any {
+                type_url: CLUSTER_TYPE.into(),
+                value: vec![i; 100 * i as usize],
+            })
+            .collect();
+        let fields = DiscoveryResponse {
+            version_info: "v1".into(),
+            type_url: CLUSTER_TYPE.into(),
+            nonce: "1-1".into(),
+            ..DiscoveryResponse::default()
+        };
+        let response = Response {
+            fields: fields.clone(),
+            resources: resources
+                .iter()
+                .map(|r| Arc::new(Entry::new("c", r.clone())))
+                .collect(),
+        };
+        let length = response.encoded_len();
+        let bytes: Vec<u8> = response.into_chunks().concat();
+        assert_eq!(bytes[0], 0);
+        assert_eq!(
+            u32::from_be_bytes(bytes[1..5].try_into().unwrap()) as usize,
+            length
+        );
+        assert_eq!(bytes.len(), 5 + length);
+        let decoded = DiscoveryResponse::decode(&bytes[5..]).unwrap();
+        assert_eq!(
+            decoded,
+            DiscoveryResponse {
+                resources,
+                ..fields
+            }
+        );
+    }
 }
