@@ -12,7 +12,7 @@
 use crate::service::XdsServer;
 use bytes::{Bytes, BytesMut};
 use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest,
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse,
 };
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
@@ -63,7 +63,7 @@ where
             let metadata = MetadataMap::from_headers(parts.headers);
             let opened = match parts.uri.path() {
                 SOTW => server
-                    .open_sotw(&metadata, requests::<DiscoveryRequest, B>(body))
+                    .open_sotw(&metadata, requests::<crate::sotw::Request, B>(body))
                     .await
                     .map(respond),
                 DELTA => server
@@ -158,7 +158,8 @@ impl<T: prost::Message + Default> Requests<T> {
             // Let the allocation go with `whole`, rather than keep it for the next one.
             self.buffer = BytesMut::new();
         }
-        T::decode(&whole[5..])
+        // From `Bytes`, so that `bytes` fields are slices of it, not copies.
+        T::decode(whole.freeze().slice(5..))
             .map(Some)
             .map_err(|e| Status::invalid_argument(format!("undecodable request: {e}")))
     }
@@ -252,7 +253,7 @@ fn respond<M: Framed>(responses: Responses<M>) -> http::Response<tonic::body::Bo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
+    use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
     use prost::Message;
 
     fn body(chunks: Vec<Vec<u8>>) -> Requests<DiscoveryRequest> {

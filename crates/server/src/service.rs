@@ -7,7 +7,7 @@ use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::{delta, session, sotw};
 use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest,
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse,
 };
 use fleetmesh_ca::auth::authenticate_request;
 use fleetmesh_ca::{Authenticator, Identity};
@@ -175,7 +175,7 @@ impl XdsServer {
     pub(crate) async fn open_sotw(
         &self,
         metadata: &MetadataMap,
-        requests: Requests<DiscoveryRequest>,
+        requests: Requests<sotw::Request>,
     ) -> Result<Responses<sotw::Response>, Status> {
         let caller = self.authenticate(metadata).await?;
         let (tx, rx) = mpsc::channel(8);
