@@ -155,7 +155,7 @@ fn node_metadata(id: &WorkloadIdentity) -> Struct {
         ("ISTIO_VERSION", text(&id.istio_version)),
         ("CLUSTER_ID", text(&id.cluster_id)),
         ("MESH_ID", text(&id.mesh_id)),
-        ("INSTANCE_IPS", text(&id.ip)),
+        ("INSTANCE_IPS", text(&instance_ips(id))),
         ("INTERCEPTION_MODE", text(&id.interception_mode)),
         (
             "WORKLOAD_NAME",
@@ -168,6 +168,14 @@ fn node_metadata(id: &WorkloadIdentity) -> Struct {
             .map(|(k, v)| (k.to_string(), v))
             .collect(),
     }
+}
+
+fn instance_ips(id: &WorkloadIdentity) -> String {
+    std::iter::once(&id.ip)
+        .chain(&id.other_ips)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn ads() -> ConfigSource {

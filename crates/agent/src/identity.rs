@@ -9,6 +9,9 @@ pub struct WorkloadIdentity {
     pub namespace: String,
     /// The workload address; in local mode a loopback address of its own (127.x.y.z).
     pub ip: String,
+    /// Its other addresses, reported after `ip` in `INSTANCE_IPS` (a Pod's IP, for a
+    /// proxy run outside the Pod; meshd matches a proxy to a Pod by name and IP).
+    pub other_ips: Vec<String>,
     pub labels: BTreeMap<String, String>,
     pub service_account: String,
     pub cluster_id: String,

@@ -103,6 +103,7 @@ fn main() -> anyhow::Result<()> {
         pod_name: args.pod_name,
         namespace: args.namespace,
         ip: args.ip,
+        other_ips: Vec::new(),
         labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
         service_account: args.service_account,
         cluster_id: args.cluster_id,

@@ -189,6 +189,24 @@ impl LocalMesh {
         Ok(())
     }
 
+    /// The IP of Pod `namespace/name` in the watched cluster, if there is such a Pod. A
+    /// proxy run here for a Pod reports it after its own loopback address, as the Pod's
+    /// own agent would report it, and meshd matches the proxy to the Pod only then. (The
+    /// address is only reported: nothing here binds it or sends to it.)
+    async fn pod_ip(&self, namespace: &str, name: &str) -> anyhow::Result<Option<String>> {
+        let Some(path) = &self.meshd_config.kubeconfig else {
+            return Ok(None);
+        };
+        let client = kube::Client::try_from(fleetmesh_kube::client_config(path).await?)?;
+        let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+            kube::Api::namespaced(client, namespace);
+        let pod = pods
+            .get_opt(name)
+            .await
+            .with_context(|| format!("looking up Pod {namespace}/{name}"))?;
+        Ok(pod.and_then(|p| p.status?.pod_ip))
+    }
+
     /// Starts a workload: its sample app, its WorkloadEntry and Sidecar in the config
     /// dir, and its Envoy; returns once Envoy has its initial config.
     pub async fn add_workload(&self, spec: WorkloadSpec) -> anyhow::Result<Workload> {
@@ -299,6 +317,7 @@ impl LocalMesh {
             Some(path) => Some(std::fs::read_to_string(path)?),
             None => None,
         };
+        let pod_ip = self.pod_ip(namespace, name).await?;
         let spiffe_id = identity.spiffe_id(&self.meshd_config.trust_domain);
         let workdir = self.run_dir.join(name);
         std::fs::create_dir_all(&workdir)?;
@@ -321,6 +340,7 @@ impl LocalMesh {
                     pod_name: name.into(),
                     namespace: namespace.into(),
                     ip: ip.to_string(),
+                    other_ips: pod_ip.into_iter().collect(),
                     labels: labels.clone(),
                     service_account: identity.service_account.clone(),
                     cluster_id: "local".into(),

@@ -39,6 +39,15 @@ impl Session {
             node.ok_or_else(|| Status::invalid_argument("the first request must carry the node"))?;
         let proxy = Proxy::from_node(node).map_err(Status::invalid_argument)?;
         let state = shared.snapshots.borrow().clone();
+        if let Err(pod) = proxy.workload(&state.snapshot) {
+            tracing::warn!(
+                proxy = %proxy.id,
+                pod = %pod.name,
+                pod_ip = ?pod.ip,
+                addresses = ?proxy.ips,
+                "the proxy names a Pod whose IP is none of its addresses: served as a workload of its own"
+            );
+        }
         let resolved = proxy.resolved(&state.snapshot);
         check_identity(&resolved, &caller)?;
         let generated = shared.generations.get(&state, &resolved);

@@ -27,6 +27,8 @@ pub struct Proxy {
     pub kind: ProxyKind,
     /// The workload address (first of `INSTANCE_IPS`, else from the node id).
     pub ip: String,
+    /// All its addresses (`INSTANCE_IPS`): a Pod is this proxy's only if its IP is one.
+    pub ips: Vec<String>,
     pub pod_name: String,
     pub namespace: String,
     pub labels: BTreeMap<String, String>,
@@ -94,10 +96,16 @@ impl Proxy {
                 node.id
             ));
         }
-        let ip = text("INSTANCE_IPS")
-            .and_then(|ips| ips.split(',').next().map(str::to_string))
+        let mut ips: Vec<String> = text("INSTANCE_IPS")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
             .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| ip.to_string());
+            .map(str::to_string)
+            .collect();
+        if ips.is_empty() {
+            ips.push(ip.to_string());
+        }
         let interception = match text("INTERCEPTION_MODE").as_deref() {
             Some("NONE") => Interception::None,
             _ => Interception::Redirect,
@@ -105,7 +113,8 @@ impl Proxy {
         Ok(Proxy {
             id: node.id.clone(),
             kind,
-            ip,
+            ip: ips[0].clone(),
+            ips,
             pod_name: pod_name.to_string(),
             namespace,
             labels: string_map(meta.fields.get("LABELS")),
@@ -117,15 +126,26 @@ impl Proxy {
         })
     }
 
-    /// The proxy as the mesh knows it: when a source knows its workload (the Pod named by
-    /// its node id, in its namespace, as istiod finds it), that workload's labels and
-    /// service account replace what the node metadata claims.
+    /// The workload a source knows for this proxy: the Pod named by its node id, in its
+    /// namespace, as istiod finds it, when the Pod's IP (once it has one) is among the
+    /// proxy's addresses. A proxy elsewhere that claims a Pod's name is not its proxy.
+    pub fn workload<'a>(
+        &self,
+        snapshot: &'a fleetmesh_model::Snapshot,
+    ) -> Result<Option<&'a fleetmesh_model::Workload>, &'a fleetmesh_model::Workload> {
+        let key = (self.namespace.clone(), self.pod_name.clone());
+        match snapshot.workloads.get(&key) {
+            Some(w) if w.ip.as_ref().is_some_and(|ip| !self.ips.contains(ip)) => Err(w),
+            found => Ok(found),
+        }
+    }
+
+    /// The proxy as the mesh knows it: when a source knows its workload (see
+    /// [`Proxy::workload`]), that workload's labels and service account replace what the
+    /// node metadata claims.
     pub fn resolved(&self, snapshot: &fleetmesh_model::Snapshot) -> Proxy {
         let mut proxy = self.clone();
-        if let Some(workload) = snapshot
-            .workloads
-            .get(&(self.namespace.clone(), self.pod_name.clone()))
-        {
+        if let Ok(Some(workload)) = self.workload(snapshot) {
             proxy.labels = workload.labels.clone();
             if let Some(account) = &workload.service_account {
                 proxy.service_account = account.clone();
@@ -199,6 +219,45 @@ mod tests {
         assert_eq!(proxy.service_account, "reviews");
         assert_eq!(proxy.interception, Interception::None);
         assert_eq!(proxy.bind_address(), "10.0.0.7");
+    }
+
+    #[test]
+    fn a_pod_is_a_proxys_only_at_the_pods_address() {
+        use fleetmesh_model::{Snapshot, Workload};
+        let node = |ips: &str| Node {
+            id: "sidecar~127.0.0.9~reviews-1.shop~shop.svc.cluster.local".into(),
+            metadata: Some(Struct {
+                fields: [("INSTANCE_IPS".to_string(), string(ips))].into(),
+            }),
+            ..Node::default()
+        };
+        let mut snapshot = Snapshot::default();
+        let pod = Workload {
+            namespace: "shop".into(),
+            name: "reviews-1".into(),
+            ip: Some("10.1.0.4".into()),
+            labels: [("app".to_string(), "reviews".to_string())].into(),
+            service_account: Some("reviews".into()),
+        };
+        snapshot
+            .workloads
+            .insert(("shop".into(), "reviews-1".into()), pod.clone());
+
+        let at_the_pod = Proxy::from_node(&node("127.0.0.9, 10.1.0.4")).unwrap();
+        assert_eq!(
+            at_the_pod.ip, "127.0.0.9",
+            "the first address is where it binds"
+        );
+        assert_eq!(at_the_pod.workload(&snapshot), Ok(Some(&pod)));
+        assert_eq!(at_the_pod.resolved(&snapshot).service_account, "reviews");
+
+        let elsewhere = Proxy::from_node(&node("127.0.0.9")).unwrap();
+        assert_eq!(elsewhere.workload(&snapshot), Err(&pod));
+        assert_eq!(elsewhere.resolved(&snapshot).service_account, "default");
+
+        // A Pod without an IP yet is matched by name alone.
+        snapshot.workloads.values_mut().for_each(|w| w.ip = None);
+        assert!(matches!(elsewhere.workload(&snapshot), Ok(Some(_))));
     }
 
     #[test]

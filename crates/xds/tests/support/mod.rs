@@ -27,6 +27,7 @@ pub fn proxy_in(kind: ProxyKind, namespace: &str, labels: &[(&str, &str)]) -> Pr
         id: "sidecar~127.10.0.1~frontend-0.shop~shop.svc.cluster.local".into(),
         kind,
         ip: "127.10.0.1".into(),
+        ips: vec!["127.10.0.1".into()],
         pod_name: "frontend-0".into(),
         namespace: namespace.into(),
         labels: labels
@@ -115,6 +116,7 @@ pub fn envoy_validate(name: &str, resources: &ProxyResources) {
             pod_name: name.into(),
             namespace: "default".into(),
             ip: "127.0.0.1".into(),
+            other_ips: Vec::new(),
             labels: Default::default(),
             service_account: "default".into(),
             cluster_id: "local".into(),
