@@ -15,7 +15,13 @@ pub struct Scope<'a> {
     pub sidecar: Option<&'a Config<SidecarSpec>>,
     /// Visible services, by hostname order.
     pub services: Vec<&'a Arc<Service>>,
+    /// The visible VirtualServices bound to the mesh, with their hosts resolved, in
+    /// order: looked up once per service port, so resolved once.
+    mesh_virtual_services: std::sync::OnceLock<Vec<HostsOf<'a>>>,
 }
+
+/// A VirtualService with its hosts resolved.
+type HostsOf<'a> = (Vec<String>, &'a Arc<Config<VirtualServiceSpec>>);
 
 impl<'a> Scope<'a> {
     pub fn new(snapshot: &'a Snapshot, proxy: &'a Proxy) -> Scope<'a> {
@@ -34,6 +40,7 @@ impl<'a> Scope<'a> {
             proxy,
             sidecar,
             services,
+            mesh_virtual_services: std::sync::OnceLock::new(),
         }
     }
 
@@ -84,6 +91,17 @@ impl<'a> Scope<'a> {
         host: &str,
         gateway: &str,
     ) -> Option<&'a Arc<Config<VirtualServiceSpec>>> {
+        if gateway == "mesh" {
+            let bound = self.mesh_virtual_services.get_or_init(|| {
+                self.virtual_services("mesh")
+                    .map(|vs| (self.vs_hosts(vs), vs))
+                    .collect()
+            });
+            return bound
+                .iter()
+                .find(|(hosts, _)| hosts.iter().any(|h| host_matches(h, host)))
+                .map(|(_, vs)| *vs);
+        }
         self.virtual_services(gateway)
             .find(|vs| self.vs_hosts(vs).iter().any(|h| host_matches(h, host)))
     }
