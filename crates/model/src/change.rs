@@ -1,7 +1,8 @@
 //! What changed between two snapshots, as far as translation cares. Most changes in a
-//! busy cluster are endpoints (pods scaled, restarted, becoming ready); knowing that only
-//! the endpoints of some hosts changed lets the xDS server patch what it generated before
-//! instead of translating the whole mesh again, and an unchanged mesh needs no push.
+//! busy cluster are endpoints (pods scaled, restarted, becoming ready), and most edits
+//! are VirtualServices; knowing that only those changed lets the xDS server patch what it
+//! generated before instead of translating the whole mesh again, and an unchanged mesh
+//! needs no push.
 
 use crate::service::Service;
 use crate::snapshot::Snapshot;
@@ -11,11 +12,32 @@ use std::collections::BTreeSet;
 pub enum Change {
     /// Nothing a proxy could see.
     None,
-    /// Only the endpoints of these hosts (possibly none) and the known workloads (what
-    /// proxies are matched against) changed.
-    Endpoints(BTreeSet<String>),
+    /// Only these, and the known workloads (what proxies are matched against).
+    Partial(Partial),
     /// Anything else.
     Other,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Partial {
+    /// The hosts whose endpoints changed.
+    pub endpoints_of: BTreeSet<String>,
+    /// Whether any VirtualService changed.
+    pub virtual_services: bool,
+}
+
+impl Partial {
+    /// This change, then `later`.
+    pub fn then(&self, later: &Partial) -> Partial {
+        Partial {
+            endpoints_of: self
+                .endpoints_of
+                .union(&later.endpoints_of)
+                .cloned()
+                .collect(),
+            virtual_services: self.virtual_services || later.virtual_services,
+        }
+    }
 }
 
 impl Snapshot {
@@ -40,7 +62,6 @@ impl Snapshot {
         } = self;
         let rest_equal = *domain == older.domain
             && *mesh == older.mesh
-            && *virtual_services == older.virtual_services
             && *destination_rules == older.destination_rules
             && *gateways == older.gateways
             && *sidecars == older.sidecars
@@ -63,10 +84,14 @@ impl Snapshot {
                 hosts.insert(host.clone());
             }
         }
-        if hosts.is_empty() && *workloads == older.workloads {
+        let change = Partial {
+            endpoints_of: hosts,
+            virtual_services: *virtual_services != older.virtual_services,
+        };
+        if change == Partial::default() && *workloads == older.workloads {
             Change::None
         } else {
-            Change::Endpoints(hosts)
+            Change::Partial(change)
         }
     }
 }
@@ -121,6 +146,30 @@ mod tests {
         changed
     }
 
+    fn after_yaml(yaml: &str) -> Snapshot {
+        let loaded = fleetmesh_api::load_documents(None, yaml).unwrap();
+        Snapshot::of_config(loaded.iter().map(|l| &l.resource).collect())
+    }
+
+    #[test]
+    fn a_virtual_service_edit_is_named() {
+        let before = mesh();
+        let mut after = before.clone();
+        after.virtual_services = after_yaml(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\n\
+             metadata: {name: reviews, namespace: default}\n\
+             spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews}}]}]}\n",
+        )
+        .virtual_services;
+        assert_eq!(
+            after.change_since(&before),
+            Change::Partial(Partial {
+                endpoints_of: Default::default(),
+                virtual_services: true,
+            })
+        );
+    }
+
     #[test]
     fn an_equal_snapshot_is_no_change() {
         assert_eq!(mesh().change_since(&mesh()), Change::None);
@@ -132,7 +181,10 @@ mod tests {
         let after = with_endpoint(&before, "reviews.default.svc.cluster.local", "10.0.0.9");
         assert_eq!(
             after.change_since(&before),
-            Change::Endpoints(["reviews.default.svc.cluster.local".to_string()].into())
+            Change::Partial(Partial {
+                endpoints_of: ["reviews.default.svc.cluster.local".to_string()].into(),
+                virtual_services: false,
+            })
         );
     }
 
@@ -150,7 +202,10 @@ mod tests {
                 service_account: None,
             },
         );
-        assert_eq!(after.change_since(&before), Change::Endpoints([].into()));
+        assert_eq!(
+            after.change_since(&before),
+            Change::Partial(Partial::default())
+        );
     }
 
     #[test]
@@ -167,6 +222,14 @@ mod tests {
         let mut fewer = before.clone();
         fewer.services.remove("ratings.default.svc.cluster.local");
         assert_eq!(fewer.change_since(&before), Change::Other);
+
+        let mut rule = before.clone();
+        rule.destination_rules = after_yaml(
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
+             metadata: {name: reviews, namespace: default}\nspec: {host: reviews}\n",
+        )
+        .destination_rules;
+        assert_eq!(rule.change_since(&before), Change::Other);
 
         let mut mesh_wide = before.clone();
         mesh_wide.mesh.registry_only = true;

@@ -2,13 +2,15 @@
 //! each distinct [`SharedKey`] (the outbound clusters, endpoints and routes: most of a
 //! proxy's config, the same for a namespace) and once for each distinct [`ConfigKey`]
 //! (the workload's own part); proxies with equal keys share the results. After a change
-//! to endpoints alone (most changes in a busy cluster), what was generated before is
-//! patched: only the changed hosts' clusters and endpoints are translated again.
+//! to endpoints or VirtualServices alone (most changes in a busy mesh), what was generated
+//! before is patched: only the changed hosts' clusters and endpoints, or the routes (and
+//! proxies' own parts), are translated again.
 
 use crate::generated::Generated;
 use crate::service::MeshState;
+use fleetmesh_model::{Partial, Snapshot};
 use fleetmesh_xds::{ConfigKey, Proxy, SharedKey};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
 #[derive(Default)]
@@ -40,14 +42,14 @@ impl Entries {
             // A proxy still on an older state: served, but not at the newer ones' cost.
             return false;
         }
-        if state.endpoints_changed_since(self.state_id).is_some() {
+        if state.changed_since(self.state_id).is_some() {
             let id = self.state_id;
             let shared = self.shared.drain().map(|(k, g)| (k, (id, g)));
             self.earlier_shared.extend(shared);
             let by_key = self.by_key.drain().map(|(k, g)| (k, (id, g)));
             self.earlier_by_key.extend(by_key);
             let patchable =
-                |(id, _): &mut (u64, Arc<Generated>)| state.endpoints_changed_since(*id).is_some();
+                |(id, _): &mut (u64, Arc<Generated>)| state.changed_since(*id).is_some();
             self.earlier_shared.retain(|_, e| patchable(e));
             self.earlier_by_key.retain(|_, e| patchable(e));
         } else {
@@ -62,14 +64,29 @@ impl Entries {
     }
 }
 
-/// What was generated for an earlier state, with the hosts whose endpoints changed
-/// since, if only they did.
+/// What was generated for an earlier state, with what changed since, if only endpoints
+/// and VirtualServices did.
 fn patchable(
     state: &MeshState,
     earlier: Option<(u64, Arc<Generated>)>,
-) -> Option<(&BTreeSet<String>, Arc<Generated>)> {
+) -> Option<(&Partial, Arc<Generated>)> {
     let (id, generated) = earlier?;
-    Some((state.endpoints_changed_since(id)?, generated))
+    Some((state.changed_since(id)?, generated))
+}
+
+/// `before` (a shared part) after `change`: the changed hosts' clusters and endpoints,
+/// and after a VirtualService change the routes, translated again.
+fn patch(before: &Generated, change: &Partial, snapshot: &Snapshot, proxy: &Proxy) -> Generated {
+    let mut patched = before.clone();
+    let hosts = &change.endpoints_of;
+    if !hosts.is_empty() {
+        let fresh = fleetmesh_xds::generate_shared_hosts(snapshot, proxy, hosts);
+        patched = patched.with_hosts_replaced(hosts, fresh);
+    }
+    if change.virtual_services {
+        patched = patched.with_routes(fleetmesh_xds::generate_shared_routes(snapshot, proxy));
+    }
+    patched
 }
 
 impl GenerationCache {
@@ -97,22 +114,21 @@ impl GenerationCache {
         let shared = found.unwrap_or_else(|| {
             let snapshot = &state.snapshot;
             let generated = match patchable(state, earlier_shared) {
-                Some((hosts, before)) => before.with_hosts_replaced(
-                    hosts,
-                    fleetmesh_xds::generate_shared_hosts(snapshot, proxy, hosts),
-                ),
+                Some((change, before)) => patch(&before, change, snapshot, proxy),
                 None => Generated::new(fleetmesh_xds::generate_shared(snapshot, proxy)),
             };
             self.keep(state, |e| &mut e.shared, shared_key, generated)
         });
         // A proxy's own part does not depend on endpoints: after an endpoint change, its
-        // earlier one is composed with the new shared part.
+        // earlier one is composed with the new shared part. (A gateway's routes are its
+        // own, so after a VirtualService change it is generated again.)
+        let own = |state: &MeshState| fleetmesh_xds::generate_own(&state.snapshot, proxy);
         let composed = patchable(state, earlier)
-            .and_then(|(_, before)| before.recompose(&shared))
-            .unwrap_or_else(|| {
-                let own = fleetmesh_xds::generate_own(&state.snapshot, proxy);
-                Generated::compose(&shared, own)
-            });
+            .and_then(|(change, before)| {
+                let again = change.virtual_services.then(|| own(state));
+                before.recompose(&shared, again)
+            })
+            .unwrap_or_else(|| Generated::compose(&shared, own(state)));
         self.keep(state, |e| &mut e.by_key, key, composed)
     }
 
@@ -337,6 +353,46 @@ spec:
             Arc::ptr_eq(&listeners(&patched), &listeners(&before)),
             "patched, not generated anew"
         );
+    }
+
+    #[test]
+    fn a_virtual_service_change_regenerates_routes_alone() {
+        use fleetmesh_xds::{CLUSTER_TYPE, ENDPOINT_TYPE, ROUTE_TYPE};
+        let cache = GenerationCache::default();
+        let reviews = proxy("reviews-1", "shop");
+        let mut gateway = proxy("gateway-1", "shop");
+        gateway.kind = fleetmesh_xds::ProxyKind::Router;
+        let first = Arc::new(MeshState::new(mesh()));
+        let before = cache.get(&first, &reviews);
+        cache.get(&first, &gateway);
+        let routed = format!(
+            "{MESH}---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n\
+             metadata: {{name: reviews, namespace: shop}}\n\
+             spec: {{hosts: [reviews], http: [{{route: [{{destination: {{host: reviews, subset: v1}}}}]}}]}}\n"
+        );
+        let loaded = fleetmesh_api::load_documents(None, &routed).unwrap();
+        let mut next = (*first.snapshot).clone();
+        next.virtual_services =
+            Snapshot::of_config(loaded.iter().map(|l| &l.resource).collect()).virtual_services;
+        let second = Arc::new(first.next(next).unwrap());
+        let patched = cache.get(&second, &reviews);
+        let whole = Generated::new(fleetmesh_xds::generate(&second.snapshot, &reviews));
+        assert_eq!(*patched, whole, "patched = generated anew");
+        for kept in [CLUSTER_TYPE, ENDPOINT_TYPE] {
+            assert!(
+                Arc::ptr_eq(
+                    patched.of_type(kept).unwrap(),
+                    before.of_type(kept).unwrap()
+                ),
+                "{kept} is kept as it was"
+            );
+        }
+        assert_ne!(
+            patched.of_type(ROUTE_TYPE).unwrap().version,
+            before.of_type(ROUTE_TYPE).unwrap().version
+        );
+        let whole = Generated::new(fleetmesh_xds::generate(&second.snapshot, &gateway));
+        assert_eq!(*cache.get(&second, &gateway), whole, "a gateway's too");
     }
 
     #[test]

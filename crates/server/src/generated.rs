@@ -216,14 +216,24 @@ impl Generated {
     }
 
     /// These (composed) resources with `shared` in place of the shared part they were
-    /// composed from; `None` when they were not composed.
-    pub fn recompose(&self, shared: &Arc<Generated>) -> Option<Generated> {
-        let own = self.parts.as_ref()?.own.clone();
+    /// composed from, and `own` (if given) in place of their own part; `None` when they
+    /// were not composed.
+    pub fn recompose(
+        &self,
+        shared: &Arc<Generated>,
+        own: Option<ProxyResources>,
+    ) -> Option<Generated> {
+        let parts = self.parts.as_ref()?;
+        let own = match own {
+            Some(own) => Arc::new(Generated::new(own)),
+            None => parts.own.clone(),
+        };
         Some(Generated::compose_parts(shared, own, Some(self)))
     }
 
-    /// A type whose shared set is the one `earlier` was composed from keeps `earlier`'s
-    /// set; a type `own` has nothing of is `shared`'s set itself.
+    /// A type whose shared set is the one `earlier` was composed from, and whose own set
+    /// is the same as `earlier`'s, keeps `earlier`'s set; a type `own` has nothing of is
+    /// `shared`'s set itself.
     fn compose_parts(
         shared: &Arc<Generated>,
         own: Arc<Generated>,
@@ -234,12 +244,16 @@ impl Generated {
             let theirs = shared.types.get(type_url);
             let mine = own.types.get(type_url).filter(|t| !t.is_empty());
             let unchanged = earlier.and_then(|e| {
-                let before = e.parts.as_ref()?.shared.types.get(type_url);
-                let same = match (before, theirs) {
+                let parts = e.parts.as_ref()?;
+                let same_shared = match (parts.shared.types.get(type_url), theirs) {
                     (Some(a), Some(b)) => Arc::ptr_eq(a, b),
                     (a, b) => a.is_none() && b.is_none(),
                 };
-                same.then(|| e.types.get(type_url).cloned()).flatten()
+                let version = |g: &Generated| g.types.get(type_url).map(|t| t.version.clone());
+                let same_own = version(&parts.own) == version(&own);
+                (same_shared && same_own)
+                    .then(|| e.types.get(type_url).cloned())
+                    .flatten()
             });
             let set = match (unchanged, theirs, mine) {
                 (Some(set), _, _) => set,
@@ -286,6 +300,21 @@ impl Generated {
             if after.version != before.version {
                 types.insert(type_url, Arc::new(after));
             }
+        }
+        Generated { types, parts: None }
+    }
+
+    /// These (shared) resources with `routes` in place of their routes (after a change
+    /// to VirtualServices alone); the same `Arc` if they come out the same.
+    pub fn with_routes(&self, routes: Vec<NamedResource>) -> Generated {
+        let mut types = self.types.clone();
+        let after = TypeResources::of(routes);
+        if self
+            .types
+            .get(ROUTE_TYPE)
+            .is_none_or(|before| before.version != after.version)
+        {
+            types.insert(ROUTE_TYPE, Arc::new(after));
         }
         Generated { types, parts: None }
     }

@@ -11,8 +11,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 };
 use fleetmesh_ca::auth::authenticate_request;
 use fleetmesh_ca::{Authenticator, Identity};
-use fleetmesh_model::{Change, Snapshot};
-use std::collections::BTreeSet;
+use fleetmesh_model::{Change, Partial, Snapshot};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -28,13 +27,13 @@ pub struct MeshState {
     pub created: Instant,
     /// Unique among the states of this process.
     pub id: u64,
-    /// The recent states this one differs from only in endpoints: each one's id and the
-    /// hosts whose endpoints changed since, nearest first. What was generated for them
+    /// The recent states this one differs from only in endpoints and VirtualServices:
+    /// each one's id and what changed since, nearest first. What was generated for them
     /// can be patched instead of generated again.
-    endpoint_lineage: Vec<(u64, Arc<BTreeSet<String>>)>,
+    lineage: Vec<(u64, Partial)>,
 }
 
-/// How many earlier states a state remembers in its endpoint lineage.
+/// How many earlier states a state remembers in its lineage.
 const LINEAGE: usize = 16;
 
 static NEXT_STATE: AtomicU64 = AtomicU64::new(1);
@@ -45,7 +44,7 @@ impl MeshState {
             snapshot: Arc::new(snapshot),
             created: Instant::now(),
             id: NEXT_STATE.fetch_add(1, Ordering::Relaxed),
-            endpoint_lineage: Vec::new(),
+            lineage: Vec::new(),
         }
     }
 
@@ -57,25 +56,23 @@ impl MeshState {
         match change {
             Change::None => return None,
             Change::Other => {}
-            Change::Endpoints(hosts) => {
-                let hosts = Arc::new(hosts);
-                next.endpoint_lineage.push((self.id, hosts.clone()));
-                for (id, earlier) in self.endpoint_lineage.iter().take(LINEAGE - 1) {
-                    let since = earlier.union(&hosts).cloned().collect();
-                    next.endpoint_lineage.push((*id, Arc::new(since)));
+            Change::Partial(change) => {
+                for (id, earlier) in self.lineage.iter().take(LINEAGE - 1) {
+                    next.lineage.push((*id, earlier.then(&change)));
                 }
+                next.lineage.insert(0, (self.id, change));
             }
         }
         Some(next)
     }
 
-    /// The hosts whose endpoints changed since the state `id`, when nothing else did
-    /// (that state is recent, and only endpoints and workloads changed since).
-    pub fn endpoints_changed_since(&self, id: u64) -> Option<&Arc<BTreeSet<String>>> {
-        self.endpoint_lineage
+    /// What changed since the state `id`, when only endpoints and VirtualServices did
+    /// (and that state is recent).
+    pub fn changed_since(&self, id: u64) -> Option<&Partial> {
+        self.lineage
             .iter()
             .find(|(earlier, _)| *earlier == id)
-            .map(|(_, hosts)| hosts)
+            .map(|(_, change)| change)
     }
 }
 

@@ -93,8 +93,23 @@ pub fn generate(snapshot: &Snapshot, proxy: &Proxy) -> ProxyResources {
 /// it, and every proxy of a namespace shares one copy.
 pub fn generate_shared(snapshot: &Snapshot, proxy: &Proxy) -> ProxyResources {
     let scope = Scope::new(snapshot, proxy);
-    let routes = match proxy.kind {
-        ProxyKind::Sidecar => route::sidecar(&scope)
+    ProxyResources {
+        clusters: cluster::outbound_clusters(&scope),
+        endpoints: endpoint::build(&scope),
+        routes: shared_routes(&scope),
+        ..ProxyResources::default()
+    }
+}
+
+/// The routes of [`generate_shared`] alone: after a change to VirtualServices alone
+/// they replace those generated before (clusters and endpoints do not read them).
+pub fn generate_shared_routes(snapshot: &Snapshot, proxy: &Proxy) -> Vec<NamedResource> {
+    shared_routes(&Scope::new(snapshot, proxy))
+}
+
+fn shared_routes(scope: &Scope) -> Vec<NamedResource> {
+    match scope.proxy.kind {
+        ProxyKind::Sidecar => route::sidecar(scope)
             .into_iter()
             .map(|r| NamedResource {
                 name: r.name.clone(),
@@ -102,12 +117,6 @@ pub fn generate_shared(snapshot: &Snapshot, proxy: &Proxy) -> ProxyResources {
             })
             .collect(),
         ProxyKind::Router => Vec::new(),
-    };
-    ProxyResources {
-        clusters: cluster::outbound_clusters(&scope),
-        endpoints: endpoint::build(&scope),
-        routes,
-        ..ProxyResources::default()
     }
 }
 
