@@ -43,28 +43,40 @@ pub struct Meshd {
     tasks: JoinSet<()>,
 }
 
+/// Connections a proxy port queues before meshd accepts them (the kernel caps it at
+/// `net.core.somaxconn`). A whole fleet reconnects at once after a restart or a network
+/// blip; with the default of 1024, connects beyond it wait for SYN retransmits.
+const FLEET_BACKLOG: u32 = 4096;
+
+/// A listener for the ports proxies connect to.
+fn fleet_listener(address: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match address {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(FLEET_BACKLOG)
+}
+
 impl Meshd {
     /// Binds the ports, loads the config and starts serving.
     pub async fn start(config: MeshdConfig) -> anyhow::Result<Meshd> {
-        let xds_listener = tokio::net::TcpListener::bind(config.xds_address)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot listen for xDS on {} (is another meshd running?)",
-                    config.xds_address
-                )
-            })?;
+        let xds_listener = fleet_listener(config.xds_address).with_context(|| {
+            format!(
+                "cannot listen for xDS on {} (is another meshd running?)",
+                config.xds_address
+            )
+        })?;
         let http_listener = tokio::net::TcpListener::bind(config.http_address)
             .await
             .with_context(|| format!("cannot listen for HTTP on {}", config.http_address))?;
-        let xds_tls_listener = tokio::net::TcpListener::bind(config.xds_tls_address)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot listen for xDS over TLS on {}",
-                    config.xds_tls_address
-                )
-            })?;
+        let xds_tls_listener = fleet_listener(config.xds_tls_address).with_context(|| {
+            format!(
+                "cannot listen for xDS over TLS on {}",
+                config.xds_tls_address
+            )
+        })?;
         let xds_tls_address = xds_tls_listener.local_addr()?;
         let webhook_listener = tokio::net::TcpListener::bind(config.webhook_address)
             .await
