@@ -164,7 +164,6 @@ mod tests {
         Proxy {
             id: format!("sidecar~10.0.0.1~{pod}.{namespace}~{namespace}.svc.cluster.local"),
             kind: ProxyKind::Sidecar,
-            ip: "10.0.0.1".into(),
             ips: vec!["10.0.0.1".into()],
             pod_name: pod.into(),
             namespace: namespace.into(),

@@ -25,9 +25,8 @@ pub enum Interception {
 pub struct Proxy {
     pub id: String,
     pub kind: ProxyKind,
-    /// The workload address (first of `INSTANCE_IPS`, else from the node id).
-    pub ip: String,
-    /// All its addresses (`INSTANCE_IPS`): a Pod is this proxy's only if its IP is one.
+    /// Its addresses (`INSTANCE_IPS`, else the node id's): a Pod is this proxy's only if
+    /// its IP is one; the first is where it binds (see [`Proxy::ip`]).
     pub ips: Vec<String>,
     pub pod_name: String,
     pub namespace: String,
@@ -113,7 +112,6 @@ impl Proxy {
         Ok(Proxy {
             id: node.id.clone(),
             kind,
-            ip: ips[0].clone(),
             ips,
             pod_name: pod_name.to_string(),
             namespace,
@@ -154,10 +152,15 @@ impl Proxy {
         proxy
     }
 
+    /// The workload address: the first of its addresses.
+    pub fn ip(&self) -> &str {
+        self.ips.first().map_or("", String::as_str)
+    }
+
     /// Where this proxy's listeners bind: its own address without capture, else any.
     pub fn bind_address(&self) -> &str {
         match self.interception {
-            Interception::None => &self.ip,
+            Interception::None => self.ip(),
             Interception::Redirect => "0.0.0.0",
         }
     }
@@ -212,7 +215,7 @@ mod tests {
         };
         let proxy = Proxy::from_node(&node).unwrap();
         assert_eq!(proxy.kind, ProxyKind::Sidecar);
-        assert_eq!(proxy.ip, "10.0.0.7");
+        assert_eq!(proxy.ip(), "10.0.0.7");
         assert_eq!(proxy.pod_name, "reviews-v1-abc");
         assert_eq!(proxy.namespace, "shop");
         assert_eq!(proxy.labels["app"], "reviews");
@@ -245,7 +248,8 @@ mod tests {
 
         let at_the_pod = Proxy::from_node(&node("127.0.0.9, 10.1.0.4")).unwrap();
         assert_eq!(
-            at_the_pod.ip, "127.0.0.9",
+            at_the_pod.ip(),
+            "127.0.0.9",
             "the first address is where it binds"
         );
         assert_eq!(at_the_pod.workload(&snapshot), Ok(Some(&pod)));

@@ -26,7 +26,6 @@ pub fn proxy_in(kind: ProxyKind, namespace: &str, labels: &[(&str, &str)]) -> Pr
     Proxy {
         id: "sidecar~127.10.0.1~frontend-0.shop~shop.svc.cluster.local".into(),
         kind,
-        ip: "127.10.0.1".into(),
         ips: vec!["127.10.0.1".into()],
         pod_name: "frontend-0".into(),
         namespace: namespace.into(),
