@@ -20,13 +20,15 @@ pub struct GenerationCache {
 
 #[derive(Default)]
 struct Entries {
-    /// The snapshot the entries were generated from; a newer one empties the cache.
+    /// The snapshot the entries were generated from, and its id; a newer one moves them
+    /// to the earlier ones if it can be patched from them, else empties the cache.
     state: Weak<MeshState>,
     state_id: u64,
     shared: HashMap<SharedKey, Arc<Generated>>,
     by_key: HashMap<ConfigKey, Arc<Generated>>,
     /// What was generated for recent states that differ from the current one only in
-    /// endpoints, each with the id of its state: on a miss, patched instead of generated.
+    /// endpoints and VirtualServices, each with the id of its state: on a miss, patched
+    /// instead of generated.
     earlier_shared: HashMap<SharedKey, (u64, Arc<Generated>)>,
     earlier_by_key: HashMap<ConfigKey, (u64, Arc<Generated>)>,
 }

@@ -100,9 +100,7 @@ impl TypeResources {
     fn layered(base: &Arc<TypeResources>, over: &TypeResources) -> TypeResources {
         let base = match base.base {
             None => base.clone(),
-            Some(_) => Arc::new(TypeResources::new(
-                base.iter().map(|(n, e)| (n.clone(), e.clone())).collect(),
-            )),
+            Some(_) => Arc::new(TypeResources::new(base.to_map())),
         };
         let mut sum = base.sum;
         let mut entries = BTreeMap::new();
@@ -144,6 +142,11 @@ impl TypeResources {
             (Some(_), None) => base.next(),
             _ => own.next(),
         })
+    }
+
+    /// Every resource, by name, in a map of its own.
+    pub fn to_map(&self) -> BTreeMap<String, Arc<Entry>> {
+        self.iter().map(|(n, e)| (n.clone(), e.clone())).collect()
     }
 
     pub fn len(&self) -> usize {
@@ -287,14 +290,10 @@ impl Generated {
             let Some(before) = self.types.get(type_url) else {
                 continue;
             };
-            let mut entries: BTreeMap<String, Arc<Entry>> = before
-                .iter()
-                .filter(|(name, _)| {
-                    names::parse_outbound_cluster(name)
-                        .is_none_or(|(_, _, host)| !hosts.contains(host))
-                })
-                .map(|(name, entry)| (name.clone(), entry.clone()))
-                .collect();
+            let mut entries = before.to_map();
+            entries.retain(|name, _| {
+                names::parse_outbound_cluster(name).is_none_or(|(_, _, host)| !hosts.contains(host))
+            });
             entries.extend(take(&mut fresh, type_url).into_iter().map(entry));
             let after = TypeResources::new(entries);
             if after.version != before.version {

@@ -46,15 +46,17 @@ pub struct Response {
 
 impl Response {
     fn encoded_len(&self) -> usize {
-        let resources: usize = self.resources.iter().map(|e| e.encoded().len()).sum();
-        prost::Message::encoded_len(&self.fields) + resources
+        prost::Message::encoded_len(&self.fields) + self.resources_len()
+    }
+
+    fn resources_len(&self) -> usize {
+        self.resources.iter().map(|e| e.encoded().len()).sum()
     }
 }
 
 impl Framed for Response {
     fn into_chunks(self) -> Vec<Bytes> {
-        let resources: usize = self.resources.iter().map(|e| e.encoded().len()).sum();
-        let head = crate::grpc::frame(&self.fields, resources);
+        let head = crate::grpc::frame(&self.fields, self.resources_len());
         std::iter::once(head)
             .chain(self.resources.iter().map(|e| e.encoded().clone()))
             .collect()
@@ -213,10 +215,7 @@ impl Stream {
                 .collect();
             if !dropped.is_empty() {
                 self.prune_pending = true;
-                let mut entries: BTreeMap<_, _> = current
-                    .iter()
-                    .map(|(n, e)| (n.clone(), e.clone()))
-                    .collect();
+                let mut entries = current.to_map();
                 entries.extend(dropped);
                 sent = Arc::new(TypeResources::new(entries));
             }
