@@ -21,6 +21,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
@@ -52,7 +53,9 @@ pub fn tls_config(serving: &ServingCertificate) -> anyhow::Result<Arc<rustls::Se
     Ok(Arc::new(config))
 }
 
-/// Serves the webhooks on `listener` until `stop`.
+/// Serves the webhooks on `listener` until `stop`, then ends every connection (the
+/// API server keeps its connections open: one left serving would answer with a stopped
+/// meshd's state) and returns once they are closed.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -61,6 +64,7 @@ pub async fn serve(
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let service = TowerToHyperService::new(router(state));
+    let mut connections = JoinSet::new();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -70,27 +74,43 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = stop.cancelled() => return,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            () = stop.cancelled() => break,
         };
         let acceptor = acceptor.clone();
         let service = service.clone();
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "webhook TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
+        let stop = stop.clone();
+        connections.spawn(async move {
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+            let tls = tokio::select! {
+                done = handshake => match done {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "webhook TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                },
+                () = stop.cancelled() => return,
             };
-            let served = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tls), service)
-                .await;
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let connection = builder.serve_connection(TokioIo::new(tls), service);
+            let mut connection = std::pin::pin!(connection);
+            // On stop, requests in flight are answered, then the connection closes.
+            let served = tokio::select! {
+                served = connection.as_mut() => served,
+                () = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
             if let Err(e) = served {
                 tracing::debug!(%peer, error = %e, "webhook connection ended");
             }
         });
     }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
 }
 
 fn router(state: WebhookState) -> Router {
