@@ -2,23 +2,30 @@
 //! revision's DataPlaneControl is unset (the seed's check says NOT ready) until meshd has
 //! reconciled it (then ready), its metrics count the pods that opted in with the seed's
 //! annotation; a new proxy version rolls out by PDB-respecting evictions, one pod at a
-//! time; a PDB that allows nothing shows as an Error. Pod IPs are fake and never receive
-//! a packet.
+//! time, never touching StatefulSets, DaemonSets, Jobs or hand-injected pods; a PDB that
+//! allows nothing shows as an Error; a meshd restarted mid-rollout resumes without a
+//! second eviction at once, and removing the namespace's opt-in stops a rollout. Pod IPs
+//! are fake and never receive a packet.
 
 use fleetmesh_cli::install::manifests::Plan;
 use fleetmesh_cli::install::{self, InstallOptions};
 use fleetmesh_dataplane::DataPlaneControl;
 use fleetmesh_dataplane::control::State;
 use fleetmesh_dataplane::planner;
-use fleetmesh_inject::{Channel, InjectedBy, Revision, Settings, Template, template};
+use fleetmesh_inject::{Channel, InjectedBy, Revision, Settings, Template, labels, template};
 use fleetmesh_kube::testing::{TestCluster, TestNamespace, wait_for};
 use fleetmesh_meshd::{Meshd, MeshdConfig};
+use futures::StreamExt;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The seed's readiness check, verbatim, with this cluster's kubectl.
@@ -156,10 +163,7 @@ async fn the_seeds_readiness_check_follows_the_controller() {
     // one a second, for the rollout below.)
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("mesh")).unwrap();
-    let mut config = MeshdConfig::for_dir(dir.path().join("mesh"));
-    config.kubeconfig = Some(cluster.kubeconfig.clone());
-    config.data_plane_eviction_pace = Duration::from_secs(1);
-    let meshd = Meshd::start(config).await.expect("meshd starts");
+    let meshd = start_meshd(&dir, &cluster, None).await;
     wait_for(
         "the seed's check to say ready",
         Duration::from_secs(30),
@@ -196,7 +200,9 @@ async fn the_seeds_readiness_check_follows_the_controller() {
 
     // A rollout: install's webhooks inject the DataPlaneControl's version, a Deployment
     // of 3 behind a PDB of minAvailable 2 runs version A; bumping the version to B evicts
-    // its pods one at a time, never below 2 Ready, until all run B.
+    // its pods one at a time, never below 2 Ready, until all run B. Beside it, workloads
+    // a rollout must never evict: a StatefulSet, a DaemonSet, a Job and a Deployment
+    // injected by hand.
     let output = tempfile::tempdir().unwrap();
     install::run(&InstallOptions {
         plan: plan(),
@@ -220,9 +226,21 @@ async fn the_seeds_readiness_check_follows_the_controller() {
             "--overwrite",
         ],
     );
-    shop.apply(&format!("{WEB}---\n{}", budget("minAvailable: 2")))
-        .await
-        .unwrap();
+    let hand_injected = fleetmesh_cli::kube_inject::inject_manifest(
+        HANDMADE,
+        "handmade.yaml",
+        &Settings {
+            injected_by: InjectedBy::KubeInject,
+            ..settings.clone()
+        },
+    )
+    .unwrap();
+    shop.apply(&format!(
+        "{WEB}---\n{}---\n{NEVER_EVICTED}---\n{hand_injected}",
+        budget("minAvailable: 2")
+    ))
+    .await
+    .unwrap();
     let version_a = Revision::of(Channel::Rapid).proxy_version;
     wait_for(
         "3 Ready web pods on version A",
@@ -231,33 +249,46 @@ async fn the_seeds_readiness_check_follows_the_controller() {
     )
     .await
     .unwrap();
+    let bystanders = wait_for(
+        "the StatefulSet's, DaemonSet's, Job's and hand-injected pods, on version A",
+        Duration::from_secs(60),
+        async || {
+            let list = pods.list(&ListParams::default()).await.ok()?.items;
+            let found: Vec<Pod> = list
+                .into_iter()
+                .filter(|p| {
+                    let app = p.metadata.labels.as_ref().and_then(|l| l.get("app"));
+                    app.is_some_and(|a| BYSTANDERS.contains(&a.as_str()))
+                })
+                .collect();
+            let on_a = |p: &Pod| {
+                p.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(labels::PROXY_VERSION))
+                    == Some(&version_a.to_string())
+            };
+            (found.len() == BYSTANDERS.len() && found.iter().all(on_a)).then_some(found)
+        },
+    )
+    .await
+    .unwrap();
+    let rollout = Watched::start(&pods, "app=web").await;
     set_version(&controls, "9.9.9-b").await;
-    let started = std::time::Instant::now();
-    let mut fewest_ready = 3;
-    loop {
-        let list = pods
-            .list(&ListParams::default().labels("app=web"))
-            .await
-            .unwrap()
-            .items;
-        let ready = list
-            .iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none() && planner::is_ready(p))
-            .count();
-        fewest_ready = fewest_ready.min(ready);
-        if web_versions(&pods).await == ["9.9.9-b"; 3] {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "the rollout did not finish"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for(
+        "all 3 web pods Ready on B",
+        Duration::from_secs(120),
+        async || (web_versions(&pods).await == ["9.9.9-b"; 3]).then_some(()),
+    )
+    .await
+    .unwrap();
+    let seen = rollout.stop();
     assert!(
-        fewest_ready >= 2,
-        "the PDB held: never fewer than 2 Ready (saw {fewest_ready})"
+        seen.fewest_ready >= 2,
+        "the PDB held: never fewer than 2 Ready (saw {})",
+        seen.fewest_ready
     );
+    assert_eq!(seen.removed.len(), 3, "each pod on A evicted once");
     let metrics = wait_for(
         "the DataPlaneControl to be Ready on B",
         Duration::from_secs(30),
@@ -268,7 +299,8 @@ async fn the_seeds_readiness_check_follows_the_controller() {
     )
     .await
     .unwrap();
-    assert_eq!((metrics.managed, metrics.unmanaged), (3, 3), "{metrics:?}");
+    // Unmanaged: the 3 bare pods and the 4 bystanders.
+    assert_eq!((metrics.managed, metrics.unmanaged), (3, 7), "{metrics:?}");
     assert_eq!(seed_check(&cluster), "Managed Data Plane is ready.");
     // One evictor per cluster: this meshd holds the Lease.
     let lease = Api::<Lease>::namespaced(client.clone(), "istio-system")
@@ -277,6 +309,18 @@ async fn the_seeds_readiness_check_follows_the_controller() {
         .unwrap();
     let holder = lease.spec.unwrap().holder_identity.unwrap();
     assert!(holder.starts_with("meshd-"), "{holder}");
+    for pod in bystanders {
+        let name = pod.metadata.name.clone().unwrap();
+        let now = pods.get(&name).await.unwrap();
+        assert!(
+            now.metadata.uid == pod.metadata.uid && now.metadata.deletion_timestamp.is_none(),
+            "{name} was never evicted"
+        );
+        assert_eq!(
+            now.metadata.labels.unwrap()[labels::PROXY_VERSION],
+            version_a
+        );
+    }
     let (bare, opted_out) = (
         pods.get("managed").await.unwrap(),
         pods.get("opted-out").await.unwrap(),
@@ -320,9 +364,246 @@ async fn the_seeds_readiness_check_follows_the_controller() {
         ["9.9.9-b"; 3],
         "nothing was evicted"
     );
+
+    // meshd restarted in the middle of a rollout resumes it without evicting twice.
+    // Without a PDB only the controller keeps to one pod of a Deployment at a time.
+    let addresses = Addresses::of(&meshd);
+    meshd.shutdown().await;
+    budgets
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    let rollout = Watched::start(&pods, "app=web").await;
+    let meshd = start_meshd(&dir, &cluster, Some(&addresses)).await;
+    wait_for(
+        "the first eviction towards C",
+        Duration::from_secs(60),
+        async || (!rollout.seen().removed.is_empty()).then_some(()),
+    )
+    .await
+    .unwrap();
+    meshd.shutdown().await;
+    let meshd = start_meshd(&dir, &cluster, Some(&addresses)).await;
+    wait_for(
+        "all 3 web pods Ready on C",
+        Duration::from_secs(120),
+        async || (web_versions(&pods).await == ["9.9.9-c"; 3]).then_some(()),
+    )
+    .await
+    .unwrap();
+    let seen = rollout.stop();
+    assert!(
+        seen.fewest_ready >= 2,
+        "one pod at a time across the restart (saw {} Ready)",
+        seen.fewest_ready
+    );
+    assert_eq!(seen.removed.len(), 3, "the 3 pods on B evicted once each");
+
+    // The namespace's opt-in removed in the middle of a rollout: it stops there.
+    let rollout = Watched::start(&pods, "app=web").await;
+    set_version(&controls, "9.9.9-d").await;
+    wait_for(
+        "the first eviction towards D",
+        Duration::from_secs(60),
+        async || (!rollout.seen().removed.is_empty()).then_some(()),
+    )
+    .await
+    .unwrap();
+    kubectl(
+        &cluster,
+        &[
+            "annotate",
+            "namespace",
+            &shop.name,
+            "mesh.cloud.google.com/proxy-",
+        ],
+    );
+    wait_for(
+        "the DataPlaneControl to count no managed pods",
+        Duration::from_secs(30),
+        async || {
+            let status = controls.get("asm-managed-rapid").await.ok()?.status?;
+            (status.proxy_metrics?.managed == 0).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    // Long enough for more evictions, had the rollout gone on (one per 2 s pass).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let seen = rollout.stop();
+    assert_eq!(
+        seen.removed.len(),
+        1,
+        "no eviction after the opt-in was removed"
+    );
+    assert_eq!(web_versions(&pods).await, ["9.9.9-c", "9.9.9-c", "9.9.9-d"]);
     meshd.shutdown().await;
     shop.delete().await.unwrap();
 }
+
+/// meshd on this test's directory and cluster, evicting at one pod a second; on the
+/// ports of an earlier meshd when given (install's webhooks call that address).
+async fn start_meshd(
+    dir: &tempfile::TempDir,
+    cluster: &TestCluster,
+    earlier: Option<&Addresses>,
+) -> Meshd {
+    let mut config = MeshdConfig::for_dir(dir.path().join("mesh"));
+    config.kubeconfig = Some(cluster.kubeconfig.clone());
+    config.data_plane_eviction_pace = Duration::from_secs(1);
+    if let Some(earlier) = earlier {
+        config.xds_address = earlier.xds;
+        config.xds_tls_address = earlier.xds_tls;
+        config.http_address = earlier.http;
+        config.webhook_address = earlier.webhook;
+    }
+    Meshd::start(config).await.expect("meshd starts")
+}
+
+struct Addresses {
+    xds: SocketAddr,
+    xds_tls: SocketAddr,
+    http: SocketAddr,
+    webhook: SocketAddr,
+}
+
+impl Addresses {
+    fn of(meshd: &Meshd) -> Addresses {
+        Addresses {
+            xds: meshd.xds_address(),
+            xds_tls: meshd.xds_tls_address(),
+            http: meshd.http_address(),
+            webhook: meshd.webhook_address(),
+        }
+    }
+}
+
+/// What a watch of some pods saw, every change in order: the fewest Ready (and not
+/// terminating) at any moment, and which pods were removed (evicted).
+#[derive(Default, Clone)]
+struct Seen {
+    fewest_ready: usize,
+    removed: BTreeSet<String>,
+}
+
+struct Watched {
+    seen: Arc<Mutex<Seen>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Watched {
+    /// Watches the pods `selector` picks; returns once the watch has listed them all.
+    async fn start(pods: &Api<Pod>, selector: &str) -> Watched {
+        let seen = Arc::new(Mutex::new(Seen {
+            fewest_ready: usize::MAX,
+            ..Seen::default()
+        }));
+        let (listed_tx, listed) = tokio::sync::oneshot::channel();
+        let events = watcher::watcher(
+            pods.clone(),
+            watcher::Config::default()
+                .labels(selector)
+                // Not from the API server's cache, which may still hold pods gone since.
+                .list_semantic(watcher::ListSemantic::MostRecent),
+        );
+        let record = seen.clone();
+        let task = tokio::spawn(async move {
+            let mut events = std::pin::pin!(events);
+            let mut current: BTreeMap<String, Pod> = BTreeMap::new();
+            let mut listed_tx = Some(listed_tx);
+            while let Some(event) = events.next().await {
+                let Ok(event) = event else { continue };
+                let uid = |p: &Pod| p.metadata.uid.clone().unwrap_or_default();
+                let mut seen = record.lock().unwrap();
+                match event {
+                    watcher::Event::Init => current.clear(),
+                    watcher::Event::InitApply(pod) => {
+                        current.insert(uid(&pod), pod);
+                    }
+                    watcher::Event::InitDone => {
+                        if let Some(tx) = listed_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    watcher::Event::Apply(pod) => {
+                        if pod.metadata.deletion_timestamp.is_some() {
+                            seen.removed.insert(uid(&pod));
+                        }
+                        current.insert(uid(&pod), pod);
+                    }
+                    watcher::Event::Delete(pod) => {
+                        seen.removed.insert(uid(&pod));
+                        current.remove(&uid(&pod));
+                    }
+                }
+                if listed_tx.is_none() {
+                    let ready = current
+                        .values()
+                        .filter(|p| p.metadata.deletion_timestamp.is_none() && planner::is_ready(p))
+                        .count();
+                    seen.fewest_ready = seen.fewest_ready.min(ready);
+                }
+            }
+        });
+        listed.await.expect("the watch lists the pods");
+        Watched { seen, task }
+    }
+
+    fn seen(&self) -> Seen {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn stop(self) -> Seen {
+        self.task.abort();
+        self.seen()
+    }
+}
+
+/// The apps of the workloads a rollout leaves alone.
+const BYSTANDERS: [&str; 4] = ["db", "agent", "batch", "handmade"];
+
+const NEVER_EVICTED: &str = r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  serviceName: db
+  replicas: 1
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec: {containers: [{name: db, image: db:v1}]}
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec: {containers: [{name: agent, image: agent:v1}]}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: batch}
+spec:
+  template:
+    metadata: {labels: {app: batch}}
+    spec: {restartPolicy: Never, containers: [{name: batch, image: batch:v1}]}
+"#;
+
+/// A Deployment for `fleetmesh kube-inject`.
+const HANDMADE: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: handmade}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: handmade}}
+  template:
+    metadata: {labels: {app: handmade}}
+    spec: {containers: [{name: handmade, image: handmade:v1}]}
+"#;
 
 const WEB: &str = r#"
 apiVersion: apps/v1
@@ -352,7 +633,8 @@ fn plan() -> Plan {
     }
 }
 
-/// The proxy versions of the Ready, not terminating web pods, sorted.
+/// The proxy version of each web pod, sorted; "not ready" for a pod starting or
+/// terminating (so `[v; 3]` means the Deployment has settled on v).
 async fn web_versions(pods: &Api<Pod>) -> Vec<String> {
     let list = pods
         .list(&ListParams::default().labels("app=web"))
@@ -361,13 +643,20 @@ async fn web_versions(pods: &Api<Pod>) -> Vec<String> {
         .unwrap_or_default();
     let mut versions: Vec<String> = list
         .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none() && planner::is_ready(p))
-        .filter_map(|p| {
-            p.metadata
+        .map(|p| {
+            let version = p
+                .metadata
                 .labels
-                .as_ref()?
-                .get("fleetmesh.io/proxy-version")
-                .cloned()
+                .as_ref()
+                .and_then(|l| l.get(labels::PROXY_VERSION));
+            match version {
+                Some(version)
+                    if p.metadata.deletion_timestamp.is_none() && planner::is_ready(p) =>
+                {
+                    version.clone()
+                }
+                _ => "not ready".into(),
+            }
         })
         .collect();
     versions.sort();
