@@ -182,15 +182,7 @@ async fn the_seeds_readiness_check_follows_the_controller() {
     wait_for(
         "an InvalidProxyAnnotation Event on the pod",
         Duration::from_secs(30),
-        async || {
-            let list = events.list(&ListParams::default()).await.ok()?.items;
-            list.iter()
-                .find(|e| {
-                    e.reason.as_deref() == Some("InvalidProxyAnnotation")
-                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("malformed")
-                })
-                .map(|_| ())
-        },
+        async || explained(&events, "malformed").await.then_some(()),
     )
     .await
     .unwrap();
@@ -201,8 +193,8 @@ async fn the_seeds_readiness_check_follows_the_controller() {
     // A rollout: install's webhooks inject the DataPlaneControl's version, a Deployment
     // of 3 behind a PDB of minAvailable 2 runs version A; bumping the version to B evicts
     // its pods one at a time, never below 2 Ready, until all run B. Beside it, workloads
-    // a rollout must never evict: a StatefulSet, a DaemonSet, a Job and a Deployment
-    // injected by hand.
+    // a rollout must never evict: a StatefulSet, a DaemonSet, a Job, a Deployment
+    // injected by hand, and Deployments whose pods opt out or say something unreadable.
     let output = tempfile::tempdir().unwrap();
     install::run(&InstallOptions {
         plan: plan(),
@@ -250,7 +242,7 @@ async fn the_seeds_readiness_check_follows_the_controller() {
     .await
     .unwrap();
     let bystanders = wait_for(
-        "the StatefulSet's, DaemonSet's, Job's and hand-injected pods, on version A",
+        "the bystanders' pods, on version A",
         Duration::from_secs(60),
         async || {
             let list = pods.list(&ListParams::default()).await.ok()?.items;
@@ -299,8 +291,8 @@ async fn the_seeds_readiness_check_follows_the_controller() {
     )
     .await
     .unwrap();
-    // Unmanaged: the 3 bare pods and the 4 bystanders.
-    assert_eq!((metrics.managed, metrics.unmanaged), (3, 7), "{metrics:?}");
+    // Unmanaged: the 3 bare pods and the 6 bystanders.
+    assert_eq!((metrics.managed, metrics.unmanaged), (3, 9), "{metrics:?}");
     assert_eq!(seed_check(&cluster), "Managed Data Plane is ready.");
     // One evictor per cluster: this meshd holds the Lease.
     let lease = Api::<Lease>::namespaced(client.clone(), "istio-system")
@@ -320,6 +312,9 @@ async fn the_seeds_readiness_check_follows_the_controller() {
             now.metadata.labels.unwrap()[labels::PROXY_VERSION],
             version_a
         );
+        if name.starts_with("confused-") {
+            assert!(explained(&events, &name).await, "an Event explains {name}");
+        }
     }
     let (bare, opted_out) = (
         pods.get("managed").await.unwrap(),
@@ -441,6 +436,15 @@ async fn the_seeds_readiness_check_follows_the_controller() {
     shop.delete().await.unwrap();
 }
 
+/// Whether pod `name` has an Event saying its opt-in annotation is unreadable.
+async fn explained(events: &Api<k8s_openapi::api::events::v1::Event>, name: &str) -> bool {
+    let list = events.list(&ListParams::default()).await;
+    list.map(|l| l.items).unwrap_or_default().iter().any(|e| {
+        e.reason.as_deref() == Some("InvalidProxyAnnotation")
+            && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+    })
+}
+
 /// meshd on this test's directory and cluster, evicting at one pod a second; on the
 /// ports of an earlier meshd when given (install's webhooks call that address).
 async fn start_meshd(
@@ -560,7 +564,7 @@ impl Watched {
 }
 
 /// The apps of the workloads a rollout leaves alone.
-const BYSTANDERS: [&str; 4] = ["db", "agent", "batch", "handmade"];
+const BYSTANDERS: [&str; 6] = ["db", "agent", "batch", "handmade", "optout", "confused"];
 
 const NEVER_EVICTED: &str = r#"
 apiVersion: apps/v1
@@ -590,6 +594,30 @@ spec:
   template:
     metadata: {labels: {app: batch}}
     spec: {restartPolicy: Never, containers: [{name: batch, image: batch:v1}]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: optout}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: optout}}
+  template:
+    metadata:
+      labels: {app: optout}
+      annotations: {mesh.cloud.google.com/proxy: '{"managed":"false"}'}
+    spec: {containers: [{name: optout, image: optout:v1}]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: confused}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: confused}}
+  template:
+    metadata:
+      labels: {app: confused}
+      annotations: {mesh.cloud.google.com/proxy: '{"managed":"yes"}'}
+    spec: {containers: [{name: confused, image: confused:v1}]}
 "#;
 
 /// A Deployment for `fleetmesh kube-inject`.
