@@ -359,6 +359,26 @@ async fn the_seeds_readiness_check_follows_the_controller() {
         ["9.9.9-b"; 3],
         "nothing was evicted"
     );
+    // A pod refused again and again says so (after its third refusal, with backoff).
+    let note = wait_for(
+        "a DataPlaneUpgradeFailure Event on a web pod",
+        Duration::from_secs(90),
+        async || {
+            let list = events.list(&ListParams::default()).await.ok()?.items;
+            list.into_iter()
+                .find(|e| {
+                    e.reason.as_deref() == Some("DataPlaneUpgradeFailure")
+                        && e.regarding
+                            .as_ref()
+                            .and_then(|r| r.name.as_deref())
+                            .is_some_and(|n| n.starts_with("web-"))
+                })?
+                .note
+        },
+    )
+    .await
+    .unwrap();
+    assert!(note.contains("disruption budget"), "{note}");
 
     // meshd restarted in the middle of a rollout resumes it without evicting twice.
     // Without a PDB only the controller keeps to one pod of a Deployment at a time.
