@@ -89,7 +89,11 @@ pub fn envoy_validate(name: &str, resources: &ProxyResources) {
         .map(|r| {
             let mut l: Listener = decode(&r.resource.value);
             for chain in &mut l.filter_chains {
-                for f in &mut chain.filters {
+                let managers = chain
+                    .filters
+                    .iter_mut()
+                    .filter(|f| f.name == "envoy.filters.network.http_connection_manager");
+                for f in managers {
                     let Some(filter::ConfigType::TypedConfig(any)) = &mut f.config_type else {
                         continue;
                     };
