@@ -178,3 +178,144 @@ spec:
     assert_eq!(response.status(), 200);
     assert_eq!(nacks(&store.mesh), 0);
 }
+
+/// PASSTHROUGH: the gateway holds no certificate; it forwards the client's TLS, chosen by
+/// SNI, to a backend that terminates it with its own (the client verifies that one). A
+/// name the server accepts but no route claims gets no connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_passthrough_by_sni() {
+    let pki = Pki::generate();
+    let backend = tls_backend(&pki).await;
+    let store = Bookstore::start(XdsMode::Delta).await;
+    let config = format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: shop-backend}}
+spec:
+  hosts: [shop-backend.internal]
+  ports: [{{number: 443, name: tls, protocol: TLS}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{tls: {port}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: passthrough-gateway}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 8443, name: tls, protocol: TLS}}
+    hosts: [shop.example.com, other.example.com]
+    tls: {{mode: PASSTHROUGH}}
+  - port: {{number: 8080, name: http, protocol: HTTP}}
+    hosts: [shop.example.com]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: shop-passthrough}}
+spec:
+  hosts: [shop.example.com]
+  gateways: [passthrough-gateway]
+  tls:
+  - match: [{{sniHosts: [shop.example.com]}}]
+    route: [{{destination: {{host: shop-backend.internal, port: {{number: 443}}}}}}]
+  http: [{{route: [{{destination: {{host: ratings}}}}]}}]
+"#,
+        port = backend.port()
+    );
+    store.mesh.write("passthrough.yaml", &config).unwrap();
+    assert_eq!(store.mesh.meshd().config_errors(), Vec::<String>::new());
+    let gateway = store
+        .mesh
+        .add_gateway("ingressgateway", "default", &[("istio", "ingressgateway")])
+        .await
+        .expect("gateway starts");
+    let client = pki.client(gateway.address(8443), false);
+    let body = eventually(
+        "TLS through the gateway to the backend",
+        Duration::from_secs(30),
+        async || {
+            let response = client
+                .get("https://shop.example.com:8443/")
+                .send()
+                .await
+                .ok()?;
+            response.text().await.ok()
+        },
+    )
+    .await;
+    assert_eq!(body, BACKEND_ANSWER);
+    // The same gateway still routes plain HTTP on its other port.
+    assert_eq!(
+        through_gateway(&gateway, "shop.example.com", "/").await,
+        (200, "ratings v1".to_string())
+    );
+
+    // other.example.com: the server takes it, no tls route does.
+    let unclaimed = reqwest::Client::builder()
+        .no_proxy()
+        .use_rustls_tls()
+        .danger_accept_invalid_certs(true)
+        .resolve("other.example.com", gateway.address(8443))
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    assert!(
+        unclaimed
+            .get("https://other.example.com:8443/")
+            .send()
+            .await
+            .is_err()
+    );
+    assert_eq!(nacks(&store.mesh), 0);
+}
+
+const BACKEND_ANSWER: &str = "answered behind TLS";
+
+/// An HTTPS server on loopback with the Pki's shop.example.com certificate, answering
+/// every request with [`BACKEND_ANSWER`].
+async fn tls_backend(pki: &Pki) -> std::net::SocketAddr {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let chain = CertificateDer::pem_file_iter(pki.path("tls.crt"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(pki.path("tls.key")).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                // The request's head, then one answer and close.
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{BACKEND_ANSWER}",
+                    BACKEND_ANSWER.len()
+                );
+                let _ = tls.write_all(answer.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    address
+}

@@ -125,11 +125,11 @@ fn validate_gateway(spec: &crate::networking::GatewaySpec, errors: &mut Errors) 
         check_listener_port(&format!("{at}.port.number"), server.port.number, errors);
         let protocol = server.port.protocol.to_ascii_uppercase();
         match protocol.as_str() {
-            "HTTP" | "HTTP2" | "GRPC" | "HTTPS" => {}
-            "TLS" | "TCP" => errors.push(
+            "HTTP" | "HTTP2" | "GRPC" | "HTTPS" | "TLS" => {}
+            "TCP" => errors.push(
                 format!("{at}.port.protocol"),
                 format!(
-                    "protocol {} is not supported by this meshd yet (supported: HTTP, HTTP2, GRPC, HTTPS)",
+                    "protocol {} is not supported by this meshd yet (supported: HTTP, HTTP2, GRPC, HTTPS, TLS)",
                     server.port.protocol
                 ),
             ),
@@ -155,9 +155,10 @@ fn validate_gateway(spec: &crate::networking::GatewaySpec, errors: &mut Errors) 
     }
 }
 
-/// HTTPS servers terminate TLS with certificate files the gateway reads (Istio's
-/// file-mounted form); SIMPLE, or MUTUAL with client certificates checked against
-/// `caCertificates`.
+/// HTTPS servers terminate TLS with a credential or certificate files the gateway reads
+/// (Istio's file-mounted form): SIMPLE, or MUTUAL with client certificates checked
+/// against `caCertificates`. PASSTHROUGH (protocol HTTPS or TLS) forwards the encrypted
+/// connection, chosen by SNI, to what a VirtualService's `tls` route names.
 fn validate_server_tls(
     at: &str,
     protocol: &str,
@@ -165,29 +166,55 @@ fn validate_server_tls(
     errors: &mut Errors,
 ) {
     let Some(tls) = tls else {
-        if protocol == "HTTPS" {
-            errors.push(format!("{at}.tls"), "an HTTPS server needs tls settings");
+        if matches!(protocol, "HTTPS" | "TLS") {
+            errors.push(
+                format!("{at}.tls"),
+                format!("protocol {protocol} needs tls settings"),
+            );
         }
         return;
     };
-    if protocol != "HTTPS" {
+    if !matches!(protocol, "HTTPS" | "TLS") {
         // Only httpsRedirect is meaningful on a plain server.
         if tls.mode.is_some() {
             errors.push(
                 format!("{at}.tls.mode"),
-                "TLS settings need protocol HTTPS on this meshd",
+                "TLS settings need protocol HTTPS or TLS",
             );
         }
         return;
     }
     let mode = tls.mode.as_deref().unwrap_or("SIMPLE");
-    match mode {
-        "SIMPLE" | "MUTUAL" => {}
-        "PASSTHROUGH" | "AUTO_PASSTHROUGH" | "ISTIO_MUTUAL" | "OPTIONAL_MUTUAL" => errors.push(
+    match (mode, protocol) {
+        ("PASSTHROUGH", _) => {
+            let settings = [
+                &tls.credential_name,
+                &tls.server_certificate,
+                &tls.private_key,
+                &tls.ca_certificates,
+            ];
+            if settings.iter().any(|s| s.is_some()) {
+                errors.push(
+                    format!("{at}.tls.mode"),
+                    "PASSTHROUGH does not terminate TLS: give no credential or certificate files",
+                );
+            }
+            return;
+        }
+        ("SIMPLE" | "MUTUAL", "HTTPS") => {}
+        ("SIMPLE" | "MUTUAL", _) => errors.push(
             format!("{at}.tls.mode"),
-            format!("{mode} is not supported by this meshd yet (supported: SIMPLE, MUTUAL)"),
+            format!(
+                "{mode} on a TLS server (terminated TCP) is not supported by this meshd yet: use protocol HTTPS, or mode PASSTHROUGH"
+            ),
         ),
-        other => errors.push(
+        ("AUTO_PASSTHROUGH" | "ISTIO_MUTUAL" | "OPTIONAL_MUTUAL", _) => errors.push(
+            format!("{at}.tls.mode"),
+            format!(
+                "{mode} is not supported by this meshd yet (supported: SIMPLE, MUTUAL, PASSTHROUGH)"
+            ),
+        ),
+        (other, _) => errors.push(
             format!("{at}.tls.mode"),
             format!("unknown TLS mode {other:?}"),
         ),

@@ -3,6 +3,7 @@
 //! a gateway's listeners per Gateway server port.
 
 mod captured;
+mod passthrough;
 
 use crate::Interception;
 use crate::common::{ads, socket_address};
@@ -237,12 +238,15 @@ fn inbound_route_config(port: u32) -> RouteConfiguration {
 }
 
 /// A gateway's listeners (one per server port of the Gateways selecting it) and their
-/// route configs. HTTPS servers terminate TLS, one filter chain per server chosen by SNI.
+/// route configs. HTTPS servers terminate TLS, one filter chain per server chosen by SNI;
+/// PASSTHROUGH servers forward the encrypted connection by SNI (`passthrough`).
 pub fn gateway<'a>(scope: &Scope<'a>) -> GatewayResources<'a> {
     let mut by_port: BTreeMap<u32, Vec<GatewayServer>> = BTreeMap::new();
     // Plain HTTP ports whose server answers every request with a redirect to HTTPS.
     let mut redirect_ports = BTreeSet::new();
     let mut credentials = BTreeMap::new();
+    // PASSTHROUGH servers per port: `(gateway, hosts)`.
+    let mut passthrough_by_port: BTreeMap<u32, Vec<(String, Vec<String>)>> = BTreeMap::new();
     for gw in &scope.snapshot.gateways {
         if !labels_match(&gw.spec.selector, &scope.proxy.labels) || gw.spec.selector.is_empty() {
             continue;
@@ -253,12 +257,20 @@ pub fn gateway<'a>(scope: &Scope<'a>) -> GatewayResources<'a> {
                 .iter()
                 .map(|h| h.split_once('/').map_or(h.as_str(), |(_, d)| d).to_string())
                 .collect();
+            let protocol = server.port.protocol.to_ascii_uppercase();
             let tls = server
                 .tls
                 .as_ref()
-                .filter(|_| server.port.protocol.eq_ignore_ascii_case("HTTPS"));
+                .filter(|_| matches!(protocol.as_str(), "HTTPS" | "TLS"));
             if tls.is_none() && server.tls.as_ref().and_then(|t| t.https_redirect) == Some(true) {
                 redirect_ports.insert(server.port.number);
+            }
+            if tls.is_some_and(|t| t.mode.as_deref() == Some("PASSTHROUGH")) {
+                passthrough_by_port
+                    .entry(server.port.number)
+                    .or_default()
+                    .push((gw.metadata.key(), hosts));
+                continue;
             }
             let tls = match tls {
                 None => None,
@@ -283,7 +295,30 @@ pub fn gateway<'a>(scope: &Scope<'a>) -> GatewayResources<'a> {
     let bind = scope.proxy.bind_address();
     let mut listeners = Vec::new();
     let mut routes = Vec::new();
-    for (port, servers) in by_port {
+    let ports: BTreeSet<u32> = by_port
+        .keys()
+        .chain(passthrough_by_port.keys())
+        .copied()
+        .collect();
+    for port in ports {
+        let passthrough = passthrough_by_port
+            .get(&port)
+            .map(|servers| passthrough::chains(scope, port, servers))
+            .unwrap_or_default();
+        let Some(servers) = by_port.remove(&port) else {
+            // Only PASSTHROUGH servers: no HTTP here, and no listener without a chain
+            // (Envoy would refuse it).
+            if !passthrough.is_empty() {
+                listeners.push(named(Listener {
+                    name: names::bound_listener(bind, port),
+                    address: Some(socket_address(bind, port)),
+                    listener_filters: vec![tls_inspector()],
+                    filter_chains: passthrough,
+                    ..Listener::default()
+                }));
+            }
+            continue;
+        };
         let route_name = names::gateway_route(port);
         let mut listener = http_listener(
             &names::bound_listener(bind, port),
@@ -303,6 +338,10 @@ pub fn gateway<'a>(scope: &Scope<'a>) -> GatewayResources<'a> {
                 .filter_map(|(_, hosts, tls)| Some(tls_chain(&plain, hosts, tls.as_ref()?)))
                 .collect();
             listener.listener_filters = vec![tls_inspector()];
+        }
+        if !passthrough.is_empty() {
+            listener.listener_filters = vec![tls_inspector()];
+            listener.filter_chains.extend(passthrough);
         }
         listeners.push(named(listener));
         let hosts: Vec<(String, Vec<String>)> = servers

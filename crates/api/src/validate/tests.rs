@@ -35,6 +35,29 @@ fn weights_must_sum_to_100() {
 }
 
 #[test]
+fn tls_routes_match_sni_names_of_the_hosts() {
+    let yaml = r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: secure}
+spec:
+  hosts: [secure.example.com, "*.internal.example.com"]
+  gateways: [edge]
+  tls:
+  - match: [{sniHosts: [secure.example.com, a.internal.example.com], port: 443}]
+    route: [{destination: {host: secure, port: {number: 443}}}]
+  - match: [{sniHosts: [other.example.com]}, {port: 443}]
+    route: [{destination: {host: secure}}]
+"#;
+    assert_eq!(
+        problems(yaml),
+        vec![
+            "spec.tls[1].match[0].sniHosts[0]: \"other.example.com\" is not among the VirtualService's hosts",
+            "spec.tls[1].match[1].sniHosts: a tls match needs sniHosts",
+        ]
+    );
+}
+
+#[test]
 fn a_route_needs_a_destination_or_redirect() {
     let yaml = vs("  - match: [{uri: {prefix: /a}}]\n");
     assert_eq!(
@@ -365,21 +388,34 @@ spec:
   - port: {number: 12443, name: https-6, protocol: HTTPS}
     hosts: [f.example.com]
     tls: {mode: MUTUAL, credentialName: "kubernetes://f-cert"}
+  - port: {number: 13443, name: tls-7, protocol: TLS}
+    hosts: [g.example.com]
+    tls: {mode: PASSTHROUGH}
+  - port: {number: 14443, name: tls-8, protocol: TLS}
+    hosts: [h.example.com]
+    tls: {mode: SIMPLE, serverCertificate: /etc/h.crt, privateKey: /etc/h.key}
+  - port: {number: 15443, name: tls-9, protocol: TLS}
+    hosts: [i.example.com]
+  - port: {number: 16443, name: https-10, protocol: HTTPS}
+    hosts: [j.example.com]
+    tls: {mode: AUTO_PASSTHROUGH}
 "#;
     let found = problems(yaml);
     for expected in [
-        "spec.servers[0].tls: an HTTPS server needs tls settings",
+        "spec.servers[0].tls: protocol HTTPS needs tls settings",
         "spec.servers[1].tls.serverCertificate: \"certs/tls.crt\" must be an absolute path (the gateway reads the file)",
         "spec.servers[1].tls.privateKey: required for an HTTPS server",
         "spec.servers[1].tls.caCertificates: MUTUAL needs the CA that client certificates chain to",
-        "spec.servers[2].tls.mode: PASSTHROUGH is not supported by this meshd yet (supported: SIMPLE, MUTUAL)",
+        "spec.servers[2].tls.mode: PASSTHROUGH does not terminate TLS: give no credential or certificate files",
         "spec.servers[3].tls.credentialName: \"Bad_Name\" must name a Secret of the gateway's namespace (a DNS-1123 name)",
         "spec.servers[4].tls.credentialName: give either credentialName or certificate files, not both",
+        "spec.servers[7].tls.mode: SIMPLE on a TLS server (terminated TCP) is not supported by this meshd yet: use protocol HTTPS, or mode PASSTHROUGH",
+        "spec.servers[8].tls: protocol TLS needs tls settings",
+        "spec.servers[9].tls.mode: AUTO_PASSTHROUGH is not supported by this meshd yet (supported: SIMPLE, MUTUAL, PASSTHROUGH)",
     ] {
         assert_problem(&found, expected);
     }
-    assert!(
-        !found.iter().any(|p| p.starts_with("spec.servers[5]")),
-        "{found:?}"
-    );
+    for fine in ["spec.servers[5]", "spec.servers[6]"] {
+        assert!(!found.iter().any(|p| p.starts_with(fine)), "{found:?}");
+    }
 }

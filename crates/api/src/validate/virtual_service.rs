@@ -66,12 +66,28 @@ pub fn validate(spec: &VirtualServiceSpec, errors: &mut Errors) {
                 );
             }
             for (k, sni) in m.sni_hosts.iter().enumerate() {
-                check_host(&format!("{at}.match[{j}].sniHosts[{k}]"), sni, true, errors);
+                let field = format!("{at}.match[{j}].sniHosts[{k}]");
+                check_host(&field, sni, true, errors);
+                if !spec.hosts.iter().any(|h| covers(h, sni)) {
+                    errors.push(
+                        field,
+                        format!("{sni:?} is not among the VirtualService's hosts"),
+                    );
+                }
             }
         }
         check_l4_destinations(&at, &route.route, errors);
     }
     check_export_to(&spec.export_to, errors);
+}
+
+/// Whether host `pattern` (`*`, `*.example.com` or a name) covers `name` (itself
+/// possibly a wildcard).
+fn covers(pattern: &str, name: &str) -> bool {
+    match pattern.strip_prefix('*') {
+        Some(suffix) => name.len() > suffix.len() && name.ends_with(suffix),
+        None => pattern == name,
+    }
 }
 
 fn validate_http_route(at: &str, route: &HttpRoute, errors: &mut Errors) {

@@ -208,7 +208,12 @@ pub fn forward(
 
 /// `outbound|PORT|SUBSET|HOST`: the destination's port, else the service's only port,
 /// else the port the request came in on.
-fn cluster_name(scope: &Scope, d: &Destination, vs_namespace: &str, port: u32) -> String {
+pub(crate) fn cluster_name(
+    scope: &Scope,
+    d: &Destination,
+    vs_namespace: &str,
+    port: u32,
+) -> String {
     let host = resolve_host(&d.host, vs_namespace, &scope.snapshot.domain);
     let service_port = d.port.map(|p| p.number).or_else(|| {
         let service = scope.snapshot.services.get(&host)?;
