@@ -5,6 +5,9 @@ pub use fleetmesh_agent::XdsMode;
 pub use fleetmesh_cli::local_mesh::{LocalMesh, Workload, WorkloadSpec};
 pub use fleetmesh_cli::sample_app::{SERVICE_HEADER, VERSION_HEADER};
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -314,5 +317,52 @@ impl Pki {
             builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
         }
         builder.build().unwrap()
+    }
+}
+
+/// The issuer ([`JwtIssuer`]) of the tokens of the JWT tests.
+pub const ISSUER: &str = "https://issuer.fleetmesh.test";
+
+/// Signs JWTs (ES256) for [`ISSUER`] with a key of its own, published as a JWKS.
+pub struct JwtIssuer {
+    key: EcdsaKeyPair,
+    rng: ring::rand::SystemRandom,
+}
+
+impl JwtIssuer {
+    pub fn generate() -> JwtIssuer {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .unwrap();
+        JwtIssuer { key, rng }
+    }
+
+    /// The public key as a JWKS document.
+    pub fn jwks(&self) -> String {
+        // An uncompressed point: 0x04, then x and y.
+        let point = self.key.public_key().as_ref();
+        serde_json::json!({"keys": [{
+            "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": "test",
+            "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
+        }]})
+        .to_string()
+    }
+
+    /// A token for `subject` with claim `groups`, valid for an hour.
+    pub fn token(&self, subject: &str, groups: &[&str]) -> String {
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 3600;
+        let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"ES256","typ":"JWT","kid":"test"}"#);
+        let payload = URL_SAFE_NO_PAD.encode(
+            serde_json::json!({"iss": ISSUER, "sub": subject, "groups": groups, "exp": exp})
+                .to_string(),
+        );
+        let signed = format!("{header}.{payload}");
+        let signature = self.key.sign(&self.rng, signed.as_bytes()).unwrap();
+        format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature.as_ref()))
     }
 }

@@ -319,3 +319,83 @@ async fn tls_backend(pki: &Pki) -> std::net::SocketAddr {
     });
     address
 }
+
+/// A gateway is a workload too: RequestAuthentication and AuthorizationPolicies that
+/// select it hold at the edge (a token required, a path denied), and only there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_selecting_the_gateway_hold_at_the_edge() {
+    let issuer = JwtIssuer::generate();
+    let store = Bookstore::start(XdsMode::Sotw).await;
+    let policies = format!(
+        r#"apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {{name: edge-jwt}}
+spec:
+  selector: {{matchLabels: {{istio: ingressgateway}}}}
+  jwtRules: [{{issuer: "{ISSUER}", jwks: '{jwks}'}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: edge-require-jwt}}
+spec:
+  selector: {{matchLabels: {{istio: ingressgateway}}}}
+  rules: [{{from: [{{source: {{requestPrincipals: ["*"]}}}}]}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: edge-deny}}
+spec:
+  selector: {{matchLabels: {{istio: ingressgateway}}}}
+  action: DENY
+  rules: [{{to: [{{operation: {{paths: ["/reviews/internal*"]}}}}]}}]
+"#,
+        jwks = issuer.jwks()
+    );
+    store
+        .mesh
+        .write("gateway.yaml", &format!("{GATEWAY}---\n{policies}"))
+        .unwrap();
+    assert_eq!(store.mesh.meshd().config_errors(), Vec::<String>::new());
+    let gateway = store
+        .mesh
+        .add_gateway("ingressgateway", "default", &[("istio", "ingressgateway")])
+        .await
+        .expect("gateway starts");
+    let status = async |path: &str, token: Option<&str>| {
+        let mut request = reqwest::Client::new()
+            .get(format!("http://{}:8080{path}", gateway.ip))
+            .header("host", "shop.example.com")
+            .timeout(Duration::from_secs(10));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    let token = issuer.token("alice", &["users"]);
+    eventually(
+        "the gateway to admit a valid token",
+        Duration::from_secs(30),
+        async || (status("/reviews/1", Some(&token)).await == 200).then_some(()),
+    )
+    .await;
+    assert_eq!(status("/reviews/1", None).await, 403, "no token");
+    let stranger = JwtIssuer::generate().token("alice", &["users"]);
+    assert_eq!(
+        status("/reviews/1", Some(&stranger)).await,
+        401,
+        "a forged token"
+    );
+    assert_eq!(
+        status("/reviews/internal/stats", Some(&token)).await,
+        403,
+        "a denied path, even with a token"
+    );
+    // The sidecars behind the gateway are not selected: reviews answers without a token.
+    let (code, _, _) = get(&store.frontend, "http://reviews:9080/").await.unwrap();
+    assert_eq!(code, 200);
+    assert_eq!(nacks(&store.mesh), 0);
+}

@@ -1,57 +1,11 @@
 //! RequestAuthentication with real Envoy: keys fetched once by meshd from a JWKS server
 //! (on loopback), tokens checked by the sidecars, and claims used by AuthorizationPolicy.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use fleetmesh_e2e::*;
-use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const ISSUER: &str = "https://issuer.fleetmesh.test";
-
-struct Issuer {
-    key: EcdsaKeyPair,
-    rng: ring::rand::SystemRandom,
-}
-
-impl Issuer {
-    fn new() -> Issuer {
-        let rng = ring::rand::SystemRandom::new();
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
-            .unwrap();
-        Issuer { key, rng }
-    }
-
-    fn jwks(&self) -> String {
-        // An uncompressed point: 0x04, then x and y.
-        let point = self.key.public_key().as_ref();
-        serde_json::json!({"keys": [{
-            "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": "test",
-            "x": B64.encode(&point[1..33]), "y": B64.encode(&point[33..65]),
-        }]})
-        .to_string()
-    }
-
-    fn token(&self, subject: &str, groups: &[&str]) -> String {
-        let exp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            + 3600;
-        let header = B64.encode(r#"{"alg":"ES256","typ":"JWT","kid":"test"}"#);
-        let payload = B64.encode(
-            serde_json::json!({"iss": ISSUER, "sub": subject, "groups": groups, "exp": exp})
-                .to_string(),
-        );
-        let signed = format!("{header}.{payload}");
-        let signature = self.key.sign(&self.rng, signed.as_bytes()).unwrap();
-        format!("{signed}.{}", B64.encode(signature.as_ref()))
-    }
-}
 
 /// Serves `body` as the JWKS on loopback; counts the fetches.
 async fn jwks_server(body: String) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
@@ -76,7 +30,7 @@ async fn jwks_server(body: String) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jwt_tokens_are_checked_and_their_claims_authorize() {
-    let issuer = Issuer::new();
+    let issuer = JwtIssuer::generate();
     let (jwks_address, fetches) = jwks_server(issuer.jwks()).await;
     let store = Bookstore::start(XdsMode::Delta).await;
     store
@@ -136,7 +90,7 @@ async fn jwt_tokens_are_checked_and_their_claims_authorize() {
         403,
         "a valid token of another principal"
     );
-    let stranger = Issuer::new().token("alice", &["admins"]);
+    let stranger = JwtIssuer::generate().token("alice", &["admins"]);
     assert_eq!(
         status(Some(bearer(stranger))).await,
         401,

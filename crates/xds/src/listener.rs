@@ -94,16 +94,19 @@ pub fn sidecar(scope: &Scope) -> Vec<NamedResource> {
 /// listener on it per port.
 fn uncaptured(scope: &Scope) -> Vec<Listener> {
     let bind = scope.proxy.bind_address();
-    let mut listeners = vec![http_listener(
-        names::VIRTUAL_OUTBOUND,
-        bind,
-        OUTBOUND_PORT,
+    let manager = hcm(
         "outbound_http_proxy",
         http_connection_manager::RouteSpecifier::Rds(Rds {
             config_source: Some(ads()),
             route_config_name: names::HTTP_PROXY_ROUTE.into(),
         }),
         false,
+    );
+    let mut listeners = vec![http_listener(
+        names::VIRTUAL_OUTBOUND,
+        bind,
+        OUTBOUND_PORT,
+        manager,
     )];
     let mtls = inbound_mtls(scope);
     for (port, _) in inbound_ports(scope) {
@@ -181,23 +184,7 @@ fn inbound_hcm(scope: &Scope, port: u32) -> Filter {
         http_connection_manager::RouteSpecifier::RouteConfig(inbound_route_config(port)),
         false,
     );
-    let policies = security::authorization_policies(
-        scope.snapshot,
-        &scope.proxy.namespace,
-        &scope.proxy.labels,
-    );
-    let authentications = security::request_authentications(
-        scope.snapshot,
-        &scope.proxy.namespace,
-        &scope.proxy.labels,
-    );
-    // JWTs are validated before RBAC reads their claims.
-    let mut filters: Vec<_> = crate::jwt::http_filter(scope.snapshot, &authentications)
-        .into_iter()
-        .collect();
-    filters.extend(crate::authz::http_filters(&policies));
-    filters.append(&mut hcm.http_filters);
-    hcm.http_filters = filters;
+    enforce_policies(scope, &mut hcm);
     hcm.forward_client_cert_details =
         http_connection_manager::ForwardClientCertDetails::SanitizeSet as i32;
     hcm.set_current_client_cert_details =
@@ -208,6 +195,22 @@ fn inbound_hcm(scope: &Scope, port: u32) -> Filter {
             ..Default::default()
         });
     hcm_as_filter(hcm)
+}
+
+/// The RequestAuthentications and AuthorizationPolicies that select the proxy (a
+/// sidecar's inbound side, or a gateway), enforced ahead of `hcm`'s router. JWTs are
+/// validated before RBAC reads their claims.
+fn enforce_policies(scope: &Scope, hcm: &mut HttpConnectionManager) {
+    let (snapshot, namespace, labels) =
+        (scope.snapshot, &scope.proxy.namespace, &scope.proxy.labels);
+    let policies = security::authorization_policies(snapshot, namespace, labels);
+    let authentications = security::request_authentications(snapshot, namespace, labels);
+    let mut filters: Vec<_> = crate::jwt::http_filter(snapshot, &authentications)
+        .into_iter()
+        .collect();
+    filters.extend(crate::authz::http_filters(&policies));
+    filters.append(&mut hcm.http_filters);
+    hcm.http_filters = filters;
 }
 
 /// Everything arriving for inbound `port` goes to the app behind it.
@@ -320,10 +323,7 @@ pub fn gateway<'a>(scope: &Scope<'a>) -> GatewayResources<'a> {
             continue;
         };
         let route_name = names::gateway_route(port);
-        let mut listener = http_listener(
-            &names::bound_listener(bind, port),
-            bind,
-            port,
+        let mut manager = hcm(
             &route_name,
             http_connection_manager::RouteSpecifier::Rds(Rds {
                 config_source: Some(ads()),
@@ -331,6 +331,9 @@ pub fn gateway<'a>(scope: &Scope<'a>) -> GatewayResources<'a> {
             }),
             true,
         );
+        // A gateway is a workload too: policies selecting it apply to what it serves.
+        enforce_policies(scope, &mut manager);
+        let mut listener = http_listener(&names::bound_listener(bind, port), bind, port, manager);
         if servers.iter().any(|(_, _, tls)| tls.is_some()) {
             let plain = listener.filter_chains.remove(0);
             listener.filter_chains = servers
@@ -403,31 +406,16 @@ fn tls_chain(plain: &FilterChain, hosts: &[String], tls: &ServerTls) -> FilterCh
     }
 }
 
-fn http_listener(
-    name: &str,
-    bind: &str,
-    port: u32,
-    stat_prefix: &str,
-    route_specifier: http_connection_manager::RouteSpecifier,
-    edge: bool,
-) -> Listener {
+fn http_listener(name: &str, bind: &str, port: u32, manager: HttpConnectionManager) -> Listener {
     Listener {
         name: name.to_string(),
         address: Some(socket_address(bind, port)),
         filter_chains: vec![FilterChain {
-            filters: vec![hcm_filter(stat_prefix, route_specifier, edge)],
+            filters: vec![hcm_as_filter(manager)],
             ..FilterChain::default()
         }],
         ..Listener::default()
     }
-}
-
-fn hcm_filter(
-    stat_prefix: &str,
-    route_specifier: http_connection_manager::RouteSpecifier,
-    edge: bool,
-) -> Filter {
-    hcm_as_filter(hcm(stat_prefix, route_specifier, edge))
 }
 
 fn hcm(

@@ -5,7 +5,7 @@
 //! it to the app.
 
 use super::{
-    OUTBOUND_PORT, http_listener, inbound_chains, inbound_mtls, inbound_ports, tls_inspector,
+    OUTBOUND_PORT, hcm, http_listener, inbound_chains, inbound_mtls, inbound_ports, tls_inspector,
 };
 use crate::common::ads;
 use crate::names;
@@ -28,16 +28,19 @@ pub const INBOUND_PORT: u32 = 15006;
 pub fn sidecar(scope: &Scope) -> Vec<Listener> {
     let mut listeners = vec![virtual_outbound(registry_only(scope))];
     for port in scope.http_ports() {
-        let mut listener = http_listener(
-            &names::bound_listener("0.0.0.0", port),
-            "0.0.0.0",
-            port,
+        let manager = hcm(
             &format!("outbound_0.0.0.0_{port}"),
             http_connection_manager::RouteSpecifier::Rds(Rds {
                 config_source: Some(ads()),
                 route_config_name: port.to_string(),
             }),
             false,
+        );
+        let mut listener = http_listener(
+            &names::bound_listener("0.0.0.0", port),
+            "0.0.0.0",
+            port,
+            manager,
         );
         // Reached through virtualOutbound's hand-off, never bound itself.
         listener.bind_to_port = Some(BoolValue { value: false });
