@@ -25,11 +25,28 @@ spec:
   - route: [{destination: {host: ratings}}]
 "#;
 
-async fn through_gateway(gateway: &Workload, host: &str, path: &str) -> (u16, String) {
-    let response = reqwest::Client::new()
+/// Writes `yaml` to the mesh's config (it must be valid) and starts the ingress gateway
+/// its Gateways select.
+async fn ingress_gateway(store: &Bookstore, file: &str, yaml: &str) -> Workload {
+    store.mesh.write(file, yaml).unwrap();
+    assert_eq!(store.mesh.meshd().config_errors(), Vec::<String>::new());
+    store
+        .mesh
+        .add_gateway("ingressgateway", "default", &[("istio", "ingressgateway")])
+        .await
+        .expect("gateway starts")
+}
+
+/// A GET of `path` on the gateway's plain HTTP port 8080, for `host`.
+fn gateway_get(gateway: &Workload, host: &str, path: &str) -> reqwest::RequestBuilder {
+    reqwest::Client::new()
         .get(format!("http://{}:8080{path}", gateway.ip))
         .header("host", host)
         .timeout(Duration::from_secs(10))
+}
+
+async fn through_gateway(gateway: &Workload, host: &str, path: &str) -> (u16, String) {
+    let response = gateway_get(gateway, host, path)
         .send()
         .await
         .expect("the gateway answers");
@@ -52,12 +69,7 @@ async fn through_gateway(gateway: &Workload, host: &str, path: &str) -> (u16, St
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_serves_bound_virtual_service() {
     let store = Bookstore::start(XdsMode::Delta).await;
-    store.mesh.write("gateway.yaml", GATEWAY).unwrap();
-    let gateway = store
-        .mesh
-        .add_gateway("ingressgateway", "default", &[("istio", "ingressgateway")])
-        .await
-        .expect("gateway starts");
+    let gateway = ingress_gateway(&store, "gateway.yaml", GATEWAY).await;
     eventually(
         "the gateway to route shop.example.com",
         Duration::from_secs(30),
@@ -129,16 +141,7 @@ spec:
         key = pki.path("tls.key"),
         ca = pki.path("ca.crt"),
     );
-    store
-        .mesh
-        .write("secure-gateway.yaml", &gateway_yaml)
-        .unwrap();
-    assert_eq!(store.mesh.meshd().config_errors(), Vec::<String>::new());
-    let gateway = store
-        .mesh
-        .add_gateway("ingressgateway", "default", &[("istio", "ingressgateway")])
-        .await
-        .expect("gateway starts");
+    let gateway = ingress_gateway(&store, "secure-gateway.yaml", &gateway_yaml).await;
     let simple = pki.client(gateway.address(8443), false);
     eventually(
         "HTTPS through the gateway",
@@ -222,13 +225,7 @@ spec:
 "#,
         port = backend.port()
     );
-    store.mesh.write("passthrough.yaml", &config).unwrap();
-    assert_eq!(store.mesh.meshd().config_errors(), Vec::<String>::new());
-    let gateway = store
-        .mesh
-        .add_gateway("ingressgateway", "default", &[("istio", "ingressgateway")])
-        .await
-        .expect("gateway starts");
+    let gateway = ingress_gateway(&store, "passthrough.yaml", &config).await;
     let client = pki.client(gateway.address(8443), false);
     let body = eventually(
         "TLS through the gateway to the backend",
@@ -351,21 +348,10 @@ spec:
 "#,
         jwks = issuer.jwks()
     );
-    store
-        .mesh
-        .write("gateway.yaml", &format!("{GATEWAY}---\n{policies}"))
-        .unwrap();
-    assert_eq!(store.mesh.meshd().config_errors(), Vec::<String>::new());
-    let gateway = store
-        .mesh
-        .add_gateway("ingressgateway", "default", &[("istio", "ingressgateway")])
-        .await
-        .expect("gateway starts");
+    let gateway =
+        ingress_gateway(&store, "gateway.yaml", &format!("{GATEWAY}---\n{policies}")).await;
     let status = async |path: &str, token: Option<&str>| {
-        let mut request = reqwest::Client::new()
-            .get(format!("http://{}:8080{path}", gateway.ip))
-            .header("host", "shop.example.com")
-            .timeout(Duration::from_secs(10));
+        let mut request = gateway_get(&gateway, "shop.example.com", path);
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }

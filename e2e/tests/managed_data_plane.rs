@@ -219,7 +219,7 @@ async fn the_seeds_readiness_check_follows_the_controller() {
         ],
     );
     let hand_injected = fleetmesh_cli::kube_inject::inject_manifest(
-        HANDMADE,
+        &deployment("handmade", 1, ""),
         "handmade.yaml",
         &Settings {
             injected_by: InjectedBy::KubeInject,
@@ -227,8 +227,19 @@ async fn the_seeds_readiness_check_follows_the_controller() {
         },
     )
     .unwrap();
+    let opted_out = deployment(
+        "optout",
+        1,
+        r#"mesh.cloud.google.com/proxy: '{"managed":"false"}'"#,
+    );
+    let unreadable = deployment(
+        "confused",
+        1,
+        r#"mesh.cloud.google.com/proxy: '{"managed":"yes"}'"#,
+    );
     shop.apply(&format!(
-        "{WEB}---\n{}---\n{NEVER_EVICTED}---\n{hand_injected}",
+        "{}---\n{}---\n{NEVER_EVICTED}---\n{opted_out}---\n{unreadable}---\n{hand_injected}",
+        deployment("web", 3, ""),
         budget("minAvailable: 2")
     ))
     .await
@@ -583,7 +594,8 @@ impl Watched {
     }
 }
 
-/// The apps of the workloads a rollout leaves alone.
+/// The apps of the workloads a rollout leaves alone: those of [`NEVER_EVICTED`], one
+/// injected by hand, and Deployments whose pods opt out or say something unreadable.
 const BYSTANDERS: [&str; 6] = ["db", "agent", "batch", "handmade", "optout", "confused"];
 
 const NEVER_EVICTED: &str = r#"
@@ -614,56 +626,15 @@ spec:
   template:
     metadata: {labels: {app: batch}}
     spec: {restartPolicy: Never, containers: [{name: batch, image: batch:v1}]}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: optout}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: optout}}
-  template:
-    metadata:
-      labels: {app: optout}
-      annotations: {mesh.cloud.google.com/proxy: '{"managed":"false"}'}
-    spec: {containers: [{name: optout, image: optout:v1}]}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: confused}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: confused}}
-  template:
-    metadata:
-      labels: {app: confused}
-      annotations: {mesh.cloud.google.com/proxy: '{"managed":"yes"}'}
-    spec: {containers: [{name: confused, image: confused:v1}]}
 "#;
 
-/// A Deployment for `fleetmesh kube-inject`.
-const HANDMADE: &str = r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: handmade}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: handmade}}
-  template:
-    metadata: {labels: {app: handmade}}
-    spec: {containers: [{name: handmade, image: handmade:v1}]}
-"#;
-
-const WEB: &str = r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web}
-spec:
-  replicas: 3
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec: {containers: [{name: web, image: web:v1}]}
-"#;
+/// A Deployment of `replicas` pods labelled `app: NAME`, with `pod_annotations` (YAML
+/// flow mapping entries) on its pods.
+fn deployment(name: &str, replicas: u32, pod_annotations: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}, annotations: {{{pod_annotations}}}}}\n    spec: {{containers: [{{name: {name}, image: {name}:v1}}]}}\n"
+    )
+}
 
 fn budget(rule: &str) -> String {
     format!(

@@ -187,13 +187,7 @@ fn validate_server_tls(
     let mode = tls.mode.as_deref().unwrap_or("SIMPLE");
     match (mode, protocol) {
         ("PASSTHROUGH", _) => {
-            let settings = [
-                &tls.credential_name,
-                &tls.server_certificate,
-                &tls.private_key,
-                &tls.ca_certificates,
-            ];
-            if settings.iter().any(|s| s.is_some()) {
+            if tls.credential_name.is_some() || names_files(tls) {
                 errors.push(
                     format!("{at}.tls.mode"),
                     "PASSTHROUGH does not terminate TLS: give no credential or certificate files",
@@ -232,12 +226,7 @@ fn validate_server_tls(
                 ),
             );
         }
-        let files = [
-            &tls.server_certificate,
-            &tls.private_key,
-            &tls.ca_certificates,
-        ];
-        if files.iter().any(|f| f.is_some()) {
+        if names_files(tls) {
             errors.push(
                 format!("{at}.tls.credentialName"),
                 "give either credentialName or certificate files, not both",
@@ -269,6 +258,17 @@ fn validate_server_tls(
         ),
         _ => {}
     }
+}
+
+/// Whether a server's TLS settings name any certificate file.
+fn names_files(tls: &crate::networking::ServerTlsSettings) -> bool {
+    [
+        &tls.server_certificate,
+        &tls.private_key,
+        &tls.ca_certificates,
+    ]
+    .iter()
+    .any(|f| f.is_some())
 }
 
 fn validate_service_entry(spec: &crate::networking::ServiceEntrySpec, errors: &mut Errors) {
