@@ -3,8 +3,8 @@
 //! reconciled it (then ready), its metrics count the pods that opted in with the seed's
 //! annotation; a new proxy version rolls out by PDB-respecting evictions, one pod at a
 //! time, never touching StatefulSets, DaemonSets, Jobs or hand-injected pods; a PDB that
-//! allows nothing shows as an Error; a meshd restarted mid-rollout resumes without a
-//! second eviction at once, and removing the namespace's opt-in stops a rollout. Pod IPs
+//! allows nothing shows as an Error; a meshd that stops releases its Lease, and one
+//! that crashes mid-rollout is followed without a second eviction at once, and removing the namespace's opt-in stops a rollout. Pod IPs
 //! are fake and never receive a packet.
 
 use fleetmesh_cli::install::manifests::Plan;
@@ -395,6 +395,12 @@ async fn the_seeds_readiness_check_follows_the_controller() {
     // Without a PDB only the controller keeps to one pod of a Deployment at a time.
     let addresses = Addresses::of(&meshd);
     meshd.shutdown().await;
+    // Stopping, it gave the Lease up: the next meshd need not wait for it to expire.
+    let lease = Api::<Lease>::namespaced(client.clone(), "istio-system")
+        .get("fleetmesh-data-plane")
+        .await
+        .unwrap();
+    assert_eq!(lease.spec.unwrap().holder_identity, None, "released");
     budgets
         .delete("web", &DeleteParams::default())
         .await
@@ -408,7 +414,9 @@ async fn the_seeds_readiness_check_follows_the_controller() {
     )
     .await
     .unwrap();
-    meshd.shutdown().await;
+    // Gone without a word, as in a crash: its tasks aborted, the Lease kept until it
+    // expires.
+    drop(meshd);
     let meshd = start_meshd(&dir, &cluster, Some(&addresses)).await;
     wait_for(
         "all 3 web pods Ready on C",
@@ -492,7 +500,12 @@ async fn start_meshd(
         config.http_address = earlier.http;
         config.webhook_address = earlier.webhook;
     }
-    Meshd::start(config).await.expect("meshd starts")
+    // The ports of a meshd just dropped close once its aborted tasks are.
+    wait_for("meshd to start", Duration::from_secs(10), async || {
+        Meshd::start(config.clone()).await.ok()
+    })
+    .await
+    .expect("meshd starts")
 }
 
 struct Addresses {

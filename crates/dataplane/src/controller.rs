@@ -16,6 +16,7 @@ use kube::Resource;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// How long the Lease holds without renewal (the loop renews every `interval`).
 const LEASE_DURATION: Duration = Duration::from_secs(15);
@@ -24,23 +25,32 @@ const LEASE_DURATION: Duration = Duration::from_secs(15);
 /// `spec.proxyVersion`), for the injector.
 pub type ProxyVersions = tokio::sync::watch::Sender<BTreeMap<String, String>>;
 
-/// Runs until dropped; evicts at most one pod per `pace`.
+/// Runs until `stop`, then releases the Lease if it holds it; evicts at most one pod per
+/// `pace`.
 pub async fn run(
     client: kube::Client,
     interval: Duration,
     pace: Duration,
     versions: ProxyVersions,
+    stop: CancellationToken,
 ) {
     let mut executor = Executor::new(client.clone(), pace);
     let leader = Leader::new(client.clone(), LEASE_DURATION);
     let mut reported = BTreeSet::new();
     loop {
         let reconciled = reconcile_all(&client, &versions, &leader, &mut executor, &mut reported);
-        if let Err(e) = reconciled.await {
-            tracing::warn!(error = %format!("{e:#}"), "managed data plane: reconcile failed (retrying)");
+        tokio::select! {
+            result = reconciled => if let Err(e) = result {
+                tracing::warn!(error = %format!("{e:#}"), "managed data plane: reconcile failed (retrying)");
+            },
+            () = stop.cancelled() => break,
         }
-        tokio::time::sleep(interval).await;
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = stop.cancelled() => break,
+        }
     }
+    leader.release().await;
 }
 
 async fn reconcile_all(

@@ -1,8 +1,8 @@
 //! One evictor per cluster, however many meshd replicas serve it: the holder of Lease
 //! `fleetmesh-data-plane` in istio-system evicts and writes the status; the others only
 //! follow the target versions (their injectors need them). A holder that stops renewing
-//! loses the Lease after its duration, and another takes over; optimistic concurrency
-//! (resourceVersion) makes two takers impossible.
+//! loses the Lease after its duration, and another takes over; one that stops releases
+//! it first. Optimistic concurrency (resourceVersion) makes two takers impossible.
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -60,10 +60,12 @@ impl Leader {
             Ok(Some(mut lease)) => {
                 let current = lease.spec.clone().unwrap_or_default();
                 let ours = current.holder_identity.as_deref() == Some(self.identity.as_str());
-                let expired = current.renew_time.as_ref().is_none_or(|renewed| {
-                    let lasts = current.lease_duration_seconds.unwrap_or(0);
-                    renewed.0 + SignedDuration::from_secs(i64::from(lasts)) < now
-                });
+                // Released (no holder), or not renewed in time.
+                let expired = current.holder_identity.is_none()
+                    || current.renew_time.as_ref().is_none_or(|renewed| {
+                        let lasts = current.lease_duration_seconds.unwrap_or(0);
+                        renewed.0 + SignedDuration::from_secs(i64::from(lasts)) < now
+                    });
                 if !ours && !expired {
                     return false;
                 }
@@ -90,6 +92,30 @@ impl Leader {
                 tracing::debug!(error = %e, "the data plane Lease is not available");
                 false
             }
+        }
+    }
+
+    /// Gives the Lease up if this meshd holds it, so that another takes over at once
+    /// instead of after the Lease's duration (a meshd stopping for an upgrade).
+    pub async fn release(&self) {
+        let Ok(Some(mut lease)) = self.leases.get_opt(LEASE).await else {
+            return;
+        };
+        let Some(spec) = lease.spec.as_mut() else {
+            return;
+        };
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return;
+        }
+        spec.holder_identity = None;
+        // Carries the resourceVersion read: a Lease taken meanwhile is left alone.
+        match self
+            .leases
+            .replace(LEASE, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => tracing::info!("released the data plane Lease"),
+            Err(e) => tracing::warn!(error = %e, "could not release the data plane Lease"),
         }
     }
 }

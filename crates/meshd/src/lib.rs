@@ -156,6 +156,7 @@ impl Meshd {
                     DATA_PLANE_INTERVAL,
                     config.data_plane_eviction_pace,
                     proxy_versions_tx.clone(),
+                    shutdown.clone(),
                 ));
                 let reviewer = fleetmesh_kube::token_review::TokenReviewer::new(client);
                 (Some(Arc::new(source)), Some(reviewer))
@@ -229,7 +230,8 @@ impl Meshd {
             spawn_until(&mut tasks, &shutdown, publisher);
         }
         if let Some(controller) = data_plane {
-            spawn_until(&mut tasks, &shutdown, controller);
+            // It stops itself on shutdown, after releasing its Lease.
+            tasks.spawn(controller);
         }
         let tls_server = server.clone();
         let tls_ca = ca.clone();
