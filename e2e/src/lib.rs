@@ -256,9 +256,9 @@ pub async fn syncz(mesh: &LocalMesh, proxy_id: &str) -> Option<serde_json::Value
         .cloned()
 }
 
-/// Certificates for HTTPS gateway tests: a CA, the gateway's certificate for
-/// shop.example.com (`tls.crt`, `tls.key`, beside `ca.crt` in a directory), and a client
-/// certificate, all from the same CA.
+/// Certificates for TLS tests: a CA, a server certificate for shop.example.com
+/// (`tls.crt`, `tls.key`, beside `ca.crt` in a directory), and a client certificate
+/// (`client.crt`, `client.key`), all from the same CA.
 pub struct Pki {
     dir: tempfile::TempDir,
     ca: rcgen::Certificate,
@@ -292,11 +292,10 @@ impl Pki {
         std::fs::write(dir.path().join("tls.crt"), server_cert).unwrap();
         std::fs::write(dir.path().join("tls.key"), server_key).unwrap();
         std::fs::write(dir.path().join("ca.crt"), ca.pem()).unwrap();
-        Pki {
-            dir,
-            ca,
-            client: leaf("client.example.com"),
-        }
+        let client = leaf("client.example.com");
+        std::fs::write(dir.path().join("client.crt"), &client.0).unwrap();
+        std::fs::write(dir.path().join("client.key"), &client.1).unwrap();
+        Pki { dir, ca, client }
     }
 
     pub fn path(&self, name: &str) -> String {
@@ -365,4 +364,68 @@ impl JwtIssuer {
         let signature = self.key.sign(&self.rng, signed.as_bytes()).unwrap();
         format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature.as_ref()))
     }
+}
+
+/// What [`tls_backend`] answers.
+pub const BACKEND_ANSWER: &str = "answered behind TLS";
+
+/// An HTTPS server on loopback with the Pki's shop.example.com certificate, answering
+/// every request with [`BACKEND_ANSWER`]; with `client_auth`, only to clients with a
+/// certificate from the Pki's CA.
+pub async fn tls_backend(pki: &Pki, client_auth: bool) -> std::net::SocketAddr {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let chain = CertificateDer::pem_file_iter(pki.path("tls.crt"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(pki.path("tls.key")).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = if client_auth {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_file(pki.path("ca.crt")).unwrap())
+            .unwrap();
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                .build()
+                .unwrap();
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    let config = builder.with_single_cert(chain, key).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                // The request's head, then one answer and close.
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{BACKEND_ANSWER}",
+                    BACKEND_ANSWER.len()
+                );
+                let _ = tls.write_all(answer.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    address
 }

@@ -188,7 +188,7 @@ spec:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_passthrough_by_sni() {
     let pki = Pki::generate();
-    let backend = tls_backend(&pki).await;
+    let backend = tls_backend(&pki, false).await;
     let store = Bookstore::start(XdsMode::Delta).await;
     let config = format!(
         r#"apiVersion: networking.istio.io/v1
@@ -264,57 +264,6 @@ spec:
             .is_err()
     );
     assert_eq!(nacks(&store.mesh), 0);
-}
-
-const BACKEND_ANSWER: &str = "answered behind TLS";
-
-/// An HTTPS server on loopback with the Pki's shop.example.com certificate, answering
-/// every request with [`BACKEND_ANSWER`].
-async fn tls_backend(pki: &Pki) -> std::net::SocketAddr {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let chain = CertificateDer::pem_file_iter(pki.path("tls.crt"))
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = PrivateKeyDer::from_pem_file(pki.path("tls.key")).unwrap();
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(stream).await else {
-                    return;
-                };
-                // The request's head, then one answer and close.
-                let mut request = Vec::new();
-                let mut buffer = [0u8; 1024];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match tls.read(&mut buffer).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => request.extend_from_slice(&buffer[..n]),
-                    }
-                }
-                let answer = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{BACKEND_ANSWER}",
-                    BACKEND_ANSWER.len()
-                );
-                let _ = tls.write_all(answer.as_bytes()).await;
-                let _ = tls.shutdown().await;
-            });
-        }
-    });
-    address
 }
 
 /// A gateway is a workload too: RequestAuthentication and AuthorizationPolicies that

@@ -1,6 +1,7 @@
 //! SDS for Envoy on a Unix socket, as Istio's agent serves it: secret `default` (the
 //! workload's certificate and key) and `ROOTCA` (the trust bundle), pushed again whenever
-//! the certificate is renewed.
+//! the certificate is renewed; and, for TLS the proxy originates outside the mesh, files
+//! of its host (`file-root:PATH`, `file-root:system`, `file-cert:CERT~KEY`).
 
 use crate::certificate::{Certificates, WorkloadCertificate};
 use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source};
@@ -66,12 +67,63 @@ pub fn secret(name: &str, certificate: &WorkloadCertificate) -> Option<Secret> {
             trusted_ca: Some(inline(&certificate.roots)),
             ..CertificateValidationContext::default()
         }),
-        _ => return None,
+        other => file_secret(other)?,
     };
     Some(Secret {
         name: name.into(),
         r#type: Some(r#type),
     })
+}
+
+const FILE_ROOT: &str = "file-root:";
+const FILE_CERT: &str = "file-cert:";
+/// Where distributions keep the system's CA bundle (`file-root:system`).
+const SYSTEM_ROOTS: [&str; 5] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/pki/tls/cacert.pem",
+    "/etc/ssl/cert.pem",
+];
+
+/// A secret read from files of this host: `file-root:PATH` (a CA bundle;
+/// `file-root:system` the system's), `file-cert:CERT~KEY`. A file that cannot be read is
+/// logged (by path) and the secret not served: Envoy waits for it.
+fn file_secret(name: &str) -> Option<secret::Type> {
+    let read = |path: &str| match std::fs::read(path) {
+        Ok(bytes) => Some(DataSource {
+            specifier: Some(data_source::Specifier::InlineBytes(bytes)),
+            ..DataSource::default()
+        }),
+        Err(error) => {
+            tracing::warn!(path, %error, "cannot read a file named by a DestinationRule");
+            None
+        }
+    };
+    if let Some(path) = name.strip_prefix(FILE_ROOT) {
+        let path = match path {
+            "system" => SYSTEM_ROOTS
+                .into_iter()
+                .find(|p| Path::new(p).exists())
+                .or_else(|| {
+                    tracing::warn!("no system CA bundle found (looked in {SYSTEM_ROOTS:?})");
+                    None
+                })?,
+            path => path,
+        };
+        return Some(secret::Type::ValidationContext(
+            CertificateValidationContext {
+                trusted_ca: Some(read(path)?),
+                ..CertificateValidationContext::default()
+            },
+        ));
+    }
+    let (certificate, key) = name.strip_prefix(FILE_CERT)?.split_once('~')?;
+    Some(secret::Type::TlsCertificate(TlsCertificate {
+        certificate_chain: Some(read(certificate)?),
+        private_key: Some(read(key)?),
+        ..TlsCertificate::default()
+    }))
 }
 
 #[tonic::async_trait]
@@ -166,5 +218,46 @@ async fn stream(
         if tx.send(Ok(sent)).await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes(source: Option<DataSource>) -> Vec<u8> {
+        match source.and_then(|s| s.specifier) {
+            Some(data_source::Specifier::InlineBytes(bytes)) => bytes,
+            other => panic!("not inline bytes: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn files_named_by_destination_rules_are_served_when_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name).display().to_string();
+        std::fs::write(path("ca.crt"), "CA").unwrap();
+        std::fs::write(path("tls.crt"), "CERT").unwrap();
+        std::fs::write(path("tls.key"), "KEY").unwrap();
+
+        let Some(secret::Type::ValidationContext(roots)) =
+            file_secret(&format!("file-root:{}", path("ca.crt")))
+        else {
+            panic!("a CA bundle");
+        };
+        assert_eq!(bytes(roots.trusted_ca), b"CA");
+        let name = format!("file-cert:{}~{}", path("tls.crt"), path("tls.key"));
+        let Some(secret::Type::TlsCertificate(certificate)) = file_secret(&name) else {
+            panic!("a certificate");
+        };
+        assert_eq!(bytes(certificate.certificate_chain), b"CERT");
+        assert_eq!(bytes(certificate.private_key), b"KEY");
+
+        // Not there, or not a name the agent serves: nothing (Envoy waits).
+        let missing = format!("file-cert:{}~{}", path("tls.crt"), path("gone.key"));
+        assert!(file_secret(&missing).is_none());
+        assert!(file_secret(&format!("file-root:{}", path("gone.crt"))).is_none());
+        assert!(file_secret("file-cert:no-separator").is_none());
+        assert!(file_secret("something-else").is_none());
     }
 }

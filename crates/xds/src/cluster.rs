@@ -13,13 +13,11 @@ use envoy_types::pb::envoy::config::core::v3::{Http2ProtocolOptions, HttpProtoco
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
 };
-use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions as UpstreamHttpOptions, http_protocol_options,
 };
 use fleetmesh_api::networking::{
-    ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings, LoadBalancerSettings, SimpleLb,
-    TrafficPolicy,
+    ClientTlsMode, ConnectionPoolSettings, LoadBalancerSettings, SimpleLb, TrafficPolicy,
 };
 use fleetmesh_model::service::Resolution;
 use fleetmesh_model::{Protocol, Service, ServicePort};
@@ -141,8 +139,8 @@ fn outbound(
         .or(policy.and_then(|p| p.tls.as_ref()));
     let sni = tls::istio_sni(port.port, subset, &service.hostname);
     match (tls, tls.and_then(|t| t.mode)) {
-        (Some(settings), Some(ClientTlsMode::Simple)) => {
-            apply_simple_tls(&mut c, settings, &service.hostname)
+        (Some(settings), Some(ClientTlsMode::Simple | ClientTlsMode::Mutual)) => {
+            c.transport_socket = Some(tls::originate(settings, &service.hostname));
         }
         (_, Some(ClientTlsMode::IstioMutual)) => {
             c.transport_socket = Some(tls::istio_upstream(&sni, mtls.trust_domain, &mtls.peers));
@@ -152,7 +150,7 @@ fn outbound(
             c.transport_socket_matches =
                 tls::auto_mtls_matches(&sni, mtls.trust_domain, &mtls.peers);
         }
-        // DISABLE is plaintext; MUTUAL is refused by validation.
+        // DISABLE is plaintext.
         _ => {}
     }
     if let Some(policy) = policy {
@@ -299,21 +297,6 @@ fn service_identities(service: &Service, trust_domain: &str) -> Vec<String> {
 }
 
 /// TLS to a server outside the mesh, checked against the system's trust store.
-fn apply_simple_tls(c: &mut Cluster, tls: &ClientTlsSettings, host: &str) {
-    let context = UpstreamTlsContext {
-        sni: tls.sni.clone().unwrap_or_else(|| host.to_string()),
-        ..Default::default()
-    };
-    c.transport_socket = Some(envoy_types::pb::envoy::config::core::v3::TransportSocket {
-        name: "envoy.transport_sockets.tls".to_string(),
-        config_type: Some(
-            envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(
-                pack(context),
-            ),
-        ),
-    });
-}
-
 fn dns_assignment(name: &str, service: &Service, port: &ServicePort) -> ClusterLoadAssignment {
     let lb_endpoints = service
         .endpoints

@@ -17,7 +17,7 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
 use envoy_types::pb::google::protobuf::{BoolValue, Struct, Value, value::Kind};
-use fleetmesh_api::networking::ServerTlsSettings;
+use fleetmesh_api::networking::{ClientTlsMode, ClientTlsSettings, ServerTlsSettings};
 
 /// The bootstrap cluster of the agent's SDS socket.
 pub const SDS_CLUSTER: &str = "sds-grpc";
@@ -111,6 +111,76 @@ pub fn istio_upstream(sni: &str, trust_domain: &str, peers: &[String]) -> Transp
         sni: sni.into(),
         ..UpstreamTlsContext::default()
     }))
+}
+
+/// SDS names of secrets the agent reads from the proxy's host (Istio's agent's names): a
+/// CA bundle (`file-root:system`: the system's roots) and a certificate with its key.
+pub const FILE_ROOT: &str = "file-root:";
+pub const SYSTEM_ROOTS: &str = "file-root:system";
+pub const FILE_CERT: &str = "file-cert:";
+
+/// TLS the proxy originates to a destination outside the mesh (DestinationRule SIMPLE or
+/// MUTUAL), for server name `host` unless `sni` says otherwise. The server must chain to
+/// `caCertificates` (else to the system's roots) and be named by one of
+/// `subjectAltNames` (else by the SNI), unless `insecureSkipVerify`; MUTUAL presents the
+/// client certificate files. The agent reads the files and serves them over SDS, so a
+/// missing file leaves the cluster waiting instead of the config rejected.
+pub fn originate(settings: &ClientTlsSettings, host: &str) -> TransportSocket {
+    let sni = settings.sni.clone().unwrap_or_else(|| host.to_string());
+    let verify = settings.insecure_skip_verify != Some(true);
+    let validation = verify.then(|| {
+        let names = if settings.subject_alt_names.is_empty() {
+            std::slice::from_ref(&sni)
+        } else {
+            settings.subject_alt_names.as_slice()
+        };
+        let roots = match &settings.ca_certificates {
+            Some(path) => format!("{FILE_ROOT}{path}"),
+            None => SYSTEM_ROOTS.to_string(),
+        };
+        common_tls_context::ValidationContextType::CombinedValidationContext(
+            common_tls_context::CombinedCertificateValidationContext {
+                default_validation_context: Some(CertificateValidationContext {
+                    match_typed_subject_alt_names: names.iter().map(|n| named(n)).collect(),
+                    ..CertificateValidationContext::default()
+                }),
+                validation_context_sds_secret_config: Some(sds(&roots)),
+                ..Default::default()
+            },
+        )
+    });
+    let client_certificate = match (&settings.client_certificate, &settings.private_key) {
+        (Some(certificate), Some(key)) if settings.mode == Some(ClientTlsMode::Mutual) => {
+            vec![sds(&format!("{FILE_CERT}{certificate}~{key}"))]
+        }
+        _ => Vec::new(),
+    };
+    tls_socket(pack(UpstreamTlsContext {
+        common_tls_context: Some(CommonTlsContext {
+            tls_certificate_sds_secret_configs: client_certificate,
+            validation_context_type: validation,
+            ..CommonTlsContext::default()
+        }),
+        sni,
+        ..UpstreamTlsContext::default()
+    }))
+}
+
+/// A certificate name to accept: a URI (SPIFFE id) when it has a scheme, else a DNS name.
+fn named(name: &str) -> SubjectAltNameMatcher {
+    let san_type = if name.contains("://") {
+        subject_alt_name_matcher::SanType::Uri
+    } else {
+        subject_alt_name_matcher::SanType::Dns
+    };
+    SubjectAltNameMatcher {
+        san_type: san_type as i32,
+        matcher: Some(StringMatcher {
+            match_pattern: Some(string_matcher::MatchPattern::Exact(name.into())),
+            ..StringMatcher::default()
+        }),
+        ..SubjectAltNameMatcher::default()
+    }
 }
 
 /// The server side: a client certificate is required.

@@ -120,6 +120,11 @@ pub struct OutlierDetection {
 pub struct ClientTlsSettings {
     pub mode: Option<ClientTlsMode>,
     pub sni: Option<String>,
+    /// MUTUAL: files on the proxy's host with its client certificate and key.
+    pub client_certificate: Option<String>,
+    pub private_key: Option<String>,
+    /// Istio's Secret form of the client certificate (not supported yet).
+    pub credential_name: Option<String>,
     pub ca_certificates: Option<String>,
     #[serde(default)]
     pub subject_alt_names: Vec<String>,

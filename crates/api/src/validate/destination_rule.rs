@@ -107,13 +107,58 @@ fn check_settings(
         }
     }
     if let Some(tls) = tls {
-        match tls.mode {
-            Some(ClientTlsMode::Mutual) => errors.push(format!("{at}.tls.mode"), "MUTUAL is not supported by this meshd yet"),
-            Some(ClientTlsMode::Simple) if tls.ca_certificates.is_some() => errors.push(
-                format!("{at}.tls.caCertificates"),
-                "caCertificates is not supported by this meshd yet (the system trust store is used)",
+        validate_client_tls(&format!("{at}.tls"), tls, errors);
+    }
+}
+
+/// TLS the proxy originates: SIMPLE checks the server against `caCertificates` (else
+/// the system's roots); MUTUAL also presents the client certificate files. Files are
+/// read on the proxy's host, so they must be absolute paths.
+fn validate_client_tls(at: &str, tls: &ClientTlsSettings, errors: &mut Errors) {
+    let originates = matches!(
+        tls.mode,
+        Some(ClientTlsMode::Simple | ClientTlsMode::Mutual)
+    );
+    let files = [
+        ("clientCertificate", &tls.client_certificate),
+        ("privateKey", &tls.private_key),
+        ("caCertificates", &tls.ca_certificates),
+    ];
+    for (field, value) in files {
+        match value {
+            Some(_) if !originates => errors.push(
+                format!("{at}.{field}"),
+                "only used with mode SIMPLE or MUTUAL",
+            ),
+            Some(path) if !path.starts_with('/') => errors.push(
+                format!("{at}.{field}"),
+                format!("{path:?} must be an absolute path (the proxy reads the file)"),
             ),
             _ => {}
         }
+    }
+    if tls.credential_name.is_some() {
+        errors.push(
+            format!("{at}.credentialName"),
+            "not supported by this meshd yet: give clientCertificate and privateKey files",
+        );
+    }
+    let client_files = [&tls.client_certificate, &tls.private_key];
+    match tls.mode {
+        Some(ClientTlsMode::Mutual) => {
+            for (field, value) in [
+                ("clientCertificate", &tls.client_certificate),
+                ("privateKey", &tls.private_key),
+            ] {
+                if value.is_none() && tls.credential_name.is_none() {
+                    errors.push(format!("{at}.{field}"), "required for MUTUAL");
+                }
+            }
+        }
+        Some(ClientTlsMode::Simple) if client_files.iter().any(|f| f.is_some()) => errors.push(
+            format!("{at}.mode"),
+            "a client certificate is only presented with MUTUAL",
+        ),
+        _ => {}
     }
 }

@@ -163,13 +163,43 @@ spec:
                 .to_string()
         )
     );
-    assert!(
-        found
-            .iter()
-            .any(|p| p.starts_with("spec.trafficPolicy.tls.mode: MUTUAL is not supported"))
-    );
+    for expected in [
+        "spec.trafficPolicy.tls.clientCertificate: required for MUTUAL",
+        "spec.trafficPolicy.tls.privateKey: required for MUTUAL",
+    ] {
+        assert_problem(&found, expected);
+    }
     assert!(found.contains(&"spec.subsets[1].name: duplicate subset \"v1\"".to_string()));
     assert!(found.contains(&"spec.subsets[2].name: \"V3\" is not a valid subset name".to_string()));
+}
+
+#[test]
+fn originated_tls_names_absolute_files() {
+    let yaml = r#"apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: db}
+spec:
+  host: db.example.com
+  trafficPolicy:
+    tls: {mode: MUTUAL, clientCertificate: /etc/db/tls.crt, privateKey: /etc/db/tls.key, caCertificates: /etc/db/ca.crt}
+  subsets:
+  - name: relative
+    trafficPolicy: {tls: {mode: SIMPLE, caCertificates: certs/ca.crt, clientCertificate: /etc/c.crt}}
+  - name: plain
+    trafficPolicy: {tls: {mode: DISABLE, caCertificates: /etc/ca.crt}}
+  - name: secret
+    trafficPolicy: {tls: {mode: MUTUAL, credentialName: db-client}}
+"#;
+    let found = problems(yaml);
+    assert_eq!(
+        found,
+        [
+            "spec.subsets[0].trafficPolicy.tls.caCertificates: \"certs/ca.crt\" must be an absolute path (the proxy reads the file)",
+            "spec.subsets[0].trafficPolicy.tls.mode: a client certificate is only presented with MUTUAL",
+            "spec.subsets[1].trafficPolicy.tls.caCertificates: only used with mode SIMPLE or MUTUAL",
+            "spec.subsets[2].trafficPolicy.tls.credentialName: not supported by this meshd yet: give clientCertificate and privateKey files",
+        ]
+    );
 }
 
 #[test]
