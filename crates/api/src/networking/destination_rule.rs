@@ -120,10 +120,11 @@ pub struct OutlierDetection {
 pub struct ClientTlsSettings {
     pub mode: Option<ClientTlsMode>,
     pub sni: Option<String>,
-    /// MUTUAL: files on the proxy's host with its client certificate and key.
+    /// MUTUAL: the client certificate, a file on the proxy's host.
     pub client_certificate: Option<String>,
+    /// MUTUAL: the client certificate's key, a file on the proxy's host.
     pub private_key: Option<String>,
-    /// Istio's Secret form of the client certificate (not supported yet).
+    /// A Secret holding the client certificate (Istio's form; not supported yet).
     pub credential_name: Option<String>,
     pub ca_certificates: Option<String>,
     #[serde(default)]
