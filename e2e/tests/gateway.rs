@@ -334,3 +334,71 @@ spec:
     assert_eq!(code, 200);
     assert_eq!(nacks(&store.mesh), 0);
 }
+
+/// A TCP server: connections are forwarded as they are to the destination of the bound
+/// VirtualService's `tcp` route (here an echo server on loopback).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_servers_forward_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo_port = echo.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = echo.accept().await {
+            tokio::spawn(async move {
+                let (mut reader, mut writer) = socket.split();
+                let _ = tokio::io::copy(&mut reader, &mut writer).await;
+            });
+        }
+    });
+    let store = Bookstore::start(XdsMode::Sotw).await;
+    let config = format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: echo}}
+spec:
+  hosts: [echo.internal]
+  ports: [{{number: 7000, name: tcp, protocol: TCP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{tcp: {echo_port}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: tcp-gateway}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 9000, name: tcp, protocol: TCP}}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: echo}}
+spec:
+  hosts: ["*"]
+  gateways: [tcp-gateway]
+  tcp:
+  - match: [{{port: 9000}}]
+    route: [{{destination: {{host: echo.internal, port: {{number: 7000}}}}}}]
+"#
+    );
+    let gateway = ingress_gateway(&store, "tcp.yaml", &config).await;
+    let echoed = eventually(
+        "the gateway to forward TCP",
+        Duration::from_secs(30),
+        async || {
+            let mut stream = tokio::net::TcpStream::connect(gateway.address(9000))
+                .await
+                .ok()?;
+            stream.write_all(b"ping over tcp").await.ok()?;
+            let mut answer = [0u8; 13];
+            tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut answer))
+                .await
+                .ok()?
+                .ok()?;
+            Some(answer)
+        },
+    )
+    .await;
+    assert_eq!(&echoed, b"ping over tcp");
+    assert_eq!(nacks(&store.mesh), 0);
+}

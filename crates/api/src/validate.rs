@@ -125,14 +125,7 @@ fn validate_gateway(spec: &crate::networking::GatewaySpec, errors: &mut Errors) 
         check_listener_port(&format!("{at}.port.number"), server.port.number, errors);
         let protocol = server.port.protocol.to_ascii_uppercase();
         match protocol.as_str() {
-            "HTTP" | "HTTP2" | "GRPC" | "HTTPS" | "TLS" => {}
-            "TCP" => errors.push(
-                format!("{at}.port.protocol"),
-                format!(
-                    "protocol {} is not supported by this meshd yet (supported: HTTP, HTTP2, GRPC, HTTPS, TLS)",
-                    server.port.protocol
-                ),
-            ),
+            "HTTP" | "HTTP2" | "GRPC" | "HTTPS" | "TLS" | "TCP" => {}
             other => errors.push(
                 format!("{at}.port.protocol"),
                 format!("unknown protocol {other:?}"),

@@ -3,7 +3,7 @@
 //! a gateway's listeners per Gateway server port.
 
 mod captured;
-mod passthrough;
+mod forward;
 
 use crate::Interception;
 use crate::common::{ads, socket_address};
@@ -242,14 +242,13 @@ fn inbound_route_config(port: u32) -> RouteConfiguration {
 
 /// A gateway's listeners (one per server port of the Gateways selecting it) and their
 /// route configs. HTTPS servers terminate TLS, one filter chain per server chosen by SNI;
-/// PASSTHROUGH servers forward the encrypted connection by SNI (`passthrough`).
+/// PASSTHROUGH and TCP servers forward connections as they are (`forward`).
 pub fn gateway<'a>(scope: &Scope<'a>) -> GatewayResources<'a> {
     let mut by_port: BTreeMap<u32, Vec<GatewayServer>> = BTreeMap::new();
     // Plain HTTP ports whose server answers every request with a redirect to HTTPS.
     let mut redirect_ports = BTreeSet::new();
     let mut credentials = BTreeMap::new();
-    // PASSTHROUGH servers per port: `(gateway, hosts)`.
-    let mut passthrough_by_port: BTreeMap<u32, Vec<(String, Vec<String>)>> = BTreeMap::new();
+    let mut forwarding_by_port: BTreeMap<u32, forward::Servers> = BTreeMap::new();
     for gw in &scope.snapshot.gateways {
         if !labels_match(&gw.spec.selector, &scope.proxy.labels) || gw.spec.selector.is_empty() {
             continue;
@@ -269,10 +268,13 @@ pub fn gateway<'a>(scope: &Scope<'a>) -> GatewayResources<'a> {
                 redirect_ports.insert(server.port.number);
             }
             if tls.is_some_and(|t| t.mode.as_deref() == Some("PASSTHROUGH")) {
-                passthrough_by_port
-                    .entry(server.port.number)
-                    .or_default()
-                    .push((gw.metadata.key(), hosts));
+                let forwarding = forwarding_by_port.entry(server.port.number).or_default();
+                forwarding.passthrough.push((gw.metadata.key(), hosts));
+                continue;
+            }
+            if protocol == "TCP" {
+                let forwarding = forwarding_by_port.entry(server.port.number).or_default();
+                forwarding.tcp.push((gw.metadata.key(), hosts));
                 continue;
             }
             let tls = match tls {
@@ -300,23 +302,23 @@ pub fn gateway<'a>(scope: &Scope<'a>) -> GatewayResources<'a> {
     let mut routes = Vec::new();
     let ports: BTreeSet<u32> = by_port
         .keys()
-        .chain(passthrough_by_port.keys())
+        .chain(forwarding_by_port.keys())
         .copied()
         .collect();
     for port in ports {
-        let passthrough = passthrough_by_port
+        let forwarded = forwarding_by_port
             .get(&port)
-            .map(|servers| passthrough::chains(scope, port, servers))
+            .map(|servers| forward::chains(scope, port, servers, by_port.contains_key(&port)))
             .unwrap_or_default();
         let Some(servers) = by_port.remove(&port) else {
-            // Only PASSTHROUGH servers: no HTTP here, and no listener without a chain
+            // Only forwarding servers: no HTTP here, and no listener without a chain
             // (Envoy would refuse it).
-            if !passthrough.is_empty() {
+            if !forwarded.is_empty() {
                 listeners.push(named(Listener {
                     name: names::bound_listener(bind, port),
                     address: Some(socket_address(bind, port)),
-                    listener_filters: vec![tls_inspector()],
-                    filter_chains: passthrough,
+                    listener_filters: tls_inspector_for(&forwarded),
+                    filter_chains: forwarded,
                     ..Listener::default()
                 }));
             }
@@ -342,10 +344,10 @@ pub fn gateway<'a>(scope: &Scope<'a>) -> GatewayResources<'a> {
                 .collect();
             listener.listener_filters = vec![tls_inspector()];
         }
-        if !passthrough.is_empty() {
-            listener.listener_filters = vec![tls_inspector()];
-            listener.filter_chains.extend(passthrough);
+        if listener.listener_filters.is_empty() {
+            listener.listener_filters = tls_inspector_for(&forwarded);
         }
+        listener.filter_chains.extend(forwarded);
         listeners.push(named(listener));
         let hosts: Vec<(String, Vec<String>)> = servers
             .into_iter()
@@ -364,6 +366,17 @@ pub fn gateway<'a>(scope: &Scope<'a>) -> GatewayResources<'a> {
         routes,
         credentials,
     }
+}
+
+/// The TLS inspector, when a chain is chosen by SNI (only then: a protocol where the
+/// server speaks first would wait for the inspector's timeout).
+fn tls_inspector_for(chains: &[FilterChain]) -> Vec<ListenerFilter> {
+    let by_sni = chains.iter().any(|c| {
+        c.filter_chain_match
+            .as_ref()
+            .is_some_and(|m| m.transport_protocol == "tls")
+    });
+    by_sni.then(tls_inspector).into_iter().collect()
 }
 
 /// A gateway's listeners and routes, and the credentials their TLS servers use.

@@ -74,7 +74,11 @@ pub fn gateway(scope: &Scope, port: u32, servers: &[(String, Vec<String>)]) -> R
     let mut used_domains = BTreeSet::new();
     let mut virtual_hosts = Vec::new();
     for (gateway_name, server_hosts) in servers {
-        for vs in scope.virtual_services(gateway_name) {
+        // VirtualServices with only tcp or tls routes have nothing to say about HTTP.
+        let with_http = scope
+            .virtual_services(gateway_name)
+            .filter(|vs| !vs.spec.http.is_empty());
+        for vs in with_http {
             for host in scope.vs_hosts(vs) {
                 let accepted = server_hosts
                     .iter()
@@ -131,8 +135,8 @@ fn domains_for(
 /// Routes for one service port: the VirtualService's, or a single default route.
 fn routes_for(scope: &Scope, host: &str, port: u32, gateway: &str) -> Vec<Route> {
     match scope.virtual_service_for(host, gateway) {
-        Some(vs) => vs_routes(scope, vs, port, gateway),
-        None => vec![default_route(scope, host, port)],
+        Some(vs) if !vs.spec.http.is_empty() => vs_routes(scope, vs, port, gateway),
+        _ => vec![default_route(scope, host, port)],
     }
 }
 

@@ -1,0 +1,156 @@
+//! Gateway servers that forward connections as they are, with a TCP proxy: a PASSTHROUGH
+//! server's stay encrypted and go, chosen by the SNI name the client sent, to the
+//! destination of a bound VirtualService's `tls` route (a filter chain per name); a TCP
+//! server's go to the destination of the first bound `tcp` route for its port.
+
+use crate::pack;
+use crate::route::action::cluster_name;
+use crate::scope::{Scope, binds};
+use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, FilterChainMatch, filter};
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
+use fleetmesh_api::networking::RouteDestination;
+use fleetmesh_model::host::host_matches;
+use std::collections::BTreeSet;
+
+/// One port's servers that forward, each `(gateway, hosts)`.
+#[derive(Default)]
+pub struct Servers {
+    pub passthrough: Vec<(String, Vec<String>)>,
+    pub tcp: Vec<(String, Vec<String>)>,
+}
+
+/// The filter chains of one port's forwarding servers: by SNI for PASSTHROUGH, then one
+/// for everything else when a TCP server has a route (`http`: the port also serves
+/// HTTP, which takes what no SNI matched instead).
+pub fn chains(scope: &Scope, port: u32, servers: &Servers, http: bool) -> Vec<FilterChain> {
+    let mut chains = passthrough(scope, port, &servers.passthrough);
+    if !http && let Some(tcp) = tcp(scope, port, &servers.tcp) {
+        chains.push(tcp);
+    }
+    chains
+}
+
+/// One chain per SNI name that a `tls` route of a VirtualService bound to a server's
+/// gateway matches and the server accepts. The first route to name an SNI wins
+/// (VirtualServices in namespace/name order, routes in order), as in Istio.
+fn passthrough(scope: &Scope, port: u32, servers: &[(String, Vec<String>)]) -> Vec<FilterChain> {
+    let mut taken = BTreeSet::new();
+    let mut chains = Vec::new();
+    for (gateway, server_hosts) in servers {
+        for vs in scope.virtual_services(gateway) {
+            let namespace = &vs.metadata.namespace;
+            for route in vs.spec.tls.iter().filter(|r| !r.route.is_empty()) {
+                let names = route
+                    .matches
+                    .iter()
+                    .filter(|m| applies(m.port, &m.gateways, namespace, gateway, port))
+                    .flat_map(|m| &m.sni_hosts)
+                    .filter(|sni| {
+                        server_hosts
+                            .iter()
+                            .any(|h| host_matches(h, sni) || host_matches(sni, h))
+                    });
+                for sni in names {
+                    if taken.insert(sni.clone()) {
+                        let proxy = tcp_proxy(scope, &route.route, namespace, port, sni);
+                        chains.push(FilterChain {
+                            name: format!("passthrough|{sni}"),
+                            filter_chain_match: Some(FilterChainMatch {
+                                server_names: if sni == "*" {
+                                    Vec::new()
+                                } else {
+                                    vec![sni.to_string()]
+                                },
+                                transport_protocol: "tls".into(),
+                                ..FilterChainMatch::default()
+                            }),
+                            filters: vec![proxy],
+                            ..FilterChain::default()
+                        });
+                    }
+                }
+            }
+        }
+    }
+    chains
+}
+
+/// The first `tcp` route, of a VirtualService bound to a server's gateway and naming a
+/// host the server accepts, whose match (if any) names this port and gateway.
+fn tcp(scope: &Scope, port: u32, servers: &[(String, Vec<String>)]) -> Option<FilterChain> {
+    for (gateway, server_hosts) in servers {
+        for vs in scope.virtual_services(gateway) {
+            let namespace = &vs.metadata.namespace;
+            let accepted = vs.spec.hosts.iter().any(|host| {
+                server_hosts
+                    .iter()
+                    .any(|h| host_matches(h, host) || host_matches(host, h))
+            });
+            if !accepted {
+                continue;
+            }
+            let route = vs.spec.tcp.iter().find(|r| {
+                !r.route.is_empty()
+                    && (r.matches.is_empty()
+                        || r.matches
+                            .iter()
+                            .any(|m| applies(m.port, &m.gateways, namespace, gateway, port)))
+            });
+            if let Some(route) = route {
+                return Some(FilterChain {
+                    name: format!("tcp|{port}"),
+                    filters: vec![tcp_proxy(scope, &route.route, namespace, port, "tcp")],
+                    ..FilterChain::default()
+                });
+            }
+        }
+    }
+    None
+}
+
+/// A match's port and gateways, when given, must name this server.
+fn applies(
+    match_port: Option<u32>,
+    gateways: &[String],
+    namespace: &str,
+    gateway: &str,
+    port: u32,
+) -> bool {
+    match_port.is_none_or(|p| p == port)
+        && (gateways.is_empty() || binds(gateways, namespace, gateway))
+}
+
+/// A TCP proxy to the route's destinations (weighted when several).
+fn tcp_proxy(
+    scope: &Scope,
+    destinations: &[RouteDestination],
+    namespace: &str,
+    port: u32,
+    what: &str,
+) -> Filter {
+    let cluster = |d: &RouteDestination| cluster_name(scope, &d.destination, namespace, port);
+    let cluster_specifier = match destinations {
+        [only] => tcp_proxy::ClusterSpecifier::Cluster(cluster(only)),
+        several => tcp_proxy::ClusterSpecifier::WeightedClusters(tcp_proxy::WeightedCluster {
+            clusters: several
+                .iter()
+                // Validation keeps weights within 0..=100; Istio drops zero weights.
+                .filter(|d| d.weight.unwrap_or(0) > 0)
+                .map(|d| tcp_proxy::weighted_cluster::ClusterWeight {
+                    name: cluster(d),
+                    weight: d.weight.unwrap_or(0) as u32,
+                    ..Default::default()
+                })
+                .collect(),
+        }),
+    };
+    let proxy = TcpProxy {
+        stat_prefix: format!("forward|{port}|{what}"),
+        cluster_specifier: Some(cluster_specifier),
+        ..TcpProxy::default()
+    };
+    Filter {
+        name: "envoy.filters.network.tcp_proxy".into(),
+        config_type: Some(filter::ConfigType::TypedConfig(pack(proxy))),
+    }
+}
