@@ -81,7 +81,7 @@ fn tcp(scope: &Scope, port: u32, servers: &[(String, Vec<String>)]) -> Option<Fi
     for (gateway, server_hosts) in servers {
         for vs in scope.virtual_services(gateway) {
             let namespace = &vs.metadata.namespace;
-            let accepted = vs.spec.hosts.iter().any(|host| {
+            let accepted = scope.vs_hosts(vs).iter().any(|host| {
                 server_hosts
                     .iter()
                     .any(|h| host_matches(h, host) || host_matches(host, h))
