@@ -345,6 +345,30 @@ fn validate_workload_entry(
     }
 }
 
+/// A Sidecar listener's `bind`, which this meshd does not apply (said so rather than
+/// ignored), and its `captureMode`.
+fn check_unapplied_listener_settings(
+    at: &str,
+    bind: Option<&str>,
+    capture_mode: Option<&str>,
+    errors: &mut Errors,
+) {
+    if bind.is_some() {
+        errors.push(
+            format!("{at}.bind"),
+            "not supported by this meshd yet (listeners use the workload's address)",
+        );
+    }
+    // Whether traffic is captured is the proxy's own setting (its INTERCEPTION_MODE).
+    match capture_mode {
+        None | Some("DEFAULT" | "IPTABLES" | "NONE") => {}
+        Some(other) => errors.push(
+            format!("{at}.captureMode"),
+            format!("unknown capture mode {other:?}"),
+        ),
+    }
+}
+
 fn validate_sidecar(spec: &crate::networking::SidecarSpec, errors: &mut Errors) {
     for (i, ingress) in spec.ingress.iter().enumerate() {
         let at = format!("spec.ingress[{i}]");
@@ -358,14 +382,12 @@ fn validate_sidecar(spec: &crate::networking::SidecarSpec, errors: &mut Errors) 
                 format!("{endpoint:?} is not IP:PORT or unix://PATH"),
             );
         }
-        if let Some(bind) = &ingress.bind
-            && bind.parse::<std::net::IpAddr>().is_err()
-        {
-            errors.push(
-                format!("{at}.bind"),
-                format!("{bind:?} is not an IP address"),
-            );
-        }
+        check_unapplied_listener_settings(
+            &at,
+            ingress.bind.as_deref(),
+            ingress.capture_mode.as_deref(),
+            errors,
+        );
     }
     for (i, egress) in spec.egress.iter().enumerate() {
         let at = format!("spec.egress[{i}]");
@@ -392,17 +414,18 @@ fn validate_sidecar(spec: &crate::networking::SidecarSpec, errors: &mut Errors) 
                 ),
             }
         }
-        if let Some(port) = &egress.port {
-            check_port(&format!("{at}.port.number"), port.number, errors);
-        }
-        if let Some(bind) = &egress.bind
-            && bind.parse::<std::net::IpAddr>().is_err()
-        {
+        if egress.port.is_some() {
             errors.push(
-                format!("{at}.bind"),
-                format!("{bind:?} is not an IP address"),
+                format!("{at}.port"),
+                "per-port egress listeners are not supported by this meshd yet (egress hosts apply to every port)",
             );
         }
+        check_unapplied_listener_settings(
+            &at,
+            egress.bind.as_deref(),
+            egress.capture_mode.as_deref(),
+            errors,
+        );
     }
     if let Some(policy) = &spec.outbound_traffic_policy
         && let Some(mode) = &policy.mode

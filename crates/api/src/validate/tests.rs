@@ -240,6 +240,41 @@ fn sidecar_and_service_entry_rules() {
 }
 
 #[test]
+fn sidecar_listener_settings_not_applied_are_refused() {
+    let yaml = r#"apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: s}
+spec:
+  ingress:
+  - {port: {number: 9080}, bind: 127.0.0.2, captureMode: NONE}
+  - {port: {number: 9081}, captureMode: IPTABLES}
+  egress:
+  - {port: {number: 5432, protocol: TCP, name: db}, hosts: ["./*"], captureMode: SOMETIMES}
+  - {hosts: ["./*"], captureMode: DEFAULT}
+"#;
+    assert_eq!(
+        problems(yaml),
+        [
+            "spec.ingress[0].bind: not supported by this meshd yet (listeners use the workload's address)",
+            "spec.egress[0].port: per-port egress listeners are not supported by this meshd yet (egress hosts apply to every port)",
+            "spec.egress[0].captureMode: unknown capture mode \"SOMETIMES\"",
+        ]
+    );
+    let subnets = r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db}
+spec:
+  hosts: [db.example.com]
+  gateways: [edge]
+  tcp: [{match: [{port: 5432, destinationSubnets: [10.0.0.0/8]}], route: [{destination: {host: db.example.com}}]}]
+"#;
+    assert_eq!(
+        problems(subnets),
+        ["spec.tcp[0].match[0].destinationSubnets: not supported by this meshd yet"]
+    );
+}
+
+#[test]
 fn sidecar_ports_are_reserved() {
     let yaml = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: s}\nspec:\n  ingress: [{port: {number: 15001}, defaultEndpoint: \"127.0.0.1:8080\"}]\n";
     let found = problems(yaml);
