@@ -132,6 +132,12 @@ fn validate_gateway(spec: &crate::networking::GatewaySpec, errors: &mut Errors) 
             ),
         }
         validate_server_tls(&at, &protocol, server.tls.as_ref(), errors);
+        if server.bind.is_some() {
+            errors.push(
+                format!("{at}.bind"),
+                "not supported by this meshd yet (a gateway listens on its own address)",
+            );
+        }
         if server.hosts.is_empty() {
             errors.push(format!("{at}.hosts"), "a server needs at least one host");
         }

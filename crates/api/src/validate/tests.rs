@@ -464,6 +464,9 @@ spec:
   - port: {number: 16443, name: https-10, protocol: HTTPS}
     hosts: [j.example.com]
     tls: {mode: AUTO_PASSTHROUGH}
+  - port: {number: 17000, name: tcp-11, protocol: TCP}
+    hosts: ["*"]
+    bind: 0.0.0.0
 "#;
     let found = problems(yaml);
     for expected in [
@@ -477,6 +480,7 @@ spec:
         "spec.servers[7].tls.mode: SIMPLE on a TLS server (terminated TCP) is not supported by this meshd yet: use protocol HTTPS, or mode PASSTHROUGH",
         "spec.servers[8].tls: protocol TLS needs tls settings",
         "spec.servers[9].tls.mode: AUTO_PASSTHROUGH is not supported by this meshd yet (supported: SIMPLE, MUTUAL, PASSTHROUGH)",
+        "spec.servers[10].bind: not supported by this meshd yet (a gateway listens on its own address)",
     ] {
         assert_problem(&found, expected);
     }
