@@ -115,9 +115,9 @@ pub fn istio_upstream(sni: &str, trust_domain: &str, peers: &[String]) -> Transp
 
 /// SDS names of secrets the agent reads from the proxy's host (Istio's agent's names): a
 /// CA bundle (`file-root:system`: the system's roots) and a certificate with its key.
-pub const FILE_ROOT: &str = "file-root:";
-pub const SYSTEM_ROOTS: &str = "file-root:system";
-pub const FILE_CERT: &str = "file-cert:";
+const FILE_ROOT: &str = "file-root:";
+const SYSTEM_ROOTS: &str = "file-root:system";
+const FILE_CERT: &str = "file-cert:";
 
 /// TLS the proxy originates to a destination outside the mesh (DestinationRule SIMPLE or
 /// MUTUAL), for server name `host` unless `sni` says otherwise. The server must chain to
