@@ -134,9 +134,9 @@ fn domains_for(
 
 /// Routes for one service port: the VirtualService's, or a single default route.
 fn routes_for(scope: &Scope, host: &str, port: u32, gateway: &str) -> Vec<Route> {
-    match scope.virtual_service_for(host, gateway) {
-        Some(vs) if !vs.spec.http.is_empty() => vs_routes(scope, vs, port, gateway),
-        _ => vec![default_route(scope, host, port)],
+    match scope.http_virtual_service_for(host, gateway) {
+        Some(vs) => vs_routes(scope, vs, port, gateway),
+        None => vec![default_route(scope, host, port)],
     }
 }
 

@@ -85,8 +85,9 @@ impl<'a> Scope<'a> {
         })
     }
 
-    /// The first VirtualService (by namespace/name) for `host`, bound to `gateway`.
-    pub fn virtual_service_for(
+    /// The first VirtualService (by namespace/name) with http routes for `host`, bound to
+    /// `gateway` (one with only tcp or tls routes says nothing about HTTP).
+    pub fn http_virtual_service_for(
         &self,
         host: &str,
         gateway: &str,
@@ -94,6 +95,7 @@ impl<'a> Scope<'a> {
         if gateway == "mesh" {
             let bound = self.mesh_virtual_services.get_or_init(|| {
                 self.virtual_services("mesh")
+                    .filter(|vs| !vs.spec.http.is_empty())
                     .map(|vs| (self.vs_hosts(vs), vs))
                     .collect()
             });
@@ -103,6 +105,7 @@ impl<'a> Scope<'a> {
                 .map(|(_, vs)| *vs);
         }
         self.virtual_services(gateway)
+            .filter(|vs| !vs.spec.http.is_empty())
             .find(|vs| self.vs_hosts(vs).iter().any(|h| host_matches(h, host)))
     }
 
