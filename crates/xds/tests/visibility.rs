@@ -99,30 +99,6 @@ fn a_virtual_service_exported_to_its_namespace_applies_only_there() {
     );
 }
 
-/// A VirtualService with only tcp routes says nothing about HTTP: one after it (by
-/// namespace/name) with http routes for the same host still applies.
-#[test]
-fn http_routes_come_from_the_first_virtual_service_with_http_routes() {
-    let mesh = format!(
-        "{MESH}---
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: a-reviews-tcp, namespace: shop}}
-spec: {{hosts: [reviews], tcp: [{{route: [{{destination: {{host: reviews}}}}]}}]}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: b-reviews-http, namespace: shop}}
-spec: {{hosts: [reviews], http: [{{match: [{{uri: {{prefix: /v2}}}}], route: [{{destination: {{host: reviews}}}}]}}]}}
-"
-    );
-    let rendered = support::render(&generate(
-        &snapshot(&mesh),
-        &proxy_in(ProxyKind::Sidecar, "shop", &[]),
-    ));
-    assert!(rendered.contains("\"prefix\": \"/v2\""), "{rendered}");
-}
-
 /// `outboundTrafficPolicy`: the mesh's, unless the proxy's Sidecar says otherwise.
 #[test]
 fn registry_only_drops_unknown_destinations() {

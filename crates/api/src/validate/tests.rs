@@ -58,6 +58,25 @@ spec:
 }
 
 #[test]
+fn tcp_and_tls_routes_are_for_gateways() {
+    let yaml = r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db}
+spec:
+  hosts: [db.example.com]
+  gateways: [mesh, edge]
+  tcp: [{route: [{destination: {host: db.example.com}}]}]
+  tls: [{match: [{sniHosts: [db.example.com]}], route: [{destination: {host: db.example.com}}]}]
+"#;
+    let refused = |field: &str| {
+        format!(
+            "spec.{field}: {field} routes apply only on gateways in this meshd yet (bind the VirtualService to a Gateway, without \"mesh\")"
+        )
+    };
+    assert_eq!(problems(yaml), [refused("tcp"), refused("tls")]);
+}
+
+#[test]
 fn a_route_needs_a_destination_or_redirect() {
     let yaml = vs("  - match: [{uri: {prefix: /a}}]\n");
     assert_eq!(
