@@ -120,6 +120,30 @@ fn validate_gateway(spec: &crate::networking::GatewaySpec, errors: &mut Errors) 
     if spec.servers.is_empty() {
         errors.push("spec.servers", "a Gateway needs at least one server");
     }
+    // A port takes HTTP (HTTP, HTTP2, GRPC, HTTPS) or plain TCP, not both: the TCP
+    // server would never see a connection.
+    let mut http_ports = std::collections::BTreeSet::new();
+    for server in &spec.servers {
+        if matches!(
+            server.port.protocol.to_ascii_uppercase().as_str(),
+            "HTTP" | "HTTP2" | "GRPC" | "HTTPS"
+        ) {
+            http_ports.insert(server.port.number);
+        }
+    }
+    for (i, server) in spec.servers.iter().enumerate() {
+        if server.port.protocol.eq_ignore_ascii_case("TCP")
+            && http_ports.contains(&server.port.number)
+        {
+            errors.push(
+                format!("spec.servers[{i}].port"),
+                format!(
+                    "port {} also serves HTTP here: a TCP server needs a port of its own",
+                    server.port.number
+                ),
+            );
+        }
+    }
     for (i, server) in spec.servers.iter().enumerate() {
         let at = format!("spec.servers[{i}]");
         check_listener_port(&format!("{at}.port.number"), server.port.number, errors);

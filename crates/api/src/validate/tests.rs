@@ -486,6 +486,8 @@ spec:
   - port: {number: 17000, name: tcp-11, protocol: TCP}
     hosts: ["*"]
     bind: 0.0.0.0
+  - port: {number: 443, name: tcp-12, protocol: TCP}
+    hosts: ["*"]
 "#;
     let found = problems(yaml);
     for expected in [
@@ -500,6 +502,7 @@ spec:
         "spec.servers[8].tls: protocol TLS needs tls settings",
         "spec.servers[9].tls.mode: AUTO_PASSTHROUGH is not supported by this meshd yet (supported: SIMPLE, MUTUAL, PASSTHROUGH)",
         "spec.servers[10].bind: not supported by this meshd yet (a gateway listens on its own address)",
+        "spec.servers[11].port: port 443 also serves HTTP here: a TCP server needs a port of its own",
     ] {
         assert_problem(&found, expected);
     }
