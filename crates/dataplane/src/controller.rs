@@ -22,8 +22,10 @@ use tokio_util::sync::CancellationToken;
 const LEASE_DURATION: Duration = Duration::from_secs(15);
 
 /// The proxy version each revision's pods should get (the DataPlaneControls'
-/// `spec.proxyVersion`), for the injector.
-pub type ProxyVersions = tokio::sync::watch::Sender<BTreeMap<String, String>>;
+/// `spec.proxyVersion`), for the injector; `None` until the DataPlaneControls were read
+/// (the injector must not guess: a pod injected with another version would be evicted
+/// again).
+pub type ProxyVersions = tokio::sync::watch::Sender<Option<BTreeMap<String, String>>>;
 
 /// Runs until `stop`, then releases the Lease if it holds it; evicts at most one pod per
 /// `pace`.
@@ -63,19 +65,19 @@ async fn reconcile_all(
     let controls: Api<DataPlaneControl> = Api::all(client.clone());
     let controls = match controls.list(&ListParams::default()).await {
         Ok(list) => list.items,
-        // The CRD is not installed (yet): nothing to reconcile.
-        Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+        // The CRD is not installed (yet): nothing to reconcile, every revision injects
+        // its channel's version.
+        Err(kube::Error::Api(status)) if status.code == 404 => {
+            publish(versions, BTreeMap::new());
+            return Ok(());
+        }
         Err(e) => return Err(e.into()),
     };
     let targets: BTreeMap<String, String> = controls
         .iter()
         .filter_map(|c| Some((c.spec.revision.clone(), target_version(c)?)))
         .collect();
-    versions.send_if_modified(|current| {
-        let changed = *current != targets;
-        *current = targets.clone();
-        changed
-    });
+    publish(versions, targets.clone());
     // Only the Lease holder evicts and writes status.
     if controls.is_empty() || !leader.hold().await {
         return Ok(());
@@ -139,6 +141,14 @@ async fn reconcile_all(
         tracing::info!(revision = %control.spec.revision, state = ?status.state, "managed data plane status");
     }
     Ok(())
+}
+
+fn publish(versions: &ProxyVersions, targets: BTreeMap<String, String>) {
+    versions.send_if_modified(|current| {
+        let changed = current.as_ref() != Some(&targets);
+        *current = Some(targets);
+        changed
+    });
 }
 
 /// The version a revision's managed pods should run.

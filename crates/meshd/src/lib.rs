@@ -135,7 +135,10 @@ impl Meshd {
         let changes_tx_for_jwks = changes_tx.clone();
         let mut root_cert_publisher = None;
         let mut data_plane = None;
-        let (proxy_versions_tx, proxy_versions) = watch::channel(Default::default());
+        // Without a cluster there are no DataPlaneControls: every revision injects its
+        // channel's version. With one, the controller publishes them once read.
+        let known = config.kubeconfig.is_none().then(Default::default);
+        let (proxy_versions_tx, proxy_versions) = watch::channel(known);
         let (cluster, reviewer) = match &config.kubeconfig {
             Some(path) => {
                 let client = cluster_client(path, true).await?;

@@ -27,6 +27,9 @@ use tokio_util::sync::CancellationToken;
 
 /// A handshake that takes longer is dropped (a stalled client must not hold a task).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an injection waits for the proxy versions after meshd starts (within the
+/// API server's 10 s webhook timeout).
+const VERSIONS_WAIT: Duration = Duration::from_secs(5);
 
 /// What injected proxies are told about the mesh.
 #[derive(Clone)]
@@ -35,7 +38,9 @@ pub struct WebhookState {
     pub xds_address: String,
     pub trust_domain: String,
     /// Each revision's proxy version from its DataPlaneControl (a managed rollout).
-    pub proxy_versions: tokio::sync::watch::Receiver<std::collections::BTreeMap<String, String>>,
+    /// `None` until meshd has read them.
+    pub proxy_versions:
+        tokio::sync::watch::Receiver<Option<std::collections::BTreeMap<String, String>>>,
 }
 
 /// TLS for the webhook port, with meshd's serving certificate.
@@ -150,6 +155,23 @@ async fn inject(
                 .into_response();
         }
     };
+    // Just started: wait briefly for the DataPlaneControls rather than inject a version
+    // a managed rollout would evict again. Still unknown: refused, and the API server
+    // retries the pod (the injection webhook fails closed).
+    let mut versions = state.proxy_versions.clone();
+    let known = tokio::time::timeout(VERSIONS_WAIT, versions.wait_for(Option::is_some)).await;
+    let proxy_version = match known {
+        Ok(Ok(versions)) => versions
+            .as_ref()
+            .and_then(|v| v.get(revision.name).cloned()),
+        _ => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "meshd has not read the DataPlaneControls' proxy versions yet; retry\n",
+            )
+                .into_response();
+        }
+    };
     let settings = Settings {
         revision,
         xds_address: state.xds_address,
@@ -157,7 +179,7 @@ async fn inject(
         cluster_id: cluster,
         cni_managed,
         injected_by: InjectedBy::Webhook,
-        proxy_version: state.proxy_versions.borrow().get(revision.name).cloned(),
+        proxy_version,
     };
     match fleetmesh_inject::admission::admit_pod(&body, &settings) {
         Ok(answer) => axum::Json(answer).into_response(),
