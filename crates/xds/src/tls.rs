@@ -59,14 +59,7 @@ fn sds(name: &str) -> SdsSecretConfig {
 /// The workload's own certificate, and peers checked against the mesh roots and named by
 /// one of `peers` (SPIFFE ids), or by any id of the trust domain when `peers` is empty.
 fn istio_context(trust_domain: &str, peers: &[String], alpn: &[&str]) -> CommonTlsContext {
-    let uri = |pattern| SubjectAltNameMatcher {
-        san_type: subject_alt_name_matcher::SanType::Uri as i32,
-        matcher: Some(StringMatcher {
-            match_pattern: Some(pattern),
-            ..StringMatcher::default()
-        }),
-        ..SubjectAltNameMatcher::default()
-    };
+    let uri = |pattern| san(subject_alt_name_matcher::SanType::Uri, pattern);
     let names = if peers.is_empty() {
         vec![uri(string_matcher::MatchPattern::Prefix(format!(
             "spiffe://{trust_domain}/"
@@ -173,10 +166,18 @@ fn named(name: &str) -> SubjectAltNameMatcher {
     } else {
         subject_alt_name_matcher::SanType::Dns
     };
+    san(san_type, string_matcher::MatchPattern::Exact(name.into()))
+}
+
+/// Certificate names of `san_type` that match `pattern`.
+fn san(
+    san_type: subject_alt_name_matcher::SanType,
+    pattern: string_matcher::MatchPattern,
+) -> SubjectAltNameMatcher {
     SubjectAltNameMatcher {
         san_type: san_type as i32,
         matcher: Some(StringMatcher {
-            match_pattern: Some(string_matcher::MatchPattern::Exact(name.into())),
+            match_pattern: Some(pattern),
             ..StringMatcher::default()
         }),
         ..SubjectAltNameMatcher::default()

@@ -119,11 +119,13 @@ fn validate_client_tls(at: &str, tls: &ClientTlsSettings, errors: &mut Errors) {
         tls.mode,
         Some(ClientTlsMode::Simple | ClientTlsMode::Mutual)
     );
-    let files = [
+    let client = [
         ("clientCertificate", &tls.client_certificate),
         ("privateKey", &tls.private_key),
-        ("caCertificates", &tls.ca_certificates),
     ];
+    let files = client
+        .into_iter()
+        .chain([("caCertificates", &tls.ca_certificates)]);
     for (field, value) in files {
         match value {
             Some(_) if !originates => errors.push(
@@ -143,19 +145,15 @@ fn validate_client_tls(at: &str, tls: &ClientTlsSettings, errors: &mut Errors) {
             "not supported by this meshd yet: give clientCertificate and privateKey files",
         );
     }
-    let client_files = [&tls.client_certificate, &tls.private_key];
     match tls.mode {
         Some(ClientTlsMode::Mutual) => {
-            for (field, value) in [
-                ("clientCertificate", &tls.client_certificate),
-                ("privateKey", &tls.private_key),
-            ] {
+            for (field, value) in client {
                 if value.is_none() && tls.credential_name.is_none() {
                     errors.push(format!("{at}.{field}"), "required for MUTUAL");
                 }
             }
         }
-        Some(ClientTlsMode::Simple) if client_files.iter().any(|f| f.is_some()) => errors.push(
+        Some(ClientTlsMode::Simple) if client.iter().any(|(_, f)| f.is_some()) => errors.push(
             format!("{at}.mode"),
             "a client certificate is only presented with MUTUAL",
         ),
