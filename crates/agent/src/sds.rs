@@ -51,20 +51,15 @@ impl SdsServer {
 
 /// The secret `name` made of `certificate`, if it is one the agent serves.
 pub fn secret(name: &str, certificate: &WorkloadCertificate) -> Option<Secret> {
-    let inline = |text: &str| DataSource {
-        specifier: Some(data_source::Specifier::InlineBytes(
-            text.as_bytes().to_vec(),
-        )),
-        ..DataSource::default()
-    };
+    let pem = |text: &str| inline(text.as_bytes().to_vec());
     let r#type = match name {
         CERTIFICATE_SECRET => secret::Type::TlsCertificate(TlsCertificate {
-            certificate_chain: Some(inline(&certificate.chain)),
-            private_key: Some(inline(&certificate.key)),
+            certificate_chain: Some(pem(&certificate.chain)),
+            private_key: Some(pem(&certificate.key)),
             ..TlsCertificate::default()
         }),
         ROOT_SECRET => secret::Type::ValidationContext(CertificateValidationContext {
-            trusted_ca: Some(inline(&certificate.roots)),
+            trusted_ca: Some(pem(&certificate.roots)),
             ..CertificateValidationContext::default()
         }),
         other => file_secret(other)?,
@@ -73,6 +68,14 @@ pub fn secret(name: &str, certificate: &WorkloadCertificate) -> Option<Secret> {
         name: name.into(),
         r#type: Some(r#type),
     })
+}
+
+/// Secret bytes as Envoy takes them inline.
+fn inline(bytes: Vec<u8>) -> DataSource {
+    DataSource {
+        specifier: Some(data_source::Specifier::InlineBytes(bytes)),
+        ..DataSource::default()
+    }
 }
 
 const FILE_ROOT: &str = "file-root:";
@@ -91,10 +94,7 @@ const SYSTEM_ROOTS: [&str; 5] = [
 /// logged (by path) and the secret not served: Envoy waits for it.
 fn file_secret(name: &str) -> Option<secret::Type> {
     let read = |path: &str| match std::fs::read(path) {
-        Ok(bytes) => Some(DataSource {
-            specifier: Some(data_source::Specifier::InlineBytes(bytes)),
-            ..DataSource::default()
-        }),
+        Ok(bytes) => Some(inline(bytes)),
         Err(error) => {
             tracing::warn!(path, %error, "cannot read a file named by a DestinationRule");
             None
