@@ -4,12 +4,13 @@ use envoy_types::pb::google::protobuf::Any;
 use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
 use std::sync::OnceLock;
 
-static DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/envoy_descriptors.bin"));
+/// Compiled from envoy-types' .proto files; `tests/descriptors.rs` keeps it current.
+static DESCRIPTORS: &[u8] = include_bytes!("../envoy-descriptors.bin");
 
 fn pool() -> &'static DescriptorPool {
     static POOL: OnceLock<DescriptorPool> = OnceLock::new();
     POOL.get_or_init(|| {
-        DescriptorPool::decode(DESCRIPTORS).expect("descriptor set built by build.rs decodes")
+        DescriptorPool::decode(DESCRIPTORS).expect("the checked-in descriptor set decodes")
     })
 }
 

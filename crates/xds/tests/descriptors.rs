@@ -1,9 +1,16 @@
-//! Compiles the Envoy protos that meshd emits into a descriptor set, so resources can be
-//! shown as JSON (golden files, `/debug/config_dump`). The .proto sources come from the
-//! envoy-types crate itself, found through `cargo metadata`; nothing is copied.
+//! The Envoy descriptor set that `json.rs` embeds (`crates/xds/envoy-descriptors.bin`) is
+//! compiled from envoy-types' own .proto files: this test compiles them again and fails on
+//! a difference. It is checked in so that building never has to locate those sources (a
+//! build script that asked `cargo metadata --offline` failed on a fresh machine whose
+//! registry held only the crates of the package being built).
+//!
+//! After upgrading envoy-types or changing `FILES`:
+//! `UPDATE_DESCRIPTORS=1 cargo test -p fleetmesh-xds --test descriptors`, then review.
 
 use std::path::PathBuf;
 use std::process::Command;
+
+const CHECKED_IN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/envoy-descriptors.bin");
 
 /// Every message type meshd puts in a resource (others are reached through imports).
 const FILES: &[&str] = &[
@@ -23,24 +30,19 @@ const FILES: &[&str] = &[
     "envoy/extensions/transport_sockets/raw_buffer/v3/raw_buffer.proto",
     "envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.proto",
     "envoy/extensions/filters/http/rbac/v3/rbac.proto",
+    "envoy/extensions/filters/network/rbac/v3/rbac.proto",
     "envoy/extensions/filters/http/jwt_authn/v3/config.proto",
     "envoy/extensions/upstreams/http/v3/http_protocol_options.proto",
 ];
 
-fn main() {
+/// The `proto` directory shipped in the envoy-types crate this workspace locks. Tests run
+/// after the whole workspace was fetched, so asking cargo is safe here (not in a build).
+fn envoy_types_protos() -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("Cargo.toml");
     let output = Command::new(cargo)
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--offline",
-            "--filter-platform",
-        ])
-        .arg(std::env::var("TARGET").unwrap())
+        .args(["metadata", "--format-version", "1", "--locked"])
         .arg("--manifest-path")
-        .arg(&manifest)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
         .output()
         .expect("cargo metadata runs");
     assert!(
@@ -52,14 +54,23 @@ fn main() {
         serde_json::from_slice(&output.stdout).expect("cargo metadata prints JSON");
     let envoy_types = metadata["packages"]
         .as_array()
-        .unwrap()
+        .expect("packages")
         .iter()
         .find(|p| p["name"] == "envoy-types")
         .expect("envoy-types is a dependency");
-    let proto = PathBuf::from(envoy_types["manifest_path"].as_str().unwrap())
-        .parent()
-        .unwrap()
-        .join("proto");
+    PathBuf::from(
+        envoy_types["manifest_path"]
+            .as_str()
+            .expect("manifest path"),
+    )
+    .parent()
+    .expect("crate directory")
+    .join("proto")
+}
+
+#[test]
+fn the_descriptor_set_is_compiled_from_envoy_types_protos() {
+    let proto = envoy_types_protos();
     let includes = [
         "data-plane-api",
         "xds",
@@ -71,7 +82,13 @@ fn main() {
     ]
     .map(|dir| proto.join(dir));
     let descriptors = protox::compile(FILES, includes).expect("Envoy protos compile");
-    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("envoy_descriptors.bin");
-    std::fs::write(out, prost::Message::encode_to_vec(&descriptors)).unwrap();
-    println!("cargo:rerun-if-changed=build.rs");
+    let compiled = prost::Message::encode_to_vec(&descriptors);
+    if std::env::var_os("UPDATE_DESCRIPTORS").is_some() {
+        std::fs::write(CHECKED_IN, &compiled).expect("write the descriptor set");
+    }
+    let checked_in = std::fs::read(CHECKED_IN).unwrap_or_default();
+    assert!(
+        checked_in == compiled,
+        "crates/xds/envoy-descriptors.bin is stale: run UPDATE_DESCRIPTORS=1 cargo test -p fleetmesh-xds --test descriptors and review"
+    );
 }
