@@ -3,7 +3,7 @@
 //! Istio resource is refused at apply; the guide's gateway YAML yields an injected
 //! gateway pod, and a real Envoy with that pod's identity routes through a Gateway and
 //! VirtualService from the cluster to a backend on loopback. (Pod IPs are fake,
-//! 192.0.2.0/24, and never receive a packet.)
+//! 198.18.0.0/22, and never receive a packet.)
 
 use fleetmesh_cli::install::manifests::Plan;
 use fleetmesh_cli::install::meshd_api::MeshdApi;

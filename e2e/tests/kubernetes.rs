@@ -1,7 +1,7 @@
 //! meshd watching a real kube-apiserver: a real Envoy carrying a pod's metadata gets EDS
 //! with exactly the Running pods of a Deployment, through scaling, an API server restart
-//! and deletion. (The pod IPs come from 192.0.2.0/24 and never receive a packet: nothing
-//! routes traffic there.)
+//! and deletion. (The pod IPs come from 198.18.0.0/22 and never receive a packet: no request
+//! is sent through the proxy.)
 
 use fleetmesh_e2e::*;
 use fleetmesh_kube::testing::{TestCluster, TestNamespace, running_pod_ips, wait_for};

@@ -169,9 +169,9 @@ mod tests {
         assert_eq!(run(&call("DEL"), "").await.unwrap(), None);
         assert!(run(&call("BOGUS"), "").await.is_err());
         // ADD of something that is not a pod: the previous result, passed on.
-        let conf = r#"{"cniVersion": "1.0.0", "kubeconfig": "/nonexistent", "prevResult": {"ips": [{"address": "192.0.2.7/24"}]}}"#;
+        let conf = r#"{"cniVersion": "1.0.0", "kubeconfig": "/nonexistent", "prevResult": {"ips": [{"address": "198.18.0.7/22"}]}}"#;
         let result = run(&call("ADD"), conf).await.unwrap().unwrap();
-        assert_eq!(result["ips"][0]["address"], "192.0.2.7/24");
+        assert_eq!(result["ips"][0]["address"], "198.18.0.7/22");
         assert_eq!(result["cniVersion"], "1.0.0");
     }
 }

@@ -73,7 +73,7 @@ fn add(cluster: &TestCluster, namespace: &str, name: &str, sandbox: &Sandbox) ->
         "type": "fleetmesh-cni",
         "kubeconfig": cluster.kubeconfig,
         "iptables": script,
-        "prevResult": {"cniVersion": "1.0.0", "ips": [{"address": "192.0.2.9/24"}]},
+        "prevResult": {"cniVersion": "1.0.0", "ips": [{"address": "198.18.0.9/22"}]},
     });
     let mut child = Command::new(env!("CARGO_BIN_EXE_fleetmesh-cni"))
         .env("CNI_COMMAND", "ADD")
@@ -132,7 +132,7 @@ async fn redirects_only_pods_whose_proxy_captures_traffic() {
     for (name, sandbox) in ["web", "gw", "plain"].iter().zip(&sandboxes) {
         let result = add(&cluster, &namespace.name, name, sandbox);
         assert_eq!(
-            result["ips"][0]["address"], "192.0.2.9/24",
+            result["ips"][0]["address"], "198.18.0.9/22",
             "{name}: {result}"
         );
     }

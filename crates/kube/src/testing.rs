@@ -1,6 +1,6 @@
 //! A real Kubernetes control plane for tests: kube-apiserver, etcd, controller-manager,
 //! scheduler and kwok, started by `scripts/kube-local` on loopback ports. Pods become
-//! Running with IPs from 192.0.2.0/24, which exist only in the API: no test may send a
+//! Running with IPs from 198.18.0.0/22, which exist only in the API: no test may send a
 //! packet to one.
 
 use anyhow::{Context, bail};

@@ -1,5 +1,5 @@
 //! The local cluster itself: a real kube-apiserver whose Deployments become Running pods
-//! (kwok) with IPs from the unroutable 192.0.2.0/24, and which survives an API server
+//! (kwok) with IPs from 198.18.0.0/22, which nothing on this machine routes, and which survives an API server
 //! restart.
 
 use fleetmesh_kube::testing::{TestCluster, TestNamespace, running_pod_ips, wait_for};
@@ -42,8 +42,8 @@ async fn deployments_become_running_pods_and_the_apiserver_restarts() {
     .unwrap();
     for ip in &ips {
         assert!(
-            ip.starts_with("192.0.2."),
-            "pod IPs come from the unroutable 192.0.2.0/24: {ips:?}"
+            ip.starts_with("198.18."),
+            "pod IPs come from 198.18.0.0/22, not a range this machine uses: {ips:?}"
         );
     }
 
