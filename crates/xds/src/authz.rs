@@ -2,8 +2,14 @@
 //! evaluates it: AUDIT only logs, then any matching DENY rule denies, then — when any
 //! ALLOW policy applies — only a request matching an ALLOW rule passes. An ALLOW policy
 //! without rules allows nothing; `rules: [{}]` matches everything.
+//!
+//! Connections that are not HTTP (a port no service declares) get the RBAC *network*
+//! filter, with Istio's rule for fields only HTTP has (hosts, methods, paths, request
+//! principals, request headers and claims): an ALLOW rule using one matches nothing, a
+//! DENY rule ignores it (so it denies more), an AUDIT rule is left out.
 
 use envoy_types::pb::envoy::config::core::v3::CidrRange;
+use envoy_types::pb::envoy::config::listener::v3::{Filter, filter};
 use envoy_types::pb::envoy::config::rbac::v3::{
     MetadataSource, Permission, Policy, Principal, Rbac, SourcedMetadata, permission, principal,
     rbac,
@@ -22,14 +28,59 @@ use fleetmesh_api::security::{
     Action, AuthorizationPolicySpec, Condition, Operation, Rule, Source,
 };
 use fleetmesh_api::validate::security::{ConditionKey, condition_key, parse_cidr};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 const RBAC_FILTER: &str = "envoy.filters.http.rbac";
 const RBAC_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC";
+const NETWORK_RBAC_FILTER: &str = "envoy.filters.network.rbac";
+const NETWORK_RBAC_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC";
 
 /// The RBAC filters for policies that apply to a workload, in evaluation order.
 pub fn http_filters(policies: &[&Config<AuthorizationPolicySpec>]) -> Vec<HttpFilter> {
-    let mut filters = Vec::new();
+    rule_sets(policies, |_, rule| Some(Cow::Borrowed(rule)))
+        .into_iter()
+        .map(|(action, rules)| HttpFilter {
+            name: RBAC_FILTER.into(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(rbac_config(
+                action, &rules,
+            ))),
+            ..HttpFilter::default()
+        })
+        .collect()
+}
+
+/// The RBAC network filters for plain TCP connections, in evaluation order; `stat_prefix`
+/// names their statistics.
+pub fn network_filters(
+    policies: &[&Config<AuthorizationPolicySpec>],
+    stat_prefix: &str,
+) -> Vec<Filter> {
+    rule_sets(policies, tcp_rule)
+        .into_iter()
+        .filter(|(action, _)| *action != rbac::Action::Log)
+        .map(|(action, rules)| {
+            let mut config = rbac_config(action, &rules);
+            // network RBAC: `rules` (1) as the HTTP filter has, plus `stat_prefix` (3).
+            prost::encoding::string::encode(3, &stat_prefix.to_string(), &mut config.value);
+            config.type_url = NETWORK_RBAC_TYPE.into();
+            Filter {
+                name: NETWORK_RBAC_FILTER.into(),
+                config_type: Some(filter::ConfigType::TypedConfig(config)),
+            }
+        })
+        .collect()
+}
+
+/// Per action that some policy has (AUDIT, DENY, ALLOW: evaluation order), its rules as
+/// Envoy policies by name. `adapt` turns each rule into what is enforced (`None`: the rule
+/// can never match); an action keeps its filter even when no rule is left, since an
+/// ALLOW filter without policies denies everything, as Istio's does.
+fn rule_sets<'a>(
+    policies: &[&'a Config<AuthorizationPolicySpec>],
+    adapt: impl Fn(Action, &'a Rule) -> Option<Cow<'a, Rule>>,
+) -> Vec<(rbac::Action, BTreeMap<String, Policy>)> {
+    let mut sets = Vec::new();
     for (action, envoy_action) in [
         (Action::Audit, rbac::Action::Log),
         (Action::Deny, rbac::Action::Deny),
@@ -49,19 +100,57 @@ pub fn http_filters(policies: &[&Config<AuthorizationPolicySpec>]) -> Vec<HttpFi
                     "ns[{}]-policy[{}]-rule[{i}]",
                     policy.metadata.namespace, policy.metadata.name
                 );
-                envoy_policies.insert(name, translate_rule(rule));
+                if let Some(enforced) = adapt(action, rule) {
+                    envoy_policies.insert(name, translate_rule(&enforced));
+                }
             }
         }
-        filters.push(HttpFilter {
-            name: RBAC_FILTER.into(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(rbac_config(
-                envoy_action,
-                &envoy_policies,
-            ))),
-            ..HttpFilter::default()
-        });
+        sets.push((envoy_action, envoy_policies));
     }
-    filters
+    sets
+}
+
+/// What a rule means for a plain TCP connection (Istio's rule for HTTP-only fields): a
+/// rule without them as it is; with them, a DENY rule without those fields (it denies
+/// more), and nothing for ALLOW and AUDIT (they can match no TCP connection).
+fn tcp_rule(action: Action, rule: &Rule) -> Option<Cow<'_, Rule>> {
+    let tcp = without_http_fields(rule);
+    if tcp == *rule {
+        return Some(Cow::Borrowed(rule));
+    }
+    (action == Action::Deny).then_some(Cow::Owned(tcp))
+}
+
+/// `rule` without the fields only an HTTP request has: hosts, methods, paths, request
+/// principals, and conditions on request headers, principals and claims.
+fn without_http_fields(rule: &Rule) -> Rule {
+    let mut rule = rule.clone();
+    for to in &mut rule.to {
+        let op = &mut to.operation;
+        for field in [
+            &mut op.hosts,
+            &mut op.not_hosts,
+            &mut op.methods,
+            &mut op.not_methods,
+            &mut op.paths,
+            &mut op.not_paths,
+        ] {
+            field.clear();
+        }
+    }
+    for from in &mut rule.from {
+        from.source.request_principals.clear();
+        from.source.not_request_principals.clear();
+    }
+    rule.when.retain(|c| {
+        !matches!(
+            condition_key(&c.key),
+            Ok(ConditionKey::RequestHeader(_)
+                | ConditionKey::RequestPrincipal
+                | ConditionKey::RequestClaim(_))
+        )
+    });
+    rule
 }
 
 /// The filter's config, its policies in name order (see [`crate::sorted_map`]).
@@ -504,6 +593,58 @@ mod tests {
         let rules = decoded.rules.unwrap();
         assert_eq!(rules.action, rbac::Action::Allow as i32);
         assert_eq!(rules.policies.len(), 20);
+    }
+
+    fn rule(yaml: &str) -> Rule {
+        serde_yaml_ng::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn tcp_connections_follow_istios_rule_for_http_only_fields() {
+        let tcp_only =
+            rule("{from: [{source: {namespaces: [shop]}}], to: [{operation: {ports: ['8080']}}]}");
+        let with_paths = rule(
+            "{from: [{source: {namespaces: [shop]}}], to: [{operation: {paths: [/admin], ports: ['8080']}}]}",
+        );
+        let with_claim = rule(
+            "{when: [{key: 'request.auth.claims[iss]', values: [x]}, {key: source.namespace, values: [shop]}]}",
+        );
+        // Nothing HTTP-only: the same rule for every action.
+        for action in [Action::Allow, Action::Deny, Action::Audit] {
+            assert_eq!(tcp_rule(action, &tcp_only).as_deref(), Some(&tcp_only));
+        }
+        // ALLOW and AUDIT rules using HTTP-only fields match no TCP connection.
+        assert_eq!(tcp_rule(Action::Allow, &with_paths), None);
+        assert_eq!(tcp_rule(Action::Audit, &with_claim), None);
+        // DENY rules drop them and so deny more: here every connection to 8080 from shop.
+        let denied = tcp_rule(Action::Deny, &with_paths).unwrap().into_owned();
+        assert_eq!(denied, tcp_only);
+        let denied = tcp_rule(Action::Deny, &with_claim).unwrap().into_owned();
+        assert_eq!(
+            denied,
+            rule("{when: [{key: source.namespace, values: [shop]}]}")
+        );
+    }
+
+    #[test]
+    fn an_allow_policy_whose_rules_are_all_http_denies_every_tcp_connection() {
+        let policy: Config<AuthorizationPolicySpec> = serde_yaml_ng::from_str(
+            "{apiVersion: security.istio.io/v1, kind: AuthorizationPolicy, metadata: {name: p, namespace: shop}, spec: {action: ALLOW, rules: [{to: [{operation: {methods: [GET]}}]}]}}",
+        )
+        .unwrap();
+        let filters = network_filters(&[&policy], "passthrough");
+        assert_eq!(filters.len(), 1, "the ALLOW filter stays, with no policy");
+        use envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac as NetworkRbac;
+        use prost::Message;
+        let Some(filter::ConfigType::TypedConfig(config)) = &filters[0].config_type else {
+            panic!("typed config")
+        };
+        assert_eq!(config.type_url, NETWORK_RBAC_TYPE);
+        let decoded = NetworkRbac::decode(config.value.as_slice()).unwrap();
+        assert_eq!(decoded.stat_prefix, "passthrough");
+        let rules = decoded.rules.unwrap();
+        assert_eq!(rules.action, rbac::Action::Allow as i32);
+        assert!(rules.policies.is_empty());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! CDS: one cluster per visible service port (and per DestinationRule subset), the
 //! inbound clusters of the proxy's own app, and istiod's fixed clusters.
 
-use crate::common::{ads, duration, socket_address, u32_value};
+use crate::common::{ads, duration, socket, socket_address, u32_value};
 use crate::names;
 use crate::scope::Scope;
 use crate::tls;
@@ -9,7 +9,9 @@ use crate::{NamedResource, pack};
 use envoy_types::pb::envoy::config::cluster::v3::{
     CircuitBreakers, Cluster, OutlierDetection, circuit_breakers::Thresholds, cluster,
 };
-use envoy_types::pb::envoy::config::core::v3::{Http2ProtocolOptions, HttpProtocolOptions};
+use envoy_types::pb::envoy::config::core::v3::{
+    BindConfig, Http2ProtocolOptions, HttpProtocolOptions,
+};
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
 };
@@ -61,7 +63,7 @@ pub fn local_clusters(scope: &Scope) -> Vec<NamedResource> {
     if scope.proxy.interception == crate::Interception::Redirect {
         // Captured traffic with no service of the mesh behind it goes where it was sent.
         clusters.push(original_destination(names::PASSTHROUGH_CLUSTER));
-        clusters.push(original_destination(names::INBOUND_PASSTHROUGH_CLUSTER));
+        clusters.push(inbound_passthrough());
     }
     named(clusters)
 }
@@ -350,6 +352,20 @@ fn inbound(port: u32, app: &crate::listener::AppAddress) -> Cluster {
             ..ClusterLoadAssignment::default()
         }),
         ..Cluster::default()
+    }
+}
+
+/// Inbound connections to a port no service declares, to the app where they were sent.
+/// From 127.0.0.6, the source that capture lets through: from Envoy's own address the
+/// connection would be captured again into virtualInbound, Envoy would accept it there
+/// and connect again, until its file descriptors ran out.
+fn inbound_passthrough() -> Cluster {
+    Cluster {
+        upstream_bind_config: Some(BindConfig {
+            source_address: Some(socket(names::INBOUND_PASSTHROUGH_SOURCE, 0)),
+            ..BindConfig::default()
+        }),
+        ..original_destination(names::INBOUND_PASSTHROUGH_CLUSTER)
     }
 }
 

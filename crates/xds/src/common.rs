@@ -20,11 +20,15 @@ pub fn u32_value(value: u32) -> Option<UInt32Value> {
 
 pub fn socket_address(ip: &str, port: u32) -> Address {
     Address {
-        address: Some(address::Address::SocketAddress(SocketAddress {
-            address: ip.to_string(),
-            port_specifier: Some(socket_address::PortSpecifier::PortValue(port)),
-            ..SocketAddress::default()
-        })),
+        address: Some(address::Address::SocketAddress(socket(ip, port))),
+    }
+}
+
+pub fn socket(ip: &str, port: u32) -> SocketAddress {
+    SocketAddress {
+        address: ip.to_string(),
+        port_specifier: Some(socket_address::PortSpecifier::PortValue(port)),
+        ..SocketAddress::default()
     }
 }
 

@@ -142,25 +142,36 @@ fn tls_inspector() -> ListenerFilter {
     }
 }
 
-/// Inbound `port`'s filter chains by its mTLS mode: STRICT terminates mTLS (a plaintext
-/// client fails the handshake), DISABLE is plaintext, PERMISSIVE has one chain of each.
-/// `base` is what every chain also matches (the destination port, with capture).
+/// Inbound `port`'s filter chains by its mTLS mode (see [`mtls_chains`]).
 fn inbound_chains(
     scope: &Scope,
     port: u32,
     mode: MtlsMode,
     base: FilterChainMatch,
 ) -> Vec<FilterChain> {
+    let filters = vec![inbound_hcm(scope, port)];
+    mtls_chains(scope, &names::inbound_cluster(port), filters, mode, base)
+}
+
+/// Filter chains running `filters` under an mTLS mode: STRICT terminates mTLS (a
+/// plaintext client fails the handshake), DISABLE is plaintext, PERMISSIVE has one chain
+/// of each. `base` is what every chain also matches (the destination port, with capture).
+fn mtls_chains(
+    scope: &Scope,
+    name: &str,
+    filters: Vec<Filter>,
+    mode: MtlsMode,
+    base: FilterChainMatch,
+) -> Vec<FilterChain> {
     let trust_domain = &scope.snapshot.mesh.trust_domain;
-    let hcm = inbound_hcm(scope, port);
     let chain = |mtls: bool, transport: &str| FilterChain {
-        name: names::inbound_cluster(port),
+        name: name.to_string(),
         filter_chain_match: Some(FilterChainMatch {
             transport_protocol: transport.into(),
             ..base.clone()
         })
         .filter(|m| *m != FilterChainMatch::default()),
-        filters: vec![hcm.clone()],
+        filters: filters.clone(),
         transport_socket: mtls.then(|| tls::istio_downstream(trust_domain)),
         ..FilterChain::default()
     };
@@ -195,6 +206,17 @@ fn inbound_hcm(scope: &Scope, port: u32) -> Filter {
             ..Default::default()
         });
     hcm_as_filter(hcm)
+}
+
+/// The AuthorizationPolicies that select the proxy, as RBAC network filters for plain TCP
+/// connections (see [`crate::authz::network_filters`]).
+fn tcp_policies(scope: &Scope, stat_prefix: &str) -> Vec<Filter> {
+    let policies = security::authorization_policies(
+        scope.snapshot,
+        &scope.proxy.namespace,
+        &scope.proxy.labels,
+    );
+    crate::authz::network_filters(&policies, stat_prefix)
 }
 
 /// The RequestAuthentications and AuthorizationPolicies that select the proxy (a

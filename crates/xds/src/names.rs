@@ -28,6 +28,9 @@ pub const VIRTUAL_INBOUND: &str = "virtualInbound";
 /// Where captured traffic to unknown destinations goes (Istio's `ALLOW_ANY`).
 pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
 pub const INBOUND_PASSTHROUGH_CLUSTER: &str = "InboundPassthroughCluster";
+/// The source address of Envoy's connections to its own app, which capture leaves alone
+/// (Istio's `InboundPassthroughBindIpv4`; the istio-init rules RETURN it on `lo`).
+pub const INBOUND_PASSTHROUGH_SOURCE: &str = "127.0.0.6";
 pub const BLACK_HOLE_CLUSTER: &str = "BlackHoleCluster";
 
 /// Splits `outbound|PORT|SUBSET|HOST` into its parts.

@@ -2,10 +2,12 @@
 //! (15001) hands each connection to the listener of its original destination port
 //! (`0.0.0.0_PORT`, route config named by the port) or passes it through;
 //! `virtualInbound` (15006) picks a filter chain by original destination port and sends
-//! it to the app.
+//! it to the app; a port no service declares passes through to the app as TCP, under the
+//! workload's mTLS mode and AuthorizationPolicies (never a way around them).
 
 use super::{
-    OUTBOUND_PORT, hcm, http_listener, inbound_chains, inbound_mtls, inbound_ports, tls_inspector,
+    OUTBOUND_PORT, hcm, http_listener, inbound_chains, inbound_mtls, inbound_ports, mtls_chains,
+    tcp_policies, tls_inspector,
 };
 use crate::common::ads;
 use crate::names;
@@ -90,9 +92,10 @@ fn virtual_inbound(scope: &Scope) -> Listener {
         ))),
         ..ListenerFilter::default()
     }];
-    if ports
-        .iter()
-        .any(|(port, _)| mtls.mode(*port) == MtlsMode::Permissive)
+    if mtls.default == MtlsMode::Permissive
+        || ports
+            .iter()
+            .any(|(port, _)| mtls.mode(*port) == MtlsMode::Permissive)
     {
         listener_filters.push(tls_inspector());
     }
@@ -104,32 +107,42 @@ fn virtual_inbound(scope: &Scope) -> Listener {
         };
         filter_chains.extend(inbound_chains(scope, port, mtls.mode(port), by_port));
     }
+    // Chains without a destination port match only ports that no chain above names.
+    let mut passthrough = tcp_policies(scope, names::INBOUND_PASSTHROUGH_CLUSTER);
+    passthrough.push(tcp_proxy(names::INBOUND_PASSTHROUGH_CLUSTER));
+    filter_chains.extend(mtls_chains(
+        scope,
+        "InboundPassthroughFilterChain",
+        passthrough,
+        mtls.default,
+        FilterChainMatch::default(),
+    ));
     Listener {
         name: names::VIRTUAL_INBOUND.into(),
         address: Some(crate::common::socket_address("0.0.0.0", INBOUND_PORT)),
         listener_filters,
         filter_chains,
-        default_filter_chain: Some(tcp_chain(
-            "InboundPassthroughFilterChain",
-            names::INBOUND_PASSTHROUGH_CLUSTER,
-        )),
         traffic_direction: TrafficDirection::Inbound as i32,
         ..Listener::default()
     }
 }
 
 fn tcp_chain(name: &str, cluster: &str) -> FilterChain {
+    FilterChain {
+        name: name.into(),
+        filters: vec![tcp_proxy(cluster)],
+        ..FilterChain::default()
+    }
+}
+
+fn tcp_proxy(cluster: &str) -> Filter {
     let proxy = TcpProxy {
         stat_prefix: cluster.into(),
         cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster.into())),
         ..TcpProxy::default()
     };
-    FilterChain {
-        name: name.into(),
-        filters: vec![Filter {
-            name: "envoy.filters.network.tcp_proxy".into(),
-            config_type: Some(filter::ConfigType::TypedConfig(pack(proxy))),
-        }],
-        ..FilterChain::default()
+    Filter {
+        name: "envoy.filters.network.tcp_proxy".into(),
+        config_type: Some(filter::ConfigType::TypedConfig(pack(proxy))),
     }
 }
