@@ -87,7 +87,7 @@ pub async fn wait_for_status(from: &Workload, url: &str, status: u16) -> Duratio
 /// lowercase hex without leading zeros.
 pub fn envoy_certificate_serials(workload: &Workload) -> Vec<String> {
     let Ok((_, body)) =
-        fleetmesh_agent::process::admin_request(workload.envoy.admin_address(), "GET", "/certs")
+        fleetmesh_agent::process::admin_request(workload.envoy.admin_socket(), "GET", "/certs")
     else {
         return Vec::new();
     };

@@ -306,7 +306,7 @@ async fn endpoint_changes_push_only_endpoints(mode: XdsMode) {
         "the frontend's Envoy to have the new endpoint",
         Duration::from_secs(30),
         async || {
-            let admin = store.frontend.envoy.admin_address();
+            let admin = store.frontend.envoy.admin_socket();
             let (_, clusters) =
                 fleetmesh_agent::process::admin_request(admin, "GET", "/clusters").ok()?;
             clusters
@@ -332,7 +332,7 @@ async fn endpoint_changes_push_only_endpoints(mode: XdsMode) {
         bytes_before / before[1]
     );
     // The clusters the push left out still have their endpoints, and serve.
-    let admin = store.frontend.envoy.admin_address();
+    let admin = store.frontend.envoy.admin_socket();
     let (_, clusters) = fleetmesh_agent::process::admin_request(admin, "GET", "/clusters").unwrap();
     for (cluster, workload) in [
         ("outbound|9080||ratings", &store.ratings),

@@ -586,7 +586,7 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
         Duration::from_secs(30),
         async || {
             let (_, clusters) = fleetmesh_agent::process::admin_request(
-                gateway.envoy.admin_address(),
+                gateway.envoy.admin_socket(),
                 "GET",
                 "/clusters?format=json",
             )

@@ -46,7 +46,7 @@ async fn running_pods(pods: &Api<Pod>) -> BTreeSet<String> {
 /// The endpoints Envoy holds for `cluster` (from its admin `/clusters`).
 fn envoy_endpoints(proxy: &Workload, cluster: &str) -> BTreeSet<String> {
     let (_, clusters) =
-        fleetmesh_agent::process::admin_request(proxy.envoy.admin_address(), "GET", "/clusters")
+        fleetmesh_agent::process::admin_request(proxy.envoy.admin_socket(), "GET", "/clusters")
             .unwrap_or_default();
     clusters
         .lines()
@@ -156,7 +156,7 @@ async fn envoy_endpoints_follow_a_deployment() {
 /// Route names in Envoy's current route configs (from its admin config dump).
 fn envoy_route_dump(proxy: &Workload) -> String {
     let path = "/config_dump?resource=dynamic_route_configs";
-    fleetmesh_agent::process::admin_request(proxy.envoy.admin_address(), "GET", path)
+    fleetmesh_agent::process::admin_request(proxy.envoy.admin_socket(), "GET", path)
         .map(|(_, body)| body)
         .unwrap_or_default()
 }
@@ -281,7 +281,7 @@ async fn virtual_services_from_kubectl_reach_envoy() {
 /// Names of the clusters Envoy holds (from its admin `/clusters`).
 fn envoy_clusters(proxy: &Workload) -> BTreeSet<String> {
     let (_, clusters) =
-        fleetmesh_agent::process::admin_request(proxy.envoy.admin_address(), "GET", "/clusters")
+        fleetmesh_agent::process::admin_request(proxy.envoy.admin_socket(), "GET", "/clusters")
             .unwrap_or_default();
     clusters
         .lines()
@@ -293,7 +293,7 @@ fn envoy_clusters(proxy: &Workload) -> BTreeSet<String> {
 /// Envoy's listeners as its admin config dump shows them.
 fn envoy_listeners(proxy: &Workload) -> String {
     let (_, dump) = fleetmesh_agent::process::admin_request(
-        proxy.envoy.admin_address(),
+        proxy.envoy.admin_socket(),
         "GET",
         "/config_dump?resource=dynamic_listeners",
     )

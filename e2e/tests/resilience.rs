@@ -44,7 +44,7 @@ async fn status(store: &Bookstore, path: &str, case: &str) -> u16 {
 
 /// A counter from the frontend sidecar's outbound HTTP connection manager.
 fn outbound_stat(store: &Bookstore, name: &str) -> u64 {
-    let (_, body) = admin_request(store.frontend.envoy.admin_address(), "GET", "/stats").unwrap();
+    let (_, body) = admin_request(store.frontend.envoy.admin_socket(), "GET", "/stats").unwrap();
     let wanted = format!("http.outbound_http_proxy.{name}");
     let line = body
         .lines()

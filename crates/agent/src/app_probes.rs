@@ -3,13 +3,17 @@
 //! kubelet's plaintext probe at the sidecar), and hands the originals over in
 //! `ISTIO_KUBE_APP_PROBERS`, keyed by the new path; the agent runs each original probe
 //! against the app from inside the pod and answers 200 or 503.
+//!
+//! The agent runs as the proxy's uid, whose connections to the pod's own address capture
+//! sends into Envoy's inbound side (where STRICT mTLS would refuse them); like Envoy's
+//! own connections to the app they come from 127.0.0.6, which capture leaves alone.
 
 use axum::extract::State;
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -58,11 +62,18 @@ pub fn parse(text: &str) -> Result<AppProbers, String> {
     serde_json::from_str(text).map_err(|e| format!("ISTIO_KUBE_APP_PROBERS: {e}"))
 }
 
+/// The source of probe connections to the app: capture lets this address through
+/// (Istio's `InboundPassthroughBindIpv4`).
+const PROBE_SOURCE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 6);
+
 struct Prober {
     probers: AppProbers,
-    /// Where the app listens: the pod's IP (the agent's own traffic is not redirected).
+    /// Where the app listens: the pod's IP.
     app_host: IpAddr,
-    client: reqwest::Client,
+    /// For probes of `app_host`: from [`PROBE_SOURCE`] where the app host is IPv4.
+    app_client: reqwest::Client,
+    /// For probes that name another `host`, which a loopback source could not reach.
+    other_client: reqwest::Client,
 }
 
 /// Answers the probes on `listener` until the task is aborted.
@@ -72,14 +83,16 @@ pub fn serve(
     app_host: IpAddr,
 ) -> anyhow::Result<JoinHandle<()>> {
     // As the kubelet: an app's HTTPS probe is not verified, nor redirected elsewhere.
-    let client = reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?;
+    let client = || {
+        reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .redirect(reqwest::redirect::Policy::none())
+    };
     let state = Arc::new(Prober {
         probers,
         app_host,
-        client,
+        app_client: client().local_address(probe_source(app_host)).build()?,
+        other_client: client().build()?,
     });
     let app = axum::Router::new().fallback(answer).with_state(state);
     Ok(tokio::spawn(async move {
@@ -110,12 +123,12 @@ async fn run(prober: &Prober, probe: &AppProbe) -> Result<(), String> {
             .as_deref()
             .unwrap_or("HTTP")
             .to_ascii_lowercase();
-        let host = http
-            .host
-            .clone()
-            .unwrap_or_else(|| url_host(prober.app_host));
+        let (host, client) = match &http.host {
+            Some(host) => (host.clone(), &prober.other_client),
+            None => (url_host(prober.app_host), &prober.app_client),
+        };
         let url = format!("{scheme}://{host}:{}{}", http.port, http.path);
-        let mut request = prober.client.get(&url).timeout(timeout);
+        let mut request = client.get(&url).timeout(timeout);
         for header in &http.http_headers {
             request = request.header(&header.name, &header.value);
         }
@@ -132,14 +145,30 @@ async fn run(prober: &Prober, probe: &AppProbe) -> Result<(), String> {
         };
     }
     if let Some(tcp) = &probe.tcp_socket {
-        let address = (prober.app_host, tcp.port);
-        return match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address)).await {
+        let address = SocketAddr::new(prober.app_host, tcp.port);
+        return match tokio::time::timeout(timeout, connect_to_app(address)).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(format!("connect {}:{}: {e}", address.0, address.1)),
-            Err(_) => Err(format!("connect {}:{}: timed out", address.0, address.1)),
+            Ok(Err(e)) => Err(format!("connect {address}: {e}")),
+            Err(_) => Err(format!("connect {address}: timed out")),
         };
     }
     Err("the probe has neither httpGet nor tcpSocket".into())
+}
+
+/// Where probe connections to `app_host` come from (see [`PROBE_SOURCE`]).
+fn probe_source(app_host: IpAddr) -> Option<IpAddr> {
+    app_host.is_ipv4().then_some(IpAddr::V4(PROBE_SOURCE))
+}
+
+async fn connect_to_app(address: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = match address {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    if let Some(source) = probe_source(address.ip()) {
+        socket.bind(SocketAddr::new(source, 0))?;
+    }
+    socket.connect(address).await
 }
 
 fn url_host(ip: IpAddr) -> String {
@@ -197,6 +226,48 @@ mod tests {
         assert_eq!(status(port, "/app-health/bad/readyz").await, 503);
         assert_eq!(status(port, "/app-health/gone/livez").await, 503);
         assert_eq!(status(port, "/app-health/other/readyz").await, 404);
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn probes_come_from_the_address_capture_lets_through() {
+        let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<IpAddr>();
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http_port = http.local_addr().unwrap().port();
+        let http_seen = seen_tx.clone();
+        let app = axum::Router::new()
+            .route(
+                "/ready",
+                axum::routing::get(
+                    move |axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<
+                        SocketAddr,
+                    >| async move {
+                        let _ = http_seen.send(peer.ip());
+                    },
+                ),
+            )
+            .into_make_service_with_connect_info::<SocketAddr>();
+        tokio::spawn(async move { axum::serve(http, app).await });
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp_port = tcp.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((_, peer)) = tcp.accept().await {
+                let _ = seen_tx.send(peer.ip());
+            }
+        });
+        let probers = parse(&format!(
+            r#"{{"/app-health/web/readyz": {{"httpGet": {{"path": "/ready", "port": {http_port}}}}},
+                "/app-health/web/livez": {{"tcpSocket": {{"port": {tcp_port}}}}}}}"#
+        ))
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = serve(listener, probers, "127.0.0.1".parse().unwrap()).unwrap();
+        for path in ["/app-health/web/readyz", "/app-health/web/livez"] {
+            assert_eq!(status(port, path).await, 200, "{path}");
+            let source = seen.recv().await.unwrap();
+            assert_eq!(source.to_string(), "127.0.0.6", "{path}");
+        }
         task.abort();
     }
 

@@ -1,14 +1,20 @@
-//! Envoy's bootstrap for one workload: node identity, the ADS connection to meshd
-//! (plaintext, or TLS checked against the mesh roots), the admin port, and Istio's fixed ports (15021 readiness, 15090 Prometheus stats).
+//! Envoy's bootstrap for one workload: node identity, the ADS connection (to the agent's
+//! xDS socket, which carries it to meshd: no credential and no address of meshd is in
+//! Envoy's config), the admin interface, and Istio's fixed ports (15021 readiness, 15090
+//! Prometheus stats).
+//!
+//! Envoy's admin interface can dump every secret and config Envoy holds and stop it
+//! (`/quitquitquit`), so it listens on a Unix socket only its own user can open (mode
+//! 0600), never on a TCP port another pod or another local user could reach. The
+//! readiness and stats ports expose one admin path each, through a proxy listener.
 
 use crate::identity::WorkloadIdentity;
 use envoy_types::pb::envoy::config::bootstrap::v3::{Admin, Bootstrap, bootstrap};
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::core::v3::{
-    Address, AggregatedConfigSource, ApiConfigSource, ApiVersion, ConfigSource, DataSource,
-    GrpcService, HeaderValue, Http2ProtocolOptions, Node, Pipe, SocketAddress, TransportSocket,
-    address, api_config_source, config_source, data_source, grpc_service, socket_address,
-    transport_socket,
+    Address, AggregatedConfigSource, ApiConfigSource, ApiVersion, ConfigSource, GrpcService,
+    Http2ProtocolOptions, Node, Pipe, SocketAddress, address, api_config_source, config_source,
+    grpc_service, socket_address,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
@@ -22,20 +28,15 @@ use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter, http_connection_manager, http_filter,
 };
-use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-    CertificateValidationContext, CommonTlsContext, SubjectAltNameMatcher, UpstreamTlsContext,
-    common_tls_context, subject_alt_name_matcher,
-};
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions, http_protocol_options,
 };
-use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
 use envoy_types::pb::google::protobuf::{Duration, Struct, Value, value::Kind};
 use envoy_types::util::pack_any;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-pub const ADMIN_PORT: u32 = 15000;
+/// Only the owner (Envoy's uid, which the agent shares) may connect to the admin socket.
+const ADMIN_SOCKET_MODE: u32 = 0o600;
 pub const READINESS_PORT: u32 = 15021;
 pub const STATS_PORT: u32 = 15090;
 const XDS_CLUSTER: &str = "xds-grpc";
@@ -55,18 +56,15 @@ pub enum XdsMode {
 #[derive(Clone)]
 pub struct BootstrapConfig {
     pub identity: WorkloadIdentity,
-    pub xds_address: SocketAddr,
     pub xds_mode: XdsMode,
-    /// Proves the workload's identity to meshd on the xDS stream; a secret.
-    pub token: String,
+    /// The agent's xDS socket, where Envoy reaches meshd.
+    pub xds_socket: PathBuf,
     /// The agent's SDS socket, where Envoy gets its certificate.
     pub sds_socket: PathBuf,
-    /// A file of the roots that verify meshd's certificate: Envoy reaches meshd over TLS
-    /// (checking that the certificate names meshd's address). `None`: plaintext.
-    pub xds_root_cert: Option<PathBuf>,
 }
 
-pub fn build(config: &BootstrapConfig) -> Bootstrap {
+/// The bootstrap for `config`, with Envoy's admin interface on the Unix socket `admin`.
+pub fn build(config: &BootstrapConfig, admin: &Path) -> Bootstrap {
     let id = &config.identity;
     let ip = id.ip.as_str();
     Bootstrap {
@@ -77,14 +75,14 @@ pub fn build(config: &BootstrapConfig) -> Bootstrap {
             ..Node::default()
         }),
         admin: Some(Admin {
-            address: Some(socket(ip, ADMIN_PORT)),
+            address: Some(pipe(admin, ADMIN_SOCKET_MODE)),
             ..Admin::default()
         }),
         static_resources: Some(bootstrap::StaticResources {
             clusters: vec![
-                xds_cluster(config),
-                static_cluster(SDS_CLUSTER, pipe(&config.sds_socket), true),
-                static_cluster(ADMIN_CLUSTER, socket(ip, ADMIN_PORT), false),
+                static_cluster(XDS_CLUSTER, pipe(&config.xds_socket, 0), true),
+                static_cluster(SDS_CLUSTER, pipe(&config.sds_socket, 0), true),
+                static_cluster(ADMIN_CLUSTER, pipe(admin, 0), false),
             ],
             listeners: vec![
                 // Istio's readiness probe port: 200 once Envoy has its initial config.
@@ -113,11 +111,6 @@ pub fn build(config: &BootstrapConfig) -> Bootstrap {
                             ..Default::default()
                         },
                     )),
-                    initial_metadata: vec![HeaderValue {
-                        key: "authorization".into(),
-                        value: format!("Bearer {}", config.token),
-                        ..HeaderValue::default()
-                    }],
                     ..GrpcService::default()
                 }],
                 set_node_on_first_message_only: true,
@@ -198,59 +191,14 @@ fn socket(ip: &str, port: u32) -> Address {
     }
 }
 
-fn pipe(path: &Path) -> Address {
+/// A Unix socket; `mode` sets the permissions of one Envoy listens on (0: the default).
+fn pipe(path: &Path, mode: u32) -> Address {
     Address {
         address: Some(address::Address::Pipe(Pipe {
             path: path.display().to_string(),
-            mode: 0,
+            mode,
         })),
     }
-}
-
-/// meshd, over TLS when the agent has its roots.
-fn xds_cluster(config: &BootstrapConfig) -> Cluster {
-    let host = config.xds_address.ip().to_string();
-    let mut cluster = static_cluster(
-        XDS_CLUSTER,
-        socket(&host, u32::from(config.xds_address.port())),
-        true,
-    );
-    if let Some(roots) = &config.xds_root_cert {
-        let meshd = SubjectAltNameMatcher {
-            san_type: subject_alt_name_matcher::SanType::IpAddress as i32,
-            matcher: Some(StringMatcher {
-                match_pattern: Some(string_matcher::MatchPattern::Exact(host.clone())),
-                ..StringMatcher::default()
-            }),
-            ..SubjectAltNameMatcher::default()
-        };
-        let tls = UpstreamTlsContext {
-            common_tls_context: Some(CommonTlsContext {
-                validation_context_type: Some(
-                    common_tls_context::ValidationContextType::ValidationContext(
-                        CertificateValidationContext {
-                            trusted_ca: Some(DataSource {
-                                specifier: Some(data_source::Specifier::Filename(
-                                    roots.display().to_string(),
-                                )),
-                                ..DataSource::default()
-                            }),
-                            match_typed_subject_alt_names: vec![meshd],
-                            ..CertificateValidationContext::default()
-                        },
-                    ),
-                ),
-                alpn_protocols: vec!["h2".into()],
-                ..CommonTlsContext::default()
-            }),
-            ..UpstreamTlsContext::default()
-        };
-        cluster.transport_socket = Some(TransportSocket {
-            name: "envoy.transport_sockets.tls".into(),
-            config_type: Some(transport_socket::ConfigType::TypedConfig(pack_any(tls))),
-        });
-    }
-    cluster
 }
 
 fn static_cluster(name: &str, address: Address, http2: bool) -> Cluster {

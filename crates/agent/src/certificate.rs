@@ -2,10 +2,11 @@
 //! the workload), has meshd's CA sign it, and renews it at half its remaining lifetime. A
 //! failed renewal keeps the valid certificate and retries with backoff.
 
+use crate::token::TokenFile;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// What Envoy gets over SDS: `default` (chain and key) and `ROOTCA` (the trust bundle).
 pub struct WorkloadCertificate {
@@ -28,22 +29,19 @@ impl std::fmt::Debug for WorkloadCertificate {
 
 #[derive(Clone)]
 pub struct CertificateOptions {
-    /// meshd's CA (the xDS address: both are served on one port).
-    pub ca_address: std::net::SocketAddr,
-    /// Proves the workload's identity; a secret.
-    pub token: String,
+    /// Proves the workload's identity to the CA; read again for every CSR.
+    pub token: TokenFile,
     /// `spiffe://<trust-domain>/ns/<ns>/sa/<sa>`.
     pub spiffe_id: String,
     pub ttl: Duration,
-    /// The roots that verify meshd's certificate (PEM): TLS to meshd's TLS port. `None`:
-    /// plaintext, for a meshd on the same host.
-    pub meshd_roots: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum CertificateError {
     #[error("making the key and CSR: {0}")]
     Csr(#[from] rcgen::Error),
+    #[error("{0}")]
+    Token(#[from] std::io::Error),
     #[error("meshd's CA refused: {0}")]
     Refused(#[from] tonic::Status),
     #[error("meshd's CA answered with {0}")]
@@ -55,14 +53,11 @@ pub async fn fetch(
     channel: Channel,
     options: &CertificateOptions,
 ) -> Result<WorkloadCertificate, CertificateError> {
+    let token = options.token.read()?;
     let request = fleetmesh_ca::csr::generate(&options.spiffe_id)?;
-    let chain = fleetmesh_ca::client::create_certificate(
-        channel,
-        &options.token,
-        request.csr_pem,
-        options.ttl,
-    )
-    .await?;
+    let chain =
+        fleetmesh_ca::client::create_certificate(channel, &token, request.csr_pem, options.ttl)
+            .await?;
     let Some((roots, certificates)) = chain.split_last() else {
         return Err(CertificateError::BadResponse("an empty chain".into()));
     };
@@ -88,27 +83,12 @@ fn not_after(pem_text: &str) -> Result<SystemTime, String> {
 /// The workload's certificate as it changes: `None` until the CA first answers.
 pub type Certificates = watch::Receiver<Option<Arc<WorkloadCertificate>>>;
 
-/// Fetches the first certificate (retrying until the CA answers) and keeps it fresh, in
-/// a task that runs until aborted.
+/// Fetches the first certificate from meshd's CA at `channel` (retrying until it
+/// answers) and keeps it fresh, in a task that runs until aborted.
 pub fn keep_fresh(
+    channel: Channel,
     options: CertificateOptions,
-) -> Result<(Certificates, tokio::task::JoinHandle<()>), CertificateError> {
-    let bad = |e: tonic::transport::Error| CertificateError::BadResponse(e.to_string());
-    let scheme = if options.meshd_roots.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{}", options.ca_address))
-        .map_err(bad)?
-        .connect_timeout(Duration::from_secs(5));
-    if let Some(roots) = &options.meshd_roots {
-        let tls = tonic::transport::ClientTlsConfig::new()
-            .ca_certificate(tonic::transport::Certificate::from_pem(roots))
-            .domain_name(options.ca_address.ip().to_string());
-        endpoint = endpoint.tls_config(tls).map_err(bad)?;
-    }
-    let channel = endpoint.connect_lazy();
+) -> (Certificates, tokio::task::JoinHandle<()>) {
     let (tx, rx) = watch::channel(None);
     let task = tokio::spawn(async move {
         let mut current: Option<Arc<WorkloadCertificate>> = None;
@@ -122,7 +102,7 @@ pub fn keep_fresh(
             tx.send_replace(Some(fresh));
         }
     });
-    Ok((rx, task))
+    (rx, task)
 }
 
 /// Half of what is left of the certificate's life, as Istio's agent renews.

@@ -3,11 +3,11 @@
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use fleetmesh_agent::certificate::CertificateOptions;
+use fleetmesh_agent::meshd::MeshdConnection;
 use fleetmesh_agent::process::StartOptions;
+use fleetmesh_agent::token::TokenFile;
 use fleetmesh_agent::{BootstrapConfig, EnvoyProcess, Security, WorkloadIdentity, XdsMode, envoy};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -17,9 +17,10 @@ use std::time::Duration;
     about = "Runs Envoy beside a workload, configured by meshd over xDS"
 )]
 struct Args {
-    /// meshd's xDS address.
+    /// meshd's xDS and CA address, `host:port`: an IP address or a DNS name (with
+    /// --xds-root-cert, meshd's certificate must name that host).
     #[arg(long, env = "XDS_ADDRESS", default_value = "127.0.0.1:15010")]
-    xds_address: SocketAddr,
+    xds_address: String,
     /// `sotw` (state of the world) or `delta` (incremental) xDS.
     #[arg(long, env = "XDS_MODE", default_value = "sotw", value_parser = ["sotw", "delta"])]
     xds_mode: String,
@@ -45,13 +46,16 @@ struct Args {
     /// `NONE` without traffic capture (local mode), `REDIRECT` with iptables.
     #[arg(long, env = "ISTIO_META_INTERCEPTION_MODE", default_value = "NONE")]
     interception_mode: String,
-    /// A file holding the token that proves this workload's identity to meshd (issued by
-    /// `fleetmesh token`); it is sent to meshd only, never logged.
+    /// A file holding the token that proves this workload's identity to meshd (in a pod
+    /// the projected service-account token; locally one `fleetmesh token` issued). Read
+    /// again for every certificate request and xDS stream (the kubelet rotates it); sent
+    /// to meshd only, never logged, never given to Envoy.
     #[arg(long, env = "FLEETMESH_TOKEN_FILE")]
     token_file: PathBuf,
     /// The roots that verify meshd's certificate (PEM file; in a pod, ConfigMap
-    /// `istio-ca-root-cert`): meshd is reached over TLS at --xds-address. Without it,
-    /// plaintext (a meshd on the same host).
+    /// `istio-ca-root-cert`): meshd is reached over TLS at --xds-address, and its
+    /// certificate must name the address's host. Without it, plaintext (a meshd on the
+    /// same host).
     #[arg(long, env = "XDS_ROOT_CERT")]
     xds_root_cert: Option<PathBuf>,
     /// The SPIFFE trust domain of the mesh.
@@ -111,37 +115,24 @@ fn main() -> anyhow::Result<()> {
         interception_mode: args.interception_mode,
         istio_version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    let token = std::fs::read_to_string(&args.token_file)
-        .with_context(|| format!("reading the token file {}", args.token_file.display()))?
-        .trim()
-        .to_string();
-    let meshd_roots = match &args.xds_root_cert {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("reading --xds-root-cert {}", path.display()))?,
-        ),
-        None => None,
-    };
+    let meshd = MeshdConnection::new(
+        &args.xds_address,
+        args.xds_root_cert.as_deref(),
+        TokenFile::new(&args.token_file),
+    )?;
+    // A missing or empty token is a mistake to report now, not a retry loop later.
+    meshd.token.read()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     std::fs::create_dir_all(&args.workdir)
         .with_context(|| format!("creating {}", args.workdir.display()))?;
-    let sds_socket = std::path::absolute(args.workdir.join("sds.sock"))?;
+    let workdir = std::path::absolute(&args.workdir)?;
     let spiffe_id = fleetmesh_ca::Identity::new(&identity.namespace, &identity.service_account)
         .spiffe_id(&args.trust_domain);
     let security = {
         let _runtime = runtime.enter();
-        Security::start(
-            CertificateOptions {
-                ca_address: args.xds_address,
-                token: token.clone(),
-                spiffe_id,
-                ttl: args.cert_ttl,
-                meshd_roots,
-            },
-            &sds_socket,
-        )?
+        Security::start(&meshd, spiffe_id, args.cert_ttl, &workdir)?
     };
     let _status = if args.status_port == 0 {
         None
@@ -165,18 +156,16 @@ fn main() -> anyhow::Result<()> {
     let drain = Duration::from_secs(args.drain_seconds);
     let process = EnvoyProcess::start(StartOptions {
         envoy,
-        workdir: args.workdir,
+        workdir,
         bootstrap: BootstrapConfig {
             identity,
-            xds_address: args.xds_address,
             xds_mode: if args.xds_mode == "delta" {
                 XdsMode::Delta
             } else {
                 XdsMode::Sotw
             },
-            token,
-            sds_socket: security.socket().to_path_buf(),
-            xds_root_cert: args.xds_root_cert.clone(),
+            xds_socket: security.xds_socket().to_path_buf(),
+            sds_socket: security.sds_socket().to_path_buf(),
         },
         log_level: args.envoy_log_level,
         concurrency: args.concurrency,

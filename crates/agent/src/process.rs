@@ -4,12 +4,12 @@
 //! spawned from a dedicated thread that lives exactly as long as Envoy does (waiting on
 //! it), never from a pooled or short-lived thread.
 
-use crate::bootstrap::{self, ADMIN_PORT, BootstrapConfig};
+use crate::bootstrap::{self, BootstrapConfig};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
@@ -43,7 +43,8 @@ pub struct StartOptions {
 
 pub struct EnvoyProcess {
     pid: Pid,
-    admin: SocketAddr,
+    /// Envoy's admin interface: a Unix socket only Envoy's own user may open.
+    admin: PathBuf,
     log_path: PathBuf,
     exit: Mutex<ExitState>,
 }
@@ -61,7 +62,13 @@ impl EnvoyProcess {
         })?;
         // Envoy reads binary protobuf when the file name ends in `.pb`.
         let bootstrap_path = options.workdir.join("envoy-bootstrap.pb");
-        let encoded = prost::Message::encode_to_vec(&bootstrap::build(&options.bootstrap));
+        let admin = std::path::absolute(options.workdir.join("admin.sock")).map_err(|source| {
+            StartError::Bootstrap {
+                path: options.workdir.clone(),
+                source,
+            }
+        })?;
+        let encoded = prost::Message::encode_to_vec(&bootstrap::build(&options.bootstrap, &admin));
         std::fs::write(&bootstrap_path, encoded).map_err(|source| StartError::Bootstrap {
             path: bootstrap_path.clone(),
             source,
@@ -107,22 +114,17 @@ impl EnvoyProcess {
                 source: std::io::Error::other("spawner thread died"),
             })?
             .map_err(|source| StartError::Spawn { envoy, source })?;
-        let ip = options
-            .bootstrap
-            .identity
-            .ip
-            .parse()
-            .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
         Ok(EnvoyProcess {
             pid: Pid::from_raw(pid as i32),
-            admin: SocketAddr::new(ip, ADMIN_PORT as u16),
+            admin,
             log_path,
             exit: Mutex::new(ExitState::Running(exit_rx)),
         })
     }
 
-    pub fn admin_address(&self) -> SocketAddr {
-        self.admin
+    /// The Unix socket of Envoy's admin interface.
+    pub fn admin_socket(&self) -> &Path {
+        &self.admin
     }
 
     pub fn log_path(&self) -> &PathBuf {
@@ -139,7 +141,7 @@ impl EnvoyProcess {
                     self.log_path.display()
                 ));
             }
-            if let Ok((200, _)) = admin_request(self.admin, "GET", "/ready") {
+            if let Ok((200, _)) = admin_request(&self.admin, "GET", "/ready") {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -174,7 +176,7 @@ impl EnvoyProcess {
     /// Graceful stop: Envoy stops accepting and drains for `drain`, then gets SIGTERM.
     pub fn shutdown(&self, drain: Duration) -> Option<ExitStatus> {
         if self.try_wait().is_none() && !drain.is_zero() {
-            let _ = admin_request(self.admin, "POST", "/drain_listeners?graceful&inboundonly");
+            let _ = admin_request(&self.admin, "POST", "/drain_listeners?graceful&inboundonly");
             if let Some(status) = self.wait_for(drain) {
                 return Some(status);
             }
@@ -205,22 +207,32 @@ impl Drop for EnvoyProcess {
     }
 }
 
-/// A plain HTTP/1.1 request to Envoy's admin port: (status, body).
-pub fn admin_request(
-    admin: SocketAddr,
+/// A plain HTTP/1.1 request to Envoy's admin interface: (status, body).
+pub fn admin_request(admin: &Path, method: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let stream = UnixStream::connect(admin)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    http_request(stream, method, path)
+}
+
+/// A plain HTTP/1.1 request on a connected stream, answered until EOF: (status, body).
+pub fn http_request(
+    mut stream: impl Read + Write,
     method: &str,
     path: &str,
 ) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&admin, Duration::from_secs(1))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     // Envoy refuses HTTP/1.0 (426); 1.1 with `Connection: close` ends the response with EOF.
     write!(
         stream,
         "{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
     )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(response.len());
+    let head = String::from_utf8_lossy(&response[..split]);
+    let body = response.get(split + 4..).unwrap_or_default();
     let status = head
         .split_whitespace()
         .nth(1)
@@ -229,29 +241,30 @@ pub fn admin_request(
     let chunked = head
         .lines()
         .any(|l| l.to_ascii_lowercase().replace(' ', "") == "transfer-encoding:chunked");
-    Ok((
-        status,
-        if chunked {
-            dechunk(body)
-        } else {
-            body.to_string()
-        },
-    ))
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_vec()
+    };
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// Decodes an HTTP/1.1 chunked body (stops at the last chunk or at malformed input).
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)
+/// Works on bytes: a chunk boundary may fall inside a multi-byte character.
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(line_end) = body.windows(2).position(|w| w == b"\r\n") {
+        let size_line = String::from_utf8_lossy(&body[..line_end]);
+        let Ok(size) = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
         else {
             break;
         };
+        let rest = &body[line_end + 2..];
         if size == 0 || rest.len() < size {
             break;
         }
-        out.push_str(&rest[..size]);
-        body = rest[size..].strip_prefix("\r\n").unwrap_or(&rest[size..]);
+        out.extend_from_slice(&rest[..size]);
+        body = rest[size..].strip_prefix(b"\r\n").unwrap_or(&rest[size..]);
     }
     out
 }
@@ -261,9 +274,19 @@ mod tests {
     #[test]
     fn dechunks() {
         assert_eq!(
-            super::dechunk("5\r\nhello\r\n7\r\n, world\r\n0\r\n\r\n"),
-            "hello, world"
+            super::dechunk(b"5\r\nhello\r\n7\r\n, world\r\n0\r\n\r\n"),
+            b"hello, world"
         );
-        assert_eq!(super::dechunk("zz\r\nbad"), "");
+        assert_eq!(super::dechunk(b"zz\r\nbad"), b"");
+    }
+
+    #[test]
+    fn dechunks_a_chunk_that_ends_inside_a_character() {
+        // "é" is two bytes; the first chunk ends between them.
+        let body = "2\r\nh\u{c3}\r\n2\r\n\u{a9}!\r\n0\r\n\r\n";
+        let bytes: Vec<u8> = body.chars().map(|c| c as u32 as u8).collect();
+        assert_eq!(super::dechunk(&bytes), "hé!".as_bytes());
+        // Non-ASCII where the size should be: rejected, never a panic.
+        assert_eq!(super::dechunk("é\r\nx".as_bytes()), b"");
     }
 }

@@ -35,8 +35,7 @@ impl SdsServer {
 
     /// Serves on a Unix socket at `path` (replacing a stale one) until the task is aborted.
     pub fn serve(self, path: &Path) -> std::io::Result<tokio::task::JoinHandle<()>> {
-        let _ = std::fs::remove_file(path);
-        let listener = tokio::net::UnixListener::bind(path)?;
+        let listener = crate::socket::bind_private(path)?;
         Ok(tokio::spawn(async move {
             let served = tonic::transport::Server::builder()
                 .add_service(SecretDiscoveryServiceServer::new(self))

@@ -1,16 +1,18 @@
 //! The agent's security side, started before Envoy: the workload certificate kept fresh
-//! ([`crate::certificate`]) and served to Envoy over SDS on a Unix socket ([`crate::sds`]).
+//! ([`crate::certificate`]) and served to Envoy over SDS ([`crate::sds`]), and Envoy's
+//! xDS streams carried to meshd with the workload's credential ([`crate::xds_proxy`]).
+//! Both on Unix sockets in the workload's directory that only its user can open.
 
-use crate::certificate::{
-    self, CertificateError, CertificateOptions, Certificates, WorkloadCertificate,
-};
+use crate::certificate::{self, CertificateOptions, Certificates, WorkloadCertificate};
+use crate::meshd::{ConnectionError, MeshdConnection};
 use crate::sds::SdsServer;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 
 pub struct Security {
-    socket: PathBuf,
+    sds_socket: PathBuf,
+    xds_socket: PathBuf,
     certificates: Certificates,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -18,8 +20,8 @@ pub struct Security {
 #[derive(Debug, thiserror::Error)]
 pub enum SecurityError {
     #[error(transparent)]
-    Certificate(#[from] CertificateError),
-    #[error("cannot serve SDS on {path}: {source}")]
+    Meshd(#[from] ConnectionError),
+    #[error("cannot serve Envoy on {path}: {source}")]
     Socket {
         path: PathBuf,
         source: std::io::Error,
@@ -27,25 +29,48 @@ pub enum SecurityError {
 }
 
 impl Security {
-    /// Serves SDS on `socket` and gets the certificate in the background (Envoy waits for
-    /// it); stops when dropped. Call within a Tokio runtime.
-    pub fn start(options: CertificateOptions, socket: &Path) -> Result<Security, SecurityError> {
-        let (certificates, renewal) = certificate::keep_fresh(options)?;
+    /// Serves SDS and xDS to Envoy on sockets in `dir` and gets the certificate in the
+    /// background (Envoy waits for it); stops when dropped. Call within a Tokio runtime.
+    pub fn start(
+        meshd: &MeshdConnection,
+        spiffe_id: String,
+        ttl: std::time::Duration,
+        dir: &Path,
+    ) -> Result<Security, SecurityError> {
+        let channel = meshd.channel()?;
+        let options = CertificateOptions {
+            token: meshd.token.clone(),
+            spiffe_id,
+            ttl,
+        };
+        let (certificates, renewal) = certificate::keep_fresh(channel.clone(), options);
+        let socket_error = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| SecurityError::Socket { path, source }
+        };
+        let sds_socket = dir.join("sds.sock");
         let sds = SdsServer::new(certificates.clone())
-            .serve(socket)
-            .map_err(|source| SecurityError::Socket {
-                path: socket.to_path_buf(),
-                source,
-            })?;
+            .serve(&sds_socket)
+            .map_err(socket_error(&sds_socket))?;
+        let xds_socket = dir.join("xds.sock");
+        let xds = crate::xds_proxy::serve(&xds_socket, channel, meshd.token.clone())
+            .map_err(socket_error(&xds_socket))?;
         Ok(Security {
-            socket: socket.to_path_buf(),
+            sds_socket,
+            xds_socket,
             certificates,
-            tasks: vec![renewal, sds],
+            tasks: vec![renewal, sds, xds],
         })
     }
 
-    pub fn socket(&self) -> &Path {
-        &self.socket
+    /// Where Envoy gets its certificate (SDS).
+    pub fn sds_socket(&self) -> &Path {
+        &self.sds_socket
+    }
+
+    /// Where Envoy reaches meshd (ADS, forwarded by the agent).
+    pub fn xds_socket(&self) -> &Path {
+        &self.xds_socket
     }
 
     /// The certificate Envoy is being served now, once there is one.
@@ -59,6 +84,7 @@ impl Drop for Security {
         for task in &self.tasks {
             task.abort();
         }
-        let _ = std::fs::remove_file(&self.socket);
+        let _ = std::fs::remove_file(&self.sds_socket);
+        let _ = std::fs::remove_file(&self.xds_socket);
     }
 }

@@ -1,10 +1,14 @@
-//! The agent binary with a real Envoy: SIGTERM drains Envoy and the agent exits with
-//! Envoy's status; a missing Envoy is reported with how to install it.
+//! The agent binary with a real Envoy: Envoy's admin interface is a Unix socket that only
+//! its own user can open; SIGTERM drains Envoy and the agent exits with Envoy's status; a
+//! missing Envoy is reported with how to install it.
 
-use fleetmesh_agent::process::admin_request;
+use fleetmesh_agent::process::{admin_request, http_request};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -14,10 +18,10 @@ fn agent() -> Command {
 
 #[test]
 fn sigterm_drains_envoy_and_exits_with_its_status() {
-    // A loopback address of this test's own, free on the admin port.
+    // A loopback address of this test's own, free on the status port.
     let ip = (1..250)
         .map(|n| format!("127.77.{}.{n}", std::process::id() % 250))
-        .find(|ip| TcpListener::bind((ip.as_str(), 15000)).is_ok())
+        .find(|ip| TcpListener::bind((ip.as_str(), 15020)).is_ok())
         .expect("a free loopback address");
     let workdir = tempfile::tempdir().unwrap();
     let token = workdir.path().join("token");
@@ -42,12 +46,12 @@ fn sigterm_drains_envoy_and_exits_with_its_status() {
         .arg(&token)
         .spawn()
         .unwrap();
-    let admin: SocketAddr = format!("{ip}:15000").parse().unwrap();
+    let admin = workdir.path().join("admin.sock");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while admin_request(admin, "GET", "/server_info").is_err() {
+    while admin_request(&admin, "GET", "/server_info").is_err() {
         assert!(
             Instant::now() < deadline,
-            "Envoy's admin port never came up"
+            "Envoy's admin socket never came up"
         );
         assert!(
             child.try_wait().unwrap().is_none(),
@@ -55,9 +59,11 @@ fn sigterm_drains_envoy_and_exits_with_its_status() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    admin_is_private(&admin, &ip);
     // The status port answers the kubelet's rewritten probes (none are configured here).
     let status_port: SocketAddr = format!("{ip}:15020").parse().unwrap();
-    let (code, _) = admin_request(status_port, "GET", "/app-health/app/readyz").unwrap();
+    let status = TcpStream::connect(status_port).unwrap();
+    let (code, _) = http_request(status, "GET", "/app-health/app/readyz").unwrap();
     assert_eq!(code, 404);
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     let status = child.wait().unwrap();
@@ -67,8 +73,37 @@ fn sigterm_drains_envoy_and_exits_with_its_status() {
         "the agent exits with Envoy's status after a clean drain"
     );
     assert!(
-        admin_request(admin, "GET", "/server_info").is_err(),
+        admin_request(&admin, "GET", "/server_info").is_err(),
         "Envoy is gone"
+    );
+}
+
+/// Nothing listens on Istio's admin port 15000 of the workload's address, and another
+/// local user cannot open the admin socket even where its directory lets them reach it.
+fn admin_is_private(admin: &Path, ip: &str) {
+    assert!(
+        TcpStream::connect((ip, 15000)).is_err(),
+        "Envoy's admin must not listen on the workload's address"
+    );
+    let mode = std::fs::metadata(admin).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the admin socket is its owner's alone");
+    let dir = admin.parent().unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let other_user = Command::new("python3")
+        .args([
+            "-c",
+            "import socket,sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])",
+        ])
+        .arg(admin)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let stderr = String::from_utf8_lossy(&other_user.stderr);
+    assert!(
+        !other_user.status.success() && stderr.contains("PermissionError"),
+        "user nobody must not reach Envoy's admin: {stderr}"
     );
 }
 

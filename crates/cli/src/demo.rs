@@ -103,9 +103,9 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("starting workload {name}"))?;
         println!(
-            "  {name:<11} sidecar on {} (Envoy admin http://{}), identity {}",
+            "  {name:<11} sidecar on {} (Envoy admin: unix socket {}), identity {}",
             workload.ip,
-            workload.envoy.admin_address(),
+            workload.envoy.admin_socket().display(),
             workload.spiffe_id
         );
         workloads.push(workload);

@@ -4,8 +4,9 @@
 
 use crate::sample_app::SampleApp;
 use anyhow::Context;
-use fleetmesh_agent::certificate::CertificateOptions;
+use fleetmesh_agent::meshd::MeshdConnection;
 use fleetmesh_agent::process::StartOptions;
+use fleetmesh_agent::token::TokenFile;
 use fleetmesh_agent::{BootstrapConfig, EnvoyProcess, Security, WorkloadIdentity, XdsMode, envoy};
 use fleetmesh_ca::Identity;
 use fleetmesh_meshd::{Meshd, MeshdConfig};
@@ -313,24 +314,19 @@ impl LocalMesh {
         } else {
             self.meshd_config.xds_address
         };
-        let roots_pem = match &meshd_roots {
-            Some(path) => Some(std::fs::read_to_string(path)?),
-            None => None,
-        };
         let pod_ip = self.pod_ip(namespace, name).await?;
         let spiffe_id = identity.spiffe_id(&self.meshd_config.trust_domain);
         let workdir = self.run_dir.join(name);
         std::fs::create_dir_all(&workdir)?;
-        let security = Security::start(
-            CertificateOptions {
-                ca_address: xds_address,
-                token: token.clone(),
-                spiffe_id: spiffe_id.clone(),
-                ttl: self.cert_ttl,
-                meshd_roots: roots_pem,
-            },
-            &workdir.join("sds.sock"),
+        // The agent reads its token from a file, as in a pod; only its user may read it.
+        let token_file = workdir.join("token");
+        write_private(&token_file, &token)?;
+        let meshd = MeshdConnection::new(
+            &xds_address.to_string(),
+            meshd_roots.as_deref(),
+            TokenFile::new(token_file),
         )?;
+        let security = Security::start(&meshd, spiffe_id.clone(), self.cert_ttl, &workdir)?;
         let options = StartOptions {
             envoy: self.envoy.clone(),
             workdir,
@@ -348,11 +344,9 @@ impl LocalMesh {
                     interception_mode: "NONE".into(),
                     istio_version: env!("CARGO_PKG_VERSION").into(),
                 },
-                xds_address,
                 xds_mode: self.xds_mode,
-                token,
-                sds_socket: security.socket().to_path_buf(),
-                xds_root_cert: meshd_roots,
+                xds_socket: security.xds_socket().to_path_buf(),
+                sds_socket: security.sds_socket().to_path_buf(),
             },
             log_level: "warning".into(),
             concurrency: 1,
@@ -410,8 +404,21 @@ fn workload_yaml(
     )
 }
 
+/// Writes a secret file that only this user may read.
+fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents.as_bytes())
+}
+
 /// A loopback address of its own for a workload: 127.A.B.C with A from the process id, so
-/// parallel test processes do not collide, and checked free on Envoy's admin port.
+/// parallel test processes do not collide, and checked free on Istio's readiness port.
 fn allocate_ip() -> anyhow::Result<Ipv4Addr> {
     static NEXT: AtomicU32 = AtomicU32::new(1);
     let block = 20 + (std::process::id() % 200) as u8;
@@ -421,7 +428,8 @@ fn allocate_ip() -> anyhow::Result<Ipv4Addr> {
         if n & 0xff == 0 {
             continue;
         }
-        if std::net::TcpListener::bind((ip, fleetmesh_agent::bootstrap::ADMIN_PORT as u16)).is_ok()
+        if std::net::TcpListener::bind((ip, fleetmesh_agent::bootstrap::READINESS_PORT as u16))
+            .is_ok()
         {
             return Ok(ip);
         }

@@ -113,26 +113,27 @@ pub fn envoy_validate(name: &str, resources: &ProxyResources) {
         })
         .collect();
     // The agent's real bootstrap (node, `sds-grpc`, ...) with the resources made static.
-    let mut bootstrap = fleetmesh_agent::bootstrap::build(&fleetmesh_agent::BootstrapConfig {
-        identity: fleetmesh_agent::WorkloadIdentity {
-            kind: "sidecar".into(),
-            pod_name: name.into(),
-            namespace: "default".into(),
-            ip: "127.0.0.1".into(),
-            other_ips: Vec::new(),
-            labels: Default::default(),
-            service_account: "default".into(),
-            cluster_id: "local".into(),
-            mesh_id: "cluster.local".into(),
-            interception_mode: "NONE".into(),
-            istio_version: "test".into(),
+    let mut bootstrap = fleetmesh_agent::bootstrap::build(
+        &fleetmesh_agent::BootstrapConfig {
+            identity: fleetmesh_agent::WorkloadIdentity {
+                kind: "sidecar".into(),
+                pod_name: name.into(),
+                namespace: "default".into(),
+                ip: "127.0.0.1".into(),
+                other_ips: Vec::new(),
+                labels: Default::default(),
+                service_account: "default".into(),
+                cluster_id: "local".into(),
+                mesh_id: "cluster.local".into(),
+                interception_mode: "NONE".into(),
+                istio_version: "test".into(),
+            },
+            xds_mode: fleetmesh_agent::XdsMode::Sotw,
+            xds_socket: "/tmp/fleetmesh-validation-xds.sock".into(),
+            sds_socket: "/tmp/fleetmesh-validation-sds.sock".into(),
         },
-        xds_address: "127.0.0.1:15010".parse().unwrap(),
-        xds_mode: fleetmesh_agent::XdsMode::Sotw,
-        token: "validation".into(),
-        sds_socket: "/tmp/fleetmesh-validation-sds.sock".into(),
-        xds_root_cert: None,
-    });
+        std::path::Path::new("/tmp/fleetmesh-validation-admin.sock"),
+    );
     bootstrap.dynamic_resources = None;
     let statics = bootstrap
         .static_resources
