@@ -105,14 +105,20 @@ enum Command {
         #[arg(long, env = "FLEETMESH_URL", default_value = "http://127.0.0.1:15014")]
         meshd_url: String,
     },
-    /// The sample HTTP app the demo runs: answers with its service, version and headers.
+    /// The sample app the demo runs (and the sample image's entrypoint): HTTP answers
+    /// with its service, version and the request's headers; `/status/CODE`, `/delay/MS`
+    /// and `/flaky` misbehave on request. Runs until SIGINT or SIGTERM.
     SampleApp {
+        /// Where HTTP is served.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
         #[arg(long)]
         service: String,
         #[arg(long, default_value = "v1")]
         version: String,
+        /// Also echo back whatever a TCP connection sends, here.
+        #[arg(long)]
+        tcp_echo: Option<SocketAddr>,
     },
 }
 
@@ -348,10 +354,25 @@ async fn main() -> anyhow::Result<()> {
             listen,
             service,
             version,
+            tcp_echo,
         } => {
             let app = SampleApp::start(listen, &service, &version).await?;
             println!("{service} {version} listening on {}", app.address());
-            tokio::signal::ctrl_c().await?;
+            let _echo = match tcp_echo {
+                Some(address) => {
+                    let echo = fleetmesh_cli::sample_app::TcpEcho::start(address).await?;
+                    println!("TCP echo on {}", echo.address());
+                    Some(echo)
+                }
+                None => None,
+            };
+            // In a container it is PID 1: without a handler SIGTERM would be ignored.
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
             Ok(())
         }
     }

@@ -61,6 +61,38 @@ impl Drop for SampleApp {
     }
 }
 
+/// Echoes back whatever each TCP connection sends, until dropped.
+pub struct TcpEcho {
+    address: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TcpEcho {
+    pub async fn start(address: SocketAddr) -> std::io::Result<TcpEcho> {
+        let listener = tokio::net::TcpListener::bind(address).await?;
+        let address = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            while let Ok((mut connection, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let (mut reader, mut writer) = connection.split();
+                    let _ = tokio::io::copy(&mut reader, &mut writer).await;
+                });
+            }
+        });
+        Ok(TcpEcho { address, task })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+}
+
+impl Drop for TcpEcho {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 async fn handle(State(app): State<Arc<AppState>>, request: Request) -> Response {
     let path = request.uri().path().to_string();
     let status = if path == "/flaky" {

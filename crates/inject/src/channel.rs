@@ -21,7 +21,7 @@ pub struct Revision {
     pub control_plane_version: &'static str,
     /// The proxy (agent + Envoy) version its pods run.
     pub proxy_version: &'static str,
-    /// The `istio-proxy` image, built by `scripts/build-proxy-image` at that version.
+    /// The `istio-proxy` image, built by `scripts/build-images` at that version.
     pub proxy_image: &'static str,
 }
 
@@ -53,7 +53,7 @@ pub const REVISIONS: [Revision; 3] = [
     },
 ];
 
-/// Where the `istio-proxy` images live (`scripts/build-proxy-image` builds them).
+/// Where the `istio-proxy` images live (`scripts/build-images` builds them).
 pub const PROXY_REPOSITORY: &str = "localhost/fleetmesh/proxyv2";
 
 /// The `istio-proxy` image of proxy `version`.
