@@ -24,9 +24,20 @@ impl TestCluster {
     /// Starts cluster `name` (or reuses it if it already runs). Builds the binaries on
     /// first use, which takes long; CI builds them before the tests.
     pub fn start(name: &str) -> anyhow::Result<TestCluster> {
+        TestCluster::start_with(name, &[])
+    }
+
+    /// Starts cluster `name` with a real node (`scripts/kube-node`): pods run for real,
+    /// from images imported with [`TestCluster::load_images`]. One per machine.
+    pub fn start_with_real_node(name: &str) -> anyhow::Result<TestCluster> {
+        TestCluster::start_with(name, &["--real-node"])
+    }
+
+    fn start_with(name: &str, options: &[&str]) -> anyhow::Result<TestCluster> {
         let script = repo_root().join("scripts/kube-local");
         let output = Command::new(&script)
             .args(["start", name])
+            .args(options)
             .output()
             .with_context(|| format!("running {}", script.display()))?;
         if !output.status.success() {
@@ -54,6 +65,33 @@ impl TestCluster {
         let config =
             Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
         Ok(Client::try_from(config)?)
+    }
+
+    /// Imports OCI image archives into the real node's containerd.
+    pub fn load_images(&self, archives: &[PathBuf]) -> anyhow::Result<()> {
+        let output = Command::new(&self.script)
+            .args(["load-images", &self.name])
+            .args(archives)
+            .output()?;
+        if !output.status.success() {
+            bail!(
+                "loading images into {}: {}",
+                self.name,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// Stops the cluster and removes everything it made on this machine.
+    pub fn stop(&self) -> anyhow::Result<()> {
+        let status = Command::new(&self.script)
+            .args(["stop", &self.name])
+            .status()?;
+        if !status.success() {
+            bail!("stopping {} failed", self.name);
+        }
+        Ok(())
     }
 
     /// Stops kube-apiserver and starts it again (etcd and the rest keep running).

@@ -1,0 +1,501 @@
+//! The pod data path on the local cluster's real node (kubelet, containerd, CNI bridge,
+//! kube-proxy): pods injected by meshd's webhook run the proxy image, get their
+//! certificate with their projected token, and talk STRICT mutual TLS through captured
+//! traffic, first with the `istio-init` container, then with the CNI plugin
+//! (`--option cni-managed`). Every step is a request a pod really sends.
+//!
+//! Needs the images: `scripts/build-images --profile debug` (scripts/test builds them).
+//! Pods and Services get 10.244.0.0/24 and 10.96.0.0/24 on the node's own bridge; no
+//! packet leaves the machine.
+
+use fleetmesh_cli::install::manifests::Plan;
+use fleetmesh_cli::install::{self, InstallOptions};
+use fleetmesh_inject::{Channel, INIT_CONTAINER, PROXY_CONTAINER};
+use fleetmesh_kube::testing::{TestCluster, TestNamespace};
+use fleetmesh_meshd::{Meshd, MeshdConfig};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const CLUSTER: &str = "fleetmesh-real-node";
+/// The node's address on its bridge: where pods reach meshd.
+const NODE_IP: &str = "10.244.0.1";
+
+fn images() -> Vec<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/images");
+    let version = env!("CARGO_PKG_VERSION");
+    let archives: Vec<_> = ["proxyv2", "sample"]
+        .iter()
+        .map(|image| dir.join(format!("{image}-{version}.oci.tar")))
+        .collect();
+    for archive in &archives {
+        assert!(
+            archive.exists(),
+            "{} is missing: run scripts/build-images --profile debug",
+            archive.display()
+        );
+    }
+    archives
+}
+
+/// meshd as a hosted control plane would run for this cluster: webhooks on loopback for
+/// the API server, xDS over TLS on the node's address for the pods.
+async fn start_meshd(cluster: &TestCluster, dir: &std::path::Path) -> Meshd {
+    let mut config = MeshdConfig::for_dir(dir.to_path_buf());
+    config.kubeconfig = Some(cluster.kubeconfig.clone());
+    config.xds_tls_address = format!("{NODE_IP}:0").parse().unwrap();
+    config.serving_hosts = vec!["127.0.0.1".into(), NODE_IP.into()];
+    Meshd::start(config).await.expect("meshd starts")
+}
+
+async fn install(cluster: &TestCluster, meshd: &Meshd, cni_managed: bool) {
+    let output = tempfile::tempdir().unwrap();
+    let options = InstallOptions {
+        plan: Plan {
+            project: "pods-project".into(),
+            location: "local".into(),
+            cluster: "real-node".into(),
+            channel: Channel::Regular,
+            cni_managed,
+        },
+        output_dir: output.path().to_path_buf(),
+        verbose: false,
+        register: false,
+        kubeconfig: Some(cluster.kubeconfig.clone()),
+        context: None,
+        meshd_url: format!("http://{}", meshd.http_address()),
+    };
+    install::run(&options).await.expect("install succeeds");
+}
+
+/// The sample app as a Deployment: `reviews` answers HTTP on 9080 (declared by its
+/// Service) and echoes TCP on 9090 (declared by nothing); `client` only runs curl.
+fn workloads() -> String {
+    let mut yaml = String::from(
+        r#"
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: reviews}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: client}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: reviews}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: client}
+spec:
+  selector: {matchLabels: {app: client}}
+  template:
+    metadata: {labels: {app: client}}
+    spec:
+      serviceAccountName: client
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: client
+        image: localhost/fleetmesh/sample:0.1.0
+        command: [sleep, infinity]
+"#,
+    );
+    for version in ["v1", "v2"] {
+        yaml.push_str(&format!(
+            r#"
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: reviews-{version}}}
+spec:
+  selector: {{matchLabels: {{app: reviews, version: {version}}}}}
+  template:
+    metadata: {{labels: {{app: reviews, version: {version}}}}}
+    spec:
+      serviceAccountName: reviews
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: reviews
+        image: localhost/fleetmesh/sample:0.1.0
+        args: [--listen, "0.0.0.0:9080", --service, reviews, --version, {version}, --tcp-echo, "0.0.0.0:9090"]
+        ports: [{{name: http, containerPort: 9080}}]
+        readinessProbe: {{httpGet: {{path: /ready, port: 9080}}, periodSeconds: 1}}
+        livenessProbe: {{tcpSocket: {{port: 9080}}, periodSeconds: 1}}
+"#
+        ));
+    }
+    yaml
+}
+
+const STRICT: &str = r#"
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default}
+spec: {mtls: {mode: STRICT}}
+"#;
+
+const DENY_ADMIN_PATH: &str = r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: reviews-deny}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  action: DENY
+  rules: [{to: [{operation: {paths: [/denied]}}]}]
+"#;
+
+fn split(v1: u32, v2: u32) -> String {
+    format!(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: reviews}}
+spec:
+  host: reviews
+  subsets: [{{name: v1, labels: {{version: v1}}}}, {{name: v2, labels: {{version: v2}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: reviews}}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - {{destination: {{host: reviews, subset: v1}}, weight: {v1}}}
+    - {{destination: {{host: reviews, subset: v2}}, weight: {v2}}}
+"#
+    )
+}
+
+struct Scenario<'a> {
+    cluster: &'a TestCluster,
+    namespace: String,
+}
+
+impl Scenario<'_> {
+    fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+        let mut all = vec!["-n", self.namespace.as_str()];
+        all.extend_from_slice(args);
+        self.cluster.run_kubectl(&all, stdin)
+    }
+
+    fn apply(&self, yaml: &str) {
+        self.kubectl(&["apply", "-f", "-"], Some(yaml))
+            .unwrap_or_else(|e| panic!("kubectl apply: {e}"));
+    }
+
+    /// A shell command in the client pod's app container (its traffic is captured).
+    fn in_client(&self, script: &str) -> Result<String, String> {
+        self.kubectl(
+            &[
+                "exec",
+                "deploy/client",
+                "-c",
+                "client",
+                "--",
+                "bash",
+                "-c",
+                script,
+            ],
+            None,
+        )
+    }
+
+    fn rolled_out(&self, deployment: &str) {
+        self.kubectl(
+            &[
+                "rollout",
+                "status",
+                &format!("deploy/{deployment}"),
+                "--timeout=180s",
+            ],
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{deployment} did not become ready: {e}"));
+    }
+
+    /// Retries `script` in the client until `accept` takes its result.
+    async fn until(
+        &self,
+        what: &str,
+        script: &str,
+        accept: impl Fn(&Result<String, String>) -> bool,
+    ) -> Result<String, String> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let result = self.in_client(script);
+            if accept(&result) {
+                return result;
+            }
+            assert!(Instant::now() < deadline, "{what}: last result {result:?}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+async fn pods(client: &kube::Client, namespace: &str, labels: &str) -> Vec<Pod> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    api.list(&ListParams::default().labels(labels))
+        .await
+        .unwrap()
+        .items
+}
+
+fn restarts(pod: &Pod) -> i32 {
+    pod.status
+        .iter()
+        .flat_map(|s| s.container_statuses.iter().flatten())
+        .map(|c| c.restart_count)
+        .sum()
+}
+
+fn pod_ip(pod: &Pod) -> String {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .expect("a running pod has an IP")
+}
+
+/// Everything the pod path must do, in a namespace of its own.
+async fn scenario(cluster: &TestCluster, client: &kube::Client, cni_managed: bool) {
+    let prefix = if cni_managed { "pods-cni" } else { "pods-init" };
+    let namespace = TestNamespace::create(client, prefix).await.unwrap();
+    let s = Scenario {
+        cluster,
+        namespace: namespace.name.clone(),
+    };
+    cluster
+        .run_kubectl(
+            &[
+                "label",
+                "namespace",
+                &s.namespace,
+                "istio.io/rev=asm-managed",
+            ],
+            None,
+        )
+        .unwrap();
+    s.apply(&workloads());
+    for deployment in ["client", "reviews-v1", "reviews-v2"] {
+        s.rolled_out(deployment);
+    }
+    let reviews = pods(client, &s.namespace, "app=reviews").await;
+    for pod in &reviews {
+        let spec = pod.spec.as_ref().unwrap();
+        let init: Vec<_> = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .map(|c| c.name.as_str())
+            .collect();
+        if cni_managed {
+            assert!(
+                !init.contains(&INIT_CONTAINER),
+                "the CNI plugin redirects: {init:?}"
+            );
+        } else {
+            assert!(init.contains(&INIT_CONTAINER), "{init:?}");
+        }
+        assert_eq!(spec.containers[0].name, PROXY_CONTAINER);
+    }
+    let target_ip = pod_ip(&reviews[0]);
+
+    // Captured: curl knows nothing of the mesh, its sidecar sends it with mTLS, and the
+    // server's sidecar hands the app the caller's verified identity.
+    let body = s
+        .until(
+            "a request through both sidecars",
+            "curl -s -m 5 http://reviews:9080/",
+            |r| r.as_ref().is_ok_and(|b| b.contains("service=reviews")),
+        )
+        .await
+        .unwrap();
+    let caller = format!("spiffe://cluster.local/ns/{}/sa/client", s.namespace);
+    assert!(
+        body.contains("x-forwarded-client-cert") && body.contains(&caller),
+        "the app sees the caller's identity: {body}"
+    );
+
+    // A port no Service declares passes through to the app (PERMISSIVE so far): from
+    // 127.0.0.6, so capture does not send Envoy's own connection back to Envoy.
+    // (The echo never closes the connection: curl ends on its time limit.)
+    let echoed = s.in_client(&format!(
+        "curl -s -m 3 --http0.9 http://{target_ip}:9090/passthrough || true"
+    ));
+    assert!(
+        echoed
+            .as_deref()
+            .is_ok_and(|b| b.contains("GET /passthrough")),
+        "the undeclared port echoes: {echoed:?}"
+    );
+
+    // STRICT: plaintext to the undeclared port is refused like any other; 10,000 such
+    // connections leave the server's Envoy up.
+    s.apply(STRICT);
+    s.until(
+        "plaintext to an undeclared port refused under STRICT",
+        &format!("curl -s -m 3 --http0.9 http://{target_ip}:9090/strict || true"),
+        |r| r.as_ref().is_ok_and(|b| !b.contains("GET /strict")),
+    )
+    .await
+    .unwrap();
+    let connected = s
+        .in_client(&format!(
+            "n=0; for i in $(seq 10000); do exec 3<>/dev/tcp/{target_ip}/9090 && n=$((n+1)); exec 3>&-; done; echo $n"
+        ))
+        .unwrap();
+    assert_eq!(
+        connected.trim(),
+        "10000",
+        "each connection reached the client's sidecar"
+    );
+    let after = pods(client, &s.namespace, "app=reviews").await;
+    assert!(
+        after.iter().all(|p| restarts(p) == 0),
+        "no container restarted (probes pass under STRICT, Envoy stayed up)"
+    );
+    s.until(
+        "mTLS still works",
+        "curl -s -m 5 -o /dev/null -w '%{http_code}' http://reviews:9080/",
+        |r| r.as_deref() == Ok("200"),
+    )
+    .await
+    .unwrap();
+
+    // Envoy's admin is nobody's but its own: not on the pod's address, from another pod.
+    let admin = s.in_client(&format!(
+        "curl -s -m 5 -o /dev/null -w '%{{http_code}}' http://{target_ip}:15000/config_dump"
+    ));
+    assert!(
+        !admin.as_deref().is_ok_and(|code| code == "200"),
+        "another pod reached Envoy's admin: {admin:?}"
+    );
+    let listening = s
+        .kubectl(
+            &[
+                "exec",
+                &reviews[0].metadata.name.clone().unwrap(),
+                "-c",
+                "reviews",
+                "--",
+                "cat",
+                "/proc/net/tcp",
+                "/proc/net/tcp6",
+            ],
+            None,
+        )
+        .unwrap();
+    let admin_port = format!(":{:04X} ", 15000);
+    assert!(
+        !listening
+            .lines()
+            .any(|l| l.contains(&admin_port) && l.split_whitespace().nth(3) == Some("0A")),
+        "nothing listens on TCP 15000 in the pod:\n{listening}"
+    );
+
+    // 80/20 over 1,000 requests (one connection; Envoy routes each request).
+    s.apply(&split(0, 100));
+    s.until(
+        "all traffic on v2",
+        "curl -s -m 5 'http://reviews:9080/[1-20]' | grep -c version=v2 || true",
+        |r| r.as_deref().map(str::trim) == Ok("20"),
+    )
+    .await
+    .unwrap();
+    s.apply(&split(80, 20));
+    s.until(
+        "the 80/20 split in force",
+        "curl -s -m 5 'http://reviews:9080/[1-20]' | grep -c version=v1 || true",
+        |r| r.as_deref().is_ok_and(|n| n.trim() != "0"),
+    )
+    .await
+    .unwrap();
+    let v2 = s
+        .in_client("curl -s -m 60 'http://reviews:9080/[1-1000]' | grep -c version=v2")
+        .unwrap();
+    let v2: f64 = v2.trim().parse().unwrap();
+    let sigma = (1000.0_f64 * 0.2 * 0.8).sqrt();
+    assert!(
+        (v2 - 200.0).abs() <= 4.0 * sigma,
+        "{v2} of 1000 went to v2, expected 200 ± {:.0}",
+        4.0 * sigma
+    );
+
+    // AuthorizationPolicy DENY answers 403 for its path, and nothing else.
+    s.apply(DENY_ADMIN_PATH);
+    s.until(
+        "the DENY policy in force",
+        "curl -s -m 5 -o /dev/null -w '%{http_code}' http://reviews:9080/denied",
+        |r| r.as_deref() == Ok("403"),
+    )
+    .await
+    .unwrap();
+    let allowed = s
+        .in_client("curl -s -m 5 -o /dev/null -w '%{http_code}' http://reviews:9080/allowed")
+        .unwrap();
+    assert_eq!(allowed, "200");
+
+    // A deleted pod's replacement gets its config and certificate, and probes pass for
+    // it under STRICT.
+    let old = reviews
+        .iter()
+        .find(|p| p.metadata.labels.as_ref().unwrap()["version"] == "v1")
+        .unwrap();
+    s.kubectl(
+        &[
+            "delete",
+            "pod",
+            old.metadata.name.as_deref().unwrap(),
+            "--wait=false",
+        ],
+        None,
+    )
+    .unwrap();
+    s.rolled_out("reviews-v1");
+    s.until(
+        "v1 answering again",
+        "curl -s -m 5 'http://reviews:9080/[1-20]' | grep -c version=v1 || true",
+        |r| r.as_deref().is_ok_and(|n| n.trim() != "0"),
+    )
+    .await
+    .unwrap();
+
+    namespace.delete().await.ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_talk_strict_mtls_through_istio_init_then_through_the_cni_plugin() {
+    let images = images();
+    let cluster = TestCluster::start_with_real_node(CLUSTER).expect("the real node starts");
+    cluster.load_images(&images).expect("images load");
+    let client = cluster.client().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let meshd = start_meshd(&cluster, dir.path()).await;
+
+    install(&cluster, &meshd, false).await;
+    scenario(&cluster, &client, false).await;
+
+    install(&cluster, &meshd, true).await;
+    cluster
+        .run_kubectl(
+            &[
+                "-n",
+                "kube-system",
+                "rollout",
+                "status",
+                "daemonset/istio-cni-node",
+                "--timeout=120s",
+            ],
+            None,
+        )
+        .expect("the CNI DaemonSet runs");
+    scenario(&cluster, &client, true).await;
+
+    meshd.shutdown().await;
+    cluster.stop().expect("the node stops");
+}
