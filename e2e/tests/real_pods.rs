@@ -468,9 +468,36 @@ async fn scenario(cluster: &TestCluster, client: &kube::Client, cni_managed: boo
     namespace.delete().await.ok();
 }
 
+/// What a real node may change on this machine while it runs and must put back when it
+/// stops: interfaces, network namespaces, routes, iptables chains and rules (both
+/// families, counters aside), mounts, the CNI directories, and the sysctls it sets.
+fn machine_state() -> String {
+    let script = r#"
+        ip -o link | awk '{print $2}'
+        ip netns list
+        ip route show table all
+        for save in iptables-save ip6tables-save; do
+          $save | grep -E '^(-A|:[A-Z0-9-]+ -)' | sed 's/ \[[0-9:]*\]$//'
+        done
+        awk '{print $1, $2, $3}' /proc/mounts
+        ls -a /etc/cni /opt/cni 2>&1
+        for s in vm/overcommit_memory vm/panic_on_oom kernel/panic kernel/panic_on_oops                  kernel/keys/root_maxkeys kernel/keys/root_maxbytes net/ipv4/ip_forward; do
+          echo "$s=$(cat /proc/sys/$s)"
+        done
+    "#;
+    let output = std::process::Command::new("bash")
+        .args(["-c", script])
+        .output()
+        .expect("bash runs");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_talk_strict_mtls_through_istio_init_then_through_the_cni_plugin() {
     let images = images();
+    // A node left by an earlier run is stopped first, so the state below is the machine's.
+    TestCluster::stop_named(CLUSTER).expect("a stale cluster stops");
+    let before = machine_state();
     let cluster = TestCluster::start_with_real_node(CLUSTER).expect("the real node starts");
     cluster.load_images(&images).expect("images load");
     let client = cluster.client().await.unwrap();
@@ -498,4 +525,9 @@ async fn pods_talk_strict_mtls_through_istio_init_then_through_the_cni_plugin() 
 
     meshd.shutdown().await;
     cluster.stop().expect("the node stops");
+    let after = machine_state();
+    assert!(
+        before == after,
+        "stopping the node left the machine changed:\n--- before\n{before}\n--- after\n{after}"
+    );
 }

@@ -85,11 +85,16 @@ impl TestCluster {
 
     /// Stops the cluster and removes everything it made on this machine.
     pub fn stop(&self) -> anyhow::Result<()> {
-        let status = Command::new(&self.script)
-            .args(["stop", &self.name])
+        TestCluster::stop_named(&self.name)
+    }
+
+    /// Stops cluster `name` if it runs (nothing to do otherwise).
+    pub fn stop_named(name: &str) -> anyhow::Result<()> {
+        let status = Command::new(repo_root().join("scripts/kube-local"))
+            .args(["stop", name])
             .status()?;
         if !status.success() {
-            bail!("stopping {} failed", self.name);
+            bail!("stopping {name} failed");
         }
         Ok(())
     }

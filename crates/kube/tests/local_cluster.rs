@@ -67,3 +67,33 @@ async fn deployments_become_running_pods_and_the_apiserver_restarts() {
     assert_eq!(after.len(), 5, "state survives an API server restart");
     namespace.delete().await.unwrap();
 }
+
+/// A fake range that overlaps this machine's own network (an address or a route other
+/// than the default one) would make "fake" pods real: start refuses it, naming both.
+#[test]
+fn a_fake_range_that_overlaps_a_local_route_is_refused() {
+    let route = std::process::Command::new("ip")
+        .args(["-4", "route", "show", "scope", "link"])
+        .output()
+        .expect("ip runs");
+    let route = String::from_utf8_lossy(&route.stdout);
+    let Some(local) = route.split_whitespace().next() else {
+        panic!("this machine has no link route to overlap: {route}")
+    };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/kube-local");
+    let output = std::process::Command::new(script)
+        .args(["start", "fleetmesh-overlap-refused"])
+        .env("KUBE_LOCAL_POD_CIDR", local)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "started with pods in {local}");
+    assert!(
+        stderr.contains("refusing") && stderr.contains(local),
+        "{stderr}"
+    );
+    assert!(
+        !std::path::Path::new("/tmp/fleetmesh-clusters/fleetmesh-overlap-refused/etcd").exists(),
+        "nothing was started"
+    );
+}
