@@ -83,6 +83,8 @@ pub struct Workload {
     pub node_id: String,
     /// `spiffe://cluster.local/ns/NS/sa/SA`.
     pub spiffe_id: String,
+    /// The file the agent reads its token from (mode 0600), for every CSR and xDS stream.
+    pub token_file: PathBuf,
 }
 
 impl Workload {
@@ -324,7 +326,7 @@ impl LocalMesh {
         let meshd = MeshdConnection::new(
             &xds_address.to_string(),
             meshd_roots.as_deref(),
-            TokenFile::new(token_file),
+            TokenFile::new(&token_file),
         )?;
         let security = Security::start(&meshd, spiffe_id.clone(), self.cert_ttl, &workdir)?;
         let options = StartOptions {
@@ -363,6 +365,7 @@ impl LocalMesh {
             security,
             node_id: node_id(kind, ip, name, namespace),
             spiffe_id,
+            token_file,
         })
     }
 }
