@@ -153,6 +153,7 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
             cluster: "install-test".into(),
             channel: Channel::Regular,
             cni_managed: false,
+            hub: "registry.example.com/mesh".into(),
         },
         output_dir: output.path().to_path_buf(),
         verbose: true,
@@ -218,6 +219,33 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
     let (init, main) = containers(&web);
     assert_eq!(init, [INIT_CONTAINER]);
     assert_eq!(main, [PROXY_CONTAINER, "web"]);
+    let proxy_version = fleetmesh_inject::Revision::named("asm-managed-rapid")
+        .unwrap()
+        .proxy_version;
+    assert_eq!(
+        web.spec.as_ref().unwrap().containers[0].image.as_deref(),
+        Some(format!("registry.example.com/mesh/proxyv2:{proxy_version}").as_str()),
+        "the proxy image comes from the install's hub"
+    );
+    // kube-inject reads what install recorded, so hand-injected pods match.
+    let recorded = fleetmesh_cli::kube_inject::Recorded::read(&client)
+        .await
+        .unwrap();
+    assert_eq!(
+        recorded,
+        fleetmesh_cli::kube_inject::Recorded {
+            xds_address: Some(
+                MeshdApi::new(&meshd_url)
+                    .install_info()
+                    .await
+                    .unwrap()
+                    .xds_address
+            ),
+            cluster: Some("install-test".into()),
+            cni_managed: Some(false),
+            hub: Some("registry.example.com/mesh".into()),
+        }
+    );
     assert_eq!(pod_label(&web, labels::REVISION), Some("asm-managed-rapid"));
     let status = &web.metadata.annotations.as_ref().unwrap()[annotations::STATUS];
     assert!(status.contains("asm-managed-rapid"), "{status}");

@@ -137,6 +137,7 @@ async fn the_seeds_readiness_check_follows_the_controller() {
         cni_managed: true,
         injected_by: InjectedBy::Webhook,
         proxy_version: None,
+        hub: fleetmesh_inject::DEFAULT_HUB.into(),
     };
     let pods: Api<Pod> = Api::namespaced(client.clone(), &shop.name);
     for (name, opt_in) in [
@@ -662,6 +663,7 @@ fn plan() -> Plan {
         cluster: "dataplane".into(),
         channel: Channel::Rapid,
         cni_managed: true,
+        hub: fleetmesh_inject::DEFAULT_HUB.into(),
     }
 }
 

@@ -58,6 +58,7 @@ async fn install(cluster: &TestCluster, meshd: &Meshd, cni_managed: bool) {
             cluster: "real-node".into(),
             channel: Channel::Regular,
             cni_managed,
+            hub: fleetmesh_inject::DEFAULT_HUB.into(),
         },
         output_dir: output.path().to_path_buf(),
         verbose: false,

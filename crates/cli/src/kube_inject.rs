@@ -11,6 +11,48 @@ use k8s_openapi::api::core::v1::Pod;
 use serde::Deserialize;
 use serde_json::Value;
 
+/// What `fleetmesh install` recorded in the cluster (ConfigMap
+/// `istio-system/fleetmesh-install`), so hand-injected pods reach meshd, redirect traffic
+/// and pull images as webhook-injected ones do. A field install did not record is `None`.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Recorded {
+    pub xds_address: Option<String>,
+    pub cluster: Option<String>,
+    pub cni_managed: Option<bool>,
+    pub hub: Option<String>,
+}
+
+pub const INSTALL_CONFIG_MAP: &str = "fleetmesh-install";
+
+impl Recorded {
+    /// Reads the install's record; a cluster without one is an error that says so.
+    pub async fn read(client: &kube::Client) -> anyhow::Result<Recorded> {
+        let config_maps: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+            kube::Api::namespaced(client.clone(), crate::install::manifests::ISTIO_SYSTEM);
+        let record = config_maps
+            .get_opt(INSTALL_CONFIG_MAP)
+            .await
+            .context("reading ConfigMap istio-system/fleetmesh-install")?
+            .with_context(|| {
+                "the cluster has no istio-system/fleetmesh-install (not installed with `fleetmesh install`?): \
+                 pass --xds-address, --cluster, --cni-managed and --hub, or --offline"
+            })?;
+        Ok(Recorded::from_data(&record.data.unwrap_or_default()))
+    }
+
+    pub fn from_data(data: &std::collections::BTreeMap<String, String>) -> Recorded {
+        Recorded {
+            xds_address: data.get("xdsAddress").cloned(),
+            cluster: data.get("cluster").cloned(),
+            cni_managed: data.get("cniManaged").and_then(|v| v.parse().ok()),
+            hub: data
+                .get("hub")
+                .filter(|h| fleetmesh_inject::channel::valid_hub(h))
+                .cloned(),
+        }
+    }
+}
+
 /// The injected manifest, as multi-document YAML. `source` names the input in errors.
 pub fn inject_manifest(text: &str, source: &str, settings: &Settings) -> anyhow::Result<String> {
     let mut out = Vec::new();
@@ -62,6 +104,33 @@ mod tests {
     use fleetmesh_inject::{Channel, InjectedBy, Revision, annotations};
 
     #[test]
+    fn reads_what_install_recorded() {
+        let data = [
+            ("xdsAddress", "meshd.example:15012"),
+            ("cluster", "prod-1"),
+            ("cniManaged", "true"),
+            ("hub", "registry.example.com/mesh"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .into_iter()
+        .collect();
+        assert_eq!(
+            Recorded::from_data(&data),
+            Recorded {
+                xds_address: Some("meshd.example:15012".into()),
+                cluster: Some("prod-1".into()),
+                cni_managed: Some(true),
+                hub: Some("registry.example.com/mesh".into()),
+            }
+        );
+        let unreadable = [("cniManaged", "maybe"), ("hub", "Not A Hub")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into_iter()
+            .collect();
+        assert_eq!(Recorded::from_data(&unreadable), Recorded::default());
+    }
+
+    #[test]
     fn injects_pod_templates_and_passes_the_rest_through() {
         let settings = Settings {
             revision: Revision::of(Channel::Regular),
@@ -71,6 +140,7 @@ mod tests {
             cni_managed: false,
             injected_by: InjectedBy::KubeInject,
             proxy_version: None,
+            hub: fleetmesh_inject::DEFAULT_HUB.into(),
         };
         let manifest = r#"
 apiVersion: v1

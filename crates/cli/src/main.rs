@@ -77,16 +77,31 @@ enum Command {
         /// The revision whose proxy to inject.
         #[arg(long, default_value = "asm-managed")]
         revision: String,
-        /// meshd's xDS address as the cluster's pods reach it.
-        #[arg(long, default_value = "127.0.0.1:15010")]
-        xds_address: String,
+        /// meshd's xDS address as the cluster's pods reach it. Default: what install
+        /// recorded in the cluster (ConfigMap istio-system/fleetmesh-install).
+        #[arg(long)]
+        xds_address: Option<String>,
         #[arg(long, default_value = "cluster.local")]
         trust_domain: String,
-        #[arg(long, default_value = "Kubernetes")]
-        cluster: String,
-        /// The cluster's CNI plugin redirects traffic: no istio-init container.
+        /// The cluster's id. Default: what install recorded.
         #[arg(long)]
-        cni_managed: bool,
+        cluster: Option<String>,
+        /// Whether the cluster's CNI plugin redirects traffic (no istio-init container).
+        /// Default: what install recorded.
+        #[arg(long)]
+        cni_managed: Option<bool>,
+        /// Where the cluster pulls the proxy image. Default: what install recorded.
+        #[arg(long, value_parser = parse_hub)]
+        hub: Option<String>,
+        /// Do not read the cluster: every setting from the flags or its built-in default
+        /// (127.0.0.1:15010, cluster Kubernetes, istio-init, the default hub).
+        #[arg(long)]
+        offline: bool,
+        /// The kubeconfig context whose install to read (default: the current one).
+        #[arg(long)]
+        context: Option<String>,
+        #[arg(long, env = "KUBECONFIG")]
+        kubeconfig: Option<PathBuf>,
     },
     /// The fleet: clusters registered with `install --enable-registration`.
     Fleet {
@@ -169,6 +184,11 @@ struct InstallArgs {
     /// Release channel: rapid, regular (default) or stable.
     #[arg(long)]
     channel: Option<String>,
+    /// Where the cluster pulls fleetmesh's images: `HUB/proxyv2:VERSION` for sidecars,
+    /// gateways (`image: auto`) and the CNI DaemonSet, the tag being the revision's proxy
+    /// version. Recorded in ConfigMap istio-system/fleetmesh-install.
+    #[arg(long, default_value = fleetmesh_inject::DEFAULT_HUB, value_parser = parse_hub)]
+    hub: String,
     /// The kubeconfig context to use (default: the current one).
     #[arg(long)]
     context: Option<String>,
@@ -197,6 +217,16 @@ enum MeshCommand {
         #[arg(long, env = "FLEETMESH_URL", default_value = "http://127.0.0.1:15014")]
         meshd_url: String,
     },
+}
+
+fn parse_hub(text: &str) -> Result<String, String> {
+    if fleetmesh_inject::channel::valid_hub(text) {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "{text:?} is not an image repository prefix (e.g. registry.example.com/team/fleetmesh)"
+        ))
+    }
 }
 
 #[tokio::main]
@@ -237,6 +267,7 @@ async fn main() -> anyhow::Result<()> {
                     cluster: args.cluster,
                     channel: install::channel(args.channel.as_deref())?,
                     cni_managed: args.options.iter().any(|o| o == "cni-managed"),
+                    hub: args.hub,
                 },
                 output_dir: args.output_dir,
                 verbose: args.verbose,
@@ -254,6 +285,10 @@ async fn main() -> anyhow::Result<()> {
             trust_domain,
             cluster,
             cni_managed,
+            hub,
+            offline,
+            context,
+            kubeconfig,
         } => {
             let revision = fleetmesh_inject::Revision::named(&revision).ok_or_else(|| {
                 anyhow::anyhow!(
@@ -266,14 +301,31 @@ async fn main() -> anyhow::Result<()> {
                 std::fs::read_to_string(&file)
                     .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
             };
+            let all_given = xds_address.is_some()
+                && cluster.is_some()
+                && cni_managed.is_some()
+                && hub.is_some();
+            let recorded = if offline || all_given {
+                kube_inject::Recorded::default()
+            } else {
+                let client = install::connect(kubeconfig.as_deref(), context.as_deref()).await?;
+                kube_inject::Recorded::read(&client).await?
+            };
             let settings = fleetmesh_inject::Settings {
                 revision,
-                xds_address,
+                xds_address: xds_address
+                    .or(recorded.xds_address)
+                    .unwrap_or_else(|| "127.0.0.1:15010".into()),
                 trust_domain,
-                cluster_id: cluster,
-                cni_managed,
+                cluster_id: cluster
+                    .or(recorded.cluster)
+                    .unwrap_or_else(|| "Kubernetes".into()),
+                cni_managed: cni_managed.or(recorded.cni_managed).unwrap_or(false),
                 injected_by: fleetmesh_inject::InjectedBy::KubeInject,
                 proxy_version: None,
+                hub: hub
+                    .or(recorded.hub)
+                    .unwrap_or_else(|| fleetmesh_inject::DEFAULT_HUB.into()),
             };
             let source = file.display().to_string();
             print!(

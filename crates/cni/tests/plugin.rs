@@ -21,6 +21,7 @@ fn settings() -> Settings {
         cni_managed: true,
         injected_by: InjectedBy::Webhook,
         proxy_version: None,
+        hub: fleetmesh_inject::DEFAULT_HUB.into(),
     }
 }
 

@@ -58,6 +58,7 @@ mod tests {
             cni_managed: false,
             injected_by: InjectedBy::Webhook,
             proxy_version: None,
+            hub: crate::DEFAULT_HUB.into(),
         }
     }
 

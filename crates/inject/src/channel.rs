@@ -19,10 +19,9 @@ pub struct Revision {
     pub channel: Channel,
     /// The control plane version serving it.
     pub control_plane_version: &'static str,
-    /// The proxy (agent + Envoy) version its pods run.
+    /// The proxy (agent + Envoy) version its pods run: the tag of the `istio-proxy`
+    /// image ([`proxy_image`]).
     pub proxy_version: &'static str,
-    /// The `istio-proxy` image, built by `scripts/build-images` at that version.
-    pub proxy_image: &'static str,
 }
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -35,30 +34,46 @@ pub const REVISIONS: [Revision; 3] = [
         channel: Channel::Rapid,
         control_plane_version: VERSION,
         proxy_version: VERSION,
-        proxy_image: concat!("localhost/fleetmesh/proxyv2:", env!("CARGO_PKG_VERSION")),
     },
     Revision {
         name: "asm-managed",
         channel: Channel::Regular,
         control_plane_version: VERSION,
         proxy_version: VERSION,
-        proxy_image: concat!("localhost/fleetmesh/proxyv2:", env!("CARGO_PKG_VERSION")),
     },
     Revision {
         name: "asm-managed-stable",
         channel: Channel::Stable,
         control_plane_version: VERSION,
         proxy_version: VERSION,
-        proxy_image: concat!("localhost/fleetmesh/proxyv2:", env!("CARGO_PKG_VERSION")),
     },
 ];
 
-/// Where the `istio-proxy` images live (`scripts/build-images` builds them).
-pub const PROXY_REPOSITORY: &str = "localhost/fleetmesh/proxyv2";
+/// Where the images live unless install says otherwise (`fleetmesh install --hub`):
+/// `scripts/build-images` builds them under this name, and a registry-less cluster (the
+/// local real node) has them imported as such.
+pub const DEFAULT_HUB: &str = "localhost/fleetmesh";
 
-/// The `istio-proxy` image of proxy `version`.
-pub fn proxy_image(version: &str) -> String {
-    format!("{PROXY_REPOSITORY}:{version}")
+/// The `istio-proxy` image of proxy `version` in `hub`, as Istio names it
+/// (`HUB/proxyv2:TAG`): the tag is the proxy version, so a new version is a new image.
+pub fn proxy_image(hub: &str, version: &str) -> String {
+    format!("{hub}/proxyv2:{version}")
+}
+
+/// Whether `hub` is an image repository prefix a pod spec may carry: registry host
+/// (and port), path components of lower-case letters, digits and `._-`; nothing that
+/// could be read as more than a name.
+pub fn valid_hub(hub: &str) -> bool {
+    !hub.is_empty()
+        && hub.len() <= 200
+        && hub.split('/').all(|part| {
+            !part.is_empty()
+                && part != "."
+                && part != ".."
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-:".contains(c))
+        })
 }
 
 /// The revision tag install points at the chosen channel; the legacy
@@ -104,6 +119,34 @@ impl fmt::Display for Channel {
             Channel::Regular => "regular",
             Channel::Stable => "stable",
         })
+    }
+}
+
+#[cfg(test)]
+mod hub_tests {
+    use super::*;
+
+    #[test]
+    fn hubs_are_repository_prefixes() {
+        for good in [
+            DEFAULT_HUB,
+            "registry.example.com:5000/team/fleetmesh",
+            "gcr.io/p",
+        ] {
+            assert!(valid_hub(good), "{good}");
+        }
+        for bad in [
+            "",
+            "Upper/case",
+            "a//b",
+            "../x",
+            "a/ b",
+            "a@sha256",
+            "x/y?z",
+        ] {
+            assert!(!valid_hub(bad), "{bad}");
+        }
+        assert_eq!(proxy_image("h/r", "1.2"), "h/r/proxyv2:1.2");
     }
 }
 

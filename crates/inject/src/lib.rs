@@ -12,7 +12,7 @@ pub mod probes;
 pub mod review;
 pub mod template;
 
-pub use channel::{Channel, Revision};
+pub use channel::{Channel, DEFAULT_HUB, Revision};
 pub use policy::{Decision, Template};
 pub use template::{InjectedBy, Settings};
 

@@ -32,6 +32,8 @@ pub struct Settings {
     /// The proxy version to inject instead of the channel table's: the revision's
     /// DataPlaneControl `spec.proxyVersion`, which starts a managed rollout.
     pub proxy_version: Option<String>,
+    /// Where the cluster pulls the images from (`fleetmesh install --hub`).
+    pub hub: String,
 }
 
 impl Settings {
@@ -44,7 +46,7 @@ impl Settings {
 
     /// The `istio-proxy` image of that version.
     pub fn proxy_image(&self) -> String {
-        crate::channel::proxy_image(self.proxy_version())
+        crate::channel::proxy_image(&self.hub, self.proxy_version())
     }
 }
 
@@ -420,6 +422,7 @@ mod tests {
             cni_managed,
             injected_by: InjectedBy::Webhook,
             proxy_version: None,
+            hub: "registry.example.com/mesh".into(),
         }
     }
 
@@ -447,7 +450,14 @@ mod tests {
         let proxy = container(&pod, PROXY_CONTAINER).expect("istio-proxy");
         assert_eq!(
             proxy.image.as_deref(),
-            Revision::of(Channel::Rapid).proxy_image.into()
+            Some(
+                format!(
+                    "registry.example.com/mesh/proxyv2:{}",
+                    Revision::of(Channel::Rapid).proxy_version
+                )
+                .as_str()
+            ),
+            "the install's hub, the revision's proxy version"
         );
         assert_eq!(
             pod.spec.as_ref().unwrap().containers[0].name,
@@ -528,10 +538,7 @@ mod tests {
         );
         assert_eq!(env["ISTIO_META_INTERCEPTION_MODE"], "NONE");
         let proxy = &spec.containers[0];
-        assert_eq!(
-            proxy.image.as_deref(),
-            Some(Revision::of(Channel::Rapid).proxy_image)
-        );
+        assert_eq!(proxy.image, Some(settings(false).proxy_image()));
         assert!(proxy.args.as_ref().unwrap().contains(&"router".to_string()));
         assert!(
             !injected

@@ -122,21 +122,43 @@ fn router(state: WebhookState) -> Router {
     Router::new()
         .route(
             "/inject/{revision}/cluster/{cluster}/redirect/{redirect}",
+            post(inject_default_hub),
+        )
+        .route(
+            "/inject/{revision}/cluster/{cluster}/redirect/{redirect}/hub/{*hub}",
             post(inject),
         )
         .route("/validate", post(validate))
         .with_state(state)
 }
 
-/// `/inject/<revision>/cluster/<cluster id>/redirect/<cni|init>`: the per-cluster options
-/// the installer writes into the webhook's URL (the API server allows no query string).
-/// `cni`: the cluster's CNI plugin redirects traffic (`--option cni-managed`), so pods get
-/// no `istio-init` container.
-async fn inject(
-    State(state): State<WebhookState>,
+/// An install from before `--hub`: the images' default hub.
+async fn inject_default_hub(
+    state: State<WebhookState>,
     Path((revision, cluster, redirect)): Path<(String, String, String)>,
     body: Bytes,
 ) -> Response {
+    let hub = fleetmesh_inject::DEFAULT_HUB.to_string();
+    inject(state, Path((revision, cluster, redirect, hub)), body).await
+}
+
+/// `/inject/<revision>/cluster/<cluster id>/redirect/<cni|init>/hub/<hub>`: the
+/// per-cluster options the installer writes into the webhook's URL (the API server allows
+/// no query string). `cni`: the cluster's CNI plugin redirects traffic (`--option
+/// cni-managed`), so pods get no `istio-init` container; `hub`: where the cluster pulls
+/// the proxy image from (`HUB/proxyv2:VERSION`).
+async fn inject(
+    State(state): State<WebhookState>,
+    Path((revision, cluster, redirect, hub)): Path<(String, String, String, String)>,
+    body: Bytes,
+) -> Response {
+    if !fleetmesh_inject::channel::valid_hub(&hub) {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("hub {hub:?}: expected an image repository prefix such as registry.example.com/team\n"),
+        )
+            .into_response();
+    }
     let Some(revision) = Revision::named(&revision) else {
         return (
             StatusCode::NOT_FOUND,
@@ -180,6 +202,7 @@ async fn inject(
         cni_managed,
         injected_by: InjectedBy::Webhook,
         proxy_version,
+        hub,
     };
     match fleetmesh_inject::admission::admit_pod(&body, &settings) {
         Ok(answer) => axum::Json(answer).into_response(),

@@ -26,6 +26,8 @@ pub struct Plan {
     pub cluster: String,
     pub channel: Channel,
     pub cni_managed: bool,
+    /// Where the cluster pulls fleetmesh's images (`HUB/proxyv2:VERSION`).
+    pub hub: String,
 }
 
 /// One file of manifests, applied in order.
@@ -62,7 +64,7 @@ pub fn render(plan: &Plan, control_plane: &ControlPlane) -> Vec<Manifest> {
     if plan.cni_managed {
         manifests.push(Manifest {
             file: "manifests/04-cni-node.yaml",
-            yaml: documents(&cni_node(Revision::of(plan.channel))),
+            yaml: documents(&cni_node(plan)),
         });
     }
     manifests.push(Manifest {
@@ -123,6 +125,7 @@ fn istio_system(plan: &Plan, control_plane: &ControlPlane) -> Vec<Value> {
                 "defaultRevision": Revision::of(plan.channel).name,
                 "cniManaged": plan.cni_managed.to_string(),
                 "xdsAddress": control_plane.xds_address,
+                "hub": plan.hub,
             },
         }),
     ])
@@ -172,7 +175,8 @@ fn rbac() -> Vec<Value> {
 /// `--option cni-managed`: the `istio-cni-node` DaemonSet puts `fleetmesh-cni` on every
 /// node (chained after the cluster's network plugin), so injected pods need no
 /// privileged `istio-init` container. It may read pods (to tell which to redirect).
-fn cni_node(revision: &Revision) -> Vec<Value> {
+fn cni_node(plan: &Plan) -> Vec<Value> {
+    let revision = Revision::of(plan.channel);
     let namespace = "kube-system";
     let name = "istio-cni-node";
     let host_path = |volume: &str, path: &str| json!({"name": volume, "hostPath": {"path": path, "type": "DirectoryOrCreate"}});
@@ -209,7 +213,7 @@ fn cni_node(revision: &Revision) -> Vec<Value> {
                         "tolerations": [{"operator": "Exists"}],
                         "containers": [{
                             "name": "install-cni",
-                            "image": revision.proxy_image,
+                            "image": fleetmesh_inject::channel::proxy_image(&plan.hub, revision.proxy_version),
                             "command": ["fleetmesh-cni", "install"],
                             "securityContext": {"runAsUser": 0, "privileged": false},
                             "resources": {"requests": {"cpu": "10m", "memory": "20Mi"}},
@@ -308,8 +312,8 @@ fn injection_webhooks(plan: &Plan, control_plane: &ControlPlane) -> Vec<Value> {
     let path_of = |revision: &Revision| {
         let redirect = if plan.cni_managed { "cni" } else { "init" };
         format!(
-            "/inject/{}/cluster/{}/redirect/{redirect}",
-            revision.name, plan.cluster
+            "/inject/{}/cluster/{}/redirect/{redirect}/hub/{}",
+            revision.name, plan.cluster, plan.hub
         )
     };
     let configuration = |name: String, label: &str, webhooks: Vec<Value>| {
@@ -362,6 +366,7 @@ mod tests {
             cluster: "c1".into(),
             channel: Channel::Rapid,
             cni_managed: true,
+            hub: fleetmesh_inject::DEFAULT_HUB.into(),
         }
     }
 
@@ -417,7 +422,7 @@ mod tests {
         let url = tag[2]["clientConfig"]["url"].as_str().unwrap();
         assert_eq!(
             url,
-            "https://127.0.0.1:15017/inject/asm-managed-rapid/cluster/c1/redirect/cni"
+            "https://127.0.0.1:15017/inject/asm-managed-rapid/cluster/c1/redirect/cni/hub/localhost/fleetmesh"
         );
     }
 }

@@ -69,7 +69,7 @@ pub async fn run(options: &InstallOptions) -> anyhow::Result<Summary> {
     for manifest in &rendered {
         written.push(write(&options.output_dir, manifest.file, &manifest.yaml)?);
     }
-    for sample in samples::render(revision) {
+    for sample in samples::render(revision, &plan.hub) {
         written.push(write(&options.output_dir, sample.file, &sample.yaml)?);
     }
     written.push(copy_cli(&options.output_dir)?);

@@ -9,11 +9,11 @@ pub struct Sample {
     pub yaml: String,
 }
 
-pub fn render(revision: &Revision) -> Vec<Sample> {
+pub fn render(revision: &Revision, hub: &str) -> Vec<Sample> {
     vec![
         Sample {
             file: "samples/bookstore/bookstore.yaml",
-            yaml: bookstore(revision),
+            yaml: bookstore(revision, hub),
         },
         Sample {
             file: "samples/gateways/istio-ingressgateway.yaml",
@@ -26,11 +26,11 @@ pub fn render(revision: &Revision) -> Vec<Sample> {
     ]
 }
 
-/// Two services of `fleetmesh sample-app` (in the proxy image), `reviews` in two
-/// versions split 80/20. Label the namespace first:
+/// Two services of `fleetmesh sample-app` (the sample image `scripts/build-images`
+/// builds), `reviews` in two versions split 80/20. Label the namespace first:
 /// `kubectl label namespace NS istio-injection- istio.io/rev=REVISION --overwrite`.
-fn bookstore(revision: &Revision) -> String {
-    let image = revision.proxy_image;
+fn bookstore(revision: &Revision, hub: &str) -> String {
+    let image = format!("{hub}/sample:{}", revision.proxy_version);
     let mut yaml = String::new();
     for (service, version) in [("frontend", "v1"), ("reviews", "v1"), ("reviews", "v2")] {
         yaml.push_str(&format!(

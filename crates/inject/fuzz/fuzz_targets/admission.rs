@@ -13,6 +13,7 @@ fuzz_target!(|body: &[u8]| {
         cni_managed: false,
         injected_by: InjectedBy::Webhook,
         proxy_version: None,
+        hub: fleetmesh_inject::DEFAULT_HUB.into(),
     };
     let _ = fleetmesh_inject::admission::admit_pod(body, &settings);
 });
