@@ -466,7 +466,118 @@ async fn scenario(cluster: &TestCluster, client: &kube::Client, cni_managed: boo
     .await
     .unwrap();
 
+    if !cni_managed {
+        through_a_gateway(cluster, client, &s).await;
+    }
     namespace.delete().await.ok();
+}
+
+/// The install guide's gateway (its own namespace, `image: auto`) receives a request
+/// from outside the mesh through its Service and routes it, with mTLS, to `reviews`.
+async fn through_a_gateway(cluster: &TestCluster, client: &kube::Client, s: &Scenario<'_>) {
+    let gateways = TestNamespace::create(client, "gateways").await.unwrap();
+    cluster
+        .run_kubectl(
+            &[
+                "label",
+                "namespace",
+                &gateways.name,
+                "istio.io/rev=asm-managed",
+            ],
+            None,
+        )
+        .unwrap();
+    let gateway = fleetmesh_cli::install::samples::gateway("asm-managed")
+        .replace("GATEWAY_NAMESPACE", &gateways.name);
+    cluster
+        .run_kubectl(&["apply", "-f", "-"], Some(&gateway))
+        .unwrap();
+    let routes = format!(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: shop, namespace: {gw}}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers: [{{port: {{number: 80, name: http, protocol: HTTP}}, hosts: [shop.example.com]}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: shop, namespace: {gw}}}
+spec:
+  hosts: [shop.example.com]
+  gateways: [shop]
+  http: [{{route: [{{destination: {{host: reviews.{ns}.svc.cluster.local, subset: v2}}}}]}}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: outside, namespace: {gw}}}
+spec:
+  selector: {{matchLabels: {{app: outside}}}}
+  template:
+    metadata: {{labels: {{app: outside, sidecar.istio.io/inject: "false"}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers: [{{name: outside, image: localhost/fleetmesh/sample:0.1.0, command: [sleep, infinity]}}]
+"#,
+        gw = gateways.name,
+        ns = s.namespace
+    );
+    cluster
+        .run_kubectl(&["apply", "-f", "-"], Some(&routes))
+        .unwrap();
+    for deployment in ["istio-ingressgateway", "outside"] {
+        cluster
+            .run_kubectl(
+                &[
+                    "-n",
+                    &gateways.name,
+                    "rollout",
+                    "status",
+                    &format!("deploy/{deployment}"),
+                    "--timeout=180s",
+                ],
+                None,
+            )
+            .unwrap_or_else(|e| panic!("{deployment} did not become ready: {e}"));
+    }
+    let url = format!("http://istio-ingressgateway.{}:80/", gateways.name);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let body = loop {
+        let answer = cluster.run_kubectl(
+            &[
+                "-n",
+                &gateways.name,
+                "exec",
+                "deploy/outside",
+                "--",
+                "curl",
+                "-s",
+                "-m",
+                "5",
+                "-H",
+                "Host: shop.example.com",
+                &url,
+            ],
+            None,
+        );
+        if let Ok(body) = &answer
+            && body.contains("version=v2")
+        {
+            break body.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gateway never routed: {answer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let gateway_identity = format!("spiffe://cluster.local/ns/{}/sa/default", gateways.name);
+    assert!(
+        body.contains(&gateway_identity),
+        "reviews saw the gateway's identity over mTLS: {body}"
+    );
+    gateways.delete().await.ok();
 }
 
 /// What a real node may change on this machine while it runs and must put back when it

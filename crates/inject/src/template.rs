@@ -339,6 +339,10 @@ fn init_container(settings: &Settings) -> Result<Container, InjectError> {
 fn fill_in(declared: &mut Container, rendered: Container) {
     if declared.image.as_deref().is_none_or(|i| i == "auto") {
         declared.image = rendered.image;
+        // The API server defaulted the pull policy for `auto`, a tagless image (Always);
+        // the real image's tag is a proxy version, which never changes content, so a
+        // node that has it (or a cluster without a registry) need not pull it.
+        declared.image_pull_policy = Some("IfNotPresent".into());
     }
     if declared.args.as_ref().is_none_or(|a| a.is_empty()) {
         declared.args = rendered.args;
@@ -524,6 +528,7 @@ mod tests {
             "metadata": {"labels": {"istio": "ingressgateway"},
                          "annotations": {"inject.istio.io/templates": "gateway"}},
             "spec": {"containers": [{"name": "istio-proxy", "image": "auto",
+                "imagePullPolicy": "Always",
                 "env": [{"name": "ISTIO_META_CLUSTER_ID", "value": "mine"}]}]},
         }))
         .unwrap();
@@ -539,6 +544,11 @@ mod tests {
         assert_eq!(env["ISTIO_META_INTERCEPTION_MODE"], "NONE");
         let proxy = &spec.containers[0];
         assert_eq!(proxy.image, Some(settings(false).proxy_image()));
+        assert_eq!(
+            proxy.image_pull_policy.as_deref(),
+            Some("IfNotPresent"),
+            "Always was defaulted for `auto`, not for a versioned image"
+        );
         assert!(proxy.args.as_ref().unwrap().contains(&"router".to_string()));
         assert!(
             !injected
