@@ -190,21 +190,33 @@ impl Scenario<'_> {
             .unwrap_or_else(|e| panic!("kubectl apply: {e}"));
     }
 
-    /// A shell command in the client pod's app container (its traffic is captured).
-    fn in_client(&self, script: &str) -> Result<String, String> {
+    /// Labels the namespace for the revision's sidecars.
+    fn inject(&self) {
+        self.cluster
+            .run_kubectl(
+                &[
+                    "label",
+                    "namespace",
+                    &self.namespace,
+                    "istio.io/rev=asm-managed",
+                ],
+                None,
+            )
+            .unwrap();
+    }
+
+    /// A bash script in Deployment `app`'s container of the same name.
+    fn run_in(&self, app: &str, script: &str) -> Result<String, String> {
+        let target = format!("deploy/{app}");
         self.kubectl(
-            &[
-                "exec",
-                "deploy/client",
-                "-c",
-                "client",
-                "--",
-                "bash",
-                "-c",
-                script,
-            ],
+            &["exec", &target, "-c", app, "--", "bash", "-c", script],
             None,
         )
+    }
+
+    /// A shell command in the client pod's app container (its traffic is captured).
+    fn in_client(&self, script: &str) -> Result<String, String> {
+        self.run_in("client", script)
     }
 
     fn rolled_out(&self, deployment: &str) {
@@ -227,9 +239,20 @@ impl Scenario<'_> {
         script: &str,
         accept: impl Fn(&Result<String, String>) -> bool,
     ) -> Result<String, String> {
+        self.until_in("client", what, script, accept).await
+    }
+
+    /// Retries `script` in Deployment `app` until `accept` takes its result.
+    async fn until_in(
+        &self,
+        app: &str,
+        what: &str,
+        script: &str,
+        accept: impl Fn(&Result<String, String>) -> bool,
+    ) -> Result<String, String> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let result = self.in_client(script);
+            let result = self.run_in(app, script);
             if accept(&result) {
                 return result;
             }
@@ -475,35 +498,28 @@ async fn scenario(cluster: &TestCluster, client: &kube::Client, cni_managed: boo
 /// The install guide's gateway (its own namespace, `image: auto`) receives a request
 /// from outside the mesh through its Service and routes it, with mTLS, to `reviews`.
 async fn through_a_gateway(cluster: &TestCluster, client: &kube::Client, s: &Scenario<'_>) {
-    let gateways = TestNamespace::create(client, "gateways").await.unwrap();
-    cluster
-        .run_kubectl(
-            &[
-                "label",
-                "namespace",
-                &gateways.name,
-                "istio.io/rev=asm-managed",
-            ],
-            None,
-        )
-        .unwrap();
-    let gateway = fleetmesh_cli::install::samples::gateway("asm-managed")
-        .replace("GATEWAY_NAMESPACE", &gateways.name);
-    cluster
-        .run_kubectl(&["apply", "-f", "-"], Some(&gateway))
-        .unwrap();
-    let routes = format!(
+    let namespace = TestNamespace::create(client, "gateways").await.unwrap();
+    let g = Scenario {
+        cluster,
+        namespace: namespace.name.clone(),
+    };
+    g.inject();
+    g.apply(
+        &fleetmesh_cli::install::samples::gateway("asm-managed")
+            .replace("GATEWAY_NAMESPACE", &g.namespace),
+    );
+    g.apply(&format!(
         r#"
 apiVersion: networking.istio.io/v1
 kind: Gateway
-metadata: {{name: shop, namespace: {gw}}}
+metadata: {{name: shop}}
 spec:
   selector: {{istio: ingressgateway}}
   servers: [{{port: {{number: 80, name: http, protocol: HTTP}}, hosts: [shop.example.com]}}]
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
-metadata: {{name: shop, namespace: {gw}}}
+metadata: {{name: shop}}
 spec:
   hosts: [shop.example.com]
   gateways: [shop]
@@ -511,7 +527,7 @@ spec:
 ---
 apiVersion: apps/v1
 kind: Deployment
-metadata: {{name: outside, namespace: {gw}}}
+metadata: {{name: outside}}
 spec:
   selector: {{matchLabels: {{app: outside}}}}
   template:
@@ -520,64 +536,26 @@ spec:
       terminationGracePeriodSeconds: 1
       containers: [{{name: outside, image: localhost/fleetmesh/sample:0.1.0, command: [sleep, infinity]}}]
 "#,
-        gw = gateways.name,
         ns = s.namespace
-    );
-    cluster
-        .run_kubectl(&["apply", "-f", "-"], Some(&routes))
+    ));
+    g.rolled_out("istio-ingressgateway");
+    g.rolled_out("outside");
+    let url = format!("http://istio-ingressgateway.{}:80/", g.namespace);
+    let body = g
+        .until_in(
+            "outside",
+            "the gateway routing shop.example.com",
+            &format!("curl -s -m 5 -H 'Host: shop.example.com' {url}"),
+            |r| r.as_ref().is_ok_and(|b| b.contains("version=v2")),
+        )
+        .await
         .unwrap();
-    for deployment in ["istio-ingressgateway", "outside"] {
-        cluster
-            .run_kubectl(
-                &[
-                    "-n",
-                    &gateways.name,
-                    "rollout",
-                    "status",
-                    &format!("deploy/{deployment}"),
-                    "--timeout=180s",
-                ],
-                None,
-            )
-            .unwrap_or_else(|e| panic!("{deployment} did not become ready: {e}"));
-    }
-    let url = format!("http://istio-ingressgateway.{}:80/", gateways.name);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let body = loop {
-        let answer = cluster.run_kubectl(
-            &[
-                "-n",
-                &gateways.name,
-                "exec",
-                "deploy/outside",
-                "--",
-                "curl",
-                "-s",
-                "-m",
-                "5",
-                "-H",
-                "Host: shop.example.com",
-                &url,
-            ],
-            None,
-        );
-        if let Ok(body) = &answer
-            && body.contains("version=v2")
-        {
-            break body.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the gateway never routed: {answer:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
-    let gateway_identity = format!("spiffe://cluster.local/ns/{}/sa/default", gateways.name);
+    let gateway_identity = format!("spiffe://cluster.local/ns/{}/sa/default", g.namespace);
     assert!(
         body.contains(&gateway_identity),
         "reviews saw the gateway's identity over mTLS: {body}"
     );
-    gateways.delete().await.ok();
+    namespace.delete().await.ok();
 }
 
 /// What a real node may change on this machine while it runs and must put back when it

@@ -3,7 +3,8 @@
 //! stream, so it always proves itself with the token the file holds now. Here the file
 //! gets token B and token A is revoked (its bound Secret deleted, so the API server's
 //! TokenReview refuses it); then meshd restarts (a new xDS stream, nothing cached) and
-//! the short-lived certificate renews: both work only with B.
+//! the short-lived certificate renews: both work only with B. Envoy never holds the
+//! token (its config dump does not show it).
 
 use fleetmesh_cli::local_mesh::PodConnection;
 use fleetmesh_e2e::*;
@@ -95,6 +96,13 @@ async fn the_agent_proves_itself_with_the_token_its_file_holds_now() {
         Some(envoy_certificate_serials(&proxy)).filter(|s| !s.is_empty())
     })
     .await;
+    // The token is the agent's alone: nothing Envoy holds (and its admin could dump)
+    // carries it.
+    let (_, dump) =
+        fleetmesh_agent::process::admin_request(proxy.envoy.admin_socket(), "GET", "/config_dump")
+            .unwrap();
+    assert!(dump.contains("xds-grpc"), "a config dump: {dump}");
+    assert!(!dump.contains(&a), "Envoy's config dump shows the token");
 
     std::fs::write(&proxy.token_file, &b).unwrap();
     cluster

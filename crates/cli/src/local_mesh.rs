@@ -318,7 +318,8 @@ impl LocalMesh {
         };
         let pod_ip = self.pod_ip(namespace, name).await?;
         let spiffe_id = identity.spiffe_id(&self.meshd_config.trust_domain);
-        let workdir = self.run_dir.join(name);
+        // One directory per proxy: its sockets must never be another proxy's.
+        let workdir = self.run_dir.join(format!("{name}.{namespace}"));
         std::fs::create_dir_all(&workdir)?;
         // The agent reads its token from a file, as in a pod; only its user may read it.
         let token_file = workdir.join("token");
