@@ -22,6 +22,15 @@ const CLUSTER: &str = "fleetmesh-real-node";
 /// The node's address on its bridge: where pods reach meshd.
 const NODE_IP: &str = "10.244.0.1";
 
+/// The sample app's image, as `scripts/build-images` names it.
+fn sample_image() -> String {
+    fleetmesh_inject::channel::image(
+        fleetmesh_inject::DEFAULT_HUB,
+        "sample",
+        env!("CARGO_PKG_VERSION"),
+    )
+}
+
 fn images() -> Vec<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/images");
     let version = env!("CARGO_PKG_VERSION");
@@ -102,7 +111,7 @@ spec:
       terminationGracePeriodSeconds: 1
       containers:
       - name: client
-        image: localhost/fleetmesh/sample:0.1.0
+        image: SAMPLE_IMAGE
         command: [sleep, infinity]
 "#,
     );
@@ -122,7 +131,7 @@ spec:
       terminationGracePeriodSeconds: 1
       containers:
       - name: reviews
-        image: localhost/fleetmesh/sample:0.1.0
+        image: SAMPLE_IMAGE
         args: [--listen, "0.0.0.0:9080", --service, reviews, --version, {version}, --tcp-echo, "0.0.0.0:9090"]
         ports: [{{name: http, containerPort: 9080}}]
         readinessProbe: {{httpGet: {{path: /ready, port: 9080}}, periodSeconds: 1}}
@@ -130,7 +139,20 @@ spec:
 "#
         ));
     }
-    yaml
+    yaml.replace("SAMPLE_IMAGE", &sample_image())
+}
+
+/// A script printing the HTTP status of a GET of `url`.
+fn status_of(url: &str) -> String {
+    format!("curl -s -m 5 -o /dev/null -w '%{{http_code}}' {url}")
+}
+
+/// A script printing how many of `n` requests to reviews `version` answered (over one
+/// connection: Envoy routes each request on its own).
+fn answered_by(version: &str, n: u32, seconds: u32) -> String {
+    format!(
+        "curl -s -m {seconds} 'http://reviews:9080/[1-{n}]' | grep -c version={version} || true"
+    )
 }
 
 const STRICT: &str = r#"
@@ -385,16 +407,14 @@ async fn scenario(cluster: &TestCluster, client: &kube::Client, cni_managed: boo
     );
     s.until(
         "mTLS still works",
-        "curl -s -m 5 -o /dev/null -w '%{http_code}' http://reviews:9080/",
+        &status_of("http://reviews:9080/"),
         |r| r.as_deref() == Ok("200"),
     )
     .await
     .unwrap();
 
     // Envoy's admin is nobody's but its own: not on the pod's address, from another pod.
-    let admin = s.in_client(&format!(
-        "curl -s -m 5 -o /dev/null -w '%{{http_code}}' http://{target_ip}:15000/config_dump"
-    ));
+    let admin = s.in_client(&status_of(&format!("http://{target_ip}:15000/config_dump")));
     assert!(
         !admin.as_deref().is_ok_and(|code| code == "200"),
         "another pod reached Envoy's admin: {admin:?}"
@@ -424,24 +444,18 @@ async fn scenario(cluster: &TestCluster, client: &kube::Client, cni_managed: boo
 
     // 80/20 over 1,000 requests (one connection; Envoy routes each request).
     s.apply(&split(0, 100));
-    s.until(
-        "all traffic on v2",
-        "curl -s -m 5 'http://reviews:9080/[1-20]' | grep -c version=v2 || true",
-        |r| r.as_deref().map(str::trim) == Ok("20"),
-    )
+    s.until("all traffic on v2", &answered_by("v2", 20, 5), |r| {
+        r.as_deref().map(str::trim) == Ok("20")
+    })
     .await
     .unwrap();
     s.apply(&split(80, 20));
-    s.until(
-        "the 80/20 split in force",
-        "curl -s -m 5 'http://reviews:9080/[1-20]' | grep -c version=v1 || true",
-        |r| r.as_deref().is_ok_and(|n| n.trim() != "0"),
-    )
+    s.until("the 80/20 split in force", &answered_by("v1", 20, 5), |r| {
+        r.as_deref().is_ok_and(|n| n.trim() != "0")
+    })
     .await
     .unwrap();
-    let v2 = s
-        .in_client("curl -s -m 60 'http://reviews:9080/[1-1000]' | grep -c version=v2")
-        .unwrap();
+    let v2 = s.in_client(&answered_by("v2", 1000, 60)).unwrap();
     let v2: f64 = v2.trim().parse().unwrap();
     let sigma = (1000.0_f64 * 0.2 * 0.8).sqrt();
     assert!(
@@ -454,13 +468,13 @@ async fn scenario(cluster: &TestCluster, client: &kube::Client, cni_managed: boo
     s.apply(DENY_ADMIN_PATH);
     s.until(
         "the DENY policy in force",
-        "curl -s -m 5 -o /dev/null -w '%{http_code}' http://reviews:9080/denied",
+        &status_of("http://reviews:9080/denied"),
         |r| r.as_deref() == Ok("403"),
     )
     .await
     .unwrap();
     let allowed = s
-        .in_client("curl -s -m 5 -o /dev/null -w '%{http_code}' http://reviews:9080/allowed")
+        .in_client(&status_of("http://reviews:9080/allowed"))
         .unwrap();
     assert_eq!(allowed, "200");
 
@@ -481,11 +495,9 @@ async fn scenario(cluster: &TestCluster, client: &kube::Client, cni_managed: boo
     )
     .unwrap();
     s.rolled_out("reviews-v1");
-    s.until(
-        "v1 answering again",
-        "curl -s -m 5 'http://reviews:9080/[1-20]' | grep -c version=v1 || true",
-        |r| r.as_deref().is_ok_and(|n| n.trim() != "0"),
-    )
+    s.until("v1 answering again", &answered_by("v1", 20, 5), |r| {
+        r.as_deref().is_ok_and(|n| n.trim() != "0")
+    })
     .await
     .unwrap();
 
@@ -534,9 +546,10 @@ spec:
     metadata: {{labels: {{app: outside, sidecar.istio.io/inject: "false"}}}}
     spec:
       terminationGracePeriodSeconds: 1
-      containers: [{{name: outside, image: localhost/fleetmesh/sample:0.1.0, command: [sleep, infinity]}}]
+      containers: [{{name: outside, image: {sample}, command: [sleep, infinity]}}]
 "#,
-        ns = s.namespace
+        ns = s.namespace,
+        sample = sample_image(),
     ));
     g.rolled_out("istio-ingressgateway");
     g.rolled_out("outside");

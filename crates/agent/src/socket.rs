@@ -1,4 +1,5 @@
-//! The agent's Unix sockets (Envoy's admin, SDS and xDS): its own user's alone.
+//! The agent's Unix sockets for Envoy (SDS and xDS): its own user's alone. (Envoy's admin
+//! socket is Envoy's: the bootstrap asks for the same mode.)
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! pod it is the projected service-account token, which the kubelet replaces well before
 //! it expires (12 h here), so reading it once would fail every renewal after that.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// A file holding a bearer token; the token itself is never logged or shown by `Debug`.
 #[derive(Clone, Debug)]
@@ -11,10 +11,6 @@ pub struct TokenFile(PathBuf);
 impl TokenFile {
     pub fn new(path: impl Into<PathBuf>) -> TokenFile {
         TokenFile(path.into())
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
     }
 
     /// The token as the file holds it now, without surrounding white space.

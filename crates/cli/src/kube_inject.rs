@@ -22,15 +22,13 @@ pub struct Recorded {
     pub hub: Option<String>,
 }
 
-pub const INSTALL_CONFIG_MAP: &str = "fleetmesh-install";
-
 impl Recorded {
     /// Reads the install's record; a cluster without one is an error that says so.
     pub async fn read(client: &kube::Client) -> anyhow::Result<Recorded> {
         let config_maps: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
             kube::Api::namespaced(client.clone(), crate::install::manifests::ISTIO_SYSTEM);
         let record = config_maps
-            .get_opt(INSTALL_CONFIG_MAP)
+            .get_opt(fleetmesh_kube::source::INSTALL_CONFIG_MAP)
             .await
             .context("reading ConfigMap istio-system/fleetmesh-install")?
             .with_context(|| {

@@ -323,7 +323,7 @@ impl LocalMesh {
         std::fs::create_dir_all(&workdir)?;
         // The agent reads its token from a file, as in a pod; only its user may read it.
         let token_file = workdir.join("token");
-        write_private(&token_file, &token)?;
+        fleetmesh_ca::files::write_private(&token_file, token.as_bytes())?;
         let meshd = MeshdConnection::new(
             &xds_address.to_string(),
             meshd_roots.as_deref(),
@@ -406,19 +406,6 @@ fn workload_yaml(
         sa = service_account(labels),
         port = spec.port,
     )
-}
-
-/// Writes a secret file that only this user may read.
-fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(contents.as_bytes())
 }
 
 /// A loopback address of its own for a workload: 127.A.B.C with A from the process id, so

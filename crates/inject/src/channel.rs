@@ -57,12 +57,18 @@ pub const DEFAULT_HUB: &str = "localhost/fleetmesh";
 /// The `istio-proxy` image of proxy `version` in `hub`, as Istio names it
 /// (`HUB/proxyv2:TAG`): the tag is the proxy version, so a new version is a new image.
 pub fn proxy_image(hub: &str, version: &str) -> String {
-    format!("{hub}/proxyv2:{version}")
+    image(hub, "proxyv2", version)
 }
 
-/// Whether `hub` is an image repository prefix a pod spec may carry: registry host
-/// (and port), path components of lower-case letters, digits and `._-`; nothing that
-/// could be read as more than a name.
+/// Image `name` of fleetmesh release `version` in `hub` (`HUB/NAME:VERSION`), as
+/// `scripts/build-images` names them: `proxyv2` and `sample`.
+pub fn image(hub: &str, name: &str, version: &str) -> String {
+    format!("{hub}/{name}:{version}")
+}
+
+/// Whether `hub` is an image repository prefix a pod spec may carry: path components of
+/// lower-case letters, digits and `._-` (and `:` for a registry's port); nothing that
+/// could be read as more than a name (no tag, digest, query or empty component).
 pub fn valid_hub(hub: &str) -> bool {
     !hub.is_empty()
         && hub.len() <= 200

@@ -27,9 +27,10 @@ const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 const SYNC_TIMEOUT: Duration = Duration::from_secs(60);
 /// Istio's MeshConfig lives in this ConfigMap of the root namespace, key `mesh`.
 const MESH_CONFIG_MAP: &str = "istio";
-/// What `fleetmesh install` recorded about the cluster (key `location`: the region its
-/// endpoints' locality starts with).
-const INSTALL_CONFIG_MAP: &str = "fleetmesh-install";
+/// What `fleetmesh install` recorded about the cluster, in its root namespace (keys
+/// `location`: the region its endpoints' locality starts with; `xdsAddress`, `cluster`,
+/// `cniManaged`, `hub`: what `kube-inject` needs to inject as the webhook does).
+pub const INSTALL_CONFIG_MAP: &str = "fleetmesh-install";
 /// events.k8s.io limits an Event's note to 1 kB.
 const EVENT_NOTE_LIMIT: usize = 1024;
 

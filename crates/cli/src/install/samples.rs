@@ -30,7 +30,7 @@ pub fn render(revision: &Revision, hub: &str) -> Vec<Sample> {
 /// builds), `reviews` in two versions split 80/20. Label the namespace first:
 /// `kubectl label namespace NS istio-injection- istio.io/rev=REVISION --overwrite`.
 fn bookstore(revision: &Revision, hub: &str) -> String {
-    let image = format!("{hub}/sample:{}", revision.proxy_version);
+    let image = fleetmesh_inject::channel::image(hub, "sample", revision.proxy_version);
     let mut yaml = String::new();
     for (service, version) in [("frontend", "v1"), ("reviews", "v1"), ("reviews", "v2")] {
         yaml.push_str(&format!(
