@@ -13,7 +13,7 @@ use fleetmesh_cli::install::{self, InstallOptions};
 use fleetmesh_inject::{Channel, INIT_CONTAINER, PROXY_CONTAINER};
 use fleetmesh_kube::testing::{TestCluster, TestNamespace};
 use fleetmesh_meshd::{Meshd, MeshdConfig};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -503,6 +503,7 @@ async fn scenario(cluster: &TestCluster, client: &kube::Client, cni_managed: boo
 
     if !cni_managed {
         through_a_gateway(cluster, client, &s).await;
+        the_node_answers_pods_only_what_they_may_know(client, &s).await;
     }
     namespace.delete().await.ok();
 }
@@ -569,6 +570,37 @@ spec:
         "reviews saw the gateway's identity over mTLS: {body}"
     );
     namespace.delete().await.ok();
+}
+
+/// The node's own ports a pod can reach: the kubelet refuses an anonymous request (no
+/// pod listing, no exec), and the API server behind the node's forwarder gives an
+/// anonymous caller nothing, as it does on loopback.
+async fn the_node_answers_pods_only_what_they_may_know(client: &kube::Client, s: &Scenario<'_>) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node = nodes
+        .list(&ListParams::default().labels("fleetmesh.dev/node=real"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .next()
+        .expect("the real node");
+    let kubelet = node
+        .status
+        .and_then(|s| s.daemon_endpoints)
+        .and_then(|d| d.kubelet_endpoint)
+        .map(|e| e.port)
+        .expect("the kubelet's port");
+    let pods = s
+        .in_client(&format!(
+            "curl -sk -m 5 -o /dev/null -w '%{{http_code}}' https://{NODE_IP}:{kubelet}/pods"
+        ))
+        .unwrap();
+    assert_eq!(pods, "401", "the kubelet refuses a pod's anonymous request");
+    let api = s
+        .in_client("curl -sk -m 5 -o /dev/null -w '%{http_code}' https://kubernetes.default/api/v1/secrets")
+        .unwrap();
+    assert_eq!(api, "403", "the API server gives an anonymous pod nothing");
 }
 
 /// What a real node may change on this machine while it runs and must put back when it

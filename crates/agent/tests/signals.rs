@@ -79,32 +79,37 @@ fn sigterm_drains_envoy_and_exits_with_its_status() {
 }
 
 /// Nothing listens on Istio's admin port 15000 of the workload's address, and another
-/// local user cannot open the admin socket even where its directory lets them reach it.
+/// local user can open none of the workload's sockets (Envoy's admin, the agent's SDS and
+/// xDS, which carry its certificate and its credential), even where their directory lets
+/// them reach it.
 fn admin_is_private(admin: &Path, ip: &str) {
     assert!(
         TcpStream::connect((ip, 15000)).is_err(),
         "Envoy's admin must not listen on the workload's address"
     );
-    let mode = std::fs::metadata(admin).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o600, "the admin socket is its owner's alone");
     let dir = admin.parent().unwrap();
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let other_user = Command::new("python3")
-        .args([
-            "-c",
-            "import socket,sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])",
-        ])
-        .arg(admin)
-        .uid(65534)
-        .gid(65534)
-        .output()
-        .unwrap();
+    for socket in ["admin.sock", "sds.sock", "xds.sock"] {
+        let path = dir.join(socket);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{socket} is its owner's alone");
+        let other_user = Command::new("python3")
+            .args([
+                "-c",
+                "import socket,sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])",
+            ])
+            .arg(&path)
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&other_user.stderr);
+        assert!(
+            !other_user.status.success() && stderr.contains("PermissionError"),
+            "user nobody must not reach {socket}: {stderr}"
+        );
+    }
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let stderr = String::from_utf8_lossy(&other_user.stderr);
-    assert!(
-        !other_user.status.success() && stderr.contains("PermissionError"),
-        "user nobody must not reach Envoy's admin: {stderr}"
-    );
 }
 
 #[test]
