@@ -80,7 +80,8 @@ async fn install(cluster: &TestCluster, meshd: &Meshd, cni_managed: bool) {
 }
 
 /// The sample app as a Deployment: `reviews` answers HTTP on 9080 (declared by its
-/// Service) and echoes TCP on 9090 (declared by nothing); `client` only runs curl.
+/// Service) and echoes TCP on 9090 (declared by nothing); `ledger` echoes TCP on 7000,
+/// declared by its Service as TCP; `client` only runs curl.
 fn workloads() -> String {
     let mut yaml = String::from(
         r#"
@@ -98,6 +99,33 @@ metadata: {name: reviews}
 spec:
   selector: {app: reviews}
   ports: [{name: http, port: 9080}]
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: ledger}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ledger}
+spec:
+  selector: {app: ledger}
+  ports: [{name: tcp, port: 7000}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: ledger}
+spec:
+  selector: {matchLabels: {app: ledger}}
+  template:
+    metadata: {labels: {app: ledger}}
+    spec:
+      serviceAccountName: ledger
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: ledger
+        image: SAMPLE_IMAGE
+        args: [--service, ledger, --tcp-echo, "0.0.0.0:7000"]
+        readinessProbe: {tcpSocket: {port: 7000}, periodSeconds: 1}
 ---
 apiVersion: apps/v1
 kind: Deployment
@@ -140,6 +168,23 @@ spec:
         ));
     }
     yaml.replace("SAMPLE_IMAGE", &sample_image())
+}
+
+/// A script sending a line to the ledger Service's TCP echo and printing the answer.
+const LEDGER_ECHO: &str = "timeout 5 bash -c 'exec 3<>/dev/tcp/ledger/7000; echo tcp-through-the-mesh >&3; head -n1 <&3' || true";
+
+fn deny_ledger_to(principal: &str) -> String {
+    format!(
+        r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: ledger-deny}}
+spec:
+  selector: {{matchLabels: {{app: ledger}}}}
+  action: DENY
+  rules: [{{from: [{{source: {{principals: ["{principal}"]}}}}]}}]
+"#
+    )
 }
 
 /// A script printing the HTTP status of a GET of `url`.
@@ -327,7 +372,7 @@ async fn scenario(cluster: &TestCluster, client: &kube::Client, cni_managed: boo
         )
         .unwrap();
     s.apply(&workloads());
-    for deployment in ["client", "reviews-v1", "reviews-v2"] {
+    for deployment in ["client", "reviews-v1", "reviews-v2", "ledger"] {
         s.rolled_out(deployment);
     }
     let reviews = pods(client, &s.namespace, "app=reviews").await;
@@ -409,6 +454,30 @@ async fn scenario(cluster: &TestCluster, client: &kube::Client, cni_managed: boo
         "mTLS still works",
         &status_of("http://reviews:9080/"),
         |r| r.as_deref() == Ok("200"),
+    )
+    .await
+    .unwrap();
+
+    // A TCP service: the client's sidecar knows the connection by the Service's address
+    // and sends it with mTLS (plaintext would be refused under STRICT); the server's
+    // network RBAC sees the client's identity.
+    s.until("TCP to the ledger Service", LEDGER_ECHO, |r| {
+        r.as_deref().map(str::trim) == Ok("tcp-through-the-mesh")
+    })
+    .await
+    .unwrap();
+    let client_identity = format!("cluster.local/ns/{}/sa/client", s.namespace);
+    s.apply(&deny_ledger_to(&client_identity));
+    s.until("the client's TCP denied by identity", LEDGER_ECHO, |r| {
+        r.as_deref().is_ok_and(|b| b.trim().is_empty())
+    })
+    .await
+    .unwrap();
+    s.apply(&deny_ledger_to("cluster.local/ns/elsewhere/sa/nobody"));
+    s.until(
+        "another identity's DENY lets the client in",
+        LEDGER_ECHO,
+        |r| r.as_deref().map(str::trim) == Ok("tcp-through-the-mesh"),
     )
     .await
     .unwrap();

@@ -6,7 +6,7 @@ use crate::crds::{IstioKind, KINDS};
 use anyhow::Context;
 use fleetmesh_model::host::ExportTo;
 use fleetmesh_model::service::{
-    Endpoint, Labels, Protocol, Resolution, Service, ServicePort, Workload,
+    Endpoint, Labels, Protocol, Resolution, Service, ServicePort, Workload, virtual_ips,
 };
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service as KubeService};
@@ -413,6 +413,15 @@ impl ClusterSource {
         Some(Service {
             hostname: format!("{name}.{namespace}.svc.{}", self.domain),
             namespace,
+            addresses: spec
+                .cluster_ips
+                .iter()
+                .flatten()
+                .chain(&spec.cluster_ip)
+                .flat_map(|ip| virtual_ips(Some(ip)))
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect(),
             ports,
             endpoints,
             export_to: ExportTo::All,

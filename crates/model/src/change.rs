@@ -100,6 +100,7 @@ fn same_but_endpoints(a: &Service, b: &Service) -> bool {
     let Service {
         hostname,
         namespace,
+        addresses,
         ports,
         endpoints: _,
         export_to,
@@ -109,6 +110,7 @@ fn same_but_endpoints(a: &Service, b: &Service) -> bool {
     } = a;
     *hostname == b.hostname
         && *namespace == b.namespace
+        && *addresses == b.addresses
         && *ports == b.ports
         && *export_to == b.export_to
         && *selector == b.selector

@@ -9,6 +9,10 @@ pub struct Service {
     /// Fully qualified: `reviews.default.svc.cluster.local`, or a ServiceEntry host.
     pub hostname: String,
     pub namespace: String,
+    /// The virtual IPs clients dial (a Kubernetes ClusterIP, a ServiceEntry's
+    /// `addresses`): a captured sidecar tells a TCP service's connections by them, since
+    /// TCP carries no host name. Empty for headless services.
+    pub addresses: Vec<std::net::IpAddr>,
     pub ports: Vec<ServicePort>,
     pub endpoints: Vec<Endpoint>,
     pub export_to: ExportTo,
@@ -100,6 +104,12 @@ impl Service {
     pub fn port(&self, number: u32) -> Option<&ServicePort> {
         self.ports.iter().find(|p| p.port == number)
     }
+}
+
+/// The virtual IP in a ClusterIP or ServiceEntry address: none for a headless service
+/// (`None`), an unset one, or a CIDR (which names no single address to listen on).
+pub fn virtual_ips(address: Option<&str>) -> Vec<std::net::IpAddr> {
+    address.and_then(|a| a.parse().ok()).into_iter().collect()
 }
 
 /// Whether every `selector` label is among `labels` (an empty selector selects nothing,

@@ -290,6 +290,7 @@ fn kube_service(
     Service {
         hostname: format!("{}.{namespace}.svc.{domain}", s.metadata.name),
         namespace: namespace.clone(),
+        addresses: crate::service::virtual_ips(s.spec.cluster_ip.as_deref()),
         ports,
         endpoints,
         export_to: ExportTo::All,
@@ -378,6 +379,12 @@ fn service_entry(
         .map(|host| Service {
             hostname: host.clone(),
             namespace: namespace.clone(),
+            addresses: se
+                .spec
+                .addresses
+                .iter()
+                .flat_map(|a| crate::service::virtual_ips(Some(a)))
+                .collect(),
             ports: ports.clone(),
             endpoints: if resolution == Resolution::Dns && endpoints.is_empty() {
                 // DNS without endpoints: Envoy resolves the host itself.

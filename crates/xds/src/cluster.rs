@@ -56,8 +56,8 @@ pub fn outbound_clusters(scope: &Scope) -> Vec<NamedResource> {
 /// The inbound clusters of the proxy's own app and the fixed ones.
 pub fn local_clusters(scope: &Scope) -> Vec<NamedResource> {
     let mut clusters = Vec::new();
-    for (port, app) in crate::listener::inbound_ports(scope) {
-        clusters.push(inbound(port, &app));
+    for port in crate::listener::inbound_ports(scope) {
+        clusters.push(inbound(port.number, &port.app));
     }
     clusters.push(black_hole());
     if scope.proxy.interception == crate::Interception::Redirect {

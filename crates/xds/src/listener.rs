@@ -25,9 +25,11 @@ use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::Tl
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, Rds, http_connection_manager,
 };
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
 use envoy_types::pb::google::protobuf::BoolValue;
 use fleetmesh_api::networking::ServerTlsSettings;
 use fleetmesh_api::security::MtlsMode;
+use fleetmesh_model::Protocol;
 use fleetmesh_model::security::{self, InboundMtls};
 use fleetmesh_model::service::labels_match;
 use std::collections::{BTreeMap, BTreeSet};
@@ -42,14 +44,32 @@ pub struct AppAddress {
     pub port: u32,
 }
 
-/// The ports the proxy accepts traffic for, each with the app behind it: the Sidecar
-/// resource's `ingress` if it has one, else the target ports of the services selecting
-/// the proxy, with the app on `127.0.0.1:PORT` (Istio's default).
-pub fn inbound_ports(scope: &Scope) -> Vec<(u32, AppAddress)> {
-    let mut ports = BTreeMap::new();
+/// A port the proxy accepts traffic for, and the app behind it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundPort {
+    pub number: u32,
+    pub app: AppAddress,
+    /// HTTP ports get an HTTP connection manager (routes, JWT and HTTP RBAC); the others
+    /// are proxied as TCP under network RBAC.
+    pub protocol: Protocol,
+}
+
+/// The ports the proxy accepts traffic for: the Sidecar resource's `ingress` if it has
+/// one, else the target ports of the services selecting the proxy, with the app on
+/// `127.0.0.1:PORT` (Istio's default). When services disagree on a target port's
+/// protocol, HTTP wins: a TCP chain would silently skip HTTP policies.
+pub fn inbound_ports(scope: &Scope) -> Vec<InboundPort> {
+    let mut ports: BTreeMap<u32, InboundPort> = BTreeMap::new();
+    let mut add = |port: InboundPort| {
+        let known = ports.entry(port.number).or_insert_with(|| port.clone());
+        if port.protocol.is_http() && !known.protocol.is_http() {
+            *known = port;
+        }
+    };
     match scope.sidecar.filter(|s| !s.spec.ingress.is_empty()) {
         Some(sidecar) => {
             for ingress in &sidecar.spec.ingress {
+                let number = ingress.port.number;
                 let app = ingress
                     .default_endpoint
                     .as_deref()
@@ -58,28 +78,38 @@ pub fn inbound_ports(scope: &Scope) -> Vec<(u32, AppAddress)> {
                         ip: a.ip().to_string(),
                         port: u32::from(a.port()),
                     })
-                    .unwrap_or(AppAddress {
-                        ip: "127.0.0.1".into(),
-                        port: ingress.port.number,
-                    });
-                ports.insert(ingress.port.number, app);
+                    .unwrap_or_else(|| AppAddress::local(number));
+                let name = ingress.port.name.as_deref().unwrap_or_default();
+                let protocol = Protocol::detect(ingress.port.protocol.as_deref(), name);
+                add(InboundPort {
+                    number,
+                    app,
+                    protocol,
+                });
             }
         }
         None => {
             for service in scope.own_services() {
                 for port in &service.ports {
-                    ports.insert(
-                        port.target_port,
-                        AppAddress {
-                            ip: "127.0.0.1".into(),
-                            port: port.target_port,
-                        },
-                    );
+                    add(InboundPort {
+                        number: port.target_port,
+                        app: AppAddress::local(port.target_port),
+                        protocol: port.protocol,
+                    });
                 }
             }
         }
     }
-    ports.into_iter().collect()
+    ports.into_values().collect()
+}
+
+impl AppAddress {
+    fn local(port: u32) -> AppAddress {
+        AppAddress {
+            ip: "127.0.0.1".into(),
+            port,
+        }
+    }
 }
 
 pub fn sidecar(scope: &Scope) -> Vec<NamedResource> {
@@ -109,16 +139,16 @@ fn uncaptured(scope: &Scope) -> Vec<Listener> {
         manager,
     )];
     let mtls = inbound_mtls(scope);
-    for (port, _) in inbound_ports(scope) {
-        let mode = mtls.mode(port);
+    for port in inbound_ports(scope) {
+        let mode = mtls.mode(port.number);
         listeners.push(Listener {
-            name: names::bound_listener(bind, port),
-            address: Some(socket_address(bind, port)),
+            name: names::bound_listener(bind, port.number),
+            address: Some(socket_address(bind, port.number)),
             listener_filters: (mode == MtlsMode::Permissive)
                 .then(tls_inspector)
                 .into_iter()
                 .collect(),
-            filter_chains: inbound_chains(scope, port, mode, FilterChainMatch::default()),
+            filter_chains: inbound_chains(scope, &port, mode, FilterChainMatch::default()),
             ..Listener::default()
         });
     }
@@ -142,15 +172,23 @@ fn tls_inspector() -> ListenerFilter {
     }
 }
 
-/// Inbound `port`'s filter chains by its mTLS mode (see [`mtls_chains`]).
+/// Inbound `port`'s filter chains by its mTLS mode (see [`mtls_chains`]): HTTP through
+/// the inbound HTTP connection manager, anything else proxied as TCP to the app.
 fn inbound_chains(
     scope: &Scope,
-    port: u32,
+    port: &InboundPort,
     mode: MtlsMode,
     base: FilterChainMatch,
 ) -> Vec<FilterChain> {
-    let filters = vec![inbound_hcm(scope, port)];
-    mtls_chains(scope, &names::inbound_cluster(port), filters, mode, base)
+    let cluster = names::inbound_cluster(port.number);
+    let filters = if port.protocol.is_http() {
+        vec![inbound_hcm(scope, port.number)]
+    } else {
+        let mut filters = tcp_policies(scope, &cluster);
+        filters.push(tcp_proxy(&cluster));
+        filters
+    };
+    mtls_chains(scope, &cluster, filters, mode, base)
 }
 
 /// Filter chains running `filters` under an mTLS mode: STRICT terminates mTLS (a
@@ -470,6 +508,19 @@ fn hcm(
         }),
         use_remote_address: Some(BoolValue { value: edge }),
         ..HttpConnectionManager::default()
+    }
+}
+
+/// Proxies a connection as bytes to `cluster`.
+fn tcp_proxy(cluster: &str) -> Filter {
+    let proxy = TcpProxy {
+        stat_prefix: cluster.into(),
+        cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster.into())),
+        ..TcpProxy::default()
+    };
+    Filter {
+        name: "envoy.filters.network.tcp_proxy".into(),
+        config_type: Some(filter::ConfigType::TypedConfig(pack(proxy))),
     }
 }
 

@@ -38,17 +38,13 @@ pub fn validate(spec: &VirtualServiceSpec, errors: &mut Errors) {
             "a VirtualService needs at least one http, tcp or tls route",
         );
     }
-    // Sidecars take only http routes for now: tcp and tls routes work on gateways.
+    // Sidecars take http and tcp routes; tls routes work on gateways only for now.
     let for_sidecars = spec.gateways.is_empty() || spec.gateways.iter().any(|g| g == "mesh");
-    for (field, routes) in [("tcp", spec.tcp.len()), ("tls", spec.tls.len())] {
-        if for_sidecars && routes > 0 {
-            errors.push(
-                format!("spec.{field}"),
-                format!(
-                    "{field} routes apply only on gateways in this meshd yet (bind the VirtualService to a Gateway, without \"mesh\")"
-                ),
-            );
-        }
+    if for_sidecars && !spec.tls.is_empty() {
+        errors.push(
+            "spec.tls",
+            "tls routes apply only on gateways in this meshd yet (bind the VirtualService to a Gateway, without \"mesh\")",
+        );
     }
     for (i, route) in spec.http.iter().enumerate() {
         validate_http_route(&format!("spec.http[{i}]"), route, errors);

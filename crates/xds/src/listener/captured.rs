@@ -6,8 +6,8 @@
 //! workload's mTLS mode and AuthorizationPolicies (never a way around them).
 
 use super::{
-    OUTBOUND_PORT, hcm, http_listener, inbound_chains, inbound_mtls, inbound_ports, mtls_chains,
-    tcp_policies, tls_inspector,
+    OUTBOUND_PORT, forward, hcm, http_listener, inbound_chains, inbound_mtls, inbound_ports,
+    mtls_chains, tcp_policies, tcp_proxy, tls_inspector,
 };
 use crate::common::ads;
 use crate::names;
@@ -15,15 +15,15 @@ use crate::pack;
 use crate::scope::Scope;
 use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
 use envoy_types::pb::envoy::config::listener::v3::{
-    Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter, listener_filter,
+    FilterChain, FilterChainMatch, Listener, ListenerFilter, listener_filter,
 };
 use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     Rds, http_connection_manager,
 };
-use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
 use envoy_types::pb::google::protobuf::BoolValue;
 use fleetmesh_api::security::MtlsMode;
+use std::collections::BTreeMap;
 
 pub const INBOUND_PORT: u32 = 15006;
 
@@ -49,6 +49,7 @@ pub fn sidecar(scope: &Scope) -> Vec<Listener> {
         listener.traffic_direction = TrafficDirection::Outbound as i32;
         listeners.push(listener);
     }
+    listeners.extend(tcp_service_listeners(scope));
     listeners.push(virtual_inbound(scope));
     listeners
 }
@@ -95,17 +96,17 @@ fn virtual_inbound(scope: &Scope) -> Listener {
     if mtls.default == MtlsMode::Permissive
         || ports
             .iter()
-            .any(|(port, _)| mtls.mode(*port) == MtlsMode::Permissive)
+            .any(|port| mtls.mode(port.number) == MtlsMode::Permissive)
     {
         listener_filters.push(tls_inspector());
     }
     let mut filter_chains = Vec::new();
-    for (port, _) in ports {
+    for port in &ports {
         let by_port = FilterChainMatch {
-            destination_port: crate::common::u32_value(port),
+            destination_port: crate::common::u32_value(port.number),
             ..Default::default()
         };
-        filter_chains.extend(inbound_chains(scope, port, mtls.mode(port), by_port));
+        filter_chains.extend(inbound_chains(scope, port, mtls.mode(port.number), by_port));
     }
     // Chains without a destination port match only ports that no chain above names.
     let mut passthrough = tcp_policies(scope, names::INBOUND_PASSTHROUGH_CLUSTER);
@@ -135,14 +136,41 @@ fn tcp_chain(name: &str, cluster: &str) -> FilterChain {
     }
 }
 
-fn tcp_proxy(cluster: &str) -> Filter {
-    let proxy = TcpProxy {
-        stat_prefix: cluster.into(),
-        cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster.into())),
-        ..TcpProxy::default()
-    };
-    Filter {
-        name: "envoy.filters.network.tcp_proxy".into(),
-        config_type: Some(filter::ConfigType::TypedConfig(pack(proxy))),
+/// One listener per virtual IP and port of each visible service's TCP ports
+/// (`10.96.0.15_9090`, as istiod names them): TCP carries no host name, so the address a
+/// client dialled is what names the service. virtualOutbound hands a connection to the
+/// listener of its exact destination before the `0.0.0.0_PORT` one. A mesh
+/// VirtualService's `tcp` route for the service decides where it goes, else the service
+/// itself. Services without a virtual IP (headless) pass through.
+fn tcp_service_listeners(scope: &Scope) -> Vec<Listener> {
+    let mut listeners = BTreeMap::new();
+    for service in &scope.services {
+        for port in service.ports.iter().filter(|p| !p.protocol.is_http()) {
+            let proxy = match forward::mesh_tcp_route(scope, &service.hostname, port.port) {
+                Some((destinations, namespace)) => {
+                    let stat_prefix = names::outbound_cluster(port.port, "", &service.hostname);
+                    forward::tcp_proxy(scope, destinations, namespace, port.port, stat_prefix)
+                }
+                None => tcp_proxy(&names::outbound_cluster(port.port, "", &service.hostname)),
+            };
+            for address in &service.addresses {
+                let ip = address.to_string();
+                let name = names::bound_listener(&ip, port.port);
+                // Two services on one address and port: the first (by host name) keeps it.
+                listeners.entry(name.clone()).or_insert_with(|| Listener {
+                    name,
+                    address: Some(crate::common::socket_address(&ip, port.port)),
+                    filter_chains: vec![FilterChain {
+                        filters: vec![proxy.clone()],
+                        ..FilterChain::default()
+                    }],
+                    // Reached through virtualOutbound's hand-off, never bound itself.
+                    bind_to_port: Some(BoolValue { value: false }),
+                    traffic_direction: TrafficDirection::Outbound as i32,
+                    ..Listener::default()
+                });
+            }
+        }
     }
+    listeners.into_values().collect()
 }

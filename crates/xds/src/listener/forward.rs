@@ -52,7 +52,8 @@ fn passthrough(scope: &Scope, port: u32, servers: &[(String, Vec<String>)]) -> V
                     });
                 for sni in names {
                     if taken.insert(sni.clone()) {
-                        let proxy = tcp_proxy(scope, &route.route, namespace, port, sni);
+                        let stat_prefix = format!("forward|{port}|{sni}");
+                        let proxy = tcp_proxy(scope, &route.route, namespace, port, stat_prefix);
                         chains.push(FilterChain {
                             name: format!("passthrough|{sni}"),
                             filter_chain_match: Some(FilterChainMatch {
@@ -99,7 +100,13 @@ fn tcp(scope: &Scope, port: u32, servers: &[(String, Vec<String>)]) -> Option<Fi
             if let Some(route) = route {
                 return Some(FilterChain {
                     name: format!("tcp|{port}"),
-                    filters: vec![tcp_proxy(scope, &route.route, namespace, port, "tcp")],
+                    filters: vec![tcp_proxy(
+                        scope,
+                        &route.route,
+                        namespace,
+                        port,
+                        format!("forward|{port}|tcp"),
+                    )],
                     ..FilterChain::default()
                 });
             }
@@ -120,13 +127,39 @@ fn applies(
         && (gateways.is_empty() || binds(gateways, namespace, gateway))
 }
 
+/// The first `tcp` route of a VirtualService bound to the mesh (sidecars) for `host` whose
+/// match (if any) names `port`, with the VirtualService's namespace.
+pub fn mesh_tcp_route<'a>(
+    scope: &Scope<'a>,
+    host: &str,
+    port: u32,
+) -> Option<(&'a [RouteDestination], &'a str)> {
+    scope
+        .virtual_services("mesh")
+        .filter(|vs| scope.vs_hosts(vs).iter().any(|h| host_matches(h, host)))
+        .find_map(|vs| {
+            let namespace = vs.metadata.namespace.as_str();
+            vs.spec
+                .tcp
+                .iter()
+                .find(|r| {
+                    !r.route.is_empty()
+                        && (r.matches.is_empty()
+                            || r.matches
+                                .iter()
+                                .any(|m| applies(m.port, &m.gateways, namespace, "mesh", port)))
+                })
+                .map(|r| (r.route.as_slice(), namespace))
+        })
+}
+
 /// A TCP proxy to the route's destinations (weighted when several).
-fn tcp_proxy(
+pub fn tcp_proxy(
     scope: &Scope,
     destinations: &[RouteDestination],
     namespace: &str,
     port: u32,
-    what: &str,
+    stat_prefix: String,
 ) -> Filter {
     let cluster = |d: &RouteDestination| cluster_name(scope, &d.destination, namespace, port);
     let cluster_specifier = match destinations {
@@ -145,7 +178,7 @@ fn tcp_proxy(
         }),
     };
     let proxy = TcpProxy {
-        stat_prefix: format!("forward|{port}|{what}"),
+        stat_prefix,
         cluster_specifier: Some(cluster_specifier),
         ..TcpProxy::default()
     };
