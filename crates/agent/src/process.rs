@@ -7,11 +7,11 @@
 use crate::bootstrap::{self, BootstrapConfig};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use parking_lot::Mutex;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
@@ -160,7 +160,7 @@ impl EnvoyProcess {
     }
 
     fn wait_for(&self, timeout: Duration) -> Option<ExitStatus> {
-        let mut state = self.exit.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.exit.lock();
         let status = match &*state {
             ExitState::Exited(status) => return *status,
             ExitState::Running(rx) => match rx.recv_timeout(timeout) {

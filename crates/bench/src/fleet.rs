@@ -98,10 +98,7 @@ impl Fleet {
 
     /// Each sidecar's time to its first complete config, if it has one yet.
     pub fn completion_times(&self) -> Vec<Option<Duration>> {
-        self.stats
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).complete_after)
-            .collect()
+        self.stats.iter().map(|s| s.lock().complete_after).collect()
     }
 
     /// Waits until every sidecar has a complete config holding at least `clusters`
@@ -114,7 +111,7 @@ impl Fleet {
                 .stats
                 .iter()
                 .filter(|s| {
-                    let s = s.lock().unwrap_or_else(|e| e.into_inner());
+                    let s = s.lock();
                     s.complete_after.is_some() && s.clusters >= clusters
                 })
                 .count();
@@ -140,18 +137,13 @@ impl Fleet {
     }
 
     pub fn last_error(&self) -> Option<String> {
-        self.stats.iter().find_map(|s| {
-            s.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .last_error
-                .clone()
-        })
+        self.stats.iter().find_map(|s| s.lock().last_error.clone())
     }
 
     pub fn totals(&self) -> Totals {
         let mut totals = Totals::default();
         for s in &self.stats {
-            let s = s.lock().unwrap_or_else(|e| e.into_inner());
+            let s = s.lock();
             totals.bytes += s.bytes;
             totals.reconnects += s.reconnects;
             for (i, r) in totals.responses.iter_mut().enumerate() {
@@ -200,7 +192,7 @@ impl Fleet {
             .observers
             .iter()
             .filter_map(|&i| {
-                let s = self.stats[i].lock().unwrap_or_else(|e| e.into_inner());
+                let s = self.stats[i].lock();
                 s.seen.get(&id).map(|t| t.saturating_duration_since(since))
             })
             .collect();

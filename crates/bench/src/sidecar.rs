@@ -10,8 +10,9 @@ use crate::xds_names;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -49,18 +50,18 @@ pub struct Markers(RwLock<Arc<Vec<Arc<Marker>>>>);
 
 impl Markers {
     pub fn add(&self, marker: Marker) {
-        let mut markers = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let mut markers = self.0.write();
         let mut next = markers.as_ref().clone();
         next.push(Arc::new(marker));
         *markers = Arc::new(next);
     }
 
     pub fn clear(&self) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::default();
+        *self.0.write() = Arc::default();
     }
 
     fn current(&self) -> Arc<Vec<Arc<Marker>>> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.0.read().clone()
     }
 }
 
@@ -98,7 +99,7 @@ pub async fn run(
             Err(status) => format!("{}: {}", status.code(), status.message()),
         };
         {
-            let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
+            let mut s = stats.lock();
             s.reconnects += 1;
             s.last_error = Some(error);
         }
@@ -242,7 +243,7 @@ async fn stream(
             tx.send(next).await.map_err(closed)?;
         }
         let seen = markers.map(|m| newly_seen(&m.current(), &response, stats));
-        let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = stats.lock();
         s.bytes += bytes;
         s.responses[slot] += 1;
         if slot == 0 {
@@ -265,7 +266,7 @@ fn newly_seen(
     stats: &SharedStats,
 ) -> Vec<u64> {
     let unseen: Vec<&Marker> = {
-        let s = stats.lock().unwrap_or_else(|e| e.into_inner());
+        let s = stats.lock();
         markers
             .iter()
             .filter(|m| !s.seen.contains_key(&m.id))

@@ -10,8 +10,9 @@ use k8s_openapi::api::authorization::v1::{
 };
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -80,7 +81,7 @@ impl SecretAccess {
 
     /// Those of `wanted` known to be allowed; asks about the unknown and the stale.
     pub fn readers(self: &Arc<Self>, wanted: BTreeSet<Reader>) -> BTreeSet<Reader> {
-        let mut answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut answers = self.answers.lock();
         let mut allowed = BTreeSet::new();
         for reader in wanted {
             let answer = answers.get(&reader).copied();
@@ -130,7 +131,7 @@ impl SecretAccess {
             }
         };
         let previous = {
-            let mut answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
+            let mut answers = self.answers.lock();
             answers.insert(
                 reader.clone(),
                 Answer::Known {

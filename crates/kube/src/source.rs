@@ -17,8 +17,8 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
@@ -133,7 +133,8 @@ impl ClusterSource {
             source.install_config.wait_until_ready().await?;
             source.secrets.wait_until_ready().await?;
             let stores: Vec<Store<DynamicObject>> = source
-                .lock_istio()
+                .istio
+                .lock()
                 .iter()
                 .map(|(_, _, store)| store.clone())
                 .collect();
@@ -151,13 +152,6 @@ impl ClusterSource {
             "cluster watches synced"
         );
         Ok(source)
-    }
-
-    fn lock_istio(
-        &self,
-    ) -> std::sync::MutexGuard<'_, Vec<(&'static IstioKind, ApiResource, Store<DynamicObject>)>>
-    {
-        self.istio.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The `mesh` text of ConfigMap `istio` (Istio's MeshConfig), if there is one.
@@ -185,7 +179,7 @@ impl ClusterSource {
     /// reported once per version.
     pub fn resources(&self) -> Vec<fleetmesh_api::Resource> {
         let mut valid = Vec::new();
-        for (kind, resource, store) in self.lock_istio().iter() {
+        for (kind, resource, store) in self.istio.lock().iter() {
             for object in store.state() {
                 match self.parse(kind, &object) {
                     Ok(resource) => valid.push(resource),
@@ -231,7 +225,7 @@ impl ClusterSource {
             ),
             object.metadata.resource_version.clone().unwrap_or_default(),
         );
-        let mut reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
+        let mut reported = self.reported.lock();
         if !reported.insert(key) {
             return;
         }
@@ -457,7 +451,6 @@ async fn discover_istio_kinds(
     for kind in &KINDS {
         let watched = istio
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
             .iter()
             .any(|(k, _, _)| k.kind == kind.kind && k.group == kind.group);
         if watched {
@@ -468,10 +461,7 @@ async fn discover_istio_kinds(
             Ok((resource, _)) => {
                 let api = Api::all_with(client.clone(), &resource);
                 let (store, task) = watch::<DynamicObject>(api, resource.clone(), changes.clone());
-                istio
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((kind, resource, store));
+                istio.lock().push((kind, resource, store));
                 tasks.push(task);
                 tracing::info!(
                     cluster = cluster_id,
@@ -509,7 +499,7 @@ async fn keep_discovering(
     let mut guard = AbortOnDrop(tasks);
     loop {
         tokio::time::sleep(DISCOVERY_INTERVAL).await;
-        if istio.lock().unwrap_or_else(|e| e.into_inner()).len() == KINDS.len() {
+        if istio.lock().len() == KINDS.len() {
             continue;
         }
         guard

@@ -7,9 +7,9 @@ use fleetmesh_ca::{AuthError, Authenticator, Identity};
 use futures::future::BoxFuture;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use kube::api::{Api, PostParams};
+use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The audience the injector asks the kubelet to put in pods' tokens (as Istio does).
@@ -33,7 +33,7 @@ impl TokenReviewer {
 
     async fn review(&self, token: &str) -> Result<Identity, AuthError> {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some((identity, at)) = self.lock().get(&key)
+        if let Some((identity, at)) = self.cache.lock().get(&key)
             && at.elapsed() < CACHE_TTL
         {
             return Ok(identity.clone());
@@ -71,16 +71,12 @@ impl TokenReviewer {
         let username = status.user.and_then(|u| u.username).unwrap_or_default();
         let identity = service_account(&username)
             .ok_or_else(|| AuthError::Refused(format!("{username:?} is not a service account")))?;
-        let mut cache = self.lock();
+        let mut cache = self.cache.lock();
         if cache.len() >= CACHE_LIMIT {
             cache.clear();
         }
         cache.insert(key, (identity.clone(), Instant::now()));
         Ok(identity)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], (Identity, Instant)>> {
-        self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

@@ -3,10 +3,10 @@
 //! enable`). Kept in one JSON file in the state directory, replaced atomically on every
 //! change, so a crash or restart loses nothing.
 
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const FILE: &str = "fleet.json";
@@ -65,7 +65,7 @@ impl Fleet {
     }
 
     pub fn projects(&self) -> BTreeMap<String, Project> {
-        self.lock().clone()
+        self.projects.lock().clone()
     }
 
     /// Records `cluster` as a member of `project` (idempotent: the same registration
@@ -122,7 +122,7 @@ impl Fleet {
         project: &str,
         apply: impl FnOnce(&mut Project) -> Change,
     ) -> anyhow::Result<Change> {
-        let mut projects = self.lock();
+        let mut projects = self.projects.lock();
         let mut changed = projects.clone();
         let change = apply(changed.entry(project.into()).or_default());
         if change != Change::Unchanged {
@@ -132,10 +132,6 @@ impl Fleet {
             *projects = changed;
         }
         Ok(change)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Project>> {
-        self.projects.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

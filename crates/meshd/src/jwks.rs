@@ -3,8 +3,9 @@
 //! URI's keys arrive, proxies get keys that validate nothing, so tokens of that issuer
 //! are refused rather than trusted unchecked.
 
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -38,7 +39,7 @@ impl JwksCache {
         self: &Arc<Self>,
         uris: impl IntoIterator<Item = &'a str>,
     ) -> BTreeMap<String, String> {
-        let mut fetched = self.fetched.lock().unwrap_or_else(|e| e.into_inner());
+        let mut fetched = self.fetched.lock();
         let mut known = BTreeMap::new();
         for uri in uris {
             match fetched.get(uri) {
@@ -59,7 +60,7 @@ impl JwksCache {
         loop {
             let wait = match self.fetch(&uri).await {
                 Ok(jwks) => {
-                    let mut fetched = self.fetched.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut fetched = self.fetched.lock();
                     let previous = fetched.insert(uri.clone(), Some(jwks.clone()));
                     if previous != Some(Some(jwks)) {
                         tracing::info!(%uri, "JWKS fetched");

@@ -2,7 +2,7 @@
 
 use fleetmesh_api::mesh_config::{self, OutboundMode};
 use fleetmesh_model::MeshSettings;
-use std::sync::Mutex;
+use parking_lot::Mutex;
 
 pub struct MeshConfig {
     defaults: MeshSettings,
@@ -24,7 +24,7 @@ impl MeshConfig {
             return self.defaults.clone();
         };
         let parsed = mesh_config::parse(text);
-        let mut reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
+        let mut reported = self.reported.lock();
         let first_time = reported.as_deref() != Some(text);
         *reported = Some(text.to_string());
         match parsed {

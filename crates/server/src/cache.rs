@@ -7,11 +7,12 @@
 //! proxies' own parts), are translated again.
 
 use crate::generated::Generated;
-use crate::service::MeshState;
+use crate::state::MeshState;
 use fleetmesh_model::{Partial, Snapshot};
 use fleetmesh_xds::{ConfigKey, Proxy, SharedKey};
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 
 #[derive(Default)]
 pub struct GenerationCache {
@@ -95,7 +96,7 @@ impl GenerationCache {
     pub fn get(&self, state: &Arc<MeshState>, proxy: &Proxy) -> Arc<Generated> {
         let key = proxy.config_key();
         let earlier = {
-            let mut entries = self.lock();
+            let mut entries = self.inner.lock();
             if entries.current(state)
                 && let Some(found) = entries.by_key.get(&key)
             {
@@ -106,7 +107,7 @@ impl GenerationCache {
         // A miss: generate outside the lock, so proxies with other keys need not wait.
         let shared_key = SharedKey::new(&state.snapshot, proxy);
         let (found, earlier_shared) = {
-            let mut entries = self.lock();
+            let mut entries = self.inner.lock();
             entries.current(state);
             (
                 entries.shared.get(&shared_key).cloned(),
@@ -134,10 +135,6 @@ impl GenerationCache {
         self.keep(state, |e| &mut e.by_key, key, composed)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Remembers `generated` under `key` while `state` is still the newest snapshot (a
     /// proxy that got there first wins); returns what is remembered.
     fn keep<K: std::hash::Hash + Eq>(
@@ -148,7 +145,7 @@ impl GenerationCache {
         generated: Generated,
     ) -> Arc<Generated> {
         let generated = Arc::new(generated);
-        let mut entries = self.lock();
+        let mut entries = self.inner.lock();
         if !entries.state.ptr_eq(&Arc::downgrade(state)) {
             return generated;
         }
@@ -160,6 +157,7 @@ impl GenerationCache {
 mod tests {
     use super::*;
     use fleetmesh_model::Snapshot;
+    use fleetmesh_xds::ResourceType;
     use fleetmesh_xds::{Interception, ProxyKind};
 
     fn proxy(pod: &str, namespace: &str) -> Proxy {
@@ -201,7 +199,6 @@ mod tests {
 
     #[test]
     fn workloads_of_a_namespace_share_the_outbound_part() {
-        use fleetmesh_xds::{CLUSTER_TYPE, ENDPOINT_TYPE, ROUTE_TYPE};
         let cache = GenerationCache::default();
         let state = Arc::new(MeshState::new(Snapshot::default()));
         let reviews = proxy("reviews-1", "shop");
@@ -210,18 +207,22 @@ mod tests {
         let a = cache.get(&state, &reviews);
         let b = cache.get(&state, &ratings);
         assert!(!Arc::ptr_eq(&a, &b), "other labels, other own part");
-        for shared in [ENDPOINT_TYPE, ROUTE_TYPE] {
+        for shared in [ResourceType::Endpoint, ResourceType::Route] {
             assert!(
                 Arc::ptr_eq(a.of_type(shared).unwrap(), b.of_type(shared).unwrap()),
-                "{shared} is one copy"
+                "{shared:?} is one copy"
             );
         }
         for p in [&reviews, &ratings] {
             let whole = Generated::new(fleetmesh_xds::generate(&state.snapshot, p));
             assert_eq!(*cache.get(&state, p), whole, "shared + own = the whole");
             assert_eq!(
-                cache.get(&state, p).of_type(CLUSTER_TYPE).unwrap().len(),
-                whole.of_type(CLUSTER_TYPE).unwrap().len()
+                cache
+                    .get(&state, p)
+                    .of_type(ResourceType::Cluster)
+                    .unwrap()
+                    .len(),
+                whole.of_type(ResourceType::Cluster).unwrap().len()
             );
         }
     }
@@ -277,7 +278,6 @@ spec:
 
     #[test]
     fn an_endpoint_change_is_patched_into_what_was_generated() {
-        use fleetmesh_xds::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE};
         let cache = GenerationCache::default();
         let proxies = [proxy("reviews-1", "shop"), proxy("web-1", "front")];
         let first = Arc::new(MeshState::new(mesh()));
@@ -305,13 +305,13 @@ spec:
             let whole = Generated::new(fleetmesh_xds::generate(&second.snapshot, proxy));
             assert_eq!(**patched, whole, "patched = generated anew");
             assert_ne!(**patched, **before, "the new endpoint is there");
-            for unchanged in [CLUSTER_TYPE, LISTENER_TYPE] {
+            for unchanged in [ResourceType::Cluster, ResourceType::Listener] {
                 assert!(
                     Arc::ptr_eq(
                         patched.of_type(unchanged).unwrap(),
                         before.of_type(unchanged).unwrap()
                     ),
-                    "{unchanged} is kept as it was"
+                    "{unchanged:?} is kept as it was"
                 );
             }
         }
@@ -320,13 +320,13 @@ spec:
             let whole = Generated::new(fleetmesh_xds::generate(&third.snapshot, proxy));
             assert_eq!(*after, whole, "patched = generated anew");
             assert_ne!(
-                after.of_type(CLUSTER_TYPE).unwrap().version,
-                patched.of_type(CLUSTER_TYPE).unwrap().version,
+                after.of_type(ResourceType::Cluster).unwrap().version,
+                patched.of_type(ResourceType::Cluster).unwrap().version,
                 "a new identity behind reviews changes its clusters"
             );
             assert_ne!(
-                after.of_type(ENDPOINT_TYPE).unwrap().version,
-                patched.of_type(ENDPOINT_TYPE).unwrap().version
+                after.of_type(ResourceType::Endpoint).unwrap().version,
+                patched.of_type(ResourceType::Endpoint).unwrap().version
             );
         }
     }
@@ -349,7 +349,7 @@ spec:
         let whole = Generated::new(fleetmesh_xds::generate(&third.snapshot, &reviews));
         let patched = cache.get(&third, &reviews);
         assert_eq!(*patched, whole);
-        let listeners = |g: &Generated| g.of_type(fleetmesh_xds::LISTENER_TYPE).unwrap().clone();
+        let listeners = |g: &Generated| g.of_type(ResourceType::Listener).unwrap().clone();
         assert!(
             Arc::ptr_eq(&listeners(&patched), &listeners(&before)),
             "patched, not generated anew"
@@ -358,7 +358,6 @@ spec:
 
     #[test]
     fn a_virtual_service_change_regenerates_routes_alone() {
-        use fleetmesh_xds::{CLUSTER_TYPE, ENDPOINT_TYPE, ROUTE_TYPE};
         let cache = GenerationCache::default();
         let reviews = proxy("reviews-1", "shop");
         let mut gateway = proxy("gateway-1", "shop");
@@ -379,18 +378,18 @@ spec:
         let patched = cache.get(&second, &reviews);
         let whole = Generated::new(fleetmesh_xds::generate(&second.snapshot, &reviews));
         assert_eq!(*patched, whole, "patched = generated anew");
-        for kept in [CLUSTER_TYPE, ENDPOINT_TYPE] {
+        for kept in [ResourceType::Cluster, ResourceType::Endpoint] {
             assert!(
                 Arc::ptr_eq(
                     patched.of_type(kept).unwrap(),
                     before.of_type(kept).unwrap()
                 ),
-                "{kept} is kept as it was"
+                "{kept:?} is kept as it was"
             );
         }
         assert_ne!(
-            patched.of_type(ROUTE_TYPE).unwrap().version,
-            before.of_type(ROUTE_TYPE).unwrap().version
+            patched.of_type(ResourceType::Route).unwrap().version,
+            before.of_type(ResourceType::Route).unwrap().version
         );
         let whole = Generated::new(fleetmesh_xds::generate(&second.snapshot, &gateway));
         assert_eq!(*cache.get(&second, &gateway), whole, "a gateway's too");

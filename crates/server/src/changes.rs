@@ -3,7 +3,8 @@
 //! worked out once per pair of sets, not once per proxy.
 
 use crate::generated::{Entry, TypeResources};
-use std::sync::{Arc, Mutex, Weak};
+use parking_lot::Mutex;
+use std::sync::{Arc, Weak};
 
 /// Pairs remembered at most; the oldest are forgotten first.
 const REMEMBERED: usize = 256;
@@ -31,11 +32,11 @@ impl Changes {
         let same = |k: &Known| {
             Weak::ptr_eq(&k.from, &Arc::downgrade(from)) && Weak::ptr_eq(&k.to, &Arc::downgrade(to))
         };
-        if let Some(known) = self.lock().iter().find(|k| same(k)) {
+        if let Some(known) = self.known.lock().iter().find(|k| same(k)) {
             return known.changed.clone();
         }
         let changed = Arc::new(changed(from, to));
-        let mut known = self.lock();
+        let mut known = self.known.lock();
         known.retain(|k| k.from.strong_count() > 0 && k.to.strong_count() > 0);
         if known.len() >= REMEMBERED {
             known.remove(0);
@@ -46,10 +47,6 @@ impl Changes {
             changed: changed.clone(),
         });
         changed
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Known>> {
-        self.known.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

@@ -3,33 +3,30 @@
 //! Same ordering rules as state of the world: cluster removals wait until listeners and
 //! routes are ACKed; clusters added or changed get their endpoints pushed right after.
 
-use crate::session::{Gone, Protocol, Session};
+use crate::session::{Protocol, Session, StreamEnd};
+use crate::subscription::Subscriptions;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
 };
-use fleetmesh_xds::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, PUSH_ORDER, ROUTE_TYPE};
+use fleetmesh_xds::ResourceType;
 use std::collections::{BTreeMap, BTreeSet};
 use tokio::sync::mpsc;
 use tonic::Status;
 
+/// What delta adds to a type's [`crate::subscription::Subscription`].
 #[derive(Default)]
-struct TypeState {
+struct Delta {
     wildcard: bool,
     subscribed: BTreeSet<String>,
     /// What the proxy holds: name → content hash.
     known: BTreeMap<String, String>,
-    /// Nonce → version of each response not yet answered.
-    in_flight: BTreeMap<String, String>,
-    sent_version: String,
-    acked_version: String,
 }
 
 pub struct Stream {
     session: Session,
-    types: BTreeMap<String, TypeState>,
+    subscriptions: Subscriptions<Delta>,
     tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
-    prune_pending: bool,
 }
 
 impl Protocol for Stream {
@@ -44,9 +41,8 @@ impl Protocol for Stream {
     fn new(session: Session, tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>) -> Stream {
         Stream {
             session,
-            types: BTreeMap::new(),
+            subscriptions: Subscriptions::default(),
             tx,
-            prune_pending: false,
         }
     }
 
@@ -54,78 +50,77 @@ impl Protocol for Stream {
         &self.session
     }
 
-    async fn on_request(&mut self, request: DeltaDiscoveryRequest) -> Result<(), Gone> {
-        let type_url = request.type_url.clone();
-        if !PUSH_ORDER.contains(&type_url.as_str()) {
+    async fn on_request(&mut self, request: DeltaDiscoveryRequest) -> Result<(), StreamEnd> {
+        let Some(kind) = ResourceType::from_type_url(&request.type_url) else {
             return Ok(());
-        }
-        let first_of_type = !self.types.contains_key(&type_url);
-        let state = self.types.entry(type_url.clone()).or_default();
+        };
+        let first_of_type = !self.subscriptions.contains(kind);
+        let subscription = self.subscriptions.entry(kind);
         if !request.response_nonce.is_empty() {
-            let Some(version) = state.in_flight.remove(&request.response_nonce) else {
+            let Some(version) = subscription.answer(&request.response_nonce) else {
                 return Ok(()); // not ours or already answered
             };
             match &request.error_detail {
-                Some(error) => self.session.record_nack(&type_url, &error.message),
-                None => {
-                    state.acked_version = version.clone();
-                    self.session.record_ack(&type_url, &version);
+                Some(error) => {
+                    subscription.nacked(&error.message);
+                    self.session.record_nack(kind, &error.message);
                 }
+                None => subscription.acked(&version),
             }
+            self.session.record_status(&self.subscriptions);
         }
-        let wildcard_type = type_url == CLUSTER_TYPE || type_url == LISTENER_TYPE;
+        let delta = &mut self.subscriptions.entry(kind).protocol;
+        let wildcard_type = matches!(kind, ResourceType::Cluster | ResourceType::Listener);
         if first_of_type {
             // Envoy's legacy wildcard: the first request of a wildcard type names nothing.
-            state.wildcard = wildcard_type && request.resource_names_subscribe.is_empty();
-            state.known = request
-                .initial_resource_versions
-                .clone()
-                .into_iter()
-                .collect();
+            delta.wildcard = wildcard_type && request.resource_names_subscribe.is_empty();
+            delta.known = request.initial_resource_versions.into_iter().collect();
         }
         let mut changed_subscription = first_of_type;
         for name in request.resource_names_subscribe {
             if name == "*" {
-                state.wildcard = true;
-            } else if state.subscribed.insert(name.clone()) {
+                delta.wildcard = true;
+            } else if delta.subscribed.insert(name) {
                 changed_subscription = true;
             }
         }
         for name in request.resource_names_unsubscribe {
             if name == "*" {
-                state.wildcard = false;
+                delta.wildcard = false;
             }
-            state.subscribed.remove(&name);
-            state.known.remove(&name);
+            delta.subscribed.remove(&name);
+            delta.known.remove(&name);
         }
         if changed_subscription {
-            let sent = self.send(&type_url, false).await?;
+            let sent = self.send(kind, false).await?;
             if first_of_type && sent.is_empty() {
+                // A reconnecting proxy already holds it all: nothing needs sending, and
+                // what it holds counts as ACKed.
                 let version = self
                     .session
                     .generated
-                    .of_type(&type_url)
+                    .of_type(kind)
                     .map(|t| t.version.clone())
                     .unwrap_or_default();
-                let state = self.types.entry(type_url.clone()).or_default();
-                state.sent_version = version.clone();
-                state.acked_version = version.clone();
-                self.session.record_in_sync(&type_url, &version);
+                let status = &mut self.subscriptions.entry(kind).status;
+                status.sent_version.clone_from(&version);
+                status.acked_version = version;
+                self.session.record_status(&self.subscriptions);
             }
         }
-        self.prune_if_safe().await
+        self.remove_held_clusters().await
     }
 
-    async fn on_snapshot(&mut self) -> Result<(), Gone> {
+    async fn on_snapshot(&mut self) -> Result<(), StreamEnd> {
         if self.session.refresh()?.is_none() {
             return Ok(());
         }
-        for type_url in PUSH_ORDER {
-            if self.types.contains_key(type_url) {
-                let touched = self.send(type_url, false).await?;
-                if type_url == CLUSTER_TYPE && !touched.is_empty() {
+        for kind in ResourceType::PUSH_ORDER {
+            if self.subscriptions.contains(kind) {
+                let touched = self.send(kind, false).await?;
+                if kind == ResourceType::Cluster && !touched.is_empty() {
                     // New or updated clusters warm on their endpoints: (re)send them.
-                    let endpoints = self.types.entry(ENDPOINT_TYPE.to_string()).or_default();
+                    let endpoints = &mut self.subscriptions.entry(ResourceType::Endpoint).protocol;
                     for name in touched {
                         endpoints.known.remove(&name);
                         endpoints.subscribed.insert(name);
@@ -133,38 +128,37 @@ impl Protocol for Stream {
                 }
             }
         }
-        self.prune_if_safe().await
+        self.remove_held_clusters().await
     }
 }
 
 impl Stream {
-    async fn prune_if_safe(&mut self) -> Result<(), Gone> {
-        let settled = [LISTENER_TYPE, ROUTE_TYPE].iter().all(|t| {
-            self.types
-                .get(*t)
-                .is_none_or(|s| s.in_flight.is_empty() && s.sent_version == s.acked_version)
-        });
-        if self.prune_pending && settled {
-            self.prune_pending = false;
-            self.send(CLUSTER_TYPE, true).await?;
+    async fn remove_held_clusters(&mut self) -> Result<(), StreamEnd> {
+        if self.subscriptions.take_due_removals() {
+            self.send(ResourceType::Cluster, true).await?;
         }
         Ok(())
     }
 
-    /// Sends what `type_url` lacks on the proxy; returns the names sent. Cluster removals
+    /// Sends what `kind` lacks on the proxy; returns the names sent. Cluster removals
     /// wait for `remove_clusters` (after LDS/RDS settled).
-    async fn send(&mut self, type_url: &str, remove_clusters: bool) -> Result<Vec<String>, Gone> {
+    async fn send(
+        &mut self,
+        kind: ResourceType,
+        remove_clusters: bool,
+    ) -> Result<Vec<String>, StreamEnd> {
         let generated = self.session.generated.clone();
-        let Some(current) = generated.of_type(type_url) else {
+        let Some(current) = generated.of_type(kind) else {
             return Ok(vec![]);
         };
-        let Some(state) = self.types.get_mut(type_url) else {
+        if !self.subscriptions.contains(kind) {
             return Ok(vec![]);
-        };
-        let wanted = |name: &str| state.wildcard || state.subscribed.contains(name);
+        }
+        let delta = &mut self.subscriptions.entry(kind).protocol;
+        let wanted = |name: &str| delta.wildcard || delta.subscribed.contains(name);
         let updated: Vec<Resource> = current
             .iter()
-            .filter(|(name, entry)| wanted(name) && state.known.get(*name) != Some(&entry.hash))
+            .filter(|(name, entry)| wanted(name) && delta.known.get(*name) != Some(&entry.hash))
             .map(|(name, entry)| Resource {
                 name: name.clone(),
                 version: entry.hash.clone(),
@@ -172,26 +166,29 @@ impl Stream {
                 ..Resource::default()
             })
             .collect();
-        let mut removed: Vec<String> = state
+        let mut removed: Vec<String> = delta
             .known
             .keys()
             .filter(|name| !current.contains_key(name))
             .cloned()
             .collect();
-        if type_url == CLUSTER_TYPE && !remove_clusters && !removed.is_empty() {
-            self.prune_pending = true;
+        let hold = kind == ResourceType::Cluster && !remove_clusters && !removed.is_empty();
+        if hold {
             removed.clear();
         }
         if updated.is_empty() && removed.is_empty() {
+            if hold {
+                self.subscriptions.hold_removals();
+            }
             return Ok(vec![]);
         }
         for resource in &updated {
-            state
+            delta
                 .known
                 .insert(resource.name.clone(), resource.version.clone());
         }
         for name in &removed {
-            state.known.remove(name);
+            delta.known.remove(name);
         }
         let nonce = self.session.next_nonce();
         let version = current.version.clone();
@@ -199,16 +196,22 @@ impl Stream {
         let response = DeltaDiscoveryResponse {
             system_version_info: version.clone(),
             resources: updated,
-            type_url: type_url.to_string(),
+            type_url: kind.type_url().to_string(),
             removed_resources: removed,
             nonce: nonce.clone(),
             ..DeltaDiscoveryResponse::default()
         };
         let bytes = prost::Message::encoded_len(&response);
-        state.in_flight.insert(nonce.clone(), version.clone());
-        state.sent_version = version.clone();
-        self.tx.send(Ok(response)).await.map_err(|_| Gone)?;
-        self.session.record_sent(type_url, &version, &nonce, bytes);
+        if hold {
+            self.subscriptions.hold_removals();
+        }
+        self.subscriptions.entry(kind).sent(nonce, version);
+        self.tx
+            .send(Ok(response))
+            .await
+            .map_err(|_| StreamEnd::ProxyGone)?;
+        self.session.record_sent(kind, bytes);
+        self.session.record_status(&self.subscriptions);
         Ok(names)
     }
 }

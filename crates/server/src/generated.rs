@@ -4,10 +4,7 @@
 
 use bytes::Bytes;
 use envoy_types::pb::google::protobuf::Any;
-use fleetmesh_xds::{
-    CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, NamedResource, ProxyResources, ROUTE_TYPE,
-    SECRET_TYPE, names,
-};
+use fleetmesh_xds::{NamedResource, ProxyResources, ResourceType, names};
 use prost::Message;
 use prost::encoding::message;
 use sha2::{Digest, Sha256};
@@ -170,7 +167,7 @@ fn entry(r: NamedResource) -> (String, Arc<Entry>) {
 /// Every type's resources. Equal when every type's version is: versions hash content.
 #[derive(Debug, Clone, Default)]
 pub struct Generated {
-    types: BTreeMap<&'static str, Arc<TypeResources>>,
+    types: BTreeMap<ResourceType, Arc<TypeResources>>,
     /// What a proxy's resources were composed from, to compose them again when only the
     /// shared part changed.
     parts: Option<Parts>,
@@ -193,22 +190,11 @@ impl PartialEq for Generated {
     }
 }
 
-fn take(resources: &mut ProxyResources, type_url: &str) -> Vec<NamedResource> {
-    std::mem::take(match type_url {
-        CLUSTER_TYPE => &mut resources.clusters,
-        ENDPOINT_TYPE => &mut resources.endpoints,
-        LISTENER_TYPE => &mut resources.listeners,
-        ROUTE_TYPE => &mut resources.routes,
-        SECRET_TYPE => &mut resources.secrets,
-        _ => return Vec::new(),
-    })
-}
-
 impl Generated {
     pub fn new(mut resources: ProxyResources) -> Generated {
-        let types = fleetmesh_xds::PUSH_ORDER
+        let types = ResourceType::PUSH_ORDER
             .into_iter()
-            .map(|t| (t, Arc::new(TypeResources::of(take(&mut resources, t)))))
+            .map(|t| (t, Arc::new(TypeResources::of(resources.take(t)))))
             .collect();
         Generated { types, parts: None }
     }
@@ -243,19 +229,19 @@ impl Generated {
         earlier: Option<&Generated>,
     ) -> Generated {
         let mut types = BTreeMap::new();
-        for type_url in fleetmesh_xds::PUSH_ORDER {
-            let theirs = shared.types.get(type_url);
-            let mine = own.types.get(type_url).filter(|t| !t.is_empty());
+        for kind in ResourceType::PUSH_ORDER {
+            let theirs = shared.types.get(&kind);
+            let mine = own.types.get(&kind).filter(|t| !t.is_empty());
             let unchanged = earlier.and_then(|e| {
                 let parts = e.parts.as_ref()?;
-                let same_shared = match (parts.shared.types.get(type_url), theirs) {
+                let same_shared = match (parts.shared.types.get(&kind), theirs) {
                     (Some(a), Some(b)) => Arc::ptr_eq(a, b),
                     (a, b) => a.is_none() && b.is_none(),
                 };
-                let version = |g: &Generated| g.types.get(type_url).map(|t| t.version.clone());
+                let version = |g: &Generated| g.types.get(&kind).map(|t| t.version.clone());
                 let same_own = version(&parts.own) == version(&own);
                 (same_shared && same_own)
-                    .then(|| e.types.get(type_url).cloned())
+                    .then(|| e.types.get(&kind).cloned())
                     .flatten()
             });
             let set = match (unchanged, theirs, mine) {
@@ -265,7 +251,7 @@ impl Generated {
                 (None, Some(theirs), Some(mine)) => Arc::new(TypeResources::layered(theirs, mine)),
                 (None, None, None) => Arc::default(),
             };
-            types.insert(type_url, set);
+            types.insert(kind, set);
         }
         Generated {
             types,
@@ -286,18 +272,18 @@ impl Generated {
         mut fresh: ProxyResources,
     ) -> Generated {
         let mut types = self.types.clone();
-        for type_url in [CLUSTER_TYPE, ENDPOINT_TYPE] {
-            let Some(before) = self.types.get(type_url) else {
+        for kind in [ResourceType::Cluster, ResourceType::Endpoint] {
+            let Some(before) = self.types.get(&kind) else {
                 continue;
             };
             let mut entries = before.to_map();
             entries.retain(|name, _| {
                 names::parse_outbound_cluster(name).is_none_or(|(_, _, host)| !hosts.contains(host))
             });
-            entries.extend(take(&mut fresh, type_url).into_iter().map(entry));
+            entries.extend(fresh.take(kind).into_iter().map(entry));
             let after = TypeResources::new(entries);
             if after.version != before.version {
-                types.insert(type_url, Arc::new(after));
+                types.insert(kind, Arc::new(after));
             }
         }
         Generated { types, parts: None }
@@ -310,16 +296,16 @@ impl Generated {
         let after = TypeResources::of(routes);
         if self
             .types
-            .get(ROUTE_TYPE)
+            .get(&ResourceType::Route)
             .is_none_or(|before| before.version != after.version)
         {
-            types.insert(ROUTE_TYPE, Arc::new(after));
+            types.insert(ResourceType::Route, Arc::new(after));
         }
         Generated { types, parts: None }
     }
 
-    pub fn of_type(&self, type_url: &str) -> Option<&Arc<TypeResources>> {
-        self.types.get(type_url)
+    pub fn of_type(&self, kind: ResourceType) -> Option<&Arc<TypeResources>> {
+        self.types.get(&kind)
     }
 }
 
@@ -331,18 +317,6 @@ pub fn hash(parts: &[&[u8]]) -> String {
         hasher.update(part);
     }
     hex::encode(&hasher.finalize()[..8])
-}
-
-/// A short name for a type URL, as istiod's metrics label it.
-pub fn short_type(type_url: &str) -> &'static str {
-    match type_url {
-        CLUSTER_TYPE => "cds",
-        ENDPOINT_TYPE => "eds",
-        LISTENER_TYPE => "lds",
-        ROUTE_TYPE => "rds",
-        SECRET_TYPE => "sds",
-        _ => "other",
-    }
 }
 
 #[cfg(test)]

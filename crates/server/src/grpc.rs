@@ -1,6 +1,6 @@
-//! The ADS gRPC service, routed by hand so that every response is encoded into an
-//! allocation of its own, freed once written, or (state of the world) written from the
-//! resources' shared encodings without copying them per proxy.
+//! gRPC framing for ADS streams, written by hand so that every response is encoded into
+//! an allocation of its own, freed once written, or (state of the world) written from
+//! the resources' shared encodings without copying them per proxy.
 //!
 //! tonic's generated service encodes all the messages of a stream into one per-stream
 //! buffer, which grows to the largest message and is never shrunk until the stream ends
@@ -9,75 +9,25 @@
 //! mesh (fleetmesh-bench). Requests are decoded here too, for the same reason (see
 //! [`Requests`]).
 
-use crate::service::XdsServer;
 use bytes::{Bytes, BytesMut};
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse,
-};
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse;
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::task::{Context, Poll};
 use tokio::sync::mpsc;
 use tonic::Status;
-use tonic::metadata::MetadataMap;
 
-const SOTW: &str =
-    "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
-const DELTA: &str =
-    "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 /// The largest request a proxy may send.
 const MAX_REQUEST_BYTES: usize = 16 << 20;
 
 /// Responses waiting for a slow proxy, per stream.
 pub type Responses<M> = mpsc::Receiver<Result<M, Status>>;
 
-#[derive(Clone)]
-pub struct AdsService(pub XdsServer);
-
-impl tonic::server::NamedService for AdsService {
-    const NAME: &'static str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
-}
-
-impl<B> tower_service::Service<http::Request<B>> for AdsService
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future =
-        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let server = self.0.clone();
-        Box::pin(async move {
-            let (parts, body) = request.into_parts();
-            let metadata = MetadataMap::from_headers(parts.headers);
-            let opened = match parts.uri.path() {
-                SOTW => server
-                    .open_sotw(&metadata, requests::<crate::sotw::Request, B>(body))
-                    .await
-                    .map(respond),
-                DELTA => server
-                    .open_delta(&metadata, requests::<DeltaDiscoveryRequest, B>(body))
-                    .await
-                    .map(respond),
-                other => Err(Status::unimplemented(format!("no method {other}"))),
-            };
-            Ok(opened.unwrap_or_else(Status::into_http))
-        })
-    }
-}
-
-fn requests<T, B>(body: B) -> Requests<T>
+/// A stream's requests, read from its request body.
+pub fn requests<T, B>(body: B) -> Requests<T>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
@@ -222,7 +172,7 @@ fn trailers(status: &Status) -> Frame<Bytes> {
 }
 
 /// The response: each message as it comes, then the status as trailers.
-fn respond<M: Framed>(responses: Responses<M>) -> http::Response<tonic::body::Body> {
+pub fn respond<M: Framed>(responses: Responses<M>) -> http::Response<tonic::body::Body> {
     let start = (Some(responses), VecDeque::new());
     let frames = futures::stream::unfold(start, |(responses, mut pending)| async move {
         if let Some(bytes) = next_write(&mut pending) {

@@ -4,8 +4,15 @@
 //! acknowledged. Versions are content hashes, so a restarted meshd offers the same
 //! versions for the same config and a reconnecting Envoy sees nothing new.
 
+//!
+//! Layers, each using only those above it: `generated`, `state`, `changes`, `metrics`,
+//! `subscription`, `registry`, `grpc` (framing) → `cache` → `context` (what every
+//! stream shares) → `session` (one proxy, either protocol) → `sotw`, `delta` →
+//! `service` (accepts streams).
+
 mod cache;
 mod changes;
+mod context;
 pub mod debounce;
 mod delta;
 mod generated;
@@ -15,8 +22,11 @@ pub mod registry;
 mod service;
 mod session;
 mod sotw;
+mod state;
+mod subscription;
 
 pub use generated::Generated;
 pub use metrics::Metrics;
 pub use registry::{ProxyStatus, Registry};
-pub use service::{MeshState, XdsServer};
+pub use service::XdsServer;
+pub use state::MeshState;

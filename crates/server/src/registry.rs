@@ -2,17 +2,12 @@
 //! `/debug/config_dump`.
 
 use crate::generated::Generated;
+pub use crate::subscription::TypeStatus;
+use fleetmesh_xds::ResourceType;
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TypeStatus {
-    pub sent_version: String,
-    pub sent_nonce: String,
-    pub acked_version: String,
-    pub last_nack: Option<String>,
-}
 
 #[derive(Debug, Clone)]
 pub struct ProxyStatus {
@@ -23,8 +18,7 @@ pub struct ProxyStatus {
     pub connected_at: SystemTime,
     /// `sotw` or `delta`.
     pub protocol: &'static str,
-    /// By short type (`cds`, `eds`, `lds`, `rds`).
-    pub types: BTreeMap<&'static str, TypeStatus>,
+    pub types: BTreeMap<ResourceType, TypeStatus>,
     pub resources: Arc<Generated>,
 }
 
@@ -36,34 +30,31 @@ pub struct Registry {
 
 impl Registry {
     pub fn insert(&self, id: u64, status: ProxyStatus) {
-        self.lock().insert(id, status);
+        self.connections.lock().insert(id, status);
     }
 
     pub fn remove(&self, id: u64) {
-        self.lock().remove(&id);
+        self.connections.lock().remove(&id);
     }
 
     pub fn update(&self, id: u64, change: impl FnOnce(&mut ProxyStatus)) {
-        if let Some(status) = self.lock().get_mut(&id) {
+        if let Some(status) = self.connections.lock().get_mut(&id) {
             change(status);
         }
     }
 
     /// Every connection, oldest first.
     pub fn list(&self) -> Vec<ProxyStatus> {
-        self.lock().values().cloned().collect()
+        self.connections.lock().values().cloned().collect()
     }
 
     /// The newest connection of proxy `id`.
     pub fn find(&self, proxy_id: &str) -> Option<ProxyStatus> {
-        self.lock()
+        self.connections
+            .lock()
             .values()
             .rev()
             .find(|s| s.proxy_id == proxy_id)
             .cloned()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, ProxyStatus>> {
-        self.connections.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -1,95 +1,37 @@
-//! The gRPC service: accepts ADS streams and hands each to its protocol's handler.
+//! The xDS server: accepts ADS streams (state of the world, delta), authenticates each,
+//! and serves it in a task of its own with its protocol's handler.
 
 use crate::cache::GenerationCache;
 use crate::changes::Changes;
-use crate::grpc::{AdsService, Requests, Responses};
+use crate::context::ServerContext;
+use crate::grpc::{Requests, Responses, requests, respond};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::session::Protocol;
+use crate::state::MeshState;
 use crate::{delta, session, sotw};
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse,
-};
+use bytes::Bytes;
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use fleetmesh_ca::auth::authenticate_request;
 use fleetmesh_ca::{Authenticator, Identity};
-use fleetmesh_model::{Change, Partial, Snapshot};
+use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::atomic::AtomicU64;
+use std::task::{Context, Poll};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
-/// A published snapshot and when it was made (for convergence times).
-#[derive(Debug, Clone)]
-pub struct MeshState {
-    pub snapshot: Arc<Snapshot>,
-    pub created: Instant,
-    /// Unique among the states of this process.
-    pub id: u64,
-    /// The recent states this one differs from only in endpoints and VirtualServices:
-    /// each one's id and what changed since, nearest first. What was generated for them
-    /// can be patched instead of generated again.
-    lineage: Vec<(u64, Partial)>,
-}
-
-/// How many earlier states a state remembers in its lineage.
-const LINEAGE: usize = 16;
-
-static NEXT_STATE: AtomicU64 = AtomicU64::new(1);
-
-impl MeshState {
-    pub fn new(snapshot: Snapshot) -> MeshState {
-        MeshState {
-            snapshot: Arc::new(snapshot),
-            created: Instant::now(),
-            id: NEXT_STATE.fetch_add(1, Ordering::Relaxed),
-            lineage: Vec::new(),
-        }
-    }
-
-    /// The state that follows this one with `snapshot`, or `None` when no proxy could
-    /// tell the two apart (nothing to publish).
-    pub fn next(&self, snapshot: Snapshot) -> Option<MeshState> {
-        let change = snapshot.change_since(&self.snapshot);
-        let mut next = MeshState::new(snapshot);
-        match change {
-            Change::None => return None,
-            Change::Other => {}
-            Change::Partial(change) => {
-                for (id, earlier) in self.lineage.iter().take(LINEAGE - 1) {
-                    next.lineage.push((*id, earlier.then(&change)));
-                }
-                next.lineage.insert(0, (self.id, change));
-            }
-        }
-        Some(next)
-    }
-
-    /// What changed since the state `id`, when only endpoints and VirtualServices did
-    /// (and that state is recent).
-    pub fn changed_since(&self, id: u64) -> Option<&Partial> {
-        self.lineage
-            .iter()
-            .find(|(earlier, _)| *earlier == id)
-            .map(|(_, change)| change)
-    }
-}
-
-pub(crate) struct Shared {
-    pub snapshots: watch::Receiver<Arc<MeshState>>,
-    pub registry: Arc<Registry>,
-    pub metrics: Arc<Metrics>,
-    pub shutdown: CancellationToken,
-    pub next_connection: AtomicU64,
-    pub generations: GenerationCache,
-    pub changes: Changes,
-    pub authenticator: Arc<dyn Authenticator>,
-}
+const SOTW: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+const DELTA: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 
 #[derive(Clone)]
 pub struct XdsServer {
-    shared: Arc<Shared>,
+    context: Arc<ServerContext>,
 }
 
 impl XdsServer {
@@ -101,7 +43,7 @@ impl XdsServer {
         authenticator: Arc<dyn Authenticator>,
     ) -> XdsServer {
         XdsServer {
-            shared: Arc::new(Shared {
+            context: Arc::new(ServerContext {
                 snapshots,
                 registry,
                 metrics,
@@ -143,7 +85,7 @@ impl XdsServer {
         others: tonic::service::Routes,
         tls: Option<tonic::transport::ServerTlsConfig>,
     ) -> Result<(), tonic::transport::Error> {
-        let shutdown = self.shared.shutdown.clone();
+        let shutdown = self.context.shutdown.clone();
         let routes = others.add_service(AdsService(self));
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = tls {
@@ -160,7 +102,7 @@ impl XdsServer {
 
     /// An unauthenticated stream is refused before it can ask for anything.
     async fn authenticate(&self, metadata: &MetadataMap) -> Result<Identity, Status> {
-        authenticate_request(self.shared.authenticator.as_ref(), metadata)
+        authenticate_request(self.context.authenticator.as_ref(), metadata)
             .await
             .map_err(|error| {
                 tracing::warn!(%error, "refused an unauthenticated xDS stream");
@@ -168,37 +110,63 @@ impl XdsServer {
             })
     }
 
-    /// A state-of-the-world ADS stream: authenticates it and serves it in a task of its own.
-    pub(crate) async fn open_sotw(
+    /// Authenticates a stream of protocol `P` and serves it in a task of its own.
+    async fn open<P: Protocol + 'static>(
         &self,
         metadata: &MetadataMap,
-        requests: Requests<sotw::Request>,
-    ) -> Result<Responses<sotw::Response>, Status> {
+        requests: Requests<P::Request>,
+    ) -> Result<Responses<P::Response>, Status> {
         let caller = self.authenticate(metadata).await?;
         let (tx, rx) = mpsc::channel(8);
-        tokio::spawn(session::serve::<sotw::Stream>(
-            self.shared.clone(),
+        tokio::spawn(session::serve::<P>(
+            self.context.clone(),
             caller,
             requests,
             tx,
         ));
         Ok(rx)
     }
+}
 
-    /// A delta ADS stream, as [`XdsServer::open_sotw`].
-    pub(crate) async fn open_delta(
-        &self,
-        metadata: &MetadataMap,
-        requests: Requests<DeltaDiscoveryRequest>,
-    ) -> Result<Responses<DeltaDiscoveryResponse>, Status> {
-        let caller = self.authenticate(metadata).await?;
-        let (tx, rx) = mpsc::channel(8);
-        tokio::spawn(session::serve::<delta::Stream>(
-            self.shared.clone(),
-            caller,
-            requests,
-            tx,
-        ));
-        Ok(rx)
+/// ADS, routed by hand (see [`crate::grpc`] for why).
+#[derive(Clone)]
+struct AdsService(XdsServer);
+
+impl tonic::server::NamedService for AdsService {
+    const NAME: &'static str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
+}
+
+impl<B> tower_service::Service<http::Request<B>> for AdsService
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let server = self.0.clone();
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            let metadata = MetadataMap::from_headers(parts.headers);
+            let opened = match parts.uri.path() {
+                SOTW => server
+                    .open::<sotw::Stream>(&metadata, requests::<sotw::Request, B>(body))
+                    .await
+                    .map(respond),
+                DELTA => server
+                    .open::<delta::Stream>(&metadata, requests::<DeltaDiscoveryRequest, B>(body))
+                    .await
+                    .map(respond),
+                other => Err(Status::unimplemented(format!("no method {other}"))),
+            };
+            Ok(opened.unwrap_or_else(Status::into_http))
+        })
     }
 }

@@ -1,14 +1,16 @@
 //! What both ADS protocols share for one connected proxy: identity, its current
-//! resources, registration, and ACK/NACK bookkeeping with metrics.
+//! resources, registration, metrics, and the loop that serves its stream.
 
-use crate::generated::{Generated, short_type};
+use crate::context::ServerContext;
+use crate::generated::Generated;
 use crate::grpc::Requests;
 use crate::metrics::{TypeLabel, VersionLabel};
-use crate::registry::{ProxyStatus, TypeStatus};
-use crate::service::{MeshState, Shared};
+use crate::registry::ProxyStatus;
+use crate::state::MeshState;
+use crate::subscription::Subscriptions;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use fleetmesh_ca::Identity;
-use fleetmesh_xds::Proxy;
+use fleetmesh_xds::{Proxy, ResourceType};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime};
@@ -18,7 +20,7 @@ use tonic::Status;
 pub struct Session {
     pub proxy: Proxy,
     pub id: u64,
-    pub shared: Arc<Shared>,
+    pub context: Arc<ServerContext>,
     pub state: Arc<MeshState>,
     pub generated: Arc<Generated>,
     /// When the change now being pushed was made; cleared once everything is ACKed.
@@ -30,7 +32,7 @@ pub struct Session {
 
 impl Session {
     pub fn start(
-        shared: Arc<Shared>,
+        context: Arc<ServerContext>,
         node: Option<&Node>,
         protocol: &'static str,
         caller: Identity,
@@ -38,7 +40,7 @@ impl Session {
         let node =
             node.ok_or_else(|| Status::invalid_argument("the first request must carry the node"))?;
         let proxy = Proxy::from_node(node).map_err(Status::invalid_argument)?;
-        let state = shared.snapshots.borrow().clone();
+        let state = context.snapshots.borrow().clone();
         if let Err(pod) = proxy.workload(&state.snapshot) {
             tracing::warn!(
                 proxy = %proxy.id,
@@ -50,9 +52,9 @@ impl Session {
         }
         let resolved = proxy.resolved(&state.snapshot);
         check_identity(&resolved, &caller)?;
-        let generated = shared.generations.get(&state, &resolved);
-        let id = shared.next_connection.fetch_add(1, Ordering::Relaxed);
-        shared.registry.insert(
+        let generated = context.generations.get(&state, &resolved);
+        let id = context.next_connection.fetch_add(1, Ordering::Relaxed);
+        context.registry.insert(
             id,
             ProxyStatus {
                 proxy_id: proxy.id.clone(),
@@ -64,7 +66,7 @@ impl Session {
                 resources: generated.clone(),
             },
         );
-        shared
+        context
             .metrics
             .connected
             .get_or_create(&VersionLabel {
@@ -75,7 +77,7 @@ impl Session {
         Ok(Session {
             proxy,
             id,
-            shared,
+            context,
             state,
             generated,
             converging_since: Some(Instant::now()),
@@ -87,15 +89,15 @@ impl Session {
     /// Regenerates after a new snapshot; returns the previous resources when anything
     /// this proxy sees changed. A proxy that, as the new snapshot knows it (its Pod may
     /// have appeared or changed since it connected), is no longer the identity its token
-    /// proved loses its stream; reconnecting, it is refused.
-    pub fn refresh(&mut self) -> Result<Option<Arc<Generated>>, Gone> {
-        let state = self.shared.snapshots.borrow().clone();
+    /// proved loses its stream with PERMISSION_DENIED; reconnecting, it is refused.
+    pub fn refresh(&mut self) -> Result<Option<Arc<Generated>>, StreamEnd> {
+        let state = self.context.snapshots.borrow().clone();
         if Arc::ptr_eq(&state, &self.state) {
             return Ok(None);
         }
         let resolved = self.proxy.resolved(&state.snapshot);
-        check_identity(&resolved, &self.caller).map_err(|_| Gone)?;
-        let generated = self.shared.generations.get(&state, &resolved);
+        check_identity(&resolved, &self.caller).map_err(StreamEnd::Refused)?;
+        let generated = self.context.generations.get(&state, &resolved);
         let created = state.created;
         self.state = state;
         if Arc::ptr_eq(&generated, &self.generated) || *generated == *self.generated {
@@ -103,7 +105,7 @@ impl Session {
         }
         self.converging_since.get_or_insert(created);
         let previous = std::mem::replace(&mut self.generated, generated.clone());
-        self.shared
+        self.context
             .registry
             .update(self.id, |s| s.resources = generated);
         Ok(Some(previous))
@@ -114,73 +116,51 @@ impl Session {
         format!("{}-{}", self.id, self.nonce)
     }
 
-    pub fn record_sent(&self, type_url: &str, version: &str, nonce: &str, bytes: usize) {
+    /// Counts a response of `bytes` bytes.
+    pub fn record_sent(&self, kind: ResourceType, bytes: usize) {
         let label = TypeLabel {
-            r#type: short_type(type_url).to_string(),
+            r#type: kind.short_name().to_string(),
         };
-        self.shared.metrics.pushes.get_or_create(&label).inc();
-        self.shared
+        self.context.metrics.pushes.get_or_create(&label).inc();
+        self.context
             .metrics
             .pushed_bytes
             .get_or_create(&label)
             .inc_by(bytes as u64);
-        self.shared.registry.update(self.id, |s| {
-            let status = s.types.entry(short_type(type_url)).or_default();
-            status.sent_version = version.to_string();
-            status.sent_nonce = nonce.to_string();
-        });
     }
 
-    /// Records an ACK; when nothing sent is still unacknowledged, the proxy has converged.
-    pub fn record_ack(&mut self, type_url: &str, version: &str) {
-        let mut all_acked = false;
-        self.shared.registry.update(self.id, |s| {
-            s.types
-                .entry(short_type(type_url))
-                .or_default()
-                .acked_version = version.to_string();
-            all_acked = s
-                .types
-                .values()
-                .all(|t: &TypeStatus| t.sent_version == t.acked_version);
-        });
-        if all_acked && let Some(since) = self.converging_since.take() {
-            self.shared
+    /// Logs and counts a NACK: a bug to fix, since meshd validates before it pushes.
+    pub fn record_nack(&self, kind: ResourceType, message: &str) {
+        tracing::warn!(proxy = %self.proxy.id, r#type = kind.short_name(), error = message, "proxy rejected config (NACK)");
+        self.context
+            .metrics
+            .rejects
+            .get_or_create(&TypeLabel {
+                r#type: kind.short_name().to_string(),
+            })
+            .inc();
+    }
+
+    /// Shows the stream's subscriptions in the registry; once everything sent is ACKed,
+    /// the change being pushed has converged on this proxy.
+    pub fn record_status<P: Default>(&mut self, subscriptions: &Subscriptions<P>) {
+        let types = subscriptions.statuses();
+        self.context.registry.update(self.id, |s| s.types = types);
+        if subscriptions.all_acked()
+            && let Some(since) = self.converging_since.take()
+        {
+            self.context
                 .metrics
                 .convergence
                 .observe(since.elapsed().as_secs_f64());
         }
     }
-
-    /// A reconnecting proxy already holds `version` (delta's initial resource versions):
-    /// nothing needs sending, and it counts as ACKed.
-    pub fn record_in_sync(&mut self, type_url: &str, version: &str) {
-        self.shared.registry.update(self.id, |s| {
-            let status = s.types.entry(short_type(type_url)).or_default();
-            status.sent_version = version.to_string();
-        });
-        self.record_ack(type_url, version);
-    }
-
-    pub fn record_nack(&self, type_url: &str, message: &str) {
-        tracing::warn!(proxy = %self.proxy.id, r#type = short_type(type_url), error = message, "proxy rejected config (NACK)");
-        self.shared
-            .metrics
-            .rejects
-            .get_or_create(&TypeLabel {
-                r#type: short_type(type_url).to_string(),
-            })
-            .inc();
-        self.shared.registry.update(self.id, |s| {
-            s.types.entry(short_type(type_url)).or_default().last_nack = Some(message.to_string());
-        });
-    }
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
-        self.shared.registry.remove(self.id);
-        self.shared
+        self.context.registry.remove(self.id);
+        self.context
             .metrics
             .connected
             .get_or_create(&VersionLabel {
@@ -191,9 +171,15 @@ impl Drop for Session {
     }
 }
 
-/// The stream ends: the proxy is gone (its response channel closed), or it is no longer
-/// the identity its token proved.
-pub struct Gone;
+/// Why a stream ends before the proxy closes it.
+#[derive(Debug)]
+pub enum StreamEnd {
+    /// The proxy is gone: its response channel closed.
+    ProxyGone,
+    /// meshd ends it with this status (the proxy is no longer the identity its token
+    /// proved), which the proxy receives.
+    Refused(Status),
+}
 
 /// How one ADS protocol (state of the world, delta) handles a stream.
 pub trait Protocol: Send + Sized {
@@ -207,14 +193,14 @@ pub trait Protocol: Send + Sized {
     fn on_request(
         &mut self,
         request: Self::Request,
-    ) -> impl Future<Output = Result<(), Gone>> + Send;
-    fn on_snapshot(&mut self) -> impl Future<Output = Result<(), Gone>> + Send;
+    ) -> impl Future<Output = Result<(), StreamEnd>> + Send;
+    fn on_snapshot(&mut self) -> impl Future<Output = Result<(), StreamEnd>> + Send;
 }
 
 /// Serves one stream: identifies the proxy by its first request, then answers requests
 /// and pushes new snapshots until the proxy leaves or meshd shuts down.
 pub async fn serve<P: Protocol>(
-    shared: Arc<Shared>,
+    context: Arc<ServerContext>,
     caller: Identity,
     mut requests: Requests<P::Request>,
     tx: mpsc::Sender<Result<P::Response, Status>>,
@@ -222,21 +208,20 @@ pub async fn serve<P: Protocol>(
     let Ok(Some(first)) = requests.message().await else {
         return;
     };
-    let session = match Session::start(shared.clone(), P::node(&first), P::NAME, caller) {
+    let session = match Session::start(context.clone(), P::node(&first), P::NAME, caller) {
         Ok(session) => session,
         Err(status) => {
             let _ = tx.send(Err(status)).await;
             return;
         }
     };
-    let mut snapshots = shared.snapshots.clone();
+    let mut snapshots = context.snapshots.clone();
     snapshots.mark_unchanged();
+    let status = tx.clone();
     let mut stream = P::new(session, tx);
-    if stream.on_request(first).await.is_err() {
-        return;
-    }
-    loop {
-        let outcome = tokio::select! {
+    let mut outcome = stream.on_request(first).await;
+    while outcome.is_ok() {
+        outcome = tokio::select! {
             request = requests.message() => match request {
                 Ok(Some(request)) => stream.on_request(request).await,
                 Ok(None) => break,
@@ -249,11 +234,11 @@ pub async fn serve<P: Protocol>(
                 Ok(()) => stream.on_snapshot().await,
                 Err(_) => break,
             },
-            () = shared.shutdown.cancelled() => break,
+            () = context.shutdown.cancelled() => break,
         };
-        if outcome.is_err() {
-            break;
-        }
+    }
+    if let Err(StreamEnd::Refused(refusal)) = outcome {
+        let _ = status.send(Err(refusal)).await;
     }
 }
 

@@ -7,12 +7,12 @@
 
 use crate::generated::{Entry, TypeResources};
 use crate::grpc::Framed;
-use crate::session::{Gone, Protocol, Session};
+use crate::session::{Protocol, Session, StreamEnd};
+use crate::subscription::Subscriptions;
 use bytes::Bytes;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
-use fleetmesh_xds::{CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, PUSH_ORDER, ROUTE_TYPE};
-use std::collections::BTreeMap;
+use fleetmesh_xds::ResourceType;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -63,24 +63,21 @@ impl Framed for Response {
     }
 }
 
+/// What state of the world adds to a type's [`crate::subscription::Subscription`].
 #[derive(Default)]
-struct TypeState {
+struct Sotw {
     /// A digest of the names the last request asked for: Envoy repeats them in every
     /// request (a thousand EDS names in a large mesh), and only a change matters.
     requested: u64,
-    sent_nonce: String,
-    sent_version: String,
-    acked_version: String,
-    /// What the last response held (for CDS: to keep dropped clusters one round longer).
+    /// What the last response held (for CDS: to keep dropped clusters one round longer;
+    /// for EDS: what changed since).
     sent: Arc<TypeResources>,
 }
 
 pub struct Stream {
     session: Session,
-    types: BTreeMap<String, TypeState>,
+    subscriptions: Subscriptions<Sotw>,
     tx: mpsc::Sender<Result<Response, Status>>,
-    /// Clusters were kept past their removal; prune once LDS and RDS are ACKed.
-    prune_pending: bool,
 }
 
 impl Protocol for Stream {
@@ -95,9 +92,8 @@ impl Protocol for Stream {
     fn new(session: Session, tx: mpsc::Sender<Result<Response, Status>>) -> Stream {
         Stream {
             session,
-            types: BTreeMap::new(),
+            subscriptions: Subscriptions::default(),
             tx,
-            prune_pending: false,
         }
     }
 
@@ -105,150 +101,151 @@ impl Protocol for Stream {
         &self.session
     }
 
-    async fn on_request(&mut self, request: Request) -> Result<(), Gone> {
-        let type_url = request.type_url.clone();
-        if !PUSH_ORDER.contains(&type_url.as_str()) {
-            tracing::debug!(proxy = %self.session.proxy.id, %type_url, "ignoring request for a type meshd does not serve");
+    async fn on_request(&mut self, request: Request) -> Result<(), StreamEnd> {
+        let Some(kind) = ResourceType::from_type_url(&request.type_url) else {
+            tracing::debug!(proxy = %self.session.proxy.id, type_url = %request.type_url, "ignoring request for a type meshd does not serve");
             return Ok(());
-        }
-        let state = self.types.entry(type_url.clone()).or_default();
-        if !request.response_nonce.is_empty() && request.response_nonce != state.sent_nonce {
+        };
+        let subscription = self.subscriptions.entry(kind);
+        let answering = !request.response_nonce.is_empty();
+        if answering && request.response_nonce != subscription.latest_nonce {
             // A reply to an older response; the proxy will answer the newest one too.
             return Ok(());
         }
+        let requested = digest(&request.resource_names);
+        let names_changed = subscription.protocol.requested != requested;
+        subscription.protocol.requested = requested;
+        subscription.answer(&request.response_nonce);
         if let Some(error) = &request.error_detail {
-            self.session.record_nack(&type_url, &error.message);
-            state.requested = digest(&request.resource_names);
+            subscription.nacked(&error.message);
+            self.session.record_nack(kind, &error.message);
+            self.session.record_status(&self.subscriptions);
             return Ok(());
         }
-        let requested = digest(&request.resource_names);
-        let names_changed = state.requested != requested;
-        state.requested = requested;
-        if !request.response_nonce.is_empty() {
-            state.acked_version = request.version_info.clone();
-            self.session.record_ack(&type_url, &request.version_info);
+        if answering {
+            subscription.acked(&request.version_info);
+            self.session.record_status(&self.subscriptions);
             if !names_changed {
-                return self.prune_if_safe().await;
+                return self.remove_held_clusters().await;
             }
         }
         // A first request, a reconnect, or a new set of names: answer with what we have.
-        self.send(&type_url).await
+        self.send(kind).await
     }
 
-    async fn on_snapshot(&mut self) -> Result<(), Gone> {
+    async fn on_snapshot(&mut self) -> Result<(), StreamEnd> {
         let Some(previous) = self.session.refresh()? else {
             return Ok(());
         };
         let mut clusters_pushed = false;
-        for type_url in PUSH_ORDER {
-            if !self.types.contains_key(type_url) {
+        for kind in ResourceType::PUSH_ORDER {
+            if !self.subscriptions.contains(kind) {
                 continue;
             }
-            let version = |g: &crate::Generated| g.of_type(type_url).map(|t| t.version.clone());
+            let version = |g: &crate::Generated| g.of_type(kind).map(|t| t.version.clone());
             let changed = version(&previous) != version(&self.session.generated);
-            if type_url == ENDPOINT_TYPE && changed && !clusters_pushed {
+            let endpoints = kind == ResourceType::Endpoint;
+            if endpoints && changed && !clusters_pushed {
                 self.send_endpoint_changes().await?;
-            } else if changed || (type_url == ENDPOINT_TYPE && clusters_pushed) {
-                self.send(type_url).await?;
-                clusters_pushed |= type_url == CLUSTER_TYPE;
+            } else if changed || (endpoints && clusters_pushed) {
+                self.send(kind).await?;
+                clusters_pushed |= kind == ResourceType::Cluster;
             }
         }
-        self.prune_if_safe().await
+        self.remove_held_clusters().await
     }
 }
 
 impl Stream {
     /// Sends the dropped clusters' removal once the routes that used them are gone.
-    async fn prune_if_safe(&mut self) -> Result<(), Gone> {
-        if !self.prune_pending {
-            return Ok(());
-        }
-        let settled = [LISTENER_TYPE, ROUTE_TYPE].iter().all(|t| {
-            self.types
-                .get(*t)
-                .is_none_or(|s| s.sent_version == s.acked_version)
-        });
-        if settled {
-            self.prune_pending = false;
-            self.send_with(CLUSTER_TYPE, false).await?;
+    async fn remove_held_clusters(&mut self) -> Result<(), StreamEnd> {
+        if self.subscriptions.take_due_removals() {
+            self.send_with(ResourceType::Cluster, false).await?;
         }
         Ok(())
     }
 
-    async fn send(&mut self, type_url: &str) -> Result<(), Gone> {
-        self.send_with(type_url, true).await
+    async fn send(&mut self, kind: ResourceType) -> Result<(), StreamEnd> {
+        self.send_with(kind, true).await
     }
 
     /// Sends only the endpoints that changed since the last response. Unlike listeners
     /// and clusters, Envoy keeps the assignments a state-of-the-world EDS response leaves
     /// out (istiod's incremental EDS relies on it too): one scaled Deployment costs each
     /// proxy one assignment, not the whole mesh's. After a cluster push, all are sent.
-    async fn send_endpoint_changes(&mut self) -> Result<(), Gone> {
-        let Some(current) = self.session.generated.of_type(ENDPOINT_TYPE).cloned() else {
+    async fn send_endpoint_changes(&mut self) -> Result<(), StreamEnd> {
+        let kind = ResourceType::Endpoint;
+        let Some(current) = self.session.generated.of_type(kind).cloned() else {
             return Ok(());
         };
-        let state = self.types.entry(ENDPOINT_TYPE.to_string()).or_default();
-        let changed = self.session.shared.changes.between(&state.sent, &current);
+        let sotw = &mut self.subscriptions.entry(kind).protocol;
+        let changed = self.session.context.changes.between(&sotw.sent, &current);
         if changed.is_empty() {
             // Only removals, which a cluster push carries: nothing to say.
-            state.sent = current;
+            sotw.sent = current;
             return Ok(());
         }
-        self.respond(ENDPOINT_TYPE, current, changed.to_vec()).await
+        self.respond(kind, current, changed.to_vec()).await
     }
 
-    /// Sends the whole set of `type_url`; for clusters, `retain_dropped` keeps the ones
-    /// this push would remove.
-    async fn send_with(&mut self, type_url: &str, retain_dropped: bool) -> Result<(), Gone> {
-        let Some(current) = self.session.generated.of_type(type_url).cloned() else {
+    /// Sends the whole set of `kind`; for clusters, `retain_dropped` keeps the ones this
+    /// push would remove.
+    async fn send_with(
+        &mut self,
+        kind: ResourceType,
+        retain_dropped: bool,
+    ) -> Result<(), StreamEnd> {
+        let Some(current) = self.session.generated.of_type(kind).cloned() else {
             return Ok(());
         };
-        let state = self.types.entry(type_url.to_string()).or_default();
+        let before = &self.subscriptions.entry(kind).protocol.sent;
         let mut sent = current.clone();
-        if type_url == CLUSTER_TYPE && retain_dropped {
+        if kind == ResourceType::Cluster && retain_dropped {
             // Keep clusters this push drops; a CDS push after the LDS/RDS ACKs removes them.
-            let dropped: Vec<_> = state
-                .sent
+            let dropped: Vec<_> = before
                 .iter()
                 .filter(|(name, _)| !current.contains_key(name))
                 .map(|(n, e)| (n.clone(), e.clone()))
                 .collect();
             if !dropped.is_empty() {
-                self.prune_pending = true;
+                self.subscriptions.hold_removals();
                 let mut entries = current.to_map();
                 entries.extend(dropped);
                 sent = Arc::new(TypeResources::new(entries));
             }
         }
         let resources = sent.iter().map(|(_, e)| e.clone()).collect();
-        self.respond(type_url, sent, resources).await
+        self.respond(kind, sent, resources).await
     }
 
     /// Sends `resources` as the version of `sent`, what the proxy then holds.
     async fn respond(
         &mut self,
-        type_url: &str,
+        kind: ResourceType,
         sent: Arc<TypeResources>,
         resources: Vec<Arc<Entry>>,
-    ) -> Result<(), Gone> {
+    ) -> Result<(), StreamEnd> {
         let version = sent.version.clone();
         let nonce = self.session.next_nonce();
         let response = Response {
             fields: DiscoveryResponse {
                 version_info: version.clone(),
-                type_url: type_url.to_string(),
+                type_url: kind.type_url().to_string(),
                 nonce: nonce.clone(),
                 ..DiscoveryResponse::default()
             },
             resources,
         };
         let bytes = response.encoded_len();
-        self.tx.send(Ok(response)).await.map_err(|_| Gone)?;
-        self.session.record_sent(type_url, &version, &nonce, bytes);
-        let state = self.types.entry(type_url.to_string()).or_default();
-        state.sent_nonce = nonce;
-        state.sent_version = version;
-        state.sent = sent;
+        self.tx
+            .send(Ok(response))
+            .await
+            .map_err(|_| StreamEnd::ProxyGone)?;
+        self.session.record_sent(kind, bytes);
+        let subscription = self.subscriptions.entry(kind);
+        subscription.sent(nonce, version);
+        subscription.protocol.sent = sent;
+        self.session.record_status(&self.subscriptions);
         Ok(())
     }
 }
@@ -262,6 +259,7 @@ fn digest(names: &[Bytes]) -> u64 {
 mod tests {
     use super::*;
     use envoy_types::pb::google::protobuf::Any;
+    use fleetmesh_xds::{CLUSTER_TYPE, ENDPOINT_TYPE};
     use prost::Message;
 
     #[test]

@@ -123,10 +123,20 @@ async fn a_proxy_whose_pod_is_another_identity_loses_its_stream() {
             cluster_id: "local".into(),
         }))));
     let ended = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Ok(Some(_)) = responses.message().await {}
+        loop {
+            match responses.message().await {
+                Ok(Some(_)) => continue,
+                other => return other,
+            }
+        }
     })
-    .await;
-    assert!(ended.is_ok(), "the stream ended");
+    .await
+    .expect("the stream ended");
+    assert_eq!(
+        ended.expect_err("with a status").code(),
+        tonic::Code::PermissionDenied,
+        "the proxy learns why"
+    );
     drop(tx);
 
     let again = server.authorized(requests(), &Identity::new("default", "default"));

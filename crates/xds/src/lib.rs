@@ -33,16 +33,58 @@ pub const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteCon
 pub const SECRET_TYPE: &str =
     "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 
-/// The order Envoy warms resources in, and the order pushes go out in: clusters before the
-/// routes that use them (make-before-break), a gateway's certificates before the
-/// listeners that serve them.
-pub const PUSH_ORDER: [&str; 5] = [
-    CLUSTER_TYPE,
-    ENDPOINT_TYPE,
-    SECRET_TYPE,
-    LISTENER_TYPE,
-    ROUTE_TYPE,
-];
+/// A kind of resource meshd serves over ADS. Declared in push order, so sorting by it
+/// (or a `BTreeMap` keyed by it) goes in that order too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ResourceType {
+    Cluster,
+    Endpoint,
+    Secret,
+    Listener,
+    Route,
+}
+
+impl ResourceType {
+    /// The order Envoy warms resources in, and the order pushes go out in: clusters
+    /// before the routes that use them (make-before-break), a gateway's certificates
+    /// before the listeners that serve them.
+    pub const PUSH_ORDER: [ResourceType; 5] = [
+        ResourceType::Cluster,
+        ResourceType::Endpoint,
+        ResourceType::Secret,
+        ResourceType::Listener,
+        ResourceType::Route,
+    ];
+
+    /// The type URL a proxy asks for it by.
+    pub fn type_url(self) -> &'static str {
+        match self {
+            ResourceType::Cluster => CLUSTER_TYPE,
+            ResourceType::Endpoint => ENDPOINT_TYPE,
+            ResourceType::Secret => SECRET_TYPE,
+            ResourceType::Listener => LISTENER_TYPE,
+            ResourceType::Route => ROUTE_TYPE,
+        }
+    }
+
+    /// The type a proxy asked for, if meshd serves it.
+    pub fn from_type_url(type_url: &str) -> Option<ResourceType> {
+        ResourceType::PUSH_ORDER
+            .into_iter()
+            .find(|t| t.type_url() == type_url)
+    }
+
+    /// Its short name, as istiod's metrics and debug pages label it (`cds`, `eds`, ...).
+    pub fn short_name(self) -> &'static str {
+        match self {
+            ResourceType::Cluster => "cds",
+            ResourceType::Endpoint => "eds",
+            ResourceType::Secret => "sds",
+            ResourceType::Listener => "lds",
+            ResourceType::Route => "rds",
+        }
+    }
+}
 
 /// One named Envoy resource, packed.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,15 +105,25 @@ pub struct ProxyResources {
 }
 
 impl ProxyResources {
-    pub fn of_type(&self, type_url: &str) -> &[NamedResource] {
-        match type_url {
-            CLUSTER_TYPE => &self.clusters,
-            ENDPOINT_TYPE => &self.endpoints,
-            LISTENER_TYPE => &self.listeners,
-            ROUTE_TYPE => &self.routes,
-            SECRET_TYPE => &self.secrets,
-            _ => &[],
+    pub fn of_type(&self, kind: ResourceType) -> &[NamedResource] {
+        match kind {
+            ResourceType::Cluster => &self.clusters,
+            ResourceType::Endpoint => &self.endpoints,
+            ResourceType::Listener => &self.listeners,
+            ResourceType::Route => &self.routes,
+            ResourceType::Secret => &self.secrets,
         }
+    }
+
+    /// The resources of `kind`, taken out.
+    pub fn take(&mut self, kind: ResourceType) -> Vec<NamedResource> {
+        std::mem::take(match kind {
+            ResourceType::Cluster => &mut self.clusters,
+            ResourceType::Endpoint => &mut self.endpoints,
+            ResourceType::Listener => &mut self.listeners,
+            ResourceType::Route => &mut self.routes,
+            ResourceType::Secret => &mut self.secrets,
+        })
     }
 }
 

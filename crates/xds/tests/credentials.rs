@@ -5,7 +5,7 @@
 mod support;
 
 use fleetmesh_model::Credential;
-use fleetmesh_xds::{ProxyKind, SECRET_TYPE, generate};
+use fleetmesh_xds::{ProxyKind, ResourceType, generate};
 use std::sync::Arc;
 use support::{proxy_in, snapshot};
 
@@ -37,7 +37,7 @@ fn secret_names(snapshot: &fleetmesh_model::Snapshot, namespace: &str) -> (Vec<S
     proxy.service_account = "gateway".into();
     let resources = generate(snapshot, &proxy);
     let names = resources
-        .of_type(SECRET_TYPE)
+        .of_type(ResourceType::Secret)
         .iter()
         .map(|r| r.name.clone())
         .collect();
