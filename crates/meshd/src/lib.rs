@@ -7,6 +7,7 @@ pub mod config;
 mod debug;
 pub mod fleet;
 mod http;
+mod ingest;
 mod jwks;
 pub mod local;
 mod mesh_config;
@@ -59,36 +60,57 @@ fn fleet_listener(address: std::net::SocketAddr) -> std::io::Result<tokio::net::
     socket.listen(FLEET_BACKLOG)
 }
 
-impl Meshd {
-    /// Binds the ports, loads the config and starts serving.
-    pub async fn start(config: MeshdConfig) -> anyhow::Result<Meshd> {
-        let xds_listener = fleet_listener(config.xds_address).with_context(|| {
+/// The ports meshd serves, bound before anything else so that a taken port fails fast.
+struct Ports {
+    xds: tokio::net::TcpListener,
+    xds_tls: tokio::net::TcpListener,
+    http: tokio::net::TcpListener,
+    webhook: tokio::net::TcpListener,
+}
+
+impl Ports {
+    async fn bind(config: &MeshdConfig) -> anyhow::Result<Ports> {
+        let xds = fleet_listener(config.xds_address).with_context(|| {
             format!(
                 "cannot listen for xDS on {} (is another meshd running?)",
                 config.xds_address
             )
         })?;
-        let http_listener = tokio::net::TcpListener::bind(config.http_address)
+        let http = tokio::net::TcpListener::bind(config.http_address)
             .await
             .with_context(|| format!("cannot listen for HTTP on {}", config.http_address))?;
-        let xds_tls_listener = fleet_listener(config.xds_tls_address).with_context(|| {
+        let xds_tls = fleet_listener(config.xds_tls_address).with_context(|| {
             format!(
                 "cannot listen for xDS over TLS on {}",
                 config.xds_tls_address
             )
         })?;
-        let xds_tls_address = xds_tls_listener.local_addr()?;
-        let webhook_listener = tokio::net::TcpListener::bind(config.webhook_address)
+        let webhook = tokio::net::TcpListener::bind(config.webhook_address)
             .await
             .with_context(|| format!("cannot listen for webhooks on {}", config.webhook_address))?;
-        let xds_address = xds_listener.local_addr()?;
-        let http_address = http_listener.local_addr()?;
-        let webhook_address = webhook_listener.local_addr()?;
-        let fleet = Arc::new(
-            fleet::Fleet::load(&config.state_dir)
-                .with_context(|| format!("the fleet state in {}", config.state_dir.display()))?,
-        );
+        Ok(Ports {
+            xds,
+            xds_tls,
+            http,
+            webhook,
+        })
+    }
+}
 
+/// meshd's CA, the tokens it issues in local mode, and its own serving certificate.
+struct Credentials {
+    authority: watch::Receiver<Arc<CertificateAuthority>>,
+    /// Follows the CA directory (root rotation); dropping it stops that.
+    ca_watcher: notify::RecommendedWatcher,
+    tokens: Arc<TokenIssuer>,
+    /// The names meshd's certificate is for; the first is where webhooks are called.
+    serving_hosts: Vec<String>,
+    webhook_tls: Arc<rustls::ServerConfig>,
+    xds_identity: tonic::transport::Identity,
+}
+
+impl Credentials {
+    fn load(config: &MeshdConfig, webhook_address: SocketAddr) -> anyhow::Result<Credentials> {
         let authority = CertificateAuthority::load_or_create(
             &config.ca_dir,
             &config.trust_domain,
@@ -111,176 +133,178 @@ impl Meshd {
             .context("issuing meshd's serving certificate")?;
         let webhook_tls = webhook::tls_config(&serving)?;
         let xds_identity = tonic::transport::Identity::from_pem(&serving.chain, &serving.key);
+        let (authority_tx, authority_rx) = watch::channel(Arc::new(authority));
+        let ca_watcher = ca_files::watch(config.clone(), authority_tx)?;
+        Ok(Credentials {
+            authority: authority_rx,
+            ca_watcher,
+            tokens,
+            serving_hosts,
+            webhook_tls,
+            xds_identity,
+        })
+    }
+}
+
+/// What meshd runs for its cluster, when it has one.
+struct ClusterParts {
+    source: Arc<fleetmesh_kube::ClusterSource>,
+    reviewer: fleetmesh_kube::token_review::TokenReviewer,
+    /// Keeps the mesh's root certificate in every namespace.
+    root_cert_publisher: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    /// The managed data plane's controller.
+    data_plane: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+}
+
+impl ClusterParts {
+    async fn connect(
+        config: &MeshdConfig,
+        kubeconfig: &std::path::Path,
+        changes: tokio::sync::mpsc::UnboundedSender<()>,
+        authority: watch::Receiver<Arc<CertificateAuthority>>,
+        proxy_versions: fleetmesh_dataplane::controller::ProxyVersions,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<ClusterParts> {
+        let client = cluster_client(kubeconfig, true).await?;
+        let source = fleetmesh_kube::ClusterSource::start(
+            client.clone(),
+            &config.cluster_id,
+            &config.domain,
+            &config.root_namespace,
+            changes,
+        )
+        .await?;
+        let root_cert_publisher = Box::pin(fleetmesh_kube::root_cert::publish(
+            client.clone(),
+            authority,
+        ));
+        let data_plane = Box::pin(fleetmesh_dataplane::controller::run(
+            cluster_client(kubeconfig, false).await?,
+            DATA_PLANE_INTERVAL,
+            config.data_plane_eviction_pace,
+            proxy_versions,
+            shutdown,
+        ));
+        Ok(ClusterParts {
+            source: Arc::new(source),
+            reviewer: fleetmesh_kube::token_review::TokenReviewer::new(client),
+            root_cert_publisher,
+            data_plane,
+        })
+    }
+}
+
+impl Meshd {
+    /// Binds the ports, loads the CA, connects to the cluster (if any), builds the first
+    /// snapshot, and starts serving: xDS and the CA (plain and TLS), webhooks, HTTP.
+    pub async fn start(config: MeshdConfig) -> anyhow::Result<Meshd> {
+        let ports = Ports::bind(&config).await?;
+        let xds_address = ports.xds.local_addr()?;
+        let xds_tls_address = ports.xds_tls.local_addr()?;
+        let http_address = ports.http.local_addr()?;
+        let webhook_address = ports.webhook.local_addr()?;
+        let credentials = Credentials::load(&config, webhook_address)?;
         let advertised_xds = config
             .advertise_xds_address
             .clone()
             .unwrap_or_else(|| xds_tls_address.to_string());
-        let (authority_tx, authority_rx) = watch::channel(Arc::new(authority));
-        let install = http::InstallInfo {
-            webhook_url: format!("https://{}:{}", serving_hosts[0], webhook_address.port()),
-            xds_address: advertised_xds.clone(),
-            trust_domain: config.trust_domain.clone(),
-            authority: authority_rx.clone(),
-        };
-        let ca_watcher = ca_files::watch(config.clone(), authority_tx)?;
-
-        let mut prometheus = prometheus_client::registry::Registry::default();
-        let metrics = Arc::new(Metrics::new(&mut prometheus));
-        let registry = Arc::new(Registry::default());
         let shutdown = CancellationToken::new();
-        let source = Arc::new(local::LocalSource::new(&config));
+        let local = Arc::new(local::LocalSource::new(&config));
         // Watch before the first read, so no change falls between the two.
         let (changes_tx, changes) = tokio::sync::mpsc::unbounded_channel();
         let watcher = local::watch(&config.config_dir, changes_tx.clone())?;
-        let changes_tx_for_jwks = changes_tx.clone();
-        let mut root_cert_publisher = None;
-        let mut data_plane = None;
         // Without a cluster there are no DataPlaneControls: every revision injects its
         // channel's version. With one, the controller publishes them once read.
         let known = config.kubeconfig.is_none().then(Default::default);
         let (proxy_versions_tx, proxy_versions) = watch::channel(known);
-        let (cluster, reviewer) = match &config.kubeconfig {
-            Some(path) => {
-                let client = cluster_client(path, true).await?;
-                let source = fleetmesh_kube::ClusterSource::start(
-                    client.clone(),
-                    &config.cluster_id,
-                    &config.domain,
-                    &config.root_namespace,
-                    changes_tx,
-                )
-                .await?;
-                root_cert_publisher = Some(fleetmesh_kube::root_cert::publish(
-                    client.clone(),
-                    authority_rx.clone(),
-                ));
-                data_plane = Some(fleetmesh_dataplane::controller::run(
-                    cluster_client(path, false).await?,
-                    DATA_PLANE_INTERVAL,
-                    config.data_plane_eviction_pace,
-                    proxy_versions_tx.clone(),
+        let cluster = match &config.kubeconfig {
+            Some(path) => Some(
+                ClusterParts::connect(
+                    &config,
+                    path,
+                    changes_tx.clone(),
+                    credentials.authority.clone(),
+                    proxy_versions_tx,
                     shutdown.clone(),
-                ));
-                let reviewer = fleetmesh_kube::token_review::TokenReviewer::new(client);
-                (Some(Arc::new(source)), Some(reviewer))
-            }
-            None => (None, None),
+                )
+                .await?,
+            ),
+            None => None,
         };
-        let authenticator = Arc::new(auth::MeshAuthenticator {
-            tokens: tokens.clone(),
-            cluster: reviewer,
-        });
-        let ca = CaService::new(authority_rx, authenticator.clone());
-        let mesh_config = mesh_config::MeshConfig::new(fleetmesh_model::MeshSettings {
-            root_namespace: config.root_namespace.clone(),
-            trust_domain: config.trust_domain.clone(),
-            ..Default::default()
-        });
-        let jwks = jwks::JwksCache::new(changes_tx_for_jwks);
-        let build = move |source: &local::LocalSource| {
-            let services = cluster.as_ref().map(|c| c.services()).unwrap_or_default();
-            let workloads = cluster.as_ref().map(|c| c.workloads()).unwrap_or_default();
-            let resources = cluster.as_ref().map(|c| c.resources()).unwrap_or_default();
-            let mesh =
-                mesh_config.settings(cluster.as_ref().and_then(|c| c.mesh_config()).as_deref());
-            let mut snapshot = source.reload(services, workloads, &resources, mesh);
-            if let Some(cluster) = &cluster {
-                snapshot.credentials = cluster.credentials();
-                snapshot.secret_readers =
-                    cluster.secret_readers(snapshot.credential_readers_wanted());
-            }
-            snapshot.jwks = jwks.resolve(
-                snapshot
-                    .request_authentications
-                    .iter()
-                    .flat_map(|r| &r.spec.jwt_rules)
-                    .filter_map(|rule| rule.jwks_uri.as_deref()),
-            );
-            snapshot
-        };
-        let (snapshots_tx, snapshots) = watch::channel(Arc::new(MeshState::new(build(&source))));
-
+        let cluster_source = cluster.as_ref().map(|c| c.source.clone());
+        let sources = ingest::Sources::new(&config, local.clone(), cluster_source, changes_tx);
+        let (states_tx, states) = watch::channel(Arc::new(MeshState::new(sources.snapshot())));
         let mut tasks = JoinSet::new();
         let debounce = Debounce {
             after: config.debounce_after,
             max_delay: config.debounce_max,
         };
-        let reloading = source.clone();
-        let stop = shutdown.clone();
-        tasks.spawn(async move {
+        let file_watchers = (watcher, credentials.ca_watcher);
+        spawn_until(&mut tasks, &shutdown, async move {
             // Dropping them stops the file events.
-            let _watchers = (watcher, ca_watcher);
-            let publish = || {
-                let next = snapshots_tx.borrow().next(build(&reloading));
-                // An unchanged mesh (a pod's status, an unrelated object) is not pushed.
-                if let Some(next) = next {
-                    snapshots_tx.send_replace(Arc::new(next));
-                }
-            };
-            tokio::select! {
-                () = debounce.run(changes, publish) => {}
-                () = stop.cancelled() => {}
-            }
+            let _watchers = file_watchers;
+            ingest::publish_changes(sources, debounce, changes, states_tx).await;
+        });
+        let mut prometheus = prometheus_client::registry::Registry::default();
+        let metrics = Arc::new(Metrics::new(&mut prometheus));
+        let registry = Arc::new(Registry::default());
+        let reviewer = cluster.map(|c| {
+            spawn_until(&mut tasks, &shutdown, c.root_cert_publisher);
+            // It stops itself on shutdown, after releasing its Lease.
+            tasks.spawn(c.data_plane);
+            c.reviewer
+        });
+        let authenticator = Arc::new(auth::MeshAuthenticator {
+            tokens: credentials.tokens.clone(),
+            cluster: reviewer,
         });
         let server = XdsServer::new(
-            snapshots.clone(),
+            states,
             registry.clone(),
             metrics.clone(),
             shutdown.clone(),
-            authenticator,
+            authenticator.clone(),
         );
-        if let Some(publisher) = root_cert_publisher {
-            spawn_until(&mut tasks, &shutdown, publisher);
-        }
-        if let Some(controller) = data_plane {
-            // It stops itself on shutdown, after releasing its Lease.
-            tasks.spawn(controller);
-        }
-        let tls_server = server.clone();
-        let tls_ca = ca.clone();
-        tasks.spawn(async move {
-            let ca = tonic::service::Routes::new(ca.into_server());
-            if let Err(e) = server.serve(xds_listener, ca).await {
-                tracing::error!(error = %e, "xDS server failed");
-            }
-        });
-        tasks.spawn(async move {
-            let ca = tonic::service::Routes::new(tls_ca.into_server());
-            if let Err(e) = tls_server
-                .serve_tls(xds_tls_listener, ca, xds_identity)
-                .await
-            {
-                tracing::error!(error = %e, "xDS TLS server failed");
-            }
-        });
+        let ca = CaService::new(credentials.authority.clone(), authenticator);
+        serve_xds(
+            &mut tasks,
+            server,
+            ca,
+            ports.xds,
+            ports.xds_tls,
+            credentials.xds_identity,
+        );
         let webhooks = webhook::WebhookState {
-            xds_address: advertised_xds,
+            xds_address: advertised_xds.clone(),
             trust_domain: config.trust_domain.clone(),
             proxy_versions,
         };
         tasks.spawn(webhook::serve(
-            webhook_listener,
-            webhook_tls,
+            ports.webhook,
+            credentials.webhook_tls,
             webhooks,
             shutdown.clone(),
         ));
-        let state = http::HttpState {
-            prometheus: Arc::new(prometheus),
-            registry,
-            source: source.clone(),
-            fleet,
-            install,
-        };
-        let stop = shutdown.clone();
-        tasks.spawn(async move {
-            let app = http::router(state);
-            let served = axum::serve(http_listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        });
+        let state =
+            http::HttpState {
+                prometheus: Arc::new(prometheus),
+                registry,
+                source: local.clone(),
+                fleet: Arc::new(fleet::Fleet::load(&config.state_dir).with_context(|| {
+                    format!("the fleet state in {}", config.state_dir.display())
+                })?),
+                install: http::InstallInfo {
+                    webhook_url: format!(
+                        "https://{}:{}",
+                        credentials.serving_hosts[0],
+                        webhook_address.port()
+                    ),
+                    xds_address: advertised_xds,
+                    trust_domain: config.trust_domain.clone(),
+                    authority: credentials.authority,
+                },
+            };
+        serve_http(&mut tasks, ports.http, state, shutdown.clone());
         tracing::info!(%xds_address, %xds_tls_address, %http_address, %webhook_address, config_dir = %config.config_dir.display(), "meshd serving");
         Ok(Meshd {
             xds_address,
@@ -288,8 +312,8 @@ impl Meshd {
             webhook_address,
             xds_tls_address,
             metrics,
-            source,
-            tokens,
+            source: local,
+            tokens: credentials.tokens,
             shutdown,
             tasks,
         })
@@ -333,6 +357,49 @@ impl Meshd {
         self.shutdown.cancel();
         while self.tasks.join_next().await.is_some() {}
     }
+}
+
+/// Serves ADS with the CA beside it, on the plain port (loopback, local proxies) and the
+/// TLS one (proxies elsewhere: their tokens never cross a network in the clear).
+fn serve_xds(
+    tasks: &mut JoinSet<()>,
+    server: XdsServer,
+    ca: CaService,
+    plain: tokio::net::TcpListener,
+    tls: tokio::net::TcpListener,
+    identity: tonic::transport::Identity,
+) {
+    let tls_server = server.clone();
+    let tls_ca = ca.clone();
+    tasks.spawn(async move {
+        let ca = tonic::service::Routes::new(ca.into_server());
+        if let Err(e) = server.serve(plain, ca).await {
+            tracing::error!(error = %e, "xDS server failed");
+        }
+    });
+    tasks.spawn(async move {
+        let ca = tonic::service::Routes::new(tls_ca.into_server());
+        if let Err(e) = tls_server.serve_tls(tls, ca, identity).await {
+            tracing::error!(error = %e, "xDS TLS server failed");
+        }
+    });
+}
+
+/// Serves metrics, istiod's debug endpoints and the install API until shutdown.
+fn serve_http(
+    tasks: &mut JoinSet<()>,
+    listener: tokio::net::TcpListener,
+    state: http::HttpState,
+    stop: CancellationToken,
+) {
+    tasks.spawn(async move {
+        let served = axum::serve(listener, http::router(state))
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
 }
 
 /// Runs `work` among meshd's tasks until it ends or meshd shuts down.

@@ -8,9 +8,9 @@ use crate::MeshdConfig;
 use fleetmesh_api::{LoadedResource, load_documents};
 use fleetmesh_model::{Snapshot, SnapshotInput};
 use notify::{RecursiveMode, Watcher};
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use tokio::sync::mpsc::UnboundedSender;
 
 #[derive(Default)]
@@ -25,8 +25,6 @@ struct FileState {
 
 pub struct LocalSource {
     dir: PathBuf,
-    domain: String,
-    cluster_id: String,
     files: Mutex<BTreeMap<PathBuf, FileState>>,
 }
 
@@ -34,23 +32,14 @@ impl LocalSource {
     pub fn new(config: &MeshdConfig) -> LocalSource {
         LocalSource {
             dir: config.config_dir.clone(),
-            domain: config.domain.clone(),
-            cluster_id: config.cluster_id.clone(),
             files: Mutex::default(),
         }
     }
 
-    /// Re-reads the directory and builds a snapshot from every file's last good config,
-    /// the `services`, `workloads` and config `resources` of other sources (a cluster), and
-    /// the mesh's settings.
-    pub fn reload(
-        &self,
-        services: Vec<fleetmesh_model::Service>,
-        workloads: Vec<fleetmesh_model::Workload>,
-        resources: &[fleetmesh_api::Resource],
-        mesh: fleetmesh_model::MeshSettings,
-    ) -> Snapshot {
-        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+    /// Re-reads the files that changed and builds the snapshot of every file's last good
+    /// config and `input` (the other sources).
+    pub fn snapshot(&self, input: SnapshotInput<'_>) -> Snapshot {
+        let mut files = self.files.lock();
         let present = yaml_files(&self.dir);
         files.retain(|path, _| present.contains(path));
         for path in present {
@@ -78,23 +67,16 @@ impl LocalSource {
             }
             state.text = text;
         }
-        let resources = files
+        let mut resources: Vec<&fleetmesh_api::Resource> = files
             .values()
             .flat_map(|f| f.resources.iter().map(|r| &r.resource))
-            .chain(resources)
             .collect();
-        Snapshot::build(SnapshotInput {
-            services,
-            workloads,
-            resources,
-            domain: self.domain.clone(),
-            mesh,
-            cluster_id: self.cluster_id.clone(),
-        })
+        resources.extend(input.resources.iter().copied());
+        Snapshot::build(SnapshotInput { resources, ..input })
     }
 
     pub fn errors(&self) -> Vec<String> {
-        let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        let files = self.files.lock();
         files.values().flat_map(|f| f.errors.clone()).collect()
     }
 }

@@ -14,7 +14,7 @@ pub use change::{Change, Partial};
 pub use credential::Credential;
 pub use host::{ExportTo, resolve_host};
 pub use service::{Endpoint, Protocol, Service, ServicePort, Workload};
-pub use snapshot::{MeshSettings, Snapshot, SnapshotInput};
+pub use snapshot::{Lookups, MeshSettings, NoLookups, Snapshot, SnapshotInput};
 
 /// Istio's default DNS domain for Kubernetes services.
 pub const DEFAULT_DOMAIN: &str = "cluster.local";

@@ -10,7 +10,7 @@ use fleetmesh_api::resource::{Config, Resource};
 use fleetmesh_api::security::{
     AuthorizationPolicySpec, PeerAuthenticationSpec, RequestAuthenticationSpec,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// Everything a snapshot is built from.
@@ -24,6 +24,33 @@ pub struct SnapshotInput<'a> {
     pub domain: String,
     pub mesh: MeshSettings,
     pub cluster_id: String,
+    /// Gateway TLS credentials: the cluster's Secrets, by (namespace, Secret name).
+    pub credentials: BTreeMap<(String, String), Arc<crate::Credential>>,
+    /// What only the finished snapshot knows to ask for: who may read Secrets, and the
+    /// keys behind `jwksUri`s.
+    pub lookups: &'a dyn Lookups,
+}
+
+/// Answers a snapshot needs from outside, about things the snapshot itself names.
+pub trait Lookups {
+    /// Those of `wanted` (namespace, service account) that may read their namespace's
+    /// Secrets, as far as known now.
+    fn secret_readers(&self, wanted: BTreeSet<(String, String)>) -> BTreeSet<(String, String)>;
+    /// The JWKS documents fetched so far for `uris`, by URI.
+    fn jwks(&self, uris: Vec<&str>) -> BTreeMap<String, String>;
+}
+
+/// No cluster and nothing fetched: config files alone.
+pub struct NoLookups;
+
+impl Lookups for NoLookups {
+    fn secret_readers(&self, _: BTreeSet<(String, String)>) -> BTreeSet<(String, String)> {
+        BTreeSet::new()
+    }
+
+    fn jwks(&self, _: Vec<&str>) -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
 }
 
 /// Mesh-wide settings (Istio's MeshConfig, the fields meshd applies).
@@ -70,7 +97,7 @@ pub struct Snapshot {
     /// The service accounts, as (namespace, name), that may read their namespace's
     /// Secrets (the cluster said so by SubjectAccessReview): only gateways running as one
     /// of them are served the credentials of their namespace.
-    pub secret_readers: std::collections::BTreeSet<(String, String)>,
+    pub secret_readers: BTreeSet<(String, String)>,
 }
 
 impl Snapshot {
@@ -84,13 +111,15 @@ impl Snapshot {
             domain: crate::DEFAULT_DOMAIN.into(),
             mesh: MeshSettings::default(),
             cluster_id: "local".into(),
+            credentials: BTreeMap::new(),
+            lookups: &NoLookups,
         })
     }
 
     /// The (namespace, service account) of the workloads a Gateway with a
     /// `credentialName` server selects: whose right to read Secrets meshd must learn
     /// before it serves them credentials.
-    pub fn credential_readers_wanted(&self) -> std::collections::BTreeSet<(String, String)> {
+    fn credential_readers_wanted(&self) -> BTreeSet<(String, String)> {
         let selectors: Vec<&crate::service::Labels> = self
             .gateways
             .iter()
@@ -204,6 +233,17 @@ impl Snapshot {
                 _ => {}
             }
         }
+        snapshot.credentials = input.credentials;
+        snapshot.secret_readers = input
+            .lookups
+            .secret_readers(snapshot.credential_readers_wanted());
+        let uris = snapshot
+            .request_authentications
+            .iter()
+            .flat_map(|r| &r.spec.jwt_rules)
+            .filter_map(|rule| rule.jwks_uri.as_deref())
+            .collect();
+        snapshot.jwks = input.lookups.jwks(uris);
         snapshot
     }
 
@@ -452,7 +492,69 @@ mod tests {
             domain: "cluster.local".into(),
             mesh: MeshSettings::default(),
             cluster_id: "local".into(),
+            credentials: BTreeMap::new(),
+            lookups: &NoLookups,
         })
+    }
+
+    /// Lets everyone read Secrets and knows one key set.
+    struct Everything;
+
+    impl Lookups for Everything {
+        fn secret_readers(&self, wanted: BTreeSet<(String, String)>) -> BTreeSet<(String, String)> {
+            wanted
+        }
+
+        fn jwks(&self, uris: Vec<&str>) -> BTreeMap<String, String> {
+            uris.into_iter()
+                .filter(|u| *u == "https://issuer.example/keys")
+                .map(|u| (u.to_string(), "{\"keys\":[]}".to_string()))
+                .collect()
+        }
+    }
+
+    #[test]
+    fn what_the_snapshot_names_is_looked_up() {
+        let yaml = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: gw}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: ["*"], tls: {mode: SIMPLE, credentialName: cert}}]
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt, namespace: gw}
+spec:
+  jwtRules: [{issuer: https://issuer.example, jwksUri: https://issuer.example/keys}, {issuer: https://other.example, jwksUri: https://other.example/keys}]
+"#;
+        let loaded = load_documents(None, yaml).unwrap();
+        let gateway = Workload {
+            namespace: "gw".into(),
+            name: "ingress".into(),
+            ip: None,
+            labels: [("istio".to_string(), "ingressgateway".to_string())].into(),
+            service_account: Some("ingress".into()),
+        };
+        let snapshot = Snapshot::build(SnapshotInput {
+            services: Vec::new(),
+            workloads: vec![gateway],
+            resources: loaded.iter().map(|l| &l.resource).collect(),
+            domain: "cluster.local".into(),
+            mesh: MeshSettings::default(),
+            cluster_id: "local".into(),
+            credentials: BTreeMap::new(),
+            lookups: &Everything,
+        });
+        assert_eq!(
+            snapshot.secret_readers,
+            [("gw".to_string(), "ingress".to_string())].into()
+        );
+        assert_eq!(
+            snapshot.jwks.keys().collect::<Vec<_>>(),
+            ["https://issuer.example/keys"]
+        );
     }
 
     const MESH: &str = r#"

@@ -79,7 +79,7 @@ async fn only_the_proven_identity_gets_config() {
 /// the stream ends, and reconnecting is refused.
 #[tokio::test]
 async fn a_proxy_whose_pod_is_another_identity_loses_its_stream() {
-    use fleetmesh_model::{MeshSettings, Snapshot, SnapshotInput, Workload};
+    use fleetmesh_model::{MeshSettings, NoLookups, Snapshot, SnapshotInput, Workload};
     use fleetmesh_server::MeshState;
     use std::sync::Arc;
     use std::time::Duration;
@@ -121,6 +121,8 @@ async fn a_proxy_whose_pod_is_another_identity_loses_its_stream() {
             domain: "cluster.local".into(),
             mesh: MeshSettings::default(),
             cluster_id: "local".into(),
+            credentials: Default::default(),
+            lookups: &NoLookups,
         }))));
     let ended = tokio::time::timeout(Duration::from_secs(5), async {
         loop {

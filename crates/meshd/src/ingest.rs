@@ -1,0 +1,103 @@
+//! The ingest pipeline, from watched objects to the state proxies are served from:
+//!
+//! 1. **sources**: the local config directory ([`LocalSource`]) and, with a cluster, its
+//!    Services, Pods, Secrets, MeshConfig and Istio objects ([`ClusterSource`]), each
+//!    validated as it is read; JWKS documents meshd fetched.
+//! 2. **snapshot**: [`Sources::snapshot`] builds one immutable [`Snapshot`] of them all.
+//! 3. **publish**: [`publish_changes`] debounces change signals, and publishes the next
+//!    [`MeshState`] when a proxy could tell it from the current one. Every xDS stream
+//!    watches the published state.
+
+use crate::MeshdConfig;
+use crate::jwks::JwksCache;
+use crate::local::LocalSource;
+use crate::mesh_config::MeshConfig;
+use fleetmesh_kube::ClusterSource;
+use fleetmesh_model::{Lookups, Snapshot, SnapshotInput};
+use fleetmesh_server::MeshState;
+use fleetmesh_server::debounce::Debounce;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+
+/// Everything a snapshot is built from.
+pub struct Sources {
+    local: Arc<LocalSource>,
+    cluster: Option<Arc<ClusterSource>>,
+    mesh_config: MeshConfig,
+    jwks: Arc<JwksCache>,
+    domain: String,
+    cluster_id: String,
+}
+
+impl Sources {
+    /// The sources of `config`'s mesh; `changes` is signalled when fetched keys arrive.
+    pub fn new(
+        config: &MeshdConfig,
+        local: Arc<LocalSource>,
+        cluster: Option<Arc<ClusterSource>>,
+        changes: mpsc::UnboundedSender<()>,
+    ) -> Sources {
+        Sources {
+            local,
+            cluster,
+            mesh_config: MeshConfig::new(fleetmesh_model::MeshSettings {
+                root_namespace: config.root_namespace.clone(),
+                trust_domain: config.trust_domain.clone(),
+                ..Default::default()
+            }),
+            jwks: JwksCache::new(changes),
+            domain: config.domain.clone(),
+            cluster_id: config.cluster_id.clone(),
+        }
+    }
+
+    /// Reads every source as it is now and builds the snapshot.
+    pub fn snapshot(&self) -> Snapshot {
+        let cluster = self.cluster.as_deref();
+        let resources = cluster.map(ClusterSource::resources).unwrap_or_default();
+        let mesh_text = cluster.and_then(ClusterSource::mesh_config);
+        let input = SnapshotInput {
+            resources: resources.iter().collect(),
+            services: cluster.map(ClusterSource::services).unwrap_or_default(),
+            workloads: cluster.map(ClusterSource::workloads).unwrap_or_default(),
+            domain: self.domain.clone(),
+            mesh: self.mesh_config.settings(mesh_text.as_deref()),
+            cluster_id: self.cluster_id.clone(),
+            credentials: cluster.map(ClusterSource::credentials).unwrap_or_default(),
+            lookups: self,
+        };
+        self.local.snapshot(input)
+    }
+}
+
+impl Lookups for Sources {
+    fn secret_readers(&self, wanted: BTreeSet<(String, String)>) -> BTreeSet<(String, String)> {
+        match &self.cluster {
+            Some(cluster) => cluster.secret_readers(wanted),
+            None => BTreeSet::new(),
+        }
+    }
+
+    fn jwks(&self, uris: Vec<&str>) -> BTreeMap<String, String> {
+        self.jwks.resolve(uris)
+    }
+}
+
+/// Publishes a new state after each (debounced) change signal, until `changes` closes.
+/// A change no proxy could tell apart (a Pod's status, an unrelated object) publishes
+/// nothing.
+pub async fn publish_changes(
+    sources: Sources,
+    debounce: Debounce,
+    changes: mpsc::UnboundedReceiver<()>,
+    states: watch::Sender<Arc<MeshState>>,
+) {
+    let publish = || {
+        let next = states.borrow().next(sources.snapshot());
+        if let Some(next) = next {
+            states.send_replace(Arc::new(next));
+        }
+    };
+    debounce.run(changes, publish).await;
+}
