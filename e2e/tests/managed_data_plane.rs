@@ -22,10 +22,11 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The seed's readiness check, verbatim, with this cluster's kubectl.
@@ -54,6 +55,10 @@ fn kubectl(cluster: &TestCluster, args: &[&str]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario against a slow-to-start cluster; to be split into named steps"
+)]
 async fn the_seeds_readiness_check_follows_the_controller() {
     // A cluster of its own: DataPlaneControls are cluster-wide.
     let cluster = TestCluster::start("fleetmesh-dataplane").expect("the local cluster starts");
@@ -563,7 +568,7 @@ impl Watched {
             while let Some(event) = events.next().await {
                 let Ok(event) = event else { continue };
                 let uid = |p: &Pod| p.metadata.uid.clone().unwrap_or_default();
-                let mut seen = record.lock().unwrap();
+                let mut seen = record.lock();
                 match event {
                     watcher::Event::Init => current.clear(),
                     watcher::Event::InitApply(pod) => {
@@ -599,7 +604,7 @@ impl Watched {
     }
 
     fn seen(&self) -> Seen {
-        self.seen.lock().unwrap().clone()
+        self.seen.lock().clone()
     }
 
     fn stop(self) -> Seen {

@@ -396,8 +396,22 @@ async fn scenario(cluster: &TestCluster, client: &kube::Client, cni_managed: boo
     }
     let target_ip = pod_ip(&reviews[0]);
 
-    // Captured: curl knows nothing of the mesh, its sidecar sends it with mTLS, and the
-    // server's sidecar hands the app the caller's verified identity.
+    captured_with_mtls(&s).await;
+    undeclared_port(&s, client, &target_ip).await;
+    tcp_service(&s).await;
+    admin_is_private(&s, &reviews[0], &target_ip);
+    split_and_deny(&s).await;
+    replacement_pod(&s, &reviews).await;
+    if !cni_managed {
+        through_a_gateway(cluster, client, &s).await;
+        the_node_answers_pods_only_what_they_may_know(client, &s).await;
+    }
+    namespace.delete().await.ok();
+}
+
+/// Captured: curl knows nothing of the mesh, its sidecar sends it with mTLS, and the
+/// server's sidecar hands the app the caller's verified identity.
+async fn captured_with_mtls(s: &Scenario<'_>) {
     let body = s
         .until(
             "a request through both sidecars",
@@ -411,7 +425,11 @@ async fn scenario(cluster: &TestCluster, client: &kube::Client, cni_managed: boo
         body.contains("x-forwarded-client-cert") && body.contains(&caller),
         "the app sees the caller's identity: {body}"
     );
+}
 
+/// A port no Service declares passes through to the app: under STRICT, plaintext to it
+/// is refused like any other, and 10,000 such connections leave Envoy up.
+async fn undeclared_port(s: &Scenario<'_>, client: &kube::Client, target_ip: &str) {
     // A port no Service declares passes through to the app (PERMISSIVE so far): from
     // 127.0.0.6, so capture does not send Envoy's own connection back to Envoy.
     // (The echo never closes the connection: curl ends on its time limit.)
@@ -457,10 +475,12 @@ async fn scenario(cluster: &TestCluster, client: &kube::Client, cni_managed: boo
     )
     .await
     .unwrap();
+}
 
-    // A TCP service: the client's sidecar knows the connection by the Service's address
-    // and sends it with mTLS (plaintext would be refused under STRICT); the server's
-    // network RBAC sees the client's identity.
+/// A TCP service: the client's sidecar knows the connection by the Service's address
+/// and sends it with mTLS (plaintext would be refused under STRICT); the server's
+/// network RBAC sees the client's identity.
+async fn tcp_service(s: &Scenario<'_>) {
     s.until("TCP to the ledger Service", LEDGER_ECHO, |r| {
         r.as_deref().map(str::trim) == Ok("tcp-through-the-mesh")
     })
@@ -481,8 +501,10 @@ async fn scenario(cluster: &TestCluster, client: &kube::Client, cni_managed: boo
     )
     .await
     .unwrap();
+}
 
-    // Envoy's admin is nobody's but its own: not on the pod's address, from another pod.
+/// Envoy's admin is nobody's but its own: not on the pod's address, from another pod.
+fn admin_is_private(s: &Scenario<'_>, server: &Pod, target_ip: &str) {
     let admin = s.in_client(&status_of(&format!("http://{target_ip}:15000/config_dump")));
     assert!(
         !admin.as_deref().is_ok_and(|code| code == "200"),
@@ -492,7 +514,7 @@ async fn scenario(cluster: &TestCluster, client: &kube::Client, cni_managed: boo
         .kubectl(
             &[
                 "exec",
-                &reviews[0].metadata.name.clone().unwrap(),
+                server.metadata.name.as_deref().unwrap(),
                 "-c",
                 "reviews",
                 "--",
@@ -510,8 +532,11 @@ async fn scenario(cluster: &TestCluster, client: &kube::Client, cni_managed: boo
             .any(|l| l.contains(&admin_port) && l.split_whitespace().nth(3) == Some("0A")),
         "nothing listens on TCP 15000 in the pod:\n{listening}"
     );
+}
 
-    // 80/20 over 1,000 requests (one connection; Envoy routes each request).
+/// 80/20 over 1,000 requests (one connection; Envoy routes each request), then an
+/// AuthorizationPolicy DENY answers 403 for its path, and nothing else.
+async fn split_and_deny(s: &Scenario<'_>) {
     s.apply(&split(0, 100));
     s.until("all traffic on v2", &answered_by("v2", 20, 5), |r| {
         r.as_deref().map(str::trim) == Ok("20")
@@ -533,7 +558,6 @@ async fn scenario(cluster: &TestCluster, client: &kube::Client, cni_managed: boo
         4.0 * sigma
     );
 
-    // AuthorizationPolicy DENY answers 403 for its path, and nothing else.
     s.apply(DENY_ADMIN_PATH);
     s.until(
         "the DENY policy in force",
@@ -546,9 +570,11 @@ async fn scenario(cluster: &TestCluster, client: &kube::Client, cni_managed: boo
         .in_client(&status_of("http://reviews:9080/allowed"))
         .unwrap();
     assert_eq!(allowed, "200");
+}
 
-    // A deleted pod's replacement gets its config and certificate, and probes pass for
-    // it under STRICT.
+/// A deleted pod's replacement gets its config and certificate, and probes pass for it
+/// under STRICT.
+async fn replacement_pod(s: &Scenario<'_>, reviews: &[Pod]) {
     let old = reviews
         .iter()
         .find(|p| p.metadata.labels.as_ref().unwrap()["version"] == "v1")
@@ -569,12 +595,6 @@ async fn scenario(cluster: &TestCluster, client: &kube::Client, cni_managed: boo
     })
     .await
     .unwrap();
-
-    if !cni_managed {
-        through_a_gateway(cluster, client, &s).await;
-        the_node_answers_pods_only_what_they_may_know(client, &s).await;
-    }
-    namespace.delete().await.ok();
 }
 
 /// The install guide's gateway (its own namespace, `image: auto`) receives a request

@@ -7,6 +7,7 @@ pub mod security;
 mod virtual_service;
 
 use crate::error::FieldError;
+use crate::networking::{GatewayProtocol, ServerTlsMode};
 use crate::resource::Resource;
 use common::*;
 
@@ -122,17 +123,14 @@ fn validate_gateway(spec: &crate::networking::GatewaySpec, errors: &mut Errors) 
     }
     // A port takes HTTP (HTTP, HTTP2, GRPC, HTTPS) or plain TCP, not both: the TCP
     // server would never see a connection.
-    let mut http_ports = std::collections::BTreeSet::new();
-    for server in &spec.servers {
-        if matches!(
-            server.port.protocol.to_ascii_uppercase().as_str(),
-            "HTTP" | "HTTP2" | "GRPC" | "HTTPS"
-        ) {
-            http_ports.insert(server.port.number);
-        }
-    }
+    let http_ports: std::collections::BTreeSet<u32> = spec
+        .servers
+        .iter()
+        .filter(|s| s.port.protocol().is_some_and(GatewayProtocol::is_http))
+        .map(|s| s.port.number)
+        .collect();
     for (i, server) in spec.servers.iter().enumerate() {
-        if server.port.protocol.eq_ignore_ascii_case("TCP")
+        if server.port.protocol() == Some(GatewayProtocol::Tcp)
             && http_ports.contains(&server.port.number)
         {
             errors.push(
@@ -147,15 +145,17 @@ fn validate_gateway(spec: &crate::networking::GatewaySpec, errors: &mut Errors) 
     for (i, server) in spec.servers.iter().enumerate() {
         let at = format!("spec.servers[{i}]");
         check_listener_port(&format!("{at}.port.number"), server.port.number, errors);
-        let protocol = server.port.protocol.to_ascii_uppercase();
-        match protocol.as_str() {
-            "HTTP" | "HTTP2" | "GRPC" | "HTTPS" | "TLS" | "TCP" => {}
-            other => errors.push(
+        let Some(protocol) = server.port.protocol() else {
+            errors.push(
                 format!("{at}.port.protocol"),
-                format!("unknown protocol {other:?}"),
-            ),
-        }
-        validate_server_tls(&at, &protocol, server.tls.as_ref(), errors);
+                format!(
+                    "unknown protocol {:?}",
+                    server.port.protocol.to_ascii_uppercase()
+                ),
+            );
+            continue;
+        };
+        validate_server_tls(&at, protocol, server.tls.as_ref(), errors);
         if server.bind.is_some() {
             errors.push(
                 format!("{at}.bind"),
@@ -178,26 +178,34 @@ fn validate_gateway(spec: &crate::networking::GatewaySpec, errors: &mut Errors) 
     }
 }
 
+/// As the API spells it.
+fn server_protocol_name(protocol: GatewayProtocol) -> String {
+    format!("{protocol:?}").to_ascii_uppercase()
+}
+
 /// HTTPS servers terminate TLS with a credential or certificate files the gateway reads
 /// (Istio's file-mounted form): SIMPLE, or MUTUAL with client certificates checked
 /// against `caCertificates`. PASSTHROUGH (protocol HTTPS or TLS) forwards the encrypted
 /// connection, chosen by SNI, to what a VirtualService's `tls` route names.
 fn validate_server_tls(
     at: &str,
-    protocol: &str,
+    protocol: GatewayProtocol,
     tls: Option<&crate::networking::ServerTlsSettings>,
     errors: &mut Errors,
 ) {
     let Some(tls) = tls else {
-        if matches!(protocol, "HTTPS" | "TLS") {
+        if protocol.is_tls() {
             errors.push(
                 format!("{at}.tls"),
-                format!("protocol {protocol} needs tls settings"),
+                format!(
+                    "protocol {} needs tls settings",
+                    server_protocol_name(protocol)
+                ),
             );
         }
         return;
     };
-    if !matches!(protocol, "HTTPS" | "TLS") {
+    if !protocol.is_tls() {
         // Only httpsRedirect is meaningful on a plain server.
         if tls.mode.is_some() {
             errors.push(
@@ -207,9 +215,18 @@ fn validate_server_tls(
         }
         return;
     }
-    let mode = tls.mode.as_deref().unwrap_or("SIMPLE");
+    let Some(mode) = tls.tls_mode() else {
+        errors.push(
+            format!("{at}.tls.mode"),
+            format!(
+                "unknown TLS mode {:?}",
+                tls.mode.as_deref().unwrap_or_default()
+            ),
+        );
+        return;
+    };
     match (mode, protocol) {
-        ("PASSTHROUGH", _) => {
+        (ServerTlsMode::Passthrough, _) => {
             if tls.credential_name.is_some() || names_files(tls) {
                 errors.push(
                     format!("{at}.tls.mode"),
@@ -218,24 +235,38 @@ fn validate_server_tls(
             }
             return;
         }
-        ("SIMPLE" | "MUTUAL", "HTTPS") => {}
-        ("SIMPLE" | "MUTUAL", _) => errors.push(
+        (ServerTlsMode::Simple | ServerTlsMode::Mutual, GatewayProtocol::Https) => {}
+        (ServerTlsMode::Simple | ServerTlsMode::Mutual, _) => errors.push(
             format!("{at}.tls.mode"),
             format!(
-                "{mode} on a TLS server (terminated TCP) is not supported by this meshd yet: use protocol HTTPS, or mode PASSTHROUGH"
+                "{} on a TLS server (terminated TCP) is not supported by this meshd yet: use protocol HTTPS, or mode PASSTHROUGH",
+                mode.name()
             ),
         ),
-        ("AUTO_PASSTHROUGH" | "ISTIO_MUTUAL" | "OPTIONAL_MUTUAL", _) => errors.push(
+        (
+            ServerTlsMode::AutoPassthrough
+            | ServerTlsMode::IstioMutual
+            | ServerTlsMode::OptionalMutual,
+            _,
+        ) => errors.push(
             format!("{at}.tls.mode"),
             format!(
-                "{mode} is not supported by this meshd yet (supported: SIMPLE, MUTUAL, PASSTHROUGH)"
+                "{} is not supported by this meshd yet (supported: SIMPLE, MUTUAL, PASSTHROUGH)",
+                mode.name()
             ),
-        ),
-        (other, _) => errors.push(
-            format!("{at}.tls.mode"),
-            format!("unknown TLS mode {other:?}"),
         ),
     }
+    validate_certificate_source(at, tls, mode, errors);
+}
+
+/// A terminating server's certificate: a credential of the gateway's namespace, or
+/// absolute paths of files the gateway reads (MUTUAL also needs the CA).
+fn validate_certificate_source(
+    at: &str,
+    tls: &crate::networking::ServerTlsSettings,
+    mode: ServerTlsMode,
+    errors: &mut Errors,
+) {
     if let Some(credential) = &tls.credential_name {
         // A Secret in the gateway's own namespace, served to it over SDS.
         let name = credential
@@ -271,7 +302,7 @@ fn validate_server_tls(
         }
     }
     match (&tls.ca_certificates, mode) {
-        (None, "MUTUAL") => errors.push(
+        (None, ServerTlsMode::Mutual) => errors.push(
             format!("{at}.tls.caCertificates"),
             "MUTUAL needs the CA that client certificates chain to",
         ),

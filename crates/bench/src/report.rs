@@ -255,37 +255,43 @@ pub fn markdown(environment: &Environment, runs: &[RunResult], plot: Option<&str
         }
         let _ = writeln!(out);
         for (plane, run) in planes {
-            let s = &run.storm;
-            let mut notes = Vec::new();
-            if s.complete < run.proxies {
-                notes.push(format!(
-                    "only {} of {} sidecars got a complete config",
-                    s.complete, run.proxies
-                ));
-            }
-            if s.reconnects > 0 {
-                notes.push(format!(
-                    "{} streams ended and were reopened during the storm (e.g. `{}`)",
-                    s.reconnects,
-                    s.stream_error.as_deref().unwrap_or("?")
-                ));
-            }
-            let r = &run.route_change;
-            notes.push(format!(
-                "route change reached {} observing sidecars ({} samples over {} changes)",
-                r.affected_observers, r.samples, r.changes
-            ));
-            if let Some(c) = &run.churn {
-                notes.push(format!(
-                    "churn: {} scale changes in {:.0} s, {} new endpoints ({} never seen), {} pushes",
-                    c.scale_changes, c.seconds, c.new_endpoints, c.endpoints_never_seen, c.pushes
-                ));
-            }
-            let _ = writeln!(out, "- {plane}: {}.", notes.join("; "));
+            let _ = writeln!(out, "- {plane}: {}.", run_notes(run).join("; "));
         }
         let _ = writeln!(out);
     }
     out
+}
+
+/// What a run's table leaves out: incomplete configs, reopened streams, how many samples
+/// the route change and churn figures come from.
+fn run_notes(run: &RunResult) -> Vec<String> {
+    let s = &run.storm;
+    let mut notes = Vec::new();
+    if s.complete < run.proxies {
+        notes.push(format!(
+            "only {} of {} sidecars got a complete config",
+            s.complete, run.proxies
+        ));
+    }
+    if s.reconnects > 0 {
+        notes.push(format!(
+            "{} streams ended and were reopened during the storm (e.g. `{}`)",
+            s.reconnects,
+            s.stream_error.as_deref().unwrap_or("?")
+        ));
+    }
+    let r = &run.route_change;
+    notes.push(format!(
+        "route change reached {} observing sidecars ({} samples over {} changes)",
+        r.affected_observers, r.samples, r.changes
+    ));
+    if let Some(c) = &run.churn {
+        notes.push(format!(
+            "churn: {} scale changes in {:.0} s, {} new endpoints ({} never seen), {} pushes",
+            c.scale_changes, c.seconds, c.new_endpoints, c.endpoints_never_seen, c.pushes
+        ));
+    }
+    notes
 }
 
 /// Two panels against N (log scale): time until every sidecar has config after a connect

@@ -70,39 +70,7 @@ enum Command {
     Install(InstallArgs),
     /// Add the proxy to the pods of a manifest offline, as the injection webhook would
     /// (istioctl kube-inject). Such pods are marked injected by hand.
-    KubeInject {
-        /// The manifest (`-` reads stdin).
-        #[arg(short = 'f', long = "filename")]
-        file: PathBuf,
-        /// The revision whose proxy to inject.
-        #[arg(long, default_value = "asm-managed")]
-        revision: String,
-        /// meshd's xDS address as the cluster's pods reach it. Default: what install
-        /// recorded in the cluster (ConfigMap istio-system/fleetmesh-install).
-        #[arg(long)]
-        xds_address: Option<String>,
-        #[arg(long, default_value = "cluster.local")]
-        trust_domain: String,
-        /// The cluster's id. Default: what install recorded.
-        #[arg(long)]
-        cluster: Option<String>,
-        /// Whether the cluster's CNI plugin redirects traffic (no istio-init container).
-        /// Default: what install recorded.
-        #[arg(long)]
-        cni_managed: Option<bool>,
-        /// Where the cluster pulls the proxy image. Default: what install recorded.
-        #[arg(long, value_parser = parse_hub)]
-        hub: Option<String>,
-        /// Do not read the cluster: every setting from the flags or its built-in default
-        /// (127.0.0.1:15010, cluster Kubernetes, istio-init, the default hub).
-        #[arg(long)]
-        offline: bool,
-        /// The kubeconfig context whose install to read (default: the current one).
-        #[arg(long)]
-        context: Option<String>,
-        #[arg(long, env = "KUBECONFIG")]
-        kubeconfig: Option<PathBuf>,
-    },
+    KubeInject(KubeInjectArgs),
     /// The fleet: clusters registered with `install --enable-registration`.
     Fleet {
         #[command(subcommand)]
@@ -135,6 +103,42 @@ enum Command {
         #[arg(long)]
         tcp_echo: Option<SocketAddr>,
     },
+}
+
+/// `kube-inject`'s flags.
+#[derive(clap::Args)]
+struct KubeInjectArgs {
+    /// The manifest (`-` reads stdin).
+    #[arg(short = 'f', long = "filename")]
+    file: PathBuf,
+    /// The revision whose proxy to inject.
+    #[arg(long, default_value = "asm-managed")]
+    revision: String,
+    /// meshd's xDS address as the cluster's pods reach it. Default: what install
+    /// recorded in the cluster (ConfigMap istio-system/fleetmesh-install).
+    #[arg(long)]
+    xds_address: Option<String>,
+    #[arg(long, default_value = "cluster.local")]
+    trust_domain: String,
+    /// The cluster's id. Default: what install recorded.
+    #[arg(long)]
+    cluster: Option<String>,
+    /// Whether the cluster's CNI plugin redirects traffic (no istio-init container).
+    /// Default: what install recorded.
+    #[arg(long)]
+    cni_managed: Option<bool>,
+    /// Where the cluster pulls the proxy image. Default: what install recorded.
+    #[arg(long, value_parser = parse_hub)]
+    hub: Option<String>,
+    /// Do not read the cluster: every setting from the flags or its built-in default
+    /// (127.0.0.1:15010, cluster Kubernetes, istio-init, the default hub).
+    #[arg(long)]
+    offline: bool,
+    /// The kubeconfig context whose install to read (default: the current one).
+    #[arg(long)]
+    context: Option<String>,
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
 }
 
 /// The install guide's flags, verbatim (underscore and dash long forms both work).
@@ -254,110 +258,11 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
         }
-        Command::Install(args) => {
-            if !args.managed {
-                anyhow::bail!(
-                    "fleetmesh installs against the hosted control plane only: pass --managed"
-                );
-            }
-            let options = InstallOptions {
-                plan: Plan {
-                    project: args.project,
-                    location: args.location,
-                    cluster: args.cluster,
-                    channel: install::channel(args.channel.as_deref())?,
-                    cni_managed: args.options.iter().any(|o| o == "cni-managed"),
-                    hub: args.hub,
-                },
-                output_dir: args.output_dir,
-                verbose: args.verbose,
-                register: args.enable_registration || args.enable_all,
-                kubeconfig: args.kubeconfig,
-                context: args.context,
-                meshd_url: args.meshd_url,
-            };
-            install::run(&options).await.map(|_| ())
-        }
-        Command::KubeInject {
-            file,
-            revision,
-            xds_address,
-            trust_domain,
-            cluster,
-            cni_managed,
-            hub,
-            offline,
-            context,
-            kubeconfig,
-        } => {
-            let revision = fleetmesh_inject::Revision::named(&revision).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "--revision: no revision {revision:?} (asm-managed-rapid, asm-managed, asm-managed-stable)"
-                )
-            })?;
-            let text = if file.as_os_str() == "-" {
-                std::io::read_to_string(std::io::stdin())?
-            } else {
-                std::fs::read_to_string(&file)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
-            };
-            let all_given = xds_address.is_some()
-                && cluster.is_some()
-                && cni_managed.is_some()
-                && hub.is_some();
-            let recorded = if offline || all_given {
-                kube_inject::Recorded::default()
-            } else {
-                let client = install::connect(kubeconfig.as_deref(), context.as_deref()).await?;
-                kube_inject::Recorded::read(&client).await?
-            };
-            let settings = fleetmesh_inject::Settings {
-                revision,
-                xds_address: xds_address
-                    .or(recorded.xds_address)
-                    .unwrap_or_else(|| "127.0.0.1:15010".into()),
-                trust_domain,
-                cluster_id: cluster
-                    .or(recorded.cluster)
-                    .unwrap_or_else(|| "Kubernetes".into()),
-                cni_managed: cni_managed.or(recorded.cni_managed).unwrap_or(false),
-                injected_by: fleetmesh_inject::InjectedBy::KubeInject,
-                proxy_version: None,
-                hub: hub
-                    .or(recorded.hub)
-                    .unwrap_or_else(|| fleetmesh_inject::DEFAULT_HUB.into()),
-            };
-            let source = file.display().to_string();
-            print!(
-                "{}",
-                kube_inject::inject_manifest(&text, &source, &settings)?
-            );
-            Ok(())
-        }
+        Command::Install(args) => install_command(args).await,
+        Command::KubeInject(args) => kube_inject(args).await,
         Command::Fleet {
             command: FleetCommand::List { meshd_url },
-        } => {
-            let projects = MeshdApi::new(&meshd_url).projects().await?;
-            println!(
-                "{:<20} {:<24} {:<16} {:<8} MESH",
-                "PROJECT", "CLUSTER", "LOCATION", "CHANNEL"
-            );
-            for (project, state) in projects.as_object().into_iter().flatten() {
-                let enabled = if state["meshEnabled"] == true {
-                    "enabled"
-                } else {
-                    "-"
-                };
-                for (cluster, member) in state["memberships"].as_object().into_iter().flatten() {
-                    println!(
-                        "{project:<20} {cluster:<24} {:<16} {:<8} {enabled}",
-                        member["location"].as_str().unwrap_or_default(),
-                        member["channel"].as_str().unwrap_or_default(),
-                    );
-                }
-            }
-            Ok(())
-        }
+        } => fleet_list(&meshd_url).await,
         Command::ProxyStatus { meshd_url } => {
             let rows = proxy_status::fetch(&MeshdApi::new(&meshd_url)).await?;
             print!("{}", proxy_status::render(&rows));
@@ -407,25 +312,137 @@ async fn main() -> anyhow::Result<()> {
             service,
             version,
             tcp_echo,
-        } => {
-            let app = SampleApp::start(listen, &service, &version).await?;
-            println!("{service} {version} listening on {}", app.address());
-            let _echo = match tcp_echo {
-                Some(address) => {
-                    let echo = fleetmesh_cli::sample_app::TcpEcho::start(address).await?;
-                    println!("TCP echo on {}", echo.address());
-                    Some(echo)
-                }
-                None => None,
-            };
-            // In a container it is PID 1: without a handler SIGTERM would be ignored.
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            Ok(())
+        } => sample_app(listen, &service, &version, tcp_echo).await,
+    }
+}
+
+/// `install`: the install guide's flags, applied.
+async fn install_command(args: InstallArgs) -> anyhow::Result<()> {
+    if !args.managed {
+        anyhow::bail!("fleetmesh installs against the hosted control plane only: pass --managed");
+    }
+    let options = InstallOptions {
+        plan: Plan {
+            project: args.project,
+            location: args.location,
+            cluster: args.cluster,
+            channel: install::channel(args.channel.as_deref())?,
+            cni_managed: args.options.iter().any(|o| o == "cni-managed"),
+            hub: args.hub,
+        },
+        output_dir: args.output_dir,
+        verbose: args.verbose,
+        register: args.enable_registration || args.enable_all,
+        kubeconfig: args.kubeconfig,
+        context: args.context,
+        meshd_url: args.meshd_url,
+    };
+    install::run(&options).await.map(|_| ())
+}
+
+/// Prints the manifest with the proxy injected, set up as the cluster's install recorded
+/// (flags override it).
+async fn kube_inject(args: KubeInjectArgs) -> anyhow::Result<()> {
+    let KubeInjectArgs {
+        file,
+        revision,
+        xds_address,
+        trust_domain,
+        cluster,
+        cni_managed,
+        hub,
+        offline,
+        context,
+        kubeconfig,
+    } = args;
+    let revision = fleetmesh_inject::Revision::named(&revision).ok_or_else(|| {
+        anyhow::anyhow!(
+            "--revision: no revision {revision:?} (asm-managed-rapid, asm-managed, asm-managed-stable)"
+        )
+    })?;
+    let text = if file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
+    };
+    let all_given =
+        xds_address.is_some() && cluster.is_some() && cni_managed.is_some() && hub.is_some();
+    let recorded = if offline || all_given {
+        kube_inject::Recorded::default()
+    } else {
+        let client = install::connect(kubeconfig.as_deref(), context.as_deref()).await?;
+        kube_inject::Recorded::read(&client).await?
+    };
+    let settings = fleetmesh_inject::Settings {
+        revision,
+        xds_address: xds_address
+            .or(recorded.xds_address)
+            .unwrap_or_else(|| "127.0.0.1:15010".into()),
+        trust_domain,
+        cluster_id: cluster
+            .or(recorded.cluster)
+            .unwrap_or_else(|| "Kubernetes".into()),
+        cni_managed: cni_managed.or(recorded.cni_managed).unwrap_or(false),
+        injected_by: fleetmesh_inject::InjectedBy::KubeInject,
+        proxy_version: None,
+        hub: hub
+            .or(recorded.hub)
+            .unwrap_or_else(|| fleetmesh_inject::DEFAULT_HUB.into()),
+    };
+    let source = file.display().to_string();
+    print!(
+        "{}",
+        kube_inject::inject_manifest(&text, &source, &settings)?
+    );
+    Ok(())
+}
+
+/// `fleet list`: each registered cluster with its project, location and channel.
+async fn fleet_list(meshd_url: &str) -> anyhow::Result<()> {
+    let projects = MeshdApi::new(meshd_url).projects().await?;
+    println!(
+        "{:<20} {:<24} {:<16} {:<8} MESH",
+        "PROJECT", "CLUSTER", "LOCATION", "CHANNEL"
+    );
+    for (project, state) in projects.as_object().into_iter().flatten() {
+        let enabled = if state["meshEnabled"] == true {
+            "enabled"
+        } else {
+            "-"
+        };
+        for (cluster, member) in state["memberships"].as_object().into_iter().flatten() {
+            println!(
+                "{project:<20} {cluster:<24} {:<16} {:<8} {enabled}",
+                member["location"].as_str().unwrap_or_default(),
+                member["channel"].as_str().unwrap_or_default(),
+            );
         }
     }
+    Ok(())
+}
+
+/// Runs the sample app until SIGINT or SIGTERM.
+async fn sample_app(
+    listen: SocketAddr,
+    service: &str,
+    version: &str,
+    tcp_echo: Option<SocketAddr>,
+) -> anyhow::Result<()> {
+    let app = SampleApp::start(listen, service, version).await?;
+    println!("{service} {version} listening on {}", app.address());
+    let _echo = match tcp_echo {
+        Some(address) => {
+            let echo = fleetmesh_cli::sample_app::TcpEcho::start(address).await?;
+            println!("TCP echo on {}", echo.address());
+            Some(echo)
+        }
+        None => None,
+    };
+    // In a container it is PID 1: without a handler SIGTERM would be ignored.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    Ok(())
 }

@@ -66,6 +66,44 @@ const VOLUMES: [&str; 4] = ["istio-envoy", "istio-data", "istio-token", "istiod-
 #[error("cannot inject: {0}")]
 pub struct InjectError(String);
 
+/// Istio's labels on an injected pod: its canonical service name and revision (from the
+/// usual app labels, else its owner's name), the mTLS mode its peers use, and which
+/// revision and proxy version injected it.
+fn add_labels(
+    metadata: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    template: Template,
+    settings: &Settings,
+) {
+    let labels_map = metadata.labels.get_or_insert_default();
+    let canonical_name = labels_map
+        .get("app.kubernetes.io/name")
+        .or_else(|| labels_map.get("app"))
+        .cloned()
+        .or_else(|| metadata.generate_name.as_ref().map(|g| owner_name(g)))
+        .or_else(|| metadata.name.clone())
+        .unwrap_or_default();
+    let labels_map = metadata.labels.get_or_insert_default();
+    let canonical_revision = labels_map
+        .get("app.kubernetes.io/version")
+        .or_else(|| labels_map.get("version"))
+        .cloned()
+        .unwrap_or_else(|| "latest".into());
+    if template == Template::Sidecar {
+        labels_map.insert(labels::TLS_MODE.into(), "istio".into());
+    }
+    labels_map
+        .entry(labels::CANONICAL_NAME.into())
+        .or_insert(canonical_name);
+    labels_map
+        .entry(labels::CANONICAL_REVISION.into())
+        .or_insert(canonical_revision);
+    labels_map.insert(labels::REVISION.into(), settings.revision.name.into());
+    labels_map.insert(
+        labels::PROXY_VERSION.into(),
+        settings.proxy_version().into(),
+    );
+}
+
 /// The pod with its proxy.
 pub fn inject(pod: &Pod, template: Template, settings: &Settings) -> Result<Pod, InjectError> {
     let mut pod = pod.clone();
@@ -135,34 +173,7 @@ pub fn inject(pod: &Pod, template: Template, settings: &Settings) -> Result<Pod,
         .find(|n| *n != PROXY_CONTAINER)
         .map(str::to_string);
 
-    let labels_map = pod.metadata.labels.get_or_insert_default();
-    let canonical_name = labels_map
-        .get("app.kubernetes.io/name")
-        .or_else(|| labels_map.get("app"))
-        .cloned()
-        .or_else(|| pod.metadata.generate_name.as_ref().map(|g| owner_name(g)))
-        .or_else(|| pod.metadata.name.clone())
-        .unwrap_or_default();
-    let canonical_revision = labels_map
-        .get("app.kubernetes.io/version")
-        .or_else(|| labels_map.get("version"))
-        .cloned()
-        .unwrap_or_else(|| "latest".into());
-    let labels_map = pod.metadata.labels.get_or_insert_default();
-    if template == Template::Sidecar {
-        labels_map.insert(labels::TLS_MODE.into(), "istio".into());
-    }
-    labels_map
-        .entry(labels::CANONICAL_NAME.into())
-        .or_insert(canonical_name);
-    labels_map
-        .entry(labels::CANONICAL_REVISION.into())
-        .or_insert(canonical_revision);
-    labels_map.insert(labels::REVISION.into(), settings.revision.name.into());
-    labels_map.insert(
-        labels::PROXY_VERSION.into(),
-        settings.proxy_version().into(),
-    );
+    add_labels(&mut pod.metadata, template, settings);
 
     let status = json!({
         "initContainers": init_containers,

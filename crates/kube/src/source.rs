@@ -4,9 +4,9 @@
 
 use crate::crds::{IstioKind, KINDS};
 use anyhow::Context;
-use fleetmesh_model::host::ExportTo;
+use fleetmesh_model::host::{ExportTo, service_hostname};
 use fleetmesh_model::service::{
-    Endpoint, Labels, Protocol, Resolution, Service, ServicePort, Workload, virtual_ips,
+    Endpoint, Labels, Resolution, Service, ServicePort, Workload, virtual_ips,
 };
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service as KubeService};
@@ -334,78 +334,26 @@ impl ClusterSource {
             .iter()
             .flatten()
             .map(|p| {
-                let port_name = p.name.clone().unwrap_or_default();
-                let target_port = match &p.target_port {
-                    Some(IntOrString::Int(n)) => *n as u32,
-                    _ => p.port as u32,
+                let numeric_target = match &p.target_port {
+                    Some(IntOrString::Int(n)) => Some(*n as u32),
+                    _ => None,
                 };
-                let protocol = Protocol::detect(p.app_protocol.as_deref(), &port_name);
-                ServicePort {
-                    name: port_name,
-                    port: p.port as u32,
-                    protocol,
-                    target_port,
-                }
+                ServicePort::kube(
+                    p.name.as_deref(),
+                    p.port as u32,
+                    numeric_target,
+                    p.app_protocol.as_deref(),
+                )
             })
             .collect();
         let mut endpoints = Vec::new();
         let own_slices = slices_of.get(&(namespace.as_str(), name.as_str()));
         for slice in own_slices.into_iter().flatten() {
-            // Slice ports are named like the service's ports they serve.
-            let slice_ports: BTreeMap<String, u32> = slice
-                .ports
-                .iter()
-                .flatten()
-                .filter_map(|p| Some((p.name.clone().unwrap_or_default(), p.port? as u32)))
-                .collect();
-            let port_map: BTreeMap<u32, u32> = ports
-                .iter()
-                .filter_map(|p| Some((p.port, *slice_ports.get(&p.name)?)))
-                .collect();
-            for endpoint in &slice.endpoints {
-                if endpoint.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
-                    continue;
-                }
-                let pod = endpoint
-                    .target_ref
-                    .as_ref()
-                    .filter(|r| r.kind.as_deref() == Some("Pod"))
-                    .and_then(|r| {
-                        let pod_namespace = r.namespace.as_deref().unwrap_or(&namespace);
-                        pods.get(&(pod_namespace, r.name.as_deref()?))
-                    });
-                let labels: Labels = pod
-                    .and_then(|p| p.metadata.labels.clone())
-                    .unwrap_or_default()
-                    .into_iter()
-                    .collect();
-                let service_account =
-                    pod.and_then(|p| p.spec.as_ref()?.service_account_name.clone());
-                // Istio's region/zone: the region is where install says the cluster runs.
-                let locality = match (region, &endpoint.zone) {
-                    (None, None) => None,
-                    (region, zone) => Some(format!(
-                        "{}/{}",
-                        region.unwrap_or_default(),
-                        zone.as_deref().unwrap_or_default()
-                    )),
-                };
-                for address in &endpoint.addresses {
-                    endpoints.push(Endpoint {
-                        address: address.clone(),
-                        ports: port_map.clone(),
-                        labels: labels.clone(),
-                        locality: locality.clone(),
-                        weight: 1,
-                        service_account: service_account.clone(),
-                        cluster_id: self.cluster_id.clone(),
-                    });
-                }
-            }
+            endpoints.extend(self.slice_endpoints(slice, &ports, &namespace, pods, region));
         }
         endpoints.sort_by(|a, b| a.address.cmp(&b.address));
         Some(Service {
-            hostname: format!("{name}.{namespace}.svc.{}", self.domain),
+            hostname: service_hostname(&name, &namespace, &self.domain),
             namespace,
             addresses: spec
                 .cluster_ips
@@ -428,6 +376,69 @@ impl ClusterSource {
             resolution: Resolution::Static,
             mesh_external: false,
         })
+    }
+    /// The ready endpoints of one EndpointSlice of a service with `ports`, with their
+    /// Pods' labels and service accounts and their locality.
+    fn slice_endpoints(
+        &self,
+        slice: &EndpointSlice,
+        ports: &[ServicePort],
+        namespace: &str,
+        pods: &BTreeMap<(&str, &str), &Pod>,
+        region: Option<&str>,
+    ) -> Vec<Endpoint> {
+        let mut endpoints = Vec::new();
+        // Slice ports are named like the service's ports they serve.
+        let slice_ports: BTreeMap<String, u32> = slice
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| Some((p.name.clone().unwrap_or_default(), p.port? as u32)))
+            .collect();
+        let port_map: BTreeMap<u32, u32> = ports
+            .iter()
+            .filter_map(|p| Some((p.port, *slice_ports.get(&p.name)?)))
+            .collect();
+        for endpoint in &slice.endpoints {
+            if endpoint.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
+                continue;
+            }
+            let pod = endpoint
+                .target_ref
+                .as_ref()
+                .filter(|r| r.kind.as_deref() == Some("Pod"))
+                .and_then(|r| {
+                    let pod_namespace = r.namespace.as_deref().unwrap_or(namespace);
+                    pods.get(&(pod_namespace, r.name.as_deref()?))
+                });
+            let labels: Labels = pod
+                .and_then(|p| p.metadata.labels.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
+            let service_account = pod.and_then(|p| p.spec.as_ref()?.service_account_name.clone());
+            // Istio's region/zone: the region is where install says the cluster runs.
+            let locality = match (region, &endpoint.zone) {
+                (None, None) => None,
+                (region, zone) => Some(format!(
+                    "{}/{}",
+                    region.unwrap_or_default(),
+                    zone.as_deref().unwrap_or_default()
+                )),
+            };
+            for address in &endpoint.addresses {
+                endpoints.push(Endpoint {
+                    address: address.clone(),
+                    ports: port_map.clone(),
+                    labels: labels.clone(),
+                    locality: locality.clone(),
+                    weight: 1,
+                    service_account: service_account.clone(),
+                    cluster_id: self.cluster_id.clone(),
+                });
+            }
+        }
+        endpoints
     }
 }
 

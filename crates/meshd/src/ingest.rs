@@ -28,6 +28,8 @@ pub struct Sources {
     jwks: Arc<JwksCache>,
     domain: String,
     cluster_id: String,
+    /// How change signals are merged before a snapshot is built.
+    pub debounce: Debounce,
 }
 
 impl Sources {
@@ -49,6 +51,10 @@ impl Sources {
             jwks: JwksCache::new(changes),
             domain: config.domain.clone(),
             cluster_id: config.cluster_id.clone(),
+            debounce: Debounce {
+                after: config.debounce_after,
+                max_delay: config.debounce_max,
+            },
         }
     }
 
@@ -89,7 +95,6 @@ impl Lookups for Sources {
 /// nothing.
 pub async fn publish_changes(
     sources: Sources,
-    debounce: Debounce,
     changes: mpsc::UnboundedReceiver<()>,
     states: watch::Sender<Arc<MeshState>>,
 ) {
@@ -99,5 +104,5 @@ pub async fn publish_changes(
             states.send_replace(Arc::new(next));
         }
     };
-    debounce.run(changes, publish).await;
+    sources.debounce.run(changes, publish).await;
 }

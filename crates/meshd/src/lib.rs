@@ -17,7 +17,6 @@ pub use config::MeshdConfig;
 
 use anyhow::Context;
 use fleetmesh_ca::{CaService, CertificateAuthority, Identity, TokenIssuer};
-use fleetmesh_server::debounce::Debounce;
 use fleetmesh_server::{MeshState, Metrics, Registry, XdsServer};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,10 +32,7 @@ const SERVING_CERT_TTL: std::time::Duration = std::time::Duration::from_secs(365
 
 /// A running meshd.
 pub struct Meshd {
-    xds_address: SocketAddr,
-    http_address: SocketAddr,
-    webhook_address: SocketAddr,
-    xds_tls_address: SocketAddr,
+    addresses: Addresses,
     metrics: Arc<Metrics>,
     source: Arc<local::LocalSource>,
     tokens: Arc<TokenIssuer>,
@@ -68,7 +64,25 @@ struct Ports {
     webhook: tokio::net::TcpListener,
 }
 
+/// Where [`Ports`] listen (the configured addresses, with the ports chosen for `:0`).
+#[derive(Debug, Clone, Copy)]
+struct Addresses {
+    xds: SocketAddr,
+    xds_tls: SocketAddr,
+    http: SocketAddr,
+    webhook: SocketAddr,
+}
+
 impl Ports {
+    fn addresses(&self) -> std::io::Result<Addresses> {
+        Ok(Addresses {
+            xds: self.xds.local_addr()?,
+            xds_tls: self.xds_tls.local_addr()?,
+            http: self.http.local_addr()?,
+            webhook: self.webhook.local_addr()?,
+        })
+    }
+
     async fn bind(config: &MeshdConfig) -> anyhow::Result<Ports> {
         let xds = fleet_listener(config.xds_address).with_context(|| {
             format!(
@@ -157,14 +171,17 @@ struct ClusterParts {
 }
 
 impl ClusterParts {
+    /// Connects to the cluster of `config.kubeconfig`, if it names one.
     async fn connect(
         config: &MeshdConfig,
-        kubeconfig: &std::path::Path,
         changes: tokio::sync::mpsc::UnboundedSender<()>,
         authority: watch::Receiver<Arc<CertificateAuthority>>,
         proxy_versions: fleetmesh_dataplane::controller::ProxyVersions,
         shutdown: CancellationToken,
-    ) -> anyhow::Result<ClusterParts> {
+    ) -> anyhow::Result<Option<ClusterParts>> {
+        let Some(kubeconfig) = &config.kubeconfig else {
+            return Ok(None);
+        };
         let client = cluster_client(kubeconfig, true).await?;
         let source = fleetmesh_kube::ClusterSource::start(
             client.clone(),
@@ -185,12 +202,12 @@ impl ClusterParts {
             proxy_versions,
             shutdown,
         ));
-        Ok(ClusterParts {
+        Ok(Some(ClusterParts {
             source: Arc::new(source),
             reviewer: fleetmesh_kube::token_review::TokenReviewer::new(client),
             root_cert_publisher,
             data_plane,
-        })
+        }))
     }
 }
 
@@ -199,15 +216,14 @@ impl Meshd {
     /// snapshot, and starts serving: xDS and the CA (plain and TLS), webhooks, HTTP.
     pub async fn start(config: MeshdConfig) -> anyhow::Result<Meshd> {
         let ports = Ports::bind(&config).await?;
-        let xds_address = ports.xds.local_addr()?;
-        let xds_tls_address = ports.xds_tls.local_addr()?;
-        let http_address = ports.http.local_addr()?;
-        let webhook_address = ports.webhook.local_addr()?;
-        let credentials = Credentials::load(&config, webhook_address)?;
+        let addresses = ports.addresses()?;
+        let fleet = fleet::Fleet::load(&config.state_dir)
+            .with_context(|| format!("the fleet state in {}", config.state_dir.display()))?;
+        let credentials = Credentials::load(&config, addresses.webhook)?;
         let advertised_xds = config
             .advertise_xds_address
             .clone()
-            .unwrap_or_else(|| xds_tls_address.to_string());
+            .unwrap_or_else(|| addresses.xds_tls.to_string());
         let shutdown = CancellationToken::new();
         let local = Arc::new(local::LocalSource::new(&config));
         // Watch before the first read, so no change falls between the two.
@@ -217,34 +233,19 @@ impl Meshd {
         // channel's version. With one, the controller publishes them once read.
         let known = config.kubeconfig.is_none().then(Default::default);
         let (proxy_versions_tx, proxy_versions) = watch::channel(known);
-        let cluster = match &config.kubeconfig {
-            Some(path) => Some(
-                ClusterParts::connect(
-                    &config,
-                    path,
-                    changes_tx.clone(),
-                    credentials.authority.clone(),
-                    proxy_versions_tx,
-                    shutdown.clone(),
-                )
-                .await?,
-            ),
-            None => None,
-        };
+        let cluster = ClusterParts::connect(
+            &config,
+            changes_tx.clone(),
+            credentials.authority.clone(),
+            proxy_versions_tx,
+            shutdown.clone(),
+        )
+        .await?;
         let cluster_source = cluster.as_ref().map(|c| c.source.clone());
         let sources = ingest::Sources::new(&config, local.clone(), cluster_source, changes_tx);
-        let (states_tx, states) = watch::channel(Arc::new(MeshState::new(sources.snapshot())));
         let mut tasks = JoinSet::new();
-        let debounce = Debounce {
-            after: config.debounce_after,
-            max_delay: config.debounce_max,
-        };
         let file_watchers = (watcher, credentials.ca_watcher);
-        spawn_until(&mut tasks, &shutdown, async move {
-            // Dropping them stops the file events.
-            let _watchers = file_watchers;
-            ingest::publish_changes(sources, debounce, changes, states_tx).await;
-        });
+        let states = start_ingest(&mut tasks, &shutdown, sources, changes, file_watchers);
         let mut prometheus = prometheus_client::registry::Registry::default();
         let metrics = Arc::new(Metrics::new(&mut prometheus));
         let registry = Arc::new(Registry::default());
@@ -258,22 +259,16 @@ impl Meshd {
             tokens: credentials.tokens.clone(),
             cluster: reviewer,
         });
-        let server = XdsServer::new(
+        let ca = CaService::new(credentials.authority.clone(), authenticator.clone());
+        let xds = XdsServer::new(
             states,
             registry.clone(),
             metrics.clone(),
             shutdown.clone(),
-            authenticator.clone(),
+            authenticator,
         );
-        let ca = CaService::new(credentials.authority.clone(), authenticator);
-        serve_xds(
-            &mut tasks,
-            server,
-            ca,
-            ports.xds,
-            ports.xds_tls,
-            credentials.xds_identity,
-        );
+        let identity = credentials.xds_identity;
+        serve_xds(&mut tasks, xds, ca, ports.xds, ports.xds_tls, identity);
         let webhooks = webhook::WebhookState {
             xds_address: advertised_xds.clone(),
             trust_domain: config.trust_domain.clone(),
@@ -285,32 +280,27 @@ impl Meshd {
             webhooks,
             shutdown.clone(),
         ));
-        let state =
-            http::HttpState {
-                prometheus: Arc::new(prometheus),
-                registry,
-                source: local.clone(),
-                fleet: Arc::new(fleet::Fleet::load(&config.state_dir).with_context(|| {
-                    format!("the fleet state in {}", config.state_dir.display())
-                })?),
-                install: http::InstallInfo {
-                    webhook_url: format!(
-                        "https://{}:{}",
-                        credentials.serving_hosts[0],
-                        webhook_address.port()
-                    ),
-                    xds_address: advertised_xds,
-                    trust_domain: config.trust_domain.clone(),
-                    authority: credentials.authority,
-                },
-            };
+        let install = http::InstallInfo {
+            webhook_url: format!(
+                "https://{}:{}",
+                credentials.serving_hosts[0],
+                addresses.webhook.port()
+            ),
+            xds_address: advertised_xds,
+            trust_domain: config.trust_domain.clone(),
+            authority: credentials.authority,
+        };
+        let state = http::HttpState {
+            prometheus: Arc::new(prometheus),
+            registry,
+            source: local.clone(),
+            fleet: Arc::new(fleet),
+            install,
+        };
         serve_http(&mut tasks, ports.http, state, shutdown.clone());
-        tracing::info!(%xds_address, %xds_tls_address, %http_address, %webhook_address, config_dir = %config.config_dir.display(), "meshd serving");
+        tracing::info!(?addresses, config_dir = %config.config_dir.display(), "meshd serving");
         Ok(Meshd {
-            xds_address,
-            http_address,
-            webhook_address,
-            xds_tls_address,
+            addresses,
             metrics,
             source: local,
             tokens: credentials.tokens,
@@ -320,21 +310,21 @@ impl Meshd {
     }
 
     pub fn xds_address(&self) -> SocketAddr {
-        self.xds_address
+        self.addresses.xds
     }
 
     pub fn http_address(&self) -> SocketAddr {
-        self.http_address
+        self.addresses.http
     }
 
     /// xDS and the CA over TLS.
     pub fn xds_tls_address(&self) -> SocketAddr {
-        self.xds_tls_address
+        self.addresses.xds_tls
     }
 
     /// The admission webhooks' HTTPS address.
     pub fn webhook_address(&self) -> SocketAddr {
-        self.webhook_address
+        self.addresses.webhook
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -357,6 +347,24 @@ impl Meshd {
         self.shutdown.cancel();
         while self.tasks.join_next().await.is_some() {}
     }
+}
+
+/// Builds the first snapshot and publishes the next after every (debounced) change, until
+/// shutdown; returns the published states, which every xDS stream watches. `watchers`
+/// live as long as the publishing does.
+fn start_ingest<W: Send + 'static>(
+    tasks: &mut JoinSet<()>,
+    shutdown: &CancellationToken,
+    sources: ingest::Sources,
+    changes: tokio::sync::mpsc::UnboundedReceiver<()>,
+    watchers: W,
+) -> watch::Receiver<Arc<MeshState>> {
+    let (states_tx, states) = watch::channel(Arc::new(MeshState::new(sources.snapshot())));
+    spawn_until(tasks, shutdown, async move {
+        let _watchers = watchers;
+        ingest::publish_changes(sources, changes, states_tx).await;
+    });
+    states
 }
 
 /// Serves ADS with the CA beside it, on the plain port (loopback, local proxies) and the

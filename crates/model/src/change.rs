@@ -13,23 +13,25 @@ pub enum Change {
     /// Nothing a proxy could see.
     None,
     /// Only these, and the known workloads (what proxies are matched against).
-    Partial(Partial),
+    Patchable(PatchableChange),
     /// Anything else.
     Other,
 }
 
+/// A change what was generated before can be patched for: only endpoints of some hosts
+/// and VirtualServices.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Partial {
+pub struct PatchableChange {
     /// The hosts whose endpoints changed.
     pub endpoints_of: BTreeSet<String>,
     /// Whether any VirtualService changed.
     pub virtual_services: bool,
 }
 
-impl Partial {
+impl PatchableChange {
     /// This change, then `later`.
-    pub fn then(&self, later: &Partial) -> Partial {
-        Partial {
+    pub fn then(&self, later: &PatchableChange) -> PatchableChange {
+        PatchableChange {
             endpoints_of: self
                 .endpoints_of
                 .union(&later.endpoints_of)
@@ -84,14 +86,14 @@ impl Snapshot {
                 hosts.insert(host.clone());
             }
         }
-        let change = Partial {
+        let change = PatchableChange {
             endpoints_of: hosts,
             virtual_services: *virtual_services != older.virtual_services,
         };
-        if change == Partial::default() && *workloads == older.workloads {
+        if change == PatchableChange::default() && *workloads == older.workloads {
             Change::None
         } else {
-            Change::Partial(change)
+            Change::Patchable(change)
         }
     }
 }
@@ -165,7 +167,7 @@ mod tests {
         .virtual_services;
         assert_eq!(
             after.change_since(&before),
-            Change::Partial(Partial {
+            Change::Patchable(PatchableChange {
                 endpoints_of: Default::default(),
                 virtual_services: true,
             })
@@ -183,7 +185,7 @@ mod tests {
         let after = with_endpoint(&before, "reviews.default.svc.cluster.local", "10.0.0.9");
         assert_eq!(
             after.change_since(&before),
-            Change::Partial(Partial {
+            Change::Patchable(PatchableChange {
                 endpoints_of: ["reviews.default.svc.cluster.local".to_string()].into(),
                 virtual_services: false,
             })
@@ -206,7 +208,7 @@ mod tests {
         );
         assert_eq!(
             after.change_since(&before),
-            Change::Partial(Partial::default())
+            Change::Patchable(PatchableChange::default())
         );
     }
 

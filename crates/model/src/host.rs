@@ -9,8 +9,13 @@ pub fn resolve_host(host: &str, namespace: &str, domain: &str) -> String {
     if host.starts_with('*') || host.contains('.') {
         host.to_string()
     } else {
-        format!("{host}.{namespace}.svc.{domain}")
+        service_hostname(host, namespace, domain)
     }
+}
+
+/// A Kubernetes Service's host name: `name.namespace.svc.domain`.
+pub fn service_hostname(name: &str, namespace: &str, domain: &str) -> String {
+    format!("{name}.{namespace}.svc.{domain}")
 }
 
 /// Whether `pattern` (`*`, `*.example.com` or an exact name) covers `host`.

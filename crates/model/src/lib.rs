@@ -10,7 +10,7 @@ pub mod security;
 pub mod service;
 pub mod snapshot;
 
-pub use change::{Change, Partial};
+pub use change::{Change, PatchableChange};
 pub use credential::Credential;
 pub use host::{ExportTo, resolve_host};
 pub use service::{Endpoint, Protocol, Service, ServicePort, Workload};

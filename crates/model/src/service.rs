@@ -41,6 +41,26 @@ pub struct ServicePort {
     pub target_port: u32,
 }
 
+impl ServicePort {
+    /// A Kubernetes Service port: its protocol from `appProtocol` or Istio's name
+    /// convention; its target port when numeric (a named one is looked up per endpoint,
+    /// and the service port stands in for it here).
+    pub fn kube(
+        name: Option<&str>,
+        port: u32,
+        numeric_target: Option<u32>,
+        app_protocol: Option<&str>,
+    ) -> ServicePort {
+        let name = name.unwrap_or_default().to_string();
+        ServicePort {
+            protocol: Protocol::detect(app_protocol, &name),
+            name,
+            port,
+            target_port: numeric_target.unwrap_or(port),
+        }
+    }
+}
+
 /// Protocol of a port, from its explicit protocol, `appProtocol`, or Istio's
 /// name-prefix convention (`http-web`, `grpc`, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

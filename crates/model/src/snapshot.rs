@@ -288,18 +288,16 @@ fn kube_service(
         .ports
         .iter()
         .map(|p| {
-            let name = p.name.clone().unwrap_or_default();
-            let target_port = match &p.target_port {
-                Some(TargetPort::Number(n)) => *n,
-                _ => p.port,
+            let numeric_target = match &p.target_port {
+                Some(TargetPort::Number(n)) => Some(*n),
+                _ => None,
             };
-            let protocol = Protocol::detect(p.app_protocol.as_deref(), &name);
-            ServicePort {
-                name,
-                port: p.port,
-                protocol,
-                target_port,
-            }
+            ServicePort::kube(
+                p.name.as_deref(),
+                p.port,
+                numeric_target,
+                p.app_protocol.as_deref(),
+            )
         })
         .collect();
     let named_targets: BTreeMap<u32, &str> = s
@@ -328,7 +326,7 @@ fn kube_service(
             .collect()
     };
     Service {
-        hostname: format!("{}.{namespace}.svc.{domain}", s.metadata.name),
+        hostname: crate::host::service_hostname(&s.metadata.name, namespace, domain),
         namespace: namespace.clone(),
         addresses: crate::service::virtual_ips(s.spec.cluster_ip.as_deref()),
         ports,

@@ -8,7 +8,7 @@
 
 use crate::generated::Generated;
 use crate::state::MeshState;
-use fleetmesh_model::{Partial, Snapshot};
+use fleetmesh_model::{PatchableChange, Snapshot};
 use fleetmesh_xds::{ConfigKey, Proxy, SharedKey};
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -72,14 +72,19 @@ impl Entries {
 fn patchable(
     state: &MeshState,
     earlier: Option<(u64, Arc<Generated>)>,
-) -> Option<(&Partial, Arc<Generated>)> {
+) -> Option<(&PatchableChange, Arc<Generated>)> {
     let (id, generated) = earlier?;
     Some((state.changed_since(id)?, generated))
 }
 
 /// `before` (a shared part) after `change`: the changed hosts' clusters and endpoints,
 /// and after a VirtualService change the routes, translated again.
-fn patch(before: &Generated, change: &Partial, snapshot: &Snapshot, proxy: &Proxy) -> Generated {
+fn patch(
+    before: &Generated,
+    change: &PatchableChange,
+    snapshot: &Snapshot,
+    proxy: &Proxy,
+) -> Generated {
     let mut patched = before.clone();
     let hosts = &change.endpoints_of;
     if !hosts.is_empty() {

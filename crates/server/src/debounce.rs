@@ -62,7 +62,8 @@ fn drain(changes: &mut mpsc::UnboundedReceiver<()>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
+    use parking_lot::Mutex;
+    use std::sync::Arc;
 
     /// Feeds changes at the given offsets (ms) and returns the push times (ms).
     async fn pushes_for(offsets: &[u64], debounce: Debounce) -> (Vec<u64>, Vec<u64>) {
@@ -71,10 +72,7 @@ mod tests {
         let pushes = Arc::new(Mutex::new(Vec::new()));
         let recorded = pushes.clone();
         let task = tokio::spawn(debounce.run(rx, move || {
-            recorded
-                .lock()
-                .unwrap()
-                .push(start.elapsed().as_millis() as u64);
+            recorded.lock().push(start.elapsed().as_millis() as u64);
         }));
         let mut sorted = offsets.to_vec();
         sorted.sort();
@@ -86,7 +84,7 @@ mod tests {
         tokio::time::sleep(debounce.max_delay * 2 + debounce.after * 2).await;
         drop(tx);
         task.await.unwrap();
-        let pushes = pushes.lock().unwrap().clone();
+        let pushes = pushes.lock().clone();
         (sorted, pushes)
     }
 

@@ -1,6 +1,6 @@
 //! A published snapshot of the mesh, and which earlier ones it can be patched from.
 
-use fleetmesh_model::{Change, Partial, Snapshot};
+use fleetmesh_model::{Change, PatchableChange, Snapshot};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -15,7 +15,7 @@ pub struct MeshState {
     /// The recent states this one differs from only in endpoints and VirtualServices:
     /// each one's id and what changed since, nearest first. What was generated for them
     /// can be patched instead of generated again.
-    lineage: Vec<(u64, Partial)>,
+    lineage: Vec<(u64, PatchableChange)>,
 }
 
 /// How many earlier states a state remembers in its lineage.
@@ -41,7 +41,7 @@ impl MeshState {
         match change {
             Change::None => return None,
             Change::Other => {}
-            Change::Partial(change) => {
+            Change::Patchable(change) => {
                 for (id, earlier) in self.lineage.iter().take(LINEAGE - 1) {
                     next.lineage.push((*id, earlier.then(&change)));
                 }
@@ -53,7 +53,7 @@ impl MeshState {
 
     /// What changed since the state `id`, when only endpoints and VirtualServices did
     /// (and that state is recent).
-    pub fn changed_since(&self, id: u64) -> Option<&Partial> {
+    pub fn changed_since(&self, id: u64) -> Option<&PatchableChange> {
         self.lineage
             .iter()
             .find(|(earlier, _)| *earlier == id)

@@ -174,37 +174,40 @@ fn outbound(
             apply_connection_pool(&mut c, pool, port.protocol);
         }
         if let Some(outlier) = outlier {
-            c.outlier_detection = Some(OutlierDetection {
-                consecutive_5xx: outlier.consecutive_5xx_errors.and_then(u32_value),
-                consecutive_gateway_failure: outlier.consecutive_gateway_errors.and_then(u32_value),
-                interval: outlier.interval.map(|d| duration(d.as_std())),
-                base_ejection_time: outlier.base_ejection_time.map(|d| duration(d.as_std())),
-                max_ejection_percent: outlier.max_ejection_percent.and_then(u32_value),
-                // Istio turns gateway errors on only when configured.
-                enforcing_consecutive_gateway_failure: outlier
-                    .consecutive_gateway_errors
-                    .map(|_| 100)
-                    .and_then(u32_value),
-                enforcing_consecutive_5xx: u32_value(
-                    if outlier.consecutive_5xx_errors == Some(0) {
-                        0
-                    } else {
-                        100
-                    },
-                ),
-                enforcing_success_rate: u32_value(0),
-                ..OutlierDetection::default()
-            });
-            if let Some(min_health) = outlier.min_health_percent {
-                let common = c.common_lb_config.get_or_insert_with(Default::default);
-                common.healthy_panic_threshold =
-                    Some(envoy_types::pb::envoy::r#type::v3::Percent {
-                        value: f64::from(min_health),
-                    });
-            }
+            apply_outlier_detection(&mut c, outlier);
         }
     }
     c
+}
+
+/// Istio's outlier detection: consecutive 5xx (and, when configured, gateway errors)
+/// eject a host; success-rate ejection stays off.
+fn apply_outlier_detection(c: &mut Cluster, outlier: &fleetmesh_api::networking::OutlierDetection) {
+    c.outlier_detection = Some(OutlierDetection {
+        consecutive_5xx: outlier.consecutive_5xx_errors.and_then(u32_value),
+        consecutive_gateway_failure: outlier.consecutive_gateway_errors.and_then(u32_value),
+        interval: outlier.interval.map(|d| duration(d.as_std())),
+        base_ejection_time: outlier.base_ejection_time.map(|d| duration(d.as_std())),
+        max_ejection_percent: outlier.max_ejection_percent.and_then(u32_value),
+        // Istio turns gateway errors on only when configured.
+        enforcing_consecutive_gateway_failure: outlier
+            .consecutive_gateway_errors
+            .map(|_| 100)
+            .and_then(u32_value),
+        enforcing_consecutive_5xx: u32_value(if outlier.consecutive_5xx_errors == Some(0) {
+            0
+        } else {
+            100
+        }),
+        enforcing_success_rate: u32_value(0),
+        ..OutlierDetection::default()
+    });
+    if let Some(min_health) = outlier.min_health_percent {
+        let common = c.common_lb_config.get_or_insert_with(Default::default);
+        common.healthy_panic_threshold = Some(envoy_types::pb::envoy::r#type::v3::Percent {
+            value: f64::from(min_health),
+        });
+    }
 }
 
 fn apply_load_balancer(c: &mut Cluster, lb: &LoadBalancerSettings) {

@@ -15,7 +15,7 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     TlsCertificate, common_tls_context, secret,
 };
 use envoy_types::pb::google::protobuf::BoolValue;
-use fleetmesh_api::networking::ServerTlsSettings;
+use fleetmesh_api::networking::{ServerTlsMode, ServerTlsSettings};
 use fleetmesh_model::Credential;
 use std::collections::BTreeMap;
 
@@ -53,7 +53,7 @@ pub fn resolve<'a>(scope: &Scope<'a>, tls: &ServerTlsSettings) -> Option<Resolve
             .ca_certificates
             .as_deref()
     });
-    if tls.mode.as_deref() == Some("MUTUAL") && ca_certificates.is_none() {
+    if tls.tls_mode() == Some(ServerTlsMode::Mutual) && ca_certificates.is_none() {
         return None;
     }
     Some(Resolved {

@@ -10,7 +10,7 @@ use crate::common::{ads, socket_address};
 use crate::credentials;
 use crate::names;
 use crate::route::action::http_filters;
-use crate::scope::Scope;
+use crate::scope::{GatewayServer, Scope};
 use crate::tls;
 use crate::{NamedResource, pack};
 use envoy_types::pb::envoy::config::core::v3::Http1ProtocolOptions;
@@ -27,12 +27,12 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
 use envoy_types::pb::google::protobuf::BoolValue;
-use fleetmesh_api::networking::ServerTlsSettings;
+use fleetmesh_api::networking::{GatewayProtocol, ServerTlsMode, ServerTlsSettings};
 use fleetmesh_api::security::MtlsMode;
 use fleetmesh_model::Protocol;
 use fleetmesh_model::security::{self, InboundMtls};
 use fleetmesh_model::service::labels_match;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// The port a sidecar's app uses as its HTTP proxy (Istio's outbound capture port).
 pub const OUTBOUND_PORT: u32 = 15001;
@@ -304,73 +304,13 @@ fn inbound_route_config(port: u32) -> RouteConfiguration {
 /// route configs. HTTPS servers terminate TLS, one filter chain per server chosen by SNI;
 /// PASSTHROUGH and TCP servers forward connections as they are (`forward`).
 pub fn gateway<'a>(scope: &Scope<'a>) -> GatewayResources<'a> {
-    let mut by_port: BTreeMap<u32, Vec<GatewayServer>> = BTreeMap::new();
-    // Plain HTTP ports whose server answers every request with a redirect to HTTPS.
-    let mut redirect_ports = BTreeSet::new();
-    let mut credentials = BTreeMap::new();
-    let mut forwarding_by_port: BTreeMap<u32, forward::Servers> = BTreeMap::new();
-    for gw in &scope.snapshot.gateways {
-        if !labels_match(&gw.spec.selector, &scope.proxy.labels) || gw.spec.selector.is_empty() {
-            continue;
-        }
-        for server in &gw.spec.servers {
-            let hosts = server
-                .hosts
-                .iter()
-                .map(|h| h.split_once('/').map_or(h.as_str(), |(_, d)| d).to_string())
-                .collect();
-            let protocol = server.port.protocol.to_ascii_uppercase();
-            let tls = server
-                .tls
-                .as_ref()
-                .filter(|_| matches!(protocol.as_str(), "HTTPS" | "TLS"));
-            if tls.is_none() && server.tls.as_ref().and_then(|t| t.https_redirect) == Some(true) {
-                redirect_ports.insert(server.port.number);
-            }
-            if tls.is_some_and(|t| t.mode.as_deref() == Some("PASSTHROUGH")) {
-                let forwarding = forwarding_by_port.entry(server.port.number).or_default();
-                forwarding.passthrough.push((gw.metadata.key(), hosts));
-                continue;
-            }
-            if protocol == "TCP" {
-                let forwarding = forwarding_by_port.entry(server.port.number).or_default();
-                forwarding.tcp.push((gw.metadata.key(), hosts));
-                continue;
-            }
-            let tls = match tls {
-                None => None,
-                Some(settings) if settings.credential_name.is_some() => {
-                    // Missing, incomplete or not this gateway's to read: the server is
-                    // left out (see `credentials`).
-                    let Some(resolved) = credentials::resolve(scope, settings) else {
-                        continue;
-                    };
-                    let mutual = settings.mode.as_deref() == Some("MUTUAL");
-                    credentials.insert(resolved.name.clone(), resolved.clone());
-                    Some(ServerTls::Credential(resolved, mutual))
-                }
-                Some(settings) => Some(ServerTls::Files(settings)),
-            };
-            by_port
-                .entry(server.port.number)
-                .or_default()
-                .push((gw.metadata.key(), hosts, tls));
-        }
-    }
+    let (ports, credentials) = servers_by_port(scope);
     let bind = scope.proxy.bind_address();
     let mut listeners = Vec::new();
     let mut routes = Vec::new();
-    let ports: BTreeSet<u32> = by_port
-        .keys()
-        .chain(forwarding_by_port.keys())
-        .copied()
-        .collect();
-    for port in ports {
-        let forwarded = forwarding_by_port
-            .get(&port)
-            .map(|servers| forward::chains(scope, port, servers, by_port.contains_key(&port)))
-            .unwrap_or_default();
-        let Some(servers) = by_port.remove(&port) else {
+    for (port, servers) in ports {
+        let forwarded = forward::chains(scope, port, &servers.forwarding, !servers.http.is_empty());
+        if servers.http.is_empty() {
             // Only forwarding servers: no HTTP here, and no listener without a chain
             // (Envoy would refuse it).
             if !forwarded.is_empty() {
@@ -383,38 +323,16 @@ pub fn gateway<'a>(scope: &Scope<'a>) -> GatewayResources<'a> {
                 }));
             }
             continue;
-        };
-        let route_name = names::gateway_route(port);
-        let mut manager = hcm(
-            &route_name,
-            http_connection_manager::RouteSpecifier::Rds(Rds {
-                config_source: Some(ads()),
-                route_config_name: route_name.clone(),
-            }),
-            true,
-        );
-        // A gateway is a workload too: policies selecting it apply to what it serves.
-        enforce_policies(scope, &mut manager);
-        let mut listener = http_listener(&names::bound_listener(bind, port), bind, port, manager);
-        if servers.iter().any(|(_, _, tls)| tls.is_some()) {
-            let plain = listener.filter_chains.remove(0);
-            listener.filter_chains = servers
-                .iter()
-                .filter_map(|(_, hosts, tls)| Some(tls_chain(&plain, hosts, tls.as_ref()?)))
-                .collect();
-            listener.listener_filters = vec![tls_inspector()];
         }
-        if listener.listener_filters.is_empty() {
-            listener.listener_filters = tls_inspector_for(&forwarded);
-        }
-        listener.filter_chains.extend(forwarded);
-        listeners.push(named(listener));
-        let hosts: Vec<(String, Vec<String>)> = servers
-            .into_iter()
-            .map(|(gateway, hosts, _)| (gateway, hosts))
-            .collect();
-        let mut route = crate::route::gateway(scope, port, &hosts);
-        if redirect_ports.contains(&port) {
+        listeners.push(named(http_gateway_listener(
+            scope,
+            port,
+            &servers.http,
+            forwarded,
+        )));
+        let bound: Vec<&GatewayServer> = servers.http.iter().map(|s| &s.server).collect();
+        let mut route = crate::route::gateway(scope, port, &bound);
+        if servers.https_redirect {
             for host in &mut route.virtual_hosts {
                 host.require_tls = virtual_host::TlsRequirementType::All as i32;
             }
@@ -426,6 +344,114 @@ pub fn gateway<'a>(scope: &Scope<'a>) -> GatewayResources<'a> {
         routes,
         credentials,
     }
+}
+
+/// One port's servers, by what the listener does with them.
+#[derive(Default)]
+struct PortServers<'a> {
+    /// Served by the HTTP connection manager (plain or behind TLS).
+    http: Vec<HttpServer<'a>>,
+    /// Forwarded as they are (PASSTHROUGH, TCP).
+    forwarding: forward::Servers,
+    /// A plain HTTP server answers every request with a redirect to HTTPS.
+    https_redirect: bool,
+}
+
+/// The servers of the Gateways selecting the proxy, by port, and the credentials their
+/// TLS servers use.
+fn servers_by_port<'a>(
+    scope: &Scope<'a>,
+) -> (
+    BTreeMap<u32, PortServers<'a>>,
+    BTreeMap<String, credentials::Resolved<'a>>,
+) {
+    let mut ports: BTreeMap<u32, PortServers> = BTreeMap::new();
+    let mut credentials = BTreeMap::new();
+    for gw in &scope.snapshot.gateways {
+        if !labels_match(&gw.spec.selector, &scope.proxy.labels) || gw.spec.selector.is_empty() {
+            continue;
+        }
+        for server in &gw.spec.servers {
+            let bound = GatewayServer {
+                gateway: gw.metadata.key(),
+                hosts: server
+                    .hosts
+                    .iter()
+                    .map(|h| h.split_once('/').map_or(h.as_str(), |(_, d)| d).to_string())
+                    .collect(),
+            };
+            let on_port = ports.entry(server.port.number).or_default();
+            // Validated: every server has a known protocol and TLS mode.
+            let Some(protocol) = server.port.protocol() else {
+                continue;
+            };
+            let tls = server.tls.as_ref().filter(|_| protocol.is_tls());
+            if tls.is_none() && server.tls.as_ref().and_then(|t| t.https_redirect) == Some(true) {
+                on_port.https_redirect = true;
+            }
+            let mode = tls.and_then(ServerTlsSettings::tls_mode);
+            if mode == Some(ServerTlsMode::Passthrough) {
+                on_port.forwarding.passthrough.push(bound);
+                continue;
+            }
+            if protocol == GatewayProtocol::Tcp {
+                on_port.forwarding.tcp.push(bound);
+                continue;
+            }
+            let tls = match tls {
+                None => None,
+                Some(settings) if settings.credential_name.is_some() => {
+                    // Missing, incomplete or not this gateway's to read: the server is
+                    // left out (see `credentials`).
+                    let Some(resolved) = credentials::resolve(scope, settings) else {
+                        continue;
+                    };
+                    let mutual = mode == Some(ServerTlsMode::Mutual);
+                    credentials.insert(resolved.name.clone(), resolved.clone());
+                    Some(ServerTls::Credential(resolved, mutual))
+                }
+                Some(settings) => Some(ServerTls::Files(settings)),
+            };
+            on_port.http.push(HttpServer { server: bound, tls });
+        }
+    }
+    (ports, credentials)
+}
+
+/// The listener of a port with HTTP servers: the connection manager (behind each TLS
+/// server's certificate, chosen by SNI, when any has TLS), then `forwarded` chains.
+fn http_gateway_listener(
+    scope: &Scope,
+    port: u32,
+    servers: &[HttpServer],
+    forwarded: Vec<FilterChain>,
+) -> Listener {
+    let bind = scope.proxy.bind_address();
+    let route_name = names::gateway_route(port);
+    let mut manager = hcm(
+        &route_name,
+        http_connection_manager::RouteSpecifier::Rds(Rds {
+            config_source: Some(ads()),
+            route_config_name: route_name.clone(),
+        }),
+        true,
+    );
+    // A gateway is a workload too: policies selecting it apply to what it serves.
+    enforce_policies(scope, &mut manager);
+    let mut listener = http_listener(&names::bound_listener(bind, port), bind, port, manager);
+    if servers.iter().any(|s| s.tls.is_some()) {
+        let plain = listener.filter_chains.remove(0);
+        listener.filter_chains = servers
+            .iter()
+            .filter_map(|s| Some(tls_chain(&plain, &s.server.hosts, s.tls.as_ref()?)))
+            .collect();
+        listener.listener_filters = vec![tls_inspector()];
+    }
+    if listener.listener_filters.is_empty() {
+        listener.listener_filters = tls_inspector_for(&forwarded);
+    }
+    listener.filter_chains.extend(forwarded);
+    listener
 }
 
 /// The TLS inspector, when a chain is chosen by SNI (only then: a protocol where the
@@ -454,8 +480,12 @@ enum ServerTls<'a> {
     Credential(credentials::Resolved<'a>, bool),
 }
 
-/// One Gateway server on a port: its gateway (`namespace/name`), hosts and TLS.
-type GatewayServer<'a> = (String, Vec<String>, Option<ServerTls<'a>>);
+/// A Gateway server whose connections the HTTP connection manager serves, and where its
+/// TLS certificate comes from (plain HTTP: none).
+struct HttpServer<'a> {
+    server: GatewayServer,
+    tls: Option<ServerTls<'a>>,
+}
 
 /// `plain`'s filters behind the server's TLS, for the SNI names of its hosts (any name
 /// for `*`).

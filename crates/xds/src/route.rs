@@ -5,13 +5,12 @@ mod matching;
 
 use crate::Interception;
 use crate::names;
-use crate::scope::Scope;
+use crate::scope::{GatewayServer, Scope};
 use envoy_types::pb::envoy::config::route::v3::{
     Route, RouteConfiguration, RouteMatch, VirtualHost, route, route_match,
 };
 use fleetmesh_api::networking::{HttpRoute, VirtualServiceSpec};
 use fleetmesh_api::resource::Config;
-use fleetmesh_model::host::host_matches;
 use std::collections::BTreeSet;
 
 /// A sidecar's outbound route configs. Without capture, one HTTP-proxy config for every
@@ -70,20 +69,18 @@ fn outbound(scope: &Scope, name: &str, only_port: Option<u32>) -> RouteConfigura
 
 /// A gateway's route config for one server port: a virtual host per host of each bound
 /// VirtualService that the port's servers accept.
-pub fn gateway(scope: &Scope, port: u32, servers: &[(String, Vec<String>)]) -> RouteConfiguration {
+pub fn gateway(scope: &Scope, port: u32, servers: &[&GatewayServer]) -> RouteConfiguration {
     let mut used_domains = BTreeSet::new();
     let mut virtual_hosts = Vec::new();
-    for (gateway_name, server_hosts) in servers {
+    for server in servers {
+        let gateway_name = &server.gateway;
         // VirtualServices with only tcp or tls routes have nothing to say about HTTP.
         let with_http = scope
             .virtual_services(gateway_name)
             .filter(|vs| !vs.spec.http.is_empty());
         for vs in with_http {
             for host in scope.vs_hosts(vs) {
-                let accepted = server_hosts
-                    .iter()
-                    .any(|h| host_matches(h, &host) || host_matches(&host, h));
-                if !accepted || !used_domains.insert(host.clone()) {
+                if !server.accepts(&host) || !used_domains.insert(host.clone()) {
                     continue;
                 }
                 let routes = vs_routes(scope, vs, port, gateway_name);

@@ -119,6 +119,23 @@ impl<'a> Scope<'a> {
     }
 }
 
+/// A Gateway server as a gateway proxy serves it: its Gateway (`namespace/name`) and the
+/// hosts it accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayServer {
+    pub gateway: String,
+    pub hosts: Vec<String>,
+}
+
+impl GatewayServer {
+    /// Whether the server takes `host` (a name or a wildcard, either side).
+    pub fn accepts(&self, host: &str) -> bool {
+        self.hosts
+            .iter()
+            .any(|h| host_matches(h, host) || host_matches(host, h))
+    }
+}
+
 /// Everything the shared part of a proxy's resources ([`crate::generate_shared`]) depends
 /// on: proxies with equal keys get identical outbound clusters, endpoints and routes,
 /// whatever their labels and service accounts.

@@ -17,7 +17,9 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
 use envoy_types::pb::google::protobuf::{BoolValue, Struct, Value, value::Kind};
-use fleetmesh_api::networking::{ClientTlsMode, ClientTlsSettings, ServerTlsSettings};
+use fleetmesh_api::networking::{
+    ClientTlsMode, ClientTlsSettings, ServerTlsMode, ServerTlsSettings,
+};
 
 /// The bootstrap cluster of the agent's SDS socket.
 pub const SDS_CLUSTER: &str = "sds-grpc";
@@ -203,7 +205,7 @@ pub fn gateway_downstream(settings: &ServerTlsSettings) -> TransportSocket {
             ..DataSource::default()
         })
     };
-    let mutual = settings.mode.as_deref() == Some("MUTUAL");
+    let mutual = settings.tls_mode() == Some(ServerTlsMode::Mutual);
     let validation = settings.ca_certificates.as_ref().map(|_| {
         common_tls_context::ValidationContextType::ValidationContext(CertificateValidationContext {
             trusted_ca: file(&settings.ca_certificates),

@@ -41,3 +41,102 @@ pub struct ServerTlsSettings {
     pub private_key: Option<String>,
     pub ca_certificates: Option<String>,
 }
+
+/// A Gateway server's protocol (Istio reads it in any case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatewayProtocol {
+    Http,
+    Http2,
+    Grpc,
+    Https,
+    Tls,
+    Tcp,
+}
+
+impl GatewayProtocol {
+    pub fn parse(text: &str) -> Option<GatewayProtocol> {
+        Some(match text.to_ascii_uppercase().as_str() {
+            "HTTP" => GatewayProtocol::Http,
+            "HTTP2" => GatewayProtocol::Http2,
+            "GRPC" => GatewayProtocol::Grpc,
+            "HTTPS" => GatewayProtocol::Https,
+            "TLS" => GatewayProtocol::Tls,
+            "TCP" => GatewayProtocol::Tcp,
+            _ => return None,
+        })
+    }
+
+    /// Served by an HTTP connection manager (HTTPS once TLS is terminated).
+    pub fn is_http(self) -> bool {
+        matches!(
+            self,
+            GatewayProtocol::Http
+                | GatewayProtocol::Http2
+                | GatewayProtocol::Grpc
+                | GatewayProtocol::Https
+        )
+    }
+
+    /// Carries TLS that the gateway terminates or passes through.
+    pub fn is_tls(self) -> bool {
+        matches!(self, GatewayProtocol::Https | GatewayProtocol::Tls)
+    }
+}
+
+impl GatewayPort {
+    /// The port's protocol; `None` for one Istio does not know (validation refuses it).
+    pub fn protocol(&self) -> Option<GatewayProtocol> {
+        GatewayProtocol::parse(&self.protocol)
+    }
+}
+
+/// How a Gateway server handles TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerTlsMode {
+    /// Forwards the encrypted connection, chosen by SNI.
+    Passthrough,
+    /// Terminates TLS with the server's certificate.
+    Simple,
+    /// Terminates TLS and requires a client certificate.
+    Mutual,
+    AutoPassthrough,
+    IstioMutual,
+    OptionalMutual,
+}
+
+impl ServerTlsMode {
+    const NAMES: [(&str, ServerTlsMode); 6] = [
+        ("PASSTHROUGH", ServerTlsMode::Passthrough),
+        ("SIMPLE", ServerTlsMode::Simple),
+        ("MUTUAL", ServerTlsMode::Mutual),
+        ("AUTO_PASSTHROUGH", ServerTlsMode::AutoPassthrough),
+        ("ISTIO_MUTUAL", ServerTlsMode::IstioMutual),
+        ("OPTIONAL_MUTUAL", ServerTlsMode::OptionalMutual),
+    ];
+
+    pub fn parse(text: &str) -> Option<ServerTlsMode> {
+        Self::NAMES
+            .iter()
+            .find(|(name, _)| *name == text)
+            .map(|(_, mode)| *mode)
+    }
+
+    /// As Istio's API spells it.
+    pub fn name(self) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|(_, mode)| *mode == self)
+            .map_or("?", |(name, _)| name)
+    }
+}
+
+impl ServerTlsSettings {
+    /// The mode, SIMPLE when unset; `None` for one Istio does not know (validation
+    /// refuses it).
+    pub fn tls_mode(&self) -> Option<ServerTlsMode> {
+        match &self.mode {
+            None => Some(ServerTlsMode::Simple),
+            Some(text) => ServerTlsMode::parse(text),
+        }
+    }
+}

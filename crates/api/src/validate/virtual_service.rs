@@ -132,122 +132,15 @@ fn validate_http_route(at: &str, route: &HttpRoute, errors: &mut Errors) {
     for (j, m) in route.matches.iter().enumerate() {
         validate_match(&format!("{at}.match[{j}]"), m, errors);
     }
-    let weights: Vec<i64> = route.route.iter().map(|d| d.weight.unwrap_or(0)).collect();
-    for (j, destination) in route.route.iter().enumerate() {
-        let d_at = format!("{at}.route[{j}]");
-        check_destination(
-            &format!("{d_at}.destination"),
-            &destination.destination,
-            errors,
-        );
-        if destination.weight.is_some_and(|w| !(0..=100).contains(&w)) {
-            errors.push(format!("{d_at}.weight"), "weight must be in 0..=100");
-        }
-        if let Some(headers) = &destination.headers {
-            check_headers(&format!("{d_at}.headers"), headers, errors);
-        }
-    }
-    if route.route.len() > 1 && weights.iter().sum::<i64>() != 100 {
-        errors.push(
-            format!("{at}.route"),
-            format!(
-                "weights of several destinations must sum to 100 (they sum to {})",
-                weights.iter().sum::<i64>()
-            ),
-        );
-    }
+    validate_destinations(at, &route.route, errors);
     if let Some(redirect) = &route.redirect {
-        if let Some(code) = redirect.redirect_code
-            && !matches!(code, 301 | 302 | 303 | 307 | 308)
-        {
-            errors.push(
-                format!("{at}.redirect.redirectCode"),
-                "redirectCode must be 301, 302, 303, 307 or 308",
-            );
-        }
-        if let Some(port) = redirect.port {
-            check_port(&format!("{at}.redirect.port"), port, errors);
-        }
-        if redirect.uri.is_none()
-            && redirect.authority.is_none()
-            && redirect.port.is_none()
-            && redirect.scheme.is_none()
-        {
-            errors.push(
-                format!("{at}.redirect"),
-                "a redirect needs uri, authority, port or scheme",
-            );
-        }
+        validate_redirect(&format!("{at}.redirect"), redirect, errors);
     }
     if let Some(retries) = &route.retries {
-        if retries.attempts < 0 {
-            errors.push(
-                format!("{at}.retries.attempts"),
-                "attempts cannot be negative",
-            );
-        }
-        if retries
-            .per_try_timeout
-            .is_some_and(|t| t.as_std() < std::time::Duration::from_millis(1))
-        {
-            errors.push(
-                format!("{at}.retries.perTryTimeout"),
-                "perTryTimeout must be at least 1ms",
-            );
-        }
-        for policy in retries
-            .retry_on
-            .iter()
-            .flat_map(|r| r.split(','))
-            .map(str::trim)
-        {
-            if !RETRY_ON.contains(&policy) && policy.parse::<u16>().is_err() {
-                errors.push(
-                    format!("{at}.retries.retryOn"),
-                    format!("unknown retry policy {policy:?}"),
-                );
-            }
-        }
+        validate_retries(&format!("{at}.retries"), retries, errors);
     }
     if let Some(fault) = &route.fault {
-        if fault.delay.is_none() && fault.abort.is_none() {
-            errors.push(format!("{at}.fault"), "a fault needs a delay or an abort");
-        }
-        if let Some(delay) = &fault.delay {
-            if delay.fixed_delay.is_none() {
-                errors.push(
-                    format!("{at}.fault.delay.fixedDelay"),
-                    "fixedDelay is required",
-                );
-            }
-            if let Some(p) = delay.percentage {
-                check_percent(
-                    &format!("{at}.fault.delay.percentage.value"),
-                    p.value,
-                    errors,
-                );
-            }
-        }
-        if let Some(abort) = &fault.abort {
-            match abort.http_status {
-                Some(status) if (200..=599).contains(&status) => {}
-                Some(_) => errors.push(
-                    format!("{at}.fault.abort.httpStatus"),
-                    "httpStatus must be in 200..=599",
-                ),
-                None => errors.push(
-                    format!("{at}.fault.abort.httpStatus"),
-                    "httpStatus is required",
-                ),
-            }
-            if let Some(p) = abort.percentage {
-                check_percent(
-                    &format!("{at}.fault.abort.percentage.value"),
-                    p.value,
-                    errors,
-                );
-            }
-        }
+        validate_fault(&format!("{at}.fault"), fault, errors);
     }
     if let Some(mirror) = &route.mirror {
         check_destination(&format!("{at}.mirror"), mirror, errors);
@@ -259,33 +152,7 @@ fn validate_http_route(at: &str, route: &HttpRoute, errors: &mut Errors) {
         check_headers(&format!("{at}.headers"), headers, errors);
     }
     if let Some(cors) = &route.cors_policy {
-        for (k, origin) in cors.allow_origins.iter().enumerate() {
-            check_string_match(
-                &format!("{at}.corsPolicy.allowOrigins[{k}]"),
-                origin,
-                errors,
-            );
-        }
-        for (k, method) in cors.allow_methods.iter().enumerate() {
-            if !matches!(
-                method.as_str(),
-                "GET"
-                    | "HEAD"
-                    | "POST"
-                    | "PUT"
-                    | "DELETE"
-                    | "CONNECT"
-                    | "OPTIONS"
-                    | "TRACE"
-                    | "PATCH"
-                    | "*"
-            ) {
-                errors.push(
-                    format!("{at}.corsPolicy.allowMethods[{k}]"),
-                    format!("{method:?} is not an HTTP method"),
-                );
-            }
-        }
+        validate_cors(&format!("{at}.corsPolicy"), cors, errors);
     }
 }
 
@@ -378,6 +245,139 @@ fn check_headers(at: &str, headers: &Headers, errors: &mut Errors) {
                     format!("header {name:?} cannot be modified"),
                 );
             }
+        }
+    }
+}
+
+/// A route's destinations: each valid, weights in range and (for several) summing to 100.
+fn validate_destinations(at: &str, destinations: &[HttpRouteDestination], errors: &mut Errors) {
+    let weights: Vec<i64> = destinations.iter().map(|d| d.weight.unwrap_or(0)).collect();
+    for (j, destination) in destinations.iter().enumerate() {
+        let d_at = format!("{at}.route[{j}]");
+        check_destination(
+            &format!("{d_at}.destination"),
+            &destination.destination,
+            errors,
+        );
+        if destination.weight.is_some_and(|w| !(0..=100).contains(&w)) {
+            errors.push(format!("{d_at}.weight"), "weight must be in 0..=100");
+        }
+        if let Some(headers) = &destination.headers {
+            check_headers(&format!("{d_at}.headers"), headers, errors);
+        }
+    }
+    if destinations.len() > 1 && weights.iter().sum::<i64>() != 100 {
+        errors.push(
+            format!("{at}.route"),
+            format!(
+                "weights of several destinations must sum to 100 (they sum to {})",
+                weights.iter().sum::<i64>()
+            ),
+        );
+    }
+}
+
+fn validate_redirect(at: &str, redirect: &HttpRedirect, errors: &mut Errors) {
+    if let Some(code) = redirect.redirect_code
+        && !matches!(code, 301 | 302 | 303 | 307 | 308)
+    {
+        errors.push(
+            format!("{at}.redirectCode"),
+            "redirectCode must be 301, 302, 303, 307 or 308",
+        );
+    }
+    if let Some(port) = redirect.port {
+        check_port(&format!("{at}.port"), port, errors);
+    }
+    if redirect.uri.is_none()
+        && redirect.authority.is_none()
+        && redirect.port.is_none()
+        && redirect.scheme.is_none()
+    {
+        errors.push(
+            at.to_string(),
+            "a redirect needs uri, authority, port or scheme",
+        );
+    }
+}
+
+fn validate_retries(at: &str, retries: &HttpRetry, errors: &mut Errors) {
+    if retries.attempts < 0 {
+        errors.push(format!("{at}.attempts"), "attempts cannot be negative");
+    }
+    if retries
+        .per_try_timeout
+        .is_some_and(|t| t.as_std() < std::time::Duration::from_millis(1))
+    {
+        errors.push(
+            format!("{at}.perTryTimeout"),
+            "perTryTimeout must be at least 1ms",
+        );
+    }
+    for policy in retries
+        .retry_on
+        .iter()
+        .flat_map(|r| r.split(','))
+        .map(str::trim)
+    {
+        if !RETRY_ON.contains(&policy) && policy.parse::<u16>().is_err() {
+            errors.push(
+                format!("{at}.retryOn"),
+                format!("unknown retry policy {policy:?}"),
+            );
+        }
+    }
+}
+
+fn validate_fault(at: &str, fault: &HttpFaultInjection, errors: &mut Errors) {
+    if fault.delay.is_none() && fault.abort.is_none() {
+        errors.push(at.to_string(), "a fault needs a delay or an abort");
+    }
+    if let Some(delay) = &fault.delay {
+        if delay.fixed_delay.is_none() {
+            errors.push(format!("{at}.delay.fixedDelay"), "fixedDelay is required");
+        }
+        if let Some(p) = delay.percentage {
+            check_percent(&format!("{at}.delay.percentage.value"), p.value, errors);
+        }
+    }
+    if let Some(abort) = &fault.abort {
+        match abort.http_status {
+            Some(status) if (200..=599).contains(&status) => {}
+            Some(_) => errors.push(
+                format!("{at}.abort.httpStatus"),
+                "httpStatus must be in 200..=599",
+            ),
+            None => errors.push(format!("{at}.abort.httpStatus"), "httpStatus is required"),
+        }
+        if let Some(p) = abort.percentage {
+            check_percent(&format!("{at}.abort.percentage.value"), p.value, errors);
+        }
+    }
+}
+
+fn validate_cors(at: &str, cors: &CorsPolicy, errors: &mut Errors) {
+    for (k, origin) in cors.allow_origins.iter().enumerate() {
+        check_string_match(&format!("{at}.allowOrigins[{k}]"), origin, errors);
+    }
+    for (k, method) in cors.allow_methods.iter().enumerate() {
+        if !matches!(
+            method.as_str(),
+            "GET"
+                | "HEAD"
+                | "POST"
+                | "PUT"
+                | "DELETE"
+                | "CONNECT"
+                | "OPTIONS"
+                | "TRACE"
+                | "PATCH"
+                | "*"
+        ) {
+            errors.push(
+                format!("{at}.allowMethods[{k}]"),
+                format!("{method:?} is not an HTTP method"),
+            );
         }
     }
 }

@@ -80,9 +80,36 @@ pub async fn run(options: &InstallOptions) -> anyhow::Result<Summary> {
         }
     }
 
+    let mut summary = apply_manifests(options, &client, &rendered, &mut step).await?;
+
+    if options.register {
+        step.start(&format!(
+            "Registering cluster {} in the fleet of project {}",
+            plan.cluster, plan.project
+        ));
+        let change = meshd
+            .register(plan, &plan.channel.to_string())
+            .await
+            .context("registering the cluster")?;
+        step.done(&change);
+        summary.registration = Some(change);
+    }
+
+    print_next_steps(options, revision, &summary);
+    Ok(summary)
+}
+
+/// Applies the manifests in order (server-side apply), counting what changed; after the
+/// CRDs, waits until the API server serves them.
+async fn apply_manifests(
+    options: &InstallOptions,
+    client: &kube::Client,
+    rendered: &[manifests::Manifest],
+    step: &mut Steps,
+) -> anyhow::Result<Summary> {
     let mut applier = Applier::new(client.clone(), "fleetmesh-install").await?;
     let mut summary = Summary::default();
-    for manifest in &rendered {
+    for manifest in rendered {
         step.start(&format!("Applying {}", manifest.file));
         let objects = apply::documents(&manifest.yaml)?;
         let mut outcomes = BTreeMap::new();
@@ -108,24 +135,16 @@ pub async fn run(options: &InstallOptions) -> anyhow::Result<Summary> {
         let counts: Vec<String> = outcomes.iter().map(|(o, n)| format!("{n} {o}")).collect();
         step.done(&counts.join(", "));
         if manifest.file.contains("crds") {
-            wait_for_crds(&client).await?;
+            wait_for_crds(client).await?;
             applier.rediscover().await?;
         }
     }
+    Ok(summary)
+}
 
-    if options.register {
-        step.start(&format!(
-            "Registering cluster {} in the fleet of project {}",
-            plan.cluster, plan.project
-        ));
-        let change = meshd
-            .register(plan, &plan.channel.to_string())
-            .await
-            .context("registering the cluster")?;
-        step.done(&change);
-        summary.registration = Some(change);
-    }
-
+/// What was installed, and what the user does next.
+fn print_next_steps(options: &InstallOptions, revision: &Revision, summary: &Summary) {
+    let plan = &options.plan;
     println!(
         "\nInstalled: {} created, {} configured, {} unchanged. Channel {} (revision {}, proxy {}).",
         summary.created,
@@ -149,7 +168,6 @@ pub async fn run(options: &InstallOptions) -> anyhow::Result<Summary> {
             .display()
     );
     println!("  fleetmesh mesh enable --project {}", plan.project);
-    Ok(summary)
 }
 
 /// Progress lines: `[n] what... done (detail)`.

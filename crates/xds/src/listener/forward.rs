@@ -5,18 +5,18 @@
 
 use crate::pack;
 use crate::route::action::cluster_name;
-use crate::scope::{Scope, binds};
+use crate::scope::{GatewayServer, Scope, binds};
 use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, FilterChainMatch, filter};
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
 use fleetmesh_api::networking::RouteDestination;
 use fleetmesh_model::host::host_matches;
 use std::collections::BTreeSet;
 
-/// One port's servers that forward, each `(gateway, hosts)`.
+/// One port's servers that forward.
 #[derive(Default)]
 pub struct Servers {
-    pub passthrough: Vec<(String, Vec<String>)>,
-    pub tcp: Vec<(String, Vec<String>)>,
+    pub passthrough: Vec<GatewayServer>,
+    pub tcp: Vec<GatewayServer>,
 }
 
 /// The filter chains of one port's forwarding servers: by SNI for PASSTHROUGH, then one
@@ -33,10 +33,11 @@ pub fn chains(scope: &Scope, port: u32, servers: &Servers, http: bool) -> Vec<Fi
 /// One chain per SNI name that a `tls` route of a VirtualService bound to a server's
 /// gateway matches and the server accepts. The first route to name an SNI wins
 /// (VirtualServices in namespace/name order, routes in order), as in Istio.
-fn passthrough(scope: &Scope, port: u32, servers: &[(String, Vec<String>)]) -> Vec<FilterChain> {
+fn passthrough(scope: &Scope, port: u32, servers: &[GatewayServer]) -> Vec<FilterChain> {
     let mut taken = BTreeSet::new();
     let mut chains = Vec::new();
-    for (gateway, server_hosts) in servers {
+    for server in servers {
+        let gateway = &server.gateway;
         for vs in scope.virtual_services(gateway) {
             let namespace = &vs.metadata.namespace;
             for route in vs.spec.tls.iter().filter(|r| !r.route.is_empty()) {
@@ -45,11 +46,7 @@ fn passthrough(scope: &Scope, port: u32, servers: &[(String, Vec<String>)]) -> V
                     .iter()
                     .filter(|m| applies(m.port, &m.gateways, namespace, gateway, port))
                     .flat_map(|m| &m.sni_hosts)
-                    .filter(|sni| {
-                        server_hosts
-                            .iter()
-                            .any(|h| host_matches(h, sni) || host_matches(sni, h))
-                    });
+                    .filter(|sni| server.accepts(sni));
                 for sni in names {
                     if taken.insert(sni.clone()) {
                         let stat_prefix = format!("forward|{port}|{sni}");
@@ -78,15 +75,12 @@ fn passthrough(scope: &Scope, port: u32, servers: &[(String, Vec<String>)]) -> V
 
 /// The first `tcp` route, of a VirtualService bound to a server's gateway and naming a
 /// host the server accepts, whose match (if any) names this port and gateway.
-fn tcp(scope: &Scope, port: u32, servers: &[(String, Vec<String>)]) -> Option<FilterChain> {
-    for (gateway, server_hosts) in servers {
+fn tcp(scope: &Scope, port: u32, servers: &[GatewayServer]) -> Option<FilterChain> {
+    for server in servers {
+        let gateway = &server.gateway;
         for vs in scope.virtual_services(gateway) {
             let namespace = &vs.metadata.namespace;
-            let accepted = scope.vs_hosts(vs).iter().any(|host| {
-                server_hosts
-                    .iter()
-                    .any(|h| host_matches(h, host) || host_matches(host, h))
-            });
+            let accepted = scope.vs_hosts(vs).iter().any(|host| server.accepts(host));
             if !accepted {
                 continue;
             }
