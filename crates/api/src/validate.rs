@@ -7,7 +7,8 @@ pub mod security;
 mod virtual_service;
 
 use crate::error::FieldError;
-use crate::networking::{GatewayProtocol, ServerTlsMode};
+use crate::networking::ServerTlsMode;
+use crate::protocol::Protocol;
 use crate::resource::Resource;
 use common::*;
 
@@ -126,12 +127,15 @@ fn validate_gateway(spec: &crate::networking::GatewaySpec, errors: &mut Errors) 
     let http_ports: std::collections::BTreeSet<u32> = spec
         .servers
         .iter()
-        .filter(|s| s.port.protocol().is_some_and(GatewayProtocol::is_http))
+        .filter(|s| {
+            s.port
+                .protocol()
+                .is_some_and(|p| p.is_http() || p == Protocol::Https)
+        })
         .map(|s| s.port.number)
         .collect();
     for (i, server) in spec.servers.iter().enumerate() {
-        if server.port.protocol() == Some(GatewayProtocol::Tcp)
-            && http_ports.contains(&server.port.number)
+        if server.port.protocol() == Some(Protocol::Tcp) && http_ports.contains(&server.port.number)
         {
             errors.push(
                 format!("spec.servers[{i}].port"),
@@ -179,7 +183,7 @@ fn validate_gateway(spec: &crate::networking::GatewaySpec, errors: &mut Errors) 
 }
 
 /// As the API spells it.
-fn server_protocol_name(protocol: GatewayProtocol) -> String {
+fn server_protocol_name(protocol: Protocol) -> String {
     format!("{protocol:?}").to_ascii_uppercase()
 }
 
@@ -189,7 +193,7 @@ fn server_protocol_name(protocol: GatewayProtocol) -> String {
 /// connection, chosen by SNI, to what a VirtualService's `tls` route names.
 fn validate_server_tls(
     at: &str,
-    protocol: GatewayProtocol,
+    protocol: Protocol,
     tls: Option<&crate::networking::ServerTlsSettings>,
     errors: &mut Errors,
 ) {
@@ -235,7 +239,7 @@ fn validate_server_tls(
             }
             return;
         }
-        (ServerTlsMode::Simple | ServerTlsMode::Mutual, GatewayProtocol::Https) => {}
+        (ServerTlsMode::Simple | ServerTlsMode::Mutual, Protocol::Https) => {}
         (ServerTlsMode::Simple | ServerTlsMode::Mutual, _) => errors.push(
             format!("{at}.tls.mode"),
             format!(

@@ -1,4 +1,5 @@
 use crate::host::ExportTo;
+pub use fleetmesh_api::protocol::Protocol;
 use std::collections::BTreeMap;
 
 pub type Labels = BTreeMap<String, String>;
@@ -58,41 +59,6 @@ impl ServicePort {
             port,
             target_port: numeric_target.unwrap_or(port),
         }
-    }
-}
-
-/// Protocol of a port, from its explicit protocol, `appProtocol`, or Istio's
-/// name-prefix convention (`http-web`, `grpc`, ...).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Protocol {
-    Http,
-    Http2,
-    Grpc,
-    Https,
-    Tls,
-    Tcp,
-}
-
-impl Protocol {
-    pub fn detect(explicit: Option<&str>, port_name: &str) -> Protocol {
-        let from = |text: &str| match text.to_ascii_lowercase().as_str() {
-            "http" => Some(Protocol::Http),
-            "http2" | "h2c" => Some(Protocol::Http2),
-            "grpc" | "grpc-web" => Some(Protocol::Grpc),
-            "https" => Some(Protocol::Https),
-            "tls" => Some(Protocol::Tls),
-            "tcp" | "mongo" | "redis" | "mysql" => Some(Protocol::Tcp),
-            _ => None,
-        };
-        explicit
-            .and_then(from)
-            .or_else(|| from(port_name.split('-').next().unwrap_or("")))
-            // Istio sniffs unnamed ports; without sniffing, HTTP is the useful default.
-            .unwrap_or(Protocol::Http)
-    }
-
-    pub fn is_http(self) -> bool {
-        matches!(self, Protocol::Http | Protocol::Http2 | Protocol::Grpc)
     }
 }
 

@@ -27,7 +27,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
 use envoy_types::pb::google::protobuf::BoolValue;
-use fleetmesh_api::networking::{GatewayProtocol, ServerTlsMode, ServerTlsSettings};
+use fleetmesh_api::networking::{ServerTlsMode, ServerTlsSettings};
 use fleetmesh_api::security::MtlsMode;
 use fleetmesh_model::Protocol;
 use fleetmesh_model::security::{self, InboundMtls};
@@ -394,7 +394,7 @@ fn servers_by_port<'a>(
                 on_port.forwarding.passthrough.push(bound);
                 continue;
             }
-            if protocol == GatewayProtocol::Tcp {
+            if protocol == Protocol::Tcp {
                 on_port.forwarding.tcp.push(bound);
                 continue;
             }

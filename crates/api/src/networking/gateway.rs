@@ -1,4 +1,5 @@
 use super::Labels;
+use crate::protocol::Protocol;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
@@ -42,51 +43,10 @@ pub struct ServerTlsSettings {
     pub ca_certificates: Option<String>,
 }
 
-/// A Gateway server's protocol (Istio reads it in any case).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GatewayProtocol {
-    Http,
-    Http2,
-    Grpc,
-    Https,
-    Tls,
-    Tcp,
-}
-
-impl GatewayProtocol {
-    pub fn parse(text: &str) -> Option<GatewayProtocol> {
-        Some(match text.to_ascii_uppercase().as_str() {
-            "HTTP" => GatewayProtocol::Http,
-            "HTTP2" => GatewayProtocol::Http2,
-            "GRPC" => GatewayProtocol::Grpc,
-            "HTTPS" => GatewayProtocol::Https,
-            "TLS" => GatewayProtocol::Tls,
-            "TCP" => GatewayProtocol::Tcp,
-            _ => return None,
-        })
-    }
-
-    /// Served by an HTTP connection manager (HTTPS once TLS is terminated).
-    pub fn is_http(self) -> bool {
-        matches!(
-            self,
-            GatewayProtocol::Http
-                | GatewayProtocol::Http2
-                | GatewayProtocol::Grpc
-                | GatewayProtocol::Https
-        )
-    }
-
-    /// Carries TLS that the gateway terminates or passes through.
-    pub fn is_tls(self) -> bool {
-        matches!(self, GatewayProtocol::Https | GatewayProtocol::Tls)
-    }
-}
-
 impl GatewayPort {
     /// The port's protocol; `None` for one Istio does not know (validation refuses it).
-    pub fn protocol(&self) -> Option<GatewayProtocol> {
-        GatewayProtocol::parse(&self.protocol)
+    pub fn protocol(&self) -> Option<Protocol> {
+        Protocol::parse(&self.protocol)
     }
 }
 
