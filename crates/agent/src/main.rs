@@ -92,7 +92,7 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
 }
 
 /// Go-style durations (`24h`, `1h30m`, `90s`), as Istio's agent reads SECRET_TTL.
-fn parse_duration(text: &str) -> Result<Duration, String> {
+fn parse_duration(text: &str) -> Result<Duration, fleetmesh_api::duration::InvalidDuration> {
     fleetmesh_api::Duration::parse(text).map(|d| d.as_std())
 }
 

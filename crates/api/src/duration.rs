@@ -6,10 +6,14 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Duration(pub std::time::Duration);
 
+/// Text that is not a duration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid duration {0:?} (expected e.g. \"10s\", \"250ms\", \"1m30s\")")]
+pub struct InvalidDuration(pub String);
+
 impl Duration {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let bad =
-            || format!("invalid duration {text:?} (expected e.g. \"10s\", \"250ms\", \"1m30s\")");
+    pub fn parse(text: &str) -> Result<Self, InvalidDuration> {
+        let bad = || InvalidDuration(text.to_string());
         let mut rest = text.trim();
         if rest.is_empty() {
             return Err(bad());

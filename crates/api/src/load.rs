@@ -124,7 +124,7 @@ fn parse_resource(value: serde_yaml_ng::Value) -> Result<Resource, (String, Fiel
     let kind = Kind::from_type(&api_version, &kind_text).map_err(|reason| {
         (
             described.clone(),
-            FieldError::new("apiVersion/kind", reason),
+            FieldError::new("apiVersion/kind", reason.to_string()),
         )
     })?;
     fn typed<T: DeserializeOwned>(value: serde_yaml_ng::Value) -> Result<T, FieldError> {

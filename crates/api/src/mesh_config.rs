@@ -28,15 +28,25 @@ pub enum OutboundMode {
     RegistryOnly,
 }
 
+/// Why a MeshConfig is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum MeshConfigError {
+    #[error("not YAML: {0}")]
+    Yaml(#[from] serde_yaml_ng::Error),
+    /// A field of the wrong type or value.
+    #[error("{path}: {reason}")]
+    Field { path: String, reason: String },
+}
+
 /// Parses the `mesh` text; the error names the field and the reason.
-pub fn parse(text: &str) -> Result<MeshConfigSpec, String> {
-    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
+pub fn parse(text: &str) -> Result<MeshConfigSpec, MeshConfigError> {
+    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(text)?;
     if value.is_null() {
         return Ok(MeshConfigSpec::default());
     }
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        format!("{path}: {}", e.into_inner())
+    serde_path_to_error::deserialize(value).map_err(|e| MeshConfigError::Field {
+        path: e.path().to_string(),
+        reason: e.into_inner().to_string(),
     })
 }
 
@@ -60,8 +70,14 @@ mod tests {
         assert_eq!(parse("").unwrap(), MeshConfigSpec::default());
         let error = parse("outboundTrafficPolicy: {mode: SOMETIMES}").unwrap_err();
         assert!(
-            error.starts_with("outboundTrafficPolicy.mode: unknown variant `SOMETIMES`"),
+            error
+                .to_string()
+                .starts_with("outboundTrafficPolicy.mode: unknown variant `SOMETIMES`"),
             "{error}"
         );
+        assert!(matches!(
+            parse("outboundTrafficPolicy: [").unwrap_err(),
+            MeshConfigError::Yaml(_)
+        ));
     }
 }

@@ -28,8 +28,23 @@ const ISTIO_NETWORKING: &[&str] = &[
     "networking.istio.io/v1alpha3",
 ];
 
+/// A document whose `apiVersion` and `kind` meshd does not read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnsupportedKind {
+    #[error(
+        "kind {0:?} is not supported (supported: Service, Endpoints, VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, Sidecar, PeerAuthentication, AuthorizationPolicy, RequestAuthentication)"
+    )]
+    Kind(String),
+    #[error("apiVersion {api_version:?} is not valid for {kind:?} (use one of {accepted:?})")]
+    ApiVersion {
+        kind: Kind,
+        api_version: String,
+        accepted: &'static [&'static str],
+    },
+}
+
 impl Kind {
-    pub fn from_type(api_version: &str, kind: &str) -> Result<Kind, String> {
+    pub fn from_type(api_version: &str, kind: &str) -> Result<Kind, UnsupportedKind> {
         let kind = match kind {
             "Service" => Kind::Service,
             "Endpoints" => Kind::Endpoints,
@@ -42,13 +57,9 @@ impl Kind {
             "PeerAuthentication" => Kind::PeerAuthentication,
             "AuthorizationPolicy" => Kind::AuthorizationPolicy,
             "RequestAuthentication" => Kind::RequestAuthentication,
-            other => {
-                return Err(format!(
-                    "kind {other:?} is not supported (supported: Service, Endpoints, VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, Sidecar, PeerAuthentication, AuthorizationPolicy, RequestAuthentication)"
-                ));
-            }
+            other => return Err(UnsupportedKind::Kind(other.to_string())),
         };
-        let accepted: &[&str] = match kind {
+        let accepted: &'static [&'static str] = match kind {
             Kind::Service | Kind::Endpoints => &["v1"],
             Kind::PeerAuthentication | Kind::AuthorizationPolicy | Kind::RequestAuthentication => {
                 ISTIO_SECURITY
@@ -58,9 +69,11 @@ impl Kind {
         if accepted.contains(&api_version) {
             Ok(kind)
         } else {
-            Err(format!(
-                "apiVersion {api_version:?} is not valid for {kind:?} (use one of {accepted:?})"
-            ))
+            Err(UnsupportedKind::ApiVersion {
+                kind,
+                api_version: api_version.to_string(),
+                accepted,
+            })
         }
     }
 }

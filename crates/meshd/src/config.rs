@@ -92,7 +92,7 @@ pub struct MeshdConfig {
     pub log_format: String,
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
+fn parse_duration(text: &str) -> Result<Duration, fleetmesh_api::duration::InvalidDuration> {
     fleetmesh_api::Duration::parse(text).map(|d| d.as_std())
 }
 

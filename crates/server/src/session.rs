@@ -39,7 +39,7 @@ impl Session {
     ) -> Result<Session, Status> {
         let node =
             node.ok_or_else(|| Status::invalid_argument("the first request must carry the node"))?;
-        let proxy = Proxy::from_node(node).map_err(Status::invalid_argument)?;
+        let proxy = Proxy::from_node(node).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let state = context.snapshots.borrow().clone();
         if let Err(pod) = proxy.workload(&state.snapshot) {
             tracing::warn!(

@@ -19,7 +19,7 @@ mod scope;
 mod sorted_map;
 pub mod tls;
 
-pub use proxy::{ConfigKey, Interception, Proxy, ProxyKind};
+pub use proxy::{ConfigKey, Interception, NodeError, Proxy, ProxyKind};
 pub use scope::{Scope, SharedKey};
 
 use envoy_types::pb::google::protobuf::Any;

@@ -65,18 +65,15 @@ impl Proxy {
     /// Reads a node as Istio's agent fills it: id `TYPE~IP~POD.NS~NS.svc.DOMAIN` and
     /// metadata `NAMESPACE`, `LABELS`, `SERVICE_ACCOUNT`, `ISTIO_VERSION`, `CLUSTER_ID`,
     /// `MESH_ID`, `INSTANCE_IPS`, `INTERCEPTION_MODE`.
-    pub fn from_node(node: &Node) -> Result<Proxy, String> {
+    pub fn from_node(node: &Node) -> Result<Proxy, NodeError> {
         let parts: Vec<&str> = node.id.split('~').collect();
         let [kind, ip, pod, domain] = parts[..] else {
-            return Err(format!(
-                "node id {:?} is not TYPE~IP~POD.NAMESPACE~DOMAIN",
-                node.id
-            ));
+            return Err(NodeError::Id(node.id.clone()));
         };
         let kind = match kind {
             "sidecar" => ProxyKind::Sidecar,
             "router" => ProxyKind::Router,
-            other => return Err(format!("node type {other:?} is not sidecar or router")),
+            other => return Err(NodeError::Type(other.to_string())),
         };
         let empty = Struct::default();
         let meta = node.metadata.as_ref().unwrap_or(&empty);
@@ -90,10 +87,7 @@ impl Proxy {
             .or_else(|| domain.split('.').next().map(str::to_string))
             .unwrap_or_default();
         if namespace.is_empty() {
-            return Err(format!(
-                "node {:?} names no namespace (metadata NAMESPACE)",
-                node.id
-            ));
+            return Err(NodeError::NoNamespace(node.id.clone()));
         }
         let mut ips: Vec<String> = text("INSTANCE_IPS")
             .unwrap_or_default()
@@ -164,6 +158,17 @@ impl Proxy {
             Interception::Redirect => "0.0.0.0",
         }
     }
+}
+
+/// A node a proxy sent that does not say what the proxy is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    #[error("node id {0:?} is not TYPE~IP~POD.NAMESPACE~DOMAIN")]
+    Id(String),
+    #[error("node type {0:?} is not sidecar or router")]
+    Type(String),
+    #[error("node {0:?} names no namespace (metadata NAMESPACE)")]
+    NoNamespace(String),
 }
 
 fn string_map(value: Option<&Value>) -> BTreeMap<String, String> {

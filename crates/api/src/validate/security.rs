@@ -77,7 +77,7 @@ pub fn validate_authorization_policy(spec: &AuthorizationPolicySpec, errors: &mu
         for (j, condition) in rule.when.iter().enumerate() {
             let at = format!("{at}.when[{j}]");
             if let Err(reason) = condition_key(&condition.key) {
-                errors.push(format!("{at}.key"), reason);
+                errors.push(format!("{at}.key"), reason.to_string());
             }
             if condition.values.is_empty() && condition.not_values.is_empty() {
                 errors.push(
@@ -106,7 +106,22 @@ pub enum ConditionKey {
     RequestClaim(String),
 }
 
-pub fn condition_key(key: &str) -> Result<ConditionKey, String> {
+/// An AuthorizationPolicy condition key meshd does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidConditionKey {
+    #[error(
+        "{0:?} is not a supported key (request.headers[NAME], request.auth.claims[NAME], request.auth.principal, source.ip, remote.ip, source.namespace, source.principal, destination.ip, destination.port, connection.sni)"
+    )]
+    Unsupported(String),
+    /// `request.headers[]`: the brackets name nothing.
+    #[error("{prefix}[] needs {what}")]
+    EmptyName {
+        prefix: &'static str,
+        what: &'static str,
+    },
+}
+
+pub fn condition_key(key: &str) -> Result<ConditionKey, InvalidConditionKey> {
     if let Some(name) = bracketed(key, "request.headers", "a header name")? {
         return Ok(ConditionKey::RequestHeader(name.to_ascii_lowercase()));
     }
@@ -122,14 +137,16 @@ pub fn condition_key(key: &str) -> Result<ConditionKey, String> {
         "destination.port" => Ok(ConditionKey::DestinationPort),
         "connection.sni" => Ok(ConditionKey::ConnectionSni),
         "request.auth.principal" => Ok(ConditionKey::RequestPrincipal),
-        k => Err(format!(
-            "{k:?} is not a supported key (request.headers[NAME], request.auth.claims[NAME], request.auth.principal, source.ip, remote.ip, source.namespace, source.principal, destination.ip, destination.port, connection.sni)"
-        )),
+        k => Err(InvalidConditionKey::Unsupported(k.to_string())),
     }
 }
 
 /// The `NAME` of `PREFIX[NAME]`, if `key` has that form.
-fn bracketed<'a>(key: &'a str, prefix: &str, what: &str) -> Result<Option<&'a str>, String> {
+fn bracketed<'a>(
+    key: &'a str,
+    prefix: &'static str,
+    what: &'static str,
+) -> Result<Option<&'a str>, InvalidConditionKey> {
     let Some(name) = key
         .strip_prefix(prefix)
         .and_then(|k| k.strip_prefix('['))
@@ -138,7 +155,7 @@ fn bracketed<'a>(key: &'a str, prefix: &str, what: &str) -> Result<Option<&'a st
         return Ok(None);
     };
     if name.is_empty() {
-        return Err(format!("{prefix}[] needs {what}"));
+        return Err(InvalidConditionKey::EmptyName { prefix, what });
     }
     Ok(Some(name))
 }
