@@ -1,5 +1,6 @@
 //! The managed data plane's loop: every `interval` it reconciles each DataPlaneControl's
-//! status from the cluster's pods and namespaces (which injected pods of its revision
+//! status from the cluster's pods and namespaces (kept by watches, not listed on every
+//! pass) (which injected pods of its revision
 //! are managed, and whether those run the target proxy version), publishes the target
 //! versions to the injector, and lets the executor evict the next outdated pod when its
 //! pace allows. The status is written only when it changes.
@@ -10,10 +11,12 @@ use crate::leader::Leader;
 use crate::opt_in::{self, OptIn};
 use crate::planner::{self, Inputs, Skip};
 use fleetmesh_inject::{Revision, labels};
+use fleetmesh_kube::reflect::watch;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Resource;
 use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::reflector::Store;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -39,8 +42,20 @@ pub async fn run(
     let mut executor = Executor::new(client.clone(), pace);
     let leader = Leader::new(client.clone(), LEASE_DURATION);
     let mut reported = BTreeSet::new();
+    let cluster = Watched::start(&client);
+    tokio::select! {
+        () = cluster.ready() => {}
+        () = stop.cancelled() => return,
+    }
     loop {
-        let reconciled = reconcile_all(&client, &versions, &leader, &mut executor, &mut reported);
+        let reconciled = reconcile_all(
+            &client,
+            &cluster,
+            &versions,
+            &leader,
+            &mut executor,
+            &mut reported,
+        );
         tokio::select! {
             result = reconciled => if let Err(e) = result {
                 tracing::warn!(error = %format!("{e:#}"), "managed data plane: reconcile failed (retrying)");
@@ -55,8 +70,60 @@ pub async fn run(
     leader.release().await;
 }
 
+/// The objects the plan reads, each kind kept by a watch.
+struct Watched {
+    pods: Store<Pod>,
+    namespaces: Store<Namespace>,
+    budgets: Store<PodDisruptionBudget>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Watched {
+    fn start(client: &kube::Client) -> Watched {
+        // The loop runs on its interval; no one listens for the change signals.
+        let (changes, _) = tokio::sync::mpsc::unbounded_channel();
+        let (pods, pods_task) = watch(Api::all(client.clone()), (), changes.clone());
+        let (namespaces, namespaces_task) = watch(Api::all(client.clone()), (), changes.clone());
+        let (budgets, budgets_task) = watch(Api::all(client.clone()), (), changes);
+        Watched {
+            pods,
+            namespaces,
+            budgets,
+            tasks: vec![pods_task, namespaces_task, budgets_task],
+        }
+    }
+
+    /// Once every watch has listed its kind.
+    async fn ready(&self) {
+        let _ = self.pods.wait_until_ready().await;
+        let _ = self.namespaces.wait_until_ready().await;
+        let _ = self.budgets.wait_until_ready().await;
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Copies of what a store holds now (the plan reads plain slices).
+fn current<K: kube::Resource + Clone>(store: &Store<K>) -> Vec<K>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    store
+        .state()
+        .iter()
+        .map(|object| (**object).clone())
+        .collect()
+}
+
 async fn reconcile_all(
     client: &kube::Client,
+    cluster: &Watched,
     versions: &ProxyVersions,
     leader: &Leader,
     executor: &mut Executor,
@@ -82,18 +149,9 @@ async fn reconcile_all(
     if controls.is_empty() || !leader.hold().await {
         return Ok(());
     }
-    let pods = Api::<Pod>::all(client.clone())
-        .list(&ListParams::default())
-        .await?
-        .items;
-    let namespaces = Api::<Namespace>::all(client.clone())
-        .list(&ListParams::default())
-        .await?
-        .items;
-    let budgets = Api::<PodDisruptionBudget>::all(client.clone())
-        .list(&ListParams::default())
-        .await?
-        .items;
+    let pods = current(&cluster.pods);
+    let namespaces = current(&cluster.namespaces);
+    let budgets = current(&cluster.budgets);
     let opt_ins = namespace_opt_ins(&namespaces);
     report_malformed(executor, reported, &namespaces, &pods).await;
     let backing_off = executor.backing_off();

@@ -6,6 +6,7 @@
 pub mod apply;
 pub mod crds;
 pub mod credentials;
+pub mod reflect;
 pub mod root_cert;
 pub mod source;
 #[cfg(feature = "testing")]

@@ -3,19 +3,19 @@
 //! A broken watch (API server restart, 410 Gone) resumes by itself with backoff.
 
 use crate::crds::{IstioKind, KINDS};
+use crate::reflect::{reflect, watch};
 use anyhow::Context;
 use fleetmesh_model::host::{ExportTo, service_hostname};
 use fleetmesh_model::service::{
     Endpoint, Labels, Resolution, Service, ServicePort, Workload, virtual_ips,
 };
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service as KubeService};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Api, Client, Resource};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet};
@@ -536,58 +536,6 @@ where
 {
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     reflect(api, (), config, changes)
-}
-
-/// A reflector over `api`; each event signals `changes`.
-fn watch<K>(
-    api: Api<K>,
-    dynamic: K::DynamicType,
-    changes: UnboundedSender<()>,
-) -> (Store<K>, JoinHandle<()>)
-where
-    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
-    K::DynamicType: Clone + Eq + std::hash::Hash + Send + Sync + 'static,
-{
-    reflect(api, dynamic, watcher::Config::default(), changes)
-}
-
-/// Drops what meshd never reads but every object carries: the field managers' records
-/// and kubectl's copy of the last applied object (together often half an object's size).
-fn forget_unread_fields<K: Resource>(object: &mut K) {
-    object.meta_mut().managed_fields = None;
-    if let Some(annotations) = object.meta_mut().annotations.as_mut() {
-        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
-    }
-}
-
-/// A reflector over `api` with `config`; each event signals `changes`.
-fn reflect<K>(
-    api: Api<K>,
-    dynamic: K::DynamicType,
-    config: watcher::Config,
-    changes: UnboundedSender<()>,
-) -> (Store<K>, JoinHandle<()>)
-where
-    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
-    K::DynamicType: Clone + Eq + std::hash::Hash + Send + Sync + 'static,
-{
-    let kind = K::kind(&dynamic).to_string();
-    let writer = reflector::store::Writer::<K>::new(dynamic);
-    let store = writer.as_reader();
-    let objects = watcher(api, config).modify(forget_unread_fields);
-    let stream = reflector::reflector(writer, objects).default_backoff();
-    let task = tokio::spawn(async move {
-        futures::pin_mut!(stream);
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(_) => {
-                    let _ = changes.send(());
-                }
-                Err(e) => tracing::warn!(%kind, error = %e, "watch failed; retrying with backoff"),
-            }
-        }
-    });
-    (store, task)
 }
 
 /// `text` cut to at most `limit` bytes, on a character boundary.
