@@ -2,13 +2,39 @@
 //! telling for each object whether it was created, changed or already as asked (so a
 //! re-run of the installer can say "unchanged").
 
-use anyhow::{Context, bail};
 use kube::Client;
 use kube::api::{Api, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::discovery::{ApiCapabilities, ApiResource, Discovery, Scope};
 use serde::Deserialize;
 use std::fmt;
 use std::time::{Duration, Instant};
+
+/// Why a manifest could not be read or applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("document {document}: {source}")]
+    Yaml {
+        document: usize,
+        source: serde_yaml_ng::Error,
+    },
+    #[error("document {document}: every document needs apiVersion and kind")]
+    NoType { document: usize },
+    #[error("every object needs apiVersion and kind")]
+    Untyped,
+    #[error("every document needs metadata.name")]
+    NoName,
+    #[error("{kind} is namespaced: give metadata.namespace or a namespace")]
+    NoNamespace { kind: String },
+    #[error("the cluster does not serve {api_version}")]
+    NotServed { api_version: String },
+    #[error("listing the API server's resource types: {0}")]
+    Discovery(kube::Error),
+    #[error("CRD {name} was not established within {timeout:?}")]
+    NotEstablished { name: String, timeout: Duration },
+    /// The API server refused or failed a request.
+    #[error(transparent)]
+    Api(#[from] kube::Error),
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -28,21 +54,21 @@ impl fmt::Display for Outcome {
 }
 
 /// The objects of a multi-document YAML text, in order (empty documents skipped).
-pub fn documents(yaml: &str) -> anyhow::Result<Vec<DynamicObject>> {
+pub fn documents(yaml: &str) -> Result<Vec<DynamicObject>, ApplyError> {
     let mut objects = Vec::new();
     for (index, document) in serde_yaml_ng::Deserializer::from_str(yaml).enumerate() {
-        let value = serde_yaml_ng::Value::deserialize(document)
-            .with_context(|| format!("document {}", index + 1))?;
+        let number = index + 1;
+        let yaml_error = |source| ApplyError::Yaml {
+            document: number,
+            source,
+        };
+        let value = serde_yaml_ng::Value::deserialize(document).map_err(yaml_error)?;
         if value.is_null() {
             continue;
         }
-        let object: DynamicObject =
-            serde_yaml_ng::from_value(value).with_context(|| format!("document {}", index + 1))?;
+        let object: DynamicObject = serde_yaml_ng::from_value(value).map_err(yaml_error)?;
         if object.types.is_none() {
-            bail!(
-                "document {}: every document needs apiVersion and kind",
-                index + 1
-            );
+            return Err(ApplyError::NoType { document: number });
         }
         objects.push(object);
     }
@@ -69,11 +95,11 @@ pub struct Applier {
 }
 
 impl Applier {
-    pub async fn new(client: Client, field_manager: &str) -> anyhow::Result<Applier> {
+    pub async fn new(client: Client, field_manager: &str) -> Result<Applier, ApplyError> {
         let discovery = Discovery::new(client.clone())
             .run()
             .await
-            .context("listing the API server's resource types")?;
+            .map_err(ApplyError::Discovery)?;
         Ok(Applier {
             client,
             discovery,
@@ -82,8 +108,11 @@ impl Applier {
     }
 
     /// Lists the resource types again (after CRDs were installed).
-    pub async fn rediscover(&mut self) -> anyhow::Result<()> {
-        self.discovery = Discovery::new(self.client.clone()).run().await?;
+    pub async fn rediscover(&mut self) -> Result<(), ApplyError> {
+        self.discovery = Discovery::new(self.client.clone())
+            .run()
+            .await
+            .map_err(ApplyError::Discovery)?;
         Ok(())
     }
 
@@ -94,11 +123,8 @@ impl Applier {
         &self,
         object: &DynamicObject,
         namespace: Option<&str>,
-    ) -> anyhow::Result<Outcome> {
-        let types = object
-            .types
-            .as_ref()
-            .context("every document needs apiVersion and kind")?;
+    ) -> Result<Outcome, ApplyError> {
+        let types = object.types.as_ref().ok_or(ApplyError::Untyped)?;
         let (group, version) = types
             .api_version
             .split_once('/')
@@ -107,25 +133,24 @@ impl Applier {
         let (resource, capabilities): (ApiResource, ApiCapabilities) = self
             .discovery
             .resolve_gvk(&gvk)
-            .with_context(|| format!("the cluster does not serve {}", types.api_version))?;
+            .ok_or_else(|| ApplyError::NotServed {
+                api_version: types.api_version.clone(),
+            })?;
         let api: Api<DynamicObject> = match (capabilities.scope, namespace) {
             (Scope::Namespaced, Some(namespace)) => {
                 Api::namespaced_with(self.client.clone(), namespace, &resource)
             }
             (Scope::Namespaced, None) => match &object.metadata.namespace {
                 Some(own) => Api::namespaced_with(self.client.clone(), own, &resource),
-                None => bail!(
-                    "{} is namespaced: give metadata.namespace or a namespace",
-                    types.kind
-                ),
+                None => {
+                    return Err(ApplyError::NoNamespace {
+                        kind: types.kind.clone(),
+                    });
+                }
             },
             (Scope::Cluster, _) => Api::all_with(self.client.clone(), &resource),
         };
-        let name = object
-            .metadata
-            .name
-            .as_deref()
-            .context("every document needs metadata.name")?;
+        let name = object.metadata.name.as_deref().ok_or(ApplyError::NoName)?;
         let before = api.get_opt(name).await?;
         let after = api
             .patch(
@@ -150,7 +175,7 @@ pub async fn wait_established(
     client: &Client,
     names: impl IntoIterator<Item = String>,
     timeout: Duration,
-) -> anyhow::Result<()> {
+) -> Result<(), ApplyError> {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let deadline = Instant::now() + timeout;
@@ -167,7 +192,7 @@ pub async fn wait_established(
                 break;
             }
             if Instant::now() > deadline {
-                bail!("CRD {name} was not established within {timeout:?}");
+                return Err(ApplyError::NotEstablished { name, timeout });
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -15,12 +15,22 @@ pub mod token_review;
 
 pub use source::ClusterSource;
 
+/// A kubeconfig that cannot be read or used.
+#[derive(Debug, thiserror::Error)]
+#[error("kubeconfig {path}: {source}")]
+pub struct KubeconfigError {
+    pub path: std::path::PathBuf,
+    pub source: kube::config::KubeconfigError,
+}
+
 /// The client settings of the current context of the kubeconfig at `path`.
-pub async fn client_config(path: &std::path::Path) -> anyhow::Result<kube::Config> {
-    use anyhow::Context;
-    let loaded = kube::config::Kubeconfig::read_from(path)
-        .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+pub async fn client_config(path: &std::path::Path) -> Result<kube::Config, KubeconfigError> {
+    let error = |source| KubeconfigError {
+        path: path.to_path_buf(),
+        source,
+    };
+    let loaded = kube::config::Kubeconfig::read_from(path).map_err(error)?;
     kube::Config::from_custom_kubeconfig(loaded, &kube::config::KubeConfigOptions::default())
         .await
-        .with_context(|| format!("kubeconfig {}", path.display()))
+        .map_err(error)
 }

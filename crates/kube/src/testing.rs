@@ -118,7 +118,7 @@ impl TestCluster {
         let names = crate::crds::KINDS
             .iter()
             .map(|kind| format!("{}.{}", kind.plural, kind.group));
-        crate::apply::wait_established(&client, names, Duration::from_secs(30)).await
+        Ok(crate::apply::wait_established(&client, names, Duration::from_secs(30)).await?)
     }
 
     /// Runs kubectl on this cluster with `stdin` as its input; its output, or its error

@@ -214,14 +214,14 @@ pub async fn connect(
 }
 
 /// Kubernetes' own reason, with what to do about the common one.
-fn explain(error: &anyhow::Error) -> String {
-    match error.downcast_ref::<kube::Error>() {
-        Some(kube::Error::Api(status)) if status.code == 403 => format!(
+fn explain(error: &apply::ApplyError) -> String {
+    match error {
+        apply::ApplyError::Api(kube::Error::Api(status)) if status.code == 403 => format!(
             "forbidden: {} (installing needs cluster-admin rights in this cluster)",
             status.message
         ),
-        Some(kube::Error::Api(status)) => status.message.clone(),
-        _ => format!("{error:#}"),
+        apply::ApplyError::Api(kube::Error::Api(status)) => status.message.clone(),
+        other => other.to_string(),
     }
 }
 
@@ -233,7 +233,7 @@ async fn wait_for_crds(client: &kube::Client) -> anyhow::Result<()> {
             "dataplanecontrols.{}",
             fleetmesh_dataplane::DataPlaneControl::group(&())
         )]);
-    apply::wait_established(client, names, Duration::from_secs(60)).await
+    Ok(apply::wait_established(client, names, Duration::from_secs(60)).await?)
 }
 
 fn write(dir: &Path, file: &str, text: &str) -> anyhow::Result<PathBuf> {
