@@ -12,34 +12,62 @@ use std::time::{Duration, Instant};
 /// Why a manifest could not be read or applied.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
+    /// Document number `document` (from 1) is not YAML of an object.
     #[error("document {document}: {source}")]
     Yaml {
+        /// Which document, from 1.
         document: usize,
+        /// What the parser said.
         source: serde_yaml_ng::Error,
     },
+    /// A document without `apiVersion` and `kind`.
     #[error("document {document}: every document needs apiVersion and kind")]
-    NoType { document: usize },
+    NoType {
+        /// Which document, from 1.
+        document: usize,
+    },
+    /// An object without `apiVersion` and `kind`.
     #[error("every object needs apiVersion and kind")]
     Untyped,
+    /// An object without `metadata.name`.
     #[error("every document needs metadata.name")]
     NoName,
+    /// A namespaced object with no namespace of its own or given.
     #[error("{kind} is namespaced: give metadata.namespace or a namespace")]
-    NoNamespace { kind: String },
+    NoNamespace {
+        /// The object's kind.
+        kind: String,
+    },
+    /// A kind the API server does not serve (its CRD is missing).
     #[error("the cluster does not serve {api_version}")]
-    NotServed { api_version: String },
+    NotServed {
+        /// The object's `apiVersion`.
+        api_version: String,
+    },
+    /// The API server's resource types could not be listed.
     #[error("listing the API server's resource types: {0}")]
     Discovery(kube::Error),
+    /// A CRD the installer applied is not served in time.
     #[error("CRD {name} was not established within {timeout:?}")]
-    NotEstablished { name: String, timeout: Duration },
+    NotEstablished {
+        /// The CRD's name.
+        name: String,
+        /// How long it was waited for.
+        timeout: Duration,
+    },
     /// The API server refused or failed a request.
     #[error(transparent)]
     Api(#[from] kube::Error),
 }
 
+/// What applying an object did, in kubectl's words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
+    /// It did not exist.
     Created,
+    /// It changed.
     Configured,
+    /// It was already as asked.
     Unchanged,
 }
 
@@ -88,6 +116,7 @@ pub fn describe(object: &DynamicObject) -> String {
     }
 }
 
+/// Applies objects of any kind the API server serves.
 pub struct Applier {
     client: Client,
     discovery: Discovery,
@@ -95,6 +124,7 @@ pub struct Applier {
 }
 
 impl Applier {
+    /// An applier owning the fields it sets as `field_manager`.
     pub async fn new(client: Client, field_manager: &str) -> Result<Applier, ApplyError> {
         let discovery = Discovery::new(client.clone())
             .run()

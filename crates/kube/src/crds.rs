@@ -13,7 +13,9 @@ use schemars::JsonSchema;
 use schemars::generate::SchemaSettings;
 use serde_json::{Value, json};
 
+/// The API group of Istio's traffic kinds.
 pub const NETWORKING: &str = "networking.istio.io";
+/// The API group of Istio's security kinds.
 pub const SECURITY: &str = "security.istio.io";
 /// Served versions; the first is stored.
 const NETWORKING_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
@@ -21,15 +23,20 @@ const SECURITY_VERSIONS: &[&str] = &["v1", "v1beta1"];
 
 /// One Istio kind as the API server knows it.
 pub struct IstioKind {
+    /// Its API group.
     pub group: &'static str,
     /// Served versions; the first is stored.
     pub versions: &'static [&'static str],
+    /// Its kind, as `kind:` names it.
     pub kind: &'static str,
+    /// Its resource name in URLs.
     pub plural: &'static str,
+    /// What `kubectl get` also takes (`vs`, `dr`, ...).
     pub short_names: &'static [&'static str],
     spec_schema: fn() -> Value,
 }
 
+/// Every Istio kind meshd reads.
 pub const KINDS: [IstioKind; 9] = [
     IstioKind {
         group: NETWORKING,
@@ -128,6 +135,7 @@ impl IstioKind {
         format!("{}/{}", self.group, self.versions[0])
     }
 
+    /// Its CustomResourceDefinition, with the schema of our type.
     pub fn crd(&self) -> Value {
         let versions: Vec<Value> = self
             .versions

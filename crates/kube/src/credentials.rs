@@ -71,6 +71,7 @@ enum Answer {
 }
 
 impl SecretAccess {
+    /// Asks `client`'s API server; an answer that arrives later signals `changes`.
     pub fn new(client: kube::Client, changes: UnboundedSender<()>) -> Arc<SecretAccess> {
         Arc::new(SecretAccess {
             reviews: Api::all(client),

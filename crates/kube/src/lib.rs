@@ -1,7 +1,10 @@
 //! Kubernetes for fleetmesh: Istio's CRDs from our types (`crds`), a cluster as a config
-//! source for meshd (`source`), server-side apply for the installer (`apply`), pods' tokens checked by TokenReview
-//! (`token_review`), the mesh roots published to every namespace (`root_cert`), and the test helpers for a real local cluster (feature
-//! `testing`).
+//! source for meshd (`source`, with its watches in `reflect`), server-side apply for the
+//! installer (`apply`), pods' tokens checked by TokenReview (`token_review`), the mesh
+//! roots published to every namespace (`root_cert`), and the test helpers for a real
+//! local cluster (feature `testing`).
+
+#![warn(missing_docs)]
 
 pub mod apply;
 pub mod crds;
@@ -19,7 +22,9 @@ pub use source::ClusterSource;
 #[derive(Debug, thiserror::Error)]
 #[error("kubeconfig {path}: {source}")]
 pub struct KubeconfigError {
+    /// The kubeconfig file.
     pub path: std::path::PathBuf,
+    /// What was wrong with it.
     pub source: kube::config::KubeconfigError,
 }
 

@@ -11,7 +11,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use tokio::sync::watch;
 
+/// The ConfigMap every namespace gets, as istiod names it.
 pub const CONFIG_MAP: &str = "istio-ca-root-cert";
+/// Its key holding the trusted roots (PEM).
 pub const KEY: &str = "root-cert.pem";
 
 /// Keeps the ConfigMap in every namespace of `client`'s cluster (until dropped, or the

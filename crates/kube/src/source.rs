@@ -34,6 +34,8 @@ pub const INSTALL_CONFIG_MAP: &str = "fleetmesh-install";
 /// events.k8s.io limits an Event's note to 1 kB.
 const EVENT_NOTE_LIMIT: usize = 1024;
 
+/// One cluster as a config source: its Services, EndpointSlices, Pods, Secrets,
+/// MeshConfig and Istio objects, each kept by a watch.
 pub struct ClusterSource {
     cluster_id: String,
     domain: String,

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A running local cluster.
 pub struct TestCluster {
+    /// As `scripts/kube-local` knows it.
     pub name: String,
+    /// Its admin kubeconfig.
     pub kubeconfig: PathBuf,
     script: PathBuf,
 }
@@ -60,6 +62,7 @@ impl TestCluster {
         })
     }
 
+    /// A client of the cluster as its admin.
     pub async fn client(&self) -> anyhow::Result<Client> {
         let kubeconfig = Kubeconfig::read_from(&self.kubeconfig)?;
         let config =
@@ -168,6 +171,7 @@ impl TestCluster {
 
 /// A namespace of its own for one test; `delete()` removes it with everything in it.
 pub struct TestNamespace {
+    /// The namespace's generated name.
     pub name: String,
     client: Client,
 }

@@ -18,12 +18,14 @@ const CACHE_TTL: Duration = Duration::from_secs(60);
 /// More cached answers than this and the cache starts over (bounded memory).
 const CACHE_LIMIT: usize = 16_384;
 
+/// Checks pods' tokens with the cluster's TokenReview API, caching answers briefly.
 pub struct TokenReviewer {
     reviews: Api<TokenReview>,
     cache: Mutex<HashMap<[u8; 32], (Identity, Instant)>>,
 }
 
 impl TokenReviewer {
+    /// Reviews with `client`'s API server.
     pub fn new(client: kube::Client) -> TokenReviewer {
         TokenReviewer {
             reviews: Api::all(client),

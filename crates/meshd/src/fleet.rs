@@ -11,11 +11,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 const FILE: &str = "fleet.json";
 
+/// A project: its clusters and whether their mesh is enabled.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Project {
+    /// `fleetmesh mesh enable` was run for it.
     #[serde(default)]
     pub mesh_enabled: bool,
+    /// Its member clusters, by name.
     #[serde(default)]
     pub memberships: BTreeMap<String, Membership>,
 }
@@ -37,11 +40,15 @@ pub struct Membership {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Change {
+    /// A new membership.
     Created,
+    /// A membership whose location or channel changed.
     Updated,
+    /// Registered as it already was.
     Unchanged,
 }
 
+/// The registry of projects and their clusters, kept in `fleet.json`.
 pub struct Fleet {
     path: PathBuf,
     projects: Mutex<BTreeMap<String, Project>>,
@@ -64,6 +71,7 @@ impl Fleet {
         })
     }
 
+    /// Every project, as it is now.
     pub fn projects(&self) -> BTreeMap<String, Project> {
         self.projects.lock().clone()
     }

@@ -1,8 +1,11 @@
 //! meshd: wires config sources to the model, the model to the xDS server, and serves
 //! metrics and istiod's debug endpoints.
 
+#![warn(missing_docs)]
+
 mod auth;
 mod ca_files;
+/// meshd's flags and settings.
 pub mod config;
 mod debug;
 pub mod fleet;
@@ -309,10 +312,12 @@ impl Meshd {
         })
     }
 
+    /// Where proxies on this host reach ADS and the CA (plaintext, loopback).
     pub fn xds_address(&self) -> SocketAddr {
         self.addresses.xds
     }
 
+    /// Metrics, istiod's debug endpoints and the install API.
     pub fn http_address(&self) -> SocketAddr {
         self.addresses.http
     }
@@ -327,6 +332,7 @@ impl Meshd {
         self.addresses.webhook
     }
 
+    /// The control plane's metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }

@@ -23,12 +23,14 @@ struct FileState {
     errors: Vec<String>,
 }
 
+/// Local mode's config: the YAML files of one directory.
 pub struct LocalSource {
     dir: PathBuf,
     files: Mutex<BTreeMap<PathBuf, FileState>>,
 }
 
 impl LocalSource {
+    /// The source of `config.config_dir` (read on the first snapshot).
     pub fn new(config: &MeshdConfig) -> LocalSource {
         LocalSource {
             dir: config.config_dir.clone(),
@@ -75,6 +77,7 @@ impl LocalSource {
         Snapshot::build(SnapshotInput { resources, ..input })
     }
 
+    /// Why the files that are rejected now are rejected (file, field, reason).
     pub fn errors(&self) -> Vec<String> {
         let files = self.files.lock();
         files.values().flat_map(|f| f.errors.clone()).collect()

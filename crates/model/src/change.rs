@@ -8,6 +8,7 @@ use crate::service::Service;
 use crate::snapshot::Snapshot;
 use std::collections::BTreeSet;
 
+/// What changed between two snapshots, as far as proxies can tell.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     /// Nothing a proxy could see.

@@ -7,6 +7,7 @@ use std::fmt;
 /// carries only the CA.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Credential {
+    /// The certificate and its chain.
     pub certificate_chain: Option<String>,
     /// A secret: never logged (the `Debug` form leaves it out).
     pub private_key: Option<String>,

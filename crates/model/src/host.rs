@@ -30,7 +30,9 @@ pub fn host_matches(pattern: &str, host: &str) -> bool {
 /// Which namespaces may see a resource (Istio's `exportTo`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExportTo {
+    /// Every namespace (`*`, or no `exportTo`).
     All,
+    /// These namespaces only (`.` is resolved to the resource's own).
     Namespaces(BTreeSet<String>),
 }
 
@@ -55,6 +57,7 @@ impl ExportTo {
         ExportTo::Namespaces(namespaces)
     }
 
+    /// Whether a proxy in `namespace` may see the resource.
     pub fn visible_to(&self, namespace: &str) -> bool {
         match self {
             ExportTo::All => true,

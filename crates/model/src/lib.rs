@@ -3,10 +3,13 @@
 //! A [`Snapshot`] is immutable: translation reads it without locks while the next one is
 //! built. Nothing here knows Envoy or gRPC.
 
+#![warn(missing_docs)]
+
 pub mod change;
 pub mod credential;
 pub mod host;
 pub mod security;
+/// Services, their ports and endpoints, and workloads.
 pub mod service;
 pub mod snapshot;
 

@@ -13,6 +13,7 @@ use std::sync::Arc;
 /// What a workload's sidecar accepts on its inbound ports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InboundMtls {
+    /// The mode of every port without an override.
     pub default: MtlsMode,
     /// Overrides by workload port.
     pub ports: BTreeMap<u32, MtlsMode>,

@@ -2,6 +2,7 @@ use crate::host::ExportTo;
 pub use fleetmesh_api::protocol::Protocol;
 use std::collections::BTreeMap;
 
+/// Kubernetes-style labels.
 pub type Labels = BTreeMap<String, String>;
 
 /// A service of the mesh: a host with ports, endpoints and visibility.
@@ -9,20 +10,27 @@ pub type Labels = BTreeMap<String, String>;
 pub struct Service {
     /// Fully qualified: `reviews.default.svc.cluster.local`, or a ServiceEntry host.
     pub hostname: String,
+    /// Where it is defined (a Service's namespace, a ServiceEntry's).
     pub namespace: String,
     /// The virtual IPs clients dial (a Kubernetes ClusterIP, a ServiceEntry's
     /// `addresses`): a captured sidecar tells a TCP service's connections by them, since
     /// TCP carries no host name. Empty for headless services.
     pub addresses: Vec<std::net::IpAddr>,
+    /// Its ports, in declaration order.
     pub ports: Vec<ServicePort>,
+    /// Where its traffic goes (a DNS service's host names included).
     pub endpoints: Vec<Endpoint>,
+    /// Which namespaces may see it.
     pub export_to: ExportTo,
     /// Kubernetes selector (empty for ServiceEntries): which workloads serve it.
     pub selector: Labels,
+    /// How a proxy finds its endpoints.
     pub resolution: Resolution,
+    /// Outside the mesh (a ServiceEntry with `location: MESH_EXTERNAL`).
     pub mesh_external: bool,
 }
 
+/// How a service's endpoints are found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resolution {
     /// Endpoints are known addresses (EDS).
@@ -33,10 +41,14 @@ pub enum Resolution {
     Passthrough,
 }
 
+/// One port of a service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServicePort {
+    /// Its name (Istio reads the protocol from a prefix such as `http-`).
     pub name: String,
+    /// The port clients dial.
     pub port: u32,
+    /// What it speaks.
     pub protocol: Protocol,
     /// The port workloads listen on when the endpoint names none.
     pub target_port: u32,
@@ -65,28 +77,39 @@ impl ServicePort {
 /// A workload a cluster knows (a Pod): what a proxy claiming to be it really is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Workload {
+    /// The Pod's namespace.
     pub namespace: String,
+    /// The Pod's name.
     pub name: String,
+    /// The Pod's IP, once it has one.
     pub ip: Option<String>,
+    /// The Pod's labels.
     pub labels: Labels,
+    /// The Pod's service account.
     pub service_account: Option<String>,
 }
 
 /// One address serving a service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
+    /// An IP, or a host name a DNS service resolves.
     pub address: String,
     /// Service port number → the port this endpoint listens on.
     pub ports: BTreeMap<u32, u32>,
+    /// The workload's labels (subsets select by them).
     pub labels: Labels,
+    /// `region/zone`, when known.
     pub locality: Option<String>,
+    /// Its share of the service's traffic (Istio's default is 1).
     pub weight: u32,
+    /// The workload's service account: the identity its peers verify.
     pub service_account: Option<String>,
     /// Which cluster (or, in local mode, `local`) the endpoint came from.
     pub cluster_id: String,
 }
 
 impl Service {
+    /// The port numbered `number`, if the service has it.
     pub fn port(&self, number: u32) -> Option<&ServicePort> {
         self.ports.iter().find(|p| p.port == number)
     }

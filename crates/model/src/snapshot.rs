@@ -15,14 +15,18 @@ use std::sync::Arc;
 
 /// Everything a snapshot is built from.
 pub struct SnapshotInput<'a> {
+    /// Istio and Kubernetes config, from every source.
     pub resources: Vec<&'a Resource>,
     /// Services a source resolved itself (a Kubernetes cluster's Services with their
     /// EndpointSlices and Pods).
     pub services: Vec<Service>,
     /// Workloads (Pods) a source knows, to match proxies against.
     pub workloads: Vec<Workload>,
+    /// The cluster's DNS domain (`cluster.local`).
     pub domain: String,
+    /// Mesh-wide settings.
     pub mesh: MeshSettings,
+    /// The cluster the services and workloads come from (`local` in local mode).
     pub cluster_id: String,
     /// Gateway TLS credentials: the cluster's Secrets, by (namespace, Secret name).
     pub credentials: BTreeMap<(String, String), Arc<crate::Credential>>,
@@ -58,6 +62,7 @@ impl Lookups for NoLookups {
 pub struct MeshSettings {
     /// The namespace whose Sidecar and DestinationRules apply mesh-wide.
     pub root_namespace: String,
+    /// The identity domain of the mesh's certificates.
     pub trust_domain: String,
     /// `outboundTrafficPolicy: REGISTRY_ONLY`: captured traffic to unknown destinations
     /// is dropped instead of passed through.
@@ -77,16 +82,25 @@ impl Default for MeshSettings {
 /// One mesh's state at one moment. Immutable; shared by `Arc` between readers.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
+    /// The cluster's DNS domain (`cluster.local`).
     pub domain: String,
+    /// Mesh-wide settings.
     pub mesh: MeshSettings,
     /// By hostname. Where two resources claim one host, the first by namespace/name wins.
     pub services: BTreeMap<String, Arc<Service>>,
+    /// Ordered by namespace and name, as every list of config below.
     pub virtual_services: Vec<Arc<Config<VirtualServiceSpec>>>,
+    /// Traffic policies by host.
     pub destination_rules: Vec<Arc<Config<DestinationRuleSpec>>>,
+    /// Gateway servers, by the labels of the gateways they select.
     pub gateways: Vec<Arc<Config<GatewaySpec>>>,
+    /// What proxies see and how they listen.
     pub sidecars: Vec<Arc<Config<SidecarSpec>>>,
+    /// mTLS modes.
     pub peer_authentications: Vec<Arc<Config<PeerAuthenticationSpec>>>,
+    /// ALLOW, DENY and AUDIT rules.
     pub authorization_policies: Vec<Arc<Config<AuthorizationPolicySpec>>>,
+    /// JWT rules.
     pub request_authentications: Vec<Arc<Config<RequestAuthenticationSpec>>>,
     /// JWKS documents meshd fetched, by `jwksUri` (proxies never fetch keys themselves).
     pub jwks: BTreeMap<String, String>,
@@ -149,6 +163,8 @@ impl Snapshot {
             .collect()
     }
 
+    /// Builds the snapshot of `input`, in a deterministic order: the same input always
+    /// gives the same snapshot.
     pub fn build(input: SnapshotInput<'_>) -> Snapshot {
         let mut resources = input.resources;
         // Deterministic order: the same config always gives the same snapshot.

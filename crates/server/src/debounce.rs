@@ -5,6 +5,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
+/// How change signals merge into rebuilds.
 #[derive(Debug, Clone, Copy)]
 pub struct Debounce {
     /// Quiet time after a change before the merged push.

@@ -191,6 +191,7 @@ impl PartialEq for Generated {
 }
 
 impl Generated {
+    /// A proxy's resources, each type encoded once and versioned by content.
     pub fn new(mut resources: ProxyResources) -> Generated {
         let types = ResourceType::PUSH_ORDER
             .into_iter()
@@ -304,6 +305,7 @@ impl Generated {
         Generated { types, parts: None }
     }
 
+    /// The resources of `kind`, if the proxy has that type at all.
     pub fn of_type(&self, kind: ResourceType) -> Option<&Arc<TypeResources>> {
         self.types.get(&kind)
     }

@@ -3,12 +3,13 @@
 //! It only pushes what `xds` computed from the latest snapshot and tracks what each proxy
 //! acknowledged. Versions are content hashes, so a restarted meshd offers the same
 //! versions for the same config and a reconnecting Envoy sees nothing new.
-
 //!
-//! Layers, each using only those above it: `generated`, `state`, `changes`, `metrics`,
-//! `subscription`, `registry`, `grpc` (framing) → `cache` → `context` (what every
-//! stream shares) → `session` (one proxy, either protocol) → `sotw`, `delta` →
-//! `service` (accepts streams).
+//! Layers, lowest first; a module uses only those before it: `generated`, `state`,
+//! `changes`, `metrics`, `subscription`, `registry`, `grpc` (framing) → `cache` →
+//! `context` (what every stream shares) → `session` (one proxy, either protocol) →
+//! `sotw`, `delta` → `service` (accepts streams).
+
+#![warn(missing_docs)]
 
 mod cache;
 mod changes;

@@ -7,16 +7,21 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+/// The `version` label: a proxy's Istio version.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabel {
+    /// As the proxy's node metadata `ISTIO_VERSION` says.
     pub version: String,
 }
 
+/// The `type` label: `cds`, `eds`, `lds`, `rds` or `sds`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TypeLabel {
+    /// The resource type's short name.
     pub r#type: String,
 }
 
+/// The control plane's metrics, registered once per meshd.
 pub struct Metrics {
     /// `pilot_xds{version}`: connected proxies by proxy version.
     pub connected: Family<VersionLabel, Gauge>,
@@ -31,6 +36,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// The metrics, registered in `registry`.
     pub fn new(registry: &mut Registry) -> Metrics {
         let metrics = Metrics {
             connected: Family::default(),
@@ -85,6 +91,7 @@ impl Metrics {
             .get()
     }
 
+    /// Bytes pushed of one type so far (for tests and the benchmark).
     pub fn pushed_bytes_of(&self, short_type: &str) -> u64 {
         self.pushed_bytes
             .get_or_create(&TypeLabel {
@@ -93,6 +100,7 @@ impl Metrics {
             .get()
     }
 
+    /// NACKs received so far, all types.
     pub fn rejects_total(&self) -> u64 {
         ["cds", "eds", "lds", "rds", "other"]
             .iter()

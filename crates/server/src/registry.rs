@@ -9,19 +9,26 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+/// One connected stream, as `/debug/syncz` and `/debug/config_dump` show it.
 #[derive(Debug, Clone)]
 pub struct ProxyStatus {
+    /// The node id the proxy sent.
     pub proxy_id: String,
+    /// Its Istio version (node metadata `ISTIO_VERSION`).
     pub proxy_version: String,
     /// The revision that injected it (its Pod's `istio.io/rev`), if known.
     pub revision: Option<String>,
+    /// When the stream opened.
     pub connected_at: SystemTime,
     /// `sotw` or `delta`.
     pub protocol: &'static str,
+    /// What was sent and ACKed, per type.
     pub types: BTreeMap<ResourceType, TypeStatus>,
+    /// What the proxy is being served now.
     pub resources: Arc<Generated>,
 }
 
+/// Every open stream, by connection number.
 #[derive(Default)]
 pub struct Registry {
     // Held only for map updates, never across an await.
@@ -29,14 +36,17 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// Records a new stream.
     pub fn insert(&self, id: u64, status: ProxyStatus) {
         self.connections.lock().insert(id, status);
     }
 
+    /// Forgets a closed stream.
     pub fn remove(&self, id: u64) {
         self.connections.lock().remove(&id);
     }
 
+    /// Changes a stream's record, if it is still open.
     pub fn update(&self, id: u64, change: impl FnOnce(&mut ProxyStatus)) {
         if let Some(status) = self.connections.lock().get_mut(&id) {
             change(status);

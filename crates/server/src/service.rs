@@ -29,12 +29,15 @@ const SOTW: &str =
 const DELTA: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 
+/// The ADS server: serves every stream from the published [`MeshState`]s.
 #[derive(Clone)]
 pub struct XdsServer {
     context: Arc<ServerContext>,
 }
 
 impl XdsServer {
+    /// A server of `snapshots`, authenticating streams with `authenticator`; streams end
+    /// on `shutdown`.
     pub fn new(
         snapshots: watch::Receiver<Arc<MeshState>>,
         registry: Arc<Registry>,

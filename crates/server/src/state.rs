@@ -8,7 +8,9 @@ use std::time::Instant;
 /// A published snapshot and when it was made (for convergence times).
 #[derive(Debug, Clone)]
 pub struct MeshState {
+    /// What proxies are served from.
     pub snapshot: Arc<Snapshot>,
+    /// When the change that produced it was made (for convergence times).
     pub created: Instant,
     /// Unique among the states of this process.
     pub id: u64,
@@ -24,6 +26,7 @@ const LINEAGE: usize = 16;
 static NEXT_STATE: AtomicU64 = AtomicU64::new(1);
 
 impl MeshState {
+    /// The first state: nothing to patch from.
     pub fn new(snapshot: Snapshot) -> MeshState {
         MeshState {
             snapshot: Arc::new(snapshot),

@@ -8,8 +8,11 @@ use std::collections::BTreeMap;
 /// A type's versions on one stream, as the debug registry shows them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TypeStatus {
+    /// The version of the newest response.
     pub sent_version: String,
+    /// The version the proxy last ACKed.
     pub acked_version: String,
+    /// The proxy's last NACK message, if it sent one.
     pub last_nack: Option<String>,
 }
 
