@@ -9,6 +9,7 @@ use kube::core::CustomResourceExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// What a revision's managed data plane should run.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "mesh.cloud.google.com",
@@ -31,35 +32,48 @@ pub struct DataPlaneControlSpec {
     pub proxy_target_basis_points: Option<u32>,
 }
 
+/// What the controller last found for the revision.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DataPlaneControlStatus {
+    /// Unset until the revision was reconciled once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<State>,
+    /// Why the rollout is stuck, when it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_details: Option<ErrorDetails>,
     /// The share achieved, in basis points.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_target_basis_points: Option<u32>,
+    /// The `metadata.generation` this status is for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Counts of the revision's pods and namespaces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_metrics: Option<ProxyMetrics>,
 }
 
+/// Where the revision's rollout stands.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum State {
+    /// Managed pods are being moved to the target version.
     Reconciling,
+    /// Every managed pod (or the target share) runs the target version.
     Ready,
+    /// The rollout cannot go on (see `errorDetails`).
     Error,
 }
 
+/// Why a rollout cannot go on.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 pub struct ErrorDetails {
+    /// A stable code (e.g. `PDB_BLOCKED`).
     pub code: String,
+    /// What a person should know.
     pub message: String,
 }
 
+/// Counts of a revision's injected pods and opted-in namespaces.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProxyMetrics {

@@ -17,6 +17,7 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// Refusals before the pod gets an Event.
 const REPORT_AFTER: u32 = 3;
+/// The status message while PodDisruptionBudgets refuse every eviction.
 pub const PDB_MESSAGE: &str = "PodDisruptionBudgets are preventing upgrade";
 
 struct Refusal {
@@ -25,6 +26,7 @@ struct Refusal {
     count: u32,
 }
 
+/// Evicts outdated pods one at a time, at its pace, backing off from refusals.
 pub struct Executor {
     client: kube::Client,
     events: Recorder,
@@ -36,6 +38,7 @@ pub struct Executor {
 }
 
 impl Executor {
+    /// An executor evicting at most one pod per `pace`.
     pub fn new(client: kube::Client, pace: Duration) -> Executor {
         let events = Recorder::new(
             client.clone(),
@@ -64,6 +67,7 @@ impl Executor {
             .collect()
     }
 
+    /// Evictions so far, by namespace.
     pub fn evicted(&self) -> &BTreeMap<String, u32> {
         &self.evicted
     }

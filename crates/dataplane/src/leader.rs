@@ -10,9 +10,12 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, ObjectMeta, PostParams};
 use std::time::Duration;
 
+/// The Lease whose holder drives the managed data plane.
 pub const LEASE: &str = "fleetmesh-data-plane";
+/// Where the Lease lives.
 pub const NAMESPACE: &str = "istio-system";
 
+/// One meshd's claim on the Lease: only its holder evicts and writes status.
 pub struct Leader {
     leases: Api<Lease>,
     identity: String,
@@ -20,6 +23,7 @@ pub struct Leader {
 }
 
 impl Leader {
+    /// A claim held `duration` between renewals, under an identity unique to this process.
     pub fn new(client: kube::Client, duration: Duration) -> Leader {
         let started = Timestamp::now().as_nanosecond();
         Leader {
@@ -29,6 +33,7 @@ impl Leader {
         }
     }
 
+    /// Who holds the Lease when this does.
     pub fn identity(&self) -> &str {
         &self.identity
     }

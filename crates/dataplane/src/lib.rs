@@ -8,6 +8,8 @@
 //! version, the [`planner`] picks which outdated pod goes next, and the [`executor`]
 //! evicts it through the Eviction API, at a set pace, PodDisruptionBudgets permitting.
 
+#![warn(missing_docs)]
+
 pub mod control;
 pub mod controller;
 pub mod executor;

@@ -5,6 +5,7 @@
 
 use serde_json::Value;
 
+/// The annotation a namespace or pod opts in or out with (`{"managed":"true"}`).
 pub const ANNOTATION: &str = "mesh.cloud.google.com/proxy";
 
 /// What one object's annotation says.
@@ -12,11 +13,13 @@ pub const ANNOTATION: &str = "mesh.cloud.google.com/proxy";
 pub enum OptIn {
     /// No annotation: the other level decides.
     Unset,
+    /// `managed` true or false.
     Managed(bool),
     /// Unreadable: treated as unmanaged; the reason goes into an Event.
     Malformed(String),
 }
 
+/// What an annotation's value says.
 pub fn parse(annotation: Option<&str>) -> OptIn {
     let Some(text) = annotation else {
         return OptIn::Unset;

@@ -20,22 +20,32 @@ const SYSTEM_NAMESPACES: [&str; 4] = [
 /// Why a pod is not a candidate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Skip {
+    /// It has no proxy.
     NoProxy,
     /// Injected by `fleetmesh kube-inject`: evicting it would bring back the same proxy.
     HandInjected,
     /// Not owned by a ReplicaSet (a Job, StatefulSet, DaemonSet or bare pod).
     NotReplicated,
+    /// It shares the node's network (no capture to upgrade).
     HostNetwork,
+    /// It runs in a system namespace.
     SystemNamespace,
+    /// Neither it nor its namespace opted in.
     Unmanaged,
+    /// It already runs the target version.
     OnTarget,
+    /// It is going away.
     Terminating,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// A pod that may be evicted.
 pub struct Candidate {
+    /// Its namespace.
     pub namespace: String,
+    /// Its name.
     pub name: String,
+    /// The revision that injected it.
     pub revision: String,
     /// `namespace/deployment`: one eviction at a time per owner.
     pub owner: String,
@@ -43,9 +53,13 @@ pub struct Candidate {
     pub headroom: bool,
 }
 
+/// What the plan is made from.
 pub struct Inputs<'a> {
+    /// Every pod of the cluster.
     pub pods: &'a [Pod],
+    /// Each namespace's opt-in.
     pub namespaces: &'a BTreeMap<String, OptIn>,
+    /// Every PodDisruptionBudget of the cluster.
     pub budgets: &'a [PodDisruptionBudget],
     /// Revision → the proxy version its managed pods should run.
     pub targets: &'a BTreeMap<String, String>,
@@ -173,6 +187,7 @@ fn busy_owners(pods: &[Pod]) -> BTreeSet<String> {
         .collect()
 }
 
+/// Whether the pod's Ready condition is true.
 pub fn is_ready(pod: &Pod) -> bool {
     pod.status
         .as_ref()

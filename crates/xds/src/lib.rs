@@ -4,6 +4,8 @@
 //! `virtualOutbound`, `inbound|9080||`, route configs by port) so Istio's agent, istioctl
 //! and dashboards recognise what meshd serves.
 
+#![warn(missing_docs)]
+
 mod authz;
 mod cluster;
 mod common;
@@ -25,11 +27,16 @@ pub use scope::{Scope, SharedKey};
 use envoy_types::pb::google::protobuf::Any;
 use fleetmesh_model::Snapshot;
 
+/// Envoy's type URL of clusters (CDS).
 pub const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+/// Envoy's type URL of endpoints (EDS).
 pub const ENDPOINT_TYPE: &str =
     "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+/// Envoy's type URL of listeners (LDS).
 pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+/// Envoy's type URL of route configurations (RDS).
 pub const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+/// Envoy's type URL of secrets (SDS; gateways' credentials over ADS).
 pub const SECRET_TYPE: &str =
     "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 
@@ -37,10 +44,15 @@ pub const SECRET_TYPE: &str =
 /// (or a `BTreeMap` keyed by it) goes in that order too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ResourceType {
+    /// Clusters (CDS).
     Cluster,
+    /// Endpoints (EDS).
     Endpoint,
+    /// Gateway credentials (SDS over ADS).
     Secret,
+    /// Listeners (LDS).
     Listener,
+    /// Route configurations (RDS).
     Route,
 }
 
@@ -89,22 +101,29 @@ impl ResourceType {
 /// One named Envoy resource, packed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NamedResource {
+    /// The name proxies ask for it by.
     pub name: String,
+    /// The resource, packed.
     pub resource: Any,
 }
 
 /// Everything one proxy should have, by type.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProxyResources {
+    /// Clusters (CDS).
     pub clusters: Vec<NamedResource>,
+    /// Endpoints (EDS).
     pub endpoints: Vec<NamedResource>,
+    /// Listeners (LDS).
     pub listeners: Vec<NamedResource>,
+    /// Route configurations (RDS).
     pub routes: Vec<NamedResource>,
     /// Gateway TLS credentials (secrets `kubernetes://<name>`).
     pub secrets: Vec<NamedResource>,
 }
 
 impl ProxyResources {
+    /// The resources of `kind`.
     pub fn of_type(&self, kind: ResourceType) -> &[NamedResource] {
         match kind {
             ResourceType::Cluster => &self.clusters,

@@ -23,14 +23,19 @@ pub fn bound_listener(address: &str, port: u32) -> String {
     format!("{address}_{port}")
 }
 
+/// The captured sidecar's outbound listener (15001), or the HTTP-proxy one without
+/// capture.
 pub const VIRTUAL_OUTBOUND: &str = "virtualOutbound";
+/// The captured sidecar's inbound listener (15006).
 pub const VIRTUAL_INBOUND: &str = "virtualInbound";
 /// Where captured traffic to unknown destinations goes (Istio's `ALLOW_ANY`).
 pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
+/// Where inbound traffic to a port no service declares goes: the app, as addressed.
 pub const INBOUND_PASSTHROUGH_CLUSTER: &str = "InboundPassthroughCluster";
 /// The source address of Envoy's connections to its own app, which capture leaves alone
 /// (Istio's `InboundPassthroughBindIpv4`; the istio-init rules RETURN it on `lo`).
 pub const INBOUND_PASSTHROUGH_SOURCE: &str = "127.0.0.6";
+/// Where dropped traffic goes (`REGISTRY_ONLY`).
 pub const BLACK_HOLE_CLUSTER: &str = "BlackHoleCluster";
 
 /// Splits `outbound|PORT|SUBSET|HOST` into its parts.

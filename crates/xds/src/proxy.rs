@@ -4,8 +4,10 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use std::collections::BTreeMap;
 
+/// What a proxy is, from its node id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProxyKind {
+    /// Beside a workload (`sidecar~...`).
     Sidecar,
     /// A gateway (`router~...`).
     Router,
@@ -21,20 +23,32 @@ pub enum Interception {
     Redirect,
 }
 
+/// A connected proxy, as its node says it is (see [`Proxy::resolved`] for what the mesh
+/// knows of it).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Proxy {
+    /// Its node id, `TYPE~IP~POD.NAMESPACE~DOMAIN`.
     pub id: String,
+    /// Sidecar or gateway.
     pub kind: ProxyKind,
     /// Its addresses (`INSTANCE_IPS`, else the node id's): a Pod is this proxy's only if
     /// its IP is one; the first is where it binds (see [`Proxy::ip`]).
     pub ips: Vec<String>,
+    /// Its Pod's name.
     pub pod_name: String,
+    /// Its namespace.
     pub namespace: String,
+    /// Its workload's labels.
     pub labels: BTreeMap<String, String>,
+    /// Its workload's service account (`default` when unnamed).
     pub service_account: String,
+    /// Its Istio version (`ISTIO_VERSION`).
     pub istio_version: String,
+    /// The cluster it runs in (`CLUSTER_ID`).
     pub cluster_id: String,
+    /// The mesh it belongs to (`MESH_ID`).
     pub mesh_id: String,
+    /// How traffic reaches it.
     pub interception: Interception,
 }
 
@@ -51,6 +65,7 @@ pub struct ConfigKey {
 }
 
 impl Proxy {
+    /// What its own part of the config depends on (see [`ConfigKey`]).
     pub fn config_key(&self) -> ConfigKey {
         ConfigKey {
             kind: self.kind,
@@ -163,10 +178,13 @@ impl Proxy {
 /// A node a proxy sent that does not say what the proxy is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NodeError {
+    /// The node id has not the four parts.
     #[error("node id {0:?} is not TYPE~IP~POD.NAMESPACE~DOMAIN")]
     Id(String),
+    /// The node id's type is neither `sidecar` nor `router`.
     #[error("node type {0:?} is not sidecar or router")]
     Type(String),
+    /// Neither the metadata nor the id names a namespace.
     #[error("node {0:?} names no namespace (metadata NAMESPACE)")]
     NoNamespace(String),
 }

@@ -9,9 +9,15 @@ use fleetmesh_model::service::{labels_match, selects};
 use fleetmesh_model::{Service, Snapshot};
 use std::sync::Arc;
 
+/// What one proxy may see of a snapshot: the services its Sidecar (or the defaults) make
+/// visible, and the Sidecar resource that applies to it.
 pub struct Scope<'a> {
+    /// The snapshot being translated.
     pub snapshot: &'a Snapshot,
+    /// The proxy it is translated for.
     pub proxy: &'a Proxy,
+    /// The Sidecar resource selecting the proxy, else its namespace's, else the root
+    /// namespace's.
     pub sidecar: Option<&'a Config<SidecarSpec>>,
     /// Visible services, by hostname order.
     pub services: Vec<&'a Arc<Service>>,
@@ -24,6 +30,7 @@ pub struct Scope<'a> {
 type HostsOf<'a> = (Vec<String>, &'a Arc<Config<VirtualServiceSpec>>);
 
 impl<'a> Scope<'a> {
+    /// The scope of `proxy` in `snapshot`.
     pub fn new(snapshot: &'a Snapshot, proxy: &'a Proxy) -> Scope<'a> {
         let sidecar = match proxy.kind {
             ProxyKind::Sidecar => find_sidecar(snapshot, proxy),
@@ -57,6 +64,7 @@ impl<'a> Scope<'a> {
             .collect()
     }
 
+    /// The visible service of host name `host`.
     pub fn service(&self, host: &str) -> Option<&'a Arc<Service>> {
         self.services.iter().find(|s| s.hostname == host).copied()
     }
@@ -151,6 +159,7 @@ pub struct SharedKey {
 }
 
 impl SharedKey {
+    /// The key of `proxy`'s shared part in `snapshot`.
     pub fn new(snapshot: &Snapshot, proxy: &Proxy) -> SharedKey {
         let sidecar = match proxy.kind {
             ProxyKind::Sidecar => find_sidecar(snapshot, proxy),

@@ -23,10 +23,13 @@ use fleetmesh_api::networking::{
 
 /// The bootstrap cluster of the agent's SDS socket.
 pub const SDS_CLUSTER: &str = "sds-grpc";
+/// The SDS name of the workload's own certificate, as Istio's agent serves it.
 pub const CERTIFICATE_SECRET: &str = "default";
+/// The SDS name of the mesh's trusted roots.
 pub const ROOT_SECRET: &str = "ROOTCA";
 /// Endpoint metadata that picks the mTLS transport socket, as Istio marks sidecars.
 pub const TRANSPORT_SOCKET_MATCH: &str = "envoy.transport_socket_match";
+/// The label Istio's injector puts on pods with a sidecar (`istio`).
 pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
 /// ALPN Istio's sidecars offer to each other.
 const ISTIO_ALPN: [&str; 2] = ["istio-peer-exchange", "istio"];
