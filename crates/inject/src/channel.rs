@@ -5,17 +5,23 @@
 use std::fmt;
 use std::str::FromStr;
 
+/// A release channel, as `install --channel` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Channel {
+    /// Newest versions first.
     Rapid,
+    /// The default.
     Regular,
+    /// Versions proven longest.
     Stable,
 }
 
 /// One revision: what a namespace labelled `istio.io/rev=<name>` gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Revision {
+    /// `asm-managed-rapid`, `asm-managed`, `asm-managed-stable`.
     pub name: &'static str,
+    /// The channel it follows.
     pub channel: Channel,
     /// The control plane version serving it.
     pub control_plane_version: &'static str,
@@ -87,10 +93,12 @@ pub fn valid_hub(hub: &str) -> bool {
 pub const DEFAULT_TAG: &str = "default";
 
 impl Revision {
+    /// The revision called `name`.
     pub fn named(name: &str) -> Option<&'static Revision> {
         REVISIONS.iter().find(|r| r.name == name)
     }
 
+    /// The revision of `channel`.
     pub fn of(channel: Channel) -> &'static Revision {
         REVISIONS
             .iter()
@@ -100,6 +108,7 @@ impl Revision {
 }
 
 impl Channel {
+    /// Every channel.
     pub const ALL: [Channel; 3] = [Channel::Rapid, Channel::Regular, Channel::Stable];
 }
 

@@ -5,6 +5,8 @@
 //! release channels and the revisions they pin. The same templates serve
 //! `fleetmesh kube-inject`, offline.
 
+#![warn(missing_docs)]
+
 pub mod admission;
 pub mod channel;
 pub mod policy;
@@ -32,6 +34,7 @@ pub mod annotations {
     /// `webhook` or `kube-inject`: the managed data plane only replaces pods whose proxy
     /// a webhook injected (a hand-injected pod would come back with the old proxy).
     pub const INJECTED_BY: &str = "fleetmesh.io/injected-by";
+    /// Which container `kubectl exec` and `logs` pick without `-c`: the app's.
     pub const DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
 }
 
@@ -45,11 +48,15 @@ pub mod labels {
     pub const INJECT: &str = "sidecar.istio.io/inject";
     /// The proxy version an injected pod runs.
     pub const PROXY_VERSION: &str = "fleetmesh.io/proxy-version";
+    /// `istio`: the pod has a sidecar, so its peers send it mTLS.
     pub const TLS_MODE: &str = "security.istio.io/tlsMode";
+    /// The workload's service name, for telemetry.
     pub const CANONICAL_NAME: &str = "service.istio.io/canonical-name";
+    /// The workload's version, for telemetry.
     pub const CANONICAL_REVISION: &str = "service.istio.io/canonical-revision";
 }
 
 /// The sidecar's container and init container names.
 pub const PROXY_CONTAINER: &str = "istio-proxy";
+/// The init container that programs the pod's traffic capture.
 pub const INIT_CONTAINER: &str = "istio-init";

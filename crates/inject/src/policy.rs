@@ -5,14 +5,19 @@
 use crate::{PROXY_CONTAINER, annotations, labels};
 use k8s_openapi::api::core::v1::Pod;
 
+/// Istio's injection templates meshd renders.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Template {
+    /// A sidecar beside the app, with capture.
     Sidecar,
+    /// The declared `istio-proxy` container of a gateway Deployment, filled in.
     Gateway,
 }
 
+/// What the webhook does with a pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
+    /// Inject with this template.
     Inject(Template),
     /// Admit the pod unchanged, for this reason.
     Skip(&'static str),
@@ -23,6 +28,8 @@ pub enum Decision {
 /// Namespaces whose pods are never injected, as in Istio.
 const IGNORED_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
 
+/// Istio's injection rules for `pod` in `namespace` (its labels and annotations; the
+/// namespace's labels were matched by the webhook's selectors).
 pub fn decide(pod: &Pod, namespace: &str) -> Decision {
     let meta = &pod.metadata;
     let annotation = |key: &str| meta.annotations.as_ref().and_then(|a| a.get(key));

@@ -11,18 +11,25 @@ pub const MAX_REVIEW_BYTES: usize = 8 * 1024 * 1024;
 
 const API_VERSION: &str = "admission.k8s.io/v1";
 
+/// Why a body is not an AdmissionReview this webhook answers.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ReviewError {
+    /// Over the size limit (bytes sent).
     #[error("the review is {0} bytes; at most {MAX_REVIEW_BYTES} are accepted")]
     TooLarge(usize),
+    /// Not JSON of the expected shape.
     #[error("not an AdmissionReview: {0}")]
     Malformed(String),
+    /// Another API version than `admission.k8s.io/v1`.
     #[error("apiVersion {0:?} is not supported (send {API_VERSION})")]
     ApiVersion(String),
+    /// Another kind.
     #[error("kind {0:?} is not AdmissionReview")]
     Kind(String),
+    /// No `request`.
     #[error("the review has no request")]
     NoRequest,
+    /// A request without a uid (the response could not name it).
     #[error("request.uid is empty")]
     NoUid,
 }
@@ -31,26 +38,37 @@ pub enum ReviewError {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AdmissionRequest {
+    /// What the response must echo.
     pub uid: String,
+    /// The kind of the object under review.
     pub kind: GroupVersionKind,
+    /// `CREATE`, `UPDATE`, ...
     #[serde(default)]
     pub operation: String,
+    /// The object's namespace.
     #[serde(default)]
     pub namespace: Option<String>,
+    /// The object's name (empty for a pod with `generateName`).
     #[serde(default)]
     pub name: Option<String>,
+    /// The object as submitted.
     #[serde(default)]
     pub object: Option<Value>,
+    /// Nothing is persisted (`kubectl --dry-run=server`).
     #[serde(default)]
     pub dry_run: Option<bool>,
 }
 
+/// A kind with its group and version.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct GroupVersionKind {
+    /// Empty for the core group.
     #[serde(default)]
     pub group: String,
+    /// e.g. `v1`.
     #[serde(default)]
     pub version: String,
+    /// e.g. `Pod`.
     pub kind: String,
 }
 
@@ -93,7 +111,12 @@ pub enum Verdict {
     /// Admit with these JSONPatch operations applied.
     Patch(json_patch::Patch),
     /// Refuse, telling the user why (kubectl prints the message).
-    Deny { code: u16, message: String },
+    Deny {
+        /// The HTTP status code the API server reports.
+        code: u16,
+        /// Why.
+        message: String,
+    },
 }
 
 /// The AdmissionReview answering request `uid`.

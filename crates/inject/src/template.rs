@@ -14,20 +14,26 @@ use std::collections::BTreeMap;
 /// Who injected a pod: the managed data plane replaces only webhook-injected pods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InjectedBy {
+    /// The mutating webhook.
     Webhook,
+    /// `fleetmesh kube-inject`, by hand.
     KubeInject,
 }
 
 /// What the templates need beyond the pod.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// The revision whose proxy is injected.
     pub revision: &'static Revision,
     /// meshd's xDS (and CA) address, as proxies in the cluster reach it.
     pub xds_address: String,
+    /// The mesh's trust domain, for the proxy's identity.
     pub trust_domain: String,
+    /// The cluster's id (`CLUSTER_ID` of the proxies).
     pub cluster_id: String,
     /// The cluster's CNI plugin redirects traffic: no `istio-init` container.
     pub cni_managed: bool,
+    /// Who injects.
     pub injected_by: InjectedBy,
     /// The proxy version to inject instead of the channel table's: the revision's
     /// DataPlaneControl `spec.proxyVersion`, which starts a managed rollout.
@@ -56,12 +62,14 @@ const TOKEN_DIR: &str = "/var/run/secrets/tokens";
 /// The mesh roots, from ConfigMap `istio-ca-root-cert` (meshd keeps one in every
 /// namespace): the agent verifies meshd's TLS port with them.
 const ROOT_CERT_DIR: &str = "/var/run/secrets/istio";
+/// The ConfigMap of the mesh roots, mounted at `ROOT_CERT_DIR`.
 pub const ROOT_CERT_CONFIG_MAP: &str = "istio-ca-root-cert";
 /// The user the proxy runs as; `istio-init` exempts its traffic from redirection.
 const PROXY_UID: i64 = 1337;
 /// The volumes every template adds.
 const VOLUMES: [&str; 4] = ["istio-envoy", "istio-data", "istio-token", "istiod-ca-cert"];
 
+/// A pod the template cannot be applied to (and why).
 #[derive(Debug, thiserror::Error)]
 #[error("cannot inject: {0}")]
 pub struct InjectError(String);
