@@ -8,12 +8,16 @@ use crate::identity::Identity;
 use futures::future::BoxFuture;
 use tonic::metadata::MetadataMap;
 
+/// Why a caller is not authenticated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
+    /// It sent no token.
     #[error("no `authorization: Bearer <token>` metadata")]
     Missing,
+    /// Its token is malformed or its signature wrong.
     #[error("the token is not valid: {0}")]
     Invalid(&'static str),
+    /// The token's issuer refused it (expired, revoked, wrong audience).
     #[error("the token was refused: {0}")]
     Refused(String),
     /// The token could not be checked now (the API server is unreachable, say): the
@@ -31,6 +35,7 @@ impl From<AuthError> for tonic::Status {
     }
 }
 
+/// Tells who a bearer token proves.
 pub trait Authenticator: Send + Sync + 'static {
     /// The identity `token` proves. Asynchronous because some authenticators ask another
     /// service (Kubernetes' TokenReview).

@@ -19,9 +19,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use time::OffsetDateTime;
 
+/// The signing certificate, in the CA directory (Istio's plug-in CA file names).
 pub const CA_CERT: &str = "ca-cert.pem";
+/// Its key (0600).
 pub const CA_KEY: &str = "ca-key.pem";
+/// The chain from the signing certificate up to (not including) the root.
 pub const CERT_CHAIN: &str = "cert-chain.pem";
+/// The roots workloads trust.
 pub const ROOT_CERT: &str = "root-cert.pem";
 
 /// Istio's default workload certificate lifetime.
@@ -33,15 +37,26 @@ const ROOT_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// accepts them at once.
 const BACKDATE: Duration = Duration::from_secs(60);
 
+/// Why the CA directory could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// What the system said.
         source: std::io::Error,
     },
+    /// A file holds something unusable.
     #[error("{path}: {reason}")]
-    Invalid { path: PathBuf, reason: String },
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A new root could not be made.
     #[error("creating the root certificate: {0}")]
     Generate(rcgen::Error),
 }
@@ -49,14 +64,29 @@ pub enum LoadError {
 /// Why a CSR was not signed; each maps to the gRPC status Istio's CA returns.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignError {
+    /// Over the size limit (bytes sent).
     #[error("the CSR is {0} bytes; the limit is {MAX_CSR_BYTES}")]
     TooLarge(usize),
+    /// Not a PEM certificate request with one SPIFFE id.
     #[error("the CSR is not a valid PEM certificate request: {0}")]
     Malformed(String),
+    /// It names another identity than the caller's token proves.
     #[error("the CSR asks for {requested}, but the caller is {caller}")]
-    ForeignIdentity { requested: String, caller: String },
+    ForeignIdentity {
+        /// The SPIFFE id in the CSR.
+        requested: String,
+        /// The identity the token proved.
+        caller: String,
+    },
+    /// It asks for a longer lifetime than the CA allows.
     #[error("the requested lifetime of {requested:?} exceeds the maximum of {max:?}")]
-    TtlTooLong { requested: Duration, max: Duration },
+    TtlTooLong {
+        /// The lifetime asked for.
+        requested: Duration,
+        /// The CA's limit.
+        max: Duration,
+    },
+    /// The CA failed (not the caller's fault).
     #[error("signing failed: {0}")]
     Signing(String),
 }
@@ -73,6 +103,7 @@ impl From<SignError> for tonic::Status {
     }
 }
 
+/// The mesh CA: signs workload certificates under its (possibly rotating) roots.
 pub struct CertificateAuthority {
     issuer: Issuer<'static, KeyPair>,
     /// PEM certificates between a workload certificate and the root (without roots).
@@ -140,6 +171,7 @@ impl CertificateAuthority {
         })
     }
 
+    /// The trust domain of the identities it signs.
     pub fn trust_domain(&self) -> &str {
         &self.trust_domain
     }

@@ -3,12 +3,15 @@
 
 use rcgen::{CertificateParams, KeyPair, SanType};
 
+/// A new key and the request to certify it.
 pub struct KeyAndCsr {
     /// PKCS#8 PEM; a secret, never logged.
     pub key_pem: String,
+    /// The CSR, PEM.
     pub csr_pem: String,
 }
 
+/// A fresh key and a CSR for `spiffe_id`.
 pub fn generate(spiffe_id: &str) -> Result<KeyAndCsr, rcgen::Error> {
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let mut params = CertificateParams::default();

@@ -5,10 +5,12 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+/// Replaces `path` with `contents`, readable by its owner only.
 pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     write_with_mode(path, contents, 0o600)
 }
 
+/// Replaces `path` with `contents`, readable by all.
 pub fn write_public(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     write_with_mode(path, contents, 0o644)
 }

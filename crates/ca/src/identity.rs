@@ -3,13 +3,17 @@
 
 use std::fmt;
 
+/// Who a workload is: its namespace and service account.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Identity {
+    /// The workload's namespace.
     pub namespace: String,
+    /// The workload's service account.
     pub service_account: String,
 }
 
 impl Identity {
+    /// The identity of `service_account` in `namespace`.
     pub fn new(namespace: &str, service_account: &str) -> Identity {
         Identity {
             namespace: namespace.into(),

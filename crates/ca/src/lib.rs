@@ -2,6 +2,8 @@
 //! [`Authenticator`]), the CA that signs its certificate ([`CertificateAuthority`]), and
 //! Istio's CreateCertificate API that serves it ([`CaService`]).
 
+#![warn(missing_docs)]
+
 pub mod auth;
 pub mod authority;
 pub mod client;
@@ -18,8 +20,9 @@ pub use identity::Identity;
 pub use service::CaService;
 pub use token::TokenIssuer;
 
-/// Istio's certificate API, from fleetmesh's own `proto/istio/v1/auth/ca.proto`.
-#[allow(clippy::all)]
+/// Istio's certificate API, from fleetmesh's own `proto/istio/v1/auth/ca.proto`
+/// (generated code: documented by the proto).
+#[allow(clippy::all, missing_docs)]
 pub mod proto {
     tonic::include_proto!("istio.v1.auth");
 }

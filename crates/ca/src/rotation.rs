@@ -15,15 +15,21 @@ use std::path::{Path, PathBuf};
 /// Where step 1 keeps the new root until step 2.
 pub const NEXT_ROOT_DIR: &str = "next-root";
 
+/// Why a rotation step failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RotationError {
+    /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// What the system said.
         source: std::io::Error,
     },
+    /// The new root could not be made.
     #[error("creating the new root: {0}")]
     Generate(#[from] rcgen::Error),
+    /// The step does not follow the one before (e.g. `activate` before `add`).
     #[error("{0}")]
     OutOfOrder(String),
 }

@@ -12,6 +12,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
+/// Istio's CreateCertificate service: signs a CSR for the identity the caller's token
+/// proves.
 #[derive(Clone)]
 pub struct CaService {
     /// The current CA; replaced when its files change (a root rotation step).
@@ -20,6 +22,7 @@ pub struct CaService {
 }
 
 impl CaService {
+    /// A service of the current `authority`, checking tokens with `authenticator`.
     pub fn new(
         authority: watch::Receiver<Arc<CertificateAuthority>>,
         authenticator: Arc<dyn Authenticator>,
@@ -30,6 +33,7 @@ impl CaService {
         }
     }
 
+    /// The gRPC service to route.
     pub fn into_server(self) -> IstioCertificateServiceServer<CaService> {
         IstioCertificateServiceServer::new(self)
     }

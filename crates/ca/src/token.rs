@@ -12,6 +12,7 @@ use std::path::Path;
 const PREFIX: &str = "fm1";
 const KEY_FILE: &str = "token-key";
 
+/// Issues and checks meshd's own tokens (local mode): HMAC-signed identities.
 pub struct TokenIssuer {
     key: hmac::Key,
 }
@@ -61,6 +62,7 @@ impl TokenIssuer {
             .is_some_and(|rest| rest.starts_with('.'))
     }
 
+    /// The identity `token` proves, if this issuer signed it.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
         let mut parts = token.split('.');
         let (Some(PREFIX), Some(subject), Some(tag), None) =
