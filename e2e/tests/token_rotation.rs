@@ -28,56 +28,58 @@ kind: Secret
 metadata: {name: bound-b}
 "#;
 
+/// A 10-minute token of service account `reviews` for the agent's audience, bound to
+/// Secret `secret` (deleting the Secret revokes it).
+fn token_bound_to(cluster: &TestCluster, namespace: &str, secret: &str) -> String {
+    cluster
+        .run_kubectl(
+            &[
+                "create",
+                "token",
+                "reviews",
+                "-n",
+                namespace,
+                "--audience",
+                AUDIENCE,
+                "--bound-object-kind",
+                "Secret",
+                "--bound-object-name",
+                secret,
+                "--duration",
+                "10m",
+            ],
+            None,
+        )
+        .expect("a token for the service account")
+        .trim()
+        .to_string()
+}
+
+/// Whether the API server takes `token` now.
+async fn authenticated(reviews: &Api<TokenReview>, token: &str) -> bool {
+    let review = TokenReview {
+        spec: TokenReviewSpec {
+            token: Some(token.to_string()),
+            audiences: Some(vec![AUDIENCE.to_string()]),
+        },
+        ..Default::default()
+    };
+    let answer = reviews
+        .create(&PostParams::default(), &review)
+        .await
+        .unwrap();
+    answer.status.and_then(|s| s.authenticated) == Some(true)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[expect(
-    clippy::too_many_lines,
-    reason = "one scenario against a slow-to-start cluster; to be split into named steps"
-)]
 async fn the_agent_proves_itself_with_the_token_its_file_holds_now() {
     let cluster = TestCluster::start("fleetmesh-kube-tests").expect("the local cluster starts");
     let client = cluster.client().await.unwrap();
     let namespace = TestNamespace::create(&client, "tokens").await.unwrap();
     namespace.apply(IDENTITY).await.unwrap();
-    let token = |secret: &str| {
-        cluster
-            .run_kubectl(
-                &[
-                    "create",
-                    "token",
-                    "reviews",
-                    "-n",
-                    &namespace.name,
-                    "--audience",
-                    AUDIENCE,
-                    "--bound-object-kind",
-                    "Secret",
-                    "--bound-object-name",
-                    secret,
-                    "--duration",
-                    "10m",
-                ],
-                None,
-            )
-            .expect("a token for the service account")
-            .trim()
-            .to_string()
-    };
+    let token = |secret: &str| token_bound_to(&cluster, &namespace.name, secret);
     let (a, b) = (token("bound-a"), token("bound-b"));
     let reviews: Api<TokenReview> = Api::all(client.clone());
-    let authenticated = async |token: &str| {
-        let review = TokenReview {
-            spec: TokenReviewSpec {
-                token: Some(token.to_string()),
-                audiences: Some(vec![AUDIENCE.to_string()]),
-            },
-            ..Default::default()
-        };
-        let answer = reviews
-            .create(&PostParams::default(), &review)
-            .await
-            .unwrap();
-        answer.status.and_then(|s| s.authenticated) == Some(true)
-    };
 
     let mut mesh = LocalMesh::start_with(None, XdsMode::Delta, Some(cluster.kubeconfig.clone()))
         .await
@@ -117,10 +119,10 @@ async fn the_agent_proves_itself_with_the_token_its_file_holds_now() {
         .unwrap();
     // The API server caches its answers for a few seconds: wait until A is refused.
     eventually("token A revoked", Duration::from_secs(30), async || {
-        (!authenticated(&a).await).then_some(())
+        (!authenticated(&reviews, &a).await).then_some(())
     })
     .await;
-    assert!(authenticated(&b).await, "token B is valid");
+    assert!(authenticated(&reviews, &b).await, "token B is valid");
     mesh.restart_meshd().await.unwrap();
 
     // A new stream after the restart: config made afterwards still arrives.
