@@ -7,7 +7,7 @@ use crate::reflect::{reflect, watch};
 use anyhow::Context;
 use fleetmesh_model::host::{ExportTo, service_hostname};
 use fleetmesh_model::service::{
-    Endpoint, Labels, Resolution, Service, ServicePort, Workload, virtual_ips,
+    Endpoint, Labels, Resolution, Service, ServicePort, Workload, virtual_ip,
 };
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service as KubeService};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -362,7 +362,7 @@ impl ClusterSource {
                 .iter()
                 .flatten()
                 .chain(&spec.cluster_ip)
-                .flat_map(|ip| virtual_ips(Some(ip)))
+                .filter_map(|ip| virtual_ip(ip))
                 .collect::<std::collections::BTreeSet<_>>()
                 .into_iter()
                 .collect(),

@@ -115,10 +115,10 @@ impl Service {
     }
 }
 
-/// The virtual IP in a ClusterIP or ServiceEntry address: none for a headless service
-/// (`None`), an unset one, or a CIDR (which names no single address to listen on).
-pub fn virtual_ips(address: Option<&str>) -> Vec<std::net::IpAddr> {
-    address.and_then(|a| a.parse().ok()).into_iter().collect()
+/// The virtual IP a ClusterIP or ServiceEntry address names: none for a headless
+/// service (`None`) or a CIDR (which names no single address to listen on).
+pub fn virtual_ip(address: &str) -> Option<std::net::IpAddr> {
+    address.parse().ok()
 }
 
 /// Whether every `selector` label is among `labels` (an empty selector selects nothing,

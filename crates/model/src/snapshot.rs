@@ -344,7 +344,13 @@ fn kube_service(
     Service {
         hostname: crate::host::service_hostname(&s.metadata.name, namespace, domain),
         namespace: namespace.clone(),
-        addresses: crate::service::virtual_ips(s.spec.cluster_ip.as_deref()),
+        addresses: s
+            .spec
+            .cluster_ip
+            .as_deref()
+            .and_then(crate::service::virtual_ip)
+            .into_iter()
+            .collect(),
         ports,
         endpoints,
         export_to: ExportTo::All,
@@ -437,7 +443,7 @@ fn service_entry(
                 .spec
                 .addresses
                 .iter()
-                .flat_map(|a| crate::service::virtual_ips(Some(a)))
+                .filter_map(|a| crate::service::virtual_ip(a))
                 .collect(),
             ports: ports.clone(),
             endpoints: if resolution == Resolution::Dns && endpoints.is_empty() {

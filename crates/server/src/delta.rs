@@ -176,12 +176,6 @@ impl Stream {
         if hold {
             removed.clear();
         }
-        if updated.is_empty() && removed.is_empty() {
-            if hold {
-                self.subscriptions.hold_removals();
-            }
-            return Ok(vec![]);
-        }
         for resource in &updated {
             delta
                 .known
@@ -189,6 +183,12 @@ impl Stream {
         }
         for name in &removed {
             delta.known.remove(name);
+        }
+        if hold {
+            self.subscriptions.hold_removals();
+        }
+        if updated.is_empty() && removed.is_empty() {
+            return Ok(vec![]);
         }
         let nonce = self.session.next_nonce();
         let version = current.version.clone();
@@ -202,9 +202,6 @@ impl Stream {
             ..DeltaDiscoveryResponse::default()
         };
         let bytes = prost::Message::encoded_len(&response);
-        if hold {
-            self.subscriptions.hold_removals();
-        }
         self.subscriptions.entry(kind).sent(nonce, version);
         self.tx
             .send(Ok(response))

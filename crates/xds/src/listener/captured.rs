@@ -144,14 +144,15 @@ fn tcp_chain(name: &str, cluster: &str) -> FilterChain {
 /// itself. Services without a virtual IP (headless) pass through.
 fn tcp_service_listeners(scope: &Scope) -> Vec<Listener> {
     let mut listeners = BTreeMap::new();
-    for service in &scope.services {
+    // Without a virtual IP (headless) nothing names the service: no listener.
+    for service in scope.services.iter().filter(|s| !s.addresses.is_empty()) {
         for port in service.ports.iter().filter(|p| !p.protocol.is_http()) {
+            let cluster = names::outbound_cluster(port.port, "", &service.hostname);
             let proxy = match forward::mesh_tcp_route(scope, &service.hostname, port.port) {
                 Some((destinations, namespace)) => {
-                    let stat_prefix = names::outbound_cluster(port.port, "", &service.hostname);
-                    forward::tcp_proxy(scope, destinations, namespace, port.port, stat_prefix)
+                    forward::tcp_proxy(scope, destinations, namespace, port.port, cluster)
                 }
-                None => tcp_proxy(&names::outbound_cluster(port.port, "", &service.hostname)),
+                None => tcp_proxy(&cluster),
             };
             for address in &service.addresses {
                 let ip = address.to_string();

@@ -8,7 +8,8 @@ use crate::route::action::cluster_name;
 use crate::scope::{GatewayServer, Scope, binds};
 use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, FilterChainMatch, filter};
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
-use fleetmesh_api::networking::RouteDestination;
+use fleetmesh_api::networking::{RouteDestination, TcpRoute, VirtualServiceSpec};
+use fleetmesh_api::resource::Config;
 use fleetmesh_model::host::host_matches;
 use std::collections::BTreeSet;
 
@@ -84,14 +85,7 @@ fn tcp(scope: &Scope, port: u32, servers: &[GatewayServer]) -> Option<FilterChai
             if !accepted {
                 continue;
             }
-            let route = vs.spec.tcp.iter().find(|r| {
-                !r.route.is_empty()
-                    && (r.matches.is_empty()
-                        || r.matches
-                            .iter()
-                            .any(|m| applies(m.port, &m.gateways, namespace, gateway, port)))
-            });
-            if let Some(route) = route {
+            if let Some(route) = first_tcp_route(vs, gateway, port) {
                 return Some(FilterChain {
                     name: format!("tcp|{port}"),
                     filters: vec![tcp_proxy(
@@ -132,19 +126,26 @@ pub fn mesh_tcp_route<'a>(
         .virtual_services("mesh")
         .filter(|vs| scope.vs_hosts(vs).iter().any(|h| host_matches(h, host)))
         .find_map(|vs| {
-            let namespace = vs.metadata.namespace.as_str();
-            vs.spec
-                .tcp
-                .iter()
-                .find(|r| {
-                    !r.route.is_empty()
-                        && (r.matches.is_empty()
-                            || r.matches
-                                .iter()
-                                .any(|m| applies(m.port, &m.gateways, namespace, "mesh", port)))
-                })
-                .map(|r| (r.route.as_slice(), namespace))
+            let route = first_tcp_route(vs, "mesh", port)?;
+            Some((route.route.as_slice(), vs.metadata.namespace.as_str()))
         })
+}
+
+/// The first `tcp` route of `vs` with destinations whose match (if any) names `port`
+/// and `gateway` (`mesh` for sidecars).
+fn first_tcp_route<'a>(
+    vs: &'a Config<VirtualServiceSpec>,
+    gateway: &str,
+    port: u32,
+) -> Option<&'a TcpRoute> {
+    let namespace = &vs.metadata.namespace;
+    vs.spec.tcp.iter().find(|r| {
+        !r.route.is_empty()
+            && (r.matches.is_empty()
+                || r.matches
+                    .iter()
+                    .any(|m| applies(m.port, &m.gateways, namespace, gateway, port)))
+    })
 }
 
 /// A TCP proxy to the route's destinations (weighted when several).
