@@ -28,7 +28,7 @@ impl Recorded {
         let config_maps: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
             kube::Api::namespaced(client.clone(), crate::install::manifests::ISTIO_SYSTEM);
         let record = config_maps
-            .get_opt(fleetmesh_kube::source::INSTALL_CONFIG_MAP)
+            .get_opt(fleetmesh_kube::discovery::INSTALL_CONFIG_MAP)
             .await
             .context("reading ConfigMap istio-system/fleetmesh-install")?
             .with_context(|| {

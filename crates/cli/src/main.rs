@@ -71,6 +71,11 @@ enum Command {
     /// Add the proxy to the pods of a manifest offline, as the injection webhook would
     /// (istioctl kube-inject). Such pods are marked injected by hand.
     KubeInject(KubeInjectArgs),
+    /// Experimental commands, as istioctl's `x`.
+    X {
+        #[command(subcommand)]
+        command: XCommand,
+    },
     /// The fleet: clusters registered with `install --enable-registration`.
     Fleet {
         #[command(subcommand)]
@@ -204,6 +209,28 @@ struct InstallArgs {
 }
 
 #[derive(Subcommand)]
+enum XCommand {
+    /// Print a remote secret for the cluster of --context: applied to another cluster of
+    /// the mesh (`| kubectl apply -f - --context=OTHER`), that cluster's proxies reach this
+    /// one's endpoints. Creates a read-only service account (istio-system/fleetmesh-reader)
+    /// in this cluster for the token it carries.
+    CreateRemoteSecret {
+        /// The kubeconfig context of the cluster to read (default: the current one).
+        #[arg(long)]
+        context: Option<String>,
+        /// The cluster's name in the mesh: the secret is istio-remote-secret-NAME.
+        #[arg(long)]
+        name: String,
+        /// The API server address to put in the secret, if meshd reaches it elsewhere
+        /// than the kubeconfig says.
+        #[arg(long)]
+        server: Option<String>,
+        #[arg(long, env = "KUBECONFIG")]
+        kubeconfig: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum FleetCommand {
     /// Every project's member clusters.
     List {
@@ -260,6 +287,24 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Install(args) => install_command(args).await,
         Command::KubeInject(args) => kube_inject(args).await,
+        Command::X {
+            command:
+                XCommand::CreateRemoteSecret {
+                    context,
+                    name,
+                    server,
+                    kubeconfig,
+                },
+        } => {
+            let options = fleetmesh_cli::remote_secret::RemoteSecretOptions {
+                kubeconfig,
+                context,
+                name,
+                server,
+            };
+            print!("{}", fleetmesh_cli::remote_secret::create(&options).await?);
+            Ok(())
+        }
         Command::Fleet {
             command: FleetCommand::List { meshd_url },
         } => fleet_list(&meshd_url).await,

@@ -1,5 +1,5 @@
 //! Kubernetes for fleetmesh: Istio's CRDs from our types (`crds`), a cluster as a config
-//! source for meshd (`source`, with its watches in `reflect`), server-side apply for the
+//! source for meshd (`source`; its services in `discovery`; its watches in `reflect`), server-side apply for the
 //! installer (`apply`), pods' tokens checked by TokenReview (`token_review`), the mesh
 //! roots published to every namespace (`root_cert`), and the test helpers for a real
 //! local cluster (feature `testing`).
@@ -9,7 +9,10 @@
 pub mod apply;
 pub mod crds;
 pub mod credentials;
+pub mod discovery;
+pub mod egress;
 pub mod reflect;
+pub mod remote;
 pub mod root_cert;
 pub mod source;
 #[cfg(feature = "testing")]

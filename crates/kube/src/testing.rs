@@ -26,20 +26,31 @@ impl TestCluster {
     /// Starts cluster `name` (or reuses it if it already runs). Builds the binaries on
     /// first use, which takes long; CI builds them before the tests.
     pub fn start(name: &str) -> anyhow::Result<TestCluster> {
-        TestCluster::start_with(name, &[])
+        TestCluster::start_with(name, &[], &[])
+    }
+
+    /// Starts cluster `name` giving pods addresses from `cidr` (a part of 198.18.0.0/15,
+    /// which never receives a packet): clusters of one mesh have disjoint pod ranges.
+    pub fn start_with_pod_cidr(name: &str, cidr: &str) -> anyhow::Result<TestCluster> {
+        TestCluster::start_with(name, &[], &[("KUBE_LOCAL_POD_CIDR", cidr)])
     }
 
     /// Starts cluster `name` with a real node (`scripts/kube-node`): pods run for real,
     /// from images imported with [`TestCluster::load_images`]. One per machine.
     pub fn start_with_real_node(name: &str) -> anyhow::Result<TestCluster> {
-        TestCluster::start_with(name, &["--real-node"])
+        TestCluster::start_with(name, &["--real-node"], &[])
     }
 
-    fn start_with(name: &str, options: &[&str]) -> anyhow::Result<TestCluster> {
+    fn start_with(
+        name: &str,
+        options: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<TestCluster> {
         let script = repo_root().join("scripts/kube-local");
         let output = Command::new(&script)
             .args(["start", name])
             .args(options)
+            .envs(env.iter().copied())
             .output()
             .with_context(|| format!("running {}", script.display()))?;
         if !output.status.success() {

@@ -87,6 +87,18 @@ pub struct MeshdConfig {
     #[arg(long, env = "MESHD_DATA_PLANE_EVICTION_PACE", default_value = "5m", value_parser = parse_duration)]
     #[serde(with = "humantime")]
     pub data_plane_eviction_pace: Duration,
+    /// Networks meshd never dials on a tenant's behalf (comma-separated CIDRs), such as
+    /// the API servers remote secrets name: the provider's own networks. Link-local
+    /// (cloud metadata), multicast and "this network" are refused whatever this says. The
+    /// default keeps a hosted meshd's own host out of reach; a meshd beside local clusters
+    /// (the README's multi-cluster flow) passes `--tenant-egress-deny=` to allow loopback.
+    #[arg(
+        long,
+        env = "MESHD_TENANT_EGRESS_DENY",
+        value_delimiter = ',',
+        default_value = "127.0.0.0/8,::1/128"
+    )]
+    pub tenant_egress_deny: Vec<String>,
     /// Log format: `text` or `json`.
     #[arg(long, env = "MESHD_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -110,6 +122,8 @@ impl MeshdConfig {
         config.http_address = "127.0.0.1:0".parse().unwrap();
         config.webhook_address = "127.0.0.1:0".parse().unwrap();
         config.xds_tls_address = "127.0.0.1:0".parse().unwrap();
+        // Local clusters serve on loopback.
+        config.tenant_egress_deny = Vec::new();
         config
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! 1. **sources**: the local config directory ([`LocalSource`]) and, with a cluster, its
 //!    Services, Pods, Secrets, MeshConfig and Istio objects ([`ClusterSource`]), each
-//!    validated as it is read; JWKS documents meshd fetched.
+//!    validated as it is read, and the services of the remote clusters its remote secrets
+//!    name ([`RemoteClusters`]); JWKS documents meshd fetched.
 //! 2. **snapshot**: [`Sources::snapshot`] builds one immutable [`Snapshot`] of them all.
 //! 3. **publish**: [`publish_changes`] debounces change signals, and publishes the next
 //!    [`MeshState`] when a proxy could tell it from the current one. Every xDS stream
@@ -13,6 +14,7 @@ use crate::jwks::JwksCache;
 use crate::local::LocalSource;
 use crate::mesh_config::MeshConfig;
 use fleetmesh_kube::ClusterSource;
+use fleetmesh_kube::remote::RemoteClusters;
 use fleetmesh_model::{Lookups, Snapshot, SnapshotInput};
 use fleetmesh_server::MeshState;
 use fleetmesh_server::debounce::Debounce;
@@ -24,6 +26,7 @@ use tokio::sync::{mpsc, watch};
 pub struct Sources {
     local: Arc<LocalSource>,
     cluster: Option<Arc<ClusterSource>>,
+    remotes: Option<Arc<RemoteClusters>>,
     mesh_config: MeshConfig,
     jwks: Arc<JwksCache>,
     domain: String,
@@ -33,16 +36,19 @@ pub struct Sources {
 }
 
 impl Sources {
-    /// The sources of `config`'s mesh; `changes` is signalled when fetched keys arrive.
+    /// The sources of `config`'s mesh: the local directory, and the cluster with its
+    /// remote clusters if there is one; `changes` is signalled when fetched keys arrive.
     pub fn new(
         config: &MeshdConfig,
         local: Arc<LocalSource>,
-        cluster: Option<Arc<ClusterSource>>,
+        cluster: Option<(Arc<ClusterSource>, Arc<RemoteClusters>)>,
         changes: mpsc::UnboundedSender<()>,
     ) -> Sources {
+        let (cluster, remotes) = cluster.unzip();
         Sources {
             local,
             cluster,
+            remotes,
             mesh_config: MeshConfig::new(fleetmesh_model::MeshSettings {
                 root_namespace: config.root_namespace.clone(),
                 trust_domain: config.trust_domain.clone(),
@@ -65,7 +71,7 @@ impl Sources {
         let mesh_text = cluster.and_then(ClusterSource::mesh_config);
         let input = SnapshotInput {
             resources: resources.iter().collect(),
-            services: cluster.map(ClusterSource::services).unwrap_or_default(),
+            services: self.services(),
             workloads: cluster.map(ClusterSource::workloads).unwrap_or_default(),
             domain: self.domain.clone(),
             mesh: self.mesh_config.settings(mesh_text.as_deref()),
@@ -74,6 +80,19 @@ impl Sources {
             lookups: self,
         };
         self.local.snapshot(input)
+    }
+}
+
+impl Sources {
+    /// The cluster's services, with the endpoints of every remote cluster joined.
+    fn services(&self) -> Vec<fleetmesh_model::Service> {
+        let Some(cluster) = &self.cluster else {
+            return Vec::new();
+        };
+        let remote = self.remotes.iter().flat_map(|r| r.services());
+        fleetmesh_model::multicluster::merge_clusters(
+            std::iter::once(cluster.services()).chain(remote),
+        )
     }
 }
 

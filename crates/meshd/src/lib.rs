@@ -166,6 +166,8 @@ impl Credentials {
 /// What meshd runs for its cluster, when it has one.
 struct ClusterParts {
     source: Arc<fleetmesh_kube::ClusterSource>,
+    /// The clusters its remote secrets name.
+    remotes: Arc<fleetmesh_kube::remote::RemoteClusters>,
     reviewer: fleetmesh_kube::token_review::TokenReviewer,
     /// Keeps the mesh's root certificate in every namespace.
     root_cert_publisher: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
@@ -191,9 +193,21 @@ impl ClusterParts {
             &config.cluster_id,
             &config.domain,
             &config.root_namespace,
-            changes,
+            changes.clone(),
         )
         .await?;
+        let egress = fleetmesh_kube::egress::EgressPolicy::denying(&config.tenant_egress_deny)
+            .context("--tenant-egress-deny")?;
+        let remotes = fleetmesh_kube::remote::RemoteClusters::start(
+            client.clone(),
+            &config.cluster_id,
+            fleetmesh_kube::remote::RemoteSettings {
+                domain: config.domain.clone(),
+                root_namespace: config.root_namespace.clone(),
+                egress,
+            },
+            changes,
+        );
         let root_cert_publisher = Box::pin(fleetmesh_kube::root_cert::publish(
             client.clone(),
             authority,
@@ -207,6 +221,7 @@ impl ClusterParts {
         ));
         Ok(Some(ClusterParts {
             source: Arc::new(source),
+            remotes: Arc::new(remotes),
             reviewer: fleetmesh_kube::token_review::TokenReviewer::new(client),
             root_cert_publisher,
             data_plane,
@@ -244,8 +259,10 @@ impl Meshd {
             shutdown.clone(),
         )
         .await?;
-        let cluster_source = cluster.as_ref().map(|c| c.source.clone());
-        let sources = ingest::Sources::new(&config, local.clone(), cluster_source, changes_tx);
+        let cluster_sources = cluster
+            .as_ref()
+            .map(|c| (c.source.clone(), c.remotes.clone()));
+        let sources = ingest::Sources::new(&config, local.clone(), cluster_sources, changes_tx);
         let mut tasks = JoinSet::new();
         let file_watchers = (watcher, credentials.ca_watcher);
         let states = start_ingest(&mut tasks, &shutdown, sources, changes, file_watchers);

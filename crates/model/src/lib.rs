@@ -8,6 +8,7 @@
 pub mod change;
 pub mod credential;
 pub mod host;
+pub mod multicluster;
 pub mod security;
 /// Services, their ports and endpoints, and workloads.
 pub mod service;

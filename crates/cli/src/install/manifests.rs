@@ -116,7 +116,7 @@ fn istio_system(plan: &Plan, control_plane: &ControlPlane) -> Vec<Value> {
         // What this cluster was installed with: the managed data plane and a re-run read it.
         json!({
             "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": fleetmesh_kube::source::INSTALL_CONFIG_MAP, "namespace": ISTIO_SYSTEM, "labels": managed_labels()},
+            "metadata": {"name": fleetmesh_kube::discovery::INSTALL_CONFIG_MAP, "namespace": ISTIO_SYSTEM, "labels": managed_labels()},
             "data": {
                 "project": plan.project,
                 "location": plan.location,

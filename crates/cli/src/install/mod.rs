@@ -190,16 +190,21 @@ impl Steps {
     }
 }
 
+/// The kubeconfig at `path`, or the environment's (`$KUBECONFIG`, `~/.kube/config`).
+pub fn read_kubeconfig(path: Option<&Path>) -> anyhow::Result<kube::config::Kubeconfig> {
+    match path {
+        Some(path) => kube::config::Kubeconfig::read_from(path)
+            .with_context(|| format!("reading kubeconfig {}", path.display())),
+        None => kube::config::Kubeconfig::read()
+            .context("no kubeconfig (set KUBECONFIG, or pass --kubeconfig)"),
+    }
+}
+
 pub async fn connect(
     kubeconfig: Option<&Path>,
     context: Option<&str>,
 ) -> anyhow::Result<kube::Client> {
-    let loaded = match kubeconfig {
-        Some(path) => kube::config::Kubeconfig::read_from(path)
-            .with_context(|| format!("reading kubeconfig {}", path.display()))?,
-        None => kube::config::Kubeconfig::read()
-            .context("no kubeconfig (set KUBECONFIG, or pass --kubeconfig)")?,
-    };
+    let loaded = read_kubeconfig(kubeconfig)?;
     let options = kube::config::KubeConfigOptions {
         context: context.map(str::to_string),
         ..Default::default()
