@@ -69,3 +69,43 @@ async fn metrics_syncz_and_config_dump() {
     assert_eq!(status, 400);
     assert!(hint.contains("proxyID"), "{hint}");
 }
+
+/// The fleet API over meshd's real port: without the admin token (or with another) a
+/// registration is refused with 401 and nothing is recorded; with it, it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_management_api_needs_the_admin_token() {
+    use fleetmesh_cli::install::meshd_api::MeshdApi;
+    let mesh = LocalMesh::start(None, XdsMode::Delta).await.unwrap();
+    let url = format!("http://{}", mesh.meshd().http_address());
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = dir.path().join("wrong-token");
+    std::fs::write(&wrong, "f".repeat(64)).unwrap();
+    let register = |token_file: &std::path::Path| {
+        let client = reqwest::Client::new();
+        let token = std::fs::read_to_string(token_file).unwrap_or_default();
+        let request = client
+            .put(format!("{url}/v1/projects/p/memberships/c1"))
+            .json(&serde_json::json!({"location": "us-central1", "channel": "regular"}));
+        let request = if token.is_empty() {
+            request
+        } else {
+            request.bearer_auth(token)
+        };
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(register(&dir.path().join("missing")).await, 401);
+    assert_eq!(register(&wrong).await, 401);
+    let admin = MeshdApi::new(&url, mesh.meshd().admin_token_file());
+    assert_eq!(admin.projects().await.unwrap(), serde_json::json!({}));
+    let refused = MeshdApi::new(&url, &wrong).projects().await.unwrap_err();
+    assert!(refused.to_string().contains("401"), "{refused}");
+    assert_eq!(register(mesh.meshd().admin_token_file()).await, 200);
+    let projects = admin.projects().await.unwrap();
+    assert_eq!(
+        projects["p"]["memberships"]["c1"]["location"],
+        "us-central1"
+    );
+    // Metrics stay open to scrapers.
+    let (status, _) = http_get(&mesh, "/metrics").await;
+    assert_eq!(status, 200);
+}

@@ -149,6 +149,7 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
         .expect("meshd starts");
     let store = Bookstore::start_on(mesh).await;
     let meshd_url = format!("http://{}", store.mesh.meshd().http_address());
+    let token_file = store.mesh.meshd().admin_token_file().to_path_buf();
     let output = tempfile::tempdir().unwrap();
     let mut options = InstallOptions {
         plan: Plan {
@@ -165,6 +166,7 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
         kubeconfig: Some(cluster.kubeconfig.clone()),
         context: None,
         meshd_url: meshd_url.clone(),
+        admin_token_file: token_file.clone(),
     };
 
     // Install twice: the second run changes nothing.
@@ -185,7 +187,7 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
     ] {
         assert!(output.path().join(file).exists(), "{file} is written");
     }
-    let fleet = MeshdApi::new(&meshd_url);
+    let fleet = MeshdApi::new(&meshd_url, &token_file);
     let projects = fleet.projects().await.unwrap();
     assert_eq!(
         projects["shop-project"]["memberships"]["install-test"]["location"],
@@ -239,7 +241,7 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
         recorded,
         fleetmesh_cli::kube_inject::Recorded {
             xds_address: Some(
-                MeshdApi::new(&meshd_url)
+                MeshdApi::new(&meshd_url, &token_file)
                     .install_info()
                     .await
                     .unwrap()
@@ -331,7 +333,7 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
     let webhook = reqwest::Client::builder()
         .add_root_certificate(
             reqwest::Certificate::from_pem(
-                MeshdApi::new(&meshd_url)
+                MeshdApi::new(&meshd_url, &token_file)
                     .install_info()
                     .await
                     .unwrap()
@@ -546,7 +548,7 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
     .unwrap();
     assert_eq!(
         roots,
-        MeshdApi::new(&meshd_url)
+        MeshdApi::new(&meshd_url, &token_file)
             .install_info()
             .await
             .unwrap()
@@ -596,7 +598,7 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
     )
     .await;
     assert_eq!(answer, "v2");
-    let rows = fleetmesh_cli::proxy_status::fetch(&MeshdApi::new(&meshd_url))
+    let rows = fleetmesh_cli::proxy_status::fetch(&MeshdApi::new(&meshd_url, &token_file))
         .await
         .unwrap();
     let row = rows

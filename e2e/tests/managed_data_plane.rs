@@ -210,6 +210,7 @@ async fn the_seeds_readiness_check_follows_the_controller() {
         kubeconfig: Some(cluster.kubeconfig.clone()),
         context: None,
         meshd_url: format!("http://{}", meshd.http_address()),
+        admin_token_file: meshd.admin_token_file().to_path_buf(),
     })
     .await
     .expect("install succeeds");

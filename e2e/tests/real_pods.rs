@@ -75,6 +75,7 @@ async fn install(cluster: &TestCluster, meshd: &Meshd, cni_managed: bool) {
         kubeconfig: Some(cluster.kubeconfig.clone()),
         context: None,
         meshd_url: format!("http://{}", meshd.http_address()),
+        admin_token_file: meshd.admin_token_file().to_path_buf(),
     };
     install::run(&options).await.expect("install succeeds");
 }

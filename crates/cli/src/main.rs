@@ -90,8 +90,8 @@ enum Command {
     /// and whether it is in sync. Pods on an old version need a restart unless the
     /// managed data plane replaces them.
     ProxyStatus {
-        #[arg(long, env = "FLEETMESH_URL", default_value = "http://127.0.0.1:15014")]
-        meshd_url: String,
+        #[command(flatten)]
+        meshd: MeshdFlags,
     },
     /// The sample app the demo runs (and the sample image's entrypoint): HTTP answers
     /// with its service, version and the request's headers; `/status/CODE`, `/delay/MS`
@@ -203,9 +203,8 @@ struct InstallArgs {
     context: Option<String>,
     #[arg(long, env = "KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
-    /// The hosted control plane (meshd's HTTP address).
-    #[arg(long, env = "FLEETMESH_URL", default_value = "http://127.0.0.1:15014")]
-    meshd_url: String,
+    #[command(flatten)]
+    meshd: MeshdFlags,
 }
 
 #[derive(Subcommand)]
@@ -230,12 +229,34 @@ enum XCommand {
     },
 }
 
+/// How the CLI reaches the hosted control plane's API.
+#[derive(clap::Args)]
+struct MeshdFlags {
+    /// meshd's HTTP address.
+    #[arg(long, env = "FLEETMESH_URL", default_value = "http://127.0.0.1:15014")]
+    meshd_url: String,
+    /// The file with meshd's admin token (meshd writes it to STATE_DIR/admin-token on
+    /// first start). FLEETMESH_ADMIN_TOKEN, if set, is used instead.
+    #[arg(
+        long,
+        env = "FLEETMESH_ADMIN_TOKEN_FILE",
+        default_value = fleetmesh_cli::install::meshd_api::DEFAULT_ADMIN_TOKEN_FILE
+    )]
+    admin_token_file: PathBuf,
+}
+
+impl MeshdFlags {
+    fn api(&self) -> MeshdApi {
+        MeshdApi::new(&self.meshd_url, &self.admin_token_file)
+    }
+}
+
 #[derive(Subcommand)]
 enum FleetCommand {
     /// Every project's member clusters.
     List {
-        #[arg(long, env = "FLEETMESH_URL", default_value = "http://127.0.0.1:15014")]
-        meshd_url: String,
+        #[command(flatten)]
+        meshd: MeshdFlags,
     },
 }
 
@@ -245,8 +266,8 @@ enum MeshCommand {
     Enable {
         #[arg(long, visible_alias = "project_id")]
         project: String,
-        #[arg(long, env = "FLEETMESH_URL", default_value = "http://127.0.0.1:15014")]
-        meshd_url: String,
+        #[command(flatten)]
+        meshd: MeshdFlags,
     },
 }
 
@@ -306,17 +327,17 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Fleet {
-            command: FleetCommand::List { meshd_url },
-        } => fleet_list(&meshd_url).await,
-        Command::ProxyStatus { meshd_url } => {
-            let rows = proxy_status::fetch(&MeshdApi::new(&meshd_url)).await?;
+            command: FleetCommand::List { meshd },
+        } => fleet_list(&meshd.api()).await,
+        Command::ProxyStatus { meshd } => {
+            let rows = proxy_status::fetch(&meshd.api()).await?;
             print!("{}", proxy_status::render(&rows));
             Ok(())
         }
         Command::Mesh {
-            command: MeshCommand::Enable { project, meshd_url },
+            command: MeshCommand::Enable { project, meshd },
         } => {
-            let change = MeshdApi::new(&meshd_url).enable_mesh(&project).await?;
+            let change = meshd.api().enable_mesh(&project).await?;
             let what = if change == "unchanged" {
                 "was already"
             } else {
@@ -380,7 +401,8 @@ async fn install_command(args: InstallArgs) -> anyhow::Result<()> {
         register: args.enable_registration || args.enable_all,
         kubeconfig: args.kubeconfig,
         context: args.context,
-        meshd_url: args.meshd_url,
+        meshd_url: args.meshd.meshd_url,
+        admin_token_file: args.meshd.admin_token_file,
     };
     install::run(&options).await.map(|_| ())
 }
@@ -443,8 +465,8 @@ async fn kube_inject(args: KubeInjectArgs) -> anyhow::Result<()> {
 }
 
 /// `fleet list`: each registered cluster with its project, location and channel.
-async fn fleet_list(meshd_url: &str) -> anyhow::Result<()> {
-    let projects = MeshdApi::new(meshd_url).projects().await?;
+async fn fleet_list(meshd: &MeshdApi) -> anyhow::Result<()> {
+    let projects = meshd.projects().await?;
     println!(
         "{:<20} {:<24} {:<16} {:<8} MESH",
         "PROJECT", "CLUSTER", "LOCATION", "CHANNEL"

@@ -63,6 +63,12 @@ fn the_guides_remote_secret_commands_work_verbatim() {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     merged_kubeconfig([&one, &two], &kubeconfig);
+    // Cluster 1 has had `fleetmesh install`, which makes istio-system.
+    one.run_kubectl(
+        &["apply", "-f", "-"],
+        Some("apiVersion: v1\nkind: Namespace\nmetadata: {name: istio-system}\n"),
+    )
+    .unwrap();
     let kubectl = one.kubectl();
     let kubectl_dir = Path::new(kubectl.get_program()).parent().unwrap();
 

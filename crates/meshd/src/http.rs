@@ -1,6 +1,7 @@
 //! meshd's HTTP side: Prometheus metrics, istiod's debug endpoints, and the API the
 //! installer talks to (how the cluster's webhooks reach meshd; fleet membership).
 
+use crate::admin::{self, AdminToken};
 use crate::debug;
 use crate::fleet::{Change, Fleet};
 use crate::local::LocalSource;
@@ -9,7 +10,7 @@ use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::{Json, Router, middleware};
 use fleetmesh_server::Registry;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,13 +38,19 @@ pub struct InstallInfo {
     pub authority: tokio::sync::watch::Receiver<Arc<fleetmesh_ca::CertificateAuthority>>,
 }
 
-pub fn router(state: HttpState) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/ready", get(|| async { "ready\n" }))
+/// Metrics and readiness for anyone who reaches the port (Prometheus, probes); the debug
+/// endpoints for this host, or with the admin token; the management API with the token
+/// only.
+pub fn router(state: HttpState, admin: Arc<AdminToken>) -> Router {
+    let debug = Router::new()
         .route("/debug/syncz", get(syncz))
         .route("/debug/config_dump", get(config_dump))
         .route("/debug/config_errors", get(config_errors))
+        .layer(middleware::from_fn_with_state(
+            admin.clone(),
+            admin::local_or_token,
+        ));
+    let management = Router::new()
         .route("/v1/install", get(install_info))
         .route("/v1/projects", get(projects))
         .route(
@@ -51,6 +58,12 @@ pub fn router(state: HttpState) -> Router {
             put(register),
         )
         .route("/v1/projects/{project}/mesh/enable", post(enable_mesh))
+        .layer(middleware::from_fn_with_state(admin, admin::require_token));
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/ready", get(|| async { "ready\n" }))
+        .merge(debug)
+        .merge(management)
         .with_state(state)
 }
 

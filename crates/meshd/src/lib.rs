@@ -3,6 +3,7 @@
 
 #![warn(missing_docs)]
 
+mod admin;
 mod auth;
 mod ca_files;
 /// meshd's flags and settings.
@@ -36,6 +37,7 @@ const SERVING_CERT_TTL: std::time::Duration = std::time::Duration::from_secs(365
 /// A running meshd.
 pub struct Meshd {
     addresses: Addresses,
+    admin_token_file: std::path::PathBuf,
     metrics: Arc<Metrics>,
     source: Arc<local::LocalSource>,
     tokens: Arc<TokenIssuer>,
@@ -114,8 +116,10 @@ impl Ports {
     }
 }
 
-/// meshd's CA, the tokens it issues in local mode, and its own serving certificate.
+/// meshd's CA, the tokens it issues in local mode, its own serving certificate, and the
+/// management API's admin token.
 struct Credentials {
+    admin: Arc<admin::AdminToken>,
     authority: watch::Receiver<Arc<CertificateAuthority>>,
     /// Follows the CA directory (root rotation); dropping it stops that.
     ca_watcher: notify::RecommendedWatcher,
@@ -152,7 +156,10 @@ impl Credentials {
         let xds_identity = tonic::transport::Identity::from_pem(&serving.chain, &serving.key);
         let (authority_tx, authority_rx) = watch::channel(Arc::new(authority));
         let ca_watcher = ca_files::watch(config.clone(), authority_tx)?;
+        let admin = admin::AdminToken::load_or_create(&config.state_dir)
+            .with_context(|| format!("the admin token in {}", config.state_dir.display()))?;
         Ok(Credentials {
+            admin: Arc::new(admin),
             authority: authority_rx,
             ca_watcher,
             tokens,
@@ -317,10 +324,12 @@ impl Meshd {
             fleet: Arc::new(fleet),
             install,
         };
-        serve_http(&mut tasks, ports.http, state, shutdown.clone());
+        let router = http::router(state, credentials.admin);
+        serve_http(&mut tasks, ports.http, router, shutdown.clone());
         tracing::info!(?addresses, config_dir = %config.config_dir.display(), "meshd serving");
         Ok(Meshd {
             addresses,
+            admin_token_file: config.state_dir.join(admin::FILE),
             metrics,
             source: local,
             tokens: credentials.tokens,
@@ -347,6 +356,11 @@ impl Meshd {
     /// The admission webhooks' HTTPS address.
     pub fn webhook_address(&self) -> SocketAddr {
         self.addresses.webhook
+    }
+
+    /// The file holding the management API's admin token (what the CLI reads).
+    pub fn admin_token_file(&self) -> &std::path::Path {
+        &self.admin_token_file
     }
 
     /// The control plane's metrics.
@@ -420,11 +434,12 @@ fn serve_xds(
 fn serve_http(
     tasks: &mut JoinSet<()>,
     listener: tokio::net::TcpListener,
-    state: http::HttpState,
+    router: axum::Router,
     stop: CancellationToken,
 ) {
     tasks.spawn(async move {
-        let served = axum::serve(listener, http::router(state))
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        let served = axum::serve(listener, service)
             .with_graceful_shutdown(stop.cancelled_owned())
             .await;
         if let Err(e) = served {

@@ -5,16 +5,30 @@ use super::manifests::{ControlPlane, Plan};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
+/// Where the CLI finds meshd's admin token when no file is named: meshd's default
+/// `--state-dir`, as on meshd's own host.
+pub const DEFAULT_ADMIN_TOKEN_FILE: &str = "./var/lib/fleetmesh/state/admin-token";
+
 pub struct MeshdApi {
     base: String,
     client: reqwest::Client,
+    /// The admin token, if the CLI has one (the management API refuses requests without).
+    token: Option<String>,
 }
 
 impl MeshdApi {
-    pub fn new(base: &str) -> MeshdApi {
+    /// meshd at `base`, with the admin token of `FLEETMESH_ADMIN_TOKEN` or, without it,
+    /// of `token_file` (if it exists).
+    pub fn new(base: &str, token_file: &std::path::Path) -> MeshdApi {
+        let token = std::env::var("FLEETMESH_ADMIN_TOKEN")
+            .ok()
+            .or_else(|| std::fs::read_to_string(token_file).ok())
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty());
         MeshdApi {
             base: base.trim_end_matches('/').to_string(),
             client: reqwest::Client::new(),
+            token,
         }
     }
 
@@ -56,6 +70,10 @@ impl MeshdApi {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let request = match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
         let response = request.send().await.with_context(|| {
             format!(
                 "cannot reach meshd at {} (is it running? pass --meshd-url or set FLEETMESH_URL)",

@@ -26,6 +26,8 @@ pub struct InstallOptions {
     pub kubeconfig: Option<PathBuf>,
     pub context: Option<String>,
     pub meshd_url: String,
+    /// The file with meshd's admin token (`FLEETMESH_ADMIN_TOKEN` overrides it).
+    pub admin_token_file: PathBuf,
 }
 
 /// What a run did, for the caller (and tests).
@@ -46,7 +48,7 @@ pub async fn run(options: &InstallOptions) -> anyhow::Result<Summary> {
         "Checking the control plane at {}",
         options.meshd_url
     ));
-    let meshd = meshd_api::MeshdApi::new(&options.meshd_url);
+    let meshd = meshd_api::MeshdApi::new(&options.meshd_url, &options.admin_token_file);
     let control_plane = meshd.install_info().await?;
     step.done(&format!(
         "webhooks at {}, xDS at {}",
