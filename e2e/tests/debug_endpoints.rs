@@ -25,6 +25,10 @@ async fn metrics_syncz_and_config_dump() {
         "pilot_xds_pushes_total{type=\"cds\"}",
         "pilot_proxy_convergence_time_count",
         "pilot_total_xds_rejects",
+        &format!("istio_build{{component=\"pilot\",tag=\"{version}\"}} 1"),
+        &format!(
+            "fleetmesh_proxy_clients{{project=\"\",cluster=\"local\",revision=\"\",proxy_version=\"{version}\"}} 4"
+        ),
     ] {
         assert!(metrics.contains(name), "{name} missing:\n{metrics}");
     }

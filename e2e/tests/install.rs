@@ -144,9 +144,13 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
     // A cluster of its own: install puts cluster-wide webhooks in it.
     let cluster = TestCluster::start("fleetmesh-install").expect("the local cluster starts");
     let client = cluster.client().await.unwrap();
-    let mesh = LocalMesh::start_with(None, XdsMode::Delta, Some(cluster.kubeconfig.clone()))
-        .await
-        .expect("meshd starts");
+    // meshd knows the cluster by the name install registers it under.
+    let mesh = LocalMesh::start_configured(None, XdsMode::Delta, |meshd| {
+        meshd.kubeconfig = Some(cluster.kubeconfig.clone());
+        meshd.cluster_id = "install-test".into();
+    })
+    .await
+    .expect("meshd starts");
     let store = Bookstore::start_on(mesh).await;
     let meshd_url = format!("http://{}", store.mesh.meshd().http_address());
     let token_file = store.mesh.meshd().admin_token_file().to_path_buf();
@@ -570,6 +574,7 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
             PodConnection {
                 token: projected,
                 meshd_roots: Some(roots_file),
+                cluster_id: "install-test".into(),
             },
         )
         .await
@@ -609,6 +614,18 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
         (row.version.as_str(), row.revision.as_str()),
         (env!("CARGO_PKG_VERSION"), "asm-managed-rapid")
     );
+    // The guide's "proxy clients" metric: which proxies talk to this control plane.
+    let metrics = reqwest::get(format!("{meshd_url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = format!(
+        "fleetmesh_proxy_clients{{project=\"shop-project\",cluster=\"install-test\",revision=\"asm-managed-rapid\",proxy_version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(metrics.contains(&series), "{series} in:\n{metrics}");
 
     // The cluster's endpoints carry install's location as their region (config only:
     // these pod IPs never receive a packet).
@@ -716,6 +733,7 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
             PodConnection {
                 token: unbound_token.trim().into(),
                 meshd_roots: None,
+                cluster_id: "install-test".into(),
             },
         )
         .await

@@ -39,6 +39,8 @@ pub struct PodConnection {
     pub token: String,
     /// The mesh roots (PEM file): TLS to meshd's TLS port. `None`: plaintext.
     pub meshd_roots: Option<PathBuf>,
+    /// The cluster the pod runs in, as injection tells its proxy (`CLUSTER_ID`).
+    pub cluster_id: String,
 }
 
 #[derive(Debug, Clone)]
@@ -122,6 +124,16 @@ impl LocalMesh {
         xds_mode: XdsMode,
         kubeconfig: Option<PathBuf>,
     ) -> anyhow::Result<LocalMesh> {
+        LocalMesh::start_configured(config_dir, xds_mode, |c| c.kubeconfig = kubeconfig).await
+    }
+
+    /// Like [`LocalMesh::start`], with meshd's settings changed by `configure` (a cluster
+    /// to watch, its cluster id).
+    pub async fn start_configured(
+        config_dir: Option<PathBuf>,
+        xds_mode: XdsMode,
+        configure: impl FnOnce(&mut MeshdConfig),
+    ) -> anyhow::Result<LocalMesh> {
         let (config_dir, temp) = match config_dir {
             Some(dir) => (dir, None),
             None => {
@@ -136,7 +148,7 @@ impl LocalMesh {
         std::fs::create_dir_all(&run_dir)?;
         let envoy = envoy::locate(None).map_err(anyhow::Error::msg)?;
         let mut meshd_config = MeshdConfig::for_dir(config_dir.clone());
-        meshd_config.kubeconfig = kubeconfig;
+        configure(&mut meshd_config);
         let meshd = Meshd::start(meshd_config.clone()).await?;
         meshd_config.xds_address = meshd.xds_address();
         Ok(LocalMesh {
@@ -307,9 +319,13 @@ impl LocalMesh {
         pod: Option<PodConnection>,
     ) -> anyhow::Result<Workload> {
         let namespace = identity.namespace.as_str();
-        let (token, meshd_roots) = match pod {
-            Some(pod) => (pod.token, pod.meshd_roots),
-            None => (self.meshd().issue_token(identity), None),
+        let (token, meshd_roots, cluster_id) = match pod {
+            Some(pod) => (pod.token, pod.meshd_roots, pod.cluster_id),
+            None => (
+                self.meshd().issue_token(identity),
+                None,
+                self.meshd_config.cluster_id.clone(),
+            ),
         };
         let xds_address = if meshd_roots.is_some() {
             self.meshd().xds_tls_address()
@@ -342,7 +358,7 @@ impl LocalMesh {
                     other_ips: pod_ip.into_iter().collect(),
                     labels: labels.clone(),
                     service_account: identity.service_account.clone(),
-                    cluster_id: "local".into(),
+                    cluster_id,
                     mesh_id: "cluster.local".into(),
                     interception_mode: "NONE".into(),
                     istio_version: env!("CARGO_PKG_VERSION").into(),

@@ -76,6 +76,19 @@ impl Fleet {
         self.projects.lock().clone()
     }
 
+    /// Each member cluster's project.
+    pub fn cluster_projects(&self) -> BTreeMap<String, String> {
+        let projects = self.projects.lock();
+        projects
+            .iter()
+            .flat_map(|(project, p)| {
+                p.memberships
+                    .keys()
+                    .map(move |c| (c.clone(), project.clone()))
+            })
+            .collect()
+    }
+
     /// Records `cluster` as a member of `project` (idempotent: the same registration
     /// twice is `Unchanged`).
     pub fn register(

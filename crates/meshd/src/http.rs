@@ -21,6 +21,8 @@ pub struct HttpState {
     pub registry: Arc<Registry>,
     pub source: Arc<LocalSource>,
     pub fleet: Arc<Fleet>,
+    /// Told each cluster's project, for the proxy-clients metric.
+    pub metrics: Arc<fleetmesh_server::Metrics>,
     pub install: InstallInfo,
 }
 
@@ -140,6 +142,9 @@ async fn register(
         &registration.location,
         &registration.channel,
     );
+    state
+        .metrics
+        .set_cluster_projects(state.fleet.cluster_projects());
     change_response(result)
 }
 

@@ -275,6 +275,7 @@ impl Meshd {
         let states = start_ingest(&mut tasks, &shutdown, sources, changes, file_watchers);
         let mut prometheus = prometheus_client::registry::Registry::default();
         let metrics = Arc::new(Metrics::new(&mut prometheus));
+        metrics.set_cluster_projects(fleet.cluster_projects());
         let registry = Arc::new(Registry::default());
         let reviewer = cluster.map(|c| {
             spawn_until(&mut tasks, &shutdown, c.root_cert_publisher);
@@ -322,6 +323,7 @@ impl Meshd {
             registry,
             source: local.clone(),
             fleet: Arc::new(fleet),
+            metrics: metrics.clone(),
             install,
         };
         let router = http::router(state, credentials.admin);

@@ -21,10 +21,35 @@ pub struct TypeLabel {
     pub r#type: String,
 }
 
+/// The labels of `fleetmesh_proxy_clients`: which proxies talk to this control plane,
+/// by where they run and what they run (the guide's "proxy clients" metric).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProxyClientLabels {
+    /// The fleet project whose member the proxy's cluster is (empty if none).
+    pub project: String,
+    /// The proxy's `CLUSTER_ID`.
+    pub cluster: String,
+    /// The revision that injected it (its pod's `istio.io/rev`; empty if none).
+    pub revision: String,
+    /// Its `ISTIO_VERSION`.
+    pub proxy_version: String,
+}
+
+/// The labels of `istio_build`: what this control plane is.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    component: String,
+    tag: String,
+}
+
 /// The control plane's metrics, registered once per meshd.
 pub struct Metrics {
     /// `pilot_xds{version}`: connected proxies by proxy version.
     pub connected: Family<VersionLabel, Gauge>,
+    /// `fleetmesh_proxy_clients{project,cluster,revision,proxy_version}`.
+    pub proxy_clients: Family<ProxyClientLabels, Gauge>,
+    /// Each member cluster's project, as the fleet says (meshd keeps it current).
+    cluster_projects: parking_lot::RwLock<std::collections::BTreeMap<String, String>>,
     /// `pilot_xds_pushes{type}`: responses sent.
     pub pushes: Family<TypeLabel, Counter>,
     /// `pilot_total_xds_rejects{type}`: NACKs received.
@@ -40,6 +65,8 @@ impl Metrics {
     pub fn new(registry: &mut Registry) -> Metrics {
         let metrics = Metrics {
             connected: Family::default(),
+            proxy_clients: Family::default(),
+            cluster_projects: Default::default(),
             pushes: Family::default(),
             rejects: Family::default(),
             convergence: Histogram::new([0.001, 0.01, 0.1, 0.5, 1.0, 3.0, 5.0, 10.0, 20.0, 30.0]),
@@ -50,6 +77,19 @@ impl Metrics {
             "Number of endpoints connected to this pilot using XDS",
             metrics.connected.clone(),
         );
+        registry.register(
+            "fleetmesh_proxy_clients",
+            "Connected proxies by project, cluster, revision and proxy version",
+            metrics.proxy_clients.clone(),
+        );
+        let build: Family<BuildLabels, Gauge> = Family::default();
+        build
+            .get_or_create(&BuildLabels {
+                component: "pilot".into(),
+                tag: env!("CARGO_PKG_VERSION").into(),
+            })
+            .set(1);
+        registry.register("istio_build", "Istio component build info", build);
         registry.register(
             "pilot_xds_pushes",
             "xDS responses sent, by type (cds, eds, lds, rds)",
@@ -80,6 +120,31 @@ impl Metrics {
             let _ = metrics.pushed_bytes.get_or_create(&label);
         }
         metrics
+    }
+
+    /// Which project each member cluster belongs to, for the proxies that connect from now.
+    pub fn set_cluster_projects(&self, projects: std::collections::BTreeMap<String, String>) {
+        *self.cluster_projects.write() = projects;
+    }
+
+    /// The `fleetmesh_proxy_clients` labels of a proxy of `cluster`.
+    pub fn proxy_client_labels(
+        &self,
+        cluster: &str,
+        revision: Option<&str>,
+        proxy_version: &str,
+    ) -> ProxyClientLabels {
+        ProxyClientLabels {
+            project: self
+                .cluster_projects
+                .read()
+                .get(cluster)
+                .cloned()
+                .unwrap_or_default(),
+            cluster: cluster.into(),
+            revision: revision.unwrap_or_default().into(),
+            proxy_version: proxy_version.into(),
+        }
     }
 
     /// Responses sent of one type (`cds`, `eds`, `lds`, `rds`).

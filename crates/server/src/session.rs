@@ -28,6 +28,8 @@ pub struct Session {
     nonce: u64,
     /// Who the stream's token proved.
     caller: Identity,
+    /// Its `fleetmesh_proxy_clients` series, as counted when it connected.
+    client_labels: crate::metrics::ProxyClientLabels,
 }
 
 impl Session {
@@ -73,6 +75,16 @@ impl Session {
                 version: proxy.istio_version.clone(),
             })
             .inc();
+        let revision = resolved.labels.get("istio.io/rev").map(String::as_str);
+        let client_labels =
+            context
+                .metrics
+                .proxy_client_labels(&proxy.cluster_id, revision, &proxy.istio_version);
+        context
+            .metrics
+            .proxy_clients
+            .get_or_create(&client_labels)
+            .inc();
         tracing::info!(proxy = %proxy.id, connection = id, protocol, "proxy connected");
         Ok(Session {
             proxy,
@@ -83,6 +95,7 @@ impl Session {
             converging_since: Some(Instant::now()),
             nonce: 0,
             caller,
+            client_labels,
         })
     }
 
@@ -166,6 +179,11 @@ impl Drop for Session {
             .get_or_create(&VersionLabel {
                 version: self.proxy.istio_version.clone(),
             })
+            .dec();
+        self.context
+            .metrics
+            .proxy_clients
+            .get_or_create(&self.client_labels)
             .dec();
         tracing::info!(proxy = %self.proxy.id, connection = self.id, "proxy disconnected");
     }
