@@ -52,6 +52,8 @@ pub struct WorkloadSpec {
     pub port: u16,
     /// The version the sample app reports.
     pub version: String,
+    /// Where it runs (`region/zone/subzone`), in its WorkloadEntry.
+    pub locality: Option<String>,
 }
 
 impl WorkloadSpec {
@@ -70,7 +72,14 @@ impl WorkloadSpec {
             labels,
             port,
             version,
+            locality: None,
         }
+    }
+
+    /// The same workload, running in `locality` (`region/zone/subzone`).
+    pub fn in_locality(mut self, locality: &str) -> WorkloadSpec {
+        self.locality = Some(locality.into());
+        self
     }
 }
 
@@ -410,10 +419,15 @@ fn workload_yaml(
         .map(|(k, v)| format!("{k:?}: {v:?}"))
         .collect();
     let labels_yaml = labels_yaml.join(", ");
+    let locality = spec
+        .locality
+        .as_ref()
+        .map(|l| format!(", locality: {l:?}"))
+        .unwrap_or_default();
     format!(
         "# Workload {name}: its address, and where its sidecar finds the app.\n\
          apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: {name}, namespace: {ns}}}\n\
-         spec: {{address: \"{ip}\", labels: {{{labels_yaml}}}, serviceAccount: {sa}}}\n---\n\
+         spec: {{address: \"{ip}\", labels: {{{labels_yaml}}}, serviceAccount: {sa}{locality}}}\n---\n\
          apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: {name}, namespace: {ns}}}\n\
          spec:\n  workloadSelector: {{labels: {{\"{WORKLOAD_LABEL}\": {name}}}}}\n  \
          ingress: [{{port: {{number: {port}, protocol: HTTP, name: http}}, defaultEndpoint: \"{app}\"}}]\n",

@@ -62,6 +62,8 @@ impl Snapshot {
             workloads,
             credentials,
             secret_readers,
+            // Derived from the services.
+            endpoint_localities: _,
         } = self;
         let rest_equal = *domain == older.domain
             && *mesh == older.mesh

@@ -88,6 +88,9 @@ pub struct Snapshot {
     pub mesh: MeshSettings,
     /// By hostname. Where two resources claim one host, the first by namespace/name wins.
     pub services: BTreeMap<String, Arc<Service>>,
+    /// Each endpoint address's locality, indexed on first use (a proxy's own locality is
+    /// its pod's endpoint's).
+    pub(crate) endpoint_localities: std::sync::OnceLock<std::collections::HashMap<String, String>>,
     /// Ordered by namespace and name, as every list of config below.
     pub virtual_services: Vec<Arc<Config<VirtualServiceSpec>>>,
     /// Traffic policies by host.
@@ -261,6 +264,23 @@ impl Snapshot {
             .collect();
         snapshot.jwks = input.lookups.jwks(uris);
         snapshot
+    }
+
+    /// The locality (`region/zone/subzone`) of the endpoint at `address`, if a service has
+    /// one there with a known locality.
+    pub fn locality_of(&self, address: &str) -> Option<&str> {
+        let index = self.endpoint_localities.get_or_init(|| {
+            let mut index = std::collections::HashMap::new();
+            for endpoint in self.services.values().flat_map(|s| &s.endpoints) {
+                if let Some(locality) = &endpoint.locality {
+                    index
+                        .entry(endpoint.address.clone())
+                        .or_insert_with(|| locality.clone());
+                }
+            }
+            index
+        });
+        index.get(address).map(String::as_str)
     }
 
     /// The DestinationRule that applies to `host` for a proxy in `proxy_namespace`:

@@ -170,6 +170,9 @@ fn outbound(
         {
             apply_load_balancer(&mut c, lb);
         }
+        if crate::locality::LocalityPolicy::of(Some(policy), port.port).distributes() {
+            crate::locality::weigh_by_locality(&mut c);
+        }
         if let Some(pool) = pool {
             apply_connection_pool(&mut c, pool, port.protocol);
         }

@@ -2,6 +2,7 @@
 //! locality.
 
 use crate::common::{socket_address, u32_value};
+use crate::locality::LocalityPolicy;
 use crate::names;
 use crate::scope::Scope;
 use crate::tls;
@@ -27,18 +28,27 @@ pub fn build(scope: &Scope) -> Vec<NamedResource> {
             .snapshot
             .destination_rule(&service.hostname, &scope.proxy.namespace);
         let no_labels = Labels::new();
-        let subsets = std::iter::once(("", &no_labels)).chain(
-            rule.iter()
-                .flat_map(|r| &r.spec.subsets)
-                .map(|s| (s.name.as_str(), &s.labels)),
+        let policy = rule.and_then(|r| r.spec.traffic_policy.as_ref());
+        // A subset's own policy replaces the rule's, as in Istio.
+        let subsets = std::iter::once(("", &no_labels, policy)).chain(
+            rule.iter().flat_map(|r| &r.spec.subsets).map(|s| {
+                (
+                    s.name.as_str(),
+                    &s.labels,
+                    s.traffic_policy.as_ref().or(policy),
+                )
+            }),
         );
         let subsets: Vec<_> = subsets.collect();
         // Once per service, not per cluster: every subset and port reuses it.
         let mtls = sidecar_mtls(scope, service);
         for port in &service.ports {
-            for (subset, labels) in &subsets {
+            for (subset, labels, policy) in &subsets {
                 let name = names::outbound_cluster(port.port, subset, &service.hostname);
-                assignments.push(assignment(name, service, &mtls, port, labels));
+                let mut cla = assignment(name, service, &mtls, port, labels);
+                LocalityPolicy::of(*policy, port.port)
+                    .apply(&mut cla.endpoints, scope.proxy.locality.as_deref());
+                assignments.push(cla);
             }
         }
     }

@@ -14,6 +14,7 @@ mod endpoint;
 pub mod json;
 mod jwt;
 mod listener;
+mod locality;
 pub mod names;
 mod proxy;
 pub(crate) mod route;

@@ -50,6 +50,9 @@ pub struct Proxy {
     pub mesh_id: String,
     /// How traffic reaches it.
     pub interception: Interception,
+    /// Where it runs (`region/zone/subzone`): its node's locality, else (see
+    /// [`Proxy::resolved`]) its pod's endpoint's.
+    pub locality: Option<String>,
 }
 
 /// Everything about a proxy that translation reads. Proxies with equal keys get identical
@@ -130,6 +133,11 @@ impl Proxy {
             cluster_id: text("CLUSTER_ID").unwrap_or_default(),
             mesh_id: text("MESH_ID").unwrap_or_default(),
             interception,
+            locality: node
+                .locality
+                .as_ref()
+                .filter(|l| !l.region.is_empty())
+                .map(|l| format!("{}/{}/{}", l.region, l.zone, l.sub_zone)),
         })
     }
 
@@ -157,6 +165,9 @@ impl Proxy {
             if let Some(account) = &workload.service_account {
                 proxy.service_account = account.clone();
             }
+        }
+        if proxy.locality.is_none() {
+            proxy.locality = snapshot.locality_of(self.ip()).map(str::to_string);
         }
         proxy
     }

@@ -156,6 +156,8 @@ pub struct SharedKey {
     sidecar: Option<(String, String)>,
     /// Its labels, only while some VirtualService matches on source labels.
     labels: Option<std::collections::BTreeMap<String, String>>,
+    /// Its locality, only while some DestinationRule balances by locality.
+    locality: Option<Option<String>>,
 }
 
 impl SharedKey {
@@ -188,6 +190,8 @@ impl SharedKey {
             interception: proxy.interception,
             sidecar: sidecar.map(|s| (s.metadata.namespace.clone(), s.metadata.name.clone())),
             labels: matches_source_labels.then(|| proxy.labels.clone()),
+            locality: crate::locality::snapshot_uses_locality(snapshot)
+                .then(|| proxy.locality.clone()),
         }
     }
 }

@@ -49,6 +49,39 @@ pub struct PortTrafficPolicy {
 pub struct LoadBalancerSettings {
     pub simple: Option<SimpleLb>,
     pub consistent_hash: Option<ConsistentHashLb>,
+    pub locality_lb_setting: Option<LocalityLbSetting>,
+}
+
+/// Locality-aware load balancing (Istio's `LocalityLoadBalancerSetting`): with outlier
+/// detection, a proxy prefers endpoints nearest its own locality and fails over outward
+/// (or to `failover`'s region); `distribute` instead splits traffic by weight.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocalityLbSetting {
+    #[serde(default)]
+    pub distribute: Vec<LocalityDistribute>,
+    #[serde(default)]
+    pub failover: Vec<LocalityFailover>,
+    #[serde(default)]
+    pub failover_priority: Vec<String>,
+    pub enabled: Option<bool>,
+}
+
+/// Traffic from proxies in `from` goes to the localities of `to` by weight (percent).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocalityDistribute {
+    pub from: String,
+    #[serde(default)]
+    pub to: std::collections::BTreeMap<String, u32>,
+}
+
+/// When region `from` has no healthy endpoint, region `to` is next.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocalityFailover {
+    pub from: String,
+    pub to: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]

@@ -92,6 +92,13 @@ fn check_settings(
             }
             _ => {}
         }
+        if let Some(locality) = &lb.locality_lb_setting {
+            check_locality_lb(
+                &format!("{at}.loadBalancer.localityLbSetting"),
+                locality,
+                errors,
+            );
+        }
     }
     if let Some(outlier) = outlier {
         for (name, value) in [
@@ -108,6 +115,67 @@ fn check_settings(
     }
     if let Some(tls) = tls {
         validate_client_tls(&format!("{at}.tls"), tls, errors);
+    }
+}
+
+/// Istio's rules: `distribute` or `failover`, not both; each `distribute` entry's weights
+/// sum to 100; localities are `region/zone/subzone` with `*` only as a whole last part;
+/// failover names two different regions.
+fn check_locality_lb(at: &str, setting: &LocalityLbSetting, errors: &mut Errors) {
+    if !setting.distribute.is_empty() && !setting.failover.is_empty() {
+        errors.push(at, "distribute and failover are mutually exclusive");
+    }
+    if !setting.failover_priority.is_empty() {
+        errors.push(
+            format!("{at}.failoverPriority"),
+            "not applied by fleetmesh yet (failover by region is: use failover)",
+        );
+    }
+    for (i, rule) in setting.distribute.iter().enumerate() {
+        let rule_at = format!("{at}.distribute[{i}]");
+        check_locality(&format!("{rule_at}.from"), &rule.from, errors);
+        for locality in rule.to.keys() {
+            check_locality(&format!("{rule_at}.to"), locality, errors);
+        }
+        let total: u64 = rule.to.values().map(|w| u64::from(*w)).sum();
+        if total != 100 {
+            errors.push(
+                format!("{rule_at}.to"),
+                format!("the weights sum to {total}; they must sum to 100"),
+            );
+        }
+    }
+    for (i, rule) in setting.failover.iter().enumerate() {
+        let rule_at = format!("{at}.failover[{i}]");
+        for (field, region) in [("from", &rule.from), ("to", &rule.to)] {
+            if region.is_empty() || region.contains('/') || region.contains('*') {
+                errors.push(
+                    format!("{rule_at}.{field}"),
+                    format!("{region:?} is not a region (no zone, no wildcard)"),
+                );
+            }
+        }
+        if rule.from == rule.to {
+            errors.push(&rule_at, "from and to must be different regions");
+        }
+    }
+}
+
+/// `region`, `region/zone` or `region/zone/subzone`, where a part may be `*` only as the
+/// last one.
+fn check_locality(at: &str, locality: &str, errors: &mut Errors) {
+    let parts: Vec<&str> = locality.split('/').collect();
+    let valid = parts.len() <= 3
+        && parts.iter().enumerate().all(|(i, part)| {
+            !part.is_empty() && (!part.contains('*') || (*part == "*" && i == parts.len() - 1))
+        });
+    if !valid {
+        errors.push(
+            at,
+            format!(
+                "{locality:?} is not a locality (region/zone/subzone, '*' only as the last part)"
+            ),
+        );
     }
 }
 
