@@ -182,6 +182,7 @@ async fn the_ca_signs_only_the_callers_own_identity() {
         fleetmesh_ca::client::create_certificate(
             channel.clone(),
             token,
+            None,
             csr,
             Duration::from_secs(ttl),
         )

@@ -502,6 +502,7 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
     let wrong_audience = fleetmesh_ca::client::create_certificate(
         ca.clone(),
         &token("someone-else"),
+        None,
         csr.clone(),
         Duration::from_secs(3600),
     )
@@ -530,6 +531,7 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
             )
             .unwrap()
             .trim(),
+        None,
         csr,
         Duration::from_secs(3600),
     )

@@ -34,6 +34,9 @@ pub struct CertificateOptions {
     /// `spiffe://<trust-domain>/ns/<ns>/sa/<sa>`.
     pub spiffe_id: String,
     pub ttl: Duration,
+    /// The cluster the workload runs in, told to meshd (whose API server reviews the
+    /// token).
+    pub cluster: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,9 +58,14 @@ pub async fn fetch(
 ) -> Result<WorkloadCertificate, CertificateError> {
     let token = options.token.read()?;
     let request = fleetmesh_ca::csr::generate(&options.spiffe_id)?;
-    let chain =
-        fleetmesh_ca::client::create_certificate(channel, &token, request.csr_pem, options.ttl)
-            .await?;
+    let chain = fleetmesh_ca::client::create_certificate(
+        channel,
+        &token,
+        options.cluster.as_deref(),
+        request.csr_pem,
+        options.ttl,
+    )
+    .await?;
     let Some((roots, certificates)) = chain.split_last() else {
         return Err(CertificateError::BadResponse("an empty chain".into()));
     };

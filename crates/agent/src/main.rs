@@ -119,7 +119,8 @@ fn main() -> anyhow::Result<()> {
         &args.xds_address,
         args.xds_root_cert.as_deref(),
         TokenFile::new(&args.token_file),
-    )?;
+    )?
+    .in_cluster(&identity.cluster_id);
     // A missing or empty token is a mistake to report now, not a retry loop later.
     meshd.token.read()?;
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -18,6 +18,9 @@ pub struct MeshdConnection {
     /// The workload's token, read again for every CSR and every xDS stream, so a
     /// projected token the kubelet rotates is never used stale.
     pub token: TokenFile,
+    /// The cluster the workload runs in (its `CLUSTER_ID`), sent with every CSR and xDS
+    /// stream: a hosted meshd reviews the token with that cluster's API server.
+    pub cluster: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +64,14 @@ impl MeshdConnection {
             address: address.to_string(),
             roots,
             token,
+            cluster: None,
         })
+    }
+
+    /// The same connection, naming the workload's cluster to meshd.
+    pub fn in_cluster(mut self, cluster: &str) -> MeshdConnection {
+        self.cluster = Some(cluster.to_string()).filter(|c| !c.is_empty());
+        self
     }
 
     /// A channel to meshd that connects when first used and reconnects by itself.

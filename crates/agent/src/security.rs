@@ -39,6 +39,7 @@ impl Security {
     ) -> Result<Security, SecurityError> {
         let channel = meshd.channel()?;
         let options = CertificateOptions {
+            cluster: meshd.cluster.clone(),
             token: meshd.token.clone(),
             spiffe_id,
             ttl,
@@ -53,7 +54,7 @@ impl Security {
             .serve(&sds_socket)
             .map_err(socket_error(&sds_socket))?;
         let xds_socket = dir.join("xds.sock");
-        let xds = crate::xds_proxy::serve(&xds_socket, channel, meshd.token.clone())
+        let xds = crate::xds_proxy::serve(&xds_socket, channel, meshd)
             .map_err(socket_error(&xds_socket))?;
         Ok(Security {
             sds_socket,

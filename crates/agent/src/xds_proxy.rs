@@ -6,6 +6,7 @@
 //!
 //! Only the aggregated discovery service is forwarded: the CA is the agent's own business.
 
+use crate::meshd::MeshdConnection;
 use crate::token::TokenFile;
 use axum::Router;
 use axum::body::Body;
@@ -24,15 +25,35 @@ const ADS_SERVICE: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryServic
 struct Upstream {
     meshd: Channel,
     token: TokenFile,
+    /// Named to meshd on every stream ([`fleetmesh_ca::auth::CLUSTER_METADATA`]).
+    cluster: Option<HeaderValue>,
 }
 
 /// Serves Envoy on the Unix socket `path` (mode 0600, replacing a stale one) until the
-/// task is aborted.
-pub fn serve(path: &Path, meshd: Channel, token: TokenFile) -> std::io::Result<JoinHandle<()>> {
+/// task is aborted, forwarding over `channel` as `connection` says.
+pub fn serve(
+    path: &Path,
+    channel: Channel,
+    connection: &MeshdConnection,
+) -> std::io::Result<JoinHandle<()>> {
+    let cluster = match connection.cluster.as_deref().map(HeaderValue::from_str) {
+        Some(Ok(value)) => Some(value),
+        Some(Err(_)) => {
+            return Err(std::io::Error::other(
+                "the cluster id holds characters a header cannot carry",
+            ));
+        }
+        None => None,
+    };
     let listener = crate::socket::bind_private(path)?;
+    let upstream = Upstream {
+        meshd: channel,
+        token: connection.token.clone(),
+        cluster,
+    };
     let app = Router::new()
         .fallback(forward)
-        .with_state(Arc::new(Upstream { meshd, token }));
+        .with_state(Arc::new(upstream));
     Ok(tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
             tracing::error!(%error, "the xDS proxy for Envoy failed");
@@ -62,6 +83,11 @@ async fn forward(State(upstream): State<Arc<Upstream>>, request: Request) -> Res
     credential.set_sensitive(true);
     let (mut parts, body) = request.into_parts();
     parts.headers.insert(header::AUTHORIZATION, credential);
+    if let Some(cluster) = &upstream.cluster {
+        parts
+            .headers
+            .insert(fleetmesh_ca::auth::CLUSTER_METADATA, cluster.clone());
+    }
     let request = Request::from_parts(parts, tonic::body::Body::new(body));
     match upstream.meshd.clone().oneshot(request).await {
         Ok(response) => response.map(Body::new),

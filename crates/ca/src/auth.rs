@@ -35,11 +35,35 @@ impl From<AuthError> for tonic::Status {
     }
 }
 
+/// The gRPC metadata in which Istio's agent names its proxy's cluster (`CLUSTER_ID`), on
+/// xDS streams and CA calls alike: whose API server reviews its token.
+pub const CLUSTER_METADATA: &str = "clusterid";
+
 /// Tells who a bearer token proves.
 pub trait Authenticator: Send + Sync + 'static {
     /// The identity `token` proves. Asynchronous because some authenticators ask another
     /// service (Kubernetes' TokenReview).
     fn authenticate<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Identity, AuthError>>;
+
+    /// The identity `token` proves in `cluster`, the cluster the caller says it runs in.
+    /// Authenticators of one cluster ignore it; a fleet's asks that cluster.
+    fn authenticate_in<'a>(
+        &'a self,
+        token: &'a str,
+        cluster: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Identity, AuthError>> {
+        let _ = cluster;
+        self.authenticate(token)
+    }
+}
+
+/// The cluster a gRPC call says its caller runs in ([`CLUSTER_METADATA`]), if it says.
+pub fn caller_cluster(metadata: &MetadataMap) -> Option<&str> {
+    metadata
+        .get(CLUSTER_METADATA)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
 }
 
 /// The bearer token of a gRPC call, as Istio's agent sends it.
@@ -63,5 +87,7 @@ pub async fn authenticate_request(
     authenticator: &dyn Authenticator,
     metadata: &MetadataMap,
 ) -> Result<Identity, AuthError> {
-    authenticator.authenticate(bearer_token(metadata)?).await
+    authenticator
+        .authenticate_in(bearer_token(metadata)?, caller_cluster(metadata))
+        .await
 }

@@ -6,10 +6,12 @@ use std::time::Duration;
 use tonic::transport::Channel;
 
 /// Asks the CA at `channel` to sign `csr` (PEM) for `ttl`, proving the caller with
-/// `token`; returns the chain (workload certificate first, trust bundle last).
+/// `token` (of `cluster`, when the caller names its cluster as Istio's agent does);
+/// returns the chain (workload certificate first, trust bundle last).
 pub async fn create_certificate(
     channel: Channel,
     token: &str,
+    cluster: Option<&str>,
     csr: String,
     ttl: Duration,
 ) -> Result<Vec<String>, tonic::Status> {
@@ -22,6 +24,14 @@ pub async fn create_certificate(
         .parse()
         .map_err(|_| tonic::Status::invalid_argument("the token is not valid header text"))?;
     request.metadata_mut().insert("authorization", value);
+    if let Some(cluster) = cluster {
+        let value = cluster
+            .parse()
+            .map_err(|_| tonic::Status::invalid_argument("the cluster is not valid header text"))?;
+        request
+            .metadata_mut()
+            .insert(crate::auth::CLUSTER_METADATA, value);
+    }
     let response = IstioCertificateServiceClient::new(channel)
         .create_certificate(request)
         .await?;

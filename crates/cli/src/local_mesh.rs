@@ -353,7 +353,8 @@ impl LocalMesh {
             &xds_address.to_string(),
             meshd_roots.as_deref(),
             TokenFile::new(&token_file),
-        )?;
+        )?
+        .in_cluster(&cluster_id);
         let security = Security::start(&meshd, spiffe_id.clone(), self.cert_ttl, &workdir)?;
         let options = StartOptions {
             envoy: self.envoy.clone(),

@@ -1,5 +1,6 @@
-//! What every stream of one xDS server shares: the published snapshots, the caches of
-//! generated resources, the registry and metrics, the authenticator, shutdown.
+//! What every stream of one mesh shares: the published snapshots, the caches of
+//! generated resources, the registry and metrics, the authenticator, shutdown; and, in a
+//! fleet, which mesh a stream belongs to ([`Router`]).
 
 use crate::cache::GenerationCache;
 use crate::changes::Changes;
@@ -8,18 +9,59 @@ use crate::registry::Registry;
 use crate::state::MeshState;
 use fleetmesh_ca::Authenticator;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-pub(crate) struct ServerContext {
-    pub snapshots: watch::Receiver<Arc<MeshState>>,
-    pub registry: Arc<Registry>,
-    pub metrics: Arc<Metrics>,
-    pub shutdown: CancellationToken,
-    /// Numbers each stream, for the registry and logs.
-    pub next_connection: AtomicU64,
-    pub generations: GenerationCache,
-    pub changes: Changes,
-    pub authenticator: Arc<dyn Authenticator>,
+/// One mesh's (or, in a fleet, one member cluster's) serving state.
+pub struct ServerContext {
+    pub(crate) snapshots: watch::Receiver<Arc<MeshState>>,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) generations: GenerationCache,
+    pub(crate) changes: Changes,
+    pub(crate) authenticator: Arc<dyn Authenticator>,
+    /// The member cluster it serves, in a fleet: a proxy whose node names another
+    /// cluster is refused. `None`: whatever cluster the proxy names.
+    pub(crate) cluster: Option<String>,
+}
+
+impl ServerContext {
+    /// Serves `snapshots` to proxies `authenticator` admits (of `cluster`, if given);
+    /// streams are listed in `registry`, counted in `metrics`, and end on `shutdown`.
+    pub fn new(
+        snapshots: watch::Receiver<Arc<MeshState>>,
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+        authenticator: Arc<dyn Authenticator>,
+        cluster: Option<String>,
+    ) -> Arc<ServerContext> {
+        Arc::new(ServerContext {
+            snapshots,
+            registry,
+            metrics,
+            shutdown,
+            generations: GenerationCache::default(),
+            changes: Changes::default(),
+            authenticator,
+            cluster,
+        })
+    }
+}
+
+/// Which context serves a stream, by the cluster its caller names
+/// ([`fleetmesh_ca::auth::CLUSTER_METADATA`]).
+pub trait Router: Send + Sync + 'static {
+    /// The context of `cluster`, or why the stream is refused.
+    fn route(&self, cluster: Option<&str>) -> Result<Arc<ServerContext>, tonic::Status>;
+}
+
+/// One context for every stream (a single mesh of one cluster).
+pub struct Single(pub Arc<ServerContext>);
+
+impl Router for Single {
+    fn route(&self, _: Option<&str>) -> Result<Arc<ServerContext>, tonic::Status> {
+        Ok(self.0.clone())
+    }
 }

@@ -6,14 +6,14 @@
 //!
 //! Layers, lowest first; a module uses only those before it: `generated`, `state`,
 //! `changes`, `metrics`, `subscription`, `registry`, `grpc` (framing) → `cache` →
-//! `context` (what every stream shares) → `session` (one proxy, either protocol) →
+//! `context` (what every stream of a mesh shares; which mesh a stream is) → `session` (one proxy, either protocol) →
 //! `sotw`, `delta` → `service` (accepts streams).
 
 #![warn(missing_docs)]
 
 mod cache;
 mod changes;
-mod context;
+pub mod context;
 pub mod debounce;
 mod delta;
 mod generated;
@@ -26,6 +26,7 @@ mod sotw;
 mod state;
 mod subscription;
 
+pub use context::{Router, ServerContext};
 pub use generated::Generated;
 pub use metrics::Metrics;
 pub use registry::{ProxyStatus, Registry};

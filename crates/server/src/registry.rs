@@ -33,9 +33,18 @@ pub struct ProxyStatus {
 pub struct Registry {
     // Held only for map updates, never across an await.
     connections: Mutex<BTreeMap<u64, ProxyStatus>>,
+    /// The last connection number given out.
+    last_id: std::sync::atomic::AtomicU64,
 }
 
 impl Registry {
+    /// A number for a new stream, for the registry and logs (unique across meshes).
+    pub fn next_id(&self) -> u64 {
+        self.last_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1
+    }
+
     /// Records a new stream.
     pub fn insert(&self, id: u64, status: ProxyStatus) {
         self.connections.lock().insert(id, status);

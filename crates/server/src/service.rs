@@ -1,9 +1,7 @@
 //! The xDS server: accepts ADS streams (state of the world, delta), authenticates each,
 //! and serves it in a task of its own with its protocol's handler.
 
-use crate::cache::GenerationCache;
-use crate::changes::Changes;
-use crate::context::ServerContext;
+use crate::context::{Router, ServerContext, Single};
 use crate::grpc::{Requests, Responses, requests, respond};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -12,12 +10,11 @@ use crate::state::MeshState;
 use crate::{delta, session, sotw};
 use bytes::Bytes;
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
-use fleetmesh_ca::auth::authenticate_request;
+use fleetmesh_ca::auth::{authenticate_request, caller_cluster};
 use fleetmesh_ca::{Authenticator, Identity};
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::task::{Context, Poll};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -29,15 +26,17 @@ const SOTW: &str =
 const DELTA: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 
-/// The ADS server: serves every stream from the published [`MeshState`]s.
+/// The ADS server: serves every stream from the published [`MeshState`]s of the
+/// context its [`Router`] picks.
 #[derive(Clone)]
 pub struct XdsServer {
-    context: Arc<ServerContext>,
+    router: Arc<dyn Router>,
+    shutdown: CancellationToken,
 }
 
 impl XdsServer {
-    /// A server of `snapshots`, authenticating streams with `authenticator`; streams end
-    /// on `shutdown`.
+    /// A server of one mesh's `snapshots`, authenticating streams with `authenticator`;
+    /// streams end on `shutdown`.
     pub fn new(
         snapshots: watch::Receiver<Arc<MeshState>>,
         registry: Arc<Registry>,
@@ -45,18 +44,21 @@ impl XdsServer {
         shutdown: CancellationToken,
         authenticator: Arc<dyn Authenticator>,
     ) -> XdsServer {
-        XdsServer {
-            context: Arc::new(ServerContext {
-                snapshots,
-                registry,
-                metrics,
-                shutdown,
-                next_connection: AtomicU64::new(1),
-                generations: GenerationCache::default(),
-                changes: Changes::default(),
-                authenticator,
-            }),
-        }
+        let context = ServerContext::new(
+            snapshots,
+            registry,
+            metrics,
+            shutdown.clone(),
+            authenticator,
+            None,
+        );
+        XdsServer::routed(Arc::new(Single(context)), shutdown)
+    }
+
+    /// A server of several meshes: each stream is served by the context `router` picks
+    /// for the cluster it names; streams end on `shutdown`.
+    pub fn routed(router: Arc<dyn Router>, shutdown: CancellationToken) -> XdsServer {
+        XdsServer { router, shutdown }
     }
 
     /// Serves ADS, and the gRPC services of `others` (the CA), on `listener` until the
@@ -88,7 +90,7 @@ impl XdsServer {
         others: tonic::service::Routes,
         tls: Option<tonic::transport::ServerTlsConfig>,
     ) -> Result<(), tonic::transport::Error> {
-        let shutdown = self.context.shutdown.clone();
+        let shutdown = self.shutdown.clone();
         let routes = others.add_service(AdsService(self));
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = tls {
@@ -104,8 +106,11 @@ impl XdsServer {
     }
 
     /// An unauthenticated stream is refused before it can ask for anything.
-    async fn authenticate(&self, metadata: &MetadataMap) -> Result<Identity, Status> {
-        authenticate_request(self.context.authenticator.as_ref(), metadata)
+    async fn authenticate(
+        context: &ServerContext,
+        metadata: &MetadataMap,
+    ) -> Result<Identity, Status> {
+        authenticate_request(context.authenticator.as_ref(), metadata)
             .await
             .map_err(|error| {
                 tracing::warn!(%error, "refused an unauthenticated xDS stream");
@@ -113,20 +118,17 @@ impl XdsServer {
             })
     }
 
-    /// Authenticates a stream of protocol `P` and serves it in a task of its own.
+    /// Routes a stream of protocol `P` to its mesh, authenticates it there, and serves
+    /// it in a task of its own.
     async fn open<P: Protocol + 'static>(
         &self,
         metadata: &MetadataMap,
         requests: Requests<P::Request>,
     ) -> Result<Responses<P::Response>, Status> {
-        let caller = self.authenticate(metadata).await?;
+        let context = self.router.route(caller_cluster(metadata))?;
+        let caller = XdsServer::authenticate(&context, metadata).await?;
         let (tx, rx) = mpsc::channel(8);
-        tokio::spawn(session::serve::<P>(
-            self.context.clone(),
-            caller,
-            requests,
-            tx,
-        ));
+        tokio::spawn(session::serve::<P>(context, caller, requests, tx));
         Ok(rx)
     }
 }

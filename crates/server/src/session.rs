@@ -12,7 +12,6 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use fleetmesh_ca::Identity;
 use fleetmesh_xds::{Proxy, ResourceType};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime};
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -55,7 +54,15 @@ impl Session {
         let resolved = proxy.resolved(&state.snapshot);
         check_identity(&resolved, &caller)?;
         let generated = context.generations.get(&state, &resolved);
-        let id = context.next_connection.fetch_add(1, Ordering::Relaxed);
+        if let Some(cluster) = context.cluster.as_deref()
+            && proxy.cluster_id != cluster
+        {
+            return Err(Status::permission_denied(format!(
+                "the proxy's node says cluster {:?}, its stream cluster {cluster:?}",
+                proxy.cluster_id
+            )));
+        }
+        let id = context.registry.next_id();
         context.registry.insert(
             id,
             ProxyStatus {
