@@ -11,6 +11,7 @@ use crate::networking::ServerTlsMode;
 use crate::protocol::Protocol;
 use crate::resource::Resource;
 use common::*;
+pub use common::{is_dns1123_label, is_dns1123_subdomain};
 
 /// Every problem found in `resource`; empty when it is valid.
 pub fn validate(resource: &Resource) -> Vec<FieldError> {

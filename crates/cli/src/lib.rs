@@ -6,6 +6,7 @@
 pub mod demo;
 pub mod install;
 pub mod kube_inject;
+pub mod kubeconfig;
 pub mod local_mesh;
 pub mod proxy_status;
 pub mod remote_secret;

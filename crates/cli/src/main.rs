@@ -258,6 +258,16 @@ enum FleetCommand {
         #[command(flatten)]
         meshd: MeshdFlags,
     },
+    /// Remove a cluster from its project's fleet: meshd stops serving it (its watches
+    /// stop, its proxies' streams end and are refused) and forgets its credential.
+    Remove {
+        #[arg(long, visible_alias = "project_id")]
+        project: String,
+        #[arg(long = "cluster-name", visible_alias = "cluster_name")]
+        cluster: String,
+        #[command(flatten)]
+        meshd: MeshdFlags,
+    },
 }
 
 #[derive(Subcommand)]
@@ -326,9 +336,7 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", fleetmesh_cli::remote_secret::create(&options).await?);
             Ok(())
         }
-        Command::Fleet {
-            command: FleetCommand::List { meshd },
-        } => fleet_list(&meshd.api()).await,
+        Command::Fleet { command } => fleet_command(command).await,
         Command::ProxyStatus { meshd } => {
             let rows = proxy_status::fetch(&meshd.api()).await?;
             print!("{}", proxy_status::render(&rows));
@@ -437,7 +445,8 @@ async fn kube_inject(args: KubeInjectArgs) -> anyhow::Result<()> {
     let recorded = if offline || all_given {
         kube_inject::Recorded::default()
     } else {
-        let client = install::connect(kubeconfig.as_deref(), context.as_deref()).await?;
+        let client =
+            fleetmesh_cli::kubeconfig::connect(kubeconfig.as_deref(), context.as_deref()).await?;
         kube_inject::Recorded::read(&client).await?
     };
     let settings = fleetmesh_inject::Settings {
@@ -464,12 +473,29 @@ async fn kube_inject(args: KubeInjectArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `fleet list`: each registered cluster with its project, location and channel.
+/// `fleet list` and `fleet remove`.
+async fn fleet_command(command: FleetCommand) -> anyhow::Result<()> {
+    match command {
+        FleetCommand::List { meshd } => fleet_list(&meshd.api()).await,
+        FleetCommand::Remove {
+            project,
+            cluster,
+            meshd,
+        } => {
+            meshd.api().remove_membership(&project, &cluster).await?;
+            println!("Cluster {cluster} is no longer a member of project {project}.");
+            Ok(())
+        }
+    }
+}
+
+/// `fleet list`: each registered cluster with its project, location and channel, whether
+/// its mesh is enabled, and whether meshd serves it now.
 async fn fleet_list(meshd: &MeshdApi) -> anyhow::Result<()> {
     let projects = meshd.projects().await?;
     println!(
-        "{:<20} {:<24} {:<16} {:<8} MESH",
-        "PROJECT", "CLUSTER", "LOCATION", "CHANNEL"
+        "{:<20} {:<24} {:<16} {:<8} {:<8} SERVED",
+        "PROJECT", "CLUSTER", "LOCATION", "CHANNEL", "MESH"
     );
     for (project, state) in projects.as_object().into_iter().flatten() {
         let enabled = if state["meshEnabled"] == true {
@@ -478,8 +504,13 @@ async fn fleet_list(meshd: &MeshdApi) -> anyhow::Result<()> {
             "-"
         };
         for (cluster, member) in state["memberships"].as_object().into_iter().flatten() {
+            let served = if member["served"] == true {
+                "yes"
+            } else {
+                "no"
+            };
             println!(
-                "{project:<20} {cluster:<24} {:<16} {:<8} {enabled}",
+                "{project:<20} {cluster:<24} {:<16} {:<8} {enabled:<8} {served}",
                 member["location"].as_str().unwrap_or_default(),
                 member["channel"].as_str().unwrap_or_default(),
             );

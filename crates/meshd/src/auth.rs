@@ -2,6 +2,7 @@
 //! issued (local mode, `fleetmesh token`), and, with a cluster, pods presenting their
 //! projected service-account token, checked by the cluster's TokenReview API.
 
+use crate::fleet::members::Members;
 use fleetmesh_ca::{AuthError, Authenticator, Identity, TokenIssuer};
 use fleetmesh_kube::token_review::TokenReviewer;
 use futures::future::BoxFuture;
@@ -10,6 +11,8 @@ use std::sync::Arc;
 pub struct MeshAuthenticator {
     pub tokens: Arc<TokenIssuer>,
     pub cluster: Option<TokenReviewer>,
+    /// The fleet's members: a caller naming one is reviewed by its API server alone.
+    pub members: Arc<Members>,
 }
 
 impl Authenticator for MeshAuthenticator {
@@ -17,6 +20,17 @@ impl Authenticator for MeshAuthenticator {
         match &self.cluster {
             Some(cluster) if !TokenIssuer::is_ours(token) => cluster.authenticate(token),
             _ => self.tokens.authenticate(token),
+        }
+    }
+
+    fn authenticate_in<'a>(
+        &'a self,
+        token: &'a str,
+        cluster: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Identity, AuthError>> {
+        match cluster.and_then(|c| self.members.reviewer(c)) {
+            Some(member) => Box::pin(async move { member.authenticate(token).await }),
+            None => self.authenticate(token),
         }
     }
 }

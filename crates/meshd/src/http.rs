@@ -3,7 +3,9 @@
 
 use crate::admin::{self, AdminToken};
 use crate::debug;
-use crate::fleet::{Change, Fleet};
+use crate::fleet::credential::Kubeconfig;
+use crate::fleet::members::Members;
+use crate::fleet::{Change, Fleet, FleetError};
 use crate::local::LocalSource;
 use axum::extract::Path;
 use axum::extract::{Query, State};
@@ -23,6 +25,10 @@ pub struct HttpState {
     pub fleet: Arc<Fleet>,
     /// Told each cluster's project, for the proxy-clients metric.
     pub metrics: Arc<fleetmesh_server::Metrics>,
+    /// Told when the fleet changes.
+    pub members: Arc<Members>,
+    /// Where member API servers may be.
+    pub egress: fleetmesh_kube::egress::EgressPolicy,
     pub install: InstallInfo,
 }
 
@@ -57,7 +63,7 @@ pub fn router(state: HttpState, admin: Arc<AdminToken>) -> Router {
         .route("/v1/projects", get(projects))
         .route(
             "/v1/projects/{project}/memberships/{cluster}",
-            put(register),
+            put(register).delete(remove_membership),
         )
         .route("/v1/projects/{project}/mesh/enable", post(enable_mesh))
         .layer(middleware::from_fn_with_state(admin, admin::require_token));
@@ -121,14 +127,30 @@ async fn install_info(State(state): State<HttpState>) -> Json<serde_json::Value>
     Json(info)
 }
 
+/// Every project and its members, each marked `served` when meshd serves it now (its
+/// mesh enabled, its credential working).
 async fn projects(State(state): State<HttpState>) -> Json<serde_json::Value> {
-    Json(serde_json::to_value(state.fleet.projects()).unwrap_or_default())
+    let mut projects = serde_json::to_value(state.fleet.projects()).unwrap_or_default();
+    let served = state.members.served();
+    for (project, value) in projects.as_object_mut().into_iter().flatten() {
+        let members = value["memberships"].as_object_mut().into_iter().flatten();
+        for (cluster, member) in members {
+            member["served"] = (served.get(cluster) == Some(project)).into();
+        }
+    }
+    Json(projects)
 }
 
+/// A registration, as install sends it.
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Registration {
     location: String,
     channel: String,
+    /// The kubeconfig meshd serves the cluster with (its `fleetmesh-meshd` service
+    /// account's token); without it, the cluster is listed but not served.
+    #[serde(default)]
+    kubeconfig: Option<String>,
 }
 
 async fn register(
@@ -136,25 +158,69 @@ async fn register(
     Path((project, cluster)): Path<(String, String)>,
     Json(registration): Json<Registration>,
 ) -> Response {
+    let credential = match &registration.kubeconfig {
+        Some(text) => match Kubeconfig::parse(text, &state.egress).await {
+            Ok(kubeconfig) => Some(kubeconfig),
+            Err(e) => {
+                let reason = format!("kubeconfig: {e}\n");
+                return (StatusCode::BAD_REQUEST, reason).into_response();
+            }
+        },
+        None => None,
+    };
     let result = state.fleet.register(
         &project,
         &cluster,
         &registration.location,
         &registration.channel,
+        credential.as_ref(),
     );
-    state
-        .metrics
-        .set_cluster_projects(state.fleet.cluster_projects());
+    fleet_changed(&state);
     change_response(result)
 }
 
-async fn enable_mesh(State(state): State<HttpState>, Path(project): Path<String>) -> Response {
-    change_response(state.fleet.enable_mesh(&project))
+async fn remove_membership(
+    State(state): State<HttpState>,
+    Path((project, cluster)): Path<(String, String)>,
+) -> Response {
+    let result = state.fleet.remove(&project, &cluster);
+    fleet_changed(&state);
+    match result {
+        Ok(()) => Json(serde_json::json!({ "change": "removed" })).into_response(),
+        Err(e) => fleet_error(e),
+    }
 }
 
-fn change_response(result: anyhow::Result<Change>) -> Response {
+async fn enable_mesh(State(state): State<HttpState>, Path(project): Path<String>) -> Response {
+    let result = state.fleet.enable_mesh(&project);
+    fleet_changed(&state);
     match result {
         Ok(change) => Json(serde_json::json!({ "change": change })).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n")).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, format!("{e:#}\n")).into_response(),
     }
+}
+
+/// Who follows the fleet: the members served, the proxy-clients metric's projects.
+fn fleet_changed(state: &HttpState) {
+    state
+        .metrics
+        .set_cluster_projects(state.fleet.cluster_projects());
+    state.members.fleet_changed();
+}
+
+fn change_response(result: Result<Change, FleetError>) -> Response {
+    match result {
+        Ok(change) => Json(serde_json::json!({ "change": change })).into_response(),
+        Err(e) => fleet_error(e),
+    }
+}
+
+fn fleet_error(error: FleetError) -> Response {
+    let status = match &error {
+        FleetError::InvalidName { .. } => StatusCode::BAD_REQUEST,
+        FleetError::Conflict { .. } => StatusCode::CONFLICT,
+        FleetError::NotFound { .. } => StatusCode::NOT_FOUND,
+        FleetError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    (status, format!("{error:#}\n")).into_response()
 }

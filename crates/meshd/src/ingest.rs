@@ -24,7 +24,8 @@ use tokio::sync::{mpsc, watch};
 
 /// Everything a snapshot is built from.
 pub struct Sources {
-    local: Arc<LocalSource>,
+    /// The config directory (meshd's own mesh; members have none).
+    local: Option<Arc<LocalSource>>,
     cluster: Option<Arc<ClusterSource>>,
     remotes: Option<Arc<RemoteClusters>>,
     mesh_config: MeshConfig,
@@ -36,11 +37,11 @@ pub struct Sources {
 }
 
 impl Sources {
-    /// The sources of `config`'s mesh: the local directory, and the cluster with its
-    /// remote clusters if there is one; `changes` is signalled when fetched keys arrive.
+    /// The sources of `config`'s mesh: the local directory (if any), and the cluster
+    /// with its remote clusters (if any); `changes` is signalled when fetched keys arrive.
     pub fn new(
         config: &MeshdConfig,
-        local: Arc<LocalSource>,
+        local: Option<Arc<LocalSource>>,
         cluster: Option<(Arc<ClusterSource>, Arc<RemoteClusters>)>,
         changes: mpsc::UnboundedSender<()>,
     ) -> Sources {
@@ -79,7 +80,10 @@ impl Sources {
             credentials: cluster.map(ClusterSource::credentials).unwrap_or_default(),
             lookups: self,
         };
-        self.local.snapshot(input)
+        match &self.local {
+            Some(local) => local.snapshot(input),
+            None => Snapshot::build(input),
+        }
     }
 }
 

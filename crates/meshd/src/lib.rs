@@ -21,7 +21,7 @@ pub use config::MeshdConfig;
 
 use anyhow::Context;
 use fleetmesh_ca::{CaService, CertificateAuthority, Identity, TokenIssuer};
-use fleetmesh_server::{MeshState, Metrics, Registry, XdsServer};
+use fleetmesh_server::{MeshState, Metrics, Registry, ServerContext, XdsServer};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -36,6 +36,8 @@ const SERVING_CERT_TTL: std::time::Duration = std::time::Duration::from_secs(365
 
 /// A running meshd.
 pub struct Meshd {
+    /// Follow the config and CA directories for as long as meshd runs.
+    _watchers: (notify::RecommendedWatcher, notify::RecommendedWatcher),
     addresses: Addresses,
     admin_token_file: std::path::PathBuf,
     metrics: Arc<Metrics>,
@@ -131,6 +133,21 @@ struct Credentials {
 }
 
 impl Credentials {
+    /// What install writes into a cluster so that its webhooks and proxies reach meshd.
+    fn install_info(
+        &self,
+        webhook: SocketAddr,
+        xds_address: String,
+        config: &MeshdConfig,
+    ) -> http::InstallInfo {
+        http::InstallInfo {
+            webhook_url: format!("https://{}:{}", self.serving_hosts[0], webhook.port()),
+            xds_address,
+            trust_domain: config.trust_domain.clone(),
+            authority: self.authority.clone(),
+        }
+    }
+
     fn load(config: &MeshdConfig, webhook_address: SocketAddr) -> anyhow::Result<Credentials> {
         let authority = CertificateAuthority::load_or_create(
             &config.ca_dir,
@@ -186,6 +203,7 @@ impl ClusterParts {
     /// Connects to the cluster of `config.kubeconfig`, if it names one.
     async fn connect(
         config: &MeshdConfig,
+        egress: &fleetmesh_kube::egress::EgressPolicy,
         changes: tokio::sync::mpsc::UnboundedSender<()>,
         authority: watch::Receiver<Arc<CertificateAuthority>>,
         proxy_versions: fleetmesh_dataplane::controller::ProxyVersions,
@@ -203,15 +221,13 @@ impl ClusterParts {
             changes.clone(),
         )
         .await?;
-        let egress = fleetmesh_kube::egress::EgressPolicy::denying(&config.tenant_egress_deny)
-            .context("--tenant-egress-deny")?;
         let remotes = fleetmesh_kube::remote::RemoteClusters::start(
             client.clone(),
             &config.cluster_id,
             fleetmesh_kube::remote::RemoteSettings {
                 domain: config.domain.clone(),
                 root_namespace: config.root_namespace.clone(),
-                egress,
+                egress: egress.clone(),
             },
             changes,
         );
@@ -250,33 +266,32 @@ impl Meshd {
             .clone()
             .unwrap_or_else(|| addresses.xds_tls.to_string());
         let shutdown = CancellationToken::new();
-        let local = Arc::new(local::LocalSource::new(&config));
-        // Watch before the first read, so no change falls between the two.
-        let (changes_tx, changes) = tokio::sync::mpsc::unbounded_channel();
-        let watcher = local::watch(&config.config_dir, changes_tx.clone())?;
-        // Without a cluster there are no DataPlaneControls: every revision injects its
-        // channel's version. With one, the controller publishes them once read.
-        let known = config.kubeconfig.is_none().then(Default::default);
-        let (proxy_versions_tx, proxy_versions) = watch::channel(known);
-        let cluster = ClusterParts::connect(
-            &config,
-            changes_tx.clone(),
-            credentials.authority.clone(),
-            proxy_versions_tx,
-            shutdown.clone(),
-        )
-        .await?;
-        let cluster_sources = cluster
-            .as_ref()
-            .map(|c| (c.source.clone(), c.remotes.clone()));
-        let sources = ingest::Sources::new(&config, local.clone(), cluster_sources, changes_tx);
+        let egress = fleetmesh_kube::egress::EgressPolicy::denying(&config.tenant_egress_deny)
+            .context("--tenant-egress-deny")?;
         let mut tasks = JoinSet::new();
-        let file_watchers = (watcher, credentials.ca_watcher);
-        let states = start_ingest(&mut tasks, &shutdown, sources, changes, file_watchers);
+        let own = OwnMesh::start(&config, &egress, &credentials, &mut tasks, &shutdown).await?;
+        let OwnMesh {
+            local,
+            states,
+            cluster,
+            proxy_versions,
+            watcher,
+        } = own;
+
         let mut prometheus = prometheus_client::registry::Registry::default();
         let metrics = Arc::new(Metrics::new(&mut prometheus));
         metrics.set_cluster_projects(fleet.cluster_projects());
         let registry = Arc::new(Registry::default());
+        let fleet = Arc::new(fleet);
+        let settings = fleet::members::MemberSettings {
+            config: config.clone(),
+            egress: egress.clone(),
+            registry: registry.clone(),
+            metrics: metrics.clone(),
+            authority: credentials.authority.clone(),
+            shutdown: shutdown.clone(),
+        };
+        let members = fleet::members::Members::start(settings, fleet.clone());
         let reviewer = cluster.map(|c| {
             spawn_until(&mut tasks, &shutdown, c.root_cert_publisher);
             // It stops itself on shutdown, after releasing its Lease.
@@ -286,50 +301,48 @@ impl Meshd {
         let authenticator = Arc::new(auth::MeshAuthenticator {
             tokens: credentials.tokens.clone(),
             cluster: reviewer,
+            members: members.clone(),
         });
         let ca = CaService::new(credentials.authority.clone(), authenticator.clone());
-        let xds = XdsServer::new(
+        let own = ServerContext::new(
             states,
             registry.clone(),
             metrics.clone(),
             shutdown.clone(),
             authenticator,
+            None,
         );
+        let members_too = fleet::members::MeshdRouter {
+            own,
+            members: members.clone(),
+        };
+        let xds = XdsServer::routed(Arc::new(members_too), shutdown.clone());
+        let install = credentials.install_info(addresses.webhook, advertised_xds, &config);
         let identity = credentials.xds_identity;
         serve_xds(&mut tasks, xds, ca, ports.xds, ports.xds_tls, identity);
         let webhooks = webhook::WebhookState {
-            xds_address: advertised_xds.clone(),
+            xds_address: install.xds_address.clone(),
             trust_domain: config.trust_domain.clone(),
             proxy_versions,
         };
-        tasks.spawn(webhook::serve(
-            ports.webhook,
-            credentials.webhook_tls,
-            webhooks,
-            shutdown.clone(),
-        ));
-        let install = http::InstallInfo {
-            webhook_url: format!(
-                "https://{}:{}",
-                credentials.serving_hosts[0],
-                addresses.webhook.port()
-            ),
-            xds_address: advertised_xds,
-            trust_domain: config.trust_domain.clone(),
-            authority: credentials.authority,
-        };
+        let webhook_tls = credentials.webhook_tls;
+        let serve_webhooks = webhook::serve(ports.webhook, webhook_tls, webhooks, shutdown.clone());
+        tasks.spawn(serve_webhooks);
         let state = http::HttpState {
             prometheus: Arc::new(prometheus),
             registry,
             source: local.clone(),
-            fleet: Arc::new(fleet),
+            fleet,
             metrics: metrics.clone(),
+            members,
+            egress,
             install,
         };
         let router = http::router(state, credentials.admin);
         serve_http(&mut tasks, ports.http, router, shutdown.clone());
         tracing::info!(?addresses, config_dir = %config.config_dir.display(), "meshd serving");
         Ok(Meshd {
+            _watchers: (watcher, credentials.ca_watcher),
             addresses,
             admin_token_file: config.state_dir.join(admin::FILE),
             metrics,
@@ -388,22 +401,64 @@ impl Meshd {
     }
 }
 
-/// Builds the first snapshot and publishes the next after every (debounced) change, until
-/// shutdown; returns the published states, which every xDS stream watches. `watchers`
-/// live as long as the publishing does.
-fn start_ingest<W: Send + 'static>(
-    tasks: &mut JoinSet<()>,
-    shutdown: &CancellationToken,
-    sources: ingest::Sources,
-    changes: tokio::sync::mpsc::UnboundedReceiver<()>,
-    watchers: W,
-) -> watch::Receiver<Arc<MeshState>> {
-    let (states_tx, states) = watch::channel(Arc::new(MeshState::new(sources.snapshot())));
-    spawn_until(tasks, shutdown, async move {
-        let _watchers = watchers;
-        ingest::publish_changes(sources, changes, states_tx).await;
-    });
-    states
+/// meshd's own mesh: its config directory and `--kubeconfig` cluster, read into the
+/// states its proxies are served from.
+struct OwnMesh {
+    local: Arc<local::LocalSource>,
+    states: watch::Receiver<Arc<MeshState>>,
+    cluster: Option<ClusterParts>,
+    /// Each revision's proxy version (from the cluster's DataPlaneControls).
+    proxy_versions: watch::Receiver<Option<std::collections::BTreeMap<String, String>>>,
+    /// Follows the config directory; dropping it stops that.
+    watcher: notify::RecommendedWatcher,
+}
+
+impl OwnMesh {
+    /// Reads the sources, builds the first snapshot, and publishes the next after every
+    /// (debounced) change until shutdown.
+    async fn start(
+        config: &MeshdConfig,
+        egress: &fleetmesh_kube::egress::EgressPolicy,
+        credentials: &Credentials,
+        tasks: &mut JoinSet<()>,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<OwnMesh> {
+        let local = Arc::new(local::LocalSource::new(config));
+        // Watch before the first read, so no change falls between the two.
+        let (changes_tx, changes) = tokio::sync::mpsc::unbounded_channel();
+        let watcher = local::watch(&config.config_dir, changes_tx.clone())?;
+        // Without a cluster there are no DataPlaneControls: every revision injects its
+        // channel's version. With one, the controller publishes them once read.
+        let known = config.kubeconfig.is_none().then(Default::default);
+        let (proxy_versions_tx, proxy_versions) = watch::channel(known);
+        let cluster = ClusterParts::connect(
+            config,
+            egress,
+            changes_tx.clone(),
+            credentials.authority.clone(),
+            proxy_versions_tx,
+            shutdown.clone(),
+        )
+        .await?;
+        let cluster_sources = cluster
+            .as_ref()
+            .map(|c| (c.source.clone(), c.remotes.clone()));
+        let sources =
+            ingest::Sources::new(config, Some(local.clone()), cluster_sources, changes_tx);
+        let (states_tx, states) = watch::channel(Arc::new(MeshState::new(sources.snapshot())));
+        spawn_until(
+            tasks,
+            shutdown,
+            ingest::publish_changes(sources, changes, states_tx),
+        );
+        Ok(OwnMesh {
+            local,
+            states,
+            cluster,
+            proxy_versions,
+            watcher,
+        })
+    }
 }
 
 /// Serves ADS with the CA beside it, on the plain port (loopback, local proxies) and the

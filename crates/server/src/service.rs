@@ -3,20 +3,17 @@
 
 use crate::context::{Router, ServerContext, Single};
 use crate::grpc::{Requests, Responses, requests, respond};
-use crate::metrics::Metrics;
-use crate::registry::Registry;
 use crate::session::Protocol;
-use crate::state::MeshState;
 use crate::{delta, session, sotw};
 use bytes::Bytes;
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+use fleetmesh_ca::Identity;
 use fleetmesh_ca::auth::{authenticate_request, caller_cluster};
-use fleetmesh_ca::{Authenticator, Identity};
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tonic::metadata::MetadataMap;
@@ -35,23 +32,9 @@ pub struct XdsServer {
 }
 
 impl XdsServer {
-    /// A server of one mesh's `snapshots`, authenticating streams with `authenticator`;
-    /// streams end on `shutdown`.
-    pub fn new(
-        snapshots: watch::Receiver<Arc<MeshState>>,
-        registry: Arc<Registry>,
-        metrics: Arc<Metrics>,
-        shutdown: CancellationToken,
-        authenticator: Arc<dyn Authenticator>,
-    ) -> XdsServer {
-        let context = ServerContext::new(
-            snapshots,
-            registry,
-            metrics,
-            shutdown.clone(),
-            authenticator,
-            None,
-        );
+    /// A server of one mesh: every stream is served by `context`.
+    pub fn single(context: Arc<ServerContext>) -> XdsServer {
+        let shutdown = context.shutdown.clone();
         XdsServer::routed(Arc::new(Single(context)), shutdown)
     }
 

@@ -169,6 +169,18 @@ fn rbac() -> Vec<Value> {
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "fleetmesh-meshd"},
             "subjects": [{"kind": "ServiceAccount", "name": "fleetmesh-meshd", "namespace": ISTIO_SYSTEM}],
         }),
+        // meshd renews its own short-lived token (TokenRequest), and no other account's.
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "fleetmesh-meshd-token", "namespace": ISTIO_SYSTEM, "labels": managed_labels()},
+            "rules": [{"apiGroups": [""], "resources": ["serviceaccounts/token"], "resourceNames": ["fleetmesh-meshd"], "verbs": ["create"]}],
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "fleetmesh-meshd-token", "namespace": ISTIO_SYSTEM, "labels": managed_labels()},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "fleetmesh-meshd-token"},
+            "subjects": [{"kind": "ServiceAccount", "name": "fleetmesh-meshd", "namespace": ISTIO_SYSTEM}],
+        }),
     ]
 }
 

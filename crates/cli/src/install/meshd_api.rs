@@ -40,13 +40,25 @@ impl MeshdApi {
 
     /// Registers the plan's cluster; returns what changed (`created`, `updated`,
     /// `unchanged`).
-    pub async fn register(&self, plan: &Plan, channel: &str) -> anyhow::Result<String> {
+    pub async fn register(
+        &self,
+        plan: &Plan,
+        channel: &str,
+        kubeconfig: &str,
+    ) -> anyhow::Result<String> {
         let path = format!("/v1/projects/{}/memberships/{}", plan.project, plan.cluster);
-        let body = json!({"location": plan.location, "channel": channel});
+        let body = json!({"location": plan.location, "channel": channel, "kubeconfig": kubeconfig});
         let answer = self
             .send(self.client.put(self.url(&path)).json(&body))
             .await?;
         Ok(answer["change"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// Removes `cluster` from `project`'s fleet.
+    pub async fn remove_membership(&self, project: &str, cluster: &str) -> anyhow::Result<()> {
+        let path = format!("/v1/projects/{project}/memberships/{cluster}");
+        self.send(self.client.delete(self.url(&path))).await?;
+        Ok(())
     }
 
     pub async fn enable_mesh(&self, project: &str) -> anyhow::Result<String> {

@@ -56,7 +56,9 @@ pub async fn run(options: &InstallOptions) -> anyhow::Result<Summary> {
     ));
 
     step.start("Connecting to the cluster");
-    let client = connect(options.kubeconfig.as_deref(), options.context.as_deref()).await?;
+    let client =
+        crate::kubeconfig::connect(options.kubeconfig.as_deref(), options.context.as_deref())
+            .await?;
     let version = client.apiserver_version().await.context(
         "the cluster's API server cannot be reached (check the kubeconfig context, or pass --context)",
     )?;
@@ -89,8 +91,9 @@ pub async fn run(options: &InstallOptions) -> anyhow::Result<Summary> {
             "Registering cluster {} in the fleet of project {}",
             plan.cluster, plan.project
         ));
+        let credential = meshd_credential(options, &client).await?;
         let change = meshd
-            .register(plan, &plan.channel.to_string())
+            .register(plan, &plan.channel.to_string(), &credential)
             .await
             .context("registering the cluster")?;
         step.done(&change);
@@ -99,6 +102,45 @@ pub async fn run(options: &InstallOptions) -> anyhow::Result<Summary> {
 
     print_next_steps(options, revision, &summary);
     Ok(summary)
+}
+
+/// How meshd will reach the cluster: a kubeconfig with a short-lived token of the
+/// `istio-system/fleetmesh-meshd` service account (meshd renews it; install's own
+/// credential never leaves this machine).
+async fn meshd_credential(
+    options: &InstallOptions,
+    client: &kube::Client,
+) -> anyhow::Result<String> {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let (server, ca_data) =
+        crate::kubeconfig::cluster_of(options.kubeconfig.as_deref(), options.context.as_deref())?;
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            expiration_seconds: Some(24 * 3600),
+            ..TokenRequestSpec::default()
+        },
+        ..TokenRequest::default()
+    };
+    let accounts: kube::Api<ServiceAccount> = kube::Api::namespaced(client.clone(), "istio-system");
+    let answer = accounts
+        .create_token_request(
+            "fleetmesh-meshd",
+            &kube::api::PostParams::default(),
+            &request,
+        )
+        .await
+        .context("a token for meshd (TokenRequest for istio-system/fleetmesh-meshd)")?;
+    let token = answer
+        .status
+        .map(|s| s.token)
+        .context("the cluster gave no token")?;
+    Ok(crate::kubeconfig::with_token(
+        &options.plan.cluster,
+        &server,
+        &ca_data,
+        &token,
+    ))
 }
 
 /// Applies the manifests in order (server-side apply), counting what changed; after the
@@ -190,34 +232,6 @@ impl Steps {
         let took = self.started.take().map(|s| s.elapsed()).unwrap_or_default();
         println!("    ok ({detail}; {} ms)", took.as_millis());
     }
-}
-
-/// The kubeconfig at `path`, or the environment's (`$KUBECONFIG`, `~/.kube/config`).
-pub fn read_kubeconfig(path: Option<&Path>) -> anyhow::Result<kube::config::Kubeconfig> {
-    match path {
-        Some(path) => kube::config::Kubeconfig::read_from(path)
-            .with_context(|| format!("reading kubeconfig {}", path.display())),
-        None => kube::config::Kubeconfig::read()
-            .context("no kubeconfig (set KUBECONFIG, or pass --kubeconfig)"),
-    }
-}
-
-pub async fn connect(
-    kubeconfig: Option<&Path>,
-    context: Option<&str>,
-) -> anyhow::Result<kube::Client> {
-    let loaded = read_kubeconfig(kubeconfig)?;
-    let options = kube::config::KubeConfigOptions {
-        context: context.map(str::to_string),
-        ..Default::default()
-    };
-    let config = kube::Config::from_custom_kubeconfig(loaded, &options)
-        .await
-        .with_context(|| match context {
-            Some(context) => format!("kubeconfig context {context:?}"),
-            None => "the kubeconfig's current context".to_string(),
-        })?;
-    Ok(kube::Client::try_from(config)?)
 }
 
 /// Kubernetes' own reason, with what to do about the common one.

@@ -7,7 +7,7 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use fleetmesh_ca::{Identity, TokenIssuer};
 use fleetmesh_model::Snapshot;
-use fleetmesh_server::{MeshState, Metrics, Registry, XdsServer};
+use fleetmesh_server::{MeshState, Metrics, Registry, ServerContext, XdsServer};
 use std::sync::Arc;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -49,13 +49,14 @@ impl TestServer {
         let metrics = Arc::new(Metrics::new(&mut prometheus));
         let token_dir = tempfile::tempdir().unwrap();
         let authenticator = Arc::new(TokenIssuer::load_or_create(token_dir.path()).unwrap());
-        let server = XdsServer::new(
+        let server = XdsServer::single(ServerContext::new(
             rx,
             Arc::new(Registry::default()),
             metrics,
             shutdown.clone(),
             authenticator,
-        );
+            None,
+        ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         tokio::spawn(server.serve(listener, tonic::service::Routes::default()));

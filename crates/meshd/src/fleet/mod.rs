@@ -1,7 +1,12 @@
 //! The fleet: which clusters are members of which project (`fleetmesh install
 //! --enable-registration`), and whether the project's mesh is enabled (`fleetmesh mesh
 //! enable`). Kept in one JSON file in the state directory, replaced atomically on every
-//! change, so a crash or restart loses nothing.
+//! change, so a crash or restart loses nothing. Each member's credential (what meshd
+//! reaches its API server with) is kept beside it, 0600 ([`credential`]); the members of
+//! enabled meshes are served ([`members`]).
+
+pub mod credential;
+pub mod members;
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -48,10 +53,61 @@ pub enum Change {
     Unchanged,
 }
 
+/// Why a fleet change is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    /// A project or cluster name that cannot name a file or a Kubernetes object.
+    #[error("{what} {name:?} is not a valid name (lowercase letters, digits and '-'{dots})", dots = if *what == "cluster" { ", '.' between parts" } else { "" })]
+    InvalidName {
+        /// `project` or `cluster`.
+        what: &'static str,
+        /// The name given.
+        name: String,
+    },
+    /// A cluster belongs to one project only (its proxies are routed by its name).
+    #[error("cluster {cluster:?} is a member of project {project:?} already")]
+    Conflict {
+        /// The cluster.
+        cluster: String,
+        /// The project it is a member of.
+        project: String,
+    },
+    /// No such membership.
+    #[error("cluster {cluster:?} is not a member of project {project:?}")]
+    NotFound {
+        /// The project.
+        project: String,
+        /// The cluster.
+        cluster: String,
+    },
+    /// The state could not be written.
+    #[error(transparent)]
+    Storage(#[from] anyhow::Error),
+}
+
 /// The registry of projects and their clusters, kept in `fleet.json`.
 pub struct Fleet {
     path: PathBuf,
+    /// Where members' credentials are kept.
+    credentials: PathBuf,
     projects: Mutex<BTreeMap<String, Project>>,
+}
+
+fn check_names(project: &str, cluster: &str) -> Result<(), FleetError> {
+    use fleetmesh_api::validate::{is_dns1123_label, is_dns1123_subdomain};
+    if !is_dns1123_label(project) {
+        return Err(FleetError::InvalidName {
+            what: "project",
+            name: project.into(),
+        });
+    }
+    if !is_dns1123_subdomain(cluster) {
+        return Err(FleetError::InvalidName {
+            what: "cluster",
+            name: cluster.into(),
+        });
+    }
+    Ok(())
 }
 
 impl Fleet {
@@ -67,6 +123,7 @@ impl Fleet {
         };
         Ok(Fleet {
             path,
+            credentials: state_dir.join("credentials"),
             projects: Mutex::new(projects),
         })
     }
@@ -90,14 +147,28 @@ impl Fleet {
     }
 
     /// Records `cluster` as a member of `project` (idempotent: the same registration
-    /// twice is `Unchanged`).
+    /// twice is `Unchanged`), with the credential meshd serves it with, if given. A new
+    /// credential replaces the old one (a re-run of install refreshes it) without
+    /// counting as a change of the membership.
     pub fn register(
         &self,
         project: &str,
         cluster: &str,
         location: &str,
         channel: &str,
-    ) -> anyhow::Result<Change> {
+        credential: Option<&credential::Kubeconfig>,
+    ) -> Result<Change, FleetError> {
+        check_names(project, cluster)?;
+        let owner = self.cluster_projects().remove(cluster);
+        if let Some(owner) = owner.filter(|owner| owner != project) {
+            return Err(FleetError::Conflict {
+                cluster: cluster.into(),
+                project: owner,
+            });
+        }
+        if let Some(kubeconfig) = credential {
+            kubeconfig.store(&self.credential_dir(project, cluster))?;
+        }
         self.change(project, |project| {
             match project.memberships.get_mut(cluster) {
                 Some(member) if member.location == location && member.channel == channel => {
@@ -124,10 +195,49 @@ impl Fleet {
                 }
             }
         })
+        .map_err(FleetError::Storage)
+    }
+
+    /// Removes `cluster` from `project`, with its credential.
+    pub fn remove(&self, project: &str, cluster: &str) -> Result<(), FleetError> {
+        check_names(project, cluster)?;
+        let mut found = false;
+        self.change(project, |p| {
+            found = p.memberships.remove(cluster).is_some();
+            if found {
+                Change::Updated
+            } else {
+                Change::Unchanged
+            }
+        })?;
+        if !found {
+            return Err(FleetError::NotFound {
+                project: project.into(),
+                cluster: cluster.into(),
+            });
+        }
+        let dir = self.credential_dir(project, cluster);
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(anyhow::anyhow!("{}: {e}", dir.display()).into())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Where the credential of `cluster` of `project` is kept.
+    pub fn credential_dir(&self, project: &str, cluster: &str) -> PathBuf {
+        self.credentials.join(project).join(cluster)
     }
 
     /// Marks the mesh of `project` enabled.
     pub fn enable_mesh(&self, project: &str) -> anyhow::Result<Change> {
+        if !fleetmesh_api::validate::is_dns1123_label(project) {
+            anyhow::bail!(FleetError::InvalidName {
+                what: "project",
+                name: project.into()
+            });
+        }
         self.change(project, |project| {
             if project.mesh_enabled {
                 Change::Unchanged
@@ -165,19 +275,36 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let fleet = Fleet::load(dir.path()).unwrap();
         assert_eq!(
-            fleet.register("p", "c1", "us-central1", "regular").unwrap(),
+            fleet
+                .register("p", "c1", "us-central1", "regular", None)
+                .unwrap(),
             Change::Created
         );
         assert_eq!(
-            fleet.register("p", "c1", "us-central1", "regular").unwrap(),
+            fleet
+                .register("p", "c1", "us-central1", "regular", None)
+                .unwrap(),
             Change::Unchanged
         );
         assert_eq!(
             fleet
-                .register("p", "c1", "europe-west1", "regular")
+                .register("p", "c1", "europe-west1", "regular", None)
                 .unwrap(),
             Change::Updated
         );
+        // One project per cluster; names that could walk the state directory are refused.
+        let taken = fleet.register("q", "c1", "us-central1", "regular", None);
+        assert!(
+            matches!(taken, Err(FleetError::Conflict { .. })),
+            "{taken:?}"
+        );
+        for (project, cluster) in [("../p", "c"), ("p", "../c"), ("p", "a/b"), ("P", "c")] {
+            let bad = fleet.register(project, cluster, "l", "regular", None);
+            assert!(
+                matches!(bad, Err(FleetError::InvalidName { .. })),
+                "{project} {cluster}"
+            );
+        }
         assert_eq!(fleet.enable_mesh("p").unwrap(), Change::Updated);
         assert_eq!(fleet.enable_mesh("p").unwrap(), Change::Unchanged);
         let reloaded = Fleet::load(dir.path()).unwrap().projects();

@@ -1,0 +1,249 @@
+//! One hosted meshd serving a fleet: two real kube-apiservers, each joined by
+//! `fleetmesh install --enable-registration` to its own project. meshd runs with no
+//! `--kubeconfig`: it serves a cluster only once it is a member of a project whose mesh
+//! is enabled, with the credential install gave it, and routes each proxy by the
+//! cluster it names, its token reviewed by that cluster's API server. A proxy of one
+//! project sees nothing of the other; a token of one cluster proves nothing in the
+//! other; a removed member's proxies are cut off. (Pod IPs are fake and receive no
+//! packet: the proxies run on loopback with the pods' identities.)
+
+use fleetmesh_cli::install::manifests::Plan;
+use fleetmesh_cli::install::meshd_api::MeshdApi;
+use fleetmesh_cli::install::{self, InstallOptions};
+use fleetmesh_cli::local_mesh::PodConnection;
+use fleetmesh_e2e::*;
+use fleetmesh_inject::Channel;
+use fleetmesh_kube::testing::{TestCluster, wait_for};
+use fleetmesh_kube::token_review::AUDIENCE;
+use std::time::Duration;
+
+const NAMESPACE: &str = "shop";
+
+/// A Service `web` (one pod) in both clusters, and one only this cluster has.
+fn workloads(own: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {NAMESPACE}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: {NAMESPACE}}}
+spec: {{selector: {{app: web}}, ports: [{{name: http, port: 80, targetPort: 8080}}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {own}, namespace: {NAMESPACE}}}
+spec: {{selector: {{app: {own}}}, ports: [{{name: http, port: 80}}]}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web, namespace: {NAMESPACE}}}
+spec:
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      containers: [{{name: web, image: web:v1, ports: [{{containerPort: 8080}}]}}]
+"#
+    )
+}
+
+/// A member cluster: its project, its name in the fleet, the test cluster.
+struct Member {
+    project: &'static str,
+    name: &'static str,
+    cluster: TestCluster,
+}
+
+impl Member {
+    /// A token of `shop/default` for the CA's audience, as a pod of this cluster has.
+    fn pod_token(&self) -> String {
+        let args = [
+            "create",
+            "token",
+            "default",
+            "-n",
+            NAMESPACE,
+            "--audience",
+            AUDIENCE,
+        ];
+        self.cluster
+            .run_kubectl(&args, None)
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    /// `fleetmesh install --enable-registration` against `mesh`'s meshd.
+    async fn install(&self, mesh: &LocalMesh, output: &std::path::Path) {
+        let options = InstallOptions {
+            plan: Plan {
+                project: self.project.into(),
+                location: "us-central1".into(),
+                cluster: self.name.into(),
+                channel: Channel::Regular,
+                cni_managed: false,
+                hub: fleetmesh_inject::DEFAULT_HUB.into(),
+            },
+            output_dir: output.join(self.name),
+            verbose: false,
+            register: true,
+            kubeconfig: Some(self.cluster.kubeconfig.clone()),
+            context: None,
+            meshd_url: format!("http://{}", mesh.meshd().http_address()),
+            admin_token_file: mesh.meshd().admin_token_file().to_path_buf(),
+        };
+        install::run(&options).await.expect("install succeeds");
+    }
+}
+
+fn api(mesh: &LocalMesh) -> MeshdApi {
+    let url = format!("http://{}", mesh.meshd().http_address());
+    MeshdApi::new(&url, mesh.meshd().admin_token_file())
+}
+
+/// Whether meshd serves `member` now, as `fleet list` shows it.
+async fn served(mesh: &LocalMesh, member: &Member) -> bool {
+    let projects = api(mesh).projects().await.unwrap();
+    projects[member.project]["memberships"][member.name]["served"] == true
+}
+
+/// Asks meshd's CA for a certificate of `shop/default` with `token`, naming `cluster`.
+async fn certificate(mesh: &LocalMesh, token: &str, cluster: &str) -> Result<(), tonic::Code> {
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://{}", mesh.meshd().xds_address()))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let csr = fleetmesh_ca::csr::generate(
+        &fleetmesh_ca::Identity::new(NAMESPACE, "default").spiffe_id("cluster.local"),
+    )
+    .unwrap()
+    .csr_pem;
+    fleetmesh_ca::client::create_certificate(
+        channel,
+        token,
+        Some(cluster),
+        csr,
+        Duration::from_secs(3600),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|status| status.code())
+}
+
+/// The EDS and CDS clusters a proxy holds (admin `/clusters`), by name.
+fn envoy_clusters(proxy: &Workload) -> String {
+    fleetmesh_agent::process::admin_request(proxy.envoy.admin_socket(), "GET", "/clusters")
+        .map(|(_, body)| body)
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hosted_meshd_serves_each_member_as_its_own_mesh() {
+    let a = Member {
+        project: "proj-a",
+        name: "fleet-a",
+        cluster: TestCluster::start("fleetmesh-fleet-a").expect("cluster a starts"),
+    };
+    let b = Member {
+        project: "proj-b",
+        name: "fleet-b",
+        cluster: TestCluster::start_with_pod_cidr("fleetmesh-fleet-b", "198.18.4.0/22")
+            .expect("cluster b starts"),
+    };
+    a.cluster
+        .run_kubectl(&["apply", "-f", "-"], Some(&workloads("only-a")))
+        .unwrap();
+    b.cluster
+        .run_kubectl(&["apply", "-f", "-"], Some(&workloads("only-b")))
+        .unwrap();
+    // Hosted: no cluster of its own.
+    let mesh = LocalMesh::start_configured(None, XdsMode::Delta, |meshd| {
+        meshd.cluster_id = "hosted".into();
+    })
+    .await
+    .unwrap();
+    let output = tempfile::tempdir().unwrap();
+    a.install(&mesh, output.path()).await;
+    b.install(&mesh, output.path()).await;
+
+    // Registered, but no mesh enabled: nothing is served, a pod's token proves nothing.
+    assert!(!served(&mesh, &a).await);
+    assert_eq!(
+        certificate(&mesh, &a.pod_token(), a.name).await,
+        Err(tonic::Code::Unauthenticated)
+    );
+    for member in [&a, &b] {
+        api(&mesh).enable_mesh(member.project).await.unwrap();
+    }
+    wait_for("both members served", Duration::from_secs(60), async || {
+        (served(&mesh, &a).await && served(&mesh, &b).await).then_some(())
+    })
+    .await
+    .unwrap();
+
+    // Each cluster's pods get certificates with their own cluster's tokens only.
+    assert_eq!(certificate(&mesh, &a.pod_token(), a.name).await, Ok(()));
+    assert_eq!(certificate(&mesh, &b.pod_token(), b.name).await, Ok(()));
+    assert_eq!(
+        certificate(&mesh, &b.pod_token(), a.name).await,
+        Err(tonic::Code::Unauthenticated),
+        "b's token claiming cluster a"
+    );
+
+    // A proxy of a sees a's services, none of b's.
+    let connect = async |member: &Member, token: String| {
+        let connection = PodConnection {
+            token,
+            meshd_roots: None,
+            cluster_id: member.name.into(),
+        };
+        let pod = format!("web-{}", member.name);
+        mesh.add_pod_proxy("sidecar", &pod, NAMESPACE, "default", connection)
+            .await
+    };
+    let proxy_a = connect(&a, a.pod_token())
+        .await
+        .expect("a's proxy is served");
+    let web = format!("outbound|80||web.{NAMESPACE}.svc.cluster.local");
+    let clusters = eventually(
+        "a's proxy to have web",
+        Duration::from_secs(30),
+        async || {
+            let clusters = envoy_clusters(&proxy_a);
+            clusters.contains(&web).then_some(clusters)
+        },
+    )
+    .await;
+    assert!(
+        clusters.contains(&format!("only-a.{NAMESPACE}")),
+        "{clusters}"
+    );
+    assert!(
+        !clusters.contains("only-b"),
+        "nothing of project b: {clusters}"
+    );
+    // b's proxy, with b's token but claiming a's cluster, gets nothing.
+    assert!(
+        connect(&a, b.pod_token()).await.is_err(),
+        "b's token in a's cluster"
+    );
+
+    // Removing a from the fleet cuts its proxies off.
+    api(&mesh)
+        .remove_membership(a.project, a.name)
+        .await
+        .unwrap();
+    wait_for("a no longer served", Duration::from_secs(30), async || {
+        (certificate(&mesh, &a.pod_token(), a.name).await == Err(tonic::Code::Unauthenticated))
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    assert!(served(&mesh, &b).await);
+    assert_eq!(nacks(&mesh), 0);
+}
