@@ -4,8 +4,9 @@
 //! is enabled, with the credential install gave it, and routes each proxy by the
 //! cluster it names, its token reviewed by that cluster's API server. A proxy of one
 //! project sees nothing of the other; a token of one cluster proves nothing in the
-//! other; a removed member's proxies are cut off. (Pod IPs are fake and receive no
-//! packet: the proxies run on loopback with the pods' identities.)
+//! other; a removed member's proxies are cut off. A member with no proxy for
+//! `--idle-after` is scaled to zero and wakes for the next proxy. (Pod IPs are fake and
+//! receive no packet: the proxies run on loopback with the pods' identities.)
 
 use fleetmesh_cli::install::manifests::Plan;
 use fleetmesh_cli::install::meshd_api::MeshdApi;
@@ -99,6 +100,43 @@ impl Member {
     }
 }
 
+/// A proxy of `member`'s pod `web-<member>` proving itself with `token`.
+async fn connect(mesh: &LocalMesh, member: &Member, token: String) -> anyhow::Result<Workload> {
+    let connection = PodConnection {
+        token,
+        meshd_roots: None,
+        cluster_id: member.name.into(),
+    };
+    let pod = format!("web-{}", member.name);
+    mesh.add_pod_proxy("sidecar", &pod, NAMESPACE, "default", connection)
+        .await
+}
+
+/// With its proxy gone, `member` scales to zero; its next proxy wakes it and is served
+/// (`web` is the EDS cluster it must get).
+async fn scales_to_zero_and_wakes(mesh: &LocalMesh, a: &Member, proxy: Workload, web: &str) {
+    assert!(!idle(mesh, a).await, "a proxy is connected");
+    drop(proxy);
+    wait_for("a scaled to zero", Duration::from_secs(30), async || {
+        idle(mesh, a).await.then_some(())
+    })
+    .await
+    .unwrap();
+    let woken = std::time::Instant::now();
+    let proxy = connect(mesh, a, a.pod_token())
+        .await
+        .expect("a wakes for its proxy");
+    eventually(
+        "the woken a's config",
+        Duration::from_secs(30),
+        async || envoy_clusters(&proxy).contains(web).then_some(()),
+    )
+    .await;
+    let took = woken.elapsed().as_millis();
+    println!("a woke and served its proxy's config in {took} ms");
+    assert!(!idle(mesh, a).await);
+}
+
 fn api(mesh: &LocalMesh) -> MeshdApi {
     let url = format!("http://{}", mesh.meshd().http_address());
     MeshdApi::new(&url, mesh.meshd().admin_token_file())
@@ -108,6 +146,12 @@ fn api(mesh: &LocalMesh) -> MeshdApi {
 async fn served(mesh: &LocalMesh, member: &Member) -> bool {
     let projects = api(mesh).projects().await.unwrap();
     projects[member.project]["memberships"][member.name]["served"] == true
+}
+
+/// Whether `member` is scaled to zero now.
+async fn idle(mesh: &LocalMesh, member: &Member) -> bool {
+    let projects = api(mesh).projects().await.unwrap();
+    projects[member.project]["memberships"][member.name]["idle"] == true
 }
 
 /// Asks meshd's CA for a certificate of `shop/default` with `token`, naming `cluster`.
@@ -161,9 +205,10 @@ async fn a_hosted_meshd_serves_each_member_as_its_own_mesh() {
     b.cluster
         .run_kubectl(&["apply", "-f", "-"], Some(&workloads("only-b")))
         .unwrap();
-    // Hosted: no cluster of its own.
+    // Hosted: no cluster of its own; members unused for 2 s scale to zero.
     let mesh = LocalMesh::start_configured(None, XdsMode::Delta, |meshd| {
         meshd.cluster_id = "hosted".into();
+        meshd.idle_after = Duration::from_secs(2);
     })
     .await
     .unwrap();
@@ -196,17 +241,7 @@ async fn a_hosted_meshd_serves_each_member_as_its_own_mesh() {
     );
 
     // A proxy of a sees a's services, none of b's.
-    let connect = async |member: &Member, token: String| {
-        let connection = PodConnection {
-            token,
-            meshd_roots: None,
-            cluster_id: member.name.into(),
-        };
-        let pod = format!("web-{}", member.name);
-        mesh.add_pod_proxy("sidecar", &pod, NAMESPACE, "default", connection)
-            .await
-    };
-    let proxy_a = connect(&a, a.pod_token())
+    let proxy_a = connect(&mesh, &a, a.pod_token())
         .await
         .expect("a's proxy is served");
     let web = format!("outbound|80||web.{NAMESPACE}.svc.cluster.local");
@@ -229,9 +264,11 @@ async fn a_hosted_meshd_serves_each_member_as_its_own_mesh() {
     );
     // b's proxy, with b's token but claiming a's cluster, gets nothing.
     assert!(
-        connect(&a, b.pod_token()).await.is_err(),
+        connect(&mesh, &a, b.pod_token()).await.is_err(),
         "b's token in a's cluster"
     );
+
+    scales_to_zero_and_wakes(&mesh, &a, proxy_a, &web).await;
 
     // Removing a from the fleet cuts its proxies off.
     api(&mesh)

@@ -504,7 +504,9 @@ async fn fleet_list(meshd: &MeshdApi) -> anyhow::Result<()> {
             "-"
         };
         for (cluster, member) in state["memberships"].as_object().into_iter().flatten() {
-            let served = if member["served"] == true {
+            let served = if member["idle"] == true {
+                "idle"
+            } else if member["served"] == true {
                 "yes"
             } else {
                 "no"

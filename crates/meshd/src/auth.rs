@@ -28,9 +28,15 @@ impl Authenticator for MeshAuthenticator {
         token: &'a str,
         cluster: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Identity, AuthError>> {
-        match cluster.and_then(|c| self.members.reviewer(c)) {
-            Some(member) => Box::pin(async move { member.authenticate(token).await }),
-            None => self.authenticate(token),
-        }
+        Box::pin(async move {
+            let member = match cluster {
+                Some(cluster) => self.members.reviewer(cluster).await,
+                None => None,
+            };
+            match member {
+                Some(member) => member.authenticate(token).await,
+                None => self.authenticate(token).await,
+            }
+        })
     }
 }

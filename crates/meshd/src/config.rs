@@ -99,6 +99,12 @@ pub struct MeshdConfig {
         default_value = "127.0.0.0/8,::1/128"
     )]
     pub tenant_egress_deny: Vec<String>,
+    /// A member cluster with no connected proxy and no webhook call for this long is
+    /// scaled to zero: its watches and snapshot are dropped until a proxy connects or a
+    /// webhook is called again (which wakes it).
+    #[arg(long, env = "MESHD_IDLE_AFTER", default_value = "15m", value_parser = parse_duration)]
+    #[serde(with = "humantime")]
+    pub idle_after: Duration,
     /// Log format: `text` or `json`.
     #[arg(long, env = "MESHD_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

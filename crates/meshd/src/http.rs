@@ -4,7 +4,7 @@
 use crate::admin::{self, AdminToken};
 use crate::debug;
 use crate::fleet::credential::Kubeconfig;
-use crate::fleet::members::Members;
+use crate::fleet::members::{MemberState, Members};
 use crate::fleet::{Change, Fleet, FleetError};
 use crate::local::LocalSource;
 use axum::extract::Path;
@@ -127,15 +127,20 @@ async fn install_info(State(state): State<HttpState>) -> Json<serde_json::Value>
     Json(info)
 }
 
-/// Every project and its members, each marked `served` when meshd serves it now (its
-/// mesh enabled, its credential working).
+/// Every project and its members, each marked `served` when meshd serves it (its mesh
+/// enabled, its credential working) and `idle` while it is scaled to zero.
 async fn projects(State(state): State<HttpState>) -> Json<serde_json::Value> {
     let mut projects = serde_json::to_value(state.fleet.projects()).unwrap_or_default();
     let served = state.members.served();
     for (project, value) in projects.as_object_mut().into_iter().flatten() {
         let members = value["memberships"].as_object_mut().into_iter().flatten();
         for (cluster, member) in members {
-            member["served"] = (served.get(cluster) == Some(project)).into();
+            let state = served
+                .get(cluster)
+                .filter(|(p, _)| p == project)
+                .map(|(_, s)| *s);
+            member["served"] = state.is_some().into();
+            member["idle"] = (state == Some(MemberState::Asleep)).into();
         }
     }
     Json(projects)

@@ -324,6 +324,7 @@ impl Meshd {
             xds_address: install.xds_address.clone(),
             trust_domain: config.trust_domain.clone(),
             proxy_versions,
+            members: members.clone(),
         };
         let webhook_tls = credentials.webhook_tls;
         let serve_webhooks = webhook::serve(ports.webhook, webhook_tls, webhooks, shutdown.clone());

@@ -41,6 +41,8 @@ pub struct WebhookState {
     /// `None` until meshd has read them.
     pub proxy_versions:
         tokio::sync::watch::Receiver<Option<std::collections::BTreeMap<String, String>>>,
+    /// A call for a member cluster keeps it awake (or wakes it).
+    pub members: Arc<crate::fleet::members::Members>,
 }
 
 /// TLS for the webhook port, with meshd's serving certificate.
@@ -159,6 +161,8 @@ async fn inject(
         )
             .into_response();
     }
+    // Pods are being made: their proxies will connect.
+    state.members.touch(&cluster).await;
     let Some(revision) = Revision::named(&revision) else {
         return (
             StatusCode::NOT_FOUND,

@@ -53,15 +53,23 @@ impl ServerContext {
 /// Which context serves a stream, by the cluster its caller names
 /// ([`fleetmesh_ca::auth::CLUSTER_METADATA`]).
 pub trait Router: Send + Sync + 'static {
-    /// The context of `cluster`, or why the stream is refused.
-    fn route(&self, cluster: Option<&str>) -> Result<Arc<ServerContext>, tonic::Status>;
+    /// The context of `cluster`, or why the stream is refused. Asynchronous: a mesh
+    /// scaled to zero wakes for its first stream.
+    fn route<'a>(
+        &'a self,
+        cluster: Option<&'a str>,
+    ) -> futures::future::BoxFuture<'a, Result<Arc<ServerContext>, tonic::Status>>;
 }
 
 /// One context for every stream (a single mesh of one cluster).
 pub struct Single(pub Arc<ServerContext>);
 
 impl Router for Single {
-    fn route(&self, _: Option<&str>) -> Result<Arc<ServerContext>, tonic::Status> {
-        Ok(self.0.clone())
+    fn route<'a>(
+        &'a self,
+        _: Option<&'a str>,
+    ) -> futures::future::BoxFuture<'a, Result<Arc<ServerContext>, tonic::Status>> {
+        let context = self.0.clone();
+        Box::pin(async move { Ok(context) })
     }
 }

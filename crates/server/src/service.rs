@@ -108,7 +108,7 @@ impl XdsServer {
         metadata: &MetadataMap,
         requests: Requests<P::Request>,
     ) -> Result<Responses<P::Response>, Status> {
-        let context = self.router.route(caller_cluster(metadata))?;
+        let context = self.router.route(caller_cluster(metadata)).await?;
         let caller = XdsServer::authenticate(&context, metadata).await?;
         let (tx, rx) = mpsc::channel(8);
         tokio::spawn(session::serve::<P>(context, caller, requests, tx));

@@ -5,6 +5,11 @@
 //! proxies' tokens reviewed by its own API server (so a token of one cluster proves
 //! nothing in another), the mesh roots in every namespace, and its credential renewed.
 //! A membership removed, or a mesh not enabled, stops all of it and ends its streams.
+//!
+//! A member nobody uses costs nothing: with no connected proxy and no webhook call for
+//! `--idle-after`, it is scaled to zero (its watches, snapshot and tasks dropped; only
+//! its name, project and credential path kept). The first proxy stream, CSR or webhook
+//! call for it wakes it: that call waits for the member's first full list and snapshot.
 
 use super::Fleet;
 use super::credential;
@@ -19,6 +24,7 @@ use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -46,6 +52,15 @@ struct Member {
     context: Arc<ServerContext>,
     reviewer: Arc<TokenReviewer>,
     stop: CancellationToken,
+    /// The last stream, CSR or webhook call for it.
+    last_used: Instant,
+}
+
+/// A member scaled to zero: what it takes to wake it.
+#[derive(Clone)]
+struct Asleep {
+    project: String,
+    credential: PathBuf,
 }
 
 impl Drop for Member {
@@ -58,8 +73,21 @@ impl Drop for Member {
 pub struct Members {
     settings: MemberSettings,
     serving: Mutex<BTreeMap<String, Member>>,
+    /// Members scaled to zero.
+    asleep: Mutex<BTreeMap<String, Asleep>>,
+    /// One wake at a time (a wake takes a member's first full list).
+    waking: tokio::sync::Mutex<()>,
     /// Signalled when the fleet changed.
     changed: Notify,
+}
+
+/// Whether a served member is awake now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberState {
+    /// Its watches run and its proxies are served.
+    Awake,
+    /// Scaled to zero; the next call for it wakes it.
+    Asleep,
 }
 
 impl Members {
@@ -69,15 +97,21 @@ impl Members {
         let members = Arc::new(Members {
             settings,
             serving: Mutex::default(),
+            asleep: Mutex::default(),
+            waking: tokio::sync::Mutex::new(()),
             changed: Notify::new(),
         });
         let keeper = members.clone();
         let stop = members.settings.shutdown.clone();
+        // Idleness is looked at a few times per --idle-after.
+        let sweep = (members.settings.config.idle_after / 4)
+            .clamp(Duration::from_millis(200), Duration::from_secs(30));
         tokio::spawn(async move {
             loop {
                 keeper.reconcile(&fleet).await;
                 tokio::select! {
                     () = keeper.changed.notified() => {}
+                    () = tokio::time::sleep(sweep) => keeper.put_idle_to_sleep(),
                     () = stop.cancelled() => break,
                 }
             }
@@ -91,23 +125,99 @@ impl Members {
         self.changed.notify_one();
     }
 
-    /// The context serving `cluster`, if it is a member served now.
-    pub fn context(&self, cluster: &str) -> Option<Arc<ServerContext>> {
-        self.serving.lock().get(cluster).map(|m| m.context.clone())
+    /// The context serving `cluster`, if it is a served member (woken if asleep).
+    pub async fn context(&self, cluster: &str) -> Option<Arc<ServerContext>> {
+        self.use_member(cluster, |m| m.context.clone()).await
     }
 
-    /// Who reviews the tokens of `cluster`'s workloads, if it is served now.
-    pub fn reviewer(&self, cluster: &str) -> Option<Arc<TokenReviewer>> {
-        self.serving.lock().get(cluster).map(|m| m.reviewer.clone())
+    /// Who reviews the tokens of `cluster`'s workloads, if it is a served member (woken
+    /// if asleep).
+    pub async fn reviewer(&self, cluster: &str) -> Option<Arc<TokenReviewer>> {
+        self.use_member(cluster, |m| m.reviewer.clone()).await
     }
 
-    /// The clusters served now, with their projects.
-    pub fn served(&self) -> BTreeMap<String, String> {
-        let serving = self.serving.lock();
-        serving
+    /// Marks `cluster` used now (a webhook call for it), waking it if asleep.
+    pub async fn touch(&self, cluster: &str) {
+        self.use_member(cluster, |_| ()).await;
+    }
+
+    /// The served members, with their projects and whether they are awake.
+    pub fn served(&self) -> BTreeMap<String, (String, MemberState)> {
+        let mut served: BTreeMap<String, (String, MemberState)> = self
+            .serving
+            .lock()
             .iter()
-            .map(|(cluster, m)| (cluster.clone(), m.project.clone()))
-            .collect()
+            .map(|(cluster, m)| (cluster.clone(), (m.project.clone(), MemberState::Awake)))
+            .collect();
+        for (cluster, asleep) in self.asleep.lock().iter() {
+            let state = (asleep.project.clone(), MemberState::Asleep);
+            served.insert(cluster.clone(), state);
+        }
+        served
+    }
+
+    /// `read` of the member serving `cluster`, marked used now; a member asleep is woken
+    /// first. `None` if `cluster` is no served member (or cannot be woken).
+    async fn use_member<T>(&self, cluster: &str, read: impl Fn(&Member) -> T) -> Option<T> {
+        let used = |serving: &mut BTreeMap<String, Member>| {
+            serving.get_mut(cluster).map(|member| {
+                member.last_used = Instant::now();
+                read(member)
+            })
+        };
+        if let Some(value) = used(&mut self.serving.lock()) {
+            return Some(value);
+        }
+        if !self.asleep.lock().contains_key(cluster) {
+            return None;
+        }
+        let _one_wake = self.waking.lock().await;
+        // Another call may have woken it meanwhile.
+        if let Some(value) = used(&mut self.serving.lock()) {
+            return Some(value);
+        }
+        let asleep = self.asleep.lock().get(cluster).cloned()?;
+        let started = Instant::now();
+        match self
+            .serve(cluster, &asleep.project, asleep.credential)
+            .await
+        {
+            Ok(member) => {
+                tracing::info!(%cluster, took = ?started.elapsed(), "member woken");
+                let value = read(&member);
+                self.asleep.lock().remove(cluster);
+                self.serving.lock().insert(cluster.to_string(), member);
+                Some(value)
+            }
+            Err(error) => {
+                let error = format!("{error:#}");
+                tracing::warn!(%cluster, %error, "cannot wake member cluster");
+                None
+            }
+        }
+    }
+
+    /// Scales to zero the members with no stream and no use for `--idle-after`.
+    fn put_idle_to_sleep(&self) {
+        let idle_after = self.settings.config.idle_after;
+        let mut serving = self.serving.lock();
+        let idle: Vec<String> = serving
+            .iter()
+            // Streams hold the context: only the member's own reference means none.
+            .filter(|(_, m)| Arc::strong_count(&m.context) == 1)
+            .filter(|(_, m)| m.last_used.elapsed() >= idle_after)
+            .map(|(cluster, _)| cluster.clone())
+            .collect();
+        for cluster in idle {
+            if let Some(member) = serving.remove(&cluster) {
+                tracing::info!(%cluster, project = %member.project, "member idle: scaled to zero");
+                let asleep = Asleep {
+                    project: member.project.clone(),
+                    credential: member.credential.clone(),
+                };
+                self.asleep.lock().insert(cluster, asleep);
+            }
+        }
     }
 
     /// Starts the members the fleet wants and stops the others.
@@ -126,17 +236,25 @@ impl Members {
                 }
             }
         }
-        self.serving.lock().retain(|cluster, member| {
-            let keep = wanted.get(cluster).is_some_and(|(project, dir)| {
-                *project == member.project && *dir == member.credential
-            });
+        let still_wanted = |cluster: &String, project: &String, credential: &PathBuf| {
+            let keep = wanted
+                .get(cluster)
+                .is_some_and(|(p, dir)| p == project && dir == credential);
             if !keep {
-                tracing::info!(%cluster, project = %member.project, "member no longer served");
+                tracing::info!(%cluster, %project, "member no longer served");
             }
             keep
-        });
+        };
+        self.serving
+            .lock()
+            .retain(|cluster, m| still_wanted(cluster, &m.project, &m.credential));
+        self.asleep
+            .lock()
+            .retain(|cluster, a| still_wanted(cluster, &a.project, &a.credential));
         for (cluster, (project, dir)) in wanted {
-            if self.serving.lock().contains_key(&cluster) {
+            let known = self.serving.lock().contains_key(&cluster)
+                || self.asleep.lock().contains_key(&cluster);
+            if known {
                 continue;
             }
             match self.serve(&cluster, &project, dir).await {
@@ -208,6 +326,7 @@ impl Members {
             context,
             reviewer,
             stop,
+            last_used: Instant::now(),
         })
     }
 }
@@ -236,9 +355,16 @@ pub struct MeshdRouter {
 }
 
 impl Router for MeshdRouter {
-    fn route(&self, cluster: Option<&str>) -> Result<Arc<ServerContext>, tonic::Status> {
-        Ok(cluster
-            .and_then(|c| self.members.context(c))
-            .unwrap_or_else(|| self.own.clone()))
+    fn route<'a>(
+        &'a self,
+        cluster: Option<&'a str>,
+    ) -> futures::future::BoxFuture<'a, Result<Arc<ServerContext>, tonic::Status>> {
+        Box::pin(async move {
+            let member = match cluster {
+                Some(cluster) => self.members.context(cluster).await,
+                None => None,
+            };
+            Ok(member.unwrap_or_else(|| self.own.clone()))
+        })
     }
 }
