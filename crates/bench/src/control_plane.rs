@@ -55,10 +55,24 @@ pub fn non_default_settings(kind: Kind) -> Vec<String> {
 pub struct ControlPlane {
     pub kind: Kind,
     pub xds_address: SocketAddr,
+    /// Metrics, debug endpoints and (meshd) the management API.
+    pub http_address: SocketAddr,
     /// meshd's token key directory (its sidecars need tokens).
     pub ca_dir: Option<PathBuf>,
+    /// meshd's state directory (its admin token).
+    pub state_dir: Option<PathBuf>,
     child: Child,
     pid: u32,
+}
+
+/// Whom the control plane serves.
+#[derive(Debug, Clone)]
+pub enum Serves<'a> {
+    /// The cluster of this kubeconfig.
+    Cluster(&'a Path),
+    /// (meshd) a fleet: the clusters registered with it; members idle for this long
+    /// scale to zero. `restart`: keep the state of the last run (its registrations).
+    Fleet { idle_after: Duration, restart: bool },
 }
 
 /// Memory and CPU of the control plane process.
@@ -80,31 +94,42 @@ impl ControlPlane {
     pub async fn start(
         kind: Kind,
         binary: &Path,
-        kubeconfig: &Path,
+        serves: Serves<'_>,
         core: usize,
         work_dir: &Path,
     ) -> anyhow::Result<ControlPlane> {
         // It runs in a directory of its own: every path it gets must be absolute.
         let binary = std::fs::canonicalize(binary)
             .with_context(|| format!("no control plane binary at {}", binary.display()))?;
-        let kubeconfig = std::fs::canonicalize(kubeconfig)?;
-        let kubeconfig = kubeconfig.as_path();
+        let kubeconfig = match serves {
+            Serves::Cluster(path) => Some(std::fs::canonicalize(path)?),
+            Serves::Fleet { .. } => None,
+        };
+        let kubeconfig = kubeconfig.as_deref().unwrap_or(Path::new(""));
         std::fs::create_dir_all(work_dir)?;
         let dir = std::fs::canonicalize(work_dir)?.join(kind.name());
-        let _ = std::fs::remove_dir_all(&dir);
+        if !matches!(serves, Serves::Fleet { restart: true, .. }) {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
         std::fs::create_dir_all(&dir)?;
         let xds = free_address()?;
         let http = free_address()?;
         let mut command = Command::new("taskset");
         command.arg("-c").arg(core.to_string()).arg(&binary);
         let mut ca_dir = None;
+        let mut state_dir = None;
         match kind {
             Kind::Meshd => {
                 let config_dir = dir.join("mesh");
                 std::fs::create_dir_all(&config_dir)?;
+                match serves {
+                    Serves::Cluster(_) => command.arg("--kubeconfig").arg(kubeconfig),
+                    // Its members are local clusters on loopback.
+                    Serves::Fleet { idle_after, .. } => command
+                        .arg(format!("--idle-after={}ms", idle_after.as_millis()))
+                        .arg("--tenant-egress-deny="),
+                };
                 command
-                    .arg("--kubeconfig")
-                    .arg(kubeconfig)
                     .arg("--config-dir")
                     .arg(&config_dir)
                     .arg("--ca-dir")
@@ -117,6 +142,7 @@ impl ControlPlane {
                     .arg(format!("--webhook-address={}", free_address()?))
                     .arg(format!("--xds-tls-address={}", free_address()?));
                 ca_dir = Some(dir.join("ca"));
+                state_dir = Some(dir.join("state"));
             }
             Kind::Istiod => {
                 command
@@ -153,7 +179,9 @@ impl ControlPlane {
         let mut plane = ControlPlane {
             kind,
             xds_address: xds,
+            http_address: http,
             ca_dir,
+            state_dir,
             child,
             pid,
         };

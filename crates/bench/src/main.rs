@@ -4,6 +4,7 @@
 
 mod control_plane;
 mod fleet;
+mod idle;
 mod report;
 mod scenarios;
 mod sidecar;
@@ -34,6 +35,9 @@ enum Command {
     Run(Box<RunArgs>),
     /// Writes BENCHMARKS.md and the plot from a results file.
     Report(ReportArgs),
+    /// Scale to zero: N registered meshes on one meshd, most idle; memory, watches, and
+    /// the time from a sleeping mesh's first proxy to its complete config.
+    Idle(idle::IdleArgs),
 }
 
 #[derive(clap::Args)]
@@ -107,6 +111,9 @@ struct ReportArgs {
     results: PathBuf,
     #[arg(long, default_value = "BENCHMARKS.md")]
     markdown: PathBuf,
+    /// What `scripts/bench-idle` printed, added as its own section if present.
+    #[arg(long, default_value = "docs/bench-idle.txt")]
+    idle_results: PathBuf,
     /// The plot (PNG); BENCHMARKS.md links it relative to itself.
     #[arg(long, default_value = "docs/bench-convergence.png")]
     plot: PathBuf,
@@ -237,10 +244,16 @@ fn write_report(args: ReportArgs) -> anyhow::Result<()> {
         .unwrap_or(&args.plot)
         .display()
         .to_string();
-    std::fs::write(
-        &args.markdown,
-        report::markdown(&environment, &runs, Some(&link)),
-    )?;
+    let mut markdown = report::markdown(&environment, &runs, Some(&link));
+    // The scale-to-zero figures, as `scripts/bench-idle` last wrote them.
+    if let Ok(idle) = std::fs::read_to_string(&args.idle_results) {
+        markdown.push_str(&format!(
+            "\n# Scale to zero: many meshes on one meshd\n\nFrom `{}` (`scripts/bench-idle`, README \"Benchmarks\"):\n\n```text\n{}```\n",
+            args.idle_results.display(),
+            idle
+        ));
+    }
+    std::fs::write(&args.markdown, markdown)?;
     eprintln!(
         "wrote {} and {}",
         args.markdown.display(),
@@ -254,5 +267,6 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Run(args) => run(*args).await,
         Command::Report(args) => write_report(args),
+        Command::Idle(args) => idle::run(args).await,
     }
 }

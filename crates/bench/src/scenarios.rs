@@ -104,7 +104,11 @@ pub fn identities(
                     service_account: pod.service_account.clone(),
                 })
             });
-            Identity { node, token }
+            Identity {
+                node,
+                token,
+                cluster: None,
+            }
         })
         .collect())
 }
@@ -151,7 +155,8 @@ pub async fn run(
     plan: &Plan,
 ) -> anyhow::Result<RunResult> {
     eprintln!("{}: {} sidecars", kind.name(), plan.proxies);
-    let plane = ControlPlane::start(kind, binary, kubeconfig, core, work_dir).await?;
+    let serves = crate::control_plane::Serves::Cluster(kubeconfig);
+    let plane = ControlPlane::start(kind, binary, serves, core, work_dir).await?;
     let pods = workload::pods(client).await?;
     wait_synced(&plane, &pods, plan).await?;
     let before_storm = plane.usage()?;

@@ -29,6 +29,8 @@ pub struct Identity {
     pub node: Node,
     /// Sent as `authorization: Bearer`; meshd authenticates every stream.
     pub token: Option<String>,
+    /// Sent as `ClusterID` metadata (as Istio's agent does): a fleet's meshd routes by it.
+    pub cluster: Option<String>,
 }
 
 /// A change the benchmark made, and how a sidecar recognises that it has it.
@@ -191,6 +193,12 @@ async fn stream(
             .parse()
             .map_err(|_| tonic::Status::internal("token is not a header value"))?;
         call.metadata_mut().insert("authorization", value);
+    }
+    if let Some(cluster) = &identity.cluster {
+        let value = cluster
+            .parse()
+            .map_err(|_| tonic::Status::internal("cluster is not a header value"))?;
+        call.metadata_mut().insert("clusterid", value);
     }
     let mut client = AggregatedDiscoveryServiceClient::new(channel.clone())
         .max_decoding_message_size(usize::MAX);

@@ -10,6 +10,8 @@
 //! `--idle-after`, it is scaled to zero (its watches, snapshot and tasks dropped; only
 //! its name, project and credential path kept). The first proxy stream, CSR or webhook
 //! call for it wakes it: that call waits for the member's first full list and snapshot.
+//! A member registered (or its mesh enabled) while meshd runs starts awake; the members
+//! meshd finds when it starts start asleep.
 
 use super::Fleet;
 use super::credential;
@@ -107,8 +109,10 @@ impl Members {
         let sweep = (members.settings.config.idle_after / 4)
             .clamp(Duration::from_millis(200), Duration::from_secs(30));
         tokio::spawn(async move {
+            let mut starting = true;
             loop {
-                keeper.reconcile(&fleet).await;
+                keeper.reconcile(&fleet, starting).await;
+                starting = false;
                 tokio::select! {
                     () = keeper.changed.notified() => {}
                     () = tokio::time::sleep(sweep) => keeper.put_idle_to_sleep(),
@@ -220,8 +224,9 @@ impl Members {
         }
     }
 
-    /// Starts the members the fleet wants and stops the others.
-    async fn reconcile(&self, fleet: &Fleet) {
+    /// Starts the members the fleet wants and stops the others; `starting` (meshd's
+    /// first look at the fleet): members found are put to sleep instead.
+    async fn reconcile(&self, fleet: &Fleet, starting: bool) {
         let mut wanted: BTreeMap<String, (String, PathBuf)> = BTreeMap::new();
         for (project, state) in fleet.projects() {
             if !state.mesh_enabled {
@@ -255,6 +260,16 @@ impl Members {
             let known = self.serving.lock().contains_key(&cluster)
                 || self.asleep.lock().contains_key(&cluster);
             if known {
+                continue;
+            }
+            if starting {
+                // After a restart no member costs anything until it is used again (its
+                // proxies reconnecting wake it at once).
+                let asleep = Asleep {
+                    project,
+                    credential: dir,
+                };
+                self.asleep.lock().insert(cluster, asleep);
                 continue;
             }
             match self.serve(&cluster, &project, dir).await {
