@@ -38,9 +38,11 @@ pub struct Sources {
 
 impl Sources {
     /// The sources of `config`'s mesh: the local directory (if any), and the cluster
-    /// with its remote clusters (if any); `changes` is signalled when fetched keys arrive.
+    /// with its remote clusters (if any); `changes` is signalled when fetched keys arrive
+    /// (from where `egress` lets meshd fetch them).
     pub fn new(
         config: &MeshdConfig,
+        egress: &fleetmesh_kube::egress::EgressPolicy,
         local: Option<Arc<LocalSource>>,
         cluster: Option<(Arc<ClusterSource>, Arc<RemoteClusters>)>,
         changes: mpsc::UnboundedSender<()>,
@@ -55,7 +57,7 @@ impl Sources {
                 trust_domain: config.trust_domain.clone(),
                 ..Default::default()
             }),
-            jwks: JwksCache::new(changes),
+            jwks: JwksCache::new(changes, egress.clone()),
             domain: config.domain.clone(),
             cluster_id: config.cluster_id.clone(),
             debounce: Debounce {

@@ -2,7 +2,12 @@
 //! per URI for the whole mesh, never by each proxy) and refreshed periodically. Until a
 //! URI's keys arrive, proxies get keys that validate nothing, so tokens of that issuer
 //! are refused rather than trusted unchecked.
+//!
+//! A `jwksUri` is tenant-written: meshd fetches it only from where `--tenant-egress-deny`
+//! allows (the host resolved once and the connection pinned to the checked address), and
+//! follows no redirect (which could point anywhere).
 
+use fleetmesh_kube::egress::EgressPolicy;
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,19 +23,16 @@ pub struct JwksCache {
     fetched: Mutex<BTreeMap<String, Option<String>>>,
     /// Signals a rebuild when keys arrive or change.
     changes: UnboundedSender<()>,
-    client: reqwest::Client,
+    /// Where tenant-written URIs may point.
+    egress: EgressPolicy,
 }
 
 impl JwksCache {
-    pub fn new(changes: UnboundedSender<()>) -> Arc<JwksCache> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap_or_default();
+    pub fn new(changes: UnboundedSender<()>, egress: EgressPolicy) -> Arc<JwksCache> {
         Arc::new(JwksCache {
             fetched: Mutex::default(),
             changes,
-            client,
+            egress,
         })
     }
 
@@ -81,12 +83,22 @@ impl JwksCache {
     }
 
     async fn fetch(&self, uri: &str) -> Result<String, String> {
-        let response = self
-            .client
-            .get(uri)
-            .send()
+        let url = reqwest::Url::parse(uri).map_err(|e| e.to_string())?;
+        let host = url.host_str().ok_or("no host")?.to_string();
+        let port = url.port_or_known_default().ok_or("no port")?;
+        let address = self
+            .egress
+            .resolve(&host, port)
             .await
             .map_err(|e| e.to_string())?;
+        // Pinned to the checked address; TLS still verifies the host name.
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .resolve(&host, address)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let response = client.get(url).send().await.map_err(|e| e.to_string())?;
         if !response.status().is_success() {
             return Err(format!("HTTP {}", response.status()));
         }
@@ -100,5 +112,25 @@ impl JwksCache {
             return Err("not a JWKS (no \"keys\" array)".into());
         }
         Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_uri_into_a_denied_network_is_not_fetched() {
+        let (changes, _) = tokio::sync::mpsc::unbounded_channel();
+        let policy = EgressPolicy::denying(&["127.0.0.0/8".into(), "::1/128".into()]).unwrap();
+        let cache = JwksCache::new(changes, policy);
+        for uri in [
+            "http://169.254.169.254/latest/meta-data",
+            "http://127.0.0.1:15014/v1/projects",
+            "https://localhost/jwks",
+        ] {
+            let error = cache.fetch(uri).await.unwrap_err();
+            assert!(error.contains("tenants may not reach"), "{uri}: {error}");
+        }
     }
 }

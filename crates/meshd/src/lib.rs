@@ -444,8 +444,13 @@ impl OwnMesh {
         let cluster_sources = cluster
             .as_ref()
             .map(|c| (c.source.clone(), c.remotes.clone()));
-        let sources =
-            ingest::Sources::new(config, Some(local.clone()), cluster_sources, changes_tx);
+        let sources = ingest::Sources::new(
+            config,
+            egress,
+            Some(local.clone()),
+            cluster_sources,
+            changes_tx,
+        );
         let (states_tx, states) = watch::channel(Arc::new(MeshState::new(sources.snapshot())));
         spawn_until(
             tasks,

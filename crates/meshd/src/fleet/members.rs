@@ -311,6 +311,7 @@ impl Members {
         );
         let sources = ingest::Sources::new(
             &config,
+            &settings.egress,
             None,
             Some((Arc::new(source), Arc::new(remotes))),
             changes_tx,
