@@ -2,7 +2,9 @@
 //! inbound clusters of the proxy's own app, and istiod's fixed clusters.
 
 use crate::common::{ads, duration, socket, socket_address, u32_value};
+use crate::locality::LocalityPolicy;
 use crate::names;
+use crate::port_settings::PortSettings;
 use crate::scope::Scope;
 use crate::tls;
 use crate::{NamedResource, pack};
@@ -130,15 +132,8 @@ fn outbound(
             }),
         );
     }
-    let port_policy = policy.and_then(|policy| {
-        policy
-            .port_level_settings
-            .iter()
-            .find(|p| p.port.is_some_and(|n| n.number == port.port))
-    });
-    let tls = port_policy
-        .and_then(|p| p.tls.as_ref())
-        .or(policy.and_then(|p| p.tls.as_ref()));
+    let settings = PortSettings::of(policy, port.port);
+    let tls = settings.tls;
     let sni = tls::istio_sni(port.port, subset, &service.hostname);
     match (tls, tls.and_then(|t| t.mode)) {
         (Some(settings), Some(ClientTlsMode::Simple | ClientTlsMode::Mutual)) => {
@@ -155,30 +150,19 @@ fn outbound(
         // DISABLE is plaintext.
         _ => {}
     }
-    if let Some(policy) = policy {
-        let lb = port_policy
-            .and_then(|p| p.load_balancer.as_ref())
-            .or(policy.load_balancer.as_ref());
-        let pool = port_policy
-            .and_then(|p| p.connection_pool.as_ref())
-            .or(policy.connection_pool.as_ref());
-        let outlier = port_policy
-            .and_then(|p| p.outlier_detection.as_ref())
-            .or(policy.outlier_detection.as_ref());
-        if service.resolution != Resolution::Passthrough
-            && let Some(lb) = lb
-        {
-            apply_load_balancer(&mut c, lb);
-        }
-        if crate::locality::LocalityPolicy::of(Some(policy), port.port).distributes() {
-            crate::locality::weigh_by_locality(&mut c);
-        }
-        if let Some(pool) = pool {
-            apply_connection_pool(&mut c, pool, port.protocol);
-        }
-        if let Some(outlier) = outlier {
-            apply_outlier_detection(&mut c, outlier);
-        }
+    if service.resolution != Resolution::Passthrough
+        && let Some(lb) = settings.load_balancer
+    {
+        apply_load_balancer(&mut c, lb);
+    }
+    if LocalityPolicy::of(&settings).distributes() {
+        crate::locality::weigh_by_locality(&mut c);
+    }
+    if let Some(pool) = settings.connection_pool {
+        apply_connection_pool(&mut c, pool, port.protocol);
+    }
+    if let Some(outlier) = settings.outlier_detection {
+        apply_outlier_detection(&mut c, outlier);
     }
     c
 }

@@ -4,6 +4,7 @@
 use crate::common::{socket_address, u32_value};
 use crate::locality::LocalityPolicy;
 use crate::names;
+use crate::port_settings::PortSettings;
 use crate::scope::Scope;
 use crate::tls;
 use crate::{NamedResource, pack};
@@ -46,7 +47,7 @@ pub fn build(scope: &Scope) -> Vec<NamedResource> {
             for (subset, labels, policy) in &subsets {
                 let name = names::outbound_cluster(port.port, subset, &service.hostname);
                 let mut cla = assignment(name, service, &mtls, port, labels);
-                LocalityPolicy::of(*policy, port.port)
+                LocalityPolicy::of(&PortSettings::of(*policy, port.port))
                     .apply(&mut cla.endpoints, scope.proxy.locality.as_deref());
                 assignments.push(cla);
             }

@@ -16,6 +16,7 @@ mod jwt;
 mod listener;
 mod locality;
 pub mod names;
+mod port_settings;
 mod proxy;
 pub(crate) mod route;
 mod scope;

@@ -6,11 +6,12 @@
 //! next priority as one empties. `distribute` instead weighs each locality (the cluster
 //! then balances by locality weight). `enabled: false` turns both off.
 
+use crate::port_settings::PortSettings;
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{CommonLbConfig, common_lb_config};
 use envoy_types::pb::envoy::config::core::v3::Locality;
 use envoy_types::pb::envoy::config::endpoint::v3::LocalityLbEndpoints;
-use fleetmesh_api::networking::{LocalityLbSetting, TrafficPolicy};
+use fleetmesh_api::networking::LocalityLbSetting;
 use fleetmesh_model::Snapshot;
 use std::collections::BTreeSet;
 
@@ -22,24 +23,13 @@ pub struct LocalityPolicy<'a> {
 }
 
 impl<'a> LocalityPolicy<'a> {
-    /// The effective setting of `policy` for `port` (a port's own settings win).
-    pub fn of(policy: Option<&'a TrafficPolicy>, port: u32) -> LocalityPolicy<'a> {
-        let Some(policy) = policy else {
-            return LocalityPolicy::default();
-        };
-        let port_policy = policy
-            .port_level_settings
-            .iter()
-            .find(|p| p.port.is_some_and(|n| n.number == port));
-        let lb = port_policy
-            .and_then(|p| p.load_balancer.as_ref())
-            .or(policy.load_balancer.as_ref());
-        let outlier = port_policy
-            .and_then(|p| p.outlier_detection.as_ref())
-            .or(policy.outlier_detection.as_ref());
+    /// What a port's settings say about localities.
+    pub fn of(settings: &PortSettings<'a>) -> LocalityPolicy<'a> {
         LocalityPolicy {
-            setting: lb.and_then(|lb| lb.locality_lb_setting.as_ref()),
-            outlier_detection: outlier.is_some(),
+            setting: settings
+                .load_balancer
+                .and_then(|lb| lb.locality_lb_setting.as_ref()),
+            outlier_detection: settings.outlier_detection.is_some(),
         }
     }
 
@@ -104,9 +94,9 @@ pub fn snapshot_uses_locality(snapshot: &Snapshot) -> bool {
                     .iter()
                     .filter_map(|p| p.port.map(|n| n.number)),
             );
-            ports
-                .into_iter()
-                .any(|port| LocalityPolicy::of(Some(policy), port).depends_on_proxy())
+            ports.into_iter().any(|port| {
+                LocalityPolicy::of(&PortSettings::of(Some(policy), port)).depends_on_proxy()
+            })
         })
     })
 }
@@ -198,7 +188,7 @@ fn distribute(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fleetmesh_api::networking::{LocalityDistribute, LocalityFailover};
+    use fleetmesh_api::networking::{LocalityDistribute, LocalityFailover, TrafficPolicy};
 
     fn groups(localities: &[&str]) -> Vec<LocalityLbEndpoints> {
         localities
@@ -264,12 +254,12 @@ mod tests {
             "loadBalancer: {localityLbSetting: {enabled: false}}\noutlierDetection: {consecutive5xxErrors: 1}",
         )
         .unwrap();
-        assert!(!LocalityPolicy::of(Some(&policy), 80).depends_on_proxy());
+        assert!(!LocalityPolicy::of(&PortSettings::of(Some(&policy), 80)).depends_on_proxy());
         let plain: TrafficPolicy =
             serde_yaml_ng::from_str("loadBalancer: {simple: ROUND_ROBIN}").unwrap();
-        assert!(!LocalityPolicy::of(Some(&plain), 80).depends_on_proxy());
+        assert!(!LocalityPolicy::of(&PortSettings::of(Some(&plain), 80)).depends_on_proxy());
         let failover: TrafficPolicy =
             serde_yaml_ng::from_str("outlierDetection: {consecutive5xxErrors: 1}").unwrap();
-        assert!(LocalityPolicy::of(Some(&failover), 80).depends_on_proxy());
+        assert!(LocalityPolicy::of(&PortSettings::of(Some(&failover), 80)).depends_on_proxy());
     }
 }
