@@ -3,7 +3,7 @@
 //! (its endpoints' locality). What meshd reads of a member cluster, and all it reads of a
 //! remote cluster named by a remote secret (config comes from each cluster itself).
 
-use crate::reflect::{reflect, watch};
+use crate::reflect::{Tasks, reflect, watch};
 use fleetmesh_model::host::{ExportTo, service_hostname};
 use fleetmesh_model::service::{
     Endpoint, Labels, Resolution, Service, ServicePort, Workload, virtual_ip,
@@ -33,7 +33,8 @@ pub struct ServiceDiscovery {
     pods: Store<Pod>,
     /// ConfigMap `fleetmesh-install` of the root namespace.
     install_config: Store<ConfigMap>,
-    watches: Vec<JoinHandle<()>>,
+    /// Held for their lifetime: dropping ends them.
+    _watches: Tasks,
 }
 
 impl ServiceDiscovery {
@@ -61,7 +62,7 @@ impl ServiceDiscovery {
             slices,
             pods,
             install_config,
-            watches: vec![a, b, c, d],
+            _watches: vec![a, b, c, d].into(),
         }
     }
 
@@ -266,14 +267,6 @@ impl ServiceDiscovery {
             }
         }
         endpoints
-    }
-}
-
-impl Drop for ServiceDiscovery {
-    fn drop(&mut self) {
-        for watch in &self.watches {
-            watch.abort();
-        }
     }
 }
 

@@ -59,3 +59,29 @@ where
     });
     (store, task)
 }
+
+/// Background tasks (watches, and what starts more of them) that end when this is
+/// dropped: none outlives the source that reads what it keeps.
+#[derive(Default)]
+pub struct Tasks(Vec<JoinHandle<()>>);
+
+impl Tasks {
+    /// Adds `tasks` to those ended on drop.
+    pub fn extend(&mut self, tasks: impl IntoIterator<Item = JoinHandle<()>>) {
+        self.0.extend(tasks);
+    }
+}
+
+impl From<Vec<JoinHandle<()>>> for Tasks {
+    fn from(tasks: Vec<JoinHandle<()>>) -> Tasks {
+        Tasks(tasks)
+    }
+}
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}

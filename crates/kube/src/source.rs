@@ -4,7 +4,7 @@
 
 use crate::crds::{IstioKind, KINDS};
 use crate::discovery::{ServiceDiscovery, watch_named};
-use crate::reflect::{reflect, watch};
+use crate::reflect::{Tasks, reflect, watch};
 use anyhow::Context;
 use fleetmesh_model::service::{Service, Workload};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -42,7 +42,8 @@ pub struct ClusterSource {
     events: Recorder,
     /// Invalid objects already reported (kind, namespace/name, resourceVersion).
     reported: Mutex<BTreeSet<(String, String, String)>>,
-    watches: Vec<JoinHandle<()>>,
+    /// Held for their lifetime: dropping ends them.
+    _watches: Tasks,
 }
 
 /// The watched Istio kinds: (kind, its API resource, its objects).
@@ -101,7 +102,7 @@ impl ClusterSource {
                     instance: None,
                 },
             ),
-            watches,
+            _watches: watches.into(),
         };
         let ready = async {
             source.discovery.wait_synced().await?;
@@ -237,14 +238,6 @@ impl ClusterSource {
     }
 }
 
-impl Drop for ClusterSource {
-    fn drop(&mut self) {
-        for watch in &self.watches {
-            watch.abort();
-        }
-    }
-}
-
 /// Starts watching each Istio kind the cluster serves and `istio` does not watch yet;
 /// returns the watch tasks.
 async fn discover_istio_kinds(
@@ -294,23 +287,13 @@ async fn keep_discovering(
     changes: UnboundedSender<()>,
     tasks: Vec<JoinHandle<()>>,
 ) {
-    struct AbortOnDrop(Vec<JoinHandle<()>>);
-    impl Drop for AbortOnDrop {
-        fn drop(&mut self) {
-            for task in &self.0 {
-                task.abort();
-            }
-        }
-    }
-    let mut guard = AbortOnDrop(tasks);
+    let mut started = Tasks::from(tasks);
     loop {
         tokio::time::sleep(DISCOVERY_INTERVAL).await;
         if istio.lock().len() == KINDS.len() {
             continue;
         }
-        guard
-            .0
-            .extend(discover_istio_kinds(&client, &cluster_id, &istio, &changes).await);
+        started.extend(discover_istio_kinds(&client, &cluster_id, &istio, &changes).await);
     }
 }
 

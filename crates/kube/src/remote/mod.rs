@@ -10,7 +10,7 @@ pub mod kubeconfig;
 
 use crate::discovery::ServiceDiscovery;
 use crate::egress::EgressPolicy;
-use crate::reflect::reflect;
+use crate::reflect::{Tasks, reflect};
 use fleetmesh_model::service::Service;
 use k8s_openapi::api::core::v1::{Secret, Service as KubeService};
 use kube::api::ListParams;
@@ -150,13 +150,7 @@ impl Reconciler {
         mut events: mpsc::UnboundedReceiver<()>,
         watch: JoinHandle<()>,
     ) {
-        struct AbortOnDrop(JoinHandle<()>);
-        impl Drop for AbortOnDrop {
-            fn drop(&mut self) {
-                self.0.abort();
-            }
-        }
-        let _watch = AbortOnDrop(watch);
+        let _watch = Tasks::from(vec![watch]);
         let this = Arc::new(self);
         while events.recv().await.is_some() {
             while events.try_recv().is_ok() {}
