@@ -5,7 +5,8 @@
 //!    validated as it is read, and the services of the remote clusters its remote secrets
 //!    name ([`RemoteClusters`]); JWKS documents meshd fetched.
 //! 2. **snapshot**: [`Sources::snapshot`] builds one immutable [`Snapshot`] of them all.
-//! 3. **publish**: [`publish_changes`] debounces change signals, and publishes the next
+//! 3. **publish**: [`publish_changes`] builds the first state, debounces change signals,
+//!    and publishes the next
 //!    [`MeshState`] when a proxy could tell it from the current one. Every xDS stream
 //!    watches the published state.
 
@@ -14,7 +15,8 @@ use crate::jwks::JwksCache;
 use crate::local::LocalSource;
 use crate::mesh_config::MeshConfig;
 use fleetmesh_kube::ClusterSource;
-use fleetmesh_kube::remote::RemoteClusters;
+use fleetmesh_kube::egress::EgressPolicy;
+use fleetmesh_kube::remote::{RemoteClusters, RemoteSettings};
 use fleetmesh_model::{Lookups, Snapshot, SnapshotInput};
 use fleetmesh_server::MeshState;
 use fleetmesh_server::debounce::Debounce;
@@ -115,19 +117,56 @@ impl Lookups for Sources {
     }
 }
 
-/// Publishes a new state after each (debounced) change signal, until `changes` closes.
-/// A change no proxy could tell apart (a Pod's status, an unrelated object) publishes
+/// Watches the cluster `client` reaches as `config.cluster_id`: its config
+/// ([`ClusterSource`], returned once its watches have their first full lists) and the
+/// remote clusters its remote secrets name. Every change signals `changes`.
+pub async fn watch_cluster(
+    client: &kube::Client,
+    config: &MeshdConfig,
+    egress: &EgressPolicy,
+    changes: &mpsc::UnboundedSender<()>,
+) -> anyhow::Result<(Arc<ClusterSource>, Arc<RemoteClusters>)> {
+    let source = ClusterSource::start(
+        client.clone(),
+        &config.cluster_id,
+        &config.domain,
+        &config.root_namespace,
+        changes.clone(),
+    )
+    .await?;
+    let remotes = RemoteClusters::start(
+        client.clone(),
+        &config.cluster_id,
+        RemoteSettings {
+            domain: config.domain.clone(),
+            root_namespace: config.root_namespace.clone(),
+            egress: egress.clone(),
+        },
+        changes.clone(),
+    );
+    Ok((Arc::new(source), Arc::new(remotes)))
+}
+
+/// The state built from `sources` now, which every xDS stream watches, and the work that
+/// publishes the next after each (debounced) change signal until `changes` closes. A
+/// change no proxy could tell apart (a Pod's status, an unrelated object) publishes
 /// nothing.
-pub async fn publish_changes(
+pub fn publish_changes(
     sources: Sources,
     changes: mpsc::UnboundedReceiver<()>,
-    states: watch::Sender<Arc<MeshState>>,
+) -> (
+    watch::Receiver<Arc<MeshState>>,
+    impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    let publish = || {
-        let next = states.borrow().next(sources.snapshot());
-        if let Some(next) = next {
-            states.send_replace(Arc::new(next));
-        }
+    let (states, receiver) = watch::channel(Arc::new(MeshState::new(sources.snapshot())));
+    let publishing = async move {
+        let publish = || {
+            let next = states.borrow().next(sources.snapshot());
+            if let Some(next) = next {
+                states.send_replace(Arc::new(next));
+            }
+        };
+        sources.debounce.run(changes, publish).await;
     };
-    sources.debounce.run(changes, publish).await;
+    (receiver, publishing)
 }

@@ -213,24 +213,7 @@ impl ClusterParts {
             return Ok(None);
         };
         let client = cluster_client(kubeconfig, true).await?;
-        let source = fleetmesh_kube::ClusterSource::start(
-            client.clone(),
-            &config.cluster_id,
-            &config.domain,
-            &config.root_namespace,
-            changes.clone(),
-        )
-        .await?;
-        let remotes = fleetmesh_kube::remote::RemoteClusters::start(
-            client.clone(),
-            &config.cluster_id,
-            fleetmesh_kube::remote::RemoteSettings {
-                domain: config.domain.clone(),
-                root_namespace: config.root_namespace.clone(),
-                egress: egress.clone(),
-            },
-            changes,
-        );
+        let (source, remotes) = ingest::watch_cluster(&client, config, egress, &changes).await?;
         let root_cert_publisher = Box::pin(fleetmesh_kube::root_cert::publish(
             client.clone(),
             authority,
@@ -243,8 +226,8 @@ impl ClusterParts {
             shutdown,
         ));
         Ok(Some(ClusterParts {
-            source: Arc::new(source),
-            remotes: Arc::new(remotes),
+            source,
+            remotes,
             reviewer: fleetmesh_kube::token_review::TokenReviewer::new(client),
             root_cert_publisher,
             data_plane,
@@ -451,12 +434,8 @@ impl OwnMesh {
             cluster_sources,
             changes_tx,
         );
-        let (states_tx, states) = watch::channel(Arc::new(MeshState::new(sources.snapshot())));
-        spawn_until(
-            tasks,
-            shutdown,
-            ingest::publish_changes(sources, changes, states_tx),
-        );
+        let (states, publishing) = ingest::publish_changes(sources, changes);
+        spawn_until(tasks, shutdown, publishing);
         Ok(OwnMesh {
             local,
             states,

@@ -19,9 +19,8 @@ use crate::MeshdConfig;
 use crate::ingest;
 use fleetmesh_ca::CertificateAuthority;
 use fleetmesh_kube::egress::EgressPolicy;
-use fleetmesh_kube::remote::{RemoteClusters, RemoteSettings};
 use fleetmesh_kube::token_review::TokenReviewer;
-use fleetmesh_server::{MeshState, Metrics, Registry, Router, ServerContext};
+use fleetmesh_server::{Metrics, Registry, Router, ServerContext};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -291,34 +290,13 @@ impl Members {
         let mut config = settings.config.clone();
         config.cluster_id = cluster.to_string();
         let (changes_tx, changes) = tokio::sync::mpsc::unbounded_channel();
-        let source = fleetmesh_kube::ClusterSource::start(
-            client.clone(),
-            cluster,
-            &config.domain,
-            &config.root_namespace,
-            changes_tx.clone(),
-        )
-        .await?;
-        let remotes = RemoteClusters::start(
-            client.clone(),
-            cluster,
-            RemoteSettings {
-                domain: config.domain.clone(),
-                root_namespace: config.root_namespace.clone(),
-                egress: settings.egress.clone(),
-            },
-            changes_tx.clone(),
-        );
-        let sources = ingest::Sources::new(
-            &config,
-            &settings.egress,
-            None,
-            Some((Arc::new(source), Arc::new(remotes))),
-            changes_tx,
-        );
+        let watches =
+            ingest::watch_cluster(&client, &config, &settings.egress, &changes_tx).await?;
+        let sources =
+            ingest::Sources::new(&config, &settings.egress, None, Some(watches), changes_tx);
         let stop = settings.shutdown.child_token();
-        let (states_tx, states) = watch::channel(Arc::new(MeshState::new(sources.snapshot())));
-        spawn_until(&stop, ingest::publish_changes(sources, changes, states_tx));
+        let (states, publishing) = ingest::publish_changes(sources, changes);
+        spawn_until(&stop, publishing);
         spawn_until(
             &stop,
             fleetmesh_kube::root_cert::publish(client.clone(), settings.authority.clone()),
