@@ -21,24 +21,7 @@ impl TokenIssuer {
     /// Loads the signing key from `dir`, creating it (0600) on first use.
     pub fn load_or_create(dir: &Path) -> std::io::Result<TokenIssuer> {
         let path = dir.join(KEY_FILE);
-        let secret = match std::fs::read(&path) {
-            Ok(secret) => secret,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut secret = [0u8; 32];
-                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
-                    .map_err(|_| std::io::Error::other("no system randomness"))?;
-                crate::files::write_private(&path, &secret)?;
-                secret.to_vec()
-            }
-            Err(e) => return Err(e),
-        };
-        if secret.len() < 32 {
-            return Err(std::io::Error::other(format!(
-                "{} holds {} bytes; a token key needs 32",
-                path.display(),
-                secret.len()
-            )));
-        }
+        let secret = crate::files::read_or_create_secret(&path, 32, |random| random.to_vec())?;
         Ok(TokenIssuer {
             key: hmac::Key::new(hmac::HMAC_SHA256, &secret),
         })

@@ -27,24 +27,20 @@ impl AdminToken {
     /// The token in `state_dir`, created on first start.
     pub fn load_or_create(state_dir: &Path) -> std::io::Result<AdminToken> {
         let path = state_dir.join(FILE);
-        let token = match std::fs::read_to_string(&path) {
-            Ok(token) => token.trim().to_string(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut bytes = [0u8; 32];
-                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
-                    .map_err(|_| std::io::Error::other("no system randomness"))?;
-                let token = hex::encode(bytes);
-                fleetmesh_ca::files::write_private(&path, token.as_bytes())?;
-                token
-            }
-            Err(e) => return Err(e),
-        };
+        // Hex text: what the CLI reads from the file and sends as a bearer token. Its
+        // length is checked once trimmed, below.
+        let stored = fleetmesh_ca::files::read_or_create_secret(&path, 0, |random| {
+            hex::encode(random).into_bytes()
+        })?;
+        let token = String::from_utf8_lossy(&stored);
+        let token = token.trim();
         if token.len() < 32 {
-            return Err(std::io::Error::other(format!(
+            let reason = format!(
                 "{} holds a token of {} characters; 32 or more are needed (delete it for a new one)",
                 path.display(),
                 token.len()
-            )));
+            );
+            return Err(std::io::Error::other(reason));
         }
         Ok(AdminToken {
             digest: Sha256::digest(token.as_bytes()).into(),
