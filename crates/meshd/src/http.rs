@@ -199,10 +199,7 @@ async fn remove_membership(
 async fn enable_mesh(State(state): State<HttpState>, Path(project): Path<String>) -> Response {
     let result = state.fleet.enable_mesh(&project);
     fleet_changed(&state);
-    match result {
-        Ok(change) => Json(serde_json::json!({ "change": change })).into_response(),
-        Err(e) => (StatusCode::BAD_REQUEST, format!("{e:#}\n")).into_response(),
-    }
+    change_response(result)
 }
 
 /// Who follows the fleet: the members served, the proxy-clients metric's projects.

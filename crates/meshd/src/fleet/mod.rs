@@ -159,18 +159,25 @@ impl Fleet {
         credential: Option<&credential::Kubeconfig>,
     ) -> Result<Change, FleetError> {
         check_names(project, cluster)?;
-        let owner = self.cluster_projects().remove(cluster);
-        if let Some(owner) = owner.filter(|owner| owner != project) {
-            return Err(FleetError::Conflict {
-                cluster: cluster.into(),
-                project: owner,
-            });
-        }
-        if let Some(kubeconfig) = credential {
-            kubeconfig.store(&self.credential_dir(project, cluster))?;
-        }
-        self.change(project, |project| {
-            match project.memberships.get_mut(cluster) {
+        let credential_dir = self.credential_dir(project, cluster);
+        // Checked and changed under one lock: two registrations of one cluster cannot
+        // both win.
+        self.change(|projects| {
+            let owner = projects
+                .iter()
+                .find(|(_, p)| p.memberships.contains_key(cluster))
+                .map(|(owner, _)| owner);
+            if let Some(owner) = owner.filter(|owner| *owner != project) {
+                return Err(FleetError::Conflict {
+                    cluster: cluster.into(),
+                    project: owner.clone(),
+                });
+            }
+            if let Some(kubeconfig) = credential {
+                kubeconfig.store(&credential_dir)?;
+            }
+            let project = projects.entry(project.into()).or_default();
+            Ok(match project.memberships.get_mut(cluster) {
                 Some(member) if member.location == location && member.channel == channel => {
                     Change::Unchanged
                 }
@@ -193,29 +200,25 @@ impl Fleet {
                     );
                     Change::Created
                 }
-            }
+            })
         })
-        .map_err(FleetError::Storage)
     }
 
     /// Removes `cluster` from `project`, with its credential.
     pub fn remove(&self, project: &str, cluster: &str) -> Result<(), FleetError> {
         check_names(project, cluster)?;
-        let mut found = false;
-        self.change(project, |p| {
-            found = p.memberships.remove(cluster).is_some();
-            if found {
-                Change::Updated
-            } else {
-                Change::Unchanged
+        self.change(|projects| {
+            let member = projects
+                .get_mut(project)
+                .and_then(|p| p.memberships.remove(cluster));
+            match member {
+                Some(_) => Ok(Change::Updated),
+                None => Err(FleetError::NotFound {
+                    project: project.into(),
+                    cluster: cluster.into(),
+                }),
             }
         })?;
-        if !found {
-            return Err(FleetError::NotFound {
-                project: project.into(),
-                cluster: cluster.into(),
-            });
-        }
         let dir = self.credential_dir(project, cluster);
         match std::fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -231,33 +234,35 @@ impl Fleet {
     }
 
     /// Marks the mesh of `project` enabled.
-    pub fn enable_mesh(&self, project: &str) -> anyhow::Result<Change> {
+    pub fn enable_mesh(&self, project: &str) -> Result<Change, FleetError> {
         if !fleetmesh_api::validate::is_dns1123_label(project) {
-            anyhow::bail!(FleetError::InvalidName {
+            return Err(FleetError::InvalidName {
                 what: "project",
-                name: project.into()
+                name: project.into(),
             });
         }
-        self.change(project, |project| {
-            if project.mesh_enabled {
+        self.change(|projects| {
+            let project = projects.entry(project.into()).or_default();
+            Ok(if project.mesh_enabled {
                 Change::Unchanged
             } else {
                 project.mesh_enabled = true;
                 Change::Updated
-            }
+            })
         })
     }
 
+    /// Applies `apply` to a copy of the projects and, if it changed anything, writes the
+    /// copy and keeps it; all under one lock.
     fn change(
         &self,
-        project: &str,
-        apply: impl FnOnce(&mut Project) -> Change,
-    ) -> anyhow::Result<Change> {
+        apply: impl FnOnce(&mut BTreeMap<String, Project>) -> Result<Change, FleetError>,
+    ) -> Result<Change, FleetError> {
         let mut projects = self.projects.lock();
         let mut changed = projects.clone();
-        let change = apply(changed.entry(project.into()).or_default());
+        let change = apply(&mut changed)?;
         if change != Change::Unchanged {
-            let text = serde_json::to_vec_pretty(&changed)?;
+            let text = serde_json::to_vec_pretty(&changed).map_err(anyhow::Error::from)?;
             fleetmesh_ca::files::write_public(&self.path, &text)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", self.path.display()))?;
             *projects = changed;
