@@ -115,6 +115,22 @@ pub fn serial_of(pem_text: &str) -> String {
         .to_string()
 }
 
+/// The SPIFFE id (URI SAN) of a PEM certificate.
+pub fn spiffe_id_of(pem_text: &str) -> Option<String> {
+    use x509_parser::prelude::*;
+    let (_, block) = parse_x509_pem(pem_text.as_bytes()).ok()?;
+    let (_, cert) = X509Certificate::from_der(&block.contents).ok()?;
+    let names = cert.subject_alternative_name().ok()??;
+    names
+        .value
+        .general_names
+        .iter()
+        .find_map(|name| match name {
+            GeneralName::URI(uri) => Some(uri.to_string()),
+            _ => None,
+        })
+}
+
 /// meshd's NACK counter (`pilot_total_xds_rejects`, all types).
 pub fn nacks(mesh: &LocalMesh) -> u64 {
     mesh.meshd().metrics().rejects_total()

@@ -2,9 +2,12 @@
 //! `fleetmesh install --enable-registration` to its own project. meshd runs with no
 //! `--kubeconfig`: it serves a cluster only once it is a member of a project whose mesh
 //! is enabled, with the credential install gave it, and routes each proxy by the
-//! cluster it names, its token reviewed by that cluster's API server. A proxy of one
-//! project sees nothing of the other; a token of one cluster proves nothing in the
-//! other; a removed member's proxies are cut off. A member with no proxy for
+//! cluster it names, its token reviewed by that cluster's API server. Each project is its
+//! own mesh: its own trust domain (default `PROJECT.svc.id.goog`, or set by `mesh
+//! enable`) and root, in its certificates, its clusters' mesh config, injected pods and
+//! root ConfigMaps. A proxy of one project sees nothing of the other; a token of one
+//! cluster proves nothing in the other, and a CSR for the other project's identity is
+//! refused; a removed member's proxies are cut off. A member with no proxy for
 //! `--idle-after` is scaled to zero and wakes for the next proxy. (Pod IPs are fake and
 //! receive no packet: the proxies run on loopback with the pods' identities.)
 
@@ -51,9 +54,11 @@ spec:
     )
 }
 
-/// A member cluster: its project, its name in the fleet, the test cluster.
+/// A member cluster: its project and that project's trust domain, its name in the
+/// fleet, the test cluster.
 struct Member {
     project: &'static str,
+    trust_domain: &'static str,
     name: &'static str,
     cluster: TestCluster,
 }
@@ -75,6 +80,13 @@ impl Member {
             .unwrap()
             .trim()
             .to_string()
+    }
+
+    /// `jsonpath` of `kind`/`name` in `namespace` (empty if there is no such object).
+    fn get(&self, kind: &str, name: &str, namespace: &str, jsonpath: &str) -> String {
+        let output = format!("jsonpath={jsonpath}");
+        let args = ["get", kind, name, "-n", namespace, "-o", &output];
+        self.cluster.run_kubectl(&args, None).unwrap_or_default()
     }
 
     /// `fleetmesh install --enable-registration` against `mesh`'s meshd.
@@ -106,6 +118,7 @@ async fn connect(mesh: &LocalMesh, member: &Member, token: String) -> anyhow::Re
         token,
         meshd_roots: None,
         cluster_id: member.name.into(),
+        trust_domain: member.trust_domain.into(),
     };
     let pod = format!("web-{}", member.name);
     mesh.add_pod_proxy("sidecar", &pod, NAMESPACE, "default", connection)
@@ -154,8 +167,14 @@ async fn idle(mesh: &LocalMesh, member: &Member) -> bool {
     projects[member.project]["memberships"][member.name]["idle"] == true
 }
 
-/// Asks meshd's CA for a certificate of `shop/default` with `token`, naming `cluster`.
-async fn certificate(mesh: &LocalMesh, token: &str, cluster: &str) -> Result<(), tonic::Code> {
+/// Asks meshd's CA for a certificate of `shop/default` in `trust_domain` with `token`,
+/// naming `cluster`; the chain (the root last).
+async fn certificate_in(
+    mesh: &LocalMesh,
+    token: &str,
+    cluster: &str,
+    trust_domain: &str,
+) -> Result<Vec<String>, tonic::Code> {
     let channel =
         tonic::transport::Channel::from_shared(format!("http://{}", mesh.meshd().xds_address()))
             .unwrap()
@@ -163,7 +182,7 @@ async fn certificate(mesh: &LocalMesh, token: &str, cluster: &str) -> Result<(),
             .await
             .unwrap();
     let csr = fleetmesh_ca::csr::generate(
-        &fleetmesh_ca::Identity::new(NAMESPACE, "default").spiffe_id("cluster.local"),
+        &fleetmesh_ca::Identity::new(NAMESPACE, "default").spiffe_id(trust_domain),
     )
     .unwrap()
     .csr_pem;
@@ -175,8 +194,14 @@ async fn certificate(mesh: &LocalMesh, token: &str, cluster: &str) -> Result<(),
         Duration::from_secs(3600),
     )
     .await
-    .map(|_| ())
     .map_err(|status| status.code())
+}
+
+/// Whether `token` gets a certificate for `member`'s `shop/default`, naming `cluster`.
+async fn certificate(mesh: &LocalMesh, token: &str, member: &Member) -> Result<(), tonic::Code> {
+    certificate_in(mesh, token, member.name, member.trust_domain)
+        .await
+        .map(|_| ())
 }
 
 /// The EDS and CDS clusters a proxy holds (admin `/clusters`), by name.
@@ -186,15 +211,65 @@ fn envoy_clusters(proxy: &Workload) -> String {
         .unwrap_or_default()
 }
 
+/// Each project is its own mesh: its pods' certificates name its trust domain and chain
+/// to its own root, its namespaces hold that root (never the other's), its injected pods
+/// are told its trust domain; a token gets nothing for the other project's identity or
+/// in the other's cluster.
+async fn each_project_is_its_own_mesh(mesh: &LocalMesh, a: &Member, b: &Member) {
+    let mut roots = Vec::new();
+    for member in [a, b] {
+        let chain = certificate_in(mesh, &member.pod_token(), member.name, member.trust_domain)
+            .await
+            .expect("a certificate for the member's own identity");
+        let expected = format!("spiffe://{}/ns/{NAMESPACE}/sa/default", member.trust_domain);
+        assert_eq!(spiffe_id_of(&chain[0]), Some(expected));
+        roots.push(chain.last().unwrap().trim().to_string());
+    }
+    let [root_a, root_b] = &roots[..] else {
+        unreachable!()
+    };
+    assert_ne!(root_a, root_b, "each project has its own root");
+    assert_eq!(
+        certificate_in(mesh, &a.pod_token(), a.name, b.trust_domain).await,
+        Err(tonic::Code::PermissionDenied),
+        "a's token asking for b's identity"
+    );
+    assert_eq!(
+        certificate_in(mesh, &b.pod_token(), a.name, b.trust_domain).await,
+        Err(tonic::Code::Unauthenticated),
+        "b's token claiming cluster a"
+    );
+    // a's pods also trust meshd's own root: what they verify meshd with.
+    let published = r"{.data.root-cert\.pem}";
+    eventually(
+        "a's root in a's namespaces",
+        Duration::from_secs(30),
+        async || {
+            let roots = a.get("configmap", "istio-ca-root-cert", NAMESPACE, published);
+            (roots.contains(root_a) && !roots.contains(root_b)).then_some(())
+        },
+    )
+    .await;
+    let label = ["label", "namespace", NAMESPACE, "istio.io/rev=asm-managed"];
+    b.cluster.run_kubectl(&label, None).unwrap();
+    let pod = ["run", "injected", "-n", NAMESPACE, "--image=web:v1"];
+    b.cluster.run_kubectl(&pod, None).unwrap();
+    let env =
+        r#"{.spec.containers[?(@.name=="istio-proxy")].env[?(@.name=="TRUST_DOMAIN")].value}"#;
+    assert_eq!(b.get("pod", "injected", NAMESPACE, env), b.trust_domain);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hosted_meshd_serves_each_member_as_its_own_mesh() {
     let a = Member {
         project: "proj-a",
+        trust_domain: "proj-a.svc.id.goog",
         name: "fleet-a",
         cluster: TestCluster::start("fleetmesh-fleet-a").expect("cluster a starts"),
     };
     let b = Member {
         project: "proj-b",
+        trust_domain: "b.example",
         name: "fleet-b",
         cluster: TestCluster::start_with_pod_cidr("fleetmesh-fleet-b", "198.18.4.0/22")
             .expect("cluster b starts"),
@@ -212,33 +287,41 @@ async fn a_hosted_meshd_serves_each_member_as_its_own_mesh() {
     })
     .await
     .unwrap();
+    // b's project chooses its trust domain before its cluster joins; a keeps the default.
+    let enabled = api(&mesh)
+        .enable_mesh(b.project, Some(b.trust_domain))
+        .await
+        .unwrap();
+    assert_eq!(enabled.trust_domain, b.trust_domain);
     let output = tempfile::tempdir().unwrap();
     a.install(&mesh, output.path()).await;
     b.install(&mesh, output.path()).await;
+    let refused = api(&mesh)
+        .enable_mesh(b.project, Some("other.example"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("409"), "fixed under members: {refused}");
+    for member in [&a, &b] {
+        let mesh_config = member.get("configmap", "istio", "istio-system", "{.data.mesh}");
+        let expected = format!("trustDomain: {}", member.trust_domain);
+        assert!(mesh_config.contains(&expected), "{mesh_config}");
+    }
 
     // Registered, but no mesh enabled: nothing is served, a pod's token proves nothing.
     assert!(!served(&mesh, &a).await);
     assert_eq!(
-        certificate(&mesh, &a.pod_token(), a.name).await,
+        certificate(&mesh, &a.pod_token(), &a).await,
         Err(tonic::Code::Unauthenticated)
     );
-    for member in [&a, &b] {
-        api(&mesh).enable_mesh(member.project).await.unwrap();
-    }
+    api(&mesh).enable_mesh(a.project, None).await.unwrap();
     wait_for("both members served", Duration::from_secs(60), async || {
         (served(&mesh, &a).await && served(&mesh, &b).await).then_some(())
     })
     .await
     .unwrap();
 
-    // Each cluster's pods get certificates with their own cluster's tokens only.
-    assert_eq!(certificate(&mesh, &a.pod_token(), a.name).await, Ok(()));
-    assert_eq!(certificate(&mesh, &b.pod_token(), b.name).await, Ok(()));
-    assert_eq!(
-        certificate(&mesh, &b.pod_token(), a.name).await,
-        Err(tonic::Code::Unauthenticated),
-        "b's token claiming cluster a"
-    );
+    each_project_is_its_own_mesh(&mesh, &a, &b).await;
 
     // A proxy of a sees a's services, none of b's.
     let proxy_a = connect(&mesh, &a, a.pod_token())
@@ -276,7 +359,7 @@ async fn a_hosted_meshd_serves_each_member_as_its_own_mesh() {
         .await
         .unwrap();
     wait_for("a no longer served", Duration::from_secs(30), async || {
-        (certificate(&mesh, &a.pod_token(), a.name).await == Err(tonic::Code::Unauthenticated))
+        (certificate(&mesh, &a.pod_token(), &a).await == Err(tonic::Code::Unauthenticated))
             .then_some(())
     })
     .await

@@ -198,11 +198,11 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
         "us-central1"
     );
     assert_eq!(projects["shop-project"]["meshEnabled"], false);
-    assert_eq!(fleet.enable_mesh("shop-project").await.unwrap(), "updated");
-    assert_eq!(
-        fleet.enable_mesh("shop-project").await.unwrap(),
-        "unchanged"
-    );
+    let enabled = fleet.enable_mesh("shop-project", None).await.unwrap();
+    assert_eq!(enabled.change, "updated");
+    assert_eq!(enabled.trust_domain, "shop-project.svc.id.goog");
+    let again = fleet.enable_mesh("shop-project", None).await.unwrap();
+    assert_eq!(again.change, "unchanged");
     assert_eq!(
         fleet.projects().await.unwrap()["shop-project"]["meshEnabled"],
         true
@@ -246,7 +246,7 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
         fleetmesh_cli::kube_inject::Recorded {
             xds_address: Some(
                 MeshdApi::new(&meshd_url, &token_file)
-                    .install_info()
+                    .install_info(None)
                     .await
                     .unwrap()
                     .xds_address
@@ -338,7 +338,7 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
         .add_root_certificate(
             reqwest::Certificate::from_pem(
                 MeshdApi::new(&meshd_url, &token_file)
-                    .install_info()
+                    .install_info(None)
                     .await
                     .unwrap()
                     .ca_bundle
@@ -555,7 +555,7 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
     assert_eq!(
         roots,
         MeshdApi::new(&meshd_url, &token_file)
-            .install_info()
+            .install_info(None)
             .await
             .unwrap()
             .ca_bundle
@@ -577,6 +577,7 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
                 token: projected,
                 meshd_roots: Some(roots_file),
                 cluster_id: "install-test".into(),
+                trust_domain: "cluster.local".into(),
             },
         )
         .await
@@ -736,6 +737,7 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
                 token: unbound_token.trim().into(),
                 meshd_roots: None,
                 cluster_id: "install-test".into(),
+                trust_domain: "cluster.local".into(),
             },
         )
         .await

@@ -95,6 +95,7 @@ async fn the_agent_proves_itself_with_the_token_its_file_holds_now() {
                 token: a.clone(),
                 meshd_roots: None,
                 cluster_id: "local".into(),
+                trust_domain: "cluster.local".into(),
             },
         )
         .await

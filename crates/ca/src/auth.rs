@@ -44,17 +44,6 @@ pub trait Authenticator: Send + Sync + 'static {
     /// The identity `token` proves. Asynchronous because some authenticators ask another
     /// service (Kubernetes' TokenReview).
     fn authenticate<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Identity, AuthError>>;
-
-    /// The identity `token` proves in `cluster`, the cluster the caller says it runs in.
-    /// Authenticators of one cluster ignore it; a fleet's asks that cluster.
-    fn authenticate_in<'a>(
-        &'a self,
-        token: &'a str,
-        cluster: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Identity, AuthError>> {
-        let _ = cluster;
-        self.authenticate(token)
-    }
 }
 
 /// The cluster a gRPC call says its caller runs in ([`CLUSTER_METADATA`]), if it says.
@@ -87,7 +76,5 @@ pub async fn authenticate_request(
     authenticator: &dyn Authenticator,
     metadata: &MetadataMap,
 ) -> Result<Identity, AuthError> {
-    authenticator
-        .authenticate_in(bearer_token(metadata)?, caller_cluster(metadata))
-        .await
+    authenticator.authenticate(bearer_token(metadata)?).await
 }

@@ -17,7 +17,7 @@ pub mod token;
 pub use auth::{AuthError, Authenticator};
 pub use authority::{CertificateAuthority, ServingCertificate, SignError};
 pub use identity::Identity;
-pub use service::CaService;
+pub use service::{CaRoute, CaRouter, CaService};
 pub use token::TokenIssuer;
 
 /// Istio's certificate API, from fleetmesh's own `proto/istio/v1/auth/ca.proto`

@@ -41,6 +41,9 @@ pub struct PodConnection {
     pub meshd_roots: Option<PathBuf>,
     /// The cluster the pod runs in, as injection tells its proxy (`CLUSTER_ID`).
     pub cluster_id: String,
+    /// Its mesh's trust domain, as injection tells its proxy (`TRUST_DOMAIN`): meshd's
+    /// own, or a fleet member's project's.
+    pub trust_domain: String,
 }
 
 #[derive(Debug, Clone)]
@@ -328,21 +331,25 @@ impl LocalMesh {
         pod: Option<PodConnection>,
     ) -> anyhow::Result<Workload> {
         let namespace = identity.namespace.as_str();
-        let (token, meshd_roots, cluster_id) = match pod {
-            Some(pod) => (pod.token, pod.meshd_roots, pod.cluster_id),
-            None => (
-                self.meshd().issue_token(identity),
-                None,
-                self.meshd_config.cluster_id.clone(),
-            ),
-        };
+        let pod = pod.unwrap_or_else(|| PodConnection {
+            token: self.meshd().issue_token(identity),
+            meshd_roots: None,
+            cluster_id: self.meshd_config.cluster_id.clone(),
+            trust_domain: self.meshd_config.trust_domain.clone(),
+        });
+        let PodConnection {
+            token,
+            meshd_roots,
+            cluster_id,
+            trust_domain,
+        } = pod;
         let xds_address = if meshd_roots.is_some() {
             self.meshd().xds_tls_address()
         } else {
             self.meshd_config.xds_address
         };
         let pod_ip = self.pod_ip(namespace, name).await?;
-        let spiffe_id = identity.spiffe_id(&self.meshd_config.trust_domain);
+        let spiffe_id = identity.spiffe_id(&trust_domain);
         // One directory per proxy: its sockets must never be another proxy's.
         let workdir = self.run_dir.join(format!("{name}.{namespace}"));
         std::fs::create_dir_all(&workdir)?;

@@ -272,10 +272,16 @@ enum FleetCommand {
 
 #[derive(Subcommand)]
 enum MeshCommand {
-    /// Turn the mesh on for a project's fleet.
+    /// Turn the mesh on for a project's fleet. Its member clusters are served from then
+    /// on, each project with its own root CA and trust domain.
     Enable {
         #[arg(long, visible_alias = "project_id")]
         project: String,
+        /// The trust domain of the project's workload identities
+        /// (`spiffe://TRUST_DOMAIN/ns/NS/sa/SA`); default `PROJECT.svc.id.goog`. Set it
+        /// before the first cluster is installed: it cannot change under members.
+        #[arg(long)]
+        trust_domain: Option<String>,
         #[command(flatten)]
         meshd: MeshdFlags,
     },
@@ -343,17 +349,13 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Mesh {
-            command: MeshCommand::Enable { project, meshd },
-        } => {
-            let change = meshd.api().enable_mesh(&project).await?;
-            let what = if change == "unchanged" {
-                "was already"
-            } else {
-                "is now"
-            };
-            println!("The mesh of project {project} {what} enabled.");
-            Ok(())
-        }
+            command:
+                MeshCommand::Enable {
+                    project,
+                    trust_domain,
+                    meshd,
+                },
+        } => enable_mesh(&meshd.api(), &project, trust_domain.as_deref()).await,
         Command::Token {
             ca_dir,
             namespace,
@@ -544,5 +546,22 @@ async fn sample_app(
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+    Ok(())
+}
+
+/// `mesh enable`: says whether anything changed, and the project's trust domain.
+async fn enable_mesh(
+    api: &MeshdApi,
+    project: &str,
+    trust_domain: Option<&str>,
+) -> anyhow::Result<()> {
+    let enabled = api.enable_mesh(project, trust_domain).await?;
+    let what = if enabled.change == "unchanged" {
+        "was already"
+    } else {
+        "is now"
+    };
+    let trust_domain = enabled.trust_domain;
+    println!("The mesh of project {project} {what} enabled (trust domain {trust_domain}).");
     Ok(())
 }

@@ -1,6 +1,9 @@
 //! ConfigMap `istio-ca-root-cert` (key `root-cert.pem`) in every namespace, as istiod
 //! keeps it: injected pods mount it to verify meshd's TLS port. Written when a namespace
 //! appears and again in every namespace when the roots change (a root rotation step).
+//! It holds the roots of every CA it is given: a fleet member's cluster gets its
+//! project's roots and the roots of meshd's own serving certificate. (Workloads trust
+//! each other through the roots their certificate comes with, not through this map.)
 
 use fleetmesh_ca::CertificateAuthority;
 use futures::StreamExt;
@@ -16,11 +19,11 @@ pub const CONFIG_MAP: &str = "istio-ca-root-cert";
 /// Its key holding the trusted roots (PEM).
 pub const KEY: &str = "root-cert.pem";
 
-/// Keeps the ConfigMap in every namespace of `client`'s cluster (until dropped, or the
-/// CA is gone).
+/// Keeps the ConfigMap, with the roots of all `authorities`, in every namespace of
+/// `client`'s cluster (until dropped, or a CA is gone).
 pub async fn publish(
     client: kube::Client,
-    mut authority: watch::Receiver<Arc<CertificateAuthority>>,
+    mut authorities: Vec<watch::Receiver<Arc<CertificateAuthority>>>,
 ) {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let mut events = watcher(namespaces, watcher::Config::default())
@@ -37,24 +40,49 @@ pub async fn publish(
                         known.remove(&name);
                         continue;
                     }
-                    let roots = authority.borrow().roots().to_string();
+                    let roots = bundle(&mut authorities);
                     write(&client, &name, &roots).await;
                     known.insert(name);
                 }
                 Some(Err(e)) => tracing::warn!(error = %e, "watching namespaces (retrying)"),
                 None => return,
             },
-            changed = authority.changed() => {
+            changed = any_changed(&mut authorities) => {
                 if changed.is_err() {
                     return;
                 }
-                let roots = authority.borrow_and_update().roots().to_string();
+                let roots = bundle(&mut authorities);
                 for name in &known {
                     write(&client, name, &roots).await;
                 }
             }
         }
     }
+}
+
+/// The roots of every authority, each once (marked seen).
+fn bundle(authorities: &mut [watch::Receiver<Arc<CertificateAuthority>>]) -> String {
+    let mut bundle = String::new();
+    for authority in authorities {
+        let authority = authority.borrow_and_update();
+        let roots = authority.roots().trim_end();
+        if !bundle.contains(roots) {
+            bundle.push_str(roots);
+            bundle.push('\n');
+        }
+    }
+    bundle
+}
+
+/// Waits for a change of any authority.
+async fn any_changed(
+    authorities: &mut [watch::Receiver<Arc<CertificateAuthority>>],
+) -> Result<(), watch::error::RecvError> {
+    if authorities.is_empty() {
+        return std::future::pending().await;
+    }
+    let changes = authorities.iter_mut().map(|a| Box::pin(a.changed()));
+    futures::future::select_all(changes).await.0
 }
 
 async fn write(client: &kube::Client, namespace: &str, roots: &str) {

@@ -72,7 +72,8 @@ pub struct MeshdConfig {
     /// The mesh CA's directory, in Istio's `cacerts` layout (`ca-cert.pem`, `ca-key.pem`,
     /// `cert-chain.pem`, `root-cert.pem`): put an existing mesh's plug-in certs there to
     /// keep its root; without them a root is created on first start. It also holds the
-    /// key of the workload tokens meshd issues. Keys are 0600.
+    /// key of the workload tokens meshd issues, and each fleet project's CA (its own root
+    /// and trust domain) in `projects/PROJECT/`, in the same layout. Keys are 0600.
     #[arg(long, env = "MESHD_CA_DIR", default_value = "./var/lib/fleetmesh/ca")]
     pub ca_dir: PathBuf,
     /// The SPIFFE trust domain of workload certificates.

@@ -41,9 +41,22 @@ pub struct InstallInfo {
     pub webhook_url: String,
     /// meshd's xDS address as proxies reach it.
     pub xds_address: String,
+    /// The trust domain of meshd's own mesh (a fleet project has its own).
     pub trust_domain: String,
+    /// The cluster meshd's own mesh serves (`--cluster-id`): never served as a member.
+    #[serde(skip)]
+    pub own_cluster: String,
+    /// meshd's own CA, whose roots verify meshd's serving certificate.
     #[serde(skip)]
     pub authority: tokio::sync::watch::Receiver<Arc<fleetmesh_ca::CertificateAuthority>>,
+}
+
+/// Which cluster install asks for: one that joins `project`'s fleet (with
+/// `--enable-registration`), or, without a project, one meshd's own mesh serves.
+#[derive(serde::Deserialize)]
+struct InstallQuery {
+    project: Option<String>,
+    cluster: Option<String>,
 }
 
 /// Metrics and readiness for anyone who reaches the port (Prometheus, probes); the debug
@@ -119,12 +132,29 @@ async fn config_errors(State(state): State<HttpState>) -> Json<serde_json::Value
     Json(serde_json::json!({ "errors": state.source.errors() }))
 }
 
-async fn install_info(State(state): State<HttpState>) -> Json<serde_json::Value> {
+async fn install_info(
+    State(state): State<HttpState>,
+    Query(query): Query<InstallQuery>,
+) -> Response {
     let mut info = serde_json::to_value(&state.install).unwrap_or_default();
     // The roots as they are now: after a root rotation, re-running install updates the
     // webhooks' caBundle.
     info["caBundle"] = state.install.authority.borrow().roots().into();
-    Json(info)
+    let member_project = query
+        .project
+        .filter(|_| query.cluster.as_deref() != Some(state.install.own_cluster.as_str()));
+    if let Some(project) = member_project {
+        if !fleetmesh_api::validate::is_dns1123_label(&project) {
+            let error = FleetError::InvalidName {
+                what: "project",
+                name: project,
+            };
+            return fleet_error(error);
+        }
+        // The member's proxies are served by its project's mesh, in its trust domain.
+        info["trustDomain"] = state.fleet.trust_domain(&project).into();
+    }
+    Json(info).into_response()
 }
 
 /// Every project and its members, each marked `served` when meshd serves it (its mesh
@@ -196,10 +226,32 @@ async fn remove_membership(
     }
 }
 
-async fn enable_mesh(State(state): State<HttpState>, Path(project): Path<String>) -> Response {
-    let result = state.fleet.enable_mesh(&project);
+/// What `mesh enable` may set (nothing: the defaults).
+#[derive(Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct MeshSettings {
+    #[serde(default)]
+    trust_domain: Option<String>,
+}
+
+async fn enable_mesh(
+    State(state): State<HttpState>,
+    Path(project): Path<String>,
+    settings: Option<Json<MeshSettings>>,
+) -> Response {
+    let settings = settings.map(|Json(s)| s).unwrap_or_default();
+    let result = state
+        .fleet
+        .enable_mesh(&project, settings.trust_domain.as_deref());
     fleet_changed(&state);
-    change_response(result)
+    match result {
+        Ok(change) => {
+            let trust_domain = state.fleet.trust_domain(&project);
+            let answer = serde_json::json!({ "change": change, "trustDomain": trust_domain });
+            Json(answer).into_response()
+        }
+        Err(e) => fleet_error(e),
+    }
 }
 
 /// Who follows the fleet: the members served, the proxy-clients metric's projects.
@@ -219,8 +271,10 @@ fn change_response(result: Result<Change, FleetError>) -> Response {
 
 fn fleet_error(error: FleetError) -> Response {
     let status = match &error {
-        FleetError::InvalidName { .. } => StatusCode::BAD_REQUEST,
-        FleetError::Conflict { .. } => StatusCode::CONFLICT,
+        FleetError::InvalidName { .. } | FleetError::InvalidTrustDomain(_) => {
+            StatusCode::BAD_REQUEST
+        }
+        FleetError::Conflict { .. } | FleetError::TrustDomainFixed { .. } => StatusCode::CONFLICT,
         FleetError::NotFound { .. } => StatusCode::NOT_FOUND,
         FleetError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };

@@ -5,7 +5,7 @@
 
 mod admin;
 mod auth;
-mod ca_files;
+mod authorities;
 /// meshd's flags and settings.
 pub mod config;
 mod debug;
@@ -118,11 +118,14 @@ impl Ports {
     }
 }
 
-/// meshd's CA, the tokens it issues in local mode, its own serving certificate, and the
-/// management API's admin token.
+/// meshd's CA (and its projects'), the tokens it issues in local mode, its own serving
+/// certificate, and the management API's admin token.
 struct Credentials {
     admin: Arc<admin::AdminToken>,
+    /// meshd's own CA, as it is now.
     authority: watch::Receiver<Arc<CertificateAuthority>>,
+    /// Its projects' CAs beside it.
+    authorities: Arc<authorities::Authorities>,
     /// Follows the CA directory (root rotation); dropping it stops that.
     ca_watcher: notify::RecommendedWatcher,
     tokens: Arc<TokenIssuer>,
@@ -144,17 +147,21 @@ impl Credentials {
             webhook_url: format!("https://{}:{}", self.serving_hosts[0], webhook.port()),
             xds_address,
             trust_domain: config.trust_domain.clone(),
+            own_cluster: config.cluster_id.clone(),
             authority: self.authority.clone(),
         }
     }
 
     fn load(config: &MeshdConfig, webhook_address: SocketAddr) -> anyhow::Result<Credentials> {
-        let authority = CertificateAuthority::load_or_create(
-            &config.ca_dir,
-            &config.trust_domain,
-            config.max_cert_ttl,
-        )
-        .context("loading the mesh CA")?;
+        let authorities = Arc::new(
+            authorities::Authorities::load(
+                &config.ca_dir,
+                &config.trust_domain,
+                config.max_cert_ttl,
+            )
+            .context("loading the mesh CA")?,
+        );
+        let authority = authorities.own();
         let tokens = Arc::new(
             TokenIssuer::load_or_create(&config.ca_dir)
                 .with_context(|| format!("token key in {}", config.ca_dir.display()))?,
@@ -167,17 +174,18 @@ impl Credentials {
         // meshd's own certificate, for the webhook and xDS TLS ports; a new one on every
         // start.
         let serving = authority
+            .borrow()
             .issue_serving_certificate(&serving_hosts, SERVING_CERT_TTL)
             .context("issuing meshd's serving certificate")?;
         let webhook_tls = webhook::tls_config(&serving)?;
         let xds_identity = tonic::transport::Identity::from_pem(&serving.chain, &serving.key);
-        let (authority_tx, authority_rx) = watch::channel(Arc::new(authority));
-        let ca_watcher = ca_files::watch(config.clone(), authority_tx)?;
+        let ca_watcher = authorities::watch(authorities.clone())?;
         let admin = admin::AdminToken::load_or_create(&config.state_dir)
             .with_context(|| format!("the admin token in {}", config.state_dir.display()))?;
         Ok(Credentials {
             admin: Arc::new(admin),
-            authority: authority_rx,
+            authority,
+            authorities,
             ca_watcher,
             tokens,
             serving_hosts,
@@ -216,7 +224,7 @@ impl ClusterParts {
         let (source, remotes) = ingest::watch_cluster(&client, config, egress, &changes).await?;
         let root_cert_publisher = Box::pin(fleetmesh_kube::root_cert::publish(
             client.clone(),
-            authority,
+            vec![authority],
         ));
         let data_plane = Box::pin(fleetmesh_dataplane::controller::run(
             cluster_client(kubeconfig, false).await?,
@@ -271,7 +279,7 @@ impl Meshd {
             egress: egress.clone(),
             registry: registry.clone(),
             metrics: metrics.clone(),
-            authority: credentials.authority.clone(),
+            authorities: credentials.authorities.clone(),
             shutdown: shutdown.clone(),
         };
         let members = fleet::members::Members::start(settings, fleet.clone());
@@ -284,22 +292,23 @@ impl Meshd {
         let authenticator = Arc::new(auth::MeshAuthenticator {
             tokens: credentials.tokens.clone(),
             cluster: reviewer,
-            members: members.clone(),
         });
-        let ca = CaService::new(credentials.authority.clone(), authenticator.clone());
         let own = ServerContext::new(
             states,
             registry.clone(),
             metrics.clone(),
             shutdown.clone(),
-            authenticator,
+            authenticator.clone(),
             None,
         );
-        let members_too = fleet::members::MeshdRouter {
+        let members_too = Arc::new(fleet::members::MeshdRouter {
             own,
+            own_authenticator: authenticator,
+            own_authority: credentials.authority.clone(),
             members: members.clone(),
-        };
-        let xds = XdsServer::routed(Arc::new(members_too), shutdown.clone());
+        });
+        let xds = XdsServer::routed(members_too.clone(), shutdown.clone());
+        let ca = CaService::routed(members_too);
         let install = credentials.install_info(addresses.webhook, advertised_xds, &config);
         let identity = credentials.xds_identity;
         serve_xds(&mut tasks, xds, ca, ports.xds, ports.xds_tls, identity);

@@ -36,12 +36,14 @@ const VERSIONS_WAIT: Duration = Duration::from_secs(5);
 pub struct WebhookState {
     /// meshd's xDS address as proxies reach it.
     pub xds_address: String,
+    /// The trust domain of meshd's own mesh (a member's is its project's).
     pub trust_domain: String,
     /// Each revision's proxy version from its DataPlaneControl (a managed rollout).
     /// `None` until meshd has read them.
     pub proxy_versions:
         tokio::sync::watch::Receiver<Option<std::collections::BTreeMap<String, String>>>,
-    /// A call for a member cluster keeps it awake (or wakes it).
+    /// A call for a member cluster keeps it awake (or wakes it), and its pods get its
+    /// project's trust domain.
     pub members: Arc<crate::fleet::members::Members>,
 }
 
@@ -162,7 +164,7 @@ async fn inject(
             .into_response();
     }
     // Pods are being made: their proxies will connect.
-    state.members.touch(&cluster).await;
+    let member_trust_domain = state.members.webhook_call(&cluster).await;
     let Some(revision) = Revision::named(&revision) else {
         return (
             StatusCode::NOT_FOUND,
@@ -201,7 +203,7 @@ async fn inject(
     let settings = Settings {
         revision,
         xds_address: state.xds_address,
-        trust_domain: state.trust_domain,
+        trust_domain: member_trust_domain.unwrap_or(state.trust_domain),
         cluster_id: cluster,
         cni_managed,
         injected_by: InjectedBy::Webhook,

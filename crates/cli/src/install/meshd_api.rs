@@ -9,6 +9,14 @@ use serde_json::{Value, json};
 /// `--state-dir`, as on meshd's own host.
 pub const DEFAULT_ADMIN_TOKEN_FILE: &str = "./var/lib/fleetmesh/state/admin-token";
 
+/// What `mesh enable` changed (`updated` or `unchanged`), and the project's trust domain.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MeshEnabled {
+    pub change: String,
+    pub trust_domain: String,
+}
+
 pub struct MeshdApi {
     base: String,
     client: reqwest::Client,
@@ -32,8 +40,14 @@ impl MeshdApi {
         }
     }
 
-    pub async fn install_info(&self) -> anyhow::Result<ControlPlane> {
-        self.send(self.client.get(self.url("/v1/install")))
+    /// What the cluster is installed with; `member`: the cluster joins its project's
+    /// fleet (and gets the project's trust domain).
+    pub async fn install_info(&self, member: Option<&Plan>) -> anyhow::Result<ControlPlane> {
+        let mut request = self.client.get(self.url("/v1/install"));
+        if let Some(plan) = member {
+            request = request.query(&[("project", &plan.project), ("cluster", &plan.cluster)]);
+        }
+        self.send(request)
             .await
             .and_then(|v| Ok(serde_json::from_value(v)?))
     }
@@ -61,10 +75,20 @@ impl MeshdApi {
         Ok(())
     }
 
-    pub async fn enable_mesh(&self, project: &str) -> anyhow::Result<String> {
+    /// Enables `project`'s mesh, with `trust_domain` if given (the project's default,
+    /// `PROJECT.svc.id.goog`, otherwise).
+    pub async fn enable_mesh(
+        &self,
+        project: &str,
+        trust_domain: Option<&str>,
+    ) -> anyhow::Result<MeshEnabled> {
         let path = format!("/v1/projects/{project}/mesh/enable");
-        let answer = self.send(self.client.post(self.url(&path))).await?;
-        Ok(answer["change"].as_str().unwrap_or_default().to_string())
+        let mut request = self.client.post(self.url(&path));
+        if let Some(trust_domain) = trust_domain {
+            request = request.json(&json!({ "trustDomain": trust_domain }));
+        }
+        let answer = self.send(request).await?;
+        Ok(serde_json::from_value(answer)?)
     }
 
     /// Every project with its member clusters.

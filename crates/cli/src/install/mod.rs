@@ -49,10 +49,12 @@ pub async fn run(options: &InstallOptions) -> anyhow::Result<Summary> {
         options.meshd_url
     ));
     let meshd = meshd_api::MeshdApi::new(&options.meshd_url, &options.admin_token_file);
-    let control_plane = meshd.install_info().await?;
+    // A cluster joining a project's fleet gets that project's trust domain.
+    let member = options.register.then_some(plan);
+    let control_plane = meshd.install_info(member).await?;
     step.done(&format!(
-        "webhooks at {}, xDS at {}",
-        control_plane.webhook_url, control_plane.xds_address
+        "webhooks at {}, xDS at {}, trust domain {}",
+        control_plane.webhook_url, control_plane.xds_address, control_plane.trust_domain
     ));
 
     step.start("Connecting to the cluster");

@@ -3,7 +3,8 @@
 //! config, services and remote secrets watched, its own snapshot pipeline and xDS
 //! context (its proxies, routed by the cluster they name, see [`MeshdRouter`]), its
 //! proxies' tokens reviewed by its own API server (so a token of one cluster proves
-//! nothing in another), the mesh roots in every namespace, and its credential renewed.
+//! nothing in another), certificates from its project's CA in its project's trust
+//! domain, the roots in every namespace, and its credential renewed.
 //! A membership removed, or a mesh not enabled, stops all of it and ends its streams.
 //!
 //! A member nobody uses costs nothing: with no connected proxy and no webhook call for
@@ -16,8 +17,9 @@
 use super::Fleet;
 use super::credential;
 use crate::MeshdConfig;
+use crate::authorities::Authorities;
 use crate::ingest;
-use fleetmesh_ca::CertificateAuthority;
+use fleetmesh_ca::{Authenticator, CaRoute, CaRouter, CertificateAuthority};
 use fleetmesh_kube::egress::EgressPolicy;
 use fleetmesh_kube::token_review::TokenReviewer;
 use fleetmesh_server::{Metrics, Registry, Router, ServerContext};
@@ -39,29 +41,32 @@ pub struct MemberSettings {
     pub registry: Arc<Registry>,
     /// Every stream is counted here.
     pub metrics: Arc<Metrics>,
-    /// The mesh CA, whose roots go to every namespace.
-    pub authority: watch::Receiver<Arc<CertificateAuthority>>,
+    /// meshd's CA (whose roots verify meshd) and its projects' CAs.
+    pub authorities: Arc<Authorities>,
     /// meshd's shutdown: every member stops with it.
     pub shutdown: CancellationToken,
 }
 
+/// What a member is served as: its project, trust domain and credential (a change of
+/// any restarts it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Serving {
+    project: String,
+    trust_domain: String,
+    /// Its credential's directory.
+    credential: PathBuf,
+}
+
 /// One member being served.
 struct Member {
-    project: String,
-    /// Its credential's directory (a new credential restarts the member).
-    credential: PathBuf,
+    serving: Serving,
     context: Arc<ServerContext>,
     reviewer: Arc<TokenReviewer>,
+    /// Its project's CA.
+    authority: watch::Receiver<Arc<CertificateAuthority>>,
     stop: CancellationToken,
     /// The last stream, CSR or webhook call for it.
     last_used: Instant,
-}
-
-/// A member scaled to zero: what it takes to wake it.
-#[derive(Clone)]
-struct Asleep {
-    project: String,
-    credential: PathBuf,
 }
 
 impl Drop for Member {
@@ -74,8 +79,8 @@ impl Drop for Member {
 pub struct Members {
     settings: MemberSettings,
     serving: Mutex<BTreeMap<String, Member>>,
-    /// Members scaled to zero.
-    asleep: Mutex<BTreeMap<String, Asleep>>,
+    /// Members scaled to zero: what it takes to wake them.
+    asleep: Mutex<BTreeMap<String, Serving>>,
     /// One wake at a time (a wake takes a member's first full list).
     waking: tokio::sync::Mutex<()>,
     /// Signalled when the fleet changed.
@@ -133,15 +138,21 @@ impl Members {
         self.use_member(cluster, |m| m.context.clone()).await
     }
 
-    /// Who reviews the tokens of `cluster`'s workloads, if it is a served member (woken
-    /// if asleep).
-    pub async fn reviewer(&self, cluster: &str) -> Option<Arc<TokenReviewer>> {
-        self.use_member(cluster, |m| m.reviewer.clone()).await
+    /// Who reviews the tokens of `cluster`'s workloads and signs their certificates, if
+    /// it is a served member (woken if asleep).
+    pub async fn ca_route(&self, cluster: &str) -> Option<CaRoute> {
+        self.use_member(cluster, |m| CaRoute {
+            authenticator: m.reviewer.clone(),
+            authority: m.authority.borrow().clone(),
+        })
+        .await
     }
 
-    /// Marks `cluster` used now (a webhook call for it), waking it if asleep.
-    pub async fn touch(&self, cluster: &str) {
-        self.use_member(cluster, |_| ()).await;
+    /// Marks `cluster` used now (a webhook call for it), waking it if asleep; its trust
+    /// domain, if it is a served member.
+    pub async fn webhook_call(&self, cluster: &str) -> Option<String> {
+        self.use_member(cluster, |m| m.serving.trust_domain.clone())
+            .await
     }
 
     /// The served members, with their projects and whether they are awake.
@@ -150,7 +161,10 @@ impl Members {
             .serving
             .lock()
             .iter()
-            .map(|(cluster, m)| (cluster.clone(), (m.project.clone(), MemberState::Awake)))
+            .map(|(cluster, m)| {
+                let state = (m.serving.project.clone(), MemberState::Awake);
+                (cluster.clone(), state)
+            })
             .collect();
         for (cluster, asleep) in self.asleep.lock().iter() {
             let state = (asleep.project.clone(), MemberState::Asleep);
@@ -181,10 +195,7 @@ impl Members {
         }
         let asleep = self.asleep.lock().get(cluster).cloned()?;
         let started = Instant::now();
-        match self
-            .serve(cluster, &asleep.project, asleep.credential)
-            .await
-        {
+        match self.serve(cluster, asleep).await {
             Ok(member) => {
                 tracing::info!(%cluster, took = ?started.elapsed(), "member woken");
                 let value = read(&member);
@@ -213,12 +224,9 @@ impl Members {
             .collect();
         for cluster in idle {
             if let Some(member) = serving.remove(&cluster) {
-                tracing::info!(%cluster, project = %member.project, "member idle: scaled to zero");
-                let asleep = Asleep {
-                    project: member.project.clone(),
-                    credential: member.credential.clone(),
-                };
-                self.asleep.lock().insert(cluster, asleep);
+                let project = &member.serving.project;
+                tracing::info!(%cluster, %project, "member idle: scaled to zero");
+                self.asleep.lock().insert(cluster, member.serving.clone());
             }
         }
     }
@@ -226,7 +234,7 @@ impl Members {
     /// Starts the members the fleet wants and stops the others; `starting` (meshd's
     /// first look at the fleet): members found are put to sleep instead.
     async fn reconcile(&self, fleet: &Fleet, starting: bool) {
-        let mut wanted: BTreeMap<String, (String, PathBuf)> = BTreeMap::new();
+        let mut wanted: BTreeMap<String, Serving> = BTreeMap::new();
         for (project, state) in fleet.projects() {
             if !state.mesh_enabled {
                 continue;
@@ -236,26 +244,29 @@ impl Members {
                 if cluster == &self.settings.config.cluster_id {
                     tracing::warn!(%cluster, %project, "a member named as meshd's own cluster is not served");
                 } else if dir.is_dir() {
-                    wanted.insert(cluster.clone(), (project.clone(), dir));
+                    let serving = Serving {
+                        project: project.clone(),
+                        trust_domain: state.trust_domain_of(&project),
+                        credential: dir,
+                    };
+                    wanted.insert(cluster.clone(), serving);
                 }
             }
         }
-        let still_wanted = |cluster: &String, project: &String, credential: &PathBuf| {
-            let keep = wanted
-                .get(cluster)
-                .is_some_and(|(p, dir)| p == project && dir == credential);
+        let still_wanted = |cluster: &String, serving: &Serving| {
+            let keep = wanted.get(cluster) == Some(serving);
             if !keep {
-                tracing::info!(%cluster, %project, "member no longer served");
+                tracing::info!(%cluster, project = %serving.project, "member no longer served as it was");
             }
             keep
         };
         self.serving
             .lock()
-            .retain(|cluster, m| still_wanted(cluster, &m.project, &m.credential));
+            .retain(|cluster, m| still_wanted(cluster, &m.serving));
         self.asleep
             .lock()
-            .retain(|cluster, a| still_wanted(cluster, &a.project, &a.credential));
-        for (cluster, (project, dir)) in wanted {
+            .retain(|cluster, serving| still_wanted(cluster, serving));
+        for (cluster, serving) in wanted {
             let known = self.serving.lock().contains_key(&cluster)
                 || self.asleep.lock().contains_key(&cluster);
             if known {
@@ -264,14 +275,11 @@ impl Members {
             if starting {
                 // After a restart no member costs anything until it is used again (its
                 // proxies reconnecting wake it at once).
-                let asleep = Asleep {
-                    project,
-                    credential: dir,
-                };
-                self.asleep.lock().insert(cluster, asleep);
+                self.asleep.lock().insert(cluster, serving);
                 continue;
             }
-            match self.serve(&cluster, &project, dir).await {
+            let project = serving.project.clone();
+            match self.serve(&cluster, serving).await {
                 Ok(member) => {
                     tracing::info!(%cluster, %project, "serving member cluster");
                     self.serving.lock().insert(cluster, member);
@@ -284,11 +292,16 @@ impl Members {
     }
 
     /// Connects to the member and starts everything it is served with.
-    async fn serve(&self, cluster: &str, project: &str, dir: PathBuf) -> anyhow::Result<Member> {
+    async fn serve(&self, cluster: &str, serving: Serving) -> anyhow::Result<Member> {
         let settings = &self.settings;
-        let client = kube::Client::try_from(credential::load(&dir, &settings.egress).await?)?;
+        let dir = &serving.credential;
+        let client = kube::Client::try_from(credential::load(dir, &settings.egress).await?)?;
+        let authority = settings
+            .authorities
+            .project(&serving.project, &serving.trust_domain)?;
         let mut config = settings.config.clone();
         config.cluster_id = cluster.to_string();
+        config.trust_domain = serving.trust_domain.clone();
         let (changes_tx, changes) = tokio::sync::mpsc::unbounded_channel();
         let watches =
             ingest::watch_cluster(&client, &config, &settings.egress, &changes_tx).await?;
@@ -297,9 +310,11 @@ impl Members {
         let stop = settings.shutdown.child_token();
         let (states, publishing) = ingest::publish_changes(sources, changes);
         spawn_until(&stop, publishing);
+        // Its pods verify meshd with meshd's own roots; the project's are its mesh's.
+        let roots = vec![authority.clone(), settings.authorities.own()];
         spawn_until(
             &stop,
-            fleetmesh_kube::root_cert::publish(client.clone(), settings.authority.clone()),
+            fleetmesh_kube::root_cert::publish(client.clone(), roots),
         );
         spawn_until(
             &stop,
@@ -315,10 +330,10 @@ impl Members {
             Some(cluster.to_string()),
         );
         Ok(Member {
-            project: project.to_string(),
-            credential: dir,
+            serving,
             context,
             reviewer,
+            authority,
             stop,
             last_used: Instant::now(),
         })
@@ -338,14 +353,33 @@ fn spawn_until(
     });
 }
 
-/// meshd's streams: a member cluster's to that member's context, every other to the
-/// mesh of meshd's own config (its directory and `--kubeconfig` cluster), whose
-/// authenticator admits only what that mesh knows.
+/// meshd's streams and CSRs: a member cluster's to that member (its context, its
+/// project's CA), every other to the mesh of meshd's own config (its directory and
+/// `--kubeconfig` cluster), whose authenticator admits only what that mesh knows.
 pub struct MeshdRouter {
     /// The mesh of meshd's own config.
     pub own: Arc<ServerContext>,
+    /// Who that mesh's workloads are.
+    pub own_authenticator: Arc<dyn Authenticator>,
+    /// That mesh's CA.
+    pub own_authority: watch::Receiver<Arc<CertificateAuthority>>,
     /// The fleet's members.
     pub members: Arc<Members>,
+}
+
+impl CaRouter for MeshdRouter {
+    fn route<'a>(&'a self, cluster: Option<&'a str>) -> futures::future::BoxFuture<'a, CaRoute> {
+        Box::pin(async move {
+            let member = match cluster {
+                Some(cluster) => self.members.ca_route(cluster).await,
+                None => None,
+            };
+            member.unwrap_or_else(|| CaRoute {
+                authenticator: self.own_authenticator.clone(),
+                authority: self.own_authority.borrow().clone(),
+            })
+        })
+    }
 }
 
 impl Router for MeshdRouter {

@@ -16,16 +16,34 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 const FILE: &str = "fleet.json";
 
-/// A project: its clusters and whether their mesh is enabled.
+/// A project: its clusters, whether their mesh is enabled, and its trust domain.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Project {
     /// `fleetmesh mesh enable` was run for it.
     #[serde(default)]
     pub mesh_enabled: bool,
+    /// The trust domain `mesh enable --trust-domain` set; unset: [`default_trust_domain`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_domain: Option<String>,
     /// Its member clusters, by name.
     #[serde(default)]
     pub memberships: BTreeMap<String, Membership>,
+}
+
+/// The trust domain of a project's workload identities unless set otherwise, as the
+/// seed's mesh CA names it: `PROJECT.svc.id.goog`.
+pub fn default_trust_domain(project: &str) -> String {
+    format!("{project}.svc.id.goog")
+}
+
+impl Project {
+    /// The trust domain of the project named `name`.
+    pub fn trust_domain_of(&self, name: &str) -> String {
+        self.trust_domain
+            .clone()
+            .unwrap_or_else(|| default_trust_domain(name))
+    }
 }
 
 /// One member cluster.
@@ -71,6 +89,22 @@ pub enum FleetError {
         cluster: String,
         /// The project it is a member of.
         project: String,
+    },
+    /// Not a trust domain (a DNS name: lowercase letters, digits, '-' and '.').
+    #[error("trust domain {0:?} is not a valid DNS name (lowercase letters, digits, '-' and '.')")]
+    InvalidTrustDomain(String),
+    /// A project's trust domain names its workloads' certificates: it cannot change under
+    /// clusters installed with it.
+    #[error(
+        "project {project:?} has member clusters with trust domain {current:?}; it cannot change to {asked:?} (remove the members first)"
+    )]
+    TrustDomainFixed {
+        /// The project.
+        project: String,
+        /// Its trust domain.
+        current: String,
+        /// The one asked for.
+        asked: String,
     },
     /// No such membership.
     #[error("cluster {cluster:?} is not a member of project {project:?}")]
@@ -233,22 +267,54 @@ impl Fleet {
         self.credentials.join(project).join(cluster)
     }
 
-    /// Marks the mesh of `project` enabled.
-    pub fn enable_mesh(&self, project: &str) -> Result<Change, FleetError> {
-        if !fleetmesh_api::validate::is_dns1123_label(project) {
+    /// The trust domain of `project` (its default if it is not known yet).
+    pub fn trust_domain(&self, project: &str) -> String {
+        match self.projects.lock().get(project) {
+            Some(p) => p.trust_domain_of(project),
+            None => default_trust_domain(project),
+        }
+    }
+
+    /// Marks the mesh of `project` enabled, with `trust_domain` if given (allowed while
+    /// the project has no member of another trust domain).
+    pub fn enable_mesh(
+        &self,
+        project: &str,
+        trust_domain: Option<&str>,
+    ) -> Result<Change, FleetError> {
+        use fleetmesh_api::validate::{is_dns1123_label, is_dns1123_subdomain};
+        if !is_dns1123_label(project) {
             return Err(FleetError::InvalidName {
                 what: "project",
                 name: project.into(),
             });
         }
+        if let Some(asked) = trust_domain.filter(|t| !is_dns1123_subdomain(t)) {
+            return Err(FleetError::InvalidTrustDomain(asked.into()));
+        }
         self.change(|projects| {
-            let project = projects.entry(project.into()).or_default();
-            Ok(if project.mesh_enabled {
-                Change::Unchanged
-            } else {
+            let name = project;
+            let project = projects.entry(name.into()).or_default();
+            let mut change = Change::Unchanged;
+            if let Some(asked) = trust_domain {
+                let current = project.trust_domain_of(name);
+                if asked != current {
+                    if !project.memberships.is_empty() {
+                        return Err(FleetError::TrustDomainFixed {
+                            project: name.into(),
+                            current,
+                            asked: asked.into(),
+                        });
+                    }
+                    project.trust_domain = Some(asked.into());
+                    change = Change::Updated;
+                }
+            }
+            if !project.mesh_enabled {
                 project.mesh_enabled = true;
-                Change::Updated
-            })
+                change = Change::Updated;
+            }
+            Ok(change)
         })
     }
 
@@ -310,12 +376,41 @@ mod tests {
                 "{project} {cluster}"
             );
         }
-        assert_eq!(fleet.enable_mesh("p").unwrap(), Change::Updated);
-        assert_eq!(fleet.enable_mesh("p").unwrap(), Change::Unchanged);
+        assert_eq!(fleet.enable_mesh("p", None).unwrap(), Change::Updated);
+        assert_eq!(fleet.enable_mesh("p", None).unwrap(), Change::Unchanged);
         let reloaded = Fleet::load(dir.path()).unwrap().projects();
         let project = &reloaded["p"];
         assert!(project.mesh_enabled);
         assert_eq!(project.memberships["c1"].location, "europe-west1");
+    }
+
+    #[test]
+    fn a_trust_domain_is_set_before_members_join_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let fleet = Fleet::load(dir.path()).unwrap();
+        assert_eq!(fleet.trust_domain("p"), "p.svc.id.goog");
+        let bad = fleet.enable_mesh("p", Some("Not A Domain"));
+        assert!(
+            matches!(bad, Err(FleetError::InvalidTrustDomain(_))),
+            "{bad:?}"
+        );
+        assert_eq!(
+            fleet.enable_mesh("p", Some("shop.example")).unwrap(),
+            Change::Updated
+        );
+        fleet.register("p", "c1", "l", "regular", None).unwrap();
+        assert_eq!(
+            fleet.enable_mesh("p", Some("shop.example")).unwrap(),
+            Change::Unchanged
+        );
+        assert_eq!(fleet.enable_mesh("p", None).unwrap(), Change::Unchanged);
+        let changed = fleet.enable_mesh("p", Some("other.example"));
+        assert!(
+            matches!(changed, Err(FleetError::TrustDomainFixed { .. })),
+            "{changed:?}"
+        );
+        let reloaded = Fleet::load(dir.path()).unwrap();
+        assert_eq!(reloaded.trust_domain("p"), "shop.example");
     }
 
     #[test]
