@@ -1,6 +1,8 @@
 //! Helpers for the end-to-end suites, on top of [`fleetmesh_cli::local_mesh`]: the same
 //! local mesh the demo runs (meshd, real Envoy sidecars, sample apps on loopback).
 
+pub mod fleet;
+
 pub use fleetmesh_agent::XdsMode;
 pub use fleetmesh_cli::local_mesh::{LocalMesh, Workload, WorkloadSpec};
 pub use fleetmesh_cli::sample_app::{SERVICE_HEADER, VERSION_HEADER};

@@ -11,14 +11,9 @@
 //! `--idle-after` is scaled to zero and wakes for the next proxy. (Pod IPs are fake and
 //! receive no packet: the proxies run on loopback with the pods' identities.)
 
-use fleetmesh_cli::install::manifests::Plan;
-use fleetmesh_cli::install::meshd_api::MeshdApi;
-use fleetmesh_cli::install::{self, InstallOptions};
-use fleetmesh_cli::local_mesh::PodConnection;
+use fleetmesh_e2e::fleet::{Member, api};
 use fleetmesh_e2e::*;
-use fleetmesh_inject::Channel;
 use fleetmesh_kube::testing::{TestCluster, wait_for};
-use fleetmesh_kube::token_review::AUDIENCE;
 use std::time::Duration;
 
 const NAMESPACE: &str = "shop";
@@ -54,75 +49,10 @@ spec:
     )
 }
 
-/// A member cluster: its project and that project's trust domain, its name in the
-/// fleet, the test cluster.
-struct Member {
-    project: &'static str,
-    trust_domain: &'static str,
-    name: &'static str,
-    cluster: TestCluster,
-}
-
-impl Member {
-    /// A token of `shop/default` for the CA's audience, as a pod of this cluster has.
-    fn pod_token(&self) -> String {
-        let args = [
-            "create",
-            "token",
-            "default",
-            "-n",
-            NAMESPACE,
-            "--audience",
-            AUDIENCE,
-        ];
-        self.cluster
-            .run_kubectl(&args, None)
-            .unwrap()
-            .trim()
-            .to_string()
-    }
-
-    /// `jsonpath` of `kind`/`name` in `namespace` (empty if there is no such object).
-    fn get(&self, kind: &str, name: &str, namespace: &str, jsonpath: &str) -> String {
-        let output = format!("jsonpath={jsonpath}");
-        let args = ["get", kind, name, "-n", namespace, "-o", &output];
-        self.cluster.run_kubectl(&args, None).unwrap_or_default()
-    }
-
-    /// `fleetmesh install --enable-registration` against `mesh`'s meshd.
-    async fn install(&self, mesh: &LocalMesh, output: &std::path::Path) {
-        let options = InstallOptions {
-            plan: Plan {
-                project: self.project.into(),
-                location: "us-central1".into(),
-                cluster: self.name.into(),
-                channel: Channel::Regular,
-                cni_managed: false,
-                hub: fleetmesh_inject::DEFAULT_HUB.into(),
-            },
-            output_dir: output.join(self.name),
-            verbose: false,
-            register: true,
-            kubeconfig: Some(self.cluster.kubeconfig.clone()),
-            context: None,
-            meshd_url: format!("http://{}", mesh.meshd().http_address()),
-            admin_token_file: mesh.meshd().admin_token_file().to_path_buf(),
-        };
-        install::run(&options).await.expect("install succeeds");
-    }
-}
-
 /// A proxy of `member`'s pod `web-<member>` proving itself with `token`.
 async fn connect(mesh: &LocalMesh, member: &Member, token: String) -> anyhow::Result<Workload> {
-    let connection = PodConnection {
-        token,
-        meshd_roots: None,
-        cluster_id: member.name.into(),
-        trust_domain: member.trust_domain.into(),
-    };
     let pod = format!("web-{}", member.name);
-    mesh.add_pod_proxy("sidecar", &pod, NAMESPACE, "default", connection)
-        .await
+    member.connect(mesh, &pod, NAMESPACE, token).await
 }
 
 /// With its proxy gone, `member` scales to zero; its next proxy wakes it and is served
@@ -136,7 +66,7 @@ async fn scales_to_zero_and_wakes(mesh: &LocalMesh, a: &Member, proxy: Workload,
     .await
     .unwrap();
     let woken = std::time::Instant::now();
-    let proxy = connect(mesh, a, a.pod_token())
+    let proxy = connect(mesh, a, a.pod_token(NAMESPACE))
         .await
         .expect("a wakes for its proxy");
     eventually(
@@ -148,11 +78,6 @@ async fn scales_to_zero_and_wakes(mesh: &LocalMesh, a: &Member, proxy: Workload,
     let took = woken.elapsed().as_millis();
     println!("a woke and served its proxy's config in {took} ms");
     assert!(!idle(mesh, a).await);
-}
-
-fn api(mesh: &LocalMesh) -> MeshdApi {
-    let url = format!("http://{}", mesh.meshd().http_address());
-    MeshdApi::new(&url, mesh.meshd().admin_token_file())
 }
 
 /// Whether meshd serves `member` now, as `fleet list` shows it.
@@ -218,9 +143,14 @@ fn envoy_clusters(proxy: &Workload) -> String {
 async fn each_project_is_its_own_mesh(mesh: &LocalMesh, a: &Member, b: &Member) {
     let mut roots = Vec::new();
     for member in [a, b] {
-        let chain = certificate_in(mesh, &member.pod_token(), member.name, member.trust_domain)
-            .await
-            .expect("a certificate for the member's own identity");
+        let chain = certificate_in(
+            mesh,
+            &member.pod_token(NAMESPACE),
+            member.name,
+            member.trust_domain,
+        )
+        .await
+        .expect("a certificate for the member's own identity");
         let expected = format!("spiffe://{}/ns/{NAMESPACE}/sa/default", member.trust_domain);
         assert_eq!(spiffe_id_of(&chain[0]), Some(expected));
         roots.push(chain.last().unwrap().trim().to_string());
@@ -230,12 +160,12 @@ async fn each_project_is_its_own_mesh(mesh: &LocalMesh, a: &Member, b: &Member) 
     };
     assert_ne!(root_a, root_b, "each project has its own root");
     assert_eq!(
-        certificate_in(mesh, &a.pod_token(), a.name, b.trust_domain).await,
+        certificate_in(mesh, &a.pod_token(NAMESPACE), a.name, b.trust_domain).await,
         Err(tonic::Code::PermissionDenied),
         "a's token asking for b's identity"
     );
     assert_eq!(
-        certificate_in(mesh, &b.pod_token(), a.name, b.trust_domain).await,
+        certificate_in(mesh, &b.pod_token(NAMESPACE), a.name, b.trust_domain).await,
         Err(tonic::Code::Unauthenticated),
         "b's token claiming cluster a"
     );
@@ -250,13 +180,21 @@ async fn each_project_is_its_own_mesh(mesh: &LocalMesh, a: &Member, b: &Member) 
         },
     )
     .await;
-    let label = ["label", "namespace", NAMESPACE, "istio.io/rev=asm-managed"];
+    let label = [
+        "label",
+        "--overwrite",
+        "namespace",
+        NAMESPACE,
+        "istio.io/rev=asm-managed",
+    ];
     b.cluster.run_kubectl(&label, None).unwrap();
-    let pod = ["run", "injected", "-n", NAMESPACE, "--image=web:v1"];
+    // A new name each run: the test clusters outlive a run.
+    let name = format!("injected-{}", std::process::id());
+    let pod = ["run", &name, "-n", NAMESPACE, "--image=web:v1"];
     b.cluster.run_kubectl(&pod, None).unwrap();
     let env =
         r#"{.spec.containers[?(@.name=="istio-proxy")].env[?(@.name=="TRUST_DOMAIN")].value}"#;
-    assert_eq!(b.get("pod", "injected", NAMESPACE, env), b.trust_domain);
+    assert_eq!(b.get("pod", &name, NAMESPACE, env), b.trust_domain);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,12 +212,8 @@ async fn a_hosted_meshd_serves_each_member_as_its_own_mesh() {
         cluster: TestCluster::start_with_pod_cidr("fleetmesh-fleet-b", "198.18.4.0/22")
             .expect("cluster b starts"),
     };
-    a.cluster
-        .run_kubectl(&["apply", "-f", "-"], Some(&workloads("only-a")))
-        .unwrap();
-    b.cluster
-        .run_kubectl(&["apply", "-f", "-"], Some(&workloads("only-b")))
-        .unwrap();
+    a.apply(&workloads("only-a"));
+    b.apply(&workloads("only-b"));
     // Hosted: no cluster of its own; members unused for 2 s scale to zero.
     let mesh = LocalMesh::start_configured(None, XdsMode::Delta, |meshd| {
         meshd.cluster_id = "hosted".into();
@@ -311,7 +245,7 @@ async fn a_hosted_meshd_serves_each_member_as_its_own_mesh() {
     // Registered, but no mesh enabled: nothing is served, a pod's token proves nothing.
     assert!(!served(&mesh, &a).await);
     assert_eq!(
-        certificate(&mesh, &a.pod_token(), &a).await,
+        certificate(&mesh, &a.pod_token(NAMESPACE), &a).await,
         Err(tonic::Code::Unauthenticated)
     );
     api(&mesh).enable_mesh(a.project, None).await.unwrap();
@@ -324,7 +258,7 @@ async fn a_hosted_meshd_serves_each_member_as_its_own_mesh() {
     each_project_is_its_own_mesh(&mesh, &a, &b).await;
 
     // A proxy of a sees a's services, none of b's.
-    let proxy_a = connect(&mesh, &a, a.pod_token())
+    let proxy_a = connect(&mesh, &a, a.pod_token(NAMESPACE))
         .await
         .expect("a's proxy is served");
     let web = format!("outbound|80||web.{NAMESPACE}.svc.cluster.local");
@@ -347,7 +281,7 @@ async fn a_hosted_meshd_serves_each_member_as_its_own_mesh() {
     );
     // b's proxy, with b's token but claiming a's cluster, gets nothing.
     assert!(
-        connect(&mesh, &a, b.pod_token()).await.is_err(),
+        connect(&mesh, &a, b.pod_token(NAMESPACE)).await.is_err(),
         "b's token in a's cluster"
     );
 
@@ -359,7 +293,7 @@ async fn a_hosted_meshd_serves_each_member_as_its_own_mesh() {
         .await
         .unwrap();
     wait_for("a no longer served", Duration::from_secs(30), async || {
-        (certificate(&mesh, &a.pod_token(), &a).await == Err(tonic::Code::Unauthenticated))
+        (certificate(&mesh, &a.pod_token(NAMESPACE), &a).await == Err(tonic::Code::Unauthenticated))
             .then_some(())
     })
     .await

@@ -1,0 +1,102 @@
+//! Fleet members for the suites: real kube-apiservers joined to a hosted meshd by
+//! `fleetmesh install --enable-registration`, and proxies running as their pods (on
+//! loopback, with the pods' tokens; pod IPs are fake and receive no packet).
+
+use fleetmesh_cli::install::manifests::Plan;
+use fleetmesh_cli::install::meshd_api::MeshdApi;
+use fleetmesh_cli::install::{self, InstallOptions};
+use fleetmesh_cli::local_mesh::{LocalMesh, PodConnection, Workload};
+use fleetmesh_inject::Channel;
+use fleetmesh_kube::testing::TestCluster;
+use fleetmesh_kube::token_review::AUDIENCE;
+
+/// A member cluster: its project and that project's trust domain, its name in the
+/// fleet, the test cluster.
+pub struct Member {
+    pub project: &'static str,
+    pub trust_domain: &'static str,
+    pub name: &'static str,
+    pub cluster: TestCluster,
+}
+
+impl Member {
+    /// A token of `namespace/default` for the CA's audience, as a pod of this cluster has.
+    pub fn pod_token(&self, namespace: &str) -> String {
+        let args = [
+            "create",
+            "token",
+            "default",
+            "-n",
+            namespace,
+            "--audience",
+            AUDIENCE,
+        ];
+        self.cluster
+            .run_kubectl(&args, None)
+            .expect("a token of the default service account")
+            .trim()
+            .to_string()
+    }
+
+    /// `jsonpath` of `kind`/`name` in `namespace` (empty if there is no such object).
+    pub fn get(&self, kind: &str, name: &str, namespace: &str, jsonpath: &str) -> String {
+        let output = format!("jsonpath={jsonpath}");
+        let args = ["get", kind, name, "-n", namespace, "-o", &output];
+        self.cluster.run_kubectl(&args, None).unwrap_or_default()
+    }
+
+    /// `kubectl apply` of `yaml` in this cluster.
+    pub fn apply(&self, yaml: &str) {
+        self.cluster
+            .run_kubectl(&["apply", "-f", "-"], Some(yaml))
+            .expect("kubectl apply succeeds");
+    }
+
+    /// `fleetmesh install --enable-registration` against `mesh`'s meshd, its files under
+    /// `output`.
+    pub async fn install(&self, mesh: &LocalMesh, output: &std::path::Path) {
+        let options = InstallOptions {
+            plan: Plan {
+                project: self.project.into(),
+                location: "us-central1".into(),
+                cluster: self.name.into(),
+                channel: Channel::Regular,
+                cni_managed: false,
+                hub: fleetmesh_inject::DEFAULT_HUB.into(),
+            },
+            output_dir: output.join(self.name),
+            verbose: false,
+            register: true,
+            kubeconfig: Some(self.cluster.kubeconfig.clone()),
+            context: None,
+            meshd_url: format!("http://{}", mesh.meshd().http_address()),
+            admin_token_file: mesh.meshd().admin_token_file().to_path_buf(),
+        };
+        install::run(&options).await.expect("install succeeds");
+    }
+
+    /// A sidecar of this cluster's pod `pod` (service account `default`), proving itself
+    /// with `token`.
+    pub async fn connect(
+        &self,
+        mesh: &LocalMesh,
+        pod: &str,
+        namespace: &str,
+        token: String,
+    ) -> anyhow::Result<Workload> {
+        let connection = PodConnection {
+            token,
+            meshd_roots: None,
+            cluster_id: self.name.into(),
+            trust_domain: self.trust_domain.into(),
+        };
+        mesh.add_pod_proxy("sidecar", pod, namespace, "default", connection)
+            .await
+    }
+}
+
+/// The management API of `mesh`'s meshd, with its admin token.
+pub fn api(mesh: &LocalMesh) -> MeshdApi {
+    let url = format!("http://{}", mesh.meshd().http_address());
+    MeshdApi::new(&url, mesh.meshd().admin_token_file())
+}
