@@ -137,9 +137,8 @@ fn envoy_clusters(proxy: &Workload) -> String {
 }
 
 /// Each project is its own mesh: its pods' certificates name its trust domain and chain
-/// to its own root, its namespaces hold that root (never the other's), its injected pods
-/// are told its trust domain; a token gets nothing for the other project's identity or
-/// in the other's cluster.
+/// to its own root, its namespaces hold that root (never the other's); a token gets
+/// nothing for the other project's identity or in the other's cluster.
 async fn each_project_is_its_own_mesh(mesh: &LocalMesh, a: &Member, b: &Member) {
     let mut roots = Vec::new();
     for member in [a, b] {
@@ -180,6 +179,36 @@ async fn each_project_is_its_own_mesh(mesh: &LocalMesh, a: &Member, b: &Member) 
         },
     )
     .await;
+}
+
+/// `member`'s managed data plane runs with its own credential: its DataPlaneControls
+/// are reconciled, and its injected pods get the proxy version its DataPlaneControl
+/// names, and its project's trust domain.
+async fn injects_as_its_own_mesh(member: &Member) {
+    const VERSION: &str = "1.99.0-fleet";
+    let patch = format!(r#"{{"spec":{{"proxyVersion":"{VERSION}"}}}}"#);
+    let args = [
+        "patch",
+        "dataplanecontrol",
+        "asm-managed",
+        "--type=merge",
+        "-p",
+        &patch,
+    ];
+    member.cluster.run_kubectl(&args, None).unwrap();
+    eventually(
+        "the member's DataPlaneControl reconciled",
+        Duration::from_secs(30),
+        async || {
+            let seen = "{.metadata.generation} {.status.observedGeneration} {.status.state}";
+            let seen = member.get("dataplanecontrol", "asm-managed", "default", seen);
+            let [generation, observed, state] = seen.split(' ').collect::<Vec<_>>()[..] else {
+                return None;
+            };
+            (generation == observed && state == "Ready").then_some(())
+        },
+    )
+    .await;
     let label = [
         "label",
         "--overwrite",
@@ -187,14 +216,17 @@ async fn each_project_is_its_own_mesh(mesh: &LocalMesh, a: &Member, b: &Member) 
         NAMESPACE,
         "istio.io/rev=asm-managed",
     ];
-    b.cluster.run_kubectl(&label, None).unwrap();
+    member.cluster.run_kubectl(&label, None).unwrap();
     // A new name each run: the test clusters outlive a run.
     let name = format!("injected-{}", std::process::id());
     let pod = ["run", &name, "-n", NAMESPACE, "--image=web:v1"];
-    b.cluster.run_kubectl(&pod, None).unwrap();
-    let env =
-        r#"{.spec.containers[?(@.name=="istio-proxy")].env[?(@.name=="TRUST_DOMAIN")].value}"#;
-    assert_eq!(b.get("pod", &name, NAMESPACE, env), b.trust_domain);
+    member.cluster.run_kubectl(&pod, None).unwrap();
+    let proxy = r#"{.spec.containers[?(@.name=="istio-proxy")]}"#;
+    let trust_domain = proxy.replace(")]}", r#")].env[?(@.name=="TRUST_DOMAIN")].value}"#);
+    let trust_domain = member.get("pod", &name, NAMESPACE, &trust_domain);
+    assert_eq!(trust_domain, member.trust_domain);
+    let image = member.get("pod", &name, NAMESPACE, &proxy.replace(")]}", ")].image}"));
+    assert!(image.ends_with(&format!(":{VERSION}")), "{image}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -256,6 +288,7 @@ async fn a_hosted_meshd_serves_each_member_as_its_own_mesh() {
     .unwrap();
 
     each_project_is_its_own_mesh(&mesh, &a, &b).await;
+    injects_as_its_own_mesh(&b).await;
 
     // A proxy of a sees a's services, none of b's.
     let proxy_a = connect(&mesh, &a, a.pod_token(NAMESPACE))

@@ -29,7 +29,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// How often the managed data plane's status is reconciled.
-const DATA_PLANE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+pub(crate) const DATA_PLANE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How long meshd's own serving certificate lives (a new one is issued on every start).
 const SERVING_CERT_TTL: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);

@@ -27,6 +27,11 @@ use tokio_util::sync::CancellationToken;
 
 /// A handshake that takes longer is dropped (a stalled client must not hold a task).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Each revision's proxy version from its cluster's DataPlaneControl; `None` until meshd
+/// has read them.
+pub type ProxyVersions =
+    tokio::sync::watch::Receiver<Option<std::collections::BTreeMap<String, String>>>;
+
 /// How long an injection waits for the proxy versions after meshd starts (within the
 /// API server's 10 s webhook timeout).
 const VERSIONS_WAIT: Duration = Duration::from_secs(5);
@@ -38,12 +43,11 @@ pub struct WebhookState {
     pub xds_address: String,
     /// The trust domain of meshd's own mesh (a member's is its project's).
     pub trust_domain: String,
-    /// Each revision's proxy version from its DataPlaneControl (a managed rollout).
-    /// `None` until meshd has read them.
-    pub proxy_versions:
-        tokio::sync::watch::Receiver<Option<std::collections::BTreeMap<String, String>>>,
+    /// Each revision's proxy version from its DataPlaneControl (a managed rollout) in
+    /// meshd's own cluster.
+    pub proxy_versions: ProxyVersions,
     /// A call for a member cluster keeps it awake (or wakes it), and its pods get its
-    /// project's trust domain.
+    /// project's trust domain and its own DataPlaneControls' versions.
     pub members: Arc<crate::fleet::members::Members>,
 }
 
@@ -164,7 +168,10 @@ async fn inject(
             .into_response();
     }
     // Pods are being made: their proxies will connect.
-    let member_trust_domain = state.members.webhook_call(&cluster).await;
+    let (trust_domain, mut versions) = match state.members.webhook_call(&cluster).await {
+        Some(member) => (member.trust_domain, member.proxy_versions),
+        None => (state.trust_domain, state.proxy_versions),
+    };
     let Some(revision) = Revision::named(&revision) else {
         return (
             StatusCode::NOT_FOUND,
@@ -186,7 +193,6 @@ async fn inject(
     // Just started: wait briefly for the DataPlaneControls rather than inject a version
     // a managed rollout would evict again. Still unknown: refused, and the API server
     // retries the pod (the injection webhook fails closed).
-    let mut versions = state.proxy_versions.clone();
     let known = tokio::time::timeout(VERSIONS_WAIT, versions.wait_for(Option::is_some)).await;
     let proxy_version = match known {
         Ok(Ok(versions)) => versions
@@ -203,7 +209,7 @@ async fn inject(
     let settings = Settings {
         revision,
         xds_address: state.xds_address,
-        trust_domain: member_trust_domain.unwrap_or(state.trust_domain),
+        trust_domain,
         cluster_id: cluster,
         cni_managed,
         injected_by: InjectedBy::Webhook,

@@ -4,7 +4,9 @@
 //! context (its proxies, routed by the cluster they name, see [`MeshdRouter`]), its
 //! proxies' tokens reviewed by its own API server (so a token of one cluster proves
 //! nothing in another), certificates from its project's CA in its project's trust
-//! domain, the roots in every namespace, and its credential renewed.
+//! domain, the roots in every namespace, its managed data plane (its DataPlaneControls'
+//! versions injected, its rollouts driven by whichever meshd holds its Lease), and its
+//! credential renewed.
 //! A membership removed, or a mesh not enabled, stops all of it and ends its streams.
 //!
 //! A member nobody uses costs nothing: with no connected proxy and no webhook call for
@@ -16,9 +18,9 @@
 
 use super::Fleet;
 use super::credential;
-use crate::MeshdConfig;
 use crate::authorities::Authorities;
-use crate::ingest;
+use crate::webhook::ProxyVersions;
+use crate::{DATA_PLANE_INTERVAL, MeshdConfig, ingest};
 use fleetmesh_ca::{Authenticator, CaRoute, CaRouter, CertificateAuthority};
 use fleetmesh_kube::egress::EgressPolicy;
 use fleetmesh_kube::token_review::TokenReviewer;
@@ -64,6 +66,8 @@ struct Member {
     reviewer: Arc<TokenReviewer>,
     /// Its project's CA.
     authority: watch::Receiver<Arc<CertificateAuthority>>,
+    /// Its DataPlaneControls' proxy versions.
+    proxy_versions: ProxyVersions,
     stop: CancellationToken,
     /// The last stream, CSR or webhook call for it.
     last_used: Instant,
@@ -73,6 +77,14 @@ impl Drop for Member {
     fn drop(&mut self) {
         self.stop.cancel();
     }
+}
+
+/// What a member's injected pods are told.
+pub struct Injection {
+    /// Its project's trust domain.
+    pub trust_domain: String,
+    /// Its DataPlaneControls' proxy versions.
+    pub proxy_versions: ProxyVersions,
 }
 
 /// The members served now, by cluster name.
@@ -148,11 +160,14 @@ impl Members {
         .await
     }
 
-    /// Marks `cluster` used now (a webhook call for it), waking it if asleep; its trust
-    /// domain, if it is a served member.
-    pub async fn webhook_call(&self, cluster: &str) -> Option<String> {
-        self.use_member(cluster, |m| m.serving.trust_domain.clone())
-            .await
+    /// Marks `cluster` used now (a webhook call for it), waking it if asleep; what its
+    /// pods are injected with, if it is a served member.
+    pub async fn webhook_call(&self, cluster: &str) -> Option<Injection> {
+        self.use_member(cluster, |m| Injection {
+            trust_domain: m.serving.trust_domain.clone(),
+            proxy_versions: m.proxy_versions.clone(),
+        })
+        .await
     }
 
     /// The served members, with their projects and whether they are awake.
@@ -295,7 +310,13 @@ impl Members {
     async fn serve(&self, cluster: &str, serving: Serving) -> anyhow::Result<Member> {
         let settings = &self.settings;
         let dir = &serving.credential;
-        let client = kube::Client::try_from(credential::load(dir, &settings.egress).await?)?;
+        let kube_config = credential::load(dir, &settings.egress).await?;
+        let client = kube::Client::try_from(kube_config.clone())?;
+        // The managed data plane retries nothing inside the client: a PDB's 429 is an
+        // answer to act on.
+        let mut data_plane_config = kube_config;
+        data_plane_config.default_retry = false;
+        let data_plane_client = kube::Client::try_from(data_plane_config)?;
         let authority = settings
             .authorities
             .project(&serving.project, &serving.trust_domain)?;
@@ -320,6 +341,15 @@ impl Members {
             &stop,
             credential::keep_renewed(client.clone(), dir.clone(), cluster.to_string()),
         );
+        let (versions, proxy_versions) = watch::channel(None);
+        // It stops with the member, after releasing its Lease.
+        tokio::spawn(fleetmesh_dataplane::controller::run(
+            data_plane_client,
+            DATA_PLANE_INTERVAL,
+            config.data_plane_eviction_pace,
+            versions,
+            stop.clone(),
+        ));
         let reviewer = Arc::new(TokenReviewer::new(client));
         let context = ServerContext::new(
             states,
@@ -334,6 +364,7 @@ impl Members {
             context,
             reviewer,
             authority,
+            proxy_versions,
             stop,
             last_used: Instant::now(),
         })
