@@ -80,6 +80,37 @@ async fn scales_to_zero_and_wakes(mesh: &LocalMesh, a: &Member, proxy: Workload,
     assert!(!idle(mesh, a).await);
 }
 
+/// `member`'s credential (a day-long token) is renewed half way through its life by its
+/// own API server, and not before, while the member (with no proxy) is asleep; the
+/// renewed credential wakes it.
+async fn credential_renews(mesh: &LocalMesh, member: &Member) {
+    use fleetmesh_meshd::fleet::{Fleet, credential};
+    wait_for(
+        "the member scaled to zero",
+        Duration::from_secs(30),
+        async || idle(mesh, member).await.then_some(()),
+    )
+    .await
+    .unwrap();
+    let dir = Fleet::load(mesh.meshd().state_dir())
+        .unwrap()
+        .credential_dir(member.project, member.name);
+    let egress = fleetmesh_kube::egress::EgressPolicy::denying(&[]).unwrap();
+    let token = || std::fs::read_to_string(dir.join("token")).unwrap();
+    let before = token();
+    let now = std::time::SystemTime::now();
+    let renewed = credential::renew_if_due(&dir, &egress, now).await.unwrap();
+    assert!(!renewed, "a fresh token is kept");
+    let later = now + Duration::from_secs(13 * 3600);
+    let renewed = credential::renew_if_due(&dir, &egress, later)
+        .await
+        .unwrap();
+    assert!(renewed, "a token past half its life is renewed");
+    assert_ne!(token(), before);
+    let woken = certificate(mesh, &member.pod_token(NAMESPACE), member).await;
+    assert_eq!(woken, Ok(()));
+}
+
 /// Whether meshd serves `member` now, as `fleet list` shows it.
 async fn served(mesh: &LocalMesh, member: &Member) -> bool {
     let projects = api(mesh).projects().await.unwrap();
@@ -319,6 +350,7 @@ async fn a_hosted_meshd_serves_each_member_as_its_own_mesh() {
     );
 
     scales_to_zero_and_wakes(&mesh, &a, proxy_a, &web).await;
+    credential_renews(&mesh, &b).await;
 
     // Removing a from the fleet cuts its proxies off.
     api(&mesh)

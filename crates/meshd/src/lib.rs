@@ -39,6 +39,7 @@ pub struct Meshd {
     /// Follow the config and CA directories for as long as meshd runs.
     _watchers: (notify::RecommendedWatcher, notify::RecommendedWatcher),
     addresses: Addresses,
+    state_dir: std::path::PathBuf,
     admin_token_file: std::path::PathBuf,
     metrics: Arc<Metrics>,
     source: Arc<local::LocalSource>,
@@ -337,6 +338,7 @@ impl Meshd {
         Ok(Meshd {
             _watchers: (watcher, credentials.ca_watcher),
             addresses,
+            state_dir: config.state_dir.clone(),
             admin_token_file: config.state_dir.join(admin::FILE),
             metrics,
             source: local,
@@ -369,6 +371,11 @@ impl Meshd {
     /// The file holding the management API's admin token (what the CLI reads).
     pub fn admin_token_file(&self) -> &std::path::Path {
         &self.admin_token_file
+    }
+
+    /// Where meshd keeps its state (the fleet, members' credentials, the admin token).
+    pub fn state_dir(&self) -> &std::path::Path {
+        &self.state_dir
     }
 
     /// The control plane's metrics.

@@ -2,19 +2,21 @@
 //! meshd, a kubeconfig for the cluster's `istio-system/fleetmesh-meshd` service account
 //! with a short-lived token (never an admin's). meshd keeps it in the state directory
 //! (`credentials/PROJECT/CLUSTER/`, 0600: the kubeconfig, and the current token in a file
-//! of its own, which the client re-reads), and renews the token before it expires with
-//! the TokenRequest API, as that service account (install lets it ask for its own
-//! tokens only). A token that expired while meshd was down is renewed by re-running
-//! install. The kubeconfig is the cluster owner's text: it is checked like a remote
+//! of its own, which the client re-reads), and renews the token half way through its
+//! lifetime with the TokenRequest API, as that service account (install lets it ask for
+//! its own tokens only), whether the member is awake or scaled to zero. A token that
+//! expired while meshd was down is renewed by re-running install. The kubeconfig is the cluster owner's text: it is checked like a remote
 //! secret's (`fleetmesh_kube::remote::kubeconfig`), and never logged.
 
+use super::Fleet;
 use fleetmesh_kube::egress::EgressPolicy;
 use fleetmesh_kube::remote::kubeconfig::{RemoteKubeconfigError, client_config};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::PostParams;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const KUBECONFIG: &str = "kubeconfig";
 const TOKEN: &str = "token";
@@ -82,9 +84,36 @@ fn token_file(dir: &Path) -> PathBuf {
     dir.join(TOKEN)
 }
 
-/// Renews the token in `dir` at half its lifetime, until dropped; a failed renewal is
-/// retried (the old token keeps working until it expires).
-pub async fn keep_renewed(client: kube::Client, dir: PathBuf, cluster: String) {
+/// When the token of `dir` is due for renewal: half way through its lifetime (its JWT's
+/// `iat` and `exp`). A token whose times cannot be read is due at once.
+fn renewal_due(token: &str) -> Option<SystemTime> {
+    use base64::Engine;
+    #[derive(serde::Deserialize)]
+    struct Times {
+        iat: u64,
+        exp: u64,
+    }
+    let payload = token.split('.').nth(1)?;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let times: Times = serde_json::from_slice(&json).ok()?;
+    let half = times.iat + times.exp.saturating_sub(times.iat) / 2;
+    Some(UNIX_EPOCH + Duration::from_secs(half))
+}
+
+/// Renews the token in `dir` if it is due at `now` (through the TokenRequest API, as the
+/// service account the token is of); whether it did.
+pub async fn renew_if_due(
+    dir: &Path,
+    egress: &EgressPolicy,
+    now: SystemTime,
+) -> anyhow::Result<bool> {
+    let token = std::fs::read_to_string(token_file(dir))?;
+    if renewal_due(token.trim()).is_some_and(|due| now < due) {
+        return Ok(false);
+    }
+    let client = kube::Client::try_from(load(dir, egress).await?)?;
     let accounts: kube::Api<ServiceAccount> = kube::Api::namespaced(client, ACCOUNT.0);
     let request = TokenRequest {
         spec: TokenRequestSpec {
@@ -94,32 +123,59 @@ pub async fn keep_renewed(client: kube::Client, dir: PathBuf, cluster: String) {
         },
         ..TokenRequest::default()
     };
-    let mut wait = TOKEN_LIFETIME / 2;
+    let answer = accounts
+        .create_token_request(ACCOUNT.1, &PostParams::default(), &request)
+        .await?;
+    let token = answer
+        .status
+        .map(|s| s.token)
+        .ok_or_else(|| anyhow::anyhow!("the TokenRequest answer holds no token"))?;
+    fleetmesh_ca::files::write_private(&token_file(dir), token.as_bytes())?;
+    Ok(true)
+}
+
+/// Renews every member's token when due, awake or scaled to zero (a member asleep longer
+/// than a token lives must still wake), until dropped; looks every `every`. A failed
+/// renewal is retried on the next look (the old token works until it expires).
+pub async fn keep_renewed(fleet: Arc<Fleet>, egress: EgressPolicy, every: Duration) {
     loop {
-        tokio::time::sleep(wait).await;
-        let renewed = accounts
-            .create_token_request(ACCOUNT.1, &PostParams::default(), &request)
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|answer| {
-                answer
-                    .status
-                    .map(|s| s.token)
-                    .ok_or_else(|| "no token in the answer".to_string())
-            })
-            .and_then(|token| {
-                fleetmesh_ca::files::write_private(&token_file(&dir), token.as_bytes())
-                    .map_err(|e| e.to_string())
-            });
-        wait = match renewed {
-            Ok(()) => {
-                tracing::info!(%cluster, "member credential renewed");
-                TOKEN_LIFETIME / 2
+        for (project, state) in fleet.projects() {
+            for cluster in state.memberships.keys() {
+                let dir = fleet.credential_dir(&project, cluster);
+                if !dir.is_dir() {
+                    continue;
+                }
+                match renew_if_due(&dir, &egress, SystemTime::now()).await {
+                    Ok(true) => tracing::info!(%cluster, %project, "member credential renewed"),
+                    Ok(false) => {}
+                    Err(error) => {
+                        let error = format!("{error:#}");
+                        tracing::warn!(%cluster, %project, %error, "cannot renew the member credential; retrying");
+                    }
+                }
             }
-            Err(error) => {
-                tracing::warn!(%cluster, %error, "cannot renew the member credential; retrying");
-                Duration::from_secs(60)
-            }
-        };
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    fn jwt(payload: &str) -> String {
+        let encode = |text: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text);
+        format!("{}.{}.sig", encode(r#"{"alg":"RS256"}"#), encode(payload))
+    }
+
+    #[test]
+    fn a_token_is_due_half_way_through_its_lifetime() {
+        let token = jwt(r#"{"iat":1000,"exp":87400,"sub":"x"}"#);
+        let due = UNIX_EPOCH + Duration::from_secs(1000 + 43200);
+        assert_eq!(renewal_due(&token), Some(due));
+        for unreadable in ["", "a.b.c", &jwt(r#"{"exp":5}"#), &jwt("not json")] {
+            assert_eq!(renewal_due(unreadable), None, "{unreadable}");
+        }
     }
 }

@@ -33,6 +33,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
+/// How often members' credentials are looked at for renewal (they live a day, renewed
+/// at half of it).
+const CREDENTIAL_LOOK: Duration = Duration::from_secs(10 * 60);
+
 /// What every member is served with.
 pub struct MemberSettings {
     /// meshd's settings (domain, root namespace, debounce; the cluster id is the member's).
@@ -124,6 +128,12 @@ impl Members {
         // Idleness is looked at a few times per --idle-after.
         let sweep = (members.settings.config.idle_after / 4)
             .clamp(Duration::from_millis(200), Duration::from_secs(30));
+        let renewing = credential::keep_renewed(
+            fleet.clone(),
+            members.settings.egress.clone(),
+            CREDENTIAL_LOOK,
+        );
+        spawn_until(&members.settings.shutdown, renewing);
         tokio::spawn(async move {
             let mut starting = true;
             loop {
@@ -336,10 +346,6 @@ impl Members {
         spawn_until(
             &stop,
             fleetmesh_kube::root_cert::publish(client.clone(), roots),
-        );
-        spawn_until(
-            &stop,
-            credential::keep_renewed(client.clone(), dir.clone(), cluster.to_string()),
         );
         let (versions, proxy_versions) = watch::channel(None);
         // It stops with the member, after releasing its Lease.
