@@ -80,6 +80,14 @@ pub async fn load(dir: &Path, egress: &EgressPolicy) -> anyhow::Result<kube::Con
     Ok(config)
 }
 
+/// What names the kubeconfig in `dir` as it is now (a SHA-256 of it; install's re-run
+/// writes a new one, the renewal only the token file). `None`: there is none.
+pub fn fingerprint(dir: &Path) -> Option<String> {
+    use sha2::Digest;
+    let text = std::fs::read(dir.join(KUBECONFIG)).ok()?;
+    Some(hex::encode(sha2::Sha256::digest(&text)))
+}
+
 fn token_file(dir: &Path) -> PathBuf {
     dir.join(TOKEN)
 }

@@ -54,13 +54,16 @@ pub struct MemberSettings {
 }
 
 /// What a member is served as: its project, trust domain and credential (a change of
-/// any restarts it).
+/// any restarts it: a re-run of install with another API server address or CA is
+/// picked up at once).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Serving {
     project: String,
     trust_domain: String,
     /// Its credential's directory.
     credential: PathBuf,
+    /// Its kubeconfig's [`credential::fingerprint`].
+    kubeconfig: String,
 }
 
 /// One member being served.
@@ -268,11 +271,12 @@ impl Members {
                 let dir = fleet.credential_dir(&project, cluster);
                 if cluster == &self.settings.config.cluster_id {
                     tracing::warn!(%cluster, %project, "a member named as meshd's own cluster is not served");
-                } else if dir.is_dir() {
+                } else if let Some(kubeconfig) = credential::fingerprint(&dir) {
                     let serving = Serving {
                         project: project.clone(),
                         trust_domain: state.trust_domain_of(&project),
                         credential: dir,
+                        kubeconfig,
                     };
                     wanted.insert(cluster.clone(), serving);
                 }
