@@ -100,3 +100,44 @@ pub fn api(mesh: &LocalMesh) -> MeshdApi {
     let url = format!("http://{}", mesh.meshd().http_address());
     MeshdApi::new(&url, mesh.meshd().admin_token_file())
 }
+
+/// Whether `mesh`'s meshd serves `member` now (awake or asleep), as `fleet list` shows it.
+pub async fn served(mesh: &LocalMesh, member: &Member) -> bool {
+    membership(mesh, member).await["served"] == true
+}
+
+/// Whether `member` is scaled to zero in `mesh`'s meshd now.
+pub async fn idle(mesh: &LocalMesh, member: &Member) -> bool {
+    membership(mesh, member).await["idle"] == true
+}
+
+async fn membership(mesh: &LocalMesh, member: &Member) -> serde_json::Value {
+    let projects = api(mesh)
+        .projects()
+        .await
+        .expect("meshd lists its projects");
+    projects[member.project]["memberships"][member.name].clone()
+}
+
+/// Asks `mesh`'s CA for a certificate of `spiffe_id` with `token`, naming `cluster` (as a
+/// pod's agent does); the chain (the root last), or the refusal's code.
+pub async fn certificate(
+    mesh: &LocalMesh,
+    token: &str,
+    cluster: &str,
+    spiffe_id: &str,
+) -> Result<Vec<String>, tonic::Code> {
+    let address = format!("http://{}", mesh.meshd().xds_address());
+    let channel = tonic::transport::Channel::from_shared(address)
+        .expect("meshd's address is a URI")
+        .connect()
+        .await
+        .map_err(|_| tonic::Code::Unavailable)?;
+    let csr = fleetmesh_ca::csr::generate(spiffe_id)
+        .expect("a CSR")
+        .csr_pem;
+    let ttl = std::time::Duration::from_secs(3600);
+    fleetmesh_ca::client::create_certificate(channel, token, Some(cluster), csr, ttl)
+        .await
+        .map_err(|status| status.code())
+}

@@ -117,6 +117,14 @@ pub fn serial_of(pem_text: &str) -> String {
         .to_string()
 }
 
+/// Envoy's `/clusters` of `proxy`: its CDS clusters and their endpoints, by name
+/// (empty if Envoy does not answer).
+pub fn envoy_clusters(proxy: &Workload) -> String {
+    fleetmesh_agent::process::admin_request(proxy.envoy.admin_socket(), "GET", "/clusters")
+        .map(|(_, body)| body)
+        .unwrap_or_default()
+}
+
 /// The SPIFFE id (URI SAN) of a PEM certificate.
 pub fn spiffe_id_of(pem_text: &str) -> Option<String> {
     use x509_parser::prelude::*;

@@ -11,7 +11,7 @@
 //! `--idle-after` is scaled to zero and wakes for the next proxy. (Pod IPs are fake and
 //! receive no packet: the proxies run on loopback with the pods' identities.)
 
-use fleetmesh_e2e::fleet::{Member, api};
+use fleetmesh_e2e::fleet::{Member, api, idle, served};
 use fleetmesh_e2e::*;
 use fleetmesh_kube::testing::{TestCluster, wait_for};
 use std::time::Duration;
@@ -111,18 +111,6 @@ async fn credential_renews(mesh: &LocalMesh, member: &Member) {
     assert_eq!(woken, Ok(()));
 }
 
-/// Whether meshd serves `member` now, as `fleet list` shows it.
-async fn served(mesh: &LocalMesh, member: &Member) -> bool {
-    let projects = api(mesh).projects().await.unwrap();
-    projects[member.project]["memberships"][member.name]["served"] == true
-}
-
-/// Whether `member` is scaled to zero now.
-async fn idle(mesh: &LocalMesh, member: &Member) -> bool {
-    let projects = api(mesh).projects().await.unwrap();
-    projects[member.project]["memberships"][member.name]["idle"] == true
-}
-
 /// Asks meshd's CA for a certificate of `shop/default` in `trust_domain` with `token`,
 /// naming `cluster`; the chain (the root last).
 async fn certificate_in(
@@ -131,26 +119,8 @@ async fn certificate_in(
     cluster: &str,
     trust_domain: &str,
 ) -> Result<Vec<String>, tonic::Code> {
-    let channel =
-        tonic::transport::Channel::from_shared(format!("http://{}", mesh.meshd().xds_address()))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-    let csr = fleetmesh_ca::csr::generate(
-        &fleetmesh_ca::Identity::new(NAMESPACE, "default").spiffe_id(trust_domain),
-    )
-    .unwrap()
-    .csr_pem;
-    fleetmesh_ca::client::create_certificate(
-        channel,
-        token,
-        Some(cluster),
-        csr,
-        Duration::from_secs(3600),
-    )
-    .await
-    .map_err(|status| status.code())
+    let identity = fleetmesh_ca::Identity::new(NAMESPACE, "default");
+    fleetmesh_e2e::fleet::certificate(mesh, token, cluster, &identity.spiffe_id(trust_domain)).await
 }
 
 /// Whether `token` gets a certificate for `member`'s `shop/default`, naming `cluster`.
@@ -158,13 +128,6 @@ async fn certificate(mesh: &LocalMesh, token: &str, member: &Member) -> Result<(
     certificate_in(mesh, token, member.name, member.trust_domain)
         .await
         .map(|_| ())
-}
-
-/// The EDS and CDS clusters a proxy holds (admin `/clusters`), by name.
-fn envoy_clusters(proxy: &Workload) -> String {
-    fleetmesh_agent::process::admin_request(proxy.envoy.admin_socket(), "GET", "/clusters")
-        .map(|(_, body)| body)
-        .unwrap_or_default()
 }
 
 /// Each project is its own mesh: its pods' certificates name its trust domain and chain

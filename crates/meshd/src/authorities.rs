@@ -100,7 +100,8 @@ impl Authorities {
         }
         // Project names are DNS labels (checked when registered): never a path.
         let dir = self.projects_dir.join(project);
-        let loaded = Loaded::open(dir, trust_domain, self.max_ttl)
+        let loaded = create_once(&dir, trust_domain, self.max_ttl)
+            .and_then(|()| Loaded::open(dir, trust_domain, self.max_ttl))
             .map_err(|e| anyhow::anyhow!("the CA of project {project}: {e:#}"))?;
         let current = loaded.current.subscribe();
         projects.insert(project.to_string(), loaded);
@@ -113,6 +114,30 @@ impl Authorities {
             loaded.reload(self.max_ttl);
         }
     }
+}
+
+/// Creates the CA directory `dir` unless it exists, whole or not at all: its root is
+/// made in a directory of its own, then renamed into place. Replicas sharing `--ca-dir`
+/// may create a project's CA at the same time; one rename wins, and every replica then
+/// loads that one's root.
+fn create_once(dir: &Path, trust_domain: &str, max_ttl: Duration) -> anyhow::Result<()> {
+    if dir.join(fleetmesh_ca::authority::CA_KEY).exists() {
+        return Ok(());
+    }
+    let parent = dir.parent().unwrap_or(dir);
+    std::fs::create_dir_all(parent)?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    // Not a project name (those never start with a dot).
+    let staging = parent.join(format!(".creating-{}-{nanos}", std::process::id()));
+    CertificateAuthority::load_or_create(&staging, trust_domain, max_ttl)?;
+    if std::fs::rename(&staging, dir).is_err() {
+        // Another replica's root won (or an empty directory was in the way: loading
+        // creates the root there).
+        std::fs::remove_dir_all(&staging)?;
+    }
+    Ok(())
 }
 
 /// Watches `--ca-dir` (projects' directories included) until the returned watcher is

@@ -106,6 +106,19 @@ pub struct MeshdConfig {
     #[arg(long, env = "MESHD_IDLE_AFTER", default_value = "15m", value_parser = parse_duration)]
     #[serde(with = "humantime")]
     pub idle_after: Duration,
+    /// Keep the fleet registry (projects, memberships, member credentials) in this
+    /// Kubernetes cluster instead of `STATE_DIR/fleet.json`, so that several meshd
+    /// replicas share it (they must share `--ca-dir` too). meshd creates its CRD
+    /// (`fleetregistries.fleetmesh.io`), the namespace and the registry object there.
+    #[arg(long, env = "MESHD_REGISTRY_KUBECONFIG")]
+    pub registry_kubeconfig: Option<PathBuf>,
+    /// The namespace of the host cluster the registry lives in.
+    #[arg(
+        long,
+        env = "MESHD_REGISTRY_NAMESPACE",
+        default_value = "fleetmesh-system"
+    )]
+    pub registry_namespace: String,
     /// Log format: `text` or `json`.
     #[arg(long, env = "MESHD_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -125,6 +138,7 @@ impl MeshdConfig {
         config.config_dir = config_dir;
         // Never a cluster picked up from the environment's KUBECONFIG.
         config.kubeconfig = None;
+        config.registry_kubeconfig = None;
         config.xds_address = "127.0.0.1:0".parse().unwrap();
         config.http_address = "127.0.0.1:0".parse().unwrap();
         config.webhook_address = "127.0.0.1:0".parse().unwrap();

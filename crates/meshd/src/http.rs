@@ -23,9 +23,7 @@ pub struct HttpState {
     pub registry: Arc<Registry>,
     pub source: Arc<LocalSource>,
     pub fleet: Arc<Fleet>,
-    /// Told each cluster's project, for the proxy-clients metric.
-    pub metrics: Arc<fleetmesh_server::Metrics>,
-    /// Told when the fleet changes.
+    /// Which members are served now.
     pub members: Arc<Members>,
     /// Where member API servers may be.
     pub egress: fleetmesh_kube::egress::EgressPolicy,
@@ -203,14 +201,16 @@ async fn register(
         },
         None => None,
     };
-    let result = state.fleet.register(
-        &project,
-        &cluster,
-        &registration.location,
-        &registration.channel,
-        credential.as_ref(),
-    );
-    fleet_changed(&state);
+    let result = state
+        .fleet
+        .register(
+            &project,
+            &cluster,
+            &registration.location,
+            &registration.channel,
+            credential.as_ref(),
+        )
+        .await;
     change_response(result)
 }
 
@@ -218,9 +218,7 @@ async fn remove_membership(
     State(state): State<HttpState>,
     Path((project, cluster)): Path<(String, String)>,
 ) -> Response {
-    let result = state.fleet.remove(&project, &cluster);
-    fleet_changed(&state);
-    match result {
+    match state.fleet.remove(&project, &cluster).await {
         Ok(()) => Json(serde_json::json!({ "change": "removed" })).into_response(),
         Err(e) => fleet_error(e),
     }
@@ -242,8 +240,8 @@ async fn enable_mesh(
     let settings = settings.map(|Json(s)| s).unwrap_or_default();
     let result = state
         .fleet
-        .enable_mesh(&project, settings.trust_domain.as_deref());
-    fleet_changed(&state);
+        .enable_mesh(&project, settings.trust_domain.as_deref())
+        .await;
     match result {
         Ok(change) => {
             let trust_domain = state.fleet.trust_domain(&project);
@@ -252,14 +250,6 @@ async fn enable_mesh(
         }
         Err(e) => fleet_error(e),
     }
-}
-
-/// Who follows the fleet: the members served, the proxy-clients metric's projects.
-fn fleet_changed(state: &HttpState) {
-    state
-        .metrics
-        .set_cluster_projects(state.fleet.cluster_projects());
-    state.members.fleet_changed();
 }
 
 fn change_response(result: Result<Change, FleetError>) -> Response {

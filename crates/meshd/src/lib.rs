@@ -250,14 +250,15 @@ impl Meshd {
     pub async fn start(config: MeshdConfig) -> anyhow::Result<Meshd> {
         let ports = Ports::bind(&config).await?;
         let addresses = ports.addresses()?;
-        let fleet = fleet::Fleet::load(&config.state_dir)
-            .with_context(|| format!("the fleet state in {}", config.state_dir.display()))?;
+        std::fs::create_dir_all(&config.state_dir)
+            .with_context(|| format!("the state directory {}", config.state_dir.display()))?;
         let credentials = Credentials::load(&config, addresses.webhook)?;
         let advertised_xds = config
             .advertise_xds_address
             .clone()
             .unwrap_or_else(|| addresses.xds_tls.to_string());
         let shutdown = CancellationToken::new();
+        let fleet = open_fleet(&config, &shutdown).await?;
         let egress = fleetmesh_kube::egress::EgressPolicy::denying(&config.tenant_egress_deny)
             .context("--tenant-egress-deny")?;
         let mut tasks = JoinSet::new();
@@ -272,9 +273,7 @@ impl Meshd {
 
         let mut prometheus = prometheus_client::registry::Registry::default();
         let metrics = Arc::new(Metrics::new(&mut prometheus));
-        metrics.set_cluster_projects(fleet.cluster_projects());
         let registry = Arc::new(Registry::default());
-        let fleet = Arc::new(fleet);
         let settings = fleet::members::MemberSettings {
             config: config.clone(),
             egress: egress.clone(),
@@ -327,7 +326,6 @@ impl Meshd {
             registry,
             source: local.clone(),
             fleet,
-            metrics: metrics.clone(),
             members,
             egress,
             install,
@@ -399,6 +397,29 @@ impl Meshd {
         self.shutdown.cancel();
         while self.tasks.join_next().await.is_some() {}
     }
+}
+
+/// The fleet registry: `fleet.json` in the state directory, or, with
+/// `--registry-kubeconfig`, shared with other replicas in a host cluster.
+async fn open_fleet(
+    config: &MeshdConfig,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Arc<fleet::Fleet>> {
+    let Some(kubeconfig) = &config.registry_kubeconfig else {
+        let fleet = fleet::Fleet::load(&config.state_dir)
+            .with_context(|| format!("the fleet state in {}", config.state_dir.display()))?;
+        return Ok(Arc::new(fleet));
+    };
+    let client = cluster_client(kubeconfig, true).await?;
+    let namespace = &config.registry_namespace;
+    fleet::Fleet::in_host_cluster(&config.state_dir, client, namespace, shutdown.clone())
+        .await
+        .with_context(|| {
+            format!(
+                "the fleet registry in namespace {namespace} of {}",
+                kubeconfig.display()
+            )
+        })
 }
 
 /// meshd's own mesh: its config directory and `--kubeconfig` cluster, read into the

@@ -63,9 +63,44 @@ impl Kubeconfig {
 
     /// Writes it into `dir` (0600).
     pub fn store(&self, dir: &Path) -> anyhow::Result<()> {
+        Files {
+            kubeconfig: self.text.clone(),
+            token: self.token.clone(),
+        }
+        .write(dir)
+    }
+}
+
+/// A stored credential's files, as they are copied between meshd replicas (a host
+/// cluster's Secret). Secret: never logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Files {
+    /// The kubeconfig install gave.
+    pub kubeconfig: String,
+    /// Its current token.
+    pub token: String,
+}
+
+impl std::fmt::Debug for Files {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Files(..)")
+    }
+}
+
+impl Files {
+    /// The credential kept in `dir`.
+    pub fn read(dir: &Path) -> std::io::Result<Files> {
+        Ok(Files {
+            kubeconfig: std::fs::read_to_string(dir.join(KUBECONFIG))?,
+            token: std::fs::read_to_string(token_file(dir))?,
+        })
+    }
+
+    /// Keeps it in `dir` (0600), each file replaced atomically.
+    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)?;
-        fleetmesh_ca::files::write_private(&dir.join(KUBECONFIG), self.text.as_bytes())?;
-        fleetmesh_ca::files::write_private(&dir.join(TOKEN), self.token.as_bytes())?;
+        fleetmesh_ca::files::write_private(&dir.join(KUBECONFIG), self.kubeconfig.as_bytes())?;
+        fleetmesh_ca::files::write_private(&token_file(dir), self.token.as_bytes())?;
         Ok(())
     }
 }
@@ -153,7 +188,15 @@ pub async fn keep_renewed(fleet: Arc<Fleet>, egress: EgressPolicy, every: Durati
                 if !dir.is_dir() {
                     continue;
                 }
-                match renew_if_due(&dir, &egress, SystemTime::now()).await {
+                let renewed = match renew_if_due(&dir, &egress, SystemTime::now()).await {
+                    // Other replicas get it too.
+                    Ok(true) => fleet
+                        .credential_changed(&project, cluster)
+                        .await
+                        .map(|()| true),
+                    other => other,
+                };
+                match renewed {
                     Ok(true) => tracing::info!(%cluster, %project, "member credential renewed"),
                     Ok(false) => {}
                     Err(error) => {

@@ -30,7 +30,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// How often members' credentials are looked at for renewal (they live a day, renewed
@@ -102,8 +102,6 @@ pub struct Members {
     asleep: Mutex<BTreeMap<String, Serving>>,
     /// One wake at a time (a wake takes a member's first full list).
     waking: tokio::sync::Mutex<()>,
-    /// Signalled when the fleet changed.
-    changed: Notify,
 }
 
 /// Whether a served member is awake now.
@@ -117,14 +115,13 @@ pub enum MemberState {
 
 impl Members {
     /// Serves the members of `fleet`'s enabled meshes from now on, following its changes
-    /// (see [`Members::fleet_changed`]).
+    /// (made here or by another replica), and keeps their credentials renewed.
     pub fn start(settings: MemberSettings, fleet: Arc<Fleet>) -> Arc<Members> {
         let members = Arc::new(Members {
             settings,
             serving: Mutex::default(),
             asleep: Mutex::default(),
             waking: tokio::sync::Mutex::new(()),
-            changed: Notify::new(),
         });
         let keeper = members.clone();
         let stop = members.settings.shutdown.clone();
@@ -137,13 +134,14 @@ impl Members {
             CREDENTIAL_LOOK,
         );
         spawn_until(&members.settings.shutdown, renewing);
+        let mut changes = fleet.subscribe();
         tokio::spawn(async move {
             let mut starting = true;
             loop {
                 keeper.reconcile(&fleet, starting).await;
                 starting = false;
                 tokio::select! {
-                    () = keeper.changed.notified() => {}
+                    changed = changes.changed() => if changed.is_err() { break },
                     () = tokio::time::sleep(sweep) => keeper.put_idle_to_sleep(),
                     () = stop.cancelled() => break,
                 }
@@ -151,11 +149,6 @@ impl Members {
             keeper.serving.lock().clear();
         });
         members
-    }
-
-    /// Tells the members that the fleet changed (a registration, a mesh enabled).
-    pub fn fleet_changed(&self) {
-        self.changed.notify_one();
     }
 
     /// The context serving `cluster`, if it is a served member (woken if asleep).
@@ -262,6 +255,8 @@ impl Members {
     /// Starts the members the fleet wants and stops the others; `starting` (meshd's
     /// first look at the fleet): members found are put to sleep instead.
     async fn reconcile(&self, fleet: &Fleet, starting: bool) {
+        let metrics = &self.settings.metrics;
+        metrics.set_cluster_projects(fleet.cluster_projects());
         let mut wanted: BTreeMap<String, Serving> = BTreeMap::new();
         for (project, state) in fleet.projects() {
             if !state.mesh_enabled {

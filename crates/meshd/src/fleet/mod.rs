@@ -1,23 +1,29 @@
 //! The fleet: which clusters are members of which project (`fleetmesh install
 //! --enable-registration`), and whether the project's mesh is enabled (`fleetmesh mesh
 //! enable`). Kept in one JSON file in the state directory, replaced atomically on every
-//! change, so a crash or restart loses nothing. Each member's credential (what meshd
-//! reaches its API server with) is kept beside it, 0600 ([`credential`]); the members of
-//! enabled meshes are served ([`members`]).
+//! change, so a crash or restart loses nothing; or, for several meshd replicas, in a
+//! host Kubernetes cluster ([`host`]). Each member's credential (what meshd reaches its
+//! API server with) is kept beside it, 0600 ([`credential`]); the members of enabled
+//! meshes are served ([`members`]).
 
 pub mod credential;
+mod host;
 pub mod members;
 
+use futures::StreamExt;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 const FILE: &str = "fleet.json";
 
 /// A project: its clusters, whether their mesh is enabled, and its trust domain.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Project {
     /// `fleetmesh mesh enable` was run for it.
@@ -47,7 +53,7 @@ impl Project {
 }
 
 /// One member cluster.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Membership {
     /// Where the cluster runs (`-l LOCATION`); proxies there get it as their locality.
@@ -119,13 +125,27 @@ pub enum FleetError {
     Storage(#[from] anyhow::Error),
 }
 
-/// The registry of projects and their clusters, kept in `fleet.json`.
+/// Where the registry is kept.
+enum Storage {
+    /// `fleet.json` in the state directory, replaced atomically on every change.
+    File(PathBuf),
+    /// A host cluster, shared by meshd's replicas.
+    Host(Box<host::HostRegistry>),
+}
+
+/// The registry of projects and their clusters.
 pub struct Fleet {
-    path: PathBuf,
-    /// Where members' credentials are kept.
+    storage: Storage,
+    /// Where members' credentials are kept (in a host cluster's registry: this replica's
+    /// copies).
     credentials: PathBuf,
     projects: Mutex<BTreeMap<String, Project>>,
+    /// Counts changes, made here or (in a host cluster) by another replica.
+    changed: watch::Sender<u64>,
 }
+
+/// A host registry write is retried this often when other replicas keep changing it.
+const HOST_ATTEMPTS: usize = 8;
 
 fn check_names(project: &str, cluster: &str) -> Result<(), FleetError> {
     use fleetmesh_api::validate::{is_dns1123_label, is_dns1123_subdomain};
@@ -155,11 +175,106 @@ impl Fleet {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => return Err(anyhow::anyhow!("{}: {e}", path.display())),
         };
-        Ok(Fleet {
-            path,
+        Ok(Fleet::new(Storage::File(path), state_dir, projects))
+    }
+
+    /// The fleet kept in `namespace` of the host cluster `client` reaches, shared with
+    /// the other replicas using it; followed until `stop` (this replica's copies of the
+    /// credentials in `state_dir`).
+    pub async fn in_host_cluster(
+        state_dir: &Path,
+        client: kube::Client,
+        namespace: &str,
+        stop: CancellationToken,
+    ) -> anyhow::Result<Arc<Fleet>> {
+        std::fs::create_dir_all(state_dir)?;
+        let registry = host::HostRegistry::open(client, namespace).await?;
+        let changes = registry.changes();
+        let fleet = Arc::new(Fleet::new(
+            Storage::Host(Box::new(registry)),
+            state_dir,
+            BTreeMap::new(),
+        ));
+        fleet.sync_from_host().await?;
+        let following = fleet.clone();
+        tokio::spawn(async move {
+            let mut changes = std::pin::pin!(changes);
+            loop {
+                tokio::select! {
+                    change = changes.next() => if change.is_none() { break },
+                    () = stop.cancelled() => break,
+                }
+                if let Err(error) = following.sync_from_host().await {
+                    let error = format!("{error:#}");
+                    tracing::warn!(%error, "cannot read the fleet registry (retrying)");
+                }
+            }
+        });
+        Ok(fleet)
+    }
+
+    fn new(storage: Storage, state_dir: &Path, projects: BTreeMap<String, Project>) -> Fleet {
+        Fleet {
+            storage,
             credentials: state_dir.join("credentials"),
             projects: Mutex::new(projects),
-        })
+            changed: watch::channel(0).0,
+        }
+    }
+
+    /// Takes the host cluster's registry and credentials as they are now.
+    async fn sync_from_host(&self) -> anyhow::Result<()> {
+        let Storage::Host(registry) = &self.storage else {
+            return Ok(());
+        };
+        let (projects, _) = registry.read().await?;
+        let stored = registry.credentials().await?;
+        let mut kept = BTreeSet::new();
+        for credential in stored {
+            // Names that could not be registered are never used as paths.
+            if check_names(&credential.project, &credential.cluster).is_err() {
+                continue;
+            }
+            let dir = self.credential_dir(&credential.project, &credential.cluster);
+            if credential::Files::read(&dir).ok().as_ref() != Some(&credential.files) {
+                credential.files.write(&dir)?;
+            }
+            kept.insert(dir);
+        }
+        for dir in self.stored_credential_dirs() {
+            if !kept.contains(&dir) {
+                std::fs::remove_dir_all(&dir)?;
+            }
+        }
+        *self.projects.lock() = projects;
+        self.notify();
+        Ok(())
+    }
+
+    /// The credential directories in the state directory.
+    fn stored_credential_dirs(&self) -> Vec<PathBuf> {
+        let children = |dir: &Path| -> Vec<PathBuf> {
+            std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|entry| entry.path())
+                .filter(|path| path.is_dir())
+                .collect()
+        };
+        children(&self.credentials)
+            .iter()
+            .flat_map(|project| children(project))
+            .collect()
+    }
+
+    /// Follows the fleet's changes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn notify(&self) {
+        self.changed.send_modify(|count| *count += 1);
     }
 
     /// Every project, as it is now.
@@ -184,7 +299,7 @@ impl Fleet {
     /// twice is `Unchanged`), with the credential meshd serves it with, if given. A new
     /// credential replaces the old one (a re-run of install refreshes it) without
     /// counting as a change of the membership.
-    pub fn register(
+    pub async fn register(
         &self,
         project: &str,
         cluster: &str,
@@ -193,53 +308,66 @@ impl Fleet {
         credential: Option<&credential::Kubeconfig>,
     ) -> Result<Change, FleetError> {
         check_names(project, cluster)?;
-        let credential_dir = self.credential_dir(project, cluster);
-        // Checked and changed under one lock: two registrations of one cluster cannot
-        // both win.
-        self.change(|projects| {
-            let owner = projects
-                .iter()
-                .find(|(_, p)| p.memberships.contains_key(cluster))
-                .map(|(owner, _)| owner);
-            if let Some(owner) = owner.filter(|owner| *owner != project) {
-                return Err(FleetError::Conflict {
-                    cluster: cluster.into(),
-                    project: owner.clone(),
-                });
-            }
-            if let Some(kubeconfig) = credential {
-                kubeconfig.store(&credential_dir)?;
-            }
-            let project = projects.entry(project.into()).or_default();
-            Ok(match project.memberships.get_mut(cluster) {
-                Some(member) if member.location == location && member.channel == channel => {
-                    Change::Unchanged
+        // Checked and changed at once: two registrations of one cluster cannot both win.
+        let change = self
+            .change(|projects| {
+                let owner = projects
+                    .iter()
+                    .find(|(_, p)| p.memberships.contains_key(cluster))
+                    .map(|(owner, _)| owner);
+                if let Some(owner) = owner.filter(|owner| *owner != project) {
+                    return Err(FleetError::Conflict {
+                        cluster: cluster.into(),
+                        project: owner.clone(),
+                    });
                 }
-                Some(member) => {
-                    member.location = location.into();
-                    member.channel = channel.into();
-                    Change::Updated
-                }
-                None => {
-                    let now = SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs());
-                    project.memberships.insert(
-                        cluster.into(),
-                        Membership {
-                            location: location.into(),
-                            channel: channel.into(),
-                            registered_at: now,
-                        },
-                    );
-                    Change::Created
-                }
+                let project = projects.entry(project.into()).or_default();
+                Ok(match project.memberships.get_mut(cluster) {
+                    Some(member) if member.location == location && member.channel == channel => {
+                        Change::Unchanged
+                    }
+                    Some(member) => {
+                        member.location = location.into();
+                        member.channel = channel.into();
+                        Change::Updated
+                    }
+                    None => {
+                        let now = SystemTime::now()
+                            .duration_since(UNIX_EPOCH)
+                            .map_or(0, |d| d.as_secs());
+                        project.memberships.insert(
+                            cluster.into(),
+                            Membership {
+                                location: location.into(),
+                                channel: channel.into(),
+                                registered_at: now,
+                            },
+                        );
+                        Change::Created
+                    }
+                })
             })
-        })
+            .await?;
+        if let Some(kubeconfig) = credential {
+            kubeconfig.store(&self.credential_dir(project, cluster))?;
+            self.credential_changed(project, cluster).await?;
+        }
+        self.notify();
+        Ok(change)
+    }
+
+    /// Shares the credential of `cluster` of `project` as it is now in its directory
+    /// (renewed, or given by install) with the other replicas, if there are any.
+    pub async fn credential_changed(&self, project: &str, cluster: &str) -> anyhow::Result<()> {
+        if let Storage::Host(registry) = &self.storage {
+            let files = credential::Files::read(&self.credential_dir(project, cluster))?;
+            registry.store_credential(project, cluster, &files).await?;
+        }
+        Ok(())
     }
 
     /// Removes `cluster` from `project`, with its credential.
-    pub fn remove(&self, project: &str, cluster: &str) -> Result<(), FleetError> {
+    pub async fn remove(&self, project: &str, cluster: &str) -> Result<(), FleetError> {
         check_names(project, cluster)?;
         self.change(|projects| {
             let member = projects
@@ -252,14 +380,23 @@ impl Fleet {
                     cluster: cluster.into(),
                 }),
             }
-        })?;
+        })
+        .await?;
+        if let Storage::Host(registry) = &self.storage {
+            registry
+                .remove_credential(project, cluster)
+                .await
+                .map_err(anyhow::Error::from)?;
+        }
         let dir = self.credential_dir(project, cluster);
-        match std::fs::remove_dir_all(&dir) {
+        let removed = match std::fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(anyhow::anyhow!("{}: {e}", dir.display()).into())
             }
             _ => Ok(()),
-        }
+        };
+        self.notify();
+        removed
     }
 
     /// Where the credential of `cluster` of `project` is kept.
@@ -277,7 +414,7 @@ impl Fleet {
 
     /// Marks the mesh of `project` enabled, with `trust_domain` if given (allowed while
     /// the project has no member of another trust domain).
-    pub fn enable_mesh(
+    pub async fn enable_mesh(
         &self,
         project: &str,
         trust_domain: Option<&str>,
@@ -292,48 +429,74 @@ impl Fleet {
         if let Some(asked) = trust_domain.filter(|t| !is_dns1123_subdomain(t)) {
             return Err(FleetError::InvalidTrustDomain(asked.into()));
         }
-        self.change(|projects| {
-            let name = project;
-            let project = projects.entry(name.into()).or_default();
-            let mut change = Change::Unchanged;
-            if let Some(asked) = trust_domain {
-                let current = project.trust_domain_of(name);
-                if asked != current {
-                    if !project.memberships.is_empty() {
-                        return Err(FleetError::TrustDomainFixed {
-                            project: name.into(),
-                            current,
-                            asked: asked.into(),
-                        });
+        let change = self
+            .change(|projects| {
+                let name = project;
+                let project = projects.entry(name.into()).or_default();
+                let mut change = Change::Unchanged;
+                if let Some(asked) = trust_domain {
+                    let current = project.trust_domain_of(name);
+                    if asked != current {
+                        if !project.memberships.is_empty() {
+                            return Err(FleetError::TrustDomainFixed {
+                                project: name.into(),
+                                current,
+                                asked: asked.into(),
+                            });
+                        }
+                        project.trust_domain = Some(asked.into());
+                        change = Change::Updated;
                     }
-                    project.trust_domain = Some(asked.into());
+                }
+                if !project.mesh_enabled {
+                    project.mesh_enabled = true;
                     change = Change::Updated;
                 }
-            }
-            if !project.mesh_enabled {
-                project.mesh_enabled = true;
-                change = Change::Updated;
-            }
-            Ok(change)
-        })
+                Ok(change)
+            })
+            .await?;
+        self.notify();
+        Ok(change)
     }
 
-    /// Applies `apply` to a copy of the projects and, if it changed anything, writes the
-    /// copy and keeps it; all under one lock.
-    fn change(
+    /// Applies `apply` to a copy of the projects and, if it changed anything, stores the
+    /// copy and keeps it. In a file: under one lock. In a host cluster: `apply` sees the
+    /// registry as it is there, and runs again if another replica changed it meanwhile.
+    async fn change(
         &self,
-        apply: impl FnOnce(&mut BTreeMap<String, Project>) -> Result<Change, FleetError>,
+        mut apply: impl FnMut(&mut BTreeMap<String, Project>) -> Result<Change, FleetError>,
     ) -> Result<Change, FleetError> {
-        let mut projects = self.projects.lock();
-        let mut changed = projects.clone();
-        let change = apply(&mut changed)?;
-        if change != Change::Unchanged {
-            let text = serde_json::to_vec_pretty(&changed).map_err(anyhow::Error::from)?;
-            fleetmesh_ca::files::write_public(&self.path, &text)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", self.path.display()))?;
-            *projects = changed;
+        let registry = match &self.storage {
+            Storage::File(path) => {
+                let mut projects = self.projects.lock();
+                let mut changed = projects.clone();
+                let change = apply(&mut changed)?;
+                if change != Change::Unchanged {
+                    let text = serde_json::to_vec_pretty(&changed).map_err(anyhow::Error::from)?;
+                    fleetmesh_ca::files::write_public(path, &text)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                    *projects = changed;
+                }
+                return Ok(change);
+            }
+            Storage::Host(registry) => registry,
+        };
+        for _ in 0..HOST_ATTEMPTS {
+            let (mut projects, version) = registry.read().await.map_err(anyhow::Error::from)?;
+            let change = apply(&mut projects)?;
+            if change == Change::Unchanged {
+                return Ok(change);
+            }
+            match registry.write(projects.clone(), version).await {
+                Ok(()) => {
+                    *self.projects.lock() = projects;
+                    return Ok(change);
+                }
+                Err(host::WriteError::Conflict) => continue,
+                Err(host::WriteError::Failed(e)) => return Err(anyhow::Error::from(e).into()),
+            }
         }
-        Ok(change)
+        Err(anyhow::anyhow!("the fleet registry kept changing; try again").into())
     }
 }
 
@@ -341,70 +504,84 @@ impl Fleet {
 mod tests {
     use super::*;
 
-    #[test]
-    fn registrations_persist_and_repeat_as_unchanged() {
+    #[tokio::test]
+    async fn registrations_persist_and_repeat_as_unchanged() {
         let dir = tempfile::tempdir().unwrap();
         let fleet = Fleet::load(dir.path()).unwrap();
         assert_eq!(
             fleet
                 .register("p", "c1", "us-central1", "regular", None)
+                .await
                 .unwrap(),
             Change::Created
         );
         assert_eq!(
             fleet
                 .register("p", "c1", "us-central1", "regular", None)
+                .await
                 .unwrap(),
             Change::Unchanged
         );
         assert_eq!(
             fleet
                 .register("p", "c1", "europe-west1", "regular", None)
+                .await
                 .unwrap(),
             Change::Updated
         );
         // One project per cluster; names that could walk the state directory are refused.
-        let taken = fleet.register("q", "c1", "us-central1", "regular", None);
+        let taken = fleet
+            .register("q", "c1", "us-central1", "regular", None)
+            .await;
         assert!(
             matches!(taken, Err(FleetError::Conflict { .. })),
             "{taken:?}"
         );
         for (project, cluster) in [("../p", "c"), ("p", "../c"), ("p", "a/b"), ("P", "c")] {
-            let bad = fleet.register(project, cluster, "l", "regular", None);
+            let bad = fleet.register(project, cluster, "l", "regular", None).await;
             assert!(
                 matches!(bad, Err(FleetError::InvalidName { .. })),
                 "{project} {cluster}"
             );
         }
-        assert_eq!(fleet.enable_mesh("p", None).unwrap(), Change::Updated);
-        assert_eq!(fleet.enable_mesh("p", None).unwrap(), Change::Unchanged);
+        assert_eq!(fleet.enable_mesh("p", None).await.unwrap(), Change::Updated);
+        assert_eq!(
+            fleet.enable_mesh("p", None).await.unwrap(),
+            Change::Unchanged
+        );
         let reloaded = Fleet::load(dir.path()).unwrap().projects();
         let project = &reloaded["p"];
         assert!(project.mesh_enabled);
         assert_eq!(project.memberships["c1"].location, "europe-west1");
     }
 
-    #[test]
-    fn a_trust_domain_is_set_before_members_join_and_kept() {
+    #[tokio::test]
+    async fn a_trust_domain_is_set_before_members_join_and_kept() {
         let dir = tempfile::tempdir().unwrap();
         let fleet = Fleet::load(dir.path()).unwrap();
         assert_eq!(fleet.trust_domain("p"), "p.svc.id.goog");
-        let bad = fleet.enable_mesh("p", Some("Not A Domain"));
+        let bad = fleet.enable_mesh("p", Some("Not A Domain")).await;
         assert!(
             matches!(bad, Err(FleetError::InvalidTrustDomain(_))),
             "{bad:?}"
         );
         assert_eq!(
-            fleet.enable_mesh("p", Some("shop.example")).unwrap(),
+            fleet.enable_mesh("p", Some("shop.example")).await.unwrap(),
             Change::Updated
         );
-        fleet.register("p", "c1", "l", "regular", None).unwrap();
+        fleet
+            .register("p", "c1", "l", "regular", None)
+            .await
+            .unwrap();
         assert_eq!(
-            fleet.enable_mesh("p", Some("shop.example")).unwrap(),
+            fleet.enable_mesh("p", Some("shop.example")).await.unwrap(),
             Change::Unchanged
         );
-        assert_eq!(fleet.enable_mesh("p", None).unwrap(), Change::Unchanged);
-        let changed = fleet.enable_mesh("p", Some("other.example"));
+        assert_eq!(
+            fleet.enable_mesh("p", None).await.unwrap(),
+            Change::Unchanged
+        );
+        let changed = fleet.enable_mesh("p", Some("other.example")).await;
         assert!(
             matches!(changed, Err(FleetError::TrustDomainFixed { .. })),
             "{changed:?}"
