@@ -12,9 +12,9 @@ use fleetmesh_cli::install::{self, InstallOptions};
 use fleetmesh_dataplane::DataPlaneControl;
 use fleetmesh_dataplane::control::State;
 use fleetmesh_dataplane::planner;
+use fleetmesh_e2e::data_plane::{Addresses, budget, deployment, proxy_versions, start_meshd};
 use fleetmesh_inject::{Channel, InjectedBy, Revision, Settings, Template, labels, template};
 use fleetmesh_kube::testing::{TestCluster, TestNamespace, wait_for};
-use fleetmesh_meshd::{Meshd, MeshdConfig};
 use futures::StreamExt;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -24,7 +24,6 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -169,7 +168,7 @@ async fn the_seeds_readiness_check_follows_the_controller() {
     // one a second, for the rollout below.)
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("mesh")).unwrap();
-    let meshd = start_meshd(&dir, &cluster, None).await;
+    let meshd = start_meshd(dir.path(), &cluster, None, None).await;
     wait_for(
         "the seed's check to say ready",
         Duration::from_secs(30),
@@ -255,7 +254,7 @@ async fn the_seeds_readiness_check_follows_the_controller() {
     wait_for(
         "3 Ready web pods on version A",
         Duration::from_secs(60),
-        async || (web_versions(&pods).await == [version_a; 3]).then_some(()),
+        async || (proxy_versions(&pods, "app=web").await == [version_a; 3]).then_some(()),
     )
     .await
     .unwrap();
@@ -288,7 +287,7 @@ async fn the_seeds_readiness_check_follows_the_controller() {
     wait_for(
         "all 3 web pods Ready on B",
         Duration::from_secs(120),
-        async || (web_versions(&pods).await == ["9.9.9-b"; 3]).then_some(()),
+        async || (proxy_versions(&pods, "app=web").await == ["9.9.9-b"; 3]).then_some(()),
     )
     .await
     .unwrap();
@@ -373,7 +372,7 @@ async fn the_seeds_readiness_check_follows_the_controller() {
     .unwrap();
     assert_eq!(error, "PodDisruptionBudgets are preventing upgrade");
     assert_eq!(
-        web_versions(&pods).await,
+        proxy_versions(&pods, "app=web").await,
         ["9.9.9-b"; 3],
         "nothing was evicted"
     );
@@ -413,7 +412,7 @@ async fn the_seeds_readiness_check_follows_the_controller() {
         .await
         .unwrap();
     let rollout = Watched::start(&pods, "app=web").await;
-    let meshd = start_meshd(&dir, &cluster, Some(&addresses)).await;
+    let meshd = start_meshd(dir.path(), &cluster, None, Some(&addresses)).await;
     wait_for(
         "the first eviction towards C",
         Duration::from_secs(60),
@@ -424,11 +423,11 @@ async fn the_seeds_readiness_check_follows_the_controller() {
     // Gone without a word, as in a crash: its tasks aborted, the Lease kept until it
     // expires.
     drop(meshd);
-    let meshd = start_meshd(&dir, &cluster, Some(&addresses)).await;
+    let meshd = start_meshd(dir.path(), &cluster, None, Some(&addresses)).await;
     wait_for(
         "all 3 web pods Ready on C",
         Duration::from_secs(120),
-        async || (web_versions(&pods).await == ["9.9.9-c"; 3]).then_some(()),
+        async || (proxy_versions(&pods, "app=web").await == ["9.9.9-c"; 3]).then_some(()),
     )
     .await
     .unwrap();
@@ -477,7 +476,10 @@ async fn the_seeds_readiness_check_follows_the_controller() {
         1,
         "no eviction after the opt-in was removed"
     );
-    assert_eq!(web_versions(&pods).await, ["9.9.9-c", "9.9.9-c", "9.9.9-d"]);
+    assert_eq!(
+        proxy_versions(&pods, "app=web").await,
+        ["9.9.9-c", "9.9.9-c", "9.9.9-d"]
+    );
     meshd.shutdown().await;
     shop.delete().await.unwrap();
 }
@@ -489,48 +491,6 @@ async fn explained(events: &Api<k8s_openapi::api::events::v1::Event>, name: &str
         e.reason.as_deref() == Some("InvalidProxyAnnotation")
             && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
     })
-}
-
-/// meshd on this test's directory and cluster, evicting at one pod a second; on the
-/// ports of an earlier meshd when given (install's webhooks call that address).
-async fn start_meshd(
-    dir: &tempfile::TempDir,
-    cluster: &TestCluster,
-    earlier: Option<&Addresses>,
-) -> Meshd {
-    let mut config = MeshdConfig::for_dir(dir.path().join("mesh"));
-    config.kubeconfig = Some(cluster.kubeconfig.clone());
-    config.data_plane_eviction_pace = Duration::from_secs(1);
-    if let Some(earlier) = earlier {
-        config.xds_address = earlier.xds;
-        config.xds_tls_address = earlier.xds_tls;
-        config.http_address = earlier.http;
-        config.webhook_address = earlier.webhook;
-    }
-    // The ports of a meshd just dropped close once its aborted tasks are.
-    wait_for("meshd to start", Duration::from_secs(10), async || {
-        Meshd::start(config.clone()).await.ok()
-    })
-    .await
-    .expect("meshd starts")
-}
-
-struct Addresses {
-    xds: SocketAddr,
-    xds_tls: SocketAddr,
-    http: SocketAddr,
-    webhook: SocketAddr,
-}
-
-impl Addresses {
-    fn of(meshd: &Meshd) -> Addresses {
-        Addresses {
-            xds: meshd.xds_address(),
-            xds_tls: meshd.xds_tls_address(),
-            http: meshd.http_address(),
-            webhook: meshd.webhook_address(),
-        }
-    }
 }
 
 /// What a watch of some pods saw, every change in order: the fewest Ready (and not
@@ -648,20 +608,6 @@ spec:
     spec: {restartPolicy: Never, containers: [{name: batch, image: batch:v1}]}
 "#;
 
-/// A Deployment of `replicas` pods labelled `app: NAME`, with `pod_annotations` (YAML
-/// flow mapping entries) on its pods.
-fn deployment(name: &str, replicas: u32, pod_annotations: &str) -> String {
-    format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}, annotations: {{{pod_annotations}}}}}\n    spec: {{containers: [{{name: {name}, image: {name}:v1}}]}}\n"
-    )
-}
-
-fn budget(rule: &str) -> String {
-    format!(
-        "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {{name: web}}\nspec:\n  {rule}\n  selector: {{matchLabels: {{app: web}}}}\n"
-    )
-}
-
 fn plan() -> Plan {
     Plan {
         project: "p".into(),
@@ -671,36 +617,6 @@ fn plan() -> Plan {
         cni_managed: true,
         hub: fleetmesh_inject::DEFAULT_HUB.into(),
     }
-}
-
-/// The proxy version of each web pod, sorted; "not ready" for a pod starting or
-/// terminating (so `[v; 3]` means the Deployment has settled on v).
-async fn web_versions(pods: &Api<Pod>) -> Vec<String> {
-    let list = pods
-        .list(&ListParams::default().labels("app=web"))
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default();
-    let mut versions: Vec<String> = list
-        .iter()
-        .map(|p| {
-            let version = p
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(labels::PROXY_VERSION));
-            match version {
-                Some(version)
-                    if p.metadata.deletion_timestamp.is_none() && planner::is_ready(p) =>
-                {
-                    version.clone()
-                }
-                _ => "not ready".into(),
-            }
-        })
-        .collect();
-    versions.sort();
-    versions
 }
 
 async fn set_version(controls: &Api<DataPlaneControl>, version: &str) {

@@ -92,13 +92,15 @@ pub fn crd_yaml() -> String {
     serde_json::to_string_pretty(&DataPlaneControl::crd()).expect("the CRD serializes") + "\n"
 }
 
-/// A DataPlaneControl for `revision`, spec only (its status unset: not reconciled yet).
+/// A DataPlaneControl for `revision`, as install applies it: no proxy version (meshd
+/// sets its channel table's, and moves it forward when it is upgraded; install owning
+/// the field would move it back on every re-run) and no status (not reconciled yet).
 pub fn for_revision(revision: &fleetmesh_inject::Revision) -> DataPlaneControl {
     DataPlaneControl::new(
         revision.name,
         DataPlaneControlSpec {
             revision: revision.name.into(),
-            proxy_version: Some(revision.proxy_version.into()),
+            proxy_version: None,
             proxy_target_basis_points: Some(10_000),
         },
     )

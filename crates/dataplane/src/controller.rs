@@ -1,16 +1,23 @@
 //! The managed data plane's loop: every `interval` it reconciles each DataPlaneControl's
 //! status from the cluster's pods and namespaces (kept by watches, not listed on every
-//! pass) (which injected pods of its revision
-//! are managed, and whether those run the target proxy version), publishes the target
-//! versions to the injector, and lets the executor evict the next outdated pod when its
-//! pace allows. The status is written only when it changes.
+//! pass) (which injected pods of its revision are managed, and whether those run the
+//! target proxy version), publishes the target versions to the injector, and lets the
+//! executor evict the next outdated pod when its pace allows. The status is written only
+//! when it changes.
+//!
+//! Versions move forward with meshd: the Lease holder sets each DataPlaneControl's
+//! `spec.proxyVersion` to its channel table's version when that is newer (or unset), so
+//! an upgraded meshd rolls managed pods and injects the new proxy into every new pod. A
+//! meshd that finds a newer version than it knows (a newer replica set it) keeps it:
+//! what everyone injects and rolls to is the DataPlaneControl's version.
 
 use crate::control::{DataPlaneControl, DataPlaneControlStatus, ErrorDetails, ProxyMetrics, State};
 use crate::executor::{Executor, PDB_MESSAGE};
 use crate::leader::Leader;
 use crate::opt_in::{self, OptIn};
 use crate::planner::{self, Inputs, Skip};
-use fleetmesh_inject::{Revision, labels};
+use fleetmesh_inject::labels;
+use fleetmesh_inject::versions::{ChannelTable, compare};
 use fleetmesh_kube::reflect::watch;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -31,11 +38,12 @@ const LEASE_DURATION: Duration = Duration::from_secs(15);
 pub type ProxyVersions = tokio::sync::watch::Sender<Option<BTreeMap<String, String>>>;
 
 /// Runs until `stop`, then releases the Lease if it holds it; evicts at most one pod per
-/// `pace`.
+/// `pace`; moves revisions forward to `table`'s versions.
 pub async fn run(
     client: kube::Client,
     interval: Duration,
     pace: Duration,
+    table: ChannelTable,
     versions: ProxyVersions,
     stop: CancellationToken,
 ) {
@@ -51,6 +59,7 @@ pub async fn run(
         let reconciled = reconcile_all(
             &client,
             &cluster,
+            &table,
             &versions,
             &leader,
             &mut executor,
@@ -124,6 +133,7 @@ where
 async fn reconcile_all(
     client: &kube::Client,
     cluster: &Watched,
+    table: &ChannelTable,
     versions: &ProxyVersions,
     leader: &Leader,
     executor: &mut Executor,
@@ -135,18 +145,24 @@ async fn reconcile_all(
         // The CRD is not installed (yet): nothing to reconcile, every revision injects
         // its channel's version.
         Err(kube::Error::Api(status)) if status.code == 404 => {
-            publish(versions, BTreeMap::new());
+            publish(versions, table.proxy_versions());
             return Ok(());
         }
         Err(e) => return Err(e.into()),
     };
     let targets: BTreeMap<String, String> = controls
         .iter()
-        .filter_map(|c| Some((c.spec.revision.clone(), target_version(c)?)))
+        .filter_map(|c| Some((c.spec.revision.clone(), target_version(c, table)?)))
         .collect();
-    publish(versions, targets.clone());
-    // Only the Lease holder evicts and writes status.
+    let mut injected = table.proxy_versions();
+    injected.extend(targets.clone());
+    publish(versions, injected);
+    // Only the Lease holder moves versions, evicts and writes status.
     if controls.is_empty() || !leader.hold().await {
+        return Ok(());
+    }
+    if advance(client, &controls, table).await? {
+        // The next pass reads the new versions, and reports on them.
         return Ok(());
     }
     let pods = current(&cluster.pods);
@@ -209,13 +225,48 @@ fn publish(versions: &ProxyVersions, targets: BTreeMap<String, String>) {
     });
 }
 
-/// The version a revision's managed pods should run.
-fn target_version(control: &DataPlaneControl) -> Option<String> {
-    control
-        .spec
-        .proxy_version
-        .clone()
-        .or_else(|| Revision::named(&control.spec.revision).map(|r| r.proxy_version.to_string()))
+/// The version a revision's managed pods should run: its DataPlaneControl's, or, while
+/// that names none, the channel table's.
+fn target_version(control: &DataPlaneControl, table: &ChannelTable) -> Option<String> {
+    control.spec.proxy_version.clone().or_else(|| {
+        table
+            .proxy_version(&control.spec.revision)
+            .map(str::to_string)
+    })
+}
+
+/// The version `control` should be moved to: `table`'s, when it names none or an older
+/// one.
+fn advanced_version<'t>(control: &DataPlaneControl, table: &'t ChannelTable) -> Option<&'t str> {
+    let known = table.proxy_version(&control.spec.revision)?;
+    match &control.spec.proxy_version {
+        Some(current) if compare(current, known).is_ge() => None,
+        _ => Some(known),
+    }
+}
+
+/// Moves each revision forward to this meshd's channel table (the next pass rolls to
+/// it); whether it moved any.
+async fn advance(
+    client: &kube::Client,
+    controls: &[DataPlaneControl],
+    table: &ChannelTable,
+) -> anyhow::Result<bool> {
+    let api: Api<DataPlaneControl> = Api::all(client.clone());
+    let mut moved = false;
+    for control in controls {
+        let Some(version) = advanced_version(control, table) else {
+            continue;
+        };
+        let name = control.metadata.name.clone().unwrap_or_default();
+        let from = control.spec.proxy_version.as_deref().unwrap_or("none");
+        let patch = serde_json::json!({"spec": {"proxyVersion": version}});
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        tracing::info!(revision = %control.spec.revision, %from, to = %version, "managed data plane: proxy version advanced");
+        moved = true;
+    }
+    Ok(moved)
 }
 
 /// Each namespace's opt-in.
@@ -333,7 +384,27 @@ fn annotation(meta: &kube::api::ObjectMeta) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fleetmesh_inject::Revision;
     use serde_json::json;
+
+    #[test]
+    fn versions_only_move_forward() {
+        let table =
+            ChannelTable::with([("asm-managed-rapid".into(), "1.5.0".into())].into()).unwrap();
+        let mut unset = control("x");
+        unset.spec.proxy_version = None;
+        assert_eq!(advanced_version(&unset, &table), Some("1.5.0"));
+        assert_eq!(target_version(&unset, &table).as_deref(), Some("1.5.0"));
+        assert_eq!(advanced_version(&control("1.4.9"), &table), Some("1.5.0"));
+        assert_eq!(advanced_version(&control("1.5.0"), &table), None);
+        // A newer meshd set it: kept, and what pods get.
+        let newer = control("1.6.0-rc.1");
+        assert_eq!(advanced_version(&newer, &table), None);
+        assert_eq!(
+            target_version(&newer, &table).as_deref(),
+            Some("1.6.0-rc.1")
+        );
+    }
 
     fn control(version: &str) -> DataPlaneControl {
         let mut control =

@@ -13,6 +13,7 @@ pub mod policy;
 pub mod probes;
 pub mod review;
 pub mod template;
+pub mod versions;
 
 pub use channel::{Channel, DEFAULT_HUB, Revision};
 pub use policy::{Decision, Template};

@@ -119,6 +119,12 @@ pub struct MeshdConfig {
         default_value = "fleetmesh-system"
     )]
     pub registry_namespace: String,
+    /// Override revisions' proxy versions (YAML, `REVISION: PROXY_VERSION` per line); by
+    /// default each revision runs the version this release's channel table pins. A newer
+    /// version than a DataPlaneControl names moves it forward (a rollout); an older one
+    /// never moves it back.
+    #[arg(long, env = "MESHD_CHANNELS")]
+    pub channels: Option<PathBuf>,
     /// Log format: `text` or `json`.
     #[arg(long, env = "MESHD_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

@@ -6,6 +6,7 @@
 mod admin;
 mod auth;
 mod authorities;
+mod channels;
 /// meshd's flags and settings.
 pub mod config;
 mod debug;
@@ -216,6 +217,7 @@ impl ClusterParts {
         changes: tokio::sync::mpsc::UnboundedSender<()>,
         authority: watch::Receiver<Arc<CertificateAuthority>>,
         proxy_versions: fleetmesh_dataplane::controller::ProxyVersions,
+        channels: fleetmesh_inject::versions::ChannelTable,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Option<ClusterParts>> {
         let Some(kubeconfig) = &config.kubeconfig else {
@@ -231,6 +233,7 @@ impl ClusterParts {
             cluster_client(kubeconfig, false).await?,
             DATA_PLANE_INTERVAL,
             config.data_plane_eviction_pace,
+            channels,
             proxy_versions,
             shutdown,
         ));
@@ -268,6 +271,7 @@ impl Meshd {
             states,
             cluster,
             proxy_versions,
+            channels,
             watcher,
         } = own;
 
@@ -280,6 +284,7 @@ impl Meshd {
             registry: registry.clone(),
             metrics: metrics.clone(),
             authorities: credentials.authorities.clone(),
+            channels,
             shutdown: shutdown.clone(),
         };
         let members = fleet::members::Members::start(settings, fleet.clone());
@@ -430,6 +435,8 @@ struct OwnMesh {
     cluster: Option<ClusterParts>,
     /// Each revision's proxy version (from the cluster's DataPlaneControls).
     proxy_versions: watch::Receiver<Option<std::collections::BTreeMap<String, String>>>,
+    /// The proxy versions this meshd knows (`--channels`).
+    channels: fleetmesh_inject::versions::ChannelTable,
     /// Follows the config directory; dropping it stops that.
     watcher: notify::RecommendedWatcher,
 }
@@ -444,13 +451,17 @@ impl OwnMesh {
         tasks: &mut JoinSet<()>,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<OwnMesh> {
+        let channels = channels::load(config.channels.as_deref())?;
         let local = Arc::new(local::LocalSource::new(config));
         // Watch before the first read, so no change falls between the two.
         let (changes_tx, changes) = tokio::sync::mpsc::unbounded_channel();
         let watcher = local::watch(&config.config_dir, changes_tx.clone())?;
         // Without a cluster there are no DataPlaneControls: every revision injects its
         // channel's version. With one, the controller publishes them once read.
-        let known = config.kubeconfig.is_none().then(Default::default);
+        let known = config
+            .kubeconfig
+            .is_none()
+            .then(|| channels.proxy_versions());
         let (proxy_versions_tx, proxy_versions) = watch::channel(known);
         let cluster = ClusterParts::connect(
             config,
@@ -458,6 +469,7 @@ impl OwnMesh {
             changes_tx.clone(),
             credentials.authority.clone(),
             proxy_versions_tx,
+            channels.clone(),
             shutdown.clone(),
         )
         .await?;
@@ -478,6 +490,7 @@ impl OwnMesh {
             states,
             cluster,
             proxy_versions,
+            channels,
             watcher,
         })
     }

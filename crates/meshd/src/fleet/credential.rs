@@ -128,7 +128,8 @@ fn token_file(dir: &Path) -> PathBuf {
 }
 
 /// When the token of `dir` is due for renewal: half way through its lifetime (its JWT's
-/// `iat` and `exp`). A token whose times cannot be read is due at once.
+/// `iat` and `exp`). `None` for a token whose times cannot be read: not a service
+/// account's token from the TokenRequest API (a static token), so not meshd's to renew.
 fn renewal_due(token: &str) -> Option<SystemTime> {
     use base64::Engine;
     #[derive(serde::Deserialize)]
@@ -153,7 +154,7 @@ pub async fn renew_if_due(
     now: SystemTime,
 ) -> anyhow::Result<bool> {
     let token = std::fs::read_to_string(token_file(dir))?;
-    if renewal_due(token.trim()).is_some_and(|due| now < due) {
+    if renewal_due(token.trim()).is_none_or(|due| now < due) {
         return Ok(false);
     }
     let client = kube::Client::try_from(load(dir, egress).await?)?;

@@ -49,6 +49,8 @@ pub struct MemberSettings {
     pub metrics: Arc<Metrics>,
     /// meshd's CA (whose roots verify meshd) and its projects' CAs.
     pub authorities: Arc<Authorities>,
+    /// The proxy version of each revision this meshd knows.
+    pub channels: fleetmesh_inject::versions::ChannelTable,
     /// meshd's shutdown: every member stops with it.
     pub shutdown: CancellationToken,
 }
@@ -352,6 +354,7 @@ impl Members {
             data_plane_client,
             DATA_PLANE_INTERVAL,
             config.data_plane_eviction_pace,
+            settings.channels.clone(),
             versions,
             stop.clone(),
         ));
