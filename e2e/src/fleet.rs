@@ -2,9 +2,9 @@
 //! `fleetmesh install --enable-registration`, and proxies running as their pods (on
 //! loopback, with the pods' tokens; pod IPs are fake and receive no packet).
 
+use fleetmesh_cli::install;
 use fleetmesh_cli::install::manifests::Plan;
 use fleetmesh_cli::install::meshd_api::MeshdApi;
-use fleetmesh_cli::install::{self, InstallOptions};
 use fleetmesh_cli::local_mesh::{LocalMesh, PodConnection, Workload};
 use fleetmesh_inject::Channel;
 use fleetmesh_kube::testing::TestCluster;
@@ -55,23 +55,17 @@ impl Member {
     /// `fleetmesh install --enable-registration` against `mesh`'s meshd, its files under
     /// `output`.
     pub async fn install(&self, mesh: &LocalMesh, output: &std::path::Path) {
-        let options = InstallOptions {
-            plan: Plan {
-                project: self.project.into(),
-                location: "us-central1".into(),
-                cluster: self.name.into(),
-                channel: Channel::Regular,
-                cni_managed: false,
-                hub: fleetmesh_inject::DEFAULT_HUB.into(),
-            },
-            output_dir: output.join(self.name),
-            verbose: false,
-            register: true,
-            kubeconfig: Some(self.cluster.kubeconfig.clone()),
-            context: None,
-            meshd_url: format!("http://{}", mesh.meshd().http_address()),
-            admin_token_file: mesh.meshd().admin_token_file().to_path_buf(),
+        let plan = Plan {
+            project: self.project.into(),
+            location: "us-central1".into(),
+            cluster: self.name.into(),
+            channel: Channel::Regular,
+            cni_managed: false,
+            hub: fleetmesh_inject::DEFAULT_HUB.into(),
         };
+        let output = output.join(self.name);
+        let mut options = crate::install_options(plan, &self.cluster, mesh.meshd(), &output);
+        options.register = true;
         install::run(&options).await.expect("install succeeds");
     }
 

@@ -118,6 +118,26 @@ pub fn serial_of(pem_text: &str) -> String {
         .to_string()
 }
 
+/// `fleetmesh install` of `plan` into `cluster` against `meshd`, writing into `output`;
+/// no registration unless the caller sets it.
+pub fn install_options(
+    plan: fleetmesh_cli::install::manifests::Plan,
+    cluster: &fleetmesh_kube::testing::TestCluster,
+    meshd: &fleetmesh_meshd::Meshd,
+    output: &std::path::Path,
+) -> fleetmesh_cli::install::InstallOptions {
+    fleetmesh_cli::install::InstallOptions {
+        plan,
+        output_dir: output.to_path_buf(),
+        verbose: false,
+        register: false,
+        kubeconfig: Some(cluster.kubeconfig.clone()),
+        context: None,
+        meshd_url: format!("http://{}", meshd.http_address()),
+        admin_token_file: meshd.admin_token_file().to_path_buf(),
+    }
+}
+
 /// Envoy's `/clusters` of `proxy`: its CDS clusters and their endpoints, by name
 /// (empty if Envoy does not answer).
 pub fn envoy_clusters(proxy: &Workload) -> String {

@@ -7,12 +7,13 @@
 //! that crashes mid-rollout is followed without a second eviction at once, and removing the namespace's opt-in stops a rollout. Pod IPs
 //! are fake and never receive a packet.
 
+use fleetmesh_cli::install;
 use fleetmesh_cli::install::manifests::Plan;
-use fleetmesh_cli::install::{self, InstallOptions};
 use fleetmesh_dataplane::DataPlaneControl;
 use fleetmesh_dataplane::control::State;
 use fleetmesh_dataplane::planner;
 use fleetmesh_e2e::data_plane::{Addresses, budget, deployment, proxy_versions, start_meshd};
+use fleetmesh_e2e::install_options;
 use fleetmesh_inject::{Channel, InjectedBy, Revision, Settings, Template, labels, template};
 use fleetmesh_kube::testing::{TestCluster, TestNamespace, wait_for};
 use futures::StreamExt;
@@ -201,18 +202,9 @@ async fn the_seeds_readiness_check_follows_the_controller() {
     // a rollout must never evict: a StatefulSet, a DaemonSet, a Job, a Deployment
     // injected by hand, and Deployments whose pods opt out or say something unreadable.
     let output = tempfile::tempdir().unwrap();
-    install::run(&InstallOptions {
-        plan: plan(),
-        output_dir: output.path().to_path_buf(),
-        verbose: false,
-        register: false,
-        kubeconfig: Some(cluster.kubeconfig.clone()),
-        context: None,
-        meshd_url: format!("http://{}", meshd.http_address()),
-        admin_token_file: meshd.admin_token_file().to_path_buf(),
-    })
-    .await
-    .expect("install succeeds");
+    install::run(&install_options(plan(), &cluster, &meshd, output.path()))
+        .await
+        .expect("install succeeds");
     kubectl(
         &cluster,
         &[

@@ -8,8 +8,9 @@
 //! Pods and Services get 10.244.0.0/24 and 10.96.0.0/24 on the node's own bridge; no
 //! packet leaves the machine.
 
+use fleetmesh_cli::install;
 use fleetmesh_cli::install::manifests::Plan;
-use fleetmesh_cli::install::{self, InstallOptions};
+use fleetmesh_e2e::install_options;
 use fleetmesh_inject::{Channel, INIT_CONTAINER, PROXY_CONTAINER};
 use fleetmesh_kube::testing::{TestCluster, TestNamespace};
 use fleetmesh_meshd::{Meshd, MeshdConfig};
@@ -60,23 +61,15 @@ async fn start_meshd(cluster: &TestCluster, dir: &std::path::Path) -> Meshd {
 
 async fn install(cluster: &TestCluster, meshd: &Meshd, cni_managed: bool) {
     let output = tempfile::tempdir().unwrap();
-    let options = InstallOptions {
-        plan: Plan {
-            project: "pods-project".into(),
-            location: "local".into(),
-            cluster: "real-node".into(),
-            channel: Channel::Regular,
-            cni_managed,
-            hub: fleetmesh_inject::DEFAULT_HUB.into(),
-        },
-        output_dir: output.path().to_path_buf(),
-        verbose: false,
-        register: false,
-        kubeconfig: Some(cluster.kubeconfig.clone()),
-        context: None,
-        meshd_url: format!("http://{}", meshd.http_address()),
-        admin_token_file: meshd.admin_token_file().to_path_buf(),
+    let plan = Plan {
+        project: "pods-project".into(),
+        location: "local".into(),
+        cluster: "real-node".into(),
+        channel: Channel::Regular,
+        cni_managed,
+        hub: fleetmesh_inject::DEFAULT_HUB.into(),
     };
+    let options = install_options(plan, cluster, meshd, output.path());
     install::run(&options).await.expect("install succeeds");
 }
 

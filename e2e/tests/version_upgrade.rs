@@ -7,10 +7,11 @@
 //! again (meshd rolled back) keeps B: new pods get B. Pod IPs are fake and never receive
 //! a packet.
 
+use fleetmesh_cli::install;
 use fleetmesh_cli::install::manifests::Plan;
-use fleetmesh_cli::install::{self, InstallOptions};
 use fleetmesh_dataplane::DataPlaneControl;
 use fleetmesh_e2e::data_plane::{Addresses, budget, deployment, proxy_versions, start_meshd};
+use fleetmesh_e2e::install_options;
 use fleetmesh_inject::Channel;
 use fleetmesh_kube::testing::{TestCluster, TestNamespace, wait_for};
 use fleetmesh_meshd::Meshd;
@@ -71,25 +72,17 @@ async fn uid(pods: &Api<Pod>, selector: &str) -> Option<String> {
 
 /// `fleetmesh install` of the rapid channel (no registration) against `meshd`.
 async fn install_rapid(cluster: &TestCluster, meshd: &Meshd, dir: &Path) {
-    install::run(&InstallOptions {
-        plan: Plan {
-            project: "versions".into(),
-            location: "local".into(),
-            cluster: "versions".into(),
-            channel: Channel::Rapid,
-            cni_managed: true,
-            hub: fleetmesh_inject::DEFAULT_HUB.into(),
-        },
-        output_dir: dir.join("install"),
-        verbose: false,
-        register: false,
-        kubeconfig: Some(cluster.kubeconfig.clone()),
-        context: None,
-        meshd_url: format!("http://{}", meshd.http_address()),
-        admin_token_file: meshd.admin_token_file().to_path_buf(),
-    })
-    .await
-    .expect("install succeeds");
+    let plan = Plan {
+        project: "versions".into(),
+        location: "local".into(),
+        cluster: "versions".into(),
+        channel: Channel::Rapid,
+        cni_managed: true,
+        hub: fleetmesh_inject::DEFAULT_HUB.into(),
+    };
+    install::run(&install_options(plan, cluster, meshd, &dir.join("install")))
+        .await
+        .expect("install succeeds");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
