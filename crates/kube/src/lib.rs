@@ -11,6 +11,7 @@ pub mod crds;
 pub mod credentials;
 pub mod discovery;
 pub mod egress;
+pub mod jwt;
 pub mod reflect;
 pub mod remote;
 pub mod root_cert;

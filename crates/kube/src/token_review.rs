@@ -1,7 +1,11 @@
 //! Pods prove who they are with their projected service-account token (audience
 //! `istio-ca`, mounted by the injector); the cluster's TokenReview API says whether it is
 //! valid and for which service account. Answers are cached briefly by the token's hash,
-//! so reconnecting proxies do not cost one review each.
+//! so reconnecting proxies do not cost one review each: an accepted token for a minute
+//! at most and never past its own expiry, a refused one for a few seconds (so that a
+//! client retrying a bad token, or an unauthenticated flood, cannot make meshd send the
+//! tenant's API server one review per attempt). A review that could not be made is not
+//! remembered.
 
 use fleetmesh_ca::{AuthError, Authenticator, Identity};
 use futures::future::BoxFuture;
@@ -10,18 +14,27 @@ use kube::api::{Api, PostParams};
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 /// The audience the injector asks the kubelet to put in pods' tokens (as Istio does).
 pub const AUDIENCE: &str = "istio-ca";
 const CACHE_TTL: Duration = Duration::from_secs(60);
+/// How long a refused token stays refused without another review.
+const REFUSED_TTL: Duration = Duration::from_secs(10);
 /// More cached answers than this and the cache starts over (bounded memory).
 const CACHE_LIMIT: usize = 16_384;
+
+/// An answer, and until when it holds.
+type Remembered = (Result<Identity, AuthError>, Instant);
 
 /// Checks pods' tokens with the cluster's TokenReview API, caching answers briefly.
 pub struct TokenReviewer {
     reviews: Api<TokenReview>,
-    cache: Mutex<HashMap<[u8; 32], (Identity, Instant)>>,
+    /// Each answer, by the token's hash, until when it holds.
+    cache: Mutex<HashMap<[u8; 32], Remembered>>,
+    /// TokenReviews sent so far.
+    sent: AtomicU64,
 }
 
 impl TokenReviewer {
@@ -30,16 +43,41 @@ impl TokenReviewer {
         TokenReviewer {
             reviews: Api::all(client),
             cache: Mutex::new(HashMap::new()),
+            sent: AtomicU64::new(0),
         }
+    }
+
+    /// How many TokenReviews it has sent.
+    pub fn reviews_sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
     }
 
     async fn review(&self, token: &str) -> Result<Identity, AuthError> {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some((identity, at)) = self.cache.lock().get(&key)
-            && at.elapsed() < CACHE_TTL
+        if let Some((answer, until)) = self.cache.lock().get(&key)
+            && Instant::now() < *until
         {
-            return Ok(identity.clone());
+            return answer.clone();
         }
+        let answer = self.ask(token).await;
+        let holds = match &answer {
+            Ok(_) => Some(cache_time(token, SystemTime::now())),
+            Err(AuthError::Unavailable(_)) => None,
+            Err(_) => Some(REFUSED_TTL),
+        };
+        if let Some(holds) = holds {
+            let mut cache = self.cache.lock();
+            if cache.len() >= CACHE_LIMIT {
+                cache.clear();
+            }
+            cache.insert(key, (answer.clone(), Instant::now() + holds));
+        }
+        answer
+    }
+
+    /// What the API server says of `token`.
+    async fn ask(&self, token: &str) -> Result<Identity, AuthError> {
+        self.sent.fetch_add(1, Ordering::Relaxed);
         let review = TokenReview {
             spec: TokenReviewSpec {
                 token: Some(token.to_string()),
@@ -71,14 +109,20 @@ impl TokenReviewer {
             )));
         }
         let username = status.user.and_then(|u| u.username).unwrap_or_default();
-        let identity = service_account(&username)
-            .ok_or_else(|| AuthError::Refused(format!("{username:?} is not a service account")))?;
-        let mut cache = self.cache.lock();
-        if cache.len() >= CACHE_LIMIT {
-            cache.clear();
-        }
-        cache.insert(key, (identity.clone(), Instant::now()));
-        Ok(identity)
+        service_account(&username)
+            .ok_or_else(|| AuthError::Refused(format!("{username:?} is not a service account")))
+    }
+}
+
+/// How long an accepted `token` may be trusted without another review at `now`:
+/// [`CACHE_TTL`], or less when the token expires sooner.
+fn cache_time(token: &str, now: SystemTime) -> Duration {
+    match crate::jwt::lifetime(token) {
+        Some((_, expires)) => expires
+            .duration_since(now)
+            .unwrap_or_default()
+            .min(CACHE_TTL),
+        None => CACHE_TTL,
     }
 }
 
@@ -99,6 +143,16 @@ fn service_account(username: &str) -> Option<Identity> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_accepted_token_is_trusted_no_longer_than_it_lives() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(10_000);
+        let token = |exp: u64| crate::jwt::for_test(&format!(r#"{{"iat":1,"exp":{exp}}}"#));
+        assert_eq!(cache_time(&token(10_020), now), Duration::from_secs(20));
+        assert_eq!(cache_time(&token(9_000), now), Duration::ZERO);
+        assert_eq!(cache_time(&token(99_999), now), CACHE_TTL);
+        assert_eq!(cache_time("static", now), CACHE_TTL);
+    }
 
     #[test]
     fn only_service_accounts_are_identities() {

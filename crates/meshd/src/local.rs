@@ -84,6 +84,9 @@ impl LocalSource {
     }
 }
 
+/// The YAML files under `dir`, hidden ones left out. Symbolic links to files are read
+/// (a mounted ConfigMap's files are links); links to directories are not followed, so a
+/// link back up the tree cannot make the walk endless.
 fn yaml_files(dir: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
@@ -100,7 +103,8 @@ fn yaml_files(dir: &Path) -> Vec<PathBuf> {
             if hidden {
                 continue;
             }
-            if path.is_dir() {
+            // The entry's own type: a link to a directory is not a directory.
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
                 pending.push(path);
             } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
                 found.push(path);
@@ -130,4 +134,24 @@ pub fn watch(
     })?;
     watcher.watch(dir, RecursiveMode::Recursive)?;
     Ok(watcher)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_walk_reads_linked_files_and_never_follows_a_linked_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("apps/..data")).unwrap();
+        std::fs::write(root.join("apps/..data/route.yaml"), "").unwrap();
+        // A mounted ConfigMap: the file is a link into its hidden data directory.
+        std::os::unix::fs::symlink("..data/route.yaml", root.join("apps/route.yaml")).unwrap();
+        // A loop back to the top: followed, the walk would never end.
+        std::os::unix::fs::symlink(root, root.join("apps/loop")).unwrap();
+        std::fs::write(root.join("mesh.yml"), "").unwrap();
+        let found = yaml_files(root);
+        assert_eq!(found, [root.join("apps/route.yaml"), root.join("mesh.yml")]);
+    }
 }

@@ -62,8 +62,9 @@ impl Protocol for Stream {
             };
             match &request.error_detail {
                 Some(error) => {
-                    subscription.nacked(&error.message);
-                    self.session.record_nack(kind, &error.message);
+                    let message = crate::session::nack_message(&error.message);
+                    subscription.nacked(message);
+                    self.session.record_nack(kind, message);
                 }
                 None => subscription.acked(&version),
             }

@@ -42,6 +42,35 @@ struct BuildLabels {
     tag: String,
 }
 
+/// Most distinct values a label that proxies choose may take (see [`ClientValues`]).
+const MAX_CLIENT_VALUES: usize = 256;
+
+/// Values of labels a proxy chooses itself (its `ISTIO_VERSION`, `CLUSTER_ID`, revision
+/// label): each series lives as long as meshd, so an authenticated proxy must not be able
+/// to make endless ones. A value that is no plausible name, or that comes after
+/// [`MAX_CLIENT_VALUES`] others, is counted as `other`.
+#[derive(Default)]
+struct ClientValues(parking_lot::Mutex<std::collections::BTreeSet<String>>);
+
+impl ClientValues {
+    fn label(&self, value: &str) -> String {
+        let plausible = value.len() <= 128
+            && value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-+".contains(c));
+        if !plausible {
+            return "other".into();
+        }
+        let mut seen = self.0.lock();
+        if seen.contains(value) || seen.len() < MAX_CLIENT_VALUES {
+            seen.insert(value.to_string());
+            value.to_string()
+        } else {
+            "other".into()
+        }
+    }
+}
+
 /// The control plane's metrics, registered once per meshd.
 pub struct Metrics {
     /// `pilot_xds{version}`: connected proxies by proxy version.
@@ -58,6 +87,8 @@ pub struct Metrics {
     pub convergence: Histogram,
     /// `pilot_xds_config_size_bytes{type}` summed: bytes pushed.
     pub pushed_bytes: Family<TypeLabel, Counter>,
+    /// The label values proxies chose so far.
+    client_values: ClientValues,
 }
 
 impl Metrics {
@@ -71,6 +102,7 @@ impl Metrics {
             rejects: Family::default(),
             convergence: Histogram::new([0.001, 0.01, 0.1, 0.5, 1.0, 3.0, 5.0, 10.0, 20.0, 30.0]),
             pushed_bytes: Family::default(),
+            client_values: ClientValues::default(),
         };
         registry.register(
             "pilot_xds",
@@ -127,23 +159,31 @@ impl Metrics {
         *self.cluster_projects.write() = projects;
     }
 
-    /// The `fleetmesh_proxy_clients` labels of a proxy of `cluster`.
+    /// The `pilot_xds` label of a proxy of `version` (bounded: see [`ClientValues`]).
+    pub fn version_label(&self, version: &str) -> VersionLabel {
+        VersionLabel {
+            version: self.client_values.label(version),
+        }
+    }
+
+    /// The `fleetmesh_proxy_clients` labels of a proxy of `cluster` (a fleet member's
+    /// name as registered; other values bounded: see [`ClientValues`]).
     pub fn proxy_client_labels(
         &self,
         cluster: &str,
         revision: Option<&str>,
         proxy_version: &str,
     ) -> ProxyClientLabels {
+        let project = self.cluster_projects.read().get(cluster).cloned();
+        let cluster = match project {
+            Some(_) => cluster.to_string(),
+            None => self.client_values.label(cluster),
+        };
         ProxyClientLabels {
-            project: self
-                .cluster_projects
-                .read()
-                .get(cluster)
-                .cloned()
-                .unwrap_or_default(),
-            cluster: cluster.into(),
-            revision: revision.unwrap_or_default().into(),
-            proxy_version: proxy_version.into(),
+            project: project.unwrap_or_default(),
+            cluster,
+            revision: self.client_values.label(revision.unwrap_or_default()),
+            proxy_version: self.client_values.label(proxy_version),
         }
     }
 
@@ -177,5 +217,32 @@ impl Metrics {
                     .get()
             })
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_proxies_choose_are_bounded() {
+        let metrics = Metrics::new(&mut Registry::default());
+        assert_eq!(metrics.version_label("1.28.0").version, "1.28.0");
+        assert_eq!(
+            metrics.version_label("1.28.0\n{evil=\"x\"}").version,
+            "other"
+        );
+        assert_eq!(metrics.version_label(&"9".repeat(500)).version, "other");
+        for i in 0..MAX_CLIENT_VALUES {
+            let _ = metrics.version_label(&format!("0.0.{i}"));
+        }
+        assert_eq!(metrics.version_label("2.0.0").version, "other", "too many");
+        assert_eq!(
+            metrics.version_label("1.28.0").version,
+            "1.28.0",
+            "already known"
+        );
+        let labels = metrics.proxy_client_labels("c/../x", Some("asm-managed"), "1.28.0");
+        assert_eq!(labels.cluster, "other");
     }
 }

@@ -29,6 +29,8 @@ pub struct Session {
     caller: Identity,
     /// Its `fleetmesh_proxy_clients` series, as counted when it connected.
     client_labels: crate::metrics::ProxyClientLabels,
+    /// Its `pilot_xds` series, as counted when it connected.
+    version_label: VersionLabel,
 }
 
 impl Session {
@@ -75,12 +77,11 @@ impl Session {
                 resources: generated.clone(),
             },
         );
+        let version_label = context.metrics.version_label(&proxy.istio_version);
         context
             .metrics
             .connected
-            .get_or_create(&VersionLabel {
-                version: proxy.istio_version.clone(),
-            })
+            .get_or_create(&version_label)
             .inc();
         let revision = resolved.labels.get("istio.io/rev").map(String::as_str);
         let client_labels =
@@ -103,6 +104,7 @@ impl Session {
             nonce: 0,
             caller,
             client_labels,
+            version_label,
         })
     }
 
@@ -150,6 +152,7 @@ impl Session {
     }
 
     /// Logs and counts a NACK: a bug to fix, since meshd validates before it pushes.
+    /// `message` is the proxy's: see [`nack_message`].
     pub fn record_nack(&self, kind: ResourceType, message: &str) {
         tracing::warn!(proxy = %self.proxy.id, r#type = kind.short_name(), error = message, "proxy rejected config (NACK)");
         self.context
@@ -183,9 +186,7 @@ impl Drop for Session {
         self.context
             .metrics
             .connected
-            .get_or_create(&VersionLabel {
-                version: self.proxy.istio_version.clone(),
-            })
+            .get_or_create(&self.version_label)
             .dec();
         self.context
             .metrics
@@ -282,4 +283,32 @@ fn check_identity(proxy: &Proxy, caller: &Identity) -> Result<(), Status> {
         "proxy {} runs as {}/{}, but its token proves {caller}",
         proxy.id, proxy.namespace, proxy.service_account
     )))
+}
+
+/// The most of a NACK's message meshd keeps and logs: Envoy's own fit easily; a proxy
+/// sending megabytes of it gets its first few KiB remembered.
+const NACK_MESSAGE_BYTES: usize = 2048;
+
+/// A proxy's NACK message, cut to [`NACK_MESSAGE_BYTES`] (on a character boundary).
+pub fn nack_message(message: &str) -> &str {
+    if message.len() <= NACK_MESSAGE_BYTES {
+        return message;
+    }
+    let mut end = NACK_MESSAGE_BYTES;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    &message[..end]
+}
+
+#[cfg(test)]
+mod nack_tests {
+    #[test]
+    fn nack_messages_are_bounded_on_a_character_boundary() {
+        assert_eq!(super::nack_message("short"), "short");
+        let long = "é".repeat(5000);
+        let kept = super::nack_message(&long);
+        assert!(kept.len() <= super::NACK_MESSAGE_BYTES && kept.len() > 2000);
+        assert!(long.starts_with(kept));
+    }
 }

@@ -117,8 +117,9 @@ impl Protocol for Stream {
         subscription.protocol.requested = requested;
         subscription.answer(&request.response_nonce);
         if let Some(error) = &request.error_detail {
-            subscription.nacked(&error.message);
-            self.session.record_nack(kind, &error.message);
+            let message = crate::session::nack_message(&error.message);
+            subscription.nacked(message);
+            self.session.record_nack(kind, message);
             self.session.record_status(&self.subscriptions);
             return Ok(());
         }

@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::PostParams;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 const KUBECONFIG: &str = "kubeconfig";
 const TOKEN: &str = "token";
@@ -131,19 +131,9 @@ fn token_file(dir: &Path) -> PathBuf {
 /// `iat` and `exp`). `None` for a token whose times cannot be read: not a service
 /// account's token from the TokenRequest API (a static token), so not meshd's to renew.
 fn renewal_due(token: &str) -> Option<SystemTime> {
-    use base64::Engine;
-    #[derive(serde::Deserialize)]
-    struct Times {
-        iat: u64,
-        exp: u64,
-    }
-    let payload = token.split('.').nth(1)?;
-    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    let times: Times = serde_json::from_slice(&json).ok()?;
-    let half = times.iat + times.exp.saturating_sub(times.iat) / 2;
-    Some(UNIX_EPOCH + Duration::from_secs(half))
+    let (issued, expires) = fleetmesh_kube::jwt::lifetime(token)?;
+    let life = expires.duration_since(issued).unwrap_or_default();
+    Some(issued + life / 2)
 }
 
 /// Renews the token in `dir` if it is due at `now` (through the TokenRequest API, as the
@@ -215,6 +205,7 @@ pub async fn keep_renewed(fleet: Arc<Fleet>, egress: EgressPolicy, every: Durati
 mod tests {
     use super::*;
     use base64::Engine;
+    use std::time::UNIX_EPOCH;
 
     fn jwt(payload: &str) -> String {
         let encode = |text: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text);
