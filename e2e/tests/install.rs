@@ -188,9 +188,14 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
         "manifests/06-injection-webhooks.yaml",
         "samples/gateways/istio-ingressgateway.yaml",
         "bin/fleetmesh",
+        "bin/istioctl",
     ] {
         assert!(output.path().join(file).exists(), "{file} is written");
     }
+    // The guide's `${OUTPUT_DIR}/bin/istioctl`: our CLI under Istio's name (its commands
+    // run that way in crates/cli/tests/create_remote_secret.rs).
+    let istioctl = std::fs::read_link(output.path().join("bin/istioctl")).unwrap();
+    assert_eq!(istioctl, std::path::Path::new("fleetmesh"));
     let fleet = MeshdApi::new(&meshd_url, &token_file);
     let projects = fleet.projects().await.unwrap();
     assert_eq!(

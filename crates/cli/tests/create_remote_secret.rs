@@ -1,5 +1,5 @@
-//! The install guide's multi-cluster commands, verbatim but for `istioctl` → `fleetmesh`,
-//! against two real kube-apiservers: the remote secret of cluster 2 piped into kubectl
+//! The install guide's multi-cluster commands, verbatim (`istioctl` is our CLI under
+//! that name, as install writes it into `bin/`), against two real kube-apiservers: the remote secret of cluster 2 piped into kubectl
 //! for cluster 1 is `istio-remote-secret-NAME_2`, `Opaque` with one data entry, and the
 //! service account it carries may read what meshd reads of cluster 2, and nothing else.
 
@@ -30,18 +30,16 @@ fn merged_kubeconfig(clusters: [&TestCluster; 2], into: &Path) {
     std::fs::write(into, serde_yaml_ng::to_string(&merged).unwrap()).unwrap();
 }
 
-/// Runs `script` with the guide's variables set; its stdout (it must succeed).
-fn shell(script: &str, kubeconfig: &Path, kubectl_dir: &Path) -> String {
-    let path = format!(
-        "{}:{}",
-        kubectl_dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+/// Runs `script` with the guide's variables set and `dirs` first on the PATH; its
+/// stdout (it must succeed).
+fn shell(script: &str, kubeconfig: &Path, dirs: &[&Path]) -> String {
+    let mut path: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    path.push(std::env::var("PATH").unwrap_or_default());
+    let path = path.join(":");
     let output = Command::new("bash")
         .args(["-o", "pipefail", "-c", script])
         .env("KUBECONFIG", kubeconfig)
         .env("PATH", path)
-        .env("FLEETMESH", env!("CARGO_BIN_EXE_fleetmesh"))
         .env("CTX_1", "ctx-1")
         .env("CTX_2", "ctx-2")
         .env("NAME_2", "cluster-2")
@@ -71,19 +69,23 @@ fn the_guides_remote_secret_commands_work_verbatim() {
     .unwrap();
     let kubectl = one.kubectl();
     let kubectl_dir = Path::new(kubectl.get_program()).parent().unwrap();
+    // `istioctl` on the PATH, as install writes it.
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_fleetmesh"), bin.join("istioctl")).unwrap();
 
     // Twice: a re-run replaces the secret with the same content.
     for _ in 0..2 {
         shell(
-            r#""$FLEETMESH" x create-remote-secret --context="${CTX_2}" --name="${NAME_2}" | kubectl apply -f - --context="${CTX_1}""#,
+            r#"istioctl x create-remote-secret --context="${CTX_2}" --name="${NAME_2}" | kubectl apply -f - --context="${CTX_1}""#,
             &kubeconfig,
-            kubectl_dir,
+            &[kubectl_dir, &bin],
         );
     }
     let listed = shell(
         r#"kubectl get secret istio-remote-secret-${NAME_2} -n istio-system --context="${CTX_1}""#,
         &kubeconfig,
-        kubectl_dir,
+        &[kubectl_dir],
     );
     let row: Vec<&str> = listed.lines().nth(1).unwrap().split_whitespace().collect();
     assert_eq!(

@@ -270,6 +270,9 @@ fn write(dir: &Path, file: &str, text: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// `bin/fleetmesh`, as the guide expects the CLI beside the manifests.
+/// Writes this CLI into `bin/` as `fleetmesh`, and as `istioctl` (a link to it) so that
+/// the guide's `${OUTPUT_DIR}/bin/istioctl ...` commands run as written: the subcommands
+/// they use (`x create-remote-secret`, `kube-inject`, `proxy-status`) are the same.
 fn copy_cli(dir: &Path) -> anyhow::Result<PathBuf> {
     let target = dir.join("bin/fleetmesh");
     std::fs::create_dir_all(dir.join("bin"))?;
@@ -280,6 +283,13 @@ fn copy_cli(dir: &Path) -> anyhow::Result<PathBuf> {
     std::fs::copy(&current, &temporary)
         .with_context(|| format!("copying {} to {}", current.display(), target.display()))?;
     std::fs::rename(&temporary, &target)?;
+    let istioctl = dir.join("bin/istioctl");
+    let linked = std::fs::read_link(&istioctl).is_ok_and(|to| to == Path::new("fleetmesh"));
+    if !linked {
+        let _ = std::fs::remove_file(&istioctl);
+        std::os::unix::fs::symlink("fleetmesh", &istioctl)
+            .with_context(|| format!("linking {}", istioctl.display()))?;
+    }
     Ok(target)
 }
 
