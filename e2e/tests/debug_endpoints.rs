@@ -22,7 +22,8 @@ async fn metrics_syncz_and_config_dump() {
         "four proxies connected:\n{metrics}"
     );
     for name in [
-        "pilot_xds_pushes_total{type=\"cds\"}",
+        // istiod's names: no `_total`, as Istio's dashboards query them.
+        "pilot_xds_pushes{type=\"cds\"}",
         "pilot_proxy_convergence_time_count",
         "pilot_total_xds_rejects",
         &format!("istio_build{{component=\"pilot\",tag=\"{version}\"}} 1"),

@@ -89,14 +89,14 @@ pub fn router(state: HttpState, admin: Arc<AdminToken>) -> Router {
 async fn metrics(State(state): State<HttpState>) -> Response {
     let mut text = String::new();
     match prometheus_client::encoding::text::encode(&mut text, &state.prometheus) {
-        Ok(()) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
+        Ok(()) => {
+            use fleetmesh_server::exposition::{CONTENT_TYPE, prometheus_text};
+            (
+                [(header::CONTENT_TYPE, CONTENT_TYPE)],
+                prometheus_text(&text),
+            )
+                .into_response()
+        }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }

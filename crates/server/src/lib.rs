@@ -16,6 +16,7 @@ mod changes;
 pub mod context;
 pub mod debounce;
 mod delta;
+pub mod exposition;
 mod generated;
 mod grpc;
 pub mod metrics;
