@@ -68,6 +68,12 @@ enum Command {
     /// validation and injection webhooks), register the cluster in the project's fleet.
     /// Re-running with the same flags changes nothing. Deploys no ingress gateway.
     Install(InstallArgs),
+    /// Take out of the cluster what install put in: the webhooks first, then the CNI
+    /// plugin, meshd's access, istio-system's config, and the CRDs no object is left
+    /// of. Needs only the cluster, not meshd: the way out for a cluster whose meshd is
+    /// gone (its injection webhooks refuse pods while it is). Sidecars already injected
+    /// keep running until their pods are restarted.
+    Uninstall(install::uninstall::UninstallOptions),
     /// Add the proxy to the pods of a manifest offline, as the injection webhook would
     /// (istioctl kube-inject). Such pods are marked injected by hand.
     KubeInject(KubeInjectArgs),
@@ -323,6 +329,7 @@ async fn main() -> anyhow::Result<()> {
             .await
         }
         Command::Install(args) => install_command(args).await,
+        Command::Uninstall(options) => install::uninstall::run(&options).await.map(|_| ()),
         Command::KubeInject(args) => kube_inject(args).await,
         Command::X {
             command:

@@ -154,6 +154,59 @@ impl Applier {
         object: &DynamicObject,
         namespace: Option<&str>,
     ) -> Result<Outcome, ApplyError> {
+        let api = self.api_of(object, namespace)?;
+        let name = object.metadata.name.as_deref().ok_or(ApplyError::NoName)?;
+        let before = api.get_opt(name).await?;
+        let after = api
+            .patch(
+                name,
+                &PatchParams::apply(&self.field_manager).force(),
+                &Patch::Apply(object),
+            )
+            .await?;
+        Ok(match before {
+            None => Outcome::Created,
+            Some(before) if before.metadata.resource_version == after.metadata.resource_version => {
+                Outcome::Unchanged
+            }
+            Some(_) => Outcome::Configured,
+        })
+    }
+
+    /// Deletes the object `object` names (in its own namespace); whether it was there.
+    /// A kind the cluster does not serve has no such object.
+    pub async fn delete(&self, object: &DynamicObject) -> Result<bool, ApplyError> {
+        let api = match self.api_of(object, None) {
+            Ok(api) => api,
+            Err(ApplyError::NotServed { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let name = object.metadata.name.as_deref().ok_or(ApplyError::NoName)?;
+        match api.delete(name, &kube::api::DeleteParams::default()).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether any object of `kind` (`apiVersion` and kind) exists in the cluster.
+    pub async fn any_of(&self, api_version: &str, kind: &str) -> Result<bool, ApplyError> {
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let Some((resource, _)) = self.discovery.resolve_gvk(&gvk) else {
+            return Ok(false);
+        };
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
+        let one = kube::api::ListParams::default().limit(1);
+        Ok(!api.list(&one).await?.items.is_empty())
+    }
+
+    /// The API of `object`'s kind: in `namespace` if given, else its own.
+    fn api_of(
+        &self,
+        object: &DynamicObject,
+        namespace: Option<&str>,
+    ) -> Result<Api<DynamicObject>, ApplyError> {
         let types = object.types.as_ref().ok_or(ApplyError::Untyped)?;
         let (group, version) = types
             .api_version
@@ -180,22 +233,7 @@ impl Applier {
             },
             (Scope::Cluster, _) => Api::all_with(self.client.clone(), &resource),
         };
-        let name = object.metadata.name.as_deref().ok_or(ApplyError::NoName)?;
-        let before = api.get_opt(name).await?;
-        let after = api
-            .patch(
-                name,
-                &PatchParams::apply(&self.field_manager).force(),
-                &Patch::Apply(object),
-            )
-            .await?;
-        Ok(match before {
-            None => Outcome::Created,
-            Some(before) if before.metadata.resource_version == after.metadata.resource_version => {
-                Outcome::Unchanged
-            }
-            Some(_) => Outcome::Configured,
-        })
+        Ok(api)
     }
 }
 

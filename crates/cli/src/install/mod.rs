@@ -7,6 +7,7 @@
 pub mod manifests;
 pub mod meshd_api;
 pub mod samples;
+pub mod uninstall;
 
 use anyhow::Context;
 use fleetmesh_inject::{Channel, Revision};
