@@ -3,12 +3,18 @@
 //! follow the target versions (their injectors need them). A holder that stops renewing
 //! loses the Lease after its duration, and another takes over; one that stops releases
 //! it first. Optimistic concurrency (resourceVersion) makes two takers impossible.
+//!
+//! Whether another's Lease expired is judged by this meshd's own clock only, as
+//! Kubernetes' leader election does: the Lease must have stayed unchanged (its
+//! resourceVersion) for its whole duration as this meshd watched it. The `renewTime` the
+//! holder wrote is another machine's clock, and is never compared with ours.
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ObjectMeta, PostParams};
-use std::time::Duration;
+use parking_lot::Mutex;
+use std::time::{Duration, Instant};
 
 /// The Lease whose holder drives the managed data plane.
 pub const LEASE: &str = "fleetmesh-data-plane";
@@ -20,6 +26,32 @@ pub struct Leader {
     leases: Api<Lease>,
     identity: String,
     duration: Duration,
+    /// Another's Lease as last seen.
+    seen: Mutex<Observation>,
+}
+
+/// The last version of another's Lease this meshd saw, and when (its own clock) it first
+/// saw it.
+#[derive(Default)]
+struct Observation {
+    seen: Option<(String, Instant)>,
+}
+
+impl Observation {
+    /// Whether a Lease at `version`, held by someone (`held`) for `lasts` between
+    /// renewals, has expired at `now`: released, or unchanged for `lasts` since first seen.
+    fn expired(&mut self, version: &str, held: bool, lasts: Duration, now: Instant) -> bool {
+        if !held {
+            return true;
+        }
+        match &self.seen {
+            Some((seen, since)) if seen == version => now.duration_since(*since) > lasts,
+            _ => {
+                self.seen = Some((version.to_string(), now));
+                false
+            }
+        }
+    }
 }
 
 impl Leader {
@@ -30,6 +62,7 @@ impl Leader {
             leases: Api::namespaced(client, NAMESPACE),
             identity: format!("meshd-{}-{started}", std::process::id()),
             duration,
+            seen: Mutex::default(),
         }
     }
 
@@ -65,12 +98,15 @@ impl Leader {
             Ok(Some(mut lease)) => {
                 let current = lease.spec.clone().unwrap_or_default();
                 let ours = current.holder_identity.as_deref() == Some(self.identity.as_str());
-                // Released (no holder), or not renewed in time.
-                let expired = current.holder_identity.is_none()
-                    || current.renew_time.as_ref().is_none_or(|renewed| {
-                        let lasts = current.lease_duration_seconds.unwrap_or(0);
-                        renewed.0 + SignedDuration::from_secs(i64::from(lasts)) < now
-                    });
+                // Released (no holder), or not renewed in time as this meshd saw it.
+                let lasts = current.lease_duration_seconds.unwrap_or(0).max(0) as u64;
+                let version = lease.metadata.resource_version.clone().unwrap_or_default();
+                let expired = self.seen.lock().expired(
+                    &version,
+                    current.holder_identity.is_some(),
+                    Duration::from_secs(lasts),
+                    Instant::now(),
+                );
                 if !ours && !expired {
                     return false;
                 }
@@ -122,5 +158,28 @@ impl Leader {
             Ok(_) => tracing::info!("released the data plane Lease"),
             Err(e) => tracing::warn!(error = %e, "could not release the data plane Lease"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_is_judged_by_this_clock_from_the_first_sight_of_a_version() {
+        let lasts = Duration::from_secs(15);
+        let start = Instant::now();
+        let later = |s: u64| start + Duration::from_secs(s);
+        let mut seen = Observation::default();
+        // However old the holder's renewTime says it is, a version first seen now is
+        // fresh for a whole duration.
+        assert!(!seen.expired("v1", true, lasts, start));
+        assert!(!seen.expired("v1", true, lasts, later(10)));
+        // Renewed: a new version, a new duration.
+        assert!(!seen.expired("v2", true, lasts, later(14)));
+        assert!(!seen.expired("v2", true, lasts, later(28)));
+        assert!(seen.expired("v2", true, lasts, later(30)));
+        // Released: free at once.
+        assert!(Observation::default().expired("v3", false, lasts, start));
     }
 }
