@@ -37,6 +37,9 @@ const LEASE_DURATION: Duration = Duration::from_secs(15);
 /// again).
 pub type ProxyVersions = tokio::sync::watch::Sender<Option<BTreeMap<String, String>>>;
 
+/// What the injector follows of [`ProxyVersions`].
+pub type ProxyVersionsWatch = tokio::sync::watch::Receiver<Option<BTreeMap<String, String>>>;
+
 /// Runs until `stop`, then releases the Lease if it holds it; evicts at most one pod per
 /// `pace`; moves revisions forward to `table`'s versions.
 pub async fn run(

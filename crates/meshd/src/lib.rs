@@ -434,7 +434,7 @@ struct OwnMesh {
     states: watch::Receiver<Arc<MeshState>>,
     cluster: Option<ClusterParts>,
     /// Each revision's proxy version (from the cluster's DataPlaneControls).
-    proxy_versions: watch::Receiver<Option<std::collections::BTreeMap<String, String>>>,
+    proxy_versions: fleetmesh_dataplane::controller::ProxyVersionsWatch,
     /// The proxy versions this meshd knows (`--channels`).
     channels: fleetmesh_inject::versions::ChannelTable,
     /// Follows the config directory; dropping it stops that.

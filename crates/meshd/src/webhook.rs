@@ -27,11 +27,6 @@ use tokio_util::sync::CancellationToken;
 
 /// A handshake that takes longer is dropped (a stalled client must not hold a task).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Each revision's proxy version from its cluster's DataPlaneControl; `None` until meshd
-/// has read them.
-pub type ProxyVersions =
-    tokio::sync::watch::Receiver<Option<std::collections::BTreeMap<String, String>>>;
-
 /// How long an injection waits for the proxy versions after meshd starts (within the
 /// API server's 10 s webhook timeout).
 const VERSIONS_WAIT: Duration = Duration::from_secs(5);
@@ -45,7 +40,7 @@ pub struct WebhookState {
     pub trust_domain: String,
     /// Each revision's proxy version from its DataPlaneControl (a managed rollout) in
     /// meshd's own cluster.
-    pub proxy_versions: ProxyVersions,
+    pub proxy_versions: fleetmesh_dataplane::controller::ProxyVersionsWatch,
     /// A call for a member cluster keeps it awake (or wakes it), and its pods get its
     /// project's trust domain and its own DataPlaneControls' versions.
     pub members: Arc<crate::fleet::members::Members>,

@@ -19,9 +19,9 @@
 use super::Fleet;
 use super::credential;
 use crate::authorities::Authorities;
-use crate::webhook::ProxyVersions;
 use crate::{DATA_PLANE_INTERVAL, MeshdConfig, ingest};
 use fleetmesh_ca::{Authenticator, CaRoute, CaRouter, CertificateAuthority};
+use fleetmesh_dataplane::controller::ProxyVersionsWatch;
 use fleetmesh_kube::egress::EgressPolicy;
 use fleetmesh_kube::token_review::TokenReviewer;
 use fleetmesh_server::{Metrics, Registry, Router, ServerContext};
@@ -76,7 +76,7 @@ struct Member {
     /// Its project's CA.
     authority: watch::Receiver<Arc<CertificateAuthority>>,
     /// Its DataPlaneControls' proxy versions.
-    proxy_versions: ProxyVersions,
+    proxy_versions: ProxyVersionsWatch,
     stop: CancellationToken,
     /// The last stream, CSR or webhook call for it.
     last_used: Instant,
@@ -93,7 +93,7 @@ pub struct Injection {
     /// Its project's trust domain.
     pub trust_domain: String,
     /// Its DataPlaneControls' proxy versions.
-    pub proxy_versions: ProxyVersions,
+    pub proxy_versions: ProxyVersionsWatch,
 }
 
 /// The members served now, by cluster name.
