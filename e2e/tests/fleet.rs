@@ -178,8 +178,13 @@ async fn each_project_is_its_own_mesh(mesh: &LocalMesh, a: &Member, b: &Member) 
 /// `member`'s managed data plane runs with its own credential: its DataPlaneControls
 /// are reconciled, and its injected pods get the proxy version its DataPlaneControl
 /// names, and its project's trust domain.
-async fn injects_as_its_own_mesh(member: &Member) {
+async fn injects_as_its_own_mesh(mesh: &LocalMesh, member: &Member) {
     const VERSION: &str = "1.99.0-fleet";
+    // A member with no proxy sleeps after --idle-after, its controller stopped; one
+    // connected keeps it awake.
+    let _awake = connect(mesh, member, member.pod_token(NAMESPACE))
+        .await
+        .expect("the member's proxy is served");
     let patch = format!(r#"{{"spec":{{"proxyVersion":"{VERSION}"}}}}"#);
     let args = [
         "patch",
@@ -282,7 +287,7 @@ async fn a_hosted_meshd_serves_each_member_as_its_own_mesh() {
     .unwrap();
 
     each_project_is_its_own_mesh(&mesh, &a, &b).await;
-    injects_as_its_own_mesh(&b).await;
+    injects_as_its_own_mesh(&mesh, &b).await;
 
     // A proxy of a sees a's services, none of b's.
     let proxy_a = connect(&mesh, &a, a.pod_token(NAMESPACE))

@@ -164,7 +164,7 @@ async fn reconcile_all(
     if controls.is_empty() || !leader.hold().await {
         return Ok(());
     }
-    if advance(client, &controls, table).await? {
+    if advance(client, &controls, table).await {
         // The next pass reads the new versions, and reports on them.
         return Ok(());
     }
@@ -254,7 +254,7 @@ async fn advance(
     client: &kube::Client,
     controls: &[DataPlaneControl],
     table: &ChannelTable,
-) -> anyhow::Result<bool> {
+) -> bool {
     let api: Api<DataPlaneControl> = Api::all(client.clone());
     let mut moved = false;
     for control in controls {
@@ -264,12 +264,23 @@ async fn advance(
         let name = control.metadata.name.clone().unwrap_or_default();
         let from = control.spec.proxy_version.as_deref().unwrap_or("none");
         let patch = serde_json::json!({"spec": {"proxyVersion": version}});
-        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
-        tracing::info!(revision = %control.spec.revision, %from, to = %version, "managed data plane: proxy version advanced");
-        moved = true;
+        let revision = &control.spec.revision;
+        // A refusal (an install older than this meshd, without the right) leaves the
+        // version where it is; the rest of the pass goes on.
+        match api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(%revision, %from, to = %version, "managed data plane: proxy version advanced");
+                moved = true;
+            }
+            Err(error) => {
+                tracing::warn!(%revision, %from, to = %version, %error, "managed data plane: cannot advance the proxy version (re-run install to grant it)");
+            }
+        }
     }
-    Ok(moved)
+    moved
 }
 
 /// Each namespace's opt-in.

@@ -151,7 +151,8 @@ fn rbac() -> Vec<Value> {
                 {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "patch", "update"]},
                 {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": read},
                 {"apiGroups": ["networking.istio.io", "security.istio.io"], "resources": ["*"], "verbs": read},
-                {"apiGroups": ["mesh.cloud.google.com"], "resources": ["dataplanecontrols"], "verbs": read},
+                // meshd moves each revision's spec.proxyVersion forward with its releases.
+                {"apiGroups": ["mesh.cloud.google.com"], "resources": ["dataplanecontrols"], "verbs": ["get", "list", "watch", "patch"]},
                 {"apiGroups": ["mesh.cloud.google.com"], "resources": ["dataplanecontrols/status"], "verbs": ["patch", "update"]},
                 // The managed data plane: evictions, its Lease, its Events.
                 {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]},
