@@ -73,6 +73,50 @@ async fn metrics_syncz_and_config_dump() {
     let (status, hint) = http_get(&store.mesh, "/debug/config_dump").await;
     assert_eq!(status, 400);
     assert!(hint.contains("proxyID"), "{hint}");
+    proxy_config_shows_what_the_proxy_gets(&store.mesh).await;
+}
+
+/// `fleetmesh proxy-config` of the frontend's proxy: its clusters and endpoints as
+/// istioctl tabulates them, the resources with `-o json`, and a clear error for a pod
+/// with no proxy.
+async fn proxy_config_shows_what_the_proxy_gets(mesh: &LocalMesh) {
+    use fleetmesh_cli::install::meshd_api::MeshdApi;
+    use fleetmesh_cli::proxy_config::{Section, show};
+    let url = format!("http://{}", mesh.meshd().http_address());
+    let api = MeshdApi::new(&url, mesh.meshd().admin_token_file());
+    let clusters = show(&api, Section::Cluster, "frontend.default", false)
+        .await
+        .unwrap();
+    let row = clusters
+        .lines()
+        .find(|l| l.starts_with("reviews.default.svc.cluster.local") && l.contains(" v1 "))
+        .unwrap_or_else(|| panic!("{clusters}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[1..], ["9080", "v1", "outbound", "EDS"], "{clusters}");
+    let endpoints = show(&api, Section::Endpoint, "frontend", false)
+        .await
+        .unwrap();
+    let reviews_v1 = "outbound|9080|v1|reviews.default.svc.cluster.local";
+    assert!(
+        endpoints.lines().any(|l| l.ends_with(reviews_v1)),
+        "{endpoints}"
+    );
+    let json = show(&api, Section::Listener, "frontend", true)
+        .await
+        .unwrap();
+    let listeners: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(
+        listeners
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["name"] == "virtualOutbound"),
+        "{json}"
+    );
+    let missing = show(&api, Section::Route, "nobody.shop", false)
+        .await
+        .unwrap_err();
+    assert!(missing.to_string().contains("nobody.shop"), "{missing}");
 }
 
 /// The fleet API over meshd's real port: without the admin token (or with another) a

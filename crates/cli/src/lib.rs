@@ -8,6 +8,7 @@ pub mod install;
 pub mod kube_inject;
 pub mod kubeconfig;
 pub mod local_mesh;
+pub mod proxy_config;
 pub mod proxy_status;
 pub mod remote_secret;
 pub mod sample_app;

@@ -99,6 +99,9 @@ enum Command {
         #[command(flatten)]
         meshd: MeshdFlags,
     },
+    /// What meshd sends one proxy (istioctl proxy-config): its clusters, listeners,
+    /// routes or endpoints, as a table or (`-o json`) the resources themselves.
+    ProxyConfig(ProxyConfigArgs),
     /// The sample app the demo runs (and the sample image's entrypoint): HTTP answers
     /// with its service, version and the request's headers; `/status/CODE`, `/delay/MS`
     /// and `/flaky` misbehave on request. Runs until SIGINT or SIGTERM.
@@ -276,6 +279,27 @@ enum FleetCommand {
     },
 }
 
+#[derive(clap::Args)]
+struct ProxyConfigArgs {
+    #[arg(value_enum)]
+    section: fleetmesh_cli::proxy_config::Section,
+    /// The proxy's pod: `NAME[.NAMESPACE]` (namespace `default` if none).
+    pod: String,
+    /// `short` (a table) or `json`.
+    #[arg(short = 'o', long = "output", default_value = "short", value_parser = ["short", "json"])]
+    output: String,
+    #[command(flatten)]
+    meshd: MeshdFlags,
+}
+
+/// `proxy-config`: prints what meshd sends the proxy of a pod.
+async fn proxy_config(args: ProxyConfigArgs) -> anyhow::Result<()> {
+    let (api, json) = (args.meshd.api(), args.output == "json");
+    let shown = fleetmesh_cli::proxy_config::show(&api, args.section, &args.pod, json);
+    print!("{}", shown.await?);
+    Ok(())
+}
+
 #[derive(Subcommand)]
 enum MeshCommand {
     /// Turn the mesh on for a project's fleet. Its member clusters are served from then
@@ -350,6 +374,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Fleet { command } => fleet_command(command).await,
+        Command::ProxyConfig(args) => proxy_config(args).await,
         Command::ProxyStatus { meshd } => {
             let rows = proxy_status::fetch(&meshd.api()).await?;
             print!("{}", proxy_status::render(&rows));

@@ -101,6 +101,12 @@ impl MeshdApi {
         self.send(self.client.get(self.url("/debug/syncz"))).await
     }
 
+    /// What meshd serves the proxy `proxy_id` (istiod's `/debug/config_dump`).
+    pub async fn config_dump(&self, proxy_id: &str) -> anyhow::Result<Value> {
+        let request = self.client.get(self.url("/debug/config_dump"));
+        self.send(request.query(&[("proxyID", proxy_id)])).await
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
