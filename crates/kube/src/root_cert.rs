@@ -31,6 +31,9 @@ pub async fn publish(
         .applied_objects()
         .boxed();
     let mut known = BTreeSet::new();
+    // What the known namespaces hold: a CA file changing without changing the roots (a
+    // signing certificate activated, another project's CA created) rewrites nothing.
+    let mut written = bundle(&mut authorities);
     loop {
         tokio::select! {
             event = events.next() => match event {
@@ -40,8 +43,7 @@ pub async fn publish(
                         known.remove(&name);
                         continue;
                     }
-                    let roots = bundle(&mut authorities);
-                    write(&client, &name, &roots).await;
+                    write(&client, &name, &written).await;
                     known.insert(name);
                 }
                 Some(Err(e)) => tracing::warn!(error = %e, "watching namespaces (retrying)"),
@@ -52,8 +54,12 @@ pub async fn publish(
                     return;
                 }
                 let roots = bundle(&mut authorities);
+                if roots == written {
+                    continue;
+                }
+                written = roots;
                 for name in &known {
-                    write(&client, name, &roots).await;
+                    write(&client, name, &written).await;
                 }
             }
         }
