@@ -124,9 +124,7 @@ impl Ports {
 /// certificate, and the management API's admin token.
 struct Credentials {
     admin: Arc<admin::AdminToken>,
-    /// meshd's own CA, as it is now.
-    authority: watch::Receiver<Arc<CertificateAuthority>>,
-    /// Its projects' CAs beside it.
+    /// meshd's own CA and its projects' CAs.
     authorities: Arc<authorities::Authorities>,
     /// Follows the CA directory (root rotation); dropping it stops that.
     ca_watcher: notify::RecommendedWatcher,
@@ -150,7 +148,7 @@ impl Credentials {
             xds_address,
             trust_domain: config.trust_domain.clone(),
             own_cluster: config.cluster_id.clone(),
-            authority: self.authority.clone(),
+            authority: self.authorities.own(),
         }
     }
 
@@ -163,7 +161,6 @@ impl Credentials {
             )
             .context("loading the mesh CA")?,
         );
-        let authority = authorities.own();
         let tokens = Arc::new(
             TokenIssuer::load_or_create(&config.ca_dir)
                 .with_context(|| format!("token key in {}", config.ca_dir.display()))?,
@@ -175,7 +172,8 @@ impl Credentials {
         };
         // meshd's own certificate, for the webhook and xDS TLS ports; a new one on every
         // start.
-        let serving = authority
+        let serving = authorities
+            .own()
             .borrow()
             .issue_serving_certificate(&serving_hosts, SERVING_CERT_TTL)
             .context("issuing meshd's serving certificate")?;
@@ -186,7 +184,6 @@ impl Credentials {
             .with_context(|| format!("the admin token in {}", config.state_dir.display()))?;
         Ok(Credentials {
             admin: Arc::new(admin),
-            authority,
             authorities,
             ca_watcher,
             tokens,
@@ -309,7 +306,7 @@ impl Meshd {
         let members_too = Arc::new(fleet::members::MeshdRouter {
             own,
             own_authenticator: authenticator,
-            own_authority: credentials.authority.clone(),
+            own_authority: credentials.authorities.own(),
             members: members.clone(),
         });
         let xds = XdsServer::routed(members_too.clone(), shutdown.clone());
@@ -467,7 +464,7 @@ impl OwnMesh {
             config,
             egress,
             changes_tx.clone(),
-            credentials.authority.clone(),
+            credentials.authorities.own(),
             proxy_versions_tx,
             channels.clone(),
             shutdown.clone(),
