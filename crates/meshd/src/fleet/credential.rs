@@ -73,7 +73,6 @@ impl Kubeconfig {
 
 /// A stored credential's files, as they are copied between meshd replicas (a host
 /// cluster's Secret). Secret: never logged.
-#[derive(Clone, PartialEq, Eq)]
 pub struct Files {
     /// The kubeconfig install gave.
     pub kubeconfig: String,
@@ -96,11 +95,18 @@ impl Files {
         })
     }
 
-    /// Keeps it in `dir` (0600), each file replaced atomically.
+    /// Keeps it in `dir` (0600), each file replaced atomically, and only if it differs: a
+    /// renewed token leaves the kubeconfig (and so the member, see [`written_at`]) alone.
     pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)?;
-        fleetmesh_ca::files::write_private(&dir.join(KUBECONFIG), self.kubeconfig.as_bytes())?;
-        fleetmesh_ca::files::write_private(&token_file(dir), self.token.as_bytes())?;
+        for (path, text) in [
+            (dir.join(KUBECONFIG), &self.kubeconfig),
+            (token_file(dir), &self.token),
+        ] {
+            if std::fs::read_to_string(&path).ok().as_ref() != Some(text) {
+                fleetmesh_ca::files::write_private(&path, text.as_bytes())?;
+            }
+        }
         Ok(())
     }
 }
@@ -115,12 +121,14 @@ pub async fn load(dir: &Path, egress: &EgressPolicy) -> anyhow::Result<kube::Con
     Ok(config)
 }
 
-/// What names the kubeconfig in `dir` as it is now (a SHA-256 of it; install's re-run
-/// writes a new one, the renewal only the token file). `None`: there is none.
-pub fn fingerprint(dir: &Path) -> Option<String> {
-    use sha2::Digest;
-    let text = std::fs::read(dir.join(KUBECONFIG)).ok()?;
-    Some(hex::encode(sha2::Sha256::digest(&text)))
+/// When the kubeconfig in `dir` was last written: install's re-run writes a new one, a
+/// replica's copy is rewritten only when the shared one differs, the renewal writes only
+/// the token file. `None`: there is none. (A file's metadata: looked at on every
+/// reconcile of every member, so no read of the file.)
+pub fn written_at(dir: &Path) -> Option<SystemTime> {
+    std::fs::metadata(dir.join(KUBECONFIG))
+        .and_then(|m| m.modified())
+        .ok()
 }
 
 fn token_file(dir: &Path) -> PathBuf {

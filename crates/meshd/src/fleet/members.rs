@@ -64,8 +64,8 @@ struct Serving {
     trust_domain: String,
     /// Its credential's directory.
     credential: PathBuf,
-    /// Its kubeconfig's [`credential::fingerprint`].
-    kubeconfig: String,
+    /// When its kubeconfig was written ([`credential::written_at`]).
+    kubeconfig: std::time::SystemTime,
 }
 
 /// One member being served.
@@ -268,7 +268,7 @@ impl Members {
                 let dir = fleet.credential_dir(&project, cluster);
                 if cluster == &self.settings.config.cluster_id {
                     tracing::warn!(%cluster, %project, "a member named as meshd's own cluster is not served");
-                } else if let Some(kubeconfig) = credential::fingerprint(&dir) {
+                } else if let Some(kubeconfig) = credential::written_at(&dir) {
                     let serving = Serving {
                         project: project.clone(),
                         trust_domain: state.trust_domain_of(&project),

@@ -236,9 +236,8 @@ impl Fleet {
                 continue;
             }
             let dir = self.credential_dir(&credential.project, &credential.cluster);
-            if credential::Files::read(&dir).ok().as_ref() != Some(&credential.files) {
-                credential.files.write(&dir)?;
-            }
+            // Rewrites only what differs.
+            credential.files.write(&dir)?;
             kept.insert(dir);
         }
         for dir in self.stored_credential_dirs() {
