@@ -4,7 +4,7 @@
 //! packet to one.
 
 use anyhow::{Context, bail};
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
@@ -204,6 +204,15 @@ impl TestNamespace {
         Api::<Namespace>::all(client.clone())
             .create(&PostParams::default(), &namespace)
             .await?;
+        // Pods are admitted only once the controller-manager gave the namespace its
+        // `default` ServiceAccount; a Deployment applied earlier backs off for long.
+        let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &name);
+        wait_for(
+            "the namespace's default ServiceAccount",
+            Duration::from_secs(60),
+            async || accounts.get_opt("default").await.ok().flatten(),
+        )
+        .await?;
         Ok(TestNamespace {
             name,
             client: client.clone(),
