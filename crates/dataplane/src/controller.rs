@@ -18,7 +18,7 @@ use crate::opt_in::{self, OptIn};
 use crate::planner::{self, Inputs, Skip};
 use fleetmesh_inject::labels;
 use fleetmesh_inject::versions::{ChannelTable, compare};
-use fleetmesh_kube::reflect::watch;
+use fleetmesh_kube::reflect::{Origin, watch};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Resource;
@@ -92,11 +92,14 @@ struct Watched {
 
 impl Watched {
     fn start(client: &kube::Client) -> Watched {
-        // The loop runs on its interval; no one listens for the change signals.
+        // The loop runs on its interval; no one listens for the change signals, so what
+        // they say they come from is never read.
+        const UNUSED: Origin = Origin::Global;
         let (changes, _) = tokio::sync::mpsc::unbounded_channel();
-        let (pods, pods_task) = watch(Api::all(client.clone()), (), changes.clone());
-        let (namespaces, namespaces_task) = watch(Api::all(client.clone()), (), changes.clone());
-        let (budgets, budgets_task) = watch(Api::all(client.clone()), (), changes);
+        let (pods, pods_task) = watch(Api::all(client.clone()), (), UNUSED, changes.clone());
+        let (namespaces, namespaces_task) =
+            watch(Api::all(client.clone()), (), UNUSED, changes.clone());
+        let (budgets, budgets_task) = watch(Api::all(client.clone()), (), UNUSED, changes);
         Watched {
             pods,
             namespaces,

@@ -5,6 +5,7 @@
 //! gateway guide's Role and RoleBinding are what grants it).
 
 use fleetmesh_model::Credential;
+use fleetmesh_model::trigger::{Origin, Trigger};
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
@@ -61,7 +62,7 @@ type Reader = (String, String);
 pub struct SecretAccess {
     reviews: Api<SubjectAccessReview>,
     answers: Mutex<BTreeMap<Reader, Answer>>,
-    changes: UnboundedSender<()>,
+    changes: UnboundedSender<Trigger>,
 }
 
 #[derive(Clone, Copy)]
@@ -72,7 +73,7 @@ enum Answer {
 
 impl SecretAccess {
     /// Asks `client`'s API server; an answer that arrives later signals `changes`.
-    pub fn new(client: kube::Client, changes: UnboundedSender<()>) -> Arc<SecretAccess> {
+    pub fn new(client: kube::Client, changes: UnboundedSender<Trigger>) -> Arc<SecretAccess> {
         Arc::new(SecretAccess {
             reviews: Api::all(client),
             answers: Mutex::new(BTreeMap::new()),
@@ -144,7 +145,7 @@ impl SecretAccess {
         let was_allowed = matches!(previous, Some(Answer::Known { allowed: true, .. }));
         if allowed != was_allowed {
             tracing::info!(%namespace, %account, allowed, "gateway credential access");
-            let _ = self.changes.send(());
+            let _ = self.changes.send(Trigger::update(Origin::Secret));
         }
     }
 }

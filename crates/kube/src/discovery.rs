@@ -8,6 +8,7 @@ use fleetmesh_model::host::{ExportTo, service_hostname};
 use fleetmesh_model::service::{
     Endpoint, Labels, Resolution, Service, ServicePort, Workload, virtual_ip,
 };
+use fleetmesh_model::trigger::{Origin, Trigger};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service as KubeService};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -45,14 +46,30 @@ impl ServiceDiscovery {
         cluster_id: &str,
         domain: &str,
         mesh_namespace: &str,
-        changes: &UnboundedSender<()>,
+        changes: &UnboundedSender<Trigger>,
     ) -> ServiceDiscovery {
-        let (services, a) = watch::<KubeService>(Api::all(client.clone()), (), changes.clone());
-        let (slices, b) = watch::<EndpointSlice>(Api::all(client.clone()), (), changes.clone());
-        let (pods, c) = watch::<Pod>(Api::all(client.clone()), (), changes.clone());
+        let (services, a) = watch::<KubeService>(
+            Api::all(client.clone()),
+            (),
+            Origin::Services,
+            changes.clone(),
+        );
+        let (slices, b) = watch::<EndpointSlice>(
+            Api::all(client.clone()),
+            (),
+            Origin::Endpoints("EndpointSlice"),
+            changes.clone(),
+        );
+        let (pods, c) = watch::<Pod>(
+            Api::all(client.clone()),
+            (),
+            Origin::Endpoints("Pods"),
+            changes.clone(),
+        );
         let (install_config, d) = watch_named::<ConfigMap>(
             Api::namespaced(client.clone(), mesh_namespace),
             INSTALL_CONFIG_MAP,
+            Origin::Global,
             changes.clone(),
         );
         ServiceDiscovery {
@@ -270,11 +287,13 @@ impl ServiceDiscovery {
     }
 }
 
-/// A reflector over the object `name` of `api`; each event signals `changes`.
+/// A reflector over the object `name` of `api`; each event signals `changes` as a
+/// change of `origin`.
 pub(crate) fn watch_named<K>(
     api: Api<K>,
     name: &str,
-    changes: UnboundedSender<()>,
+    origin: Origin,
+    changes: UnboundedSender<Trigger>,
 ) -> (Store<K>, JoinHandle<()>)
 where
     K: kube::Resource<DynamicType = ()>
@@ -286,5 +305,5 @@ where
         + 'static,
 {
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    reflect(api, (), config, changes)
+    reflect(api, (), config, origin, changes)
 }

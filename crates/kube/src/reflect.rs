@@ -1,24 +1,28 @@
 //! Watches that keep a local copy of a kind's objects (kube-rs reflectors): what meshd
 //! reads of a cluster is read from these, never listed on every pass.
 
+use fleetmesh_model::trigger::Event;
+pub use fleetmesh_model::trigger::{Origin, Trigger};
 use futures::StreamExt;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
 
-/// A reflector over `api`; each event signals `changes`.
+/// A reflector over `api`; each event signals `changes` as a change of `origin`.
 pub fn watch<K>(
     api: Api<K>,
     dynamic: K::DynamicType,
-    changes: UnboundedSender<()>,
+    origin: Origin,
+    changes: UnboundedSender<Trigger>,
 ) -> (Store<K>, JoinHandle<()>)
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
     K::DynamicType: Clone + Eq + std::hash::Hash + Send + Sync + 'static,
 {
-    reflect(api, dynamic, watcher::Config::default(), changes)
+    reflect(api, dynamic, watcher::Config::default(), origin, changes)
 }
 
 /// Drops what meshd never reads but every object carries: the field managers' records
@@ -30,34 +34,76 @@ fn forget_unread_fields<K: Resource>(object: &mut K) {
     }
 }
 
-/// A reflector over `api` with `config`; each event signals `changes`.
+/// A reflector over `api` with `config`; each event signals `changes` (once the store
+/// holds it) as a change of `origin`: added, updated or deleted.
 pub fn reflect<K>(
     api: Api<K>,
     dynamic: K::DynamicType,
     config: watcher::Config,
-    changes: UnboundedSender<()>,
+    origin: Origin,
+    changes: UnboundedSender<Trigger>,
 ) -> (Store<K>, JoinHandle<()>)
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
     K::DynamicType: Clone + Eq + std::hash::Hash + Send + Sync + 'static,
 {
     let kind = K::kind(&dynamic).to_string();
+    let object_type = dynamic.clone();
     let writer = reflector::store::Writer::<K>::new(dynamic);
     let store = writer.as_reader();
-    let objects = watcher(api, config).modify(forget_unread_fields);
+    // Whether an object is new is known only before the store takes it, and the change
+    // may be signalled only after (a push reads the store): the event of the object the
+    // reflector is about to take waits here. The stream is polled in one place, so the
+    // reflector yields each event right after this sees it.
+    let before = store.clone();
+    let seen: std::sync::Arc<parking_lot::Mutex<Option<Event>>> = Default::default();
+    let noted = seen.clone();
+    let objects = watcher(api, config)
+        .modify(forget_unread_fields)
+        .inspect(move |event| {
+            *noted.lock() = event
+                .as_ref()
+                .ok()
+                .and_then(|e| classify(&before, &object_type, e));
+        });
     let stream = reflector::reflector(writer, objects).default_backoff();
     let task = tokio::spawn(async move {
         futures::pin_mut!(stream);
         while let Some(event) = stream.next().await {
             match event {
                 Ok(_) => {
-                    let _ = changes.send(());
+                    if let Some(event) = seen.lock().take() {
+                        let _ = changes.send(Trigger { origin, event });
+                    }
                 }
                 Err(e) => tracing::warn!(%kind, error = %e, "watch failed; retrying with backoff"),
             }
         }
     });
     (store, task)
+}
+
+/// What a watch event does to the objects `store` holds; `None` for the markers around
+/// a (re)list, which change nothing themselves.
+fn classify<K>(
+    store: &Store<K>,
+    object_type: &K::DynamicType,
+    event: &watcher::Event<K>,
+) -> Option<Event>
+where
+    K: Resource + Clone,
+    K::DynamicType: Clone + Eq + std::hash::Hash,
+{
+    match event {
+        watcher::Event::Apply(object) | watcher::Event::InitApply(object) => {
+            let known = store
+                .get(&ObjectRef::from_obj_with(object, object_type.clone()))
+                .is_some();
+            Some(if known { Event::Update } else { Event::Add })
+        }
+        watcher::Event::Delete(_) => Some(Event::Delete),
+        watcher::Event::Init | watcher::Event::InitDone => None,
+    }
 }
 
 /// Background tasks (watches, and what starts more of them) that end when this is

@@ -7,6 +7,7 @@ use crate::discovery::{ServiceDiscovery, watch_named};
 use crate::reflect::{Tasks, reflect, watch};
 use anyhow::Context;
 use fleetmesh_model::service::{Service, Workload};
+use fleetmesh_model::trigger::{Origin, Trigger};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -61,21 +62,27 @@ impl ClusterSource {
         cluster_id: &str,
         domain: &str,
         mesh_namespace: &str,
-        changes: UnboundedSender<()>,
+        changes: UnboundedSender<Trigger>,
     ) -> anyhow::Result<ClusterSource> {
         let discovery =
             ServiceDiscovery::start(&client, cluster_id, domain, mesh_namespace, &changes);
         let (mesh_config, d) = watch_named::<ConfigMap>(
             Api::namespaced(client.clone(), mesh_namespace),
             MESH_CONFIG_MAP,
+            Origin::Global,
             changes.clone(),
         );
         // Not Helm's releases nor service-account tokens, which are never credentials (as
         // istiod filters them too): in a real cluster they are most Secrets' bytes.
         let credentials = watcher::Config::default()
             .fields("type!=helm.sh/release.v1,type!=kubernetes.io/service-account-token");
-        let (secrets, e) =
-            reflect::<Secret>(Api::all(client.clone()), (), credentials, changes.clone());
+        let (secrets, e) = reflect::<Secret>(
+            Api::all(client.clone()),
+            (),
+            credentials,
+            Origin::Secret,
+            changes.clone(),
+        );
         let secret_access = crate::credentials::SecretAccess::new(client.clone(), changes.clone());
         let mut watches = vec![d, e];
         let istio = IstioWatches::default();
@@ -244,7 +251,7 @@ async fn discover_istio_kinds(
     client: &Client,
     cluster_id: &str,
     istio: &IstioWatches,
-    changes: &UnboundedSender<()>,
+    changes: &UnboundedSender<Trigger>,
 ) -> Vec<JoinHandle<()>> {
     let mut tasks = Vec::new();
     for kind in &KINDS {
@@ -259,7 +266,12 @@ async fn discover_istio_kinds(
         match kube::discovery::pinned_kind(client, &gvk).await {
             Ok((resource, _)) => {
                 let api = Api::all_with(client.clone(), &resource);
-                let (store, task) = watch::<DynamicObject>(api, resource.clone(), changes.clone());
+                let (store, task) = watch::<DynamicObject>(
+                    api,
+                    resource.clone(),
+                    Origin::Config(kind.kind),
+                    changes.clone(),
+                );
                 istio.lock().push((kind, resource, store));
                 tasks.push(task);
                 tracing::info!(
@@ -284,7 +296,7 @@ async fn keep_discovering(
     client: Client,
     cluster_id: String,
     istio: IstioWatches,
-    changes: UnboundedSender<()>,
+    changes: UnboundedSender<Trigger>,
     tasks: Vec<JoinHandle<()>>,
 ) {
     let mut started = Tasks::from(tasks);

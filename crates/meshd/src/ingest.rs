@@ -17,9 +17,10 @@ use crate::mesh_config::MeshConfig;
 use fleetmesh_kube::ClusterSource;
 use fleetmesh_kube::egress::EgressPolicy;
 use fleetmesh_kube::remote::{RemoteClusters, RemoteSettings};
+use fleetmesh_model::trigger::Trigger;
 use fleetmesh_model::{Lookups, Snapshot, SnapshotInput};
-use fleetmesh_server::MeshState;
 use fleetmesh_server::debounce::Debounce;
+use fleetmesh_server::{MeshState, Metrics};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
@@ -47,7 +48,7 @@ impl Sources {
         egress: &fleetmesh_kube::egress::EgressPolicy,
         local: Option<Arc<LocalSource>>,
         cluster: Option<(Arc<ClusterSource>, Arc<RemoteClusters>)>,
-        changes: mpsc::UnboundedSender<()>,
+        changes: mpsc::UnboundedSender<Trigger>,
     ) -> Sources {
         let (cluster, remotes) = cluster.unzip();
         Sources {
@@ -124,7 +125,7 @@ pub async fn watch_cluster(
     client: &kube::Client,
     config: &MeshdConfig,
     egress: &EgressPolicy,
-    changes: &mpsc::UnboundedSender<()>,
+    changes: &mpsc::UnboundedSender<Trigger>,
 ) -> anyhow::Result<(Arc<ClusterSource>, Arc<RemoteClusters>)> {
     let source = ClusterSource::start(
         client.clone(),
@@ -150,17 +151,19 @@ pub async fn watch_cluster(
 /// The state built from `sources` now, which every xDS stream watches, and the work that
 /// publishes the next after each (debounced) change signal until `changes` closes. A
 /// change no proxy could tell apart (a Pod's status, an unrelated object) publishes
-/// nothing.
+/// nothing. Each push counts its changes in `metrics`.
 pub fn publish_changes(
     sources: Sources,
-    changes: mpsc::UnboundedReceiver<()>,
+    changes: mpsc::UnboundedReceiver<Trigger>,
+    metrics: Arc<Metrics>,
 ) -> (
     watch::Receiver<Arc<MeshState>>,
     impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let (states, receiver) = watch::channel(Arc::new(MeshState::new(sources.snapshot())));
     let publishing = async move {
-        let publish = || {
+        let publish = |triggers: Vec<Trigger>| {
+            metrics.record_push(&triggers);
             let next = states.borrow().next(sources.snapshot());
             if let Some(next) = next {
                 states.send_replace(Arc::new(next));

@@ -8,6 +8,7 @@
 //! follows no redirect (which could point anywhere).
 
 use fleetmesh_kube::egress::EgressPolicy;
+use fleetmesh_model::trigger::{Origin, Trigger};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,13 +23,13 @@ pub struct JwksCache {
     /// By URI: the last good document, once there is one.
     fetched: Mutex<BTreeMap<String, Option<String>>>,
     /// Signals a rebuild when keys arrive or change.
-    changes: UnboundedSender<()>,
+    changes: UnboundedSender<Trigger>,
     /// Where tenant-written URIs may point.
     egress: EgressPolicy,
 }
 
 impl JwksCache {
-    pub fn new(changes: UnboundedSender<()>, egress: EgressPolicy) -> Arc<JwksCache> {
+    pub fn new(changes: UnboundedSender<Trigger>, egress: EgressPolicy) -> Arc<JwksCache> {
         Arc::new(JwksCache {
             fetched: Mutex::default(),
             changes,
@@ -66,7 +67,7 @@ impl JwksCache {
                     let previous = fetched.insert(uri.clone(), Some(jwks.clone()));
                     if previous != Some(Some(jwks)) {
                         tracing::info!(%uri, "JWKS fetched");
-                        let _ = self.changes.send(());
+                        let _ = self.changes.send(Trigger::update(Origin::Jwks));
                     }
                     REFRESH
                 }

@@ -211,7 +211,7 @@ impl ClusterParts {
     async fn connect(
         config: &MeshdConfig,
         egress: &fleetmesh_kube::egress::EgressPolicy,
-        changes: tokio::sync::mpsc::UnboundedSender<()>,
+        changes: tokio::sync::mpsc::UnboundedSender<fleetmesh_model::Trigger>,
         authority: watch::Receiver<Arc<CertificateAuthority>>,
         proxy_versions: fleetmesh_dataplane::controller::ProxyVersions,
         channels: fleetmesh_inject::versions::ChannelTable,
@@ -262,18 +262,17 @@ impl Meshd {
         let egress = fleetmesh_kube::egress::EgressPolicy::denying(&config.tenant_egress_deny)
             .context("--tenant-egress-deny")?;
         let mut tasks = JoinSet::new();
-        let own = OwnMesh::start(&config, &egress, &credentials, &mut tasks, &shutdown).await?;
-        let OwnMesh {
-            local,
-            states,
-            cluster,
-            proxy_versions,
-            channels,
-            watcher,
-        } = own;
-
         let mut prometheus = prometheus_client::registry::Registry::default();
         let metrics = Arc::new(Metrics::new(&mut prometheus));
+        let mesh = OwnMesh::start(
+            &config,
+            &egress,
+            &credentials,
+            &metrics,
+            &mut tasks,
+            &shutdown,
+        )
+        .await?;
         let registry = Arc::new(Registry::default());
         let settings = fleet::members::MemberSettings {
             config: config.clone(),
@@ -281,11 +280,11 @@ impl Meshd {
             registry: registry.clone(),
             metrics: metrics.clone(),
             authorities: credentials.authorities.clone(),
-            channels,
+            channels: mesh.channels,
             shutdown: shutdown.clone(),
         };
         let members = fleet::members::Members::start(settings, fleet.clone());
-        let reviewer = cluster.map(|c| {
+        let reviewer = mesh.cluster.map(|c| {
             spawn_until(&mut tasks, &shutdown, c.root_cert_publisher);
             // It stops itself on shutdown, after releasing its Lease.
             tasks.spawn(c.data_plane);
@@ -296,7 +295,7 @@ impl Meshd {
             cluster: reviewer,
         });
         let own = ServerContext::new(
-            states,
+            mesh.states,
             registry.clone(),
             metrics.clone(),
             shutdown.clone(),
@@ -317,8 +316,9 @@ impl Meshd {
         let webhooks = webhook::WebhookState {
             xds_address: install.xds_address.clone(),
             trust_domain: config.trust_domain.clone(),
-            proxy_versions,
+            proxy_versions: mesh.proxy_versions,
             members: members.clone(),
+            metrics: metrics.clone(),
         };
         let webhook_tls = credentials.webhook_tls;
         let serve_webhooks = webhook::serve(ports.webhook, webhook_tls, webhooks, shutdown.clone());
@@ -326,7 +326,7 @@ impl Meshd {
         let state = http::HttpState {
             prometheus: Arc::new(prometheus),
             registry,
-            source: local.clone(),
+            source: mesh.local.clone(),
             fleet,
             members,
             egress,
@@ -336,12 +336,12 @@ impl Meshd {
         serve_http(&mut tasks, ports.http, router, shutdown.clone());
         tracing::info!(?addresses, config_dir = %config.config_dir.display(), "meshd serving");
         Ok(Meshd {
-            _watchers: (watcher, credentials.ca_watcher),
+            _watchers: (mesh.watcher, credentials.ca_watcher),
             addresses,
             state_dir: config.state_dir.clone(),
             admin_token_file: config.state_dir.join(admin::FILE),
             metrics,
-            source: local,
+            source: mesh.local,
             tokens: credentials.tokens,
             shutdown,
             tasks,
@@ -445,6 +445,7 @@ impl OwnMesh {
         config: &MeshdConfig,
         egress: &fleetmesh_kube::egress::EgressPolicy,
         credentials: &Credentials,
+        metrics: &Arc<Metrics>,
         tasks: &mut JoinSet<()>,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<OwnMesh> {
@@ -480,7 +481,7 @@ impl OwnMesh {
             cluster_sources,
             changes_tx,
         );
-        let (states, publishing) = ingest::publish_changes(sources, changes);
+        let (states, publishing) = ingest::publish_changes(sources, changes, metrics.clone());
         spawn_until(tasks, shutdown, publishing);
         Ok(OwnMesh {
             local,

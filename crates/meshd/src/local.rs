@@ -6,6 +6,7 @@
 
 use crate::MeshdConfig;
 use fleetmesh_api::{LoadedResource, load_documents};
+use fleetmesh_model::trigger::{Origin, Trigger};
 use fleetmesh_model::{Snapshot, SnapshotInput};
 use notify::{RecursiveMode, Watcher};
 use parking_lot::Mutex;
@@ -119,7 +120,7 @@ fn yaml_files(dir: &Path) -> Vec<PathBuf> {
 /// as long as changes should be seen.
 pub fn watch(
     dir: &Path,
-    changes: UnboundedSender<()>,
+    changes: UnboundedSender<Trigger>,
 ) -> anyhow::Result<notify::RecommendedWatcher> {
     if !dir.is_dir() {
         anyhow::bail!(
@@ -129,7 +130,7 @@ pub fn watch(
     }
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if event.is_ok_and(|e| !e.kind.is_access()) {
-            let _ = changes.send(());
+            let _ = changes.send(Trigger::update(Origin::Files));
         }
     })?;
     watcher.watch(dir, RecursiveMode::Recursive)?;

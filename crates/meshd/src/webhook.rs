@@ -44,6 +44,9 @@ pub struct WebhookState {
     /// A call for a member cluster keeps it awake (or wakes it), and its pods get its
     /// project's trust domain and its own DataPlaneControls' versions.
     pub members: Arc<crate::fleet::members::Members>,
+    /// Where the webhooks count their answers (istiod's `sidecar_injection_*`,
+    /// `galley_validation_*`).
+    pub metrics: Arc<fleetmesh_server::Metrics>,
 }
 
 /// TLS for the webhook port, with meshd's serving certificate.
@@ -132,8 +135,34 @@ fn router(state: WebhookState) -> Router {
             post(inject),
         )
         .route("/validate", post(validate))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), count))
         .with_state(state)
 }
+
+/// Counts each webhook answer: an injection that patched the pod or a validation that
+/// admitted the object is a success; any other answer (a refusal, a request that is no
+/// AdmissionReview, an unknown revision) a failure.
+async fn count(
+    State(state): State<WebhookState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let validation = request.uri().path() == "/validate";
+    let response = next.run(request).await;
+    let metrics = &state.metrics;
+    let passed = response.status().is_success() && response.extensions().get::<Refused>().is_none();
+    match (validation, passed) {
+        (true, true) => metrics.validation_passed.inc(),
+        (true, false) => metrics.validation_failed.inc(),
+        (false, true) => metrics.injection_success.inc(),
+        (false, false) => metrics.injection_failure.inc(),
+    };
+    response
+}
+
+/// Marks an answer that refuses what it was asked to admit (sent as HTTP 200).
+#[derive(Clone, Copy)]
+struct Refused;
 
 /// An install from before `--hub`: the images' default hub.
 async fn inject_default_hub(
@@ -236,7 +265,12 @@ async fn validate(body: Bytes) -> Response {
             Err(message) => Verdict::Deny { code: 400, message },
         },
     };
-    axum::Json(review::respond(&request.uid, verdict)).into_response()
+    let refused = matches!(verdict, Verdict::Deny { .. });
+    let mut response = axum::Json(review::respond(&request.uid, verdict)).into_response();
+    if refused {
+        response.extensions_mut().insert(Refused);
+    }
+    response
 }
 
 fn bad_review(error: review::ReviewError) -> Response {

@@ -11,6 +11,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 };
 use fleetmesh_xds::ResourceType;
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
 use tokio::sync::mpsc;
 use tonic::Status;
 
@@ -148,6 +149,7 @@ impl Stream {
         kind: ResourceType,
         remove_clusters: bool,
     ) -> Result<Vec<String>, StreamEnd> {
+        let started = Instant::now();
         let generated = self.session.generated.clone();
         let Some(current) = generated.of_type(kind) else {
             return Ok(vec![]);
@@ -208,7 +210,7 @@ impl Stream {
             .send(Ok(response))
             .await
             .map_err(|_| StreamEnd::ProxyGone)?;
-        self.session.record_sent(kind, bytes);
+        self.session.record_sent(kind, bytes, started);
         self.session.record_status(&self.subscriptions);
         Ok(names)
     }

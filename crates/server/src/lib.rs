@@ -20,6 +20,7 @@ pub mod exposition;
 mod generated;
 mod grpc;
 pub mod metrics;
+mod process;
 pub mod registry;
 mod service;
 mod session;

@@ -1,10 +1,11 @@
 //! Control-plane metrics under istiod's names, so existing dashboards work.
 
+use fleetmesh_model::trigger::{Origin, Trigger};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 /// The `version` label: a proxy's Istio version.
@@ -19,6 +20,16 @@ pub struct VersionLabel {
 pub struct TypeLabel {
     /// The resource type's short name.
     pub r#type: String,
+}
+
+/// The labels of `pilot_k8s_reg_events` and `pilot_k8s_cfg_events`: which kind of
+/// object, and what happened to it (`add`, `update`, `delete`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    /// The kind, as istiod names it (`Services`, `Pods`, `VirtualService`).
+    pub r#type: String,
+    /// `add`, `update` or `delete`.
+    pub event: String,
 }
 
 /// The labels of `fleetmesh_proxy_clients`: which proxies talk to this control plane,
@@ -85,8 +96,29 @@ pub struct Metrics {
     pub rejects: Family<TypeLabel, Counter>,
     /// `pilot_proxy_convergence_time`: config change → proxy ACKed everything.
     pub convergence: Histogram,
-    /// `pilot_xds_config_size_bytes{type}` summed: bytes pushed.
+    /// `pilot_xds_pushed_bytes{type}`: bytes pushed (the sum of the sizes).
     pub pushed_bytes: Family<TypeLabel, Counter>,
+    /// `pilot_xds_config_size_bytes{type}`: the size of each response.
+    pub config_size: Family<TypeLabel, Histogram, fn() -> Histogram>,
+    /// `pilot_xds_push_time{type}`: seconds from building a response to it being sent.
+    pub push_time: Family<TypeLabel, Histogram, fn() -> Histogram>,
+    /// `pilot_total_xds_internal_errors`: streams meshd ended through its own fault.
+    pub internal_errors: Counter,
+    /// `pilot_k8s_reg_events{type,event}`: service registry objects seen changing.
+    pub registry_events: Family<EventLabels, Counter>,
+    /// `pilot_k8s_cfg_events{type,event}`: Istio config objects seen changing.
+    pub config_events: Family<EventLabels, Counter>,
+    /// `pilot_push_triggers{type}`: pushes, by what caused them (`config`, `endpoint`,
+    /// ...; a push merging several causes counts once under each).
+    pub push_triggers: Family<TypeLabel, Counter>,
+    /// `galley_validation_passed`: objects the validating webhook admitted.
+    pub validation_passed: Counter,
+    /// `galley_validation_failed`: objects it refused.
+    pub validation_failed: Counter,
+    /// `sidecar_injection_success_total`: pods the injection webhook answered.
+    pub injection_success: Counter,
+    /// `sidecar_injection_failure_total`: pods it could not inject.
+    pub injection_failure: Counter,
     /// The label values proxies chose so far.
     client_values: ClientValues,
 }
@@ -102,6 +134,20 @@ impl Metrics {
             rejects: Family::default(),
             convergence: Histogram::new([0.001, 0.01, 0.1, 0.5, 1.0, 3.0, 5.0, 10.0, 20.0, 30.0]),
             pushed_bytes: Family::default(),
+            config_size: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(1.0, 10.0, 8))
+            }),
+            push_time: Family::new_with_constructor(|| {
+                Histogram::new([0.01, 0.1, 0.5, 1.0, 3.0, 5.0, 10.0, 20.0, 30.0])
+            }),
+            internal_errors: Counter::default(),
+            registry_events: Family::default(),
+            config_events: Family::default(),
+            push_triggers: Family::default(),
+            validation_passed: Counter::default(),
+            validation_failed: Counter::default(),
+            injection_success: Counter::default(),
+            injection_failure: Counter::default(),
             client_values: ClientValues::default(),
         };
         registry.register(
@@ -142,6 +188,7 @@ impl Metrics {
             "Bytes of xDS responses sent, by type",
             metrics.pushed_bytes.clone(),
         );
+        metrics.register_istiod_series(registry);
         // Dashboards and alerts expect a 0, not a missing series, before the first event.
         for t in ["cds", "eds", "lds", "rds"] {
             let label = TypeLabel {
@@ -150,8 +197,95 @@ impl Metrics {
             let _ = metrics.pushes.get_or_create(&label);
             let _ = metrics.rejects.get_or_create(&label);
             let _ = metrics.pushed_bytes.get_or_create(&label);
+            let _ = metrics.config_size.get_or_create(&label);
+            let _ = metrics.push_time.get_or_create(&label);
         }
         metrics
+    }
+
+    /// The rest of the series Istio's control-plane dashboard reads, under istiod's
+    /// names and help texts.
+    fn register_istiod_series(&self, registry: &mut Registry) {
+        registry.register_collector(Box::new(crate::process::ProcessCollector::new()));
+        registry.register(
+            "pilot_xds_config_size_bytes",
+            "Distribution of configuration sizes pushed to clients",
+            self.config_size.clone(),
+        );
+        registry.register(
+            "pilot_xds_push_time",
+            "Total time in seconds Pilot takes to push lds, rds, cds and eds.",
+            self.push_time.clone(),
+        );
+        registry.register(
+            "pilot_total_xds_internal_errors",
+            "Total number of internal XDS errors in pilot.",
+            self.internal_errors.clone(),
+        );
+        registry.register(
+            "pilot_k8s_reg_events",
+            "Events from k8s registry.",
+            self.registry_events.clone(),
+        );
+        registry.register(
+            "pilot_k8s_cfg_events",
+            "Events from k8s config.",
+            self.config_events.clone(),
+        );
+        registry.register(
+            "pilot_push_triggers",
+            "Total number of times a push was triggered, labeled by reason for the push.",
+            self.push_triggers.clone(),
+        );
+        registry.register(
+            "galley_validation_passed",
+            "Resource is valid.",
+            self.validation_passed.clone(),
+        );
+        registry.register(
+            "galley_validation_failed",
+            "Resource validation failed.",
+            self.validation_failed.clone(),
+        );
+        // istiod's own names end in `_total`; the exposition keeps them as they are.
+        registry.register(
+            "sidecar_injection_success_total",
+            "Total number of successful sidecar injection requests.",
+            self.injection_success.clone(),
+        );
+        registry.register(
+            "sidecar_injection_failure_total",
+            "Total number of failed sidecar injection requests.",
+            self.injection_failure.clone(),
+        );
+    }
+
+    /// Counts what one push merged: each change under its kind's events, and each cause
+    /// once under `pilot_push_triggers`.
+    pub fn record_push(&self, triggers: &[Trigger]) {
+        let mut reasons = std::collections::BTreeSet::new();
+        for trigger in triggers {
+            reasons.insert(trigger.origin.push_reason());
+            let (family, kind) = match trigger.origin {
+                Origin::Services => (&self.registry_events, "Services"),
+                Origin::Endpoints(kind) => (&self.registry_events, kind),
+                Origin::Config(kind) => (&self.config_events, kind),
+                _ => continue,
+            };
+            family
+                .get_or_create(&EventLabels {
+                    r#type: kind.to_string(),
+                    event: trigger.event.name().to_string(),
+                })
+                .inc();
+        }
+        for reason in reasons {
+            self.push_triggers
+                .get_or_create(&TypeLabel {
+                    r#type: reason.to_string(),
+                })
+                .inc();
+        }
     }
 
     /// Which project each member cluster belongs to, for the proxies that connect from now.

@@ -111,7 +111,17 @@ impl XdsServer {
         let context = self.router.route(caller_cluster(metadata)).await?;
         let caller = XdsServer::authenticate(&context, metadata).await?;
         let (tx, rx) = mpsc::channel(8);
-        tokio::spawn(session::serve::<P>(context, caller, requests, tx));
+        let metrics = context.metrics.clone();
+        let serve =
+            std::panic::AssertUnwindSafe(session::serve::<P>(context, caller, requests, tx));
+        tokio::spawn(async move {
+            // A panic ends this stream only (the proxy reconnects); it is meshd's fault,
+            // counted where istiod counts its own.
+            if futures::FutureExt::catch_unwind(serve).await.is_err() {
+                metrics.internal_errors.inc();
+                tracing::error!("an xDS stream ended by a panic in meshd");
+            }
+        });
         Ok(rx)
     }
 }

@@ -138,17 +138,25 @@ impl Session {
         format!("{}-{}", self.id, self.nonce)
     }
 
-    /// Counts a response of `bytes` bytes.
-    pub fn record_sent(&self, kind: ResourceType, bytes: usize) {
+    /// Counts a response of `bytes` bytes, whose building began at `started`.
+    pub fn record_sent(&self, kind: ResourceType, bytes: usize, started: Instant) {
         let label = TypeLabel {
             r#type: kind.short_name().to_string(),
         };
-        self.context.metrics.pushes.get_or_create(&label).inc();
-        self.context
-            .metrics
+        let metrics = &self.context.metrics;
+        metrics.pushes.get_or_create(&label).inc();
+        metrics
             .pushed_bytes
             .get_or_create(&label)
             .inc_by(bytes as u64);
+        metrics
+            .config_size
+            .get_or_create(&label)
+            .observe(bytes as f64);
+        metrics
+            .push_time
+            .get_or_create(&label)
+            .observe(started.elapsed().as_secs_f64());
     }
 
     /// Logs and counts a NACK: a bug to fix, since meshd validates before it pushes.

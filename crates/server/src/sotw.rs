@@ -14,6 +14,7 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
 use fleetmesh_xds::ResourceType;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::mpsc;
 use tonic::Status;
 
@@ -175,6 +176,7 @@ impl Stream {
     /// out (istiod's incremental EDS relies on it too): one scaled Deployment costs each
     /// proxy one assignment, not the whole mesh's. After a cluster push, all are sent.
     async fn send_endpoint_changes(&mut self) -> Result<(), StreamEnd> {
+        let started = Instant::now();
         let kind = ResourceType::Endpoint;
         let Some(current) = self.session.generated.of_type(kind).cloned() else {
             return Ok(());
@@ -186,7 +188,7 @@ impl Stream {
             sotw.sent = current;
             return Ok(());
         }
-        self.respond(kind, current, changed.to_vec()).await
+        self.respond(kind, current, changed.to_vec(), started).await
     }
 
     /// Sends the whole set of `kind`; for clusters, `retain_dropped` keeps the ones this
@@ -196,6 +198,7 @@ impl Stream {
         kind: ResourceType,
         retain_dropped: bool,
     ) -> Result<(), StreamEnd> {
+        let started = Instant::now();
         let Some(current) = self.session.generated.of_type(kind).cloned() else {
             return Ok(());
         };
@@ -216,7 +219,7 @@ impl Stream {
             }
         }
         let resources = sent.iter().map(|(_, e)| e.clone()).collect();
-        self.respond(kind, sent, resources).await
+        self.respond(kind, sent, resources, started).await
     }
 
     /// Sends `resources` as the version of `sent`, what the proxy then holds.
@@ -225,6 +228,7 @@ impl Stream {
         kind: ResourceType,
         sent: Arc<TypeResources>,
         resources: Vec<Arc<Entry>>,
+        started: Instant,
     ) -> Result<(), StreamEnd> {
         let version = sent.version.clone();
         let nonce = self.session.next_nonce();
@@ -242,7 +246,7 @@ impl Stream {
             .send(Ok(response))
             .await
             .map_err(|_| StreamEnd::ProxyGone)?;
-        self.session.record_sent(kind, bytes);
+        self.session.record_sent(kind, bytes, started);
         let subscription = self.subscriptions.entry(kind);
         subscription.sent(nonce, version);
         subscription.protocol.sent = sent;

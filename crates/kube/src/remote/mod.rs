@@ -12,6 +12,7 @@ use crate::discovery::ServiceDiscovery;
 use crate::egress::EgressPolicy;
 use crate::reflect::{Tasks, reflect};
 use fleetmesh_model::service::Service;
+use fleetmesh_model::trigger::{Origin, Trigger};
 use k8s_openapi::api::core::v1::{Secret, Service as KubeService};
 use kube::api::ListParams;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -81,13 +82,13 @@ impl RemoteClusters {
         client: Client,
         own_cluster: &str,
         settings: RemoteSettings,
-        changes: UnboundedSender<()>,
+        changes: UnboundedSender<Trigger>,
     ) -> RemoteClusters {
         let remotes = Remotes::default();
         let (secret_changes, secret_events) = mpsc::unbounded_channel();
         let config = watcher::Config::default().labels(&format!("{MULTICLUSTER_LABEL}=true"));
         let api = Api::<Secret>::namespaced(client.clone(), &settings.root_namespace);
-        let (secrets, watch) = reflect(api, (), config, secret_changes);
+        let (secrets, watch) = reflect(api, (), config, Origin::RemoteCluster, secret_changes);
         let reconciler = Reconciler {
             own_cluster: own_cluster.into(),
             settings,
@@ -139,7 +140,7 @@ struct Reconciler {
     own_cluster: String,
     settings: RemoteSettings,
     remotes: Remotes,
-    changes: UnboundedSender<()>,
+    changes: UnboundedSender<Trigger>,
     events: Recorder,
 }
 
@@ -147,7 +148,7 @@ impl Reconciler {
     async fn run(
         self,
         secrets: Store<Secret>,
-        mut events: mpsc::UnboundedReceiver<()>,
+        mut events: mpsc::UnboundedReceiver<Trigger>,
         watch: JoinHandle<()>,
     ) {
         let _watch = Tasks::from(vec![watch]);
@@ -211,7 +212,7 @@ impl Reconciler {
         }
         drop(remotes);
         if changed {
-            let _ = self.changes.send(());
+            let _ = self.changes.send(Trigger::update(Origin::RemoteCluster));
         }
     }
 
@@ -256,7 +257,7 @@ impl Reconciler {
             tracing::info!(%cluster, services, secret = %remote.secret, "remote cluster connected");
         }
         drop(remotes);
-        let _ = self.changes.send(());
+        let _ = self.changes.send(Trigger::update(Origin::RemoteCluster));
     }
 
     async fn try_connect(&self, cluster: &str, text: &str) -> Result<ServiceDiscovery, Failure> {

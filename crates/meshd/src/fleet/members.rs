@@ -340,7 +340,8 @@ impl Members {
         let sources =
             ingest::Sources::new(&config, &settings.egress, None, Some(watches), changes_tx);
         let stop = settings.shutdown.child_token();
-        let (states, publishing) = ingest::publish_changes(sources, changes);
+        let (states, publishing) =
+            ingest::publish_changes(sources, changes, settings.metrics.clone());
         spawn_until(&stop, publishing);
         // Its pods verify meshd with meshd's own roots; the project's are its mesh's.
         let roots = vec![authority.clone(), settings.authorities.own()];
