@@ -6,6 +6,8 @@ use fleetmesh_ca::{Identity, TokenIssuer, csr};
 use fleetmesh_e2e::*;
 use std::time::{Duration, SystemTime};
 
+const HOUR: Duration = Duration::from_secs(3600);
+
 const STRICT: &str = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n\
     metadata: {name: default, namespace: istio-system}\nspec: {mtls: {mode: STRICT}}\n";
 
@@ -176,7 +178,7 @@ async fn the_ca_signs_only_the_callers_own_identity() {
             .await
             .unwrap();
     let frontend = Identity::new("default", "frontend");
-    let token = mesh.meshd().issue_token(&frontend);
+    let token = mesh.meshd().issue_token(&frontend, HOUR).token;
     let own = csr::generate(&frontend.spiffe_id("cluster.local")).unwrap();
     let create = async |token: &str, csr: String, ttl: u64| {
         fleetmesh_ca::client::create_certificate(
@@ -200,11 +202,32 @@ async fn the_ca_signs_only_the_callers_own_identity() {
     let stranger_dir = tempfile::tempdir().unwrap();
     let stranger = TokenIssuer::load_or_create(stranger_dir.path())
         .unwrap()
-        .issue(&frontend);
+        .issue(&frontend, HOUR)
+        .token;
     let unknown = create(&stranger, own.csr_pem.clone(), 3600)
         .await
         .unwrap_err();
     assert_eq!(unknown.code(), tonic::Code::Unauthenticated);
+    // An expired token, and a revoked one, prove nothing any more.
+    let expired = mesh.meshd().issue_token(&frontend, Duration::ZERO);
+    let refused = create(&expired.token, own.csr_pem.clone(), 3600)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    assert!(refused.message().contains("expired"), "{refused:?}");
+    let revoked = mesh.meshd().issue_token(&frontend, HOUR);
+    create(&revoked.token, own.csr_pem.clone(), 3600)
+        .await
+        .unwrap();
+    mesh.meshd().revoke_token(&revoked.id).unwrap();
+    let refused = create(&revoked.token, own.csr_pem.clone(), 3600)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    assert!(refused.message().contains("revoked"), "{refused:?}");
+    create(&token, own.csr_pem.clone(), 3600)
+        .await
+        .expect("the workload's other token still works");
     let anonymous =
         fleetmesh_ca::proto::istio_certificate_service_client::IstioCertificateServiceClient::new(
             channel.clone(),

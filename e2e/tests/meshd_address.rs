@@ -23,7 +23,13 @@ async fn certificate_from(meshd: &Meshd, dir: &Path, address: &str, wait: Durati
     let identity = Identity::new("default", "reviews");
     let workdir = tempfile::tempdir().unwrap();
     let token = workdir.path().join("token");
-    std::fs::write(&token, meshd.issue_token(&identity)).unwrap();
+    std::fs::write(
+        &token,
+        meshd
+            .issue_token(&identity, Duration::from_secs(3600))
+            .token,
+    )
+    .unwrap();
     let connection = MeshdConnection::new(
         address,
         Some(&dir.join(".ca/root-cert.pem")),

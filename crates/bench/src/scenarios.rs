@@ -99,10 +99,14 @@ pub fn identities(
                 ..Node::default()
             };
             let token = issuer.as_ref().map(|issuer| {
-                issuer.issue(&fleetmesh_ca::Identity {
+                let identity = fleetmesh_ca::Identity {
                     namespace: pod.namespace.clone(),
                     service_account: pod.service_account.clone(),
-                })
+                };
+                // Longer than any benchmark runs.
+                issuer
+                    .issue(&identity, Duration::from_secs(24 * 3600))
+                    .token
             });
             Identity {
                 node,

@@ -18,7 +18,7 @@ pub use auth::{AuthError, Authenticator};
 pub use authority::{CertificateAuthority, ServingCertificate, SignError};
 pub use identity::Identity;
 pub use service::{CaRoute, CaRouter, CaService};
-pub use token::TokenIssuer;
+pub use token::{IssuedToken, TokenIssuer};
 
 /// Istio's certificate API, from fleetmesh's own `proto/istio/v1/auth/ca.proto`
 /// (generated code: documented by the proto).

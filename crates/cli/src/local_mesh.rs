@@ -16,6 +16,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+/// How long the local mesh's proxies' tokens prove their identity: longer than a demo or
+/// test runs. Workloads of a mesh that runs for good get theirs from `fleetmesh token`.
+const PROXY_TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+
 /// The label that ties a workload to its own WorkloadEntry and Sidecar.
 pub const WORKLOAD_LABEL: &str = "fleetmesh.io/workload";
 pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
@@ -332,7 +336,10 @@ impl LocalMesh {
     ) -> anyhow::Result<Workload> {
         let namespace = identity.namespace.as_str();
         let pod = pod.unwrap_or_else(|| PodConnection {
-            token: self.meshd().issue_token(identity),
+            token: self
+                .meshd()
+                .issue_token(identity, PROXY_TOKEN_LIFETIME)
+                .token,
             meshd_roots: None,
             cluster_id: self.meshd_config.cluster_id.clone(),
             trust_domain: self.meshd_config.trust_domain.clone(),

@@ -41,15 +41,23 @@ enum Command {
         xds_mode: String,
     },
     /// Issue a token that proves a workload's identity to meshd (for `fleetmesh-agent
-    /// --token-file`). Reads the token key in meshd's CA directory; keep the token secret.
+    /// --token-file`), or revoke one. Reads the token key in meshd's CA directory; keep
+    /// the token secret. Prints the token, and on stderr its id and expiry.
     Token {
         /// meshd's `--ca-dir`.
         #[arg(long, env = "MESHD_CA_DIR", default_value = "./var/lib/fleetmesh/ca")]
         ca_dir: PathBuf,
-        #[arg(long)]
-        namespace: String,
-        #[arg(long)]
-        service_account: String,
+        #[arg(long, required_unless_present = "revoke")]
+        namespace: Option<String>,
+        #[arg(long, required_unless_present = "revoke")]
+        service_account: Option<String>,
+        /// How long the token proves the identity (`30m`, `24h`; at most a year).
+        #[arg(long, default_value = "24h", value_parser = parse_lifetime)]
+        ttl: std::time::Duration,
+        /// Revoke the token with this id instead (as issuing printed it): every meshd
+        /// of this CA directory refuses it from its next use on.
+        #[arg(long, conflicts_with_all = ["namespace", "service_account"])]
+        revoke: Option<String>,
     },
     /// Rotate the mesh root in three steps, each picked up live by meshd: `add` (trust a
     /// new root beside the old), then after half a certificate lifetime `activate` (sign
@@ -317,6 +325,53 @@ enum MeshCommand {
     },
 }
 
+/// `fleetmesh token`: issues a token for `namespace`/`service_account`, or revokes one.
+fn token(
+    ca_dir: &std::path::Path,
+    namespace: Option<String>,
+    service_account: Option<String>,
+    ttl: std::time::Duration,
+    revoke: Option<String>,
+) -> anyhow::Result<()> {
+    let issuer = fleetmesh_ca::TokenIssuer::load_or_create(ca_dir)
+        .map_err(|e| anyhow::anyhow!("token key in {}: {e}", ca_dir.display()))?;
+    if let Some(id) = revoke {
+        issuer
+            .revoke(&id)
+            .map_err(|e| anyhow::anyhow!("revoking in {}: {e}", ca_dir.display()))?;
+        eprintln!("token {id} revoked");
+        return Ok(());
+    }
+    let identity = fleetmesh_ca::Identity::new(
+        &namespace.unwrap_or_default(),
+        &service_account.unwrap_or_default(),
+    );
+    let issued = issuer.issue(&identity, ttl);
+    println!("{}", issued.token);
+    let expires = issued
+        .expires
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    eprintln!(
+        "token {} for {}/{}, expires at {expires} (unix seconds); revoke with `fleetmesh token --revoke {}`",
+        issued.id, identity.namespace, identity.service_account, issued.id
+    );
+    Ok(())
+}
+
+fn parse_lifetime(text: &str) -> Result<std::time::Duration, String> {
+    let lifetime = fleetmesh_api::duration::Duration::parse(text)
+        .map_err(|e| e.to_string())?
+        .as_std();
+    if lifetime.is_zero() || lifetime > fleetmesh_ca::token::MAX_LIFETIME {
+        return Err(format!(
+            "{text:?}: a token lives more than 0s and at most a year"
+        ));
+    }
+    Ok(lifetime)
+}
+
 fn parse_hub(text: &str) -> Result<String, String> {
     if fleetmesh_inject::channel::valid_hub(text) {
         Ok(text.to_string())
@@ -392,15 +447,9 @@ async fn main() -> anyhow::Result<()> {
             ca_dir,
             namespace,
             service_account,
-        } => {
-            let issuer = fleetmesh_ca::TokenIssuer::load_or_create(&ca_dir)
-                .map_err(|e| anyhow::anyhow!("token key in {}: {e}", ca_dir.display()))?;
-            println!(
-                "{}",
-                issuer.issue(&fleetmesh_ca::Identity::new(&namespace, &service_account))
-            );
-            Ok(())
-        }
+            ttl,
+            revoke,
+        } => token(&ca_dir, namespace, service_account, ttl, revoke),
         Command::RotateRoot {
             step,
             ca_dir,

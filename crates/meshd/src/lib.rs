@@ -21,10 +21,11 @@ mod webhook;
 pub use config::MeshdConfig;
 
 use anyhow::Context;
-use fleetmesh_ca::{CaService, CertificateAuthority, Identity, TokenIssuer};
+use fleetmesh_ca::{CaService, CertificateAuthority, Identity, IssuedToken, TokenIssuer};
 use fleetmesh_server::{MeshState, Metrics, Registry, ServerContext, XdsServer};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -383,10 +384,15 @@ impl Meshd {
         &self.metrics
     }
 
-    /// A token proving `identity` to this meshd (and to any meshd sharing its CA dir), for
-    /// a workload's agent to present to the CA and the xDS server.
-    pub fn issue_token(&self, identity: &Identity) -> String {
-        self.tokens.issue(identity)
+    /// A token proving `identity` to this meshd (and to any meshd sharing its CA dir) for
+    /// `lifetime`, for a workload's agent to present to the CA and the xDS server.
+    pub fn issue_token(&self, identity: &Identity, lifetime: Duration) -> IssuedToken {
+        self.tokens.issue(identity, lifetime)
+    }
+
+    /// Revokes the token `id`: it proves nothing from its next use on.
+    pub fn revoke_token(&self, id: &str) -> std::io::Result<()> {
+        self.tokens.revoke(id)
     }
 
     /// Errors of the config files that are currently rejected.

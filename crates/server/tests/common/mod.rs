@@ -72,7 +72,12 @@ impl TestServer {
     /// `body` as a request carrying a token for `identity`.
     pub fn authorized<T>(&self, body: T, identity: &Identity) -> tonic::Request<T> {
         let mut request = tonic::Request::new(body);
-        let value = format!("Bearer {}", self.tokens.issue(identity));
+        let value = format!(
+            "Bearer {}",
+            self.tokens
+                .issue(identity, std::time::Duration::from_secs(3600))
+                .token
+        );
         request
             .metadata_mut()
             .insert("authorization", value.parse().unwrap());
