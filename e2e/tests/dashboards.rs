@@ -59,12 +59,9 @@ fn config_review(weight: u32) -> String {
 async fn the_control_plane_dashboard_finds_every_series() {
     let selected = dashboard_selectors();
 
-    let cluster = TestCluster::start("fleetmesh-kube-tests").expect("the local cluster starts");
-    cluster
-        .install_istio_crds()
+    let (cluster, client) = TestCluster::start_with_istio("fleetmesh-kube-tests")
         .await
-        .expect("Istio CRDs install");
-    let client = cluster.client().await.unwrap();
+        .expect("the local cluster starts and serves Istio's CRDs");
     let namespace = TestNamespace::create(&client, "dashboards").await.unwrap();
     let mesh = LocalMesh::start_with(None, XdsMode::Delta, Some(cluster.kubeconfig.clone()))
         .await

@@ -195,12 +195,9 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn virtual_services_from_kubectl_reach_envoy() {
-    let cluster = TestCluster::start("fleetmesh-kube-tests").expect("the local cluster starts");
-    cluster
-        .install_istio_crds()
+    let (cluster, client) = TestCluster::start_with_istio("fleetmesh-kube-tests")
         .await
-        .expect("Istio CRDs install");
-    let client = cluster.client().await.unwrap();
+        .expect("the local cluster starts and serves Istio's CRDs");
     let namespace = TestNamespace::create(&client, "vs").await.unwrap();
     namespace
         .apply(&format!("{SERVICE}---{}", deployment(2)))
@@ -308,12 +305,9 @@ fn reviews_cluster(namespace: &TestNamespace) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sidecar_limits_what_one_namespace_sees() {
-    let cluster = TestCluster::start("fleetmesh-kube-tests").expect("the local cluster starts");
-    cluster
-        .install_istio_crds()
+    let (cluster, client) = TestCluster::start_with_istio("fleetmesh-kube-tests")
         .await
-        .expect("Istio CRDs install");
-    let client = cluster.client().await.unwrap();
+        .expect("the local cluster starts and serves Istio's CRDs");
     let scoped = TestNamespace::create(&client, "scoped").await.unwrap();
     let open = TestNamespace::create(&client, "open").await.unwrap();
     for namespace in [&scoped, &open] {
@@ -460,9 +454,9 @@ async fn mesh_config_root_namespace_applies_live() {
 /// node id names, not from the metadata the proxy sends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_is_matched_to_its_pod() {
-    let cluster = TestCluster::start("fleetmesh-kube-tests").expect("the local cluster starts");
-    cluster.install_istio_crds().await.unwrap();
-    let client = cluster.client().await.unwrap();
+    let (cluster, client) = TestCluster::start_with_istio("fleetmesh-kube-tests")
+        .await
+        .expect("the local cluster starts and serves Istio's CRDs");
     let namespace = TestNamespace::create(&client, "pods").await.unwrap();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace.name);
     namespace

@@ -73,6 +73,15 @@ impl TestCluster {
         })
     }
 
+    /// Starts (or reuses) cluster `name` with fleetmesh's Istio CRDs served; returns it
+    /// with an admin client.
+    pub async fn start_with_istio(name: &str) -> anyhow::Result<(TestCluster, Client)> {
+        let cluster = TestCluster::start(name)?;
+        cluster.install_istio_crds().await?;
+        let client = cluster.client().await?;
+        Ok((cluster, client))
+    }
+
     /// A client of the cluster as its admin.
     pub async fn client(&self) -> anyhow::Result<Client> {
         let kubeconfig = Kubeconfig::read_from(&self.kubeconfig)?;
