@@ -199,7 +199,6 @@ async fn wake(
     let token = pod_token(client).await?;
     let endpoint =
         tonic::transport::Endpoint::from_shared(format!("http://{}", plane.xds_address))?;
-    let channel = endpoint.connect_lazy();
     let mut wakes = Vec::new();
     let mut sidecars = Vec::new();
     for i in 0..active {
@@ -210,8 +209,9 @@ async fn wake(
             token: Some(token.clone()),
             cluster: Some(cluster),
         };
+        // A connection each, as proxies have (meshd limits the streams of one).
         sidecars.push(tokio::spawn(sidecar::run(
-            channel.clone(),
+            endpoint.connect_lazy(),
             identity,
             stats.clone(),
             None,

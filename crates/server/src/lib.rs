@@ -32,5 +32,5 @@ pub use context::{Router, ServerContext};
 pub use generated::Generated;
 pub use metrics::Metrics;
 pub use registry::{ProxyStatus, Registry};
-pub use service::XdsServer;
+pub use service::{HANDSHAKE_TIMEOUT, MAX_STREAMS_PER_CONNECTION, XdsServer};
 pub use state::MeshState;

@@ -13,6 +13,7 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
@@ -22,6 +23,21 @@ const SOTW: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
 const DELTA: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
+
+/// A TLS handshake not done by then ends the connection: a client that connects and
+/// says nothing must not hold meshd's resources.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Streams one connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS): an
+/// agent opens one ADS stream and a CSR call now and then.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 16;
+/// HTTP/2 pings find a peer that went away without closing (a node lost, a partition);
+/// one unanswered for `KEEPALIVE_TIMEOUT` ends the connection.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// As istiod does: after this long a connection is told to go (GOAWAY), and its proxy
+/// reconnects, so a new meshd replica gets its share of proxies over time.
+const MAX_CONNECTION_AGE: Duration = Duration::from_secs(30 * 60);
+const MAX_CONNECTION_AGE_GRACE: Duration = Duration::from_secs(10);
 
 /// The ADS server: serves every stream from the published [`MeshState`]s of the
 /// context its [`Router`] picks.
@@ -75,9 +91,15 @@ impl XdsServer {
     ) -> Result<(), tonic::transport::Error> {
         let shutdown = self.shutdown.clone();
         let routes = others.add_service(AdsService(self));
-        let mut builder = tonic::transport::Server::builder();
+        let mut builder = tonic::transport::Server::builder()
+            .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+            .tcp_keepalive(Some(KEEPALIVE_INTERVAL))
+            .max_connection_age(MAX_CONNECTION_AGE)
+            .max_connection_age_grace(MAX_CONNECTION_AGE_GRACE);
         if let Some(tls) = tls {
-            builder = builder.tls_config(tls)?;
+            builder = builder.tls_config(tls.timeout(HANDSHAKE_TIMEOUT))?;
         }
         builder
             .add_routes(routes)

@@ -42,7 +42,17 @@ pub struct TestServer {
 }
 
 impl TestServer {
+    /// Serves `initial` in plaintext (as the loopback port 15010).
     pub async fn start(initial: &str) -> TestServer {
+        TestServer::start_with(initial, false).await
+    }
+
+    /// Serves `initial` over TLS (as 15012), with a certificate for 127.0.0.1.
+    pub async fn start_tls(initial: &str) -> TestServer {
+        TestServer::start_with(initial, true).await
+    }
+
+    async fn start_with(initial: &str, tls: bool) -> TestServer {
         let (snapshots, rx) = watch::channel(snapshot(initial));
         let mut prometheus = prometheus_client::registry::Registry::default();
         let shutdown = CancellationToken::new();
@@ -59,7 +69,25 @@ impl TestServer {
         ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        tokio::spawn(server.serve(listener, tonic::service::Routes::default()));
+        let routes = tonic::service::Routes::default();
+        if tls {
+            let authority = fleetmesh_ca::CertificateAuthority::load_or_create(
+                &token_dir.path().join("ca"),
+                "cluster.local",
+                std::time::Duration::from_secs(3600),
+            )
+            .unwrap();
+            let serving = authority
+                .issue_serving_certificate(
+                    &["127.0.0.1".to_string()],
+                    std::time::Duration::from_secs(3600),
+                )
+                .unwrap();
+            let identity = tonic::transport::Identity::from_pem(serving.chain, serving.key);
+            tokio::spawn(server.serve_tls(listener, routes, identity));
+        } else {
+            tokio::spawn(server.serve(listener, routes));
+        }
         TestServer {
             address,
             snapshots,
