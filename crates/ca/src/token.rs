@@ -97,17 +97,13 @@ impl TokenIssuer {
     /// Whether `token` has the form of meshd's own tokens (a Kubernetes service-account
     /// JWT never does).
     pub fn is_ours(token: &str) -> bool {
-        [PREFIX, EXPIRED_FORMAT].iter().any(|prefix| {
-            token
-                .strip_prefix(prefix)
-                .is_some_and(|rest| rest.starts_with('.'))
-        })
+        in_format(token, PREFIX) || in_format(token, EXPIRED_FORMAT)
     }
 
     /// The identity `token` proves, if this issuer signed it, it has not expired and its
     /// id is not revoked.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
-        if token.starts_with("fm1.") {
+        if in_format(token, EXPIRED_FORMAT) {
             return Err(AuthError::Refused(
                 "an fm1 token never expires and is no longer accepted: issue a new one with `fleetmesh token`".into(),
             ));
@@ -196,6 +192,13 @@ impl Revocations {
         }
         read.ids.contains(id)
     }
+}
+
+/// Whether `token` starts with the format tag `format` (`fm2.`).
+fn in_format(token: &str, format: &str) -> bool {
+    token
+        .strip_prefix(format)
+        .is_some_and(|rest| rest.starts_with('.'))
 }
 
 fn unix_seconds(time: SystemTime) -> u64 {

@@ -134,10 +134,13 @@ fn router(state: WebhookState) -> Router {
             "/inject/{revision}/cluster/{cluster}/redirect/{redirect}/hub/{*hub}",
             post(inject),
         )
-        .route("/validate", post(validate))
+        .route(VALIDATE, post(validate))
         .layer(axum::middleware::from_fn_with_state(state.clone(), count))
         .with_state(state)
 }
+
+/// The validating webhook's path (every other path injects).
+const VALIDATE: &str = "/validate";
 
 /// Counts each webhook answer: an injection that patched the pod or a validation that
 /// admitted the object is a success; any other answer (a refusal, a request that is no
@@ -147,7 +150,7 @@ async fn count(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let validation = request.uri().path() == "/validate";
+    let validation = request.uri().path() == VALIDATE;
     let response = next.run(request).await;
     let metrics = &state.metrics;
     let passed = response.status().is_success() && response.extensions().get::<Refused>().is_none();

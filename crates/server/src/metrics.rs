@@ -263,9 +263,15 @@ impl Metrics {
     /// Counts what one push merged: each change under its kind's events, and each cause
     /// once under `pilot_push_triggers`.
     pub fn record_push(&self, triggers: &[Trigger]) {
+        // A burst merges thousands of changes of a few kinds: each series is looked up
+        // (and its labels made) once per push, not once per change.
         let mut reasons = std::collections::BTreeSet::new();
+        let mut events = std::collections::BTreeMap::new();
         for trigger in triggers {
             reasons.insert(trigger.origin.push_reason());
+            *events.entry(*trigger).or_insert(0u64) += 1;
+        }
+        for (trigger, count) in events {
             let (family, kind) = match trigger.origin {
                 Origin::Services => (&self.registry_events, "Services"),
                 Origin::Endpoints(kind) => (&self.registry_events, kind),
@@ -277,7 +283,7 @@ impl Metrics {
                     r#type: kind.to_string(),
                     event: trigger.event.name().to_string(),
                 })
-                .inc();
+                .inc_by(count);
         }
         for reason in reasons {
             self.push_triggers

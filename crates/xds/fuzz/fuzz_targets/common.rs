@@ -1,5 +1,7 @@
-//! What both targets do with a node: read it as meshd reads a proxy's, and build that
-//! proxy's config from a small mesh, encoding every resource as it would be sent.
+#![allow(dead_code)] // each target uses a part of it
+
+//! What the targets do with a node: read it as meshd reads a proxy's, and build that
+//! proxy's config from a mesh, encoding every resource as it would be sent.
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use fleetmesh_model::Snapshot;
@@ -52,14 +54,20 @@ fn mesh() -> &'static Snapshot {
     })
 }
 
-/// Reads `node` as meshd does and, if it is a proxy, generates and encodes its config.
+/// Reads `node` as meshd does and, if it is a proxy, generates and encodes its config
+/// from a small mesh.
 pub fn serve(node: &Node) {
+    serve_from(mesh(), node);
+}
+
+/// As [`serve`], from `snapshot`.
+pub fn serve_from(snapshot: &Snapshot, node: &Node) {
     let Ok(proxy) = Proxy::from_node(node) else {
         return;
     };
     let _ = proxy.config_key();
-    let proxy = proxy.resolved(mesh());
-    let resources = fleetmesh_xds::generate(mesh(), &proxy);
+    let proxy = proxy.resolved(snapshot);
+    let resources = fleetmesh_xds::generate(snapshot, &proxy);
     for resource in resources
         .clusters
         .iter()

@@ -3,13 +3,15 @@
 //! validation lets through must never panic the translation.
 #![no_main]
 
+mod common;
+
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use fleetmesh_model::Snapshot;
 use fleetmesh_xds::Proxy;
 use libfuzzer_sys::fuzz_target;
 
-fn node(id: &str, labels: &[(&str, &str)]) -> Proxy {
+fn node(id: &str, labels: &[(&str, &str)]) -> Node {
     let text = |s: &str| Value {
         kind: Some(Kind::StringValue(s.to_string())),
     };
@@ -27,7 +29,8 @@ fn node(id: &str, labels: &[(&str, &str)]) -> Proxy {
         }),
         ..Node::default()
     };
-    Proxy::from_node(&node).expect("a valid node")
+    assert!(Proxy::from_node(&node).is_ok(), "a valid node: {id}");
+    node
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -42,9 +45,7 @@ fuzz_target!(|data: &[u8]| {
         node("sidecar~127.0.0.20~app-0.default~default.svc.cluster.local", &[("app", "web")]),
         node("router~127.0.0.30~gw-0.default~default.svc.cluster.local", &[("istio", "ingressgateway")]),
     ];
-    for proxy in proxies {
-        let proxy = proxy.resolved(&snapshot);
-        let resources = fleetmesh_xds::generate(&snapshot, &proxy);
-        let _ = resources.listeners.len() + resources.clusters.len();
+    for proxy in &proxies {
+        common::serve_from(&snapshot, proxy);
     }
 });
