@@ -10,6 +10,7 @@ pub mod envoy;
 pub mod identity;
 pub mod meshd;
 pub mod process;
+pub mod ready;
 pub mod sds;
 pub mod security;
 mod socket;

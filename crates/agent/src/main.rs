@@ -1,5 +1,6 @@
 //! `fleetmesh-agent`: starts Envoy for one workload, keeps it running, drains it on
-//! SIGTERM and exits with Envoy's status.
+//! SIGTERM and exits with Envoy's status. `fleetmesh-agent wait` waits for that Envoy to
+//! be ready (the injected postStart hook that holds the app until then).
 
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -14,7 +15,8 @@ use std::time::Duration;
 #[derive(Parser, Debug)]
 #[command(
     version,
-    about = "Runs Envoy beside a workload, configured by meshd over xDS"
+    about = "Runs Envoy beside a workload, configured by meshd over xDS",
+    after_help = "`fleetmesh-agent wait [--timeout 60s]` waits until this pod's Envoy is ready."
 )]
 struct Args {
     /// meshd's xDS and CA address, `host:port`: an IP address or a DNS name (with
@@ -85,6 +87,28 @@ struct Args {
     envoy_log_level: String,
 }
 
+/// `fleetmesh-agent wait`.
+#[derive(Parser, Debug)]
+#[command(about = "Waits until the pod's Envoy is ready (the app's start waits for this)")]
+struct WaitArgs {
+    /// The running agent's --workdir, where Envoy's admin socket is.
+    #[arg(long, default_value = "./var/lib/fleetmesh")]
+    workdir: PathBuf,
+    /// How long to wait before failing (the kubelet then restarts the proxy).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    timeout: Duration,
+}
+
+fn wait(args: &WaitArgs) -> anyhow::Result<()> {
+    let took = fleetmesh_agent::ready::wait_ready(
+        &args.workdir.join(fleetmesh_agent::ready::ADMIN_SOCKET),
+        args.timeout,
+    )
+    .map_err(anyhow::Error::msg)?;
+    tracing::info!(?took, "Envoy is ready");
+    Ok(())
+}
+
 fn parse_label(text: &str) -> Result<(String, String), String> {
     text.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -100,7 +124,14 @@ fn main() -> anyhow::Result<()> {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     tracing_subscriber::fmt().with_env_filter(filter).init();
-    let args = Args::parse();
+    if std::env::args_os().nth(1).is_some_and(|a| a == "wait") {
+        return wait(&WaitArgs::parse_from(std::env::args_os().skip(1)));
+    }
+    run(Args::parse())
+}
+
+/// Runs Envoy for the workload until it ends or SIGTERM drains it.
+fn run(args: Args) -> anyhow::Result<()> {
     let envoy = envoy::locate(args.envoy_path.as_deref()).map_err(anyhow::Error::msg)?;
     let identity = WorkloadIdentity {
         kind: args.kind,

@@ -62,12 +62,12 @@ impl EnvoyProcess {
         })?;
         // Envoy reads binary protobuf when the file name ends in `.pb`.
         let bootstrap_path = options.workdir.join("envoy-bootstrap.pb");
-        let admin = std::path::absolute(options.workdir.join("admin.sock")).map_err(|source| {
-            StartError::Bootstrap {
+        let admin = std::path::absolute(options.workdir.join(crate::ready::ADMIN_SOCKET)).map_err(
+            |source| StartError::Bootstrap {
                 path: options.workdir.clone(),
                 source,
-            }
-        })?;
+            },
+        )?;
         let encoded = prost::Message::encode_to_vec(&bootstrap::build(&options.bootstrap, &admin));
         std::fs::write(&bootstrap_path, encoded).map_err(|source| StartError::Bootstrap {
             path: bootstrap_path.clone(),

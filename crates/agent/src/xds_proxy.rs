@@ -90,13 +90,26 @@ async fn forward(State(upstream): State<Arc<Upstream>>, request: Request) -> Res
     }
     let request = Request::from_parts(parts, tonic::body::Body::new(body));
     match upstream.meshd.clone().oneshot(request).await {
-        Ok(response) => response.map(Body::new),
+        Ok(response) => {
+            log_refusal(response.headers());
+            response.map(Body::new)
+        }
         Err(error) => {
             tracing::warn!(%error, "meshd cannot be reached");
             grpc_error(tonic::Status::unavailable(format!(
                 "meshd cannot be reached: {error}"
             )))
         }
+    }
+}
+
+/// Says why meshd refused a stream at once (a trailers-only answer: its status in the
+/// headers): Envoy only retries, and the reason would be seen nowhere else.
+fn log_refusal(headers: &axum::http::HeaderMap) {
+    if let Some(status) = tonic::Status::from_header_map(headers)
+        && status.code() != tonic::Code::Ok
+    {
+        tracing::warn!(code = ?status.code(), message = status.message(), "meshd refused Envoy's xDS stream");
     }
 }
 

@@ -155,11 +155,23 @@ pub fn inject(pod: &Pod, template: Template, settings: &Settings) -> Result<Pod,
             }
             if native {
                 // Kubernetes runs a restartable init container beside the app, started
-                // before it and stopped after it.
+                // before it and stopped after it; the app starts once it is ready.
                 proxy.restart_policy = Some("Always".into());
+                proxy.startup_probe = Some(typed(json!({
+                    "httpGet": {"path": "/healthz/ready", "port": READINESS_PORT},
+                    "periodSeconds": 1, "failureThreshold": HOLD_SECONDS,
+                }))?);
                 spec.init_containers.get_or_insert_default().push(proxy);
             } else {
-                // First, so the proxy starts before the app sends its first request.
+                // First, and the kubelet starts the next container only once this one's
+                // postStart hook ends: the app's first request finds Envoy configured
+                // (Istio's holdApplicationUntilProxyStarts, always on here).
+                proxy.lifecycle = Some(typed(json!({
+                    "postStart": {"exec": {"command": [
+                        "fleetmesh-agent", "wait", "--workdir", PROXY_DIR,
+                        "--timeout", format!("{HOLD_SECONDS}s"),
+                    ]}},
+                }))?);
                 spec.containers.insert(0, proxy);
             }
         }
@@ -238,6 +250,13 @@ fn typed<T: DeserializeOwned>(value: Value) -> Result<T, InjectError> {
     serde_json::from_value(value).map_err(|e| InjectError(format!("template: {e}")))
 }
 
+/// Envoy's readiness port (200 once its first config is in force).
+const READINESS_PORT: i32 = 15021;
+
+/// How long a pod's app waits for its proxy to be ready before the kubelet gives up on
+/// the proxy (and restarts it).
+const HOLD_SECONDS: u32 = 60;
+
 fn proxy_container(
     settings: &Settings,
     kind: &str,
@@ -277,10 +296,10 @@ fn proxy_container(
         "env": env,
         "ports": [
             {"name": "http-envoy-prom", "containerPort": 15090, "protocol": "TCP"},
-            {"name": "status-port", "containerPort": 15021, "protocol": "TCP"},
+            {"name": "status-port", "containerPort": READINESS_PORT, "protocol": "TCP"},
         ],
         "readinessProbe": {
-            "httpGet": {"path": "/healthz/ready", "port": 15021},
+            "httpGet": {"path": "/healthz/ready", "port": READINESS_PORT},
             "initialDelaySeconds": 1, "periodSeconds": 2, "timeoutSeconds": 3, "failureThreshold": 30,
         },
         "resources": {
@@ -304,7 +323,7 @@ fn proxy_container(
 /// The arguments of `fleetmesh-iptables`, as `istio-init` and the CNI plugin run it:
 /// everything to Envoy except the proxy's own traffic and its own ports.
 pub fn redirect_args() -> Vec<String> {
-    let excluded = [15090, 15021, probes::STATUS_PORT]
+    let excluded = [15090, READINESS_PORT, probes::STATUS_PORT]
         .map(|p| p.to_string())
         .join(",");
     [
@@ -435,6 +454,7 @@ pub fn proxy_environment(pod: &Pod) -> BTreeMap<String, String> {
 mod tests {
     use super::*;
     use crate::Channel;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
     fn settings(cni_managed: bool) -> Settings {
         Settings {
@@ -539,6 +559,40 @@ mod tests {
         );
         let proxy = container(&pod, PROXY_CONTAINER).unwrap();
         assert_eq!(proxy.restart_policy.as_deref(), Some("Always"));
+        let startup = proxy.startup_probe.as_ref().expect("the app waits for it");
+        let ready = startup.http_get.as_ref().unwrap();
+        assert_eq!(ready.path.as_deref(), Some("/healthz/ready"));
+        assert_eq!(ready.port, IntOrString::Int(15021));
+        assert!(proxy.lifecycle.is_none());
+    }
+
+    #[test]
+    fn the_app_starts_once_its_proxy_is_ready() {
+        let pod = inject(&app_pod(), Template::Sidecar, &settings(false)).unwrap();
+        let spec = pod.spec.as_ref().unwrap();
+        assert_eq!(spec.containers[0].name, PROXY_CONTAINER);
+        let hook = spec.containers[0]
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.post_start.as_ref())
+            .and_then(|h| h.exec.as_ref())
+            .and_then(|e| e.command.clone())
+            .expect("a postStart hook on the proxy");
+        assert_eq!(
+            hook,
+            [
+                "fleetmesh-agent",
+                "wait",
+                "--workdir",
+                "/etc/istio/proxy",
+                "--timeout",
+                "60s"
+            ]
+        );
+        assert!(
+            spec.containers[1].lifecycle.is_none(),
+            "the app's own is left"
+        );
     }
 
     #[test]
