@@ -4,22 +4,6 @@
 //! exposition.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
-
-/// The directory of the pinned `istio.io/istio` module (fetched on first use).
-pub fn istio_source() -> PathBuf {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/istio-source");
-    let output = std::process::Command::new(&script)
-        .output()
-        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
-    assert!(
-        output.status.success(),
-        "{} failed: {}",
-        script.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
-}
 
 /// Every PromQL expression of a generated dashboard (`manifests/addons/dashboards/*.gen.json`).
 pub fn queries(dashboard: &serde_json::Value) -> Vec<String> {

@@ -21,6 +21,14 @@ pub struct Addresses {
 }
 
 impl Addresses {
+    /// Listen where the earlier meshd did.
+    pub fn apply_to(&self, config: &mut MeshdConfig) {
+        config.xds_address = self.xds;
+        config.xds_tls_address = self.xds_tls;
+        config.http_address = self.http;
+        config.webhook_address = self.webhook;
+    }
+
     /// `meshd`'s addresses.
     pub fn of(meshd: &Meshd) -> Addresses {
         Addresses {
@@ -46,10 +54,7 @@ pub async fn start_meshd(
     config.data_plane_eviction_pace = Duration::from_secs(1);
     config.channels = channels;
     if let Some(earlier) = earlier {
-        config.xds_address = earlier.xds;
-        config.xds_tls_address = earlier.xds_tls;
-        config.http_address = earlier.http;
-        config.webhook_address = earlier.webhook;
+        earlier.apply_to(&mut config);
     }
     // The ports of a meshd just dropped close once its aborted tasks are.
     wait_for("meshd to start", Duration::from_secs(10), async || {

@@ -4,6 +4,9 @@
 pub mod dashboards;
 pub mod data_plane;
 pub mod fleet;
+pub mod istiod;
+pub mod load;
+pub mod real_node;
 
 pub use fleetmesh_agent::XdsMode;
 pub use fleetmesh_cli::local_mesh::{LocalMesh, Workload, WorkloadSpec};
@@ -14,6 +17,31 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+
+/// The directory of the pinned `istio.io/istio` module (fetched on first use; see
+/// `scripts/istio-source`): Istio's own CRDs, samples and dashboards, read where they
+/// are, never copied into this repository.
+pub fn istio_source() -> std::path::PathBuf {
+    std::path::PathBuf::from(last_line_of_script("istio-source"))
+}
+
+/// Runs `scripts/NAME`; the last line it printed (where it says its result is).
+pub fn last_line_of_script(name: &str) -> String {
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../scripts")
+        .join(name);
+    let output = std::process::Command::new(&script)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+    assert!(
+        output.status.success(),
+        "{} failed: {}",
+        script.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout.lines().last().unwrap_or_default().trim().to_string()
+}
 
 /// Polls `check` until it returns `Some`, or fails after `timeout` naming `what`.
 pub async fn eventually<T, F: AsyncFnMut() -> Option<T>>(
@@ -136,6 +164,7 @@ pub fn install_options(
         context: None,
         meshd_url: format!("http://{}", meshd.http_address()),
         admin_token_file: meshd.admin_token_file().to_path_buf(),
+        take_default_tag: false,
     }
 }
 

@@ -6,7 +6,8 @@
 //! `pilot.libsonnet` and `lib/queries.libsonnet`).
 
 use fleetmesh_cli::install::meshd_api::MeshdApi;
-use fleetmesh_e2e::dashboards::{Selector, istio_source, queries, selectors, selects};
+use fleetmesh_e2e::dashboards::{Selector, queries, selectors, selects};
+use fleetmesh_e2e::istio_source;
 use fleetmesh_e2e::*;
 use fleetmesh_kube::testing::{TestCluster, TestNamespace};
 use std::collections::BTreeSet;

@@ -171,6 +171,7 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
         context: None,
         meshd_url: meshd_url.clone(),
         admin_token_file: token_file.clone(),
+        take_default_tag: false,
     };
 
     // Install twice: the second run changes nothing.

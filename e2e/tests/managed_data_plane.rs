@@ -71,6 +71,7 @@ async fn the_seeds_readiness_check_follows_the_controller() {
             xds_address: "127.0.0.1:9".into(),
             trust_domain: "cluster.local".into(),
         },
+        &fleetmesh_cli::install::manifests::Coexistence::default(),
     );
     // A cluster reused from an earlier run: start over without its DataPlaneControls and
     // webhooks (those would call a meshd that is gone).

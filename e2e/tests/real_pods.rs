@@ -8,70 +8,14 @@
 //! Pods and Services get 10.244.0.0/24 and 10.96.0.0/24 on the node's own bridge; no
 //! packet leaves the machine.
 
-use fleetmesh_cli::install;
-use fleetmesh_cli::install::manifests::Plan;
-use fleetmesh_e2e::install_options;
-use fleetmesh_inject::{Channel, INIT_CONTAINER, PROXY_CONTAINER};
+use fleetmesh_e2e::real_node::{
+    CLUSTER, InNamespace, NODE_IP, install, pod_ip, pods, restarted, sample_image,
+    shop_through_gateway, start_cluster, start_meshd,
+};
+use fleetmesh_inject::{INIT_CONTAINER, PROXY_CONTAINER};
 use fleetmesh_kube::testing::{TestCluster, TestNamespace};
-use fleetmesh_meshd::{Meshd, MeshdConfig};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams};
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
-
-const CLUSTER: &str = "fleetmesh-real-node";
-/// The node's address on its bridge: where pods reach meshd.
-const NODE_IP: &str = "10.244.0.1";
-
-/// The sample app's image, as `scripts/build-images` names it.
-fn sample_image() -> String {
-    fleetmesh_inject::channel::image(
-        fleetmesh_inject::DEFAULT_HUB,
-        "sample",
-        env!("CARGO_PKG_VERSION"),
-    )
-}
-
-fn images() -> Vec<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/images");
-    let version = env!("CARGO_PKG_VERSION");
-    let archives: Vec<_> = ["proxyv2", "sample"]
-        .iter()
-        .map(|image| dir.join(format!("{image}-{version}.oci.tar")))
-        .collect();
-    for archive in &archives {
-        assert!(
-            archive.exists(),
-            "{} is missing: run scripts/build-images --profile debug",
-            archive.display()
-        );
-    }
-    archives
-}
-
-/// meshd as a hosted control plane would run for this cluster: webhooks on loopback for
-/// the API server, xDS over TLS on the node's address for the pods.
-async fn start_meshd(cluster: &TestCluster, dir: &std::path::Path) -> Meshd {
-    let mut config = MeshdConfig::for_dir(dir.to_path_buf());
-    config.kubeconfig = Some(cluster.kubeconfig.clone());
-    config.xds_tls_address = format!("{NODE_IP}:0").parse().unwrap();
-    config.serving_hosts = vec!["127.0.0.1".into(), NODE_IP.into()];
-    Meshd::start(config).await.expect("meshd starts")
-}
-
-async fn install(cluster: &TestCluster, meshd: &Meshd, cni_managed: bool) {
-    let output = tempfile::tempdir().unwrap();
-    let plan = Plan {
-        project: "pods-project".into(),
-        location: "local".into(),
-        cluster: "real-node".into(),
-        channel: Channel::Regular,
-        cni_managed,
-        hub: fleetmesh_inject::DEFAULT_HUB.into(),
-    };
-    let options = install_options(plan, cluster, meshd, output.path());
-    install::run(&options).await.expect("install succeeds");
-}
 
 /// The sample app as a Deployment: `reviews` answers HTTP on 9080 (declared by its
 /// Service) and echoes TCP on 9090 (declared by nothing); `ledger` echoes TCP on 7000,
@@ -234,141 +178,11 @@ spec:
     )
 }
 
-struct Scenario<'a> {
-    cluster: &'a TestCluster,
-    namespace: String,
-}
-
-impl Scenario<'_> {
-    fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
-        let mut all = vec!["-n", self.namespace.as_str()];
-        all.extend_from_slice(args);
-        self.cluster.run_kubectl(&all, stdin)
-    }
-
-    fn apply(&self, yaml: &str) {
-        self.kubectl(&["apply", "-f", "-"], Some(yaml))
-            .unwrap_or_else(|e| panic!("kubectl apply: {e}"));
-    }
-
-    /// Labels the namespace for the revision's sidecars.
-    fn inject(&self) {
-        self.cluster
-            .run_kubectl(
-                &[
-                    "label",
-                    "namespace",
-                    &self.namespace,
-                    "istio.io/rev=asm-managed",
-                ],
-                None,
-            )
-            .unwrap();
-    }
-
-    /// A bash script in Deployment `app`'s container of the same name.
-    fn run_in(&self, app: &str, script: &str) -> Result<String, String> {
-        let target = format!("deploy/{app}");
-        self.kubectl(
-            &["exec", &target, "-c", app, "--", "bash", "-c", script],
-            None,
-        )
-    }
-
-    /// A shell command in the client pod's app container (its traffic is captured).
-    fn in_client(&self, script: &str) -> Result<String, String> {
-        self.run_in("client", script)
-    }
-
-    fn rolled_out(&self, deployment: &str) {
-        self.kubectl(
-            &[
-                "rollout",
-                "status",
-                &format!("deploy/{deployment}"),
-                "--timeout=180s",
-            ],
-            None,
-        )
-        .unwrap_or_else(|e| panic!("{deployment} did not become ready: {e}"));
-    }
-
-    /// Retries `script` in the client until `accept` takes its result.
-    async fn until(
-        &self,
-        what: &str,
-        script: &str,
-        accept: impl Fn(&Result<String, String>) -> bool,
-    ) -> Result<String, String> {
-        self.until_in("client", what, script, accept).await
-    }
-
-    /// Retries `script` in Deployment `app` until `accept` takes its result.
-    async fn until_in(
-        &self,
-        app: &str,
-        what: &str,
-        script: &str,
-        accept: impl Fn(&Result<String, String>) -> bool,
-    ) -> Result<String, String> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let result = self.run_in(app, script);
-            if accept(&result) {
-                return result;
-            }
-            assert!(Instant::now() < deadline, "{what}: last result {result:?}");
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
-}
-
-async fn pods(client: &kube::Client, namespace: &str, labels: &str) -> Vec<Pod> {
-    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    api.list(&ListParams::default().labels(labels))
-        .await
-        .unwrap()
-        .items
-}
-
-/// Each restarted container of `pods`, with why it last ended (what a failure must name).
-fn restarted(pods: &[Pod]) -> Vec<String> {
-    pods.iter()
-        .flat_map(|pod| {
-            let name = pod.metadata.name.clone().unwrap_or_default();
-            let statuses = pod
-                .status
-                .iter()
-                .flat_map(|s| s.container_statuses.iter().flatten());
-            statuses
-                .filter(|c| c.restart_count > 0)
-                .map(move |c| {
-                    let ended = c.last_state.as_ref().and_then(|s| s.terminated.as_ref());
-                    format!(
-                        "{name}/{}: {} restarts, last ended {:?} (exit code {:?})",
-                        c.name,
-                        c.restart_count,
-                        ended.and_then(|t| t.reason.clone()),
-                        ended.map(|t| t.exit_code)
-                    )
-                })
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
-fn pod_ip(pod: &Pod) -> String {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.pod_ip.clone())
-        .expect("a running pod has an IP")
-}
-
 /// Everything the pod path must do, in a namespace of its own.
 async fn scenario(cluster: &TestCluster, client: &kube::Client, cni_managed: bool) {
     let prefix = if cni_managed { "pods-cni" } else { "pods-init" };
     let namespace = TestNamespace::create(client, prefix).await.unwrap();
-    let s = Scenario {
+    let s = InNamespace {
         cluster,
         namespace: namespace.name.clone(),
     };
@@ -423,7 +237,7 @@ async fn scenario(cluster: &TestCluster, client: &kube::Client, cni_managed: boo
 
 /// Captured: curl knows nothing of the mesh, its sidecar sends it with mTLS, and the
 /// server's sidecar hands the app the caller's verified identity.
-async fn captured_with_mtls(s: &Scenario<'_>) {
+async fn captured_with_mtls(s: &InNamespace<'_>) {
     let body = s
         .until(
             "a request through both sidecars",
@@ -441,7 +255,7 @@ async fn captured_with_mtls(s: &Scenario<'_>) {
 
 /// A port no Service declares passes through to the app: under STRICT, plaintext to it
 /// is refused like any other, and 10,000 such connections leave Envoy up.
-async fn undeclared_port(s: &Scenario<'_>, client: &kube::Client, target_ip: &str) {
+async fn undeclared_port(s: &InNamespace<'_>, client: &kube::Client, target_ip: &str) {
     // A port no Service declares passes through to the app (PERMISSIVE so far): from
     // 127.0.0.6, so capture does not send Envoy's own connection back to Envoy.
     // (The echo never closes the connection: curl ends on its time limit.)
@@ -493,7 +307,7 @@ async fn undeclared_port(s: &Scenario<'_>, client: &kube::Client, target_ip: &st
 /// A TCP service: the client's sidecar knows the connection by the Service's address
 /// and sends it with mTLS (plaintext would be refused under STRICT); the server's
 /// network RBAC sees the client's identity.
-async fn tcp_service(s: &Scenario<'_>) {
+async fn tcp_service(s: &InNamespace<'_>) {
     s.until("TCP to the ledger Service", LEDGER_ECHO, |r| {
         r.as_deref().map(str::trim) == Ok("tcp-through-the-mesh")
     })
@@ -517,7 +331,7 @@ async fn tcp_service(s: &Scenario<'_>) {
 }
 
 /// Envoy's admin is nobody's but its own: not on the pod's address, from another pod.
-fn admin_is_private(s: &Scenario<'_>, server: &Pod, target_ip: &str) {
+fn admin_is_private(s: &InNamespace<'_>, server: &Pod, target_ip: &str) {
     let admin = s.in_client(&status_of(&format!("http://{target_ip}:15000/config_dump")));
     assert!(
         !admin.as_deref().is_ok_and(|code| code == "200"),
@@ -549,7 +363,7 @@ fn admin_is_private(s: &Scenario<'_>, server: &Pod, target_ip: &str) {
 
 /// 80/20 over 1,000 requests (one connection; Envoy routes each request), then an
 /// AuthorizationPolicy DENY answers 403 for its path, and nothing else.
-async fn split_and_deny(s: &Scenario<'_>) {
+async fn split_and_deny(s: &InNamespace<'_>) {
     s.apply(&split(0, 100));
     s.until("all traffic on v2", &answered_by("v2", 20, 5), |r| {
         r.as_deref().map(str::trim) == Ok("20")
@@ -587,7 +401,7 @@ async fn split_and_deny(s: &Scenario<'_>) {
 
 /// A deleted pod's replacement gets its config and certificate, and probes pass for it
 /// under STRICT.
-async fn replacement_pod(s: &Scenario<'_>, reviews: &[Pod]) {
+async fn replacement_pod(s: &InNamespace<'_>, reviews: &[Pod]) {
     let old = reviews
         .iter()
         .find(|p| p.metadata.labels.as_ref().unwrap()["version"] == "v1")
@@ -612,9 +426,9 @@ async fn replacement_pod(s: &Scenario<'_>, reviews: &[Pod]) {
 
 /// The install guide's gateway (its own namespace, `image: auto`) receives a request
 /// from outside the mesh through its Service and routes it, with mTLS, to `reviews`.
-async fn through_a_gateway(cluster: &TestCluster, client: &kube::Client, s: &Scenario<'_>) {
+async fn through_a_gateway(cluster: &TestCluster, client: &kube::Client, s: &InNamespace<'_>) {
     let namespace = TestNamespace::create(client, "gateways").await.unwrap();
-    let g = Scenario {
+    let g = InNamespace {
         cluster,
         namespace: namespace.name.clone(),
     };
@@ -623,23 +437,12 @@ async fn through_a_gateway(cluster: &TestCluster, client: &kube::Client, s: &Sce
         &fleetmesh_cli::install::samples::gateway("asm-managed")
             .replace("GATEWAY_NAMESPACE", &g.namespace),
     );
+    g.apply(&shop_through_gateway(&format!(
+        "host: reviews.{}.svc.cluster.local, subset: v2",
+        s.namespace
+    )));
     g.apply(&format!(
         r#"
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: shop}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers: [{{port: {{number: 80, name: http, protocol: HTTP}}, hosts: [shop.example.com]}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: shop}}
-spec:
-  hosts: [shop.example.com]
-  gateways: [shop]
-  http: [{{route: [{{destination: {{host: reviews.{ns}.svc.cluster.local, subset: v2}}}}]}}]
----
 apiVersion: apps/v1
 kind: Deployment
 metadata: {{name: outside}}
@@ -651,7 +454,6 @@ spec:
       terminationGracePeriodSeconds: 1
       containers: [{{name: outside, image: {sample}, command: [sleep, infinity]}}]
 "#,
-        ns = s.namespace,
         sample = sample_image(),
     ));
     g.rolled_out("istio-ingressgateway");
@@ -677,7 +479,7 @@ spec:
 /// The node's own ports a pod can reach: the kubelet refuses an anonymous request (no
 /// pod listing, no exec), and the API server behind the node's forwarder gives an
 /// anonymous caller nothing, as it does on loopback.
-async fn the_node_answers_pods_only_what_they_may_know(client: &kube::Client, s: &Scenario<'_>) {
+async fn the_node_answers_pods_only_what_they_may_know(client: &kube::Client, s: &InNamespace<'_>) {
     let nodes: Api<Node> = Api::all(client.clone());
     let node = nodes
         .list(&ListParams::default().labels("fleetmesh.dev/node=real"))
@@ -731,12 +533,10 @@ fn machine_state() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_talk_strict_mtls_through_istio_init_then_through_the_cni_plugin() {
-    let images = images();
     // A node left by an earlier run is stopped first, so the state below is the machine's.
     TestCluster::stop_named(CLUSTER).expect("a stale cluster stops");
     let before = machine_state();
-    let cluster = TestCluster::start_with_real_node(CLUSTER).expect("the real node starts");
-    cluster.load_images(&images).expect("images load");
+    let cluster = start_cluster();
     let client = cluster.client().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let meshd = start_meshd(&cluster, dir.path()).await;

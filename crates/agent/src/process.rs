@@ -62,12 +62,12 @@ impl EnvoyProcess {
         })?;
         // Envoy reads binary protobuf when the file name ends in `.pb`.
         let bootstrap_path = options.workdir.join("envoy-bootstrap.pb");
-        let admin = std::path::absolute(options.workdir.join(crate::ready::ADMIN_SOCKET)).map_err(
-            |source| StartError::Bootstrap {
+        let admin = std::path::absolute(options.workdir.join(ADMIN_SOCKET)).map_err(|source| {
+            StartError::Bootstrap {
                 path: options.workdir.clone(),
                 source,
-            },
-        )?;
+            }
+        })?;
         let encoded = prost::Message::encode_to_vec(&bootstrap::build(&options.bootstrap, &admin));
         std::fs::write(&bootstrap_path, encoded).map_err(|source| StartError::Bootstrap {
             path: bootstrap_path.clone(),
@@ -213,6 +213,9 @@ pub fn admin_request(admin: &Path, method: &str, path: &str) -> std::io::Result<
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     http_request(stream, method, path)
 }
+
+/// Envoy's admin socket's name in the agent's working directory.
+pub const ADMIN_SOCKET: &str = "admin.sock";
 
 /// A plain HTTP/1.1 request on a connected stream, answered until EOF: (status, body).
 pub fn http_request(

@@ -6,12 +6,10 @@
 //! inside the pod to the pod's own address is inbound traffic to the capture rules, and
 //! under STRICT mutual TLS a plaintext one is refused.
 
+pub use crate::process::ADMIN_SOCKET;
 use crate::process::admin_request;
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// The admin socket's name in the agent's working directory.
-pub const ADMIN_SOCKET: &str = "admin.sock";
 
 /// How often readiness is asked.
 const POLL: Duration = Duration::from_millis(100);

@@ -210,6 +210,10 @@ struct InstallArgs {
     /// Release channel: rapid, regular (default) or stable.
     #[arg(long)]
     channel: Option<String>,
+    /// Take the `default` tag (namespaces labelled `istio-injection=enabled`) even when
+    /// another Istio serves the cluster; without another Istio it is always taken.
+    #[arg(long)]
+    default_tag: bool,
     /// Where the cluster pulls fleetmesh's images: `HUB/proxyv2:VERSION` for sidecars,
     /// gateways (`image: auto`) and the CNI DaemonSet, the tag being the revision's proxy
     /// version. Recorded in ConfigMap istio-system/fleetmesh-install.
@@ -494,6 +498,7 @@ async fn install_command(args: InstallArgs) -> anyhow::Result<()> {
         context: args.context,
         meshd_url: args.meshd.meshd_url,
         admin_token_file: args.meshd.admin_token_file,
+        take_default_tag: args.default_tag,
     };
     install::run(&options).await.map(|_| ())
 }

@@ -81,6 +81,17 @@ impl fmt::Display for Outcome {
     }
 }
 
+/// Whose an object in the cluster is, as its managed fields tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ownership {
+    /// There is no such object (or its kind is not served yet).
+    Absent,
+    /// This applier's field manager applied it (others may manage fields of it too).
+    Ours,
+    /// It exists, and this applier never applied it: the managers that did.
+    Theirs(Vec<String>),
+}
+
 /// The objects of a multi-document YAML text, in order (empty documents skipped).
 pub fn documents(yaml: &str) -> Result<Vec<DynamicObject>, ApplyError> {
     let mut objects = Vec::new();
@@ -137,6 +148,11 @@ impl Applier {
         })
     }
 
+    /// The client it applies with.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     /// Lists the resource types again (after CRDs were installed).
     pub async fn rediscover(&mut self) -> Result<(), ApplyError> {
         self.discovery = Discovery::new(self.client.clone())
@@ -170,6 +186,32 @@ impl Applier {
                 Outcome::Unchanged
             }
             Some(_) => Outcome::Configured,
+        })
+    }
+
+    /// Whether the object `object` names (in its own namespace) exists, and whether this
+    /// applier's field manager ever applied it.
+    pub async fn ownership(&self, object: &DynamicObject) -> Result<Ownership, ApplyError> {
+        let api = match self.api_of(object, None) {
+            Ok(api) => api,
+            Err(ApplyError::NotServed { .. }) => return Ok(Ownership::Absent),
+            Err(e) => return Err(e),
+        };
+        let name = object.metadata.name.as_deref().ok_or(ApplyError::NoName)?;
+        let Some(live) = api.get_opt(name).await? else {
+            return Ok(Ownership::Absent);
+        };
+        let managers: Vec<String> = live
+            .metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter_map(|entry| entry.manager.clone())
+            .collect();
+        Ok(if managers.contains(&self.field_manager) {
+            Ownership::Ours
+        } else {
+            Ownership::Theirs(managers)
         })
     }
 

@@ -4,6 +4,8 @@
 //! It holds the roots of every CA it is given: a fleet member's cluster gets its
 //! project's roots and the roots of meshd's own serving certificate. (Workloads trust
 //! each other through the roots their certificate comes with, not through this map.)
+//! A map another control plane wrote with roots meshd does not hold (an in-cluster
+//! istiod with a CA of its own) is left alone: its proxies verify istiod with it.
 
 use fleetmesh_ca::CertificateAuthority;
 use futures::StreamExt;
@@ -91,6 +93,34 @@ async fn any_changed(
     futures::future::select_all(changes).await.0
 }
 
+/// The certificates of a PEM bundle, each trimmed.
+pub fn certificates(bundle: &str) -> impl Iterator<Item = &str> {
+    bundle
+        .split_inclusive("-----END CERTIFICATE-----")
+        .map(str::trim)
+        .filter(|block| block.starts_with("-----BEGIN CERTIFICATE-----"))
+}
+
+/// Whether meshd may write `roots` over `existing`: it is meshd's, or every root it
+/// holds is among `roots` (another control plane sharing the mesh's CA, whose proxies
+/// lose nothing). Another CA's map (an in-cluster istiod with its own root) is its
+/// proxies' way to verify it, and stays.
+fn may_replace(existing: &ConfigMap, roots: &str) -> bool {
+    let ours = existing
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .any(|entry| entry.manager.as_deref() == Some(FIELD_MANAGER));
+    let held = existing.data.as_ref().and_then(|d| d.get(KEY));
+    ours || held.is_none_or(|held| {
+        certificates(held).all(|root| certificates(roots).any(|mine| mine == root))
+    })
+}
+
+/// The field manager meshd writes the maps as.
+const FIELD_MANAGER: &str = "meshd";
+
 async fn write(client: &kube::Client, namespace: &str, roots: &str) {
     let config_map = serde_json::json!({
         "apiVersion": "v1",
@@ -103,7 +133,13 @@ async fn write(client: &kube::Client, namespace: &str, roots: &str) {
         "data": {KEY: roots},
     });
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    let params = PatchParams::apply("meshd").force();
+    if let Ok(Some(existing)) = api.get_opt(CONFIG_MAP).await
+        && !may_replace(&existing, roots)
+    {
+        tracing::debug!(%namespace, "another CA's root ConfigMap; left as it is");
+        return;
+    }
+    let params = PatchParams::apply(FIELD_MANAGER).force();
     if let Err(e) = api
         .patch(CONFIG_MAP, &params, &Patch::Apply(&config_map))
         .await

@@ -106,6 +106,22 @@ impl TestCluster {
         Ok(())
     }
 
+    /// Gives the real node's imported `image` the name `new` too (a second proxy version
+    /// of one build, for upgrade tests).
+    pub fn tag_image(&self, image: &str, new: &str) -> anyhow::Result<()> {
+        let output = Command::new(&self.script)
+            .args(["tag-image", &self.name, image, new])
+            .output()?;
+        if !output.status.success() {
+            bail!(
+                "tagging {image} as {new} in {}: {}",
+                self.name,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(())
+    }
+
     /// Stops the cluster and removes everything it made on this machine.
     pub fn stop(&self) -> anyhow::Result<()> {
         TestCluster::stop_named(&self.name)

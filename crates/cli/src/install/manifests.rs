@@ -30,6 +30,25 @@ pub struct Plan {
     pub hub: String,
 }
 
+/// Another Istio control plane in the cluster, and what install may take from it.
+#[derive(Debug, Clone, Default)]
+pub struct Coexistence {
+    /// What serves the cluster besides fleetmesh (`istiod in istio-system (1.27.0)`, an
+    /// injector webhook), if anything does.
+    pub other_istio: Option<String>,
+    /// `--default-tag`: the `default` tag (and with it `istio-injection=enabled`) is
+    /// fleetmesh's even beside another Istio.
+    pub take_default_tag: bool,
+}
+
+impl Coexistence {
+    /// Whether install applies the `default` tag: unless another Istio serves the
+    /// cluster (whose namespaces it would take over), or when asked.
+    pub fn default_tag(&self) -> bool {
+        self.other_istio.is_none() || self.take_default_tag
+    }
+}
+
 /// One file of manifests, applied in order.
 pub struct Manifest {
     /// Relative to the output directory.
@@ -40,9 +59,14 @@ pub struct Manifest {
 /// The root namespace, as Istio names it.
 pub const ISTIO_SYSTEM: &str = "istio-system";
 /// Marks what install manages, so a reader of the cluster knows where it came from.
-const MANAGED_BY: &str = "fleetmesh.io/managed-by";
+pub const MANAGED_BY: &str = "fleetmesh.io/managed-by";
 
-pub fn render(plan: &Plan, control_plane: &ControlPlane) -> Vec<Manifest> {
+/// Every manifest install applies for `plan`, beside what `coexistence` found.
+pub fn render(
+    plan: &Plan,
+    control_plane: &ControlPlane,
+    coexistence: &Coexistence,
+) -> Vec<Manifest> {
     let mut manifests = vec![
         Manifest {
             file: "manifests/01-crds.yaml",
@@ -69,11 +93,11 @@ pub fn render(plan: &Plan, control_plane: &ControlPlane) -> Vec<Manifest> {
     }
     manifests.push(Manifest {
         file: "manifests/05-validation-webhook.yaml",
-        yaml: documents(&[validation_webhook(control_plane)]),
+        yaml: documents(&[validation_webhook(control_plane, coexistence)]),
     });
     manifests.push(Manifest {
         file: "manifests/06-injection-webhooks.yaml",
-        yaml: documents(&injection_webhooks(plan, control_plane)),
+        yaml: documents(&injection_webhooks(plan, control_plane, coexistence)),
     });
     manifests
 }
@@ -257,11 +281,20 @@ fn client_config(control_plane: &ControlPlane, path: &str) -> Value {
 /// A bad Istio resource is refused at `kubectl apply`, naming the field. `Ignore`: when
 /// the hosted control plane is unreachable, config can still be applied; meshd
 /// validates everything it reads again, so an invalid object never reaches a proxy.
-fn validation_webhook(control_plane: &ControlPlane) -> Value {
+/// Beside another Istio, only objects labelled for fleetmesh's revisions, as a
+/// revisioned istiod validates: the other control plane's config is its own to judge.
+fn validation_webhook(control_plane: &ControlPlane, coexistence: &Coexistence) -> Value {
     let resources: Vec<&str> = fleetmesh_kube::crds::KINDS
         .iter()
         .map(|k| k.plural)
         .collect();
+    let object_selector = match &coexistence.other_istio {
+        None => json!({}),
+        Some(_) => {
+            let ours: Vec<&str> = REVISIONS.iter().map(|r| r.name).collect();
+            json!({"matchExpressions": [{"key": labels::REVISION, "operator": "In", "values": ours}]})
+        }
+    };
     json!({
         "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
         "metadata": {"name": "istio-validator-fleetmesh", "labels": managed_labels()},
@@ -274,6 +307,7 @@ fn validation_webhook(control_plane: &ControlPlane) -> Value {
                 "apiVersions": ["*"],
                 "resources": resources,
             }],
+            "objectSelector": object_selector,
             "failurePolicy": "Ignore",
             "sideEffects": "None",
             "admissionReviewVersions": ["v1"],
@@ -288,7 +322,11 @@ fn validation_webhook(control_plane: &ControlPlane) -> Value {
 /// legacy `istio-injection=enabled` namespaces and `sidecar.istio.io/inject=true` pods.
 /// `Fail`: a pod created while meshd cannot be reached waits (its ReplicaSet retries)
 /// rather than starting without the proxy its namespace asked for.
-fn injection_webhooks(plan: &Plan, control_plane: &ControlPlane) -> Vec<Value> {
+fn injection_webhooks(
+    plan: &Plan,
+    control_plane: &ControlPlane,
+    coexistence: &Coexistence,
+) -> Vec<Value> {
     let exists = |key: &str| json!({"key": key, "operator": "DoesNotExist"});
     let is_in = |key: &str, value: &str| json!({"key": key, "operator": "In", "values": [value]});
     let not_false = json!({"key": labels::INJECT, "operator": "NotIn", "values": ["false"]});
@@ -346,6 +384,9 @@ fn injection_webhooks(plan: &Plan, control_plane: &ControlPlane) -> Vec<Value> {
             )
         })
         .collect();
+    if !coexistence.default_tag() {
+        return configurations;
+    }
     let default_path = path_of(Revision::of(plan.channel));
     let mut tag = revision_webhooks(DEFAULT_TAG, &default_path);
     tag.push(webhook(
@@ -394,7 +435,7 @@ mod tests {
 
     #[test]
     fn webhooks_come_last_and_the_default_tag_follows_the_channel() {
-        let manifests = render(&plan(), &control_plane());
+        let manifests = render(&plan(), &control_plane(), &Coexistence::default());
         let files: Vec<&str> = manifests.iter().map(|m| m.file).collect();
         assert_eq!(
             files,
@@ -412,7 +453,7 @@ mod tests {
             ..plan()
         };
         assert!(
-            render(&without_cni, &control_plane())
+            render(&without_cni, &control_plane(), &Coexistence::default())
                 .iter()
                 .all(|m| !m.file.contains("cni"))
         );
@@ -437,5 +478,42 @@ mod tests {
             url,
             "https://127.0.0.1:15017/inject/asm-managed-rapid/cluster/c1/redirect/cni/hub/localhost/fleetmesh"
         );
+        let validation = fleetmesh_kube::apply::documents(&manifests[4].yaml).unwrap();
+        assert_eq!(
+            validation[0].data["webhooks"][0]["objectSelector"],
+            json!({}),
+            "alone, fleetmesh validates every Istio object"
+        );
+    }
+
+    #[test]
+    fn beside_another_istio_no_default_tag_unless_asked_and_only_our_revisions_validated() {
+        let beside = Coexistence {
+            other_istio: Some("istiod in istio-system".into()),
+            take_default_tag: false,
+        };
+        let manifests = render(&plan(), &control_plane(), &beside);
+        let injection = fleetmesh_kube::apply::documents(&manifests[5].yaml).unwrap();
+        assert!(
+            injection
+                .iter()
+                .all(|o| o.metadata.name.as_deref() != Some("istio-revision-tag-default")),
+            "the other Istio keeps istio-injection=enabled"
+        );
+        let validation = fleetmesh_kube::apply::documents(&manifests[4].yaml).unwrap();
+        let selector = &validation[0].data["webhooks"][0]["objectSelector"]["matchExpressions"][0];
+        assert_eq!(selector["key"], "istio.io/rev");
+        assert_eq!(
+            selector["values"],
+            json!(["asm-managed-rapid", "asm-managed", "asm-managed-stable"])
+        );
+
+        let asked = Coexistence {
+            take_default_tag: true,
+            ..beside
+        };
+        let manifests = render(&plan(), &control_plane(), &asked);
+        let injection = fleetmesh_kube::apply::documents(&manifests[5].yaml).unwrap();
+        assert_eq!(injection.len(), 4, "--default-tag takes it");
     }
 }

@@ -4,6 +4,7 @@
 //! apply (a re-run changes nothing and says so), registers the cluster in the fleet, and
 //! deploys no gateway.
 
+pub mod coexist;
 pub mod manifests;
 pub mod meshd_api;
 pub mod samples;
@@ -11,7 +12,7 @@ pub mod uninstall;
 
 use anyhow::Context;
 use fleetmesh_inject::{Channel, Revision};
-use fleetmesh_kube::apply::{self, Applier, Outcome};
+use fleetmesh_kube::apply::{self, Applier, Outcome, Ownership};
 use kube::Resource;
 use manifests::Plan;
 use std::collections::BTreeMap;
@@ -29,6 +30,8 @@ pub struct InstallOptions {
     pub meshd_url: String,
     /// The file with meshd's admin token (`FLEETMESH_ADMIN_TOKEN` overrides it).
     pub admin_token_file: PathBuf,
+    /// `--default-tag`: take the `default` tag even beside another Istio.
+    pub take_default_tag: bool,
 }
 
 /// What a run did, for the caller (and tests).
@@ -37,6 +40,8 @@ pub struct Summary {
     pub created: usize,
     pub configured: usize,
     pub unchanged: usize,
+    /// Objects left as they are: another manager (an existing Istio) applied them.
+    pub kept: usize,
     pub registration: Option<String>,
 }
 
@@ -67,11 +72,15 @@ pub async fn run(options: &InstallOptions) -> anyhow::Result<Summary> {
     )?;
     step.done(&format!("Kubernetes {}.{}", version.major, version.minor));
 
+    step.start("Looking for another Istio control plane");
+    let coexistence = coexist::find(&client, options.take_default_tag).await?;
+    step.done(coexistence.other_istio.as_deref().unwrap_or("none"));
+
     step.start(&format!(
         "Writing manifests to {}",
         options.output_dir.display()
     ));
-    let rendered = manifests::render(plan, &control_plane);
+    let rendered = manifests::render(plan, &control_plane, &coexistence);
     let mut written = Vec::new();
     for manifest in &rendered {
         written.push(write(&options.output_dir, manifest.file, &manifest.yaml)?);
@@ -87,7 +96,20 @@ pub async fn run(options: &InstallOptions) -> anyhow::Result<Summary> {
         }
     }
 
-    let mut summary = apply_manifests(options, &client, &rendered, &mut step).await?;
+    let mut applier = Applier::new(client.clone(), "fleetmesh-install").await?;
+    let changes = coexist::changes(
+        &client,
+        &applier,
+        &rendered,
+        &coexistence,
+        &control_plane.ca_bundle,
+    )
+    .await?;
+    for line in changes {
+        println!("{line}");
+    }
+    let mut summary =
+        apply_manifests(options, &mut applier, &rendered, &coexistence, &mut step).await?;
 
     if options.register {
         step.start(&format!(
@@ -146,15 +168,16 @@ async fn meshd_credential(
     ))
 }
 
-/// Applies the manifests in order (server-side apply), counting what changed; after the
-/// CRDs, waits until the API server serves them.
+/// Applies the manifests in order (server-side apply), counting what changed, and
+/// leaving alone what another manager applied (an existing Istio's CRDs, MeshConfig,
+/// `default` tag); after the CRDs, waits until the API server serves them.
 async fn apply_manifests(
     options: &InstallOptions,
-    client: &kube::Client,
+    applier: &mut Applier,
     rendered: &[manifests::Manifest],
+    coexistence: &manifests::Coexistence,
     step: &mut Steps,
 ) -> anyhow::Result<Summary> {
-    let mut applier = Applier::new(client.clone(), "fleetmesh-install").await?;
     let mut summary = Summary::default();
     for manifest in rendered {
         step.start(&format!("Applying {}", manifest.file));
@@ -162,6 +185,16 @@ async fn apply_manifests(
         let mut outcomes = BTreeMap::new();
         for object in &objects {
             let described = apply::describe(object);
+            if let Ownership::Theirs(managers) = applier.ownership(object).await?
+                && !coexist::takes_over(object, coexistence)
+            {
+                if options.verbose {
+                    println!("    {described} kept ({})", coexist::whose(&managers));
+                }
+                *outcomes.entry("kept".to_string()).or_insert(0) += 1;
+                summary.kept += 1;
+                continue;
+            }
             let outcome = applier.apply(object, None).await.map_err(|e| {
                 anyhow::anyhow!(
                     "applying {described} from {}: {}",
@@ -182,7 +215,7 @@ async fn apply_manifests(
         let counts: Vec<String> = outcomes.iter().map(|(o, n)| format!("{n} {o}")).collect();
         step.done(&counts.join(", "));
         if manifest.file.contains("crds") {
-            wait_for_crds(client).await?;
+            wait_for_crds(applier.client()).await?;
             applier.rediscover().await?;
         }
     }
@@ -193,10 +226,11 @@ async fn apply_manifests(
 fn print_next_steps(options: &InstallOptions, revision: &Revision, summary: &Summary) {
     let plan = &options.plan;
     println!(
-        "\nInstalled: {} created, {} configured, {} unchanged. Channel {} (revision {}, proxy {}).",
+        "\nInstalled: {} created, {} configured, {} unchanged, {} kept. Channel {} (revision {}, proxy {}).",
         summary.created,
         summary.configured,
         summary.unchanged,
+        summary.kept,
         plan.channel,
         revision.name,
         revision.proxy_version

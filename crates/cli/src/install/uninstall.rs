@@ -8,10 +8,12 @@
 //!
 //! Kept unless `--purge`: the `istio-system` namespace (it may hold what you put there,
 //! remote secrets say) and every CRD with objects left (your VirtualServices survive).
+//! Kept always: what install did not apply itself (an existing Istio's CRDs, MeshConfig
+//! and webhooks, left alone by install too).
 
 use super::manifests::{self, ControlPlane, Plan};
 use anyhow::Context;
-use fleetmesh_kube::apply::{self, Applier};
+use fleetmesh_kube::apply::{self, Applier, Ownership};
 use kube::api::DynamicObject;
 
 /// What `uninstall` is asked to do.
@@ -88,6 +90,10 @@ async fn keep(
     object: &DynamicObject,
     purge: bool,
 ) -> anyhow::Result<Option<String>> {
+    if let Ownership::Theirs(managers) = applier.ownership(object).await? {
+        let why = super::coexist::whose(&managers);
+        return Ok(Some(format!("install did not apply it ({why})")));
+    }
     if purge {
         return Ok(None);
     }
@@ -127,5 +133,5 @@ fn everything_installed() -> Vec<manifests::Manifest> {
         xds_address: "meshd.invalid:15012".into(),
         trust_domain: "cluster.local".into(),
     };
-    manifests::render(&plan, &control_plane)
+    manifests::render(&plan, &control_plane, &manifests::Coexistence::default())
 }
