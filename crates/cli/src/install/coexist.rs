@@ -13,7 +13,10 @@ use kube::api::{Api, DynamicObject, ListParams};
 
 /// What serves `client`'s cluster besides fleetmesh: istiod Deployments in istio-system
 /// (with their image's tag), and injection webhooks install did not write.
-pub async fn find(client: &kube::Client, take_default_tag: bool) -> anyhow::Result<Coexistence> {
+pub async fn find(
+    client: &kube::Client,
+    take_default_tag: bool,
+) -> Result<Coexistence, kube::Error> {
     let mut found = Vec::new();
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ISTIO_SYSTEM);
     for istiod in deployments

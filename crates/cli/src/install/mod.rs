@@ -73,7 +73,9 @@ pub async fn run(options: &InstallOptions) -> anyhow::Result<Summary> {
     step.done(&format!("Kubernetes {}.{}", version.major, version.minor));
 
     step.start("Looking for another Istio control plane");
-    let coexistence = coexist::find(&client, options.take_default_tag).await?;
+    let coexistence = coexist::find(&client, options.take_default_tag)
+        .await
+        .map_err(|e| anyhow::anyhow!("looking for another Istio: {}", explain_api(&e)))?;
     step.done(coexistence.other_istio.as_deref().unwrap_or("none"));
 
     step.start(&format!(
@@ -274,11 +276,19 @@ impl Steps {
 /// Kubernetes' own reason, with what to do about the common one.
 fn explain(error: &apply::ApplyError) -> String {
     match error {
-        apply::ApplyError::Api(kube::Error::Api(status)) if status.code == 403 => format!(
+        apply::ApplyError::Api(error) => explain_api(error),
+        other => other.to_string(),
+    }
+}
+
+/// An API server's refusal in its own words; a 403 with what install needs.
+fn explain_api(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) if status.code == 403 => format!(
             "forbidden: {} (installing needs cluster-admin rights in this cluster)",
             status.message
         ),
-        apply::ApplyError::Api(kube::Error::Api(status)) => status.message.clone(),
+        kube::Error::Api(status) => status.message.clone(),
         other => other.to_string(),
     }
 }
