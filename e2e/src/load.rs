@@ -16,13 +16,22 @@ use tokio::task::JoinHandle;
 
 /// A bash loop GETting `url` (with `curl` options `options`) until SIGTERM, printing for
 /// each request its status code (`000` when no answer came), how long it took (and its
-/// name lookup and connection), curl's exit code and when it ended. SIGTERM ends it after the request in flight, as an app
-/// that shuts down cleanly does.
+/// name lookup and connection), curl's exit code, when it ended, and for an answer other
+/// than 200 the start of its body (Envoy says there why it answered itself). It counts
+/// from the first 200 on, printing `warmup` lines before (kube-proxy programs a new
+/// Service's address a moment after its pods are ready; [`RequestLog`] allows that only
+/// to the first pod). SIGTERM ends it after the request in flight, as an app that shuts
+/// down cleanly does.
 pub fn load_script(url: &str, options: &str) -> String {
     format!(
-        "trap 'stop=1' TERM; stop=0; while [ $stop = 0 ]; do \
-         out=$(curl -s -o /dev/null -m 5 -w '%{{http_code}} took=%{{time_total}} dns=%{{time_namelookup}} connected=%{{time_connect}}' {options} {url}); \
-         echo \"$out exit=$? at=$(date +%s.%N)\"; sleep 0.05; done"
+        "until out=$(curl -s -o /dev/null -m 2 -w '%{{http_code}}' {options} {url}) && [ \"$out\" = 200 ]; do \
+         echo \"warmup $out at=$(date +%s.%N)\"; sleep 0.2; done; \
+         trap 'stop=1' TERM; stop=0; while [ $stop = 0 ]; do \
+         out=$(curl -s -o /tmp/answer -m 5 -w '%{{http_code}} took=%{{time_total}} dns=%{{time_namelookup}} connected=%{{time_connect}}' {options} {url}); \
+         code=$?; line=\"$out exit=$code at=$(date +%s.%N)\"; \
+         case $out in 200*) echo \"$line\";; \
+         *) echo \"$line body=$(head -c 300 /tmp/answer 2>/dev/null | tr '\\n' ' ')\";; esac; \
+         sleep 0.05; done"
     )
 }
 
@@ -145,6 +154,9 @@ impl ServiceAddress {
     }
 }
 
+/// The status of a line printed before the target first answered.
+const WARMUP: &str = "warmup";
+
 /// One answer a load pod printed.
 #[derive(Debug, Clone)]
 pub struct Answer {
@@ -215,12 +227,12 @@ impl RequestLog {
             .count()
     }
 
-    /// The answers that were not 200.
+    /// The answers that were not 200 (warm-up lines aside).
     pub fn failures(&self) -> Vec<Answer> {
         let answers = self.answers.lock();
         answers
             .iter()
-            .filter(|a| a.status != "200")
+            .filter(|a| a.status != "200" && a.status != WARMUP)
             .cloned()
             .collect()
     }
@@ -244,7 +256,8 @@ impl RequestLog {
                 of_pod.first().map(|a| &a.detail),
                 of_pod.last().map(|a| &a.detail)
             );
-            for (i, failed) in of_pod.iter().enumerate().filter(|(_, a)| a.status != "200") {
+            let failed = |a: &&&Answer| a.status != "200";
+            for (i, failed) in of_pod.iter().enumerate().filter(|(_, a)| failed(a)) {
                 for around in &of_pod[i.saturating_sub(2)..(i + 3).min(of_pod.len())] {
                     report += &format!("  {} {}\n", around.status, around.detail);
                 }
@@ -254,10 +267,24 @@ impl RequestLog {
         report
     }
 
-    /// Fails, showing [`RequestLog::report`], if any request failed.
+    /// Fails, showing [`RequestLog::report`], if any request failed, or a pod but the
+    /// first needed a warm-up (a later pod's first requests count like any other).
     pub fn assert_none_failed(&self) {
         let failures = self.failures();
         assert!(failures.is_empty(), "failed requests:\n{}", self.report());
+        let answers = self.answers.lock();
+        let first = answers.first().map(|a| a.pod.clone());
+        let late = answers
+            .iter()
+            .filter(|a| a.status == WARMUP && Some(&a.pod) != first.as_ref())
+            .count();
+        drop(answers);
+        assert_eq!(
+            late,
+            0,
+            "a later pod's first requests failed:\n{}",
+            self.report()
+        );
     }
 
     /// Waits until `more` further requests succeeded (traffic still flows), failing after
