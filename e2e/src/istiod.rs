@@ -119,7 +119,7 @@ pub struct Istiod {
     /// Its own version, as its proxies must name it.
     pub version: String,
     /// Its log.
-    pub log: PathBuf,
+    log: PathBuf,
 }
 
 impl Istiod {
@@ -228,13 +228,8 @@ impl Drop for Istiod {
 /// clusters istiod last sent until dropped.
 pub struct IstiodProxy {
     clusters: Arc<Mutex<Vec<String>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for IstiodProxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    /// Its stream, until dropped.
+    _stream: fleetmesh_kube::reflect::Tasks,
 }
 
 impl IstiodProxy {
@@ -315,7 +310,10 @@ impl IstiodProxy {
                 }
             }
         });
-        IstiodProxy { clusters, task }
+        IstiodProxy {
+            clusters,
+            _stream: vec![task].into(),
+        }
     }
 
     /// The clusters istiod last sent it.

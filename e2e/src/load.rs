@@ -4,6 +4,7 @@
 //! and go with rollouts included. A request that fails is a line that is not `200`.
 //! Beside it, [`BudgetWatch`] samples a PodDisruptionBudget's health the whole time.
 
+use fleetmesh_kube::reflect::Tasks;
 use futures::{AsyncBufReadExt, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -12,7 +13,6 @@ use parking_lot::Mutex;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::task::JoinHandle;
 
 /// A bash loop GETting `url` (with `curl` options `options`) until SIGTERM, printing for
 /// each request its status code (`000` when no answer came), how long it took (and its
@@ -162,8 +162,6 @@ const WARMUP: &str = "warmup";
 pub struct Answer {
     /// The pod that sent the request.
     pub pod: String,
-    /// When the test read it.
-    pub seen: Instant,
     /// The status code, as curl printed it.
     pub status: String,
     /// The rest of the line: how long the request took, curl's exit code, when it ended.
@@ -173,13 +171,8 @@ pub struct Answer {
 /// Every answer of every pod of a load Deployment, as they come.
 pub struct RequestLog {
     answers: Arc<Mutex<Vec<Answer>>>,
-    watcher: JoinHandle<()>,
-}
-
-impl Drop for RequestLog {
-    fn drop(&mut self) {
-        self.watcher.abort();
-    }
+    /// Lists the pods and follows each one's log, until dropped.
+    _watcher: Tasks,
 }
 
 impl RequestLog {
@@ -192,7 +185,7 @@ impl RequestLog {
         let collected = answers.clone();
         let watcher = tokio::spawn(async move {
             let mut followed = BTreeSet::new();
-            let mut followers = Vec::new();
+            let mut followers = Tasks::default();
             loop {
                 if let Ok(list) = pods.list(&ListParams::default().labels(&selector)).await {
                     for name in list.items.into_iter().filter_map(|p| p.metadata.name) {
@@ -203,14 +196,17 @@ impl RequestLog {
                                 container.clone(),
                                 collected.clone(),
                             );
-                            followers.push(AbortOnDrop(tokio::spawn(follower)));
+                            followers.extend([tokio::spawn(follower)]);
                         }
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         });
-        RequestLog { answers, watcher }
+        RequestLog {
+            answers,
+            _watcher: Tasks::from(vec![watcher]),
+        }
     }
 
     /// Every answer so far.
@@ -304,15 +300,6 @@ impl RequestLog {
     }
 }
 
-/// A spawned task aborted with its owner.
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// Reads pod `name`'s log to its end, from the line after the last one read if the
 /// stream breaks; waits for the container to start.
 async fn follow_pod(
@@ -336,7 +323,6 @@ async fn follow_pod(
                 let (status, detail) = line.trim().split_once(' ').unwrap_or((line.trim(), ""));
                 answers.lock().push(Answer {
                     pod: name.clone(),
-                    seen: Instant::now(),
                     status: status.to_string(),
                     detail: detail.to_string(),
                 });
@@ -359,13 +345,8 @@ fn ended(pod: &Pod) -> bool {
 /// demands.
 pub struct BudgetWatch {
     lowest: Arc<Mutex<Option<(i32, i32)>>>,
-    watcher: JoinHandle<()>,
-}
-
-impl Drop for BudgetWatch {
-    fn drop(&mut self) {
-        self.watcher.abort();
-    }
+    /// Samples it, until dropped.
+    _watcher: Tasks,
 }
 
 impl BudgetWatch {
@@ -389,7 +370,10 @@ impl BudgetWatch {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         });
-        BudgetWatch { lowest, watcher }
+        BudgetWatch {
+            lowest,
+            _watcher: Tasks::from(vec![watcher]),
+        }
     }
 
     /// The sample with the fewest healthy pods above the budget's demand: (healthy,

@@ -13,7 +13,7 @@ use fleetmesh_e2e::real_node::{
     shop_through_gateway, start_cluster, start_meshd,
 };
 use fleetmesh_inject::{INIT_CONTAINER, PROXY_CONTAINER};
-use fleetmesh_kube::testing::{TestCluster, TestNamespace};
+use fleetmesh_kube::testing::TestCluster;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams};
 
@@ -181,22 +181,8 @@ spec:
 /// Everything the pod path must do, in a namespace of its own.
 async fn scenario(cluster: &TestCluster, client: &kube::Client, cni_managed: bool) {
     let prefix = if cni_managed { "pods-cni" } else { "pods-init" };
-    let namespace = TestNamespace::create(client, prefix).await.unwrap();
-    let s = InNamespace {
-        cluster,
-        namespace: namespace.name.clone(),
-    };
-    cluster
-        .run_kubectl(
-            &[
-                "label",
-                "namespace",
-                &s.namespace,
-                "istio.io/rev=asm-managed",
-            ],
-            None,
-        )
-        .unwrap();
+    let (namespace, s) = InNamespace::create(cluster, prefix).await;
+    s.inject();
     s.apply(&workloads());
     for deployment in ["client", "reviews-v1", "reviews-v2", "ledger"] {
         s.rolled_out(deployment);
@@ -229,7 +215,7 @@ async fn scenario(cluster: &TestCluster, client: &kube::Client, cni_managed: boo
     split_and_deny(&s).await;
     replacement_pod(&s, &reviews).await;
     if !cni_managed {
-        through_a_gateway(cluster, client, &s).await;
+        through_a_gateway(cluster, &s).await;
         the_node_answers_pods_only_what_they_may_know(client, &s).await;
     }
     namespace.delete().await.ok();
@@ -426,12 +412,8 @@ async fn replacement_pod(s: &InNamespace<'_>, reviews: &[Pod]) {
 
 /// The install guide's gateway (its own namespace, `image: auto`) receives a request
 /// from outside the mesh through its Service and routes it, with mTLS, to `reviews`.
-async fn through_a_gateway(cluster: &TestCluster, client: &kube::Client, s: &InNamespace<'_>) {
-    let namespace = TestNamespace::create(client, "gateways").await.unwrap();
-    let g = InNamespace {
-        cluster,
-        namespace: namespace.name.clone(),
-    };
+async fn through_a_gateway(cluster: &TestCluster, s: &InNamespace<'_>) {
+    let (namespace, g) = InNamespace::create(cluster, "gateways").await;
     g.inject();
     g.apply(
         &fleetmesh_cli::install::samples::gateway("asm-managed")

@@ -3,7 +3,7 @@
 //! re-run of the installer can say "unchanged").
 
 use kube::Client;
-use kube::api::{Api, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, GroupVersionKind, ObjectMeta, Patch, PatchParams};
 use kube::discovery::{ApiCapabilities, ApiResource, Discovery, Scope};
 use serde::Deserialize;
 use std::fmt;
@@ -92,6 +92,24 @@ pub enum Ownership {
     Theirs(Vec<String>),
 }
 
+/// What [`Applier::apply_unless_theirs`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// It applied the object.
+    Done(Outcome),
+    /// It left the object as it is: another manager applied it (these ones).
+    Kept(Vec<String>),
+}
+
+/// The field managers that wrote `metadata`'s object.
+pub fn managers(metadata: &ObjectMeta) -> impl Iterator<Item = &str> {
+    metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|entry| entry.manager.as_deref())
+}
+
 /// The objects of a multi-document YAML text, in order (empty documents skipped).
 pub fn documents(yaml: &str) -> Result<Vec<DynamicObject>, ApplyError> {
     let mut objects = Vec::new();
@@ -173,6 +191,37 @@ impl Applier {
         let api = self.api_of(object, namespace)?;
         let name = object.metadata.name.as_deref().ok_or(ApplyError::NoName)?;
         let before = api.get_opt(name).await?;
+        self.patch(&api, name, object, before).await
+    }
+
+    /// Applies `object` (in its own namespace) as [`Applier::apply`] does, unless it
+    /// exists and this applier never applied it: then, unless `take_over`, it is left as
+    /// it is.
+    pub async fn apply_unless_theirs(
+        &self,
+        object: &DynamicObject,
+        take_over: bool,
+    ) -> Result<Applied, ApplyError> {
+        let api = self.api_of(object, None)?;
+        let name = object.metadata.name.as_deref().ok_or(ApplyError::NoName)?;
+        let before = api.get_opt(name).await?;
+        if let Some(live) = &before
+            && let Ownership::Theirs(managers) = self.ownership_of(live)
+            && !take_over
+        {
+            return Ok(Applied::Kept(managers));
+        }
+        Ok(Applied::Done(self.patch(&api, name, object, before).await?))
+    }
+
+    /// Server-side applies `object` as `name` through `api`; `before` is what was there.
+    async fn patch(
+        &self,
+        api: &Api<DynamicObject>,
+        name: &str,
+        object: &DynamicObject,
+        before: Option<DynamicObject>,
+    ) -> Result<Outcome, ApplyError> {
         let after = api
             .patch(
                 name,
@@ -198,21 +247,19 @@ impl Applier {
             Err(e) => return Err(e),
         };
         let name = object.metadata.name.as_deref().ok_or(ApplyError::NoName)?;
-        let Some(live) = api.get_opt(name).await? else {
-            return Ok(Ownership::Absent);
-        };
-        let managers: Vec<String> = live
-            .metadata
-            .managed_fields
-            .iter()
-            .flatten()
-            .filter_map(|entry| entry.manager.clone())
-            .collect();
-        Ok(if managers.contains(&self.field_manager) {
+        Ok(match api.get_opt(name).await? {
+            Some(live) => self.ownership_of(&live),
+            None => Ownership::Absent,
+        })
+    }
+
+    /// Whether this applier's field manager ever applied `live`.
+    fn ownership_of(&self, live: &DynamicObject) -> Ownership {
+        if managers(&live.metadata).any(|m| m == self.field_manager) {
             Ownership::Ours
         } else {
-            Ownership::Theirs(managers)
-        })
+            Ownership::Theirs(managers(&live.metadata).map(str::to_string).collect())
+        }
     }
 
     /// Deletes the object `object` names (in its own namespace); whether it was there.

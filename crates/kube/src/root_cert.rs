@@ -106,12 +106,7 @@ pub fn certificates(bundle: &str) -> impl Iterator<Item = &str> {
 /// lose nothing). Another CA's map (an in-cluster istiod with its own root) is its
 /// proxies' way to verify it, and stays.
 fn may_replace(existing: &ConfigMap, roots: &str) -> bool {
-    let ours = existing
-        .metadata
-        .managed_fields
-        .iter()
-        .flatten()
-        .any(|entry| entry.manager.as_deref() == Some(FIELD_MANAGER));
+    let ours = crate::apply::managers(&existing.metadata).any(|m| m == FIELD_MANAGER);
     let held = existing.data.as_ref().and_then(|d| d.get(KEY));
     ours || held.is_none_or(|held| {
         certificates(held).all(|root| certificates(roots).any(|mine| mine == root))

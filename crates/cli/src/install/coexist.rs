@@ -59,11 +59,7 @@ pub async fn find(
 /// `default` tag, when `--default-tag` asks for it.
 pub fn takes_over(object: &DynamicObject, coexistence: &Coexistence) -> bool {
     coexistence.take_default_tag
-        && object.metadata.name.as_deref()
-            == Some(&format!(
-                "istio-revision-tag-{}",
-                fleetmesh_inject::channel::DEFAULT_TAG
-            ))
+        && object.metadata.name.as_deref() == Some(&super::manifests::default_tag_configuration())
 }
 
 /// What install will do beside the other Istio, said before anything changes: a line

@@ -49,6 +49,11 @@ impl Coexistence {
     }
 }
 
+/// The MutatingWebhookConfiguration of the `default` tag, as Istio names it.
+pub fn default_tag_configuration() -> String {
+    format!("istio-revision-tag-{DEFAULT_TAG}")
+}
+
 /// One file of manifests, applied in order.
 pub struct Manifest {
     /// Relative to the output directory.
@@ -401,11 +406,7 @@ fn injection_webhooks(
         vec![exists(labels::INJECTION), exists(labels::REVISION)],
         vec![is_in(labels::INJECT, "true"), exists(labels::REVISION)],
     ));
-    configurations.push(configuration(
-        format!("istio-revision-tag-{DEFAULT_TAG}"),
-        DEFAULT_TAG,
-        tag,
-    ));
+    configurations.push(configuration(default_tag_configuration(), DEFAULT_TAG, tag));
     configurations
 }
 

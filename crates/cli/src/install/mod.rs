@@ -12,7 +12,7 @@ pub mod uninstall;
 
 use anyhow::Context;
 use fleetmesh_inject::{Channel, Revision};
-use fleetmesh_kube::apply::{self, Applier, Outcome, Ownership};
+use fleetmesh_kube::apply::{self, Applied, Applier, Outcome};
 use kube::Resource;
 use manifests::Plan;
 use std::collections::BTreeMap;
@@ -187,23 +187,28 @@ async fn apply_manifests(
         let mut outcomes = BTreeMap::new();
         for object in &objects {
             let described = apply::describe(object);
-            if let Ownership::Theirs(managers) = applier.ownership(object).await?
-                && !coexist::takes_over(object, coexistence)
-            {
-                if options.verbose {
-                    println!("    {described} kept ({})", coexist::whose(&managers));
+            let take_over = coexist::takes_over(object, coexistence);
+            let applied = applier
+                .apply_unless_theirs(object, take_over)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "applying {described} from {}: {}",
+                        manifest.file,
+                        explain(&e)
+                    )
+                })?;
+            let outcome = match applied {
+                Applied::Done(outcome) => outcome,
+                Applied::Kept(managers) => {
+                    if options.verbose {
+                        println!("    {described} kept ({})", coexist::whose(&managers));
+                    }
+                    *outcomes.entry("kept".to_string()).or_insert(0) += 1;
+                    summary.kept += 1;
+                    continue;
                 }
-                *outcomes.entry("kept".to_string()).or_insert(0) += 1;
-                summary.kept += 1;
-                continue;
-            }
-            let outcome = applier.apply(object, None).await.map_err(|e| {
-                anyhow::anyhow!(
-                    "applying {described} from {}: {}",
-                    manifest.file,
-                    explain(&e)
-                )
-            })?;
+            };
             if options.verbose {
                 println!("    {described} {outcome}");
             }
