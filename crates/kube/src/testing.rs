@@ -92,32 +92,30 @@ impl TestCluster {
 
     /// Imports OCI image archives into the real node's containerd.
     pub fn load_images(&self, archives: &[PathBuf]) -> anyhow::Result<()> {
-        let output = Command::new(&self.script)
-            .args(["load-images", &self.name])
-            .args(archives)
-            .output()?;
-        if !output.status.success() {
-            bail!(
-                "loading images into {}: {}",
-                self.name,
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        Ok(())
+        let args = archives.iter().map(|a| a.as_os_str());
+        self.node_command("load-images", args)
+            .with_context(|| format!("loading images into {}", self.name))
     }
 
     /// Gives the real node's imported `image` the name `new` too (a second proxy version
     /// of one build, for upgrade tests).
     pub fn tag_image(&self, image: &str, new: &str) -> anyhow::Result<()> {
+        self.node_command("tag-image", [image, new].map(std::ffi::OsStr::new))
+            .with_context(|| format!("tagging {image} as {new} in {}", self.name))
+    }
+
+    /// `scripts/kube-local COMMAND NAME ARGS...` for this cluster's real node.
+    fn node_command<'a>(
+        &self,
+        command: &str,
+        args: impl IntoIterator<Item = &'a std::ffi::OsStr>,
+    ) -> anyhow::Result<()> {
         let output = Command::new(&self.script)
-            .args(["tag-image", &self.name, image, new])
+            .args([command, &self.name])
+            .args(args)
             .output()?;
         if !output.status.success() {
-            bail!(
-                "tagging {image} as {new} in {}: {}",
-                self.name,
-                String::from_utf8_lossy(&output.stderr)
-            );
+            bail!("{}", String::from_utf8_lossy(&output.stderr));
         }
         Ok(())
     }
