@@ -6,7 +6,10 @@
 
 use crate::identity::Identity;
 use futures::future::BoxFuture;
+use std::net::IpAddr;
+use tonic::Extensions;
 use tonic::metadata::MetadataMap;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 /// Why a caller is not authenticated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,11 +42,44 @@ impl From<AuthError> for tonic::Status {
 /// xDS streams and CA calls alike: whose API server reviews its token.
 pub const CLUSTER_METADATA: &str = "clusterid";
 
+/// Where a call reached meshd from, as its connection tells.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// The peer's address (for pods behind NAT, their cluster's egress address); none
+    /// when the connection has no IP peer.
+    pub peer: Option<IpAddr>,
+    /// Whether it came over meshd's TLS port (15012), the one a cluster's pods reach,
+    /// rather than its plaintext port (15010, on loopback unless an operator moves it).
+    pub over_tls: bool,
+}
+
+impl Origin {
+    /// The origin tonic recorded in a request's extensions when it accepted the
+    /// connection.
+    pub fn of(extensions: &Extensions) -> Origin {
+        let peer = |tcp: &TcpConnectInfo| tcp.remote_addr().map(|a| a.ip());
+        match extensions.get::<TlsConnectInfo<TcpConnectInfo>>() {
+            Some(tls) => Origin {
+                peer: peer(tls.get_ref()),
+                over_tls: true,
+            },
+            None => Origin {
+                peer: extensions.get::<TcpConnectInfo>().and_then(peer),
+                over_tls: false,
+            },
+        }
+    }
+}
+
 /// Tells who a bearer token proves.
 pub trait Authenticator: Send + Sync + 'static {
-    /// The identity `token` proves. Asynchronous because some authenticators ask another
-    /// service (Kubernetes' TokenReview).
-    fn authenticate<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Identity, AuthError>>;
+    /// The identity `token`, presented from `origin`, proves. Asynchronous because some
+    /// authenticators ask another service (Kubernetes' TokenReview).
+    fn authenticate<'a>(
+        &'a self,
+        token: &'a str,
+        origin: Origin,
+    ) -> BoxFuture<'a, Result<Identity, AuthError>>;
 }
 
 /// The cluster a gRPC call says its caller runs in ([`CLUSTER_METADATA`]), if it says.
@@ -71,10 +107,13 @@ pub fn bearer_token(metadata: &MetadataMap) -> Result<&str, AuthError> {
         ))
 }
 
-/// Authenticates the caller of a gRPC request.
+/// Authenticates the caller of a gRPC request that came from `origin`.
 pub async fn authenticate_request(
     authenticator: &dyn Authenticator,
     metadata: &MetadataMap,
+    origin: Origin,
 ) -> Result<Identity, AuthError> {
-    authenticator.authenticate(bearer_token(metadata)?).await
+    authenticator
+        .authenticate(bearer_token(metadata)?, origin)
+        .await
 }

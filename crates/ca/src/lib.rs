@@ -10,11 +10,12 @@ pub mod client;
 pub mod csr;
 pub mod files;
 pub mod identity;
+pub mod refusals;
 pub mod rotation;
 pub mod service;
 pub mod token;
 
-pub use auth::{AuthError, Authenticator};
+pub use auth::{AuthError, Authenticator, Origin};
 pub use authority::{CertificateAuthority, ServingCertificate, SignError};
 pub use identity::Identity;
 pub use service::{CaRoute, CaRouter, CaService};

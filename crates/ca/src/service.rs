@@ -3,7 +3,7 @@
 //! from the CA of the mesh it belongs to ([`CaRouter`]: in a fleet, each project has its
 //! own root and trust domain).
 
-use crate::auth::{Authenticator, authenticate_request, caller_cluster};
+use crate::auth::{Authenticator, Origin, authenticate_request, caller_cluster};
 use crate::authority::CertificateAuthority;
 use crate::proto::istio_certificate_service_server::{
     IstioCertificateService, IstioCertificateServiceServer,
@@ -85,8 +85,9 @@ impl IstioCertificateService for CaService {
         request: Request<IstioCertificateRequest>,
     ) -> Result<Response<IstioCertificateResponse>, Status> {
         let metadata = request.metadata();
+        let origin = Origin::of(request.extensions());
         let route = self.router.route(caller_cluster(metadata)).await;
-        let caller = authenticate_request(route.authenticator.as_ref(), metadata)
+        let caller = authenticate_request(route.authenticator.as_ref(), metadata, origin)
             .await
             .inspect_err(|e| tracing::warn!(error = %e, "certificate request refused"))?;
         let request = request.into_inner();

@@ -6,7 +6,7 @@
 //! Whoever holds a token may act as its identity, so it is handed to one workload only
 //! (a 0600 file) and never logged; its id may be.
 
-use crate::auth::{AuthError, Authenticator};
+use crate::auth::{AuthError, Authenticator, Origin};
 use crate::identity::Identity;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
@@ -145,7 +145,11 @@ impl TokenIssuer {
 }
 
 impl Authenticator for TokenIssuer {
-    fn authenticate<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Identity, AuthError>> {
+    fn authenticate<'a>(
+        &'a self,
+        token: &'a str,
+        _: Origin,
+    ) -> BoxFuture<'a, Result<Identity, AuthError>> {
         Box::pin(async move { self.verify(token) })
     }
 }

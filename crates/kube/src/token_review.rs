@@ -4,10 +4,12 @@
 //! so reconnecting proxies do not cost one review each: an accepted token for a minute
 //! at most and never past its own expiry, a refused one for a few seconds (so that a
 //! client retrying a bad token, or an unauthenticated flood, cannot make meshd send the
-//! tenant's API server one review per attempt). A review that could not be made is not
-//! remembered.
+//! tenant's API server one review per attempt). A source whose tokens keep being refused
+//! waits before its next new token is reviewed ([`RefusalBudget`]). A review that could
+//! not be made is not remembered.
 
-use fleetmesh_ca::{AuthError, Authenticator, Identity};
+use fleetmesh_ca::refusals::RefusalBudget;
+use fleetmesh_ca::{AuthError, Authenticator, Identity, Origin};
 use futures::future::BoxFuture;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use kube::api::{Api, PostParams};
@@ -35,6 +37,8 @@ pub struct TokenReviewer {
     cache: Mutex<HashMap<[u8; 32], Remembered>>,
     /// TokenReviews sent so far.
     sent: AtomicU64,
+    /// Refused reviews, by the source that presented the token.
+    refusals: RefusalBudget,
 }
 
 impl TokenReviewer {
@@ -44,6 +48,7 @@ impl TokenReviewer {
             reviews: Api::all(client),
             cache: Mutex::new(HashMap::new()),
             sent: AtomicU64::new(0),
+            refusals: RefusalBudget::default(),
         }
     }
 
@@ -52,18 +57,26 @@ impl TokenReviewer {
         self.sent.load(Ordering::Relaxed)
     }
 
-    async fn review(&self, token: &str) -> Result<Identity, AuthError> {
+    async fn review(&self, token: &str, origin: Origin) -> Result<Identity, AuthError> {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some((answer, until)) = self.cache.lock().get(&key)
             && Instant::now() < *until
         {
             return answer.clone();
         }
+        if !self.refusals.allows(origin.peer) {
+            return Err(AuthError::Unavailable(
+                "too many refused tokens from this address; retry later".into(),
+            ));
+        }
         let answer = self.ask(token).await;
         let holds = match &answer {
             Ok(_) => Some(cache_time(token, SystemTime::now())),
             Err(AuthError::Unavailable(_)) => None,
-            Err(_) => Some(REFUSED_TTL),
+            Err(_) => {
+                self.refusals.refused(origin.peer);
+                Some(REFUSED_TTL)
+            }
         };
         if let Some(holds) = holds {
             let mut cache = self.cache.lock();
@@ -127,8 +140,12 @@ fn cache_time(token: &str, now: SystemTime) -> Duration {
 }
 
 impl Authenticator for TokenReviewer {
-    fn authenticate<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Identity, AuthError>> {
-        Box::pin(self.review(token))
+    fn authenticate<'a>(
+        &'a self,
+        token: &'a str,
+        origin: Origin,
+    ) -> BoxFuture<'a, Result<Identity, AuthError>> {
+        Box::pin(self.review(token, origin))
     }
 }
 

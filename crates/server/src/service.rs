@@ -8,7 +8,7 @@ use crate::{delta, session, sotw};
 use bytes::Bytes;
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use fleetmesh_ca::Identity;
-use fleetmesh_ca::auth::{authenticate_request, caller_cluster};
+use fleetmesh_ca::auth::{Origin, authenticate_request, caller_cluster};
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -114,8 +114,9 @@ impl XdsServer {
     async fn authenticate(
         context: &ServerContext,
         metadata: &MetadataMap,
+        origin: Origin,
     ) -> Result<Identity, Status> {
-        authenticate_request(context.authenticator.as_ref(), metadata)
+        authenticate_request(context.authenticator.as_ref(), metadata, origin)
             .await
             .map_err(|error| {
                 tracing::warn!(%error, "refused an unauthenticated xDS stream");
@@ -128,10 +129,11 @@ impl XdsServer {
     async fn open<P: Protocol + 'static>(
         &self,
         metadata: &MetadataMap,
+        origin: Origin,
         requests: Requests<P::Request>,
     ) -> Result<Responses<P::Response>, Status> {
         let context = self.router.route(caller_cluster(metadata)).await?;
-        let caller = XdsServer::authenticate(&context, metadata).await?;
+        let caller = XdsServer::authenticate(&context, metadata, origin).await?;
         let (tx, rx) = mpsc::channel(8);
         let metrics = context.metrics.clone();
         let serve =
@@ -175,13 +177,18 @@ where
         Box::pin(async move {
             let (parts, body) = request.into_parts();
             let metadata = MetadataMap::from_headers(parts.headers);
+            let origin = Origin::of(&parts.extensions);
             let opened = match parts.uri.path() {
                 SOTW => server
-                    .open::<sotw::Stream>(&metadata, requests::<sotw::Request, B>(body))
+                    .open::<sotw::Stream>(&metadata, origin, requests::<sotw::Request, B>(body))
                     .await
                     .map(respond),
                 DELTA => server
-                    .open::<delta::Stream>(&metadata, requests::<DeltaDiscoveryRequest, B>(body))
+                    .open::<delta::Stream>(
+                        &metadata,
+                        origin,
+                        requests::<DeltaDiscoveryRequest, B>(body),
+                    )
                     .await
                     .map(respond),
                 other => Err(Status::unimplemented(format!("no method {other}"))),

@@ -9,12 +9,7 @@ use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service
 use fleetmesh_ca::Identity;
 use fleetmesh_xds::CLUSTER_TYPE;
 
-const MESH: &str = r#"
-apiVersion: v1
-kind: Service
-metadata: {name: reviews}
-spec: {selector: {app: reviews}, ports: [{name: http, port: 9080}]}
-"#;
+use common::REVIEWS as MESH;
 
 fn first_request() -> DiscoveryRequest {
     DiscoveryRequest {
@@ -29,10 +24,7 @@ async fn first_answer(
     server: &TestServer,
     request: tonic::Request<tokio_stream::Iter<std::vec::IntoIter<DiscoveryRequest>>>,
 ) -> Result<usize, tonic::Status> {
-    let mut client =
-        AggregatedDiscoveryServiceClient::connect(format!("http://{}", server.address))
-            .await
-            .unwrap();
+    let mut client = AggregatedDiscoveryServiceClient::new(server.channel().await);
     let mut responses = client
         .stream_aggregated_resources(request)
         .await?
@@ -145,4 +137,57 @@ async fn a_proxy_whose_pod_is_another_identity_loses_its_stream() {
     let refused = first_answer(&server, again).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::PermissionDenied);
     server.shutdown.cancel();
+}
+
+/// Checks tokens as the server's own issuer does, noting where each came from.
+struct NotingOrigins {
+    tokens: fleetmesh_ca::TokenIssuer,
+    origins: parking_lot::Mutex<Vec<fleetmesh_ca::Origin>>,
+}
+
+impl fleetmesh_ca::Authenticator for NotingOrigins {
+    fn authenticate<'a>(
+        &'a self,
+        token: &'a str,
+        origin: fleetmesh_ca::Origin,
+    ) -> futures::future::BoxFuture<'a, Result<Identity, fleetmesh_ca::AuthError>> {
+        self.origins.lock().push(origin);
+        Box::pin(async move { self.tokens.verify(token) })
+    }
+}
+
+/// The authenticator learns which port a stream came through and from which address:
+/// meshd accepts its own tokens only on the plaintext port when a cluster's pods can
+/// reach the TLS one, and counts refused tokens per address.
+#[tokio::test]
+async fn the_authenticator_knows_the_port_and_the_peer() {
+    use std::sync::Arc;
+    for tls in [false, true] {
+        let keys = tempfile::tempdir().unwrap();
+        let noting = Arc::new(NotingOrigins {
+            tokens: fleetmesh_ca::TokenIssuer::load_or_create(keys.path()).unwrap(),
+            origins: Default::default(),
+        });
+        let server = TestServer::start_with(MESH, tls, Some(noting.clone())).await;
+        let mut request = tonic::Request::new(requests());
+        let token = noting
+            .tokens
+            .issue(
+                &Identity::new("default", "default"),
+                std::time::Duration::from_secs(60),
+            )
+            .token;
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        assert!(first_answer(&server, request).await.unwrap() > 0);
+        assert_eq!(
+            *noting.origins.lock(),
+            [fleetmesh_ca::Origin {
+                peer: Some(std::net::Ipv4Addr::LOCALHOST.into()),
+                over_tls: tls,
+            }]
+        );
+        server.shutdown.cancel();
+    }
 }

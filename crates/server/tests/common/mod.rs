@@ -5,12 +5,20 @@
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
-use fleetmesh_ca::{Identity, TokenIssuer};
+use fleetmesh_ca::{Authenticator, Identity, TokenIssuer};
 use fleetmesh_model::Snapshot;
 use fleetmesh_server::{MeshState, Metrics, Registry, ServerContext, XdsServer};
 use std::sync::Arc;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+/// One Service, `reviews`, and nothing else.
+pub const REVIEWS: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: reviews}
+spec: {selector: {app: reviews}, ports: [{name: http, port: 9080}]}
+"#;
 
 pub fn snapshot(yaml: &str) -> Arc<MeshState> {
     let loaded = fleetmesh_api::load_documents(None, yaml).unwrap();
@@ -38,27 +46,37 @@ pub struct TestServer {
     pub snapshots: watch::Sender<Arc<MeshState>>,
     pub shutdown: CancellationToken,
     pub tokens: TokenIssuer,
+    /// The roots that sign its TLS certificate, when it serves TLS.
+    pub roots: Option<String>,
     _token_dir: tempfile::TempDir,
 }
 
 impl TestServer {
     /// Serves `initial` in plaintext (as the loopback port 15010).
     pub async fn start(initial: &str) -> TestServer {
-        TestServer::start_with(initial, false).await
+        TestServer::start_with(initial, false, None).await
     }
 
     /// Serves `initial` over TLS (as 15012), with a certificate for 127.0.0.1.
     pub async fn start_tls(initial: &str) -> TestServer {
-        TestServer::start_with(initial, true).await
+        TestServer::start_with(initial, true, None).await
     }
 
-    async fn start_with(initial: &str, tls: bool) -> TestServer {
+    /// Serves `initial`, over TLS if `tls`, checking tokens with `authenticator` (by
+    /// default, the server's [`TestServer::tokens`]).
+    pub async fn start_with(
+        initial: &str,
+        tls: bool,
+        authenticator: Option<Arc<dyn Authenticator>>,
+    ) -> TestServer {
         let (snapshots, rx) = watch::channel(snapshot(initial));
         let mut prometheus = prometheus_client::registry::Registry::default();
         let shutdown = CancellationToken::new();
         let metrics = Arc::new(Metrics::new(&mut prometheus));
         let token_dir = tempfile::tempdir().unwrap();
-        let authenticator = Arc::new(TokenIssuer::load_or_create(token_dir.path()).unwrap());
+        let authenticator = authenticator
+            .unwrap_or_else(|| Arc::new(TokenIssuer::load_or_create(token_dir.path()).unwrap()));
+        let mut roots = None;
         let server = XdsServer::single(ServerContext::new(
             rx,
             Arc::new(Registry::default()),
@@ -84,6 +102,7 @@ impl TestServer {
                 )
                 .unwrap();
             let identity = tonic::transport::Identity::from_pem(serving.chain, serving.key);
+            roots = Some(authority.roots().to_string());
             tokio::spawn(server.serve_tls(listener, routes, identity));
         } else {
             tokio::spawn(server.serve(listener, routes));
@@ -93,8 +112,28 @@ impl TestServer {
             snapshots,
             shutdown,
             tokens: TokenIssuer::load_or_create(token_dir.path()).unwrap(),
+            roots,
             _token_dir: token_dir,
         }
+    }
+
+    /// A channel to the server, over TLS when it serves TLS.
+    pub async fn channel(&self) -> tonic::transport::Channel {
+        let endpoint = match &self.roots {
+            Some(roots) => {
+                tonic::transport::Endpoint::from_shared(format!("https://{}", self.address))
+                    .unwrap()
+                    .tls_config(
+                        tonic::transport::ClientTlsConfig::new()
+                            .ca_certificate(tonic::transport::Certificate::from_pem(roots)),
+                    )
+                    .unwrap()
+            }
+            None => {
+                tonic::transport::Endpoint::from_shared(format!("http://{}", self.address)).unwrap()
+            }
+        };
+        endpoint.connect().await.unwrap()
     }
 
     /// `body` as a request carrying a token for `identity`.
