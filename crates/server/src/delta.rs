@@ -15,6 +15,12 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tonic::Status;
 
+/// Names a stream may hold of one type beyond the resources meshd has of it (names a
+/// proxy subscribes to before they exist, or never will): a stream asking for more ends.
+const EXTRA_NAMES: usize = 1_024;
+/// No resource of meshd's has a longer name.
+const MAX_NAME_BYTES: usize = 1_024;
+
 /// What delta adds to a type's [`crate::subscription::Subscription`].
 #[derive(Default)]
 struct Delta {
@@ -71,6 +77,9 @@ impl Protocol for Stream {
             }
             self.session.record_status(&self.subscriptions);
         }
+        let names_held = self.session.generated.of_type(kind).map_or(0, |t| t.len());
+        let names_allowed = names_held + EXTRA_NAMES;
+        check_names(&request, names_allowed)?;
         let delta = &mut self.subscriptions.entry(kind).protocol;
         let wildcard_type = matches!(kind, ResourceType::Cluster | ResourceType::Listener);
         if first_of_type {
@@ -92,6 +101,13 @@ impl Protocol for Stream {
             }
             delta.subscribed.remove(&name);
             delta.known.remove(&name);
+        }
+        if delta.subscribed.len() > names_allowed {
+            return Err(StreamEnd::Refused(Status::resource_exhausted(format!(
+                "subscribed to {} {} names; meshd has {names_held}",
+                delta.subscribed.len(),
+                kind.short_name()
+            ))));
         }
         if changed_subscription {
             let sent = self.send(kind, false).await?;
@@ -132,6 +148,31 @@ impl Protocol for Stream {
         }
         self.remove_held_clusters().await
     }
+}
+
+/// Refuses a request naming more than `allowed` resources it holds, or a name no
+/// resource could have: what a stream keeps of a proxy's names stays bounded.
+fn check_names(request: &DeltaDiscoveryRequest, allowed: usize) -> Result<(), StreamEnd> {
+    if request.initial_resource_versions.len() > allowed {
+        return Err(StreamEnd::Refused(Status::resource_exhausted(format!(
+            "{} initial resource versions; at most {allowed}",
+            request.initial_resource_versions.len()
+        ))));
+    }
+    let names = request
+        .resource_names_subscribe
+        .iter()
+        .chain(&request.resource_names_unsubscribe)
+        .chain(request.initial_resource_versions.keys());
+    for name in names {
+        if name.len() > MAX_NAME_BYTES {
+            return Err(StreamEnd::Refused(Status::invalid_argument(format!(
+                "a resource name of {} bytes; at most {MAX_NAME_BYTES}",
+                name.len()
+            ))));
+        }
+    }
+    Ok(())
 }
 
 impl Stream {

@@ -16,6 +16,10 @@ pub struct TypeStatus {
     pub last_nack: Option<String>,
 }
 
+/// Responses remembered unanswered per type; older ones are forgotten (bounded state
+/// for a proxy that never answers).
+const UNANSWERED: usize = 64;
+
 /// One resource type on one stream.
 #[derive(Default)]
 pub struct Subscription<P> {
@@ -33,6 +37,10 @@ impl<P> Subscription<P> {
     pub fn sent(&mut self, nonce: String, version: String) {
         self.status.sent_version.clone_from(&version);
         self.latest_nonce.clone_from(&nonce);
+        if self.unanswered.len() >= UNANSWERED {
+            // A proxy this far behind answers the newest response, which answers all.
+            self.unanswered.remove(0);
+        }
         self.unanswered.push((nonce, version));
     }
 
@@ -135,6 +143,18 @@ mod tests {
         assert!(!s.settled(), "not ACKed yet");
         s.acked("b");
         assert!(s.settled());
+    }
+
+    #[test]
+    fn a_proxy_that_never_answers_costs_a_bounded_record() {
+        let mut s = Subscription::<()>::default();
+        for nonce in 0..UNANSWERED * 10 {
+            s.sent(nonce.to_string(), "v".into());
+        }
+        assert_eq!(s.unanswered.len(), UNANSWERED);
+        let newest = (UNANSWERED * 10 - 1).to_string();
+        assert_eq!(s.answer(&newest).as_deref(), Some("v"));
+        assert!(s.unanswered.is_empty(), "the newest answers them all");
     }
 
     #[test]
