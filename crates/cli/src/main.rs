@@ -188,8 +188,9 @@ struct InstallArgs {
         alias = "cluster-location"
     )]
     location: String,
-    /// The cluster's name in the fleet (and its cluster id in the mesh).
-    #[arg(short = 'n', long = "cluster-name", visible_alias = "cluster_name")]
+    /// The cluster's name in the fleet (and its cluster id in the mesh): letters, digits,
+    /// '.', '_' or '-'.
+    #[arg(short = 'n', long = "cluster-name", visible_alias = "cluster_name", value_parser = parse_cluster)]
     cluster: String,
     /// Print every file written and every object applied.
     #[arg(short = 'v', long)]
@@ -374,6 +375,16 @@ fn parse_lifetime(text: &str) -> Result<std::time::Duration, String> {
         ));
     }
     Ok(lifetime)
+}
+
+fn parse_cluster(text: &str) -> Result<String, String> {
+    if fleetmesh_inject::webhook_path::valid_cluster(text) {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "{text:?}: a cluster name is 1 to 253 letters, digits, '.', '_' or '-'"
+        ))
+    }
 }
 
 fn parse_hub(text: &str) -> Result<String, String> {

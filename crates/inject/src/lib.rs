@@ -14,6 +14,7 @@ pub mod probes;
 pub mod review;
 pub mod template;
 pub mod versions;
+pub mod webhook_path;
 
 pub use channel::{Channel, DEFAULT_HUB, Revision};
 pub use policy::{Decision, Template};

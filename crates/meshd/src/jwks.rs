@@ -5,7 +5,9 @@
 //!
 //! A `jwksUri` is tenant-written: meshd fetches it only from where `--tenant-egress-deny`
 //! allows (the host resolved once and the connection pinned to the checked address), and
-//! follows no redirect (which could point anywhere).
+//! follows no redirect (which could point anywhere). It reads at most 1 MiB, keeps only a
+//! document Envoy can use (`fleetmesh_api::security::jwks`), and stops fetching a URI
+//! once no RequestAuthentication names it.
 
 use fleetmesh_kube::egress::EgressPolicy;
 use fleetmesh_model::trigger::{Origin, Trigger};
@@ -14,18 +16,26 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
 
 const REFRESH: Duration = Duration::from_secs(600);
 const RETRY: Duration = Duration::from_secs(5);
 const MAX_BYTES: usize = 1 << 20;
 
 pub struct JwksCache {
-    /// By URI: the last good document, once there is one.
-    fetched: Mutex<BTreeMap<String, Option<String>>>,
+    /// By URI: its fetcher, and the last good document once there is one.
+    fetched: Mutex<BTreeMap<String, Fetched>>,
     /// Signals a rebuild when keys arrive or change.
     changes: UnboundedSender<Trigger>,
     /// Where tenant-written URIs may point.
     egress: EgressPolicy,
+}
+
+/// One URI's fetcher and what it fetched.
+struct Fetched {
+    jwks: Option<String>,
+    /// Stops its fetcher once no RequestAuthentication names the URI.
+    stop: CancellationToken,
 }
 
 impl JwksCache {
@@ -37,35 +47,49 @@ impl JwksCache {
         })
     }
 
-    /// The keys fetched so far for `uris`; starts a fetcher for each URI seen first.
+    /// The keys fetched so far for `uris`, every URI the mesh's config names now: starts
+    /// a fetcher for each URI seen first, and stops those of URIs no longer named.
     pub fn resolve<'a>(
         self: &Arc<Self>,
         uris: impl IntoIterator<Item = &'a str>,
     ) -> BTreeMap<String, String> {
         let mut fetched = self.fetched.lock();
-        let mut known = BTreeMap::new();
+        let mut named = BTreeMap::new();
         for uri in uris {
-            match fetched.get(uri) {
-                Some(Some(jwks)) => {
-                    known.insert(uri.to_string(), jwks.clone());
-                }
-                Some(None) => {}
-                None => {
-                    fetched.insert(uri.to_string(), None);
-                    tokio::spawn(self.clone().keep_fetching(uri.to_string()));
-                }
-            }
+            let entry = fetched.entry(uri.to_string()).or_insert_with(|| {
+                let stop = CancellationToken::new();
+                tokio::spawn(self.clone().keep_fetching(uri.to_string(), stop.clone()));
+                Fetched { jwks: None, stop }
+            });
+            named.insert(uri.to_string(), entry.jwks.clone());
         }
-        known
+        fetched.retain(|uri, entry| {
+            let keep = named.contains_key(uri);
+            if !keep {
+                entry.stop.cancel();
+            }
+            keep
+        });
+        named
+            .into_iter()
+            .filter_map(|(uri, jwks)| Some((uri, jwks?)))
+            .collect()
     }
 
-    async fn keep_fetching(self: Arc<Self>, uri: String) {
+    async fn keep_fetching(self: Arc<Self>, uri: String, stop: CancellationToken) {
         loop {
-            let wait = match self.fetch(&uri).await {
+            let fetched = tokio::select! {
+                fetched = self.fetch(&uri) => fetched,
+                () = stop.cancelled() => return,
+            };
+            let wait = match fetched {
                 Ok(jwks) => {
                     let mut fetched = self.fetched.lock();
-                    let previous = fetched.insert(uri.clone(), Some(jwks.clone()));
-                    if previous != Some(Some(jwks)) {
+                    let Some(entry) = fetched.get_mut(&uri).filter(|_| !stop.is_cancelled()) else {
+                        return;
+                    };
+                    if entry.jwks.as_ref() != Some(&jwks) {
+                        entry.jwks = Some(jwks);
                         tracing::info!(%uri, "JWKS fetched");
                         let _ = self.changes.send(Trigger::update(Origin::Jwks));
                     }
@@ -79,7 +103,10 @@ impl JwksCache {
             if self.changes.is_closed() {
                 return;
             }
-            tokio::time::sleep(wait).await;
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = stop.cancelled() => return,
+            }
         }
     }
 
@@ -99,20 +126,28 @@ impl JwksCache {
             .resolve(&host, address)
             .build()
             .map_err(|e| e.to_string())?;
-        let response = client.get(url).send().await.map_err(|e| e.to_string())?;
+        let mut response = client.get(url).send().await.map_err(|e| e.to_string())?;
         if !response.status().is_success() {
             return Err(format!("HTTP {}", response.status()));
         }
-        let body = response.bytes().await.map_err(|e| e.to_string())?;
-        if body.len() > MAX_BYTES {
-            return Err(format!("{} bytes; the limit is {MAX_BYTES}", body.len()));
+        // Read no further than the limit, whatever the server says or sends.
+        let too_big = || format!("more than {MAX_BYTES} bytes");
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_BYTES as u64)
+        {
+            return Err(too_big());
         }
-        let document: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))?;
-        if !document["keys"].is_array() {
-            return Err("not a JWKS (no \"keys\" array)".into());
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+            if body.len() + chunk.len() > MAX_BYTES {
+                return Err(too_big());
+            }
+            body.extend_from_slice(&chunk);
         }
-        Ok(String::from_utf8_lossy(&body).into_owned())
+        let text = String::from_utf8(body).map_err(|_| "not UTF-8 text".to_string())?;
+        fleetmesh_api::security::jwks::check(&text).map_err(|e| e.to_string())?;
+        Ok(text)
     }
 }
 
@@ -133,5 +168,21 @@ mod tests {
             let error = cache.fetch(uri).await.unwrap_err();
             assert!(error.contains("tenants may not reach"), "{uri}: {error}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_uri_no_longer_named_stops_being_fetched() {
+        let (changes, _) = tokio::sync::mpsc::unbounded_channel();
+        // Denied addresses, so that nothing is fetched (nor resolved).
+        let policy = EgressPolicy::denying(&["127.0.0.0/8".into()]).unwrap();
+        let cache = JwksCache::new(changes, policy);
+        let (a, b) = ("https://127.0.0.1:9/a", "https://127.0.0.1:9/b");
+        cache.resolve([a, b]);
+        let stop_a = cache.fetched.lock()[a].stop.clone();
+        cache.resolve([b]);
+        assert!(stop_a.is_cancelled(), "a's fetcher is stopped");
+        assert_eq!(cache.fetched.lock().keys().collect::<Vec<_>>(), [b]);
+        cache.resolve(std::iter::empty());
+        assert!(cache.fetched.lock().is_empty());
     }
 }

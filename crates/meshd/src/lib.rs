@@ -12,6 +12,7 @@ pub mod config;
 mod debug;
 pub mod fleet;
 mod http;
+mod https;
 mod ingest;
 mod jwks;
 pub mod local;

@@ -6,27 +6,21 @@
 use anyhow::Context;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use fleetmesh_ca::ServingCertificate;
 use fleetmesh_inject::review::{self, Verdict};
-use fleetmesh_inject::{InjectedBy, Revision, Settings};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
+use fleetmesh_inject::webhook_path::InjectPath;
+use fleetmesh_inject::{InjectedBy, Settings};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-/// A handshake that takes longer is dropped (a stalled client must not hold a task).
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an injection waits for the proxy versions after meshd starts (within the
 /// API server's 10 s webhook timeout).
 const VERSIONS_WAIT: Duration = Duration::from_secs(5);
@@ -73,67 +67,19 @@ pub async fn serve(
     state: WebhookState,
     stop: CancellationToken,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
-    let service = TowerToHyperService::new(router(state));
-    let mut connections = JoinSet::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "webhook accept failed");
-                    continue;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-            () = stop.cancelled() => break,
-        };
-        let acceptor = acceptor.clone();
-        let service = service.clone();
-        let stop = stop.clone();
-        connections.spawn(async move {
-            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
-            let tls = tokio::select! {
-                done = handshake => match done {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "webhook TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
-                },
-                () = stop.cancelled() => return,
-            };
-            let builder = auto::Builder::new(TokioExecutor::new());
-            let connection = builder.serve_connection(TokioIo::new(tls), service);
-            let mut connection = std::pin::pin!(connection);
-            // On stop, requests in flight are answered, then the connection closes.
-            let served = tokio::select! {
-                served = connection.as_mut() => served,
-                () = stop.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            };
-            if let Err(e) = served {
-                tracing::debug!(%peer, error = %e, "webhook connection ended");
-            }
-        });
-    }
-    drop(listener);
-    while connections.join_next().await.is_some() {}
+    crate::https::serve(
+        listener,
+        tls,
+        router(state),
+        crate::https::Limits::default(),
+        stop,
+    )
+    .await;
 }
 
 fn router(state: WebhookState) -> Router {
     Router::new()
-        .route(
-            "/inject/{revision}/cluster/{cluster}/redirect/{redirect}",
-            post(inject_default_hub),
-        )
-        .route(
-            "/inject/{revision}/cluster/{cluster}/redirect/{redirect}/hub/{*hub}",
-            post(inject),
-        )
+        .route("/inject/{*path}", post(inject))
         .route(VALIDATE, post(validate))
         .layer(axum::middleware::from_fn_with_state(state.clone(), count))
         .with_state(state)
@@ -167,55 +113,23 @@ async fn count(
 #[derive(Clone, Copy)]
 struct Refused;
 
-/// An install from before `--hub`: the images' default hub.
-async fn inject_default_hub(
-    state: State<WebhookState>,
-    Path((revision, cluster, redirect)): Path<(String, String, String)>,
-    body: Bytes,
-) -> Response {
-    let hub = fleetmesh_inject::DEFAULT_HUB.to_string();
-    inject(state, Path((revision, cluster, redirect, hub)), body).await
-}
-
-/// `/inject/<revision>/cluster/<cluster id>/redirect/<cni|init>/hub/<hub>`: the
-/// per-cluster options the installer writes into the webhook's URL (the API server allows
-/// no query string). `cni`: the cluster's CNI plugin redirects traffic (`--option
-/// cni-managed`), so pods get no `istio-init` container; `hub`: where the cluster pulls
-/// the proxy image from (`HUB/proxyv2:VERSION`).
-async fn inject(
-    State(state): State<WebhookState>,
-    Path((revision, cluster, redirect, hub)): Path<(String, String, String, String)>,
-    body: Bytes,
-) -> Response {
-    if !fleetmesh_inject::channel::valid_hub(&hub) {
-        return (
-            StatusCode::NOT_FOUND,
-            format!("hub {hub:?}: expected an image repository prefix such as registry.example.com/team\n"),
-        )
-            .into_response();
-    }
+/// An injection: the path ([`InjectPath`]) carries the per-cluster options install
+/// wrote into the webhook's URL.
+async fn inject(State(state): State<WebhookState>, uri: axum::http::Uri, body: Bytes) -> Response {
+    let path = match InjectPath::parse(uri.path()) {
+        Ok(path) => path,
+        Err(e) => return (StatusCode::NOT_FOUND, format!("{e}\n")).into_response(),
+    };
+    let InjectPath {
+        revision,
+        cluster,
+        cni_managed,
+        hub,
+    } = path;
     // Pods are being made: their proxies will connect.
     let (trust_domain, mut versions) = match state.members.webhook_call(&cluster).await {
         Some(member) => (member.trust_domain, member.proxy_versions),
         None => (state.trust_domain, state.proxy_versions),
-    };
-    let Some(revision) = Revision::named(&revision) else {
-        return (
-            StatusCode::NOT_FOUND,
-            format!("no revision {revision:?} (revisions: asm-managed-rapid, asm-managed, asm-managed-stable)\n"),
-        )
-            .into_response();
-    };
-    let cni_managed = match redirect.as_str() {
-        "cni" => true,
-        "init" => false,
-        other => {
-            return (
-                StatusCode::NOT_FOUND,
-                format!("redirect {other:?}: expected cni or init\n"),
-            )
-                .into_response();
-        }
     };
     // Just started: wait briefly for the DataPlaneControls rather than inject a version
     // a managed rollout would evict again. Still unknown: refused, and the API server

@@ -1,6 +1,7 @@
 //! security.istio.io resources (v1, with the v1beta1 alias).
 
 pub mod authorization_policy;
+pub mod jwks;
 pub mod peer_authentication;
 pub mod request_authentication;
 

@@ -4,6 +4,7 @@
 //! failed install never leaves a webhook that blocks pod creation behind.
 
 use fleetmesh_inject::channel::{DEFAULT_TAG, REVISIONS};
+use fleetmesh_inject::webhook_path::InjectPath;
 use fleetmesh_inject::{Channel, Revision, labels};
 use serde_json::{Value, json};
 
@@ -365,12 +366,14 @@ fn injection_webhooks(
             ),
         ]
     };
-    let path_of = |revision: &Revision| {
-        let redirect = if plan.cni_managed { "cni" } else { "init" };
-        format!(
-            "/inject/{}/cluster/{}/redirect/{redirect}/hub/{}",
-            revision.name, plan.cluster, plan.hub
-        )
+    let path_of = |revision: &'static Revision| {
+        InjectPath {
+            revision,
+            cluster: plan.cluster.clone(),
+            cni_managed: plan.cni_managed,
+            hub: plan.hub.clone(),
+        }
+        .to_path()
     };
     let configuration = |name: String, label: &str, webhooks: Vec<Value>| {
         json!({
