@@ -6,10 +6,49 @@ pub use fleetmesh_model::trigger::{Origin, Trigger};
 use futures::StreamExt;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::{self, Store};
+use kube::runtime::utils::Backoff;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource};
+use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
+
+/// How a broken watch retries: at once-ish, then doubling to at most 5 s. kube-rs's
+/// default grows to 30 s, so after an outage of a minute meshd went on serving the
+/// cluster's old config for up to half a minute after its API server was back. A failed
+/// attempt every 5 s per watch costs a dead API server nothing.
+#[derive(Debug, Clone)]
+pub struct WatchRetry {
+    next: Duration,
+}
+
+impl WatchRetry {
+    const FIRST: Duration = Duration::from_millis(250);
+    const MAX: Duration = Duration::from_secs(5);
+}
+
+impl Default for WatchRetry {
+    fn default() -> WatchRetry {
+        WatchRetry { next: Self::FIRST }
+    }
+}
+
+impl Iterator for WatchRetry {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let wait = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        Some(wait)
+    }
+}
+
+impl Backoff for WatchRetry {
+    /// A watch that worked again starts over from the first wait.
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
 
 /// A reflector over `api`; each event signals `changes` as a change of `origin`.
 pub fn watch<K>(
@@ -66,7 +105,7 @@ where
                 .ok()
                 .and_then(|e| classify(&before, &object_type, e));
         });
-    let stream = reflector::reflector(writer, objects).default_backoff();
+    let stream = reflector::reflector(writer, objects).backoff(WatchRetry::default());
     let task = tokio::spawn(async move {
         futures::pin_mut!(stream);
         while let Some(event) = stream.next().await {
@@ -76,7 +115,7 @@ where
                         let _ = changes.send(Trigger { origin, event });
                     }
                 }
-                Err(e) => tracing::warn!(%kind, error = %e, "watch failed; retrying with backoff"),
+                Err(e) => tracing::warn!(%kind, error = %e, "watch failed; retrying within 5 s"),
             }
         }
     });
@@ -129,5 +168,23 @@ impl Drop for Tasks {
         for task in &self.0 {
             task.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broken_watch_retries_within_five_seconds_and_starts_over_once_it_works() {
+        let mut retry = WatchRetry::default();
+        let waits: Vec<u64> = retry
+            .by_ref()
+            .take(7)
+            .map(|d| d.as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [250, 500, 1000, 2000, 4000, 5000, 5000]);
+        retry.reset();
+        assert_eq!(retry.next(), Some(Duration::from_millis(250)));
     }
 }

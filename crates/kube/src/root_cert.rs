@@ -29,7 +29,7 @@ pub async fn publish(
 ) {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let mut events = watcher(namespaces, watcher::Config::default())
-        .default_backoff()
+        .backoff(crate::reflect::WatchRetry::default())
         .applied_objects()
         .boxed();
     let mut known = BTreeSet::new();

@@ -13,6 +13,7 @@
 
 use super::Project;
 use super::credential::Files;
+use fleetmesh_kube::reflect::WatchRetry;
 use futures::{Stream, StreamExt};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -209,13 +210,13 @@ impl HostRegistry {
             self.registries.clone(),
             watcher::Config::default().fields(&format!("metadata.name={NAME}")),
         )
-        .default_backoff()
+        .backoff(WatchRetry::default())
         .map(|_| ());
         let credentials = watcher(
             self.secrets.clone(),
             watcher::Config::default().labels(CREDENTIAL_LABEL),
         )
-        .default_backoff()
+        .backoff(WatchRetry::default())
         .map(|_| ());
         futures::stream::select(registry, credentials)
     }
