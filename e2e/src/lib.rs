@@ -5,6 +5,7 @@ pub mod dashboards;
 pub mod data_plane;
 pub mod fleet;
 pub mod istiod;
+pub mod kube_eds;
 pub mod load;
 pub mod real_node;
 

@@ -3,61 +3,16 @@
 //! and deletion. (The pod IPs come from 198.18.0.0/22 and never receive a packet: no request
 //! is sent through the proxy.)
 
+use fleetmesh_e2e::kube_eds::{
+    SERVICE, deployment, envoy_endpoints, reviews_cluster, running_pods,
+};
 use fleetmesh_e2e::*;
-use fleetmesh_kube::testing::{TestCluster, TestNamespace, running_pod_ips, wait_for};
+use fleetmesh_kube::testing::{TestCluster, TestNamespace, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
-
-const SERVICE: &str = r#"
-apiVersion: v1
-kind: Service
-metadata: {name: reviews}
-spec:
-  selector: {app: reviews}
-  ports: [{name: http, port: 80, targetPort: 8080}]
-"#;
-
-fn deployment(replicas: u32) -> String {
-    format!(
-        r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: reviews}}
-spec:
-  replicas: {replicas}
-  selector: {{matchLabels: {{app: reviews}}}}
-  template:
-    metadata: {{labels: {{app: reviews, version: v1}}}}
-    spec:
-      containers: [{{name: reviews, image: reviews:v1, ports: [{{name: http, containerPort: 8080}}]}}]
-"#
-    )
-}
-
-/// `IP:8080` of every Running reviews pod.
-async fn running_pods(pods: &Api<Pod>) -> BTreeSet<String> {
-    let ips = running_pod_ips(pods, "app=reviews").await;
-    ips.into_iter().map(|ip| format!("{ip}:8080")).collect()
-}
-
-/// The endpoints Envoy holds for `cluster` (from its admin `/clusters`).
-fn envoy_endpoints(proxy: &Workload, cluster: &str) -> BTreeSet<String> {
-    let (_, clusters) =
-        fleetmesh_agent::process::admin_request(proxy.envoy.admin_socket(), "GET", "/clusters")
-            .unwrap_or_default();
-    clusters
-        .lines()
-        .filter_map(|line| {
-            let mut parts = line.split("::");
-            (parts.next()? == cluster).then_some(())?;
-            let address = parts.next()?;
-            address.contains(':').then(|| address.to_string())
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_endpoints_follow_a_deployment() {
@@ -299,10 +254,6 @@ fn envoy_listeners(proxy: &Workload) -> String {
 }
 
 /// The outbound cluster of the reviews Service in `namespace`.
-fn reviews_cluster(namespace: &TestNamespace) -> String {
-    format!("outbound|80||reviews.{}.svc.cluster.local", namespace.name)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sidecar_limits_what_one_namespace_sees() {
     let (cluster, client) = TestCluster::start_with_istio("fleetmesh-kube-tests")

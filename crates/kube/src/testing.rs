@@ -138,11 +138,27 @@ impl TestCluster {
 
     /// Stops kube-apiserver and starts it again (etcd and the rest keep running).
     pub fn restart_apiserver(&self) -> anyhow::Result<()> {
+        self.apiserver("restart-apiserver")
+    }
+
+    /// Stops kube-apiserver alone: the cluster's control plane is unreachable until
+    /// [`TestCluster::start_apiserver`].
+    pub fn stop_apiserver(&self) -> anyhow::Result<()> {
+        self.apiserver("stop-apiserver")
+    }
+
+    /// Starts kube-apiserver again after [`TestCluster::stop_apiserver`], on the same
+    /// address, and waits until it answers.
+    pub fn start_apiserver(&self) -> anyhow::Result<()> {
+        self.apiserver("start-apiserver")
+    }
+
+    fn apiserver(&self, command: &str) -> anyhow::Result<()> {
         let status = Command::new(&self.script)
-            .args(["restart-apiserver", &self.name])
+            .args([command, &self.name])
             .status()?;
         if !status.success() {
-            bail!("restarting kube-apiserver of {} failed", self.name);
+            bail!("{command} of {} failed", self.name);
         }
         Ok(())
     }
