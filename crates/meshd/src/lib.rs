@@ -12,7 +12,7 @@ pub mod config;
 mod debug;
 pub mod fleet;
 mod http;
-mod https;
+mod http_server;
 mod ingest;
 mod jwks;
 pub mod local;
@@ -534,15 +534,8 @@ fn serve_http(
     router: axum::Router,
     stop: CancellationToken,
 ) {
-    tasks.spawn(async move {
-        let service = router.into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(listener, service)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    });
+    let limits = http_server::Limits::default();
+    tasks.spawn(http_server::serve(listener, None, router, limits, stop));
 }
 
 /// Runs `work` among meshd's tasks until it ends or meshd shuts down.

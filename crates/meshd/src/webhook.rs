@@ -67,14 +67,8 @@ pub async fn serve(
     state: WebhookState,
     stop: CancellationToken,
 ) {
-    crate::https::serve(
-        listener,
-        tls,
-        router(state),
-        crate::https::Limits::default(),
-        stop,
-    )
-    .await;
+    let limits = crate::http_server::Limits::default();
+    crate::http_server::serve(listener, Some(tls), router(state), limits, stop).await;
 }
 
 fn router(state: WebhookState) -> Router {

@@ -1,14 +1,17 @@
-//! Serving HTTPS on a port any network peer may reach (the webhook port 15017: the
-//! tenant's API server calls it, but nothing stops others from connecting), with every
+//! Serving HTTP on a port others may reach (the webhook port 15017, over TLS: the
+//! tenant's API server calls it, but nothing stops others from connecting; and the
+//! metrics and debug port 15014, on loopback unless an operator moves it), with every
 //! connection bounded: a handshake, a request head and an idle connection each have a
 //! deadline, HTTP/2 streams per connection are capped, no connection lives forever, and
 //! past a number of open connections new ones are closed at once. A slow or silent client
 //! holds a task for seconds, not for ever.
 
 use axum::Router;
+use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -52,16 +55,17 @@ impl Default for Limits {
     }
 }
 
-/// Serves `router` over TLS on `listener` within `limits` until `stop`, then lets
-/// requests in flight finish, closes every connection and returns once they are closed.
+/// Serves `router` on `listener`, over TLS when `tls` is given, within `limits` until
+/// `stop`; then lets requests in flight finish, closes every connection and returns
+/// once they are closed. Handlers may extract `ConnectInfo<SocketAddr>`.
 pub async fn serve(
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     router: Router,
     limits: Limits,
     stop: CancellationToken,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
+    let acceptor = tls.map(TlsAcceptor::from);
     let mut connections = JoinSet::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -80,9 +84,13 @@ pub async fn serve(
             continue;
         }
         let acceptor = acceptor.clone();
-        let service = FirstRequest::new(router.clone());
+        let service = FirstRequest::new(router.clone(), peer);
         let stop = stop.clone();
         connections.spawn(async move {
+            let Some(acceptor) = acceptor else {
+                let io = TokioIo::new(stream);
+                return serve_connection(io, None, service, limits, stop).await;
+            };
             let handshake = tokio::time::timeout(limits.handshake, acceptor.accept(stream));
             let tls = tokio::select! {
                 done = handshake => match done {
@@ -97,45 +105,60 @@ pub async fn serve(
             };
             // The protocol is the one TLS agreed on, so no bytes are awaited to guess it.
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            let builder = bounded_builder(h2, limits);
-            let begun = service.begun.clone();
-            let connection = builder.serve_connection(TokioIo::new(tls), service);
-            let mut connection = std::pin::pin!(connection);
-            let silent = async {
-                tokio::time::sleep(limits.header).await;
-                if begun.load(Ordering::Relaxed) {
-                    std::future::pending().await
-                }
-            };
-            let served = tokio::select! {
-                served = connection.as_mut() => served,
-                () = silent => {
-                    tracing::debug!(%peer, "no request in time: closed");
-                    return;
-                }
-                () = stop.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-                () = tokio::time::sleep(limits.max_age) => {
-                    connection.as_mut().graceful_shutdown();
-                    tokio::time::timeout(CLOSE_GRACE, connection)
-                        .await
-                        .unwrap_or(Ok(()))
-                }
-            };
-            if let Err(e) = served {
-                tracing::debug!(%peer, error = %e, "connection ended");
-            }
+            serve_connection(TokioIo::new(tls), Some(h2), service, limits, stop).await;
         });
     }
     drop(listener);
     while connections.join_next().await.is_some() {}
 }
 
-/// A connection builder for HTTP/2 when `h2`, else HTTP/1.1, with the deadlines and
-/// limits above.
-fn bounded_builder(h2: bool, limits: Limits) -> auto::Builder<TokioExecutor> {
+/// Serves one connection in HTTP/2 when `h2`, HTTP/1.1 when not, and, when unknown (no
+/// TLS), in the protocol its first bytes show.
+async fn serve_connection<I>(
+    io: TokioIo<I>,
+    h2: Option<bool>,
+    service: FirstRequest,
+    limits: Limits,
+    stop: CancellationToken,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let builder = bounded_builder(h2, limits);
+    let begun = service.begun.clone();
+    let peer = service.peer;
+    let connection = builder.serve_connection(io, service);
+    let mut connection = std::pin::pin!(connection);
+    let silent = async {
+        tokio::time::sleep(limits.header).await;
+        if begun.load(Ordering::Relaxed) {
+            std::future::pending().await
+        }
+    };
+    let served = tokio::select! {
+        served = connection.as_mut() => served,
+        () = silent => {
+            tracing::debug!(%peer, "no request in time: closed");
+            return;
+        }
+        () = stop.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+        () = tokio::time::sleep(limits.max_age) => {
+            connection.as_mut().graceful_shutdown();
+            tokio::time::timeout(CLOSE_GRACE, connection)
+                .await
+                .unwrap_or(Ok(()))
+        }
+    };
+    if let Err(e) = served {
+        tracing::debug!(%peer, error = %e, "connection ended");
+    }
+}
+
+/// A connection builder with the deadlines and limits above, for HTTP/2 or HTTP/1.1 as
+/// `h2` says (either, when it does not).
+fn bounded_builder(h2: Option<bool>, limits: Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -147,24 +170,27 @@ fn bounded_builder(h2: bool, limits: Limits) -> auto::Builder<TokioExecutor> {
         .max_concurrent_streams(MAX_STREAMS)
         .keep_alive_interval(KEEPALIVE)
         .keep_alive_timeout(limits.header);
-    if h2 {
-        builder.http2_only()
-    } else {
-        builder.http1_only()
+    match h2 {
+        Some(true) => builder.http2_only(),
+        Some(false) => builder.http1_only(),
+        None => builder,
     }
 }
 
-/// A connection's service, noting when its first request begins.
+/// A connection's service: tells handlers the peer's address, and notes when the first
+/// request begins.
 #[derive(Clone)]
 struct FirstRequest {
     router: TowerToHyperService<Router>,
+    peer: SocketAddr,
     begun: Arc<AtomicBool>,
 }
 
 impl FirstRequest {
-    fn new(router: Router) -> FirstRequest {
+    fn new(router: Router, peer: SocketAddr) -> FirstRequest {
         FirstRequest {
             router: TowerToHyperService::new(router),
+            peer,
             begun: Arc::default(),
         }
     }
@@ -180,8 +206,9 @@ where
     type Future =
         <TowerToHyperService<Router> as hyper::service::Service<hyper::Request<B>>>::Future;
 
-    fn call(&self, request: hyper::Request<B>) -> Self::Future {
+    fn call(&self, mut request: hyper::Request<B>) -> Self::Future {
         self.begun.store(true, Ordering::Relaxed);
+        request.extensions_mut().insert(ConnectInfo(self.peer));
         self.router.call(request)
     }
 }
@@ -217,7 +244,7 @@ mod tests {
         let tls = crate::webhook::tls_config(&serving).unwrap();
         tokio::spawn(serve(
             listener,
-            tls,
+            Some(tls),
             router,
             limits,
             CancellationToken::new(),
@@ -300,5 +327,38 @@ mod tests {
             connect(address, &client, b"http/1.1").await.unwrap(),
         ];
         assert!(connect(address, &client, b"http/1.1").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn plaintext_connections_are_bounded_too_and_handlers_see_the_peer() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let router = Router::new().route(
+            "/",
+            axum::routing::get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move {
+                peer.ip().to_string()
+            }),
+        );
+        tokio::spawn(serve(
+            listener,
+            None,
+            router,
+            SHORT,
+            CancellationToken::new(),
+        ));
+
+        let mut client = tokio::net::TcpStream::connect(address).await.unwrap();
+        client
+            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = [0u8; 512];
+        let read = client.read(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer[..read]);
+        assert!(answer.ends_with("127.0.0.1"), "{answer}");
+
+        let mut silent = tokio::net::TcpStream::connect(address).await.unwrap();
+        let read = tokio::time::timeout(SHORT.header * 6, silent.read(&mut [0; 8])).await;
+        assert!(matches!(read, Ok(Ok(0) | Err(_))), "{read:?}");
     }
 }
