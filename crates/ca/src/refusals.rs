@@ -1,8 +1,9 @@
-//! A budget of refused authentications per source address. A client presenting bad
-//! token after bad token (a flood, or guesses) soon has its new tokens turned away
-//! unchecked for a while, so that it cannot make meshd ask the tenant's API server once
-//! per attempt; distinct random tokens defeat a cache of refusals, not this. Accepted
-//! tokens cost nothing, and a source's budget refills with time.
+//! A budget of refused authentications per source address, and a log of refusals that a
+//! flood cannot turn into a flood of lines. A client presenting bad token after bad
+//! token (a flood, or guesses) soon has its new tokens turned away unchecked for a
+//! while, so that it cannot make meshd ask the tenant's API server once per attempt;
+//! distinct random tokens defeat a cache of refusals, not this. Accepted tokens cost
+//! nothing, and a source's budget refills with time.
 //!
 //! Pods behind one NAT address share a budget: a pod flooding bad tokens delays the new
 //! tokens of its neighbours behind the same address (they are told to retry, and tokens
@@ -12,6 +13,35 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
+
+/// Refusals are logged at most once per this; the next line says how many were not.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Keeps a flood of refused calls from becoming a flood of log lines (which an
+/// unauthenticated client could otherwise cause at will).
+#[derive(Default)]
+pub struct RefusalLog {
+    /// When the last line was written, and the refusals not logged since.
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl RefusalLog {
+    /// Whether to log this refusal now; if so, how many were left unlogged before it.
+    pub fn admit(&self) -> Option<u64> {
+        self.admit_at(Instant::now())
+    }
+
+    fn admit_at(&self, now: Instant) -> Option<u64> {
+        let mut state = self.state.lock();
+        let (last, unlogged) = &mut *state;
+        if last.is_some_and(|at| now.saturating_duration_since(at) < LOG_EVERY) {
+            *unlogged += 1;
+            return None;
+        }
+        *last = Some(now);
+        Some(std::mem::take(unlogged))
+    }
+}
 
 /// Refusals a source may collect at once before its tokens wait.
 const BURST: f64 = 32.0;
@@ -82,6 +112,18 @@ impl RefusalBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_flood_of_refusals_is_one_line_per_interval_with_a_count() {
+        let log = RefusalLog::default();
+        let start = Instant::now();
+        assert_eq!(log.admit_at(start), Some(0));
+        for _ in 0..1_000 {
+            assert_eq!(log.admit_at(start + LOG_EVERY / 2), None);
+        }
+        assert_eq!(log.admit_at(start + LOG_EVERY), Some(1_000));
+        assert_eq!(log.admit_at(start + LOG_EVERY * 3), Some(0));
+    }
 
     fn ip(last: u8) -> Option<IpAddr> {
         Some(IpAddr::from([10, 0, 0, last]))

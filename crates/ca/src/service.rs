@@ -9,6 +9,7 @@ use crate::proto::istio_certificate_service_server::{
     IstioCertificateService, IstioCertificateServiceServer,
 };
 use crate::proto::{IstioCertificateRequest, IstioCertificateResponse};
+use crate::refusals::RefusalLog;
 use futures::future::BoxFuture;
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +53,7 @@ impl CaRouter for SingleCa {
 #[derive(Clone)]
 pub struct CaService {
     router: Arc<dyn CaRouter>,
+    refusals: Arc<RefusalLog>,
 }
 
 impl CaService {
@@ -69,7 +71,10 @@ impl CaService {
 
     /// A service signing with the CA `router` names for each caller.
     pub fn routed(router: Arc<dyn CaRouter>) -> CaService {
-        CaService { router }
+        CaService {
+            router,
+            refusals: Arc::default(),
+        }
     }
 
     /// The gRPC service to route.
@@ -89,7 +94,11 @@ impl IstioCertificateService for CaService {
         let route = self.router.route(caller_cluster(metadata)).await;
         let caller = authenticate_request(route.authenticator.as_ref(), metadata, origin)
             .await
-            .inspect_err(|e| tracing::warn!(error = %e, "certificate request refused"))?;
+            .inspect_err(|error| {
+                if let Some(unlogged) = self.refusals.admit() {
+                    tracing::warn!(%error, peer = ?origin.peer, unlogged, "certificate request refused");
+                }
+            })?;
         let request = request.into_inner();
         let ttl = u64::try_from(request.validity_duration)
             .ok()

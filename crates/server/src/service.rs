@@ -9,6 +9,7 @@ use bytes::Bytes;
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use fleetmesh_ca::Identity;
 use fleetmesh_ca::auth::{Origin, authenticate_request, caller_cluster};
+use fleetmesh_ca::refusals::RefusalLog;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -45,6 +46,7 @@ const MAX_CONNECTION_AGE_GRACE: Duration = Duration::from_secs(10);
 pub struct XdsServer {
     router: Arc<dyn Router>,
     shutdown: CancellationToken,
+    refusals: Arc<RefusalLog>,
 }
 
 impl XdsServer {
@@ -57,7 +59,11 @@ impl XdsServer {
     /// A server of several meshes: each stream is served by the context `router` picks
     /// for the cluster it names; streams end on `shutdown`.
     pub fn routed(router: Arc<dyn Router>, shutdown: CancellationToken) -> XdsServer {
-        XdsServer { router, shutdown }
+        XdsServer {
+            router,
+            shutdown,
+            refusals: Arc::default(),
+        }
     }
 
     /// Serves ADS, and the gRPC services of `others` (the CA), on `listener` until the
@@ -112,6 +118,7 @@ impl XdsServer {
 
     /// An unauthenticated stream is refused before it can ask for anything.
     async fn authenticate(
+        &self,
         context: &ServerContext,
         metadata: &MetadataMap,
         origin: Origin,
@@ -119,7 +126,9 @@ impl XdsServer {
         authenticate_request(context.authenticator.as_ref(), metadata, origin)
             .await
             .map_err(|error| {
-                tracing::warn!(%error, "refused an unauthenticated xDS stream");
+                if let Some(unlogged) = self.refusals.admit() {
+                    tracing::warn!(%error, peer = ?origin.peer, unlogged, "refused an unauthenticated xDS stream");
+                }
                 Status::from(error)
             })
     }
@@ -133,7 +142,7 @@ impl XdsServer {
         requests: Requests<P::Request>,
     ) -> Result<Responses<P::Response>, Status> {
         let context = self.router.route(caller_cluster(metadata)).await?;
-        let caller = XdsServer::authenticate(&context, metadata, origin).await?;
+        let caller = self.authenticate(&context, metadata, origin).await?;
         let (tx, rx) = mpsc::channel(8);
         let metrics = context.metrics.clone();
         let serve =
