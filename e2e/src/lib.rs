@@ -325,13 +325,43 @@ impl Traffic {
 
 /// meshd's `/debug/syncz` entry for `proxy_id`, once it is connected.
 pub async fn syncz(mesh: &LocalMesh, proxy_id: &str) -> Option<serde_json::Value> {
-    let url = format!("http://{}/debug/syncz", mesh.meshd().http_address());
+    syncz_at(mesh.meshd().http_address(), proxy_id).await
+}
+
+/// The `/debug/syncz` entry for `proxy_id` of the meshd serving HTTP at `http`.
+pub async fn syncz_at(http: std::net::SocketAddr, proxy_id: &str) -> Option<serde_json::Value> {
+    let url = format!("http://{http}/debug/syncz");
     let text = reqwest::get(url).await.ok()?.text().await.ok()?;
     let all: serde_json::Value = serde_json::from_str(&text).ok()?;
     all.as_array()?
         .iter()
         .find(|p| p["proxy"] == proxy_id)
         .cloned()
+}
+
+/// The versions `proxy_id` has ACKed of clusters, endpoints, listeners and routes (in
+/// that order) at the meshd serving HTTP at `http`, once it has ACKed all it was sent.
+pub async fn acked_versions(http: std::net::SocketAddr, proxy_id: &str) -> Vec<String> {
+    const TYPES: [&str; 4] = ["cluster", "endpoint", "listener", "route"];
+    eventually(
+        "the proxy to be connected and in sync",
+        Duration::from_secs(30),
+        async || {
+            let status = syncz_at(http, proxy_id).await?;
+            let of = |suffix: &str| -> Vec<String> {
+                TYPES
+                    .iter()
+                    .map(|t| {
+                        let version = &status[format!("{t}_{suffix}")];
+                        version.as_str().unwrap_or("").to_string()
+                    })
+                    .collect()
+            };
+            let (acked, sent) = (of("acked"), of("sent"));
+            (acked == sent && acked.iter().all(|v| !v.is_empty())).then_some(acked)
+        },
+    )
+    .await
 }
 
 /// Certificates for TLS tests: a CA, a server certificate for shop.example.com

@@ -16,36 +16,9 @@ spec:
   - route: [{destination: {host: reviews, subset: v1}, weight: 50}, {destination: {host: reviews, subset: v2}, weight: 50}]
 "#;
 
-const TYPES: [&str; 4] = ["cluster", "endpoint", "listener", "route"];
-
-async fn acked_versions(store: &Bookstore) -> Vec<String> {
-    eventually(
-        "frontend to be connected and in sync",
-        Duration::from_secs(30),
-        async || {
-            let status = syncz(&store.mesh, &store.frontend.node_id).await?;
-            let acked: Vec<String> = TYPES
-                .iter()
-                .map(|t| {
-                    status[format!("{t}_acked")]
-                        .as_str()
-                        .unwrap_or("")
-                        .to_string()
-                })
-                .collect();
-            let sent: Vec<String> = TYPES
-                .iter()
-                .map(|t| {
-                    status[format!("{t}_sent")]
-                        .as_str()
-                        .unwrap_or("")
-                        .to_string()
-                })
-                .collect();
-            (acked == sent && acked.iter().all(|v| !v.is_empty())).then_some(acked)
-        },
-    )
-    .await
+async fn acked(store: &Bookstore) -> Vec<String> {
+    let http = store.mesh.meshd().http_address();
+    acked_versions(http, &store.frontend.node_id).await
 }
 
 async fn restart(mode: XdsMode) {
@@ -61,7 +34,7 @@ async fn restart(mode: XdsMode) {
         .then_some(())
     })
     .await;
-    let before = acked_versions(&store).await;
+    let before = acked(&store).await;
 
     let traffic = Traffic::start(&store.frontend, "http://reviews:9080/");
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -73,7 +46,7 @@ async fn restart(mode: XdsMode) {
         .start_meshd()
         .await
         .expect("meshd restarts on the same ports");
-    let after = acked_versions(&store).await;
+    let after = acked(&store).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let report = traffic.stop().await;
 
