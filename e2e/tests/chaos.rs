@@ -9,6 +9,11 @@
 //!   real Envoys with traffic are connected, and started again at once: no request fails,
 //!   every sidecar resyncs to the very versions it had, and the reconnect storm's peak
 //!   memory and CPU are reported.
+//! - The CA directory's disk full: a meshd that would create its CA there refuses to
+//!   start, saying where and why, and leaves no partial key; on a disk that fills up
+//!   while it runs, every workload keeps renewing its certificate (signing writes
+//!   nothing), writing a revocation fails with the file and the reason, and works again
+//!   once there is space.
 //! - The API server gone for a minute: Envoy keeps the cluster's endpoints all along (no
 //!   push of partial state), a change to meshd's config files still arrives meanwhile,
 //!   and once the API server is back the watches resume and the cluster's changes arrive.
@@ -589,4 +594,135 @@ async fn meshd_killed_under_load_comes_back_to_the_same_config() {
     );
     assert!(report.sent > 0 && report.failures.is_empty(), "{report:?}");
     second.kill();
+}
+
+/// A small tmpfs mounted at a directory for the test's duration (needs root, as the
+/// real-node suites do), so that the directory's disk can be filled.
+struct SmallDisk {
+    at: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(at: &std::path::Path) -> SmallDisk {
+        std::fs::create_dir_all(at).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=512k,mode=0700", "tmpfs"])
+            .arg(at)
+            .status()
+            .expect("mount runs");
+        assert!(
+            mounted.success(),
+            "mounting a tmpfs at {} (root is needed)",
+            at.display()
+        );
+        SmallDisk {
+            at: at.to_path_buf(),
+        }
+    }
+
+    /// Writes a file until the disk is full.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut filler = std::fs::File::create(self.at.join("filler")).unwrap();
+        let block = [0u8; 4096];
+        while filler.write_all(&block).is_ok() {}
+        let _ = filler.sync_all();
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.at.join("filler")).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.at)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ca_disk_full() {
+    let config_dir = tempfile::Builder::new()
+        .prefix("fleetmesh-")
+        .tempdir()
+        .unwrap();
+    let dirs = fleetmesh_meshd::MeshdConfig::for_dir(config_dir.path().to_path_buf());
+    let disk = SmallDisk::mount(&dirs.ca_dir);
+
+    // No CA yet, and no room for one: meshd refuses to start and says why.
+    disk.fill();
+    let refused = fleetmesh_meshd::Meshd::start(dirs.clone())
+        .await
+        .err()
+        .expect("meshd cannot create its CA on a full disk");
+    let message = format!("{refused:#}");
+    assert!(
+        message.contains(".ca") && message.contains("No space left"),
+        "{message}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&dirs.ca_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name != "filler")
+        .collect();
+    assert!(
+        !left
+            .iter()
+            .any(|f| f.ends_with("key.pem") || f.ends_with(".tmp")),
+        "no key and no partial file: {left:?}"
+    );
+    disk.free();
+
+    let mut mesh = LocalMesh::start(Some(config_dir.path().to_path_buf()), XdsMode::Delta)
+        .await
+        .expect("meshd starts once there is room");
+    mesh.cert_ttl = Duration::from_secs(10);
+    let store = Bookstore::start_on(mesh).await;
+    let token = store.mesh.meshd().issue_token(
+        &fleetmesh_ca::Identity::new("default", "x"),
+        Duration::from_secs(60),
+    );
+
+    disk.fill();
+    let traffic = Traffic::start(&store.frontend, "http://reviews:9080/");
+    let before = envoy_certificate_serials(&store.frontend);
+    let renewed = eventually(
+        "a renewal on a full disk",
+        Duration::from_secs(30),
+        async || {
+            let now = envoy_certificate_serials(&store.frontend);
+            (!now.is_empty() && now != before).then_some(now)
+        },
+    )
+    .await;
+    let full = store
+        .mesh
+        .meshd()
+        .revoke_token(&token.id)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        full.contains("revoked-tokens") && full.contains("No space left"),
+        "{full}"
+    );
+    disk.free();
+    store
+        .mesh
+        .meshd()
+        .revoke_token(&token.id)
+        .expect("a revocation once there is room");
+    let report = traffic.stop().await;
+    println!(
+        "CA disk full: start refused with {message:?}; while full, the frontend's \
+         certificate was renewed (serial {:?} to {:?}), a revocation was refused with \
+         {full:?} and written once there was room; traffic {} requests, {} failed",
+        before.first(),
+        renewed.first(),
+        report.sent,
+        report.failures.len()
+    );
+    assert!(report.sent > 0 && report.failures.is_empty(), "{report:?}");
 }

@@ -41,12 +41,12 @@ const BACKDATE: Duration = Duration::from_secs(60);
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
-        /// What the system said.
-        source: std::io::Error,
+        /// What the system said (in the message, not repeated as a source).
+        error: std::io::Error,
     },
     /// A file holds something unusable.
     #[error("{path}: {reason}")]
@@ -121,9 +121,9 @@ impl CertificateAuthority {
         trust_domain: &str,
         max_ttl: Duration,
     ) -> Result<CertificateAuthority, LoadError> {
-        std::fs::create_dir_all(dir).map_err(|source| LoadError::Io {
+        std::fs::create_dir_all(dir).map_err(|error| LoadError::Io {
             path: dir.to_path_buf(),
-            source,
+            error,
         })?;
         if !dir.join(CA_KEY).exists() {
             create_root(dir, trust_domain)?;
@@ -131,7 +131,7 @@ impl CertificateAuthority {
         }
         let read = |name: &str| {
             let path = dir.join(name);
-            std::fs::read_to_string(&path).map_err(|source| LoadError::Io { path, source })
+            std::fs::read_to_string(&path).map_err(|error| LoadError::Io { path, error })
         };
         let invalid = |name: &str, reason: String| LoadError::Invalid {
             path: dir.join(name),
@@ -363,7 +363,7 @@ fn create_root(dir: &Path, trust_domain: &str) -> Result<(), LoadError> {
         } else {
             files::write_public(&path, text.as_bytes())
         };
-        result.map_err(|source| LoadError::Io { path, source })
+        result.map_err(|error| LoadError::Io { path, error })
     };
     write(CA_CERT, &root, false)?;
     write(CERT_CHAIN, &root, false)?;

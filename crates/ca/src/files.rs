@@ -46,13 +46,20 @@ pub fn read_or_create_secret(
 
 fn write_with_mode(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
     let temp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&temp)?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    std::fs::rename(&temp, path)
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&temp)?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        std::fs::rename(&temp, path)
+    })();
+    if written.is_err() {
+        // A full disk, say: no half-written copy stays behind.
+        let _ = std::fs::remove_file(&temp);
+    }
+    written
 }

@@ -86,12 +86,20 @@ impl TokenIssuer {
                 format!("{id:?} is no token id (hex, as `fleetmesh token` printed it)"),
             ));
         }
-        let mut file = std::fs::OpenOptions::new()
+        let path = &self.revoked.path;
+        // A write cut short (a full disk) leaves a partial line: end it first, so that
+        // this id is a line of its own.
+        let cut_short = std::fs::read(path).is_ok_and(|b| b.last().is_some_and(|c| *c != b'\n'));
+        let line = format!("{}{id}\n", if cut_short { "\n" } else { "" });
+        let appended = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&self.revoked.path)?;
-        writeln!(file, "{id}")?;
-        file.sync_all()
+            .open(path)
+            .and_then(|mut file| {
+                file.write_all(line.as_bytes())?;
+                file.sync_all()
+            });
+        appended.map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
     }
 
     /// Whether `token` has the form of meshd's own tokens (a Kubernetes service-account
@@ -182,8 +190,17 @@ impl Revocations {
             .ok();
         let mut read = self.read.lock();
         if read.version != modified {
-            let text = std::fs::read_to_string(&self.path).unwrap_or_default();
-            let ids = text
+            let bytes = match std::fs::read(&self.path) {
+                Ok(bytes) => bytes,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(error) => {
+                    // Unreadable now: the ids read before stay revoked (and it is read
+                    // again next time).
+                    tracing::warn!(path = %self.path.display(), %error, "cannot read the revoked tokens");
+                    return read.ids.contains(id);
+                }
+            };
+            let ids = String::from_utf8_lossy(&bytes)
                 .lines()
                 .map(|line| line.split('#').next().unwrap_or_default().trim())
                 .filter(|line| !line.is_empty())
@@ -255,6 +272,19 @@ mod tests {
         ] {
             assert!(issuer.verify(garbage).is_err(), "{garbage:?}");
         }
+    }
+
+    #[test]
+    fn a_revocation_after_a_write_cut_short_is_a_line_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let issuer = TokenIssuer::load_or_create(dir.path()).unwrap();
+        let token = issuer.issue(&Identity::new("a", "b"), DAY);
+        // What a full disk left of an earlier revocation: part of an id, no newline.
+        std::fs::write(dir.path().join(REVOKED_FILE), "0a1b").unwrap();
+        issuer.revoke(&token.id).unwrap();
+        assert!(issuer.verify(&token.token).is_err(), "revoked");
+        let text = std::fs::read_to_string(dir.path().join(REVOKED_FILE)).unwrap();
+        assert_eq!(text, format!("0a1b\n{}\n", token.id));
     }
 
     #[test]
