@@ -9,6 +9,10 @@
 //!   real Envoys with traffic are connected, and started again at once: no request fails,
 //!   every sidecar resyncs to the very versions it had, and the reconnect storm's peak
 //!   memory and CPU are reported.
+//! - A partition between the proxies and meshd (a relay of the test's own that stops
+//!   passing bytes, as a lost network does): traffic between the sidecars is unaffected,
+//!   a change made meanwhile arrives once it heals, and the proxies resync with a push
+//!   or two each, not a storm.
 //! - The CA directory's disk full: a meshd that would create its CA there refuses to
 //!   start, saying where and why, and leaves no partial key; on a disk that fills up
 //!   while it runs, every workload keeps renewing its certificate (signing writes
@@ -725,4 +729,154 @@ async fn the_ca_disk_full() {
         report.failures.len()
     );
     assert!(report.sent > 0 && report.failures.is_empty(), "{report:?}");
+}
+
+/// A TCP relay from `listen` to `target` that can stop passing bytes in both directions
+/// (connections stay open, as across a lost network) and pass them again.
+struct Relay {
+    partitioned: tokio::sync::watch::Sender<bool>,
+}
+
+impl Relay {
+    async fn start(listen: SocketAddr, target: SocketAddr) -> Relay {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .expect("the relay's port");
+        let (partitioned, watch) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                if *watch.borrow() {
+                    // Nothing gets through, new connections included.
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(target).await else {
+                    continue;
+                };
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(pass(client_read, server_write, watch.clone()));
+                tokio::spawn(pass(server_read, client_write, watch.clone()));
+            }
+        });
+        Relay { partitioned }
+    }
+
+    fn partition(&self, partitioned: bool) {
+        self.partitioned.send_replace(partitioned);
+    }
+}
+
+/// Copies `from` to `to`, holding everything while partitioned.
+async fn pass(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut partitioned: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        if partitioned.wait_for(|p| !p).await.is_err() {
+            return;
+        }
+        let read = tokio::select! {
+            read = from.read(&mut buffer) => read,
+            _ = partitioned.wait_for(|p| *p) => continue,
+        };
+        match read {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if partitioned.wait_for(|p| !p).await.is_err()
+                    || to.write_all(&buffer[..n]).await.is_err()
+                {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The sum of meshd's `pilot_xds_pushes` over every type.
+async fn pushes(http: SocketAddr) -> f64 {
+    let text = reqwest::get(format!("http://{http}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("pilot_xds_pushes{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Longer than meshd's HTTP/2 keepalive (30 s, 10 s to answer) takes to give up on the
+/// proxies' connections.
+const PARTITION: Duration = Duration::from_secs(45);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_between_proxies_and_meshd() {
+    let mut store = Bookstore::start(XdsMode::Delta).await;
+    let meshd = store.mesh.meshd();
+    // The proxies dial meshd's plaintext port; from now on the relay listens there and
+    // meshd, a process of its own, serves behind it.
+    let dialled = meshd.xds_address();
+    let addresses = Addresses {
+        xds: "127.0.0.1:0".parse().unwrap(),
+        xds_tls: meshd.xds_tls_address(),
+        http: meshd.http_address(),
+        webhook: meshd.webhook_address(),
+    };
+    let config_dir = store.mesh.config_dir().to_path_buf();
+    store.mesh.stop_meshd().await;
+    let behind = Addresses {
+        xds: std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap(),
+        ..addresses
+    };
+    let meshd = MeshdProcess::start(&config_dir, &behind).await;
+    let relay = Relay::start(dialled, behind.xds).await;
+    let proxies = [
+        &store.frontend,
+        &store.reviews_v1,
+        &store.reviews_v2,
+        &store.ratings,
+    ];
+    let mut before = Vec::new();
+    for proxy in proxies {
+        before.push(acked_versions(behind.http, &proxy.node_id).await);
+    }
+
+    let traffic = Traffic::start(&store.frontend, "http://reviews:9080/");
+    relay.partition(true);
+    let pushes_before = pushes(behind.http).await;
+    // A change meshd pushes while the proxies cannot hear it.
+    store.mesh.write("reviews.yaml", &abort(418)).unwrap();
+    tokio::time::sleep(PARTITION).await;
+    let during = traffic.stop().await;
+
+    let healed = Instant::now();
+    relay.partition(false);
+    let arrived = wait_for_status(&store.frontend, "http://reviews:9080/", 418).await;
+    let mut after = Vec::new();
+    for proxy in proxies {
+        after.push(acked_versions(behind.http, &proxy.node_id).await);
+    }
+    let resynced = healed.elapsed();
+    let pushed = pushes(behind.http).await - pushes_before;
+    println!(
+        "partition of {PARTITION:?}: traffic {} requests, {} failed; healed, the change \
+         made meanwhile arrived in {arrived:?} and all 4 proxies were in sync after \
+         {resynced:?}, with {pushed} pushes in all",
+        during.sent,
+        during.failures.len()
+    );
+    assert!(during.sent > 0 && during.failures.is_empty(), "{during:?}");
+    assert_ne!(
+        before, after,
+        "the change made meanwhile is what they hold now"
+    );
+    // Each proxy: at most its four types again after a reconnect, and the change.
+    assert!(pushed <= (proxies.len() * 4 * 2) as f64, "{pushed} pushes");
+    drop(meshd);
 }
