@@ -19,16 +19,12 @@ pub struct Changes {
 struct Known {
     from: Weak<TypeResources>,
     to: Weak<TypeResources>,
-    changed: Arc<Vec<Arc<Entry>>>,
+    changed: Arc<Vec<Changed>>,
 }
 
 impl Changes {
     /// The resources of `to` that `from` does not have as they are.
-    pub fn between(
-        &self,
-        from: &Arc<TypeResources>,
-        to: &Arc<TypeResources>,
-    ) -> Arc<Vec<Arc<Entry>>> {
+    pub fn between(&self, from: &Arc<TypeResources>, to: &Arc<TypeResources>) -> Arc<Vec<Changed>> {
         let same = |k: &Known| {
             Weak::ptr_eq(&k.from, &Arc::downgrade(from)) && Weak::ptr_eq(&k.to, &Arc::downgrade(to))
         };
@@ -50,8 +46,11 @@ impl Changes {
     }
 }
 
+/// A resource new or changed between two sets, and its name.
+pub type Changed = (String, Arc<Entry>);
+
 /// Both sets are sorted by name: one pass over each.
-fn changed(from: &TypeResources, to: &TypeResources) -> Vec<Arc<Entry>> {
+fn changed(from: &TypeResources, to: &TypeResources) -> Vec<Changed> {
     let mut before = from.iter().peekable();
     to.iter()
         .filter(|(name, entry)| {
@@ -61,7 +60,7 @@ fn changed(from: &TypeResources, to: &TypeResources) -> Vec<Arc<Entry>> {
                 .is_some_and(|(_, old)| Arc::ptr_eq(old, entry) || old.hash == entry.hash);
             !kept
         })
-        .map(|(_, entry)| entry.clone())
+        .map(|(name, entry)| (name.clone(), entry.clone()))
         .collect()
 }
 
@@ -86,10 +85,10 @@ mod tests {
         Arc::new(TypeResources::new(entries))
     }
 
-    fn contents(changed: &[Arc<Entry>]) -> Vec<String> {
+    fn contents(changed: &[Changed]) -> Vec<String> {
         changed
             .iter()
-            .map(|e| String::from_utf8(e.resource().value).unwrap())
+            .map(|(_, e)| String::from_utf8(e.resource().value).unwrap())
             .collect()
     }
 

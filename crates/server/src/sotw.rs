@@ -13,6 +13,7 @@ use bytes::Bytes;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
 use fleetmesh_xds::ResourceType;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -70,6 +71,9 @@ struct Sotw {
     /// A digest of the names the last request asked for: Envoy repeats them in every
     /// request (a thousand EDS names in a large mesh), and only a change matters.
     requested: u64,
+    /// For the types a proxy asks for by name (endpoints, routes, secrets): those names,
+    /// read when the digest changes. Responses carry only these.
+    names: Option<HashSet<Box<str>>>,
     /// What the last response held (for CDS: to keep dropped clusters one round longer;
     /// for EDS: what changed since).
     sent: Arc<TypeResources>,
@@ -116,6 +120,11 @@ impl Protocol for Stream {
         let requested = digest(&request.resource_names);
         let names_changed = subscription.protocol.requested != requested;
         subscription.protocol.requested = requested;
+        if names_changed && by_name(kind) {
+            let names = request.resource_names.iter();
+            let names = names.map(|n| String::from_utf8_lossy(n).into()).collect();
+            subscription.protocol.names = Some(names);
+        }
         subscription.answer(&request.response_nonce);
         if let Some(error) = &request.error_detail {
             let message = crate::session::nack_message(&error.message);
@@ -151,7 +160,10 @@ impl Protocol for Stream {
                 self.send_endpoint_changes().await?;
             } else if changed || (endpoints && clusters_pushed) {
                 self.send(kind).await?;
-                clusters_pushed |= kind == ResourceType::Cluster;
+                if kind == ResourceType::Cluster {
+                    clusters_pushed = true;
+                    self.expect_endpoints_of_sent_clusters();
+                }
             }
         }
         self.remove_held_clusters().await
@@ -159,6 +171,29 @@ impl Protocol for Stream {
 }
 
 impl Stream {
+    /// The clusters just sent will have their endpoints asked for by name: they count as
+    /// asked now, so that they warm with this push, before the routes that use them
+    /// (the proxy's own request, when it comes, replaces the names).
+    fn expect_endpoints_of_sent_clusters(&mut self) {
+        let kind = ResourceType::Endpoint;
+        let (Some(endpoints), true) = (
+            self.session.generated.of_type(kind).cloned(),
+            self.subscriptions.contains(kind),
+        ) else {
+            return;
+        };
+        let clusters = self
+            .subscriptions
+            .entry(ResourceType::Cluster)
+            .protocol
+            .sent
+            .clone();
+        if let Some(names) = &mut self.subscriptions.entry(kind).protocol.names {
+            let with_endpoints = clusters.iter().filter(|(n, _)| endpoints.contains_key(n));
+            names.extend(with_endpoints.map(|(name, _)| name.as_str().into()));
+        }
+    }
+
     /// Sends the dropped clusters' removal once the routes that used them are gone.
     async fn remove_held_clusters(&mut self) -> Result<(), StreamEnd> {
         if self.subscriptions.take_due_removals() {
@@ -183,12 +218,18 @@ impl Stream {
         };
         let sotw = &mut self.subscriptions.entry(kind).protocol;
         let changed = self.session.context.changes.between(&sotw.sent, &current);
+        let changed: Vec<Arc<Entry>> = changed
+            .iter()
+            .filter(|(name, _)| asked(&sotw.names, name))
+            .map(|(_, entry)| entry.clone())
+            .collect();
         if changed.is_empty() {
-            // Only removals, which a cluster push carries: nothing to say.
+            // Only removals, which a cluster push carries, or nothing the proxy asked
+            // for: nothing to say.
             sotw.sent = current;
             return Ok(());
         }
-        self.respond(kind, current, changed.to_vec(), started).await
+        self.respond(kind, current, changed, started).await
     }
 
     /// Sends the whole set of `kind`; for clusters, `retain_dropped` keeps the ones this
@@ -218,7 +259,12 @@ impl Stream {
                 sent = Arc::new(TypeResources::new(entries));
             }
         }
-        let resources = sent.iter().map(|(_, e)| e.clone()).collect();
+        let names = &self.subscriptions.entry(kind).protocol.names;
+        let resources = sent
+            .iter()
+            .filter(|(name, _)| asked(names, name))
+            .map(|(_, e)| e.clone())
+            .collect();
         self.respond(kind, sent, resources, started).await
     }
 
@@ -253,6 +299,20 @@ impl Stream {
         self.session.record_status(&self.subscriptions);
         Ok(())
     }
+}
+
+/// Whether a proxy asks for resources of `kind` by name; of the others (clusters,
+/// listeners) it gets all.
+fn by_name(kind: ResourceType) -> bool {
+    matches!(
+        kind,
+        ResourceType::Endpoint | ResourceType::Route | ResourceType::Secret
+    )
+}
+
+/// Whether the resource `name` is among `names` (any, for a type not asked for by name).
+fn asked(names: &Option<HashSet<Box<str>>>, name: &str) -> bool {
+    names.as_ref().is_none_or(|names| names.contains(name))
 }
 
 fn digest(names: &[Bytes]) -> u64 {
