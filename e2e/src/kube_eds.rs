@@ -4,10 +4,11 @@
 //! proxy.
 
 use crate::Workload;
-use fleetmesh_kube::testing::{TestNamespace, running_pod_ips};
+use fleetmesh_kube::testing::{TestNamespace, running_pod_ips, wait_for};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::Api;
+use kube::api::{Api, ListParams};
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 /// Service `reviews`, port 80 to the pods' 8080.
 pub const SERVICE: &str = r#"
@@ -35,6 +36,38 @@ spec:
       containers: [{{name: reviews, image: reviews:v1, ports: [{{name: http, containerPort: 8080}}]}}]
 "#
     )
+}
+
+/// Applies the Service and a Deployment of `replicas` pods to `namespace`; their
+/// endpoints once they run.
+pub async fn deploy_reviews(namespace: &TestNamespace, replicas: usize) -> BTreeSet<String> {
+    let yaml = format!("{SERVICE}---{}", deployment(replicas as u32));
+    namespace.apply(&yaml).await.unwrap();
+    reviews_running(namespace, replicas).await
+}
+
+/// Waits until exactly `count` reviews pods of `namespace` run; their endpoints.
+pub async fn reviews_running(namespace: &TestNamespace, count: usize) -> BTreeSet<String> {
+    let pods: Api<Pod> = Api::namespaced(namespace.client().clone(), &namespace.name);
+    wait_for(
+        "the reviews pods to run",
+        Duration::from_secs(60),
+        async || {
+            let ready = running_pods(&pods).await;
+            (ready.len() == count).then_some(ready)
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// The name of one reviews pod of `namespace`.
+pub async fn a_reviews_pod(namespace: &TestNamespace) -> String {
+    let pods: Api<Pod> = Api::namespaced(namespace.client().clone(), &namespace.name);
+    let listed = pods
+        .list(&ListParams::default().labels("app=reviews"))
+        .await;
+    listed.unwrap().items[0].metadata.name.clone().unwrap()
 }
 
 /// `IP:8080` of every Running reviews pod.

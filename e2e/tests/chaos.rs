@@ -24,13 +24,9 @@
 
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use fleetmesh_e2e::kube_eds::{
-    SERVICE, deployment, envoy_endpoints, reviews_cluster, running_pods,
-};
+use fleetmesh_e2e::kube_eds::{a_reviews_pod, deploy_reviews, envoy_endpoints, reviews_cluster};
 use fleetmesh_e2e::*;
-use fleetmesh_kube::testing::{TestCluster, TestNamespace, wait_for};
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams};
+use fleetmesh_kube::testing::{TestCluster, TestNamespace};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -231,32 +227,11 @@ async fn the_api_server_gone_for_a_minute() {
         .await
         .expect("the local cluster starts");
     let namespace = TestNamespace::create(&client, "outage").await.unwrap();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace.name);
-    namespace
-        .apply(&format!("{SERVICE}---{}", deployment(3)))
-        .await
-        .unwrap();
-    let running = async |count: usize| {
-        wait_for("running pods", Duration::from_secs(60), async || {
-            let ready = running_pods(&pods).await;
-            (ready.len() == count).then_some(ready)
-        })
-        .await
-        .unwrap()
-    };
-    let three = running(3).await;
+    let three = deploy_reviews(&namespace, 3).await;
     let mesh = LocalMesh::start_with(None, XdsMode::Delta, Some(cluster.kubeconfig.clone()))
         .await
         .expect("meshd watches the cluster");
-    let pod = pods
-        .list(&ListParams::default().labels("app=reviews"))
-        .await
-        .unwrap()
-        .items[0]
-        .metadata
-        .name
-        .clone()
-        .unwrap();
+    let pod = a_reviews_pod(&namespace).await;
     let labels = [("app", "reviews"), ("version", "v1")];
     let proxy = mesh
         .add_proxy("sidecar", &pod, &namespace.name, "default", &labels)

@@ -4,12 +4,12 @@
 //! is sent through the proxy.)
 
 use fleetmesh_e2e::kube_eds::{
-    SERVICE, deployment, envoy_endpoints, reviews_cluster, running_pods,
+    SERVICE, a_reviews_pod, deploy_reviews, deployment, envoy_endpoints, reviews_cluster,
+    reviews_running,
 };
 use fleetmesh_e2e::*;
 use fleetmesh_kube::testing::{TestCluster, TestNamespace, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -20,30 +20,12 @@ async fn envoy_endpoints_follow_a_deployment() {
     let cluster = TestCluster::start("fleetmesh-kube-restart").expect("the local cluster starts");
     let client = cluster.client().await.unwrap();
     let namespace = TestNamespace::create(&client, "eds").await.unwrap();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace.name);
-    namespace
-        .apply(&format!("{SERVICE}---{}", deployment(3)))
-        .await
-        .unwrap();
-    let three = wait_for("3 running pods", Duration::from_secs(60), async || {
-        let ready = running_pods(&pods).await;
-        (ready.len() == 3).then_some(ready)
-    })
-    .await
-    .unwrap();
+    let three = deploy_reviews(&namespace, 3).await;
 
     let mesh = LocalMesh::start_with(None, XdsMode::Delta, Some(cluster.kubeconfig.clone()))
         .await
         .expect("meshd watches the cluster");
-    let pod = pods
-        .list(&ListParams::default().labels("app=reviews"))
-        .await
-        .unwrap()
-        .items[0]
-        .metadata
-        .name
-        .clone()
-        .unwrap();
+    let pod = a_reviews_pod(&namespace).await;
     let proxy = mesh
         .add_proxy(
             "sidecar",
@@ -66,12 +48,7 @@ async fn envoy_endpoints_follow_a_deployment() {
     exact(&three, "Envoy to have the 3 pods").await;
 
     namespace.apply(&deployment(5)).await.unwrap();
-    let five = wait_for("5 running pods", Duration::from_secs(60), async || {
-        let ready = running_pods(&pods).await;
-        (ready.len() == 5).then_some(ready)
-    })
-    .await
-    .unwrap();
+    let five = reviews_running(&namespace, 5).await;
     let took = exact(&five, "Envoy to have the 5 pods").await;
     println!(
         "5 running pods → Envoy's endpoints: {} ms",
@@ -87,12 +64,7 @@ async fn envoy_endpoints_follow_a_deployment() {
         "Envoy keeps its endpoints"
     );
     namespace.apply(&deployment(2)).await.unwrap();
-    let two = wait_for("2 running pods", Duration::from_secs(60), async || {
-        let ready = running_pods(&pods).await;
-        (ready.len() == 2).then_some(ready)
-    })
-    .await
-    .unwrap();
+    let two = reviews_running(&namespace, 2).await;
     exact(
         &two,
         "Envoy to have the 2 pods after the API server restart",
@@ -409,25 +381,8 @@ async fn a_proxy_is_matched_to_its_pod() {
         .await
         .expect("the local cluster starts and serves Istio's CRDs");
     let namespace = TestNamespace::create(&client, "pods").await.unwrap();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace.name);
-    namespace
-        .apply(&format!("{SERVICE}---{}", deployment(1)))
-        .await
-        .unwrap();
-    wait_for("1 running pod", Duration::from_secs(60), async || {
-        (running_pods(&pods).await.len() == 1).then_some(())
-    })
-    .await
-    .unwrap();
-    let pod = pods
-        .list(&ListParams::default().labels("app=reviews"))
-        .await
-        .unwrap()
-        .items[0]
-        .metadata
-        .name
-        .clone()
-        .unwrap();
+    deploy_reviews(&namespace, 1).await;
+    let pod = a_reviews_pod(&namespace).await;
 
     let mesh = LocalMesh::start_with(None, XdsMode::Delta, Some(cluster.kubeconfig.clone()))
         .await

@@ -227,6 +227,11 @@ pub struct TestNamespace {
 }
 
 impl TestNamespace {
+    /// The client it was created with.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     /// Creates `PREFIX-PID-N-TIME`: unique across parallel tests and runs.
     pub async fn create(client: &Client, prefix: &str) -> anyhow::Result<TestNamespace> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
