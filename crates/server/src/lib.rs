@@ -5,7 +5,7 @@
 //! versions for the same config and a reconnecting Envoy sees nothing new.
 //!
 //! Layers, lowest first; a module uses only those before it: `generated`, `state`,
-//! `changes`, `metrics`, `subscription`, `registry`, `grpc` (framing) → `cache` →
+//! `changes`, `metrics`, `subscription`, `registry`, `grpc` (framing), `incoming` → `cache` →
 //! `context` (what every stream of a mesh shares; which mesh a stream is) → `session` (one proxy, either protocol) →
 //! `sotw`, `delta` → `service` (accepts streams).
 
@@ -19,6 +19,7 @@ mod delta;
 pub mod exposition;
 mod generated;
 mod grpc;
+mod incoming;
 pub mod metrics;
 mod process;
 pub mod registry;
@@ -30,6 +31,7 @@ mod subscription;
 
 pub use context::{Router, ServerContext};
 pub use generated::Generated;
+pub use incoming::MAX_CONNECTIONS;
 pub use metrics::Metrics;
 pub use registry::{ProxyStatus, Registry};
 pub use service::{HANDSHAKE_TIMEOUT, MAX_STREAMS_PER_CONNECTION, XdsServer};

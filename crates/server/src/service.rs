@@ -47,6 +47,8 @@ pub struct XdsServer {
     router: Arc<dyn Router>,
     shutdown: CancellationToken,
     refusals: Arc<RefusalLog>,
+    /// Connections each port keeps open at most ([`crate::incoming`]).
+    max_connections: usize,
 }
 
 impl XdsServer {
@@ -63,6 +65,15 @@ impl XdsServer {
             router,
             shutdown,
             refusals: Arc::default(),
+            max_connections: crate::incoming::MAX_CONNECTIONS,
+        }
+    }
+
+    /// The same server, keeping at most `max` connections open on each port it serves.
+    pub fn with_max_connections(self, max: usize) -> XdsServer {
+        XdsServer {
+            max_connections: max,
+            ..self
         }
     }
 
@@ -96,6 +107,7 @@ impl XdsServer {
         tls: Option<tonic::transport::ServerTlsConfig>,
     ) -> Result<(), tonic::transport::Error> {
         let shutdown = self.shutdown.clone();
+        let incoming = crate::incoming::counted(listener, self.max_connections);
         let routes = others.add_service(AdsService(self));
         let mut builder = tonic::transport::Server::builder()
             .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
@@ -109,10 +121,7 @@ impl XdsServer {
         }
         builder
             .add_routes(routes)
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                shutdown.cancelled_owned(),
-            )
+            .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
             .await
     }
 

@@ -69,6 +69,26 @@ impl TestServer {
         tls: bool,
         authenticator: Option<Arc<dyn Authenticator>>,
     ) -> TestServer {
+        TestServer::launch(
+            initial,
+            tls,
+            authenticator,
+            fleetmesh_server::MAX_CONNECTIONS,
+        )
+        .await
+    }
+
+    /// Serves `initial` in plaintext, keeping at most `max_connections` open.
+    pub async fn start_limited(initial: &str, max_connections: usize) -> TestServer {
+        TestServer::launch(initial, false, None, max_connections).await
+    }
+
+    async fn launch(
+        initial: &str,
+        tls: bool,
+        authenticator: Option<Arc<dyn Authenticator>>,
+        max_connections: usize,
+    ) -> TestServer {
         let (snapshots, rx) = watch::channel(snapshot(initial));
         let mut prometheus = prometheus_client::registry::Registry::default();
         let shutdown = CancellationToken::new();
@@ -84,7 +104,8 @@ impl TestServer {
             shutdown.clone(),
             authenticator,
             None,
-        ));
+        ))
+        .with_max_connections(max_connections);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let routes = tonic::service::Routes::default();
