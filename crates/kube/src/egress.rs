@@ -62,6 +62,17 @@ impl EgressPolicy {
         Ok(EgressPolicy { denied })
     }
 
+    /// This policy, denying `networks` too (a stricter one for some use).
+    pub fn also_denying(&self, networks: &[String]) -> Result<EgressPolicy, EgressError> {
+        let mut stricter = self.clone();
+        for network in networks.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+            let parsed =
+                parse_cidr(network).ok_or_else(|| EgressError::NotANetwork(network.into()))?;
+            stricter.denied.push(parsed);
+        }
+        Ok(stricter)
+    }
+
     /// Whether `address` may be dialled for a tenant.
     pub fn check(&self, address: IpAddr) -> Result<(), EgressError> {
         let address = canonical(address);

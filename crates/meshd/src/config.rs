@@ -100,6 +100,16 @@ pub struct MeshdConfig {
         default_value = "127.0.0.0/8,::1/128"
     )]
     pub tenant_egress_deny: Vec<String>,
+    /// Networks denied to `jwksUri` fetches besides `--tenant-egress-deny`: by default the
+    /// private ranges, where a provider's own services live (a tenant's API server may be
+    /// private; an issuer's keys are published). `--jwks-egress-deny=` allows them.
+    #[arg(
+        long,
+        env = "MESHD_JWKS_EGRESS_DENY",
+        value_delimiter = ',',
+        default_value = "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10,fc00::/7"
+    )]
+    pub jwks_egress_deny: Vec<String>,
     /// A member cluster with no connected proxy and no webhook call for this long is
     /// scaled to zero: its watches and snapshot are dropped until a proxy connects or a
     /// webhook is called again (which wakes it).
@@ -151,6 +161,7 @@ impl MeshdConfig {
         config.xds_tls_address = "127.0.0.1:0".parse().unwrap();
         // Local clusters serve on loopback.
         config.tenant_egress_deny = Vec::new();
+        config.jwks_egress_deny = Vec::new();
         config
     }
 }

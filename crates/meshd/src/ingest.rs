@@ -39,6 +39,14 @@ pub struct Sources {
     pub debounce: Debounce,
 }
 
+/// Where `jwksUri`s may point: `egress`, less `--jwks-egress-deny` (checked when meshd
+/// started).
+pub fn jwks_egress(config: &MeshdConfig, egress: &EgressPolicy) -> EgressPolicy {
+    egress
+        .also_denying(&config.jwks_egress_deny)
+        .expect("--jwks-egress-deny is checked when meshd starts")
+}
+
 impl Sources {
     /// The sources of `config`'s mesh: the local directory (if any), and the cluster
     /// with its remote clusters (if any); `changes` is signalled when fetched keys arrive
@@ -60,7 +68,7 @@ impl Sources {
                 trust_domain: config.trust_domain.clone(),
                 ..Default::default()
             }),
-            jwks: JwksCache::new(changes, egress.clone()),
+            jwks: JwksCache::new(changes, jwks_egress(config, egress)),
             domain: config.domain.clone(),
             cluster_id: config.cluster_id.clone(),
             debounce: Debounce {

@@ -171,6 +171,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn by_default_keys_are_not_fetched_from_private_networks() {
+        let config = <crate::config::MeshdConfig as clap::Parser>::parse_from(["meshd"]);
+        let tenant = EgressPolicy::denying(&config.tenant_egress_deny).unwrap();
+        let policy = crate::ingest::jwks_egress(&config, &tenant);
+        for private in [
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "100.64.0.1",
+            "fd00::1",
+        ] {
+            assert!(policy.check(private.parse().unwrap()).is_err(), "{private}");
+            assert!(
+                tenant.check(private.parse().unwrap()).is_ok(),
+                "{private}: API servers may be private"
+            );
+        }
+        assert!(policy.check("203.0.113.7".parse().unwrap()).is_ok());
+        let (changes, _) = tokio::sync::mpsc::unbounded_channel();
+        let cache = JwksCache::new(changes, policy);
+        let error = cache.fetch("https://10.0.0.1/jwks").await.unwrap_err();
+        assert!(error.contains("tenants may not reach"), "{error}");
+    }
+
+    #[tokio::test]
     async fn a_uri_no_longer_named_stops_being_fetched() {
         let (changes, _) = tokio::sync::mpsc::unbounded_channel();
         // Denied addresses, so that nothing is fetched (nor resolved).

@@ -261,8 +261,7 @@ impl Meshd {
             .unwrap_or_else(|| addresses.xds_tls.to_string());
         let shutdown = CancellationToken::new();
         let fleet = open_fleet(&config, &shutdown).await?;
-        let egress = fleetmesh_kube::egress::EgressPolicy::denying(&config.tenant_egress_deny)
-            .context("--tenant-egress-deny")?;
+        let egress = tenant_egress(&config)?;
         let mut tasks = JoinSet::new();
         let mut prometheus = prometheus_client::registry::Registry::default();
         let metrics = Arc::new(Metrics::new(&mut prometheus));
@@ -536,6 +535,18 @@ fn serve_http(
 ) {
     let limits = http_server::Limits::default();
     tasks.spawn(http_server::serve(listener, None, router, limits, stop));
+}
+
+/// Where meshd may dial on a tenant's behalf (`--tenant-egress-deny`); the stricter
+/// policy for `jwksUri`s (`--jwks-egress-deny`) is checked here too, so that each mesh's
+/// JWKS fetcher can build it without failing.
+fn tenant_egress(config: &MeshdConfig) -> anyhow::Result<fleetmesh_kube::egress::EgressPolicy> {
+    let egress = fleetmesh_kube::egress::EgressPolicy::denying(&config.tenant_egress_deny)
+        .context("--tenant-egress-deny")?;
+    egress
+        .also_denying(&config.jwks_egress_deny)
+        .context("--jwks-egress-deny")?;
+    Ok(egress)
 }
 
 /// Runs `work` among meshd's tasks until it ends or meshd shuts down.
