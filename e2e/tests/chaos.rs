@@ -132,17 +132,6 @@ async fn unauthenticated_streams(address: SocketAddr, roots: &str) -> BTreeMap<S
     all
 }
 
-/// The peak resident memory of this process (meshd, the clients and the attackers), in MiB.
-fn peak_rss_mib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .unwrap_or(0)
-        / 1024
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn floods_of_tokenless_streams_and_stalled_connections_change_nothing() {
     let store = Bookstore::start(XdsMode::Delta).await;
@@ -151,7 +140,7 @@ async fn floods_of_tokenless_streams_and_stalled_connections_change_nothing() {
         .expect("the mesh roots");
     let probe = "http://reviews:9080/";
     let quiet = store.apply("reviews.yaml", &abort(418), probe, 418).await;
-    let rss_before = peak_rss_mib();
+    let (rss_before, _) = usage(std::process::id());
 
     let traffic = Traffic::start(&store.frontend, "http://ratings:9080/");
     let opened = Instant::now();
@@ -188,7 +177,7 @@ async fn floods_of_tokenless_streams_and_stalled_connections_change_nothing() {
          peak RSS of the test process {rss_before} MiB before, {} MiB after",
         report.sent,
         report.failures.len(),
-        peak_rss_mib()
+        usage(std::process::id()).0
     );
     assert!(report.sent > 0 && report.failures.is_empty(), "{report:?}");
     assert_eq!(

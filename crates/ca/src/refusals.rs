@@ -26,9 +26,12 @@ pub struct RefusalLog {
 }
 
 impl RefusalLog {
-    /// Whether to log this refusal now; if so, how many were left unlogged before it.
-    pub fn admit(&self) -> Option<u64> {
-        self.admit_at(Instant::now())
+    /// Logs a refusal of `what` (its `error`, from `peer`) unless one was logged less
+    /// than [`LOG_EVERY`] ago; the line says how many were not logged before it.
+    pub fn warn(&self, what: &str, error: &dyn std::fmt::Display, peer: Option<IpAddr>) {
+        if let Some(unlogged) = self.admit_at(Instant::now()) {
+            tracing::warn!(%error, ?peer, unlogged, "{what}");
+        }
     }
 
     fn admit_at(&self, now: Instant) -> Option<u64> {

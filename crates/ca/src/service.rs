@@ -95,9 +95,8 @@ impl IstioCertificateService for CaService {
         let caller = authenticate_request(route.authenticator.as_ref(), metadata, origin)
             .await
             .inspect_err(|error| {
-                if let Some(unlogged) = self.refusals.admit() {
-                    tracing::warn!(%error, peer = ?origin.peer, unlogged, "certificate request refused");
-                }
+                let what = "certificate request refused";
+                self.refusals.warn(what, error, origin.peer);
             })?;
         let request = request.into_inner();
         let ttl = u64::try_from(request.validity_duration)

@@ -52,14 +52,10 @@ impl EgressPolicy {
     /// Denies `networks` (CIDRs: the provider's networks, loopback for a hosted meshd)
     /// besides those always denied.
     pub fn denying(networks: &[String]) -> Result<EgressPolicy, EgressError> {
-        let mut denied = Vec::new();
-        let given = networks.iter().map(|n| n.trim()).filter(|n| !n.is_empty());
-        for network in ALWAYS_DENIED.iter().copied().chain(given) {
-            let parsed =
-                parse_cidr(network).ok_or_else(|| EgressError::NotANetwork(network.into()))?;
-            denied.push(parsed);
-        }
-        Ok(EgressPolicy { denied })
+        let always = ALWAYS_DENIED.map(str::to_string);
+        EgressPolicy { denied: Vec::new() }
+            .also_denying(&always)?
+            .also_denying(networks)
     }
 
     /// This policy, denying `networks` too (a stricter one for some use).

@@ -135,9 +135,8 @@ impl XdsServer {
         authenticate_request(context.authenticator.as_ref(), metadata, origin)
             .await
             .map_err(|error| {
-                if let Some(unlogged) = self.refusals.admit() {
-                    tracing::warn!(%error, peer = ?origin.peer, unlogged, "refused an unauthenticated xDS stream");
-                }
+                let what = "refused an unauthenticated xDS stream";
+                self.refusals.warn(what, &error, origin.peer);
                 Status::from(error)
             })
     }
