@@ -128,7 +128,7 @@ impl Istiod {
     /// waits until it is ready.
     pub async fn start(cluster: &TestCluster, dir: &Path, cacerts: &Path) -> Istiod {
         // Where scripts/istio-build keeps istiod (building it on first use).
-        let build = PathBuf::from(crate::last_line_of_script("istio-build"));
+        let build = crate::istio_build();
         let plugged = dir.join("etc/cacerts");
         std::fs::create_dir_all(&plugged).unwrap();
         for file in [

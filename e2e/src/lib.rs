@@ -4,6 +4,7 @@
 pub mod dashboards;
 pub mod data_plane;
 pub mod fleet;
+pub mod istio_corpus;
 pub mod istiod;
 pub mod kube_eds;
 pub mod load;
@@ -23,15 +24,28 @@ use std::time::{Duration, Instant};
 /// `scripts/istio-source`): Istio's own CRDs, samples and dashboards, read where they
 /// are, never copied into this repository.
 pub fn istio_source() -> std::path::PathBuf {
-    std::path::PathBuf::from(last_line_of_script("istio-source"))
+    std::path::PathBuf::from(last_line_of_script("istio-source", &[]))
 }
 
-/// Runs `scripts/NAME`; the last line it printed (where it says its result is).
-pub fn last_line_of_script(name: &str) -> String {
+/// The directory of the `istio.io/api` module that the pinned `istio.io/istio` requires:
+/// the API reference, whose `.proto` comments hold Istio's examples.
+pub fn istio_api_source() -> std::path::PathBuf {
+    std::path::PathBuf::from(last_line_of_script("istio-source", &["--api"]))
+}
+
+/// Where `scripts/istio-build` keeps istiod, istioctl and Istio's CRDs (building them on
+/// first use).
+pub fn istio_build() -> std::path::PathBuf {
+    std::path::PathBuf::from(last_line_of_script("istio-build", &[]))
+}
+
+/// Runs `scripts/NAME ARGS`; the last line it printed (where it says its result is).
+pub fn last_line_of_script(name: &str, args: &[&str]) -> String {
     let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../scripts")
         .join(name);
     let output = std::process::Command::new(&script)
+        .args(args)
         .output()
         .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
     assert!(

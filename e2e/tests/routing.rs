@@ -1,5 +1,5 @@
-//! Routing through real Envoy sidecars: matches, default route, 404, weighted split and
-//! subsets. Both xDS protocols pass the same suite.
+//! Routing through real Envoy sidecars: matches, default route, 404, weighted split,
+//! subsets, redirects and direct responses. Both xDS protocols pass the same suite.
 
 use fleetmesh_e2e::*;
 
@@ -20,6 +20,12 @@ spec:
     route: [{destination: {host: reviews, subset: v2}}]
   - match: [{uri: {regex: "/r[0-9]+"}}]
     route: [{destination: {host: reviews, subset: v1}}]
+  - match: [{uri: {prefix: /old/}}]
+    redirect: {prefix_rewrite: /v1/}
+  - match: [{uri: {exact: /teapot}}]
+    directResponse: {status: 418, body: {string: short and stout}}
+  - match: [{headers: {X-Team: {exact: red}}}]
+    route: [{destination: {host: reviews, subset: v2}}]
 "#;
 
 const SPLIT: &str = r#"
@@ -51,6 +57,44 @@ async fn all_from(
             "{method} {url} {headers:?}"
         );
     }
+}
+
+/// Header names in any case, a redirect that rewrites a prefix (spelt with its .proto
+/// field name, as Istio also reads it) and an answer the sidecar gives itself.
+async fn case_redirect_and_direct_response(store: &Bookstore) {
+    use reqwest::Method;
+    // The route matches `X-Team`: header names match whatever their case.
+    all_from(
+        store,
+        Method::GET,
+        "http://reviews:9080/other",
+        &[("x-team", "red")],
+        "v2",
+    )
+    .await;
+    // /old/books is redirected to /v1/books (the client follows), which v1 answers; the
+    // redirect is spelt with its .proto field name, as Istio also reads it.
+    all_from(
+        store,
+        Method::GET,
+        "http://reviews:9080/old/books",
+        &[],
+        "v1",
+    )
+    .await;
+    let (status, _, body) = request(
+        &store.frontend,
+        Method::GET,
+        "http://reviews:9080/teapot",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (418, "short and stout"),
+        "the sidecar answers itself"
+    );
 }
 
 async fn routing(mode: XdsMode) {
@@ -92,6 +136,7 @@ async fn routing(mode: XdsMode) {
     )
     .await;
     all_from(&store, Method::POST, "http://reviews:9080/other", &[], "v2").await;
+    case_redirect_and_direct_response(&store).await;
     for unmatched in [
         "http://reviews:9080/exactly",
         "http://reviews:9080/other",

@@ -6,6 +6,7 @@
 
 pub mod duration;
 pub mod error;
+pub mod fields;
 pub mod kube;
 pub mod load;
 pub mod mesh_config;

@@ -52,7 +52,9 @@ pub fn load_documents(
                     errors.extend(problems.into_iter().map(|p| fail(described.clone(), p)));
                 }
             }
-            Err((resource, error)) => errors.push(fail(resource, error)),
+            Err((resource, problems)) => {
+                errors.extend(problems.into_iter().map(|p| fail(resource.clone(), p)));
+            }
         }
     }
     if errors.is_empty() {
@@ -87,8 +89,7 @@ pub fn load_stored_object(
         "spec".into(),
         spec.unwrap_or(Value::Mapping(Mapping::new())),
     );
-    let resource = parse_resource(Value::Mapping(clean))
-        .map_err(|(described, error)| (described, vec![error]))?;
+    let resource = parse_resource(Value::Mapping(clean))?;
     let problems = validate(&resource);
     if problems.is_empty() {
         Ok(resource)
@@ -97,7 +98,9 @@ pub fn load_stored_object(
     }
 }
 
-fn parse_resource(value: serde_yaml_ng::Value) -> Result<Resource, (String, FieldError)> {
+/// The typed resource, or what is known of it (`Kind namespace/name`) with its problems:
+/// every field it has that fleetmesh does not read, else the first that does not parse.
+fn parse_resource(value: serde_yaml_ng::Value) -> Result<Resource, (String, Vec<FieldError>)> {
     let text_field = |name: &str| value.get(name).and_then(|v| v.as_str()).map(str::to_string);
     let kind_text = text_field("kind");
     let described = {
@@ -118,15 +121,26 @@ fn parse_resource(value: serde_yaml_ng::Value) -> Result<Resource, (String, Fiel
     let (Some(api_version), Some(kind_text)) = (text_field("apiVersion"), kind_text) else {
         return Err((
             described,
-            FieldError::new("kind", "every document needs apiVersion and kind"),
+            vec![FieldError::new(
+                "kind",
+                "every document needs apiVersion and kind",
+            )],
         ));
     };
     let kind = Kind::from_type(&api_version, &kind_text).map_err(|reason| {
         (
             described.clone(),
-            FieldError::new("apiVersion/kind", reason.to_string()),
+            vec![FieldError::new("apiVersion/kind", reason.to_string())],
         )
     })?;
+    let mut value = value;
+    let unread = match value.get_mut("spec") {
+        Some(spec) => crate::fields::unread_fields(kind, spec),
+        None => Vec::new(),
+    };
+    if !unread.is_empty() {
+        return Err((described, unread));
+    }
     fn typed<T: DeserializeOwned>(value: serde_yaml_ng::Value) -> Result<T, FieldError> {
         serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
@@ -151,7 +165,7 @@ fn parse_resource(value: serde_yaml_ng::Value) -> Result<Resource, (String, Fiel
         Kind::AuthorizationPolicy => typed(value).map(Resource::AuthorizationPolicy),
         Kind::RequestAuthentication => typed(value).map(Resource::RequestAuthentication),
     };
-    parsed.map_err(|e| (described, e))
+    parsed.map_err(|e| (described, vec![e]))
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use crate::protocol::Protocol;
 use crate::resource::Resource;
 use common::*;
 pub use common::{is_dns1123_label, is_dns1123_subdomain};
+pub use virtual_service::MAX_DIRECT_RESPONSE_BODY;
 
 /// Every problem found in `resource`; empty when it is valid.
 pub fn validate(resource: &Resource) -> Vec<FieldError> {
@@ -253,13 +254,17 @@ fn validate_server_tls(
             | ServerTlsMode::IstioMutual
             | ServerTlsMode::OptionalMutual,
             _,
-        ) => errors.push(
-            format!("{at}.tls.mode"),
-            format!(
-                "{} is not supported by this meshd yet (supported: SIMPLE, MUTUAL, PASSTHROUGH)",
-                mode.name()
-            ),
-        ),
+        ) => {
+            errors.push(
+                format!("{at}.tls.mode"),
+                format!(
+                    "{} is not supported by this meshd yet (supported: SIMPLE, MUTUAL, PASSTHROUGH)",
+                    mode.name()
+                ),
+            );
+            // Its certificate fields mean something else (or nothing): no more errors.
+            return;
+        }
     }
     validate_certificate_source(at, tls, mode, errors);
 }
@@ -373,7 +378,14 @@ fn validate_service_entry(spec: &crate::networking::ServiceEntrySpec, errors: &m
     for (i, endpoint) in spec.endpoints.iter().enumerate() {
         let at = format!("spec.endpoints[{i}]");
         validate_workload_entry(&at, endpoint, errors);
-        if resolution == Resolution::Static && endpoint.address.parse::<std::net::IpAddr>().is_err()
+        if endpoint.address.starts_with("unix://") {
+            errors.push(
+                format!("{at}.address"),
+                "unix domain socket endpoints are not supported by this meshd yet",
+            );
+        } else if resolution == Resolution::Static
+            && !endpoint.address.is_empty()
+            && endpoint.address.parse::<std::net::IpAddr>().is_err()
         {
             errors.push(
                 format!("{at}.address"),
@@ -389,7 +401,12 @@ fn validate_workload_entry(
     spec: &crate::networking::WorkloadEntrySpec,
     errors: &mut Errors,
 ) {
-    if spec.address.is_empty() {
+    if spec.address.is_empty() && spec.network.is_some() {
+        errors.push(
+            format!("{at}.address"),
+            "a workload reached only through its network's gateway (network, no address) is not supported by this meshd yet",
+        );
+    } else if spec.address.is_empty() {
         errors.push(format!("{at}.address"), "address is required");
     } else if spec.address.parse::<std::net::IpAddr>().is_err()
         && !spec.address.starts_with("unix://")
@@ -466,10 +483,14 @@ fn validate_sidecar(spec: &crate::networking::SidecarSpec, errors: &mut Errors) 
         for (j, host) in egress.hosts.iter().enumerate() {
             match host.split_once('/') {
                 Some((namespace, dns)) => {
-                    if !matches!(namespace, "*" | "." | "~") && !is_dns1123_label(namespace) {
+                    // `~NAMESPACE/host` excludes what the other entries import.
+                    let imported = namespace.strip_prefix('~').unwrap_or(namespace);
+                    if !matches!(imported, "" | "*" | ".") && !is_dns1123_label(imported) {
                         errors.push(
                             format!("{at}.hosts[{j}]"),
-                            format!("{namespace:?} is not a namespace, \".\", \"~\" or \"*\""),
+                            format!(
+                                "{namespace:?} is not a namespace, \".\", \"*\" or one of them after \"~\" (an exclusion)"
+                            ),
                         );
                     }
                     check_host(&format!("{at}.hosts[{j}]"), dns, true, errors);

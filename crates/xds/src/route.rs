@@ -59,12 +59,7 @@ fn outbound(scope: &Scope, name: &str, only_port: Option<u32>) -> RouteConfigura
             });
         }
     }
-    RouteConfiguration {
-        name: name.to_string(),
-        virtual_hosts,
-        validate_clusters: Some(envoy_types::pb::google::protobuf::BoolValue { value: false }),
-        ..RouteConfiguration::default()
-    }
+    route_configuration(name.to_string(), virtual_hosts)
 }
 
 /// A gateway's route config for one server port: a virtual host per host of each bound
@@ -93,10 +88,25 @@ pub fn gateway(scope: &Scope, port: u32, servers: &[&GatewayServer]) -> RouteCon
             }
         }
     }
+    route_configuration(names::gateway_route(port), virtual_hosts)
+}
+
+/// A route configuration of these virtual hosts. Clusters are not validated (they may
+/// arrive after the routes); direct responses may carry bodies up to Istio's limit.
+fn route_configuration(name: String, virtual_hosts: Vec<VirtualHost>) -> RouteConfiguration {
+    use envoy_types::pb::envoy::config::route::v3::route::Action;
+    use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
+    let direct_bodies = virtual_hosts.iter().flat_map(|v| &v.routes).any(
+        |r| matches!(&r.action, Some(Action::DirectResponse(direct)) if direct.body.is_some()),
+    );
     RouteConfiguration {
-        name: names::gateway_route(port),
+        name,
         virtual_hosts,
-        validate_clusters: Some(envoy_types::pb::google::protobuf::BoolValue { value: false }),
+        validate_clusters: Some(BoolValue { value: false }),
+        // Envoy's own limit is 4 KiB; only set when needed, so other configs stay as they were.
+        max_direct_response_body_size_bytes: direct_bodies.then_some(UInt32Value {
+            value: fleetmesh_api::validate::MAX_DIRECT_RESPONSE_BODY as u32,
+        }),
         ..RouteConfiguration::default()
     }
 }

@@ -237,24 +237,27 @@ fn find_sidecar<'a>(snapshot: &'a Snapshot, proxy: &'a Proxy) -> Option<&'a Conf
 
 /// Whether `sidecar`'s egress hosts let a proxy in `proxy_namespace` see `service`. `.`
 /// is the proxy's namespace: for a Sidecar of its own namespace that is the same thing,
-/// and a root-namespace default applies it to every namespace, as Istio does.
+/// and a root-namespace default applies it to every namespace, as Istio does. An entry
+/// whose namespace starts with `~` excludes what it matches (`~/host`: in every
+/// namespace; so `~/*` imports nothing), whatever the other entries import.
 fn egress_allows(sidecar: &Config<SidecarSpec>, proxy_namespace: &str, service: &Service) -> bool {
     if sidecar.spec.egress.is_empty() {
         return true;
     }
-    sidecar
-        .spec
-        .egress
-        .iter()
-        .flat_map(|e| &e.hosts)
-        .any(|entry| {
-            let (ns, dns) = entry.split_once('/').unwrap_or(("*", entry));
-            let ns_ok = match ns {
-                "*" => true,
-                "." => service.namespace == proxy_namespace,
-                "~" => false,
-                other => service.namespace == other,
-            };
-            ns_ok && host_matches(dns, &service.hostname)
-        })
+    let in_namespace = |ns: &str| match ns {
+        "*" | "" => true,
+        "." => service.namespace == proxy_namespace,
+        other => service.namespace == other,
+    };
+    let mut imported = false;
+    for entry in sidecar.spec.egress.iter().flat_map(|e| &e.hosts) {
+        let (ns, dns) = entry.split_once('/').unwrap_or(("*", entry));
+        let matches = |ns: &str| in_namespace(ns) && host_matches(dns, &service.hostname);
+        match ns.strip_prefix('~') {
+            Some(excluded) if matches(excluded) => return false,
+            Some(_) => {}
+            None => imported |= matches(ns),
+        }
+    }
+    imported
 }

@@ -158,3 +158,41 @@ fn a_root_namespace_sidecar_scopes_every_namespace_to_itself() {
         "shop's own Sidecar wins"
     );
 }
+
+/// `~NAMESPACE/host` takes out of the import what the other entries let in (Istio's
+/// documented example: everything but one namespace and one host in every namespace).
+#[test]
+fn excluded_hosts_are_taken_out_of_what_a_sidecar_imports() {
+    let with_sidecar = |hosts: &str| {
+        format!(
+            "{MESH}---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: default, namespace: finance}}\nspec: {{egress: [{{hosts: {hosts}}}]}}\n"
+        )
+    };
+    let names = |mesh: &str| -> Vec<String> {
+        let resources = generate(
+            &snapshot(mesh),
+            &proxy_in(ProxyKind::Sidecar, "finance", &[]),
+        );
+        resources
+            .clusters
+            .iter()
+            .map(|c| c.name.clone())
+            .filter(|n| n.starts_with("outbound"))
+            .collect()
+    };
+    assert_eq!(
+        names(&with_sidecar(r#"["*/*", "~shop/*"]"#)),
+        [
+            "outbound|443||bank.example.com",
+            "outbound|8080||billing.finance.svc.cluster.local"
+        ]
+    );
+    assert_eq!(
+        names(&with_sidecar(r#"["*/*", "~/bank.example.com"]"#)),
+        [
+            "outbound|8080||billing.finance.svc.cluster.local",
+            "outbound|9080||reviews.shop.svc.cluster.local"
+        ]
+    );
+    assert!(names(&with_sidecar(r#"["*/*", "~/*"]"#)).is_empty());
+}

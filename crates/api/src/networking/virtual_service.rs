@@ -29,6 +29,7 @@ pub struct HttpRoute {
     #[serde(default)]
     pub route: Vec<HttpRouteDestination>,
     pub redirect: Option<HttpRedirect>,
+    pub direct_response: Option<HttpDirectResponse>,
     pub rewrite: Option<HttpRewrite>,
     pub timeout: Option<Duration>,
     pub retries: Option<HttpRetry>,
@@ -99,10 +100,48 @@ pub struct HeaderOperations {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRedirect {
     pub uri: Option<String>,
+    /// Replaces the matched prefix of the path instead (wins over `uri`, as in Istio).
+    pub prefix_rewrite: Option<String>,
     pub authority: Option<String>,
     pub port: Option<u32>,
+    pub derive_port: Option<DerivePort>,
     pub scheme: Option<String>,
     pub redirect_code: Option<u32>,
+}
+
+/// Where a redirect's port comes from when `port` is not given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DerivePort {
+    /// The scheme's default port (80 or 443): the Location names none.
+    FromProtocolDefault,
+    /// The port the request came in on.
+    FromRequestPort,
+}
+
+/// An answer the proxy gives itself, without forwarding.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpDirectResponse {
+    pub status: u32,
+    pub body: Option<HttpBody>,
+}
+
+/// A direct response's body: text, or bytes (base64 in YAML).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpBody {
+    pub string: Option<String>,
+    pub bytes: Option<String>,
+}
+
+impl HttpBody {
+    /// The bytes `bytes` encodes (standard base64, as protobuf's JSON mapping writes them).
+    pub fn decoded_bytes(&self) -> Option<Result<Vec<u8>, base64::DecodeError>> {
+        use base64::Engine;
+        let encoded = self.bytes.as_ref()?;
+        Some(base64::engine::general_purpose::STANDARD.decode(encoded))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]

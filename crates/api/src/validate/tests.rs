@@ -71,7 +71,7 @@ spec:
     assert_eq!(
         problems(yaml),
         [
-            "spec.tls: tls routes apply only on gateways in this meshd yet (bind the VirtualService to a Gateway, without \"mesh\")"
+            "spec.tls: tls routes for sidecars (bound to \"mesh\") are not supported by this meshd yet: bind the VirtualService to a Gateway"
         ]
     );
 }
@@ -81,14 +81,38 @@ fn a_route_needs_a_destination_or_redirect() {
     let yaml = vs("  - match: [{uri: {prefix: /a}}]\n");
     assert_eq!(
         problems(&yaml),
-        vec!["spec.http[0].route: an http route needs a route or a redirect"]
+        vec!["spec.http[0].route: an http route needs a route, a redirect or a directResponse"]
+    );
+}
+
+#[test]
+fn direct_responses_are_checked() {
+    let yaml = vs(concat!(
+        "  - directResponse: {status: 99}\n",
+        "  - directResponse: {status: 200, body: {bytes: \"not base64!\"}}\n",
+        "  - directResponse: {status: 503}\n    redirect: {uri: /x}\n",
+        "  - directResponse: {status: 200, body: {bytes: aGVsbG8=}}\n",
+    ));
+    let found = problems(&yaml);
+    assert_eq!(found.len(), 3, "{found:#?}");
+    assert_problem(
+        &found,
+        "spec.http[0].directResponse.status: status must be an HTTP status from 200 to 599",
+    );
+    assert!(
+        found[1].starts_with("spec.http[1].directResponse.body.bytes: not base64"),
+        "{found:#?}"
+    );
+    assert_problem(
+        &found,
+        "spec.http[2].directResponse: redirect, directResponse are mutually exclusive",
     );
 }
 
 #[test]
 fn bad_regex_and_header_and_uri_are_named() {
     let yaml = vs(
-        "  - match:\n    - uri: {regex: \"([a-z\"}\n      headers: {X-User: {exact: a}}\n    - uri: {prefix: nope}\n    route: [{destination: {host: reviews}}]\n",
+        "  - match:\n    - uri: {regex: \"([a-z\"}\n      headers: {\"X User\": {exact: a}}\n    - uri: {prefix: nope}\n    route: [{destination: {host: reviews}}]\n",
     );
     let found = problems(&yaml);
     assert!(
@@ -100,7 +124,7 @@ fn bad_regex_and_header_and_uri_are_named() {
     assert!(
         found
             .iter()
-            .any(|p| p.starts_with("spec.http[0].match[0].headers.X-User:")),
+            .any(|p| p.starts_with("spec.http[0].match[0].headers.X User:")),
         "{found:?}"
     );
     assert!(

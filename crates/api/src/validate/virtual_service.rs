@@ -43,7 +43,7 @@ pub fn validate(spec: &VirtualServiceSpec, errors: &mut Errors) {
     if for_sidecars && !spec.tls.is_empty() {
         errors.push(
             "spec.tls",
-            "tls routes apply only on gateways in this meshd yet (bind the VirtualService to a Gateway, without \"mesh\")",
+            "tls routes for sidecars (bound to \"mesh\") are not supported by this meshd yet: bind the VirtualService to a Gateway",
         );
     }
     for (i, route) in spec.http.iter().enumerate() {
@@ -111,17 +111,34 @@ fn covers(pattern: &str, name: &str) -> bool {
     }
 }
 
+/// Istio's limit on a direct response's body (Envoy's own default is 4 KiB; the route
+/// configuration raises it to this).
+pub const MAX_DIRECT_RESPONSE_BODY: usize = 1024 * 1024;
+
 fn validate_http_route(at: &str, route: &HttpRoute, errors: &mut Errors) {
-    match (route.route.is_empty(), route.redirect.is_some()) {
-        (true, false) => errors.push(
+    let actions = [
+        ("route", !route.route.is_empty()),
+        ("redirect", route.redirect.is_some()),
+        ("directResponse", route.direct_response.is_some()),
+    ];
+    let given: Vec<&str> = actions
+        .iter()
+        .filter(|(_, on)| *on)
+        .map(|(a, _)| *a)
+        .collect();
+    match given.as_slice() {
+        [] => errors.push(
             format!("{at}.route"),
-            "an http route needs a route or a redirect",
+            "an http route needs a route, a redirect or a directResponse",
         ),
-        (false, true) => errors.push(
-            format!("{at}.redirect"),
-            "route and redirect are mutually exclusive",
+        [_] => {}
+        [_, second, ..] => errors.push(
+            format!("{at}.{second}"),
+            format!("{} are mutually exclusive", given.join(", ")),
         ),
-        _ => {}
+    }
+    if let Some(direct) = &route.direct_response {
+        validate_direct_response(&format!("{at}.directResponse"), direct, errors);
     }
     if route.redirect.is_some() && route.rewrite.is_some() {
         errors.push(
@@ -173,7 +190,19 @@ fn validate_match(at: &str, m: &HttpMatchRequest, errors: &mut Errors) {
         errors.push(format!("{at}.uri"), format!("{p:?} must start with \"/\""));
     }
     for (name, value) in &m.headers {
-        check_header_name(&format!("{at}.headers.{name}"), name, errors);
+        if name.starts_with("@request.auth.claims") {
+            errors.push(
+                format!("{at}.headers.{name}"),
+                "matching JWT claims in routes is not supported by this meshd yet (match them in an AuthorizationPolicy's when: request.auth.claims[...])",
+            );
+            continue;
+        }
+        // Header names are case-insensitive; the route matches their lower-case form.
+        check_header_name(
+            &format!("{at}.headers.{name}"),
+            &name.to_ascii_lowercase(),
+            errors,
+        );
         check_string_match(&format!("{at}.headers.{name}"), value, errors);
     }
     for (name, value) in &m.query_params {
@@ -289,14 +318,57 @@ fn validate_redirect(at: &str, redirect: &HttpRedirect, errors: &mut Errors) {
     if let Some(port) = redirect.port {
         check_port(&format!("{at}.port"), port, errors);
     }
+    if redirect.port.is_some() && redirect.derive_port.is_some() {
+        errors.push(
+            format!("{at}.derivePort"),
+            "port and derivePort are mutually exclusive",
+        );
+    }
     if redirect.uri.is_none()
+        && redirect.prefix_rewrite.is_none()
         && redirect.authority.is_none()
         && redirect.port.is_none()
+        && redirect.derive_port.is_none()
         && redirect.scheme.is_none()
     {
         errors.push(
             at.to_string(),
-            "a redirect needs uri, authority, port or scheme",
+            "a redirect needs uri, prefixRewrite, authority, port, derivePort or scheme",
+        );
+    }
+}
+
+fn validate_direct_response(at: &str, direct: &HttpDirectResponse, errors: &mut Errors) {
+    if !(200..=599).contains(&direct.status) {
+        errors.push(
+            format!("{at}.status"),
+            "status must be an HTTP status from 200 to 599",
+        );
+    }
+    let Some(body) = &direct.body else { return };
+    let size = match (&body.string, &body.bytes) {
+        (Some(_), Some(_)) => {
+            errors.push(
+                format!("{at}.body"),
+                "string and bytes are mutually exclusive",
+            );
+            return;
+        }
+        (Some(text), None) => text.len(),
+        (None, Some(_)) => match body.decoded_bytes() {
+            Some(Ok(bytes)) => bytes.len(),
+            Some(Err(e)) => {
+                errors.push(format!("{at}.body.bytes"), format!("not base64: {e}"));
+                return;
+            }
+            None => 0,
+        },
+        (None, None) => 0,
+    };
+    if size > MAX_DIRECT_RESPONSE_BODY {
+        errors.push(
+            format!("{at}.body"),
+            format!("{size} bytes; a direct response's body is at most 1 MiB"),
         );
     }
 }

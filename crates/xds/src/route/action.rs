@@ -7,12 +7,12 @@ use crate::names;
 use crate::pack;
 use crate::scope::Scope;
 use envoy_types::pb::envoy::config::core::v3::{
-    HeaderValue, HeaderValueOption, RuntimeFractionalPercent,
+    DataSource, HeaderValue, HeaderValueOption, RuntimeFractionalPercent, data_source,
     header_value_option::HeaderAppendAction,
 };
 use envoy_types::pb::envoy::config::route::v3::{
-    RedirectAction, RetryPolicy, Route, RouteAction, WeightedCluster, redirect_action,
-    retry_policy, route,
+    DirectResponseAction, RedirectAction, RetryPolicy, Route, RouteAction, WeightedCluster,
+    redirect_action, retry_policy, route,
     route_action::{self, HashPolicy, RequestMirrorPolicy, hash_policy},
     weighted_cluster::ClusterWeight,
 };
@@ -24,7 +24,8 @@ use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{
 use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
 use envoy_types::pb::google::protobuf::BoolValue;
 use fleetmesh_api::networking::{
-    Destination, HeaderOperations, Headers, HttpRoute, VirtualServiceSpec,
+    DerivePort, Destination, HeaderOperations, Headers, HttpDirectResponse, HttpRedirect,
+    HttpRoute, VirtualServiceSpec,
 };
 use fleetmesh_api::resource::Config;
 use fleetmesh_model::resolve_host;
@@ -40,28 +41,10 @@ const DEFAULT_RETRIES: u32 = 2;
 /// The route for `http` (its match is filled in by the caller).
 pub fn route(scope: &Scope, vs: &Config<VirtualServiceSpec>, http: &HttpRoute, port: u32) -> Route {
     let mut route = Route::default();
-    route.action = Some(match &http.redirect {
-        Some(redirect) => route::Action::Redirect(RedirectAction {
-            host_redirect: redirect.authority.clone().unwrap_or_default(),
-            port_redirect: redirect.port.unwrap_or(0),
-            path_rewrite_specifier: redirect
-                .uri
-                .clone()
-                .map(redirect_action::PathRewriteSpecifier::PathRedirect),
-            scheme_rewrite_specifier: redirect
-                .scheme
-                .clone()
-                .map(redirect_action::SchemeRewriteSpecifier::SchemeRedirect),
-            response_code: match redirect.redirect_code.unwrap_or(301) {
-                302 => redirect_action::RedirectResponseCode::Found,
-                303 => redirect_action::RedirectResponseCode::SeeOther,
-                307 => redirect_action::RedirectResponseCode::TemporaryRedirect,
-                308 => redirect_action::RedirectResponseCode::PermanentRedirect,
-                _ => redirect_action::RedirectResponseCode::MovedPermanently,
-            } as i32,
-            ..RedirectAction::default()
-        }),
-        None => {
+    route.action = Some(match (&http.redirect, &http.direct_response) {
+        (Some(redirect), _) => route::Action::Redirect(redirect_action(redirect, port)),
+        (None, Some(direct)) => route::Action::DirectResponse(direct_response(direct)),
+        (None, None) => {
             // Istio drops zero-weight destinations (when there is more than one).
             let several = http.route.len() > 1;
             let destinations: Vec<_> = http
@@ -129,6 +112,65 @@ pub fn route(scope: &Scope, vs: &Config<VirtualServiceSpec>, http: &HttpRoute, p
             .insert(CORS_FILTER.to_string(), pack(config));
     }
     route
+}
+
+/// Istio's redirect: `prefixRewrite` wins over `uri`; a port (given, or the request's
+/// with `derivePort: FROM_REQUEST_PORT`) is left out of the Location when it is the
+/// scheme's default.
+fn redirect_action(redirect: &HttpRedirect, listener_port: u32) -> RedirectAction {
+    let path = match (&redirect.prefix_rewrite, &redirect.uri) {
+        (Some(prefix), _) => Some(redirect_action::PathRewriteSpecifier::PrefixRewrite(
+            prefix.clone(),
+        )),
+        (None, Some(uri)) => Some(redirect_action::PathRewriteSpecifier::PathRedirect(
+            uri.clone(),
+        )),
+        (None, None) => None,
+    };
+    let port = match (redirect.port, redirect.derive_port) {
+        (Some(port), _) => port,
+        (None, Some(DerivePort::FromRequestPort)) => listener_port,
+        (None, _) => 0,
+    };
+    let scheme = redirect.scheme.as_deref().unwrap_or("http");
+    let default_port = matches!((scheme, port), ("http", 80) | ("https", 443));
+    RedirectAction {
+        host_redirect: redirect.authority.clone().unwrap_or_default(),
+        port_redirect: if default_port { 0 } else { port },
+        path_rewrite_specifier: path,
+        scheme_rewrite_specifier: redirect
+            .scheme
+            .clone()
+            .map(redirect_action::SchemeRewriteSpecifier::SchemeRedirect),
+        response_code: match redirect.redirect_code.unwrap_or(301) {
+            302 => redirect_action::RedirectResponseCode::Found,
+            303 => redirect_action::RedirectResponseCode::SeeOther,
+            307 => redirect_action::RedirectResponseCode::TemporaryRedirect,
+            308 => redirect_action::RedirectResponseCode::PermanentRedirect,
+            _ => redirect_action::RedirectResponseCode::MovedPermanently,
+        } as i32,
+        ..RedirectAction::default()
+    }
+}
+
+fn direct_response(direct: &HttpDirectResponse) -> DirectResponseAction {
+    let body = direct.body.as_ref().and_then(|body| {
+        let specifier = match (&body.string, body.decoded_bytes()) {
+            (Some(text), _) => data_source::Specifier::InlineString(text.clone()),
+            // Validation refused bytes that are not base64.
+            (None, Some(bytes)) => data_source::Specifier::InlineBytes(bytes.ok()?),
+            (None, None) => return None,
+        };
+        Some(DataSource {
+            specifier: Some(specifier),
+            ..DataSource::default()
+        })
+    });
+    DirectResponseAction {
+        status: direct.status,
+        body,
+        ..DirectResponseAction::default()
+    }
 }
 
 type WeightedDestination<'a> = (&'a Destination, u32, Option<&'a Headers>);

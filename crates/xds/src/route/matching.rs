@@ -64,7 +64,7 @@ fn translate(m: &HttpMatchRequest) -> RouteMatch {
     let mut headers: Vec<HeaderMatcher> = m
         .headers
         .iter()
-        .map(|(name, value)| header(name, value))
+        .map(|(name, value)| header(&name.to_ascii_lowercase(), value))
         .collect();
     for (pseudo, value) in [
         (":method", &m.method),
