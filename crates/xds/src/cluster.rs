@@ -21,7 +21,7 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions as UpstreamHttpOptions, http_protocol_options,
 };
 use fleetmesh_api::networking::{
-    ClientTlsMode, ConnectionPoolSettings, LoadBalancerSettings, SimpleLb, TrafficPolicy,
+    ClientTlsMode, ConnectionPoolSettings, LoadBalancerSettings, SimpleLb,
 };
 use fleetmesh_model::service::Resolution;
 use fleetmesh_model::{Protocol, Service, ServicePort};
@@ -42,13 +42,13 @@ pub fn outbound_clusters(scope: &Scope) -> Vec<NamedResource> {
             trust_domain: &scope.snapshot.mesh.trust_domain,
             peers: service_identities(service, &scope.snapshot.mesh.trust_domain),
         };
+        let spec = rule.map(|r| &r.spec);
         for port in &service.ports {
-            let policy = rule.and_then(|r| r.spec.traffic_policy.as_ref());
-            clusters.push(outbound(service, port, "", policy, &mtls));
-            for subset in rule.iter().flat_map(|r| &r.spec.subsets) {
-                // A subset's own policy replaces the rule's, as in Istio.
-                let subset_policy = subset.traffic_policy.as_ref().or(policy);
-                clusters.push(outbound(service, port, &subset.name, subset_policy, &mtls));
+            let settings = PortSettings::of_subset(spec, None, port.port);
+            clusters.push(outbound(service, port, "", settings, &mtls));
+            for subset in spec.iter().flat_map(|r| &r.subsets) {
+                let settings = PortSettings::of_subset(spec, Some(&subset.name), port.port);
+                clusters.push(outbound(service, port, &subset.name, settings, &mtls));
             }
         }
     }
@@ -84,7 +84,7 @@ fn outbound(
     service: &Service,
     port: &ServicePort,
     subset: &str,
-    policy: Option<&TrafficPolicy>,
+    settings: PortSettings,
     mtls: &IstioMtls,
 ) -> Cluster {
     let name = names::outbound_cluster(port.port, subset, &service.hostname);
@@ -132,7 +132,6 @@ fn outbound(
             }),
         );
     }
-    let settings = PortSettings::of(policy, port.port);
     let tls = settings.tls;
     let sni = tls::istio_sni(port.port, subset, &service.hostname);
     match (tls, tls.and_then(|t| t.mode)) {

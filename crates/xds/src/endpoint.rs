@@ -29,25 +29,21 @@ pub fn build(scope: &Scope) -> Vec<NamedResource> {
             .snapshot
             .destination_rule(&service.hostname, &scope.proxy.namespace);
         let no_labels = Labels::new();
-        let policy = rule.and_then(|r| r.spec.traffic_policy.as_ref());
-        // A subset's own policy replaces the rule's, as in Istio.
-        let subsets = std::iter::once(("", &no_labels, policy)).chain(
-            rule.iter().flat_map(|r| &r.spec.subsets).map(|s| {
-                (
-                    s.name.as_str(),
-                    &s.labels,
-                    s.traffic_policy.as_ref().or(policy),
-                )
-            }),
+        let spec = rule.map(|r| &r.spec);
+        let subsets = std::iter::once(("", &no_labels)).chain(
+            spec.iter()
+                .flat_map(|r| &r.subsets)
+                .map(|s| (s.name.as_str(), &s.labels)),
         );
         let subsets: Vec<_> = subsets.collect();
         // Once per service, not per cluster: every subset and port reuses it.
         let mtls = sidecar_mtls(scope, service);
         for port in &service.ports {
-            for (subset, labels, policy) in &subsets {
+            for (subset, labels) in &subsets {
                 let name = names::outbound_cluster(port.port, subset, &service.hostname);
                 let mut cla = assignment(name, service, &mtls, port, labels);
-                LocalityPolicy::of(&PortSettings::of(*policy, port.port))
+                let subset = (!subset.is_empty()).then_some(*subset);
+                LocalityPolicy::of(&PortSettings::of_subset(spec, subset, port.port))
                     .apply(&mut cla.endpoints, scope.proxy.locality.as_deref());
                 assignments.push(cla);
             }

@@ -5,6 +5,7 @@ use super::matching;
 use crate::common::{duration, percent, u32_value};
 use crate::names;
 use crate::pack;
+use crate::port_settings::PortSettings;
 use crate::scope::Scope;
 use envoy_types::pb::envoy::config::core::v3::{
     DataSource, HeaderValue, HeaderValueOption, RuntimeFractionalPercent, data_source,
@@ -240,16 +241,12 @@ pub fn forward(
         }
     }
     if let Some((first, _, _)) = destinations.first() {
-        action.hash_policy = hash_policies(
-            scope,
-            &resolve_host(&first.host, vs_namespace, &scope.snapshot.domain),
-        );
+        action.hash_policy = hash_policies(scope, first, vs_namespace, port);
     }
     action
 }
 
-/// `outbound|PORT|SUBSET|HOST`: the destination's port, else the service's only port,
-/// else the port the request came in on.
+/// `outbound|PORT|SUBSET|HOST` (see [`destination_port`]).
 pub(crate) fn cluster_name(
     scope: &Scope,
     d: &Destination,
@@ -257,15 +254,21 @@ pub(crate) fn cluster_name(
     port: u32,
 ) -> String {
     let host = resolve_host(&d.host, vs_namespace, &scope.snapshot.domain);
-    let service_port = d.port.map(|p| p.number).or_else(|| {
-        let service = scope.snapshot.services.get(&host)?;
-        (service.ports.len() == 1).then(|| service.ports[0].port)
-    });
     names::outbound_cluster(
-        service_port.unwrap_or(port),
+        destination_port(scope, d, &host, port),
         d.subset.as_deref().unwrap_or(""),
         &host,
     )
+}
+
+/// The port a destination is reached on: its own, else its service's only port, else the
+/// port the request came in on.
+fn destination_port(scope: &Scope, d: &Destination, host: &str, request_port: u32) -> u32 {
+    let service_port = d.port.map(|p| p.number).or_else(|| {
+        let service = scope.snapshot.services.get(host)?;
+        (service.ports.len() == 1).then(|| service.ports[0].port)
+    });
+    service_port.unwrap_or(request_port)
 }
 
 fn retry_policy(http: &HttpRoute) -> Option<RetryPolicy> {
@@ -311,18 +314,20 @@ fn retry_policy(http: &HttpRoute) -> Option<RetryPolicy> {
     })
 }
 
-fn hash_policies(scope: &Scope, host: &str) -> Vec<HashPolicy> {
+/// The hash a consistent-hash load balancer of the destination's cluster (its subset and
+/// port, merged as its cluster is) needs from each request.
+fn hash_policies(scope: &Scope, d: &Destination, vs_namespace: &str, port: u32) -> Vec<HashPolicy> {
+    let host = resolve_host(&d.host, vs_namespace, &scope.snapshot.domain);
     let Some(rule) = scope
         .snapshot
-        .destination_rule(host, &scope.proxy.namespace)
+        .destination_rule(&host, &scope.proxy.namespace)
     else {
         return vec![];
     };
-    let Some(hash) = rule
-        .spec
-        .traffic_policy
-        .as_ref()
-        .and_then(|p| p.load_balancer.as_ref())
+    let port = destination_port(scope, d, &host, port);
+    let settings = PortSettings::of_subset(Some(&rule.spec), d.subset.as_deref(), port);
+    let Some(hash) = settings
+        .load_balancer
         .and_then(|lb| lb.consistent_hash.as_ref())
     else {
         return vec![];
