@@ -53,8 +53,10 @@ impl<P> Subscription<P> {
         Some(version)
     }
 
+    /// The proxy accepted `version`: a NACK before it is history, no longer its state.
     pub fn acked(&mut self, version: &str) {
         self.status.acked_version = version.to_string();
+        self.status.last_nack = None;
     }
 
     pub fn nacked(&mut self, message: &str) {
@@ -143,6 +145,22 @@ mod tests {
         assert!(!s.settled(), "not ACKed yet");
         s.acked("b");
         assert!(s.settled());
+    }
+
+    #[test]
+    fn an_ack_after_a_nack_clears_it() {
+        let mut s = Subscription::<()>::default();
+        s.sent("n1".into(), "v1".into());
+        s.answer("n1");
+        s.nacked("bad listener");
+        assert_eq!(s.status.last_nack.as_deref(), Some("bad listener"));
+        s.sent("n2".into(), "v2".into());
+        s.answer("n2");
+        s.acked("v2");
+        assert_eq!(
+            s.status.last_nack, None,
+            "/debug/syncz shows the proxy's current state"
+        );
     }
 
     #[test]

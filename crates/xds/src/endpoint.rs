@@ -90,6 +90,12 @@ fn assignment(
         let Some(endpoint_port) = endpoint.ports.get(&port.port) else {
             continue;
         };
+        if endpoint.address.parse::<std::net::IpAddr>().is_err() {
+            // EDS takes IP addresses only: one hostname (a WorkloadEntry selected by a
+            // STATIC service) would make Envoy reject every assignment of the response,
+            // so, as istiod does, such an endpoint is left out.
+            continue;
+        }
         by_locality
             .entry(endpoint.locality.as_deref().unwrap_or(""))
             .or_default()
