@@ -32,7 +32,7 @@ use fleetmesh_api::security::MtlsMode;
 use fleetmesh_model::Protocol;
 use fleetmesh_model::security::{self, InboundMtls};
 use fleetmesh_model::service::labels_match;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The port a sidecar's app uses as its HTTP proxy (Istio's outbound capture port).
 pub const OUTBOUND_PORT: u32 = 15001;
@@ -441,9 +441,14 @@ fn http_gateway_listener(
     let mut listener = http_listener(&names::bound_listener(bind, port), bind, port, manager);
     if servers.iter().any(|s| s.tls.is_some()) {
         let plain = listener.filter_chains.remove(0);
+        let mut claimed = BTreeSet::new();
         listener.filter_chains = servers
             .iter()
-            .filter_map(|s| Some(tls_chain(&plain, &s.server.hosts, s.tls.as_ref()?)))
+            .filter_map(|s| {
+                let tls = s.tls.as_ref()?;
+                let hosts = unclaimed(&s.server.hosts, &mut claimed)?;
+                Some(tls_chain(&plain, &hosts, tls))
+            })
             .collect();
         listener.listener_filters = vec![tls_inspector()];
     }
@@ -485,6 +490,22 @@ enum ServerTls<'a> {
 struct HttpServer<'a> {
     server: GatewayServer,
     tls: Option<ServerTls<'a>>,
+}
+
+/// The hosts of a TLS server that no server before it on the port serves. Two chains for
+/// one SNI name make Envoy refuse the whole listener, so, as istiod does, the first server
+/// (Gateways in namespace/name order) keeps a name; a server left with none has no chain.
+fn unclaimed(hosts: &[String], claimed: &mut BTreeSet<String>) -> Option<Vec<String>> {
+    let names = if hosts.iter().any(|h| h == "*") {
+        vec!["*".to_string()]
+    } else {
+        hosts.to_vec()
+    };
+    let fresh: Vec<String> = names
+        .into_iter()
+        .filter(|name| claimed.insert(name.clone()))
+        .collect();
+    (!fresh.is_empty()).then_some(fresh)
 }
 
 /// `plain`'s filters behind the server's TLS, for the SNI names of its hosts (any name

@@ -109,13 +109,15 @@ pub struct HttpRedirect {
     pub redirect_code: Option<u32>,
 }
 
-/// Where a redirect's port comes from when `port` is not given.
+/// Where a redirect's port comes from when `port` is not given: FROM_PROTOCOL_DEFAULT,
+/// the scheme's default port (the Location names none), or FROM_REQUEST_PORT, the port the
+/// request came in on. Documented here rather than per variant: with per-variant docs the
+/// generated CRD schema was one the API server refuses as not structural
+/// (`crates/kube/tests/crds.rs` applies it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum DerivePort {
-    /// The scheme's default port (80 or 443): the Location names none.
     FromProtocolDefault,
-    /// The port the request came in on.
     FromRequestPort,
 }
 
