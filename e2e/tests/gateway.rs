@@ -182,6 +182,74 @@ spec:
     assert_eq!(nacks(&store.mesh), 0);
 }
 
+/// A Gateway may name certificate files before they are mounted in the gateway (Istio's
+/// agent serves them when they appear): Envoy gets the listener without rejecting it,
+/// the port's other server works meanwhile, and HTTPS works once the files are there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_certificate_files_are_served_once_mounted() {
+    let pki = Pki::generate();
+    let mounted = tempfile::tempdir().unwrap();
+    let at = |name: &str| mounted.path().join(name).display().to_string();
+    let store = Bookstore::start(XdsMode::Sotw).await;
+    let gateway_yaml = format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: later-gateway}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 8443, name: https, protocol: HTTPS}}
+    hosts: [shop.example.com]
+    tls: {{mode: SIMPLE, serverCertificate: {crt}, privateKey: {key}}}
+  - port: {{number: 8080, name: http, protocol: HTTP}}
+    hosts: [shop.example.com]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: shop}}
+spec:
+  hosts: [shop.example.com]
+  gateways: [later-gateway]
+  http: [{{route: [{{destination: {{host: ratings}}}}]}}]
+"#,
+        crt = at("tls.crt"),
+        key = at("tls.key"),
+    );
+    let gateway = ingress_gateway(&store, "later-gateway.yaml", &gateway_yaml).await;
+    assert_eq!(
+        through_gateway(&gateway, "shop.example.com", "/").await.0,
+        200
+    );
+    let https = pki.client(gateway.address(8443), false);
+    assert!(
+        https
+            .get("https://shop.example.com:8443/")
+            .send()
+            .await
+            .is_err(),
+        "no certificate yet, no handshake"
+    );
+    assert_eq!(nacks(&store.mesh), 0);
+
+    for name in ["tls.crt", "tls.key"] {
+        std::fs::copy(pki.path(name), at(name)).unwrap();
+    }
+    eventually(
+        "HTTPS once the files are mounted",
+        Duration::from_secs(30),
+        async || {
+            let response = https
+                .get("https://shop.example.com:8443/")
+                .send()
+                .await
+                .ok()?;
+            (response.status() == 200).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(nacks(&store.mesh), 0);
+}
+
 /// PASSTHROUGH: the gateway holds no certificate; it forwards the client's TLS, chosen by
 /// SNI, to a backend that terminates it with its own (the client verifies that one). A
 /// name the server accepts but no route claims gets no connection.

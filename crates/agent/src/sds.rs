@@ -1,7 +1,9 @@
 //! SDS for Envoy on a Unix socket, as Istio's agent serves it: secret `default` (the
 //! workload's certificate and key) and `ROOTCA` (the trust bundle), pushed again whenever
-//! the certificate is renewed; and, for TLS the proxy originates outside the mesh, files
-//! of its host (`file-root:PATH`, `file-root:system`, `file-cert:CERT~KEY`).
+//! the certificate is renewed; and files of its host (`file-root:PATH`,
+//! `file-root:system`, `file-cert:CERT~KEY`): the certificates a gateway's Gateway names
+//! and those of TLS the proxy originates outside the mesh. Files are read again every
+//! few seconds, so one mounted after Envoy asked for it, or replaced, reaches Envoy.
 
 use crate::certificate::{Certificates, WorkloadCertificate};
 use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source};
@@ -14,14 +16,19 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::{
     SecretDiscoveryService, SecretDiscoveryServiceServer,
 };
+use envoy_types::pb::google::protobuf::Any;
 use envoy_types::util::pack_any;
 use std::path::Path;
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 pub const CERTIFICATE_SECRET: &str = "default";
 pub const ROOT_SECRET: &str = "ROOTCA";
+/// How often files named by secrets are read again (Kubernetes updates a mounted Secret
+/// within about a minute; this adds little to that).
+const FILE_POLL: Duration = Duration::from_secs(5);
 const SECRET_TYPE: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 
 pub struct SdsServer {
@@ -48,8 +55,8 @@ impl SdsServer {
     }
 }
 
-/// The secret `name` made of `certificate`, if it is one the agent serves.
-pub fn secret(name: &str, certificate: &WorkloadCertificate) -> Option<Secret> {
+/// The secret `name` made of `certificate`, or why the agent cannot serve it (now).
+pub fn secret(name: &str, certificate: &WorkloadCertificate) -> Result<Secret, String> {
     let pem = |text: &str| inline(text.as_bytes().to_vec());
     let r#type = match name {
         CERTIFICATE_SECRET => secret::Type::TlsCertificate(TlsCertificate {
@@ -63,7 +70,7 @@ pub fn secret(name: &str, certificate: &WorkloadCertificate) -> Option<Secret> {
         }),
         other => file_secret(other)?,
     };
-    Some(Secret {
+    Ok(Secret {
         name: name.into(),
         r#type: Some(r#type),
     })
@@ -89,36 +96,34 @@ const SYSTEM_ROOTS: [&str; 5] = [
 ];
 
 /// A secret read from files of this host: `file-root:PATH` (a CA bundle;
-/// `file-root:system` the system's), `file-cert:CERT~KEY`. A file that cannot be read is
-/// logged (by path) and the secret not served: Envoy waits for it.
-fn file_secret(name: &str) -> Option<secret::Type> {
-    let read = |path: &str| match std::fs::read(path) {
-        Ok(bytes) => Some(inline(bytes)),
-        Err(error) => {
-            tracing::warn!(path, %error, "cannot read a file named by a DestinationRule");
-            None
-        }
+/// `file-root:system` the system's), `file-cert:CERT~KEY`; or why it cannot be (the
+/// error names the path, never the content). Until it can, Envoy waits for it.
+fn file_secret(name: &str) -> Result<secret::Type, String> {
+    let read = |path: &str| {
+        std::fs::read(path)
+            .map(inline)
+            .map_err(|error| format!("cannot read {path}: {error}"))
     };
     if let Some(path) = name.strip_prefix(FILE_ROOT) {
         let path = match path {
             "system" => SYSTEM_ROOTS
                 .into_iter()
                 .find(|p| Path::new(p).exists())
-                .or_else(|| {
-                    tracing::warn!("no system CA bundle found (looked in {SYSTEM_ROOTS:?})");
-                    None
-                })?,
+                .ok_or_else(|| format!("no system CA bundle (looked in {SYSTEM_ROOTS:?})"))?,
             path => path,
         };
-        return Some(secret::Type::ValidationContext(
+        return Ok(secret::Type::ValidationContext(
             CertificateValidationContext {
                 trusted_ca: Some(read(path)?),
                 ..CertificateValidationContext::default()
             },
         ));
     }
-    let (certificate, key) = name.strip_prefix(FILE_CERT)?.split_once('~')?;
-    Some(secret::Type::TlsCertificate(TlsCertificate {
+    let (certificate, key) = name
+        .strip_prefix(FILE_CERT)
+        .and_then(|pair| pair.split_once('~'))
+        .ok_or_else(|| format!("{name:?} is not a secret the agent serves"))?;
+    Ok(secret::Type::TlsCertificate(TlsCertificate {
         certificate_chain: Some(read(certificate)?),
         private_key: Some(read(key)?),
         ..TlsCertificate::default()
@@ -156,32 +161,41 @@ impl SecretDiscoveryService for SdsServer {
         let certificate =
             certificate.ok_or_else(|| Status::unavailable("no workload certificate yet"))?;
         let names = request.into_inner().resource_names;
-        Ok(Response::new(response(&names, &certificate, 0, "0")))
+        let (resources, problems) = secrets(&names, &certificate);
+        for problem in problems {
+            tracing::warn!("{problem}");
+        }
+        Ok(Response::new(response(resources, 0)))
     }
 }
 
-fn response(
-    names: &[String],
-    certificate: &WorkloadCertificate,
-    generation: u64,
-    nonce: &str,
-) -> DiscoveryResponse {
+/// The secrets of `names` the agent can serve now, and why the others cannot be.
+fn secrets(names: &[String], certificate: &WorkloadCertificate) -> (Vec<Any>, Vec<String>) {
+    let mut resources = Vec::new();
+    let mut problems = Vec::new();
+    for name in names {
+        match secret(name, certificate) {
+            Ok(secret) => resources.push(pack_any(secret)),
+            Err(problem) => problems.push(problem),
+        }
+    }
+    (resources, problems)
+}
+
+fn response(resources: Vec<Any>, generation: u64) -> DiscoveryResponse {
     DiscoveryResponse {
         version_info: generation.to_string(),
-        resources: names
-            .iter()
-            .filter_map(|n| secret(n, certificate))
-            .map(pack_any)
-            .collect(),
+        resources,
         type_url: SECRET_TYPE.into(),
-        nonce: nonce.into(),
+        nonce: generation.to_string(),
         ..DiscoveryResponse::default()
     }
 }
 
 /// One Envoy SDS stream: answers each new subscription once there is a certificate, and
-/// pushes the subscribed secrets again on every renewal. ACKs need nothing; NACKs are
-/// logged.
+/// pushes the subscribed secrets again on every renewal and whenever a file behind one
+/// changes. ACKs need nothing; NACKs are logged, as is a file that cannot be read (once,
+/// not at every poll).
 async fn stream(
     mut requests: Streaming<DiscoveryRequest>,
     mut certificates: Certificates,
@@ -189,8 +203,12 @@ async fn stream(
 ) {
     let mut subscribed: Vec<String> = Vec::new();
     let mut generation = 0u64;
+    let mut sent: Option<Vec<Any>> = None;
+    let mut logged = Vec::new();
+    let mut poll = tokio::time::interval(FILE_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
-        tokio::select! {
+        let asked = tokio::select! {
             request = requests.message() => {
                 let Ok(Some(request)) = request else { return };
                 if let Some(error) = &request.error_detail {
@@ -200,24 +218,41 @@ async fn stream(
                     continue;
                 }
                 subscribed = request.resource_names;
+                true
             }
             changed = certificates.changed() => {
                 if changed.is_err() { return }
+                false
             }
-        }
+            _ = poll.tick(), if subscribed.iter().any(|name| is_file(name)) => false,
+        };
         let Some(certificate) = certificates.borrow_and_update().clone() else {
             continue;
         };
         if subscribed.is_empty() {
             continue;
         }
+        let (resources, problems) = secrets(&subscribed, &certificate);
+        if problems != logged {
+            for problem in &problems {
+                tracing::warn!("{problem}");
+            }
+            logged = problems;
+        }
+        if !asked && sent.as_ref() == Some(&resources) {
+            continue;
+        }
         generation += 1;
-        let nonce = generation.to_string();
-        let sent = response(&subscribed, &certificate, generation, &nonce);
-        if tx.send(Ok(sent)).await.is_err() {
+        sent = Some(resources.clone());
+        if tx.send(Ok(response(resources, generation))).await.is_err() {
             return;
         }
     }
+}
+
+/// A secret read from files of this host (which can appear or change at any time).
+fn is_file(name: &str) -> bool {
+    name.starts_with(FILE_ROOT) || name.starts_with(FILE_CERT)
 }
 
 #[cfg(test)]
@@ -239,24 +274,25 @@ mod tests {
         std::fs::write(path("tls.crt"), "CERT").unwrap();
         std::fs::write(path("tls.key"), "KEY").unwrap();
 
-        let Some(secret::Type::ValidationContext(roots)) =
+        let Ok(secret::Type::ValidationContext(roots)) =
             file_secret(&format!("file-root:{}", path("ca.crt")))
         else {
             panic!("a CA bundle");
         };
         assert_eq!(bytes(roots.trusted_ca), b"CA");
         let name = format!("file-cert:{}~{}", path("tls.crt"), path("tls.key"));
-        let Some(secret::Type::TlsCertificate(certificate)) = file_secret(&name) else {
+        let Ok(secret::Type::TlsCertificate(certificate)) = file_secret(&name) else {
             panic!("a certificate");
         };
         assert_eq!(bytes(certificate.certificate_chain), b"CERT");
         assert_eq!(bytes(certificate.private_key), b"KEY");
 
-        // Not there, or not a name the agent serves: nothing (Envoy waits).
+        // Not there, or not a name the agent serves: nothing (Envoy waits), and why.
         let missing = format!("file-cert:{}~{}", path("tls.crt"), path("gone.key"));
-        assert!(file_secret(&missing).is_none());
-        assert!(file_secret(&format!("file-root:{}", path("gone.crt"))).is_none());
-        assert!(file_secret("file-cert:no-separator").is_none());
-        assert!(file_secret("something-else").is_none());
+        let why = file_secret(&missing).unwrap_err();
+        assert!(why.contains("gone.key"), "{why}");
+        assert!(file_secret(&format!("file-root:{}", path("gone.crt"))).is_err());
+        assert!(file_secret("file-cert:no-separator").is_err());
+        assert!(file_secret("something-else").is_err());
     }
 }

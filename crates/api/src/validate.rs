@@ -269,8 +269,9 @@ fn validate_server_tls(
     validate_certificate_source(at, tls, mode, errors);
 }
 
-/// A terminating server's certificate: a credential of the gateway's namespace, or
-/// absolute paths of files the gateway reads (MUTUAL also needs the CA).
+/// A terminating server's certificate: a credential of the gateway's namespace, or files
+/// the gateway's agent reads (a relative path from its working directory, as Istio's
+/// agent reads it; MUTUAL also needs the CA).
 fn validate_certificate_source(
     at: &str,
     tls: &crate::networking::ServerTlsSettings,
@@ -302,25 +303,15 @@ fn validate_certificate_source(
         ("serverCertificate", &tls.server_certificate),
         ("privateKey", &tls.private_key),
     ] {
-        match value {
-            None => errors.push(format!("{at}.tls.{field}"), "required for an HTTPS server"),
-            Some(path) if !path.starts_with('/') => errors.push(
-                format!("{at}.tls.{field}"),
-                format!("{path:?} must be an absolute path (the gateway reads the file)"),
-            ),
-            Some(_) => {}
+        if value.is_none() {
+            errors.push(format!("{at}.tls.{field}"), "required for an HTTPS server");
         }
     }
-    match (&tls.ca_certificates, mode) {
-        (None, ServerTlsMode::Mutual) => errors.push(
+    if tls.ca_certificates.is_none() && mode == ServerTlsMode::Mutual {
+        errors.push(
             format!("{at}.tls.caCertificates"),
             "MUTUAL needs the CA that client certificates chain to",
-        ),
-        (Some(path), _) if !path.starts_with('/') => errors.push(
-            format!("{at}.tls.caCertificates"),
-            format!("{path:?} must be an absolute path"),
-        ),
-        _ => {}
+        );
     }
 }
 

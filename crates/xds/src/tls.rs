@@ -6,14 +6,13 @@
 use crate::pack;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::TransportSocketMatch;
 use envoy_types::pb::envoy::config::core::v3::{
-    ApiConfigSource, ApiVersion, ConfigSource, DataSource, GrpcService, Metadata, TransportSocket,
-    api_config_source, config_source, data_source, grpc_service, transport_socket,
+    ApiConfigSource, ApiVersion, ConfigSource, GrpcService, Metadata, TransportSocket,
+    api_config_source, config_source, grpc_service, transport_socket,
 };
 use envoy_types::pb::envoy::extensions::transport_sockets::raw_buffer::v3::RawBuffer;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig,
-    SubjectAltNameMatcher, TlsCertificate, UpstreamTlsContext, common_tls_context,
-    subject_alt_name_matcher,
+    SubjectAltNameMatcher, UpstreamTlsContext, common_tls_context, subject_alt_name_matcher,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
 use envoy_types::pb::google::protobuf::{BoolValue, Struct, Value, value::Kind};
@@ -199,29 +198,25 @@ pub fn istio_downstream(trust_domain: &str) -> TransportSocket {
 }
 
 /// A gateway's TLS for clients outside the mesh, from the certificate files the Gateway
-/// server names (validation made sure they are there); MUTUAL also asks for a client
-/// certificate that chains to `caCertificates`.
+/// server names; MUTUAL also asks for a client certificate that chains to
+/// `caCertificates`. The files are the gateway's own (mounted in its pod), so its agent
+/// reads them and serves them over SDS, as Istio's agent does: a file missing there
+/// leaves the listener waiting for it (and a replaced file reaches Envoy) instead of
+/// Envoy rejecting the whole port's listeners.
 pub fn gateway_downstream(settings: &ServerTlsSettings) -> TransportSocket {
-    let file = |path: &Option<String>| {
-        path.as_ref().map(|p| DataSource {
-            specifier: Some(data_source::Specifier::Filename(p.clone())),
-            ..DataSource::default()
-        })
-    };
     let mutual = settings.tls_mode() == Some(ServerTlsMode::Mutual);
-    let validation = settings.ca_certificates.as_ref().map(|_| {
-        common_tls_context::ValidationContextType::ValidationContext(CertificateValidationContext {
-            trusted_ca: file(&settings.ca_certificates),
-            ..CertificateValidationContext::default()
-        })
+    let certificate = match (&settings.server_certificate, &settings.private_key) {
+        (Some(certificate), Some(key)) => vec![sds(&format!("{FILE_CERT}{certificate}~{key}"))],
+        _ => Vec::new(),
+    };
+    let validation = settings.ca_certificates.as_ref().map(|path| {
+        common_tls_context::ValidationContextType::ValidationContextSdsSecretConfig(sds(&format!(
+            "{FILE_ROOT}{path}"
+        )))
     });
     tls_socket(pack(DownstreamTlsContext {
         common_tls_context: Some(CommonTlsContext {
-            tls_certificates: vec![TlsCertificate {
-                certificate_chain: file(&settings.server_certificate),
-                private_key: file(&settings.private_key),
-                ..TlsCertificate::default()
-            }],
+            tls_certificate_sds_secret_configs: certificate,
             validation_context_type: validation,
             alpn_protocols: vec!["h2".into(), "http/1.1".into()],
             ..CommonTlsContext::default()

@@ -181,7 +181,8 @@ fn check_locality(at: &str, locality: &str, errors: &mut Errors) {
 
 /// TLS the proxy originates: SIMPLE checks the server against `caCertificates` (else
 /// the system's roots); MUTUAL also presents the client certificate files. Files are
-/// read on the proxy's host, so they must be absolute paths.
+/// read by the proxy's agent on its host (a relative path from its working directory, as
+/// Istio's agent reads it).
 fn validate_client_tls(at: &str, tls: &ClientTlsSettings, errors: &mut Errors) {
     let originates = matches!(
         tls.mode,
@@ -199,10 +200,6 @@ fn validate_client_tls(at: &str, tls: &ClientTlsSettings, errors: &mut Errors) {
             Some(_) if !originates => errors.push(
                 format!("{at}.{field}"),
                 "only used with mode SIMPLE or MUTUAL",
-            ),
-            Some(path) if !path.starts_with('/') => errors.push(
-                format!("{at}.{field}"),
-                format!("{path:?} must be an absolute path (the proxy reads the file)"),
             ),
             _ => {}
         }
