@@ -29,6 +29,8 @@ pub const ROOT_SECRET: &str = "ROOTCA";
 /// How often files named by secrets are read again (Kubernetes updates a mounted Secret
 /// within about a minute; this adds little to that).
 const FILE_POLL: Duration = Duration::from_secs(5);
+/// Why the workload's own secrets cannot be served yet.
+const NO_CERTIFICATE: &str = "no workload certificate yet";
 const SECRET_TYPE: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 
 pub struct SdsServer {
@@ -55,17 +57,19 @@ impl SdsServer {
     }
 }
 
-/// The secret `name` made of `certificate`, or why the agent cannot serve it (now).
-pub fn secret(name: &str, certificate: &WorkloadCertificate) -> Result<Secret, String> {
+/// The secret `name`, made of the workload's `certificate` or read from files, or why
+/// the agent cannot serve it (now). File secrets need no workload certificate.
+pub fn secret(name: &str, certificate: Option<&WorkloadCertificate>) -> Result<Secret, String> {
     let pem = |text: &str| inline(text.as_bytes().to_vec());
+    let issued = || certificate.ok_or_else(|| NO_CERTIFICATE.to_string());
     let r#type = match name {
         CERTIFICATE_SECRET => secret::Type::TlsCertificate(TlsCertificate {
-            certificate_chain: Some(pem(&certificate.chain)),
-            private_key: Some(pem(&certificate.key)),
+            certificate_chain: Some(pem(&issued()?.chain)),
+            private_key: Some(pem(&issued()?.key)),
             ..TlsCertificate::default()
         }),
         ROOT_SECRET => secret::Type::ValidationContext(CertificateValidationContext {
-            trusted_ca: Some(pem(&certificate.roots)),
+            trusted_ca: Some(pem(&issued()?.roots)),
             ..CertificateValidationContext::default()
         }),
         other => file_secret(other)?,
@@ -158,19 +162,17 @@ impl SecretDiscoveryService for SdsServer {
         request: Request<DiscoveryRequest>,
     ) -> Result<Response<DiscoveryResponse>, Status> {
         let certificate = self.certificates.borrow().clone();
-        let certificate =
-            certificate.ok_or_else(|| Status::unavailable("no workload certificate yet"))?;
         let names = request.into_inner().resource_names;
-        let (resources, problems) = secrets(&names, &certificate);
-        for problem in problems {
-            tracing::warn!("{problem}");
+        let (resources, problems) = secrets(&names, certificate.as_deref());
+        if !problems.is_empty() {
+            return Err(Status::unavailable(problems.join("; ")));
         }
         Ok(Response::new(response(resources, 0)))
     }
 }
 
 /// The secrets of `names` the agent can serve now, and why the others cannot be.
-fn secrets(names: &[String], certificate: &WorkloadCertificate) -> (Vec<Any>, Vec<String>) {
+fn secrets(names: &[String], certificate: Option<&WorkloadCertificate>) -> (Vec<Any>, Vec<String>) {
     let mut resources = Vec::new();
     let mut problems = Vec::new();
     for name in names {
@@ -192,10 +194,12 @@ fn response(resources: Vec<Any>, generation: u64) -> DiscoveryResponse {
     }
 }
 
-/// One Envoy SDS stream: answers each new subscription once there is a certificate, and
-/// pushes the subscribed secrets again on every renewal and whenever a file behind one
-/// changes. ACKs need nothing; NACKs are logged, as is a file that cannot be read (once,
-/// not at every poll).
+/// One Envoy SDS stream: answers each new subscription once its secrets can be served
+/// (the workload's once there is a certificate; files once they can be read), and pushes
+/// the subscribed secrets again on every renewal and whenever a file behind one changes.
+/// A response never lacks a subscribed secret (Envoy would take that as its removal).
+/// ACKs need nothing; NACKs are logged, as is a file that cannot be read (once, not at
+/// every poll).
 async fn stream(
     mut requests: Streaming<DiscoveryRequest>,
     mut certificates: Certificates,
@@ -226,20 +230,24 @@ async fn stream(
             }
             _ = poll.tick(), if subscribed.iter().any(|name| is_file(name)) => false,
         };
-        let Some(certificate) = certificates.borrow_and_update().clone() else {
-            continue;
-        };
+        let certificate = certificates.borrow_and_update().clone();
         if subscribed.is_empty() {
             continue;
         }
-        let (resources, problems) = secrets(&subscribed, &certificate);
+        let (resources, problems) = secrets(&subscribed, certificate.as_deref());
+        // Waiting for the first certificate is not worth a warning.
+        let problems: Vec<String> = problems
+            .into_iter()
+            .filter(|p| p != NO_CERTIFICATE)
+            .collect();
         if problems != logged {
             for problem in &problems {
                 tracing::warn!("{problem}");
             }
             logged = problems;
         }
-        if !asked && sent.as_ref() == Some(&resources) {
+        let complete = resources.len() == subscribed.len();
+        if !complete || (!asked && sent.as_ref() == Some(&resources)) {
             continue;
         }
         generation += 1;

@@ -15,7 +15,9 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     SubjectAltNameMatcher, UpstreamTlsContext, common_tls_context, subject_alt_name_matcher,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
-use envoy_types::pb::google::protobuf::{BoolValue, Struct, Value, value::Kind};
+use envoy_types::pb::google::protobuf::{
+    BoolValue, Duration as ProtoDuration, Struct, Value, value::Kind,
+};
 use fleetmesh_api::networking::{
     ClientTlsMode, ClientTlsSettings, ServerTlsMode, ServerTlsSettings,
 };
@@ -33,7 +35,14 @@ pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
 /// ALPN Istio's sidecars offer to each other.
 const ISTIO_ALPN: [&str; 2] = ["istio-peer-exchange", "istio"];
 
+/// How long Envoy holds a listener or cluster for a secret of files before going on
+/// without it (Envoy's default is 15 s). The agent reads local files at once, so only a
+/// file that is not there takes this long, and holding the proxy's readiness for it helps
+/// nobody: the secret is applied whenever it arrives.
+const FILE_SECRET_FETCH_TIMEOUT: u64 = 2;
+
 fn sds(name: &str) -> SdsSecretConfig {
+    let of_files = name.starts_with(FILE_ROOT) || name.starts_with(FILE_CERT);
     SdsSecretConfig {
         name: name.into(),
         sds_config: Some(ConfigSource {
@@ -55,6 +64,10 @@ fn sds(name: &str) -> SdsSecretConfig {
                     ..ApiConfigSource::default()
                 },
             )),
+            initial_fetch_timeout: of_files.then_some(ProtoDuration {
+                seconds: FILE_SECRET_FETCH_TIMEOUT as i64,
+                nanos: 0,
+            }),
             ..ConfigSource::default()
         }),
     }
