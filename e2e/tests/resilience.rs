@@ -16,7 +16,7 @@ spec:
     retries: {attempts: 0}
   - match: [{uri: {exact: /flaky}}]
     route: [{destination: {host: ratings}}]
-    retries: {attempts: 3, retryOn: "5xx"}
+    retries: {attempts: 3, retryOn: "5xx", backoff: 10ms, retryIgnorePreviousHosts: false}
   - match: [{headers: {x-case: {exact: per-try}}}]
     route: [{destination: {host: ratings}}]
     timeout: 10s
@@ -81,6 +81,14 @@ async fn retries_timeouts_and_faults() {
             "retries hide the flaky upstream"
         );
     }
+    // Envoy holds the route's backoff, and the retry may go back to the host it tried.
+    let (_, dump) = admin_request(
+        store.frontend.envoy.admin_socket(),
+        "GET",
+        "/config_dump?resource=dynamic_route_configs",
+    )
+    .unwrap();
+    assert!(dump.contains(r#""base_interval": "0.010s""#), "{dump}");
 
     // perTryTimeout: each try of a 2 s request times out at 200 ms; the route gives up with 504.
     assert_eq!(status(&store, "/delay/2000", "per-try").await, 504);
@@ -116,5 +124,85 @@ async fn retries_timeouts_and_faults() {
         outbound_stat(&store, "fault.aborts_injected") >= 2,
         "Envoy injected the aborts"
     );
+    assert_eq!(nacks(&store.mesh), 0);
+}
+
+/// A counter of the frontend sidecar's cluster for ratings:9080.
+fn ratings_cluster_stat(store: &Bookstore, name: &str) -> u64 {
+    let (_, body) = admin_request(store.frontend.envoy.admin_socket(), "GET", "/stats").unwrap();
+    let wanted = format!("cluster.outbound|9080||ratings.default.svc.cluster.local.{name}: ");
+    body.lines()
+        .find_map(|line| line.strip_prefix(&wanted))
+        .map_or(0, |value| value.trim().parse().unwrap())
+}
+
+/// The frontend sidecar's established connections to ratings' sidecar, as `ss` shows
+/// them with their timers.
+fn connections_to(store: &Bookstore) -> String {
+    let output = std::process::Command::new("ss")
+        .args(["-tnoH", "state", "established", "dst"])
+        .arg(store.ratings.ip.to_string())
+        .output()
+        .expect("ss runs");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// DestinationRule connection pool settings reach the sockets and streams Envoy opens:
+/// HTTP/1.1 upgraded to HTTP/2, TCP keepalive on the connection, and connections aged out
+/// after maxConnectionDuration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_pool_settings_shape_upstream_connections() {
+    let store = Bookstore::start(XdsMode::Sotw).await;
+    let rule = |tcp: &str| {
+        format!(
+            r#"apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: ratings}}
+spec:
+  host: ratings
+  trafficPolicy:
+    connectionPool:
+      tcp: {{tcpKeepalive: {{time: 60s, interval: 10s, probes: 3}}{tcp}}}
+      http: {{h2UpgradePolicy: UPGRADE, maxConcurrentStreams: 10, http2KeepAlive: {{interval: 30s, timeout: 5s}}}}
+"#
+        )
+    };
+    store.mesh.write("ratings-dr.yaml", &rule("")).unwrap();
+    eventually(
+        "requests to ratings over HTTP/2",
+        std::time::Duration::from_secs(30),
+        async || {
+            assert_eq!(status(&store, "/", "").await, 200);
+            (ratings_cluster_stat(&store, "upstream_cx_http2_total") > 0).then_some(())
+        },
+    )
+    .await;
+    // The keepalive timer shows once no retransmission timer is pending.
+    eventually(
+        "SO_KEEPALIVE on the connection to ratings",
+        std::time::Duration::from_secs(10),
+        async || {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            connections_to(&store)
+                .contains("timer:(keepalive")
+                .then_some(())
+        },
+    )
+    .await;
+
+    store
+        .mesh
+        .write("ratings-dr.yaml", &rule(", maxConnectionDuration: 1s"))
+        .unwrap();
+    eventually(
+        "a connection to ratings closed for its age",
+        std::time::Duration::from_secs(30),
+        async || {
+            assert_eq!(status(&store, "/", "").await, 200);
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            (ratings_cluster_stat(&store, "upstream_cx_max_duration_reached") > 0).then_some(())
+        },
+    )
+    .await;
     assert_eq!(nacks(&store.mesh), 0);
 }

@@ -57,13 +57,6 @@ pub const NOT_SUPPORTED: &[NotSupported] = &[
     not_supported("TrafficPolicy", "proxyProtocol", "the PROXY protocol to upstreams is not sent yet"),
     not_supported("TrafficPolicy", "retryBudget", "retries are bounded per route (retries.attempts) only"),
     not_supported("TrafficPolicy", "tunnel", "HTTP CONNECT tunnels to upstreams are not supported"),
-    not_supported("HttpSettings", "h2UpgradePolicy", "connections to upstreams keep the client's protocol"),
-    not_supported("HttpSettings", "http2KeepAlive", "HTTP/2 PING keepalives to upstreams are not configured"),
-    not_supported("HttpSettings", "maxConcurrentStreams", "Envoy's default stream limit applies"),
-    not_supported("HttpSettings", "useClientProtocol", "connections to upstreams use the service port's protocol"),
-    not_supported("TcpSettings", "idleTimeout", "Envoy's default idle timeout applies"),
-    not_supported("TcpSettings", "maxConnectionDuration", "upstream connections are not aged out"),
-    not_supported("TcpSettings", "tcpKeepalive", "TCP keepalives to upstreams are not configured"),
     not_supported("HttpCookie", "attributes", "cookies carry name, path and ttl only"),
     not_supported("ConsistentHashLb", "maglev", "consistent hashing uses a ring (minimumRingSize)"),
     not_supported("ConsistentHashLb", "ringHash", "set minimumRingSize instead"),
@@ -95,8 +88,7 @@ pub const NOT_SUPPORTED: &[NotSupported] = &[
     not_supported("CorsPolicy", "allowOrigin", "deprecated by Istio: use allowOrigins"),
     not_supported("CorsPolicy", "unmatchedPreflights", "unmatched preflights are forwarded"),
     not_supported("HttpRoute", "delegate", "delegate VirtualServices are not supported yet"),
-    not_supported("HttpRoute", "mirrorPercent", "deprecated by Istio: use mirrorPercentage"),
-    not_supported("HttpRoute", "mirror_percent", "deprecated by Istio: use mirrorPercentage"),
+    not_supported("HttpRoute", "mirror_percent", "spell it mirrorPercent"),
     not_supported("HttpRoute", "mirrors", "one mirror per route (mirror)"),
     not_supported("FaultAbort", "grpcStatus", "aborts answer with an HTTP status"),
     not_supported("FaultAbort", "http2Error", "aborts answer with an HTTP status"),
@@ -104,8 +96,6 @@ pub const NOT_SUPPORTED: &[NotSupported] = &[
     not_supported("FaultDelay", "percent", "deprecated by Istio: use percentage"),
     not_supported("HttpMatchRequest", "statPrefix", "statistics are per route name"),
     not_supported("HttpMatchRequest", "withoutHeaders", "match headers with the inverse expression instead"),
-    not_supported("HttpRetry", "backoff", "Envoy's default retry backoff applies"),
-    not_supported("HttpRetry", "retryIgnorePreviousHosts", "retries may return to the same host"),
     not_supported("HttpRewrite", "uriRegexRewrite", "rewrites replace a prefix (uri) or authority"),
     not_supported("L4MatchAttributes", "sourceSubnet", "TCP routes match ports and labels only"),
 ];
@@ -357,7 +347,7 @@ mod tests {
     fn every_unread_field_is_reported_at_once() {
         let found = unread_of(
             Kind::VirtualService,
-            "hosts: [a]\nhttp:\n- delegate: {name: b}\n  route: [{destination: {host: a, subsett: v1}}]\n  retries: {attempts: 2, backoff: 1s}\n",
+            "hosts: [a]\nhttp:\n- delegate: {name: b}\n  route: [{destination: {host: a, subsett: v1}}]\n  mirrors: [{destination: {host: a}}]\n",
         );
         assert_eq!(found.len(), 3, "{found:?}");
         assert!(
@@ -366,7 +356,7 @@ mod tests {
         );
         assert!(found[1].starts_with("spec.http[0].route[0].destination.subsett: unknown field `subsett`, expected one of `host`, `port`, `subset`"), "{found:?}");
         assert!(
-            found[2].starts_with("spec.http[0].retries.backoff: not supported"),
+            found[2].starts_with("spec.http[0].mirrors: not supported"),
             "{found:?}"
         );
     }

@@ -9,10 +9,11 @@ use crate::scope::Scope;
 use crate::tls;
 use crate::{NamedResource, pack};
 use envoy_types::pb::envoy::config::cluster::v3::{
-    CircuitBreakers, Cluster, OutlierDetection, circuit_breakers::Thresholds, cluster,
+    CircuitBreakers, Cluster, OutlierDetection, UpstreamConnectionOptions,
+    circuit_breakers::Thresholds, cluster,
 };
 use envoy_types::pb::envoy::config::core::v3::{
-    BindConfig, Http2ProtocolOptions, HttpProtocolOptions,
+    BindConfig, Http2ProtocolOptions, HttpProtocolOptions, KeepaliveSettings, TcpKeepalive,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
@@ -21,7 +22,7 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions as UpstreamHttpOptions, http_protocol_options,
 };
 use fleetmesh_api::networking::{
-    ClientTlsMode, ConnectionPoolSettings, LoadBalancerSettings, SimpleLb,
+    ClientTlsMode, ConnectionPoolSettings, H2UpgradePolicy, LoadBalancerSettings, SimpleLb,
 };
 use fleetmesh_model::service::Resolution;
 use fleetmesh_model::{Protocol, Service, ServicePort};
@@ -117,19 +118,10 @@ fn outbound(
             c.lb_policy = cluster::LbPolicy::ClusterProvided as i32;
         }
     }
-    if matches!(port.protocol, Protocol::Http2 | Protocol::Grpc) {
+    if let Some(options) = upstream_http_options(port.protocol, settings.connection_pool) {
         c.typed_extension_protocol_options.insert(
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_string(),
-            pack(UpstreamHttpOptions {
-                upstream_protocol_options: Some(http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
-                    http_protocol_options::ExplicitHttpConfig {
-                        protocol_config: Some(http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
-                            Http2ProtocolOptions::default(),
-                        )),
-                    },
-                )),
-                ..UpstreamHttpOptions::default()
-            }),
+            pack(options),
         );
     }
     let tls = settings.tls;
@@ -158,7 +150,7 @@ fn outbound(
         crate::locality::weigh_by_locality(&mut c);
     }
     if let Some(pool) = settings.connection_pool {
-        apply_connection_pool(&mut c, pool, port.protocol);
+        apply_connection_pool(&mut c, pool);
     }
     if let Some(outlier) = settings.outlier_detection {
         apply_outlier_detection(&mut c, outlier);
@@ -217,49 +209,108 @@ fn apply_load_balancer(c: &mut Cluster, lb: &LoadBalancerSettings) {
     } as i32;
 }
 
-fn apply_connection_pool(c: &mut Cluster, pool: &ConnectionPoolSettings, protocol: Protocol) {
+/// Istio's connection pool: circuit-breaker thresholds, the connect timeout and TCP
+/// keepalive (the HTTP options are [`upstream_http_options`]).
+fn apply_connection_pool(c: &mut Cluster, pool: &ConnectionPoolSettings) {
     let mut thresholds = Thresholds::default();
     if let Some(tcp) = &pool.tcp {
         thresholds.max_connections = tcp.max_connections.and_then(u32_value);
         if let Some(timeout) = tcp.connect_timeout {
             c.connect_timeout = Some(duration(timeout.as_std()));
         }
+        if let Some(keepalive) = &tcp.tcp_keepalive {
+            // Whole seconds, as the socket options take them; at least 1 (0 is refused).
+            let seconds = |d: fleetmesh_api::Duration| {
+                u32_value(d.as_std().as_secs().clamp(1, u64::from(u32::MAX)) as u32)
+            };
+            c.upstream_connection_options = Some(UpstreamConnectionOptions {
+                tcp_keepalive: Some(TcpKeepalive {
+                    keepalive_probes: keepalive.probes.and_then(u32_value),
+                    keepalive_time: keepalive.time.and_then(seconds),
+                    keepalive_interval: keepalive.interval.and_then(seconds),
+                }),
+                ..Default::default()
+            });
+        }
     }
     if let Some(http) = &pool.http {
         thresholds.max_pending_requests = http.http1_max_pending_requests.and_then(u32_value);
         thresholds.max_requests = http.http2_max_requests.and_then(u32_value);
         thresholds.max_retries = http.max_retries.and_then(u32_value);
-        if (http.max_requests_per_connection.is_some() || http.idle_timeout.is_some())
-            && protocol.is_http()
-        {
-            // Connection reuse limits live in the upstream HTTP protocol options.
-            let options = HttpProtocolOptions {
-                idle_timeout: http.idle_timeout.map(|d| duration(d.as_std())),
-                max_requests_per_connection: http.max_requests_per_connection.and_then(u32_value),
-                ..HttpProtocolOptions::default()
-            };
-            let key = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_string();
-            let mut upstream = c
-                .typed_extension_protocol_options
-                .get(&key)
-                .and_then(|any| prost::Message::decode(any.value.as_slice()).ok())
-                .unwrap_or_else(|| UpstreamHttpOptions {
-                    upstream_protocol_options: Some(
-                        http_protocol_options::UpstreamProtocolOptions::UseDownstreamProtocolConfig(
-                            Default::default(),
-                        ),
-                    ),
-                    ..UpstreamHttpOptions::default()
-                });
-            upstream.common_http_protocol_options = Some(options);
-            c.typed_extension_protocol_options
-                .insert(key, pack(upstream));
-        }
     }
     c.circuit_breakers = Some(CircuitBreakers {
         thresholds: vec![thresholds],
         ..CircuitBreakers::default()
     });
+}
+
+/// The upstream HTTP protocol options, as istiod builds them (`applyConnectionPool`,
+/// `applyH2Upgrade`): HTTP/2 to HTTP2 and gRPC ports and when the pool says `UPGRADE`
+/// (never with `useClientProtocol`, which speaks the client's protocol); HTTP/1.1
+/// otherwise, stated only when a connection setting needs the options. `None`: Envoy's
+/// default, HTTP/1.1 with no limits.
+fn upstream_http_options(
+    protocol: Protocol,
+    pool: Option<&ConnectionPoolSettings>,
+) -> Option<UpstreamHttpOptions> {
+    use http_protocol_options::explicit_http_config::ProtocolConfig;
+    use http_protocol_options::{ExplicitHttpConfig, UpstreamProtocolOptions};
+    let http = pool.and_then(|p| p.http.as_ref());
+    let tcp = pool.and_then(|p| p.tcp.as_ref());
+    let client_protocol = http.and_then(|h| h.use_client_protocol) == Some(true);
+    let upgrade = http.and_then(|h| h.h2_upgrade_policy) == Some(H2UpgradePolicy::Upgrade);
+    let http2 =
+        !client_protocol && (matches!(protocol, Protocol::Http2 | Protocol::Grpc) || upgrade);
+    let common = HttpProtocolOptions {
+        // HTTP's idle timeout wins over TCP's.
+        idle_timeout: http
+            .and_then(|h| h.idle_timeout)
+            .or(tcp.and_then(|t| t.idle_timeout))
+            .map(|d| duration(d.as_std())),
+        max_requests_per_connection: http
+            .and_then(|h| h.max_requests_per_connection)
+            .and_then(u32_value),
+        max_connection_duration: tcp
+            .and_then(|t| t.max_connection_duration)
+            .map(|d| duration(d.as_std())),
+        ..HttpProtocolOptions::default()
+    };
+    let http2_options = Http2ProtocolOptions {
+        max_concurrent_streams: http
+            .and_then(|h| h.max_concurrent_streams)
+            .and_then(u32_value),
+        connection_keepalive: http.and_then(|h| h.http2_keep_alive.as_ref()).map(|k| {
+            KeepaliveSettings {
+                interval: k.interval.map(|d| duration(d.as_std())),
+                timeout: k.timeout.map(|d| duration(d.as_std())),
+                ..KeepaliveSettings::default()
+            }
+        }),
+        ..Http2ProtocolOptions::default()
+    };
+    let upstream = if client_protocol {
+        UpstreamProtocolOptions::UseDownstreamProtocolConfig(
+            http_protocol_options::UseDownstreamHttpConfig {
+                http2_protocol_options: Some(http2_options),
+                ..Default::default()
+            },
+        )
+    } else if http2 {
+        UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
+            protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(http2_options)),
+        })
+    } else if common != HttpProtocolOptions::default() && protocol.is_http() {
+        UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
+            protocol_config: Some(ProtocolConfig::HttpProtocolOptions(Default::default())),
+        })
+    } else {
+        return None;
+    };
+    Some(UpstreamHttpOptions {
+        common_http_protocol_options: (common != HttpProtocolOptions::default()).then_some(common),
+        upstream_protocol_options: Some(upstream),
+        ..UpstreamHttpOptions::default()
+    })
 }
 
 /// What mTLS to one service's sidecars checks: the same for all its clusters.

@@ -125,6 +125,22 @@ pub struct ConnectionPoolSettings {
 pub struct TcpSettings {
     pub max_connections: Option<u32>,
     pub connect_timeout: Option<Duration>,
+    /// How long an upstream connection may stay idle (HTTP's `idleTimeout` wins).
+    pub idle_timeout: Option<Duration>,
+    /// Upstream connections are closed (drained) after this long.
+    pub max_connection_duration: Option<Duration>,
+    pub tcp_keepalive: Option<TcpKeepalive>,
+}
+
+/// SO_KEEPALIVE on upstream connections; unset values are the OS's.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TcpKeepalive {
+    pub probes: Option<u32>,
+    /// Idle time before the first probe (whole seconds).
+    pub time: Option<Duration>,
+    /// Time between probes (whole seconds).
+    pub interval: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
@@ -135,6 +151,30 @@ pub struct HttpSettings {
     pub max_requests_per_connection: Option<u32>,
     pub max_retries: Option<u32>,
     pub idle_timeout: Option<Duration>,
+    /// Whether HTTP/1.1 to the destination is upgraded to HTTP/2.
+    pub h2_upgrade_policy: Option<H2UpgradePolicy>,
+    /// Upstream connections speak the protocol the client spoke (never upgraded).
+    pub use_client_protocol: Option<bool>,
+    /// Streams per upstream HTTP/2 connection.
+    pub max_concurrent_streams: Option<u32>,
+    pub http2_keep_alive: Option<Http2KeepAlive>,
+}
+
+/// Istio's `h2UpgradePolicy` (the mesh-wide default is `DEFAULT`: no upgrade).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum H2UpgradePolicy {
+    Default,
+    DoNotUpgrade,
+    Upgrade,
+}
+
+/// HTTP/2 PINGs on upstream HTTP/2 connections.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Http2KeepAlive {
+    pub interval: Option<Duration>,
+    pub timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]

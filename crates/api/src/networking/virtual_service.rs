@@ -36,6 +36,8 @@ pub struct HttpRoute {
     pub fault: Option<HttpFaultInjection>,
     pub mirror: Option<Destination>,
     pub mirror_percentage: Option<Percent>,
+    /// Deprecated by Istio for `mirrorPercentage`, which wins when both are set.
+    pub mirror_percent: Option<u32>,
     pub cors_policy: Option<CorsPolicy>,
     pub headers: Option<Headers>,
 }
@@ -161,6 +163,11 @@ pub struct HttpRetry {
     pub per_try_timeout: Option<Duration>,
     pub retry_on: Option<String>,
     pub retry_remote_localities: Option<bool>,
+    /// The first wait between tries (Envoy doubles it up to ten times as long).
+    pub backoff: Option<Duration>,
+    /// Whether a retry avoids the hosts tried before (default: yes, unless the destination
+    /// hashes requests to hosts).
+    pub retry_ignore_previous_hosts: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]

@@ -38,6 +38,7 @@ fn validate_policy(at: &str, policy: &TrafficPolicy, errors: &mut Errors) {
         &policy.load_balancer,
         &policy.outlier_detection,
         &policy.tls,
+        &policy.connection_pool,
         errors,
     );
     for (i, port_policy) in policy.port_level_settings.iter().enumerate() {
@@ -51,6 +52,7 @@ fn validate_policy(at: &str, policy: &TrafficPolicy, errors: &mut Errors) {
             &port_policy.load_balancer,
             &port_policy.outlier_detection,
             &port_policy.tls,
+            &port_policy.connection_pool,
             errors,
         );
     }
@@ -61,8 +63,12 @@ fn check_settings(
     lb: &Option<LoadBalancerSettings>,
     outlier: &Option<OutlierDetection>,
     tls: &Option<ClientTlsSettings>,
+    pool: &Option<ConnectionPoolSettings>,
     errors: &mut Errors,
 ) {
+    if let Some(pool) = pool {
+        check_connection_pool(&format!("{at}.connectionPool"), pool, errors);
+    }
     if let Some(lb) = lb {
         match (&lb.simple, &lb.consistent_hash) {
             (Some(_), Some(_)) => errors.push(
@@ -115,6 +121,58 @@ fn check_settings(
     }
     if let Some(tls) = tls {
         validate_client_tls(&format!("{at}.tls"), tls, errors);
+    }
+}
+
+/// Istio's rules: durations of at least 1ms (a TCP `idleTimeout` of 0 turns it off); an
+/// HTTP/2 keepalive needs both its interval and timeout; the client's protocol cannot
+/// also be upgraded.
+fn check_connection_pool(at: &str, pool: &ConnectionPoolSettings, errors: &mut Errors) {
+    let mut durations = Vec::new();
+    if let Some(tcp) = &pool.tcp {
+        let idle = tcp.idle_timeout.filter(|t| !t.as_std().is_zero());
+        durations.extend([
+            ("tcp.connectTimeout", tcp.connect_timeout),
+            ("tcp.maxConnectionDuration", tcp.max_connection_duration),
+            ("tcp.idleTimeout", idle),
+        ]);
+        if let Some(keepalive) = &tcp.tcp_keepalive {
+            durations.extend([
+                ("tcp.tcpKeepalive.time", keepalive.time),
+                ("tcp.tcpKeepalive.interval", keepalive.interval),
+            ]);
+        }
+    }
+    if let Some(http) = &pool.http {
+        durations.push(("http.idleTimeout", http.idle_timeout));
+        if http.use_client_protocol == Some(true)
+            && http.h2_upgrade_policy == Some(H2UpgradePolicy::Upgrade)
+        {
+            errors.push(
+                format!("{at}.http.useClientProtocol"),
+                "cannot be true when h2UpgradePolicy is UPGRADE",
+            );
+        }
+        if let Some(keepalive) = &http.http2_keep_alive {
+            let fields = [
+                ("http.http2KeepAlive.interval", keepalive.interval),
+                ("http.http2KeepAlive.timeout", keepalive.timeout),
+            ];
+            for (field, value) in fields {
+                if value.is_none() {
+                    errors.push(
+                        format!("{at}.{field}"),
+                        "required when http2KeepAlive is set",
+                    );
+                }
+            }
+            durations.extend(fields);
+        }
+    }
+    for (field, value) in durations {
+        if value.is_some_and(|d| d.as_std() < std::time::Duration::from_millis(1)) {
+            errors.push(format!("{at}.{field}"), "must be at least 1ms");
+        }
     }
 }
 

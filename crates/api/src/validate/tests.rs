@@ -532,3 +532,33 @@ spec:
         assert!(!found.iter().any(|p| p.starts_with(fine)), "{found:?}");
     }
 }
+
+#[test]
+fn connection_pool_rules() {
+    let yaml = r#"apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: db}
+spec:
+  host: db.example.com
+  trafficPolicy:
+    connectionPool:
+      tcp: {idleTimeout: 0s, maxConnectionDuration: 0s, tcpKeepalive: {time: 0.5ms}}
+      http: {h2UpgradePolicy: UPGRADE, useClientProtocol: true, http2KeepAlive: {interval: 10s}}
+  subsets:
+  - name: fine
+    labels: {version: v1}
+    trafficPolicy:
+      connectionPool:
+        tcp: {tcpKeepalive: {time: 60s, interval: 10s, probes: 3}, maxConnectionDuration: 1h}
+        http: {h2UpgradePolicy: DO_NOT_UPGRADE, maxConcurrentStreams: 100, http2KeepAlive: {interval: 10s, timeout: 2s}}
+"#;
+    assert_eq!(
+        problems(yaml),
+        [
+            "spec.trafficPolicy.connectionPool.http.useClientProtocol: cannot be true when h2UpgradePolicy is UPGRADE",
+            "spec.trafficPolicy.connectionPool.http.http2KeepAlive.timeout: required when http2KeepAlive is set",
+            "spec.trafficPolicy.connectionPool.tcp.maxConnectionDuration: must be at least 1ms",
+            "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive.time: must be at least 1ms",
+        ]
+    );
+}

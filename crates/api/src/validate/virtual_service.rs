@@ -165,6 +165,9 @@ fn validate_http_route(at: &str, route: &HttpRoute, errors: &mut Errors) {
     if let Some(p) = route.mirror_percentage {
         check_percent(&format!("{at}.mirrorPercentage.value"), p.value, errors);
     }
+    if let Some(p) = route.mirror_percent {
+        check_percent(&format!("{at}.mirrorPercent"), f64::from(p), errors);
+    }
     if let Some(headers) = &route.headers {
         check_headers(&format!("{at}.headers"), headers, errors);
     }
@@ -385,6 +388,12 @@ fn validate_retries(at: &str, retries: &HttpRetry, errors: &mut Errors) {
             format!("{at}.perTryTimeout"),
             "perTryTimeout must be at least 1ms",
         );
+    }
+    if retries
+        .backoff
+        .is_some_and(|t| t.as_std() < std::time::Duration::from_millis(1))
+    {
+        errors.push(format!("{at}.backoff"), "backoff must be at least 1ms");
     }
     for policy in retries
         .retry_on

@@ -217,14 +217,13 @@ pub fn forward(
             http.timeout
                 .map_or(std::time::Duration::ZERO, |t| t.as_std()),
         )),
-        retry_policy: retry_policy(http),
         ..RouteAction::default()
     };
     if let Some(mirror) = &http.mirror {
         action.request_mirror_policies.push(RequestMirrorPolicy {
             cluster: cluster(mirror),
             runtime_fraction: Some(RuntimeFractionalPercent {
-                default_value: Some(percent(http.mirror_percentage.map_or(100.0, |p| p.value))),
+                default_value: Some(percent(mirror_percentage(http))),
                 runtime_key: String::new(),
             }),
             ..RequestMirrorPolicy::default()
@@ -243,7 +242,18 @@ pub fn forward(
     if let Some((first, _, _)) = destinations.first() {
         action.hash_policy = hash_policies(scope, first, vs_namespace, port);
     }
+    action.retry_policy = retry_policy(http, !action.hash_policy.is_empty());
     action
+}
+
+/// The share of requests mirrored: `mirrorPercentage`, else the deprecated
+/// `mirrorPercent`, else all.
+fn mirror_percentage(http: &HttpRoute) -> f64 {
+    match (http.mirror_percentage, http.mirror_percent) {
+        (Some(p), _) => p.value,
+        (None, Some(p)) => f64::from(p),
+        (None, None) => 100.0,
+    }
 }
 
 /// `outbound|PORT|SUBSET|HOST` (see [`destination_port`]).
@@ -271,7 +281,10 @@ fn destination_port(scope: &Scope, d: &Destination, host: &str, request_port: u3
     service_port.unwrap_or(request_port)
 }
 
-fn retry_policy(http: &HttpRoute) -> Option<RetryPolicy> {
+/// Istio's retry policy (`retry.ConvertPolicy`): a retry avoids the hosts tried before
+/// unless `retryIgnorePreviousHosts` says otherwise or, by default, when requests are
+/// `hashed` to hosts (a retry elsewhere would defeat the hashing).
+fn retry_policy(http: &HttpRoute, hashed: bool) -> Option<RetryPolicy> {
     let (attempts, retry_on, per_try) = match &http.retries {
         Some(r) if r.attempts == 0 => return None,
         Some(r) => (
@@ -298,18 +311,29 @@ fn retry_policy(http: &HttpRoute) -> Option<RetryPolicy> {
     if !codes.is_empty() && !policies.iter().any(|p| p == "retriable-status-codes") {
         policies.push("retriable-status-codes".to_string());
     }
+    let retries = http.retries.as_ref();
+    let other_hosts = retries
+        .and_then(|r| r.retry_ignore_previous_hosts)
+        .unwrap_or(!hashed);
+    let previous_hosts = retry_policy::RetryHostPredicate {
+        name: "envoy.retry_host_predicates.previous_hosts".to_string(),
+        config_type: Some(retry_policy::retry_host_predicate::ConfigType::TypedConfig(
+            pack(PreviousHostsPredicate::default()),
+        )),
+    };
     Some(RetryPolicy {
         retry_on: policies.join(","),
         num_retries: u32_value(attempts),
         per_try_timeout: per_try.map(|t| duration(t.as_std())),
         retriable_status_codes: codes,
-        retry_host_predicate: vec![retry_policy::RetryHostPredicate {
-            name: "envoy.retry_host_predicates.previous_hosts".to_string(),
-            config_type: Some(retry_policy::retry_host_predicate::ConfigType::TypedConfig(
-                pack(PreviousHostsPredicate::default()),
-            )),
-        }],
+        retry_host_predicate: other_hosts.then_some(previous_hosts).into_iter().collect(),
         host_selection_retry_max_attempts: 5,
+        retry_back_off: retries
+            .and_then(|r| r.backoff)
+            .map(|base| retry_policy::RetryBackOff {
+                base_interval: Some(duration(base.as_std())),
+                ..Default::default()
+            }),
         ..RetryPolicy::default()
     })
 }
