@@ -1,5 +1,7 @@
 //! RequestAuthentication with real Envoy: keys fetched once by meshd from a JWKS server
-//! (on loopback), tokens checked by the sidecars, and claims used by AuthorizationPolicy.
+//! (on loopback), tokens checked by the sidecars (from the Authorization header or, by
+//! default, the `access_token` query parameter), claims used by AuthorizationPolicy and
+//! copied into headers for the app.
 
 use fleetmesh_e2e::*;
 use std::sync::Arc;
@@ -41,7 +43,9 @@ async fn jwt_tokens_are_checked_and_their_claims_authorize() {
                 "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\n\
                  metadata: {{name: reviews-jwt, namespace: default}}\n\
                  spec:\n  selector: {{matchLabels: {{app: reviews}}}}\n  \
-                 jwtRules: [{{issuer: \"{ISSUER}\", jwksUri: \"http://{jwks_address}/jwks.json\"}}]\n\
+                 jwtRules: [{{issuer: \"{ISSUER}\", jwksUri: \"http://{jwks_address}/jwks.json\", \
+                 outputClaimToHeaders: [{{header: x-jwt-sub, claim: sub}}], \
+                 outputPayloadToHeader: x-jwt-payload}}]\n\
                  ---\n\
                  apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
                  metadata: {{name: reviews-admins, namespace: default}}\n\
@@ -90,6 +94,23 @@ async fn jwt_tokens_are_checked_and_their_claims_authorize() {
         403,
         "a valid token of another principal"
     );
+    // The app sees the token's subject and payload in the headers the rule names.
+    let (_, _, body) = request(
+        &store.frontend,
+        reqwest::Method::GET,
+        "http://reviews:9080/",
+        &[("authorization", &admin)],
+    )
+    .await
+    .unwrap();
+    assert!(body.contains("x-jwt-sub: alice\n"), "{body}");
+    assert!(body.contains("x-jwt-payload: ey"), "{body}");
+    // Istio's default token locations: the query parameter access_token too.
+    let token = issuer.token("alice", &["admins"]);
+    let by_parameter = format!("http://reviews:9080/?access_token={token}");
+    let (status_by_parameter, _, _) = get(&store.frontend, &by_parameter).await.unwrap();
+    assert_eq!(status_by_parameter, 200, "a token in access_token");
+
     let stranger = JwtIssuer::generate().token("alice", &["admins"]);
     assert_eq!(
         status(Some(bearer(stranger))).await,

@@ -7,8 +7,8 @@
 use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source};
 use envoy_types::pb::envoy::config::route::v3::{RouteMatch, route_match};
 use envoy_types::pb::envoy::extensions::filters::http::jwt_authn::v3::{
-    JwtAuthentication, JwtHeader, JwtProvider, JwtRequirement, JwtRequirementOrList,
-    RequirementRule, jwt_provider, jwt_requirement, requirement_rule,
+    JwtAuthentication, JwtClaimToHeader, JwtHeader, JwtProvider, JwtRequirement,
+    JwtRequirementOrList, RequirementRule, jwt_provider, jwt_requirement, requirement_rule,
 };
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpFilter, http_filter,
@@ -93,25 +93,34 @@ fn provider(snapshot: &Snapshot, rule: &JwtRule) -> JwtProvider {
             .unwrap_or_else(|| UNFETCHED_JWKS.to_string()),
         (None, None) => UNFETCHED_JWKS.to_string(),
     };
-    let from_headers = if rule.from_headers.is_empty() {
-        vec![JwtHeader {
-            name: "Authorization".into(),
-            value_prefix: "Bearer ".into(),
-        }]
-    } else {
-        rule.from_headers
-            .iter()
-            .map(|h| JwtHeader {
-                name: h.name.clone(),
-                value_prefix: h.prefix.clone(),
-            })
-            .collect()
-    };
+    // With no location given, Envoy's defaults are Istio's: the Authorization header
+    // (Bearer), then the access_token query parameter.
+    let from_headers = rule
+        .from_headers
+        .iter()
+        .map(|h| JwtHeader {
+            name: h.name.clone(),
+            value_prefix: h.prefix.clone(),
+        })
+        .collect();
+    let claim_to_headers = rule
+        .output_claim_to_headers
+        .iter()
+        .map(|c| JwtClaimToHeader {
+            header_name: c.header.clone(),
+            claim_name: c.claim.clone(),
+            ..JwtClaimToHeader::default()
+        })
+        .collect();
     JwtProvider {
         issuer: rule.issuer.clone(),
         audiences: rule.audiences.clone(),
         forward: rule.forward_original_token,
         from_headers,
+        from_params: rule.from_params.clone(),
+        from_cookies: rule.from_cookies.clone(),
+        forward_payload_header: rule.output_payload_to_header.clone().unwrap_or_default(),
+        claim_to_headers,
         payload_in_metadata: PAYLOAD_KEY.into(),
         jwks_source_specifier: Some(jwt_provider::JwksSourceSpecifier::LocalJwks(DataSource {
             specifier: Some(data_source::Specifier::InlineString(jwks)),

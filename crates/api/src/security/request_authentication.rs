@@ -22,14 +22,29 @@ pub struct JwtRule {
     pub jwks_uri: Option<String>,
     /// The keys inline, as JWKS JSON.
     pub jwks: Option<String>,
-    /// Default: `Authorization: Bearer <token>`.
+    /// Where the token is; with neither these nor `fromParams` nor `fromCookies`:
+    /// `Authorization: Bearer <token>`, then the `access_token` query parameter.
     #[serde(default)]
     pub from_headers: Vec<JwtHeader>,
     #[serde(default)]
     pub from_params: Vec<String>,
     #[serde(default)]
+    pub from_cookies: Vec<String>,
+    #[serde(default)]
     pub forward_original_token: bool,
+    /// A header the proxy sets to the verified token's payload (base64url JSON).
     pub output_payload_to_header: Option<String>,
+    /// Headers the proxy sets to claims of the verified token.
+    #[serde(default)]
+    pub output_claim_to_headers: Vec<ClaimToHeader>,
+}
+
+/// A claim (`a.b` for a nested one) copied into a request header.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClaimToHeader {
+    pub header: String,
+    pub claim: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]

@@ -1,6 +1,6 @@
 //! Rules for security.istio.io resources, as Istio's validation states them.
 
-use super::common::{Errors, check_port};
+use super::common::{Errors, check_header_name, check_port};
 use crate::security::{
     Action, AuthorizationPolicySpec, MtlsMode, PeerAuthenticationSpec, RequestAuthenticationSpec,
 };
@@ -210,14 +210,33 @@ pub fn validate_request_authentication(spec: &RequestAuthenticationSpec, errors:
                 }
             }
         }
-        if !rule.from_params.is_empty() {
-            errors.push(
-                format!("{at}.fromParams"),
-                "not supported yet; use fromHeaders",
+        if let Some(header) = &rule.output_payload_to_header {
+            check_header_name(
+                &format!("{at}.outputPayloadToHeader"),
+                &header.to_ascii_lowercase(),
+                errors,
             );
         }
-        if rule.output_payload_to_header.is_some() {
-            errors.push(format!("{at}.outputPayloadToHeader"), "not supported yet");
+        for (j, output) in rule.output_claim_to_headers.iter().enumerate() {
+            let at = format!("{at}.outputClaimToHeaders[{j}]");
+            check_header_name(
+                &format!("{at}.header"),
+                &output.header.to_ascii_lowercase(),
+                errors,
+            );
+            if output.claim.is_empty() {
+                errors.push(format!("{at}.claim"), "a claim name is required");
+            }
+        }
+        for (field, names) in [
+            ("fromParams", &rule.from_params),
+            ("fromCookies", &rule.from_cookies),
+        ] {
+            for (j, name) in names.iter().enumerate() {
+                if name.is_empty() {
+                    errors.push(format!("{at}.{field}[{j}]"), "a name is required");
+                }
+            }
         }
         for (j, header) in rule.from_headers.iter().enumerate() {
             if header.name.is_empty() {

@@ -562,3 +562,27 @@ spec:
         ]
     );
 }
+
+#[test]
+fn jwt_outputs_and_locations_are_checked() {
+    let yaml = r#"apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt}
+spec:
+  jwtRules:
+  - issuer: https://issuer.example.com
+    jwks: '{"keys": []}'
+    fromParams: [token, ""]
+    fromCookies: [session]
+    outputPayloadToHeader: X-Jwt-Payload
+    outputClaimToHeaders: [{header: x-sub, claim: sub}, {header: "bad header", claim: ""}]
+"#;
+    assert_eq!(
+        problems(yaml),
+        [
+            "spec.jwtRules[0].outputClaimToHeaders[1].header: \"bad header\" is not a valid header name (lower-case letters, digits and -_.)",
+            "spec.jwtRules[0].outputClaimToHeaders[1].claim: a claim name is required",
+            "spec.jwtRules[0].fromParams[1]: a name is required",
+        ]
+    );
+}
