@@ -426,6 +426,24 @@ impl Pki {
 
     /// A client that trusts the CA and reaches shop.example.com at `address`.
     pub fn client(&self, address: std::net::SocketAddr, with_certificate: bool) -> reqwest::Client {
+        self.client_builder(address, with_certificate)
+            .build()
+            .unwrap()
+    }
+
+    /// [`Pki::client`] speaking TLS 1.2 at most.
+    pub fn tls12_client(&self, address: std::net::SocketAddr) -> reqwest::Client {
+        self.client_builder(address, false)
+            .max_tls_version(reqwest::tls::Version::TLS_1_2)
+            .build()
+            .unwrap()
+    }
+
+    fn client_builder(
+        &self,
+        address: std::net::SocketAddr,
+        with_certificate: bool,
+    ) -> reqwest::ClientBuilder {
         let mut builder = reqwest::Client::builder()
             .no_proxy()
             .use_rustls_tls()
@@ -437,7 +455,7 @@ impl Pki {
             let pem = format!("{}{}", self.client.0, self.client.1);
             builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
         }
-        builder.build().unwrap()
+        builder
     }
 }
 

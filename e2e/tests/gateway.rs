@@ -121,7 +121,15 @@ spec:
   servers:
   - port: {{number: 8443, name: https, protocol: HTTPS}}
     hosts: [shop.example.com]
-    tls: {{mode: SIMPLE, serverCertificate: {crt}, privateKey: {key}}}
+    tls: {{mode: SIMPLE, serverCertificate: {crt}, privateKey: {key}, minProtocolVersion: TLSV1_3}}
+  - port: {{number: 10443, name: https-tls12, protocol: HTTPS}}
+    hosts: [shop.example.com]
+    tls:
+      mode: SIMPLE
+      serverCertificate: {crt}
+      privateKey: {key}
+      maxProtocolVersion: TLSV1_2
+      cipherSuites: ["[ECDHE-ECDSA-AES256-GCM-SHA384|ECDHE-ECDSA-CHACHA20-POLY1305]"]
   - port: {{number: 9443, name: https-mtls, protocol: HTTPS}}
     hosts: [shop.example.com]
     tls: {{mode: MUTUAL, serverCertificate: {crt}, privateKey: {key}, caCertificates: {ca}}}
@@ -162,6 +170,7 @@ spec:
         .await
         .unwrap();
     assert_eq!(response.headers()[SERVICE_HEADER], "ratings");
+    protocol_bounds_hold(&pki, &gateway).await;
 
     // MUTUAL: without a client certificate the handshake fails; with one it works.
     let anonymous = pki.client(gateway.address(9443), false);
@@ -180,6 +189,48 @@ spec:
         .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(nacks(&store.mesh), 0);
+}
+
+/// The bounds the secure gateway's servers set: 8443 takes TLS 1.3 only; 10443 speaks up
+/// to TLS 1.2 with the cipher suites it names (the test's certificate is ECDSA).
+async fn protocol_bounds_hold(pki: &Pki, gateway: &Workload) {
+    let tls12 = pki.tls12_client(gateway.address(8443));
+    assert!(
+        tls12
+            .get("https://shop.example.com:8443/")
+            .send()
+            .await
+            .is_err(),
+        "TLS 1.2 to a TLS 1.3-only server"
+    );
+    let tls12 = pki.tls12_client(gateway.address(10443));
+    let response = tls12
+        .get("https://shop.example.com:10443/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let handshake = |version: &str| {
+        std::process::Command::new("openssl")
+            .args([
+                "s_client",
+                "-servername",
+                "shop.example.com",
+                version,
+                "-connect",
+            ])
+            .arg(gateway.address(10443).to_string())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("openssl runs")
+            .status
+            .success()
+    };
+    assert!(handshake("-tls1_2"), "TLS 1.2 to 10443");
+    assert!(
+        !handshake("-tls1_3"),
+        "TLS 1.3 to a server capped at TLS 1.2"
+    );
 }
 
 /// A Gateway may name certificate files before they are mounted in the gateway (Istio's

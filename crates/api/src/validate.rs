@@ -267,6 +267,43 @@ fn validate_server_tls(
         }
     }
     validate_certificate_source(at, tls, mode, errors);
+    validate_tls_parameters(at, tls, errors);
+}
+
+/// Protocol bounds in order, and cipher suites Envoy knows (a name Envoy does not know
+/// would make it reject the whole listener).
+fn validate_tls_parameters(
+    at: &str,
+    tls: &crate::networking::ServerTlsSettings,
+    errors: &mut Errors,
+) {
+    use crate::networking::{CIPHER_SUITES, TlsVersion};
+    let bound = |v: Option<TlsVersion>| v.filter(|v| *v != TlsVersion::Auto);
+    if let (Some(min), Some(max)) = (
+        bound(tls.min_protocol_version),
+        bound(tls.max_protocol_version),
+    ) && max < min
+    {
+        errors.push(
+            format!("{at}.tls.maxProtocolVersion"),
+            "is below minProtocolVersion",
+        );
+    }
+    for (i, suite) in tls.cipher_suites.iter().enumerate() {
+        let names = suite
+            .strip_prefix('[')
+            .and_then(|s| s.strip_suffix(']'))
+            .unwrap_or(suite);
+        if !names.split('|').all(|name| CIPHER_SUITES.contains(&name)) {
+            errors.push(
+                format!("{at}.tls.cipherSuites[{i}]"),
+                format!(
+                    "{suite:?} is not a cipher suite Envoy supports (one of {}, or [A|B] for a group of equal preference)",
+                    CIPHER_SUITES.join(", ")
+                ),
+            );
+        }
+    }
 }
 
 /// A terminating server's certificate: a credential of the gateway's namespace, or files

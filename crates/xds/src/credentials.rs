@@ -79,7 +79,11 @@ fn over_ads(name: String) -> SdsSecretConfig {
 }
 
 /// The server side of a gateway TLS server whose certificate comes over ADS.
-pub fn downstream(resolved: &Resolved, mutual: bool) -> TransportSocket {
+pub fn downstream(
+    resolved: &Resolved,
+    mutual: bool,
+    settings: &ServerTlsSettings,
+) -> TransportSocket {
     let validation = mutual.then(|| {
         common_tls_context::ValidationContextType::ValidationContextSdsSecretConfig(over_ads(
             ca_secret(&resolved.name),
@@ -90,6 +94,7 @@ pub fn downstream(resolved: &Resolved, mutual: bool) -> TransportSocket {
             tls_certificate_sds_secret_configs: vec![over_ads(certificate_secret(&resolved.name))],
             validation_context_type: validation,
             alpn_protocols: vec!["h2".into(), "http/1.1".into()],
+            tls_params: crate::tls::server_tls_parameters(settings),
             ..CommonTlsContext::default()
         }),
         require_client_certificate: Some(BoolValue { value: mutual }),

@@ -408,7 +408,7 @@ fn servers_by_port<'a>(
                     };
                     let mutual = mode == Some(ServerTlsMode::Mutual);
                     credentials.insert(resolved.name.clone(), resolved.clone());
-                    Some(ServerTls::Credential(resolved, mutual))
+                    Some(ServerTls::Credential(resolved, mutual, settings))
                 }
                 Some(settings) => Some(ServerTls::Files(settings)),
             };
@@ -481,8 +481,8 @@ pub struct GatewayResources<'a> {
 enum ServerTls<'a> {
     /// Files on the gateway's disk.
     Files(&'a ServerTlsSettings),
-    /// A Secret served over ADS; `true` for MUTUAL.
-    Credential(credentials::Resolved<'a>, bool),
+    /// A Secret served over ADS; `true` for MUTUAL; the server's settings.
+    Credential(credentials::Resolved<'a>, bool, &'a ServerTlsSettings),
 }
 
 /// A Gateway server whose connections the HTTP connection manager serves, and where its
@@ -518,7 +518,9 @@ fn tls_chain(plain: &FilterChain, hosts: &[String], tls: &ServerTls) -> FilterCh
     };
     let transport_socket = match tls {
         ServerTls::Files(settings) => tls::gateway_downstream(settings),
-        ServerTls::Credential(resolved, mutual) => credentials::downstream(resolved, *mutual),
+        ServerTls::Credential(resolved, mutual, settings) => {
+            credentials::downstream(resolved, *mutual, settings)
+        }
     };
     FilterChain {
         filter_chain_match: (!server_names.is_empty()).then(|| FilterChainMatch {

@@ -12,14 +12,15 @@ use envoy_types::pb::envoy::config::core::v3::{
 use envoy_types::pb::envoy::extensions::transport_sockets::raw_buffer::v3::RawBuffer;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig,
-    SubjectAltNameMatcher, UpstreamTlsContext, common_tls_context, subject_alt_name_matcher,
+    SubjectAltNameMatcher, TlsParameters, UpstreamTlsContext, common_tls_context,
+    subject_alt_name_matcher, tls_parameters,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
 use envoy_types::pb::google::protobuf::{
     BoolValue, Duration as ProtoDuration, Struct, Value, value::Kind,
 };
 use fleetmesh_api::networking::{
-    ClientTlsMode, ClientTlsSettings, ServerTlsMode, ServerTlsSettings,
+    ClientTlsMode, ClientTlsSettings, ServerTlsMode, ServerTlsSettings, TlsVersion,
 };
 
 /// The bootstrap cluster of the agent's SDS socket.
@@ -232,11 +233,32 @@ pub fn gateway_downstream(settings: &ServerTlsSettings) -> TransportSocket {
             tls_certificate_sds_secret_configs: certificate,
             validation_context_type: validation,
             alpn_protocols: vec!["h2".into(), "http/1.1".into()],
+            tls_params: server_tls_parameters(settings),
             ..CommonTlsContext::default()
         }),
         require_client_certificate: Some(BoolValue { value: mutual }),
         ..DownstreamTlsContext::default()
     }))
+}
+
+/// A Gateway server's protocol bounds and cipher suites (`TLS_AUTO` and an empty list:
+/// Envoy's defaults), as istiod's `applyServerTLSSettings` sets them.
+pub fn server_tls_parameters(settings: &ServerTlsSettings) -> Option<TlsParameters> {
+    use tls_parameters::TlsProtocol;
+    let version = |v: Option<TlsVersion>| match v {
+        None | Some(TlsVersion::Auto) => TlsProtocol::TlsAuto,
+        Some(TlsVersion::V1_0) => TlsProtocol::TlSv10,
+        Some(TlsVersion::V1_1) => TlsProtocol::TlSv11,
+        Some(TlsVersion::V1_2) => TlsProtocol::TlSv12,
+        Some(TlsVersion::V1_3) => TlsProtocol::TlSv13,
+    } as i32;
+    let parameters = TlsParameters {
+        tls_minimum_protocol_version: version(settings.min_protocol_version),
+        tls_maximum_protocol_version: version(settings.max_protocol_version),
+        cipher_suites: settings.cipher_suites.clone(),
+        ..TlsParameters::default()
+    };
+    (parameters != TlsParameters::default()).then_some(parameters)
 }
 
 /// Auto mTLS: endpoints marked `tlsMode: istio` (they have a sidecar) get mTLS, others

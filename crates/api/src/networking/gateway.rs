@@ -41,7 +41,50 @@ pub struct ServerTlsSettings {
     pub server_certificate: Option<String>,
     pub private_key: Option<String>,
     pub ca_certificates: Option<String>,
+    pub min_protocol_version: Option<TlsVersion>,
+    pub max_protocol_version: Option<TlsVersion>,
+    /// OpenSSL names of the cipher suites offered (TLS 1.2 and below), or `[A|B]`
+    /// groups of equal preference.
+    #[serde(default)]
+    pub cipher_suites: Vec<String>,
 }
+
+/// A TLS protocol version bound of a Gateway server (`TLS_AUTO`: Envoy's default).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
+pub enum TlsVersion {
+    #[serde(rename = "TLS_AUTO")]
+    Auto,
+    #[serde(rename = "TLSV1_0")]
+    V1_0,
+    #[serde(rename = "TLSV1_1")]
+    V1_1,
+    #[serde(rename = "TLSV1_2")]
+    V1_2,
+    #[serde(rename = "TLSV1_3")]
+    V1_3,
+}
+
+/// The cipher suites Envoy's TLS library (BoringSSL) knows, by their OpenSSL names, as
+/// Istio lists them (`pkg/config/security`); each was checked against Envoy 1.40.
+pub const CIPHER_SUITES: &[&str] = &[
+    "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "ECDHE-RSA-CHACHA20-POLY1305",
+    "ECDHE-ECDSA-AES128-SHA",
+    "ECDHE-RSA-AES128-SHA",
+    "ECDHE-ECDSA-AES256-SHA",
+    "ECDHE-RSA-AES256-SHA",
+    "AES128-GCM-SHA256",
+    "AES256-GCM-SHA384",
+    "AES128-SHA",
+    "AES256-SHA",
+    "DES-CBC3-SHA",
+];
 
 impl GatewayPort {
     /// The port's protocol; `None` for one Istio does not know (validation refuses it).

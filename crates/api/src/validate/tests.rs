@@ -586,3 +586,39 @@ spec:
         ]
     );
 }
+
+#[test]
+fn gateway_tls_parameters_are_ones_envoy_takes() {
+    let yaml = r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: [a.example.com]
+    tls:
+      mode: SIMPLE
+      serverCertificate: /etc/a.crt
+      privateKey: /etc/a.key
+      minProtocolVersion: TLSV1_3
+      maxProtocolVersion: TLSV1_2
+      cipherSuites: [ECDHE-RSA-AES128-GCM-SHA256, "[AES128-SHA|AES256-SHA]", RC4-MD5, "-AES128-SHA"]
+"#;
+    let found = problems(yaml);
+    assert_eq!(found.len(), 3, "{found:?}");
+    assert_eq!(
+        found[0],
+        "spec.servers[0].tls.maxProtocolVersion: is below minProtocolVersion"
+    );
+    assert!(
+        found[1].starts_with(
+            "spec.servers[0].tls.cipherSuites[2]: \"RC4-MD5\" is not a cipher suite Envoy supports"
+        ),
+        "{found:?}"
+    );
+    assert!(
+        found[2].starts_with("spec.servers[0].tls.cipherSuites[3]: \"-AES128-SHA\""),
+        "{found:?}"
+    );
+}
