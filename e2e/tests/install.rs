@@ -329,7 +329,7 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
     assert_eq!(main, [PROXY_CONTAINER, "cni"]);
 
     // A bad VirtualService is refused at apply, naming the field.
-    let bad = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: bad}\nspec:\n  hosts: [web]\n  http:\n  - route: [{destination: {host: web}, weight: 150}]\n";
+    let bad = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: bad}\nspec:\n  hosts: [web]\n  http:\n  - route: [{destination: {host: web}, weight: -1}]\n";
     let refused = cluster
         .run_kubectl(&["apply", "-n", &shop.name, "-f", "-"], Some(bad))
         .unwrap_err();

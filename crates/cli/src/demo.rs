@@ -39,7 +39,7 @@ spec:
   ports: [{name: http, port: 9080}]
 "#;
 
-pub const ROUTING: &str = r#"# Edit the weights below (they must sum to 100) and save: meshd pushes the change to
+pub const ROUTING: &str = r#"# Edit the weights below (each destination gets its share of their sum) and save: meshd pushes the change to
 # every sidecar and the demo's traffic moves within a second.
 apiVersion: networking.istio.io/v1
 kind: DestinationRule

@@ -22,14 +22,27 @@ fn vs(http: &str) -> String {
 }
 
 #[test]
-fn weights_must_sum_to_100() {
-    let yaml = vs(
+fn weights_are_shares_of_their_sum() {
+    // Istio normalises: 70 and 20 send 7 of 9 requests to v1.
+    let shares = vs(
         "  - route:\n    - {destination: {host: reviews, subset: v1}, weight: 70}\n    - {destination: {host: reviews, subset: v2}, weight: 20}\n",
     );
+    assert_eq!(problems(&shares), Vec::<String>::new());
+    let zeros = vs(
+        "  - route:\n    - {destination: {host: reviews, subset: v1}, weight: 0}\n    - {destination: {host: reviews, subset: v2}}\n",
+    );
     assert_eq!(
-        problems(&yaml),
-        vec![
-            "spec.http[0].route: weights of several destinations must sum to 100 (they sum to 90)"
+        problems(&zeros),
+        ["spec.http[0].route: the weights of several destinations cannot all be 0"]
+    );
+    let negative = vs(
+        "  - route:\n    - {destination: {host: reviews, subset: v1}, weight: -1}\n    - {destination: {host: reviews, subset: v2}, weight: 4294967296}\n",
+    );
+    assert_eq!(
+        problems(&negative),
+        [
+            "spec.http[0].route[0].weight: weight cannot be negative",
+            "spec.http[0].route: the weights sum to 4294967296, above 4294967295"
         ]
     );
 }

@@ -249,10 +249,33 @@ fn check_l4_destinations(at: &str, route: &[RouteDestination], errors: &mut Erro
             errors,
         );
     }
-    if route.len() > 1 && route.iter().map(|d| d.weight.unwrap_or(0)).sum::<i64>() != 100 {
+    let weights: Vec<Option<i64>> = route.iter().map(|d| d.weight).collect();
+    check_weights(at, &weights, errors);
+}
+
+/// Istio's rules for the weights of a route's destinations: none negative and, for
+/// several, not all 0. They need not sum to 100: each gets its share of the sum. (The
+/// sum must fit Envoy's 32 bits.)
+fn check_weights(at: &str, weights: &[Option<i64>], errors: &mut Errors) {
+    for (j, weight) in weights.iter().enumerate() {
+        if weight.is_some_and(|w| w < 0) {
+            errors.push(
+                format!("{at}.route[{j}].weight"),
+                "weight cannot be negative",
+            );
+        }
+    }
+    let sum: i64 = weights.iter().map(|w| w.unwrap_or(0).max(0)).sum();
+    if weights.len() > 1 && sum == 0 {
         errors.push(
             format!("{at}.route"),
-            "weights of several destinations must sum to 100",
+            "the weights of several destinations cannot all be 0",
+        );
+    }
+    if sum > i64::from(u32::MAX) {
+        errors.push(
+            format!("{at}.route"),
+            format!("the weights sum to {sum}, above {}", u32::MAX),
         );
     }
 }
@@ -281,9 +304,9 @@ fn check_headers(at: &str, headers: &Headers, errors: &mut Errors) {
     }
 }
 
-/// A route's destinations: each valid, weights in range and (for several) summing to 100.
+/// A route's destinations: each valid, with weights as [`check_weights`] wants them.
 fn validate_destinations(at: &str, destinations: &[HttpRouteDestination], errors: &mut Errors) {
-    let weights: Vec<i64> = destinations.iter().map(|d| d.weight.unwrap_or(0)).collect();
+    let weights: Vec<Option<i64>> = destinations.iter().map(|d| d.weight).collect();
     for (j, destination) in destinations.iter().enumerate() {
         let d_at = format!("{at}.route[{j}]");
         check_destination(
@@ -291,22 +314,11 @@ fn validate_destinations(at: &str, destinations: &[HttpRouteDestination], errors
             &destination.destination,
             errors,
         );
-        if destination.weight.is_some_and(|w| !(0..=100).contains(&w)) {
-            errors.push(format!("{d_at}.weight"), "weight must be in 0..=100");
-        }
         if let Some(headers) = &destination.headers {
             check_headers(&format!("{d_at}.headers"), headers, errors);
         }
     }
-    if destinations.len() > 1 && weights.iter().sum::<i64>() != 100 {
-        errors.push(
-            format!("{at}.route"),
-            format!(
-                "weights of several destinations must sum to 100 (they sum to {})",
-                weights.iter().sum::<i64>()
-            ),
-        );
-    }
+    check_weights(at, &weights, errors);
 }
 
 fn validate_redirect(at: &str, redirect: &HttpRedirect, errors: &mut Errors) {

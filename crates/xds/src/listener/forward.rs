@@ -162,7 +162,8 @@ pub fn tcp_proxy(
         several => tcp_proxy::ClusterSpecifier::WeightedClusters(tcp_proxy::WeightedCluster {
             clusters: several
                 .iter()
-                // Validation keeps weights within 0..=100; Istio drops zero weights.
+                // Validation keeps weights and their sum within 32 bits; Istio drops
+                // zero weights.
                 .filter(|d| d.weight.unwrap_or(0) > 0)
                 .map(|d| tcp_proxy::weighted_cluster::ClusterWeight {
                     name: cluster(d),
