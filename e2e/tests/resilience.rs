@@ -14,7 +14,7 @@ spec:
   - match: [{uri: {exact: /flaky}, headers: {x-case: {exact: no-retry}}}]
     route: [{destination: {host: ratings}}]
     retries: {attempts: 0}
-  - match: [{uri: {exact: /flaky}}]
+  - match: [{uri: {exact: /flaky}, statPrefix: flaky-retried}]
     route: [{destination: {host: ratings}}]
     retries: {attempts: 3, retryOn: "5xx", backoff: 10ms, retryIgnorePreviousHosts: false}
   - match: [{headers: {x-case: {exact: per-try}}}]
@@ -31,6 +31,12 @@ spec:
   - match: [{headers: {x-case: {exact: delay}}}]
     route: [{destination: {host: ratings}}]
     fault: {delay: {fixedDelay: 300ms, percentage: {value: 100}}}
+  - match: [{headers: {x-case: {exact: grpc-abort}}}]
+    route: [{destination: {host: ratings}}]
+    fault: {abort: {grpcStatus: UNAVAILABLE, percentage: {value: 100}}}
+  - match: [{headers: {x-case: {exact: no-percentage}}}]
+    route: [{destination: {host: ratings}}]
+    fault: {abort: {httpStatus: 418}, delay: {fixedDelay: 5s}}
   - route: [{destination: {host: ratings}}]
 "#;
 
@@ -124,6 +130,31 @@ async fn retries_timeouts_and_faults() {
         outbound_stat(&store, "fault.aborts_injected") >= 2,
         "Envoy injected the aborts"
     );
+    // A gRPC abort answers a gRPC request with the gRPC status.
+    let grpc = store
+        .frontend
+        .client()
+        .get("http://ratings:9080/")
+        .header("x-case", "grpc-abort")
+        .header("content-type", "application/grpc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(grpc.headers()["grpc-status"], "14", "UNAVAILABLE");
+    // Without a percentage, as in Istio, nothing is injected.
+    let (aborts, delays) = (
+        outbound_stat(&store, "fault.aborts_injected"),
+        outbound_stat(&store, "fault.delays_injected"),
+    );
+    assert_eq!(status(&store, "/", "no-percentage").await, 200);
+    assert_eq!(outbound_stat(&store, "fault.aborts_injected"), aborts);
+    assert_eq!(outbound_stat(&store, "fault.delays_injected"), delays);
+    // The retried route's requests are counted under its statPrefix.
+    let (_, stats) = admin_request(store.frontend.envoy.admin_socket(), "GET", "/stats").unwrap();
+    assert!(
+        stats.lines().any(|l| l.contains(".route.flaky-retried.")),
+        "route statistics under the prefix"
+    );
     assert_eq!(nacks(&store.mesh), 0);
 }
 
@@ -164,6 +195,7 @@ spec:
     connectionPool:
       tcp: {{tcpKeepalive: {{time: 60s, interval: 10s, probes: 3}}{tcp}}}
       http: {{h2UpgradePolicy: UPGRADE, maxConcurrentStreams: 10, http2KeepAlive: {{interval: 30s, timeout: 5s}}}}
+    outlierDetection: {{splitExternalLocalOriginErrors: true, consecutiveLocalOriginFailures: 3}}
 "#
         )
     };
@@ -177,6 +209,16 @@ spec:
         },
     )
     .await;
+    let (_, clusters) = admin_request(
+        store.frontend.envoy.admin_socket(),
+        "GET",
+        "/config_dump?resource=dynamic_active_clusters",
+    )
+    .unwrap();
+    assert!(
+        clusters.contains(r#""consecutive_local_origin_failure": 3"#),
+        "local-origin failures are counted apart"
+    );
     // The keepalive timer shows once no retransmission timer is pending.
     eventually(
         "SO_KEEPALIVE on the connection to ratings",

@@ -35,7 +35,7 @@ spec:
   hosts: [api.example.com]
   http:
   - match: [{{uri: {{prefix: /teapot}}}}]
-    fault: {{abort: {{httpStatus: 418}}}}
+    fault: {{abort: {{httpStatus: 418, percentage: {{value: 100}}}}}}
     route: [{{destination: {{host: api.example.com}}}}]
   - route: [{{destination: {{host: api.example.com}}}}]
 "#,

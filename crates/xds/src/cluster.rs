@@ -180,6 +180,16 @@ fn apply_outlier_detection(c: &mut Cluster, outlier: &fleetmesh_api::networking:
         enforcing_success_rate: u32_value(0),
         ..OutlierDetection::default()
     });
+    if outlier.split_external_local_origin_errors == Some(true)
+        && let Some(detection) = &mut c.outlier_detection
+    {
+        detection.split_external_local_origin_errors = true;
+        detection.enforcing_local_origin_success_rate = u32_value(0);
+        if let Some(failures) = outlier.consecutive_local_origin_failures.filter(|f| *f > 0) {
+            detection.consecutive_local_origin_failure = u32_value(failures);
+            detection.enforcing_consecutive_local_origin_failure = u32_value(100);
+        }
+    }
     if let Some(min_health) = outlier.min_health_percent {
         let common = c.common_lb_config.get_or_insert_with(Default::default);
         common.healthy_panic_threshold = Some(envoy_types::pb::envoy::r#type::v3::Percent {

@@ -197,10 +197,12 @@ fn translate(
     };
     matches
         .into_iter()
-        .map(|route_match| {
+        .map(|(route_match, from)| {
             let mut route = action::route(scope, vs, http, port);
             route.name = http.name.clone().unwrap_or_default();
             route.r#match = Some(route_match);
+            // Envoy counts the route's requests under this prefix.
+            route.stat_prefix = from.and_then(|m| m.stat_prefix.clone()).unwrap_or_default();
             route
         })
         .collect()

@@ -186,6 +186,11 @@ pub struct OutlierDetection {
     pub base_ejection_time: Option<Duration>,
     pub max_ejection_percent: Option<u32>,
     pub min_health_percent: Option<u32>,
+    /// Connection failures and timeouts (local-origin errors) are counted apart from
+    /// the upstream's 5xx answers.
+    pub split_external_local_origin_errors: Option<bool>,
+    /// With the split: how many local-origin errors in a row eject a host.
+    pub consecutive_local_origin_failures: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]

@@ -62,6 +62,8 @@ pub struct HttpMatchRequest {
     #[serde(default)]
     pub ignore_uri_case: bool,
     pub source_namespace: Option<String>,
+    /// Envoy keeps statistics of the requests this match takes under this prefix.
+    pub stat_prefix: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
@@ -181,21 +183,51 @@ pub struct HttpFaultInjection {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FaultDelay {
     pub fixed_delay: Option<Duration>,
+    /// Unset (and no `percent`): no request is delayed, as Istio has it.
     pub percentage: Option<Percent>,
+    /// Deprecated by Istio for `percentage`, which wins when both are set.
+    pub percent: Option<i32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FaultAbort {
     pub http_status: Option<i64>,
+    /// A gRPC status by name (`UNAVAILABLE`), for gRPC clients.
+    pub grpc_status: Option<String>,
+    /// Unset: no request is aborted, as Istio has it.
     pub percentage: Option<Percent>,
 }
+
+/// gRPC status names and codes, as Istio reads `grpcStatus`.
+pub const GRPC_STATUS: &[(&str, u32)] = &[
+    ("OK", 0),
+    ("CANCELLED", 1),
+    ("UNKNOWN", 2),
+    ("INVALID_ARGUMENT", 3),
+    ("DEADLINE_EXCEEDED", 4),
+    ("NOT_FOUND", 5),
+    ("ALREADY_EXISTS", 6),
+    ("PERMISSION_DENIED", 7),
+    ("RESOURCE_EXHAUSTED", 8),
+    ("FAILED_PRECONDITION", 9),
+    ("ABORTED", 10),
+    ("OUT_OF_RANGE", 11),
+    ("UNIMPLEMENTED", 12),
+    ("INTERNAL", 13),
+    ("UNAVAILABLE", 14),
+    ("DATA_LOSS", 15),
+    ("UNAUTHENTICATED", 16),
+];
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CorsPolicy {
     #[serde(default)]
     pub allow_origins: Vec<StringMatch>,
+    /// Deprecated by Istio for `allowOrigins`: exact origins, read when that is empty.
+    #[serde(default)]
+    pub allow_origin: Vec<String>,
     #[serde(default)]
     pub allow_methods: Vec<String>,
     #[serde(default)]

@@ -635,3 +635,22 @@ spec:
         "{found:?}"
     );
 }
+
+#[test]
+fn fault_aborts_name_one_status() {
+    let yaml = vs(concat!(
+        "  - route: [{destination: {host: reviews}}]\n",
+        "    fault: {abort: {grpcStatus: UNAVAILABLE}, delay: {fixedDelay: 1s, percent: 50}}\n",
+        "  - route: [{destination: {host: reviews}}]\n",
+        "    fault: {abort: {grpcStatus: SOMETIMES}}\n",
+        "  - route: [{destination: {host: reviews}}]\n",
+        "    fault: {abort: {grpcStatus: UNAVAILABLE, httpStatus: 503}}\n",
+    ));
+    assert_eq!(
+        problems(&yaml),
+        [
+            "spec.http[1].fault.abort.grpcStatus: \"SOMETIMES\" is not a gRPC status (UNAVAILABLE, NOT_FOUND, ...)",
+            "spec.http[2].fault.abort: give httpStatus or grpcStatus, not both",
+        ]
+    );
+}

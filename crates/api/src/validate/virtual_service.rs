@@ -433,15 +433,30 @@ fn validate_fault(at: &str, fault: &HttpFaultInjection, errors: &mut Errors) {
         if let Some(p) = delay.percentage {
             check_percent(&format!("{at}.delay.percentage.value"), p.value, errors);
         }
+        if let Some(p) = delay.percent {
+            check_percent(&format!("{at}.delay.percent"), f64::from(p), errors);
+        }
     }
     if let Some(abort) = &fault.abort {
-        match abort.http_status {
-            Some(status) if (200..=599).contains(&status) => {}
-            Some(_) => errors.push(
+        match (abort.http_status, &abort.grpc_status) {
+            (Some(status), None) if (200..=599).contains(&status) => {}
+            (Some(_), None) => errors.push(
                 format!("{at}.abort.httpStatus"),
                 "httpStatus must be in 200..=599",
             ),
-            None => errors.push(format!("{at}.abort.httpStatus"), "httpStatus is required"),
+            (None, Some(name)) if GRPC_STATUS.iter().any(|(known, _)| known == name) => {}
+            (None, Some(name)) => errors.push(
+                format!("{at}.abort.grpcStatus"),
+                format!("{name:?} is not a gRPC status (UNAVAILABLE, NOT_FOUND, ...)"),
+            ),
+            (Some(_), Some(_)) => errors.push(
+                format!("{at}.abort"),
+                "give httpStatus or grpcStatus, not both",
+            ),
+            (None, None) => errors.push(
+                format!("{at}.abort.httpStatus"),
+                "httpStatus (or grpcStatus) is required",
+            ),
         }
         if let Some(p) = abort.percentage {
             check_percent(&format!("{at}.abort.percentage.value"), p.value, errors);

@@ -25,8 +25,8 @@ use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{
 use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
 use envoy_types::pb::google::protobuf::BoolValue;
 use fleetmesh_api::networking::{
-    DerivePort, Destination, HeaderOperations, Headers, HttpDirectResponse, HttpRedirect,
-    HttpRoute, VirtualServiceSpec,
+    DerivePort, Destination, GRPC_STATUS, HeaderOperations, Headers, HttpDirectResponse,
+    HttpRedirect, HttpRoute, VirtualServiceSpec,
 };
 use fleetmesh_api::resource::Config;
 use fleetmesh_model::resolve_host;
@@ -79,13 +79,26 @@ pub fn route(scope: &Scope, vs: &Config<VirtualServiceSpec>, http: &HttpRoute, p
                     fault_delay_secifier: Some(fault_delay::FaultDelaySecifier::FixedDelay(
                         duration(d.fixed_delay?.as_std()),
                     )),
-                    percentage: Some(percent(d.percentage.map_or(100.0, |p| p.value))),
+                    // Unspecified: none, as Istio has it.
+                    percentage: Some(percent(
+                        d.percentage
+                            .map(|p| p.value)
+                            .or(d.percent.map(f64::from))
+                            .unwrap_or(0.0),
+                    )),
                 })
             }),
             abort: fault.abort.as_ref().and_then(|a| {
+                let error_type = match (a.http_status, &a.grpc_status) {
+                    (Some(status), _) => fault_abort::ErrorType::HttpStatus(status as u32),
+                    (None, Some(name)) => fault_abort::ErrorType::GrpcStatus(
+                        GRPC_STATUS.iter().find(|(known, _)| known == name)?.1,
+                    ),
+                    (None, None) => return None,
+                };
                 Some(FaultAbort {
-                    error_type: Some(fault_abort::ErrorType::HttpStatus(a.http_status? as u32)),
-                    percentage: Some(percent(a.percentage.map_or(100.0, |p| p.value))),
+                    error_type: Some(error_type),
+                    percentage: Some(percent(a.percentage.map_or(0.0, |p| p.value))),
                     ..FaultAbort::default()
                 })
             }),
@@ -97,7 +110,16 @@ pub fn route(scope: &Scope, vs: &Config<VirtualServiceSpec>, http: &HttpRoute, p
     }
     if let Some(cors) = &http.cors_policy {
         let config = EnvoyCors {
-            allow_origin_string_match: cors.allow_origins.iter().map(matching::string).collect(),
+            allow_origin_string_match: if cors.allow_origins.is_empty() {
+                let exact = |origin: &String| fleetmesh_api::StringMatch::Exact(origin.clone());
+                cors.allow_origin
+                    .iter()
+                    .map(exact)
+                    .map(|m| matching::string(&m))
+                    .collect()
+            } else {
+                cors.allow_origins.iter().map(matching::string).collect()
+            },
             allow_methods: cors.allow_methods.join(","),
             allow_headers: cors.allow_headers.join(","),
             expose_headers: cors.expose_headers.join(","),

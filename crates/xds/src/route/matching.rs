@@ -11,18 +11,19 @@ use fleetmesh_api::StringMatch;
 use fleetmesh_api::networking::{HttpMatchRequest, HttpRoute};
 use fleetmesh_model::service::labels_match;
 
-/// The Envoy matches for `http` on this proxy and port; `None` when the route has
+/// The Envoy matches for `http` on this proxy and port, each with the match it came from
+/// (none for the catch-all of a route without matches); `None` when the route has
 /// matches but none applies here (other port, other source labels, other gateway).
-pub fn applicable(
+pub fn applicable<'a>(
     scope: &Scope,
-    http: &HttpRoute,
+    http: &'a HttpRoute,
     port: u32,
     gateway: &str,
-) -> Option<Vec<RouteMatch>> {
+) -> Option<Vec<(RouteMatch, Option<&'a HttpMatchRequest>)>> {
     if http.matches.is_empty() {
-        return Some(vec![catch_all()]);
+        return Some(vec![(catch_all(), None)]);
     }
-    let matches: Vec<RouteMatch> = http
+    let matches: Vec<_> = http
         .matches
         .iter()
         .filter(|m| m.port.is_none_or(|p| p == port))
@@ -38,7 +39,7 @@ pub fn applicable(
                     .iter()
                     .any(|g| g == gateway || g.ends_with(&format!("/{gateway}")))
         })
-        .map(translate)
+        .map(|m| (translate(m), Some(m)))
         .collect();
     if matches.is_empty() {
         None
