@@ -3,7 +3,8 @@
 //! examples in the API reference, which are the comments of `istio.io/api`'s `.proto`
 //! files. Each example keeps its origin, so a disagreement names the page a user copied.
 
-use std::path::{Path, PathBuf};
+use fleetmesh_meshd::local::files_with_extensions;
+use std::path::Path;
 
 /// One Istio object, as one YAML document.
 #[derive(Debug, Clone)]
@@ -27,12 +28,12 @@ const ISTIO_GROUPS: &[&str] = &[
 /// module directories), samples first, each in file order.
 pub fn examples(istio: &Path, api: &Path) -> Vec<Example> {
     let mut found = Vec::new();
-    for file in files_under(&istio.join("samples"), "yaml") {
+    for file in files_with_extensions(&istio.join("samples"), &["yaml"]) {
         let text = std::fs::read_to_string(&file).unwrap_or_default();
         let origin = format!("istio.io/istio {}", relative(istio, &file));
         found.extend(documents(&origin, &text));
     }
-    for file in files_under(api, "proto") {
+    for file in files_with_extensions(api, &["proto"]) {
         let text = std::fs::read_to_string(&file).unwrap_or_default();
         for (index, block) in yaml_blocks_in_comments(&text).iter().enumerate() {
             let origin = format!(
@@ -101,29 +102,6 @@ fn yaml_blocks_in_comments(proto: &str) -> Vec<String> {
         }
     }
     blocks
-}
-
-fn files_under(dir: &Path, extension: &str) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Ok(kind) = entry.file_type() else {
-                continue;
-            };
-            if kind.is_dir() {
-                pending.push(path);
-            } else if kind.is_file() && path.extension().is_some_and(|e| e == extension) {
-                found.push(path);
-            }
-        }
-    }
-    found.sort();
-    found
 }
 
 fn relative(root: &Path, file: &Path) -> String {

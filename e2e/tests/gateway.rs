@@ -66,6 +66,15 @@ async fn through_gateway(gateway: &Workload, host: &str, path: &str) -> (u16, St
     (status, format!("{service} {version}").trim().to_string())
 }
 
+/// Waits until `client` gets a 200 from `url` (the gateway's listener may still warm).
+async fn https_answers(what: &str, client: &reqwest::Client, url: &str) {
+    eventually(what, Duration::from_secs(30), async || {
+        let response = client.get(url).send().await.ok()?;
+        (response.status() == 200).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_serves_bound_virtual_service() {
     let store = Bookstore::start(XdsMode::Delta).await;
@@ -151,17 +160,10 @@ spec:
     );
     let gateway = ingress_gateway(&store, "secure-gateway.yaml", &gateway_yaml).await;
     let simple = pki.client(gateway.address(8443), false);
-    eventually(
+    https_answers(
         "HTTPS through the gateway",
-        Duration::from_secs(30),
-        async || {
-            let response = simple
-                .get("https://shop.example.com:8443/")
-                .send()
-                .await
-                .ok()?;
-            (response.status() == 200).then_some(())
-        },
+        &simple,
+        "https://shop.example.com:8443/",
     )
     .await;
     let response = simple
@@ -285,17 +287,10 @@ spec:
     for name in ["tls.crt", "tls.key"] {
         std::fs::copy(pki.path(name), at(name)).unwrap();
     }
-    eventually(
+    https_answers(
         "HTTPS once the files are mounted",
-        Duration::from_secs(30),
-        async || {
-            let response = https
-                .get("https://shop.example.com:8443/")
-                .send()
-                .await
-                .ok()?;
-            (response.status() == 200).then_some(())
-        },
+        &https,
+        "https://shop.example.com:8443/",
     )
     .await;
     assert_eq!(nacks(&store.mesh), 0);

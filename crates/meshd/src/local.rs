@@ -85,10 +85,16 @@ impl LocalSource {
     }
 }
 
-/// The YAML files under `dir`, hidden ones left out. Symbolic links to files are read
-/// (a mounted ConfigMap's files are links); links to directories are not followed, so a
-/// link back up the tree cannot make the walk endless.
+/// The YAML files under `dir` (see [`files_with_extensions`]).
 fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    files_with_extensions(dir, &["yaml", "yml"])
+}
+
+/// The files under `dir` whose names end in one of `extensions`, sorted, hidden ones left
+/// out. Symbolic links to files are read (a mounted ConfigMap's files are links); links
+/// to directories are not followed, so a link back up the tree cannot make the walk
+/// endless.
+pub fn files_with_extensions(dir: &Path, extensions: &[&str]) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
     while let Some(dir) = pending.pop() {
@@ -107,7 +113,11 @@ fn yaml_files(dir: &Path) -> Vec<PathBuf> {
             // The entry's own type: a link to a directory is not a directory.
             if entry.file_type().is_ok_and(|t| t.is_dir()) {
                 pending.push(path);
-            } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            } else if path
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| extensions.contains(&e))
+            {
                 found.push(path);
             }
         }

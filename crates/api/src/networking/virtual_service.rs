@@ -138,15 +138,40 @@ pub struct HttpDirectResponse {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpBody {
     pub string: Option<String>,
-    pub bytes: Option<String>,
+    pub bytes: Option<Base64Bytes>,
 }
 
-impl HttpBody {
-    /// The bytes `bytes` encodes (standard base64, as protobuf's JSON mapping writes them).
-    pub fn decoded_bytes(&self) -> Option<Result<Vec<u8>, base64::DecodeError>> {
+/// Bytes written as standard base64 (protobuf's JSON mapping), decoded once when read,
+/// not for every proxy a route is built for. `decoded` is `None` when the text is not
+/// base64, which validation reports (so reading never stops at it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Base64Bytes {
+    pub text: String,
+    pub decoded: Option<Vec<u8>>,
+}
+
+impl<'de> Deserialize<'de> for Base64Bytes {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         use base64::Engine;
-        let encoded = self.bytes.as_ref()?;
-        Some(base64::engine::general_purpose::STANDARD.decode(encoded))
+        let text = String::deserialize(deserializer)?;
+        let decoded = base64::engine::general_purpose::STANDARD.decode(&text).ok();
+        Ok(Base64Bytes { text, decoded })
+    }
+}
+
+impl Serialize for Base64Bytes {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.text)
+    }
+}
+
+impl schemars::JsonSchema for Base64Bytes {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Base64Bytes".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string"})
     }
 }
 

@@ -370,13 +370,15 @@ fn validate_direct_response(at: &str, direct: &HttpDirectResponse, errors: &mut 
             return;
         }
         (Some(text), None) => text.len(),
-        (None, Some(_)) => match body.decoded_bytes() {
-            Some(Ok(bytes)) => bytes.len(),
-            Some(Err(e)) => {
-                errors.push(format!("{at}.body.bytes"), format!("not base64: {e}"));
+        (None, Some(bytes)) => match &bytes.decoded {
+            Some(decoded) => decoded.len(),
+            None => {
+                errors.push(
+                    format!("{at}.body.bytes"),
+                    "not base64 (standard alphabet, padded)",
+                );
                 return;
             }
-            None => 0,
         },
         (None, None) => 0,
     };

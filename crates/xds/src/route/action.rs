@@ -178,10 +178,10 @@ fn redirect_action(redirect: &HttpRedirect, listener_port: u32) -> RedirectActio
 
 fn direct_response(direct: &HttpDirectResponse) -> DirectResponseAction {
     let body = direct.body.as_ref().and_then(|body| {
-        let specifier = match (&body.string, body.decoded_bytes()) {
+        let specifier = match (&body.string, &body.bytes) {
             (Some(text), _) => data_source::Specifier::InlineString(text.clone()),
             // Validation refused bytes that are not base64.
-            (None, Some(bytes)) => data_source::Specifier::InlineBytes(bytes.ok()?),
+            (None, Some(bytes)) => data_source::Specifier::InlineBytes(bytes.decoded.clone()?),
             (None, None) => return None,
         };
         Some(DataSource {
