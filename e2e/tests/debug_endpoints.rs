@@ -38,6 +38,19 @@ async fn metrics_syncz_and_config_dump() {
     assert_eq!(status, 200);
     let syncz: serde_json::Value = serde_json::from_str(&syncz).unwrap();
     assert_eq!(syncz.as_array().map(Vec::len), Some(4), "{syncz}");
+    // istiod's fields, as `istioctl proxy-status` reads them.
+    let frontend = syncz
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["proxy"] == store.frontend.node_id)
+        .expect("the frontend's entry");
+    assert_eq!(frontend["proxy_type"], "sidecar", "{frontend}");
+    assert_eq!(frontend["cluster_id"], "local", "{frontend}");
+    assert_eq!(
+        frontend["istio_version"], frontend["proxy_version"],
+        "{frontend}"
+    );
 
     let (status, dump) = http_get(
         &store.mesh,

@@ -141,7 +141,10 @@ spec:
       cipherSuites: ["[ECDHE-ECDSA-AES256-GCM-SHA384|ECDHE-ECDSA-CHACHA20-POLY1305]"]
   - port: {{number: 9443, name: https-mtls, protocol: HTTPS}}
     hosts: [shop.example.com]
-    tls: {{mode: MUTUAL, serverCertificate: {crt}, privateKey: {key}, caCertificates: {ca}}}
+    tls: {{mode: MUTUAL, serverCertificate: {crt}, privateKey: {key}, caCertificates: {ca}, subjectAltNames: [client.example.com]}}
+  - port: {{number: 11443, name: https-mtls-other, protocol: HTTPS}}
+    hosts: [shop.example.com]
+    tls: {{mode: MUTUAL, serverCertificate: {crt}, privateKey: {key}, caCertificates: {ca}, subjectAltNames: [someone-else.example.com]}}
   - port: {{number: 8081, name: http-redirect, protocol: HTTP}}
     hosts: [shop.example.com]
     tls: {{httpsRedirect: true}}
@@ -173,6 +176,16 @@ spec:
         .unwrap();
     assert_eq!(response.headers()[SERVICE_HEADER], "ratings");
     protocol_bounds_hold(&pki, &gateway).await;
+    // A MUTUAL server that names other clients refuses this one's certificate.
+    let identified = pki.client(gateway.address(11443), true);
+    assert!(
+        identified
+            .get("https://shop.example.com:11443/")
+            .send()
+            .await
+            .is_err(),
+        "a client certificate without the server's subjectAltNames"
+    );
 
     // MUTUAL: without a client certificate the handshake fails; with one it works.
     let anonymous = pki.client(gateway.address(9443), false);

@@ -196,6 +196,10 @@ spec:
       tcp: {{tcpKeepalive: {{time: 60s, interval: 10s, probes: 3}}{tcp}}}
       http: {{h2UpgradePolicy: UPGRADE, maxConcurrentStreams: 10, http2KeepAlive: {{interval: 30s, timeout: 5s}}}}
     outlierDetection: {{splitExternalLocalOriginErrors: true, consecutiveLocalOriginFailures: 3}}
+    loadBalancer:
+      consistentHash:
+        httpCookie: {{name: session, ttl: 3600s, attributes: [{{name: SameSite, value: Strict}}]}}
+        maglev: {{tableSize: 65537}}
 "#
         )
     };
@@ -218,6 +222,23 @@ spec:
     assert!(
         clusters.contains(r#""consecutive_local_origin_failure": 3"#),
         "local-origin failures are counted apart"
+    );
+    assert!(
+        clusters.contains(r#""lb_policy": "MAGLEV""#),
+        "Maglev hashing"
+    );
+    // A request without the hash cookie gets one, with the rule's attributes.
+    let response = store
+        .frontend
+        .client()
+        .get("http://ratings:9080/")
+        .send()
+        .await
+        .unwrap();
+    let cookie = response.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        cookie.starts_with("session=") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
     );
     // The keepalive timer shows once no retransmission timer is pending.
     eventually(

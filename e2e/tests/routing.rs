@@ -26,6 +26,12 @@ spec:
     directResponse: {status: 418, body: {string: short and stout}}
   - match: [{headers: {X-Team: {exact: red}}}]
     route: [{destination: {host: reviews, subset: v2}}]
+  - match: [{uri: {prefix: /shelf/}, withoutHeaders: {x-tier: {exact: gold}}}]
+    rewrite: {uriRegexRewrite: {match: "^/shelf/([a-z]+)/([0-9]+)$", rewrite: "/books/\\2/\\1"}}
+    route: [{destination: {host: reviews, subset: v1}}]
+    mirrors: [{destination: {host: ratings}, percentage: {value: 100}}]
+  - match: [{uri: {prefix: /shelf/}}]
+    route: [{destination: {host: reviews, subset: v2}}]
 "#;
 
 const SPLIT: &str = r#"
@@ -97,6 +103,37 @@ async fn case_redirect_and_direct_response(store: &Bookstore) {
     );
 }
 
+/// A requests counter of the frontend sidecar's cluster for ratings:9080.
+fn requests_to_ratings(store: &Bookstore) -> u64 {
+    let socket = store.frontend.envoy.admin_socket();
+    let (_, body) = fleetmesh_agent::process::admin_request(socket, "GET", "/stats").unwrap();
+    let wanted = "cluster.outbound|9080||ratings.default.svc.cluster.local.upstream_rq_total: ";
+    body.lines()
+        .find_map(|line| line.strip_prefix(wanted))
+        .map_or(0, |value| value.trim().parse().unwrap())
+}
+
+/// A path rewritten by a regex, a match that excludes a header value, and mirrors.
+async fn case_regex_rewrite_and_mirrors(store: &Bookstore) {
+    use reqwest::Method;
+    let mirrored_before = requests_to_ratings(store);
+    let url = "http://reviews:9080/shelf/poems/42";
+    let (status, version, body) = request(&store.frontend, Method::GET, url, &[])
+        .await
+        .unwrap();
+    assert_eq!((status, version.as_str()), (200, "v1"));
+    assert!(body.contains("path=/books/42/poems\n"), "{body}");
+    // A copy went to ratings (its answer dropped).
+    eventually(
+        "the mirrored request to reach ratings",
+        std::time::Duration::from_secs(10),
+        async || (requests_to_ratings(store) > mirrored_before).then_some(()),
+    )
+    .await;
+    // withoutHeaders: with x-tier: gold the first route does not match.
+    all_from(store, Method::GET, url, &[("x-tier", "gold")], "v2").await;
+}
+
 async fn routing(mode: XdsMode) {
     let store = Bookstore::start(mode).await;
 
@@ -137,6 +174,7 @@ async fn routing(mode: XdsMode) {
     .await;
     all_from(&store, Method::POST, "http://reviews:9080/other", &[], "v2").await;
     case_redirect_and_direct_response(&store).await;
+    case_regex_rewrite_and_mirrors(&store).await;
     for unmatched in [
         "http://reviews:9080/exactly",
         "http://reviews:9080/other",

@@ -51,13 +51,9 @@ pub const NOT_SUPPORTED: &[NotSupported] = &[
     not_supported("JwtRule", "jwks_uri", "spell it jwksUri"),
     not_supported("JwtRule", "spaceDelimitedClaims", "claims are matched as JSON values only"),
     not_supported("JwtRule", "timeout", "JWKS fetches use meshd's own timeout"),
-    not_supported("DestinationRuleSpec", "workloadSelector", "a DestinationRule applies to every client of its host"),
     not_supported("TrafficPolicy", "proxyProtocol", "the PROXY protocol to upstreams is not sent yet"),
     not_supported("TrafficPolicy", "retryBudget", "retries are bounded per route (retries.attempts) only"),
     not_supported("TrafficPolicy", "tunnel", "HTTP CONNECT tunnels to upstreams are not supported"),
-    not_supported("HttpCookie", "attributes", "cookies carry name, path and ttl only"),
-    not_supported("ConsistentHashLb", "maglev", "consistent hashing uses a ring (minimumRingSize)"),
-    not_supported("ConsistentHashLb", "ringHash", "set minimumRingSize instead"),
     not_supported("LoadBalancerSettings", "warmup", "slow start for new endpoints is not supported"),
     not_supported("LoadBalancerSettings", "warmupDurationSecs", "slow start for new endpoints is not supported"),
     not_supported("LoadBalancerSettings", "zoneAwareLbSetting", "use localityLbSetting"),
@@ -68,24 +64,17 @@ pub const NOT_SUPPORTED: &[NotSupported] = &[
     not_supported("ServerTlsSettings", "caCrl", "certificate revocation lists are not read"),
     not_supported("ServerTlsSettings", "credentialNames", GATEWAY_SECRETS),
     not_supported("ServerTlsSettings", "insecureSkipVerify", "client certificates are always verified in MUTUAL mode"),
-    not_supported("ServerTlsSettings", "subjectAltNames", "client certificates are verified against caCertificates only"),
     not_supported("ServerTlsSettings", "tlsCertificates", GATEWAY_SECRETS),
-    not_supported("ServerTlsSettings", "verifyCertificateHash", "client certificates are verified against caCertificates only"),
-    not_supported("ServerTlsSettings", "verifyCertificateSpki", "client certificates are verified against caCertificates only"),
     not_supported("Server", "defaultEndpoint", "Gateway servers forward to the routes bound to them"),
     not_supported("ServiceEntrySpec", "subjectAltNames", "workloads of a ServiceEntry are verified by their SPIFFE identity"),
     not_supported("SidecarSpec", "inboundConnectionPool", "inbound connections are not pooled by the sidecar's settings"),
     not_supported("IstioIngressListener", "connectionPool", "inbound connections are not pooled by the sidecar's settings"),
     not_supported("IstioIngressListener", "tls", "inbound TLS from a Sidecar resource is not terminated"),
     not_supported("OutboundTrafficPolicy", "egressProxy", "traffic to unknown hosts is passed through or refused, never sent to an egress proxy"),
-    not_supported("CorsPolicy", "unmatchedPreflights", "unmatched preflights are forwarded"),
     not_supported("HttpRoute", "delegate", "delegate VirtualServices are not supported yet"),
     not_supported("HttpRoute", "mirror_percent", "spell it mirrorPercent"),
-    not_supported("HttpRoute", "mirrors", "one mirror per route (mirror)"),
     not_supported("FaultAbort", "http2Error", "aborts answer with an HTTP status"),
     not_supported("FaultDelay", "exponentialDelay", "delays are fixed (fixedDelay)"),
-    not_supported("HttpMatchRequest", "withoutHeaders", "match headers with the inverse expression instead"),
-    not_supported("HttpRewrite", "uriRegexRewrite", "rewrites replace a prefix (uri) or authority"),
     not_supported("L4MatchAttributes", "sourceSubnet", "TCP routes match ports and labels only"),
 ];
 
@@ -336,7 +325,7 @@ mod tests {
     fn every_unread_field_is_reported_at_once() {
         let found = unread_of(
             Kind::VirtualService,
-            "hosts: [a]\nhttp:\n- delegate: {name: b}\n  route: [{destination: {host: a, subsett: v1}}]\n  mirrors: [{destination: {host: a}}]\n",
+            "hosts: [a]\nhttp:\n- delegate: {name: b}\n  route: [{destination: {host: a, subsett: v1}}]\n  fault: {delay: {exponentialDelay: 1s}}\n",
         );
         assert_eq!(found.len(), 3, "{found:?}");
         assert!(
@@ -345,7 +334,7 @@ mod tests {
         );
         assert!(found[1].starts_with("spec.http[0].route[0].destination.subsett: unknown field `subsett`, expected one of `host`, `port`, `subset`"), "{found:?}");
         assert!(
-            found[2].starts_with("spec.http[0].mirrors: not supported"),
+            found[2].starts_with("spec.http[0].fault.delay.exponentialDelay: not supported"),
             "{found:?}"
         );
     }

@@ -289,6 +289,25 @@ fn validate_tls_parameters(
             "is below minProtocolVersion",
         );
     }
+    for (i, hash) in tls.verify_certificate_hash.iter().enumerate() {
+        let hex = hash.replace(':', "");
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            errors.push(
+                format!("{at}.tls.verifyCertificateHash[{i}]"),
+                "must be a SHA-256 digest in hex (64 digits, colons allowed)",
+            );
+        }
+    }
+    for (i, spki) in tls.verify_certificate_spki.iter().enumerate() {
+        use base64::Engine;
+        let decoded = base64::engine::general_purpose::STANDARD.decode(spki);
+        if decoded.map_or(true, |d| d.len() != 32) {
+            errors.push(
+                format!("{at}.tls.verifyCertificateSpki[{i}]"),
+                "must be a SHA-256 digest in base64 (44 characters)",
+            );
+        }
+    }
     for (i, suite) in tls.cipher_suites.iter().enumerate() {
         let names = suite
             .strip_prefix('[')

@@ -5,14 +5,17 @@ use fleetmesh_xds::ResourceType::{self, Cluster, Endpoint, Listener, Route};
 use fleetmesh_xds::json::any_to_json;
 use serde_json::{Value, json};
 
-/// `/debug/syncz`: each proxy with, per type, the version sent, the version ACKed and
-/// the last NACK.
+/// `/debug/syncz`: each proxy with istiod's fields (`proxy`, `proxy_type`, `cluster_id`,
+/// `istio_version`) and, per type, the version sent, the version ACKed and the last NACK.
 pub fn syncz(statuses: &[ProxyStatus]) -> Value {
     let proxies: Vec<Value> = statuses
         .iter()
         .map(|s| {
             let mut entry = json!({
                 "proxy": s.proxy_id,
+                "proxy_type": s.proxy_type,
+                "cluster_id": s.cluster_id,
+                "istio_version": s.proxy_version,
                 "proxy_version": s.proxy_version,
                 "revision": s.revision,
                 "protocol": s.protocol,

@@ -2,7 +2,7 @@
 
 use crate::host::{ExportTo, host_matches, resolve_host};
 use crate::service::{
-    Endpoint, Labels, Protocol, Resolution, Service, ServicePort, Workload, selects,
+    Endpoint, Labels, Protocol, Resolution, Service, ServicePort, Workload, labels_match, selects,
 };
 use fleetmesh_api::kube::{Endpoints, ServiceSpec, TargetPort};
 use fleetmesh_api::networking::*;
@@ -283,12 +283,15 @@ impl Snapshot {
         index.get(address).map(String::as_str)
     }
 
-    /// The DestinationRule that applies to `host` for a proxy in `proxy_namespace`:
-    /// Istio looks in the proxy's namespace, then the service's, then the root namespace.
+    /// The DestinationRule that applies to `host` for a proxy in `proxy_namespace` with
+    /// `proxy_labels`: Istio looks in the proxy's namespace (a rule whose
+    /// `workloadSelector` selects the proxy first), then the service's, then the root
+    /// namespace. A rule with a selector applies only in its own namespace.
     pub fn destination_rule(
         &self,
         host: &str,
         proxy_namespace: &str,
+        proxy_labels: &Labels,
     ) -> Option<&Config<DestinationRuleSpec>> {
         let service_namespace = self.services.get(host).map(|s| s.namespace.as_str());
         let candidates = [
@@ -297,15 +300,24 @@ impl Snapshot {
             Some(self.mesh.root_namespace.as_str()),
         ];
         candidates.into_iter().flatten().find_map(|namespace| {
-            self.destination_rules
-                .iter()
-                .filter(|dr| dr.metadata.namespace == namespace)
-                .filter(|dr| {
-                    ExportTo::parse(&dr.spec.export_to, namespace).visible_to(proxy_namespace)
+            let for_host = || {
+                self.destination_rules
+                    .iter()
+                    .filter(move |dr| dr.metadata.namespace == namespace)
+                    .filter(move |dr| {
+                        ExportTo::parse(&dr.spec.export_to, namespace).visible_to(proxy_namespace)
+                    })
+                    .filter(move |dr| {
+                        host_matches(&resolve_host(&dr.spec.host, namespace, &self.domain), host)
+                    })
+            };
+            let selecting = for_host().find(|dr| {
+                dr.spec.workload_selector.as_ref().is_some_and(|s| {
+                    namespace == proxy_namespace && labels_match(&s.match_labels, proxy_labels)
                 })
-                .find(|dr| {
-                    host_matches(&resolve_host(&dr.spec.host, namespace, &self.domain), host)
-                })
+            });
+            selecting
+                .or_else(|| for_host().find(|dr| dr.spec.workload_selector.is_none()))
                 .map(|dr| dr.as_ref())
         })
     }
@@ -700,12 +712,50 @@ subsets:
     }
 
     #[test]
+    fn a_rule_selecting_workloads_applies_to_them_alone() {
+        let yaml = format!(
+            "{MESH}---\n{}",
+            r#"apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: for-canaries, namespace: shop}
+spec:
+  host: reviews
+  workloadSelector: {matchLabels: {track: canary}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: for-canaries-elsewhere, namespace: other}
+spec:
+  host: reviews.shop.svc.cluster.local
+  workloadSelector: {matchLabels: {track: canary}}
+"#
+        );
+        let snapshot = build(&yaml);
+        let host = "reviews.shop.svc.cluster.local";
+        let canary: Labels = [("track".to_string(), "canary".to_string())].into();
+        let rule = |namespace: &str, labels: &Labels| {
+            snapshot
+                .destination_rule(host, namespace, labels)
+                .map(|r| r.metadata.name.clone())
+        };
+        assert_eq!(rule("shop", &canary).as_deref(), Some("for-canaries"));
+        // Others in shop, and canaries of another namespace whose own rule selects them
+        // not (it is in "other"; they are in "third"), get the namespace-wide rule.
+        assert_eq!(rule("shop", &Labels::new()).as_deref(), Some("reviews"));
+        assert_eq!(rule("third", &canary).as_deref(), Some("reviews"));
+        assert_eq!(
+            rule("other", &canary).as_deref(),
+            Some("for-canaries-elsewhere")
+        );
+    }
+
+    #[test]
     fn destination_rule_lookup_order() {
         let snapshot = build(MESH);
         let host = "reviews.shop.svc.cluster.local";
         assert_eq!(
             snapshot
-                .destination_rule(host, "other")
+                .destination_rule(host, "other", &Labels::new())
                 .unwrap()
                 .metadata
                 .name,
@@ -713,7 +763,7 @@ subsets:
         );
         assert!(
             snapshot
-                .destination_rule("ratings.shop.svc.cluster.local", "shop")
+                .destination_rule("ratings.shop.svc.cluster.local", "shop", &Labels::new())
                 .is_none()
         );
     }

@@ -16,6 +16,10 @@ pub struct ProxyStatus {
     pub proxy_id: String,
     /// Its Istio version (node metadata `ISTIO_VERSION`).
     pub proxy_version: String,
+    /// `sidecar` or `router`, as its node id says.
+    pub proxy_type: &'static str,
+    /// The cluster it runs in (node metadata `CLUSTER_ID`).
+    pub cluster_id: String,
     /// The revision that injected it (its Pod's `istio.io/rev`), if known.
     pub revision: Option<String>,
     /// When the stream opened.

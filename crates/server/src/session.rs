@@ -10,7 +10,7 @@ use crate::state::MeshState;
 use crate::subscription::Subscriptions;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use fleetmesh_ca::Identity;
-use fleetmesh_xds::{Proxy, ResourceType};
+use fleetmesh_xds::{Proxy, ProxyKind, ResourceType};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use tokio::sync::mpsc;
@@ -70,6 +70,11 @@ impl Session {
             ProxyStatus {
                 proxy_id: proxy.id.clone(),
                 proxy_version: proxy.istio_version.clone(),
+                proxy_type: match proxy.kind {
+                    ProxyKind::Sidecar => "sidecar",
+                    ProxyKind::Router => "router",
+                },
+                cluster_id: proxy.cluster_id.clone(),
                 revision: resolved.labels.get("istio.io/rev").cloned(),
                 connected_at: SystemTime::now(),
                 protocol,

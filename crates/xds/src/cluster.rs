@@ -36,9 +36,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn outbound_clusters(scope: &Scope) -> Vec<NamedResource> {
     let mut clusters = Vec::new();
     for service in &scope.services {
-        let rule = scope
-            .snapshot
-            .destination_rule(&service.hostname, &scope.proxy.namespace);
+        let rule = scope.snapshot.destination_rule(
+            &service.hostname,
+            &scope.proxy.namespace,
+            &scope.proxy.labels,
+        );
         let mtls = IstioMtls {
             trust_domain: &scope.snapshot.mesh.trust_domain,
             peers: service_identities(service, &scope.snapshot.mesh.trust_domain),
@@ -201,12 +203,23 @@ fn apply_outlier_detection(c: &mut Cluster, outlier: &fleetmesh_api::networking:
 fn apply_load_balancer(c: &mut Cluster, lb: &LoadBalancerSettings) {
     use cluster::LbPolicy;
     if let Some(hash) = &lb.consistent_hash {
+        use envoy_types::pb::google::protobuf::UInt64Value;
+        if let Some(maglev) = &hash.maglev {
+            c.lb_policy = LbPolicy::Maglev as i32;
+            c.lb_config = Some(cluster::LbConfig::MaglevLbConfig(cluster::MaglevLbConfig {
+                table_size: maglev.table_size.map(|value| UInt64Value { value }),
+            }));
+            return;
+        }
+        let minimum = hash
+            .ring_hash
+            .as_ref()
+            .and_then(|r| r.minimum_ring_size)
+            .or(hash.minimum_ring_size);
         c.lb_policy = LbPolicy::RingHash as i32;
         c.lb_config = Some(cluster::LbConfig::RingHashLbConfig(
             cluster::RingHashLbConfig {
-                minimum_ring_size: hash
-                    .minimum_ring_size
-                    .map(|v| envoy_types::pb::google::protobuf::UInt64Value { value: v }),
+                minimum_ring_size: minimum.map(|value| UInt64Value { value }),
                 ..Default::default()
             },
         ));

@@ -12,7 +12,7 @@ use crate::{NamedResource, Scope, pack};
 use envoy_types::pb::envoy::config::core::v3::{DataSource, TransportSocket, data_source};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig, Secret,
-    TlsCertificate, common_tls_context, secret,
+    TlsCertificate, secret,
 };
 use envoy_types::pb::google::protobuf::BoolValue;
 use fleetmesh_api::networking::{ServerTlsMode, ServerTlsSettings};
@@ -84,11 +84,8 @@ pub fn downstream(
     mutual: bool,
     settings: &ServerTlsSettings,
 ) -> TransportSocket {
-    let validation = mutual.then(|| {
-        common_tls_context::ValidationContextType::ValidationContextSdsSecretConfig(over_ads(
-            ca_secret(&resolved.name),
-        ))
-    });
+    let validation = mutual
+        .then(|| crate::tls::client_validation(settings, over_ads(ca_secret(&resolved.name))));
     tls_socket(pack(DownstreamTlsContext {
         common_tls_context: Some(CommonTlsContext {
             tls_certificate_sds_secret_configs: vec![over_ads(certificate_secret(&resolved.name))],

@@ -25,9 +25,11 @@ pub fn build(scope: &Scope) -> Vec<NamedResource> {
         .iter()
         .filter(|s| s.resolution == Resolution::Static)
     {
-        let rule = scope
-            .snapshot
-            .destination_rule(&service.hostname, &scope.proxy.namespace);
+        let rule = scope.snapshot.destination_rule(
+            &service.hostname,
+            &scope.proxy.namespace,
+            &scope.proxy.labels,
+        );
         let no_labels = Labels::new();
         let spec = rule.map(|r| &r.spec);
         let subsets = std::iter::once(("", &no_labels)).chain(

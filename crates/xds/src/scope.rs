@@ -154,7 +154,8 @@ pub struct SharedKey {
     interception: Interception,
     /// The Sidecar resource that scopes it (namespace, name): it may select by labels.
     sidecar: Option<(String, String)>,
-    /// Its labels, only while some VirtualService matches on source labels.
+    /// Its labels, only while some VirtualService matches on source labels or some
+    /// DestinationRule selects workloads.
     labels: Option<std::collections::BTreeMap<String, String>>,
     /// Its locality, only while some DestinationRule balances by locality.
     locality: Option<Option<String>>,
@@ -189,11 +190,21 @@ impl SharedKey {
             namespace: proxy.namespace.clone(),
             interception: proxy.interception,
             sidecar: sidecar.map(|s| (s.metadata.namespace.clone(), s.metadata.name.clone())),
-            labels: matches_source_labels.then(|| proxy.labels.clone()),
+            labels: (matches_source_labels || selects_workloads(snapshot))
+                .then(|| proxy.labels.clone()),
             locality: crate::locality::snapshot_uses_locality(snapshot)
                 .then(|| proxy.locality.clone()),
         }
     }
+}
+
+/// Whether a DestinationRule applies only to workloads it selects (so a proxy's rules
+/// depend on its labels).
+fn selects_workloads(snapshot: &Snapshot) -> bool {
+    snapshot
+        .destination_rules
+        .iter()
+        .any(|dr| dr.spec.workload_selector.is_some())
 }
 
 /// Whether a VirtualService with `gateways` (in namespace `ns`) applies to `gateway`.

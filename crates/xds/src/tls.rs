@@ -223,11 +223,10 @@ pub fn gateway_downstream(settings: &ServerTlsSettings) -> TransportSocket {
         (Some(certificate), Some(key)) => vec![sds(&format!("{FILE_CERT}{certificate}~{key}"))],
         _ => Vec::new(),
     };
-    let validation = settings.ca_certificates.as_ref().map(|path| {
-        common_tls_context::ValidationContextType::ValidationContextSdsSecretConfig(sds(&format!(
-            "{FILE_ROOT}{path}"
-        )))
-    });
+    let validation = settings
+        .ca_certificates
+        .as_ref()
+        .map(|path| client_validation(settings, sds(&format!("{FILE_ROOT}{path}"))));
     tls_socket(pack(DownstreamTlsContext {
         common_tls_context: Some(CommonTlsContext {
             tls_certificate_sds_secret_configs: certificate,
@@ -239,6 +238,36 @@ pub fn gateway_downstream(settings: &ServerTlsSettings) -> TransportSocket {
         require_client_certificate: Some(BoolValue { value: mutual }),
         ..DownstreamTlsContext::default()
     }))
+}
+
+/// How a MUTUAL gateway server checks client certificates: they chain to `roots` and,
+/// when the server says so, carry one of its `subjectAltNames` and match one of its
+/// certificate hashes or SPKI digests.
+pub fn client_validation(
+    settings: &ServerTlsSettings,
+    roots: SdsSecretConfig,
+) -> common_tls_context::ValidationContextType {
+    use common_tls_context::ValidationContextType;
+    let checks = CertificateValidationContext {
+        match_typed_subject_alt_names: settings
+            .subject_alt_names
+            .iter()
+            .map(|n| named(n))
+            .collect(),
+        verify_certificate_hash: settings.verify_certificate_hash.clone(),
+        verify_certificate_spki: settings.verify_certificate_spki.clone(),
+        ..CertificateValidationContext::default()
+    };
+    if checks == CertificateValidationContext::default() {
+        return ValidationContextType::ValidationContextSdsSecretConfig(roots);
+    }
+    ValidationContextType::CombinedValidationContext(
+        common_tls_context::CombinedCertificateValidationContext {
+            default_validation_context: Some(checks),
+            validation_context_sds_secret_config: Some(roots),
+            ..Default::default()
+        },
+    )
 }
 
 /// A Gateway server's protocol bounds and cipher suites (`TLS_AUTO` and an empty list:

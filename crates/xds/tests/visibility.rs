@@ -196,3 +196,47 @@ fn excluded_hosts_are_taken_out_of_what_a_sidecar_imports() {
     );
     assert!(names(&with_sidecar(r#"["*/*", "~/*"]"#)).is_empty());
 }
+
+/// A DestinationRule with a workloadSelector applies to the workloads it selects alone, so
+/// proxies of one namespace stop sharing their clusters once one exists.
+#[test]
+fn a_rule_selecting_workloads_sets_their_clusters_apart() {
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+    let mesh = format!(
+        "{MESH}---\n{}",
+        r#"apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: canary-pool, namespace: shop}
+spec:
+  host: reviews
+  workloadSelector: {matchLabels: {track: canary}}
+  trafficPolicy: {connectionPool: {tcp: {maxConnections: 7}}}
+"#
+    );
+    let snapshot = snapshot(&mesh);
+    let canary = proxy_in(
+        ProxyKind::Sidecar,
+        "shop",
+        &[("app", "x"), ("track", "canary")],
+    );
+    let other = proxy_in(ProxyKind::Sidecar, "shop", &[("app", "x")]);
+    assert_ne!(
+        fleetmesh_xds::SharedKey::new(&snapshot, &canary),
+        fleetmesh_xds::SharedKey::new(&snapshot, &other)
+    );
+    let max_connections = |proxy| {
+        let resources = generate(&snapshot, proxy);
+        let reviews = resources
+            .clusters
+            .iter()
+            .find(|c| c.name == "outbound|9080||reviews.shop.svc.cluster.local")
+            .expect("the reviews cluster");
+        let cluster: Cluster = prost::Message::decode(reviews.resource.value.as_slice()).unwrap();
+        cluster
+            .circuit_breakers
+            .and_then(|b| b.thresholds.first()?.max_connections)
+            .map(|v| v.value)
+    };
+    assert_eq!(max_connections(&canary), Some(7));
+    assert_eq!(max_connections(&other), None);
+}

@@ -11,6 +11,9 @@ pub struct DestinationRuleSpec {
     pub subsets: Vec<Subset>,
     #[serde(default)]
     pub export_to: Vec<String>,
+    /// Only the workloads of the rule's namespace with these labels use the rule (before
+    /// a rule of their namespace without a selector).
+    pub workload_selector: Option<crate::security::WorkloadSelector>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
@@ -102,7 +105,24 @@ pub struct ConsistentHashLb {
     pub http_cookie: Option<HttpCookie>,
     pub use_source_ip: Option<bool>,
     pub http_query_parameter_name: Option<String>,
+    /// Deprecated by Istio for `ringHash.minimumRingSize`.
     pub minimum_ring_size: Option<u64>,
+    pub ring_hash: Option<RingHash>,
+    pub maglev: Option<Maglev>,
+}
+
+/// Consistent hashing on a ring (Envoy's default: 1024 entries at least).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RingHash {
+    pub minimum_ring_size: Option<u64>,
+}
+
+/// Consistent hashing with Maglev's table (a prime size below 5,000,011).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Maglev {
+    pub table_size: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
@@ -111,6 +131,16 @@ pub struct HttpCookie {
     pub name: String,
     pub path: Option<String>,
     pub ttl: Option<Duration>,
+    /// Attributes of the cookie the proxy sets when the request has none.
+    #[serde(default)]
+    pub attributes: Vec<CookieAttribute>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CookieAttribute {
+    pub name: String,
+    pub value: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]

@@ -47,6 +47,15 @@ pub struct ServerTlsSettings {
     /// groups of equal preference.
     #[serde(default)]
     pub cipher_suites: Vec<String>,
+    /// MUTUAL: a client certificate must carry one of these names (URI or DNS).
+    #[serde(default)]
+    pub subject_alt_names: Vec<String>,
+    /// MUTUAL: a client certificate's SHA-256 must be one of these (hex).
+    #[serde(default)]
+    pub verify_certificate_hash: Vec<String>,
+    /// MUTUAL: a client certificate's public key's SHA-256 must be one of these (base64).
+    #[serde(default)]
+    pub verify_certificate_spki: Vec<String>,
 }
 
 /// A TLS protocol version bound of a Gateway server (`TLS_AUTO`: Envoy's default).

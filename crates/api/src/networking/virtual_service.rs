@@ -38,6 +38,9 @@ pub struct HttpRoute {
     pub mirror_percentage: Option<Percent>,
     /// Deprecated by Istio for `mirrorPercentage`, which wins when both are set.
     pub mirror_percent: Option<u32>,
+    /// Several mirrors, each with its share (instead of `mirror`).
+    #[serde(default)]
+    pub mirrors: Vec<HttpMirrorPolicy>,
     pub cors_policy: Option<CorsPolicy>,
     pub headers: Option<Headers>,
 }
@@ -64,6 +67,18 @@ pub struct HttpMatchRequest {
     pub source_namespace: Option<String>,
     /// Envoy keeps statistics of the requests this match takes under this prefix.
     pub stat_prefix: Option<String>,
+    /// Headers that must not match (a missing header counts as empty).
+    #[serde(default)]
+    pub without_headers: BTreeMap<String, StringMatch>,
+}
+
+/// One of a route's mirrors: a copy of each request (of `percentage`, default all) goes to
+/// `destination`, whose answer is dropped.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpMirrorPolicy {
+    pub destination: Destination,
+    pub percentage: Option<Percent>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
@@ -180,6 +195,17 @@ impl schemars::JsonSchema for Base64Bytes {
 pub struct HttpRewrite {
     pub uri: Option<String>,
     pub authority: Option<String>,
+    /// The path rewritten by a regex (instead of `uri`'s prefix).
+    pub uri_regex_rewrite: Option<RegexRewrite>,
+}
+
+/// Replaces what `match` (RE2) matches in the path with `rewrite` (`\1` for groups).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegexRewrite {
+    #[serde(rename = "match")]
+    pub pattern: String,
+    pub rewrite: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
@@ -245,6 +271,16 @@ pub const GRPC_STATUS: &[(&str, u32)] = &[
     ("UNAUTHENTICATED", 16),
 ];
 
+/// Istio's `unmatchedPreflights`: forwarded to the app (the default), or answered by the
+/// proxy without CORS headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum UnmatchedPreflights {
+    UnspecifiedBehavior,
+    Forward,
+    Ignore,
+}
+
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CorsPolicy {
@@ -253,6 +289,8 @@ pub struct CorsPolicy {
     /// Deprecated by Istio for `allowOrigins`: exact origins, read when that is empty.
     #[serde(default)]
     pub allow_origin: Vec<String>,
+    /// What happens to a preflight request whose origin is not allowed.
+    pub unmatched_preflights: Option<UnmatchedPreflights>,
     #[serde(default)]
     pub allow_methods: Vec<String>,
     #[serde(default)]

@@ -95,6 +95,7 @@ fn check_settings(
                         errors,
                     );
                 }
+                check_hash_table(&format!("{at}.loadBalancer.consistentHash"), hash, errors);
             }
             _ => {}
         }
@@ -121,6 +122,38 @@ fn check_settings(
     }
     if let Some(tls) = tls {
         validate_client_tls(&format!("{at}.tls"), tls, errors);
+    }
+}
+
+/// Istio's rules for the hash table: `minimumRingSize` (deprecated), `ringHash` or
+/// `maglev`, one at most; Maglev's table size a prime below 5,000,011 (Envoy's rule).
+fn check_hash_table(at: &str, hash: &ConsistentHashLb, errors: &mut Errors) {
+    let given = [
+        hash.minimum_ring_size.is_some(),
+        hash.ring_hash.is_some(),
+        hash.maglev.is_some(),
+    ];
+    if given.iter().filter(|g| **g).count() > 1 {
+        errors.push(
+            at.to_string(),
+            "give one of minimumRingSize, ringHash and maglev",
+        );
+    }
+    if let Some(maglev) = &hash.maglev {
+        let prime = |n: u64| {
+            n >= 2
+                && (2..)
+                    .take_while(|d| d * d <= n)
+                    .all(|d| !n.is_multiple_of(d))
+        };
+        match maglev.table_size {
+            Some(size) if size < 5_000_011 && prime(size) => {}
+            Some(_) => errors.push(
+                format!("{at}.maglev.tableSize"),
+                "must be a prime number below 5000011",
+            ),
+            None => errors.push(format!("{at}.maglev.tableSize"), "required for maglev"),
+        }
     }
 }
 

@@ -654,3 +654,93 @@ fn fault_aborts_name_one_status() {
         ]
     );
 }
+
+#[test]
+fn rewrites_mirrors_and_hash_tables_are_checked() {
+    let yaml = vs(concat!(
+        "  - route: [{destination: {host: reviews}}]\n",
+        "    rewrite: {uri: /x, uriRegexRewrite: {match: \"^/a(\", rewrite: /b}}\n",
+        "    mirror: {host: ratings}\n",
+        "    mirrors: [{destination: {host: ratings}, percentage: {value: 150}}]\n",
+        "  - match: [{withoutHeaders: {\"bad header\": {exact: x}}}]\n",
+        "    route: [{destination: {host: reviews}}]\n",
+    ));
+    let found = problems(&yaml);
+    assert_eq!(found.len(), 5, "{found:#?}");
+    assert_problem(
+        &found,
+        "spec.http[0].mirrors: give mirror or mirrors, not both",
+    );
+    assert_problem(
+        &found,
+        "spec.http[0].mirrors[0].percentage.value: percentage must be in 0..=100",
+    );
+    assert_problem(
+        &found,
+        "spec.http[0].rewrite.uriRegexRewrite: give uri or uriRegexRewrite, not both",
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("spec.http[0].rewrite.uriRegexRewrite.match: invalid regex")),
+        "{found:#?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("spec.http[1].match[0].withoutHeaders.bad header: ")),
+        "{found:#?}"
+    );
+
+    let rule = r#"apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: r}
+spec:
+  host: reviews
+  trafficPolicy:
+    loadBalancer: {consistentHash: {useSourceIp: true, minimumRingSize: 1024, maglev: {tableSize: 65536}}}
+  subsets:
+  - name: fine
+    labels: {version: v1}
+    trafficPolicy:
+      loadBalancer: {consistentHash: {httpHeaderName: x-user, maglev: {tableSize: 65537}}}
+"#;
+    assert_eq!(
+        problems(rule),
+        [
+            "spec.trafficPolicy.loadBalancer.consistentHash: give one of minimumRingSize, ringHash and maglev",
+            "spec.trafficPolicy.loadBalancer.consistentHash.maglev.tableSize: must be a prime number below 5000011",
+        ]
+    );
+}
+
+#[test]
+fn client_certificate_digests_are_ones_envoy_reads() {
+    let yaml = r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: [a.example.com]
+    tls:
+      mode: MUTUAL
+      serverCertificate: /etc/a.crt
+      privateKey: /etc/a.key
+      caCertificates: /etc/ca.crt
+      subjectAltNames: [spiffe://cluster.local/ns/a/sa/b, client.example.com]
+      verifyCertificateHash:
+      - DF6FF72FE9116521268F6F2DD4966F51DF479883FE7037B39F75916AC3049D1A
+      - "df:6f:f7:2f:e9:11:65:21:26:8f:6f:2d:d4:96:6f:51:df:47:98:83:fe:70:37:b3:9f:75:91:6a:c3:04:9d:1a"
+      - not-a-hash
+      verifyCertificateSpki: [NvqYIYSbgK2vCJpQhObf77vv+bQWtc5ek5RIOwPiC9A=, c2hvcnQ=]
+"#;
+    assert_eq!(
+        problems(yaml),
+        [
+            "spec.servers[0].tls.verifyCertificateHash[2]: must be a SHA-256 digest in hex (64 digits, colons allowed)",
+            "spec.servers[0].tls.verifyCertificateSpki[1]: must be a SHA-256 digest in base64 (44 characters)",
+        ]
+    );
+}

@@ -161,6 +161,26 @@ fn validate_http_route(at: &str, route: &HttpRoute, errors: &mut Errors) {
     }
     if let Some(mirror) = &route.mirror {
         check_destination(&format!("{at}.mirror"), mirror, errors);
+        if !route.mirrors.is_empty() {
+            errors.push(format!("{at}.mirrors"), "give mirror or mirrors, not both");
+        }
+    }
+    for (j, mirror) in route.mirrors.iter().enumerate() {
+        check_destination(
+            &format!("{at}.mirrors[{j}].destination"),
+            &mirror.destination,
+            errors,
+        );
+        if let Some(p) = mirror.percentage {
+            check_percent(
+                &format!("{at}.mirrors[{j}].percentage.value"),
+                p.value,
+                errors,
+            );
+        }
+    }
+    if let Some(rewrite) = &route.rewrite {
+        validate_rewrite(&format!("{at}.rewrite"), rewrite, errors);
     }
     if let Some(p) = route.mirror_percentage {
         check_percent(&format!("{at}.mirrorPercentage.value"), p.value, errors);
@@ -208,11 +228,45 @@ fn validate_match(at: &str, m: &HttpMatchRequest, errors: &mut Errors) {
         );
         check_string_match(&format!("{at}.headers.{name}"), value, errors);
     }
+    for (name, value) in &m.without_headers {
+        check_header_name(
+            &format!("{at}.withoutHeaders.{name}"),
+            &name.to_ascii_lowercase(),
+            errors,
+        );
+        check_string_match(&format!("{at}.withoutHeaders.{name}"), value, errors);
+    }
     for (name, value) in &m.query_params {
         check_string_match(&format!("{at}.queryParams.{name}"), value, errors);
     }
     if let Some(port) = m.port {
         check_port(&format!("{at}.port"), port, errors);
+    }
+}
+
+/// Istio's rules: a prefix (`uri`) or a regex rewrite, not both; a regex rewrite names
+/// both its pattern (RE2) and its replacement.
+fn validate_rewrite(at: &str, rewrite: &HttpRewrite, errors: &mut Errors) {
+    let Some(regex) = &rewrite.uri_regex_rewrite else {
+        return;
+    };
+    if rewrite.uri.is_some() {
+        errors.push(
+            format!("{at}.uriRegexRewrite"),
+            "give uri or uriRegexRewrite, not both",
+        );
+    }
+    if regex.pattern.is_empty() || regex.rewrite.is_empty() {
+        errors.push(
+            format!("{at}.uriRegexRewrite"),
+            "match and rewrite are both required",
+        );
+    } else {
+        check_regex(
+            &format!("{at}.uriRegexRewrite.match"),
+            &regex.pattern,
+            errors,
+        );
     }
 }
 

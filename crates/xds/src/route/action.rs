@@ -23,10 +23,11 @@ use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{
     FaultAbort, HttpFault, fault_abort,
 };
 use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
+use envoy_types::pb::envoy::r#type::matcher::v3::RegexMatchAndSubstitute;
 use envoy_types::pb::google::protobuf::BoolValue;
 use fleetmesh_api::networking::{
     DerivePort, Destination, GRPC_STATUS, HeaderOperations, Headers, HttpDirectResponse,
-    HttpRedirect, HttpRoute, VirtualServiceSpec,
+    HttpRedirect, HttpRoute, UnmatchedPreflights, VirtualServiceSpec,
 };
 use fleetmesh_api::resource::Config;
 use fleetmesh_model::resolve_host;
@@ -128,6 +129,10 @@ pub fn route(scope: &Scope, vs: &Config<VirtualServiceSpec>, http: &HttpRoute, p
                 .map(|d| d.as_std().as_secs().to_string())
                 .unwrap_or_default(),
             allow_credentials: cors.allow_credentials.map(|value| BoolValue { value }),
+            // Istio forwards preflights of origins it does not allow unless told IGNORE.
+            forward_not_matching_preflights: Some(BoolValue {
+                value: cors.unmatched_preflights != Some(UnmatchedPreflights::Ignore),
+            }),
             ..EnvoyCors::default()
         };
         route
@@ -241,19 +246,35 @@ pub fn forward(
         )),
         ..RouteAction::default()
     };
-    if let Some(mirror) = &http.mirror {
-        action.request_mirror_policies.push(RequestMirrorPolicy {
-            cluster: cluster(mirror),
-            runtime_fraction: Some(RuntimeFractionalPercent {
-                default_value: Some(percent(mirror_percentage(http))),
-                runtime_key: String::new(),
-            }),
-            ..RequestMirrorPolicy::default()
-        });
+    let mirror = |destination: &Destination, share: f64| RequestMirrorPolicy {
+        cluster: cluster(destination),
+        runtime_fraction: Some(RuntimeFractionalPercent {
+            default_value: Some(percent(share)),
+            runtime_key: String::new(),
+        }),
+        ..RequestMirrorPolicy::default()
+    };
+    if let Some(destination) = &http.mirror {
+        let share = mirror_percentage(http);
+        action
+            .request_mirror_policies
+            .push(mirror(destination, share));
+    }
+    for policy in &http.mirrors {
+        let share = policy.percentage.map_or(100.0, |p| p.value);
+        action
+            .request_mirror_policies
+            .push(mirror(&policy.destination, share));
     }
     if let Some(rewrite) = &http.rewrite {
         if let Some(uri) = &rewrite.uri {
             action.prefix_rewrite = uri.clone();
+        }
+        if let Some(regex) = &rewrite.uri_regex_rewrite {
+            action.regex_rewrite = Some(RegexMatchAndSubstitute {
+                pattern: Some(matching::regex(&regex.pattern)),
+                substitution: regex.rewrite.clone(),
+            });
         }
         if let Some(authority) = &rewrite.authority {
             action.host_rewrite_specifier = Some(
@@ -364,9 +385,10 @@ fn retry_policy(http: &HttpRoute, hashed: bool) -> Option<RetryPolicy> {
 /// port, merged as its cluster is) needs from each request.
 fn hash_policies(scope: &Scope, d: &Destination, vs_namespace: &str, port: u32) -> Vec<HashPolicy> {
     let host = resolve_host(&d.host, vs_namespace, &scope.snapshot.domain);
-    let Some(rule) = scope
-        .snapshot
-        .destination_rule(&host, &scope.proxy.namespace)
+    let Some(rule) =
+        scope
+            .snapshot
+            .destination_rule(&host, &scope.proxy.namespace, &scope.proxy.labels)
     else {
         return vec![];
     };
@@ -388,7 +410,14 @@ fn hash_policies(scope: &Scope, d: &Destination, vs_namespace: &str, port: u32) 
             name: cookie.name.clone(),
             path: cookie.path.clone().unwrap_or_default(),
             ttl: cookie.ttl.map(|t| duration(t.as_std())),
-            ..Default::default()
+            attributes: cookie
+                .attributes
+                .iter()
+                .map(|a| hash_policy::CookieAttribute {
+                    name: a.name.clone(),
+                    value: a.value.clone().unwrap_or_default(),
+                })
+                .collect(),
         })
     } else if let Some(name) = &hash.http_query_parameter_name {
         hash_policy::PolicySpecifier::QueryParameter(hash_policy::QueryParameter {

@@ -67,6 +67,12 @@ fn translate(m: &HttpMatchRequest) -> RouteMatch {
         .iter()
         .map(|(name, value)| header(&name.to_ascii_lowercase(), value))
         .collect();
+    headers.extend(m.without_headers.iter().map(|(name, value)| HeaderMatcher {
+        invert_match: true,
+        // A request without the header does not carry the value: the route takes it.
+        treat_missing_header_as_empty: !is_presence(value),
+        ..header(&name.to_ascii_lowercase(), value)
+    }));
     for (pseudo, value) in [
         (":method", &m.method),
         (":authority", &m.authority),
@@ -81,9 +87,11 @@ fn translate(m: &HttpMatchRequest) -> RouteMatch {
         .iter()
         .map(|(name, value)| QueryParameterMatcher {
             name: name.clone(),
-            query_parameter_match_specifier: Some(
-                query_parameter_matcher::QueryParameterMatchSpecifier::StringMatch(string(value)),
-            ),
+            query_parameter_match_specifier: Some(if is_presence(value) {
+                query_parameter_matcher::QueryParameterMatchSpecifier::PresentMatch(true)
+            } else {
+                query_parameter_matcher::QueryParameterMatchSpecifier::StringMatch(string(value))
+            }),
         })
         .collect();
     RouteMatch {
@@ -95,12 +103,21 @@ fn translate(m: &HttpMatchRequest) -> RouteMatch {
     }
 }
 
+/// `prefix: ""`: Istio's way to ask only that a header or parameter be there (Envoy
+/// refuses an empty prefix, so it becomes a presence match, as istiod makes it).
+fn is_presence(value: &StringMatch) -> bool {
+    matches!(value, StringMatch::Prefix(p) if p.is_empty())
+}
+
 fn header(name: &str, value: &StringMatch) -> HeaderMatcher {
+    let specifier = if is_presence(value) {
+        header_matcher::HeaderMatchSpecifier::PresentMatch(true)
+    } else {
+        header_matcher::HeaderMatchSpecifier::StringMatch(string(value))
+    };
     HeaderMatcher {
         name: name.to_string(),
-        header_match_specifier: Some(header_matcher::HeaderMatchSpecifier::StringMatch(string(
-            value,
-        ))),
+        header_match_specifier: Some(specifier),
         ..HeaderMatcher::default()
     }
 }
@@ -117,7 +134,7 @@ pub fn string(value: &StringMatch) -> StringMatcher {
     }
 }
 
-fn regex(pattern: &str) -> RegexMatcher {
+pub fn regex(pattern: &str) -> RegexMatcher {
     RegexMatcher {
         regex: pattern.to_string(),
         ..RegexMatcher::default()
