@@ -13,7 +13,7 @@ pub struct DestinationRuleSpec {
     pub export_to: Vec<String>,
     /// Only the workloads of the rule's namespace with these labels use the rule (before
     /// a rule of their namespace without a selector).
-    pub workload_selector: Option<crate::security::WorkloadSelector>,
+    pub workload_selector: Option<super::MatchLabels>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]

@@ -32,3 +32,12 @@ pub struct Percent {
 
 /// A workload selector: `{ matchLabels: {...} }` or `{ labels: {...} }` depending on the kind.
 pub type Labels = std::collections::BTreeMap<String, String>;
+
+/// Istio's `type.v1beta1.WorkloadSelector`, `{ matchLabels: {...} }`: how policies and
+/// DestinationRules select workloads.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MatchLabels {
+    #[serde(default)]
+    pub match_labels: Labels,
+}

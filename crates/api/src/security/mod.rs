@@ -9,12 +9,5 @@ pub use authorization_policy::*;
 pub use peer_authentication::*;
 pub use request_authentication::*;
 
-use serde::{Deserialize, Serialize};
-
 /// The security API's workload selector: `{ matchLabels: {...} }`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct WorkloadSelector {
-    #[serde(default)]
-    pub match_labels: crate::networking::Labels,
-}
+pub use crate::networking::MatchLabels as WorkloadSelector;
