@@ -254,6 +254,17 @@ async fn undeclared_port(s: &InNamespace<'_>, client: &kube::Client, target_ip: 
             .is_ok_and(|b| b.contains("GET /passthrough")),
         "the undeclared port echoes: {echoed:?}"
     );
+    // A host the mesh does not know, on a port where it routes HTTP by host: passed on
+    // to the address dialled (ALLOW_ANY, Istio's default), not answered 404.
+    let passed = s.in_client(&format!(
+        "curl -s -m 5 -H 'Host: not-in-the-mesh.example' http://{target_ip}:9080/"
+    ));
+    assert!(
+        passed
+            .as_deref()
+            .is_ok_and(|b| b.contains("service=reviews")),
+        "an unknown host passes through: {passed:?}"
+    );
 
     // STRICT: plaintext to the undeclared port is refused like any other; 10,000 such
     // connections leave the server's Envoy up.

@@ -5,6 +5,8 @@
 mod captured;
 mod forward;
 
+pub(crate) use captured::registry_only;
+
 use crate::Interception;
 use crate::common::{ads, socket_address};
 use crate::credentials;

@@ -15,15 +15,61 @@ use std::collections::BTreeSet;
 
 /// A sidecar's outbound route configs. Without capture, one HTTP-proxy config for every
 /// port (requests name the port in Host, `reviews:9080`, except for port 80); with
-/// capture, one per service port, named by the port, as istiod does.
+/// capture, one per service port, named by the port, as istiod does, ending in istiod's
+/// catch-all for hosts the mesh does not know.
 pub fn sidecar(scope: &Scope) -> Vec<RouteConfiguration> {
     match scope.proxy.interception {
         Interception::None => vec![outbound(scope, names::HTTP_PROXY_ROUTE, None)],
         Interception::Redirect => scope
             .http_ports()
             .into_iter()
-            .map(|port| outbound(scope, &port.to_string(), Some(port)))
+            .map(|port| {
+                let mut config = outbound(scope, &port.to_string(), Some(port));
+                config.virtual_hosts.push(unknown_hosts(scope));
+                config
+            })
             .collect(),
+    }
+}
+
+/// Where a captured request for a host the mesh does not know goes, as istiod routes it:
+/// on to the address the app dialled (`ALLOW_ANY`: virtual host `allow_any`, Envoy's
+/// original destination), or answered 502 (`REGISTRY_ONLY`: `block_all`). Without it
+/// such requests got 404 where Istio lets them out.
+fn unknown_hosts(scope: &Scope) -> VirtualHost {
+    use envoy_types::pb::envoy::config::route::v3::{
+        DirectResponseAction, RouteAction, route_action,
+    };
+    let (name, action) = if crate::listener::registry_only(scope) {
+        let refuse = DirectResponseAction {
+            status: 502,
+            ..DirectResponseAction::default()
+        };
+        ("block_all", route::Action::DirectResponse(refuse))
+    } else {
+        let pass = RouteAction {
+            cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(
+                names::PASSTHROUGH_CLUSTER.into(),
+            )),
+            // As istiod: no timeout for connections it knows nothing about.
+            timeout: Some(envoy_types::pb::google::protobuf::Duration::default()),
+            ..RouteAction::default()
+        };
+        ("allow_any", route::Action::Route(pass))
+    };
+    VirtualHost {
+        name: name.into(),
+        domains: vec!["*".into()],
+        routes: vec![Route {
+            name: name.into(),
+            r#match: Some(RouteMatch {
+                path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
+                ..RouteMatch::default()
+            }),
+            action: Some(action),
+            ..Route::default()
+        }],
+        ..VirtualHost::default()
     }
 }
 

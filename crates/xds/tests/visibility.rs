@@ -103,7 +103,9 @@ fn a_virtual_service_exported_to_its_namespace_applies_only_there() {
 #[test]
 fn registry_only_drops_unknown_destinations() {
     use fleetmesh_xds::Interception;
-    let default_chain = |registry_only: bool, namespace: &str| {
+    // The virtual outbound listener's default chain, and the last virtual host of each
+    // HTTP port's routes (where requests for unknown hosts go).
+    let unknown = |registry_only: bool, namespace: &str| {
         let mut snapshot = snapshot(MESH);
         snapshot.mesh.registry_only = registry_only;
         let mut proxy = proxy_in(ProxyKind::Sidecar, namespace, &[]);
@@ -117,13 +119,33 @@ fn registry_only_drops_unknown_destinations() {
             .find(|l| l["name"] == "virtualOutbound")
             .unwrap()
             .clone();
-        outbound["defaultFilterChain"]["name"]
+        let chain = outbound["defaultFilterChain"]["name"]
             .as_str()
             .unwrap()
-            .to_string()
+            .to_string();
+        let last_hosts: Vec<String> = dump["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let hosts = r["virtualHosts"].as_array().unwrap();
+                hosts.last().unwrap()["name"].as_str().unwrap().to_string()
+            })
+            .collect();
+        (chain, last_hosts)
     };
-    assert_eq!(default_chain(false, "web"), "PassthroughFilterChain");
-    assert_eq!(default_chain(true, "web"), "BlackHoleFilterChain");
+    let (chain, hosts) = unknown(false, "web");
+    assert_eq!(chain, "PassthroughFilterChain");
+    assert!(
+        !hosts.is_empty() && hosts.iter().all(|h| h == "allow_any"),
+        "{hosts:?}"
+    );
+    let (chain, hosts) = unknown(true, "web");
+    assert_eq!(chain, "BlackHoleFilterChain");
+    assert!(
+        !hosts.is_empty() && hosts.iter().all(|h| h == "block_all"),
+        "{hosts:?}"
+    );
 }
 
 /// A Sidecar in the root namespace is the default of every namespace without its own, and

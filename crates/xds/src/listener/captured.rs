@@ -56,7 +56,7 @@ pub fn sidecar(scope: &Scope) -> Vec<Listener> {
 
 /// Whether traffic to destinations outside the registry is dropped: the proxy's Sidecar
 /// decides, else the mesh's `outboundTrafficPolicy`.
-fn registry_only(scope: &Scope) -> bool {
+pub(crate) fn registry_only(scope: &Scope) -> bool {
     let sidecar_mode = scope
         .sidecar
         .and_then(|s| s.spec.outbound_traffic_policy.as_ref())
