@@ -5,8 +5,6 @@
 mod captured;
 mod forward;
 
-pub(crate) use captured::registry_only;
-
 use crate::Interception;
 use crate::common::{ads, socket_address};
 use crate::credentials;

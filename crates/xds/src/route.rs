@@ -40,7 +40,7 @@ fn unknown_hosts(scope: &Scope) -> VirtualHost {
     use envoy_types::pb::envoy::config::route::v3::{
         DirectResponseAction, RouteAction, route_action,
     };
-    let (name, action) = if crate::listener::registry_only(scope) {
+    let (name, action) = if scope.registry_only() {
         let refuse = DirectResponseAction {
             status: 502,
             ..DirectResponseAction::default()

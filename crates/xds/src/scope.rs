@@ -51,6 +51,19 @@ impl<'a> Scope<'a> {
         }
     }
 
+    /// Whether traffic to destinations outside the registry is dropped: the proxy's
+    /// Sidecar decides, else the mesh's `outboundTrafficPolicy`.
+    pub fn registry_only(&self) -> bool {
+        let sidecar_mode = self
+            .sidecar
+            .and_then(|s| s.spec.outbound_traffic_policy.as_ref())
+            .and_then(|p| p.mode.as_deref());
+        match sidecar_mode {
+            Some(mode) => mode == "REGISTRY_ONLY",
+            None => self.snapshot.mesh.registry_only,
+        }
+    }
+
     /// The ports of the visible services that speak HTTP.
     pub fn http_ports(&self) -> std::collections::BTreeSet<u32> {
         self.services

@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 pub const INBOUND_PORT: u32 = 15006;
 
 pub fn sidecar(scope: &Scope) -> Vec<Listener> {
-    let mut listeners = vec![virtual_outbound(registry_only(scope))];
+    let mut listeners = vec![virtual_outbound(scope.registry_only())];
     for port in scope.http_ports() {
         let manager = hcm(
             &format!("outbound_0.0.0.0_{port}"),
@@ -52,19 +52,6 @@ pub fn sidecar(scope: &Scope) -> Vec<Listener> {
     listeners.extend(tcp_service_listeners(scope));
     listeners.push(virtual_inbound(scope));
     listeners
-}
-
-/// Whether traffic to destinations outside the registry is dropped: the proxy's Sidecar
-/// decides, else the mesh's `outboundTrafficPolicy`.
-pub(crate) fn registry_only(scope: &Scope) -> bool {
-    let sidecar_mode = scope
-        .sidecar
-        .and_then(|s| s.spec.outbound_traffic_policy.as_ref())
-        .and_then(|p| p.mode.as_deref());
-    match sidecar_mode {
-        Some(mode) => mode == "REGISTRY_ONLY",
-        None => scope.snapshot.mesh.registry_only,
-    }
 }
 
 fn virtual_outbound(registry_only: bool) -> Listener {
