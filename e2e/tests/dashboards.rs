@@ -47,7 +47,7 @@ const POD_REVIEW: &str = r#"{"apiVersion":"admission.k8s.io/v1","kind":"Admissio
  "object":{"metadata":{"name":"reviews-0","labels":{"app":"reviews"}},
   "spec":{"containers":[{"name":"reviews","image":"reviews:v1"}]}}}}"#;
 
-fn config_review(weight: u32) -> String {
+fn config_review(weight: i64) -> String {
     format!(
         r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{
  "uid":"u2","kind":{{"group":"networking.istio.io","version":"v1","kind":"VirtualService"}},"operation":"CREATE","namespace":"shop",
@@ -162,7 +162,7 @@ async fn call_webhooks(meshd: &fleetmesh_meshd::Meshd, meshd_url: &str) {
             POD_REVIEW.to_string(),
         ),
         ("/validate", config_review(100)),
-        ("/validate", config_review(150)),
+        ("/validate", config_review(-1)),
     ] {
         webhook
             .post(format!("https://{address}{path}"))
