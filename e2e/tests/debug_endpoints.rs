@@ -76,6 +76,22 @@ async fn metrics_syncz_and_config_dump() {
         .filter_map(|l| l["name"].as_str())
         .collect();
     assert!(listeners.contains(&"virtualOutbound"), "{listeners:?}");
+    // istioctl's name for the same proxy: POD.NAMESPACE, the node id's third part.
+    let short = store
+        .frontend
+        .node_id
+        .split('~')
+        .nth(2)
+        .unwrap()
+        .to_string();
+    let (status, by_pod) =
+        http_get(&store.mesh, &format!("/debug/config_dump?proxyID={short}")).await;
+    assert_eq!(status, 200, "{by_pod}");
+    let by_pod: serde_json::Value = serde_json::from_str(&by_pod).unwrap();
+    assert_eq!(
+        by_pod["configs"][0], dump["configs"][0],
+        "the same proxy's clusters"
+    );
 
     let (status, _) = http_get(
         &store.mesh,

@@ -112,7 +112,7 @@ async fn config_dump(
     let Some(proxy_id) = query.get("proxyID") else {
         return (
             StatusCode::BAD_REQUEST,
-            "pass ?proxyID=<node id>, as /debug/syncz lists them\n",
+            "pass ?proxyID=<node id> (as /debug/syncz lists them) or <pod>.<namespace>\n",
         )
             .into_response();
     };

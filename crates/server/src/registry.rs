@@ -71,13 +71,14 @@ impl Registry {
         self.connections.lock().values().cloned().collect()
     }
 
-    /// The newest connection of proxy `id`.
+    /// The newest connection of proxy `id`: its node id, or `POD.NAMESPACE` as istioctl
+    /// names proxies (the node id's third part).
     pub fn find(&self, proxy_id: &str) -> Option<ProxyStatus> {
         self.connections
             .lock()
             .values()
             .rev()
-            .find(|s| s.proxy_id == proxy_id)
+            .find(|s| s.proxy_id == proxy_id || s.proxy_id.split('~').nth(2) == Some(proxy_id))
             .cloned()
     }
 }
