@@ -191,6 +191,16 @@ pub fn envoy_clusters(proxy: &Workload) -> String {
         .unwrap_or_default()
 }
 
+/// The counter `name` of `proxy`'s Envoy (its admin `/stats`), if Envoy has it.
+pub fn envoy_stat(proxy: &Workload, name: &str) -> Option<u64> {
+    let (_, body) =
+        fleetmesh_agent::process::admin_request(proxy.envoy.admin_socket(), "GET", "/stats")
+            .ok()?;
+    let wanted = format!("{name}: ");
+    body.lines()
+        .find_map(|line| line.strip_prefix(&wanted)?.trim().parse().ok())
+}
+
 /// The SPIFFE id (URI SAN) of a PEM certificate.
 pub fn spiffe_id_of(pem_text: &str) -> Option<String> {
     use x509_parser::prelude::*;

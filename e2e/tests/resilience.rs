@@ -50,15 +50,8 @@ async fn status(store: &Bookstore, path: &str, case: &str) -> u16 {
 
 /// A counter from the frontend sidecar's outbound HTTP connection manager.
 fn outbound_stat(store: &Bookstore, name: &str) -> u64 {
-    let (_, body) = admin_request(store.frontend.envoy.admin_socket(), "GET", "/stats").unwrap();
     let wanted = format!("http.outbound_http_proxy.{name}");
-    let line = body
-        .lines()
-        .find_map(|line| line.strip_prefix(&wanted)?.strip_prefix(": "));
-    line.unwrap_or_else(|| panic!("Envoy has no stat {wanted}"))
-        .trim()
-        .parse()
-        .unwrap()
+    envoy_stat(&store.frontend, &wanted).unwrap_or_else(|| panic!("Envoy has no stat {wanted}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,11 +153,8 @@ async fn retries_timeouts_and_faults() {
 
 /// A counter of the frontend sidecar's cluster for ratings:9080.
 fn ratings_cluster_stat(store: &Bookstore, name: &str) -> u64 {
-    let (_, body) = admin_request(store.frontend.envoy.admin_socket(), "GET", "/stats").unwrap();
-    let wanted = format!("cluster.outbound|9080||ratings.default.svc.cluster.local.{name}: ");
-    body.lines()
-        .find_map(|line| line.strip_prefix(&wanted))
-        .map_or(0, |value| value.trim().parse().unwrap())
+    let cluster = "cluster.outbound|9080||ratings.default.svc.cluster.local";
+    envoy_stat(&store.frontend, &format!("{cluster}.{name}")).unwrap_or(0)
 }
 
 /// The frontend sidecar's established connections to ratings' sidecar, as `ss` shows

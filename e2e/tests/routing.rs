@@ -105,12 +105,8 @@ async fn case_redirect_and_direct_response(store: &Bookstore) {
 
 /// A requests counter of the frontend sidecar's cluster for ratings:9080.
 fn requests_to_ratings(store: &Bookstore) -> u64 {
-    let socket = store.frontend.envoy.admin_socket();
-    let (_, body) = fleetmesh_agent::process::admin_request(socket, "GET", "/stats").unwrap();
-    let wanted = "cluster.outbound|9080||ratings.default.svc.cluster.local.upstream_rq_total: ";
-    body.lines()
-        .find_map(|line| line.strip_prefix(wanted))
-        .map_or(0, |value| value.trim().parse().unwrap())
+    let name = "cluster.outbound|9080||ratings.default.svc.cluster.local.upstream_rq_total";
+    envoy_stat(&store.frontend, name).unwrap_or(0)
 }
 
 /// A path rewritten by a regex, a match that excludes a header value, and mirrors.
