@@ -500,16 +500,21 @@ impl JwtIssuer {
 
     /// A token for `subject` with claim `groups`, valid for an hour.
     pub fn token(&self, subject: &str, groups: &[&str]) -> String {
+        self.token_with(subject, serde_json::json!({"groups": groups}))
+    }
+
+    /// A token for `subject` with the claims of JSON object `claims`, valid for an hour.
+    pub fn token_with(&self, subject: &str, mut claims: serde_json::Value) -> String {
         let exp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs()
             + 3600;
         let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"ES256","typ":"JWT","kid":"test"}"#);
-        let payload = URL_SAFE_NO_PAD.encode(
-            serde_json::json!({"iss": ISSUER, "sub": subject, "groups": groups, "exp": exp})
-                .to_string(),
-        );
+        claims["iss"] = ISSUER.into();
+        claims["sub"] = subject.into();
+        claims["exp"] = exp.into();
+        let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
         let signed = format!("{header}.{payload}");
         let signature = self.key.sign(&self.rng, signed.as_bytes()).unwrap();
         format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature.as_ref()))

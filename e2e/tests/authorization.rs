@@ -101,3 +101,50 @@ async fn authorization_policies_hold() {
     until_status(frontend, "http://reviews:9080/books", &[], 200).await;
     assert_eq!(nacks(&store.mesh), 0, "Envoy accepted every policy");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_accounts_and_trust_domains_name_the_caller() {
+    let store = Bookstore::start(XdsMode::Delta).await;
+    let (frontend, reviews) = (&store.frontend, &store.reviews_v1);
+    let on_ratings = |rules: &str| {
+        policy(
+            "ratings",
+            &format!("  selector: {{matchLabels: {{app: ratings}}}}\n{rules}"),
+        )
+    };
+
+    // A service account without a namespace is in the policy's.
+    let allow_frontend = "  rules: [{from: [{source: {serviceAccounts: [frontend]}}]}]\n";
+    store
+        .mesh
+        .write("ratings.yaml", &on_ratings(allow_frontend))
+        .unwrap();
+    until_status(reviews, "http://ratings:9080/", &[], 403).await;
+    assert_eq!(status(frontend, "http://ratings:9080/", &[]).await, 200);
+
+    let deny_all_but_frontend =
+        "  action: DENY\n  rules: [{from: [{source: {notServiceAccounts: [default/frontend]}}]}]\n";
+    store
+        .mesh
+        .write("ratings.yaml", &on_ratings(deny_all_but_frontend))
+        .unwrap();
+    until_status(reviews, "http://ratings:9080/", &[], 403).await;
+    assert_eq!(status(frontend, "http://ratings:9080/", &[]).await, 200);
+
+    // The mesh's trust domain is cluster.local: an exact name and a wildcard admit
+    // everyone in it, another domain no one.
+    for (domains, expected) in [("[other.example]", 403), ("['cluster.*']", 200)] {
+        let rules = format!("  rules: [{{from: [{{source: {{trustDomains: {domains}}}}}]}}]\n");
+        store
+            .mesh
+            .write("ratings.yaml", &on_ratings(&rules))
+            .unwrap();
+        until_status(frontend, "http://ratings:9080/", &[], expected).await;
+        assert_eq!(
+            status(reviews, "http://ratings:9080/", &[]).await,
+            expected,
+            "trustDomains {domains}"
+        );
+    }
+    assert_eq!(nacks(&store.mesh), 0, "Envoy accepted every policy");
+}

@@ -138,3 +138,74 @@ async fn jwt_tokens_are_checked_and_their_claims_authorize() {
     );
     assert_eq!(nacks(&store.mesh), 0);
 }
+
+/// `scope` (always) and the claims a rule lists in `spaceDelimitedClaims` are lists of
+/// words: a condition on one of them matches any word, as with Istio.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn space_delimited_claims_match_by_word() {
+    let issuer = JwtIssuer::generate();
+    let (jwks_address, _) = jwks_server(issuer.jwks()).await;
+    let store = Bookstore::start(XdsMode::Sotw).await;
+    store
+        .mesh
+        .write(
+            "ratings-jwt.yaml",
+            &format!(
+                "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\n\
+                 metadata: {{name: ratings-jwt, namespace: default}}\n\
+                 spec:\n  selector: {{matchLabels: {{app: ratings}}}}\n  \
+                 jwtRules: [{{issuer: \"{ISSUER}\", jwksUri: \"http://{jwks_address}/jwks.json\", \
+                 spaceDelimitedClaims: [roles]}}]\n\
+                 ---\n\
+                 apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
+                 metadata: {{name: ratings-writers, namespace: default}}\n\
+                 spec:\n  selector: {{matchLabels: {{app: ratings}}}}\n  rules:\n  \
+                 - when: [{{key: \"request.auth.claims[scope]\", values: [write]}}, \
+                 {{key: \"request.auth.claims[roles]\", values: [editor]}}]\n"
+            ),
+        )
+        .unwrap();
+    assert_eq!(store.mesh.meshd().config_errors(), Vec::<String>::new());
+    let status = async |claims: serde_json::Value| {
+        let token = format!("Bearer {}", issuer.token_with("alice", claims));
+        request(
+            &store.frontend,
+            reqwest::Method::GET,
+            "http://ratings:9080/",
+            &[("authorization", &token)],
+        )
+        .await
+        .map(|(status, _, _)| status)
+        .unwrap_or(0)
+    };
+    // The policy holds (no token: no claims), then the keys arrive.
+    eventually("the policy to hold", Duration::from_secs(30), async || {
+        let (status, _, _) = get(&store.frontend, "http://ratings:9080/").await.ok()?;
+        (status == 403).then_some(())
+    })
+    .await;
+    let both = serde_json::json!({"scope": "read write", "roles": "viewer editor"});
+    eventually(
+        "a token with both words to be accepted",
+        Duration::from_secs(30),
+        async || (status(both.clone()).await == 200).then_some(()),
+    )
+    .await;
+    for (claims, what) in [
+        (
+            serde_json::json!({"scope": "read", "roles": "viewer editor"}),
+            "scope without the word",
+        ),
+        (
+            serde_json::json!({"scope": "read write", "roles": "viewer"}),
+            "roles without the word",
+        ),
+        (
+            serde_json::json!({"scope": "read write", "roles": "editors"}),
+            "words match whole",
+        ),
+    ] {
+        assert_eq!(status(claims).await, 403, "{what}");
+    }
+    assert_eq!(nacks(&store.mesh), 0);
+}

@@ -259,3 +259,42 @@ spec:
     .await;
     assert_eq!(nacks(&store.mesh), 0);
 }
+
+/// `warmup` becomes Envoy's slow start on the cluster, with the rule's window, starting
+/// share and aggression; requests keep flowing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warmup_becomes_slow_start() {
+    let store = Bookstore::start(XdsMode::Delta).await;
+    let rule = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
+                metadata: {name: ratings}\nspec:\n  host: ratings\n  trafficPolicy:\n    \
+                loadBalancer: {simple: LEAST_REQUEST, warmup: {duration: 30s, minimumPercent: 20, aggression: 2}}\n";
+    store.mesh.write("ratings-dr.yaml", rule).unwrap();
+    let slow_start = eventually(
+        "the slow start on ratings' cluster",
+        std::time::Duration::from_secs(30),
+        async || {
+            let (_, clusters) = admin_request(
+                store.frontend.envoy.admin_socket(),
+                "GET",
+                "/config_dump?resource=dynamic_active_clusters&name_regex=outbound.9080..ratings.*",
+            )
+            .ok()?;
+            let dump: serde_json::Value = serde_json::from_str(&clusters).ok()?;
+            let cluster = &dump["configs"][0]["cluster"];
+            (cluster["lb_policy"] == "LEAST_REQUEST")
+                .then(|| cluster["least_request_lb_config"]["slow_start_config"].clone())
+        },
+    )
+    .await;
+    assert_eq!(slow_start["slow_start_window"], "30s", "{slow_start}");
+    assert_eq!(
+        slow_start["min_weight_percent"]["value"], 20.0,
+        "{slow_start}"
+    );
+    assert_eq!(
+        slow_start["aggression"]["default_value"], 2.0,
+        "{slow_start}"
+    );
+    assert_eq!(status(&store, "/", "").await, 200);
+    assert_eq!(nacks(&store.mesh), 0);
+}

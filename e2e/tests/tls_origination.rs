@@ -7,9 +7,9 @@
 use fleetmesh_e2e::*;
 use std::time::Duration;
 
-/// The backend as a ServiceEntry (plain HTTP for the app on port 80), and how the
-/// sidecar speaks TLS to it.
-fn config(backend: std::net::SocketAddr, tls: &str) -> String {
+/// The backend as a ServiceEntry (plain HTTP for the app on port 80) naming the
+/// certificate names its server proves, and how the sidecar speaks TLS to it.
+fn config(backend: std::net::SocketAddr, names: &str, tls: &str) -> String {
     format!(
         r#"apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -19,6 +19,7 @@ spec:
   ports: [{{number: 80, name: http, protocol: HTTP, targetPort: {port}}}]
   resolution: STATIC
   endpoints: [{{address: "{ip}"}}]
+  subjectAltNames: {names}
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -46,33 +47,54 @@ async fn destination_rules_originate_verified_tls() {
     let mutual = format!(
         "{{mode: MUTUAL, clientCertificate: {certificate}, privateKey: {key}, caCertificates: {ca}}}"
     );
+    let (none, other, own) = ("[]", "[other.example.com]", "[shop.example.com]");
     // Each case follows one that answered, so its answer is the new setting's.
     let cases = [
-        (mutual.clone(), 200, "MUTUAL with the client certificate"),
         (
+            none,
+            mutual.clone(),
+            200,
+            "MUTUAL with the client certificate",
+        ),
+        (
+            none,
             format!("{{mode: MUTUAL, clientCertificate: {certificate}, privateKey: {key}}}"),
             503,
             "the server checked against the system's roots, which do not have the test CA",
         ),
-        (mutual.clone(), 200, "MUTUAL again"),
+        (none, mutual.clone(), 200, "MUTUAL again"),
         (
+            none,
             format!(
                 "{{mode: MUTUAL, clientCertificate: {certificate}, privateKey: {key}, caCertificates: {ca}, subjectAltNames: [other.example.com]}}"
             ),
             503,
             "a server certificate for another name",
         ),
-        (mutual.clone(), 200, "MUTUAL again"),
         (
+            own,
+            mutual.clone(),
+            200,
+            "the ServiceEntry's name for the server",
+        ),
+        (
+            other,
+            mutual.clone(),
+            503,
+            "the ServiceEntry's names, checked when the rule names none",
+        ),
+        (none, mutual.clone(), 200, "MUTUAL again"),
+        (
+            none,
             format!("{{mode: SIMPLE, caCertificates: {ca}}}"),
             503,
             "SIMPLE: no client certificate, which the backend requires",
         ),
     ];
-    for (tls, status, what) in cases {
+    for (names, tls, status, what) in cases {
         store
             .mesh
-            .write("shop.yaml", &config(backend, &tls))
+            .write("shop.yaml", &config(backend, names, &tls))
             .unwrap();
         assert_eq!(store.mesh.meshd().config_errors(), Vec::<String>::new());
         let body = eventually(what, Duration::from_secs(30), async || {

@@ -220,6 +220,7 @@ impl ServiceDiscovery {
                 .collect(),
             resolution: Resolution::Static,
             mesh_external: false,
+            subject_alt_names: Vec::new(),
         })
     }
     /// The ready endpoints of one EndpointSlice of a service with `ports`, with their

@@ -112,6 +112,7 @@ fn same_but_endpoints(a: &Service, b: &Service) -> bool {
         selector,
         resolution,
         mesh_external,
+        subject_alt_names,
     } = a;
     *hostname == b.hostname
         && *namespace == b.namespace
@@ -121,6 +122,7 @@ fn same_but_endpoints(a: &Service, b: &Service) -> bool {
         && *selector == b.selector
         && *resolution == b.resolution
         && *mesh_external == b.mesh_external
+        && *subject_alt_names == b.subject_alt_names
 }
 
 #[cfg(test)]

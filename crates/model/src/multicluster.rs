@@ -66,6 +66,7 @@ mod tests {
             selector: Default::default(),
             resolution: Resolution::Static,
             mesh_external: false,
+            subject_alt_names: Vec::new(),
         }
     }
 

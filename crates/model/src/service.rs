@@ -28,6 +28,9 @@ pub struct Service {
     pub resolution: Resolution,
     /// Outside the mesh (a ServiceEntry with `location: MESH_EXTERNAL`).
     pub mesh_external: bool,
+    /// Certificate names its servers prove (a ServiceEntry's `subjectAltNames`; empty for
+    /// Kubernetes Services).
+    pub subject_alt_names: Vec<String>,
 }
 
 /// How a service's endpoints are found.

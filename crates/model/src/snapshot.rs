@@ -389,6 +389,7 @@ fn kube_service(
         selector: s.spec.selector.clone(),
         resolution: Resolution::Static,
         mesh_external: false,
+        subject_alt_names: Vec::new(),
     }
 }
 
@@ -496,6 +497,7 @@ fn service_entry(
             selector: Labels::new(),
             resolution,
             mesh_external: se.spec.location != Some(Location::MeshInternal),
+            subject_alt_names: se.spec.subject_alt_names.clone(),
         })
         .collect()
 }

@@ -101,7 +101,8 @@ fn rule_sets<'a>(
                     policy.metadata.namespace, policy.metadata.name
                 );
                 if let Some(enforced) = adapt(action, rule) {
-                    envoy_policies.insert(name, translate_rule(&enforced));
+                    envoy_policies
+                        .insert(name, translate_rule(&enforced, &policy.metadata.namespace));
                 }
             }
         }
@@ -171,8 +172,9 @@ fn rbac_config(action: rbac::Action, policies: &BTreeMap<String, Policy>) -> Any
     }
 }
 
-/// A rule matches when its `from`, `to` and `when` all match.
-fn translate_rule(rule: &Rule) -> Policy {
+/// A rule matches when its `from`, `to` and `when` all match. `namespace` is the policy's:
+/// a service account named without one is in it.
+fn translate_rule(rule: &Rule, namespace: &str) -> Policy {
     let mut permissions: Vec<Permission> = Vec::new();
     let mut principals: Vec<Principal> = Vec::new();
     if !rule.to.is_empty() {
@@ -182,7 +184,10 @@ fn translate_rule(rule: &Rule) -> Policy {
     }
     if !rule.from.is_empty() {
         principals.push(Principal::either(
-            rule.from.iter().map(|f| source(&f.source)).collect(),
+            rule.from
+                .iter()
+                .map(|f| source(&f.source, namespace))
+                .collect(),
         ));
     }
     for condition in &rule.when {
@@ -200,7 +205,7 @@ fn translate_rule(rule: &Rule) -> Policy {
 
 /// One field of an operation or source: its values (any may match), whether it is a
 /// `not*` field, and how a value becomes a matcher.
-type Field<'a, T> = (&'a [String], bool, fn(&str) -> T);
+type Field<'a, T> = (&'a [String], bool, &'a dyn Fn(&str) -> T);
 
 /// Every present field must match.
 fn all_fields<T: Matcher>(fields: &[Field<'_, T>]) -> T {
@@ -217,29 +222,34 @@ fn all_fields<T: Matcher>(fields: &[Field<'_, T>]) -> T {
 
 fn operation(op: &Operation) -> Permission {
     all_fields::<Permission>(&[
-        (&op.hosts, false, host_permission),
-        (&op.not_hosts, true, host_permission),
-        (&op.methods, false, method_permission),
-        (&op.not_methods, true, method_permission),
-        (&op.paths, false, path_permission),
-        (&op.not_paths, true, path_permission),
-        (&op.ports, false, port_permission),
-        (&op.not_ports, true, port_permission),
+        (&op.hosts, false, &host_permission),
+        (&op.not_hosts, true, &host_permission),
+        (&op.methods, false, &method_permission),
+        (&op.not_methods, true, &method_permission),
+        (&op.paths, false, &path_permission),
+        (&op.not_paths, true, &path_permission),
+        (&op.ports, false, &port_permission),
+        (&op.not_ports, true, &port_permission),
     ])
 }
 
-fn source(source: &Source) -> Principal {
+fn source(source: &Source, namespace: &str) -> Principal {
+    let service_account = |account: &str| service_account_principal(namespace, account);
     all_fields::<Principal>(&[
-        (&source.principals, false, peer_principal),
-        (&source.not_principals, true, peer_principal),
-        (&source.namespaces, false, namespace_principal),
-        (&source.not_namespaces, true, namespace_principal),
-        (&source.ip_blocks, false, direct_ip_principal),
-        (&source.not_ip_blocks, true, direct_ip_principal),
-        (&source.remote_ip_blocks, false, remote_ip_principal),
-        (&source.not_remote_ip_blocks, true, remote_ip_principal),
-        (&source.request_principals, false, request_principal),
-        (&source.not_request_principals, true, request_principal),
+        (&source.service_accounts, false, &service_account),
+        (&source.not_service_accounts, true, &service_account),
+        (&source.trust_domains, false, &trust_domain_principal),
+        (&source.not_trust_domains, true, &trust_domain_principal),
+        (&source.principals, false, &peer_principal),
+        (&source.not_principals, true, &peer_principal),
+        (&source.namespaces, false, &namespace_principal),
+        (&source.not_namespaces, true, &namespace_principal),
+        (&source.ip_blocks, false, &direct_ip_principal),
+        (&source.not_ip_blocks, true, &direct_ip_principal),
+        (&source.remote_ip_blocks, false, &remote_ip_principal),
+        (&source.not_remote_ip_blocks, true, &remote_ip_principal),
+        (&source.request_principals, false, &request_principal),
+        (&source.not_request_principals, true, &request_principal),
     ])
 }
 
@@ -439,18 +449,52 @@ fn claim_principal(claim: &str, value: &str) -> Principal {
     ])
 }
 
+/// `NAME` (in `namespace`) or `NAMESPACE/NAME`: the peer's SPIFFE id has that namespace
+/// and service account, whatever its trust domain (and any further segments), as Istio
+/// matches it.
+fn service_account_principal(namespace: &str, account: &str) -> Principal {
+    let (namespace, name) = account.split_once('/').unwrap_or((namespace, account));
+    authenticated(regex_matcher(format!(
+        "spiffe://.+/ns/{}/(.+/|)sa/{}(/.+)?",
+        regex_escape(namespace),
+        regex_escape(name)
+    )))
+}
+
+/// The trust domain of the peer's SPIFFE id: exact, `*` (any), or with a `*` at one end
+/// standing for any characters but `/`.
+fn trust_domain_principal(domain: &str) -> Principal {
+    let prefix = |prefix: String| StringMatcher {
+        match_pattern: Some(string_matcher::MatchPattern::Prefix(prefix)),
+        ..StringMatcher::default()
+    };
+    authenticated(match domain.split_once('*') {
+        None => prefix(format!("spiffe://{domain}/")),
+        Some(("", "")) => prefix("spiffe://".into()),
+        Some((before, after)) => regex_matcher(format!(
+            "spiffe://{}[^/]*{}/.*",
+            regex_escape(before),
+            regex_escape(after)
+        )),
+    })
+}
+
+fn regex_matcher(regex: String) -> StringMatcher {
+    StringMatcher {
+        match_pattern: Some(string_matcher::MatchPattern::SafeRegex(RegexMatcher {
+            regex,
+            ..RegexMatcher::default()
+        })),
+        ..StringMatcher::default()
+    }
+}
+
 fn namespace_principal(namespace: &str) -> Principal {
     let pattern = match namespace {
         "*" => ".*/ns/.*/.*".to_string(),
         ns => format!(".*/ns/{}/.*", regex_escape(ns)),
     };
-    authenticated(StringMatcher {
-        match_pattern: Some(string_matcher::MatchPattern::SafeRegex(RegexMatcher {
-            regex: pattern,
-            ..RegexMatcher::default()
-        })),
-        ..StringMatcher::default()
-    })
+    authenticated(regex_matcher(pattern))
 }
 
 fn regex_escape(text: &str) -> String {

@@ -130,10 +130,20 @@ fn outbound(
     let sni = tls::istio_sni(port.port, subset, &service.hostname);
     match (tls, tls.and_then(|t| t.mode)) {
         (Some(settings), Some(ClientTlsMode::Simple | ClientTlsMode::Mutual)) => {
-            c.transport_socket = Some(tls::originate(settings, &service.hostname));
+            c.transport_socket = Some(tls::originate(
+                settings,
+                &service.hostname,
+                &service.subject_alt_names,
+            ));
         }
-        (_, Some(ClientTlsMode::IstioMutual)) => {
-            c.transport_socket = Some(tls::istio_upstream(&sni, mtls.trust_domain, &mtls.peers));
+        // As istiod: the rule's SNI and names, when it gives them, over the computed ones.
+        (Some(settings), Some(ClientTlsMode::IstioMutual)) => {
+            let sni = settings.sni.as_deref().unwrap_or(&sni);
+            let peers = match settings.subject_alt_names.as_slice() {
+                [] => mtls.peers.as_slice(),
+                names => names,
+            };
+            c.transport_socket = Some(tls::istio_upstream(sni, mtls.trust_domain, peers));
         }
         // Auto mTLS: to the endpoints that have a sidecar.
         (_, None) if service.resolution == Resolution::Static => {
@@ -225,11 +235,54 @@ fn apply_load_balancer(c: &mut Cluster, lb: &LoadBalancerSettings) {
         ));
         return;
     }
-    c.lb_policy = match lb.simple {
-        Some(SimpleLb::LeastConn | SimpleLb::LeastRequest) => LbPolicy::LeastRequest,
-        Some(SimpleLb::Random) => LbPolicy::Random,
-        _ => LbPolicy::RoundRobin,
-    } as i32;
+    let slow_start = slow_start(lb);
+    let (policy, config) = match lb.simple {
+        Some(SimpleLb::LeastConn | SimpleLb::LeastRequest) => (
+            LbPolicy::LeastRequest,
+            slow_start.map(|slow_start_config| {
+                cluster::LbConfig::LeastRequestLbConfig(cluster::LeastRequestLbConfig {
+                    slow_start_config: Some(slow_start_config),
+                    ..Default::default()
+                })
+            }),
+        ),
+        Some(SimpleLb::Random) => (LbPolicy::Random, None),
+        _ => (
+            LbPolicy::RoundRobin,
+            slow_start.map(|slow_start_config| {
+                cluster::LbConfig::RoundRobinLbConfig(cluster::RoundRobinLbConfig {
+                    slow_start_config: Some(slow_start_config),
+                })
+            }),
+        ),
+    };
+    c.lb_policy = policy as i32;
+    if config.is_some() {
+        c.lb_config = config;
+    }
+}
+
+/// Istio's `warmup` (or its deprecated `warmupDurationSecs`) as Envoy's slow start, with
+/// Istio's defaults: linear growth from 10% of an endpoint's weight.
+fn slow_start(lb: &LoadBalancerSettings) -> Option<cluster::SlowStartConfig> {
+    use envoy_types::pb::envoy::config::core::v3::RuntimeDouble;
+    use envoy_types::pb::envoy::r#type::v3::Percent;
+    let (window, minimum_percent, aggression) = match (&lb.warmup, lb.warmup_duration_secs) {
+        (Some(warmup), _) => (warmup.duration?, warmup.minimum_percent, warmup.aggression),
+        (None, Some(window)) => (window, None, None),
+        (None, None) => return None,
+    };
+    Some(cluster::SlowStartConfig {
+        slow_start_window: Some(duration(window.as_std())),
+        aggression: Some(RuntimeDouble {
+            default_value: aggression.unwrap_or(1.0),
+            // Envoy requires a key; no operator sets this one, so the value stands.
+            runtime_key: "fleetmesh.slow_start.aggression".into(),
+        }),
+        min_weight_percent: Some(Percent {
+            value: minimum_percent.unwrap_or(10.0),
+        }),
+    })
 }
 
 /// Istio's connection pool: circuit-breaker thresholds, the connect timeout and TCP
@@ -357,6 +410,7 @@ fn service_identities(service: &Service, trust_domain: &str) -> Vec<String> {
                 e.service_account.as_deref().unwrap_or("default")
             )
         })
+        .chain(service.subject_alt_names.iter().cloned())
         .collect();
     ids.into_iter().collect()
 }

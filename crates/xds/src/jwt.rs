@@ -83,6 +83,15 @@ pub fn http_filter(
     })
 }
 
+/// The rule's space-delimited claims and those that always are (OAuth's `scope`, and
+/// `permission`), sorted, as istiod lists them.
+fn space_delimited_claims(rule: &JwtRule) -> Vec<String> {
+    let mut claims: std::collections::BTreeSet<String> =
+        ["permission", "scope"].map(String::from).into();
+    claims.extend(rule.space_delimited_claims.iter().cloned());
+    claims.into_iter().collect()
+}
+
 fn provider(snapshot: &Snapshot, rule: &JwtRule) -> JwtProvider {
     let jwks = match (&rule.jwks, &rule.jwks_uri) {
         (Some(inline), _) => inline.clone(),
@@ -122,6 +131,9 @@ fn provider(snapshot: &Snapshot, rule: &JwtRule) -> JwtProvider {
         forward_payload_header: rule.output_payload_to_header.clone().unwrap_or_default(),
         claim_to_headers,
         payload_in_metadata: PAYLOAD_KEY.into(),
+        normalize_payload_in_metadata: Some(jwt_provider::NormalizePayload {
+            space_delimited_claims: space_delimited_claims(rule),
+        }),
         jwks_source_specifier: Some(jwt_provider::JwksSourceSpecifier::LocalJwks(DataSource {
             specifier: Some(data_source::Specifier::InlineString(jwks)),
             ..DataSource::default()

@@ -75,7 +75,7 @@ fn sds(name: &str) -> SdsSecretConfig {
 }
 
 /// The workload's own certificate, and peers checked against the mesh roots and named by
-/// one of `peers` (SPIFFE ids), or by any id of the trust domain when `peers` is empty.
+/// one of `peers` (SPIFFE ids, or DNS names a ServiceEntry gives), or by any id of the trust domain when `peers` is empty.
 fn istio_context(trust_domain: &str, peers: &[String], alpn: &[&str]) -> CommonTlsContext {
     let uri = |pattern| san(subject_alt_name_matcher::SanType::Uri, pattern);
     let names = if peers.is_empty() {
@@ -83,10 +83,7 @@ fn istio_context(trust_domain: &str, peers: &[String], alpn: &[&str]) -> CommonT
             "spiffe://{trust_domain}/"
         )))]
     } else {
-        peers
-            .iter()
-            .map(|id| uri(string_matcher::MatchPattern::Exact(id.clone())))
-            .collect()
+        peers.iter().map(|id| named(id)).collect()
     };
     CommonTlsContext {
         tls_certificate_sds_secret_configs: vec![sds(CERTIFICATE_SECRET)],
@@ -133,17 +130,21 @@ const FILE_CERT: &str = "file-cert:";
 /// TLS the proxy originates to a destination outside the mesh (DestinationRule SIMPLE or
 /// MUTUAL), for server name `host` unless `sni` says otherwise. The server must chain to
 /// `caCertificates` (else to the system's roots) and be named by one of
-/// `subjectAltNames` (else by the SNI), unless `insecureSkipVerify`; MUTUAL presents the
-/// client certificate files. The agent reads the files and serves them over SDS, so a
-/// missing file leaves the cluster waiting instead of the config rejected.
-pub fn originate(settings: &ClientTlsSettings, host: &str) -> TransportSocket {
+/// `subjectAltNames` (else by one of `service_names`, the ServiceEntry's, else by the
+/// SNI), unless `insecureSkipVerify`; MUTUAL presents the client certificate files. The
+/// agent reads the files and serves them over SDS, so a missing file leaves the cluster
+/// waiting instead of the config rejected.
+pub fn originate(
+    settings: &ClientTlsSettings,
+    host: &str,
+    service_names: &[String],
+) -> TransportSocket {
     let sni = settings.sni.clone().unwrap_or_else(|| host.to_string());
     let verify = settings.insecure_skip_verify != Some(true);
     let validation = verify.then(|| {
-        let names = if settings.subject_alt_names.is_empty() {
-            std::slice::from_ref(&sni)
-        } else {
-            settings.subject_alt_names.as_slice()
+        let names = match (settings.subject_alt_names.as_slice(), service_names) {
+            ([], []) => std::slice::from_ref(&sni),
+            ([], names) | (names, _) => names,
         };
         let roots = match &settings.ca_certificates {
             Some(path) => format!("{FILE_ROOT}{path}"),

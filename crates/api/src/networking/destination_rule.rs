@@ -53,6 +53,21 @@ pub struct LoadBalancerSettings {
     pub simple: Option<SimpleLb>,
     pub consistent_hash: Option<ConsistentHashLb>,
     pub locality_lb_setting: Option<LocalityLbSetting>,
+    /// Slow start: an endpoint that has just appeared gets a share of requests growing
+    /// over `duration` (round robin and least request only, as Istio applies it).
+    pub warmup: Option<Warmup>,
+    /// Deprecated by Istio for `warmup.duration`.
+    pub warmup_duration_secs: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Warmup {
+    pub duration: Option<Duration>,
+    /// The share a new endpoint starts at, in percent of its weight (default 10).
+    pub minimum_percent: Option<f64>,
+    /// How the share grows: 1 (the default) linearly, above 1 slower at first.
+    pub aggression: Option<f64>,
 }
 
 /// Locality-aware load balancing (Istio's `LocalityLoadBalancerSetting`): with outlier

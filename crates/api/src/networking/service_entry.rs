@@ -17,6 +17,11 @@ pub struct ServiceEntrySpec {
     pub workload_selector: Option<WorkloadSelector>,
     #[serde(default)]
     pub export_to: Vec<String>,
+    /// Names the service's servers prove: checked by mTLS (ISTIO_MUTUAL) instead of its
+    /// workloads' identities alone, and by TLS origination when the DestinationRule names
+    /// none.
+    #[serde(default)]
+    pub subject_alt_names: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]

@@ -69,6 +69,17 @@ pub struct Source {
     pub namespaces: Vec<String>,
     #[serde(default)]
     pub not_namespaces: Vec<String>,
+    /// `NAME` (in the policy's namespace) or `NAMESPACE/NAME`: the peer's service account,
+    /// whatever its trust domain. Not with `principals` or `namespaces`.
+    #[serde(default)]
+    pub service_accounts: Vec<String>,
+    #[serde(default)]
+    pub not_service_accounts: Vec<String>,
+    /// The peer identity's trust domain: `cluster.local`, `*`, `*.example.com`.
+    #[serde(default)]
+    pub trust_domains: Vec<String>,
+    #[serde(default)]
+    pub not_trust_domains: Vec<String>,
     #[serde(default)]
     pub ip_blocks: Vec<String>,
     #[serde(default)]

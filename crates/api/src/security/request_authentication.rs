@@ -37,6 +37,10 @@ pub struct JwtRule {
     /// Headers the proxy sets to claims of the verified token.
     #[serde(default)]
     pub output_claim_to_headers: Vec<ClaimToHeader>,
+    /// Claims whose string value is a space-separated list (as `scope` and `permission`
+    /// always are): a condition on one matches any of its words.
+    #[serde(default)]
+    pub space_delimited_claims: Vec<String>,
 }
 
 /// A claim (`a.b` for a nested one) copied into a request header.

@@ -99,6 +99,18 @@ fn check_settings(
             }
             _ => {}
         }
+        if let Some(warmup) = &lb.warmup {
+            check_warmup(&format!("{at}.loadBalancer.warmup"), warmup, errors);
+        }
+        if lb
+            .warmup_duration_secs
+            .is_some_and(|d| d.as_std() < std::time::Duration::from_millis(1))
+        {
+            errors.push(
+                format!("{at}.loadBalancer.warmupDurationSecs"),
+                "must be at least 1ms",
+            );
+        }
         if let Some(locality) = &lb.locality_lb_setting {
             check_locality_lb(
                 &format!("{at}.loadBalancer.localityLbSetting"),
@@ -154,6 +166,30 @@ fn check_hash_table(at: &str, hash: &ConsistentHashLb, errors: &mut Errors) {
             ),
             None => errors.push(format!("{at}.maglev.tableSize"), "required for maglev"),
         }
+    }
+}
+
+/// Istio's rules: a duration of at least 1ms is required, the aggression is above 0; the
+/// minimum share is a percentage (Envoy refuses one outside 0..=100).
+fn check_warmup(at: &str, warmup: &Warmup, errors: &mut Errors) {
+    match warmup.duration {
+        None => errors.push(format!("{at}.duration"), "required"),
+        Some(d) if d.as_std() < std::time::Duration::from_millis(1) => {
+            errors.push(format!("{at}.duration"), "must be at least 1ms")
+        }
+        Some(_) => {}
+    }
+    if warmup
+        .minimum_percent
+        .is_some_and(|p| !(0.0..=100.0).contains(&p))
+    {
+        errors.push(format!("{at}.minimumPercent"), "must be in 0..=100");
+    }
+    if warmup
+        .aggression
+        .is_some_and(|a| !(a > 0.0 && a.is_finite()))
+    {
+        errors.push(format!("{at}.aggression"), "must be above 0");
     }
 }
 

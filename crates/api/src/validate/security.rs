@@ -3,6 +3,7 @@
 use super::common::{Errors, check_header_name, check_port};
 use crate::security::{
     Action, AuthorizationPolicySpec, MtlsMode, PeerAuthenticationSpec, RequestAuthenticationSpec,
+    Source,
 };
 
 pub fn validate_peer_authentication(spec: &PeerAuthenticationSpec, errors: &mut Errors) {
@@ -40,6 +41,7 @@ pub fn validate_authorization_policy(spec: &AuthorizationPolicySpec, errors: &mu
         for (j, from) in rule.from.iter().enumerate() {
             let at = format!("{at}.from[{j}].source");
             let source = &from.source;
+            validate_service_accounts(source, &at, errors);
             for (field, blocks) in [
                 ("ipBlocks", &source.ip_blocks),
                 ("notIpBlocks", &source.not_ip_blocks),
@@ -88,6 +90,81 @@ pub fn validate_authorization_policy(spec: &AuthorizationPolicySpec, errors: &mu
         }
     }
 }
+
+/// Istio's limits on the fields that name identities by parts: at most 16 service
+/// accounts, each `NAME` or `NAMESPACE/NAME` without wildcards; trust domains without `/`,
+/// with one `*` at most, at an end; service accounts not beside principals or namespaces.
+fn validate_service_accounts(source: &Source, at: &str, errors: &mut Errors) {
+    let by_identity = [
+        &source.principals,
+        &source.not_principals,
+        &source.namespaces,
+        &source.not_namespaces,
+    ];
+    let by_account = [&source.service_accounts, &source.not_service_accounts];
+    if by_identity.iter().any(|v| !v.is_empty()) && by_account.iter().any(|v| !v.is_empty()) {
+        errors.push(
+            format!("{at}.serviceAccounts"),
+            "cannot be set with principals or namespaces",
+        );
+    }
+    for (field, accounts) in [
+        ("serviceAccounts", &source.service_accounts),
+        ("notServiceAccounts", &source.not_service_accounts),
+    ] {
+        if accounts.len() > MAX_SERVICE_ACCOUNTS {
+            errors.push(
+                format!("{at}.{field}"),
+                format!("at most {MAX_SERVICE_ACCOUNTS} service accounts"),
+            );
+        }
+        for (k, account) in accounts.iter().enumerate() {
+            let parts: Vec<&str> = account.split('/').collect();
+            let reason = if account.contains('*') {
+                "wildcards are not allowed"
+            } else if account.len() > 320 {
+                "longer than 320 characters"
+            } else if parts.len() > 2 || parts.iter().any(|part| part.is_empty()) {
+                "expected SERVICE_ACCOUNT or NAMESPACE/SERVICE_ACCOUNT"
+            } else {
+                continue;
+            };
+            errors.push(
+                format!("{at}.{field}[{k}]"),
+                format!("{account:?}: {reason}"),
+            );
+        }
+    }
+    for (field, domains) in [
+        ("trustDomains", &source.trust_domains),
+        ("notTrustDomains", &source.not_trust_domains),
+    ] {
+        for (k, domain) in domains.iter().enumerate() {
+            let reason = if domain.is_empty() {
+                "empty"
+            } else if domain.contains('/') {
+                "a trust domain has no '/'"
+            } else if domain.matches('*').count() > 1 {
+                "at most one '*'"
+            } else if domain.len() > 1
+                && domain.contains('*')
+                && !domain.starts_with('*')
+                && !domain.ends_with('*')
+            {
+                "a '*' only at the start or the end"
+            } else {
+                continue;
+            };
+            errors.push(
+                format!("{at}.{field}[{k}]"),
+                format!("{domain:?}: {reason}"),
+            );
+        }
+    }
+}
+
+/// Istio's bound on `serviceAccounts`, which keeps the generated matchers small.
+const MAX_SERVICE_ACCOUNTS: usize = 16;
 
 /// What a `when` condition tests.
 #[derive(Debug, Clone, PartialEq, Eq)]

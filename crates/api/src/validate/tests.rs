@@ -445,6 +445,51 @@ spec:
     assert_eq!(problems(valid), Vec::<String>::new());
 }
 
+#[test]
+fn authorization_policy_service_accounts_and_trust_domains() {
+    let yaml = r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: checks, namespace: shop}
+spec:
+  rules:
+  - from: [{source: {serviceAccounts: ["*", a/b/c, /sa, frontend], principals: [x]}}]
+  - from: [{source: {trustDomains: ["", a/b, "*a*", "a*b"], notServiceAccounts: [ns/]}}]
+"#;
+    let found = problems(yaml);
+    for expected in [
+        "spec.rules[0].from[0].source.serviceAccounts: cannot be set with principals or namespaces",
+        "spec.rules[0].from[0].source.serviceAccounts[0]: \"*\": wildcards are not allowed",
+        "spec.rules[0].from[0].source.serviceAccounts[1]: \"a/b/c\": expected SERVICE_ACCOUNT or NAMESPACE/SERVICE_ACCOUNT",
+        "spec.rules[0].from[0].source.serviceAccounts[2]: \"/sa\": expected SERVICE_ACCOUNT or NAMESPACE/SERVICE_ACCOUNT",
+        "spec.rules[1].from[0].source.trustDomains[0]: \"\": empty",
+        "spec.rules[1].from[0].source.trustDomains[1]: \"a/b\": a trust domain has no '/'",
+        "spec.rules[1].from[0].source.trustDomains[2]: \"*a*\": at most one '*'",
+        "spec.rules[1].from[0].source.trustDomains[3]: \"a*b\": a '*' only at the start or the end",
+        "spec.rules[1].from[0].source.notServiceAccounts[0]: \"ns/\": expected SERVICE_ACCOUNT or NAMESPACE/SERVICE_ACCOUNT",
+    ] {
+        assert_problem(&found, expected);
+    }
+    assert_eq!(found.len(), 9, "{found:#?}");
+    let many: Vec<String> = (0..17).map(|i| format!("sa{i}")).collect();
+    assert_problem(
+        &problems(&format!(
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: many}}\nspec:\n  rules: [{{from: [{{source: {{serviceAccounts: [{}]}}}}]}}]\n",
+            many.join(", ")
+        )),
+        "spec.rules[0].from[0].source.serviceAccounts: at most 16 service accounts",
+    );
+
+    let valid = r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ok, namespace: shop}
+spec:
+  rules:
+  - from: [{source: {serviceAccounts: [frontend, other/backend], trustDomains: ["*", cluster.local, "*.example.com", "prod-*"]}}]
+  - from: [{source: {notServiceAccounts: [frontend], notTrustDomains: [old.example]}}]
+"#;
+    assert_eq!(problems(valid), Vec::<String>::new());
+}
+
 /// Kubernetes stores map keys as strings; a port written `"9080"` is still port 9080.
 #[test]
 fn port_level_mtls_keys_may_be_quoted() {
