@@ -105,8 +105,8 @@ async fn metrics_syncz_and_config_dump() {
     proxy_config_shows_what_the_proxy_gets(&store.mesh).await;
 }
 
-/// `fleetmesh proxy-config` of the frontend's proxy: its clusters and endpoints as
-/// istioctl tabulates them, the resources with `-o json`, and a clear error for a pod
+/// `fleetmesh proxy-config` of the frontend's proxy: its clusters, endpoints and secrets
+/// as istioctl tabulates them, the resources with `-o json`, and a clear error for a pod
 /// with no proxy.
 async fn proxy_config_shows_what_the_proxy_gets(mesh: &LocalMesh) {
     use fleetmesh_cli::install::meshd_api::MeshdApi;
@@ -141,6 +141,20 @@ async fn proxy_config_shows_what_the_proxy_gets(mesh: &LocalMesh) {
             .iter()
             .any(|l| l["name"] == "virtualOutbound"),
         "{json}"
+    );
+    // A sidecar's certificates all come from its agent: meshd names them, never holds them.
+    let secrets = show(&api, Section::Secret, "frontend", false)
+        .await
+        .unwrap();
+    let served: Vec<Vec<&str>> = secrets
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().take(2).collect())
+        .collect();
+    assert_eq!(
+        served,
+        [vec!["ROOTCA", "agent"], vec!["default", "agent"]],
+        "{secrets}"
     );
     let missing = show(&api, Section::Route, "nobody.shop", false)
         .await

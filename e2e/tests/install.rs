@@ -103,6 +103,35 @@ fn create_tls_secrets(cluster: &TestCluster, namespace: &str, pki: &Pki) {
     }
 }
 
+/// `proxy-config secret` of the gateway: shop-cert's certificate described, as meshd
+/// sends it, and the workload certificate its agent serves; the key in neither the table
+/// nor the JSON.
+async fn proxy_config_describes_the_gateways_secrets(api: &MeshdApi, pod: &str, pki: &Pki) {
+    use base64::Engine;
+    use fleetmesh_cli::proxy_config::{Section, show};
+    let table = show(api, Section::Secret, pod, false).await.unwrap();
+    let row = |name: &str| -> Vec<String> {
+        let line = table.lines().find(|l| l.starts_with(&format!("{name} ")));
+        let line = line.unwrap_or_else(|| panic!("{name} in:\n{table}"));
+        line.split_whitespace().map(String::from).collect()
+    };
+    let shop = row("kubernetes://shop-cert");
+    assert_eq!(shop[1..4], ["meshd", "Cert", "Chain"], "{table}");
+    assert!(shop[4].chars().all(|c| c.is_ascii_hexdigit()), "{table}");
+    assert_eq!(row("default")[1], "agent", "{table}");
+    let json = show(api, Section::Secret, pod, true).await.unwrap();
+    let key = std::fs::read_to_string(pki.path("tls.key")).unwrap();
+    let key_body = key.lines().nth(1).unwrap();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&key);
+    assert!(json.contains("[redacted]"), "{json}");
+    for secret in [key_body, encoded.as_str()] {
+        assert!(
+            !json.contains(secret) && !table.contains(secret),
+            "the key is shown"
+        );
+    }
+}
+
 /// The first pod of Deployment `app` once it exists.
 async fn pod_of(pods: &Api<Pod>, app: &str) -> Pod {
     wait_for(
@@ -699,6 +728,12 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
         https(secure(8443, false), 8443).await.is_err(),
         "MUTUAL refuses a client without a certificate"
     );
+    proxy_config_describes_the_gateways_secrets(
+        &MeshdApi::new(&meshd_url, &token_file),
+        &format!("{pod_name}.{}", gateways.name),
+        &pki,
+    )
+    .await;
 
     // The same Gateway and Secret in a namespace where no Role lets the gateway read
     // Secrets: meshd withholds the credential, so that gateway serves no TLS.

@@ -76,16 +76,12 @@ pub async fn fetch(
         chain: certificates.concat(),
         key: request.key_pem,
         roots: roots.clone(),
-        not_after: not_after(leaf).map_err(CertificateError::BadResponse)?,
+        not_after: fleetmesh_ca::inspect::certificates(leaf)
+            .map_err(CertificateError::BadResponse)?
+            .first()
+            .ok_or_else(|| CertificateError::BadResponse("no workload certificate".into()))?
+            .not_after,
     })
-}
-
-fn not_after(pem_text: &str) -> Result<SystemTime, String> {
-    use x509_parser::prelude::*;
-    let (_, block) = parse_x509_pem(pem_text.as_bytes()).map_err(|e| e.to_string())?;
-    let (_, cert) = X509Certificate::from_der(&block.contents).map_err(|e| e.to_string())?;
-    let seconds = cert.validity().not_after.timestamp();
-    Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(seconds.max(0) as u64))
 }
 
 /// The workload's certificate as it changes: `None` until the CA first answers.

@@ -10,6 +10,7 @@ pub mod client;
 pub mod csr;
 pub mod files;
 pub mod identity;
+pub mod inspect;
 pub mod refusals;
 pub mod rotation;
 pub mod service;

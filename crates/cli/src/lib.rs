@@ -3,6 +3,7 @@
 //! cluster to the hosted control plane (`install`, `kube_inject`) and to other clusters
 //! (`remote_secret`).
 
+pub mod analyze;
 pub mod demo;
 pub mod install;
 pub mod kube_inject;

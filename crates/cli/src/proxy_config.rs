@@ -1,5 +1,5 @@
-//! `fleetmesh proxy-config cluster|listener|route|endpoint POD[.NAMESPACE]`: what meshd
-//! sends one proxy, as istioctl's command of that name shows it (a table, or the
+//! `fleetmesh proxy-config cluster|listener|route|endpoint|secret POD[.NAMESPACE]`: what
+//! meshd sends one proxy, as istioctl's command of that name shows it (a table, or the
 //! resources themselves with `-o json`), read from meshd's `/debug/config_dump`. The
 //! proxy is found among the connected ones by its pod name and namespace.
 
@@ -17,6 +17,9 @@ pub enum Section {
     Route,
     /// EDS endpoints.
     Endpoint,
+    /// The certificates the proxy's config names: those meshd sends (a gateway's
+    /// `credentialName`; private keys never shown) and those its agent serves.
+    Secret,
 }
 
 impl Section {
@@ -27,6 +30,7 @@ impl Section {
             Section::Listener => (1, "dynamic_listeners"),
             Section::Route => (2, "dynamic_route_configs"),
             Section::Endpoint => (3, "dynamic_endpoint_configs"),
+            Section::Secret => (4, "dynamic_active_secrets"),
         }
     }
 }
@@ -70,19 +74,27 @@ pub fn resources(dump: &Value, section: Section) -> Vec<Value> {
             Section::Listener => entry["active_state"]["listener"].clone(),
             Section::Route => entry["route_config"].clone(),
             Section::Endpoint => entry["endpoint_config"].clone(),
+            Section::Secret => entry["secret"].clone(),
         })
         .collect()
 }
 
-/// The table istioctl prints for `section`.
-pub fn render(section: Section, resources: &[Value]) -> String {
+/// The table istioctl prints for `section`, with `rows` beside those of `resources`.
+fn render(section: Section, resources: &[Value], mut rows: Vec<Vec<String>>) -> String {
     let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
-    let mut rows: Vec<Vec<String>> = Vec::new();
     let header: &[&str] = match section {
         Section::Cluster => &["SERVICE FQDN", "PORT", "SUBSET", "DIRECTION", "TYPE"],
         Section::Listener => &["NAME", "ADDRESS", "PORT"],
         Section::Route => &["NAME", "VIRTUAL HOSTS", "DOMAINS"],
         Section::Endpoint => &["ENDPOINT", "CLUSTER"],
+        Section::Secret => &[
+            "RESOURCE NAME",
+            "SERVED BY",
+            "TYPE",
+            "SERIAL NUMBER",
+            "NOT AFTER",
+            "NOT BEFORE",
+        ],
     };
     for resource in resources {
         match section {
@@ -144,10 +156,86 @@ pub fn render(section: Section, resources: &[Value]) -> String {
                     rows.push(vec![at, cluster.clone()]);
                 }
             }
+            Section::Secret => rows.push(secret_row(resource)),
         }
     }
     rows.sort();
     table(header, &rows)
+}
+
+/// A secret meshd sends: its certificate (the first of a chain) described, never its
+/// key.
+fn secret_row(secret: &Value) -> Vec<String> {
+    let (kind, data) = if secret["tlsCertificate"].is_object() {
+        ("Cert Chain", &secret["tlsCertificate"]["certificateChain"])
+    } else {
+        ("CA", &secret["validationContext"]["trustedCa"])
+    };
+    let pem = match (data["inlineBytes"].as_str(), data["inlineString"].as_str()) {
+        (Some(encoded), _) => {
+            use base64::Engine;
+            let bytes = base64::engine::general_purpose::STANDARD.decode(encoded);
+            String::from_utf8(bytes.unwrap_or_default()).unwrap_or_default()
+        }
+        (None, Some(text)) => text.to_string(),
+        (None, None) => String::new(),
+    };
+    let time = |t: std::time::SystemTime| {
+        k8s_openapi::jiff::Timestamp::try_from(t).map_or("-".into(), |t| t.to_string())
+    };
+    let first = fleetmesh_ca::inspect::certificates(&pem)
+        .ok()
+        .and_then(|found| found.into_iter().next());
+    let mut row = vec![
+        secret["name"].as_str().unwrap_or("-").to_string(),
+        "meshd".into(),
+        kind.into(),
+    ];
+    row.extend(match first {
+        Some(c) => [c.serial, time(c.not_after), time(c.not_before)],
+        None => ["-".into(), "-".into(), "-".into()],
+    });
+    row
+}
+
+/// The secrets the proxy's listeners and clusters name that its agent serves (the
+/// workload certificate `default`, the mesh roots `ROOTCA`, files on the proxy's host):
+/// meshd never holds them, so only their names and kinds are known here.
+fn agent_secrets(dump: &Value) -> Vec<Vec<String>> {
+    fn walk(value: &Value, names: &mut std::collections::BTreeSet<String>) {
+        match value {
+            Value::Object(fields) => {
+                let config = &value["sdsConfig"];
+                if let (Some(name), true) = (value["name"].as_str(), config.is_object())
+                    && config.get("ads").is_none()
+                {
+                    names.insert(name.to_string());
+                }
+                fields.values().for_each(|field| walk(field, names));
+            }
+            Value::Array(items) => items.iter().for_each(|item| walk(item, names)),
+            _ => {}
+        }
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for section in [Section::Cluster, Section::Listener] {
+        for resource in resources(dump, section) {
+            walk(&resource, &mut names);
+        }
+    }
+    names
+        .into_iter()
+        .map(|name| {
+            let kind = if name == "ROOTCA" || name.starts_with("file-root:") {
+                "CA"
+            } else {
+                "Cert Chain"
+            };
+            let mut row = vec![name, "agent".into(), kind.into()];
+            row.extend(["-", "-", "-"].map(String::from));
+            row
+        })
+        .collect()
 }
 
 /// Columns padded to their widest cell.
@@ -185,8 +273,10 @@ pub async fn show(
     let resources = resources(&dump, section);
     Ok(if json {
         serde_json::to_string_pretty(&resources)? + "\n"
+    } else if section == Section::Secret {
+        render(section, &resources, agent_secrets(&dump))
     } else {
-        render(section, &resources)
+        render(section, &resources, Vec::new())
     })
 }
 
@@ -194,6 +284,62 @@ pub async fn show(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn secrets_are_listed_with_who_serves_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = std::time::Duration::from_secs(86_400);
+        let ca =
+            fleetmesh_ca::CertificateAuthority::load_or_create(dir.path(), "cluster.local", day)
+                .unwrap();
+        let chain = ca
+            .issue_serving_certificate(&["shop.example.com".into()], day)
+            .unwrap()
+            .chain;
+        let sds = |name: &str, source: Value| json!({"name": name, "sdsConfig": source});
+        let agent = json!({"apiConfigSource": {"apiType": "GRPC"}});
+        let ads = json!({"ads": {}});
+        let dump = json!({"configs": [
+            {"dynamic_active_clusters": [{"cluster": {"name": "outbound|443||a", "transportSocket":
+                {"typedConfig": {"commonTlsContext": {"tlsCertificateSdsSecretConfigs": [sds("default", agent.clone())]}}}}}]},
+            {"dynamic_listeners": [{"active_state": {"listener": {"name": "0.0.0.0_443", "filterChains": [
+                {"transportSocket": {"typedConfig": {"commonTlsContext": {
+                    "tlsCertificateSdsSecretConfigs": [sds("kubernetes://shop-cert", ads.clone())],
+                    "combinedValidationContext": {"validationContextSdsSecretConfig": sds("ROOTCA", agent.clone())},
+                }}}}]}}}]},
+            {}, {},
+            {"dynamic_active_secrets": [{"secret": {"name": "kubernetes://shop-cert", "tlsCertificate": {
+                "certificateChain": {"inlineString": chain},
+                "privateKey": {"inlineString": "[redacted]"},
+            }}}]},
+        ]});
+        let table = render(
+            Section::Secret,
+            &resources(&dump, Section::Secret),
+            agent_secrets(&dump),
+        );
+        let rows: Vec<Vec<&str>> = table
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(rows[0][..2], ["RESOURCE", "NAME"], "{table}");
+        assert_eq!(rows[1], ["ROOTCA", "agent", "CA", "-", "-", "-"], "{table}");
+        assert_eq!(
+            rows[2],
+            ["default", "agent", "Cert", "Chain", "-", "-", "-"],
+            "{table}"
+        );
+        let shop = &rows[3];
+        assert_eq!(
+            shop[..5],
+            ["kubernetes://shop-cert", "meshd", "Cert", "Chain", shop[4]]
+        );
+        assert!(
+            shop[4].chars().all(|c| c.is_ascii_hexdigit()) && shop[5].ends_with('Z'),
+            "a serial number and times: {table}"
+        );
+        assert_eq!(rows.len(), 4, "{table}");
+    }
 
     #[test]
     fn a_pod_is_found_by_name_and_namespace() {

@@ -1,7 +1,7 @@
 //! The JSON of istiod's debug endpoints, built from the registry.
 
 use fleetmesh_server::ProxyStatus;
-use fleetmesh_xds::ResourceType::{self, Cluster, Endpoint, Listener, Route};
+use fleetmesh_xds::ResourceType::{self, Cluster, Endpoint, Listener, Route, Secret};
 use fleetmesh_xds::json::any_to_json;
 use serde_json::{Value, json};
 
@@ -37,7 +37,9 @@ pub fn syncz(statuses: &[ProxyStatus]) -> Value {
     Value::Array(proxies)
 }
 
-/// `/debug/config_dump?proxyID=`: what meshd serves that proxy, in Envoy's ConfigDump shape.
+/// `/debug/config_dump?proxyID=`: what meshd serves that proxy, in Envoy's ConfigDump
+/// shape. Secrets (a gateway's `credentialName` certificates) come without their private
+/// keys, as Envoy's own dump shows them.
 pub fn config_dump(status: &ProxyStatus) -> Value {
     let resources = |kind: ResourceType| -> Vec<Value> {
         status
@@ -70,5 +72,57 @@ pub fn config_dump(status: &ProxyStatus) -> Value {
             "@type": "type.googleapis.com/envoy.admin.v3.EndpointsConfigDump",
             "dynamic_endpoint_configs": resources(Endpoint).into_iter().map(|e| json!({"version_info": version(Endpoint), "endpoint_config": e})).collect::<Vec<_>>(),
         },
+        {
+            "@type": "type.googleapis.com/envoy.admin.v3.SecretsConfigDump",
+            "dynamic_active_secrets": resources(Secret).into_iter().map(|mut s| {
+                redact_private_keys(&mut s);
+                json!({"name": s["name"], "version_info": version(Secret), "secret": s})
+            }).collect::<Vec<_>>(),
+        },
     ]})
+}
+
+/// Replaces every private key in `value` (a Secret's `tlsCertificate.privateKey`,
+/// however nested) with `[redacted]`, as Envoy's admin does.
+fn redact_private_keys(value: &mut Value) {
+    match value {
+        Value::Object(fields) => {
+            for (name, field) in fields.iter_mut() {
+                if name == "privateKey" || name == "private_key" {
+                    *field = json!({"inlineString": "[redacted]"});
+                } else {
+                    redact_private_keys(field);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact_private_keys),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_keys_are_redacted_wherever_they_are() {
+        let mut secret = json!({"name": "kubernetes://shop-cert", "tlsCertificate": {
+            "certificateChain": {"inlineBytes": "Q0VSVA=="},
+            "privateKey": {"inlineBytes": "S0VZ"},
+        }, "nested": [{"private_key": "KEY"}]});
+        redact_private_keys(&mut secret);
+        let text = secret.to_string();
+        assert!(
+            !text.contains("S0VZ") && !text.contains("\"KEY\""),
+            "{text}"
+        );
+        assert_eq!(
+            secret["tlsCertificate"]["certificateChain"]["inlineBytes"],
+            "Q0VSVA=="
+        );
+        assert_eq!(
+            secret["tlsCertificate"]["privateKey"]["inlineString"],
+            "[redacted]"
+        );
+    }
 }
