@@ -26,17 +26,9 @@ const NOT_FOUND: &str = "IST0101";
 /// IST0109, ConflictingMeshGatewayVirtualServiceHosts.
 const CONFLICTING_HOSTS: &str = "IST0109";
 
-/// How serious a finding is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Level {
-    Error,
-    Warning,
-}
-
-/// One finding.
+/// One finding: an error (istioctl's level for each of these codes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
-    pub level: Level,
     /// istioctl analyze's code for the same finding.
     pub code: &'static str,
     /// `Kind namespace/name`, or what is known of it when it did not parse.
@@ -48,20 +40,16 @@ pub struct Message {
 
 impl std::fmt::Display for Message {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let level = match self.level {
-            Level::Error => "Error",
-            Level::Warning => "Warning",
-        };
         write!(
             f,
-            "{level} [{}] ({} {}) {}",
+            "Error [{}] ({} {}) {}",
             self.code, self.resource, self.origin, self.text
         )
     }
 }
 
 /// Every finding in the YAML files of `paths` (files, or directories walked as meshd
-/// walks its config directory), errors first, then by file.
+/// walks its config directory), by file.
 pub fn analyze(paths: &[PathBuf]) -> anyhow::Result<Vec<Message>> {
     let mut files = Vec::new();
     for path in paths {
@@ -84,7 +72,6 @@ pub fn analyze(paths: &[PathBuf]) -> anyhow::Result<Vec<Message>> {
         match load_documents(Some(file), &text) {
             Ok(resources) => loaded.extend(resources),
             Err(errors) => messages.extend(errors.into_iter().map(|e| Message {
-                level: Level::Error,
                 code: INVALID,
                 resource: e.resource,
                 origin: e.location,
@@ -93,7 +80,7 @@ pub fn analyze(paths: &[PathBuf]) -> anyhow::Result<Vec<Message>> {
         }
     }
     messages.extend(references(&loaded));
-    messages.sort_by(|a, b| (a.level, &a.origin, &a.text).cmp(&(b.level, &b.origin, &b.text)));
+    messages.sort_by(|a, b| (&a.origin, &a.text).cmp(&(&b.origin, &b.text)));
     Ok(messages)
 }
 
@@ -112,7 +99,6 @@ fn references(loaded: &[LoadedResource]) -> Vec<Message> {
             .map_or("<input>".into(), |f| f.display().to_string());
         let mut found = |text: String| {
             messages.push(Message {
-                level: Level::Error,
                 code: NOT_FOUND,
                 resource: item.resource.describe(),
                 origin: origin.clone(),
@@ -151,8 +137,7 @@ fn references(loaded: &[LoadedResource]) -> Vec<Message> {
                 let name = item.resource.describe();
                 if let Some(first) = mesh_hosts.insert(host.clone(), name.clone()) {
                     messages.push(Message {
-                        level: Level::Error,
-                        code: CONFLICTING_HOSTS,
+                                code: CONFLICTING_HOSTS,
                         resource: name,
                         origin: origin.clone(),
                         text: format!(

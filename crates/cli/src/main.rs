@@ -314,6 +314,22 @@ struct ProxyConfigArgs {
     meshd: MeshdFlags,
 }
 
+/// `analyze`: prints each finding and exits with istioctl's status when there is one.
+fn analyze(paths: &[PathBuf]) -> anyhow::Result<()> {
+    let messages = fleetmesh_cli::analyze::analyze(paths)?;
+    for message in &messages {
+        println!("{message}");
+    }
+    if !messages.is_empty() {
+        std::process::exit(fleetmesh_cli::analyze::FOUND_ERRORS);
+    }
+    println!(
+        "No validation issues found when analyzing {} path(s).",
+        paths.len()
+    );
+    Ok(())
+}
+
 /// `proxy-config`: prints what meshd sends the proxy of a pod.
 async fn proxy_config(args: ProxyConfigArgs) -> anyhow::Result<()> {
     let (api, json) = (args.meshd.api(), args.output == "json");
@@ -453,25 +469,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Fleet { command } => fleet_command(command).await,
-        Command::Analyze { paths } => {
-            let messages = fleetmesh_cli::analyze::analyze(&paths)?;
-            for message in &messages {
-                println!("{message}");
-            }
-            if messages.is_empty() {
-                println!(
-                    "No validation issues found when analyzing {} path(s).",
-                    paths.len()
-                );
-            }
-            if messages
-                .iter()
-                .any(|m| m.level == fleetmesh_cli::analyze::Level::Error)
-            {
-                std::process::exit(fleetmesh_cli::analyze::FOUND_ERRORS);
-            }
-            Ok(())
-        }
+        Command::Analyze { paths } => analyze(&paths),
         Command::ProxyConfig(args) => proxy_config(args).await,
         Command::ProxyStatus { meshd } => {
             let rows = proxy_status::fetch(&meshd.api()).await?;

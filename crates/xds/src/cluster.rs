@@ -257,9 +257,7 @@ fn apply_load_balancer(c: &mut Cluster, lb: &LoadBalancerSettings) {
         ),
     };
     c.lb_policy = policy as i32;
-    if config.is_some() {
-        c.lb_config = config;
-    }
+    c.lb_config = config;
 }
 
 /// Istio's `warmup` (or its deprecated `warmupDurationSecs`) as Envoy's slow start, with

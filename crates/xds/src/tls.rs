@@ -75,7 +75,8 @@ fn sds(name: &str) -> SdsSecretConfig {
 }
 
 /// The workload's own certificate, and peers checked against the mesh roots and named by
-/// one of `peers` (SPIFFE ids, or DNS names a ServiceEntry gives), or by any id of the trust domain when `peers` is empty.
+/// one of `peers` (SPIFFE ids, or DNS names a ServiceEntry gives), or by any id of the
+/// trust domain when `peers` is empty.
 fn istio_context(trust_domain: &str, peers: &[String], alpn: &[&str]) -> CommonTlsContext {
     let uri = |pattern| san(subject_alt_name_matcher::SanType::Uri, pattern);
     let names = if peers.is_empty() {

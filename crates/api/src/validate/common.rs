@@ -115,6 +115,13 @@ pub fn check_percent(field: &str, value: f64, errors: &mut Errors) {
     }
 }
 
+/// Istio's floor for a duration (a timeout, a window): 1ms.
+pub fn check_at_least_1ms(field: &str, value: Option<crate::Duration>, errors: &mut Errors) {
+    if value.is_some_and(|d| d.as_std() < std::time::Duration::from_millis(1)) {
+        errors.push(field, "must be at least 1ms");
+    }
+}
+
 pub fn check_export_to(export_to: &[String], errors: &mut Errors) {
     for (i, entry) in export_to.iter().enumerate() {
         if !matches!(entry.as_str(), "*" | "." | "~") && !is_dns1123_label(entry) {

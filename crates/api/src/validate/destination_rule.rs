@@ -102,15 +102,11 @@ fn check_settings(
         if let Some(warmup) = &lb.warmup {
             check_warmup(&format!("{at}.loadBalancer.warmup"), warmup, errors);
         }
-        if lb
-            .warmup_duration_secs
-            .is_some_and(|d| d.as_std() < std::time::Duration::from_millis(1))
-        {
-            errors.push(
-                format!("{at}.loadBalancer.warmupDurationSecs"),
-                "must be at least 1ms",
-            );
-        }
+        check_at_least_1ms(
+            &format!("{at}.loadBalancer.warmupDurationSecs"),
+            lb.warmup_duration_secs,
+            errors,
+        );
         if let Some(locality) = &lb.locality_lb_setting {
             check_locality_lb(
                 &format!("{at}.loadBalancer.localityLbSetting"),
@@ -172,18 +168,12 @@ fn check_hash_table(at: &str, hash: &ConsistentHashLb, errors: &mut Errors) {
 /// Istio's rules: a duration of at least 1ms is required, the aggression is above 0; the
 /// minimum share is a percentage (Envoy refuses one outside 0..=100).
 fn check_warmup(at: &str, warmup: &Warmup, errors: &mut Errors) {
-    match warmup.duration {
-        None => errors.push(format!("{at}.duration"), "required"),
-        Some(d) if d.as_std() < std::time::Duration::from_millis(1) => {
-            errors.push(format!("{at}.duration"), "must be at least 1ms")
-        }
-        Some(_) => {}
+    if warmup.duration.is_none() {
+        errors.push(format!("{at}.duration"), "required");
     }
-    if warmup
-        .minimum_percent
-        .is_some_and(|p| !(0.0..=100.0).contains(&p))
-    {
-        errors.push(format!("{at}.minimumPercent"), "must be in 0..=100");
+    check_at_least_1ms(&format!("{at}.duration"), warmup.duration, errors);
+    if let Some(percent) = warmup.minimum_percent {
+        check_percent(&format!("{at}.minimumPercent"), percent, errors);
     }
     if warmup
         .aggression
@@ -239,9 +229,7 @@ fn check_connection_pool(at: &str, pool: &ConnectionPoolSettings, errors: &mut E
         }
     }
     for (field, value) in durations {
-        if value.is_some_and(|d| d.as_std() < std::time::Duration::from_millis(1)) {
-            errors.push(format!("{at}.{field}"), "must be at least 1ms");
-        }
+        check_at_least_1ms(&format!("{at}.{field}"), value, errors);
     }
 }
 

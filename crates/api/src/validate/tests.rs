@@ -622,6 +622,37 @@ spec:
 }
 
 #[test]
+fn warmup_is_checked() {
+    let yaml = r#"apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: db}
+spec:
+  host: db.example.com
+  trafficPolicy:
+    loadBalancer: {simple: LEAST_REQUEST, warmup: {minimumPercent: 101, aggression: 0}, warmupDurationSecs: 0s}
+  subsets:
+  - name: short
+    labels: {version: v1}
+    trafficPolicy:
+      loadBalancer: {warmup: {duration: 0.5ms}}
+  - name: fine
+    labels: {version: v2}
+    trafficPolicy:
+      loadBalancer: {simple: ROUND_ROBIN, warmup: {duration: 30s, minimumPercent: 20, aggression: 1.5}}
+"#;
+    assert_eq!(
+        problems(yaml),
+        [
+            "spec.trafficPolicy.loadBalancer.warmup.duration: required",
+            "spec.trafficPolicy.loadBalancer.warmup.minimumPercent: percentage must be in 0..=100",
+            "spec.trafficPolicy.loadBalancer.warmup.aggression: must be above 0",
+            "spec.trafficPolicy.loadBalancer.warmupDurationSecs: must be at least 1ms",
+            "spec.subsets[0].trafficPolicy.loadBalancer.warmup.duration: must be at least 1ms",
+        ]
+    );
+}
+
+#[test]
 fn jwt_outputs_and_locations_are_checked() {
     let yaml = r#"apiVersion: security.istio.io/v1
 kind: RequestAuthentication
