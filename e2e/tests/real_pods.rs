@@ -217,6 +217,7 @@ async fn scenario(cluster: &TestCluster, client: &kube::Client, cni_managed: boo
     if !cni_managed {
         through_a_gateway(cluster, &s).await;
         the_node_answers_pods_only_what_they_may_know(client, &s).await;
+        tls_by_sni_name(client, &s).await;
     }
     namespace.delete().await.ok();
 }
@@ -498,6 +499,110 @@ async fn the_node_answers_pods_only_what_they_may_know(client: &kube::Client, s:
         .in_client("curl -sk -m 5 -o /dev/null -w '%{http_code}' https://kubernetes.default/api/v1/secrets")
         .unwrap();
     assert_eq!(api, "403", "the API server gives an anonymous pod nothing");
+}
+
+/// A TLS server outside the mesh (no sidecar): one `openssl s_server` per certificate,
+/// `secure.example` on 8443 and `alt.example` on 8444; its status page (`-www`) repeats
+/// its command line, so the answer names the certificate file of the server reached.
+const TLS_SERVERS: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: secure}
+spec:
+  selector: {matchLabels: {app: secure}}
+  template:
+    metadata: {labels: {app: secure, sidecar.istio.io/inject: "false"}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: secure
+        image: SAMPLE_IMAGE
+        command: [bash, -c]
+        args:
+        - |
+          for name in secure alt; do
+            openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+              -subj "/CN=$name.example" -keyout /tmp/$name.key -out /tmp/$name.pem 2>/dev/null
+          done
+          openssl s_server -quiet -accept 8443 -cert /tmp/secure.pem -key /tmp/secure.key -www &
+          exec openssl s_server -quiet -accept 8444 -cert /tmp/alt.pem -key /tmp/alt.key -www
+        readinessProbe: {tcpSocket: {port: 8444}, periodSeconds: 1}
+"#;
+
+/// Both servers as TLS ServiceEntries without addresses on port 443, reached on their
+/// own ports (`targetPort`), so nothing answers on the address's port 443 itself.
+fn tls_service_entries(server_ip: &str) -> String {
+    ["secure:8443", "alt:8444"]
+        .iter()
+        .map(|entry| {
+            let (name, target) = entry.split_once(':').unwrap();
+            format!(
+                r#"---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: {name}}}
+spec:
+  hosts: [{name}.example]
+  location: MESH_EXTERNAL
+  ports: [{{number: 443, name: tls, protocol: TLS, targetPort: {target}}}]
+  resolution: STATIC
+  endpoints: [{{address: {server_ip}}}]
+"#
+            )
+        })
+        .collect()
+}
+
+/// TLS to a destination without a virtual IP (an HTTPS ServiceEntry, as for any outside
+/// API) is told apart by its SNI name: the client dials the server's address on 443,
+/// where nothing listens, and its sidecar sends the connection by name to the entry's
+/// endpoint, under REGISTRY_ONLY too (passing it through would be refused); a mesh
+/// VirtualService's `tls` route then sends the name elsewhere.
+async fn tls_by_sni_name(client: &kube::Client, s: &InNamespace<'_>) {
+    s.apply(&TLS_SERVERS.replace("SAMPLE_IMAGE", &sample_image()));
+    s.rolled_out("secure");
+    let server_ip = pod_ip(&pods(client, &s.namespace, "app=secure").await[0]);
+    s.apply(&tls_service_entries(&server_ip));
+    s.apply(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default}
+spec:
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+"#,
+    );
+    let fetch =
+        format!("curl -sk -m 5 --resolve secure.example:443:{server_ip} https://secure.example/");
+    s.until("TLS by SNI name to the entry's endpoint", &fetch, |r| {
+        r.as_ref().is_ok_and(|b| b.contains("/tmp/secure.pem"))
+    })
+    .await
+    .unwrap();
+    let direct = s.in_client(&format!(
+        "curl -sk -m 5 https://{server_ip}:8443/ || echo refused"
+    ));
+    assert!(
+        direct.as_deref().is_ok_and(|b| !b.contains("s_server")),
+        "REGISTRY_ONLY lets an address the mesh does not know through: {direct:?}"
+    );
+    s.apply(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: secure-moved}
+spec:
+  hosts: [secure.example]
+  tls:
+  - match: [{port: 443, sniHosts: [secure.example]}]
+    route: [{destination: {host: alt.example, port: {number: 443}}}]
+"#,
+    );
+    s.until("the tls route sends the name elsewhere", &fetch, |r| {
+        r.as_ref().is_ok_and(|b| b.contains("/tmp/alt.pem"))
+    })
+    .await
+    .unwrap();
 }
 
 /// What a real node may change on this machine while it runs and must put back when it

@@ -4,6 +4,7 @@
 
 mod captured;
 mod forward;
+mod sni;
 
 use crate::Interception;
 use crate::common::{ads, socket_address};

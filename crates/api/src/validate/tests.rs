@@ -48,13 +48,13 @@ fn weights_are_shares_of_their_sum() {
 }
 
 #[test]
-fn tls_routes_match_sni_names_of_the_hosts() {
+fn tls_routes_match_sni_names_of_the_hosts_at_gateways_and_sidecars() {
     let yaml = r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: secure}
 spec:
   hosts: [secure.example.com, "*.internal.example.com"]
-  gateways: [edge]
+  gateways: [mesh, edge]
   tls:
   - match: [{sniHosts: [secure.example.com, a.internal.example.com], port: 443}]
     route: [{destination: {host: secure, port: {number: 443}}}]
@@ -66,25 +66,6 @@ spec:
         vec![
             "spec.tls[1].match[0].sniHosts[0]: \"other.example.com\" is not among the VirtualService's hosts",
             "spec.tls[1].match[1].sniHosts: a tls match needs sniHosts",
-        ]
-    );
-}
-
-#[test]
-fn tls_routes_are_for_gateways() {
-    let yaml = r#"apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: db}
-spec:
-  hosts: [db.example.com]
-  gateways: [mesh, edge]
-  tcp: [{route: [{destination: {host: db.example.com}}]}]
-  tls: [{match: [{sniHosts: [db.example.com]}], route: [{destination: {host: db.example.com}}]}]
-"#;
-    assert_eq!(
-        problems(yaml),
-        [
-            "spec.tls: tls routes for sidecars (bound to \"mesh\") are not supported by this meshd yet: bind the VirtualService to a Gateway"
         ]
     );
 }

@@ -38,14 +38,6 @@ pub fn validate(spec: &VirtualServiceSpec, errors: &mut Errors) {
             "a VirtualService needs at least one http, tcp or tls route",
         );
     }
-    // Sidecars take http and tcp routes; tls routes work on gateways only for now.
-    let for_sidecars = spec.gateways.is_empty() || spec.gateways.iter().any(|g| g == "mesh");
-    if for_sidecars && !spec.tls.is_empty() {
-        errors.push(
-            "spec.tls",
-            "tls routes for sidecars (bound to \"mesh\") are not supported by this meshd yet: bind the VirtualService to a Gateway",
-        );
-    }
     for (i, route) in spec.http.iter().enumerate() {
         validate_http_route(&format!("spec.http[{i}]"), route, errors);
     }

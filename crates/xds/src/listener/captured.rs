@@ -1,13 +1,14 @@
 //! The sidecar layout with iptables capture, as istiod lays it out: `virtualOutbound`
 //! (15001) hands each connection to the listener of its original destination port
-//! (`0.0.0.0_PORT`, route config named by the port) or passes it through;
+//! (`0.0.0.0_PORT`, route config named by the port; by SNI name for TLS ports of services
+//! without a virtual IP, in `sni`) or passes it through;
 //! `virtualInbound` (15006) picks a filter chain by original destination port and sends
 //! it to the app; a port no service declares passes through to the app as TCP, under the
 //! workload's mTLS mode and AuthorizationPolicies (never a way around them).
 
 use super::{
     OUTBOUND_PORT, forward, hcm, http_listener, inbound_chains, inbound_mtls, inbound_ports,
-    mtls_chains, tcp_policies, tcp_proxy, tls_inspector,
+    mtls_chains, sni, tcp_policies, tcp_proxy, tls_inspector,
 };
 use crate::common::ads;
 use crate::names;
@@ -15,7 +16,7 @@ use crate::pack;
 use crate::scope::Scope;
 use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
 use envoy_types::pb::envoy::config::listener::v3::{
-    FilterChain, FilterChainMatch, Listener, ListenerFilter, listener_filter,
+    Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, listener_filter,
 };
 use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
@@ -23,12 +24,13 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use envoy_types::pb::google::protobuf::BoolValue;
 use fleetmesh_api::security::MtlsMode;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 pub const INBOUND_PORT: u32 = 15006;
 
 pub fn sidecar(scope: &Scope) -> Vec<Listener> {
     let mut listeners = vec![virtual_outbound(scope.registry_only())];
+    let mut by_sni = sni::chains_by_port(scope);
     for port in scope.http_ports() {
         let manager = hcm(
             &format!("outbound_0.0.0.0_{port}"),
@@ -47,24 +49,55 @@ pub fn sidecar(scope: &Scope) -> Vec<Listener> {
         // Reached through virtualOutbound's hand-off, never bound itself.
         listener.bind_to_port = Some(BoolValue { value: false });
         listener.traffic_direction = TrafficDirection::Outbound as i32;
+        // TLS for names of this port's TLS services; the rest is HTTP.
+        if let Some(chains) = by_sni.remove(&port) {
+            listener.listener_filters.push(tls_inspector());
+            listener.filter_chains.splice(0..0, chains);
+        }
         listeners.push(listener);
     }
+    listeners.extend(
+        by_sni
+            .into_iter()
+            .map(|(port, chains)| tls_by_sni(port, chains, scope.registry_only())),
+    );
     listeners.extend(tcp_service_listeners(scope));
     listeners.push(virtual_inbound(scope));
     listeners
 }
 
 fn virtual_outbound(registry_only: bool) -> Listener {
-    let default_chain = if registry_only {
-        tcp_chain("BlackHoleFilterChain", names::BLACK_HOLE_CLUSTER)
-    } else {
-        tcp_chain("PassthroughFilterChain", names::PASSTHROUGH_CLUSTER)
-    };
     Listener {
         name: names::VIRTUAL_OUTBOUND.into(),
         address: Some(crate::common::socket_address("0.0.0.0", OUTBOUND_PORT)),
         use_original_dst: Some(BoolValue { value: true }),
-        default_filter_chain: Some(default_chain),
+        default_filter_chain: Some(fallthrough(registry_only)),
+        traffic_direction: TrafficDirection::Outbound as i32,
+        ..Listener::default()
+    }
+}
+
+/// Where a connection to a destination the mesh does not know goes: on as it is
+/// (ALLOW_ANY, Istio's default) or nowhere (REGISTRY_ONLY).
+fn fallthrough(registry_only: bool) -> FilterChain {
+    if registry_only {
+        tcp_chain("BlackHoleFilterChain", names::BLACK_HOLE_CLUSTER)
+    } else {
+        tcp_chain("PassthroughFilterChain", names::PASSTHROUGH_CLUSTER)
+    }
+}
+
+/// `0.0.0.0_PORT` for a TLS port without an HTTP service on it: the SNI name picks the
+/// chain (see `sni`), other names fall through.
+fn tls_by_sni(port: u32, chains: Vec<FilterChain>, registry_only: bool) -> Listener {
+    Listener {
+        name: names::bound_listener("0.0.0.0", port),
+        address: Some(crate::common::socket_address("0.0.0.0", port)),
+        listener_filters: vec![tls_inspector()],
+        filter_chains: chains,
+        default_filter_chain: Some(fallthrough(registry_only)),
+        // Reached through virtualOutbound's hand-off, never bound itself.
+        bind_to_port: Some(BoolValue { value: false }),
         traffic_direction: TrafficDirection::Outbound as i32,
         ..Listener::default()
     }
@@ -128,18 +161,33 @@ fn tcp_chain(name: &str, cluster: &str) -> FilterChain {
 /// client dialled is what names the service. virtualOutbound hands a connection to the
 /// listener of its exact destination before the `0.0.0.0_PORT` one. A mesh
 /// VirtualService's `tcp` route for the service decides where it goes, else the service
-/// itself. Services without a virtual IP (headless) pass through.
+/// itself. Services without a virtual IP (headless) pass through, but for TLS (`sni`).
 fn tcp_service_listeners(scope: &Scope) -> Vec<Listener> {
     let mut listeners = BTreeMap::new();
     // Without a virtual IP (headless) nothing names the service: no listener.
     for service in scope.services.iter().filter(|s| !s.addresses.is_empty()) {
         for port in service.ports.iter().filter(|p| !p.protocol.is_http()) {
-            let cluster = names::outbound_cluster(port.port, "", &service.hostname);
-            let proxy = match forward::mesh_tcp_route(scope, &service.hostname, port.port) {
-                Some((destinations, namespace)) => {
-                    forward::tcp_proxy(scope, destinations, namespace, port.port, cluster)
-                }
-                None => tcp_proxy(&cluster),
+            let routed_by_sni = port
+                .protocol
+                .is_tls()
+                .then(|| {
+                    sni::route_chains(scope, &service.hostname, port.port, &mut BTreeSet::new())
+                })
+                .flatten();
+            let template = match routed_by_sni {
+                Some(chains) => Listener {
+                    listener_filters: vec![tls_inspector()],
+                    filter_chains: chains,
+                    default_filter_chain: Some(fallthrough(scope.registry_only())),
+                    ..Listener::default()
+                },
+                None => Listener {
+                    filter_chains: vec![FilterChain {
+                        filters: vec![tcp_service_proxy(scope, &service.hostname, port.port)],
+                        ..FilterChain::default()
+                    }],
+                    ..Listener::default()
+                },
             };
             for address in &service.addresses {
                 let ip = address.to_string();
@@ -148,17 +196,25 @@ fn tcp_service_listeners(scope: &Scope) -> Vec<Listener> {
                 listeners.entry(name.clone()).or_insert_with(|| Listener {
                     name,
                     address: Some(crate::common::socket_address(&ip, port.port)),
-                    filter_chains: vec![FilterChain {
-                        filters: vec![proxy.clone()],
-                        ..FilterChain::default()
-                    }],
                     // Reached through virtualOutbound's hand-off, never bound itself.
                     bind_to_port: Some(BoolValue { value: false }),
                     traffic_direction: TrafficDirection::Outbound as i32,
-                    ..Listener::default()
+                    ..template.clone()
                 });
             }
         }
     }
     listeners.into_values().collect()
+}
+
+/// A TCP proxy for `host`'s `port`: where a mesh VirtualService's `tcp` route sends it,
+/// else to the service.
+fn tcp_service_proxy(scope: &Scope, host: &str, port: u32) -> Filter {
+    let cluster = names::outbound_cluster(port, "", host);
+    match forward::mesh_tcp_route(scope, host, port) {
+        Some((destinations, namespace)) => {
+            forward::tcp_proxy(scope, destinations, namespace, port, cluster)
+        }
+        None => tcp_proxy(&cluster),
+    }
 }

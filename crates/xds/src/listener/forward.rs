@@ -52,26 +52,32 @@ fn passthrough(scope: &Scope, port: u32, servers: &[GatewayServer]) -> Vec<Filte
                     if taken.insert(sni.clone()) {
                         let stat_prefix = format!("forward|{port}|{sni}");
                         let proxy = tcp_proxy(scope, &route.route, namespace, port, stat_prefix);
-                        chains.push(FilterChain {
-                            name: format!("passthrough|{sni}"),
-                            filter_chain_match: Some(FilterChainMatch {
-                                server_names: if sni == "*" {
-                                    Vec::new()
-                                } else {
-                                    vec![sni.to_string()]
-                                },
-                                transport_protocol: "tls".into(),
-                                ..FilterChainMatch::default()
-                            }),
-                            filters: vec![proxy],
-                            ..FilterChain::default()
-                        });
+                        chains.push(sni_chain(sni, proxy));
                     }
                 }
             }
         }
     }
     chains
+}
+
+/// A filter chain for TLS connections whose SNI is `sni` (`*`: any, `*.example.com`: a
+/// name under it), forwarded by `proxy` as they are.
+pub fn sni_chain(sni: &str, proxy: Filter) -> FilterChain {
+    FilterChain {
+        name: format!("passthrough|{sni}"),
+        filter_chain_match: Some(FilterChainMatch {
+            server_names: if sni == "*" {
+                Vec::new()
+            } else {
+                vec![sni.to_string()]
+            },
+            transport_protocol: "tls".into(),
+            ..FilterChainMatch::default()
+        }),
+        filters: vec![proxy],
+        ..FilterChain::default()
+    }
 }
 
 /// The first `tcp` route, of a VirtualService bound to a server's gateway and naming a
