@@ -442,3 +442,89 @@ async fn a_proxy_is_matched_to_its_pod() {
     assert_eq!(nacks(&mesh), 0);
     namespace.delete().await.unwrap();
 }
+
+/// `analyze` reading a live cluster: a Gateway selecting no pod, a route to a subset and
+/// through a Gateway nothing defines are found; files analyzed with the cluster complete
+/// what it lacks, as if applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analyze_reads_a_live_cluster() {
+    use fleetmesh_cli::analyze::Objects;
+    let (cluster, client) = TestCluster::start_with_istio("fleetmesh-kube-tests")
+        .await
+        .expect("the local cluster starts and serves Istio's CRDs");
+    let namespace = TestNamespace::create(&client, "analyze").await.unwrap();
+    deploy_reviews(&namespace, 1).await;
+    namespace
+        .apply(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: served}
+spec:
+  selector: {app: reviews}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: unserved}
+spec:
+  selector: {istio: no-such-gateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  gateways: [mesh, served, elsewhere]
+  http: [{route: [{destination: {host: reviews, subset: v9}}]}]
+"#,
+        )
+        .await
+        .unwrap();
+    let kube = fleetmesh_cli::kubeconfig::connect(Some(&cluster.kubeconfig), None)
+        .await
+        .unwrap();
+    // Other suites share the cluster: only this namespace's findings are this test's.
+    let ours = |objects: Objects| -> Vec<String> {
+        objects
+            .findings()
+            .into_iter()
+            .filter(|m| m.resource.contains(&format!(" {}/", namespace.name)))
+            .map(|m| format!("{} {}: {}", m.code, m.resource, m.text))
+            .collect()
+    };
+    let from_cluster = Objects::from_cluster(&kube, "cluster test").await.unwrap();
+    let ns = &namespace.name;
+    assert_eq!(
+        ours(from_cluster),
+        [
+            format!(
+                "IST0101 VirtualService {ns}/reviews: Referenced gateway not found: \"elsewhere\""
+            ),
+            format!(
+                "IST0101 VirtualService {ns}/reviews: Referenced host+subset in destinationrule not found: \"reviews+v9\""
+            ),
+            format!(
+                "IST0101 Gateway {ns}/unserved: Referenced selector not found: \"istio=no-such-gateway\" (no pod has these labels)"
+            ),
+        ]
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("subsets.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
+             metadata: {{name: reviews, namespace: {ns}}}\n\
+             spec: {{host: reviews, subsets: [{{name: v9, labels: {{version: v9}}}}]}}\n"
+        ),
+    )
+    .unwrap();
+    let mut together = Objects::from_files(&[file]).unwrap();
+    together.add(Objects::from_cluster(&kube, "cluster test").await.unwrap());
+    let found = ours(together);
+    assert_eq!(found.len(), 2, "the file defines the subset: {found:#?}");
+    namespace.delete().await.ok();
+}

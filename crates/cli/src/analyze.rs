@@ -1,18 +1,23 @@
-//! `fleetmesh analyze FILE|DIR...`: checks Istio config before it is applied. Each file
-//! is loaded as meshd loads it (parse and validation errors, with file, field and
-//! reason), then the files are checked together for what no single object shows:
-//! routes to hosts no Service or ServiceEntry has, to subsets no DestinationRule
-//! defines, through Gateways no file defines, and two VirtualServices claiming one host
-//! for the mesh. Findings carry the codes of `istioctl analyze` for the same finding, so
+//! `fleetmesh analyze [FILE|DIR...]`: checks Istio config before it is applied, or what
+//! a cluster holds (`cluster`). Each object is loaded as meshd loads it (parse and
+//! validation errors, with file, field and reason), then all are checked together for
+//! what no single object shows: routes to hosts no Service or ServiceEntry has, to
+//! subsets no DestinationRule defines, through Gateways nothing defines, two
+//! VirtualServices claiming one host for the mesh, and (with a cluster's Pods) Gateways
+//! selecting no pod. Findings carry the codes of `istioctl analyze` for the same finding, so
 //! users and CI jobs read them as they read istioctl's; like istioctl, the command exits
 //! with status 79 when it finds an error.
 
+mod cluster;
+
 use anyhow::{Context, bail};
+use fleetmesh_api::networking::Labels;
 use fleetmesh_api::networking::{Destination, VirtualServiceSpec};
 use fleetmesh_api::resource::Config;
-use fleetmesh_api::{LoadedResource, Resource, load_documents};
+use fleetmesh_api::{Resource, load_documents};
 use fleetmesh_model::Snapshot;
 use fleetmesh_model::host::{host_matches, resolve_host};
+use fleetmesh_model::service::labels_match;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -48,59 +53,93 @@ impl std::fmt::Display for Message {
     }
 }
 
-/// Every finding in the YAML files of `paths` (files, or directories walked as meshd
-/// walks its config directory), by file.
+/// What analyze checks together: each object with where it was read (a file and
+/// document, or a cluster), the findings of reading them, and, when a cluster was read,
+/// its Pods' labels (what Gateways select).
+#[derive(Default)]
+pub struct Objects {
+    read: Vec<(Resource, String)>,
+    messages: Vec<Message>,
+    pods: Option<Vec<Labels>>,
+}
+
+impl Objects {
+    /// The YAML files of `paths` (files, or directories walked as meshd walks its config
+    /// directory), each loaded as meshd loads it.
+    pub fn from_files(paths: &[PathBuf]) -> anyhow::Result<Objects> {
+        let mut files = Vec::new();
+        for path in paths {
+            if path.is_dir() {
+                files.extend(fleetmesh_meshd::local::files_with_extensions(
+                    path,
+                    &["yaml", "yml"],
+                ));
+            } else if path.is_file() {
+                files.push(path.clone());
+            } else {
+                bail!("{}: no such file or directory", path.display());
+            }
+        }
+        let mut objects = Objects::default();
+        for file in &files {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            match load_documents(Some(file), &text) {
+                Ok(resources) => objects.read.extend(
+                    resources
+                        .into_iter()
+                        .map(|l| (l.resource, file.display().to_string())),
+                ),
+                Err(errors) => objects.messages.extend(errors.into_iter().map(|e| Message {
+                    code: INVALID,
+                    resource: e.resource,
+                    origin: e.location,
+                    text: e.error.to_string(),
+                })),
+            }
+        }
+        Ok(objects)
+    }
+
+    /// These objects and `other`'s, as if both had been applied.
+    pub fn add(&mut self, other: Objects) {
+        self.read.extend(other.read);
+        self.messages.extend(other.messages);
+        if let Some(pods) = other.pods {
+            self.pods.get_or_insert_with(Vec::new).extend(pods);
+        }
+    }
+
+    /// Every finding, by where the object was read.
+    pub fn findings(self) -> Vec<Message> {
+        let mut messages = self.messages;
+        messages.extend(references(&self.read));
+        if let Some(pods) = &self.pods {
+            messages.extend(unselected_gateways(&self.read, pods));
+        }
+        messages.sort_by(|a, b| (&a.origin, &a.text).cmp(&(&b.origin, &b.text)));
+        messages
+    }
+}
+
+/// Every finding in the YAML files of `paths`.
 pub fn analyze(paths: &[PathBuf]) -> anyhow::Result<Vec<Message>> {
-    let mut files = Vec::new();
-    for path in paths {
-        if path.is_dir() {
-            files.extend(fleetmesh_meshd::local::files_with_extensions(
-                path,
-                &["yaml", "yml"],
-            ));
-        } else if path.is_file() {
-            files.push(path.clone());
-        } else {
-            bail!("{}: no such file or directory", path.display());
-        }
-    }
-    let mut messages = Vec::new();
-    let mut loaded = Vec::new();
-    for file in &files {
-        let text =
-            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-        match load_documents(Some(file), &text) {
-            Ok(resources) => loaded.extend(resources),
-            Err(errors) => messages.extend(errors.into_iter().map(|e| Message {
-                code: INVALID,
-                resource: e.resource,
-                origin: e.location,
-                text: e.error.to_string(),
-            })),
-        }
-    }
-    messages.extend(references(&loaded));
-    messages.sort_by(|a, b| (&a.origin, &a.text).cmp(&(&b.origin, &b.text)));
-    Ok(messages)
+    Ok(Objects::from_files(paths)?.findings())
 }
 
 /// What the loaded objects name that none of them defines, and hosts claimed twice.
-fn references(loaded: &[LoadedResource]) -> Vec<Message> {
-    let snapshot = Snapshot::of_config(loaded.iter().map(|l| &l.resource).collect());
+fn references(read: &[(Resource, String)]) -> Vec<Message> {
+    let snapshot = Snapshot::of_config(read.iter().map(|(r, _)| r).collect());
     let mut messages = Vec::new();
     let mut mesh_hosts: BTreeMap<String, String> = BTreeMap::new();
-    for item in loaded {
-        let Resource::VirtualService(vs) = &item.resource else {
+    for (resource, origin) in read {
+        let Resource::VirtualService(vs) = resource else {
             continue;
         };
-        let origin = item
-            .file
-            .as_ref()
-            .map_or("<input>".into(), |f| f.display().to_string());
         let mut found = |text: String| {
             messages.push(Message {
                 code: NOT_FOUND,
-                resource: item.resource.describe(),
+                resource: resource.describe(),
                 origin: origin.clone(),
                 text,
             })
@@ -134,10 +173,10 @@ fn references(loaded: &[LoadedResource]) -> Vec<Message> {
         if bound_to_mesh(vs) {
             for host in &vs.spec.hosts {
                 let host = resolve_host(host, namespace, &snapshot.domain);
-                let name = item.resource.describe();
+                let name = resource.describe();
                 if let Some(first) = mesh_hosts.insert(host.clone(), name.clone()) {
                     messages.push(Message {
-                                code: CONFLICTING_HOSTS,
+                        code: CONFLICTING_HOSTS,
                         resource: name,
                         origin: origin.clone(),
                         text: format!(
@@ -146,6 +185,31 @@ fn references(loaded: &[LoadedResource]) -> Vec<Message> {
                     });
                 }
             }
+        }
+    }
+    messages
+}
+
+/// Gateways whose selector matches none of `pods` (Istio's gateway analyzer: such a
+/// Gateway configures nothing).
+fn unselected_gateways(read: &[(Resource, String)], pods: &[Labels]) -> Vec<Message> {
+    let mut messages = Vec::new();
+    for (resource, origin) in read {
+        let Resource::Gateway(gateway) = resource else {
+            continue;
+        };
+        let selector = &gateway.spec.selector;
+        if !pods.iter().any(|labels| labels_match(selector, labels)) {
+            let shown: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            messages.push(Message {
+                code: NOT_FOUND,
+                resource: resource.describe(),
+                origin: origin.clone(),
+                text: format!(
+                    "Referenced selector not found: {:?} (no pod has these labels)",
+                    shown.join(",")
+                ),
+            });
         }
     }
     messages

@@ -107,13 +107,24 @@ enum Command {
         #[command(flatten)]
         meshd: MeshdFlags,
     },
-    /// Check Istio config files before applying them (istioctl analyze): each as meshd
-    /// loads it, then together (hosts, subsets and Gateways routes name that nothing
-    /// defines; two VirtualServices claiming one host). Exits with status 79 on an error.
+    /// Check Istio config before applying it, or what a cluster holds (istioctl
+    /// analyze): each object as meshd loads it, then all together (hosts, subsets and
+    /// Gateways routes name that nothing defines; two VirtualServices claiming one host;
+    /// with a cluster, Gateways selecting no pod). Files only by default when paths are
+    /// given; the cluster of the kubeconfig context (every namespace) when none are.
+    /// Exits with status 79 on an error.
     Analyze {
         /// YAML files, or directories (read as meshd reads its --config-dir).
-        #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// Read the cluster too (`--use-kube=false`: never): the files are then checked
+        /// as if applied to it. Default: only when no path is given.
+        #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+        use_kube: Option<bool>,
+        /// The kubeconfig context of the cluster to read (default: the current one).
+        #[arg(long)]
+        context: Option<String>,
+        #[arg(long, env = "KUBECONFIG")]
+        kubeconfig: Option<PathBuf>,
     },
     /// What meshd sends one proxy (istioctl proxy-config): its clusters, listeners,
     /// routes, endpoints or secrets (certificates described, keys never shown), as a
@@ -315,8 +326,25 @@ struct ProxyConfigArgs {
 }
 
 /// `analyze`: prints each finding and exits with istioctl's status when there is one.
-fn analyze(paths: &[PathBuf]) -> anyhow::Result<()> {
-    let messages = fleetmesh_cli::analyze::analyze(paths)?;
+/// `analyze`: the files of `paths`, with the objects of the cluster `cluster` names
+/// (kubeconfig, context) when given.
+async fn analyze(
+    paths: &[PathBuf],
+    cluster: Option<(Option<PathBuf>, Option<String>)>,
+) -> anyhow::Result<()> {
+    let mut objects = fleetmesh_cli::analyze::Objects::from_files(paths)?;
+    let mut read = vec![format!("{} path(s)", paths.len())];
+    if let Some((kubeconfig, context)) = cluster {
+        let client =
+            fleetmesh_cli::kubeconfig::connect(kubeconfig.as_deref(), context.as_deref()).await?;
+        let origin = format!(
+            "cluster {}",
+            context.as_deref().unwrap_or("of the current context")
+        );
+        objects.add(fleetmesh_cli::analyze::Objects::from_cluster(&client, &origin).await?);
+        read.push(origin);
+    }
+    let messages = objects.findings();
     for message in &messages {
         println!("{message}");
     }
@@ -324,8 +352,8 @@ fn analyze(paths: &[PathBuf]) -> anyhow::Result<()> {
         std::process::exit(fleetmesh_cli::analyze::FOUND_ERRORS);
     }
     println!(
-        "No validation issues found when analyzing {} path(s).",
-        paths.len()
+        "No validation issues found when analyzing {}.",
+        read.join(" and ")
     );
     Ok(())
 }
@@ -469,7 +497,17 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Fleet { command } => fleet_command(command).await,
-        Command::Analyze { paths } => analyze(&paths),
+        Command::Analyze {
+            paths,
+            use_kube,
+            context,
+            kubeconfig,
+        } => {
+            let cluster = use_kube
+                .unwrap_or(paths.is_empty())
+                .then_some((kubeconfig, context));
+            analyze(&paths, cluster).await
+        }
         Command::ProxyConfig(args) => proxy_config(args).await,
         Command::ProxyStatus { meshd } => {
             let rows = proxy_status::fetch(&meshd.api()).await?;

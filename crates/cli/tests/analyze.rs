@@ -49,3 +49,30 @@ fn analyze_reports_what_nothing_defines_and_fails_the_build() {
     assert_eq!(output.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("No validation issues found"), "{stdout}");
 }
+
+/// Without a path, analyze reads the cluster of the kubeconfig (it says which it could not
+/// read); `--use-kube=false` with a path reads the files alone.
+#[test]
+fn without_a_path_analyze_reads_the_cluster() {
+    let fleetmesh = Path::new(env!("CARGO_BIN_EXE_fleetmesh"));
+    let output = Command::new(fleetmesh)
+        .args(["analyze", "--kubeconfig", "/nonexistent/kubeconfig"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("/nonexistent/kubeconfig"), "{stderr}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(fleetmesh)
+        .args([
+            "analyze",
+            "--use-kube=false",
+            "--kubeconfig",
+            "/nonexistent/kubeconfig",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+}
