@@ -211,6 +211,7 @@ async fn scenario(cluster: &TestCluster, client: &kube::Client, cni_managed: boo
     captured_with_mtls(&s).await;
     undeclared_port(&s, client, &target_ip).await;
     tcp_service(&s).await;
+    workload_metrics(&s, client, &reviews).await;
     admin_is_private(&s, &reviews[0], &target_ip);
     split_and_deny(&s).await;
     replacement_pod(&s, &reviews).await;
@@ -326,6 +327,79 @@ async fn tcp_service(s: &InNamespace<'_>) {
     )
     .await
     .unwrap();
+}
+
+/// Istio's workload metrics where Prometheus scrapes them (each pod's status port, as
+/// its annotations say), from the requests and connections of the steps before: the
+/// server's sidecar reports the client as their source, named by its Deployment and
+/// proven by its certificate; the client's sidecar reports the TCP service it reached.
+async fn workload_metrics(s: &InNamespace<'_>, client: &kube::Client, reviews: &[Pod]) {
+    let ns = &s.namespace;
+    let scrape = |ip: &str| format!("curl -s -m 5 http://{ip}:15020/stats/prometheus");
+    let from_client = format!("source_principal=\"spiffe://cluster.local/ns/{ns}/sa/client\"");
+    let has = |text: &str, name: &str, labels: &[&str]| {
+        text.lines()
+            .any(|l| l.starts_with(&format!("{name}{{")) && labels.iter().all(|w| l.contains(w)))
+    };
+    // Istio's series only (Envoy's own are thousands of lines).
+    let istios = |text: String| -> String {
+        text.lines()
+            .filter(|l| l.starts_with("istio_"))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+    let received: Vec<String> = reviews
+        .iter()
+        .map(|pod| istios(s.in_client(&scrape(&pod_ip(pod))).unwrap_or_default()))
+        .collect();
+    let http = [
+        "reporter=\"destination\"",
+        "source_workload=\"client\"",
+        &from_client,
+        "destination_workload=\"reviews-v",
+        "destination_app=\"reviews\"",
+        "response_code=\"200\"",
+        "connection_security_policy=\"mutual_tls\"",
+    ];
+    assert!(
+        received
+            .iter()
+            .any(|text| has(text, "istio_requests_total", &http)),
+        "{http:?} in {received:#?}"
+    );
+    let ledger = pod_ip(&pods(client, ns, "app=ledger").await[0]);
+    let received = istios(s.in_client(&scrape(&ledger)).unwrap());
+    let tcp = [
+        "reporter=\"destination\"",
+        &from_client,
+        "destination_workload=\"ledger\"",
+        "connection_security_policy=\"mutual_tls\"",
+    ];
+    for name in [
+        "istio_tcp_connections_closed_total",
+        "istio_tcp_received_bytes_total",
+    ] {
+        assert!(has(&received, name, &tcp), "{name} {tcp:?} in\n{received}");
+    }
+    // Counted as the upstream connects, before the client's certificate is read.
+    let opened = [tcp[0], tcp[2], tcp[3]];
+    assert!(
+        has(&received, "istio_tcp_connections_opened_total", &opened),
+        "{opened:?} in\n{received}"
+    );
+    // The client's own, scraped from another pod as Prometheus would.
+    let client_ip = pod_ip(&pods(client, ns, "app=client").await[0]);
+    let sent = istios(s.run_in("ledger", &scrape(&client_ip)).unwrap());
+    let service = format!("destination_service=\"ledger.{ns}.svc.cluster.local\"");
+    let tcp = [
+        "reporter=\"source\"",
+        "source_workload=\"client\"",
+        &service,
+    ];
+    assert!(
+        has(&sent, "istio_tcp_sent_bytes_total", &tcp),
+        "{tcp:?} in\n{sent}"
+    );
 }
 
 /// Envoy's admin is nobody's but its own: not on the pod's address, from another pod.

@@ -1,4 +1,5 @@
-//! The app's health probes, answered on the agent's status port (Istio's 15020). The
+//! The agent's status port (Istio's 15020): the workload's metrics on
+//! `/stats/prometheus` (`crate::metrics`), and the app's health probes. The
 //! injector points the kubelet's HTTP and TCP probes here (STRICT mTLS would refuse the
 //! kubelet's plaintext probe at the sidecar), and hands the originals over in
 //! `ISTIO_KUBE_APP_PROBERS`, keyed by the new path; the agent runs each original probe
@@ -81,6 +82,7 @@ pub fn serve(
     listener: tokio::net::TcpListener,
     probers: AppProbers,
     app_host: IpAddr,
+    envoy_admin: std::path::PathBuf,
 ) -> anyhow::Result<JoinHandle<()>> {
     // As the kubelet: an app's HTTPS probe is not verified, nor redirected elsewhere.
     let client = || {
@@ -94,7 +96,17 @@ pub fn serve(
         app_client: client().local_address(probe_source(app_host)).build()?,
         other_client: client().build()?,
     });
-    let app = axum::Router::new().fallback(answer).with_state(state);
+    let metrics =
+        axum::routing::get(
+            async move || match crate::metrics::scrape(&envoy_admin).await {
+                Ok(text) => (StatusCode::OK, text),
+                Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
+            },
+        );
+    let app = axum::Router::new()
+        .route("/stats/prometheus", metrics)
+        .fallback(answer)
+        .with_state(state);
     Ok(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "the status port stopped");
@@ -220,7 +232,10 @@ mod tests {
         .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let task = serve(listener, probers, "127.0.0.1".parse().unwrap()).unwrap();
+        let no_envoy = std::env::temp_dir().join("fleetmesh-no-such-admin.sock");
+        let task = serve(listener, probers, "127.0.0.1".parse().unwrap(), no_envoy).unwrap();
+        // Metrics need Envoy: without it, unavailable.
+        assert_eq!(status(port, "/stats/prometheus").await, 503);
         assert_eq!(status(port, "/app-health/web/readyz").await, 200);
         assert_eq!(status(port, "/app-health/web/livez").await, 200);
         assert_eq!(status(port, "/app-health/bad/readyz").await, 503);
@@ -262,7 +277,8 @@ mod tests {
         .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let task = serve(listener, probers, "127.0.0.1".parse().unwrap()).unwrap();
+        let admin = std::env::temp_dir().join("fleetmesh-no-such-admin.sock");
+        let task = serve(listener, probers, "127.0.0.1".parse().unwrap(), admin).unwrap();
         for path in ["/app-health/web/readyz", "/app-health/web/livez"] {
             assert_eq!(status(port, path).await, 200, "{path}");
             let source = seen.recv().await.unwrap();

@@ -9,7 +9,9 @@
 //! readiness and stats ports expose one admin path each, through a proxy listener.
 
 use crate::identity::WorkloadIdentity;
-use envoy_types::pb::envoy::config::bootstrap::v3::{Admin, Bootstrap, bootstrap};
+use envoy_types::pb::envoy::config::bootstrap::v3::{
+    Admin, Bootstrap, LayeredRuntime, RuntimeLayer, bootstrap, runtime_layer,
+};
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::core::v3::{
     Address, AggregatedConfigSource, ApiConfigSource, ApiVersion, BackoffStrategy, ConfigSource,
@@ -121,7 +123,32 @@ pub fn build(config: &BootstrapConfig, admin: &Path) -> Bootstrap {
             lds_config: Some(ads()),
             ..Default::default()
         }),
+        layered_runtime: Some(runtime()),
         ..Bootstrap::default()
+    }
+}
+
+/// Envoy's runtime: RE2 programs up to Istio's bootstrap's size (Envoy's default
+/// refuses any regex compiling to more than 100 instructions, such as the one that cuts
+/// a peer's metric labels to 63 characters).
+pub fn runtime() -> LayeredRuntime {
+    let number = |n: f64| Value {
+        kind: Some(Kind::NumberValue(n)),
+    };
+    let fields = [
+        ("re2.max_program_size.error_level", number(32768.0)),
+        ("re2.max_program_size.warn_level", number(1024.0)),
+    ];
+    LayeredRuntime {
+        layers: vec![RuntimeLayer {
+            name: "fleetmesh".into(),
+            layer_specifier: Some(runtime_layer::LayerSpecifier::StaticLayer(Struct {
+                fields: fields
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+            })),
+        }],
     }
 }
 

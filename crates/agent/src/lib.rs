@@ -9,6 +9,7 @@ pub mod certificate;
 pub mod envoy;
 pub mod identity;
 pub mod meshd;
+pub mod metrics;
 pub mod process;
 pub mod ready;
 pub mod sds;

@@ -39,6 +39,10 @@ struct Args {
     /// Workload labels, `key=value`, repeatable.
     #[arg(long = "label", value_parser = parse_label)]
     labels: Vec<(String, String)>,
+    /// Workload labels as a JSON object (the injector writes the pod's); `--label`
+    /// overrides a key of it.
+    #[arg(long, env = "ISTIO_METAJSON_LABELS", value_parser = parse_labels_json)]
+    labels_json: Option<BTreeMap<String, String>>,
     #[arg(long, env = "SERVICE_ACCOUNT", default_value = "default")]
     service_account: String,
     #[arg(long, env = "ISTIO_META_CLUSTER_ID", default_value = "local")]
@@ -115,6 +119,10 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("{text:?} is not key=value"))
 }
 
+fn parse_labels_json(text: &str) -> Result<BTreeMap<String, String>, String> {
+    serde_json::from_str(text).map_err(|e| format!("not a JSON object of strings: {e}"))
+}
+
 /// Go-style durations (`24h`, `1h30m`, `90s`), as Istio's agent reads SECRET_TTL.
 fn parse_duration(text: &str) -> Result<Duration, fleetmesh_api::duration::InvalidDuration> {
     fleetmesh_api::Duration::parse(text).map(|d| d.as_std())
@@ -131,21 +139,32 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// Runs Envoy for the workload until it ends or SIGTERM drains it.
+/// Who the workload is, from the flags (and the environment the injector wrote).
+fn workload_identity(args: &Args) -> WorkloadIdentity {
+    WorkloadIdentity {
+        kind: args.kind.clone(),
+        pod_name: args.pod_name.clone(),
+        namespace: args.namespace.clone(),
+        ip: args.ip.clone(),
+        other_ips: Vec::new(),
+        labels: args
+            .labels_json
+            .iter()
+            .flatten()
+            .chain(args.labels.iter().map(|(k, v)| (k, v)))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<BTreeMap<_, _>>(),
+        service_account: args.service_account.clone(),
+        cluster_id: args.cluster_id.clone(),
+        mesh_id: args.mesh_id.clone(),
+        interception_mode: args.interception_mode.clone(),
+        istio_version: env!("CARGO_PKG_VERSION").to_string(),
+    }
+}
+
 fn run(args: Args) -> anyhow::Result<()> {
     let envoy = envoy::locate(args.envoy_path.as_deref()).map_err(anyhow::Error::msg)?;
-    let identity = WorkloadIdentity {
-        kind: args.kind,
-        pod_name: args.pod_name,
-        namespace: args.namespace,
-        ip: args.ip,
-        other_ips: Vec::new(),
-        labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
-        service_account: args.service_account,
-        cluster_id: args.cluster_id,
-        mesh_id: args.mesh_id,
-        interception_mode: args.interception_mode,
-        istio_version: env!("CARGO_PKG_VERSION").to_string(),
-    };
+    let identity = workload_identity(&args);
     let meshd = MeshdConnection::new(
         &args.xds_address,
         args.xds_root_cert.as_deref(),
@@ -183,7 +202,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         })?;
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        Some(fleetmesh_agent::app_probes::serve(listener, probers, ip)?)
+        let admin = workdir.join(fleetmesh_agent::process::ADMIN_SOCKET);
+        Some(fleetmesh_agent::app_probes::serve(
+            listener, probers, ip, admin,
+        )?)
     };
     let drain = Duration::from_secs(args.drain_seconds);
     let process = EnvoyProcess::start(StartOptions {

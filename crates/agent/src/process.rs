@@ -86,6 +86,7 @@ impl EnvoyProcess {
             ])
             .arg("--log-path")
             .arg(&log_path)
+            .envs(options.bootstrap.identity.envoy_environment())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());

@@ -12,6 +12,7 @@ pub mod load;
 pub mod mesh_config;
 pub mod meta;
 pub mod networking;
+pub mod peer;
 pub mod protocol;
 pub mod resource;
 pub mod security;

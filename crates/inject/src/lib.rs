@@ -38,6 +38,13 @@ pub mod annotations {
     pub const INJECTED_BY: &str = "fleetmesh.io/injected-by";
     /// Which container `kubectl exec` and `logs` pick without `-c`: the app's.
     pub const DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
+    /// Whether Prometheus scrapes the pod (the convention of Prometheus' Kubernetes
+    /// examples, which Istio follows).
+    pub const PROMETHEUS_SCRAPE: &str = "prometheus.io/scrape";
+    /// The port Prometheus scrapes: the agent's status port.
+    pub const PROMETHEUS_PORT: &str = "prometheus.io/port";
+    /// The path Prometheus scrapes: `/stats/prometheus`.
+    pub const PROMETHEUS_PATH: &str = "prometheus.io/path";
 }
 
 /// Labels the injector reads or writes.

@@ -194,6 +194,7 @@ pub fn inject(pod: &Pod, template: Template, settings: &Settings) -> Result<Pod,
         .map(str::to_string);
 
     add_labels(&mut pod.metadata, template, settings);
+    tell_the_agent_the_labels(spec, &pod.metadata);
 
     let status = json!({
         "initContainers": init_containers,
@@ -217,8 +218,57 @@ pub fn inject(pod: &Pod, template: Template, settings: &Settings) -> Result<Pod,
             .entry(annotations::DEFAULT_CONTAINER.into())
             .or_insert(first_app);
     }
+    scraped_at_the_agent(annotations_map);
     Ok(pod)
 }
+
+/// Prometheus scrapes the workload's metrics at the agent, as Istio's pods say; a pod
+/// whose app already asks to be scraped keeps its own (the agent does not merge the
+/// app's metrics into its own yet).
+fn scraped_at_the_agent(annotations_map: &mut std::collections::BTreeMap<String, String>) {
+    if annotations_map.contains_key(annotations::PROMETHEUS_SCRAPE) {
+        return;
+    }
+    let scrape = [
+        (annotations::PROMETHEUS_SCRAPE, "true".to_string()),
+        (
+            annotations::PROMETHEUS_PORT,
+            probes::STATUS_PORT.to_string(),
+        ),
+        (
+            annotations::PROMETHEUS_PATH,
+            "/stats/prometheus".to_string(),
+        ),
+    ];
+    annotations_map.extend(scrape.map(|(k, v)| (k.to_string(), v)));
+}
+
+/// The pod's labels (as injected: with Istio's canonical ones) for its agent, which has
+/// its Envoy report them in metrics (`app`, `version`, the Deployment by
+/// `pod-template-hash`), as Istio's `ISTIO_METAJSON_LABELS`. A label changed on the
+/// running pod later is not seen until it restarts.
+fn tell_the_agent_the_labels(
+    spec: &mut k8s_openapi::api::core::v1::PodSpec,
+    metadata: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) {
+    let labels = serde_json::to_string(&metadata.labels.clone().unwrap_or_default())
+        .expect("labels serialize");
+    let proxy = spec
+        .containers
+        .iter_mut()
+        .chain(spec.init_containers.iter_mut().flatten())
+        .find(|c| c.name == PROXY_CONTAINER);
+    if let Some(proxy) = proxy {
+        proxy.env.get_or_insert_default().push(EnvVar {
+            name: LABELS_ENV.into(),
+            value: Some(labels),
+            ..Default::default()
+        });
+    }
+}
+
+/// Where the agent finds the pod's labels (JSON).
+pub const LABELS_ENV: &str = "ISTIO_METAJSON_LABELS";
 
 /// The JSONPatch turning `original` into `injected`. Both sides go through the same
 /// typed form, so fields this build does not know never show up as removed.
@@ -525,6 +575,11 @@ mod tests {
         assert_eq!(status["initContainers"], json!(["istio-init"]));
         assert_eq!(annotations[annotations::DEFAULT_CONTAINER], "reviews");
         assert_eq!(annotations[annotations::INJECTED_BY], "webhook");
+        assert_eq!(annotations[annotations::PROMETHEUS_PORT], "15020");
+        assert_eq!(
+            annotations[annotations::PROMETHEUS_PATH],
+            "/stats/prometheus"
+        );
     }
 
     #[test]

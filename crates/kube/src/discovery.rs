@@ -263,6 +263,9 @@ impl ServiceDiscovery {
                 .into_iter()
                 .collect();
             let service_account = pod.and_then(|p| p.spec.as_ref()?.service_account_name.clone());
+            let workload = pod
+                .and_then(|p| p.metadata.name.as_deref())
+                .map(|name| fleetmesh_api::peer::workload_name(name, &labels));
             // Istio's region/zone: the region is where install says the cluster runs.
             let locality = match (region, &endpoint.zone) {
                 (None, None) => None,
@@ -281,6 +284,7 @@ impl ServiceDiscovery {
                     weight: 1,
                     service_account: service_account.clone(),
                     cluster_id: self.cluster_id.clone(),
+                    workload: workload.clone(),
                 });
             }
         }

@@ -151,6 +151,7 @@ mod tests {
             weight: 1,
             service_account: None,
             cluster_id: "local".into(),
+            workload: None,
         });
         changed
     }

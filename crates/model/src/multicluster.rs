@@ -60,6 +60,7 @@ mod tests {
                     weight: 1,
                     service_account: None,
                     cluster_id: cluster.into(),
+                    workload: None,
                 })
                 .collect(),
             export_to: ExportTo::All,

@@ -109,6 +109,9 @@ pub struct Endpoint {
     pub service_account: Option<String>,
     /// Which cluster (or, in local mode, `local`) the endpoint came from.
     pub cluster_id: String,
+    /// Its workload as Istio names it (a Pod's Deployment, a WorkloadEntry's name), when
+    /// known: metric labels say who answered.
+    pub workload: Option<String>,
 }
 
 impl Service {

@@ -370,7 +370,10 @@ fn kube_service(
             .filter(|w| {
                 &w.metadata.namespace == namespace && selects(&s.spec.selector, &w.spec.labels)
             })
-            .map(|w| endpoint(&w.spec, &ports, &named_targets, cluster))
+            .map(|w| {
+                let name = Some(w.metadata.name.as_str());
+                endpoint(&w.spec, name, &ports, &named_targets, cluster)
+            })
             .collect()
     };
     Service {
@@ -418,6 +421,7 @@ fn listed_endpoints(listed: &Endpoints, ports: &[ServicePort], cluster: &str) ->
                 weight: 1,
                 service_account: None,
                 cluster_id: cluster.to_string(),
+                workload: None,
             });
         }
     }
@@ -442,19 +446,20 @@ fn service_entry(
         })
         .collect();
     let no_named = BTreeMap::new();
-    let selected: Vec<&WorkloadEntrySpec> = match &se.spec.workload_selector {
+    // Each with the WorkloadEntry's name; inline endpoints have none.
+    let selected: Vec<(Option<&str>, &WorkloadEntrySpec)> = match &se.spec.workload_selector {
         Some(selector) => workloads
             .iter()
             .filter(|w| {
                 &w.metadata.namespace == namespace && selects(&selector.labels, &w.spec.labels)
             })
-            .map(|w| &w.spec)
+            .map(|w| (Some(w.metadata.name.as_str()), &w.spec))
             .collect(),
-        None => se.spec.endpoints.iter().collect(),
+        None => se.spec.endpoints.iter().map(|w| (None, w)).collect(),
     };
     let endpoints: Vec<Endpoint> = selected
         .into_iter()
-        .map(|w| endpoint(w, &ports, &no_named, cluster))
+        .map(|(name, w)| endpoint(w, name, &ports, &no_named, cluster))
         .collect();
     let resolution = match se
         .spec
@@ -489,6 +494,7 @@ fn service_entry(
                     weight: 1,
                     service_account: None,
                     cluster_id: cluster.to_string(),
+                    workload: None,
                 }]
             } else {
                 endpoints.clone()
@@ -504,6 +510,7 @@ fn service_entry(
 
 fn endpoint(
     w: &WorkloadEntrySpec,
+    name: Option<&str>,
     ports: &[ServicePort],
     named_targets: &BTreeMap<u32, &str>,
     cluster: &str,
@@ -529,6 +536,7 @@ fn endpoint(
         weight: w.weight.unwrap_or(1),
         service_account: w.service_account.clone(),
         cluster_id: cluster.to_string(),
+        workload: name.map(str::to_string),
     }
 }
 

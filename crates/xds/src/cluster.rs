@@ -21,6 +21,7 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions as UpstreamHttpOptions, http_protocol_options,
 };
+use envoy_types::pb::google::protobuf::Any;
 use fleetmesh_api::networking::{
     ClientTlsMode, ConnectionPoolSettings, H2UpgradePolicy, LoadBalancerSettings, SimpleLb,
 };
@@ -62,7 +63,13 @@ pub fn outbound_clusters(scope: &Scope) -> Vec<NamedResource> {
 pub fn local_clusters(scope: &Scope) -> Vec<NamedResource> {
     let mut clusters = Vec::new();
     for port in crate::listener::inbound_ports(scope) {
-        clusters.push(inbound(port.number, &port.app));
+        let mut cluster = inbound(port.number, &port.app);
+        // The service callers reach this port by, for the metrics' destination_service.
+        cluster.metadata = scope
+            .own_services()
+            .find(|s| s.ports.iter().any(|p| p.target_port == port.number))
+            .map(|s| crate::telemetry::service_metadata(s));
+        clusters.push(cluster);
     }
     clusters.push(black_hole());
     if scope.proxy.interception == crate::Interception::Redirect {
@@ -78,7 +85,10 @@ fn named(clusters: Vec<Cluster>) -> Vec<NamedResource> {
         .into_iter()
         .map(|c| NamedResource {
             name: c.name.clone(),
-            resource: pack(c),
+            resource: Any {
+                type_url: <Cluster as prost::Name>::type_url(),
+                value: crate::sorted_map::encode_cluster(&c),
+            },
         })
         .collect()
 }
@@ -94,6 +104,7 @@ fn outbound(
     let mut c = Cluster {
         name: name.clone(),
         connect_timeout: Some(duration(CONNECT_TIMEOUT)),
+        metadata: Some(crate::telemetry::service_metadata(service)),
         ..Cluster::default()
     };
     match service.resolution {
@@ -428,6 +439,7 @@ fn dns_assignment(name: &str, service: &Service, port: &ServicePort) -> ClusterL
                     },
                 )),
                 load_balancing_weight: u32_value(e.weight),
+                // No telemetry metadata: a host name resolved by DNS is no workload.
                 ..LbEndpoint::default()
             })
         })

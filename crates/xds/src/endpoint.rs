@@ -1,17 +1,18 @@
 //! EDS: the endpoints of every EDS cluster, filtered by subset labels and grouped by
 //! locality.
 
+use crate::NamedResource;
 use crate::common::{socket_address, u32_value};
 use crate::locality::LocalityPolicy;
 use crate::names;
 use crate::port_settings::PortSettings;
 use crate::scope::Scope;
 use crate::tls;
-use crate::{NamedResource, pack};
-use envoy_types::pb::envoy::config::core::v3::Locality;
+use envoy_types::pb::envoy::config::core::v3::{Locality, Metadata};
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint as EnvoyEndpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
 };
+use envoy_types::pb::google::protobuf::Any;
 use fleetmesh_api::security::MtlsMode;
 use fleetmesh_model::security::{self, InboundMtls};
 use fleetmesh_model::service::{Labels, Resolution, labels_match};
@@ -55,7 +56,10 @@ pub fn build(scope: &Scope) -> Vec<NamedResource> {
         .into_iter()
         .map(|a| NamedResource {
             name: a.cluster_name.clone(),
-            resource: pack(a),
+            resource: Any {
+                type_url: <ClusterLoadAssignment as prost::Name>::type_url(),
+                value: crate::sorted_map::encode_assignment(&a),
+            },
         })
         .collect()
 }
@@ -73,6 +77,26 @@ fn sidecar_mtls(scope: &Scope, service: &Service) -> Vec<Option<InboundMtls>> {
                 .then(|| security::inbound_mtls(scope.snapshot, &service.namespace, &e.labels))
         })
         .collect()
+}
+
+/// Who the endpoint is, for metrics; and whether auto mTLS reaches it with mutual TLS
+/// (unless its port is DISABLEd).
+fn endpoint_metadata(
+    service: &Service,
+    endpoint: &fleetmesh_model::service::Endpoint,
+    mtls: &Option<InboundMtls>,
+    port: u32,
+) -> Metadata {
+    let mut metadata = crate::telemetry::endpoint_metadata(service, endpoint);
+    if mtls
+        .as_ref()
+        .is_some_and(|m| m.mode(port) != MtlsMode::Disable)
+    {
+        metadata
+            .filter_metadata
+            .extend(tls::istio_endpoint_metadata().filter_metadata);
+    }
+    metadata
 }
 
 fn assignment(
@@ -107,11 +131,7 @@ fn assignment(
                     ..EnvoyEndpoint::default()
                 })),
                 load_balancing_weight: u32_value(endpoint.weight),
-                // Auto mTLS reaches the endpoint with mutual TLS unless its port is DISABLEd.
-                metadata: mtls
-                    .as_ref()
-                    .is_some_and(|m| m.mode(*endpoint_port) != MtlsMode::Disable)
-                    .then(tls::istio_endpoint_metadata),
+                metadata: Some(endpoint_metadata(service, endpoint, mtls, *endpoint_port)),
                 ..LbEndpoint::default()
             });
     }

@@ -21,6 +21,7 @@ mod proxy;
 pub(crate) mod route;
 mod scope;
 mod sorted_map;
+pub mod telemetry;
 pub mod tls;
 
 pub use proxy::{ConfigKey, Interception, NodeError, Proxy, ProxyKind};

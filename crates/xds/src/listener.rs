@@ -12,6 +12,7 @@ use crate::credentials;
 use crate::names;
 use crate::route::action::http_filters;
 use crate::scope::{GatewayServer, Scope};
+use crate::telemetry::{self, Side};
 use crate::tls;
 use crate::{NamedResource, pack};
 use envoy_types::pb::envoy::config::core::v3::Http1ProtocolOptions;
@@ -132,6 +133,7 @@ fn uncaptured(scope: &Scope) -> Vec<Listener> {
             route_config_name: names::HTTP_PROXY_ROUTE.into(),
         }),
         false,
+        Side::Outbound,
     );
     let mut listeners = vec![http_listener(
         names::VIRTUAL_OUTBOUND,
@@ -182,23 +184,26 @@ fn inbound_chains(
     base: FilterChainMatch,
 ) -> Vec<FilterChain> {
     let cluster = names::inbound_cluster(port.number);
-    let filters = if port.protocol.is_http() {
-        vec![inbound_hcm(scope, port.number)]
-    } else {
-        let mut filters = tcp_policies(scope, &cluster);
-        filters.push(tcp_proxy(&cluster));
-        filters
+    let filters = |side| {
+        if port.protocol.is_http() {
+            vec![inbound_hcm(scope, port.number, side)]
+        } else {
+            let mut filters = tcp_policies(scope, &cluster);
+            filters.push(tcp_proxy(&cluster, side));
+            filters
+        }
     };
     mtls_chains(scope, &cluster, filters, mode, base)
 }
 
-/// Filter chains running `filters` under an mTLS mode: STRICT terminates mTLS (a
-/// plaintext client fails the handshake), DISABLE is plaintext, PERMISSIVE has one chain
-/// of each. `base` is what every chain also matches (the destination port, with capture).
+/// Filter chains running `filters` (of the chain's side: with mTLS or without) under an
+/// mTLS mode: STRICT terminates mTLS (a plaintext client fails the handshake), DISABLE is
+/// plaintext, PERMISSIVE has one chain of each. `base` is what every chain also matches
+/// (the destination port, with capture).
 fn mtls_chains(
     scope: &Scope,
     name: &str,
-    filters: Vec<Filter>,
+    filters: impl Fn(Side) -> Vec<Filter>,
     mode: MtlsMode,
     base: FilterChainMatch,
 ) -> Vec<FilterChain> {
@@ -210,7 +215,7 @@ fn mtls_chains(
             ..base.clone()
         })
         .filter(|m| *m != FilterChainMatch::default()),
-        filters: filters.clone(),
+        filters: filters(Side::Inbound { mtls }),
         transport_socket: mtls.then(|| tls::istio_downstream(trust_domain)),
         ..FilterChain::default()
     };
@@ -228,13 +233,16 @@ fn mtls_chains(
 /// mTLS peer certificate; whatever the client sent is dropped).
 /// RequestAuthentications and AuthorizationPolicies are enforced here, ahead of the
 /// router.
-fn inbound_hcm(scope: &Scope, port: u32) -> Filter {
+fn inbound_hcm(scope: &Scope, port: u32, side: Side) -> Filter {
     let mut hcm = hcm(
         &names::inbound_cluster(port),
         http_connection_manager::RouteSpecifier::RouteConfig(inbound_route_config(port)),
         false,
+        side,
     );
     enforce_policies(scope, &mut hcm);
+    // First: the caller's sidecar's headers are read, and gone, before anything else.
+    hcm.http_filters.insert(0, telemetry::peer_headers_filter());
     hcm.forward_client_cert_details =
         http_connection_manager::ForwardClientCertDetails::SanitizeSet as i32;
     hcm.set_current_client_cert_details =
@@ -436,6 +444,7 @@ fn http_gateway_listener(
             route_config_name: route_name.clone(),
         }),
         true,
+        Side::Outbound,
     );
     // A gateway is a workload too: policies selecting it apply to what it serves.
     enforce_policies(scope, &mut manager);
@@ -549,8 +558,10 @@ fn hcm(
     stat_prefix: &str,
     route_specifier: http_connection_manager::RouteSpecifier,
     edge: bool,
+    side: Side,
 ) -> HttpConnectionManager {
     HttpConnectionManager {
+        access_log: telemetry::http(side),
         stat_prefix: stat_prefix.to_string(),
         codec_type: http_connection_manager::CodecType::Auto as i32,
         route_specifier: Some(route_specifier),
@@ -565,12 +576,12 @@ fn hcm(
     }
 }
 
-/// Proxies a connection as bytes to `cluster`.
-fn tcp_proxy(cluster: &str) -> Filter {
+/// Proxies a connection as bytes to `cluster`, counted as `side`'s.
+fn tcp_proxy(cluster: &str, side: Side) -> Filter {
     let proxy = TcpProxy {
         stat_prefix: cluster.into(),
         cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster.into())),
-        ..TcpProxy::default()
+        ..telemetry::tcp_proxy(side)
     };
     Filter {
         name: "envoy.filters.network.tcp_proxy".into(),

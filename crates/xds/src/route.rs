@@ -60,6 +60,7 @@ fn unknown_hosts(scope: &Scope) -> VirtualHost {
     VirtualHost {
         name: name.into(),
         domains: vec!["*".into()],
+        request_headers_to_remove: crate::telemetry::peer_header_names(),
         routes: vec![Route {
             name: name.into(),
             r#match: Some(RouteMatch {
@@ -101,11 +102,22 @@ fn outbound(scope: &Scope, name: &str, only_port: Option<u32>) -> RouteConfigura
                 name: format!("{}:{}", service.hostname, port.port),
                 domains,
                 routes,
+                request_headers_to_remove: if service.mesh_external {
+                    crate::telemetry::peer_header_names()
+                } else {
+                    Vec::new()
+                },
                 ..VirtualHost::default()
             });
         }
     }
-    route_configuration(name.to_string(), virtual_hosts)
+    let mut config = route_configuration(name.to_string(), virtual_hosts);
+    // Who calls, for the server's metrics: added once for the whole config, and removed
+    // again (after it, as the most specific) by the virtual hosts of hosts outside the
+    // mesh, which are never told.
+    config.request_headers_to_add = crate::telemetry::peer_headers();
+    config.most_specific_header_mutations_wins = true;
+    config
 }
 
 /// A gateway's route config for one server port: a virtual host per host of each bound

@@ -33,6 +33,8 @@ const FILES: &[&str] = &[
     "envoy/extensions/filters/network/rbac/v3/rbac.proto",
     "envoy/extensions/filters/http/jwt_authn/v3/config.proto",
     "envoy/extensions/upstreams/http/v3/http_protocol_options.proto",
+    "envoy/extensions/access_loggers/stats/v3/stats.proto",
+    "envoy/extensions/filters/http/header_to_metadata/v3/header_to_metadata.proto",
 ];
 
 /// The `proto` directory shipped in the envoy-types crate this workspace locks. Tests run

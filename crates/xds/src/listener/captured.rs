@@ -14,6 +14,7 @@ use crate::common::ads;
 use crate::names;
 use crate::pack;
 use crate::scope::Scope;
+use crate::telemetry::Side;
 use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
 use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, listener_filter,
@@ -39,6 +40,7 @@ pub fn sidecar(scope: &Scope) -> Vec<Listener> {
                 route_config_name: port.to_string(),
             }),
             false,
+            Side::Outbound,
         );
         let mut listener = http_listener(
             &names::bound_listener("0.0.0.0", port),
@@ -129,8 +131,11 @@ fn virtual_inbound(scope: &Scope) -> Listener {
         filter_chains.extend(inbound_chains(scope, port, mtls.mode(port.number), by_port));
     }
     // Chains without a destination port match only ports that no chain above names.
-    let mut passthrough = tcp_policies(scope, names::INBOUND_PASSTHROUGH_CLUSTER);
-    passthrough.push(tcp_proxy(names::INBOUND_PASSTHROUGH_CLUSTER));
+    let passthrough = |side| {
+        let mut filters = tcp_policies(scope, names::INBOUND_PASSTHROUGH_CLUSTER);
+        filters.push(tcp_proxy(names::INBOUND_PASSTHROUGH_CLUSTER, side));
+        filters
+    };
     filter_chains.extend(mtls_chains(
         scope,
         "InboundPassthroughFilterChain",
@@ -151,7 +156,7 @@ fn virtual_inbound(scope: &Scope) -> Listener {
 fn tcp_chain(name: &str, cluster: &str) -> FilterChain {
     FilterChain {
         name: name.into(),
-        filters: vec![tcp_proxy(cluster)],
+        filters: vec![tcp_proxy(cluster, Side::Outbound)],
         ..FilterChain::default()
     }
 }
@@ -215,6 +220,6 @@ fn tcp_service_proxy(scope: &Scope, host: &str, port: u32) -> Filter {
         Some((destinations, namespace)) => {
             forward::tcp_proxy(scope, destinations, namespace, port, cluster)
         }
-        None => tcp_proxy(&cluster),
+        None => tcp_proxy(&cluster, Side::Outbound),
     }
 }

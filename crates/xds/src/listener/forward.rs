@@ -182,7 +182,7 @@ pub fn tcp_proxy(
     let proxy = TcpProxy {
         stat_prefix,
         cluster_specifier: Some(cluster_specifier),
-        ..TcpProxy::default()
+        ..crate::telemetry::tcp_proxy(crate::telemetry::Side::Outbound)
     };
     Filter {
         name: "envoy.filters.network.tcp_proxy".into(),

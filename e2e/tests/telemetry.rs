@@ -1,0 +1,100 @@
+//! Istio's standard workload metrics from real Envoy sidecars: after requests from the
+//! frontend to reviews over mTLS, the frontend reports them as their source and reviews
+//! as their destination, each with Istio's labels, as the agent's status port serves
+//! them (`fleetmesh_agent::metrics`, the same function `:15020/stats/prometheus` runs).
+
+use fleetmesh_e2e::*;
+use std::collections::BTreeMap;
+
+/// Each `name{labels} value` series of Prometheus text, as its labels.
+fn series(text: &str, name: &str) -> Vec<BTreeMap<String, String>> {
+    let prefix = format!("{name}{{");
+    text.lines()
+        .filter_map(|line| line.strip_prefix(&prefix)?.split_once("} "))
+        .map(|(labels, _)| {
+            labels
+                .split("\",")
+                .filter_map(|pair| {
+                    let (key, value) = pair.split_once("=\"")?;
+                    Some((key.to_string(), value.trim_end_matches('"').to_string()))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+async fn metrics(workload: &Workload) -> String {
+    fleetmesh_agent::metrics::scrape(workload.envoy.admin_socket())
+        .await
+        .expect("Envoy's metrics")
+}
+
+/// Whether some series has every label of `wanted`.
+fn has(all: &[BTreeMap<String, String>], wanted: &[(&str, &str)]) -> bool {
+    all.iter().any(|labels| {
+        wanted
+            .iter()
+            .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_counted_with_istios_labels_at_both_ends() {
+    let store = Bookstore::start(XdsMode::Delta).await;
+    for _ in 0..10 {
+        let (status, _, body) = get(&store.frontend, "http://ratings:9080/").await.unwrap();
+        assert_eq!(status, 200);
+        assert!(
+            !body.contains("x-fleetmesh-peer"),
+            "the app sees the sidecars' own headers:\n{body}"
+        );
+    }
+    let frontend = "spiffe://cluster.local/ns/default/sa/frontend";
+    let ratings = "spiffe://cluster.local/ns/default/sa/ratings";
+    let both_ends = [
+        ("source_workload", "frontend"),
+        ("source_workload_namespace", "default"),
+        ("source_principal", frontend),
+        ("source_app", "frontend"),
+        ("source_cluster", "local"),
+        ("destination_workload", "ratings"),
+        ("destination_workload_namespace", "default"),
+        ("destination_principal", ratings),
+        ("destination_app", "ratings"),
+        ("destination_service", "ratings.default.svc.cluster.local"),
+        ("destination_service_name", "ratings"),
+        ("destination_service_namespace", "default"),
+        ("destination_cluster", "local"),
+        ("request_protocol", "http"),
+        ("response_code", "200"),
+        ("response_flags", "-"),
+    ];
+
+    let sent = metrics(&store.frontend).await;
+    let requests = series(&sent, "istio_requests_total");
+    let mut wanted = vec![
+        ("reporter", "source"),
+        ("connection_security_policy", "unknown"),
+    ];
+    wanted.extend(both_ends);
+    assert!(has(&requests, &wanted), "{wanted:?} in {requests:#?}");
+    for histogram in [
+        "istio_request_duration_milliseconds_count",
+        "istio_request_bytes_count",
+        "istio_response_bytes_count",
+    ] {
+        assert!(
+            has(&series(&sent, histogram), &wanted),
+            "{histogram}:\n{sent}"
+        );
+    }
+
+    let received = metrics(&store.ratings).await;
+    let requests = series(&received, "istio_requests_total");
+    let mut wanted = vec![
+        ("reporter", "destination"),
+        ("connection_security_policy", "mutual_tls"),
+    ];
+    wanted.extend(both_ends);
+    assert!(has(&requests, &wanted), "{wanted:?} in {requests:#?}");
+}
