@@ -130,6 +130,31 @@ fn schema<T: JsonSchema>() -> Value {
 }
 
 impl IstioKind {
+    /// An object of this kind as the API server stores it, through the same parser and
+    /// validator as local files; the error describes the object and lists its problems.
+    pub fn load(
+        &self,
+        object: &kube::api::DynamicObject,
+    ) -> Result<fleetmesh_api::Resource, (String, Vec<String>)> {
+        let described = || {
+            let meta = &object.metadata;
+            let (namespace, name) = (meta.namespace.as_deref(), meta.name.as_deref());
+            format!(
+                "{} {}/{}",
+                self.kind,
+                namespace.unwrap_or(""),
+                name.unwrap_or("")
+            )
+        };
+        let mut stored =
+            serde_yaml_ng::to_value(object).map_err(|e| (described(), vec![e.to_string()]))?;
+        stored["apiVersion"] = self.api_version().into();
+        stored["kind"] = self.kind.into();
+        fleetmesh_api::load_stored_object(&stored).map_err(|(described, problems)| {
+            (described, problems.iter().map(|p| p.to_string()).collect())
+        })
+    }
+
     /// The stored version, e.g. `networking.istio.io/v1`.
     pub fn api_version(&self) -> String {
         format!("{}/{}", self.group, self.versions[0])

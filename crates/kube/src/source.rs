@@ -180,10 +180,7 @@ impl ClusterSource {
         kind: &IstioKind,
         object: &DynamicObject,
     ) -> Result<fleetmesh_api::Resource, Vec<String>> {
-        let mut stored = serde_yaml_ng::to_value(object).map_err(|e| vec![e.to_string()])?;
-        stored["apiVersion"] = kind.api_version().into();
-        stored["kind"] = kind.kind.into();
-        fleetmesh_api::load_stored_object(&stored).map_err(|(described, problems)| {
+        kind.load(object).map_err(|(described, problems)| {
             let origin = format!("cluster {}", self.cluster_id);
             problems
                 .iter()

@@ -188,9 +188,7 @@ fn inbound_chains(
         if port.protocol.is_http() {
             vec![inbound_hcm(scope, port.number, side)]
         } else {
-            let mut filters = tcp_policies(scope, &cluster);
-            filters.push(tcp_proxy(&cluster, side));
-            filters
+            inbound_tcp(scope, &cluster, side)
         }
     };
     mtls_chains(scope, &cluster, filters, mode, base)
@@ -253,6 +251,14 @@ fn inbound_hcm(scope: &Scope, port: u32, side: Side) -> Filter {
             ..Default::default()
         });
     hcm_as_filter(hcm)
+}
+
+/// An inbound TCP connection to `cluster`: the proxy's AuthorizationPolicies, then the
+/// TCP proxy.
+fn inbound_tcp(scope: &Scope, cluster: &str, side: Side) -> Vec<Filter> {
+    let mut filters = tcp_policies(scope, cluster);
+    filters.push(tcp_proxy(cluster, side));
+    filters
 }
 
 /// The AuthorizationPolicies that select the proxy, as RBAC network filters for plain TCP

@@ -30,18 +30,17 @@ impl Objects {
                 Err(e) => return Err(e).with_context(|| format!("listing {}s", kind.kind)),
             };
             for object in listed {
-                let mut stored = serde_yaml_ng::to_value(&object)?;
-                stored["apiVersion"] = kind.api_version().into();
-                stored["kind"] = kind.kind.into();
-                match fleetmesh_api::load_stored_object(&stored) {
+                match kind.load(&object) {
                     Ok(resource) => objects.read.push((resource, origin.to_string())),
                     Err((described, problems)) => {
-                        objects.messages.extend(problems.iter().map(|p| Message {
-                            code: INVALID,
-                            resource: described.clone(),
-                            origin: origin.to_string(),
-                            text: p.to_string(),
-                        }))
+                        objects
+                            .messages
+                            .extend(problems.into_iter().map(|text| Message {
+                                code: INVALID,
+                                resource: described.clone(),
+                                origin: origin.to_string(),
+                                text,
+                            }))
                     }
                 }
             }

@@ -8,7 +8,7 @@
 
 use super::{
     OUTBOUND_PORT, forward, hcm, http_listener, inbound_chains, inbound_mtls, inbound_ports,
-    mtls_chains, sni, tcp_policies, tcp_proxy, tls_inspector,
+    inbound_tcp, mtls_chains, sni, tcp_proxy, tls_inspector,
 };
 use crate::common::ads;
 use crate::names;
@@ -131,11 +131,7 @@ fn virtual_inbound(scope: &Scope) -> Listener {
         filter_chains.extend(inbound_chains(scope, port, mtls.mode(port.number), by_port));
     }
     // Chains without a destination port match only ports that no chain above names.
-    let passthrough = |side| {
-        let mut filters = tcp_policies(scope, names::INBOUND_PASSTHROUGH_CLUSTER);
-        filters.push(tcp_proxy(names::INBOUND_PASSTHROUGH_CLUSTER, side));
-        filters
-    };
+    let passthrough = |side| inbound_tcp(scope, names::INBOUND_PASSTHROUGH_CLUSTER, side);
     filter_chains.extend(mtls_chains(
         scope,
         "InboundPassthroughFilterChain",

@@ -110,7 +110,7 @@ fn tcp(scope: &Scope, port: u32, servers: &[GatewayServer]) -> Option<FilterChai
 }
 
 /// A match's port and gateways, when given, must name this server.
-fn applies(
+pub fn applies(
     match_port: Option<u32>,
     gateways: &[String],
     namespace: &str,

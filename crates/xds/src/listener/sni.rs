@@ -8,7 +8,7 @@
 
 use super::forward;
 use crate::names;
-use crate::scope::{Scope, binds};
+use crate::scope::Scope;
 use crate::telemetry::Side;
 use envoy_types::pb::envoy::config::listener::v3::FilterChain;
 use fleetmesh_api::networking::{TlsMatchAttributes, TlsRoute};
@@ -100,8 +100,7 @@ fn mesh_tls_routes<'a>(
 /// What of a `tls` match can be decided before the connection comes (Istio's static
 /// predicates): the port, the gateways (`mesh`), the proxy's labels and namespace.
 fn applies(scope: &Scope, m: &TlsMatchAttributes, namespace: &str, port: u32) -> bool {
-    m.port.is_none_or(|p| p == port)
-        && (m.gateways.is_empty() || binds(&m.gateways, namespace, "mesh"))
+    forward::applies(m.port, &m.gateways, namespace, "mesh", port)
         && labels_match(&m.source_labels, &scope.proxy.labels)
         && m.source_namespace
             .as_ref()
