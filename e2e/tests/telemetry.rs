@@ -98,3 +98,43 @@ async fn requests_are_counted_with_istios_labels_at_both_ends() {
     wanted.extend(both_ends);
     assert!(has(&requests, &wanted), "{wanted:?} in {requests:#?}");
 }
+
+/// A client without a sidecar (plaintext, PERMISSIVE) can put anything in the peer
+/// headers: the server's series take at most 63 DNS-label characters of it, and nothing
+/// of a value that starts otherwise, so it can mislabel its requests but not grow the
+/// proxy's memory with long names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peers_claims_are_cut_to_a_dns_label() {
+    let store = Bookstore::start(XdsMode::Delta).await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let url = format!("http://{}/", store.ratings.address(9080));
+    let long = "x".repeat(200);
+    for (workload, app) in [(long.as_str(), "EVIL"), ("short", "ok")] {
+        let response = client
+            .get(&url)
+            .header("x-fleetmesh-peer-workload", workload)
+            .header("x-fleetmesh-peer-app", app)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let received = metrics(&store.ratings).await;
+    let requests = series(&received, "istio_requests_total");
+    let cut = "x".repeat(63);
+    let plaintext = [
+        ("reporter", "destination"),
+        ("connection_security_policy", "none"),
+    ];
+    let claimed = |workload: &str, app: &str| {
+        let mut wanted = plaintext.to_vec();
+        wanted.extend([("source_workload", workload), ("source_app", app)]);
+        has(&requests, &wanted)
+    };
+    assert!(claimed(&cut, "unknown"), "{requests:#?}");
+    assert!(claimed("short", "ok"), "{requests:#?}");
+    assert!(
+        !received.contains(&"x".repeat(64)),
+        "a claim longer than a DNS label reached a series"
+    );
+}
