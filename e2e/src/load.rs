@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 /// down cleanly does.
 pub fn load_script(url: &str, options: &str) -> String {
     format!(
-        "until out=$(curl -s -o /dev/null -m 2 -w '%{{http_code}}' {options} {url}) && [ \"$out\" = 200 ]; do \
-         echo \"warmup $out at=$(date +%s.%N)\"; sleep 0.2; done; \
+        "until out=$(curl -s -o /dev/null -m 2 -w '%{{http_code}}' {options} {url}); code=$?; [ \"$out\" = 200 ]; do \
+         echo \"warmup $out exit=$code at=$(date +%s.%N)\"; sleep 0.2; done; \
          trap 'stop=1' TERM; stop=0; while [ $stop = 0 ]; do \
          out=$(curl -s -o /tmp/answer -m 5 -w '%{{http_code}} took=%{{time_total}} dns=%{{time_namelookup}} connected=%{{time_connect}}' {options} {url}); \
          code=$?; line=\"$out exit=$code at=$(date +%s.%N)\"; \

@@ -117,6 +117,33 @@ async fn gateway_serves_bound_virtual_service() {
     assert_eq!(nacks(&store.mesh), 0);
 }
 
+/// A gateway no Gateway selects yet has no listener to be sent; it is ready all the same
+/// (Envoy waits for a first answer of every kind, however empty, before it calls itself
+/// ready), and serves once a Gateway selects it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_with_nothing_to_serve_yet_is_ready() {
+    let store = Bookstore::start(XdsMode::Delta).await;
+    let gateway = store
+        .mesh
+        .add_gateway("ingressgateway", "default", &[("istio", "ingressgateway")])
+        .await
+        .expect("the gateway becomes ready without a listener");
+    store.mesh.write("gateway.yaml", GATEWAY).unwrap();
+    eventually(
+        "the gateway to route shop.example.com",
+        Duration::from_secs(30),
+        async || {
+            let answer = gateway_get(&gateway, "shop.example.com", "/reviews/1")
+                .send()
+                .await
+                .ok()?;
+            (answer.status() == 200).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(nacks(&store.mesh), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_gateway_terminates_tls_simple_and_mutual() {
     let pki = Pki::generate();

@@ -217,12 +217,17 @@ fn instance_ips(id: &WorkloadIdentity) -> String {
         .join(",")
 }
 
+/// Listeners and clusters over ADS, with no initial fetch timeout (as Istio's bootstrap):
+/// Envoy's default, 15 s, declares Envoy ready without them when meshd is slow to send
+/// the first ones, and the app, started once its proxy is ready, then finds its
+/// connections refused until they come.
 fn ads() -> ConfigSource {
     ConfigSource {
         resource_api_version: ApiVersion::V3 as i32,
         config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(
             AggregatedConfigSource {},
         )),
+        initial_fetch_timeout: Some(Duration::default()),
         ..ConfigSource::default()
     }
 }

@@ -1,6 +1,7 @@
 //! The agent binary with a real Envoy: Envoy's admin interface is a Unix socket that only
 //! its own user can open; SIGTERM drains Envoy and the agent exits with Envoy's status; a
-//! missing Envoy is reported with how to install it.
+//! missing Envoy is reported with how to install it; Envoy is not ready until meshd sent
+//! its first config, however long that takes.
 
 use fleetmesh_agent::process::{admin_request, http_request};
 use nix::sys::signal::{Signal, kill};
@@ -16,17 +17,16 @@ fn agent() -> Command {
     Command::new(env!("CARGO_BIN_EXE_fleetmesh-agent"))
 }
 
-#[test]
-fn sigterm_drains_envoy_and_exits_with_its_status() {
-    // A loopback address of this test's own, free on the status port.
+/// The agent, with no meshd to reach (Envoy runs, not ready, while it retries the control
+/// plane), on a loopback address of the test's own free on the status port; returns
+/// once Envoy's admin answers, with the address and Envoy's admin socket.
+fn start_without_meshd(workdir: &Path) -> (std::process::Child, String, std::path::PathBuf) {
     let ip = (1..250)
         .map(|n| format!("127.77.{}.{n}", std::process::id() % 250))
         .find(|ip| TcpListener::bind((ip.as_str(), 15020)).is_ok())
         .expect("a free loopback address");
-    let workdir = tempfile::tempdir().unwrap();
-    let token = workdir.path().join("token");
+    let token = workdir.join("token");
     std::fs::write(&token, "fm1.test.token").unwrap();
-    // No meshd: Envoy runs (not ready) while it retries the control plane.
     let mut child = agent()
         .args([
             "--pod-name",
@@ -41,12 +41,12 @@ fn sigterm_drains_envoy_and_exits_with_its_status() {
             "1",
         ])
         .arg("--workdir")
-        .arg(workdir.path())
+        .arg(workdir)
         .arg("--token-file")
         .arg(&token)
         .spawn()
         .unwrap();
-    let admin = workdir.path().join("admin.sock");
+    let admin = workdir.join("admin.sock");
     let deadline = Instant::now() + Duration::from_secs(30);
     while admin_request(&admin, "GET", "/server_info").is_err() {
         assert!(
@@ -59,6 +59,13 @@ fn sigterm_drains_envoy_and_exits_with_its_status() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    (child, ip, admin)
+}
+
+#[test]
+fn sigterm_drains_envoy_and_exits_with_its_status() {
+    let workdir = tempfile::tempdir().unwrap();
+    let (mut child, ip, admin) = start_without_meshd(workdir.path());
     admin_is_private(&admin, &ip);
     // The status port answers the kubelet's rewritten probes (none are configured here).
     let status_port: SocketAddr = format!("{ip}:15020").parse().unwrap();
@@ -110,6 +117,26 @@ fn admin_is_private(admin: &Path, ip: &str) {
         );
     }
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+}
+
+/// Envoy is ready only once it has its listeners and clusters: its injected app starts
+/// then, and would find its connections refused if Envoy called itself ready without
+/// them (as Envoy does by default once its clusters' and then its listeners' first fetch
+/// each waited 15 s, however slow meshd is).
+#[test]
+fn envoy_is_not_ready_before_its_first_config_however_long_it_takes() {
+    let workdir = tempfile::tempdir().unwrap();
+    let (mut child, _, admin) = start_without_meshd(workdir.path());
+    std::thread::sleep(Duration::from_secs(35));
+    let answer = admin_request(&admin, "GET", "/ready");
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    child.wait().unwrap();
+    let (status, body) = answer.unwrap();
+    assert_eq!(
+        (status, body.trim()),
+        (503, "PRE_INITIALIZING"),
+        "35 s without meshd: still waiting for its clusters"
+    );
 }
 
 #[test]

@@ -62,6 +62,7 @@ impl Protocol for Stream {
             return Ok(());
         };
         let first_of_type = !self.subscriptions.contains(kind);
+        let holds_nothing = request.initial_resource_versions.is_empty();
         let subscription = self.subscriptions.entry(kind);
         if !request.response_nonce.is_empty() {
             let Some(version) = subscription.answer(&request.response_nonce) else {
@@ -111,15 +112,14 @@ impl Protocol for Stream {
         }
         if changed_subscription {
             let sent = self.send(kind, false).await?;
-            if first_of_type && sent.is_empty() {
+            if first_of_type && sent.is_empty() && holds_nothing {
+                // A new proxy waits for a first answer, however empty (a gateway with no
+                // servers yet): until then Envoy is not ready.
+                self.send_nothing(kind).await?;
+            } else if first_of_type && sent.is_empty() {
                 // A reconnecting proxy already holds it all: nothing needs sending, and
                 // what it holds counts as ACKed.
-                let version = self
-                    .session
-                    .generated
-                    .of_type(kind)
-                    .map(|t| t.version.clone())
-                    .unwrap_or_default();
+                let version = self.version_of(kind);
                 let status = &mut self.subscriptions.entry(kind).status;
                 status.sent_version.clone_from(&version);
                 status.acked_version = version;
@@ -180,6 +180,35 @@ impl Stream {
         if self.subscriptions.take_due_removals() {
             self.send(ResourceType::Cluster, true).await?;
         }
+        Ok(())
+    }
+
+    /// The version of what the proxy is to have of `kind`.
+    fn version_of(&self, kind: ResourceType) -> String {
+        self.session
+            .generated
+            .of_type(kind)
+            .map(|t| t.version.clone())
+            .unwrap_or_default()
+    }
+
+    /// A response with no resources in it: the first answer to a proxy when there is
+    /// nothing of `kind` for it.
+    async fn send_nothing(&mut self, kind: ResourceType) -> Result<(), StreamEnd> {
+        let version = self.version_of(kind);
+        let nonce = self.session.next_nonce();
+        let response = DeltaDiscoveryResponse {
+            system_version_info: version.clone(),
+            type_url: kind.type_url().to_string(),
+            nonce: nonce.clone(),
+            ..DeltaDiscoveryResponse::default()
+        };
+        self.subscriptions.entry(kind).sent(nonce, version);
+        self.tx
+            .send(Ok(response))
+            .await
+            .map_err(|_| StreamEnd::ProxyGone)?;
+        self.session.record_status(&self.subscriptions);
         Ok(())
     }
 
