@@ -1,4 +1,5 @@
-//! Retries, timeouts and fault injection, enforced by real Envoy.
+//! Retries, timeouts, fault injection, connection pools and outlier detection, enforced
+//! by real Envoy.
 
 use fleetmesh_agent::process::admin_request;
 use fleetmesh_e2e::*;
@@ -157,6 +158,17 @@ fn ratings_cluster_stat(store: &Bookstore, name: &str) -> u64 {
     envoy_stat(&store.frontend, &format!("{cluster}.{name}")).unwrap_or(0)
 }
 
+/// The frontend sidecar's config dump of its cluster for ratings:9080.
+fn ratings_cluster_config(store: &Bookstore) -> Option<String> {
+    let (_, clusters) = admin_request(
+        store.frontend.envoy.admin_socket(),
+        "GET",
+        "/config_dump?resource=dynamic_active_clusters&name_regex=outbound.9080..ratings.*",
+    )
+    .ok()?;
+    Some(clusters)
+}
+
 /// The frontend sidecar's established connections to ratings' sidecar, as `ss` shows
 /// them with their timers.
 fn connections_to(store: &Bookstore) -> String {
@@ -273,12 +285,7 @@ async fn warmup_becomes_slow_start() {
         "the slow start on ratings' cluster",
         std::time::Duration::from_secs(30),
         async || {
-            let (_, clusters) = admin_request(
-                store.frontend.envoy.admin_socket(),
-                "GET",
-                "/config_dump?resource=dynamic_active_clusters&name_regex=outbound.9080..ratings.*",
-            )
-            .ok()?;
+            let clusters = ratings_cluster_config(&store)?;
             let dump: serde_json::Value = serde_json::from_str(&clusters).ok()?;
             let cluster = &dump["configs"][0]["cluster"];
             (cluster["lb_policy"] == "LEAST_REQUEST")
@@ -296,5 +303,47 @@ async fn warmup_becomes_slow_start() {
         "{slow_start}"
     );
     assert_eq!(status(&store, "/", "").await, 200);
+    assert_eq!(nacks(&store.mesh), 0);
+}
+
+/// Istio's deprecated `consecutiveErrors`, as istiod applies it: gateway errors (503 here)
+/// in a row eject a host, other 5xx answers never do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deprecated_consecutive_errors_eject_on_gateway_errors_alone() {
+    let store = Bookstore::start(XdsMode::Sotw).await;
+    let rule = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
+                metadata: {name: ratings}\nspec:\n  host: ratings\n  trafficPolicy:\n    \
+                outlierDetection: {consecutiveErrors: 2, interval: 1s, baseEjectionTime: 1s, maxEjectionPercent: 100}\n";
+    store.mesh.write("ratings-dr.yaml", rule).unwrap();
+    eventually(
+        "outlier detection on ratings' cluster",
+        std::time::Duration::from_secs(30),
+        async || {
+            ratings_cluster_config(&store)?
+                .contains("consecutive_gateway_failure")
+                .then_some(())
+        },
+    )
+    .await;
+    // Envoy's own threshold for 5xx answers is 5: six 500s are detected, not enforced.
+    for _ in 0..6 {
+        assert_eq!(status(&store, "/status/500", "").await, 500);
+    }
+    let detected = "outlier_detection.ejections_detected_consecutive_5xx";
+    assert!(ratings_cluster_stat(&store, detected) > 0, "{detected}");
+    assert_eq!(
+        ratings_cluster_stat(&store, "outlier_detection.ejections_enforced_total"),
+        0,
+        "a 500 is not a gateway error"
+    );
+    for _ in 0..2 {
+        assert_eq!(status(&store, "/status/503", "").await, 503);
+    }
+    // (Istio's default retries may send each request up to three times.)
+    let enforced = "outlier_detection.ejections_enforced_consecutive_gateway_failure";
+    assert!(
+        ratings_cluster_stat(&store, enforced) >= 1,
+        "two 503s in a row eject ratings' host"
+    );
     assert_eq!(nacks(&store.mesh), 0);
 }

@@ -23,6 +23,7 @@ use fleetmesh_server::debounce::Debounce;
 use fleetmesh_server::{MeshState, Metrics};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 /// Everything a snapshot is built from.
@@ -121,7 +122,7 @@ impl Lookups for Sources {
         }
     }
 
-    fn jwks(&self, uris: Vec<&str>) -> BTreeMap<String, String> {
+    fn jwks(&self, uris: BTreeMap<&str, Option<Duration>>) -> BTreeMap<String, String> {
         self.jwks.resolve(uris)
     }
 }

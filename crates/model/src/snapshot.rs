@@ -12,6 +12,7 @@ use fleetmesh_api::security::{
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Everything a snapshot is built from.
 pub struct SnapshotInput<'a> {
@@ -40,8 +41,9 @@ pub trait Lookups {
     /// Those of `wanted` (namespace, service account) that may read their namespace's
     /// Secrets, as far as known now.
     fn secret_readers(&self, wanted: BTreeSet<(String, String)>) -> BTreeSet<(String, String)>;
-    /// The JWKS documents fetched so far for `uris`, by URI.
-    fn jwks(&self, uris: Vec<&str>) -> BTreeMap<String, String>;
+    /// The JWKS documents fetched so far for `uris`, by URI; each URI comes with the
+    /// longest fetch timeout a rule naming it gives.
+    fn jwks(&self, uris: BTreeMap<&str, Option<Duration>>) -> BTreeMap<String, String>;
 }
 
 /// No cluster and nothing fetched: config files alone.
@@ -52,7 +54,7 @@ impl Lookups for NoLookups {
         BTreeSet::new()
     }
 
-    fn jwks(&self, _: Vec<&str>) -> BTreeMap<String, String> {
+    fn jwks(&self, _: BTreeMap<&str, Option<Duration>>) -> BTreeMap<String, String> {
         BTreeMap::new()
     }
 }
@@ -256,12 +258,17 @@ impl Snapshot {
         snapshot.secret_readers = input
             .lookups
             .secret_readers(snapshot.credential_readers_wanted());
-        let uris = snapshot
+        let mut uris: BTreeMap<&str, Option<Duration>> = BTreeMap::new();
+        for rule in snapshot
             .request_authentications
             .iter()
             .flat_map(|r| &r.spec.jwt_rules)
-            .filter_map(|rule| rule.jwks_uri.as_deref())
-            .collect();
+        {
+            if let Some(uri) = rule.jwks_uri.as_deref() {
+                let timeout = uris.entry(uri).or_default();
+                *timeout = (*timeout).max(rule.timeout.map(|t| t.as_std()));
+            }
+        }
         snapshot.jwks = input.lookups.jwks(uris);
         snapshot
     }
@@ -567,8 +574,8 @@ mod tests {
             wanted
         }
 
-        fn jwks(&self, uris: Vec<&str>) -> BTreeMap<String, String> {
-            uris.into_iter()
+        fn jwks(&self, uris: BTreeMap<&str, Option<Duration>>) -> BTreeMap<String, String> {
+            uris.into_keys()
                 .filter(|u| *u == "https://issuer.example/keys")
                 .map(|u| (u.to_string(), "{\"keys\":[]}".to_string()))
                 .collect()

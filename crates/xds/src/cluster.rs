@@ -182,23 +182,24 @@ fn outbound(
 }
 
 /// Istio's outlier detection: consecutive 5xx (and, when configured, gateway errors)
-/// eject a host; success-rate ejection stays off.
+/// eject a host; success-rate ejection stays off. A count of 0 turns its kind off.
+/// Istio's deprecated `consecutiveErrors` counts gateway errors alone, unless the newer
+/// fields say otherwise.
 fn apply_outlier_detection(c: &mut Cluster, outlier: &fleetmesh_api::networking::OutlierDetection) {
+    let deprecated = outlier.consecutive_errors.filter(|n| *n > 0);
+    let gateway_errors = outlier.consecutive_gateway_errors.or(deprecated);
+    let enforced = |on: bool| u32_value(if on { 100 } else { 0 });
     c.outlier_detection = Some(OutlierDetection {
         consecutive_5xx: outlier.consecutive_5xx_errors.and_then(u32_value),
-        consecutive_gateway_failure: outlier.consecutive_gateway_errors.and_then(u32_value),
+        consecutive_gateway_failure: gateway_errors.and_then(u32_value),
         interval: outlier.interval.map(|d| duration(d.as_std())),
         base_ejection_time: outlier.base_ejection_time.map(|d| duration(d.as_std())),
         max_ejection_percent: outlier.max_ejection_percent.and_then(u32_value),
         // Istio turns gateway errors on only when configured.
-        enforcing_consecutive_gateway_failure: outlier
-            .consecutive_gateway_errors
-            .map(|_| 100)
-            .and_then(u32_value),
-        enforcing_consecutive_5xx: u32_value(if outlier.consecutive_5xx_errors == Some(0) {
-            0
-        } else {
-            100
+        enforcing_consecutive_gateway_failure: gateway_errors.and_then(|n| enforced(n > 0)),
+        enforcing_consecutive_5xx: enforced(match outlier.consecutive_5xx_errors {
+            Some(n) => n > 0,
+            None => deprecated.is_none(),
         }),
         enforcing_success_rate: u32_value(0),
         ..OutlierDetection::default()

@@ -225,6 +225,9 @@ pub struct Http2KeepAlive {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OutlierDetection {
+    /// Deprecated by Istio and still applied as istiod does: that many gateway errors
+    /// (502, 503, 504) in a row eject a host, and 5xx answers alone do not.
+    pub consecutive_errors: Option<u32>,
     pub consecutive_5xx_errors: Option<u32>,
     pub consecutive_gateway_errors: Option<u32>,
     pub interval: Option<Duration>,

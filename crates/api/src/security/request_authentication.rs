@@ -22,6 +22,9 @@ pub struct JwtRule {
     pub jwks_uri: Option<String>,
     /// The keys inline, as JWKS JSON.
     pub jwks: Option<String>,
+    /// How long meshd waits for `jwksUri` to answer (Istio's default 5 s; meshd waits
+    /// 30 s at most, whatever a rule asks, as one control plane fetches for many tenants).
+    pub timeout: Option<crate::Duration>,
     /// Where the token is; with neither these nor `fromParams` nor `fromCookies`:
     /// `Authorization: Bearer <token>`, then the `access_token` query parameter.
     #[serde(default)]

@@ -1,6 +1,6 @@
 //! Rules for security.istio.io resources, as Istio's validation states them.
 
-use super::common::{Errors, check_header_name, check_port};
+use super::common::{Errors, check_at_least_1ms, check_header_name, check_port};
 use crate::security::{
     Action, AuthorizationPolicySpec, MtlsMode, PeerAuthenticationSpec, RequestAuthenticationSpec,
     Source,
@@ -287,6 +287,7 @@ pub fn validate_request_authentication(spec: &RequestAuthenticationSpec, errors:
                 }
             }
         }
+        check_at_least_1ms(&format!("{at}.timeout"), rule.timeout, errors);
         if let Some(header) = &rule.output_payload_to_header {
             check_header_name(
                 &format!("{at}.outputPayloadToHeader"),
