@@ -91,7 +91,9 @@ metadata: {{name: reviews-{version}}}
 spec:
   selector: {{matchLabels: {{app: reviews, version: {version}}}}}
   template:
-    metadata: {{labels: {{app: reviews, version: {version}}}}}
+    metadata:
+      labels: {{app: reviews, version: {version}}}
+      annotations: {{prometheus.io/scrape: "true", prometheus.io/port: "9080", prometheus.io/path: /metrics}}
     spec:
       serviceAccountName: reviews
       terminationGracePeriodSeconds: 1
@@ -366,6 +368,25 @@ async fn workload_metrics(s: &InNamespace<'_>, client: &kube::Client, reviews: &
             .iter()
             .any(|text| has(text, "istio_requests_total", &http)),
         "{http:?} in {received:#?}"
+    );
+    // The app asked to be scraped itself: Prometheus is sent to the agent, which serves
+    // the app's own metrics with the proxy's.
+    let reviews_v1 = &reviews[0];
+    let annotations = reviews_v1.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(
+        annotations.get("prometheus.io/port").map(String::as_str),
+        Some("15020"),
+        "{annotations:?}"
+    );
+    let merged = s.in_client(&scrape(&pod_ip(reviews_v1))).unwrap();
+    assert!(
+        has(&merged, "sample_requests_total", &["service=\"reviews\""]),
+        "the app's own metrics at the agent: {}",
+        merged
+            .lines()
+            .filter(|l| l.starts_with("sample"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     let ledger = pod_ip(&pods(client, ns, "app=ledger").await[0]);
     let received = istios(s.in_client(&scrape(&ledger)).unwrap());

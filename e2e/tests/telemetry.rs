@@ -24,7 +24,7 @@ fn series(text: &str, name: &str) -> Vec<BTreeMap<String, String>> {
 }
 
 async fn metrics(workload: &Workload) -> String {
-    fleetmesh_agent::metrics::scrape(workload.envoy.admin_socket())
+    fleetmesh_agent::metrics::scrape(workload.envoy.admin_socket(), None)
         .await
         .expect("Envoy's metrics")
 }

@@ -1,5 +1,6 @@
 //! The agent's status port (Istio's 15020): the workload's metrics on
-//! `/stats/prometheus` (`crate::metrics`), and the app's health probes. The
+//! `/stats/prometheus` (`crate::metrics`: Envoy's, and the app's own if it has them), and
+//! the app's health probes. The
 //! injector points the kubelet's HTTP and TCP probes here (STRICT mTLS would refuse the
 //! kubelet's plaintext probe at the sidecar), and hands the originals over in
 //! `ISTIO_KUBE_APP_PROBERS`, keyed by the new path; the agent runs each original probe
@@ -77,12 +78,13 @@ struct Prober {
     other_client: reqwest::Client,
 }
 
-/// Answers the probes on `listener` until the task is aborted.
+/// Answers the probes and metrics scrapes on `listener` until the task is aborted.
 pub fn serve(
     listener: tokio::net::TcpListener,
     probers: AppProbers,
     app_host: IpAddr,
     envoy_admin: std::path::PathBuf,
+    app_metrics: Option<crate::metrics::AppMetrics>,
 ) -> anyhow::Result<JoinHandle<()>> {
     // As the kubelet: an app's HTTPS probe is not verified, nor redirected elsewhere.
     let client = || {
@@ -96,13 +98,20 @@ pub fn serve(
         app_client: client().local_address(probe_source(app_host)).build()?,
         other_client: client().build()?,
     });
-    let metrics =
-        axum::routing::get(
-            async move || match crate::metrics::scrape(&envoy_admin).await {
-                Ok(text) => (StatusCode::OK, text),
-                Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
-            },
-        );
+    let app_metrics_url = app_metrics.map(|m| {
+        let address = SocketAddr::new(app_host, m.port);
+        format!("http://{address}{}", m.path)
+    });
+    let metrics_state = state.clone();
+    let metrics = axum::routing::get(async move || {
+        let app = app_metrics_url
+            .as_deref()
+            .map(|url| (&metrics_state.app_client, url));
+        match crate::metrics::scrape(&envoy_admin, app).await {
+            Ok(text) => (StatusCode::OK, text),
+            Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
+        }
+    });
     let app = axum::Router::new()
         .route("/stats/prometheus", metrics)
         .fallback(answer)
@@ -233,7 +242,14 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let no_envoy = std::env::temp_dir().join("fleetmesh-no-such-admin.sock");
-        let task = serve(listener, probers, "127.0.0.1".parse().unwrap(), no_envoy).unwrap();
+        let task = serve(
+            listener,
+            probers,
+            "127.0.0.1".parse().unwrap(),
+            no_envoy,
+            None,
+        )
+        .unwrap();
         // Metrics need Envoy: without it, unavailable.
         assert_eq!(status(port, "/stats/prometheus").await, 503);
         assert_eq!(status(port, "/app-health/web/readyz").await, 200);
@@ -278,7 +294,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let admin = std::env::temp_dir().join("fleetmesh-no-such-admin.sock");
-        let task = serve(listener, probers, "127.0.0.1".parse().unwrap(), admin).unwrap();
+        let task = serve(listener, probers, "127.0.0.1".parse().unwrap(), admin, None).unwrap();
         for path in ["/app-health/web/readyz", "/app-health/web/livez"] {
             assert_eq!(status(port, path).await, 200, "{path}");
             let source = seen.recv().await.unwrap();

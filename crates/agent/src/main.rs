@@ -43,6 +43,11 @@ struct Args {
     /// overrides a key of it.
     #[arg(long, env = "ISTIO_METAJSON_LABELS", value_parser = parse_labels_json)]
     labels_json: Option<BTreeMap<String, String>>,
+    /// The app's own Prometheus annotations, which the injector pointed at the agent
+    /// (JSON: `{"scrape":"true","port":"9090","path":"/metrics"}`): its metrics are served
+    /// with Envoy's on the status port. Unreadable ones are reported and left out.
+    #[arg(long, env = "ISTIO_PROMETHEUS_ANNOTATIONS")]
+    app_metrics_json: Option<String>,
     #[arg(long, env = "SERVICE_ACCOUNT", default_value = "default")]
     service_account: String,
     #[arg(long, env = "ISTIO_META_CLUSTER_ID", default_value = "local")]
@@ -203,8 +208,17 @@ fn run(args: Args) -> anyhow::Result<()> {
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let admin = workdir.join(fleetmesh_agent::process::ADMIN_SOCKET);
+        let app_metrics = args.app_metrics_json.as_deref().and_then(|json| {
+            fleetmesh_agent::metrics::AppMetrics::parse(json)
+                .inspect_err(|error| tracing::warn!(%error, "the app's metrics are left out"))
+                .ok()
+        });
         Some(fleetmesh_agent::app_probes::serve(
-            listener, probers, ip, admin,
+            listener,
+            probers,
+            ip,
+            admin,
+            app_metrics,
         )?)
     };
     let drain = Duration::from_secs(args.drain_seconds);

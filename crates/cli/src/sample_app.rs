@@ -4,6 +4,7 @@
 //! - `/flaky`: fails with 503 two times out of three (per app instance)
 //! - `/delay/MS`: answers after MS milliseconds
 //! - `/status/CODE`: answers with CODE
+//! - `/metrics`: its own metrics in Prometheus' text format (`sample_requests_total`)
 //! - anything else: 200
 
 use axum::Router;
@@ -22,6 +23,8 @@ struct AppState {
     service: String,
     version: String,
     flaky_calls: AtomicU64,
+    /// Every request answered so far, `/metrics` aside.
+    requests: AtomicU64,
 }
 
 pub struct SampleApp {
@@ -42,6 +45,7 @@ impl SampleApp {
             service: service.into(),
             version: version.into(),
             flaky_calls: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
         });
         let app = Router::new().fallback(handle).with_state(state);
         let task = tokio::spawn(async move {
@@ -93,8 +97,24 @@ impl Drop for TcpEcho {
     }
 }
 
+/// The app's own metrics, as an app that Prometheus scrapes would serve them.
+fn metrics(app: &AppState) -> String {
+    format!(
+        "# HELP sample_requests_total Requests the sample app answered.\n\
+         # TYPE sample_requests_total counter\n\
+         sample_requests_total{{service=\"{}\",version=\"{}\"}} {}\n",
+        app.service,
+        app.version,
+        app.requests.load(Ordering::Relaxed)
+    )
+}
+
 async fn handle(State(app): State<Arc<AppState>>, request: Request) -> Response {
     let path = request.uri().path().to_string();
+    if path == "/metrics" {
+        return metrics(&app).into_response();
+    }
+    app.requests.fetch_add(1, Ordering::Relaxed);
     let status = if path == "/flaky" {
         let n = app.flaky_calls.fetch_add(1, Ordering::Relaxed);
         if n % 3 == 2 {

@@ -45,6 +45,9 @@ pub mod annotations {
     pub const PROMETHEUS_PORT: &str = "prometheus.io/port";
     /// The path Prometheus scrapes: `/stats/prometheus`.
     pub const PROMETHEUS_PATH: &str = "prometheus.io/path";
+    /// `"false"`: the app's own `prometheus.io/*` annotations stay as they are, and its
+    /// metrics are not served with the proxy's (Istio's per-pod opt-out of merging).
+    pub const MERGE_METRICS: &str = "prometheus.istio.io/merge-metrics";
 }
 
 /// Labels the injector reads or writes.

@@ -218,30 +218,62 @@ pub fn inject(pod: &Pod, template: Template, settings: &Settings) -> Result<Pod,
             .entry(annotations::DEFAULT_CONTAINER.into())
             .or_insert(first_app);
     }
-    scraped_at_the_agent(annotations_map);
+    scraped_at_the_agent(&mut pod);
     Ok(pod)
 }
 
-/// Prometheus scrapes the workload's metrics at the agent, as Istio's pods say; a pod
-/// whose app already asks to be scraped keeps its own (the agent does not merge the
-/// app's metrics into its own yet).
-fn scraped_at_the_agent(annotations_map: &mut std::collections::BTreeMap<String, String>) {
-    if annotations_map.contains_key(annotations::PROMETHEUS_SCRAPE) {
+/// Prometheus scrapes the workload's metrics at the agent, as Istio's pods say. An app
+/// that asks to be scraped itself has its annotations moved aside for the agent
+/// ([`APP_METRICS_ENV`]), which serves the app's metrics with the proxy's (Istio's
+/// metrics merging); `prometheus.io/scrape: "false"` or
+/// `prometheus.istio.io/merge-metrics: "false"` leaves the annotations alone.
+fn scraped_at_the_agent(pod: &mut Pod) {
+    let annotations_map = pod.metadata.annotations.get_or_insert_default();
+    let said = |key: &str| annotations_map.get(key).map(String::as_str);
+    let status_port = probes::STATUS_PORT.to_string();
+    if said(annotations::PROMETHEUS_SCRAPE).is_some_and(|s| s.eq_ignore_ascii_case("false"))
+        || said(annotations::MERGE_METRICS).is_some_and(|s| s.eq_ignore_ascii_case("false"))
+        || said(annotations::PROMETHEUS_PORT) == Some(status_port.as_str())
+    {
         return;
+    }
+    if said(annotations::PROMETHEUS_SCRAPE).is_some() {
+        let original = json!({
+            "scrape": said(annotations::PROMETHEUS_SCRAPE).unwrap_or_default(),
+            "port": said(annotations::PROMETHEUS_PORT).unwrap_or_default(),
+            "path": said(annotations::PROMETHEUS_PATH).unwrap_or_default(),
+        });
+        let proxy = pod
+            .spec
+            .iter_mut()
+            .flat_map(|spec| {
+                spec.containers
+                    .iter_mut()
+                    .chain(spec.init_containers.iter_mut().flatten())
+            })
+            .find(|c| c.name == PROXY_CONTAINER);
+        if let Some(proxy) = proxy {
+            proxy.env.get_or_insert_default().push(EnvVar {
+                name: APP_METRICS_ENV.into(),
+                value: Some(original.to_string()),
+                ..Default::default()
+            });
+        }
     }
     let scrape = [
         (annotations::PROMETHEUS_SCRAPE, "true".to_string()),
-        (
-            annotations::PROMETHEUS_PORT,
-            probes::STATUS_PORT.to_string(),
-        ),
+        (annotations::PROMETHEUS_PORT, status_port),
         (
             annotations::PROMETHEUS_PATH,
             "/stats/prometheus".to_string(),
         ),
     ];
+    let annotations_map = pod.metadata.annotations.get_or_insert_default();
     annotations_map.extend(scrape.map(|(k, v)| (k.to_string(), v)));
 }
+
+/// Where the agent finds the app's own Prometheus annotations (JSON), as Istio's agent.
+pub const APP_METRICS_ENV: &str = "ISTIO_PROMETHEUS_ANNOTATIONS";
 
 /// The pod's labels (as injected: with Istio's canonical ones) for its agent, which has
 /// its Envoy report them in metrics (`app`, `version`, the Deployment by
@@ -580,6 +612,53 @@ mod tests {
             annotations[annotations::PROMETHEUS_PATH],
             "/stats/prometheus"
         );
+    }
+
+    #[test]
+    fn an_apps_own_scrape_annotations_go_to_the_agent() {
+        let injected = |given: &[(&str, &str)]| {
+            let mut pod = app_pod();
+            pod.metadata.annotations = Some(
+                given
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            );
+            let pod = inject(&pod, Template::Sidecar, &settings(false)).unwrap();
+            let annotations = pod.metadata.annotations.clone().unwrap();
+            let said = |key: &str| annotations.get(key).cloned().unwrap_or_default();
+            let env = proxy_environment(&pod);
+            (
+                [
+                    annotations::PROMETHEUS_SCRAPE,
+                    annotations::PROMETHEUS_PORT,
+                    annotations::PROMETHEUS_PATH,
+                ]
+                .map(said),
+                env.get(APP_METRICS_ENV).cloned(),
+            )
+        };
+        let agents = ["true", "15020", "/stats/prometheus"].map(String::from);
+        let app = [
+            (annotations::PROMETHEUS_SCRAPE, "true"),
+            (annotations::PROMETHEUS_PORT, "9090"),
+        ];
+        let (annotations, handed) = injected(&app);
+        assert_eq!(annotations, agents);
+        let handed: Value = serde_json::from_str(&handed.unwrap()).unwrap();
+        assert_eq!(
+            handed,
+            json!({"scrape": "true", "port": "9090", "path": ""})
+        );
+        assert_eq!(injected(&[]), (agents.clone(), None));
+        for kept in [
+            vec![(annotations::PROMETHEUS_SCRAPE, "false")],
+            vec![app[0], app[1], (annotations::MERGE_METRICS, "false")],
+        ] {
+            let (annotations, handed) = injected(&kept);
+            assert_ne!(annotations, agents, "{kept:?}");
+            assert_eq!(handed, None, "{kept:?}");
+        }
     }
 
     #[test]
