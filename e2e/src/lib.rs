@@ -1,6 +1,7 @@
 //! Helpers for the end-to-end suites, on top of [`fleetmesh_cli::local_mesh`]: the same
 //! local mesh the demo runs (meshd, real Envoy sidecars, sample apps on loopback).
 
+pub mod browser;
 pub mod dashboards;
 pub mod data_plane;
 pub mod fleet;

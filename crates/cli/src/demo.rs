@@ -82,10 +82,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     mesh.write("services.yaml", SERVICES)?;
     mesh.write("routing.yaml", ROUTING)?;
     mesh.write("security.yaml", SECURITY)?;
+    let http = mesh.meshd().http_address();
     println!(
-        "meshd: xDS on {}, metrics and debug on http://{}",
+        "meshd: xDS on {}, metrics and debug on http://{http}, status page http://{http}/status",
         mesh.meshd().xds_address(),
-        mesh.meshd().http_address()
     );
     let mut workloads = Vec::new();
     for (name, app, version, port) in [

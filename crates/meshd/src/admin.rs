@@ -1,8 +1,8 @@
 //! The management API's credential. On first start meshd writes a random admin token to
 //! `STATE_DIR/admin-token` (0600, never logged); the CLI sends it as a bearer token
 //! (`--admin-token-file`, or `FLEETMESH_ADMIN_TOKEN`). Requests to `/v1/...` without
-//! it get 401 and change nothing; the debug endpoints answer loopback peers, and others
-//! only with it. To rotate it: delete the file and restart meshd (every meshd sharing the
+//! it get 401 and change nothing; the debug endpoints (and the status page) answer
+//! loopback peers that name this host, and others only with it. To rotate it: delete the file and restart meshd (every meshd sharing the
 //! state directory reads the same file).
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -96,11 +96,35 @@ pub async fn local_or_token(
     request: Request,
     next: Next,
 ) -> Response {
-    if peer.ip().is_loopback() || token.admits(&request) {
+    if (peer.ip().is_loopback() && names_this_host(&request)) || token.admits(&request) {
         next.run(request).await
     } else {
         token.refusal()
     }
+}
+
+/// Whether the request names this host (`localhost` or a loopback address), or no host at
+/// all. A web page can make a browser on this host send requests here under its own name
+/// (a name of its domain resolved to 127.0.0.1) and read the answers; the name it sent
+/// gives it away.
+fn names_this_host(request: &Request) -> bool {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()));
+    let Some(host) = host else {
+        return true;
+    };
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if !name.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]
@@ -126,7 +150,21 @@ mod tests {
 
     /// The status of GET `path` from `peer`, with `token` if given.
     async fn status(router: &Router, path: &str, peer: &str, token: Option<&str>) -> StatusCode {
+        status_for(router, path, peer, token, None).await
+    }
+
+    /// The status of GET `path` from `peer` naming `host`, with `token` if given.
+    async fn status_for(
+        router: &Router,
+        path: &str,
+        peer: &str,
+        token: Option<&str>,
+        host: Option<&str>,
+    ) -> StatusCode {
         let mut request = Request::get(path);
+        if let Some(host) = host {
+            request = request.header(header::HOST, host);
+        }
         if let Some(token) = token {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
@@ -168,6 +206,28 @@ mod tests {
         );
         assert_eq!(
             status(&router, "/debug", remote, Some(&token)).await,
+            StatusCode::OK
+        );
+        // A browser here sent by another site's page names that site.
+        for (host, expected) in [
+            ("localhost:15014", StatusCode::OK),
+            ("127.0.0.1:15014", StatusCode::OK),
+            ("[::1]:15014", StatusCode::OK),
+            ("rebound.example:15014", StatusCode::UNAUTHORIZED),
+            ("127.0.0.1.example", StatusCode::UNAUTHORIZED),
+        ] {
+            let got = status_for(&router, "/debug", local, None, Some(host)).await;
+            assert_eq!(got, expected, "{host}");
+        }
+        assert_eq!(
+            status_for(
+                &router,
+                "/debug",
+                local,
+                Some(&token),
+                Some("rebound.example")
+            )
+            .await,
             StatusCode::OK
         );
         // The same token after a restart: it is kept, not made anew.

@@ -1,5 +1,6 @@
-//! meshd's HTTP side: Prometheus metrics, istiod's debug endpoints, and the API the
-//! installer talks to (how the cluster's webhooks reach meshd; fleet membership).
+//! meshd's HTTP side: Prometheus metrics, istiod's debug endpoints, the status page, and
+//! the API the installer talks to (how the cluster's webhooks reach meshd; fleet
+//! membership).
 
 use crate::admin::{self, AdminToken};
 use crate::debug;
@@ -7,6 +8,7 @@ use crate::fleet::credential::Kubeconfig;
 use crate::fleet::members::{MemberState, Members};
 use crate::fleet::{Change, Fleet, FleetError};
 use crate::local::LocalSource;
+use crate::status_page;
 use axum::extract::Path;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
@@ -65,6 +67,9 @@ pub fn router(state: HttpState, admin: Arc<AdminToken>) -> Router {
         .route("/debug/syncz", get(syncz))
         .route("/debug/config_dump", get(config_dump))
         .route("/debug/config_errors", get(config_errors))
+        .route("/debug/status", get(status))
+        .route("/status", get(status_page))
+        .route("/status.js", get(status_script))
         .layer(middleware::from_fn_with_state(
             admin.clone(),
             admin::local_or_token,
@@ -128,6 +133,31 @@ async fn config_dump(
 
 async fn config_errors(State(state): State<HttpState>) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "errors": state.source.errors() }))
+}
+
+async fn status(State(state): State<HttpState>) -> Json<serde_json::Value> {
+    let Json(projects) = projects(State(state.clone())).await;
+    Json(status_page::summary(
+        projects,
+        &state.registry.list(),
+        state.source.errors(),
+    ))
+}
+
+async fn status_page() -> Response {
+    let headers = [
+        (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            status_page::CONTENT_SECURITY_POLICY,
+        ),
+    ];
+    (headers, status_page::PAGE).into_response()
+}
+
+async fn status_script() -> Response {
+    let headers = [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")];
+    (headers, status_page::SCRIPT).into_response()
 }
 
 async fn install_info(

@@ -17,6 +17,7 @@ mod ingest;
 mod jwks;
 pub mod local;
 mod mesh_config;
+mod status_page;
 mod webhook;
 
 pub use config::MeshdConfig;
