@@ -304,6 +304,20 @@ async fn the_seeds_readiness_check_follows_the_controller() {
     // Unmanaged: the 3 bare pods and the 6 bystanders.
     assert_eq!((metrics.managed, metrics.unmanaged), (3, 9), "{metrics:?}");
     assert_eq!(seed_check(&cluster), "Managed Data Plane is ready.");
+    // The status page's data says the same.
+    let page = format!("http://{}/debug/status", meshd.http_address());
+    let rollout = wait_for(
+        "the status page to show the rollout done",
+        Duration::from_secs(30),
+        async || {
+            let status: serde_json::Value = reqwest::get(&page).await.ok()?.json().await.ok()?;
+            let rollout = status["rollouts"]["asm-managed-rapid"].clone();
+            (rollout["state"] == "Ready").then_some(rollout)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(rollout["proxyMetrics"]["managed"], 3, "{rollout}");
     // One evictor per cluster: this meshd holds the Lease.
     let lease = Api::<Lease>::namespaced(client.clone(), "istio-system")
         .get("fleetmesh-data-plane")

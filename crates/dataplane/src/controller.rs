@@ -40,6 +40,18 @@ pub type ProxyVersions = tokio::sync::watch::Sender<Option<BTreeMap<String, Stri
 /// What the injector follows of [`ProxyVersions`].
 pub type ProxyVersionsWatch = tokio::sync::watch::Receiver<Option<BTreeMap<String, String>>>;
 
+/// Each revision's rollout as its DataPlaneControl's status says (written by whichever
+/// meshd holds the Lease), for the status page.
+pub type Rollouts = tokio::sync::watch::Sender<BTreeMap<String, DataPlaneControlStatus>>;
+
+/// What the controller tells the rest of meshd.
+pub struct Published {
+    /// For the injector.
+    pub proxy_versions: ProxyVersions,
+    /// For the status page.
+    pub rollouts: Rollouts,
+}
+
 /// Runs until `stop`, then releases the Lease if it holds it; evicts at most one pod per
 /// `pace`; moves revisions forward to `table`'s versions.
 pub async fn run(
@@ -47,7 +59,7 @@ pub async fn run(
     interval: Duration,
     pace: Duration,
     table: ChannelTable,
-    versions: ProxyVersions,
+    published: Published,
     stop: CancellationToken,
 ) {
     let mut executor = Executor::new(client.clone(), pace);
@@ -63,7 +75,7 @@ pub async fn run(
             &client,
             &cluster,
             &table,
-            &versions,
+            &published,
             &leader,
             &mut executor,
             &mut reported,
@@ -140,7 +152,7 @@ async fn reconcile_all(
     client: &kube::Client,
     cluster: &Watched,
     table: &ChannelTable,
-    versions: &ProxyVersions,
+    published: &Published,
     leader: &Leader,
     executor: &mut Executor,
     reported: &mut BTreeSet<String>,
@@ -151,18 +163,32 @@ async fn reconcile_all(
         // The CRD is not installed (yet): nothing to reconcile, every revision injects
         // its channel's version.
         Err(kube::Error::Api(status)) if status.code == 404 => {
-            publish(versions, table.proxy_versions());
+            publish(&published.proxy_versions, table.proxy_versions());
+            published.rollouts.send_if_modified(|r| {
+                let had = !r.is_empty();
+                r.clear();
+                had
+            });
             return Ok(());
         }
         Err(e) => return Err(e.into()),
     };
+    let rollouts: BTreeMap<String, DataPlaneControlStatus> = controls
+        .iter()
+        .filter_map(|c| Some((c.spec.revision.clone(), c.status.clone()?)))
+        .collect();
+    published.rollouts.send_if_modified(|r| {
+        let changed = *r != rollouts;
+        *r = rollouts;
+        changed
+    });
     let targets: BTreeMap<String, String> = controls
         .iter()
         .filter_map(|c| Some((c.spec.revision.clone(), target_version(c, table)?)))
         .collect();
     let mut injected = table.proxy_versions();
     injected.extend(targets.clone());
-    publish(versions, injected);
+    publish(&published.proxy_versions, injected);
     // Only the Lease holder moves versions, evicts and writes status.
     if controls.is_empty() || !leader.hold().await {
         return Ok(());

@@ -24,6 +24,10 @@ pub struct HttpState {
     pub prometheus: Arc<prometheus_client::registry::Registry>,
     pub registry: Arc<Registry>,
     pub source: Arc<LocalSource>,
+    /// Each revision's rollout in meshd's own cluster.
+    pub rollouts: tokio::sync::watch::Receiver<
+        std::collections::BTreeMap<String, fleetmesh_dataplane::DataPlaneControlStatus>,
+    >,
     pub fleet: Arc<Fleet>,
     /// Which members are served now.
     pub members: Arc<Members>,
@@ -137,8 +141,10 @@ async fn config_errors(State(state): State<HttpState>) -> Json<serde_json::Value
 
 async fn status(State(state): State<HttpState>) -> Json<serde_json::Value> {
     let Json(projects) = projects(State(state.clone())).await;
+    let rollouts = serde_json::to_value(&*state.rollouts.borrow()).unwrap_or_default();
     Json(status_page::summary(
         projects,
+        rollouts,
         &state.registry.list(),
         state.source.errors(),
     ))

@@ -216,7 +216,7 @@ impl ClusterParts {
         egress: &fleetmesh_kube::egress::EgressPolicy,
         changes: tokio::sync::mpsc::UnboundedSender<fleetmesh_model::Trigger>,
         authority: watch::Receiver<Arc<CertificateAuthority>>,
-        proxy_versions: fleetmesh_dataplane::controller::ProxyVersions,
+        published: fleetmesh_dataplane::controller::Published,
         channels: fleetmesh_inject::versions::ChannelTable,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Option<ClusterParts>> {
@@ -234,7 +234,7 @@ impl ClusterParts {
             DATA_PLANE_INTERVAL,
             config.data_plane_eviction_pace,
             channels,
-            proxy_versions,
+            published,
             shutdown,
         ));
         Ok(Some(ClusterParts {
@@ -329,6 +329,7 @@ impl Meshd {
             prometheus: Arc::new(prometheus),
             registry,
             source: mesh.local.clone(),
+            rollouts: mesh.rollouts,
             fleet,
             members,
             egress,
@@ -439,6 +440,10 @@ struct OwnMesh {
     cluster: Option<ClusterParts>,
     /// Each revision's proxy version (from the cluster's DataPlaneControls).
     proxy_versions: fleetmesh_dataplane::controller::ProxyVersionsWatch,
+    /// Each revision's rollout (the DataPlaneControls' status), for the status page.
+    rollouts: watch::Receiver<
+        std::collections::BTreeMap<String, fleetmesh_dataplane::DataPlaneControlStatus>,
+    >,
     /// The proxy versions this meshd knows (`--channels`).
     channels: fleetmesh_inject::versions::ChannelTable,
     /// Follows the config directory; dropping it stops that.
@@ -468,12 +473,17 @@ impl OwnMesh {
             .is_none()
             .then(|| channels.proxy_versions());
         let (proxy_versions_tx, proxy_versions) = watch::channel(known);
+        let (rollouts_tx, rollouts) = watch::channel(Default::default());
+        let published = fleetmesh_dataplane::controller::Published {
+            proxy_versions: proxy_versions_tx,
+            rollouts: rollouts_tx,
+        };
         let cluster = ClusterParts::connect(
             config,
             egress,
             changes_tx.clone(),
             credentials.authorities.own(),
-            proxy_versions_tx,
+            published,
             channels.clone(),
             shutdown.clone(),
         )
@@ -495,6 +505,7 @@ impl OwnMesh {
             states,
             cluster,
             proxy_versions,
+            rollouts,
             channels,
             watcher,
         })

@@ -1,7 +1,8 @@
 //! The status page (`/status`, on the debug listener): what an operator looks at first.
 //! The page is static; its script asks `/debug/status` every two seconds and redraws:
-//! the meshes and their clusters, the revisions and the proxy versions they run, the
-//! proxies not in sync or rejecting config, and config errors.
+//! the meshes and their clusters, the revisions and the proxy versions they run, each
+//! revision's managed rollout (its DataPlaneControl's status), the proxies not in sync or
+//! rejecting config, and config errors.
 //!
 //! Everything shown may be tenant-written (file names, errors quoting a value, node ids):
 //! the script only ever sets text, never markup, and the page's Content-Security-Policy
@@ -22,9 +23,15 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'
 /// How many proxies each list names at most (a mesh has thousands; the counts are whole).
 const LISTED: usize = 50;
 
-/// What the page shows: `projects` as `/v1/projects` lists them, the connected proxies,
-/// and the config errors of the moment.
-pub fn summary(projects: Value, proxies: &[ProxyStatus], config_errors: Vec<String>) -> Value {
+/// What the page shows: `projects` as `/v1/projects` lists them, `rollouts` (each
+/// revision's DataPlaneControl status), the connected proxies, and the config errors of
+/// the moment.
+pub fn summary(
+    projects: Value,
+    rollouts: Value,
+    proxies: &[ProxyStatus],
+    config_errors: Vec<String>,
+) -> Value {
     let mut revisions: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
     let mut clusters: BTreeMap<&str, usize> = BTreeMap::new();
     let mut out_of_sync = Vec::new();
@@ -63,6 +70,7 @@ pub fn summary(projects: Value, proxies: &[ProxyStatus], config_errors: Vec<Stri
     let listed = |all: Vec<Value>| json!({"count": all.len(), "first": all.into_iter().take(LISTED).collect::<Vec<_>>()});
     json!({
         "projects": projects,
+        "rollouts": rollouts,
         "clusters": clusters,
         "revisions": revisions,
         "proxies": proxies.len(),
@@ -120,7 +128,9 @@ mod tests {
             proxy("two", "asm-managed", "1.1", &behind),
             proxy("three", "asm-managed-rapid", "1.1", &synced),
         ];
-        let summary = summary(json!({}), &proxies, vec!["f.yaml: bad".into()]);
+        let rollouts = json!({"asm-managed": {"state": "Ready"}});
+        let summary = summary(json!({}), rollouts, &proxies, vec!["f.yaml: bad".into()]);
+        assert_eq!(summary["rollouts"]["asm-managed"]["state"], "Ready");
         assert_eq!(
             summary["revisions"],
             json!({"asm-managed": {"1.0": 1, "1.1": 1}, "asm-managed-rapid": {"1.1": 1}})

@@ -350,13 +350,18 @@ impl Members {
             fleetmesh_kube::root_cert::publish(client.clone(), roots),
         );
         let (versions, proxy_versions) = watch::channel(None);
+        // A member's rollouts are on its DataPlaneControls, not yet on the status page.
+        let published = fleetmesh_dataplane::controller::Published {
+            proxy_versions: versions,
+            rollouts: watch::channel(Default::default()).0,
+        };
         // It stops with the member, after releasing its Lease.
         tokio::spawn(fleetmesh_dataplane::controller::run(
             data_plane_client,
             DATA_PLANE_INTERVAL,
             config.data_plane_eviction_pace,
             settings.channels.clone(),
-            versions,
+            published,
             stop.clone(),
         ));
         let reviewer = Arc::new(TokenReviewer::new(client));
