@@ -16,7 +16,8 @@ pub struct Browser {
     session: String,
     base: String,
     http: reqwest::Client,
-    _profile: tempfile::TempDir,
+    /// Chromium's profile, removed on drop.
+    profile: tempfile::TempDir,
 }
 
 impl Browser {
@@ -64,7 +65,7 @@ impl Browser {
             session: String::new(),
             base,
             http,
-            _profile: profile,
+            profile,
         };
         let opened = browser.call("POST", "/session", capabilities).await;
         browser.session = opened["sessionId"]
@@ -129,7 +130,10 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        // Without `close` (a failed test), Chromium ends with the pipe its driver held.
+        // Without `close` (a failed test), Chromium would outlive its driver: it is ended
+        // by its profile directory, which is this browser's alone.
+        let profile = format!("--user-data-dir={}", self.profile.path().display());
+        let _ = Command::new("pkill").args(["-f", "--", &profile]).status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
