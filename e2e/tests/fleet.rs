@@ -208,6 +208,18 @@ async fn injects_as_its_own_mesh(mesh: &LocalMesh, member: &Member) {
         },
     )
     .await;
+    // The status page's data shows the member's rollout under its cluster's name.
+    let page = format!("http://{}/debug/status", mesh.meshd().http_address());
+    eventually(
+        "the member's rollout on the status page",
+        Duration::from_secs(30),
+        async || {
+            let status: serde_json::Value = reqwest::get(&page).await.ok()?.json().await.ok()?;
+            let rollout = &status["rollouts"][member.name]["asm-managed"];
+            (rollout["state"] == "Ready").then_some(())
+        },
+    )
+    .await;
     let label = [
         "label",
         "--overwrite",

@@ -311,7 +311,9 @@ async fn the_seeds_readiness_check_follows_the_controller() {
         Duration::from_secs(30),
         async || {
             let status: serde_json::Value = reqwest::get(&page).await.ok()?.json().await.ok()?;
-            let rollout = status["rollouts"]["asm-managed-rapid"].clone();
+            // meshd's own cluster is the only one.
+            let (_, revisions) = status["rollouts"].as_object()?.iter().next()?;
+            let rollout = revisions["asm-managed-rapid"].clone();
             (rollout["state"] == "Ready").then_some(rollout)
         },
     )

@@ -25,9 +25,7 @@ pub struct HttpState {
     pub registry: Arc<Registry>,
     pub source: Arc<LocalSource>,
     /// Each revision's rollout in meshd's own cluster.
-    pub rollouts: tokio::sync::watch::Receiver<
-        std::collections::BTreeMap<String, fleetmesh_dataplane::DataPlaneControlStatus>,
-    >,
+    pub rollouts: tokio::sync::watch::Receiver<crate::fleet::members::Rollouts>,
     pub fleet: Arc<Fleet>,
     /// Which members are served now.
     pub members: Arc<Members>,
@@ -141,7 +139,12 @@ async fn config_errors(State(state): State<HttpState>) -> Json<serde_json::Value
 
 async fn status(State(state): State<HttpState>) -> Json<serde_json::Value> {
     let Json(projects) = projects(State(state.clone())).await;
-    let rollouts = serde_json::to_value(&*state.rollouts.borrow()).unwrap_or_default();
+    let mut rollouts = state.members.rollouts();
+    let own = state.rollouts.borrow().clone();
+    if !own.is_empty() {
+        rollouts.insert(state.install.own_cluster.clone(), own);
+    }
+    let rollouts = serde_json::to_value(rollouts).unwrap_or_default();
     Json(status_page::summary(
         projects,
         rollouts,

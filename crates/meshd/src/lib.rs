@@ -441,9 +441,7 @@ struct OwnMesh {
     /// Each revision's proxy version (from the cluster's DataPlaneControls).
     proxy_versions: fleetmesh_dataplane::controller::ProxyVersionsWatch,
     /// Each revision's rollout (the DataPlaneControls' status), for the status page.
-    rollouts: watch::Receiver<
-        std::collections::BTreeMap<String, fleetmesh_dataplane::DataPlaneControlStatus>,
-    >,
+    rollouts: watch::Receiver<fleet::members::Rollouts>,
     /// The proxy versions this meshd knows (`--channels`).
     channels: fleetmesh_inject::versions::ChannelTable,
     /// Follows the config directory; dropping it stops that.

@@ -24,8 +24,8 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'
 const LISTED: usize = 50;
 
 /// What the page shows: `projects` as `/v1/projects` lists them, `rollouts` (each
-/// revision's DataPlaneControl status), the connected proxies, and the config errors of
-/// the moment.
+/// cluster's DataPlaneControl status by revision), the connected proxies, and the config
+/// errors of the moment.
 pub fn summary(
     projects: Value,
     rollouts: Value,
@@ -128,9 +128,9 @@ mod tests {
             proxy("two", "asm-managed", "1.1", &behind),
             proxy("three", "asm-managed-rapid", "1.1", &synced),
         ];
-        let rollouts = json!({"asm-managed": {"state": "Ready"}});
+        let rollouts = json!({"east": {"asm-managed": {"state": "Ready"}}});
         let summary = summary(json!({}), rollouts, &proxies, vec!["f.yaml: bad".into()]);
-        assert_eq!(summary["rollouts"]["asm-managed"]["state"], "Ready");
+        assert_eq!(summary["rollouts"]["east"]["asm-managed"]["state"], "Ready");
         assert_eq!(
             summary["revisions"],
             json!({"asm-managed": {"1.0": 1, "1.1": 1}, "asm-managed-rapid": {"1.1": 1}})

@@ -21,6 +21,7 @@ use super::credential;
 use crate::authorities::Authorities;
 use crate::{DATA_PLANE_INTERVAL, MeshdConfig, ingest};
 use fleetmesh_ca::{Authenticator, CaRoute, CaRouter, CertificateAuthority};
+use fleetmesh_dataplane::DataPlaneControlStatus;
 use fleetmesh_dataplane::controller::ProxyVersionsWatch;
 use fleetmesh_kube::egress::EgressPolicy;
 use fleetmesh_kube::token_review::TokenReviewer;
@@ -77,6 +78,8 @@ struct Member {
     authority: watch::Receiver<Arc<CertificateAuthority>>,
     /// Its DataPlaneControls' proxy versions.
     proxy_versions: ProxyVersionsWatch,
+    /// Its DataPlaneControls' status, by revision.
+    rollouts: watch::Receiver<Rollouts>,
     stop: CancellationToken,
     /// The last stream, CSR or webhook call for it.
     last_used: Instant,
@@ -95,6 +98,9 @@ pub struct Injection {
     /// Its DataPlaneControls' proxy versions.
     pub proxy_versions: ProxyVersionsWatch,
 }
+
+/// Each revision's DataPlaneControl status.
+pub type Rollouts = BTreeMap<String, DataPlaneControlStatus>;
 
 /// The members served now, by cluster name.
 pub struct Members {
@@ -176,6 +182,16 @@ impl Members {
             proxy_versions: m.proxy_versions.clone(),
         })
         .await
+    }
+
+    /// The rollouts of the members awake now (an idle member's controller is stopped), by
+    /// cluster.
+    pub fn rollouts(&self) -> BTreeMap<String, Rollouts> {
+        self.serving
+            .lock()
+            .iter()
+            .map(|(cluster, m)| (cluster.clone(), m.rollouts.borrow().clone()))
+            .collect()
     }
 
     /// The served members, with their projects and whether they are awake.
@@ -350,10 +366,10 @@ impl Members {
             fleetmesh_kube::root_cert::publish(client.clone(), roots),
         );
         let (versions, proxy_versions) = watch::channel(None);
-        // A member's rollouts are on its DataPlaneControls, not yet on the status page.
+        let (rollouts_tx, rollouts) = watch::channel(Rollouts::new());
         let published = fleetmesh_dataplane::controller::Published {
             proxy_versions: versions,
-            rollouts: watch::channel(Default::default()).0,
+            rollouts: rollouts_tx,
         };
         // It stops with the member, after releasing its Lease.
         tokio::spawn(fleetmesh_dataplane::controller::run(
@@ -379,6 +395,7 @@ impl Members {
             reviewer,
             authority,
             proxy_versions,
+            rollouts,
             stop,
             last_used: Instant::now(),
         })

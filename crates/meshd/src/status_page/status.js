@@ -44,14 +44,20 @@ function draw(status) {
     }
   }
   rows("revisions", revisions, "no proxy connected");
-  const rollouts = Object.entries(status.rollouts || {}).map(([revision, r]) => [
-    revision,
-    r.state || "not reconciled yet",
-    r.proxyTargetBasisPoints === undefined ? "" : `${r.proxyTargetBasisPoints / 100}%`,
-    r.proxyMetrics ? r.proxyMetrics.managed : "",
-    r.proxyMetrics ? r.proxyMetrics.unmanaged : "",
-    r.errorDetails ? `${r.errorDetails.code}: ${r.errorDetails.message}` : "",
-  ]);
+  const rollouts = [];
+  for (const [cluster, revisions] of Object.entries(status.rollouts || {})) {
+    for (const [revision, r] of Object.entries(revisions)) {
+      rollouts.push([
+        cluster,
+        revision,
+        r.state || "not reconciled yet",
+        r.proxyTargetBasisPoints === undefined ? "" : `${r.proxyTargetBasisPoints / 100}%`,
+        r.proxyMetrics ? r.proxyMetrics.managed : "",
+        r.proxyMetrics ? r.proxyMetrics.unmanaged : "",
+        r.errorDetails ? `${r.errorDetails.code}: ${r.errorDetails.message}` : "",
+      ]);
+    }
+  }
   rows("rollouts", rollouts, "no DataPlaneControl (no cluster, or none reconciled)");
   counted("out-of-sync-count", status.outOfSync, "waiting for an ACK");
   rows("out-of-sync", status.outOfSync.first.map(p => [p.proxy, p.revision, p.waiting.join(", ")]), "every proxy has what it was sent");
