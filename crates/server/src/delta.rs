@@ -62,7 +62,6 @@ impl Protocol for Stream {
             return Ok(());
         };
         let first_of_type = !self.subscriptions.contains(kind);
-        let holds_nothing = request.initial_resource_versions.is_empty();
         let subscription = self.subscriptions.entry(kind);
         if !request.response_nonce.is_empty() {
             let Some(version) = subscription.answer(&request.response_nonce) else {
@@ -111,15 +110,17 @@ impl Protocol for Stream {
             ))));
         }
         if changed_subscription {
-            let sent = self.send(kind, false).await?;
-            if first_of_type && sent.is_empty() && holds_nothing {
-                // A new proxy waits for a first answer, however empty (a gateway with no
-                // servers yet): until then Envoy is not ready.
-                self.send_nothing(kind).await?;
-            } else if first_of_type && sent.is_empty() {
+            self.send(kind, false).await?;
+            let answered = !self.subscriptions.entry(kind).latest_nonce.is_empty();
+            if first_of_type && !answered {
                 // A reconnecting proxy already holds it all: nothing needs sending, and
                 // what it holds counts as ACKed.
-                let version = self.version_of(kind);
+                let version = self
+                    .session
+                    .generated
+                    .of_type(kind)
+                    .map(|t| t.version.clone())
+                    .unwrap_or_default();
                 let status = &mut self.subscriptions.entry(kind).status;
                 status.sent_version.clone_from(&version);
                 status.acked_version = version;
@@ -183,37 +184,10 @@ impl Stream {
         Ok(())
     }
 
-    /// The version of what the proxy is to have of `kind`.
-    fn version_of(&self, kind: ResourceType) -> String {
-        self.session
-            .generated
-            .of_type(kind)
-            .map(|t| t.version.clone())
-            .unwrap_or_default()
-    }
-
-    /// A response with no resources in it: the first answer to a proxy when there is
-    /// nothing of `kind` for it.
-    async fn send_nothing(&mut self, kind: ResourceType) -> Result<(), StreamEnd> {
-        let version = self.version_of(kind);
-        let nonce = self.session.next_nonce();
-        let response = DeltaDiscoveryResponse {
-            system_version_info: version.clone(),
-            type_url: kind.type_url().to_string(),
-            nonce: nonce.clone(),
-            ..DeltaDiscoveryResponse::default()
-        };
-        self.subscriptions.entry(kind).sent(nonce, version);
-        self.tx
-            .send(Ok(response))
-            .await
-            .map_err(|_| StreamEnd::ProxyGone)?;
-        self.session.record_status(&self.subscriptions);
-        Ok(())
-    }
-
     /// Sends what `kind` lacks on the proxy; returns the names sent. Cluster removals
-    /// wait for `remove_clusters` (after LDS/RDS settled).
+    /// wait for `remove_clusters` (after LDS/RDS settled). A proxy that holds nothing of
+    /// `kind` gets a first answer however empty (a gateway with no servers yet): Envoy
+    /// is not ready until it has one.
     async fn send(
         &mut self,
         kind: ResourceType,
@@ -227,7 +201,10 @@ impl Stream {
         if !self.subscriptions.contains(kind) {
             return Ok(vec![]);
         }
-        let delta = &mut self.subscriptions.entry(kind).protocol;
+        let subscription = self.subscriptions.entry(kind);
+        let first_answer_owed =
+            subscription.latest_nonce.is_empty() && subscription.protocol.known.is_empty();
+        let delta = &mut subscription.protocol;
         let wanted = |name: &str| delta.wildcard || delta.subscribed.contains(name);
         let updated: Vec<Resource> = current
             .iter()
@@ -260,7 +237,7 @@ impl Stream {
         if hold {
             self.subscriptions.hold_removals();
         }
-        if updated.is_empty() && removed.is_empty() {
+        if updated.is_empty() && removed.is_empty() && !first_answer_owed {
             return Ok(vec![]);
         }
         let nonce = self.session.next_nonce();
