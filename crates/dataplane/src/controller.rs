@@ -41,15 +41,15 @@ pub type ProxyVersions = tokio::sync::watch::Sender<Option<BTreeMap<String, Stri
 pub type ProxyVersionsWatch = tokio::sync::watch::Receiver<Option<BTreeMap<String, String>>>;
 
 /// Each revision's rollout as its DataPlaneControl's status says (written by whichever
-/// meshd holds the Lease), for the status page.
-pub type Rollouts = tokio::sync::watch::Sender<BTreeMap<String, DataPlaneControlStatus>>;
+/// meshd holds the Lease), by revision.
+pub type Rollouts = BTreeMap<String, DataPlaneControlStatus>;
 
 /// What the controller tells the rest of meshd.
 pub struct Published {
     /// For the injector.
     pub proxy_versions: ProxyVersions,
     /// For the status page.
-    pub rollouts: Rollouts,
+    pub rollouts: tokio::sync::watch::Sender<Rollouts>,
 }
 
 /// Runs until `stop`, then releases the Lease if it holds it; evicts at most one pod per
@@ -163,32 +163,24 @@ async fn reconcile_all(
         // The CRD is not installed (yet): nothing to reconcile, every revision injects
         // its channel's version.
         Err(kube::Error::Api(status)) if status.code == 404 => {
-            publish(&published.proxy_versions, table.proxy_versions());
-            published.rollouts.send_if_modified(|r| {
-                let had = !r.is_empty();
-                r.clear();
-                had
-            });
+            publish(&published.proxy_versions, Some(table.proxy_versions()));
+            publish(&published.rollouts, Rollouts::new());
             return Ok(());
         }
         Err(e) => return Err(e.into()),
     };
-    let rollouts: BTreeMap<String, DataPlaneControlStatus> = controls
+    let rollouts: Rollouts = controls
         .iter()
         .filter_map(|c| Some((c.spec.revision.clone(), c.status.clone()?)))
         .collect();
-    published.rollouts.send_if_modified(|r| {
-        let changed = *r != rollouts;
-        *r = rollouts;
-        changed
-    });
+    publish(&published.rollouts, rollouts);
     let targets: BTreeMap<String, String> = controls
         .iter()
         .filter_map(|c| Some((c.spec.revision.clone(), target_version(c, table)?)))
         .collect();
     let mut injected = table.proxy_versions();
     injected.extend(targets.clone());
-    publish(&published.proxy_versions, injected);
+    publish(&published.proxy_versions, Some(injected));
     // Only the Lease holder moves versions, evicts and writes status.
     if controls.is_empty() || !leader.hold().await {
         return Ok(());
@@ -249,10 +241,11 @@ async fn reconcile_all(
     Ok(())
 }
 
-fn publish(versions: &ProxyVersions, targets: BTreeMap<String, String>) {
-    versions.send_if_modified(|current| {
-        let changed = current.as_ref() != Some(&targets);
-        *current = Some(targets);
+/// Tells `sender`'s followers `value`, if it is news to them.
+fn publish<T: PartialEq>(sender: &tokio::sync::watch::Sender<T>, value: T) {
+    sender.send_if_modified(|current| {
+        let changed = *current != value;
+        *current = value;
         changed
     });
 }

@@ -218,7 +218,7 @@ pub fn inject(pod: &Pod, template: Template, settings: &Settings) -> Result<Pod,
             .entry(annotations::DEFAULT_CONTAINER.into())
             .or_insert(first_app);
     }
-    scraped_at_the_agent(&mut pod);
+    scraped_at_the_agent(spec, annotations_map);
     Ok(pod)
 }
 
@@ -227,8 +227,10 @@ pub fn inject(pod: &Pod, template: Template, settings: &Settings) -> Result<Pod,
 /// ([`APP_METRICS_ENV`]), which serves the app's metrics with the proxy's (Istio's
 /// metrics merging); `prometheus.io/scrape: "false"` or
 /// `prometheus.istio.io/merge-metrics: "false"` leaves the annotations alone.
-fn scraped_at_the_agent(pod: &mut Pod) {
-    let annotations_map = pod.metadata.annotations.get_or_insert_default();
+fn scraped_at_the_agent(
+    spec: &mut k8s_openapi::api::core::v1::PodSpec,
+    annotations_map: &mut BTreeMap<String, String>,
+) {
     let said = |key: &str| annotations_map.get(key).map(String::as_str);
     let status_port = probes::STATUS_PORT.to_string();
     if said(annotations::PROMETHEUS_SCRAPE).is_some_and(|s| s.eq_ignore_ascii_case("false"))
@@ -243,22 +245,7 @@ fn scraped_at_the_agent(pod: &mut Pod) {
             "port": said(annotations::PROMETHEUS_PORT).unwrap_or_default(),
             "path": said(annotations::PROMETHEUS_PATH).unwrap_or_default(),
         });
-        let proxy = pod
-            .spec
-            .iter_mut()
-            .flat_map(|spec| {
-                spec.containers
-                    .iter_mut()
-                    .chain(spec.init_containers.iter_mut().flatten())
-            })
-            .find(|c| c.name == PROXY_CONTAINER);
-        if let Some(proxy) = proxy {
-            proxy.env.get_or_insert_default().push(EnvVar {
-                name: APP_METRICS_ENV.into(),
-                value: Some(original.to_string()),
-                ..Default::default()
-            });
-        }
+        tell_the_agent(spec, APP_METRICS_ENV, original.to_string());
     }
     let scrape = [
         (annotations::PROMETHEUS_SCRAPE, "true".to_string()),
@@ -268,7 +255,6 @@ fn scraped_at_the_agent(pod: &mut Pod) {
             "/stats/prometheus".to_string(),
         ),
     ];
-    let annotations_map = pod.metadata.annotations.get_or_insert_default();
     annotations_map.extend(scrape.map(|(k, v)| (k.to_string(), v)));
 }
 
@@ -285,6 +271,12 @@ fn tell_the_agent_the_labels(
 ) {
     let labels = serde_json::to_string(&metadata.labels.clone().unwrap_or_default())
         .expect("labels serialize");
+    tell_the_agent(spec, LABELS_ENV, labels);
+}
+
+/// Sets `name` to `value` in the environment of the proxy container (a regular or, as
+/// a native sidecar, an init container), which the agent reads.
+fn tell_the_agent(spec: &mut k8s_openapi::api::core::v1::PodSpec, name: &str, value: String) {
     let proxy = spec
         .containers
         .iter_mut()
@@ -292,8 +284,8 @@ fn tell_the_agent_the_labels(
         .find(|c| c.name == PROXY_CONTAINER);
     if let Some(proxy) = proxy {
         proxy.env.get_or_insert_default().push(EnvVar {
-            name: LABELS_ENV.into(),
-            value: Some(labels),
+            name: name.into(),
+            value: Some(value),
             ..Default::default()
         });
     }

@@ -2,8 +2,8 @@
 //! `STATE_DIR/admin-token` (0600, never logged); the CLI sends it as a bearer token
 //! (`--admin-token-file`, or `FLEETMESH_ADMIN_TOKEN`). Requests to `/v1/...` without
 //! it get 401 and change nothing; the debug endpoints (and the status page) answer
-//! loopback peers that name this host, and others only with it. To rotate it: delete the file and restart meshd (every meshd sharing the
-//! state directory reads the same file).
+//! loopback peers that name this host, and others only with it. To rotate it: delete the
+//! file and restart meshd (every meshd sharing the state directory reads the same file).
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{StatusCode, header};

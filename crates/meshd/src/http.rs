@@ -25,7 +25,7 @@ pub struct HttpState {
     pub registry: Arc<Registry>,
     pub source: Arc<LocalSource>,
     /// Each revision's rollout in meshd's own cluster.
-    pub rollouts: tokio::sync::watch::Receiver<crate::fleet::members::Rollouts>,
+    pub rollouts: tokio::sync::watch::Receiver<fleetmesh_dataplane::controller::Rollouts>,
     pub fleet: Arc<Fleet>,
     /// Which members are served now.
     pub members: Arc<Members>,

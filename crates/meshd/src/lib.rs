@@ -441,7 +441,7 @@ struct OwnMesh {
     /// Each revision's proxy version (from the cluster's DataPlaneControls).
     proxy_versions: fleetmesh_dataplane::controller::ProxyVersionsWatch,
     /// Each revision's rollout (the DataPlaneControls' status), for the status page.
-    rollouts: watch::Receiver<fleet::members::Rollouts>,
+    rollouts: watch::Receiver<fleetmesh_dataplane::controller::Rollouts>,
     /// The proxy versions this meshd knows (`--channels`).
     channels: fleetmesh_inject::versions::ChannelTable,
     /// Follows the config directory; dropping it stops that.

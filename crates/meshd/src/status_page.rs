@@ -47,7 +47,7 @@ pub fn summary(
         let waiting: Vec<&str> = proxy
             .types
             .iter()
-            .filter(|(_, t)| t.sent_version != t.acked_version)
+            .filter(|(_, t)| !t.acked())
             .map(|(kind, _)| kind.short_name())
             .collect();
         if !waiting.is_empty() {

@@ -16,6 +16,13 @@ pub struct TypeStatus {
     pub last_nack: Option<String>,
 }
 
+impl TypeStatus {
+    /// The proxy ACKed the version last sent.
+    pub fn acked(&self) -> bool {
+        self.sent_version == self.acked_version
+    }
+}
+
 /// Responses remembered unanswered per type; older ones are forgotten (bounded state
 /// for a proxy that never answers).
 const UNANSWERED: usize = 64;
@@ -65,7 +72,7 @@ impl<P> Subscription<P> {
 
     /// The proxy has answered everything and holds what was last sent.
     fn settled(&self) -> bool {
-        self.unanswered.is_empty() && self.status.sent_version == self.status.acked_version
+        self.unanswered.is_empty() && self.status.acked()
     }
 }
 
@@ -97,9 +104,7 @@ impl<P: Default> Subscriptions<P> {
 
     /// Every version sent is ACKed: the proxy has converged.
     pub fn all_acked(&self) -> bool {
-        self.types
-            .values()
-            .all(|s| s.status.sent_version == s.status.acked_version)
+        self.types.values().all(|s| s.status.acked())
     }
 
     /// The types' statuses, for the debug registry.

@@ -21,8 +21,7 @@ use super::credential;
 use crate::authorities::Authorities;
 use crate::{DATA_PLANE_INTERVAL, MeshdConfig, ingest};
 use fleetmesh_ca::{Authenticator, CaRoute, CaRouter, CertificateAuthority};
-use fleetmesh_dataplane::DataPlaneControlStatus;
-use fleetmesh_dataplane::controller::ProxyVersionsWatch;
+use fleetmesh_dataplane::controller::{ProxyVersionsWatch, Rollouts};
 use fleetmesh_kube::egress::EgressPolicy;
 use fleetmesh_kube::token_review::TokenReviewer;
 use fleetmesh_server::{Metrics, Registry, Router, ServerContext};
@@ -98,9 +97,6 @@ pub struct Injection {
     /// Its DataPlaneControls' proxy versions.
     pub proxy_versions: ProxyVersionsWatch,
 }
-
-/// Each revision's DataPlaneControl status.
-pub type Rollouts = BTreeMap<String, DataPlaneControlStatus>;
 
 /// The members served now, by cluster name.
 pub struct Members {
