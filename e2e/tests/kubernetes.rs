@@ -478,6 +478,16 @@ spec:
   hosts: [reviews]
   gateways: [mesh, served, elsewhere]
   http: [{route: [{destination: {host: reviews, subset: v9}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: reviews}
+spec: {workloadSelector: {labels: {app: reviews}}, egress: [{hosts: ["./*"]}]}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: reviews-too}
+spec: {workloadSelector: {labels: {app: reviews}}, egress: [{hosts: ["./*", "istio-system/*"]}]}
 "#,
         )
         .await
@@ -496,6 +506,10 @@ spec:
     };
     let from_cluster = Objects::from_cluster(&kube, "cluster test").await.unwrap();
     let ns = &namespace.name;
+    let pod = a_reviews_pod(&namespace).await;
+    let both_sidecars = format!(
+        "The Sidecars [\"reviews\", \"reviews-too\"] in namespace {ns:?} select the same workload pod {pod:?}, which can lead to undefined behavior."
+    );
     assert_eq!(
         ours(from_cluster),
         [
@@ -508,6 +522,8 @@ spec:
             format!(
                 "IST0101 Gateway {ns}/unserved: Referenced selector not found: \"istio=no-such-gateway\" (no pod has these labels)"
             ),
+            format!("IST0110 Sidecar {ns}/reviews: {both_sidecars}"),
+            format!("IST0110 Sidecar {ns}/reviews-too: {both_sidecars}"),
         ]
     );
 
@@ -525,6 +541,6 @@ spec:
     let mut together = Objects::from_files(&[file]).unwrap();
     together.add(Objects::from_cluster(&kube, "cluster test").await.unwrap());
     let found = ours(together);
-    assert_eq!(found.len(), 2, "the file defines the subset: {found:#?}");
+    assert_eq!(found.len(), 4, "the file defines the subset: {found:#?}");
     namespace.delete().await.ok();
 }

@@ -3,21 +3,23 @@
 //! validation errors, with file, field and reason), then all are checked together for
 //! what no single object shows: routes to hosts no Service or ServiceEntry has, to
 //! subsets no DestinationRule defines, through Gateways nothing defines, two
-//! VirtualServices claiming one host for the mesh, and (with a cluster's Pods) Gateways
-//! selecting no pod. Findings carry the codes of `istioctl analyze` for the same finding, so
+//! VirtualServices claiming one host for the mesh, Sidecars or Gateways that contradict
+//! each other (`selectors`), and (with a cluster's Pods) Gateways and Sidecars selecting
+//! no pod. Findings carry the codes of `istioctl analyze` for the same finding, so
 //! users and CI jobs read them as they read istioctl's; like istioctl, the command exits
 //! with status 79 when it finds an error.
 
 mod cluster;
+mod selectors;
+
+pub use selectors::Pod;
 
 use anyhow::{Context, bail};
-use fleetmesh_api::networking::Labels;
 use fleetmesh_api::networking::{Destination, VirtualServiceSpec};
 use fleetmesh_api::resource::Config;
 use fleetmesh_api::{Resource, load_documents};
 use fleetmesh_model::Snapshot;
 use fleetmesh_model::host::{host_matches, resolve_host};
-use fleetmesh_model::service::labels_match;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -55,12 +57,12 @@ impl std::fmt::Display for Message {
 
 /// What analyze checks together: each object with where it was read (a file and
 /// document, or a cluster), the findings of reading them, and, when a cluster was read,
-/// its Pods' labels (what Gateways select).
+/// its Pods (what Gateways and Sidecars select).
 #[derive(Default)]
 pub struct Objects {
     read: Vec<(Resource, String)>,
     messages: Vec<Message>,
-    pods: Option<Vec<Labels>>,
+    pods: Option<Vec<Pod>>,
 }
 
 impl Objects {
@@ -114,9 +116,7 @@ impl Objects {
     pub fn findings(self) -> Vec<Message> {
         let mut messages = self.messages;
         messages.extend(references(&self.read));
-        if let Some(pods) = &self.pods {
-            messages.extend(unselected_gateways(&self.read, pods));
-        }
+        messages.extend(selectors::findings(&self.read, self.pods.as_deref()));
         messages.sort_by(|a, b| (&a.origin, &a.text).cmp(&(&b.origin, &b.text)));
         messages
     }
@@ -185,31 +185,6 @@ fn references(read: &[(Resource, String)]) -> Vec<Message> {
                     });
                 }
             }
-        }
-    }
-    messages
-}
-
-/// Gateways whose selector matches none of `pods` (Istio's gateway analyzer: such a
-/// Gateway configures nothing).
-fn unselected_gateways(read: &[(Resource, String)], pods: &[Labels]) -> Vec<Message> {
-    let mut messages = Vec::new();
-    for (resource, origin) in read {
-        let Resource::Gateway(gateway) = resource else {
-            continue;
-        };
-        let selector = &gateway.spec.selector;
-        if !pods.iter().any(|labels| labels_match(selector, labels)) {
-            let shown: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            messages.push(Message {
-                code: NOT_FOUND,
-                resource: resource.describe(),
-                origin: origin.clone(),
-                text: format!(
-                    "Referenced selector not found: {:?} (no pod has these labels)",
-                    shown.join(",")
-                ),
-            });
         }
     }
     messages

@@ -1,9 +1,9 @@
 //! A live cluster's objects for `analyze`: its Istio objects (each kind whose CRD it
 //! serves), read through meshd's own parser and validator; its Services, as Kubernetes
-//! already validated them; its Pods' labels. Read once with the caller's credentials
+//! already validated them; its Pods' names and labels. Read once with the caller's credentials
 //! (list on those kinds, Services and Pods); nothing is written to the cluster.
 
-use super::{INVALID, Message, Objects};
+use super::{INVALID, Message, Objects, selectors};
 use anyhow::Context;
 use fleetmesh_api::Resource;
 use fleetmesh_api::kube::{ServicePort, ServiceSpec, TargetPort};
@@ -59,7 +59,11 @@ impl Objects {
             listed
                 .context("listing Pods")?
                 .into_iter()
-                .map(|pod| pod.metadata.labels.unwrap_or_default())
+                .map(|pod| selectors::Pod {
+                    namespace: pod.metadata.namespace.unwrap_or_default(),
+                    name: pod.metadata.name.unwrap_or_default(),
+                    labels: pod.metadata.labels.unwrap_or_default(),
+                })
                 .collect(),
         );
         Ok(objects)
