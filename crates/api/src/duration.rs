@@ -4,6 +4,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+/// A duration read from Istio's text form, held as a standard one.
 pub struct Duration(pub std::time::Duration);
 
 /// Text that is not a duration.
@@ -12,6 +13,7 @@ pub struct Duration(pub std::time::Duration);
 pub struct InvalidDuration(pub String);
 
 impl Duration {
+    /// Reads `10s`, `0.5s`, `250ms`, `1m30s`, `2h` (units ns, us, ms, s, m, h; at most 10^9 s).
     pub fn parse(text: &str) -> Result<Self, InvalidDuration> {
         let bad = || InvalidDuration(text.to_string());
         let mut rest = text.trim();
@@ -49,6 +51,7 @@ impl Duration {
         Ok(Duration(std::time::Duration::from_secs_f64(total)))
     }
 
+    /// The standard duration.
     pub fn as_std(&self) -> std::time::Duration {
         self.0
     }

@@ -1,3 +1,5 @@
+//! Config errors that name the file, the object, the field and the reason.
+
 use std::fmt;
 use std::path::PathBuf;
 
@@ -6,10 +8,12 @@ use std::path::PathBuf;
 pub struct FieldError {
     /// Dotted path from the resource root, e.g. `spec.http[0].route[1].weight`.
     pub field: String,
+    /// What is wrong with it, for a person to read.
     pub reason: String,
 }
 
 impl FieldError {
+    /// A problem with the field at `field` (a dotted path).
     pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
         FieldError {
             field: field.into(),
@@ -32,10 +36,12 @@ pub struct ConfigError {
     pub location: String,
     /// `Kind namespace/name`, or what is known of it when the document did not parse.
     pub resource: String,
+    /// The field and what is wrong with it.
     pub error: FieldError,
 }
 
 impl ConfigError {
+    /// A problem with document `document` (counted from 0) of `file` (`None`: standard input).
     pub fn new(
         file: Option<&PathBuf>,
         document: usize,

@@ -15,8 +15,11 @@ use std::sync::OnceLock;
 /// types name it), the field as YAML spells it, and what a user should know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NotSupported {
+    /// The config type that holds the field, as fleetmesh's types name it.
     pub holder: &'static str,
+    /// The field as Istio's YAML spells it.
     pub field: &'static str,
+    /// Why it is not read, and what to do instead where there is something.
     pub reason: &'static str,
 }
 
@@ -71,6 +74,7 @@ pub const NOT_SUPPORTED: &[NotSupported] = &[
 /// One field fleetmesh does not read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unread {
+    /// The field and the reason, as a validation error.
     pub error: FieldError,
     /// Its entry in [`NOT_SUPPORTED`]; `None` for a field Istio does not have either.
     pub declared: Option<&'static NotSupported>,

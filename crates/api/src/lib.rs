@@ -4,6 +4,8 @@
 //! Every struct denies unknown fields: a misspelt field in a user's file is an error that
 //! names it, never a setting silently dropped.
 
+#![warn(missing_docs)]
+
 pub mod duration;
 pub mod error;
 pub mod fields;

@@ -10,8 +10,11 @@ use std::path::PathBuf;
 /// A resource and where it was read from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadedResource {
+    /// The parsed, validated resource.
     pub resource: Resource,
+    /// The file it came from (`None`: standard input or the API server).
     pub file: Option<PathBuf>,
+    /// Its document in that file, counted from 0.
     pub document: usize,
 }
 

@@ -6,9 +6,13 @@ use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
+/// Istio's MeshConfig: the fields meshd applies, and the others by name.
 pub struct MeshConfigSpec {
+    /// The namespace whose policies apply mesh-wide (default `istio-system`).
     pub root_namespace: Option<String>,
+    /// The identity domain; meshd keeps its CA's and warns when this differs.
     pub trust_domain: Option<String>,
+    /// What sidecars do with captured traffic to a host the mesh does not know.
     pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
     /// Every other field, by name: accepted, not applied.
     #[serde(flatten)]
@@ -17,14 +21,19 @@ pub struct MeshConfigSpec {
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// MeshConfig's `outboundTrafficPolicy`.
 pub struct OutboundTrafficPolicy {
+    /// `ALLOW_ANY` (the default) or `REGISTRY_ONLY`.
     pub mode: Option<OutboundMode>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+/// Where captured traffic to unknown hosts goes.
 pub enum OutboundMode {
+    /// Passed through to the address the app asked for.
     AllowAny,
+    /// Refused: only hosts of the registry (Services, ServiceEntries) are reachable.
     RegistryOnly,
 }
 
@@ -32,10 +41,16 @@ pub enum OutboundMode {
 #[derive(Debug, thiserror::Error)]
 pub enum MeshConfigError {
     #[error("not YAML: {0}")]
+    /// The text is not YAML.
     Yaml(#[from] serde_yaml_ng::Error),
     /// A field of the wrong type or value.
     #[error("{path}: {reason}")]
-    Field { path: String, reason: String },
+    Field {
+        /// Where the field is, e.g. `outboundTrafficPolicy.mode`.
+        path: String,
+        /// What is wrong with its value.
+        reason: String,
+    },
 }
 
 /// Parses the `mesh` text; the error names the field and the reason.

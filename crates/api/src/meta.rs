@@ -1,3 +1,5 @@
+//! Kubernetes object metadata: the fields config resources use.
+
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -5,15 +7,20 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ObjectMeta {
+    /// The object's name, unique in its namespace and kind.
     pub name: String,
     #[serde(default = "default_namespace")]
+    /// Its namespace (`default` when not given).
     pub namespace: String,
     #[serde(default)]
+    /// Labels, which selectors match.
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
+    /// Annotations, which configure some behaviour (e.g. injection).
     pub annotations: BTreeMap<String, String>,
 }
 
+/// The namespace of an object that names none, as kubectl has it.
 pub fn default_namespace() -> String {
     "default".to_string()
 }

@@ -5,11 +5,17 @@
 /// name-prefix convention (`http-web`, `grpc`, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Protocol {
+    /// HTTP/1.1 (or HTTP/2 when the client speaks it).
     Http,
+    /// HTTP/2 in the clear (h2c).
     Http2,
+    /// gRPC, over HTTP/2.
     Grpc,
+    /// HTTP over TLS.
     Https,
+    /// TLS, forwarded by its SNI name without being terminated.
     Tls,
+    /// Opaque bytes (MONGO, MYSQL and REDIS too).
     Tcp,
 }
 
@@ -27,6 +33,7 @@ impl Protocol {
         }
     }
 
+    /// A port's protocol: the explicit one, else the name's prefix (`http-web`), else HTTP.
     pub fn detect(explicit: Option<&str>, port_name: &str) -> Protocol {
         explicit
             .and_then(Protocol::parse)

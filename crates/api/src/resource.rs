@@ -1,3 +1,5 @@
+//! The kinds fleetmesh reads, and a resource of any of them.
+
 use crate::kube::{Endpoints, ServiceSpec};
 use crate::meta::ObjectMeta;
 use crate::networking::*;
@@ -7,16 +9,27 @@ use serde::{Deserialize, Serialize};
 /// The kinds fleetmesh reads, and the apiVersions each accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
+    /// Kubernetes `Service`.
     Service,
+    /// Kubernetes `Endpoints` (local mode).
     Endpoints,
+    /// Istio's `VirtualService`.
     VirtualService,
+    /// Istio's `DestinationRule`.
     DestinationRule,
+    /// Istio's `Gateway`.
     Gateway,
+    /// Istio's `ServiceEntry`.
     ServiceEntry,
+    /// Istio's `WorkloadEntry`.
     WorkloadEntry,
+    /// Istio's `Sidecar`.
     Sidecar,
+    /// Istio's `PeerAuthentication`.
     PeerAuthentication,
+    /// Istio's `AuthorizationPolicy`.
     AuthorizationPolicy,
+    /// Istio's `RequestAuthentication`.
     RequestAuthentication,
 }
 
@@ -34,16 +47,22 @@ pub enum UnsupportedKind {
     #[error(
         "kind {0:?} is not supported (supported: Service, Endpoints, VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, Sidecar, PeerAuthentication, AuthorizationPolicy, RequestAuthentication)"
     )]
+    /// A kind meshd does not read.
     Kind(String),
     #[error("apiVersion {api_version:?} is not valid for {kind:?} (use one of {accepted:?})")]
+    /// A kind meshd reads, under an apiVersion it does not accept.
     ApiVersion {
+        /// The kind.
         kind: Kind,
+        /// The apiVersion given.
         api_version: String,
+        /// The apiVersions accepted for the kind.
         accepted: &'static [&'static str],
     },
 }
 
 impl Kind {
+    /// The kind a document's `apiVersion` and `kind` name, or why meshd does not read it.
     pub fn from_type(api_version: &str, kind: &str) -> Result<Kind, UnsupportedKind> {
         let kind = match kind {
             "Service" => Kind::Service,
@@ -84,16 +103,27 @@ impl Kind {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Resource {
+    /// A Kubernetes Service.
     Service(Config<ServiceSpec>),
+    /// Kubernetes Endpoints.
     Endpoints(Endpoints),
+    /// An Istio VirtualService.
     VirtualService(Config<VirtualServiceSpec>),
+    /// An Istio DestinationRule.
     DestinationRule(Config<DestinationRuleSpec>),
+    /// An Istio Gateway.
     Gateway(Config<GatewaySpec>),
+    /// An Istio ServiceEntry.
     ServiceEntry(Config<ServiceEntrySpec>),
+    /// An Istio WorkloadEntry.
     WorkloadEntry(Config<WorkloadEntrySpec>),
+    /// An Istio Sidecar.
     Sidecar(Config<SidecarSpec>),
+    /// An Istio PeerAuthentication.
     PeerAuthentication(Config<PeerAuthenticationSpec>),
+    /// An Istio AuthorizationPolicy.
     AuthorizationPolicy(Config<AuthorizationPolicySpec>),
+    /// An Istio RequestAuthentication.
     RequestAuthentication(Config<RequestAuthenticationSpec>),
 }
 
@@ -101,9 +131,13 @@ pub enum Resource {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Config<S> {
+    /// The API group and version, e.g. `networking.istio.io/v1`.
     pub api_version: String,
+    /// The kind, e.g. `VirtualService`.
     pub kind: String,
+    /// Name, namespace, labels and annotations.
     pub metadata: ObjectMeta,
+    /// The kind's settings.
     pub spec: S,
     /// Written back by controllers; ignored on input.
     #[serde(default, skip_serializing)]
@@ -111,6 +145,7 @@ pub struct Config<S> {
 }
 
 impl Resource {
+    /// The object's metadata.
     pub fn meta(&self) -> &ObjectMeta {
         match self {
             Resource::Service(c) => &c.metadata,
@@ -127,6 +162,7 @@ impl Resource {
         }
     }
 
+    /// The object's kind.
     pub fn kind(&self) -> Kind {
         match self {
             Resource::Service(_) => Kind::Service,

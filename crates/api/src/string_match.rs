@@ -1,11 +1,16 @@
+//! Istio's `StringMatch`: exact, prefix or regex.
+
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// Istio's `StringMatch`: exactly one of `exact`, `prefix`, `regex` (RE2 syntax).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum StringMatch {
+    /// The whole string.
     Exact(String),
+    /// Its beginning.
     Prefix(String),
+    /// An RE2 regex that must match the whole string.
     Regex(String),
 }
 

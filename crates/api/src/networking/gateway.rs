@@ -1,11 +1,15 @@
+//! Istio's Gateway.
+
 use super::Labels;
 use crate::protocol::Protocol;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// Istio's Gateway: the ports, hosts and TLS a gateway's proxies serve at the edge of the mesh.
 pub struct GatewaySpec {
     #[serde(default)]
+    /// What the selected gateway proxies listen for.
     pub servers: Vec<Server>,
     /// Selects the gateway workloads (e.g. `istio: ingressgateway`).
     #[serde(default)]
@@ -14,34 +18,56 @@ pub struct GatewaySpec {
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// One listening port of a gateway, the hosts it serves there and its TLS.
 pub struct Server {
+    /// The port the proxy listens on.
     pub port: GatewayPort,
     #[serde(default)]
+    /// The hosts served, each `namespace/host` or `host` (`*`: any namespace, `*.example.com`
+    /// wildcards).
     pub hosts: Vec<String>,
+    /// TLS for this server (HTTPS and TLS ports).
     pub tls: Option<ServerTlsSettings>,
+    /// The address to listen on (default: every address).
     pub bind: Option<String>,
+    /// A name for the server, shown in the proxy's stats.
     pub name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// A gateway server's port.
 pub struct GatewayPort {
+    /// The port number.
     pub number: u32,
+    /// `HTTP`, `HTTPS`, `GRPC`, `HTTP2`, `MONGO`, `TCP` or `TLS`.
     pub protocol: String,
+    /// The port's name.
     pub name: Option<String>,
+    /// Deprecated by Istio: the port the proxy really listens on when it differs.
     pub target_port: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// How a gateway server handles TLS.
 pub struct ServerTlsSettings {
+    /// Answer plain HTTP with a redirect to HTTPS.
     pub https_redirect: Option<bool>,
+    /// `PASSTHROUGH`, `SIMPLE`, `MUTUAL`, `AUTO_PASSTHROUGH`, `ISTIO_MUTUAL` or `OPTIONAL_MUTUAL`.
     pub mode: Option<String>,
+    /// The Secret (in the gateway's namespace) holding the certificate, its key and, for MUTUAL,
+    /// the client CA.
     pub credential_name: Option<String>,
+    /// The certificate's file on the gateway's host, served by its agent.
     pub server_certificate: Option<String>,
+    /// The certificate key's file on the gateway's host, served by its agent.
     pub private_key: Option<String>,
+    /// The file of CA certificates that check client certificates (MUTUAL).
     pub ca_certificates: Option<String>,
+    /// The oldest TLS version accepted.
     pub min_protocol_version: Option<TlsVersion>,
+    /// The newest TLS version accepted.
     pub max_protocol_version: Option<TlsVersion>,
     /// OpenSSL names of the cipher suites offered (TLS 1.2 and below), or `[A|B]`
     /// groups of equal preference.
@@ -61,6 +87,10 @@ pub struct ServerTlsSettings {
 /// A TLS protocol version bound of a Gateway server (`TLS_AUTO`: Envoy's default).
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[expect(
+    missing_docs,
+    reason = "described in the enum's doc: per-variant docs make the CRD schema one the API server refuses"
 )]
 pub enum TlsVersion {
     #[serde(rename = "TLS_AUTO")]
@@ -111,8 +141,11 @@ pub enum ServerTlsMode {
     Simple,
     /// Terminates TLS and requires a client certificate.
     Mutual,
+    /// Istio's multi-network passthrough by SNI (not supported yet).
     AutoPassthrough,
+    /// Istio's: terminates TLS with the mesh certificate (not supported yet).
     IstioMutual,
+    /// Istio's: client certificate checked when given (not supported yet).
     OptionalMutual,
 }
 
@@ -126,6 +159,7 @@ impl ServerTlsMode {
         ("OPTIONAL_MUTUAL", ServerTlsMode::OptionalMutual),
     ];
 
+    /// The mode as Istio's YAML spells it, or `None` for a name Istio does not have.
     pub fn parse(text: &str) -> Option<ServerTlsMode> {
         Self::NAMES
             .iter()

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PortSelector {
+    /// The port number.
     pub number: u32,
 }
 
@@ -27,6 +28,7 @@ pub struct PortSelector {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Percent {
+    /// A percentage, 0 to 100, fractions allowed.
     pub value: f64,
 }
 
@@ -39,5 +41,6 @@ pub type Labels = std::collections::BTreeMap<String, String>;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MatchLabels {
     #[serde(default)]
+    /// The labels a workload must have.
     pub match_labels: Labels,
 }

@@ -1,3 +1,5 @@
+//! Istio's VirtualService.
+
 use super::{Labels, Percent, PortSelector};
 use crate::{Duration, StringMatch};
 use serde::{Deserialize, Serialize};
@@ -5,65 +7,103 @@ use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// Istio's VirtualService: how requests to some hosts are matched and routed, for sidecars (`mesh`)
+/// or gateways.
 pub struct VirtualServiceSpec {
     #[serde(default)]
+    /// The hosts routed: short names (in the VirtualService's namespace), full names, wildcards, or
+    /// addresses.
     pub hosts: Vec<String>,
     #[serde(default)]
+    /// The Gateways whose proxies use these routes (`namespace/name`), and `mesh` for sidecars;
+    /// none: `mesh`.
     pub gateways: Vec<String>,
     #[serde(default)]
+    /// HTTP routes, tried in order; the first that matches routes the request.
     pub http: Vec<HttpRoute>,
     #[serde(default)]
+    /// TCP routes (opaque connections), tried in order.
     pub tcp: Vec<TcpRoute>,
     #[serde(default)]
+    /// TLS routes by SNI name (unterminated TLS), tried in order.
     pub tls: Vec<TlsRoute>,
     #[serde(default)]
+    /// The namespaces that see the routes: `.` its own, `*` all (the default), or names.
     pub export_to: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// An HTTP route: when it applies, and what it does with a request.
 pub struct HttpRoute {
+    /// A name for the route, shown in the proxy's logs and stats.
     pub name: Option<String>,
     #[serde(default, rename = "match")]
+    /// Conditions, any one of which selects the route (none: every request).
     pub matches: Vec<HttpMatchRequest>,
     #[serde(default)]
+    /// Where requests go, each destination with a weight.
     pub route: Vec<HttpRouteDestination>,
+    /// Answers with a redirect instead of forwarding.
     pub redirect: Option<HttpRedirect>,
+    /// Answers by itself instead of forwarding.
     pub direct_response: Option<HttpDirectResponse>,
+    /// Rewrites the path or authority before forwarding.
     pub rewrite: Option<HttpRewrite>,
+    /// How long a request may take in all, retries included (none by default).
     pub timeout: Option<Duration>,
+    /// How failed requests are retried (default: twice, on connection failures and 503s).
     pub retries: Option<HttpRetry>,
+    /// Delays or aborts a share of requests, for testing resilience.
     pub fault: Option<HttpFaultInjection>,
+    /// A destination that gets a copy of each request, whose answer is dropped.
     pub mirror: Option<Destination>,
+    /// The share of requests `mirror` copies (default: all).
     pub mirror_percentage: Option<Percent>,
     /// Deprecated by Istio for `mirrorPercentage`, which wins when both are set.
     pub mirror_percent: Option<u32>,
     /// Several mirrors, each with its share (instead of `mirror`).
     #[serde(default)]
     pub mirrors: Vec<HttpMirrorPolicy>,
+    /// Cross-origin resource sharing answered by the proxy.
     pub cors_policy: Option<CorsPolicy>,
+    /// Headers set, added or removed on the request and the response.
     pub headers: Option<Headers>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// A condition on an HTTP request; every field given must match.
 pub struct HttpMatchRequest {
+    /// A name for the condition, joined to the route's in the proxy's logs.
     pub name: Option<String>,
+    /// The path (without the query).
     pub uri: Option<StringMatch>,
+    /// The scheme: `http` or `https`.
     pub scheme: Option<StringMatch>,
+    /// The method.
     pub method: Option<StringMatch>,
+    /// The authority (`Host`).
     pub authority: Option<StringMatch>,
     #[serde(default)]
+    /// Headers by lower-case name (`@request.auth.claims.NAME`: a claim of the request's validated
+    /// JWT).
     pub headers: BTreeMap<String, StringMatch>,
+    /// The port the request came to.
     pub port: Option<u32>,
     #[serde(default)]
+    /// Labels the calling workload must have (sidecars only).
     pub source_labels: Labels,
     #[serde(default)]
+    /// The gateways this condition applies on (overriding the VirtualService's).
     pub gateways: Vec<String>,
     #[serde(default)]
+    /// Query parameters by name.
     pub query_params: BTreeMap<String, StringMatch>,
     #[serde(default)]
+    /// Match `uri` without regard to case.
     pub ignore_uri_case: bool,
+    /// The namespace of the calling workload (sidecars only).
     pub source_namespace: Option<String>,
     /// Envoy keeps statistics of the requests this match takes under this prefix.
     pub stat_prefix: Option<String>,
@@ -77,54 +117,79 @@ pub struct HttpMatchRequest {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpMirrorPolicy {
+    /// Where the copies go.
     pub destination: Destination,
+    /// The share of requests copied (default: all).
     pub percentage: Option<Percent>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// A service (and optionally a subset and port of it) that traffic is sent to.
 pub struct Destination {
+    /// The service's name: a short name (in the VirtualService's namespace), a full name, or a
+    /// ServiceEntry host.
     pub host: String,
+    /// A subset a DestinationRule of the host defines.
     pub subset: Option<String>,
+    /// The port, needed when the service has several.
     pub port: Option<PortSelector>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// A destination of an HTTP route, with its share and header changes.
 pub struct HttpRouteDestination {
+    /// Where the requests go.
     pub destination: Destination,
+    /// Its share: its weight over the sum of the route's weights (a single destination: all).
     pub weight: Option<i64>,
+    /// Header changes for requests to this destination only.
     pub headers: Option<Headers>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// Header changes on the request and on the response.
 pub struct Headers {
+    /// Changes to the request, before it is forwarded.
     pub request: Option<HeaderOperations>,
+    /// Changes to the response, before the client gets it.
     pub response: Option<HeaderOperations>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// Header changes: set replaces, add appends, remove deletes.
 pub struct HeaderOperations {
     #[serde(default)]
+    /// Headers set to these values, replacing any.
     pub set: BTreeMap<String, String>,
     #[serde(default)]
+    /// Headers added with these values.
     pub add: BTreeMap<String, String>,
     #[serde(default)]
+    /// Headers removed.
     pub remove: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// A redirect: what of the request's URL changes in the `Location` the client gets.
 pub struct HttpRedirect {
+    /// The path, replaced whole.
     pub uri: Option<String>,
     /// Replaces the matched prefix of the path instead (wins over `uri`, as in Istio).
     pub prefix_rewrite: Option<String>,
+    /// The authority (host).
     pub authority: Option<String>,
+    /// The port.
     pub port: Option<u32>,
+    /// Where the port comes from when `port` is not given.
     pub derive_port: Option<DerivePort>,
+    /// The scheme (`https`).
     pub scheme: Option<String>,
+    /// The status (default 301).
     pub redirect_code: Option<u32>,
 }
 
@@ -135,6 +200,10 @@ pub struct HttpRedirect {
 /// (`crates/kube/tests/crds.rs` applies it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[expect(
+    missing_docs,
+    reason = "described in the enum's doc: per-variant docs make the CRD schema one the API server refuses"
+)]
 pub enum DerivePort {
     FromProtocolDefault,
     FromRequestPort,
@@ -144,7 +213,9 @@ pub enum DerivePort {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpDirectResponse {
+    /// The status code.
     pub status: u32,
+    /// The body (none by default).
     pub body: Option<HttpBody>,
 }
 
@@ -152,7 +223,9 @@ pub struct HttpDirectResponse {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpBody {
+    /// A text body.
     pub string: Option<String>,
+    /// A binary body, base64 in YAML.
     pub bytes: Option<Base64Bytes>,
 }
 
@@ -161,7 +234,9 @@ pub struct HttpBody {
 /// base64, which validation reports (so reading never stops at it).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Base64Bytes {
+    /// The base64 text as written.
     pub text: String,
+    /// The bytes it stands for.
     pub decoded: Option<Vec<u8>>,
 }
 
@@ -192,8 +267,11 @@ impl schemars::JsonSchema for Base64Bytes {
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// A rewrite of the request before it is forwarded.
 pub struct HttpRewrite {
+    /// Replaces the prefix (or the exact path) the route matched.
     pub uri: Option<String>,
+    /// Replaces the authority (`Host`).
     pub authority: Option<String>,
     /// The path rewritten by a regex (instead of `uri`'s prefix).
     pub uri_regex_rewrite: Option<RegexRewrite>,
@@ -204,17 +282,25 @@ pub struct HttpRewrite {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RegexRewrite {
     #[serde(rename = "match")]
+    /// The RE2 regex.
     pub pattern: String,
+    /// What replaces each match.
     pub rewrite: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// How failed requests are retried.
 pub struct HttpRetry {
     #[serde(default)]
+    /// Retries at most (0: none).
     pub attempts: i64,
+    /// How long each try may take.
     pub per_try_timeout: Option<Duration>,
+    /// When to retry: Envoy's `x-envoy-retry-on` and `x-envoy-retry-grpc-on` conditions and status
+    /// codes, comma-separated.
     pub retry_on: Option<String>,
+    /// Whether retries may go to other localities.
     pub retry_remote_localities: Option<bool>,
     /// The first wait between tries (Envoy doubles it up to ten times as long).
     pub backoff: Option<Duration>,
@@ -225,14 +311,19 @@ pub struct HttpRetry {
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// Faults injected into requests.
 pub struct HttpFaultInjection {
+    /// Requests held before they are forwarded.
     pub delay: Option<FaultDelay>,
+    /// Requests answered with an error instead of forwarded.
     pub abort: Option<FaultAbort>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// A delay before forwarding.
 pub struct FaultDelay {
+    /// How long.
     pub fixed_delay: Option<Duration>,
     /// Unset (and no `percent`): no request is delayed, as Istio has it.
     pub percentage: Option<Percent>,
@@ -242,7 +333,9 @@ pub struct FaultDelay {
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// An error answered instead of forwarding.
 pub struct FaultAbort {
+    /// The HTTP status.
     pub http_status: Option<i64>,
     /// A gRPC status by name (`UNAVAILABLE`), for gRPC clients.
     pub grpc_status: Option<String>,
@@ -275,6 +368,10 @@ pub const GRPC_STATUS: &[(&str, u32)] = &[
 /// proxy without CORS headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[expect(
+    missing_docs,
+    reason = "described in the enum's doc: per-variant docs make the CRD schema one the API server refuses"
+)]
 pub enum UnmatchedPreflights {
     UnspecifiedBehavior,
     Forward,
@@ -283,8 +380,10 @@ pub enum UnmatchedPreflights {
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// Cross-origin resource sharing: which origins may call the host from a browser, and how.
 pub struct CorsPolicy {
     #[serde(default)]
+    /// The origins allowed.
     pub allow_origins: Vec<StringMatch>,
     /// Deprecated by Istio for `allowOrigins`: exact origins, read when that is empty.
     #[serde(default)]
@@ -292,64 +391,91 @@ pub struct CorsPolicy {
     /// What happens to a preflight request whose origin is not allowed.
     pub unmatched_preflights: Option<UnmatchedPreflights>,
     #[serde(default)]
+    /// The methods allowed (`Access-Control-Allow-Methods`).
     pub allow_methods: Vec<String>,
     #[serde(default)]
+    /// The request headers allowed (`Access-Control-Allow-Headers`).
     pub allow_headers: Vec<String>,
     #[serde(default)]
+    /// The response headers a browser may read (`Access-Control-Expose-Headers`).
     pub expose_headers: Vec<String>,
+    /// How long a browser may keep a preflight's answer.
     pub max_age: Option<Duration>,
+    /// Whether requests may carry credentials (cookies).
     pub allow_credentials: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// A TCP route: when it applies, and where connections go.
 pub struct TcpRoute {
     #[serde(default, rename = "match")]
+    /// Conditions, any one of which selects the route (none: every connection).
     pub matches: Vec<L4MatchAttributes>,
     #[serde(default)]
+    /// Where connections go, each destination with a weight.
     pub route: Vec<RouteDestination>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// A condition on a TCP connection; every field given must match.
 pub struct L4MatchAttributes {
     #[serde(default)]
+    /// The destination IP must be in one of these (IPs or CIDRs).
     pub destination_subnets: Vec<String>,
+    /// The port the connection came to.
     pub port: Option<u32>,
     #[serde(default)]
+    /// Labels the calling workload must have (sidecars only).
     pub source_labels: Labels,
     #[serde(default)]
+    /// The gateways this condition applies on (overriding the VirtualService's).
     pub gateways: Vec<String>,
+    /// The namespace of the calling workload (sidecars only).
     pub source_namespace: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// A TLS route: connections chosen by their SNI name, forwarded still encrypted.
 pub struct TlsRoute {
     #[serde(default, rename = "match")]
+    /// Conditions, one of which must select the route.
     pub matches: Vec<TlsMatchAttributes>,
     #[serde(default)]
+    /// Where connections go, each destination with a weight.
     pub route: Vec<RouteDestination>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// A condition on a TLS connection; every field given must match.
 pub struct TlsMatchAttributes {
     #[serde(default)]
+    /// SNI names, wildcards allowed, within the VirtualService's hosts.
     pub sni_hosts: Vec<String>,
     #[serde(default)]
+    /// The destination IP must be in one of these (IPs or CIDRs).
     pub destination_subnets: Vec<String>,
+    /// The port the connection came to.
     pub port: Option<u32>,
     #[serde(default)]
+    /// Labels the calling workload must have (sidecars only).
     pub source_labels: Labels,
     #[serde(default)]
+    /// The gateways this condition applies on (overriding the VirtualService's).
     pub gateways: Vec<String>,
+    /// The namespace of the calling workload (sidecars only).
     pub source_namespace: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// A destination of a TCP or TLS route, with its share.
 pub struct RouteDestination {
+    /// Where connections go.
     pub destination: Destination,
+    /// Its share: its weight over the sum of the route's weights (a single destination: all).
     pub weight: Option<i64>,
 }

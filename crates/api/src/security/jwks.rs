@@ -12,15 +12,22 @@ pub const MAX_KEYS: usize = 256;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JwksError {
     #[error("not a JSON key set: {0}")]
+    /// The document is not a JSON key set (the reason from the parser).
     NotJwks(String),
     #[error("no key Envoy can use (kty RSA, EC, oct or OKP)")]
+    /// No key has a type Envoy can use.
     NoUsableKey,
     #[error("{0} keys; at most {MAX_KEYS}")]
+    /// More keys than [`MAX_KEYS`].
     TooManyKeys(usize),
     #[error("keys[{index}] ({kty}): {reason}")]
+    /// One key cannot be used.
     BadKey {
+        /// Its position in `keys`.
         index: usize,
+        /// Its key type.
         kty: String,
+        /// What is wrong with it.
         reason: String,
     },
 }

@@ -1,3 +1,5 @@
+//! Istio's PeerAuthentication.
+
 use super::WorkloadSelector;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -7,7 +9,10 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PeerAuthenticationSpec {
+    /// The workloads of its namespace it applies to (none: the whole namespace; in the root
+    /// namespace: the mesh).
     pub selector: Option<WorkloadSelector>,
+    /// The mutual TLS mode for every port.
     pub mtls: Option<MutualTls>,
     /// By workload (container) port; only with a `selector`. (The schema says string keys:
     /// Kubernetes' structural schemas have no integer-keyed maps, and JSON keys are
@@ -19,8 +24,10 @@ pub struct PeerAuthenticationSpec {
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// A mutual TLS setting.
 pub struct MutualTls {
     #[serde(default)]
+    /// What the sidecar accepts.
     pub mode: MtlsMode,
 }
 
@@ -28,12 +35,16 @@ pub struct MutualTls {
     Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
 )]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+/// What a sidecar accepts inbound.
 pub enum MtlsMode {
     /// Inherit from the parent scope (namespace, then mesh; PERMISSIVE at the top).
     #[default]
     Unset,
+    /// Plaintext only.
     Disable,
+    /// Mutual TLS and plaintext.
     Permissive,
+    /// Mutual TLS only.
     Strict,
 }
 

@@ -1,3 +1,5 @@
+//! Istio's RequestAuthentication.
+
 use super::WorkloadSelector;
 use serde::{Deserialize, Serialize};
 
@@ -7,16 +9,22 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RequestAuthenticationSpec {
+    /// The workloads of its namespace it applies to (none: the whole namespace; in the root
+    /// namespace: the mesh).
     pub selector: Option<WorkloadSelector>,
     #[serde(default)]
+    /// The issuers whose tokens are accepted, and how each is checked.
     pub jwt_rules: Vec<JwtRule>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// How the tokens of one issuer are found and checked.
 pub struct JwtRule {
+    /// The issuer, as the token's `iss` claim names it.
     pub issuer: String,
     #[serde(default)]
+    /// Accepted audiences (the token's `aud`); none: any.
     pub audiences: Vec<String>,
     /// Where meshd fetches the keys (proxies never do).
     pub jwks_uri: Option<String>,
@@ -30,10 +38,13 @@ pub struct JwtRule {
     #[serde(default)]
     pub from_headers: Vec<JwtHeader>,
     #[serde(default)]
+    /// Query parameters that may carry the token.
     pub from_params: Vec<String>,
     #[serde(default)]
+    /// Cookies that may carry the token.
     pub from_cookies: Vec<String>,
     #[serde(default)]
+    /// Whether the token is passed on to the app (default: removed).
     pub forward_original_token: bool,
     /// A header the proxy sets to the verified token's payload (base64url JSON).
     pub output_payload_to_header: Option<String>,
@@ -50,14 +61,19 @@ pub struct JwtRule {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClaimToHeader {
+    /// The header set.
     pub header: String,
+    /// The claim whose value it is set to.
     pub claim: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// A header that may carry the token.
 pub struct JwtHeader {
+    /// The header's name.
     pub name: String,
     #[serde(default)]
+    /// What comes before the token in it (`Bearer `).
     pub prefix: String,
 }

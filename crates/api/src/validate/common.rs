@@ -12,6 +12,8 @@ impl Errors {
     }
 }
 
+/// Whether `text` is a DNS-1123 label: up to 63 lower-case letters, digits and `-`, not starting or
+/// ending with `-`.
 pub fn is_dns1123_label(text: &str) -> bool {
     !text.is_empty()
         && text.len() <= 63
@@ -22,6 +24,7 @@ pub fn is_dns1123_label(text: &str) -> bool {
         && !text.ends_with('-')
 }
 
+/// Whether `text` is a DNS-1123 subdomain: up to 253 characters of labels joined by `.`.
 pub fn is_dns1123_subdomain(text: &str) -> bool {
     text.len() <= 253 && text.split('.').all(is_dns1123_label)
 }

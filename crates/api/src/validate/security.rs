@@ -6,6 +6,7 @@ use crate::security::{
     Source,
 };
 
+/// Checks a PeerAuthentication; problems go to `errors`.
 pub fn validate_peer_authentication(spec: &PeerAuthenticationSpec, errors: &mut Errors) {
     if !spec.port_level_mtls.is_empty() && spec.selector.is_none() {
         errors.push(
@@ -24,6 +25,7 @@ pub fn validate_peer_authentication(spec: &PeerAuthenticationSpec, errors: &mut 
     }
 }
 
+/// Checks an AuthorizationPolicy; problems go to `errors`.
 pub fn validate_authorization_policy(spec: &AuthorizationPolicySpec, errors: &mut Errors) {
     if spec.action == Action::Custom {
         errors.push(
@@ -169,13 +171,21 @@ const MAX_SERVICE_ACCOUNTS: usize = 16;
 /// What a `when` condition tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConditionKey {
+    /// `request.headers[NAME]`.
     RequestHeader(String),
+    /// `source.ip`: the connection's source address.
     SourceIp,
+    /// `remote.ip`: the original client's address.
     RemoteIp,
+    /// `source.namespace`.
     SourceNamespace,
+    /// `source.principal`.
     SourcePrincipal,
+    /// `destination.ip`.
     DestinationIp,
+    /// `destination.port`.
     DestinationPort,
+    /// `connection.sni`.
     ConnectionSni,
     /// `iss/sub` of the request's validated JWT.
     RequestPrincipal,
@@ -189,15 +199,19 @@ pub enum InvalidConditionKey {
     #[error(
         "{0:?} is not a supported key (request.headers[NAME], request.auth.claims[NAME], request.auth.principal, source.ip, remote.ip, source.namespace, source.principal, destination.ip, destination.port, connection.sni)"
     )]
+    /// A key that is not one of these.
     Unsupported(String),
     /// `request.headers[]`: the brackets name nothing.
     #[error("{prefix}[] needs {what}")]
     EmptyName {
+        /// The key's prefix, e.g. `request.headers`.
         prefix: &'static str,
+        /// What the brackets must name.
         what: &'static str,
     },
 }
 
+/// Reads a condition key; the error lists the keys meshd knows.
 pub fn condition_key(key: &str) -> Result<ConditionKey, InvalidConditionKey> {
     if let Some(name) = bracketed(key, "request.headers", "a header name")? {
         return Ok(ConditionKey::RequestHeader(name.to_ascii_lowercase()));
@@ -252,6 +266,7 @@ pub fn parse_cidr(text: &str) -> Option<(std::net::IpAddr, u32)> {
     Some((address, prefix))
 }
 
+/// Checks a RequestAuthentication; problems go to `errors`.
 pub fn validate_request_authentication(spec: &RequestAuthenticationSpec, errors: &mut Errors) {
     let mut issuers = std::collections::BTreeSet::new();
     for (i, rule) in spec.jwt_rules.iter().enumerate() {
