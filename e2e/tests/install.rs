@@ -164,49 +164,132 @@ fn pod_label<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
     pod.metadata.labels.as_ref()?.get(key).map(String::as_str)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[expect(
-    clippy::too_many_lines,
-    reason = "one scenario against a slow-to-start cluster; to be split into named steps"
-)]
-async fn install_inject_validate_and_route_through_an_injected_gateway() {
-    // A cluster of its own: install puts cluster-wide webhooks in it.
-    let cluster = TestCluster::start("fleetmesh-install").expect("the local cluster starts");
-    let client = cluster.client().await.unwrap();
-    // meshd knows the cluster by the name install registers it under.
-    let mesh = LocalMesh::start_configured(None, XdsMode::Delta, |meshd| {
-        meshd.kubeconfig = Some(cluster.kubeconfig.clone());
-        meshd.cluster_id = "install-test".into();
-    })
-    .await
-    .expect("meshd starts");
-    let store = Bookstore::start_on(mesh).await;
-    let meshd_url = format!("http://{}", store.mesh.meshd().http_address());
-    let token_file = store.mesh.meshd().admin_token_file().to_path_buf();
-    let output = tempfile::tempdir().unwrap();
-    let mut options = InstallOptions {
-        plan: Plan {
-            project: "shop-project".into(),
-            location: "us-central1".into(),
-            cluster: "install-test".into(),
-            channel: Channel::Regular,
-            cni_managed: false,
-            hub: "registry.example.com/mesh".into(),
-        },
-        output_dir: output.path().to_path_buf(),
-        verbose: true,
-        register: true,
-        kubeconfig: Some(cluster.kubeconfig.clone()),
-        context: None,
-        meshd_url: meshd_url.clone(),
-        admin_token_file: token_file.clone(),
-        take_default_tag: false,
-    };
+/// What the steps share: a cluster of its own (install puts cluster-wide webhooks in it),
+/// meshd serving the bookstore, and the options install runs with.
+struct Scenario {
+    cluster: TestCluster,
+    client: kube::Client,
+    store: Bookstore,
+    meshd_url: String,
+    token_file: std::path::PathBuf,
+    output: tempfile::TempDir,
+    options: InstallOptions,
+}
 
-    // Install twice: the second run changes nothing.
-    let first = install::run(&options).await.expect("install succeeds");
+impl Scenario {
+    async fn start() -> Scenario {
+        let cluster = TestCluster::start("fleetmesh-install").expect("the local cluster starts");
+        let client = cluster.client().await.unwrap();
+        // meshd knows the cluster by the name install registers it under.
+        let mesh = LocalMesh::start_configured(None, XdsMode::Delta, |meshd| {
+            meshd.kubeconfig = Some(cluster.kubeconfig.clone());
+            meshd.cluster_id = "install-test".into();
+        })
+        .await
+        .expect("meshd starts");
+        let store = Bookstore::start_on(mesh).await;
+        let meshd_url = format!("http://{}", store.mesh.meshd().http_address());
+        let token_file = store.mesh.meshd().admin_token_file().to_path_buf();
+        let output = tempfile::tempdir().unwrap();
+        let options = InstallOptions {
+            plan: Plan {
+                project: "shop-project".into(),
+                location: "us-central1".into(),
+                cluster: "install-test".into(),
+                channel: Channel::Regular,
+                cni_managed: false,
+                hub: "registry.example.com/mesh".into(),
+            },
+            output_dir: output.path().to_path_buf(),
+            verbose: true,
+            register: true,
+            kubeconfig: Some(cluster.kubeconfig.clone()),
+            context: None,
+            meshd_url: meshd_url.clone(),
+            admin_token_file: token_file.clone(),
+            take_default_tag: false,
+        };
+        Scenario {
+            cluster,
+            client,
+            store,
+            meshd_url,
+            token_file,
+            output,
+            options,
+        }
+    }
+
+    /// meshd's management API, as install calls it.
+    fn api(&self) -> MeshdApi {
+        MeshdApi::new(&self.meshd_url, &self.token_file)
+    }
+
+    /// A token of `account` in `namespace` for `audience`.
+    fn token(&self, account: &str, namespace: &str, audience: &str) -> String {
+        self.cluster
+            .run_kubectl(
+                &[
+                    "create",
+                    "token",
+                    account,
+                    "-n",
+                    namespace,
+                    "--audience",
+                    audience,
+                ],
+                None,
+            )
+            .map(|t| t.trim().to_string())
+            .unwrap()
+    }
+}
+
+/// The guide's gateway as injected: its namespace, its pod and the pod's identity.
+struct GatewayPod {
+    namespace: TestNamespace,
+    pod: Pod,
+    name: String,
+    account: String,
+}
+
+/// The status of a GET to shop.example.com on `port` through `client`, or why it failed.
+async fn https_status(client: reqwest::Client, port: u16) -> Result<u16, String> {
+    let response = client
+        .get(format!("https://shop.example.com:{port}/"))
+        .send()
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    Ok(response.status().as_u16())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_inject_validate_and_route_through_an_injected_gateway() {
+    let mut s = Scenario::start().await;
+    installs_twice_and_registers_the_cluster(&s).await;
+    let (shop, legacy) = the_guides_labels_decide_injection(&s).await;
+    a_cni_managed_install_adds_no_init_container(&mut s, &legacy).await;
+    the_webhooks_refuse_bad_input(&s, &shop).await;
+    install_fails_clearly_and_applies_nothing(&s).await;
+    let gw = the_guides_gateway_is_injected(&s).await;
+    the_ca_checks_the_gateways_token(&s, &gw).await;
+    let pki = Pki::generate();
+    let gateway = the_gateway_routes_over_tls_to_meshd(&s, &gw, &pki).await;
+    endpoints_carry_installs_location(&shop, &gateway).await;
+    the_gateway_serves_tls_from_secrets(&s, &gw, &gateway, &pki).await;
+    no_tls_without_the_right_to_read_secrets(&s, &pki).await;
+    assert_eq!(nacks(&s.store.mesh), 0);
+    gw.namespace.delete().await.unwrap();
+    legacy.delete().await.unwrap();
+    shop.delete().await.unwrap();
+}
+
+/// Install twice: the second run changes nothing; the files the guide uses are written;
+/// the cluster is registered with its fleet and the mesh can be enabled.
+async fn installs_twice_and_registers_the_cluster(s: &Scenario) {
+    let first = install::run(&s.options).await.expect("install succeeds");
     assert!(first.created + first.configured > 0 || first.unchanged > 0);
-    let second = install::run(&options).await.expect("a re-run succeeds");
+    let second = install::run(&s.options).await.expect("a re-run succeeds");
     assert_eq!((second.created, second.configured), (0, 0), "{second:?}");
     assert_eq!(
         second.unchanged,
@@ -220,13 +303,13 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
         "bin/fleetmesh",
         "bin/istioctl",
     ] {
-        assert!(output.path().join(file).exists(), "{file} is written");
+        assert!(s.output.path().join(file).exists(), "{file} is written");
     }
     // The guide's `${OUTPUT_DIR}/bin/istioctl`: our CLI under Istio's name (its commands
     // run that way in crates/cli/tests/create_remote_secret.rs).
-    let istioctl = std::fs::read_link(output.path().join("bin/istioctl")).unwrap();
+    let istioctl = std::fs::read_link(s.output.path().join("bin/istioctl")).unwrap();
     assert_eq!(istioctl, std::path::Path::new("fleetmesh"));
-    let fleet = MeshdApi::new(&meshd_url, &token_file);
+    let fleet = s.api();
     let projects = fleet.projects().await.unwrap();
     assert_eq!(
         projects["shop-project"]["memberships"]["install-test"]["location"],
@@ -242,11 +325,15 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
         fleet.projects().await.unwrap()["shop-project"]["meshEnabled"],
         true
     );
+}
 
+/// The guide's labels decide injection (namespace, pod, revision, the legacy label);
+/// returns the namespaces made (shop, legacy).
+async fn the_guides_labels_decide_injection(s: &Scenario) -> (TestNamespace, TestNamespace) {
     // The guide's label: pods get istio-proxy and istio-init.
-    let shop = TestNamespace::create(&client, "shop").await.unwrap();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &shop.name);
-    cluster
+    let shop = TestNamespace::create(&s.client, "shop").await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(s.client.clone(), &shop.name);
+    s.cluster
         .run_kubectl(
             &[
                 "label",
@@ -273,19 +360,13 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
         "the proxy image comes from the install's hub"
     );
     // kube-inject reads what install recorded, so hand-injected pods match.
-    let recorded = fleetmesh_cli::kube_inject::Recorded::read(&client)
+    let recorded = fleetmesh_cli::kube_inject::Recorded::read(&s.client)
         .await
         .unwrap();
     assert_eq!(
         recorded,
         fleetmesh_cli::kube_inject::Recorded {
-            xds_address: Some(
-                MeshdApi::new(&meshd_url, &token_file)
-                    .install_info(None)
-                    .await
-                    .unwrap()
-                    .xds_address
-            ),
+            xds_address: Some(s.api().install_info(None).await.unwrap().xds_address),
             cluster: Some("install-test".into()),
             cni_managed: Some(false),
             hub: Some("registry.example.com/mesh".into()),
@@ -311,7 +392,7 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
     assert_eq!(containers(&pod_of(&pods, "batch").await).1, ["batch"]);
 
     // Label removed: no proxy.
-    cluster
+    s.cluster
         .run_kubectl(&["label", "namespace", &shop.name, "istio.io/rev-"], None)
         .unwrap();
     shop.apply(&deployment("plain", "")).await.unwrap();
@@ -329,8 +410,8 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
     );
 
     // The legacy label follows the default tag: the installed channel's revision.
-    let legacy = TestNamespace::create(&client, "legacy").await.unwrap();
-    cluster
+    let legacy = TestNamespace::create(&s.client, "legacy").await.unwrap();
+    s.cluster
         .run_kubectl(
             &[
                 "label",
@@ -342,24 +423,32 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
         )
         .unwrap();
     legacy.apply(&deployment("old", "")).await.unwrap();
-    let legacy_pods: Api<Pod> = Api::namespaced(client.clone(), &legacy.name);
+    let legacy_pods: Api<Pod> = Api::namespaced(s.client.clone(), &legacy.name);
     let old = pod_of(&legacy_pods, "old").await;
     assert_eq!(pod_label(&old, labels::REVISION), Some("asm-managed"));
+    (shop, legacy)
+}
 
-    // Re-installed with the cluster's CNI redirecting traffic: no istio-init any more.
-    options.plan.cni_managed = true;
-    let third = install::run(&options)
+/// Re-installed with the cluster's CNI redirecting traffic: no istio-init any more.
+async fn a_cni_managed_install_adds_no_init_container(s: &mut Scenario, legacy: &TestNamespace) {
+    s.options.plan.cni_managed = true;
+    let third = install::run(&s.options)
         .await
         .expect("install with cni-managed");
     assert!(third.configured > 0, "{third:?}");
     legacy.apply(&deployment("cni", "")).await.unwrap();
+    let legacy_pods: Api<Pod> = Api::namespaced(s.client.clone(), &legacy.name);
     let (init, main) = containers(&pod_of(&legacy_pods, "cni").await);
     assert!(init.is_empty(), "{init:?}");
     assert_eq!(main, [PROXY_CONTAINER, "cni"]);
+}
 
-    // A bad VirtualService is refused at apply, naming the field.
+/// A bad VirtualService is refused at apply, naming the field; a body that is not an
+/// AdmissionReview gets 400 with the reason.
+async fn the_webhooks_refuse_bad_input(s: &Scenario, shop: &TestNamespace) {
     let bad = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: bad}\nspec:\n  hosts: [web]\n  http:\n  - route: [{destination: {host: web}, weight: -1}]\n";
-    let refused = cluster
+    let refused = s
+        .cluster
         .run_kubectl(&["apply", "-n", &shop.name, "-f", "-"], Some(bad))
         .unwrap_err();
     assert!(refused.contains("denied the request"), "{refused}");
@@ -372,7 +461,7 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
     let webhook = reqwest::Client::builder()
         .add_root_certificate(
             reqwest::Certificate::from_pem(
-                MeshdApi::new(&meshd_url, &token_file)
+                s.api()
                     .install_info(None)
                     .await
                     .unwrap()
@@ -383,7 +472,7 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
         )
         .build()
         .unwrap();
-    let address = store.mesh.meshd().webhook_address();
+    let address = s.store.mesh.meshd().webhook_address();
     for (path, body, reason) in [
         (
             "/inject/asm-managed/cluster/c/redirect/init",
@@ -402,26 +491,29 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
         let text = response.text().await.unwrap();
         assert!(text.contains(reason), "{text}");
     }
+}
 
-    // Install fails clearly, and applies nothing, when the cluster is unreachable or the
-    // user may not install.
-    let unreachable = output.path().join("unreachable.kubeconfig");
+/// Install fails clearly, and applies nothing, when the cluster is unreachable or the
+/// user may not install.
+async fn install_fails_clearly_and_applies_nothing(s: &Scenario) {
+    let unreachable = s.output.path().join("unreachable.kubeconfig");
     std::fs::write(
         &unreachable,
         "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: \"https://127.0.0.1:9\"}}]\nusers: [{name: u, user: {token: t}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\ncurrent-context: c\n",
     )
     .unwrap();
-    let mut failing = options.clone();
+    let mut failing = s.options.clone();
     failing.kubeconfig = Some(unreachable);
-    failing.output_dir = output.path().join("unreachable");
+    failing.output_dir = s.output.path().join("unreachable");
     let error = format!("{:#}", install::run(&failing).await.unwrap_err());
     assert!(error.contains("cannot be reached"), "{error}");
-    let viewer = TestNamespace::create(&client, "viewer").await.unwrap();
-    let viewer_token = cluster
+    let viewer = TestNamespace::create(&s.client, "viewer").await.unwrap();
+    let viewer_token = s
+        .cluster
         .run_kubectl(&["create", "token", "default", "-n", &viewer.name], None)
         .unwrap();
-    let forbidden = output.path().join("forbidden.kubeconfig");
-    let server = std::fs::read_to_string(&cluster.kubeconfig)
+    let forbidden = s.output.path().join("forbidden.kubeconfig");
+    let server = std::fs::read_to_string(&s.cluster.kubeconfig)
         .unwrap()
         .lines()
         .find_map(|l| {
@@ -441,15 +533,18 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
     )
     .unwrap();
     failing.kubeconfig = Some(forbidden);
-    failing.output_dir = output.path().join("forbidden");
+    failing.output_dir = s.output.path().join("forbidden");
     let error = format!("{:#}", install::run(&failing).await.unwrap_err());
     assert!(error.contains("forbidden"), "{error}");
     assert!(error.contains("cluster-admin"), "{error}");
     viewer.delete().await.unwrap();
+}
 
-    // The guide's gateway, verbatim, in a namespace whose pods opt in one by one.
-    let gateways = TestNamespace::create(&client, "gateways").await.unwrap();
-    cluster
+/// The guide's gateway, verbatim, in a namespace whose pods opt in one by one: an
+/// injected gateway pod and its Service.
+async fn the_guides_gateway_is_injected(s: &Scenario) -> GatewayPod {
+    let gateways = TestNamespace::create(&s.client, "gateways").await.unwrap();
+    s.cluster
         .run_kubectl(
             &[
                 "label",
@@ -463,10 +558,10 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
         .unwrap();
     let guide_yaml = fleetmesh_cli::install::samples::gateway("asm-managed-rapid")
         .replace("GATEWAY_NAMESPACE", &gateways.name);
-    cluster
+    s.cluster
         .run_kubectl(&["apply", "-f", "-"], Some(&guide_yaml))
         .unwrap();
-    let gateway_pods: Api<Pod> = Api::namespaced(client.clone(), &gateways.name);
+    let gateway_pods: Api<Pod> = Api::namespaced(s.client.clone(), &gateways.name);
     let gateway_pod = wait_for("the gateway pod", Duration::from_secs(60), async || {
         let list = gateway_pods
             .list(&ListParams::default().labels("istio=ingressgateway"))
@@ -484,51 +579,37 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
     let proxy = &gateway_pod.spec.as_ref().unwrap().containers[0];
     assert_ne!(proxy.image.as_deref(), Some("auto"));
     assert!(proxy.args.as_ref().unwrap().contains(&"router".to_string()));
-    let listed = cluster
+    let listed = s
+        .cluster
         .run_kubectl(&["get", "pod,service", "-n", &gateways.name], None)
         .unwrap();
     assert!(listed.contains("pod/istio-ingressgateway-"), "{listed}");
     assert!(listed.contains("service/istio-ingressgateway"), "{listed}");
-
-    // A real Envoy as that pod (its name, namespace and service account; meshd finds its
-    // labels on the Pod), proving itself with a service-account token of the audience the
-    // injector mounts (checked by TokenReview), routes the cluster's Gateway +
-    // VirtualService to loopback.
-    let pki = Pki::generate();
-    create_tls_secrets(&cluster, &gateways.name, &pki);
-    gateways.apply(GATEWAY_ROUTES).await.unwrap();
-    let pod_name = gateway_pod.metadata.name.clone().unwrap();
+    let name = gateway_pod.metadata.name.clone().unwrap();
     let account = gateway_pod
         .spec
         .as_ref()
         .and_then(|s| s.service_account_name.clone())
         .unwrap_or_else(|| "default".into());
-    let token = |audience: &str| {
-        cluster
-            .run_kubectl(
-                &[
-                    "create",
-                    "token",
-                    &account,
-                    "-n",
-                    &gateways.name,
-                    "--audience",
-                    audience,
-                ],
-                None,
-            )
-            .map(|t| t.trim().to_string())
-            .unwrap()
-    };
-    let projected = token(TOKEN_AUDIENCE);
+    GatewayPod {
+        namespace: gateways,
+        pod: gateway_pod,
+        name,
+        account,
+    }
+}
+
+/// The CA takes only a token of the audience the injector mounts, from the namespace of
+/// the identity asked for.
+async fn the_ca_checks_the_gateways_token(s: &Scenario, gw: &GatewayPod) {
     let csr = fleetmesh_ca::csr::generate(
-        &fleetmesh_ca::Identity::new(&gateways.name, &account).spiffe_id("cluster.local"),
+        &fleetmesh_ca::Identity::new(&gw.namespace.name, &gw.account).spiffe_id("cluster.local"),
     )
     .unwrap()
     .csr_pem;
     let ca = tonic::transport::Channel::from_shared(format!(
         "http://{}",
-        store.mesh.meshd().xds_address()
+        s.store.mesh.meshd().xds_address()
     ))
     .unwrap()
     .connect()
@@ -536,7 +617,7 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
     .unwrap();
     let wrong_audience = fleetmesh_ca::client::create_certificate(
         ca.clone(),
-        &token("someone-else"),
+        &s.token(&gw.account, &gw.namespace.name, "someone-else"),
         None,
         csr.clone(),
         Duration::from_secs(3600),
@@ -548,24 +629,10 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
         tonic::Code::Unauthenticated,
         "{wrong_audience:?}"
     );
-    let other = TestNamespace::create(&client, "other").await.unwrap();
+    let other = TestNamespace::create(&s.client, "other").await.unwrap();
     let foreign = fleetmesh_ca::client::create_certificate(
         ca.clone(),
-        cluster
-            .run_kubectl(
-                &[
-                    "create",
-                    "token",
-                    "default",
-                    "-n",
-                    &other.name,
-                    "--audience",
-                    TOKEN_AUDIENCE,
-                ],
-                None,
-            )
-            .unwrap()
-            .trim(),
+        &s.token("default", &other.name, TOKEN_AUDIENCE),
         None,
         csr,
         Duration::from_secs(3600),
@@ -574,9 +641,24 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
     .unwrap_err();
     assert_eq!(foreign.code(), tonic::Code::PermissionDenied, "{foreign:?}");
     other.delete().await.unwrap();
+}
+
+/// A real Envoy as the gateway pod (its name, namespace and service account; meshd finds
+/// its labels on the Pod), proving itself with a service-account token of the audience
+/// the injector mounts (checked by TokenReview), over TLS to meshd, routes the cluster's
+/// Gateway + VirtualService to loopback; proxy-status and the metrics list it.
+async fn the_gateway_routes_over_tls_to_meshd(
+    s: &Scenario,
+    gw: &GatewayPod,
+    pki: &Pki,
+) -> Workload {
+    create_tls_secrets(&s.cluster, &gw.namespace.name, pki);
+    gw.namespace.apply(GATEWAY_ROUTES).await.unwrap();
+    let projected = s.token(&gw.account, &gw.namespace.name, TOKEN_AUDIENCE);
+    let environment = fleetmesh_inject::template::proxy_environment(&gw.pod);
     // meshd keeps the mesh roots in every namespace; the pod mounts them to reach meshd's
     // TLS port (the injected XDS_ADDRESS), so its token never crosses a network in clear.
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &gateways.name);
+    let config_maps: Api<ConfigMap> = Api::namespaced(s.client.clone(), &gw.namespace.name);
     let roots = wait_for(
         "istio-ca-root-cert in the gateway's namespace",
         Duration::from_secs(30),
@@ -587,27 +669,21 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
     )
     .await
     .unwrap();
-    assert_eq!(
-        roots,
-        MeshdApi::new(&meshd_url, &token_file)
-            .install_info(None)
-            .await
-            .unwrap()
-            .ca_bundle
-    );
+    assert_eq!(roots, s.api().install_info(None).await.unwrap().ca_bundle);
     assert_eq!(
         environment["XDS_ADDRESS"],
-        store.mesh.meshd().xds_tls_address().to_string()
+        s.store.mesh.meshd().xds_tls_address().to_string()
     );
-    let roots_file = output.path().join("root-cert.pem");
+    let roots_file = s.output.path().join("root-cert.pem");
     std::fs::write(&roots_file, &roots).unwrap();
-    let gateway = store
+    let gateway = s
+        .store
         .mesh
         .add_pod_proxy(
             "router",
-            &pod_name,
-            &gateways.name,
-            &account,
+            &gw.name,
+            &gw.namespace.name,
+            &gw.account,
             PodConnection {
                 token: projected,
                 meshd_roots: Some(roots_file),
@@ -641,19 +717,17 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
     )
     .await;
     assert_eq!(answer, "v2");
-    let rows = fleetmesh_cli::proxy_status::fetch(&MeshdApi::new(&meshd_url, &token_file))
-        .await
-        .unwrap();
+    let rows = fleetmesh_cli::proxy_status::fetch(&s.api()).await.unwrap();
     let row = rows
         .iter()
-        .find(|r| r.proxy.contains(&pod_name))
+        .find(|r| r.proxy.contains(&gw.name))
         .expect("proxy-status lists the gateway");
     assert_eq!(
         (row.version.as_str(), row.revision.as_str()),
         (env!("CARGO_PKG_VERSION"), "asm-managed-rapid")
     );
     // The guide's "proxy clients" metric: which proxies talk to this control plane.
-    let metrics = reqwest::get(format!("{meshd_url}/metrics"))
+    let metrics = reqwest::get(format!("{}/metrics", s.meshd_url))
         .await
         .unwrap()
         .text()
@@ -664,9 +738,12 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
         env!("CARGO_PKG_VERSION")
     );
     assert!(metrics.contains(&series), "{series} in:\n{metrics}");
+    gateway
+}
 
-    // The cluster's endpoints carry install's location as their region (config only:
-    // these pod IPs never receive a packet).
+/// The cluster's endpoints carry install's location as their region (config only:
+/// these pod IPs never receive a packet).
+async fn endpoints_carry_installs_location(shop: &TestNamespace, gateway: &Workload) {
     shop.apply("apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {selector: {app: web}, ports: [{name: http, port: 80, targetPort: 8080}]}\n")
         .await
         .unwrap();
@@ -694,16 +771,15 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
     )
     .await;
     assert_eq!(region, "us-central1");
+}
 
-    // TLS from the Secrets, which the guide's Role lets the gateway's account read.
-    let https = |client: reqwest::Client, port: u16| async move {
-        let response = client
-            .get(format!("https://shop.example.com:{port}/"))
-            .send()
-            .await
-            .map_err(|e| format!("{e:?}"))?;
-        Ok::<u16, String>(response.status().as_u16())
-    };
+/// TLS from the Secrets, which the guide's Role lets the gateway's account read.
+async fn the_gateway_serves_tls_from_secrets(
+    s: &Scenario,
+    gw: &GatewayPod,
+    gateway: &Workload,
+    pki: &Pki,
+) {
     let secure = |port: u16, with_certificate: bool| {
         pki.client(
             std::net::SocketAddr::new(gateway.ip.into(), port),
@@ -713,39 +789,41 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
     let status = eventually(
         "the gateway to serve TLS from shop-cert",
         Duration::from_secs(30),
-        async || https(secure(443, false), 443).await.ok(),
+        async || https_status(secure(443, false), 443).await.ok(),
     )
     .await;
     assert_eq!(status, 200);
     let status = eventually(
         "the gateway to serve mutual TLS from shop-mtls",
         Duration::from_secs(30),
-        async || https(secure(8443, true), 8443).await.ok(),
+        async || https_status(secure(8443, true), 8443).await.ok(),
     )
     .await;
     assert_eq!(status, 200);
     assert!(
-        https(secure(8443, false), 8443).await.is_err(),
+        https_status(secure(8443, false), 8443).await.is_err(),
         "MUTUAL refuses a client without a certificate"
     );
     proxy_config_describes_the_gateways_secrets(
-        &MeshdApi::new(&meshd_url, &token_file),
-        &format!("{pod_name}.{}", gateways.name),
-        &pki,
+        &s.api(),
+        &format!("{}.{}", gw.name, gw.namespace.name),
+        pki,
     )
     .await;
+}
 
-    // The same Gateway and Secret in a namespace where no Role lets the gateway read
-    // Secrets: meshd withholds the credential, so that gateway serves no TLS.
-    let unbound = TestNamespace::create(&client, "unbound").await.unwrap();
-    create_tls_secrets(&cluster, &unbound.name, &pki);
+/// The same Gateway and Secret in a namespace where no Role lets the gateway read
+/// Secrets: meshd withholds the credential, so that gateway serves no TLS.
+async fn no_tls_without_the_right_to_read_secrets(s: &Scenario, pki: &Pki) {
+    let unbound = TestNamespace::create(&s.client, "unbound").await.unwrap();
+    create_tls_secrets(&s.cluster, &unbound.name, pki);
     unbound
         .apply(
             "apiVersion: v1\nkind: Pod\nmetadata: {name: gw, labels: {istio: ingressgateway}}\nspec: {containers: [{name: istio-proxy, image: proxy}]}\n",
         )
         .await
         .unwrap();
-    let unbound_pods: Api<Pod> = Api::namespaced(client.clone(), &unbound.name);
+    let unbound_pods: Api<Pod> = Api::namespaced(s.client.clone(), &unbound.name);
     wait_for(
         "the unbound gateway pod",
         Duration::from_secs(60),
@@ -753,21 +831,9 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
     )
     .await
     .unwrap();
-    let unbound_token = cluster
-        .run_kubectl(
-            &[
-                "create",
-                "token",
-                "default",
-                "-n",
-                &unbound.name,
-                "--audience",
-                TOKEN_AUDIENCE,
-            ],
-            None,
-        )
-        .unwrap();
-    let withheld = store
+    let unbound_token = s.token("default", &unbound.name, TOKEN_AUDIENCE);
+    let withheld = s
+        .store
         .mesh
         .add_pod_proxy(
             "router",
@@ -775,7 +841,7 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
             &unbound.name,
             "default",
             PodConnection {
-                token: unbound_token.trim().into(),
+                token: unbound_token,
                 meshd_roots: None,
                 cluster_id: "install-test".into(),
                 trust_domain: "cluster.local".into(),
@@ -798,7 +864,7 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
         },
     )
     .await;
-    let refused = https(
+    let refused = https_status(
         pki.client(std::net::SocketAddr::new(withheld.ip.into(), 443), false),
         443,
     )
@@ -807,10 +873,5 @@ async fn install_inject_validate_and_route_through_an_injected_gateway() {
         refused.is_err(),
         "no TLS without the right to read the Secret: {refused:?}"
     );
-    assert_eq!(nacks(&store.mesh), 0);
     unbound.delete().await.unwrap();
-
-    gateways.delete().await.unwrap();
-    legacy.delete().await.unwrap();
-    shop.delete().await.unwrap();
 }

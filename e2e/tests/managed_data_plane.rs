@@ -3,9 +3,10 @@
 //! reconciled it (then ready), its metrics count the pods that opted in with the seed's
 //! annotation; a new proxy version rolls out by PDB-respecting evictions, one pod at a
 //! time, never touching StatefulSets, DaemonSets, Jobs or hand-injected pods; a PDB that
-//! allows nothing shows as an Error; a meshd that stops releases its Lease, and one
-//! that crashes mid-rollout is followed without a second eviction at once, and removing the namespace's opt-in stops a rollout. Pod IPs
-//! are fake and never receive a packet.
+//! allows nothing shows as an Error; a meshd that stops releases its Lease, one that
+//! crashes mid-rollout is followed without a second eviction at once, and removing the
+//! namespace's opt-in stops a rollout. One scenario (the cluster is slow to start) in named
+//! steps. Pod IPs are fake and never receive a packet.
 
 use fleetmesh_cli::install;
 use fleetmesh_cli::install::manifests::Plan;
@@ -16,6 +17,7 @@ use fleetmesh_e2e::data_plane::{Addresses, budget, deployment, proxy_versions, s
 use fleetmesh_e2e::install_options;
 use fleetmesh_inject::{Channel, InjectedBy, Revision, Settings, Template, labels, template};
 use fleetmesh_kube::testing::{TestCluster, TestNamespace, wait_for};
+use fleetmesh_meshd::Meshd;
 use futures::StreamExt;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -54,54 +56,88 @@ fn kubectl(cluster: &TestCluster, args: &[&str]) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[expect(
-    clippy::too_many_lines,
-    reason = "one scenario against a slow-to-start cluster; to be split into named steps"
-)]
-async fn the_seeds_readiness_check_follows_the_controller() {
-    // A cluster of its own: DataPlaneControls are cluster-wide.
-    let cluster = TestCluster::start("fleetmesh-dataplane").expect("the local cluster starts");
-    let client = cluster.client().await.unwrap();
-    let objects = fleetmesh_cli::install::manifests::render(
-        &plan(),
-        &fleetmesh_cli::install::manifests::ControlPlane {
-            webhook_url: "https://127.0.0.1:9".into(),
-            ca_bundle: String::new(),
-            xds_address: "127.0.0.1:9".into(),
-            trust_domain: "cluster.local".into(),
-        },
-        &fleetmesh_cli::install::manifests::Coexistence::default(),
-    );
-    // A cluster reused from an earlier run: start over without its DataPlaneControls and
-    // webhooks (those would call a meshd that is gone).
-    let webhooks: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    let installed = ListParams::default().labels("fleetmesh.io/managed-by=fleetmesh-install");
-    let _ = webhooks
-        .delete_collection(&DeleteParams::default(), &installed)
-        .await;
-    let _ = Api::<DataPlaneControl>::all(client.clone())
-        .delete_collection(&DeleteParams::default(), &ListParams::default())
-        .await;
-    // The CRDs and istio-system (with the DataPlaneControls), as install applies them.
-    fleetmesh_kube::testing::apply(&client, None, &objects[0].yaml)
-        .await
-        .unwrap();
-    let controls: Api<DataPlaneControl> = Api::all(client.clone());
-    wait_for(
-        "the DataPlaneControl CRD",
-        Duration::from_secs(30),
-        async || controls.list(&Default::default()).await.ok(),
-    )
-    .await
-    .unwrap();
-    fleetmesh_kube::testing::apply(&client, None, &objects[1].yaml)
-        .await
-        .unwrap();
-    assert_eq!(seed_check(&cluster), "Managed Data Plane is NOT ready.");
+/// What the steps share: a cluster of its own (DataPlaneControls are cluster-wide) with
+/// install's CRDs and DataPlaneControls, and the namespace the seed's command makes managed.
+struct Scenario {
+    cluster: TestCluster,
+    client: kube::Client,
+    controls: Api<DataPlaneControl>,
+    shop: TestNamespace,
+    pods: Api<Pod>,
+    events: Api<k8s_openapi::api::events::v1::Event>,
+    /// How install's webhooks inject the rapid revision.
+    settings: Settings,
+    /// meshd's config directory, kept across its restarts.
+    dir: tempfile::TempDir,
+}
 
-    // Pods of the rapid revision: one in a namespace the seed's command makes managed,
-    // one that opts itself out there.
+impl Scenario {
+    /// The CRDs and istio-system (with the DataPlaneControls), as install applies them:
+    /// the seed's check says NOT ready.
+    async fn start() -> Scenario {
+        // A cluster of its own: DataPlaneControls are cluster-wide.
+        let cluster = TestCluster::start("fleetmesh-dataplane").expect("the local cluster starts");
+        let client = cluster.client().await.unwrap();
+        let objects = fleetmesh_cli::install::manifests::render(
+            &plan(),
+            &fleetmesh_cli::install::manifests::ControlPlane {
+                webhook_url: "https://127.0.0.1:9".into(),
+                ca_bundle: String::new(),
+                xds_address: "127.0.0.1:9".into(),
+                trust_domain: "cluster.local".into(),
+            },
+            &fleetmesh_cli::install::manifests::Coexistence::default(),
+        );
+        // A cluster reused from an earlier run: start over without its DataPlaneControls and
+        // webhooks (those would call a meshd that is gone).
+        let webhooks: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+        let installed = ListParams::default().labels("fleetmesh.io/managed-by=fleetmesh-install");
+        let _ = webhooks
+            .delete_collection(&DeleteParams::default(), &installed)
+            .await;
+        let _ = Api::<DataPlaneControl>::all(client.clone())
+            .delete_collection(&DeleteParams::default(), &ListParams::default())
+            .await;
+        // The CRDs and istio-system (with the DataPlaneControls), as install applies them.
+        fleetmesh_kube::testing::apply(&client, None, &objects[0].yaml)
+            .await
+            .unwrap();
+        let controls: Api<DataPlaneControl> = Api::all(client.clone());
+        wait_for(
+            "the DataPlaneControl CRD",
+            Duration::from_secs(30),
+            async || controls.list(&Default::default()).await.ok(),
+        )
+        .await
+        .unwrap();
+        fleetmesh_kube::testing::apply(&client, None, &objects[1].yaml)
+            .await
+            .unwrap();
+        assert_eq!(seed_check(&cluster), "Managed Data Plane is NOT ready.");
+        let (shop, settings) = managed_namespace(&cluster, &client).await;
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &shop.name);
+        let events = Api::namespaced(client.clone(), &shop.name);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("mesh")).unwrap();
+        Scenario {
+            cluster,
+            client,
+            controls,
+            shop,
+            pods,
+            events,
+            settings,
+            dir,
+        }
+    }
+}
+
+/// A namespace the seed's command makes managed (earlier runs' are removed: their pods
+/// would count too), and the settings install's webhooks inject its pods with.
+async fn managed_namespace(
+    cluster: &TestCluster,
+    client: &kube::Client,
+) -> (TestNamespace, Settings) {
     // Namespaces an earlier run left behind would count too.
     let namespaces: Api<Namespace> = Api::all(client.clone());
     for stale in namespaces.list(&ListParams::default()).await.unwrap().items {
@@ -124,9 +160,9 @@ async fn the_seeds_readiness_check_follows_the_controller() {
     )
     .await
     .unwrap();
-    let shop = TestNamespace::create(&client, "managed").await.unwrap();
+    let shop = TestNamespace::create(client, "managed").await.unwrap();
     kubectl(
-        &cluster,
+        cluster,
         &[
             "annotate",
             "--overwrite",
@@ -145,7 +181,27 @@ async fn the_seeds_readiness_check_follows_the_controller() {
         proxy_version: None,
         hub: fleetmesh_inject::DEFAULT_HUB.into(),
     };
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &shop.name);
+    (shop, settings)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seeds_readiness_check_follows_the_controller() {
+    let s = Scenario::start().await;
+    bare_pods_of_the_rapid_revision(&s).await;
+    let meshd = the_seeds_check_turns_ready(&s).await;
+    let bystanders = web_and_bystanders_on_version_a(&s, &meshd).await;
+    version_b_rolls_out_within_the_budget(&s, &meshd).await;
+    bystanders_and_bare_pods_are_never_evicted(&s, bystanders).await;
+    a_budget_that_allows_nothing_is_an_error(&s).await;
+    let meshd = a_restarted_meshd_evicts_no_pod_twice(&s, meshd).await;
+    removing_the_opt_in_stops_a_rollout(&s).await;
+    meshd.shutdown().await;
+    s.shop.delete().await.unwrap();
+}
+
+/// Bare pods of the rapid revision in the managed namespace: one managed, one opted out,
+/// one whose opt-in cannot be read.
+async fn bare_pods_of_the_rapid_revision(s: &Scenario) {
     for (name, opt_in) in [
         ("managed", None),
         ("opted-out", Some(r#"{"managed":"false"}"#)),
@@ -160,58 +216,60 @@ async fn the_seeds_readiness_check_follows_the_controller() {
             pod.metadata.annotations =
                 Some([("mesh.cloud.google.com/proxy".to_string(), value.to_string())].into());
         }
-        let injected = template::inject(&pod, Template::Sidecar, &settings).unwrap();
-        pods.create(&PostParams::default(), &injected)
+        let injected = template::inject(&pod, Template::Sidecar, &s.settings).unwrap();
+        s.pods
+            .create(&PostParams::default(), &injected)
             .await
             .unwrap();
     }
+}
 
-    // meshd's controller reconciles: the seed's check turns ready. (Evictions paced at
-    // one a second, for the rollout below.)
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("mesh")).unwrap();
-    let meshd = start_meshd(dir.path(), &cluster, None, None).await;
+/// meshd's controller reconciles: the seed's check turns ready. (Evictions paced at one
+/// a second, for the rollouts below.) Bare pods are counted unmanaged (nothing would
+/// replace them), and the unreadable opt-in is explained on its pod.
+async fn the_seeds_check_turns_ready(s: &Scenario) -> Meshd {
+    let meshd = start_meshd(s.dir.path(), &s.cluster, None, None).await;
     wait_for(
         "the seed's check to say ready",
         Duration::from_secs(30),
-        async || (seed_check(&cluster) == "Managed Data Plane is ready.").then_some(()),
+        async || (seed_check(&s.cluster) == "Managed Data Plane is ready.").then_some(()),
     )
     .await
     .unwrap();
-    let rapid = controls.get("asm-managed-rapid").await.unwrap();
+    let rapid = s.controls.get("asm-managed-rapid").await.unwrap();
     let status = rapid.status.unwrap();
     let metrics = status.proxy_metrics.unwrap();
     // Bare pods: nothing would replace them, so the managed data plane leaves them be.
     assert_eq!((metrics.managed, metrics.unmanaged), (0, 3), "{metrics:?}");
     // The malformed annotation is explained on the pod.
-    let events: Api<k8s_openapi::api::events::v1::Event> =
-        Api::namespaced(client.clone(), &shop.name);
     wait_for(
         "an InvalidProxyAnnotation Event on the pod",
         Duration::from_secs(30),
-        async || explained(&events, "malformed").await.then_some(()),
+        async || explained(&s.events, "malformed").await.then_some(()),
     )
     .await
     .unwrap();
     assert!(metrics.namespaces_enabled >= 1);
     assert_eq!(status.proxy_target_basis_points, Some(10_000));
     assert_eq!(status.observed_generation, rapid.metadata.generation);
+    meshd
+}
 
-    // A rollout: install's webhooks inject the DataPlaneControl's version, a Deployment
-    // of 3 behind a PDB of minAvailable 2 runs version A; bumping the version to B evicts
-    // its pods one at a time, never below 2 Ready, until all run B. Beside it, workloads
-    // a rollout must never evict: a StatefulSet, a DaemonSet, a Job, a Deployment
-    // injected by hand, and Deployments whose pods opt out or say something unreadable.
+/// Install's webhooks inject the DataPlaneControl's version A into a Deployment of 3 behind
+/// a PDB of minAvailable 2, and into workloads a rollout must never evict: a StatefulSet,
+/// a DaemonSet, a Job, a Deployment injected by hand, and Deployments whose pods opt out
+/// or say something unreadable (returned).
+async fn web_and_bystanders_on_version_a(s: &Scenario, meshd: &Meshd) -> Vec<Pod> {
     let output = tempfile::tempdir().unwrap();
-    install::run(&install_options(plan(), &cluster, &meshd, output.path()))
+    install::run(&install_options(plan(), &s.cluster, meshd, output.path()))
         .await
         .expect("install succeeds");
     kubectl(
-        &cluster,
+        &s.cluster,
         &[
             "label",
             "namespace",
-            &shop.name,
+            &s.shop.name,
             "istio-injection-",
             "istio.io/rev=asm-managed-rapid",
             "--overwrite",
@@ -222,7 +280,7 @@ async fn the_seeds_readiness_check_follows_the_controller() {
         "handmade.yaml",
         &Settings {
             injected_by: InjectedBy::KubeInject,
-            ..settings.clone()
+            ..s.settings.clone()
         },
     )
     .unwrap();
@@ -236,26 +294,27 @@ async fn the_seeds_readiness_check_follows_the_controller() {
         1,
         r#"mesh.cloud.google.com/proxy: '{"managed":"yes"}'"#,
     );
-    shop.apply(&format!(
-        "{}---\n{}---\n{NEVER_EVICTED}---\n{opted_out}---\n{unreadable}---\n{hand_injected}",
-        deployment("web", 3, ""),
-        budget("minAvailable: 2")
-    ))
-    .await
-    .unwrap();
+    s.shop
+        .apply(&format!(
+            "{}---\n{}---\n{NEVER_EVICTED}---\n{opted_out}---\n{unreadable}---\n{hand_injected}",
+            deployment("web", 3, ""),
+            budget("minAvailable: 2")
+        ))
+        .await
+        .unwrap();
     let version_a = Revision::of(Channel::Rapid).proxy_version;
     wait_for(
         "3 Ready web pods on version A",
         Duration::from_secs(60),
-        async || (proxy_versions(&pods, "app=web").await == [version_a; 3]).then_some(()),
+        async || (proxy_versions(&s.pods, "app=web").await == [version_a; 3]).then_some(()),
     )
     .await
     .unwrap();
-    let bystanders = wait_for(
+    wait_for(
         "the bystanders' pods, on version A",
         Duration::from_secs(60),
         async || {
-            let list = pods.list(&ListParams::default()).await.ok()?.items;
+            let list = s.pods.list(&ListParams::default()).await.ok()?.items;
             let found: Vec<Pod> = list
                 .into_iter()
                 .filter(|p| {
@@ -274,13 +333,18 @@ async fn the_seeds_readiness_check_follows_the_controller() {
         },
     )
     .await
-    .unwrap();
-    let rollout = Watched::start(&pods, "app=web").await;
-    set_version(&controls, "9.9.9-b").await;
+    .unwrap()
+}
+
+/// Bumping the version to B evicts the web pods one at a time, never below 2 Ready,
+/// until all run B; the DataPlaneControl and the status page say Ready.
+async fn version_b_rolls_out_within_the_budget(s: &Scenario, meshd: &Meshd) {
+    let rollout = Watched::start(&s.pods, "app=web").await;
+    set_version(&s.controls, "9.9.9-b").await;
     wait_for(
         "all 3 web pods Ready on B",
         Duration::from_secs(120),
-        async || (proxy_versions(&pods, "app=web").await == ["9.9.9-b"; 3]).then_some(()),
+        async || (proxy_versions(&s.pods, "app=web").await == ["9.9.9-b"; 3]).then_some(()),
     )
     .await
     .unwrap();
@@ -295,7 +359,7 @@ async fn the_seeds_readiness_check_follows_the_controller() {
         "the DataPlaneControl to be Ready on B",
         Duration::from_secs(30),
         async || {
-            let status = controls.get("asm-managed-rapid").await.ok()?.status?;
+            let status = s.controls.get("asm-managed-rapid").await.ok()?.status?;
             (status.state == Some(State::Ready)).then_some(status.proxy_metrics?)
         },
     )
@@ -303,7 +367,7 @@ async fn the_seeds_readiness_check_follows_the_controller() {
     .unwrap();
     // Unmanaged: the 3 bare pods and the 6 bystanders.
     assert_eq!((metrics.managed, metrics.unmanaged), (3, 9), "{metrics:?}");
-    assert_eq!(seed_check(&cluster), "Managed Data Plane is ready.");
+    assert_eq!(seed_check(&s.cluster), "Managed Data Plane is ready.");
     // The status page's data says the same.
     let page = format!("http://{}/debug/status", meshd.http_address());
     let rollout = wait_for(
@@ -320,8 +384,12 @@ async fn the_seeds_readiness_check_follows_the_controller() {
     .await
     .unwrap();
     assert_eq!(rollout["proxyMetrics"]["managed"], 3, "{rollout}");
-    // One evictor per cluster: this meshd holds the Lease.
-    let lease = Api::<Lease>::namespaced(client.clone(), "istio-system")
+}
+
+/// One evictor per cluster (this meshd holds the Lease); the bystanders and bare pods
+/// were never evicted.
+async fn bystanders_and_bare_pods_are_never_evicted(s: &Scenario, bystanders: Vec<Pod>) {
+    let lease = Api::<Lease>::namespaced(s.client.clone(), "istio-system")
         .get("fleetmesh-data-plane")
         .await
         .unwrap();
@@ -329,32 +397,38 @@ async fn the_seeds_readiness_check_follows_the_controller() {
     assert!(holder.starts_with("meshd-"), "{holder}");
     for pod in bystanders {
         let name = pod.metadata.name.clone().unwrap();
-        let now = pods.get(&name).await.unwrap();
+        let now = s.pods.get(&name).await.unwrap();
         assert!(
             now.metadata.uid == pod.metadata.uid && now.metadata.deletion_timestamp.is_none(),
             "{name} was never evicted"
         );
         assert_eq!(
             now.metadata.labels.unwrap()[labels::PROXY_VERSION],
-            version_a
+            Revision::of(Channel::Rapid).proxy_version
         );
         if name.starts_with("confused-") {
-            assert!(explained(&events, &name).await, "an Event explains {name}");
+            assert!(
+                explained(&s.events, &name).await,
+                "an Event explains {name}"
+            );
         }
     }
     let (bare, opted_out) = (
-        pods.get("managed").await.unwrap(),
-        pods.get("opted-out").await.unwrap(),
+        s.pods.get("managed").await.unwrap(),
+        s.pods.get("opted-out").await.unwrap(),
     );
     assert!(
         bare.metadata.deletion_timestamp.is_none()
             && opted_out.metadata.deletion_timestamp.is_none(),
         "bare pods are never evicted"
     );
+}
 
-    // A PDB that allows no disruption: every eviction is refused, the status says why.
-    shop.apply(&budget("maxUnavailable: 0")).await.unwrap();
-    let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &shop.name);
+/// A PDB that allows no disruption: every eviction is refused, the status says why, and a
+/// pod refused again and again says so.
+async fn a_budget_that_allows_nothing_is_an_error(s: &Scenario) {
+    s.shop.apply(&budget("maxUnavailable: 0")).await.unwrap();
+    let budgets: Api<PodDisruptionBudget> = Api::namespaced(s.client.clone(), &s.shop.name);
     wait_for(
         "the disruption controller to see the new PDB",
         Duration::from_secs(30),
@@ -368,12 +442,12 @@ async fn the_seeds_readiness_check_follows_the_controller() {
     )
     .await
     .unwrap();
-    set_version(&controls, "9.9.9-c").await;
+    set_version(&s.controls, "9.9.9-c").await;
     let error = wait_for(
         "the DataPlaneControl to report the PDB",
         Duration::from_secs(60),
         async || {
-            let status = controls.get("asm-managed-rapid").await.ok()?.status?;
+            let status = s.controls.get("asm-managed-rapid").await.ok()?.status?;
             (status.state == Some(State::Error)).then_some(status.error_details?.message)
         },
     )
@@ -381,7 +455,7 @@ async fn the_seeds_readiness_check_follows_the_controller() {
     .unwrap();
     assert_eq!(error, "PodDisruptionBudgets are preventing upgrade");
     assert_eq!(
-        proxy_versions(&pods, "app=web").await,
+        proxy_versions(&s.pods, "app=web").await,
         ["9.9.9-b"; 3],
         "nothing was evicted"
     );
@@ -390,7 +464,7 @@ async fn the_seeds_readiness_check_follows_the_controller() {
         "a DataPlaneUpgradeFailure Event on a web pod",
         Duration::from_secs(90),
         async || {
-            let list = events.list(&ListParams::default()).await.ok()?.items;
+            let list = s.events.list(&ListParams::default()).await.ok()?.items;
             list.into_iter()
                 .find(|e| {
                     e.reason.as_deref() == Some("DataPlaneUpgradeFailure")
@@ -405,23 +479,27 @@ async fn the_seeds_readiness_check_follows_the_controller() {
     .await
     .unwrap();
     assert!(note.contains("disruption budget"), "{note}");
+}
 
-    // meshd restarted in the middle of a rollout resumes it without evicting twice.
-    // Without a PDB only the controller keeps to one pod of a Deployment at a time.
+/// meshd restarted in the middle of a rollout resumes it without evicting twice (without
+/// a PDB only the controller keeps to one pod of a Deployment at a time); stopping, it
+/// gives the Lease up; crashing, it keeps it until it expires.
+async fn a_restarted_meshd_evicts_no_pod_twice(s: &Scenario, meshd: Meshd) -> Meshd {
     let addresses = Addresses::of(&meshd);
     meshd.shutdown().await;
     // Stopping, it gave the Lease up: the next meshd need not wait for it to expire.
-    let lease = Api::<Lease>::namespaced(client.clone(), "istio-system")
+    let lease = Api::<Lease>::namespaced(s.client.clone(), "istio-system")
         .get("fleetmesh-data-plane")
         .await
         .unwrap();
     assert_eq!(lease.spec.unwrap().holder_identity, None, "released");
+    let budgets: Api<PodDisruptionBudget> = Api::namespaced(s.client.clone(), &s.shop.name);
     budgets
         .delete("web", &DeleteParams::default())
         .await
         .unwrap();
-    let rollout = Watched::start(&pods, "app=web").await;
-    let meshd = start_meshd(dir.path(), &cluster, None, Some(&addresses)).await;
+    let rollout = Watched::start(&s.pods, "app=web").await;
+    let meshd = start_meshd(s.dir.path(), &s.cluster, None, Some(&addresses)).await;
     wait_for(
         "the first eviction towards C",
         Duration::from_secs(60),
@@ -432,11 +510,11 @@ async fn the_seeds_readiness_check_follows_the_controller() {
     // Gone without a word, as in a crash: its tasks aborted, the Lease kept until it
     // expires.
     drop(meshd);
-    let meshd = start_meshd(dir.path(), &cluster, None, Some(&addresses)).await;
+    let meshd = start_meshd(s.dir.path(), &s.cluster, None, Some(&addresses)).await;
     wait_for(
         "all 3 web pods Ready on C",
         Duration::from_secs(120),
-        async || (proxy_versions(&pods, "app=web").await == ["9.9.9-c"; 3]).then_some(()),
+        async || (proxy_versions(&s.pods, "app=web").await == ["9.9.9-c"; 3]).then_some(()),
     )
     .await
     .unwrap();
@@ -447,10 +525,13 @@ async fn the_seeds_readiness_check_follows_the_controller() {
         seen.fewest_ready
     );
     assert_eq!(seen.removed.len(), 3, "the 3 pods on B evicted once each");
+    meshd
+}
 
-    // The namespace's opt-in removed in the middle of a rollout: it stops there.
-    let rollout = Watched::start(&pods, "app=web").await;
-    set_version(&controls, "9.9.9-d").await;
+/// The namespace's opt-in removed in the middle of a rollout: it stops there.
+async fn removing_the_opt_in_stops_a_rollout(s: &Scenario) {
+    let rollout = Watched::start(&s.pods, "app=web").await;
+    set_version(&s.controls, "9.9.9-d").await;
     wait_for(
         "the first eviction towards D",
         Duration::from_secs(60),
@@ -459,11 +540,11 @@ async fn the_seeds_readiness_check_follows_the_controller() {
     .await
     .unwrap();
     kubectl(
-        &cluster,
+        &s.cluster,
         &[
             "annotate",
             "namespace",
-            &shop.name,
+            &s.shop.name,
             "mesh.cloud.google.com/proxy-",
         ],
     );
@@ -471,7 +552,7 @@ async fn the_seeds_readiness_check_follows_the_controller() {
         "the DataPlaneControl to count no managed pods",
         Duration::from_secs(30),
         async || {
-            let status = controls.get("asm-managed-rapid").await.ok()?.status?;
+            let status = s.controls.get("asm-managed-rapid").await.ok()?.status?;
             (status.proxy_metrics?.managed == 0).then_some(())
         },
     )
@@ -486,11 +567,9 @@ async fn the_seeds_readiness_check_follows_the_controller() {
         "no eviction after the opt-in was removed"
     );
     assert_eq!(
-        proxy_versions(&pods, "app=web").await,
+        proxy_versions(&s.pods, "app=web").await,
         ["9.9.9-c", "9.9.9-c", "9.9.9-d"]
     );
-    meshd.shutdown().await;
-    shop.delete().await.unwrap();
 }
 
 /// Whether pod `name` has an Event saying its opt-in annotation is unreadable.
