@@ -5,7 +5,6 @@
 use crate::crds::{IstioKind, KINDS};
 use crate::discovery::{ServiceDiscovery, watch_named};
 use crate::reflect::{Tasks, reflect, watch};
-use anyhow::Context;
 use fleetmesh_model::service::{Service, Workload};
 use fleetmesh_model::trigger::{Origin, Trigger};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -54,6 +53,27 @@ type IstioWatches =
 /// How often meshd looks for Istio CRDs installed after it started.
 const DISCOVERY_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Why a cluster's watches did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The first lists took too long.
+    #[error(
+        "cluster {cluster}: no full list of Services, EndpointSlices and Pods within {SYNC_TIMEOUT:?} (is the API server reachable, and may this identity list them?)"
+    )]
+    Timeout {
+        /// The cluster's name.
+        cluster: String,
+    },
+    /// A watch stopped before its first list (meshd is shutting down).
+    #[error("cluster {cluster}: a watch ended before its first list")]
+    WatchEnded {
+        /// The cluster's name.
+        cluster: String,
+        /// The store's writer, gone.
+        source: reflector::store::WriterDropped,
+    },
+}
+
 impl ClusterSource {
     /// Starts watching; returns once every watch has its first full list. Each event
     /// afterwards signals `changes`.
@@ -63,7 +83,7 @@ impl ClusterSource {
         domain: &str,
         mesh_namespace: &str,
         changes: UnboundedSender<Trigger>,
-    ) -> anyhow::Result<ClusterSource> {
+    ) -> Result<ClusterSource, SyncError> {
         let discovery =
             ServiceDiscovery::start(&client, cluster_id, domain, mesh_namespace, &changes);
         let (mesh_config, d) = watch_named::<ConfigMap>(
@@ -126,9 +146,14 @@ impl ClusterSource {
             }
             Ok::<(), reflector::store::WriterDropped>(())
         };
+        let cluster = || cluster_id.to_string();
         tokio::time::timeout(SYNC_TIMEOUT, ready)
             .await
-            .with_context(|| format!("cluster {cluster_id}: no full list of Services, EndpointSlices and Pods within {SYNC_TIMEOUT:?} (is the API server reachable, and may this identity list them?)"))??;
+            .map_err(|_| SyncError::Timeout { cluster: cluster() })?
+            .map_err(|source| SyncError::WatchEnded {
+                cluster: cluster(),
+                source,
+            })?;
         tracing::info!(
             cluster = cluster_id,
             services = source.discovery.service_count(),
