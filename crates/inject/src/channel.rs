@@ -112,17 +112,20 @@ impl Channel {
     pub const ALL: [Channel; 3] = [Channel::Rapid, Channel::Regular, Channel::Stable];
 }
 
-impl FromStr for Channel {
-    type Err = String;
+/// A name that is not a release channel's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown channel {0:?} (channels: rapid, regular, stable)")]
+pub struct UnknownChannel(pub String);
 
-    fn from_str(text: &str) -> Result<Channel, String> {
+impl FromStr for Channel {
+    type Err = UnknownChannel;
+
+    fn from_str(text: &str) -> Result<Channel, UnknownChannel> {
         match text.to_ascii_lowercase().as_str() {
             "rapid" => Ok(Channel::Rapid),
             "regular" => Ok(Channel::Regular),
             "stable" => Ok(Channel::Stable),
-            _ => Err(format!(
-                "unknown channel {text:?} (channels: rapid, regular, stable)"
-            )),
+            _ => Err(UnknownChannel(text.to_string())),
         }
     }
 }
@@ -182,11 +185,9 @@ mod tests {
                 channel
             );
         }
-        assert!(
-            "beta"
-                .parse::<Channel>()
-                .unwrap_err()
-                .contains("rapid, regular, stable")
+        assert_eq!(
+            "beta".parse::<Channel>().unwrap_err().to_string(),
+            "unknown channel \"beta\" (channels: rapid, regular, stable)"
         );
     }
 }
