@@ -221,6 +221,7 @@ async fn scenario(cluster: &TestCluster, client: &kube::Client, cni_managed: boo
         through_a_gateway(cluster, &s).await;
         the_node_answers_pods_only_what_they_may_know(client, &s).await;
         tls_by_sni_name(client, &s).await;
+        passthrough_to_the_address_dialled(&s).await;
     }
     namespace.delete().await.ok();
 }
@@ -490,6 +491,25 @@ async fn split_and_deny(s: &InNamespace<'_>) {
         .in_client(&status_of("http://reviews:9080/allowed"))
         .unwrap();
     assert_eq!(allowed, "200");
+}
+
+/// PASSTHROUGH balancing: the client's sidecar sends each request to the address the
+/// client dialled (the Service's cluster IP, which kube-proxy spreads over every reviews
+/// pod), with mutual TLS (STRICT is in force), instead of choosing among the subset's
+/// endpoints: a route all to v1 is answered by v2 too. (One request per connection, or
+/// kube-proxy would keep the first pod it picked.)
+async fn passthrough_to_the_address_dialled(s: &InNamespace<'_>) {
+    s.apply(&split(100, 0).replace(
+        "  host: reviews\n",
+        "  host: reviews\n  trafficPolicy: {loadBalancer: {simple: PASSTHROUGH}, connectionPool: {http: {maxRequestsPerConnection: 1}}}\n",
+    ));
+    let twenty = "for i in $(seq 20); do curl -s -m 5 http://reviews:9080/; echo; done";
+    s.until("all 20 answered, by v2 too", twenty, |r| {
+        r.as_ref()
+            .is_ok_and(|b| b.contains("version=v2") && b.matches("service=reviews").count() == 20)
+    })
+    .await
+    .unwrap();
 }
 
 /// A deleted pod's replacement gets its config and certificate, and probes pass for it

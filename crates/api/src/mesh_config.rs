@@ -4,9 +4,9 @@
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
+/// Istio's MeshConfig: the fields meshd applies, and the others by name.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-/// Istio's MeshConfig: the fields meshd applies, and the others by name.
 pub struct MeshConfigSpec {
     /// The namespace whose policies apply mesh-wide (default `istio-system`).
     pub root_namespace: Option<String>,
@@ -19,17 +19,17 @@ pub struct MeshConfigSpec {
     pub unsupported: BTreeMap<String, serde_yaml_ng::Value>,
 }
 
+/// MeshConfig's `outboundTrafficPolicy`.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// MeshConfig's `outboundTrafficPolicy`.
 pub struct OutboundTrafficPolicy {
     /// `ALLOW_ANY` (the default) or `REGISTRY_ONLY`.
     pub mode: Option<OutboundMode>,
 }
 
+/// Where captured traffic to unknown hosts goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-/// Where captured traffic to unknown hosts goes.
 pub enum OutboundMode {
     /// Passed through to the address the app asked for.
     AllowAny,
@@ -40,8 +40,8 @@ pub enum OutboundMode {
 /// Why a MeshConfig is refused.
 #[derive(Debug, thiserror::Error)]
 pub enum MeshConfigError {
-    #[error("not YAML: {0}")]
     /// The text is not YAML.
+    #[error("not YAML: {0}")]
     Yaml(#[from] serde_yaml_ng::Error),
     /// A field of the wrong type or value.
     #[error("{path}: {reason}")]

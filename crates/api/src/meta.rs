@@ -9,14 +9,14 @@ use std::collections::BTreeMap;
 pub struct ObjectMeta {
     /// The object's name, unique in its namespace and kind.
     pub name: String,
-    #[serde(default = "default_namespace")]
     /// Its namespace (`default` when not given).
+    #[serde(default = "default_namespace")]
     pub namespace: String,
-    #[serde(default)]
     /// Labels, which selectors match.
-    pub labels: BTreeMap<String, String>,
     #[serde(default)]
+    pub labels: BTreeMap<String, String>,
     /// Annotations, which configure some behaviour (e.g. injection).
+    #[serde(default)]
     pub annotations: BTreeMap<String, String>,
 }
 

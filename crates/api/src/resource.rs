@@ -44,13 +44,13 @@ const ISTIO_NETWORKING: &[&str] = &[
 /// A document whose `apiVersion` and `kind` meshd does not read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UnsupportedKind {
+    /// A kind meshd does not read.
     #[error(
         "kind {0:?} is not supported (supported: Service, Endpoints, VirtualService, DestinationRule, Gateway, ServiceEntry, WorkloadEntry, Sidecar, PeerAuthentication, AuthorizationPolicy, RequestAuthentication)"
     )]
-    /// A kind meshd does not read.
     Kind(String),
-    #[error("apiVersion {api_version:?} is not valid for {kind:?} (use one of {accepted:?})")]
     /// A kind meshd reads, under an apiVersion it does not accept.
+    #[error("apiVersion {api_version:?} is not valid for {kind:?} (use one of {accepted:?})")]
     ApiVersion {
         /// The kind.
         kind: Kind,

@@ -164,10 +164,24 @@ fn outbound(
         // DISABLE is plaintext.
         _ => {}
     }
-    if service.resolution != Resolution::Passthrough
-        && let Some(lb) = settings.load_balancer
-    {
-        apply_load_balancer(&mut c, lb);
+    let passthrough = settings.passthrough();
+    if passthrough && service.resolution != Resolution::Passthrough {
+        // As istiod: to the address the client connected to, the endpoints unused.
+        c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::OriginalDst as i32,
+        ));
+        c.lb_policy = cluster::LbPolicy::ClusterProvided as i32;
+        c.eds_cluster_config = None;
+        c.load_assignment = None;
+        // Auto mTLS cannot choose per endpoint here: as istiod, mutual TLS to whatever
+        // address it is, when the service's workloads run sidecars.
+        let matches = std::mem::take(&mut c.transport_socket_matches);
+        if service.endpoints.iter().any(tls::has_sidecar) {
+            c.transport_socket = matches.into_iter().next().and_then(|m| m.transport_socket);
+        }
+    }
+    if !passthrough && service.resolution != Resolution::Passthrough {
+        apply_load_balancer(&mut c, settings.load_balancer);
     }
     if LocalityPolicy::of(&settings).distributes() {
         crate::locality::weigh_by_locality(&mut c);
@@ -222,8 +236,11 @@ fn apply_outlier_detection(c: &mut Cluster, outlier: &fleetmesh_api::networking:
     }
 }
 
-fn apply_load_balancer(c: &mut Cluster, lb: &LoadBalancerSettings) {
+/// The rule's balancing, or istiod's default (least request) when it names none.
+fn apply_load_balancer(c: &mut Cluster, lb: Option<&LoadBalancerSettings>) {
     use cluster::LbPolicy;
+    let default = LoadBalancerSettings::default();
+    let lb = lb.unwrap_or(&default);
     if let Some(hash) = &lb.consistent_hash {
         use envoy_types::pb::google::protobuf::UInt64Value;
         if let Some(maglev) = &hash.maglev {
@@ -249,7 +266,8 @@ fn apply_load_balancer(c: &mut Cluster, lb: &LoadBalancerSettings) {
     }
     let slow_start = slow_start(lb);
     let (policy, config) = match lb.simple {
-        Some(SimpleLb::LeastConn | SimpleLb::LeastRequest) => (
+        // Istio's default, as its LEAST_CONN now is.
+        None | Some(SimpleLb::Unspecified | SimpleLb::LeastConn | SimpleLb::LeastRequest) => (
             LbPolicy::LeastRequest,
             slow_start.map(|slow_start_config| {
                 cluster::LbConfig::LeastRequestLbConfig(cluster::LeastRequestLbConfig {
@@ -259,7 +277,8 @@ fn apply_load_balancer(c: &mut Cluster, lb: &LoadBalancerSettings) {
             }),
         ),
         Some(SimpleLb::Random) => (LbPolicy::Random, None),
-        _ => (
+        // PASSTHROUGH never gets here (an original-destination cluster).
+        Some(SimpleLb::RoundRobin | SimpleLb::Passthrough) => (
             LbPolicy::RoundRobin,
             slow_start.map(|slow_start_config| {
                 cluster::LbConfig::RoundRobinLbConfig(cluster::RoundRobinLbConfig {

@@ -1,4 +1,4 @@
-//! EDS: the endpoints of every EDS cluster, filtered by subset labels and grouped by
+//! EDS: the endpoints of every EDS cluster (not of PASSTHROUGH ones), filtered by subset labels and grouped by
 //! locality.
 
 use crate::NamedResource;
@@ -44,9 +44,13 @@ pub fn build(scope: &Scope) -> Vec<NamedResource> {
         for port in &service.ports {
             for (subset, labels) in &subsets {
                 let name = names::outbound_cluster(port.port, subset, &service.hostname);
-                let mut cla = assignment(name, service, &mtls, port, labels);
                 let subset = (!subset.is_empty()).then_some(*subset);
-                LocalityPolicy::of(&PortSettings::of_subset(spec, subset, port.port))
+                let settings = PortSettings::of_subset(spec, subset, port.port);
+                if settings.passthrough() {
+                    continue;
+                }
+                let mut cla = assignment(name, service, &mtls, port, labels);
+                LocalityPolicy::of(&settings)
                     .apply(&mut cla.endpoints, scope.proxy.locality.as_deref());
                 assignments.push(cla);
             }
@@ -71,9 +75,7 @@ fn sidecar_mtls(scope: &Scope, service: &Service) -> Vec<Option<InboundMtls>> {
         .endpoints
         .iter()
         .map(|e| {
-            e.labels
-                .get(tls::TLS_MODE_LABEL)
-                .is_some_and(|m| m == "istio")
+            tls::has_sidecar(e)
                 .then(|| security::inbound_mtls(scope.snapshot, &service.namespace, &e.labels))
         })
         .collect()

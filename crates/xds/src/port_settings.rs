@@ -6,7 +6,7 @@
 
 use fleetmesh_api::networking::{
     ClientTlsSettings, ConnectionPoolSettings, DestinationRuleSpec, LoadBalancerSettings,
-    OutlierDetection, TrafficPolicy,
+    OutlierDetection, SimpleLb, TrafficPolicy,
 };
 
 /// The settings in force for one port.
@@ -19,6 +19,13 @@ pub struct PortSettings<'a> {
 }
 
 impl<'a> PortSettings<'a> {
+    /// `PASSTHROUGH` balancing: to the address the client connected to, so the cluster is
+    /// an original-destination one and has no endpoints to send.
+    pub fn passthrough(&self) -> bool {
+        self.load_balancer
+            .is_some_and(|lb| lb.simple == Some(SimpleLb::Passthrough))
+    }
+
     /// What `policy` (if any) sets for `port`.
     pub fn of(policy: Option<&'a TrafficPolicy>, port: u32) -> PortSettings<'a> {
         Self::with_port_level(policy, port).0

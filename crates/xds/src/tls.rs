@@ -292,8 +292,16 @@ pub fn server_tls_parameters(settings: &ServerTlsSettings) -> Option<TlsParamete
     (parameters != TlsParameters::default()).then_some(parameters)
 }
 
+/// Whether `endpoint` runs a sidecar (its `tlsMode: istio` label), so takes mutual TLS.
+pub fn has_sidecar(endpoint: &fleetmesh_model::service::Endpoint) -> bool {
+    endpoint
+        .labels
+        .get(TLS_MODE_LABEL)
+        .is_some_and(|m| m == "istio")
+}
+
 /// Auto mTLS: endpoints marked `tlsMode: istio` (they have a sidecar) get mTLS, others
-/// plaintext.
+/// plaintext. The first match is the mutual TLS one.
 pub fn auto_mtls_matches(
     sni: &str,
     trust_domain: &str,

@@ -14,29 +14,29 @@ pub struct Endpoints {
     pub kind: String,
     /// Named as the Service whose endpoints these are.
     pub metadata: ObjectMeta,
-    #[serde(default)]
     /// Groups of addresses that share one set of ports.
+    #[serde(default)]
     pub subsets: Vec<EndpointSubset>,
 }
 
+/// Addresses that all serve the same ports.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// Addresses that all serve the same ports.
 pub struct EndpointSubset {
-    #[serde(default)]
     /// The addresses ready to serve.
+    #[serde(default)]
     pub addresses: Vec<EndpointAddress>,
     /// Known but not serving: never given traffic.
     #[serde(default)]
     pub not_ready_addresses: Vec<EndpointAddress>,
-    #[serde(default)]
     /// The ports every address of the subset serves.
+    #[serde(default)]
     pub ports: Vec<EndpointPort>,
 }
 
+/// One endpoint: a pod's or a machine's IP.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// One endpoint: a pod's or a machine's IP.
 pub struct EndpointAddress {
     /// An IPv4 or IPv6 address.
     pub ip: String,
@@ -46,9 +46,9 @@ pub struct EndpointAddress {
     pub node_name: Option<String>,
 }
 
+/// A port of the endpoints, named as the Service's port it serves.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// A port of the endpoints, named as the Service's port it serves.
 pub struct EndpointPort {
     /// The Service port's name (required when the Service has several).
     pub name: Option<String>,

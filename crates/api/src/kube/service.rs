@@ -8,25 +8,25 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceSpec {
-    #[serde(default)]
     /// The ports the Service exposes.
-    pub ports: Vec<ServicePort>,
     #[serde(default)]
+    pub ports: Vec<ServicePort>,
     /// The labels of the pods that serve it.
+    #[serde(default)]
     pub selector: Labels,
-    #[serde(rename = "type")]
     /// `ClusterIP` (the default), `NodePort`, `LoadBalancer` or `ExternalName`.
+    #[serde(rename = "type")]
     pub service_type: Option<String>,
-    #[serde(rename = "clusterIP")]
     /// The virtual IP, or `None` for a headless Service.
+    #[serde(rename = "clusterIP")]
     pub cluster_ip: Option<String>,
     /// `ClientIP` pins each client to one endpoint; `None` does not.
     pub session_affinity: Option<String>,
 }
 
+/// One port of a Service.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// One port of a Service.
 pub struct ServicePort {
     /// Its name; with Istio's prefixes (`http-`, `grpc-`, `tcp-`...) it names the protocol.
     pub name: Option<String>,

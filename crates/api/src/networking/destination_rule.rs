@@ -4,43 +4,43 @@ use super::{Labels, PortSelector};
 use crate::Duration;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
 /// Istio's DestinationRule: how traffic to one host is balanced, pooled, checked and encrypted once
 /// routed, and the subsets routes can name.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DestinationRuleSpec {
     /// The service the rule applies to: a short name (in the rule's namespace), a full name, or a
     /// `*.` wildcard.
     pub host: String,
     /// The host's policy, for every subset and port unless they set their own.
     pub traffic_policy: Option<TrafficPolicy>,
-    #[serde(default)]
     /// Named groups of the host's endpoints, by label (`version: v1`), that routes can pick.
-    pub subsets: Vec<Subset>,
     #[serde(default)]
+    pub subsets: Vec<Subset>,
     /// The namespaces that see the rule: `.` its own, `*` all (the default), or names.
+    #[serde(default)]
     pub export_to: Vec<String>,
     /// Only the workloads of the rule's namespace with these labels use the rule (before
     /// a rule of their namespace without a selector).
     pub workload_selector: Option<super::MatchLabels>,
 }
 
+/// A named group of a host's endpoints.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// A named group of a host's endpoints.
 pub struct Subset {
     /// The name routes use in `destination.subset`.
     pub name: String,
-    #[serde(default)]
     /// The labels an endpoint must have to belong to the subset.
+    #[serde(default)]
     pub labels: Labels,
     /// The subset's own policy, merged field by field over the host's.
     pub traffic_policy: Option<TrafficPolicy>,
 }
 
+/// How a client's proxy treats traffic to a host (or a subset, or a port of it).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// How a client's proxy treats traffic to a host (or a subset, or a port of it).
 pub struct TrafficPolicy {
     /// How requests are spread across endpoints.
     pub load_balancer: Option<LoadBalancerSettings>,
@@ -50,8 +50,8 @@ pub struct TrafficPolicy {
     pub outlier_detection: Option<OutlierDetection>,
     /// TLS to the endpoints (Istio mutual TLS is automatic inside the mesh).
     pub tls: Option<ClientTlsSettings>,
-    #[serde(default)]
     /// Settings for single ports, which take precedence over the host's.
+    #[serde(default)]
     pub port_level_settings: Vec<PortTrafficPolicy>,
 }
 
@@ -71,11 +71,11 @@ pub struct PortTrafficPolicy {
     pub tls: Option<ClientTlsSettings>,
 }
 
+/// How requests are spread: one simple algorithm, or a consistent hash; and where, by locality.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// How requests are spread: one simple algorithm, or a consistent hash; and where, by locality.
 pub struct LoadBalancerSettings {
-    /// A simple algorithm (unset: round robin).
+    /// A simple algorithm (unset: least request).
     pub simple: Option<SimpleLb>,
     /// Requests with the same key (a header, cookie, source IP or query parameter) go to the same
     /// endpoint.
@@ -89,9 +89,9 @@ pub struct LoadBalancerSettings {
     pub warmup_duration_secs: Option<Duration>,
 }
 
+/// Slow start: how a new endpoint's share of requests grows.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// Slow start: how a new endpoint's share of requests grows.
 pub struct Warmup {
     /// How long the share grows before it is full.
     pub duration: Option<Duration>,
@@ -107,15 +107,15 @@ pub struct Warmup {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LocalityLbSetting {
-    #[serde(default)]
     /// Shares of traffic from a locality to others, instead of failover by nearness.
+    #[serde(default)]
     pub distribute: Vec<LocalityDistribute>,
-    #[serde(default)]
     /// Where a region's traffic goes when its own endpoints are unhealthy.
-    pub failover: Vec<LocalityFailover>,
     #[serde(default)]
+    pub failover: Vec<LocalityFailover>,
     /// Labels (`topology.kubernetes.io/region`, ...) ordering endpoints by how many they share with
     /// the client.
+    #[serde(default)]
     pub failover_priority: Vec<String>,
     /// Turns locality-aware balancing off (`false`) for this host.
     pub enabled: Option<bool>,
@@ -127,8 +127,8 @@ pub struct LocalityLbSetting {
 pub struct LocalityDistribute {
     /// The clients' locality, `region/zone/subzone` (`*` matches any part).
     pub from: String,
-    #[serde(default)]
     /// Destination locality → weight (all weights summing to 100).
+    #[serde(default)]
     pub to: std::collections::BTreeMap<String, u32>,
 }
 
@@ -142,12 +142,12 @@ pub struct LocalityFailover {
     pub to: String,
 }
 
+/// Istio's simple load balancing: LEAST_REQUEST (of two endpoints picked at random, the
+/// one with fewer active requests; also when unset, as in Istio, and for LEAST_CONN, which
+/// Istio deprecated for it), ROUND_ROBIN (each endpoint in turn), RANDOM, and PASSTHROUGH
+/// (to the address the client connected to, the service's endpoints unused).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-/// Istio's simple load balancing: ROUND_ROBIN (each endpoint in turn; also when unset),
-/// LEAST_REQUEST (the one with fewer active requests of two picked at random; LEAST_CONN,
-/// deprecated, is the same), RANDOM, and PASSTHROUGH (Istio's: to the address the client asked for;
-/// meshd balances it round robin for now).
 #[expect(
     missing_docs,
     reason = "described in the enum's doc: per-variant docs make the CRD schema one the API server refuses"
@@ -161,9 +161,9 @@ pub enum SimpleLb {
     RoundRobin,
 }
 
+/// Consistent hashing: the key a request is hashed by, and the hash table.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// Consistent hashing: the key a request is hashed by, and the hash table.
 pub struct ConsistentHashLb {
     /// Hash the value of this request header.
     pub http_header_name: Option<String>,
@@ -197,9 +197,9 @@ pub struct Maglev {
     pub table_size: Option<u64>,
 }
 
+/// The cookie a consistent hash uses.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// The cookie a consistent hash uses.
 pub struct HttpCookie {
     /// The cookie's name.
     pub name: String,
@@ -213,9 +213,9 @@ pub struct HttpCookie {
     pub attributes: Vec<CookieAttribute>,
 }
 
+/// An attribute of a generated cookie (`SameSite=Strict`, `Secure`).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// An attribute of a generated cookie (`SameSite=Strict`, `Secure`).
 pub struct CookieAttribute {
     /// The attribute's name.
     pub name: String,
@@ -223,9 +223,9 @@ pub struct CookieAttribute {
     pub value: Option<String>,
 }
 
+/// Limits on what clients' proxies open to a host.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// Limits on what clients' proxies open to a host.
 pub struct ConnectionPoolSettings {
     /// TCP connection limits and keepalive.
     pub tcp: Option<TcpSettings>,
@@ -233,9 +233,9 @@ pub struct ConnectionPoolSettings {
     pub http: Option<HttpSettings>,
 }
 
+/// TCP settings of the connections to a host.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// TCP settings of the connections to a host.
 pub struct TcpSettings {
     /// Connections a proxy opens to the host at most (Envoy's default: 2^32 - 1).
     pub max_connections: Option<u32>,
@@ -261,9 +261,9 @@ pub struct TcpKeepalive {
     pub interval: Option<Duration>,
 }
 
+/// HTTP settings of the connections to a host.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// HTTP settings of the connections to a host.
 pub struct HttpSettings {
     /// Requests that may wait for a connection at most.
     pub http1_max_pending_requests: Option<u32>,
@@ -308,9 +308,9 @@ pub struct Http2KeepAlive {
     pub timeout: Option<Duration>,
 }
 
+/// Passive health checking: an endpoint that fails too often is ejected for a while.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// Passive health checking: an endpoint that fails too often is ejected for a while.
 pub struct OutlierDetection {
     /// Deprecated by Istio and still applied as istiod does: that many gateway errors
     /// (502, 503, 504) in a row eject a host, and 5xx answers alone do not.
@@ -336,9 +336,9 @@ pub struct OutlierDetection {
     pub consecutive_local_origin_failures: Option<u32>,
 }
 
+/// TLS from a client's proxy to the host.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// TLS from a client's proxy to the host.
 pub struct ClientTlsSettings {
     /// Plaintext, TLS, mutual TLS with given files, or Istio's mutual TLS.
     pub mode: Option<ClientTlsMode>,
@@ -352,18 +352,18 @@ pub struct ClientTlsSettings {
     pub credential_name: Option<String>,
     /// The file of CA certificates that check the server's certificate.
     pub ca_certificates: Option<String>,
-    #[serde(default)]
     /// The names the server's certificate must carry (any one of them).
+    #[serde(default)]
     pub subject_alt_names: Vec<String>,
     /// Accept any server certificate (not recommended).
     pub insecure_skip_verify: Option<bool>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 /// How a client's proxy connects to a host: DISABLE (plaintext), SIMPLE (TLS, the server checked
 /// against `caCertificates` when given), MUTUAL (TLS with the client certificate of the given
 /// files), ISTIO_MUTUAL (mutual TLS with the workload's mesh certificate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 #[expect(
     missing_docs,
     reason = "described in the enum's doc: per-variant docs make the CRD schema one the API server refuses"

@@ -4,27 +4,27 @@ use super::Labels;
 use crate::protocol::Protocol;
 use serde::{Deserialize, Serialize};
 
+/// Istio's Gateway: the ports, hosts and TLS a gateway's proxies serve at the edge of the mesh.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// Istio's Gateway: the ports, hosts and TLS a gateway's proxies serve at the edge of the mesh.
 pub struct GatewaySpec {
-    #[serde(default)]
     /// What the selected gateway proxies listen for.
+    #[serde(default)]
     pub servers: Vec<Server>,
     /// Selects the gateway workloads (e.g. `istio: ingressgateway`).
     #[serde(default)]
     pub selector: Labels,
 }
 
+/// One listening port of a gateway, the hosts it serves there and its TLS.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// One listening port of a gateway, the hosts it serves there and its TLS.
 pub struct Server {
     /// The port the proxy listens on.
     pub port: GatewayPort,
-    #[serde(default)]
     /// The hosts served, each `namespace/host` or `host` (`*`: any namespace, `*.example.com`
     /// wildcards).
+    #[serde(default)]
     pub hosts: Vec<String>,
     /// TLS for this server (HTTPS and TLS ports).
     pub tls: Option<ServerTlsSettings>,
@@ -34,9 +34,9 @@ pub struct Server {
     pub name: Option<String>,
 }
 
+/// A gateway server's port.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// A gateway server's port.
 pub struct GatewayPort {
     /// The port number.
     pub number: u32,
@@ -48,9 +48,9 @@ pub struct GatewayPort {
     pub target_port: Option<u32>,
 }
 
+/// How a gateway server handles TLS.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// How a gateway server handles TLS.
 pub struct ServerTlsSettings {
     /// Answer plain HTTP with a redirect to HTTPS.
     pub https_redirect: Option<bool>,

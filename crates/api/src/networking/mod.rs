@@ -40,7 +40,7 @@ pub type Labels = std::collections::BTreeMap<String, String>;
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MatchLabels {
-    #[serde(default)]
     /// The labels a workload must have.
+    #[serde(default)]
     pub match_labels: Labels,
 }

@@ -10,19 +10,19 @@ pub struct SidecarSpec {
     /// The workloads of the namespace it applies to (none: all the namespace's workloads without a
     /// Sidecar of their own).
     pub workload_selector: Option<WorkloadSelector>,
-    #[serde(default)]
     /// How the proxy accepts inbound traffic, per port.
-    pub ingress: Vec<IstioIngressListener>,
     #[serde(default)]
+    pub ingress: Vec<IstioIngressListener>,
     /// What the proxy can reach outbound: hosts by namespace, optionally per port.
+    #[serde(default)]
     pub egress: Vec<IstioEgressListener>,
     /// What happens to captured traffic to unknown hosts, instead of the mesh-wide setting.
     pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
 }
 
+/// A port of a Sidecar listener.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// A port of a Sidecar listener.
 pub struct SidecarPort {
     /// The port number.
     pub number: u32,
@@ -34,9 +34,9 @@ pub struct SidecarPort {
     pub target_port: Option<u32>,
 }
 
+/// An inbound port of the proxy and where it sends what it accepts.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// An inbound port of the proxy and where it sends what it accepts.
 pub struct IstioIngressListener {
     /// The port the proxy accepts traffic on.
     pub port: SidecarPort,
@@ -48,9 +48,9 @@ pub struct IstioIngressListener {
     pub default_endpoint: Option<String>,
 }
 
+/// Hosts the proxy can reach, on one port or on all.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// Hosts the proxy can reach, on one port or on all.
 pub struct IstioEgressListener {
     /// The port (all ports when unset).
     pub port: Option<SidecarPort>,
@@ -63,9 +63,9 @@ pub struct IstioEgressListener {
     pub hosts: Vec<String>,
 }
 
+/// A Sidecar's `outboundTrafficPolicy`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// A Sidecar's `outboundTrafficPolicy`.
 pub struct OutboundTrafficPolicy {
     /// `ALLOW_ANY` (passed through) or `REGISTRY_ONLY` (refused).
     pub mode: Option<String>,

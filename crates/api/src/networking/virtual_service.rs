@@ -5,44 +5,44 @@ use crate::{Duration, StringMatch};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
 /// Istio's VirtualService: how requests to some hosts are matched and routed, for sidecars (`mesh`)
 /// or gateways.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VirtualServiceSpec {
-    #[serde(default)]
     /// The hosts routed: short names (in the VirtualService's namespace), full names, wildcards, or
     /// addresses.
-    pub hosts: Vec<String>,
     #[serde(default)]
+    pub hosts: Vec<String>,
     /// The Gateways whose proxies use these routes (`namespace/name`), and `mesh` for sidecars;
     /// none: `mesh`.
+    #[serde(default)]
     pub gateways: Vec<String>,
-    #[serde(default)]
     /// HTTP routes, tried in order; the first that matches routes the request.
+    #[serde(default)]
     pub http: Vec<HttpRoute>,
-    #[serde(default)]
     /// TCP routes (opaque connections), tried in order.
+    #[serde(default)]
     pub tcp: Vec<TcpRoute>,
-    #[serde(default)]
     /// TLS routes by SNI name (unterminated TLS), tried in order.
-    pub tls: Vec<TlsRoute>,
     #[serde(default)]
+    pub tls: Vec<TlsRoute>,
     /// The namespaces that see the routes: `.` its own, `*` all (the default), or names.
+    #[serde(default)]
     pub export_to: Vec<String>,
 }
 
+/// An HTTP route: when it applies, and what it does with a request.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// An HTTP route: when it applies, and what it does with a request.
 pub struct HttpRoute {
     /// A name for the route, shown in the proxy's logs and stats.
     pub name: Option<String>,
-    #[serde(default, rename = "match")]
     /// Conditions, any one of which selects the route (none: every request).
+    #[serde(default, rename = "match")]
     pub matches: Vec<HttpMatchRequest>,
-    #[serde(default)]
     /// Where requests go, each destination with a weight.
+    #[serde(default)]
     pub route: Vec<HttpRouteDestination>,
     /// Answers with a redirect instead of forwarding.
     pub redirect: Option<HttpRedirect>,
@@ -71,9 +71,9 @@ pub struct HttpRoute {
     pub headers: Option<Headers>,
 }
 
+/// A condition on an HTTP request; every field given must match.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// A condition on an HTTP request; every field given must match.
 pub struct HttpMatchRequest {
     /// A name for the condition, joined to the route's in the proxy's logs.
     pub name: Option<String>,
@@ -85,23 +85,23 @@ pub struct HttpMatchRequest {
     pub method: Option<StringMatch>,
     /// The authority (`Host`).
     pub authority: Option<StringMatch>,
-    #[serde(default)]
     /// Headers by lower-case name (`@request.auth.claims.NAME`: a claim of the request's validated
     /// JWT).
+    #[serde(default)]
     pub headers: BTreeMap<String, StringMatch>,
     /// The port the request came to.
     pub port: Option<u32>,
-    #[serde(default)]
     /// Labels the calling workload must have (sidecars only).
+    #[serde(default)]
     pub source_labels: Labels,
-    #[serde(default)]
     /// The gateways this condition applies on (overriding the VirtualService's).
+    #[serde(default)]
     pub gateways: Vec<String>,
-    #[serde(default)]
     /// Query parameters by name.
-    pub query_params: BTreeMap<String, StringMatch>,
     #[serde(default)]
+    pub query_params: BTreeMap<String, StringMatch>,
     /// Match `uri` without regard to case.
+    #[serde(default)]
     pub ignore_uri_case: bool,
     /// The namespace of the calling workload (sidecars only).
     pub source_namespace: Option<String>,
@@ -123,9 +123,9 @@ pub struct HttpMirrorPolicy {
     pub percentage: Option<Percent>,
 }
 
+/// A service (and optionally a subset and port of it) that traffic is sent to.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// A service (and optionally a subset and port of it) that traffic is sent to.
 pub struct Destination {
     /// The service's name: a short name (in the VirtualService's namespace), a full name, or a
     /// ServiceEntry host.
@@ -136,9 +136,9 @@ pub struct Destination {
     pub port: Option<PortSelector>,
 }
 
+/// A destination of an HTTP route, with its share and header changes.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// A destination of an HTTP route, with its share and header changes.
 pub struct HttpRouteDestination {
     /// Where the requests go.
     pub destination: Destination,
@@ -148,9 +148,9 @@ pub struct HttpRouteDestination {
     pub headers: Option<Headers>,
 }
 
+/// Header changes on the request and on the response.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// Header changes on the request and on the response.
 pub struct Headers {
     /// Changes to the request, before it is forwarded.
     pub request: Option<HeaderOperations>,
@@ -158,24 +158,24 @@ pub struct Headers {
     pub response: Option<HeaderOperations>,
 }
 
+/// Header changes: set replaces, add appends, remove deletes.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// Header changes: set replaces, add appends, remove deletes.
 pub struct HeaderOperations {
-    #[serde(default)]
     /// Headers set to these values, replacing any.
+    #[serde(default)]
     pub set: BTreeMap<String, String>,
-    #[serde(default)]
     /// Headers added with these values.
-    pub add: BTreeMap<String, String>,
     #[serde(default)]
+    pub add: BTreeMap<String, String>,
     /// Headers removed.
+    #[serde(default)]
     pub remove: Vec<String>,
 }
 
+/// A redirect: what of the request's URL changes in the `Location` the client gets.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// A redirect: what of the request's URL changes in the `Location` the client gets.
 pub struct HttpRedirect {
     /// The path, replaced whole.
     pub uri: Option<String>,
@@ -265,9 +265,9 @@ impl schemars::JsonSchema for Base64Bytes {
     }
 }
 
+/// A rewrite of the request before it is forwarded.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// A rewrite of the request before it is forwarded.
 pub struct HttpRewrite {
     /// Replaces the prefix (or the exact path) the route matched.
     pub uri: Option<String>,
@@ -281,19 +281,19 @@ pub struct HttpRewrite {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RegexRewrite {
-    #[serde(rename = "match")]
     /// The RE2 regex.
+    #[serde(rename = "match")]
     pub pattern: String,
     /// What replaces each match.
     pub rewrite: String,
 }
 
+/// How failed requests are retried.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// How failed requests are retried.
 pub struct HttpRetry {
-    #[serde(default)]
     /// Retries at most (0: none).
+    #[serde(default)]
     pub attempts: i64,
     /// How long each try may take.
     pub per_try_timeout: Option<Duration>,
@@ -309,9 +309,9 @@ pub struct HttpRetry {
     pub retry_ignore_previous_hosts: Option<bool>,
 }
 
+/// Faults injected into requests.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// Faults injected into requests.
 pub struct HttpFaultInjection {
     /// Requests held before they are forwarded.
     pub delay: Option<FaultDelay>,
@@ -319,9 +319,9 @@ pub struct HttpFaultInjection {
     pub abort: Option<FaultAbort>,
 }
 
+/// A delay before forwarding.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// A delay before forwarding.
 pub struct FaultDelay {
     /// How long.
     pub fixed_delay: Option<Duration>,
@@ -331,9 +331,9 @@ pub struct FaultDelay {
     pub percent: Option<i32>,
 }
 
+/// An error answered instead of forwarding.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// An error answered instead of forwarding.
 pub struct FaultAbort {
     /// The HTTP status.
     pub http_status: Option<i64>,
@@ -378,26 +378,26 @@ pub enum UnmatchedPreflights {
     Ignore,
 }
 
+/// Cross-origin resource sharing: which origins may call the host from a browser, and how.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// Cross-origin resource sharing: which origins may call the host from a browser, and how.
 pub struct CorsPolicy {
-    #[serde(default)]
     /// The origins allowed.
+    #[serde(default)]
     pub allow_origins: Vec<StringMatch>,
     /// Deprecated by Istio for `allowOrigins`: exact origins, read when that is empty.
     #[serde(default)]
     pub allow_origin: Vec<String>,
     /// What happens to a preflight request whose origin is not allowed.
     pub unmatched_preflights: Option<UnmatchedPreflights>,
-    #[serde(default)]
     /// The methods allowed (`Access-Control-Allow-Methods`).
+    #[serde(default)]
     pub allow_methods: Vec<String>,
-    #[serde(default)]
     /// The request headers allowed (`Access-Control-Allow-Headers`).
-    pub allow_headers: Vec<String>,
     #[serde(default)]
+    pub allow_headers: Vec<String>,
     /// The response headers a browser may read (`Access-Control-Expose-Headers`).
+    #[serde(default)]
     pub expose_headers: Vec<String>,
     /// How long a browser may keep a preflight's answer.
     pub max_age: Option<Duration>,
@@ -405,74 +405,74 @@ pub struct CorsPolicy {
     pub allow_credentials: Option<bool>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
 /// A TCP route: when it applies, and where connections go.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TcpRoute {
-    #[serde(default, rename = "match")]
     /// Conditions, any one of which selects the route (none: every connection).
-    pub matches: Vec<L4MatchAttributes>,
-    #[serde(default)]
-    /// Where connections go, each destination with a weight.
-    pub route: Vec<RouteDestination>,
-}
-
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// A condition on a TCP connection; every field given must match.
-pub struct L4MatchAttributes {
-    #[serde(default)]
-    /// The destination IP must be in one of these (IPs or CIDRs).
-    pub destination_subnets: Vec<String>,
-    /// The port the connection came to.
-    pub port: Option<u32>,
-    #[serde(default)]
-    /// Labels the calling workload must have (sidecars only).
-    pub source_labels: Labels,
-    #[serde(default)]
-    /// The gateways this condition applies on (overriding the VirtualService's).
-    pub gateways: Vec<String>,
-    /// The namespace of the calling workload (sidecars only).
-    pub source_namespace: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// A TLS route: connections chosen by their SNI name, forwarded still encrypted.
-pub struct TlsRoute {
     #[serde(default, rename = "match")]
-    /// Conditions, one of which must select the route.
-    pub matches: Vec<TlsMatchAttributes>,
-    #[serde(default)]
+    pub matches: Vec<L4MatchAttributes>,
     /// Where connections go, each destination with a weight.
+    #[serde(default)]
     pub route: Vec<RouteDestination>,
 }
 
+/// A condition on a TCP connection; every field given must match.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// A condition on a TLS connection; every field given must match.
-pub struct TlsMatchAttributes {
-    #[serde(default)]
-    /// SNI names, wildcards allowed, within the VirtualService's hosts.
-    pub sni_hosts: Vec<String>,
-    #[serde(default)]
+pub struct L4MatchAttributes {
     /// The destination IP must be in one of these (IPs or CIDRs).
+    #[serde(default)]
     pub destination_subnets: Vec<String>,
     /// The port the connection came to.
     pub port: Option<u32>,
-    #[serde(default)]
     /// Labels the calling workload must have (sidecars only).
-    pub source_labels: Labels,
     #[serde(default)]
+    pub source_labels: Labels,
     /// The gateways this condition applies on (overriding the VirtualService's).
+    #[serde(default)]
     pub gateways: Vec<String>,
     /// The namespace of the calling workload (sidecars only).
     pub source_namespace: Option<String>,
 }
 
+/// A TLS route: connections chosen by their SNI name, forwarded still encrypted.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsRoute {
+    /// Conditions, one of which must select the route.
+    #[serde(default, rename = "match")]
+    pub matches: Vec<TlsMatchAttributes>,
+    /// Where connections go, each destination with a weight.
+    #[serde(default)]
+    pub route: Vec<RouteDestination>,
+}
+
+/// A condition on a TLS connection; every field given must match.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsMatchAttributes {
+    /// SNI names, wildcards allowed, within the VirtualService's hosts.
+    #[serde(default)]
+    pub sni_hosts: Vec<String>,
+    /// The destination IP must be in one of these (IPs or CIDRs).
+    #[serde(default)]
+    pub destination_subnets: Vec<String>,
+    /// The port the connection came to.
+    pub port: Option<u32>,
+    /// Labels the calling workload must have (sidecars only).
+    #[serde(default)]
+    pub source_labels: Labels,
+    /// The gateways this condition applies on (overriding the VirtualService's).
+    #[serde(default)]
+    pub gateways: Vec<String>,
+    /// The namespace of the calling workload (sidecars only).
+    pub source_namespace: Option<String>,
+}
+
 /// A destination of a TCP or TLS route, with its share.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RouteDestination {
     /// Where connections go.
     pub destination: Destination,

@@ -8,15 +8,15 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkloadEntrySpec {
-    #[serde(default)]
     /// Its IP address or DNS name (or `unix://` path); none for one reached through its `network`'s
     /// gateway.
+    #[serde(default)]
     pub address: String,
     /// Service port name → this endpoint's port.
     #[serde(default)]
     pub ports: BTreeMap<String, u32>,
-    #[serde(default)]
     /// Its labels, which Services' and ServiceEntries' selectors match.
+    #[serde(default)]
     pub labels: Labels,
     /// The network it is on, when it is not the proxies' own.
     pub network: Option<String>,

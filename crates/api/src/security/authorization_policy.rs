@@ -13,29 +13,29 @@ pub struct AuthorizationPolicySpec {
     pub selector: Option<WorkloadSelector>,
     /// Absent: the policy matches nothing (with ALLOW: allow nothing, i.e. deny all).
     pub rules: Option<Vec<Rule>>,
-    #[serde(default)]
     /// What a match does (default ALLOW).
+    #[serde(default)]
     pub action: Action,
     /// CUSTOM's external authorizer; rejected until supported.
     pub provider: Option<ExtensionProvider>,
 }
 
+/// An external authorizer, by the name MeshConfig gives it.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// An external authorizer, by the name MeshConfig gives it.
 pub struct ExtensionProvider {
     /// The provider's name.
     pub name: String,
 }
 
+/// What an AuthorizationPolicy does with the requests its rules match.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
 )]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-/// What an AuthorizationPolicy does with the requests its rules match.
 pub enum Action {
-    #[default]
     /// Only matching requests are allowed (when any ALLOW policy applies to the workload).
+    #[default]
     Allow,
     /// Matching requests are refused (403), whatever ALLOW policies say.
     Deny,
@@ -49,20 +49,20 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Rule {
-    #[serde(default)]
     /// The callers (any one of them); none: any caller.
+    #[serde(default)]
     pub from: Vec<From>,
-    #[serde(default)]
     /// The operations (any one of them); none: any operation.
-    pub to: Vec<To>,
     #[serde(default)]
+    pub to: Vec<To>,
     /// Conditions that must all hold.
+    #[serde(default)]
     pub when: Vec<Condition>,
 }
 
+/// A caller of a rule.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// A caller of a rule.
 pub struct From {
     /// Who the caller is.
     pub source: Source,
@@ -75,83 +75,83 @@ pub struct Source {
     /// Peer identities without `spiffe://`: `cluster.local/ns/default/sa/sleep`.
     #[serde(default)]
     pub principals: Vec<String>,
-    #[serde(default)]
     /// Identities that do not match.
+    #[serde(default)]
     pub not_principals: Vec<String>,
     /// JWT `iss/sub`.
     #[serde(default)]
     pub request_principals: Vec<String>,
-    #[serde(default)]
     /// JWT principals that do not match.
+    #[serde(default)]
     pub not_request_principals: Vec<String>,
-    #[serde(default)]
     /// The caller's namespace (from its mTLS identity).
-    pub namespaces: Vec<String>,
     #[serde(default)]
+    pub namespaces: Vec<String>,
     /// Namespaces that do not match.
+    #[serde(default)]
     pub not_namespaces: Vec<String>,
     /// `NAME` (in the policy's namespace) or `NAMESPACE/NAME`: the peer's service account,
     /// whatever its trust domain. Not with `principals` or `namespaces`.
     #[serde(default)]
     pub service_accounts: Vec<String>,
-    #[serde(default)]
     /// Service accounts that do not match.
+    #[serde(default)]
     pub not_service_accounts: Vec<String>,
     /// The peer identity's trust domain: `cluster.local`, `*`, `*.example.com`.
     #[serde(default)]
     pub trust_domains: Vec<String>,
-    #[serde(default)]
     /// Trust domains that do not match.
+    #[serde(default)]
     pub not_trust_domains: Vec<String>,
-    #[serde(default)]
     /// The connection's source address, IPs or CIDRs.
+    #[serde(default)]
     pub ip_blocks: Vec<String>,
-    #[serde(default)]
     /// Source addresses that do not match.
+    #[serde(default)]
     pub not_ip_blocks: Vec<String>,
-    #[serde(default)]
     /// The original client's address (`X-Forwarded-For` at a gateway), IPs or CIDRs.
-    pub remote_ip_blocks: Vec<String>,
     #[serde(default)]
+    pub remote_ip_blocks: Vec<String>,
     /// Original client addresses that do not match.
+    #[serde(default)]
     pub not_remote_ip_blocks: Vec<String>,
 }
 
+/// An operation of a rule.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// An operation of a rule.
 pub struct To {
     /// What the request asks for.
     pub operation: Operation,
 }
 
+/// What a request asks for. Each field lists alternatives (any matches); `not*` lists exclusions.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// What a request asks for. Each field lists alternatives (any matches); `not*` lists exclusions.
 pub struct Operation {
-    #[serde(default)]
     /// The `Host` header, exact or with a `*` prefix or suffix.
+    #[serde(default)]
     pub hosts: Vec<String>,
-    #[serde(default)]
     /// Hosts that do not match.
+    #[serde(default)]
     pub not_hosts: Vec<String>,
-    #[serde(default)]
     /// The destination port.
+    #[serde(default)]
     pub ports: Vec<String>,
-    #[serde(default)]
     /// Ports that do not match.
+    #[serde(default)]
     pub not_ports: Vec<String>,
-    #[serde(default)]
     /// The HTTP method.
+    #[serde(default)]
     pub methods: Vec<String>,
-    #[serde(default)]
     /// Methods that do not match.
+    #[serde(default)]
     pub not_methods: Vec<String>,
-    #[serde(default)]
     /// The path, exact or with a `*` prefix or suffix.
-    pub paths: Vec<String>,
     #[serde(default)]
+    pub paths: Vec<String>,
     /// Paths that do not match.
+    #[serde(default)]
     pub not_paths: Vec<String>,
 }
 
@@ -162,10 +162,10 @@ pub struct Operation {
 pub struct Condition {
     /// What is tested (see above).
     pub key: String,
-    #[serde(default)]
     /// Values of which one must match.
-    pub values: Vec<String>,
     #[serde(default)]
+    pub values: Vec<String>,
     /// Values none of which may match.
+    #[serde(default)]
     pub not_values: Vec<String>,
 }

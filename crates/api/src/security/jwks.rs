@@ -11,17 +11,17 @@ pub const MAX_KEYS: usize = 256;
 /// Why a document is not a usable key set.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JwksError {
-    #[error("not a JSON key set: {0}")]
     /// The document is not a JSON key set (the reason from the parser).
+    #[error("not a JSON key set: {0}")]
     NotJwks(String),
-    #[error("no key Envoy can use (kty RSA, EC, oct or OKP)")]
     /// No key has a type Envoy can use.
+    #[error("no key Envoy can use (kty RSA, EC, oct or OKP)")]
     NoUsableKey,
-    #[error("{0} keys; at most {MAX_KEYS}")]
     /// More keys than [`MAX_KEYS`].
+    #[error("{0} keys; at most {MAX_KEYS}")]
     TooManyKeys(usize),
-    #[error("keys[{index}] ({kty}): {reason}")]
     /// One key cannot be used.
+    #[error("keys[{index}] ({kty}): {reason}")]
     BadKey {
         /// Its position in `keys`.
         index: usize,

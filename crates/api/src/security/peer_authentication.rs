@@ -22,20 +22,20 @@ pub struct PeerAuthenticationSpec {
     pub port_level_mtls: BTreeMap<u32, MutualTls>,
 }
 
+/// A mutual TLS setting.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// A mutual TLS setting.
 pub struct MutualTls {
-    #[serde(default)]
     /// What the sidecar accepts.
+    #[serde(default)]
     pub mode: MtlsMode,
 }
 
+/// What a sidecar accepts inbound.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
 )]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-/// What a sidecar accepts inbound.
 pub enum MtlsMode {
     /// Inherit from the parent scope (namespace, then mesh; PERMISSIVE at the top).
     #[default]

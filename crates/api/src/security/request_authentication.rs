@@ -12,19 +12,19 @@ pub struct RequestAuthenticationSpec {
     /// The workloads of its namespace it applies to (none: the whole namespace; in the root
     /// namespace: the mesh).
     pub selector: Option<WorkloadSelector>,
-    #[serde(default)]
     /// The issuers whose tokens are accepted, and how each is checked.
+    #[serde(default)]
     pub jwt_rules: Vec<JwtRule>,
 }
 
+/// How the tokens of one issuer are found and checked.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// How the tokens of one issuer are found and checked.
 pub struct JwtRule {
     /// The issuer, as the token's `iss` claim names it.
     pub issuer: String,
-    #[serde(default)]
     /// Accepted audiences (the token's `aud`); none: any.
+    #[serde(default)]
     pub audiences: Vec<String>,
     /// Where meshd fetches the keys (proxies never do).
     pub jwks_uri: Option<String>,
@@ -37,14 +37,14 @@ pub struct JwtRule {
     /// `Authorization: Bearer <token>`, then the `access_token` query parameter.
     #[serde(default)]
     pub from_headers: Vec<JwtHeader>,
-    #[serde(default)]
     /// Query parameters that may carry the token.
+    #[serde(default)]
     pub from_params: Vec<String>,
-    #[serde(default)]
     /// Cookies that may carry the token.
-    pub from_cookies: Vec<String>,
     #[serde(default)]
+    pub from_cookies: Vec<String>,
     /// Whether the token is passed on to the app (default: removed).
+    #[serde(default)]
     pub forward_original_token: bool,
     /// A header the proxy sets to the verified token's payload (base64url JSON).
     pub output_payload_to_header: Option<String>,
@@ -67,13 +67,13 @@ pub struct ClaimToHeader {
     pub claim: String,
 }
 
+/// A header that may carry the token.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-/// A header that may carry the token.
 pub struct JwtHeader {
     /// The header's name.
     pub name: String,
-    #[serde(default)]
     /// What comes before the token in it (`Bearer `).
+    #[serde(default)]
     pub prefix: String,
 }

@@ -196,10 +196,10 @@ pub enum ConditionKey {
 /// An AuthorizationPolicy condition key meshd does not know.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidConditionKey {
+    /// A key that is not one of these.
     #[error(
         "{0:?} is not a supported key (request.headers[NAME], request.auth.claims[NAME], request.auth.principal, source.ip, remote.ip, source.namespace, source.principal, destination.ip, destination.port, connection.sni)"
     )]
-    /// A key that is not one of these.
     Unsupported(String),
     /// `request.headers[]`: the brackets name nothing.
     #[error("{prefix}[] needs {what}")]
