@@ -288,8 +288,10 @@ async fn warmup_becomes_slow_start() {
             let clusters = ratings_cluster_config(&store)?;
             let dump: serde_json::Value = serde_json::from_str(&clusters).ok()?;
             let cluster = &dump["configs"][0]["cluster"];
-            (cluster["lb_policy"] == "LEAST_REQUEST")
-                .then(|| cluster["least_request_lb_config"]["slow_start_config"].clone())
+            // Least request is also the default: wait for the rule's slow start.
+            let slow_start = &cluster["least_request_lb_config"]["slow_start_config"];
+            (cluster["lb_policy"] == "LEAST_REQUEST" && !slow_start.is_null())
+                .then(|| slow_start.clone())
         },
     )
     .await;
