@@ -395,8 +395,12 @@ pub async fn acked_versions(http: std::net::SocketAddr, proxy_id: &str) -> Vec<S
 pub struct Pki {
     dir: tempfile::TempDir,
     ca: rcgen::Certificate,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
     client: (String, String),
 }
+
+/// The client certificate's serial number, which a revocation list names.
+const CLIENT_SERIAL: u64 = 0x1001;
 
 impl Pki {
     pub fn generate() -> Pki {
@@ -410,9 +414,10 @@ impl Pki {
             .push(rcgen::DnType::CommonName, "fleetmesh test CA");
         let ca = ca_params.self_signed(&ca_key).unwrap();
         let issuer = rcgen::Issuer::new(ca_params, ca_key);
-        let leaf = |name: &str| {
+        let leaf = |name: &str, serial: u64| {
             let key = rcgen::KeyPair::generate().unwrap();
             let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+            params.serial_number = Some(serial.into());
             params.distinguished_name = rcgen::DistinguishedName::new();
             params
                 .distinguished_name
@@ -421,14 +426,45 @@ impl Pki {
             (cert.pem(), key.serialize_pem())
         };
         let dir = tempfile::tempdir().unwrap();
-        let (server_cert, server_key) = leaf("shop.example.com");
+        let (server_cert, server_key) = leaf("shop.example.com", 0x1000);
         std::fs::write(dir.path().join("tls.crt"), server_cert).unwrap();
         std::fs::write(dir.path().join("tls.key"), server_key).unwrap();
         std::fs::write(dir.path().join("ca.crt"), ca.pem()).unwrap();
-        let client = leaf("client.example.com");
+        let client = leaf("client.example.com", CLIENT_SERIAL);
         std::fs::write(dir.path().join("client.crt"), &client.0).unwrap();
         std::fs::write(dir.path().join("client.key"), &client.1).unwrap();
-        Pki { dir, ca, client }
+        Pki {
+            dir,
+            ca,
+            issuer,
+            client,
+        }
+    }
+
+    /// Writes to `path` a revocation list of the CA (PEM) that revokes the client
+    /// certificate when `revoke_client`, and nothing otherwise.
+    pub fn write_crl(&self, path: &std::path::Path, revoke_client: bool) {
+        let long_ago = rcgen::date_time_ymd(2024, 1, 1);
+        let revoked = revoke_client.then(|| rcgen::RevokedCertParams {
+            serial_number: CLIENT_SERIAL.into(),
+            revocation_time: long_ago,
+            reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+            invalidity_date: None,
+        });
+        let crl = rcgen::CertificateRevocationListParams {
+            this_update: long_ago,
+            next_update: rcgen::date_time_ymd(2100, 1, 1),
+            crl_number: u64::from(revoke_client).into(),
+            issuing_distribution_point: None,
+            revoked_certs: revoked.into_iter().collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&self.issuer)
+        .unwrap();
+        // Replaced whole, as a proxy's agent may read it at any moment.
+        let partial = path.with_extension("partial");
+        std::fs::write(&partial, crl.pem().unwrap()).unwrap();
+        std::fs::rename(&partial, path).unwrap();
     }
 
     pub fn path(&self, name: &str) -> String {

@@ -336,6 +336,59 @@ spec:
     assert_eq!(nacks(&store.mesh), 0);
 }
 
+/// MUTUAL with `caCrl`: a client certificate the revocation list names is refused, and a
+/// list replaced on the gateway's host takes effect without a config change (its agent
+/// reads the files again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_client_certificates_are_refused() {
+    let pki = Pki::generate();
+    let crl = tempfile::tempdir().unwrap();
+    let crl = crl.path().join("ca.crl");
+    pki.write_crl(&crl, false);
+    let store = Bookstore::start(XdsMode::Delta).await;
+    let gateway_yaml = format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: mutual-gateway}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 8443, name: https, protocol: HTTPS}}
+    hosts: [shop.example.com]
+    tls: {{mode: MUTUAL, serverCertificate: {crt}, privateKey: {key}, caCertificates: {ca}, caCrl: {crl}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: shop}}
+spec:
+  hosts: [shop.example.com]
+  gateways: [mutual-gateway]
+  http: [{{route: [{{destination: {{host: ratings}}}}]}}]
+"#,
+        crt = pki.path("tls.crt"),
+        key = pki.path("tls.key"),
+        ca = pki.path("ca.crt"),
+        crl = crl.display(),
+    );
+    let gateway = ingress_gateway(&store, "mutual-gateway.yaml", &gateway_yaml).await;
+    let client = pki.client(gateway.address(8443), true);
+    let url = "https://shop.example.com:8443/";
+    https_answers("the client's certificate accepted", &client, url).await;
+
+    pki.write_crl(&crl, true);
+    eventually(
+        "the revoked client certificate refused",
+        Duration::from_secs(30),
+        async || {
+            // A new client each time: no connection from before the list changed.
+            let client = pki.client(gateway.address(8443), true);
+            client.get(url).send().await.is_err().then_some(())
+        },
+    )
+    .await;
+    assert_eq!(nacks(&store.mesh), 0);
+}
+
 /// PASSTHROUGH: the gateway holds no certificate; it forwards the client's TLS, chosen by
 /// SNI, to a backend that terminates it with its own (the client verifies that one). A
 /// name the server accepts but no route claims gets no connection.

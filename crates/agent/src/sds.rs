@@ -100,15 +100,20 @@ const SYSTEM_ROOTS: [&str; 5] = [
 ];
 
 /// A secret read from files of this host: `file-root:PATH` (a CA bundle;
-/// `file-root:system` the system's), `file-cert:CERT~KEY`; or why it cannot be (the
-/// error names the path, never the content). Until it can, Envoy waits for it.
+/// `file-root:system` the system's), `file-root:PATH~CRL` (with revocation lists),
+/// `file-cert:CERT~KEY`; or why it cannot be (the error names the path, never the
+/// content). Until it can, Envoy waits for it.
 fn file_secret(name: &str) -> Result<secret::Type, String> {
     let read = |path: &str| {
         std::fs::read(path)
             .map(inline)
             .map_err(|error| format!("cannot read {path}: {error}"))
     };
-    if let Some(path) = name.strip_prefix(FILE_ROOT) {
+    if let Some(roots) = name.strip_prefix(FILE_ROOT) {
+        let (path, crl) = match roots.split_once('~') {
+            Some((path, crl)) => (path, Some(read(crl)?)),
+            None => (roots, None),
+        };
         let path = match path {
             "system" => SYSTEM_ROOTS
                 .into_iter()
@@ -119,6 +124,7 @@ fn file_secret(name: &str) -> Result<secret::Type, String> {
         return Ok(secret::Type::ValidationContext(
             CertificateValidationContext {
                 trusted_ca: Some(read(path)?),
+                crl,
                 ..CertificateValidationContext::default()
             },
         ));
@@ -288,6 +294,15 @@ mod tests {
             panic!("a CA bundle");
         };
         assert_eq!(bytes(roots.trusted_ca), b"CA");
+        assert!(roots.crl.is_none());
+        std::fs::write(path("ca.crl"), "CRL").unwrap();
+        let Ok(secret::Type::ValidationContext(roots)) =
+            file_secret(&format!("file-root:{}~{}", path("ca.crt"), path("ca.crl")))
+        else {
+            panic!("a CA bundle with revocation lists");
+        };
+        assert_eq!(bytes(roots.trusted_ca), b"CA");
+        assert_eq!(bytes(roots.crl), b"CRL");
         let name = format!("file-cert:{}~{}", path("tls.crt"), path("tls.key"));
         let Ok(secret::Type::TlsCertificate(certificate)) = file_secret(&name) else {
             panic!("a certificate");
@@ -300,6 +315,8 @@ mod tests {
         let why = file_secret(&missing).unwrap_err();
         assert!(why.contains("gone.key"), "{why}");
         assert!(file_secret(&format!("file-root:{}", path("gone.crt"))).is_err());
+        let no_crl = format!("file-root:{}~{}", path("ca.crt"), path("gone.crl"));
+        assert!(file_secret(&no_crl).unwrap_err().contains("gone.crl"));
         assert!(file_secret("file-cert:no-separator").is_err());
         assert!(file_secret("something-else").is_err());
     }

@@ -369,6 +369,22 @@ fn validate_certificate_source(
             "MUTUAL needs the CA that client certificates chain to",
         );
     }
+    if tls.ca_crl.is_some() && mode != ServerTlsMode::Mutual {
+        errors.push(
+            format!("{at}.tls.caCrl"),
+            "revocation lists check client certificates: only with MUTUAL",
+        );
+    }
+    for (field, value) in [
+        ("serverCertificate", &tls.server_certificate),
+        ("privateKey", &tls.private_key),
+        ("caCertificates", &tls.ca_certificates),
+        ("caCrl", &tls.ca_crl),
+    ] {
+        if let Some(path) = value {
+            check_agent_file(&format!("{at}.tls.{field}"), path, errors);
+        }
+    }
 }
 
 /// Whether a server's TLS settings name any certificate file.
@@ -377,6 +393,7 @@ fn names_files(tls: &crate::networking::ServerTlsSettings) -> bool {
         &tls.server_certificate,
         &tls.private_key,
         &tls.ca_certificates,
+        &tls.ca_crl,
     ]
     .iter()
     .any(|f| f.is_some())

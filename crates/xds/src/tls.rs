@@ -125,8 +125,17 @@ pub fn istio_upstream(sni: &str, trust_domain: &str, peers: &[String]) -> Transp
 /// SDS names of secrets the agent reads from the proxy's host (Istio's agent's names): a
 /// CA bundle (`file-root:system`: the system's roots) and a certificate with its key.
 const FILE_ROOT: &str = "file-root:";
-const SYSTEM_ROOTS: &str = "file-root:system";
 const FILE_CERT: &str = "file-cert:";
+
+/// The secret of roots read from files: `file-root:CA` (`system`: the system's roots),
+/// `file-root:CA~CRL` with a revocation list (validation keeps `~` out of the paths).
+fn file_roots(ca: Option<&str>, crl: Option<&str>) -> String {
+    let ca = ca.unwrap_or("system");
+    match crl {
+        Some(crl) => format!("{FILE_ROOT}{ca}~{crl}"),
+        None => format!("{FILE_ROOT}{ca}"),
+    }
+}
 
 /// TLS the proxy originates to a destination outside the mesh (DestinationRule SIMPLE or
 /// MUTUAL), for server name `host` unless `sni` says otherwise. The server must chain to
@@ -147,10 +156,10 @@ pub fn originate(
             ([], []) => std::slice::from_ref(&sni),
             ([], names) | (names, _) => names,
         };
-        let roots = match &settings.ca_certificates {
-            Some(path) => format!("{FILE_ROOT}{path}"),
-            None => SYSTEM_ROOTS.to_string(),
-        };
+        let roots = file_roots(
+            settings.ca_certificates.as_deref(),
+            settings.ca_crl.as_deref(),
+        );
         common_tls_context::ValidationContextType::CombinedValidationContext(
             common_tls_context::CombinedCertificateValidationContext {
                 default_validation_context: Some(CertificateValidationContext {
@@ -225,10 +234,10 @@ pub fn gateway_downstream(settings: &ServerTlsSettings) -> TransportSocket {
         (Some(certificate), Some(key)) => vec![sds(&format!("{FILE_CERT}{certificate}~{key}"))],
         _ => Vec::new(),
     };
-    let validation = settings
-        .ca_certificates
-        .as_ref()
-        .map(|path| client_validation(settings, sds(&format!("{FILE_ROOT}{path}"))));
+    let validation = settings.ca_certificates.as_ref().map(|ca| {
+        let roots = file_roots(Some(ca), settings.ca_crl.as_deref());
+        client_validation(settings, sds(&roots))
+    });
     tls_socket(pack(DownstreamTlsContext {
         common_tls_context: Some(CommonTlsContext {
             tls_certificate_sds_secret_configs: certificate,

@@ -352,6 +352,9 @@ pub struct ClientTlsSettings {
     pub credential_name: Option<String>,
     /// The file of CA certificates that check the server's certificate.
     pub ca_certificates: Option<String>,
+    /// A file of certificate revocation lists (PEM): a server certificate revoked there is
+    /// refused. Read by the proxy's agent, like `caCertificates`.
+    pub ca_crl: Option<String>,
     /// The names the server's certificate must carry (any one of them).
     #[serde(default)]
     pub subject_alt_names: Vec<String>,

@@ -65,6 +65,9 @@ pub struct ServerTlsSettings {
     pub private_key: Option<String>,
     /// The file of CA certificates that check client certificates (MUTUAL).
     pub ca_certificates: Option<String>,
+    /// MUTUAL: a file of certificate revocation lists (PEM): a client certificate revoked
+    /// there is refused. Read by the gateway's agent, like `caCertificates`.
+    pub ca_crl: Option<String>,
     /// The oldest TLS version accepted.
     pub min_protocol_version: Option<TlsVersion>,
     /// The newest TLS version accepted.

@@ -138,3 +138,15 @@ pub fn check_export_to(export_to: &[String], errors: &mut Errors) {
         errors.push("spec.exportTo", "\"*\" and \"~\" must stand alone");
     }
 }
+
+/// A file the proxy's agent reads for a TLS setting: `~` separates the files of one
+/// secret in the names the agent serves (`file-cert:CERT~KEY`, `file-root:CA~CRL`), so a
+/// path cannot hold one.
+pub fn check_agent_file(field: &str, path: &str, errors: &mut Errors) {
+    if path.contains('~') {
+        errors.push(
+            field,
+            format!("{path:?}: a certificate file's path cannot contain '~' (it separates the files the proxy's agent serves together); rename or link the file"),
+        );
+    }
+}

@@ -307,16 +307,18 @@ fn validate_client_tls(at: &str, tls: &ClientTlsSettings, errors: &mut Errors) {
         ("clientCertificate", &tls.client_certificate),
         ("privateKey", &tls.private_key),
     ];
-    let files = client
-        .into_iter()
-        .chain([("caCertificates", &tls.ca_certificates)]);
+    let files = client.into_iter().chain([
+        ("caCertificates", &tls.ca_certificates),
+        ("caCrl", &tls.ca_crl),
+    ]);
     for (field, value) in files {
         match value {
             Some(_) if !originates => errors.push(
                 format!("{at}.{field}"),
                 "only used with mode SIMPLE or MUTUAL",
             ),
-            _ => {}
+            Some(path) => check_agent_file(&format!("{at}.{field}"), path, errors),
+            None => {}
         }
     }
     if tls.credential_name.is_some() {

@@ -801,3 +801,41 @@ spec:
         ]
     );
 }
+
+#[test]
+fn revocation_lists_check_certificates_meshd_verifies() {
+    let yaml = r#"apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: db}
+spec:
+  host: db.example.com
+  trafficPolicy:
+    tls: {mode: SIMPLE, caCertificates: /etc/db/ca.crt, caCrl: /etc/db/ca.crl}
+  subsets:
+  - name: plain
+    trafficPolicy: {tls: {mode: DISABLE, caCrl: /etc/db/ca.crl}}
+  - name: tilde
+    trafficPolicy: {tls: {mode: SIMPLE, caCrl: /etc/db/old~ca.crl}}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: shop}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: [shop.example.com]
+    tls: {mode: SIMPLE, serverCertificate: /etc/tls.crt, privateKey: /etc/tls.key, caCrl: /etc/ca.crl}
+  - port: {number: 8443, name: mutual, protocol: HTTPS}
+    hosts: [shop.example.com]
+    tls: {mode: MUTUAL, serverCertificate: /etc/tls.crt, privateKey: /etc/tls.key, caCertificates: /etc/ca.crt, caCrl: /etc/ca.crl}
+"#;
+    assert_eq!(
+        problems(yaml),
+        [
+            "spec.subsets[0].trafficPolicy.tls.caCrl: only used with mode SIMPLE or MUTUAL",
+            "spec.subsets[1].trafficPolicy.tls.caCrl: \"/etc/db/old~ca.crl\": a certificate file's path cannot contain '~' (it separates the files the proxy's agent serves together); rename or link the file",
+            "spec.servers[0].tls.caCrl: revocation lists check client certificates: only with MUTUAL",
+        ]
+    );
+}
