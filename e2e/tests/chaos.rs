@@ -12,7 +12,8 @@
 //! - A partition between the proxies and meshd (a relay of the test's own that stops
 //!   passing bytes, as a lost network does): traffic between the sidecars is unaffected,
 //!   a change made meanwhile arrives once it heals, and the proxies resync with a push
-//!   or two each, not a storm.
+//!   or two each, not a storm. The same with real pods on the real node, cut off meshd
+//!   in their own network namespaces (`partition_in_pods`).
 //! - The CA directory's disk full: a meshd that would create its CA there refuses to
 //!   start, saying where and why, and leaves no partial key; on a disk that fills up
 //!   while it runs, every workload keeps renewing its certificate (signing writes
@@ -21,6 +22,9 @@
 //! - The API server gone for a minute: Envoy keeps the cluster's endpoints all along (no
 //!   push of partial state), a change to meshd's config files still arrives meanwhile,
 //!   and once the API server is back the watches resume and the cluster's changes arrive.
+
+#[path = "chaos/partition_in_pods.rs"]
+mod partition_in_pods;
 
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
