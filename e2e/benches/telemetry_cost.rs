@@ -55,7 +55,7 @@ fn listener(name: &str, port: u16, with_telemetry: bool) -> Listener {
         ..HttpConnectionManager::default()
     };
     if with_telemetry {
-        manager.access_log = telemetry::http(Side::Inbound { mtls: false });
+        manager.access_log = telemetry::http(Some(Side::Inbound { mtls: false }));
         http_filters.insert(0, telemetry::peer_headers_filter());
     }
     manager.http_filters = http_filters;

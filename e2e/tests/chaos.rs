@@ -37,6 +37,10 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// One case at a time: each measures meshd under its own fault, not under another case's
+/// (the machine has two cores), and the figures it prints are that fault's.
+static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const STALLED_PER_PORT: usize = 1_000;
 const UNAUTHENTICATED_STREAMS: usize = 10_000;
 /// Connections the token-less streams share (each takes 16 streams at most).
@@ -138,6 +142,7 @@ async fn unauthenticated_streams(address: SocketAddr, roots: &str) -> BTreeMap<S
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn floods_of_tokenless_streams_and_stalled_connections_change_nothing() {
+    let _alone = ALONE.lock().await;
     let store = Bookstore::start(XdsMode::Delta).await;
     let meshd = store.mesh.meshd();
     let roots = std::fs::read_to_string(store.mesh.config_dir().join(".ca/root-cert.pem"))
@@ -215,6 +220,7 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_server_gone_for_a_minute() {
+    let _alone = ALONE.lock().await;
     // A cluster of its own: this test stops its API server.
     let (cluster, client) = TestCluster::start_with_istio("fleetmesh-chaos")
         .await
@@ -477,6 +483,7 @@ async fn all_hold(versions: &Versions, expected: &(String, String), what: &str) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn meshd_killed_under_load_comes_back_to_the_same_config() {
+    let _alone = ALONE.lock().await;
     let mut store = Bookstore::start(XdsMode::Sotw).await;
     let meshd = store.mesh.meshd();
     let addresses = Addresses {
@@ -617,6 +624,7 @@ impl Drop for SmallDisk {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ca_disk_full() {
+    let _alone = ALONE.lock().await;
     let config_dir = tempfile::Builder::new()
         .prefix("fleetmesh-")
         .tempdir()
@@ -782,6 +790,7 @@ const PARTITION: Duration = Duration::from_secs(45);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_between_proxies_and_meshd() {
+    let _alone = ALONE.lock().await;
     let mut store = Bookstore::start(XdsMode::Delta).await;
     let meshd = store.mesh.meshd();
     // The proxies dial meshd's plaintext port; from now on the relay listens there and

@@ -293,7 +293,8 @@ async fn a_sidecar_limits_what_one_namespace_sees() {
 }
 
 /// MeshConfig (ConfigMap `istio` in istio-system) applies live: moving `rootNamespace` to a
-/// namespace holding a default Sidecar scopes every other namespace to itself.
+/// namespace holding a default Sidecar scopes every other namespace to itself; an empty
+/// `defaultProviders.metrics` takes Istio's workload metrics off every listener.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mesh_config_root_namespace_applies_live() {
     // A cluster of its own: mesh-wide settings would reach the other tests' meshd.
@@ -368,6 +369,34 @@ async fn mesh_config_root_namespace_applies_live() {
         },
     )
     .await;
+
+    // Istio's standard metrics turned off mesh-wide (no metrics provider): no stats logger
+    // or peer headers on any listener, and back when the provider is named again.
+    let listeners_log_stats = || {
+        let (_, dump) = fleetmesh_agent::process::admin_request(
+            proxy.envoy.admin_socket(),
+            "GET",
+            "/config_dump?resource=dynamic_listeners",
+        )
+        .unwrap_or_default();
+        (!dump.is_empty()).then(|| dump.contains("envoy.access_loggers.stats"))
+    };
+    assert_eq!(listeners_log_stats(), Some(true));
+    for (providers, logged) in [("[]", false), ("[prometheus]", true)] {
+        let without = mesh_config.replace(
+            "    accessLogFile: /dev/stdout\n",
+            &format!("    defaultProviders: {{metrics: {providers}}}\n"),
+        );
+        fleetmesh_kube::testing::apply(&client, None, &without)
+            .await
+            .unwrap();
+        eventually(
+            &format!("listeners with metrics providers {providers}"),
+            Duration::from_secs(30),
+            async || (listeners_log_stats() == Some(logged)).then_some(()),
+        )
+        .await;
+    }
     assert_eq!(nacks(&mesh), 0);
 }
 

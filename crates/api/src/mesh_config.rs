@@ -14,9 +14,47 @@ pub struct MeshConfigSpec {
     pub trust_domain: Option<String>,
     /// What sidecars do with captured traffic to a host the mesh does not know.
     pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
+    /// The telemetry providers used where no Telemetry resource says otherwise.
+    pub default_providers: Option<DefaultProviders>,
     /// Every other field, by name: accepted, not applied.
     #[serde(flatten)]
     pub unsupported: BTreeMap<String, serde_yaml_ng::Value>,
+}
+
+/// MeshConfig's `defaultProviders`.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DefaultProviders {
+    /// The metrics providers: `prometheus` (Istio's standard workload metrics, the
+    /// default) or none (`[]`: the sidecars keep no workload metrics, which saves their
+    /// per-request cost).
+    pub metrics: Option<Vec<String>>,
+    /// Every other field (`tracing`, `accessLogging`), by name: accepted, not applied.
+    #[serde(flatten)]
+    pub unsupported: BTreeMap<String, serde_yaml_ng::Value>,
+}
+
+impl MeshConfigSpec {
+    /// The names of the fields meshd accepts and does not apply (`defaultProviders.X`
+    /// for those inside it).
+    pub fn unsupported_fields(&self) -> Vec<String> {
+        let inner = self
+            .default_providers
+            .iter()
+            .flat_map(|p| p.unsupported.keys());
+        self.unsupported
+            .keys()
+            .cloned()
+            .chain(inner.map(|k| format!("defaultProviders.{k}")))
+            .collect()
+    }
+
+    /// Whether the sidecars keep Istio's standard workload metrics: unless
+    /// `defaultProviders.metrics` is given without `prometheus`.
+    pub fn workload_metrics(&self) -> Option<bool> {
+        let metrics = self.default_providers.as_ref()?.metrics.as_ref()?;
+        Some(metrics.iter().any(|m| m == "prometheus"))
+    }
 }
 
 /// MeshConfig's `outboundTrafficPolicy`.
@@ -94,5 +132,30 @@ mod tests {
             parse("outboundTrafficPolicy: [").unwrap_err(),
             MeshConfigError::Yaml(_)
         ));
+    }
+
+    #[test]
+    fn workload_metrics_unless_the_default_providers_leave_prometheus_out() {
+        let metrics = |text: &str| parse(text).unwrap().workload_metrics();
+        assert_eq!(metrics(""), None);
+        assert_eq!(metrics("defaultProviders: {tracing: [zipkin]}"), None);
+        assert_eq!(
+            metrics("defaultProviders: {metrics: [prometheus]}"),
+            Some(true)
+        );
+        assert_eq!(metrics("defaultProviders: {metrics: []}"), Some(false));
+        assert_eq!(
+            metrics("defaultProviders: {metrics: [stackdriver]}"),
+            Some(false)
+        );
+        let mesh = parse(
+            "defaultProviders: {metrics: [], accessLogging: [envoy]}
+enableTracing: true
+",
+        );
+        assert_eq!(
+            mesh.unwrap().unsupported_fields(),
+            ["enableTracing", "defaultProviders.accessLogging"]
+        );
     }
 }

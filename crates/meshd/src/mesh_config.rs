@@ -29,8 +29,8 @@ impl MeshConfig {
         *reported = Some(text.to_string());
         match parsed {
             Ok(mesh) => {
-                if first_time && !mesh.unsupported.is_empty() {
-                    let fields: Vec<&String> = mesh.unsupported.keys().collect();
+                let fields = mesh.unsupported_fields();
+                if first_time && !fields.is_empty() {
                     tracing::warn!(?fields, "MeshConfig fields meshd does not apply (yet)");
                 }
                 // Certificates carry the CA's trust domain (--trust-domain); peers are
@@ -45,7 +45,11 @@ impl MeshConfig {
                         "MeshConfig trustDomain differs from meshd's --trust-domain; workload identities keep the CA's"
                     );
                 }
+                let workload_metrics = mesh
+                    .workload_metrics()
+                    .unwrap_or(self.defaults.workload_metrics);
                 MeshSettings {
+                    workload_metrics,
                     root_namespace: mesh
                         .root_namespace
                         .unwrap_or_else(|| self.defaults.root_namespace.clone()),

@@ -69,6 +69,9 @@ pub struct MeshSettings {
     /// `outboundTrafficPolicy: REGISTRY_ONLY`: captured traffic to unknown destinations
     /// is dropped instead of passed through.
     pub registry_only: bool,
+    /// Sidecars and gateways keep Istio's standard workload metrics (MeshConfig
+    /// `defaultProviders.metrics` names `prometheus`, or is not given).
+    pub workload_metrics: bool,
 }
 
 impl Default for MeshSettings {
@@ -77,6 +80,7 @@ impl Default for MeshSettings {
             root_namespace: "istio-system".into(),
             trust_domain: crate::DEFAULT_DOMAIN.into(),
             registry_only: false,
+            workload_metrics: true,
         }
     }
 }

@@ -133,7 +133,7 @@ fn uncaptured(scope: &Scope) -> Vec<Listener> {
             route_config_name: names::HTTP_PROXY_ROUTE.into(),
         }),
         false,
-        Side::Outbound,
+        telemetry::kept(scope, Side::Outbound),
     );
     let mut listeners = vec![http_listener(
         names::VIRTUAL_OUTBOUND,
@@ -236,11 +236,13 @@ fn inbound_hcm(scope: &Scope, port: u32, side: Side) -> Filter {
         &names::inbound_cluster(port),
         http_connection_manager::RouteSpecifier::RouteConfig(inbound_route_config(port)),
         false,
-        side,
+        telemetry::kept(scope, side),
     );
     enforce_policies(scope, &mut hcm);
     // First: the caller's sidecar's headers are read, and gone, before anything else.
-    hcm.http_filters.insert(0, telemetry::peer_headers_filter());
+    if scope.snapshot.mesh.workload_metrics {
+        hcm.http_filters.insert(0, telemetry::peer_headers_filter());
+    }
     hcm.forward_client_cert_details =
         http_connection_manager::ForwardClientCertDetails::SanitizeSet as i32;
     hcm.set_current_client_cert_details =
@@ -257,7 +259,7 @@ fn inbound_hcm(scope: &Scope, port: u32, side: Side) -> Filter {
 /// TCP proxy.
 fn inbound_tcp(scope: &Scope, cluster: &str, side: Side) -> Vec<Filter> {
     let mut filters = tcp_policies(scope, cluster);
-    filters.push(tcp_proxy(cluster, side));
+    filters.push(tcp_proxy(cluster, telemetry::kept(scope, side)));
     filters
 }
 
@@ -450,7 +452,7 @@ fn http_gateway_listener(
             route_config_name: route_name.clone(),
         }),
         true,
-        Side::Outbound,
+        telemetry::kept(scope, Side::Outbound),
     );
     // A gateway is a workload too: policies selecting it apply to what it serves.
     enforce_policies(scope, &mut manager);
@@ -564,7 +566,7 @@ fn hcm(
     stat_prefix: &str,
     route_specifier: http_connection_manager::RouteSpecifier,
     edge: bool,
-    side: Side,
+    side: Option<Side>,
 ) -> HttpConnectionManager {
     HttpConnectionManager {
         access_log: telemetry::http(side),
@@ -582,8 +584,8 @@ fn hcm(
     }
 }
 
-/// Proxies a connection as bytes to `cluster`, counted as `side`'s.
-fn tcp_proxy(cluster: &str, side: Side) -> Filter {
+/// Proxies a connection as bytes to `cluster`, counted as `side`'s (if counted).
+fn tcp_proxy(cluster: &str, side: Option<Side>) -> Filter {
     let proxy = TcpProxy {
         stat_prefix: cluster.into(),
         cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster.into())),

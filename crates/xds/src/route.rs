@@ -115,7 +115,9 @@ fn outbound(scope: &Scope, name: &str, only_port: Option<u32>) -> RouteConfigura
     // Who calls, for the server's metrics: added once for the whole config, and removed
     // again (after it, as the most specific) by the virtual hosts of hosts outside the
     // mesh, which are never told.
-    config.request_headers_to_add = crate::telemetry::peer_headers();
+    if scope.snapshot.mesh.workload_metrics {
+        config.request_headers_to_add = crate::telemetry::peer_headers();
+    }
     config.most_specific_header_mutations_wins = true;
     config
 }

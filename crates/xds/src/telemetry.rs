@@ -20,6 +20,7 @@
 //! Envoy names the series `envoy_istio_*`; the agent serves them under Istio's names.
 
 use crate::pack;
+
 use envoy_types::pb::envoy::config::accesslog::v3::{
     AccessLog, AccessLogFilter, LogTypeFilter, access_log, access_log_filter,
 };
@@ -60,9 +61,20 @@ pub enum Side {
     },
 }
 
+/// `side`, when the mesh keeps Istio's workload metrics; `None` when MeshConfig's
+/// `defaultProviders.metrics` leaves Prometheus out: then no stats logger is configured
+/// and no peer headers are sent or read, so requests cost what they cost without
+/// telemetry.
+pub fn kept(scope: &crate::scope::Scope, side: Side) -> Option<Side> {
+    scope.snapshot.mesh.workload_metrics.then_some(side)
+}
+
 /// The access logs of an HTTP connection manager on `side`: `istio_requests_total`,
 /// `istio_request_duration_milliseconds`, `istio_request_bytes`, `istio_response_bytes`.
-pub fn http(side: Side) -> Vec<AccessLog> {
+pub fn http(side: Option<Side>) -> Vec<AccessLog> {
+    let Some(side) = side else {
+        return Vec::new();
+    };
     let mut tags = labels(side);
     tags.extend([
         tag("request_protocol", "http"),
@@ -118,7 +130,10 @@ fn tcp(side: Side) -> Vec<AccessLog> {
 
 /// A TCP proxy that counts its connections as `side`'s (cluster and stat prefix still
 /// to set): its access logs, flushed once the upstream connects too.
-pub fn tcp_proxy(side: Side) -> TcpProxy {
+pub fn tcp_proxy(side: Option<Side>) -> TcpProxy {
+    let Some(side) = side else {
+        return TcpProxy::default();
+    };
     TcpProxy {
         access_log: tcp(side),
         access_log_options: Some(tcp_proxy::TcpAccessLogOptions {

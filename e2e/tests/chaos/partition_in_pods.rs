@@ -2,7 +2,7 @@
 //! on the real node, every packet between the pods and meshd's xDS port dropped (both
 //! ways, new connections too) while the pods keep talking to each other.
 
-use super::{PARTITION, pushes};
+use super::{ALONE, PARTITION, pushes};
 use fleetmesh_e2e::load::{RequestLog, ServiceAddress, load_deployment, reviews_with_budget};
 use fleetmesh_e2e::real_node::{
     InNamespace, NODE_IP, install, pod_ip, pods, restarted, start_cluster, start_meshd,
@@ -99,6 +99,7 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_between_pods_and_meshd() {
+    let _alone = ALONE.lock().await;
     let cluster = start_cluster();
     let client = cluster.client().await.unwrap();
     let dir = tempfile::tempdir().unwrap();

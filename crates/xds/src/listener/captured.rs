@@ -14,7 +14,7 @@ use crate::common::ads;
 use crate::names;
 use crate::pack;
 use crate::scope::Scope;
-use crate::telemetry::Side;
+use crate::telemetry::{self, Side};
 use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
 use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, listener_filter,
@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, BTreeSet};
 pub const INBOUND_PORT: u32 = 15006;
 
 pub fn sidecar(scope: &Scope) -> Vec<Listener> {
-    let mut listeners = vec![virtual_outbound(scope.registry_only())];
+    let mut listeners = vec![virtual_outbound(scope)];
     let mut by_sni = sni::chains_by_port(scope);
     for port in scope.http_ports() {
         let manager = hcm(
@@ -40,7 +40,7 @@ pub fn sidecar(scope: &Scope) -> Vec<Listener> {
                 route_config_name: port.to_string(),
             }),
             false,
-            Side::Outbound,
+            telemetry::kept(scope, Side::Outbound),
         );
         let mut listener = http_listener(
             &names::bound_listener("0.0.0.0", port),
@@ -61,19 +61,19 @@ pub fn sidecar(scope: &Scope) -> Vec<Listener> {
     listeners.extend(
         by_sni
             .into_iter()
-            .map(|(port, chains)| tls_by_sni(port, chains, scope.registry_only())),
+            .map(|(port, chains)| tls_by_sni(port, chains, scope)),
     );
     listeners.extend(tcp_service_listeners(scope));
     listeners.push(virtual_inbound(scope));
     listeners
 }
 
-fn virtual_outbound(registry_only: bool) -> Listener {
+fn virtual_outbound(scope: &Scope) -> Listener {
     Listener {
         name: names::VIRTUAL_OUTBOUND.into(),
         address: Some(crate::common::socket_address("0.0.0.0", OUTBOUND_PORT)),
         use_original_dst: Some(BoolValue { value: true }),
-        default_filter_chain: Some(fallthrough(registry_only)),
+        default_filter_chain: Some(fallthrough(scope)),
         traffic_direction: TrafficDirection::Outbound as i32,
         ..Listener::default()
     }
@@ -81,23 +81,24 @@ fn virtual_outbound(registry_only: bool) -> Listener {
 
 /// Where a connection to a destination the mesh does not know goes: on as it is
 /// (ALLOW_ANY, Istio's default) or nowhere (REGISTRY_ONLY).
-fn fallthrough(registry_only: bool) -> FilterChain {
-    if registry_only {
-        tcp_chain("BlackHoleFilterChain", names::BLACK_HOLE_CLUSTER)
+fn fallthrough(scope: &Scope) -> FilterChain {
+    let side = telemetry::kept(scope, Side::Outbound);
+    if scope.registry_only() {
+        tcp_chain("BlackHoleFilterChain", names::BLACK_HOLE_CLUSTER, side)
     } else {
-        tcp_chain("PassthroughFilterChain", names::PASSTHROUGH_CLUSTER)
+        tcp_chain("PassthroughFilterChain", names::PASSTHROUGH_CLUSTER, side)
     }
 }
 
 /// `0.0.0.0_PORT` for a TLS port without an HTTP service on it: the SNI name picks the
 /// chain (see `sni`), other names fall through.
-fn tls_by_sni(port: u32, chains: Vec<FilterChain>, registry_only: bool) -> Listener {
+fn tls_by_sni(port: u32, chains: Vec<FilterChain>, scope: &Scope) -> Listener {
     Listener {
         name: names::bound_listener("0.0.0.0", port),
         address: Some(crate::common::socket_address("0.0.0.0", port)),
         listener_filters: vec![tls_inspector()],
         filter_chains: chains,
-        default_filter_chain: Some(fallthrough(registry_only)),
+        default_filter_chain: Some(fallthrough(scope)),
         // Reached through virtualOutbound's hand-off, never bound itself.
         bind_to_port: Some(BoolValue { value: false }),
         traffic_direction: TrafficDirection::Outbound as i32,
@@ -149,10 +150,10 @@ fn virtual_inbound(scope: &Scope) -> Listener {
     }
 }
 
-fn tcp_chain(name: &str, cluster: &str) -> FilterChain {
+fn tcp_chain(name: &str, cluster: &str, side: Option<Side>) -> FilterChain {
     FilterChain {
         name: name.into(),
-        filters: vec![tcp_proxy(cluster, Side::Outbound)],
+        filters: vec![tcp_proxy(cluster, side)],
         ..FilterChain::default()
     }
 }
@@ -179,7 +180,7 @@ fn tcp_service_listeners(scope: &Scope) -> Vec<Listener> {
                 Some(chains) => Listener {
                     listener_filters: vec![tls_inspector()],
                     filter_chains: chains,
-                    default_filter_chain: Some(fallthrough(scope.registry_only())),
+                    default_filter_chain: Some(fallthrough(scope)),
                     ..Listener::default()
                 },
                 None => Listener {
@@ -216,6 +217,6 @@ fn tcp_service_proxy(scope: &Scope, host: &str, port: u32) -> Filter {
         Some((destinations, namespace)) => {
             forward::tcp_proxy(scope, destinations, namespace, port, cluster)
         }
-        None => tcp_proxy(&cluster, Side::Outbound),
+        None => tcp_proxy(&cluster, telemetry::kept(scope, Side::Outbound)),
     }
 }

@@ -6,6 +6,7 @@
 use crate::pack;
 use crate::route::action::cluster_name;
 use crate::scope::{GatewayServer, Scope, binds};
+use crate::telemetry;
 use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, FilterChainMatch, filter};
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
 use fleetmesh_api::networking::{RouteDestination, TcpRoute, VirtualServiceSpec};
@@ -182,7 +183,7 @@ pub fn tcp_proxy(
     let proxy = TcpProxy {
         stat_prefix,
         cluster_specifier: Some(cluster_specifier),
-        ..crate::telemetry::tcp_proxy(crate::telemetry::Side::Outbound)
+        ..telemetry::tcp_proxy(telemetry::kept(scope, telemetry::Side::Outbound))
     };
     Filter {
         name: "envoy.filters.network.tcp_proxy".into(),

@@ -9,7 +9,7 @@
 use super::forward;
 use crate::names;
 use crate::scope::Scope;
-use crate::telemetry::Side;
+use crate::telemetry::{self, Side};
 use envoy_types::pb::envoy::config::listener::v3::FilterChain;
 use fleetmesh_api::networking::{TlsMatchAttributes, TlsRoute};
 use fleetmesh_model::host::host_matches;
@@ -29,7 +29,8 @@ pub fn chains_by_port(scope: &Scope) -> BTreeMap<u32, Vec<FilterChain>> {
                 None => {
                     if taken.insert(service.hostname.clone()) {
                         let cluster = names::outbound_cluster(port.port, "", &service.hostname);
-                        let proxy = super::tcp_proxy(&cluster, Side::Outbound);
+                        let side = telemetry::kept(scope, Side::Outbound);
+                        let proxy = super::tcp_proxy(&cluster, side);
                         chains.push(forward::sni_chain(&service.hostname, proxy));
                     }
                 }
