@@ -4,7 +4,8 @@
 //! `scripts/istio-build`) serving the cluster from this machine as its in-cluster
 //! Deployment would, with the Istio plug-in CA files (`cacerts`) it is given. Its
 //! proxies are ADS clients ([`IstiodProxy`]): Istio's proxy image (its own Envoy build)
-//! is not available here.
+//! is not available here (`e2e/tests/istiod_on_upstream_envoy.rs` shows which settings
+//! let upstream Envoy take istiod's config instead).
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
@@ -127,6 +128,16 @@ impl Istiod {
     /// `cacerts` (`ca-cert.pem`, `ca-key.pem`, `root-cert.pem`, `cert-chain.pem`), and
     /// waits until it is ready.
     pub async fn start(cluster: &TestCluster, dir: &Path, cacerts: &Path) -> Istiod {
+        Self::start_with(cluster, dir, cacerts, &[]).await
+    }
+
+    /// [`Istiod::start`] with `settings` (istiod's environment variables) added.
+    pub async fn start_with(
+        cluster: &TestCluster,
+        dir: &Path,
+        cacerts: &Path,
+        settings: &[(&str, &str)],
+    ) -> Istiod {
         // Where scripts/istio-build keeps istiod (building it on first use).
         let build = crate::istio_build();
         let plugged = dir.join("etc/cacerts");
@@ -158,6 +169,7 @@ impl Istiod {
             // It serves its webhooks by URL; it patches none.
             .env("INJECTION_WEBHOOK_CONFIG_NAME", "")
             .env("VALIDATION_WEBHOOK_CONFIG_NAME", "")
+            .envs(settings.iter().copied())
             .current_dir(dir)
             .stdin(std::process::Stdio::null())
             .stdout(out.try_clone().unwrap())
