@@ -171,32 +171,40 @@ fn sidecars_without_selector(sidecars: &[(&Config<SidecarSpec>, &String)]) -> Ve
             by_namespace
                 .entry(&sidecar.metadata.namespace)
                 .or_default()
-                .push((sidecar, origin));
+                .push((*sidecar, *origin));
         }
     }
     let mut messages = Vec::new();
     for (namespace, unselective) in by_namespace {
-        if unselective.len() < 2 {
-            continue;
-        }
-        let mut names: Vec<&str> = unselective
-            .iter()
-            .map(|(s, _)| s.metadata.name.as_str())
-            .collect();
-        names.sort();
-        for (sidecar, origin) in &unselective {
-            messages.push(message(
-                SIDECARS_WITHOUT_SELECTOR,
-                "Sidecar",
-                &sidecar.metadata,
-                origin,
-                format!(
-                    "The Sidecars {names:?} in namespace {namespace:?} have no workload selector, which can lead to undefined behavior."
-                ),
-            ));
-        }
+        messages.extend(each_of_several(SIDECARS_WITHOUT_SELECTOR, &unselective, |names| {
+            format!(
+                "The Sidecars {names:?} in namespace {namespace:?} have no workload selector, which can lead to undefined behavior."
+            )
+        }));
     }
     messages
+}
+
+/// When `sidecars` are more than one, a finding on each of them, its text made from all
+/// their names (sorted); nothing for a single Sidecar.
+fn each_of_several(
+    code: &'static str,
+    sidecars: &[(&Config<SidecarSpec>, &String)],
+    text: impl Fn(&[&str]) -> String,
+) -> Vec<Message> {
+    if sidecars.len() < 2 {
+        return Vec::new();
+    }
+    let mut names: Vec<&str> = sidecars
+        .iter()
+        .map(|(s, _)| s.metadata.name.as_str())
+        .collect();
+    names.sort();
+    let text = text(&names);
+    sidecars
+        .iter()
+        .map(|(sidecar, origin)| message(code, "Sidecar", &sidecar.metadata, origin, text.clone()))
+        .collect()
 }
 
 /// Sidecars whose selector matches no pod of their namespace, and pods that more than
@@ -218,7 +226,7 @@ fn sidecars_by_pod(sidecars: &[(&Config<SidecarSpec>, &String)], pods: &[Pod]) -
             selecting
                 .entry((namespace, pod.name.as_str()))
                 .or_default()
-                .push((sidecar, origin));
+                .push((*sidecar, *origin));
         }
         if !selects_any {
             messages.push(message(
@@ -234,25 +242,11 @@ fn sidecars_by_pod(sidecars: &[(&Config<SidecarSpec>, &String)], pods: &[Pod]) -
         }
     }
     for ((namespace, pod), sidecars) in selecting {
-        if sidecars.len() < 2 {
-            continue;
-        }
-        let mut names: Vec<&str> = sidecars
-            .iter()
-            .map(|(s, _)| s.metadata.name.as_str())
-            .collect();
-        names.sort();
-        for (sidecar, origin) in &sidecars {
-            messages.push(message(
-                SIDECARS_SELECT_ONE_POD,
-                "Sidecar",
-                &sidecar.metadata,
-                origin,
-                format!(
-                    "The Sidecars {names:?} in namespace {namespace:?} select the same workload pod {pod:?}, which can lead to undefined behavior."
-                ),
-            ));
-        }
+        messages.extend(each_of_several(SIDECARS_SELECT_ONE_POD, &sidecars, |names| {
+            format!(
+                "The Sidecars {names:?} in namespace {namespace:?} select the same workload pod {pod:?}, which can lead to undefined behavior."
+            )
+        }));
     }
     messages
 }
