@@ -85,8 +85,8 @@ pub struct HttpMatchRequest {
     pub method: Option<StringMatch>,
     /// The authority (`Host`).
     pub authority: Option<StringMatch>,
-    /// Headers by lower-case name (`@request.auth.claims.NAME`: a claim of the request's validated
-    /// JWT).
+    /// Headers by name, in any case (`@request.auth.claims.NAME`: a claim of the request's
+    /// validated JWT).
     #[serde(default)]
     pub headers: BTreeMap<String, StringMatch>,
     /// The port the request came to.
