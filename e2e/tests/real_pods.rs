@@ -360,8 +360,8 @@ async fn workload_metrics(s: &InNamespace<'_>, client: &kube::Client, reviews: &
         "response_code=\"200\"",
         "connection_security_policy=\"mutual_tls\"",
     ];
-    // Either reviews pod may have served the request; a scrape is retried (one of a pod
-    // busy after the 10,000 connections above once took longer than curl's 5 s).
+    // Either reviews pod may have served the request; the scrape is retried (one, right
+    // after the 10,000 connections above, once came back empty).
     let every_pod = reviews
         .iter()
         .map(|pod| format!("{} | grep '^istio_' || true", scrape(&pod_ip(pod))))
