@@ -107,29 +107,29 @@ fn outbound(
         metadata: Some(crate::telemetry::service_metadata(service)),
         ..Cluster::default()
     };
-    match service.resolution {
-        Resolution::Static => {
-            c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
-                cluster::DiscoveryType::Eds as i32,
-            ));
-            c.eds_cluster_config = Some(cluster::EdsClusterConfig {
-                eds_config: Some(ads()),
-                service_name: String::new(),
-            });
-        }
-        Resolution::Dns => {
-            c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
-                cluster::DiscoveryType::StrictDns as i32,
-            ));
-            c.dns_lookup_family = cluster::DnsLookupFamily::V4Only as i32;
-            c.load_assignment = Some(dns_assignment(&name, service, port));
-        }
-        Resolution::Passthrough => {
-            c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
-                cluster::DiscoveryType::OriginalDst as i32,
-            ));
-            c.lb_policy = cluster::LbPolicy::ClusterProvided as i32;
-        }
+    // A ServiceEntry without resolution, or PASSTHROUGH balancing (as istiod applies it):
+    // to the address the client connected to, the service's endpoints unused.
+    let passthrough = settings.passthrough();
+    let original_destination = passthrough || service.resolution == Resolution::Passthrough;
+    if original_destination {
+        c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::OriginalDst as i32,
+        ));
+        c.lb_policy = cluster::LbPolicy::ClusterProvided as i32;
+    } else if service.resolution == Resolution::Dns {
+        c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::StrictDns as i32,
+        ));
+        c.dns_lookup_family = cluster::DnsLookupFamily::V4Only as i32;
+        c.load_assignment = Some(dns_assignment(&name, service, port));
+    } else {
+        c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Eds as i32,
+        ));
+        c.eds_cluster_config = Some(cluster::EdsClusterConfig {
+            eds_config: Some(ads()),
+            service_name: String::new(),
+        });
     }
     if let Some(options) = upstream_http_options(port.protocol, settings.connection_pool) {
         c.typed_extension_protocol_options.insert(
@@ -156,6 +156,15 @@ fn outbound(
             };
             c.transport_socket = Some(tls::istio_upstream(sni, mtls.trust_domain, peers));
         }
+        // Auto mTLS cannot choose per endpoint where there are none: as istiod, mutual TLS
+        // to whatever address it is, when the service's workloads run sidecars.
+        (_, None) if passthrough && service.resolution == Resolution::Static => {
+            c.transport_socket = service
+                .endpoints
+                .iter()
+                .any(tls::has_sidecar)
+                .then(|| tls::istio_upstream(&sni, mtls.trust_domain, &mtls.peers));
+        }
         // Auto mTLS: to the endpoints that have a sidecar.
         (_, None) if service.resolution == Resolution::Static => {
             c.transport_socket_matches =
@@ -164,23 +173,7 @@ fn outbound(
         // DISABLE is plaintext.
         _ => {}
     }
-    let passthrough = settings.passthrough();
-    if passthrough && service.resolution != Resolution::Passthrough {
-        // As istiod: to the address the client connected to, the endpoints unused.
-        c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
-            cluster::DiscoveryType::OriginalDst as i32,
-        ));
-        c.lb_policy = cluster::LbPolicy::ClusterProvided as i32;
-        c.eds_cluster_config = None;
-        c.load_assignment = None;
-        // Auto mTLS cannot choose per endpoint here: as istiod, mutual TLS to whatever
-        // address it is, when the service's workloads run sidecars.
-        let matches = std::mem::take(&mut c.transport_socket_matches);
-        if service.endpoints.iter().any(tls::has_sidecar) {
-            c.transport_socket = matches.into_iter().next().and_then(|m| m.transport_socket);
-        }
-    }
-    if !passthrough && service.resolution != Resolution::Passthrough {
+    if !original_destination {
         apply_load_balancer(&mut c, settings.load_balancer);
     }
     if LocalityPolicy::of(&settings).distributes() {

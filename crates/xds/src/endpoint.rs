@@ -1,5 +1,5 @@
-//! EDS: the endpoints of every EDS cluster (not of PASSTHROUGH ones), filtered by subset labels and grouped by
-//! locality.
+//! EDS: the endpoints of every EDS cluster (not of PASSTHROUGH ones), filtered by subset
+//! labels and grouped by locality.
 
 use crate::NamedResource;
 use crate::common::{socket_address, u32_value};

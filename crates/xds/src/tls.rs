@@ -310,7 +310,7 @@ pub fn has_sidecar(endpoint: &fleetmesh_model::service::Endpoint) -> bool {
 }
 
 /// Auto mTLS: endpoints marked `tlsMode: istio` (they have a sidecar) get mTLS, others
-/// plaintext. The first match is the mutual TLS one.
+/// plaintext.
 pub fn auto_mtls_matches(
     sni: &str,
     trust_domain: &str,
