@@ -62,6 +62,12 @@ pub enum UnsupportedKind {
 }
 
 impl Kind {
+    /// `Kind namespace/name`: how errors and findings name the object of this kind whose
+    /// metadata is `meta`.
+    pub fn describe(self, meta: &ObjectMeta) -> String {
+        format!("{self:?} {}", meta.key())
+    }
+
     /// The kind a document's `apiVersion` and `kind` name, or why meshd does not read it.
     pub fn from_type(api_version: &str, kind: &str) -> Result<Kind, UnsupportedKind> {
         let kind = match kind {
@@ -181,6 +187,6 @@ impl Resource {
 
     /// `Kind namespace/name`, as errors name a resource.
     pub fn describe(&self) -> String {
-        format!("{:?} {}", self.kind(), self.meta().key())
+        self.kind().describe(self.meta())
     }
 }

@@ -12,8 +12,6 @@
 mod cluster;
 mod selectors;
 
-pub use selectors::Pod;
-
 use anyhow::{Context, bail};
 use fleetmesh_api::networking::{Destination, VirtualServiceSpec};
 use fleetmesh_api::resource::Config;
@@ -62,7 +60,7 @@ impl std::fmt::Display for Message {
 pub struct Objects {
     read: Vec<(Resource, String)>,
     messages: Vec<Message>,
-    pods: Option<Vec<Pod>>,
+    pods: Option<Vec<selectors::Pod>>,
 }
 
 impl Objects {

@@ -9,7 +9,7 @@ use super::{Message, NOT_FOUND};
 use fleetmesh_api::Resource;
 use fleetmesh_api::meta::ObjectMeta;
 use fleetmesh_api::networking::{GatewaySpec, Labels, SidecarSpec};
-use fleetmesh_api::resource::Config;
+use fleetmesh_api::resource::{Config, Kind};
 use fleetmesh_model::service::labels_match;
 use std::collections::BTreeMap;
 
@@ -56,17 +56,31 @@ pub(super) fn findings(read: &[(Resource, String)], pods: Option<&[Pod]>) -> Vec
 /// A finding about the object of `kind` whose metadata is `meta`.
 fn message(
     code: &'static str,
-    kind: &str,
+    kind: Kind,
     meta: &ObjectMeta,
     origin: &str,
     text: String,
 ) -> Message {
     Message {
         code,
-        resource: format!("{kind} {}", meta.key()),
+        resource: kind.describe(meta),
         origin: origin.to_string(),
         text,
     }
+}
+
+/// A Gateway or Sidecar whose `selector` matches no pod: it configures nothing.
+fn selects_no_pod(kind: Kind, meta: &ObjectMeta, origin: &str, selector: &Labels) -> Message {
+    message(
+        NOT_FOUND,
+        kind,
+        meta,
+        origin,
+        format!(
+            "Referenced selector not found: {:?} (no pod has these labels)",
+            shown(selector)
+        ),
+    )
 }
 
 /// `k=v,k2=v2`, as Kubernetes prints a selector.
@@ -82,15 +96,11 @@ fn unselected_gateways(gateways: &[(&Config<GatewaySpec>, &String)], pods: &[Pod
     for (gateway, origin) in gateways {
         let selector = &gateway.spec.selector;
         if !pods.iter().any(|pod| labels_match(selector, &pod.labels)) {
-            messages.push(message(
-                NOT_FOUND,
-                "Gateway",
+            messages.push(selects_no_pod(
+                Kind::Gateway,
                 &gateway.metadata,
                 origin,
-                format!(
-                    "Referenced selector not found: {:?} (no pod has these labels)",
-                    shown(selector)
-                ),
+                selector,
             ));
         }
     }
@@ -137,7 +147,7 @@ fn conflicting_gateways(
             others.sort();
             messages.push(message(
                 CONFLICTING_GATEWAYS,
-                "Gateway",
+                Kind::Gateway,
                 &gateway.metadata,
                 origin,
                 format!(
@@ -203,7 +213,9 @@ fn each_of_several(
     let text = text(&names);
     sidecars
         .iter()
-        .map(|(sidecar, origin)| message(code, "Sidecar", &sidecar.metadata, origin, text.clone()))
+        .map(|(sidecar, origin)| {
+            message(code, Kind::Sidecar, &sidecar.metadata, origin, text.clone())
+        })
         .collect()
 }
 
@@ -229,15 +241,11 @@ fn sidecars_by_pod(sidecars: &[(&Config<SidecarSpec>, &String)], pods: &[Pod]) -
                 .push((*sidecar, *origin));
         }
         if !selects_any {
-            messages.push(message(
-                NOT_FOUND,
-                "Sidecar",
+            messages.push(selects_no_pod(
+                Kind::Sidecar,
                 &sidecar.metadata,
                 origin,
-                format!(
-                    "Referenced selector not found: {:?} (no pod has these labels)",
-                    shown(selector)
-                ),
+                selector,
             ));
         }
     }
