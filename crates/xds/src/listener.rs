@@ -240,7 +240,7 @@ fn inbound_hcm(scope: &Scope, port: u32, side: Side) -> Filter {
     );
     enforce_policies(scope, &mut hcm);
     // First: the caller's sidecar's headers are read, and gone, before anything else.
-    if scope.snapshot.mesh.workload_metrics {
+    if telemetry::enabled(scope) {
         hcm.http_filters.insert(0, telemetry::peer_headers_filter());
     }
     hcm.forward_client_cert_details =

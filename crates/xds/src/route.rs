@@ -115,7 +115,7 @@ fn outbound(scope: &Scope, name: &str, only_port: Option<u32>) -> RouteConfigura
     // Who calls, for the server's metrics: added once for the whole config, and removed
     // again (after it, as the most specific) by the virtual hosts of hosts outside the
     // mesh, which are never told.
-    if scope.snapshot.mesh.workload_metrics {
+    if crate::telemetry::enabled(scope) {
         config.request_headers_to_add = crate::telemetry::peer_headers();
     }
     config.most_specific_header_mutations_wins = true;

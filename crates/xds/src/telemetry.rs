@@ -61,12 +61,17 @@ pub enum Side {
     },
 }
 
-/// `side`, when the mesh keeps Istio's workload metrics; `None` when MeshConfig's
-/// `defaultProviders.metrics` leaves Prometheus out: then no stats logger is configured
+/// Whether the proxy keeps Istio's workload metrics: not when MeshConfig's
+/// `defaultProviders.metrics` leaves Prometheus out; then no stats logger is configured
 /// and no peer headers are sent or read, so requests cost what they cost without
 /// telemetry.
+pub fn enabled(scope: &crate::scope::Scope) -> bool {
+    scope.snapshot.mesh.workload_metrics
+}
+
+/// `side`, when the proxy keeps workload metrics ([`enabled`]).
 pub fn kept(scope: &crate::scope::Scope, side: Side) -> Option<Side> {
-    scope.snapshot.mesh.workload_metrics.then_some(side)
+    enabled(scope).then_some(side)
 }
 
 /// The access logs of an HTTP connection manager on `side`: `istio_requests_total`,
