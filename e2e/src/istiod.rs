@@ -105,7 +105,8 @@ pub fn install_istio(cluster: &TestCluster, installation: &str) {
         .expect("the Istio installation applies");
 }
 
-fn free_address() -> SocketAddr {
+/// A loopback address no one listens on now (for istiod's ports, and its proxies' admin).
+pub fn free_address() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free loopback port")

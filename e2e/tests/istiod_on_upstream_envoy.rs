@@ -12,7 +12,7 @@
 use fleetmesh_agent::certificate::WorkloadCertificate;
 use fleetmesh_agent::sds::SdsServer;
 use fleetmesh_ca::{CertificateAuthority, Identity};
-use fleetmesh_e2e::istiod::{Istiod, install_istio, installation};
+use fleetmesh_e2e::istiod::{Istiod, free_address, install_istio, installation};
 use fleetmesh_e2e::kube_eds::deploy_reviews;
 use fleetmesh_kube::testing::{TestCluster, TestNamespace};
 use std::net::SocketAddr;
@@ -36,12 +36,6 @@ const CHART_METRICS: &str = "    defaultProviders: {metrics: [prometheus]}\n";
 
 /// MeshConfig naming no metrics provider.
 const NO_METRICS_PROVIDER: &str = "    defaultProviders: {metrics: []}\n";
-
-fn free_address() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-}
 
 /// Upstream Envoy as a sidecar of pod `pod` (app `reviews`) of `namespace`, with the node
 /// id and metadata Istio's agent gives it, its ADS stream to istiod's plaintext port, and
