@@ -49,16 +49,20 @@ pub async fn deploy_reviews(namespace: &TestNamespace, replicas: usize) -> BTree
 /// Waits until exactly `count` reviews pods of `namespace` run; their endpoints.
 pub async fn reviews_running(namespace: &TestNamespace, count: usize) -> BTreeSet<String> {
     let pods: Api<Pod> = Api::namespaced(namespace.client().clone(), &namespace.name);
-    wait_for(
+    let running = wait_for(
         "the reviews pods to run",
-        Duration::from_secs(60),
+        // Seconds when healthy; a freshly started cluster on two busy cores is slower.
+        Duration::from_secs(120),
         async || {
             let ready = running_pods(&pods).await;
             (ready.len() == count).then_some(ready)
         },
     )
-    .await
-    .unwrap()
+    .await;
+    match running {
+        Ok(endpoints) => endpoints,
+        Err(error) => panic!("{error}\n{}", namespace.diagnosis().await),
+    }
 }
 
 /// The name of one reviews pod of `namespace`.

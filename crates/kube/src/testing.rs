@@ -4,7 +4,7 @@
 //! packet to one.
 
 use anyhow::{Context, bail};
-use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Event, Namespace, Pod, ServiceAccount};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
@@ -269,6 +269,34 @@ impl TestNamespace {
         apply(&self.client, Some(&self.name), yaml).await
     }
 
+    /// What a person would look at when pods do not come up: each pod's phase and
+    /// conditions, and the namespace's recent events (scheduling, admission, back-off).
+    pub async fn diagnosis(&self) -> String {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.name);
+        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.name);
+        let mut lines = vec![format!("namespace {}:", self.name)];
+        match pods.list(&ListParams::default()).await {
+            Ok(list) if list.items.is_empty() => lines.push("  no pods".into()),
+            Ok(list) => lines.extend(list.items.iter().map(pod_summary)),
+            Err(error) => lines.push(format!("  pods not listed: {error}")),
+        }
+        match events.list(&ListParams::default()).await {
+            Ok(list) => lines.extend(list.items.iter().rev().take(15).map(|e| {
+                let object = &e.involved_object;
+                format!(
+                    "  event {} {}/{}: {} {}",
+                    e.type_.as_deref().unwrap_or("?"),
+                    object.kind.as_deref().unwrap_or("?"),
+                    object.name.as_deref().unwrap_or("?"),
+                    e.reason.as_deref().unwrap_or("?"),
+                    e.message.as_deref().unwrap_or(""),
+                )
+            })),
+            Err(error) => lines.push(format!("  events not listed: {error}")),
+        }
+        lines.join("\n")
+    }
+
     /// Deletes the namespace (and everything in it).
     pub async fn delete(self) -> anyhow::Result<()> {
         Api::<Namespace>::all(self.client.clone())
@@ -289,6 +317,35 @@ pub async fn apply(client: &Client, namespace: Option<&str>, yaml: &str) -> anyh
             .with_context(|| crate::apply::describe(&object))?;
     }
     Ok(())
+}
+
+/// `  pod NAME PHASE on NODE [CONDITION=STATUS REASON ...]`.
+fn pod_summary(pod: &Pod) -> String {
+    let status = pod.status.as_ref();
+    let conditions = status
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            format!(
+                "{}={} {}",
+                c.type_,
+                c.status,
+                c.reason.as_deref().unwrap_or("")
+            )
+        });
+    format!(
+        "  pod {} {} on {} [{}]",
+        pod.metadata.name.as_deref().unwrap_or("?"),
+        status
+            .and_then(|s| s.phase.as_deref())
+            .unwrap_or("no phase"),
+        pod.spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .unwrap_or("no node"),
+        conditions.collect::<Vec<_>>().join(", "),
+    )
 }
 
 /// The IPs of the Running (not terminating) pods that `selector` picks.
