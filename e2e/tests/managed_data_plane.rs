@@ -180,6 +180,7 @@ async fn managed_namespace(
         injected_by: InjectedBy::Webhook,
         proxy_version: None,
         hub: fleetmesh_inject::DEFAULT_HUB.into(),
+        delta_xds: false,
     };
     (shop, settings)
 }

@@ -2,7 +2,9 @@
 //! kube-proxy): pods injected by meshd's webhook run the proxy image, get their
 //! certificate with their projected token, and talk STRICT mutual TLS through captured
 //! traffic, first with the `istio-init` container, then with the CNI plugin
-//! (`--option cni-managed`). Every step is a request a pod really sends.
+//! (`--option cni-managed`); and again with routes on demand (meshd
+//! `--on-demand-routes`: injected proxies speak delta xDS and fetch each virtual host
+//! when they first call its host). Every step is a request a pod really sends.
 //!
 //! Needs the images: `scripts/build-images --profile debug` (scripts/test builds them).
 //! Pods and Services get 10.244.0.0/24 and 10.96.0.0/24 on the node's own bridge; no
@@ -10,7 +12,7 @@
 
 use fleetmesh_e2e::real_node::{
     CLUSTER, InNamespace, NODE_IP, install, pod_ip, pods, restarted, sample_image,
-    shop_through_gateway, start_cluster, start_meshd,
+    shop_through_gateway, start_cluster, start_meshd, start_meshd_with,
 };
 use fleetmesh_inject::{INIT_CONTAINER, PROXY_CONTAINER};
 use fleetmesh_kube::testing::TestCluster;
@@ -751,8 +753,31 @@ fn machine_state() -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// The real node is one: its tests take turns.
+static NODE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_fetch_their_routes_on_demand() {
+    let _node = NODE.lock().await;
+    let cluster = start_cluster();
+    let client = cluster.client().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let meshd = start_meshd_with(&cluster, dir.path(), |c| c.on_demand_routes = true).await;
+    install(&cluster, &meshd, false).await;
+    scenario(&cluster, &client, false).await;
+    let metrics = meshd.metrics();
+    assert!(
+        metrics.pushes_of("vhds") > 0,
+        "the pods' sidecars fetched virtual hosts"
+    );
+    assert_eq!(metrics.rejects_total(), 0, "a proxy rejected config");
+    meshd.shutdown().await;
+    cluster.stop().expect("the node stops");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_talk_strict_mtls_through_istio_init_then_through_the_cni_plugin() {
+    let _node = NODE.lock().await;
     // A node left by an earlier run is stopped first, so the state below is the machine's.
     TestCluster::stop_named(CLUSTER).expect("a stale cluster stops");
     let before = machine_state();

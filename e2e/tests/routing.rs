@@ -1,5 +1,6 @@
 //! Routing through real Envoy sidecars: matches, default route, 404, weighted split,
-//! subsets, redirects and direct responses. Both xDS protocols pass the same suite.
+//! subsets, redirects and direct responses. Both xDS protocols pass the same suite, and
+//! so do sidecars that fetch their virtual hosts on demand.
 
 use fleetmesh_e2e::*;
 
@@ -130,9 +131,7 @@ async fn case_regex_rewrite_and_mirrors(store: &Bookstore) {
     all_from(store, Method::GET, url, &[("x-tier", "gold")], "v2").await;
 }
 
-async fn routing(mode: XdsMode) {
-    let store = Bookstore::start(mode).await;
-
+async fn routing(store: Bookstore) {
     // Without a VirtualService: the default route reaches both versions.
     let counts = split(&store.frontend, "http://reviews:9080/anything", 60).await;
     assert!(
@@ -232,10 +231,18 @@ async fn routing(mode: XdsMode) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routing_sotw() {
-    routing(XdsMode::Sotw).await;
+    routing(Bookstore::start(XdsMode::Sotw).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routing_delta() {
-    routing(XdsMode::Delta).await;
+    routing(Bookstore::start(XdsMode::Delta).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_on_demand() {
+    let mesh = LocalMesh::start_configured(None, XdsMode::Delta, |meshd| {
+        meshd.on_demand_routes = true;
+    });
+    routing(Bookstore::start_on(mesh.await.expect("meshd starts")).await).await;
 }

@@ -139,6 +139,7 @@ mod tests {
             injected_by: InjectedBy::KubeInject,
             proxy_version: None,
             hub: fleetmesh_inject::DEFAULT_HUB.into(),
+            delta_xds: false,
         };
         let manifest = r#"
 apiVersion: v1

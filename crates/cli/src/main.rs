@@ -627,6 +627,8 @@ async fn kube_inject(args: KubeInjectArgs) -> anyhow::Result<()> {
         hub: hub
             .or(recorded.hub)
             .unwrap_or_else(|| fleetmesh_inject::DEFAULT_HUB.into()),
+        // State of the world: a mesh with on-demand routes serves such pods every route.
+        delta_xds: false,
     };
     let source = file.display().to_string();
     print!(

@@ -22,6 +22,7 @@ fn settings() -> Settings {
         injected_by: InjectedBy::Webhook,
         proxy_version: None,
         hub: fleetmesh_inject::DEFAULT_HUB.into(),
+        delta_xds: false,
     }
 }
 

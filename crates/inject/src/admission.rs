@@ -59,6 +59,7 @@ mod tests {
             injected_by: InjectedBy::Webhook,
             proxy_version: None,
             hub: crate::DEFAULT_HUB.into(),
+            delta_xds: false,
         }
     }
 

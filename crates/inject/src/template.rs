@@ -40,6 +40,9 @@ pub struct Settings {
     pub proxy_version: Option<String>,
     /// Where the cluster pulls the images from (`fleetmesh install --hub`).
     pub hub: String,
+    /// The proxy speaks delta xDS (`XDS_MODE=delta`; state of the world otherwise): a
+    /// mesh whose sidecars fetch routes on demand needs it, which only delta offers.
+    pub delta_xds: bool,
 }
 
 impl Settings {
@@ -356,6 +359,9 @@ fn proxy_container(
         ("XDS_ROOT_CERT", "/var/run/secrets/istio/root-cert.pem"),
     ];
     env.extend(values.map(|(name, value)| (name, json!({"value": value}))));
+    if settings.delta_xds {
+        env.push(("XDS_MODE", json!({"value": "delta"})));
+    }
     let env: Vec<Value> = env
         .into_iter()
         .map(|(name, mut value)| {
@@ -540,6 +546,7 @@ mod tests {
             injected_by: InjectedBy::Webhook,
             proxy_version: None,
             hub: "registry.example.com/mesh".into(),
+            delta_xds: false,
         }
     }
 
@@ -559,6 +566,22 @@ mod tests {
             .iter()
             .chain(spec.init_containers.iter().flatten())
             .find(|c| c.name == name)
+    }
+
+    #[test]
+    fn a_mesh_with_routes_on_demand_injects_delta_xds() {
+        let pod = inject(&app_pod(), Template::Sidecar, &settings(false)).unwrap();
+        let env = proxy_environment(&pod);
+        assert!(
+            !env.contains_key("XDS_MODE"),
+            "the agent's default: {env:?}"
+        );
+        let delta = Settings {
+            delta_xds: true,
+            ..settings(false)
+        };
+        let pod = inject(&app_pod(), Template::Sidecar, &delta).unwrap();
+        assert_eq!(proxy_environment(&pod)["XDS_MODE"], "delta");
     }
 
     #[test]

@@ -135,9 +135,26 @@ pub struct MeshdConfig {
     /// never moves it back.
     #[arg(long, env = "MESHD_CHANNELS")]
     pub channels: Option<PathBuf>,
+    /// Sidecars on delta xDS streams fetch each outbound virtual host when they first call
+    /// its host (VHDS), instead of holding every service's: less memory in each Envoy,
+    /// and a route change goes only to the sidecars that called that host, as one small
+    /// resource. Sidecars on state-of-the-world streams get every virtual host as before.
+    #[arg(long, env = "MESHD_ON_DEMAND_ROUTES")]
+    pub on_demand_routes: bool,
     /// Log format: `text` or `json`.
     #[arg(long, env = "MESHD_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+}
+
+impl MeshdConfig {
+    /// How sidecars get their outbound virtual hosts (`--on-demand-routes`).
+    pub fn route_delivery(&self) -> fleetmesh_server::RouteDelivery {
+        if self.on_demand_routes {
+            fleetmesh_server::RouteDelivery::OnDemand
+        } else {
+            fleetmesh_server::RouteDelivery::Full
+        }
+    }
 }
 
 fn parse_duration(text: &str) -> Result<Duration, fleetmesh_api::duration::InvalidDuration> {

@@ -303,6 +303,7 @@ impl Meshd {
             shutdown.clone(),
             authenticator.clone(),
             None,
+            config.route_delivery(),
         );
         let members_too = Arc::new(fleet::members::MeshdRouter {
             own,
@@ -315,16 +316,15 @@ impl Meshd {
         let install = credentials.install_info(addresses.webhook, advertised_xds, &config);
         let identity = credentials.xds_identity;
         serve_xds(&mut tasks, xds, ca, ports.xds, ports.xds_tls, identity);
-        let webhooks = webhook::WebhookState {
-            xds_address: install.xds_address.clone(),
-            trust_domain: config.trust_domain.clone(),
-            proxy_versions: mesh.proxy_versions,
-            members: members.clone(),
-            metrics: metrics.clone(),
-        };
-        let webhook_tls = credentials.webhook_tls;
-        let serve_webhooks = webhook::serve(ports.webhook, webhook_tls, webhooks, shutdown.clone());
-        tasks.spawn(serve_webhooks);
+        let versions = mesh.proxy_versions;
+        let webhooks = webhook::WebhookState::new(&config, &install, versions, &members, &metrics);
+        let tls = credentials.webhook_tls;
+        tasks.spawn(webhook::serve(
+            ports.webhook,
+            tls,
+            webhooks,
+            shutdown.clone(),
+        ));
         let state = http::HttpState {
             prometheus: Arc::new(prometheus),
             registry,

@@ -41,6 +41,29 @@ pub struct WebhookState {
     /// Where the webhooks count their answers (istiod's `sidecar_injection_*`,
     /// `galley_validation_*`).
     pub metrics: Arc<fleetmesh_server::Metrics>,
+    /// Injected proxies speak delta xDS (`--on-demand-routes`: routes on demand need it).
+    pub delta_xds: bool,
+}
+
+impl WebhookState {
+    /// For meshd's `config`, with proxies reaching xDS where `install` says, its own
+    /// mesh's proxy versions and fleet `members`.
+    pub fn new(
+        config: &crate::MeshdConfig,
+        install: &crate::http::InstallInfo,
+        proxy_versions: fleetmesh_dataplane::controller::ProxyVersionsWatch,
+        members: &Arc<crate::fleet::members::Members>,
+        metrics: &Arc<fleetmesh_server::Metrics>,
+    ) -> WebhookState {
+        WebhookState {
+            xds_address: install.xds_address.clone(),
+            trust_domain: config.trust_domain.clone(),
+            proxy_versions,
+            members: members.clone(),
+            metrics: metrics.clone(),
+            delta_xds: config.on_demand_routes,
+        }
+    }
 }
 
 /// TLS for the webhook port, with meshd's serving certificate.
@@ -150,6 +173,7 @@ async fn inject(State(state): State<WebhookState>, uri: axum::http::Uri, body: B
         injected_by: InjectedBy::Webhook,
         proxy_version,
         hub,
+        delta_xds: state.delta_xds,
     };
     match fleetmesh_inject::admission::admit_pod(&body, &settings) {
         Ok(answer) => axum::Json(answer).into_response(),

@@ -178,6 +178,7 @@ mod tests {
             cluster_id: "c1".into(),
             mesh_id: "m".into(),
             interception: Interception::Redirect,
+            on_demand: false,
             locality: None,
         }
     }

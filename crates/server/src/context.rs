@@ -24,11 +24,25 @@ pub struct ServerContext {
     /// The member cluster it serves, in a fleet: a proxy whose node names another
     /// cluster is refused. `None`: whatever cluster the proxy names.
     pub(crate) cluster: Option<String>,
+    /// How sidecars on delta streams get their outbound routes.
+    pub(crate) routes: RouteDelivery,
+}
+
+/// How a mesh's sidecars get their outbound virtual hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RouteDelivery {
+    /// Every virtual host the sidecar may call, in its route configs (istiod's way).
+    #[default]
+    Full,
+    /// Each virtual host when the sidecar first calls its host (VHDS), for sidecars on
+    /// delta streams; those on state-of-the-world streams, which cannot ask, get them all.
+    OnDemand,
 }
 
 impl ServerContext {
     /// Serves `snapshots` to proxies `authenticator` admits (of `cluster`, if given);
-    /// streams are listed in `registry`, counted in `metrics`, and end on `shutdown`.
+    /// streams are listed in `registry`, counted in `metrics`, and end on `shutdown`;
+    /// sidecars get their routes as `routes` says.
     pub fn new(
         snapshots: watch::Receiver<Arc<MeshState>>,
         registry: Arc<Registry>,
@@ -36,6 +50,7 @@ impl ServerContext {
         shutdown: CancellationToken,
         authenticator: Arc<dyn Authenticator>,
         cluster: Option<String>,
+        routes: RouteDelivery,
     ) -> Arc<ServerContext> {
         Arc::new(ServerContext {
             snapshots,
@@ -46,6 +61,7 @@ impl ServerContext {
             changes: Changes::default(),
             authenticator,
             cluster,
+            routes,
         })
     }
 }

@@ -5,6 +5,7 @@
 
 use crate::session::{Protocol, Session, StreamEnd};
 use crate::subscription::Subscriptions;
+use crate::virtual_hosts;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
@@ -28,6 +29,8 @@ struct Delta {
     subscribed: BTreeSet<String>,
     /// What the proxy holds: name → content hash.
     known: BTreeMap<String, String>,
+    /// Of virtual hosts (on demand): which subscribed names were answered.
+    answered: virtual_hosts::Answered,
 }
 
 pub struct Stream {
@@ -40,6 +43,7 @@ impl Protocol for Stream {
     type Request = DeltaDiscoveryRequest;
     type Response = DeltaDiscoveryResponse;
     const NAME: &'static str = "delta";
+    const ON_DEMAND: bool = true;
 
     fn node(request: &DeltaDiscoveryRequest) -> Option<&Node> {
         request.node.as_ref()
@@ -89,6 +93,11 @@ impl Protocol for Stream {
         }
         let mut changed_subscription = first_of_type;
         for name in request.resource_names_subscribe {
+            if kind == ResourceType::VirtualHost {
+                // Envoy asks again for a host whose virtual host went: answer again.
+                delta.answered.asked(&name);
+                changed_subscription = true;
+            }
             if name == "*" {
                 delta.wildcard = true;
             } else if delta.subscribed.insert(name) {
@@ -205,35 +214,37 @@ impl Stream {
         let first_answer_owed =
             subscription.latest_nonce.is_empty() && subscription.protocol.known.is_empty();
         let delta = &mut subscription.protocol;
-        let wanted = |name: &str| delta.wildcard || delta.subscribed.contains(name);
-        let updated: Vec<Resource> = current
-            .iter()
-            .filter(|(name, entry)| wanted(name) && delta.known.get(*name) != Some(&entry.hash))
-            .map(|(name, entry)| Resource {
-                name: name.clone(),
-                version: entry.hash.clone(),
-                resource: Some(entry.resource()),
-                ..Resource::default()
-            })
-            .collect();
-        let mut removed: Vec<String> = delta
-            .known
-            .keys()
-            .filter(|name| !current.contains_key(name))
-            .cloned()
-            .collect();
-        let hold = kind == ResourceType::Cluster && !remove_clusters && !removed.is_empty();
-        if hold {
-            removed.clear();
-        }
-        for resource in &updated {
-            delta
-                .known
-                .insert(resource.name.clone(), resource.version.clone());
-        }
-        for name in &removed {
-            delta.known.remove(name);
-        }
+        let mut hold = false;
+        let (updated, removed) = if kind == ResourceType::VirtualHost {
+            // Answers what was called, and keeps `known` itself.
+            let routes = generated
+                .of_type(ResourceType::Route)
+                .cloned()
+                .unwrap_or_default();
+            let answer = virtual_hosts::answer(
+                current,
+                &routes,
+                &delta.subscribed,
+                &mut delta.known,
+                &mut delta.answered,
+            );
+            (answer.updated, answer.removed)
+        } else {
+            let (updated, mut removed) = by_name(current, delta);
+            hold = kind == ResourceType::Cluster && !remove_clusters && !removed.is_empty();
+            if hold {
+                removed.clear();
+            }
+            for resource in &updated {
+                delta
+                    .known
+                    .insert(resource.name.clone(), resource.version.clone());
+            }
+            for name in &removed {
+                delta.known.remove(name);
+            }
+            (updated, removed)
+        };
         if hold {
             self.subscriptions.hold_removals();
         }
@@ -261,4 +272,30 @@ impl Stream {
         self.session.record_status(&self.subscriptions);
         Ok(names)
     }
+}
+
+/// What a proxy lacks of `current`, by the names it subscribed to (or all of them), and
+/// what it holds that `current` no longer has.
+fn by_name(
+    current: &crate::generated::TypeResources,
+    delta: &Delta,
+) -> (Vec<Resource>, Vec<String>) {
+    let wanted = |name: &str| delta.wildcard || delta.subscribed.contains(name);
+    let updated = current
+        .iter()
+        .filter(|(name, entry)| wanted(name) && delta.known.get(*name) != Some(&entry.hash))
+        .map(|(name, entry)| Resource {
+            name: name.clone(),
+            version: entry.hash.clone(),
+            resource: Some(entry.resource()),
+            ..Resource::default()
+        })
+        .collect();
+    let removed = delta
+        .known
+        .keys()
+        .filter(|name| !current.contains_key(name))
+        .cloned()
+        .collect();
+    (updated, removed)
 }

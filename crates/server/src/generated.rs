@@ -8,8 +8,8 @@ use fleetmesh_xds::{NamedResource, ProxyResources, ResourceType, names};
 use prost::Message;
 use prost::encoding::message;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, OnceLock};
 
 /// A resource, the hash of its bytes, and its part of the version of a set that holds it.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,6 +67,10 @@ pub struct TypeResources {
     entries: BTreeMap<String, Arc<Entry>>,
     sum: u128,
     pub version: String,
+    /// Other names its resources answer to (a virtual host's `CONFIG/DOMAIN`s) → their
+    /// names: worked out once, by the first stream that needs them, for every proxy
+    /// that shares the set.
+    aliases: OnceLock<HashMap<String, String>>,
 }
 
 impl PartialEq for TypeResources {
@@ -85,6 +89,7 @@ impl TypeResources {
             entries,
             sum,
             version: version(sum),
+            aliases: OnceLock::new(),
         }
     }
 
@@ -113,7 +118,17 @@ impl TypeResources {
             entries,
             sum,
             version: version(sum),
+            aliases: OnceLock::new(),
         }
+    }
+
+    /// The names its resources answer to besides their own, as `find` works them out
+    /// (once per set).
+    pub fn aliases(
+        &self,
+        find: impl FnOnce(&TypeResources) -> HashMap<String, String>,
+    ) -> &HashMap<String, String> {
+        self.aliases.get_or_init(|| find(self))
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<Entry>> {
@@ -290,17 +305,20 @@ impl Generated {
         Generated { types, parts: None }
     }
 
-    /// These (shared) resources with `routes` in place of their routes (after a change
-    /// to VirtualServices alone); the same `Arc` if they come out the same.
-    pub fn with_routes(&self, routes: Vec<NamedResource>) -> Generated {
+    /// These (shared) resources with `routes` in place of their routes and virtual hosts
+    /// (after a change to VirtualServices alone); a set that comes out the same stays
+    /// the same `Arc`.
+    pub fn with_routes(&self, mut routes: ProxyResources) -> Generated {
         let mut types = self.types.clone();
-        let after = TypeResources::of(routes);
-        if self
-            .types
-            .get(&ResourceType::Route)
-            .is_none_or(|before| before.version != after.version)
-        {
-            types.insert(ResourceType::Route, Arc::new(after));
+        for kind in [ResourceType::Route, ResourceType::VirtualHost] {
+            let after = TypeResources::of(routes.take(kind));
+            if self
+                .types
+                .get(&kind)
+                .is_none_or(|before| before.version != after.version)
+            {
+                types.insert(kind, Arc::new(after));
+            }
         }
         Generated { types, parts: None }
     }

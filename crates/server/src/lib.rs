@@ -28,8 +28,9 @@ mod session;
 mod sotw;
 mod state;
 mod subscription;
+mod virtual_hosts;
 
-pub use context::{Router, ServerContext};
+pub use context::{RouteDelivery, Router, ServerContext};
 pub use generated::Generated;
 pub use incoming::MAX_CONNECTIONS;
 pub use metrics::Metrics;

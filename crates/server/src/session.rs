@@ -1,7 +1,7 @@
 //! What both ADS protocols share for one connected proxy: identity, its current
 //! resources, registration, metrics, and the loop that serves its stream.
 
-use crate::context::ServerContext;
+use crate::context::{RouteDelivery, ServerContext};
 use crate::generated::Generated;
 use crate::grpc::Requests;
 use crate::metrics::{TypeLabel, VersionLabel};
@@ -34,15 +34,20 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn start(
+    pub fn start<P: Protocol>(
         context: Arc<ServerContext>,
         node: Option<&Node>,
-        protocol: &'static str,
         caller: Identity,
     ) -> Result<Session, Status> {
+        let protocol = P::NAME;
         let node =
             node.ok_or_else(|| Status::invalid_argument("the first request must carry the node"))?;
-        let proxy = Proxy::from_node(node).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let mut proxy =
+            Proxy::from_node(node).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // VHDS exists only in delta xDS, and only sidecars' routes are the mesh's.
+        proxy.on_demand = context.routes == RouteDelivery::OnDemand
+            && P::ON_DEMAND
+            && proxy.kind == ProxyKind::Sidecar;
         let state = context.snapshots.borrow().clone();
         if let Err(pod) = proxy.workload(&state.snapshot) {
             tracing::warn!(
@@ -226,6 +231,8 @@ pub trait Protocol: Send + Sized {
     type Response: Send + 'static;
     /// `sotw` or `delta`, as the registry and logs name it.
     const NAME: &'static str;
+    /// Whether a proxy may ask for resources as it needs them (VHDS: delta only).
+    const ON_DEMAND: bool;
     fn node(request: &Self::Request) -> Option<&Node>;
     fn new(session: Session, tx: mpsc::Sender<Result<Self::Response, Status>>) -> Self;
     fn session(&self) -> &Session;
@@ -247,7 +254,7 @@ pub async fn serve<P: Protocol>(
     let Ok(Some(first)) = requests.message().await else {
         return;
     };
-    let session = match Session::start(context.clone(), P::node(&first), P::NAME, caller) {
+    let session = match Session::start::<P>(context.clone(), P::node(&first), caller) {
         Ok(session) => session,
         Err(status) => {
             let _ = tx.send(Err(status)).await;

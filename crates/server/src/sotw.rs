@@ -89,6 +89,7 @@ impl Protocol for Stream {
     type Request = Request;
     type Response = Response;
     const NAME: &'static str = "sotw";
+    const ON_DEMAND: bool = false;
 
     fn node(request: &Request) -> Option<&Node> {
         request.node.as_ref()

@@ -121,11 +121,15 @@ impl<P: Default> Subscriptions<P> {
     }
 
     /// Whether held cluster removals may go now: the listeners and routes that used the
-    /// dropped clusters are settled on the proxy. True once per hold.
+    /// dropped clusters (and an on-demand proxy's virtual hosts) are settled on the proxy. True once per hold.
     pub fn take_due_removals(&mut self) -> bool {
-        let settled = [ResourceType::Listener, ResourceType::Route]
-            .iter()
-            .all(|kind| self.types.get(kind).is_none_or(Subscription::settled));
+        let settled = [
+            ResourceType::Listener,
+            ResourceType::Route,
+            ResourceType::VirtualHost,
+        ]
+        .iter()
+        .all(|kind| self.types.get(kind).is_none_or(Subscription::settled));
         let due = self.removals_held && settled;
         if due {
             self.removals_held = false;

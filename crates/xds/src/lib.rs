@@ -39,6 +39,8 @@ pub const ENDPOINT_TYPE: &str =
 pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 /// Envoy's type URL of route configurations (RDS).
 pub const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+/// Envoy's type URL of virtual hosts (VHDS: an on-demand sidecar's routes).
+pub const VIRTUAL_HOST_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.VirtualHost";
 /// Envoy's type URL of secrets (SDS; gateways' credentials over ADS).
 pub const SECRET_TYPE: &str =
     "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
@@ -57,18 +59,21 @@ pub enum ResourceType {
     Listener,
     /// Route configurations (RDS).
     Route,
+    /// Virtual hosts of route configurations, fetched on demand (VHDS; delta only).
+    VirtualHost,
 }
 
 impl ResourceType {
     /// The order Envoy warms resources in, and the order pushes go out in: clusters
     /// before the routes that use them (make-before-break), a gateway's certificates
     /// before the listeners that serve them.
-    pub const PUSH_ORDER: [ResourceType; 5] = [
+    pub const PUSH_ORDER: [ResourceType; 6] = [
         ResourceType::Cluster,
         ResourceType::Endpoint,
         ResourceType::Secret,
         ResourceType::Listener,
         ResourceType::Route,
+        ResourceType::VirtualHost,
     ];
 
     /// The type URL a proxy asks for it by.
@@ -79,6 +84,7 @@ impl ResourceType {
             ResourceType::Secret => SECRET_TYPE,
             ResourceType::Listener => LISTENER_TYPE,
             ResourceType::Route => ROUTE_TYPE,
+            ResourceType::VirtualHost => VIRTUAL_HOST_TYPE,
         }
     }
 
@@ -97,6 +103,7 @@ impl ResourceType {
             ResourceType::Secret => "sds",
             ResourceType::Listener => "lds",
             ResourceType::Route => "rds",
+            ResourceType::VirtualHost => "vhds",
         }
     }
 }
@@ -123,6 +130,8 @@ pub struct ProxyResources {
     pub routes: Vec<NamedResource>,
     /// Gateway TLS credentials (secrets `kubernetes://<name>`).
     pub secrets: Vec<NamedResource>,
+    /// An on-demand sidecar's virtual hosts (`CONFIG/HOST:PORT`).
+    pub virtual_hosts: Vec<NamedResource>,
 }
 
 impl ProxyResources {
@@ -134,6 +143,7 @@ impl ProxyResources {
             ResourceType::Listener => &self.listeners,
             ResourceType::Route => &self.routes,
             ResourceType::Secret => &self.secrets,
+            ResourceType::VirtualHost => &self.virtual_hosts,
         }
     }
 
@@ -145,6 +155,7 @@ impl ProxyResources {
             ResourceType::Listener => &mut self.listeners,
             ResourceType::Route => &mut self.routes,
             ResourceType::Secret => &mut self.secrets,
+            ResourceType::VirtualHost => &mut self.virtual_hosts,
         })
     }
 }
@@ -159,6 +170,7 @@ pub fn generate(snapshot: &Snapshot, proxy: &Proxy) -> ProxyResources {
         listeners: [shared.listeners, own.listeners].concat(),
         routes: [shared.routes, own.routes].concat(),
         secrets: [shared.secrets, own.secrets].concat(),
+        virtual_hosts: [shared.virtual_hosts, own.virtual_hosts].concat(),
     }
 }
 
@@ -170,27 +182,38 @@ pub fn generate_shared(snapshot: &Snapshot, proxy: &Proxy) -> ProxyResources {
     ProxyResources {
         clusters: cluster::outbound_clusters(&scope),
         endpoints: endpoint::build(&scope),
-        routes: shared_routes(&scope),
-        ..ProxyResources::default()
+        ..shared_routes(&scope)
     }
 }
 
-/// The routes of [`generate_shared`] alone: after a change to VirtualServices alone
-/// they replace those generated before (clusters and endpoints do not read them).
-pub fn generate_shared_routes(snapshot: &Snapshot, proxy: &Proxy) -> Vec<NamedResource> {
+/// The routes of [`generate_shared`] alone (with an on-demand sidecar's virtual hosts):
+/// after a change to VirtualServices alone they replace those generated before
+/// (clusters and endpoints do not read them).
+pub fn generate_shared_routes(snapshot: &Snapshot, proxy: &Proxy) -> ProxyResources {
     shared_routes(&Scope::new(snapshot, proxy))
 }
 
-fn shared_routes(scope: &Scope) -> Vec<NamedResource> {
-    match scope.proxy.kind {
-        ProxyKind::Sidecar => route::sidecar(scope)
+fn shared_routes(scope: &Scope) -> ProxyResources {
+    let configs = match scope.proxy.kind {
+        ProxyKind::Sidecar => route::sidecar(scope),
+        ProxyKind::Router => return ProxyResources::default(),
+    };
+    let (configs, virtual_hosts) = if scope.proxy.on_demand {
+        route::on_demand::split(configs)
+    } else {
+        (configs, Vec::new())
+    };
+    let named = |name: String, resource| NamedResource { name, resource };
+    ProxyResources {
+        routes: configs
             .into_iter()
-            .map(|r| NamedResource {
-                name: r.name.clone(),
-                resource: pack(r),
-            })
+            .map(|r| named(r.name.clone(), pack(r)))
             .collect(),
-        ProxyKind::Router => Vec::new(),
+        virtual_hosts: virtual_hosts
+            .into_iter()
+            .map(|h| named(h.name.clone(), pack(h)))
+            .collect(),
+        ..ProxyResources::default()
     }
 }
 

@@ -126,15 +126,7 @@ pub fn sidecar(scope: &Scope) -> Vec<NamedResource> {
 /// listener on it per port.
 fn uncaptured(scope: &Scope) -> Vec<Listener> {
     let bind = scope.proxy.bind_address();
-    let manager = hcm(
-        "outbound_http_proxy",
-        http_connection_manager::RouteSpecifier::Rds(Rds {
-            config_source: Some(ads()),
-            route_config_name: names::HTTP_PROXY_ROUTE.into(),
-        }),
-        false,
-        telemetry::kept(scope, Side::Outbound),
-    );
+    let manager = outbound_hcm(scope, "outbound_http_proxy", names::HTTP_PROXY_ROUTE);
     let mut listeners = vec![http_listener(
         names::VIRTUAL_OUTBOUND,
         bind,
@@ -560,6 +552,41 @@ fn http_listener(name: &str, bind: &str, port: u32, manager: HttpConnectionManag
         }],
         ..Listener::default()
     }
+}
+
+/// A sidecar's outbound connection manager, routing by route config `route_config`
+/// (over RDS). An on-demand sidecar asks for the virtual host of each Host it has not
+/// called before, holding the request until it arrives (Envoy's `on_demand` filter: first,
+/// so that every later filter sees the route).
+pub(crate) fn outbound_hcm(
+    scope: &Scope,
+    stat_prefix: &str,
+    route_config: &str,
+) -> HttpConnectionManager {
+    use envoy_types::pb::envoy::extensions::filters::http::on_demand::v3::OnDemand;
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+        HttpFilter, http_filter,
+    };
+    let mut manager = hcm(
+        stat_prefix,
+        http_connection_manager::RouteSpecifier::Rds(Rds {
+            config_source: Some(ads()),
+            route_config_name: route_config.into(),
+        }),
+        false,
+        telemetry::kept(scope, Side::Outbound),
+    );
+    if scope.proxy.on_demand {
+        let on_demand = HttpFilter {
+            name: "envoy.filters.http.on_demand".into(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(pack(
+                OnDemand::default(),
+            ))),
+            ..HttpFilter::default()
+        };
+        manager.http_filters.insert(0, on_demand);
+    }
+    manager
 }
 
 fn hcm(

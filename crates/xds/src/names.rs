@@ -13,6 +13,22 @@ pub fn inbound_cluster(port: u32) -> String {
 /// The route config a sidecar's HTTP-proxy listener uses (Istio's `HTTP_PROXY` egress).
 pub const HTTP_PROXY_ROUTE: &str = "http_proxy";
 
+/// A virtual host of route config `config` as an on-demand sidecar fetches it (VHDS):
+/// `CONFIG/VHOST`, Envoy's naming (the route config is the name's namespace).
+pub fn on_demand_virtual_host(config: &str, virtual_host: &str) -> String {
+    format!("{config}/{virtual_host}")
+}
+
+/// The part of an on-demand name after its route config: the virtual host's name, or
+/// (as a proxy asks) the Host it called.
+pub fn parse_on_demand_virtual_host(name: &str) -> Option<(&str, &str)> {
+    name.split_once('/')
+}
+
+/// The virtual host an on-demand sidecar is never sent as itself: where requests for
+/// hosts the mesh does not know go (see `route::on_demand`).
+pub const UNKNOWN_HOSTS: &str = "*";
+
 /// A gateway's route config for one server port: `http.PORT`.
 pub fn gateway_route(port: u32) -> String {
     format!("http.{port}")

@@ -53,6 +53,10 @@ pub struct Proxy {
     /// Where it runs (`region/zone/subzone`): its node's locality, else (see
     /// [`Proxy::resolved`]) its pod's endpoint's.
     pub locality: Option<String>,
+    /// Fetches its outbound virtual hosts as it first calls them (VHDS on demand) instead
+    /// of holding the whole mesh's. Never read from the node: the server sets it for a
+    /// delta stream of a mesh that opted in (VHDS exists only in delta xDS).
+    pub on_demand: bool,
 }
 
 /// Everything about a proxy that translation reads. Proxies with equal keys get identical
@@ -65,6 +69,7 @@ pub struct ConfigKey {
     service_account: String,
     bind_address: String,
     interception: Interception,
+    on_demand: bool,
 }
 
 impl Proxy {
@@ -77,6 +82,7 @@ impl Proxy {
             service_account: self.service_account.clone(),
             bind_address: self.bind_address().to_string(),
             interception: self.interception,
+            on_demand: self.on_demand,
         }
     }
 
@@ -138,6 +144,7 @@ impl Proxy {
                 .as_ref()
                 .filter(|l| !l.region.is_empty())
                 .map(|l| format!("{}/{}/{}", l.region, l.zone, l.sub_zone)),
+            on_demand: false,
         })
     }
 

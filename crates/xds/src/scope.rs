@@ -165,6 +165,7 @@ pub struct SharedKey {
     kind: ProxyKind,
     namespace: String,
     interception: Interception,
+    on_demand: bool,
     /// The Sidecar resource that scopes it (namespace, name): it may select by labels.
     sidecar: Option<(String, String)>,
     /// Its labels, only while some VirtualService matches on source labels or some
@@ -202,6 +203,7 @@ impl SharedKey {
             kind: proxy.kind,
             namespace: proxy.namespace.clone(),
             interception: proxy.interception,
+            on_demand: proxy.on_demand,
             sidecar: sidecar.map(|s| (s.metadata.namespace.clone(), s.metadata.name.clone())),
             labels: (matches_source_labels || selects_workloads(snapshot))
                 .then(|| proxy.labels.clone()),

@@ -384,6 +384,7 @@ impl Members {
             stop.clone(),
             reviewer.clone(),
             Some(cluster.to_string()),
+            config.route_delivery(),
         );
         Ok(Member {
             serving,

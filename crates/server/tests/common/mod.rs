@@ -104,6 +104,7 @@ impl TestServer {
             shutdown.clone(),
             authenticator,
             None,
+            fleetmesh_server::RouteDelivery::Full,
         ))
         .with_max_connections(max_connections);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

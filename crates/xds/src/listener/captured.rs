@@ -7,10 +7,9 @@
 //! workload's mTLS mode and AuthorizationPolicies (never a way around them).
 
 use super::{
-    OUTBOUND_PORT, forward, hcm, http_listener, inbound_chains, inbound_mtls, inbound_ports,
-    inbound_tcp, mtls_chains, sni, tcp_proxy, tls_inspector,
+    OUTBOUND_PORT, forward, http_listener, inbound_chains, inbound_mtls, inbound_ports,
+    inbound_tcp, mtls_chains, outbound_hcm, sni, tcp_proxy, tls_inspector,
 };
-use crate::common::ads;
 use crate::names;
 use crate::pack;
 use crate::scope::Scope;
@@ -20,9 +19,6 @@ use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, listener_filter,
 };
 use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    Rds, http_connection_manager,
-};
 use envoy_types::pb::google::protobuf::BoolValue;
 use fleetmesh_api::security::MtlsMode;
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,14 +29,10 @@ pub fn sidecar(scope: &Scope) -> Vec<Listener> {
     let mut listeners = vec![virtual_outbound(scope)];
     let mut by_sni = sni::chains_by_port(scope);
     for port in scope.http_ports() {
-        let manager = hcm(
+        let manager = outbound_hcm(
+            scope,
             &format!("outbound_0.0.0.0_{port}"),
-            http_connection_manager::RouteSpecifier::Rds(Rds {
-                config_source: Some(ads()),
-                route_config_name: port.to_string(),
-            }),
-            false,
-            telemetry::kept(scope, Side::Outbound),
+            &port.to_string(),
         );
         let mut listener = http_listener(
             &names::bound_listener("0.0.0.0", port),

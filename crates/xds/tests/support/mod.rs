@@ -38,6 +38,7 @@ pub fn proxy_in(kind: ProxyKind, namespace: &str, labels: &[(&str, &str)]) -> Pr
         cluster_id: "local".into(),
         mesh_id: "cluster.local".into(),
         interception: Interception::None,
+        on_demand: false,
         locality: None,
     }
 }
