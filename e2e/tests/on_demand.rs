@@ -12,14 +12,17 @@ const EXTRA: usize = 40;
 
 fn extra_services() -> String {
     (0..EXTRA)
-        .map(|n| {
-            format!(
-                "apiVersion: v1\nkind: Service\nmetadata: {{name: extra-{n}}}\n\
-                 spec: {{selector: {{app: ratings}}, ports: [{{name: http, port: 9080}}]}}\n"
-            )
-        })
+        .map(|n| extra_service(&format!("extra-{n}")))
         .collect::<Vec<_>>()
         .join("---\n")
+}
+
+/// Service `name`, served by the ratings workload.
+fn extra_service(name: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\n\
+         spec: {{selector: {{app: ratings}}, ports: [{{name: http, port: 9080}}]}}\n"
+    )
 }
 
 const REVIEWS_V2: &str = r#"
@@ -31,7 +34,7 @@ spec:
   http:
   - match: [{uri: {prefix: /v2-only}}]
     route: [{destination: {host: reviews, subset: v2}}]
-  - route: [{destination: {host: reviews}}]
+  - route: [{destination: {host: reviews, subset: v1}}]
 "#;
 
 /// The names of the virtual hosts `proxy`'s Envoy holds (its route configs, with those
@@ -70,7 +73,7 @@ async fn sidecars_hold_what_they_call() {
     .expect("meshd starts");
     let store = Bookstore::start_on(mesh).await;
 
-    // The frontend called reviews and ratings (on start); ratings called nothing.
+    // The frontend called reviews and ratings (on start); ratings called nothing yet.
     let mut held = virtual_hosts(&store.frontend);
     held.sort();
     assert_eq!(
@@ -105,23 +108,18 @@ async fn sidecars_hold_what_they_call() {
     assert_eq!(nacks(&store.mesh), 0, "Envoy rejected config");
 }
 
-/// Every first call to a service nobody called succeeds; what it adds is the fetch.
+/// Every first call to a service nobody called succeeds, GET or POST with a body; what
+/// it adds is the fetch of its virtual host and cluster.
 async fn first_calls_succeed(store: &Bookstore) {
     store.mesh.write("extra.yaml", &extra_services()).unwrap();
-    let last = format!(
-        "outbound|9080||extra-{}.default.svc.cluster.local",
-        EXTRA - 1
+    let cluster = |n: usize| format!("outbound|9080||extra-{n}.default.svc.cluster.local");
+    // The ratings sidecar tells when meshd has them all; the frontend has called none.
+    let last = format!("http://extra-{}:9080/", EXTRA - 1);
+    wait_for_status(&store.ratings, &last, 200).await;
+    assert!(
+        !envoy_clusters(&store.frontend).contains(&cluster(0)),
+        "a cluster nobody called is not held"
     );
-    eventually(
-        "the frontend to have the new clusters",
-        Duration::from_secs(30),
-        async || {
-            envoy_clusters(&store.frontend)
-                .contains(&last)
-                .then_some(())
-        },
-    )
-    .await;
     let (mut first, mut warm) = (Vec::new(), Vec::new());
     for n in 0..EXTRA {
         let url = format!("http://extra-{n}:9080/");
@@ -142,6 +140,21 @@ async fn first_calls_succeed(store: &Bookstore) {
         percentile(&warm, 0.99),
     );
     assert_eq!(virtual_hosts(&store.frontend).len(), 2 + EXTRA);
+    assert!(envoy_clusters(&store.frontend).contains(&cluster(0)));
+    assert!(
+        !envoy_clusters(&store.reviews_v1).contains(&cluster(0)),
+        "reviews-v1 called nothing"
+    );
+
+    // A first call with a body: Envoy holds it while it fetches.
+    store
+        .mesh
+        .write("posted.yaml", &extra_service("posted"))
+        .unwrap();
+    wait_for_status(&store.ratings, "http://posted:9080/", 200).await;
+    let posted = store.frontend.client().post("http://posted:9080/orders");
+    let response = posted.body("{\"book\": 1}").send().await.unwrap();
+    assert_eq!(response.status(), 200, "the first call, a POST with a body");
 }
 
 /// A route change reaches the one sidecar that called reviews, as its virtual host
@@ -157,19 +170,20 @@ async fn a_route_change_reaches_only_the_caller(store: &Bookstore) {
         updates(&store.ratings, ""),
         updates(&store.ratings, "vhds."),
     );
-    store
-        .apply(
-            "reviews-vs.yaml",
-            REVIEWS_V2,
-            "http://reviews:9080/v2-only",
-            200,
-        )
-        .await;
+    store.mesh.write("reviews-vs.yaml", REVIEWS_V2).unwrap();
+    let v2_only = "http://reviews:9080/v2-only";
+    eventually(
+        "the new virtual host",
+        Duration::from_secs(30),
+        async || (updates(&store.frontend, "vhds.") > frontend.1).then_some(()),
+    )
+    .await;
     for _ in 0..10 {
-        let (_, version, _) = get(&store.frontend, "http://reviews:9080/v2-only")
-            .await
-            .unwrap();
-        assert_eq!(version, "v2");
+        let (_, version, _) = get(&store.frontend, v2_only).await.unwrap();
+        assert_eq!(
+            version, "v2",
+            "subset v2's cluster, fetched when first routed to"
+        );
     }
     let pushed = metrics.pushes_of("vhds") - pushes;
     let pushed_bytes = metrics.pushed_bytes_of("vhds") - bytes;

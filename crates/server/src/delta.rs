@@ -3,6 +3,7 @@
 //! Same ordering rules as state of the world: cluster removals wait until listeners and
 //! routes are ACKed; clusters added or changed get their endpoints pushed right after.
 
+use crate::generated::{Entry, TypeResources};
 use crate::session::{Protocol, Session, StreamEnd};
 use crate::subscription::Subscriptions;
 use crate::virtual_hosts;
@@ -12,6 +13,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 };
 use fleetmesh_xds::ResourceType;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -81,7 +83,16 @@ impl Protocol for Stream {
             }
             self.session.record_status(&self.subscriptions);
         }
-        let names_held = self.session.generated.of_type(kind).map_or(0, |t| t.len());
+        let generated = &self.session.generated;
+        let count = |kind| {
+            generated
+                .of_type(kind)
+                .map_or(0, |t: &Arc<TypeResources>| t.len())
+        };
+        let names_held = match kind {
+            ResourceType::Cluster => count(kind) + count(ResourceType::OnDemandCluster),
+            _ => count(kind),
+        };
         let names_allowed = names_held + EXTRA_NAMES;
         check_names(&request, names_allowed)?;
         let delta = &mut self.subscriptions.entry(kind).protocol;
@@ -110,6 +121,17 @@ impl Protocol for Stream {
             }
             delta.subscribed.remove(&name);
             delta.known.remove(&name);
+        }
+        if kind == ResourceType::VirtualHost {
+            // An app may call any number of hosts the mesh does not know: their virtual
+            // hosts are forgotten (and removed) past the bound, asked for again if called.
+            let (subscribed, known) = (&mut delta.subscribed, &delta.known);
+            virtual_hosts::forget_unknown_hosts(
+                subscribed,
+                known,
+                &mut delta.answered,
+                names_allowed,
+            );
         }
         if delta.subscribed.len() > names_allowed {
             return Err(StreamEnd::Refused(Status::resource_exhausted(format!(
@@ -230,7 +252,11 @@ impl Stream {
             );
             (answer.updated, answer.removed)
         } else {
-            let (updated, mut removed) = by_name(current, delta);
+            // An on-demand proxy's clusters it asks for by name, besides the others.
+            let asked_only = (kind == ResourceType::Cluster)
+                .then(|| generated.of_type(ResourceType::OnDemandCluster))
+                .flatten();
+            let (updated, mut removed) = by_name(current, asked_only, delta);
             hold = kind == ResourceType::Cluster && !remove_clusters && !removed.is_empty();
             if hold {
                 removed.clear();
@@ -274,16 +300,24 @@ impl Stream {
     }
 }
 
-/// What a proxy lacks of `current`, by the names it subscribed to (or all of them), and
-/// what it holds that `current` no longer has.
+/// What a proxy lacks of `current` (by the names it subscribed to, or all of them) and of
+/// `asked_only` (by the names it subscribed to), and what it holds that neither has.
 fn by_name(
-    current: &crate::generated::TypeResources,
+    current: &TypeResources,
+    asked_only: Option<&Arc<TypeResources>>,
     delta: &Delta,
 ) -> (Vec<Resource>, Vec<String>) {
-    let wanted = |name: &str| delta.wildcard || delta.subscribed.contains(name);
-    let updated = current
+    let subscribed = |(name, _): &(&String, &Arc<Entry>)| delta.subscribed.contains(*name);
+    let wanted = current
         .iter()
-        .filter(|(name, entry)| wanted(name) && delta.known.get(*name) != Some(&entry.hash))
+        .filter(|(name, _)| delta.wildcard || delta.subscribed.contains(*name))
+        .chain(
+            asked_only
+                .into_iter()
+                .flat_map(|set| set.iter().filter(subscribed)),
+        );
+    let updated = wanted
+        .filter(|(name, entry)| delta.known.get(*name) != Some(&entry.hash))
         .map(|(name, entry)| Resource {
             name: name.clone(),
             version: entry.hash.clone(),
@@ -291,11 +325,9 @@ fn by_name(
             ..Resource::default()
         })
         .collect();
-    let removed = delta
-        .known
-        .keys()
-        .filter(|name| !current.contains_key(name))
-        .cloned()
-        .collect();
+    let held = |name: &String| {
+        current.contains_key(name) || asked_only.is_some_and(|set| set.contains_key(name))
+    };
+    let removed = delta.known.keys().filter(|n| !held(n)).cloned().collect();
     (updated, removed)
 }

@@ -288,7 +288,12 @@ impl Generated {
         mut fresh: ProxyResources,
     ) -> Generated {
         let mut types = self.types.clone();
-        for kind in [ResourceType::Cluster, ResourceType::Endpoint] {
+        let kinds = [
+            ResourceType::Cluster,
+            ResourceType::OnDemandCluster,
+            ResourceType::Endpoint,
+        ];
+        for kind in kinds {
             let Some(before) = self.types.get(&kind) else {
                 continue;
             };

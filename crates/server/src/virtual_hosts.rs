@@ -26,12 +26,15 @@ pub struct Answered {
     names: BTreeSet<String>,
     /// Route configs whose first answer went.
     configs: BTreeSet<String>,
+    /// Aliases answered with nothing (no virtual host may answer them).
+    unresolved: BTreeSet<String>,
 }
 
 impl Answered {
     /// The proxy asked for `name` (again): answer it, even if it was answered before.
     pub fn asked(&mut self, name: &str) {
         self.names.remove(name);
+        self.unresolved.remove(name);
     }
 }
 
@@ -62,6 +65,7 @@ pub fn answer(
         }
     }
     answered.names.retain(|name| subscribed.contains(name));
+    answered.unresolved.retain(|name| subscribed.contains(name));
     let mut desired: BTreeMap<String, (Arc<Entry>, Vec<String>)> = BTreeMap::new();
     for name in subscribed {
         let Some((config, host)) = names::parse_on_demand_virtual_host(name) else {
@@ -73,6 +77,7 @@ pub fn answer(
                 aliases.push(name.clone());
             }
             None => {
+                answered.unresolved.insert(name.clone());
                 if answered.names.insert(name.clone()) {
                     answer.updated.push(Resource {
                         name: name.clone(),
@@ -112,6 +117,32 @@ pub fn answer(
     let updated: BTreeSet<&String> = answer.updated.iter().map(|r| &r.name).collect();
     answer.removed.retain(|name| !updated.contains(name));
     answer
+}
+
+/// Keeps at most `bound` of `subscribed` by forgetting aliases of hosts the mesh does not
+/// know (answered by a virtual host of their own, named as the alias, or by nothing):
+/// the next answer removes their virtual hosts, and Envoy asks again if they are called
+/// again. Route configs and the mesh's own hosts (no more than its virtual hosts) stay.
+pub fn forget_unknown_hosts(
+    subscribed: &mut BTreeSet<String>,
+    known: &BTreeMap<String, String>,
+    answered: &mut Answered,
+    bound: usize,
+) {
+    if subscribed.len() <= bound {
+        return;
+    }
+    let unknown: Vec<String> = subscribed
+        .iter()
+        .filter(|name| names::parse_on_demand_virtual_host(name).is_some())
+        .filter(|alias| known.contains_key(*alias) || answered.unresolved.contains(*alias))
+        .take(subscribed.len() - bound)
+        .cloned()
+        .collect();
+    for alias in unknown {
+        subscribed.remove(&alias);
+        answered.asked(&alias);
+    }
 }
 
 /// The virtual host that answers `host` (as called) in route config `config`, and its
@@ -291,6 +322,31 @@ mod tests {
                 .as_slice(),
         );
         assert_eq!(made.unwrap().domains, ["elsewhere.org:80"]);
+    }
+
+    #[test]
+    fn hosts_the_mesh_does_not_know_are_forgotten_past_the_bound() {
+        let mesh = mesh();
+        let (mut known, mut answered) = (BTreeMap::new(), Answered::default());
+        let mut subscribed: BTreeSet<String> = (0..10)
+            .map(|n| format!("80/elsewhere-{n}.org"))
+            .chain(["80/reviews".to_string(), "80/*".to_string()])
+            .collect();
+        answer(&mesh, &routes(), &subscribed, &mut known, &mut answered);
+        forget_unknown_hosts(&mut subscribed, &known, &mut answered, 4);
+        assert_eq!(subscribed.len(), 4);
+        assert!(
+            subscribed.contains("80/reviews"),
+            "the mesh's own host stays"
+        );
+        let after = answer(&mesh, &routes(), &subscribed, &mut known, &mut answered);
+        // Seven made for unknown hosts; the eighth (`*`) was answered with nothing.
+        assert_eq!(
+            after.removed.len(),
+            7,
+            "the forgotten ones' virtual hosts go"
+        );
+        assert!(after.updated.is_empty());
     }
 
     #[test]

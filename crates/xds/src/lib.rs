@@ -16,6 +16,7 @@ mod jwt;
 mod listener;
 mod locality;
 pub mod names;
+mod on_demand;
 mod port_settings;
 mod proxy;
 pub(crate) mod route;
@@ -51,6 +52,9 @@ pub const SECRET_TYPE: &str =
 pub enum ResourceType {
     /// Clusters (CDS).
     Cluster,
+    /// Clusters an on-demand sidecar is sent only when it asks for them by name (Envoy's
+    /// on-demand CDS): clusters on the wire, never a subscription of their own.
+    OnDemandCluster,
     /// Endpoints (EDS).
     Endpoint,
     /// Gateway credentials (SDS over ADS).
@@ -67,8 +71,9 @@ impl ResourceType {
     /// The order Envoy warms resources in, and the order pushes go out in: clusters
     /// before the routes that use them (make-before-break), a gateway's certificates
     /// before the listeners that serve them.
-    pub const PUSH_ORDER: [ResourceType; 6] = [
+    pub const PUSH_ORDER: [ResourceType; 7] = [
         ResourceType::Cluster,
+        ResourceType::OnDemandCluster,
         ResourceType::Endpoint,
         ResourceType::Secret,
         ResourceType::Listener,
@@ -79,7 +84,7 @@ impl ResourceType {
     /// The type URL a proxy asks for it by.
     pub fn type_url(self) -> &'static str {
         match self {
-            ResourceType::Cluster => CLUSTER_TYPE,
+            ResourceType::Cluster | ResourceType::OnDemandCluster => CLUSTER_TYPE,
             ResourceType::Endpoint => ENDPOINT_TYPE,
             ResourceType::Secret => SECRET_TYPE,
             ResourceType::Listener => LISTENER_TYPE,
@@ -88,7 +93,7 @@ impl ResourceType {
         }
     }
 
-    /// The type a proxy asked for, if meshd serves it.
+    /// The type a proxy asked for, if meshd serves it (clusters are [`ResourceType::Cluster`]).
     pub fn from_type_url(type_url: &str) -> Option<ResourceType> {
         ResourceType::PUSH_ORDER
             .into_iter()
@@ -99,6 +104,7 @@ impl ResourceType {
     pub fn short_name(self) -> &'static str {
         match self {
             ResourceType::Cluster => "cds",
+            ResourceType::OnDemandCluster => "odcds",
             ResourceType::Endpoint => "eds",
             ResourceType::Secret => "sds",
             ResourceType::Listener => "lds",
@@ -122,6 +128,8 @@ pub struct NamedResource {
 pub struct ProxyResources {
     /// Clusters (CDS).
     pub clusters: Vec<NamedResource>,
+    /// An on-demand sidecar's clusters it asks for when a route first uses them.
+    pub on_demand_clusters: Vec<NamedResource>,
     /// Endpoints (EDS).
     pub endpoints: Vec<NamedResource>,
     /// Listeners (LDS).
@@ -139,6 +147,7 @@ impl ProxyResources {
     pub fn of_type(&self, kind: ResourceType) -> &[NamedResource] {
         match kind {
             ResourceType::Cluster => &self.clusters,
+            ResourceType::OnDemandCluster => &self.on_demand_clusters,
             ResourceType::Endpoint => &self.endpoints,
             ResourceType::Listener => &self.listeners,
             ResourceType::Route => &self.routes,
@@ -151,6 +160,7 @@ impl ProxyResources {
     pub fn take(&mut self, kind: ResourceType) -> Vec<NamedResource> {
         std::mem::take(match kind {
             ResourceType::Cluster => &mut self.clusters,
+            ResourceType::OnDemandCluster => &mut self.on_demand_clusters,
             ResourceType::Endpoint => &mut self.endpoints,
             ResourceType::Listener => &mut self.listeners,
             ResourceType::Route => &mut self.routes,
@@ -166,6 +176,7 @@ pub fn generate(snapshot: &Snapshot, proxy: &Proxy) -> ProxyResources {
     let own = generate_own(snapshot, proxy);
     ProxyResources {
         clusters: [shared.clusters, own.clusters].concat(),
+        on_demand_clusters: [shared.on_demand_clusters, own.on_demand_clusters].concat(),
         endpoints: [shared.endpoints, own.endpoints].concat(),
         listeners: [shared.listeners, own.listeners].concat(),
         routes: [shared.routes, own.routes].concat(),
@@ -180,9 +191,24 @@ pub fn generate(snapshot: &Snapshot, proxy: &Proxy) -> ProxyResources {
 pub fn generate_shared(snapshot: &Snapshot, proxy: &Proxy) -> ProxyResources {
     let scope = Scope::new(snapshot, proxy);
     ProxyResources {
-        clusters: cluster::outbound_clusters(&scope),
         endpoints: endpoint::build(&scope),
-        ..shared_routes(&scope)
+        ..outbound_clusters(&scope, shared_routes(&scope))
+    }
+}
+
+/// `resources` with the outbound clusters of `scope`: those an on-demand sidecar asks
+/// for apart.
+fn outbound_clusters(scope: &Scope, resources: ProxyResources) -> ProxyResources {
+    let clusters = cluster::outbound_clusters(scope);
+    let (clusters, on_demand_clusters) = if scope.proxy.on_demand {
+        on_demand::split_clusters(scope, clusters)
+    } else {
+        (clusters, Vec::new())
+    };
+    ProxyResources {
+        clusters,
+        on_demand_clusters,
+        ..resources
     }
 }
 
@@ -199,7 +225,7 @@ fn shared_routes(scope: &Scope) -> ProxyResources {
         ProxyKind::Router => return ProxyResources::default(),
     };
     let (configs, virtual_hosts) = if scope.proxy.on_demand {
-        route::on_demand::split(configs)
+        on_demand::split(configs)
     } else {
         (configs, Vec::new())
     };
@@ -229,9 +255,8 @@ pub fn generate_shared_hosts(
     let mut scope = Scope::new(snapshot, proxy);
     scope.services.retain(|s| hosts.contains(&s.hostname));
     ProxyResources {
-        clusters: cluster::outbound_clusters(&scope),
         endpoints: endpoint::build(&scope),
-        ..ProxyResources::default()
+        ..outbound_clusters(&scope, ProxyResources::default())
     }
 }
 

@@ -554,16 +554,21 @@ fn http_listener(name: &str, bind: &str, port: u32, manager: HttpConnectionManag
     }
 }
 
+/// How long a request waits for a cluster it is the first to use (on demand) before
+/// it fails with 503.
+const ON_DEMAND_CLUSTER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A sidecar's outbound connection manager, routing by route config `route_config`
 /// (over RDS). An on-demand sidecar asks for the virtual host of each Host it has not
-/// called before, holding the request until it arrives (Envoy's `on_demand` filter: first,
-/// so that every later filter sees the route).
+/// called before, and for a route's cluster it does not hold, holding the request until
+/// they arrive (Envoy's `on_demand` filter: first, so that every later filter sees the
+/// route).
 pub(crate) fn outbound_hcm(
     scope: &Scope,
     stat_prefix: &str,
     route_config: &str,
 ) -> HttpConnectionManager {
-    use envoy_types::pb::envoy::extensions::filters::http::on_demand::v3::OnDemand;
+    use envoy_types::pb::envoy::extensions::filters::http::on_demand::v3::{OnDemand, OnDemandCds};
     use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
         HttpFilter, http_filter,
     };
@@ -579,9 +584,14 @@ pub(crate) fn outbound_hcm(
     if scope.proxy.on_demand {
         let on_demand = HttpFilter {
             name: "envoy.filters.http.on_demand".into(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(pack(
-                OnDemand::default(),
-            ))),
+            config_type: Some(http_filter::ConfigType::TypedConfig(pack(OnDemand {
+                // A route's cluster it does not hold yet is fetched over ADS too.
+                odcds: Some(OnDemandCds {
+                    source: Some(ads()),
+                    timeout: Some(crate::common::duration(ON_DEMAND_CLUSTER_TIMEOUT)),
+                    ..OnDemandCds::default()
+                }),
+            }))),
             ..HttpFilter::default()
         };
         manager.http_filters.insert(0, on_demand);

@@ -2,7 +2,6 @@
 
 pub(crate) mod action;
 mod matching;
-pub(crate) mod on_demand;
 
 use crate::Interception;
 use crate::names;

@@ -1,14 +1,17 @@
-//! Routes for a sidecar that fetches virtual hosts as it first calls them (VHDS on
-//! demand): its route configs carry no virtual host, only VHDS over ADS, and each virtual
-//! host is a resource of its own, `CONFIG/HOST:PORT`. A change to one service's routes
-//! is then one small resource, sent only to the proxies that called it.
+//! What a sidecar that fetches its outbound config as it first calls a host holds (routes
+//! on demand): route configs without virtual hosts, with VHDS over ADS, and each virtual
+//! host a resource of its own, `CONFIG/HOST:PORT`; and only the clusters that plain TCP
+//! and TLS connections may need, the others (those of HTTP ports, only ever reached by a
+//! route) fetched by Envoy's on-demand CDS when a route first uses them. A change to one
+//! service's routes is then one small resource, sent only to the proxies that called it.
 //!
 //! The virtual host for hosts the mesh does not know (`allow_any` or `block_all`, domain
 //! `*`) is kept as `CONFIG/*` and never sent as it is: matching every host, it would
 //! leave Envoy nothing to ask for. The server answers a call to an unknown host with a
 //! copy of it for that host alone.
 
-use crate::names;
+use crate::scope::Scope;
+use crate::{NamedResource, names};
 use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, Vhds, VirtualHost};
 
 /// `configs` as an on-demand sidecar gets them: the configs without virtual hosts, and
@@ -35,6 +38,27 @@ pub fn split(configs: Vec<RouteConfiguration>) -> (Vec<RouteConfiguration>, Vec<
         })
         .collect();
     (configs, virtual_hosts)
+}
+
+/// `clusters` (a sidecar's outbound ones) as those it is sent at once and those it asks
+/// for when a route first uses them: a cluster of a service's HTTP port is only ever a
+/// route's destination; the others may be a TCP proxy's or a TLS chain's.
+pub fn split_clusters(
+    scope: &Scope,
+    clusters: Vec<NamedResource>,
+) -> (Vec<NamedResource>, Vec<NamedResource>) {
+    clusters.into_iter().partition(|cluster| {
+        let Some((port, _, host)) = names::parse_outbound_cluster(&cluster.name) else {
+            return true;
+        };
+        let http = scope.services.iter().any(|s| {
+            s.hostname == host
+                && s.ports
+                    .iter()
+                    .any(|p| p.port == port && p.protocol.is_http())
+        });
+        !http
+    })
 }
 
 #[cfg(test)]
