@@ -114,6 +114,9 @@ struct ReportArgs {
     /// What `scripts/bench-idle` printed, added as its own section if present.
     #[arg(long, default_value = "docs/bench-idle.txt")]
     idle_results: PathBuf,
+    /// What `scripts/bench-envoy-memory` printed, added as its own section if present.
+    #[arg(long, default_value = "docs/bench-envoy-memory.txt")]
+    envoy_memory_results: PathBuf,
     /// The plot (PNG); BENCHMARKS.md links it relative to itself.
     #[arg(long, default_value = "docs/bench-convergence.png")]
     plot: PathBuf,
@@ -251,6 +254,20 @@ fn write_report(args: ReportArgs) -> anyhow::Result<()> {
             "\n# Scale to zero: many meshes on one meshd\n\nFrom `{}` (`scripts/bench-idle`, README \"Benchmarks\"):\n\n```text\n{}```\n",
             args.idle_results.display(),
             idle
+        ));
+    }
+    // A real Envoy's memory, everything pushed or routes on demand.
+    if let Ok(table) = std::fs::read_to_string(&args.envoy_memory_results) {
+        let (header, table) = table.split_once('\n').unwrap_or(("", &table));
+        markdown.push_str(&format!(
+            "\n# What a real Envoy sidecar holds\n\nFrom `{}` (`scripts/bench-envoy-memory`, README \"Benchmarks\"; {}). \
+             Each mesh: N services, each with an endpoint, a VirtualService per 10; three sidecars (real Envoy, one worker) \
+             each call the same 10 services. *All pushed*: every virtual host and cluster, as istiod sends them; \
+             *on demand*: meshd `--on-demand-routes`, virtual hosts and the clusters of HTTP ports fetched when first called. \
+             RSS from /proc once settled; bytes as meshd sent them, divided over the four proxies.\n\n{}",
+            args.envoy_memory_results.display(),
+            header.trim_start_matches("# "),
+            table
         ));
     }
     std::fs::write(&args.markdown, markdown)?;
