@@ -24,6 +24,10 @@ pub struct Fleet {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Totals {
     pub bytes: u64,
+    /// Of the sidecars' first complete configs (see [`crate::sidecar::Stats`]), and how
+    /// many sidecars have one.
+    pub initial_bytes: u64,
+    pub initial_configs: u64,
     /// Responses of each type: CDS, EDS, LDS, RDS, other.
     pub responses: [u64; 5],
     pub reconnects: u64,
@@ -41,6 +45,8 @@ impl Totals {
         }
         Totals {
             bytes: self.bytes - earlier.bytes,
+            initial_bytes: self.initial_bytes - earlier.initial_bytes,
+            initial_configs: self.initial_configs - earlier.initial_configs,
             responses,
             reconnects: self.reconnects - earlier.reconnects,
         }
@@ -145,6 +151,10 @@ impl Fleet {
         for s in &self.stats {
             let s = s.lock();
             totals.bytes += s.bytes;
+            if let Some(initial) = s.initial_bytes {
+                totals.initial_bytes += initial;
+                totals.initial_configs += 1;
+            }
             totals.reconnects += s.reconnects;
             for (i, r) in totals.responses.iter_mut().enumerate() {
                 *r += s.responses[i];

@@ -191,7 +191,9 @@ pub async fn run(
         stream_error: fleet.last_error(),
     };
     eprintln!("  connect storm: {storm:?}");
-    let bytes_per_proxy = storm_totals.bytes as f64 / plan.proxies as f64;
+    // The initial config once per sidecar: not re-sent configs after reconnects.
+    let configs = storm_totals.initial_configs.max(1) as f64;
+    let bytes_per_proxy = storm_totals.initial_bytes as f64 / configs;
 
     // Steady state.
     tokio::time::sleep(Duration::from_secs(10)).await;

@@ -2,9 +2,9 @@
 //! does (CDS, then EDS for the EDS clusters, then LDS, then RDS for the listeners' route
 //! names), ACKs every response at once, and records what it received and when.
 //!
-//! It reconnects after an error with Envoy's kind of backoff, so a control plane that
-//! refuses streams for a while (istiod before its caches synced, or throttling) is
-//! measured for how long it took, not failed.
+//! It reconnects after an error with Envoy's backoff (jittered, 500 ms to 30 s), so a
+//! control plane that refuses streams for a while (istiod before its caches synced, or
+//! throttling) is measured for how long it took, not failed.
 
 use crate::xds_names;
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -73,6 +73,11 @@ pub struct Stats {
     /// From the first connection attempt to the first complete config.
     pub complete_after: Option<Duration>,
     pub bytes: u64,
+    /// The bytes of the first complete config, on the stream that completed it (not
+    /// what earlier streams received before they ended, nor pushes after it).
+    pub initial_bytes: Option<u64>,
+    /// Received on the current stream.
+    stream_bytes: u64,
     /// Responses received, in the order CDS, EDS, LDS, RDS, other.
     pub responses: [u64; 5],
     /// Clusters in the last CDS response.
@@ -93,8 +98,10 @@ pub async fn run(
     markers: Option<Arc<Markers>>,
 ) {
     let started = Instant::now();
-    let mut backoff = Duration::from_millis(500);
+    let mut attempt = 0u32;
+    let mut jitter = Jitter::seeded(&identity.node.id);
     loop {
+        stats.lock().stream_bytes = 0;
         let outcome = stream(&channel, &identity, &stats, markers.as_deref(), started).await;
         let error = match outcome {
             Ok(()) => "the control plane closed the stream".to_string(),
@@ -105,8 +112,37 @@ pub async fn run(
             s.reconnects += 1;
             s.last_error = Some(error);
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(4));
+        // Envoy's: a random wait below 500 ms × 2^attempt, that ceiling at most 30 s.
+        let ceiling = BACKOFF_BASE
+            .saturating_mul(1 << attempt.min(6))
+            .min(BACKOFF_MAX);
+        tokio::time::sleep(ceiling.mul_f64(jitter.next_fraction())).await;
+        attempt += 1;
+    }
+}
+
+/// Envoy's xDS reconnect backoff: base and ceiling.
+const BACKOFF_BASE: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// A small pseudo-random sequence (xorshift) per sidecar, so that sidecars a control
+/// plane dropped together do not all come back together.
+struct Jitter(u64);
+
+impl Jitter {
+    fn seeded(text: &str) -> Jitter {
+        let seed = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        Jitter(seed | 1)
+    }
+
+    /// In [0, 1).
+    fn next_fraction(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 
@@ -253,12 +289,14 @@ async fn stream(
         let seen = markers.map(|m| newly_seen(&m.current(), &response, stats));
         let mut s = stats.lock();
         s.bytes += bytes;
+        s.stream_bytes += bytes;
         s.responses[slot] += 1;
         if slot == 0 {
             s.clusters = response.resources.len();
         }
         if s.complete_after.is_none() && subscriptions.complete() {
             s.complete_after = Some(received - started);
+            s.initial_bytes = Some(s.stream_bytes);
         }
         for id in seen.into_iter().flatten() {
             s.seen.entry(id).or_insert(received);
