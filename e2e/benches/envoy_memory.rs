@@ -69,19 +69,6 @@ fn rss_mib(log: &std::path::Path) -> f64 {
     0.0
 }
 
-/// How many virtual hosts `proxy`'s Envoy holds.
-fn virtual_hosts(proxy: &Workload) -> usize {
-    let admin = proxy.envoy.admin_socket();
-    let path = "/config_dump?resource=dynamic_route_configs";
-    let (_, body) = fleetmesh_agent::process::admin_request(admin, "GET", path).unwrap();
-    let dump: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-    let configs = dump["configs"].as_array().cloned().unwrap_or_default();
-    configs
-        .iter()
-        .filter_map(|c| c["route_config"]["virtual_hosts"].as_array().map(Vec::len))
-        .sum()
-}
-
 struct Measured {
     rss_mib: Vec<f64>,
     virtual_hosts: usize,
@@ -130,7 +117,7 @@ async fn measure(services: usize, on_demand: bool) -> Measured {
             .iter()
             .map(|s| rss_mib(s.envoy.log_path()))
             .collect(),
-        virtual_hosts: virtual_hosts(&sidecars[0]),
+        virtual_hosts: envoy_virtual_hosts(&sidecars[0]).len(),
         clusters: clusters(&sidecars[0]).unwrap_or(0),
         bytes_per_proxy: bytes / (SIDECARS as u64 + 1),
     };

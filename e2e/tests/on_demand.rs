@@ -37,22 +37,6 @@ spec:
   - route: [{destination: {host: reviews, subset: v1}}]
 "#;
 
-/// The names of the virtual hosts `proxy`'s Envoy holds (its route configs, with those
-/// VHDS brought).
-fn virtual_hosts(proxy: &Workload) -> Vec<String> {
-    let admin = proxy.envoy.admin_socket();
-    let path = "/config_dump?resource=dynamic_route_configs";
-    let (_, body) = fleetmesh_agent::process::admin_request(admin, "GET", path).unwrap();
-    let dump: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let configs = dump["configs"].as_array().cloned().unwrap_or_default();
-    configs
-        .iter()
-        .flat_map(|c| c["route_config"]["virtual_hosts"].as_array().cloned())
-        .flatten()
-        .filter_map(|h| h["name"].as_str().map(str::to_string))
-        .collect()
-}
-
 /// `proxy`'s count of route config (`""`) or virtual host (`"vhds."`) responses it
 /// accepted.
 fn updates(proxy: &Workload, what: &str) -> u64 {
@@ -74,7 +58,7 @@ async fn sidecars_hold_what_they_call() {
     let store = Bookstore::start_on(mesh).await;
 
     // The frontend called reviews and ratings (on start); ratings called nothing yet.
-    let mut held = virtual_hosts(&store.frontend);
+    let mut held = envoy_virtual_hosts(&store.frontend);
     held.sort();
     assert_eq!(
         held,
@@ -83,7 +67,7 @@ async fn sidecars_hold_what_they_call() {
             "http_proxy/reviews.default.svc.cluster.local:9080"
         ]
     );
-    assert_eq!(virtual_hosts(&store.ratings), Vec::<String>::new());
+    assert_eq!(envoy_virtual_hosts(&store.ratings), Vec::<String>::new());
 
     first_calls_succeed(&store).await;
     a_route_change_reaches_only_the_caller(&store).await;
@@ -98,7 +82,7 @@ async fn sidecars_hold_what_they_call() {
         "extra-0's virtual host to go",
         Duration::from_secs(30),
         async || {
-            let held = virtual_hosts(&store.frontend);
+            let held = envoy_virtual_hosts(&store.frontend);
             (!held.iter().any(|h| h.contains("extra-0."))).then_some(())
         },
     )
@@ -139,7 +123,7 @@ async fn first_calls_succeed(store: &Bookstore) {
         percentile(&warm, 0.5),
         percentile(&warm, 0.99),
     );
-    assert_eq!(virtual_hosts(&store.frontend).len(), 2 + EXTRA);
+    assert_eq!(envoy_virtual_hosts(&store.frontend).len(), 2 + EXTRA);
     assert!(envoy_clusters(&store.frontend).contains(&cluster(0)));
     assert!(
         !envoy_clusters(&store.reviews_v1).contains(&cluster(0)),
