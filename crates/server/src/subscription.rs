@@ -121,7 +121,8 @@ impl<P: Default> Subscriptions<P> {
     }
 
     /// Whether held cluster removals may go now: the listeners and routes that used the
-    /// dropped clusters (and an on-demand proxy's virtual hosts) are settled on the proxy. True once per hold.
+    /// dropped clusters (and an on-demand proxy's virtual hosts) are settled on the
+    /// proxy. True once per hold.
     pub fn take_due_removals(&mut self) -> bool {
         let settled = [
             ResourceType::Listener,

@@ -232,6 +232,7 @@ mod tests {
         )
     }
 
+    /// A proxy's route configs: only their names are read, so any resource stands in.
     fn routes() -> TypeResources {
         set(vec![virtual_host("80", &[])])
     }

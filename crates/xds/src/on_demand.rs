@@ -13,6 +13,7 @@
 use crate::scope::Scope;
 use crate::{NamedResource, names};
 use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, Vhds, VirtualHost};
+use std::collections::HashSet;
 
 /// `configs` as an on-demand sidecar gets them: the configs without virtual hosts, and
 /// the virtual hosts by their on-demand names.
@@ -47,17 +48,18 @@ pub fn split_clusters(
     scope: &Scope,
     clusters: Vec<NamedResource>,
 ) -> (Vec<NamedResource>, Vec<NamedResource>) {
+    // Looked up once per cluster: thousands of each in a large mesh.
+    let http_ports: HashSet<(&str, u32)> = scope
+        .services
+        .iter()
+        .flat_map(|s| {
+            let http = s.ports.iter().filter(|p| p.protocol.is_http());
+            http.map(|p| (s.hostname.as_str(), p.port))
+        })
+        .collect();
     clusters.into_iter().partition(|cluster| {
-        let Some((port, _, host)) = names::parse_outbound_cluster(&cluster.name) else {
-            return true;
-        };
-        let http = scope.services.iter().any(|s| {
-            s.hostname == host
-                && s.ports
-                    .iter()
-                    .any(|p| p.port == port && p.protocol.is_http())
-        });
-        !http
+        names::parse_outbound_cluster(&cluster.name)
+            .is_none_or(|(port, _, host)| !http_ports.contains(&(host, port)))
     })
 }
 

@@ -17,6 +17,11 @@ fn captured(on_demand: bool) -> ProxyResources {
     generate(&snapshot, &proxy)
 }
 
+fn route_configs(resources: &[fleetmesh_xds::NamedResource]) -> Vec<RouteConfiguration> {
+    let decode = |r: &fleetmesh_xds::NamedResource| prost::Message::decode(&*r.resource.value);
+    resources.iter().map(|r| decode(r).unwrap()).collect()
+}
+
 fn names(resources: &[fleetmesh_xds::NamedResource]) -> Vec<&str> {
     resources.iter().map(|r| r.name.as_str()).collect()
 }
@@ -26,8 +31,7 @@ fn route_configs_carry_no_virtual_host_and_each_is_its_own_resource() {
     let full = captured(false);
     let on_demand = captured(true);
     assert_eq!(names(&full.routes), names(&on_demand.routes));
-    for resource in &on_demand.routes {
-        let config: RouteConfiguration = prost::Message::decode(&*resource.resource.value).unwrap();
+    for config in route_configs(&on_demand.routes) {
         assert!(config.virtual_hosts.is_empty(), "{}", config.name);
         assert!(config.vhds.is_some(), "{}", config.name);
     }
@@ -40,13 +44,9 @@ fn route_configs_carry_no_virtual_host_and_each_is_its_own_resource() {
         hosts.contains(&"9080/*"),
         "the unknown-hosts template: {hosts:?}"
     );
-    let held: usize = full
-        .routes
+    let held: usize = route_configs(&full.routes)
         .iter()
-        .map(|r| {
-            let config: RouteConfiguration = prost::Message::decode(&*r.resource.value).unwrap();
-            config.virtual_hosts.len()
-        })
+        .map(|config| config.virtual_hosts.len())
         .sum();
     assert_eq!(hosts.len(), held, "every virtual host, apart");
     assert!(full.virtual_hosts.is_empty());
