@@ -14,6 +14,7 @@ fuzz_target!(|body: &[u8]| {
         injected_by: InjectedBy::Webhook,
         proxy_version: None,
         hub: fleetmesh_inject::DEFAULT_HUB.into(),
+        delta_xds: false,
     };
     let _ = fleetmesh_inject::admission::admit_pod(body, &settings);
 });

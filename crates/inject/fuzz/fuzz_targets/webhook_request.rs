@@ -28,6 +28,7 @@ fuzz_target!(|data: &[u8]| {
         injected_by: InjectedBy::Webhook,
         proxy_version: None,
         hub: read.hub,
+        delta_xds: false,
     };
     let _ = fleetmesh_inject::admission::admit_pod(body, &settings);
 });
