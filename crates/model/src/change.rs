@@ -6,7 +6,10 @@
 
 use crate::service::Service;
 use crate::snapshot::Snapshot;
-use std::collections::BTreeSet;
+use fleetmesh_api::networking::VirtualServiceSpec;
+use fleetmesh_api::resource::Config;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 /// What changed between two snapshots, as far as proxies can tell.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +30,10 @@ pub struct PatchableChange {
     pub endpoints_of: BTreeSet<String>,
     /// Whether any VirtualService changed.
     pub virtual_services: bool,
+    /// Whether a changed VirtualService (as it was or as it is) has `tcp` or `tls` routes:
+    /// only those reach a sidecar's own listeners (the captured outbound one); `http`
+    /// routes are in the shared route configs.
+    pub stream_routes: bool,
 }
 
 impl PatchableChange {
@@ -39,6 +46,7 @@ impl PatchableChange {
                 .cloned()
                 .collect(),
             virtual_services: self.virtual_services || later.virtual_services,
+            stream_routes: self.stream_routes || later.stream_routes,
         }
     }
 }
@@ -89,9 +97,12 @@ impl Snapshot {
                 hosts.insert(host.clone());
             }
         }
+        let vs_changed = *virtual_services != older.virtual_services;
         let change = PatchableChange {
             endpoints_of: hosts,
-            virtual_services: *virtual_services != older.virtual_services,
+            virtual_services: vs_changed,
+            stream_routes: vs_changed
+                && changed_have_stream_routes(virtual_services, &older.virtual_services),
         };
         if change == PatchableChange::default() && *workloads == older.workloads {
             Change::None
@@ -99,6 +110,31 @@ impl Snapshot {
             Change::Patchable(change)
         }
     }
+}
+
+/// Whether a VirtualService in one list and not the same in the other has `tcp` or `tls`
+/// routes.
+fn changed_have_stream_routes(
+    new: &[Arc<Config<VirtualServiceSpec>>],
+    old: &[Arc<Config<VirtualServiceSpec>>],
+) -> bool {
+    let by_name = |list: &'_ [Arc<Config<VirtualServiceSpec>>]| -> HashMap<(String, String), Arc<Config<VirtualServiceSpec>>> {
+        list.iter()
+            .map(|vs| ((vs.metadata.namespace.clone(), vs.metadata.name.clone()), vs.clone()))
+            .collect()
+    };
+    let (new_by_name, old_by_name) = (by_name(new), by_name(old));
+    let changed =
+        |list: &'_ [Arc<Config<VirtualServiceSpec>>],
+         other: &HashMap<(String, String), Arc<Config<VirtualServiceSpec>>>| {
+            list.iter()
+                .filter(|vs| {
+                    let key = (vs.metadata.namespace.clone(), vs.metadata.name.clone());
+                    other.get(&key) != Some(*vs)
+                })
+                .any(|vs| !vs.spec.tcp.is_empty() || !vs.spec.tls.is_empty())
+        };
+    changed(new, &old_by_name) || changed(old, &new_by_name)
 }
 
 fn same_but_endpoints(a: &Service, b: &Service) -> bool {
@@ -176,8 +212,35 @@ mod tests {
             Change::Patchable(PatchableChange {
                 endpoints_of: Default::default(),
                 virtual_services: true,
+                stream_routes: false,
             })
         );
+    }
+
+    #[test]
+    fn a_virtual_service_edit_with_tcp_routes_is_told_apart() {
+        let tcp = |port: u32| {
+            after_yaml(&format!(
+                "apiVersion: networking.istio.io/v1\nkind: VirtualService\n\
+                 metadata: {{name: db, namespace: default}}\n\
+                 spec: {{hosts: [db], tcp: [{{route: [{{destination: {{host: db, port: {{number: {port}}}}}}}]}}]}}\n"
+            ))
+            .virtual_services
+        };
+        let mut before = mesh();
+        before.virtual_services = tcp(5432);
+        let mut after = before.clone();
+        after.virtual_services = tcp(5433);
+        let Change::Patchable(edited) = after.change_since(&before) else {
+            panic!("a VirtualService edit is patchable");
+        };
+        assert!(edited.stream_routes);
+        // Removing it is a change to stream routes too.
+        after.virtual_services.clear();
+        let Change::Patchable(removed) = after.change_since(&before) else {
+            panic!("a VirtualService removal is patchable");
+        };
+        assert!(removed.stream_routes);
     }
 
     #[test]
@@ -194,6 +257,7 @@ mod tests {
             Change::Patchable(PatchableChange {
                 endpoints_of: ["reviews.default.svc.cluster.local".to_string()].into(),
                 virtual_services: false,
+                stream_routes: false,
             })
         );
     }

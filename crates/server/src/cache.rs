@@ -9,7 +9,7 @@
 use crate::generated::Generated;
 use crate::state::MeshState;
 use fleetmesh_model::{PatchableChange, Snapshot};
-use fleetmesh_xds::{ConfigKey, Proxy, SharedKey};
+use fleetmesh_xds::{ConfigKey, Proxy, ProxyKind, SharedKey};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -128,12 +128,17 @@ impl GenerationCache {
             self.keep(state, |e| &mut e.shared, shared_key, generated)
         });
         // A proxy's own part does not depend on endpoints: after an endpoint change, its
-        // earlier one is composed with the new shared part. (A gateway's routes are its
-        // own, so after a VirtualService change it is generated again.)
+        // earlier one is composed with the new shared part. A gateway's routes are its
+        // own, so after a VirtualService change it is generated again; a sidecar's only
+        // when the change was to `tcp` or `tls` routes (its captured outbound listener).
         let own = |state: &MeshState| fleetmesh_xds::generate_own(&state.snapshot, proxy);
         let composed = patchable(state, earlier)
             .and_then(|(change, before)| {
-                let again = change.virtual_services.then(|| own(state));
+                let own_changed = match proxy.kind {
+                    ProxyKind::Router => change.virtual_services,
+                    ProxyKind::Sidecar => change.stream_routes,
+                };
+                let again = own_changed.then(|| own(state));
                 before.recompose(&shared, again)
             })
             .unwrap_or_else(|| Generated::compose(&shared, own(state)));
@@ -372,20 +377,19 @@ spec:
         let first = Arc::new(MeshState::new(mesh()));
         let before = cache.get(&first, &reviews);
         cache.get(&first, &gateway);
-        let routed = format!(
-            "{MESH}---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n\
-             metadata: {{name: reviews, namespace: shop}}\n\
-             spec: {{hosts: [reviews], http: [{{route: [{{destination: {{host: reviews, subset: v1}}}}]}}]}}\n"
+        let second = with_virtual_services(
+            &first,
+            "spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews, subset: v1}}]}]}",
         );
-        let loaded = fleetmesh_api::load_documents(None, &routed).unwrap();
-        let mut next = (*first.snapshot).clone();
-        next.virtual_services =
-            Snapshot::of_config(loaded.iter().map(|l| &l.resource).collect()).virtual_services;
-        let second = Arc::new(first.next(next).unwrap());
         let patched = cache.get(&second, &reviews);
         let whole = Generated::new(fleetmesh_xds::generate(&second.snapshot, &reviews));
         assert_eq!(*patched, whole, "patched = generated anew");
-        for kept in [ResourceType::Cluster, ResourceType::Endpoint] {
+        // HTTP routes are all in the shared route configs: the sidecar's listeners stay.
+        for kept in [
+            ResourceType::Cluster,
+            ResourceType::Endpoint,
+            ResourceType::Listener,
+        ] {
             assert!(
                 Arc::ptr_eq(
                     patched.of_type(kept).unwrap(),
@@ -400,6 +404,46 @@ spec:
         );
         let whole = Generated::new(fleetmesh_xds::generate(&second.snapshot, &gateway));
         assert_eq!(*cache.get(&second, &gateway), whole, "a gateway's too");
+    }
+
+    /// `state`'s snapshot with one VirtualService `reviews` of this `spec` line (YAML).
+    fn with_virtual_services(state: &Arc<MeshState>, spec: &str) -> Arc<MeshState> {
+        let routed = format!(
+            "{MESH}---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n\
+             metadata: {{name: reviews, namespace: shop}}\n{spec}\n"
+        );
+        let loaded = fleetmesh_api::load_documents(None, &routed).unwrap();
+        let mut next = (*state.snapshot).clone();
+        next.virtual_services =
+            Snapshot::of_config(loaded.iter().map(|l| &l.resource).collect()).virtual_services;
+        Arc::new(state.next(next).unwrap())
+    }
+
+    #[test]
+    fn a_tcp_route_change_regenerates_a_sidecars_own_listeners() {
+        let cache = GenerationCache::default();
+        let reviews = proxy("reviews-1", "shop");
+        let mesh = format!(
+            "{MESH}---\napiVersion: v1\nkind: Service\nmetadata: {{name: db, namespace: shop}}\n\
+             spec: {{clusterIP: 10.96.0.10, selector: {{app: db}}, ports: [{{name: tcp, port: 5432}}]}}\n"
+        );
+        let loaded = fleetmesh_api::load_documents(None, &mesh).unwrap();
+        let first = Arc::new(MeshState::new(Snapshot::of_config(
+            loaded.iter().map(|l| &l.resource).collect(),
+        )));
+        let before = cache.get(&first, &reviews);
+        let second = with_virtual_services(
+            &first,
+            "spec: {hosts: [db], tcp: [{route: [{destination: {host: ratings, port: {number: 9080}}}]}]}",
+        );
+        let patched = cache.get(&second, &reviews);
+        let whole = Generated::new(fleetmesh_xds::generate(&second.snapshot, &reviews));
+        assert_eq!(*patched, whole, "patched = generated anew");
+        assert_ne!(
+            patched.of_type(ResourceType::Listener).unwrap().version,
+            before.of_type(ResourceType::Listener).unwrap().version,
+            "the captured listener forwards db to ratings now"
+        );
     }
 
     #[test]

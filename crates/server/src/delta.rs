@@ -33,6 +33,24 @@ struct Delta {
     known: BTreeMap<String, String>,
     /// Of virtual hosts (on demand): which subscribed names were answered.
     answered: virtual_hosts::Answered,
+    /// The versions the last diff was made against ([`diff_versions`]): a new snapshot
+    /// that leaves them alone (most do, for most types) needs no diff, which would
+    /// otherwise compare every name the proxy holds.
+    diffed: Option<String>,
+}
+
+/// The versions a diff of `kind` depends on: its own and those it is answered with.
+fn diff_versions(generated: &crate::Generated, kind: ResourceType) -> String {
+    let version = |kind| generated.of_type(kind).map_or("", |t| t.version.as_str());
+    match kind {
+        ResourceType::Cluster => format!(
+            "{}/{}",
+            version(kind),
+            version(ResourceType::OnDemandCluster)
+        ),
+        ResourceType::VirtualHost => format!("{}/{}", version(kind), version(ResourceType::Route)),
+        _ => version(kind).to_string(),
+    }
 }
 
 pub struct Stream {
@@ -166,16 +184,22 @@ impl Protocol for Stream {
             return Ok(());
         }
         for kind in ResourceType::PUSH_ORDER {
-            if self.subscriptions.contains(kind) {
-                let touched = self.send(kind, false).await?;
-                if kind == ResourceType::Cluster && !touched.is_empty() {
-                    // New or updated clusters warm on their endpoints: (re)send them.
-                    let endpoints = &mut self.subscriptions.entry(ResourceType::Endpoint).protocol;
-                    for name in touched {
-                        endpoints.known.remove(&name);
-                        endpoints.subscribed.insert(name);
-                    }
+            if !self.subscriptions.contains(kind) {
+                continue;
+            }
+            let versions = diff_versions(&self.session.generated, kind);
+            if self.subscriptions.entry(kind).protocol.diffed.as_ref() == Some(&versions) {
+                continue;
+            }
+            let touched = self.send(kind, false).await?;
+            if kind == ResourceType::Cluster && !touched.is_empty() {
+                // New or updated clusters warm on their endpoints: (re)send them.
+                let endpoints = &mut self.subscriptions.entry(ResourceType::Endpoint).protocol;
+                for name in touched {
+                    endpoints.known.remove(&name);
+                    endpoints.subscribed.insert(name);
                 }
+                endpoints.diffed = None;
             }
         }
         self.remove_held_clusters().await
@@ -236,6 +260,7 @@ impl Stream {
         let first_answer_owed =
             subscription.latest_nonce.is_empty() && subscription.protocol.known.is_empty();
         let delta = &mut subscription.protocol;
+        delta.diffed = Some(diff_versions(&generated, kind));
         let mut hold = false;
         let (updated, removed) = if kind == ResourceType::VirtualHost {
             // Answers what was called, and keeps `known` itself.
