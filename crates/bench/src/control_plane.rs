@@ -2,6 +2,7 @@
 //! (`taskset`), every port on 127.0.0.1, against the benchmark cluster; and its memory
 //! and CPU, read from /proc.
 
+use crate::sidecar::Protocol;
 use anyhow::{Context, bail};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -38,8 +39,37 @@ impl std::str::FromStr for Kind {
 /// The cluster id both control planes are given, and the sidecars claim.
 pub const CLUSTER_ID: &str = "Kubernetes";
 
+/// The command-line options a control plane gets for sidecars speaking `protocol`.
+pub fn options(kind: Kind, protocol: Protocol) -> Vec<String> {
+    match (kind, protocol) {
+        (Kind::Meshd, Protocol::OnDemand) => vec!["--on-demand-routes".into()],
+        _ => Vec::new(),
+    }
+}
+
+/// istiod's MeshConfig, written for it (`--meshConfig`): what it emits that meshd does
+/// not is turned off, so that both send the same features (see [`FEATURES`]).
+pub const ISTIOD_MESH_CONFIG: &str = "\
+# Written by fleetmesh-bench. Everything else is istiod's default.
+# meshd emits no tracing config: neither does istiod then.
+enableTracing: false
+# Neither writes an access log (istiod's default too, stated).
+accessLogFile: \"\"
+";
+
+/// What the two control planes put into a sidecar's config differently, for the report.
+pub const FEATURES: &[&str] = &[
+    "both emit Istio's standard metrics on every HTTP and TCP filter chain (istiod with its \
+     `istio.stats` filters, meshd with Envoy's stats access logger) and no tracing or access log",
+    "istiod adds its metadata-exchange filters (`istio.metadata_exchange`) and per-cluster \
+     metadata for them; meshd sends the client's workload in `x-fleetmesh-peer-*` headers \
+     (a header mutation per route) instead",
+    "meshd's routes on demand (`--on-demand-routes`) have no istiod equivalent: its rows \
+     compare with istiod's delta rows",
+];
+
 /// Every setting either side runs with that differs from its default, for the report.
-pub fn non_default_settings(kind: Kind) -> Vec<String> {
+pub fn non_default_settings(kind: Kind, options: &[String]) -> Vec<String> {
     let common = ["pinned to one core (taskset)", "ports on 127.0.0.1"];
     let own: &[&str] = match kind {
         Kind::Meshd => &["--cluster-id Kubernetes"],
@@ -47,9 +77,15 @@ pub fn non_default_settings(kind: Kind) -> Vec<String> {
             "PILOT_MAX_REQUESTS_PER_SECOND=100000 (default min(15+5xGOMAXPROCS,100)/s would throttle the connect storm)",
             "ENABLE_CA_SERVER=false (meshd's CA stays on: it serves its own TLS port)",
             "INJECTION_WEBHOOK_CONFIG_NAME= VALIDATION_WEBHOOK_CONFIG_NAME= (no webhook patching)",
+            "MeshConfig: enableTracing false, accessLogFile \"\" (written, `--meshConfig`)",
         ],
     };
-    common.iter().chain(own).map(|s| s.to_string()).collect()
+    common
+        .iter()
+        .chain(own)
+        .map(|s| s.to_string())
+        .chain(options.iter().cloned())
+        .collect()
 }
 
 pub struct ControlPlane {
@@ -95,6 +131,7 @@ impl ControlPlane {
         kind: Kind,
         binary: &Path,
         serves: Serves<'_>,
+        options: &[String],
         core: usize,
         work_dir: &Path,
     ) -> anyhow::Result<ControlPlane> {
@@ -140,11 +177,13 @@ impl ControlPlane {
                     .arg(format!("--xds-address={xds}"))
                     .arg(format!("--http-address={http}"))
                     .arg(format!("--webhook-address={}", free_address()?))
-                    .arg(format!("--xds-tls-address={}", free_address()?));
+                    .arg(format!("--xds-tls-address={}", free_address()?))
+                    .args(options);
                 ca_dir = Some(dir.join("ca"));
                 state_dir = Some(dir.join("state"));
             }
             Kind::Istiod => {
+                std::fs::write(dir.join("mesh.yaml"), ISTIOD_MESH_CONFIG)?;
                 command
                     .arg("discovery")
                     .arg("--kubeconfig")
@@ -162,7 +201,8 @@ impl ControlPlane {
                     .env("VALIDATION_WEBHOOK_CONFIG_NAME", "")
                     .env("PILOT_MAX_REQUESTS_PER_SECOND", "100000")
                     .env("POD_NAMESPACE", "istio-system")
-                    .env("POD_NAME", "istiod-bench");
+                    .env("POD_NAME", "istiod-bench")
+                    .args(options);
             }
         }
         let log = std::fs::File::create(dir.join(format!("{}.log", kind.name())))?;

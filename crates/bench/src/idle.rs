@@ -122,7 +122,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
             idle_after,
             restart,
         };
-        ControlPlane::start(Kind::Meshd, &args.meshd, serves, 0, &args.work_dir)
+        ControlPlane::start(Kind::Meshd, &args.meshd, serves, &[], 0, &args.work_dir)
     };
     let plane = start(false).await?;
     let api = FleetApi::of(&plane)?;
@@ -208,6 +208,8 @@ async fn wake(
             node: node(&cluster),
             token: Some(token.clone()),
             cluster: Some(cluster),
+            protocol: sidecar::Protocol::Sotw,
+            calls: vec![],
         };
         // A connection each, as proxies have (meshd limits the streams of one).
         sidecars.push(tokio::spawn(sidecar::run(

@@ -14,6 +14,7 @@ mod xds_names;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use control_plane::Kind;
+use sidecar::Protocol;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -62,6 +63,10 @@ struct RunArgs {
     meshd_version: String,
     #[arg(long, value_delimiter = ',', default_value = "istiod,meshd")]
     control_planes: Vec<Kind>,
+    /// How the sidecars get config, a run each: sotw (state of the world), delta, and
+    /// on-demand (meshd --on-demand-routes; istiod has no such mode and skips it).
+    #[arg(long, value_delimiter = ',', default_value = "sotw,delta,on-demand")]
+    protocols: Vec<sidecar::Protocol>,
     /// Numbers of simulated sidecars, one run each.
     #[arg(long, value_delimiter = ',', default_value = "100,1000,2000,10000")]
     proxies: Vec<usize>,
@@ -193,7 +198,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             workload::scope_sidecars(&client, &shape, want_scoped).await?;
             scoped = Some(want_scoped);
         }
-        for &kind in &args.control_planes {
+        let runs = args.protocols.iter().flat_map(|&protocol| {
+            args.control_planes
+                .iter()
+                .filter(move |&&kind| !(kind == Kind::Istiod && protocol == Protocol::OnDemand))
+                .map(move |&kind| (protocol, kind))
+        });
+        for (protocol, kind) in runs {
             let plan = scenarios::Plan {
                 shape,
                 proxies,
@@ -204,6 +215,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 storm_timeout: Duration::from_secs(args.storm_timeout_seconds),
                 proxy_version: args.istio_version.clone(),
                 scoped: want_scoped,
+                protocol,
             };
             let binary = match kind {
                 Kind::Meshd => &args.meshd,

@@ -76,6 +76,10 @@ pub struct Churn {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunResult {
     pub control_plane: String,
+    /// How the sidecars got config (`sidecar::Protocol::name`); runs before there was a
+    /// choice were state of the world.
+    #[serde(default = "state_of_the_world")]
+    pub protocol: String,
     pub proxies: usize,
     pub services: usize,
     pub pods: usize,
@@ -86,6 +90,19 @@ pub struct RunResult {
     pub route_change: Convergence,
     pub churn: Option<Churn>,
     pub bytes_per_proxy: f64,
+}
+
+fn state_of_the_world() -> String {
+    "sotw".into()
+}
+
+impl RunResult {
+    /// Whether every sidecar got a complete config in the connect storm. When not, what
+    /// was measured after it is not comparable: the control plane's core was still busy
+    /// with the storm, and some sidecars had nothing to update.
+    fn storm_finished(&self) -> bool {
+        self.storm.all_complete_s.is_some()
+    }
 }
 
 /// Where and with what the run was made.
@@ -130,54 +147,139 @@ fn ratio(meshd: Option<f64>, istiod: Option<f64>) -> String {
 }
 
 type Figure = fn(&RunResult) -> Option<f64>;
-type Metric = (&'static str, usize, Figure);
+/// A table row: its name, digits, the figure, and whether it stands when the connect storm
+/// did not finish (only what the storm itself cost).
+type Metric = (&'static str, usize, Figure, bool);
 
 const METRICS: &[Metric] = &[
-    ("connect storm: all sidecars have config (s)", 2, |r| {
-        r.storm.all_complete_s
-    }),
-    ("connect storm: p99 time to config (s)", 2, |r| {
-        r.storm.p99_s
-    }),
-    ("connect storm: peak RSS (MiB)", 1, |r| {
-        Some(r.storm.peak_rss_mib)
-    }),
-    ("connect storm: CPU (s)", 2, |r| Some(r.storm.cpu_s)),
-    ("steady state: RSS (MiB)", 1, |r| Some(r.steady_rss_mib)),
-    ("route change: p50 (ms)", 1, |r| {
-        r.route_change.latency.p50_ms
-    }),
-    ("route change: p99 (ms)", 1, |r| {
-        r.route_change.latency.p99_ms
-    }),
-    ("route change: max (ms)", 1, |r| {
-        r.route_change.latency.max_ms
-    }),
-    ("route change: CPU per change (s)", 3, |r| {
-        Some(r.route_change.cpu_s_per_change)
-    }),
-    ("endpoint churn: pushes per sidecar", 1, |r| {
-        r.churn.as_ref().map(|c| c.pushes_per_proxy)
-    }),
-    ("endpoint churn: p99 (ms)", 1, |r| {
-        r.churn.as_ref().and_then(|c| c.latency.p99_ms)
-    }),
-    ("endpoint churn: CPU (s)", 2, |r| {
-        r.churn.as_ref().map(|c| c.cpu_s)
-    }),
-    ("xDS bytes per sidecar (initial config, KiB)", 1, |r| {
-        Some(r.bytes_per_proxy / 1024.0)
-    }),
+    (
+        "connect storm: all sidecars have config (s)",
+        2,
+        |r| r.storm.all_complete_s,
+        false,
+    ),
+    (
+        "connect storm: p99 time to config (s)",
+        2,
+        |r| r.storm.p99_s,
+        false,
+    ),
+    (
+        "connect storm: peak RSS (MiB)",
+        1,
+        |r| Some(r.storm.peak_rss_mib),
+        true,
+    ),
+    ("connect storm: CPU (s)", 2, |r| Some(r.storm.cpu_s), true),
+    (
+        "steady state: RSS (MiB)",
+        1,
+        |r| Some(r.steady_rss_mib),
+        false,
+    ),
+    (
+        "route change: p50 (ms)",
+        1,
+        |r| r.route_change.latency.p50_ms,
+        false,
+    ),
+    (
+        "route change: p99 (ms)",
+        1,
+        |r| r.route_change.latency.p99_ms,
+        false,
+    ),
+    (
+        "route change: max (ms)",
+        1,
+        |r| r.route_change.latency.max_ms,
+        false,
+    ),
+    (
+        "route change: CPU per change (s)",
+        3,
+        |r| Some(r.route_change.cpu_s_per_change),
+        false,
+    ),
+    (
+        "endpoint churn: pushes per sidecar",
+        1,
+        |r| r.churn.as_ref().map(|c| c.pushes_per_proxy),
+        false,
+    ),
+    (
+        "endpoint churn: p99 (ms)",
+        1,
+        |r| r.churn.as_ref().and_then(|c| c.latency.p99_ms),
+        false,
+    ),
+    (
+        "endpoint churn: CPU (s)",
+        2,
+        |r| r.churn.as_ref().map(|c| c.cpu_s),
+        false,
+    ),
+    (
+        "xDS bytes per sidecar (initial config, KiB)",
+        1,
+        |r| Some(r.bytes_per_proxy / 1024.0),
+        false,
+    ),
 ];
+
+/// The heading of a protocol's tables, and the istiod protocol its meshd figures are
+/// compared with (istiod has no routes on demand: it sends everything, over delta).
+fn protocol_section(protocol: &str) -> (&'static str, &'static str) {
+    match protocol {
+        "delta" => ("delta xDS", "delta"),
+        "on-demand" => (
+            "meshd with routes on demand, against istiod on delta xDS",
+            "delta",
+        ),
+        _ => ("state of the world", "sotw"),
+    }
+}
+
+/// The order of the protocols' tables.
+fn protocol_rank(protocol: &str) -> usize {
+    match protocol {
+        "sotw" => 0,
+        "delta" => 1,
+        _ => 2,
+    }
+}
+
+/// The runs of one N and protocol, by (control plane, protocol).
+type Runs<'a> = BTreeMap<(&'a str, &'a str), &'a RunResult>;
 
 /// BENCHMARKS.md.
 pub fn markdown(environment: &Environment, runs: &[RunResult], plot: Option<&str>) -> String {
-    let mut by_n: BTreeMap<usize, BTreeMap<&str, &RunResult>> = BTreeMap::new();
+    let mut by_n: BTreeMap<(usize, usize), Runs> = BTreeMap::new();
     for run in runs {
-        by_n.entry(run.proxies)
+        by_n.entry((run.proxies, protocol_rank(&run.protocol)))
             .or_default()
-            .insert(&run.control_plane, run);
+            .insert((&run.control_plane, &run.protocol), run);
     }
+    let mut out = preamble(environment, runs);
+    if let Some(plot) = plot {
+        let _ = writeln!(out, "![convergence against N]({plot})\n");
+    }
+    for (&(n, _), planes) in &by_n {
+        let Some(protocol) = planes.keys().map(|(_, p)| *p).next() else {
+            continue;
+        };
+        let compared_with = protocol_section(protocol).1;
+        let istiod = by_n
+            .get(&(n, protocol_rank(compared_with)))
+            .and_then(|p| p.get(&("istiod", compared_with)))
+            .copied();
+        table(&mut out, n, planes, istiod);
+    }
+    out
+}
+
+/// Where, with what and how the figures were taken.
+fn preamble(environment: &Environment, runs: &[RunResult]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# meshd against istiod\n");
     let _ = writeln!(
@@ -202,8 +304,19 @@ pub fn markdown(environment: &Environment, runs: &[RunResult], plot: Option<&str
     }
     let _ = writeln!(
         out,
-        "- Each control plane runs alone, pinned to core 0; the simulated sidecars (one ADS stream \
-         and one connection each, state of the world, ACKing every push) run on core 1.\n"
+        "- Pinning: the control plane under test runs alone on core 0 (`taskset`); everything \
+         else shares core 1: the simulated sidecars (one ADS stream and one connection each, \
+         ACKing every push), the API server, etcd, kwok and the controller manager \
+         (`scripts/bench-vs-istiod` pins them there once the cluster is up).\n"
+    );
+    let _ = writeln!(
+        out,
+        "- Protocols: *state of the world* (Istio's default), *delta* (Istio's agent with \
+         `ISTIO_DELTA_XDS=true`), and *on demand* (meshd `--on-demand-routes`: a sidecar \
+         holds no outbound virtual hosts or HTTP clusters until its app calls a host; each \
+         simulated app calls 10 services, service 0 among them, whose route the route change \
+         edits). Endpoint churn is not run on demand (a sidecar holds only the endpoints of \
+         the services it calls).\n"
     );
     for plane in ["istiod", "meshd"] {
         if let Some(run) = runs.iter().find(|r| r.control_plane == plane) {
@@ -214,6 +327,11 @@ pub fn markdown(environment: &Environment, runs: &[RunResult], plot: Option<&str
             );
         }
     }
+    let _ = writeln!(out, "What each sends that the other does not:\n");
+    for feature in crate::control_plane::FEATURES {
+        let _ = writeln!(out, "- {feature}");
+    }
+    let _ = writeln!(out);
     let _ = writeln!(
         out,
         "How the figures are taken: a route change is timed from the PATCH of the \
@@ -222,44 +340,63 @@ pub fn markdown(environment: &Environment, runs: &[RunResult], plot: Option<&str
          holds it (both as received by the observing sidecars, at most 500 spread over all); \
          bytes are the protobuf size of the responses. The load generator has one core for \
          all N sidecars: at 10,000 it decodes every push of every sidecar, so churn latency \
-         there is partly its own (see the control plane's CPU beside it).\n"
+         there is partly its own (see the control plane's CPU beside it). A control plane \
+         whose connect storm did not finish gets \"—\" for every figure after it, and no \
+         ratios: its core was still saturated by the storm.\n"
     );
-    if let Some(plot) = plot {
-        let _ = writeln!(out, "![convergence against N]({plot})\n");
-    }
-    for (n, planes) in &by_n {
-        let scoped = planes.values().any(|r| r.scoped);
+    out
+}
+
+/// The table of `n` sidecars on one protocol: meshd's run among `planes`, against `istiod`.
+fn table(out: &mut String, n: usize, planes: &Runs, istiod: Option<&RunResult>) {
+    let Some(protocol) = planes.keys().map(|(_, p)| *p).next() else {
+        return;
+    };
+    let title = protocol_section(protocol).0;
+    let meshd = planes.get(&("meshd", protocol)).copied();
+    let scoped = planes.values().any(|r| r.scoped);
+    let _ = writeln!(
+        out,
+        "## {n} sidecars, {title}{}\n",
+        if scoped {
+            " (namespace-scoped Sidecar resources)"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        out,
+        "| | istiod | meshd | meshd/istiod |\n|---|---:|---:|---:|"
+    );
+    let comparable =
+        istiod.is_none_or(RunResult::storm_finished) && meshd.is_none_or(RunResult::storm_finished);
+    for (name, digits, get, stands) in METRICS {
+        let figure =
+            |run: Option<&RunResult>| run.filter(|r| *stands || r.storm_finished()).and_then(get);
+        let (i, m) = (figure(istiod), figure(meshd));
         let _ = writeln!(
             out,
-            "## {n} sidecars{}\n",
-            if scoped {
-                " (namespace-scoped Sidecar resources)"
+            "| {name} | {} | {} | {} |",
+            cell(i, *digits),
+            cell(m, *digits),
+            if comparable {
+                ratio(m, i)
             } else {
-                ""
+                "—".into()
             }
         );
+    }
+    let _ = writeln!(out);
+    for run in [istiod, meshd].into_iter().flatten() {
         let _ = writeln!(
             out,
-            "| | istiod | meshd | meshd/istiod |\n|---|---:|---:|---:|"
+            "- {} ({}): {}.",
+            run.control_plane,
+            protocol_section(&run.protocol).0,
+            run_notes(run).join("; ")
         );
-        for (name, digits, get) in METRICS {
-            let istiod = planes.get("istiod").and_then(|r| get(r));
-            let meshd = planes.get("meshd").and_then(|r| get(r));
-            let _ = writeln!(
-                out,
-                "| {name} | {} | {} | {} |",
-                cell(istiod, *digits),
-                cell(meshd, *digits),
-                ratio(meshd, istiod)
-            );
-        }
-        let _ = writeln!(out);
-        for (plane, run) in planes {
-            let _ = writeln!(out, "- {plane}: {}.", run_notes(run).join("; "));
-        }
-        let _ = writeln!(out);
     }
-    out
+    let _ = writeln!(out);
 }
 
 /// What a run's table leaves out: incomplete configs, reopened streams, how many samples
@@ -269,7 +406,8 @@ fn run_notes(run: &RunResult) -> Vec<String> {
     let mut notes = Vec::new();
     if s.complete < run.proxies {
         notes.push(format!(
-            "only {} of {} sidecars got a complete config",
+            "the connect storm did not finish: only {} of {} sidecars got a complete config \
+             (figures after it are left out)",
             s.complete, run.proxies
         ));
     }
@@ -304,10 +442,18 @@ pub fn plot(runs: &[RunResult], path: &Path, font: &Path) -> anyhow::Result<()> 
     let root = BitMapBackend::new(path, (1200, 500)).into_drawing_area();
     root.fill(&WHITE)?;
     let panels = root.split_evenly((1, 2));
-    let series = |plane: &str, get: Figure| -> Vec<(f64, f64)> {
+    // A line per control plane and protocol: (plane, protocol, label, colour).
+    let lines = [
+        ("istiod", "sotw", "istiod", RED),
+        ("meshd", "sotw", "meshd", BLUE),
+        ("istiod", "delta", "istiod, delta", MAGENTA),
+        ("meshd", "delta", "meshd, delta", CYAN),
+        ("meshd", "on-demand", "meshd, on demand", GREEN),
+    ];
+    let series = |(plane, protocol): (&str, &str), get: Figure| -> Vec<(f64, f64)> {
         let mut points: Vec<(f64, f64)> = runs
             .iter()
-            .filter(|r| r.control_plane == plane)
+            .filter(|r| r.control_plane == plane && r.protocol == protocol)
             .filter_map(|r| Some((r.proxies as f64, get(r)?)))
             .collect();
         points.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -322,9 +468,9 @@ pub fn plot(runs: &[RunResult], path: &Path, font: &Path) -> anyhow::Result<()> 
         }),
     ];
     for (panel, (title, get)) in panels.iter().zip(charts) {
-        let all: Vec<(f64, f64)> = ["istiod", "meshd"]
+        let all: Vec<(f64, f64)> = lines
             .iter()
-            .flat_map(|p| series(p, get))
+            .flat_map(|(plane, protocol, ..)| series((plane, protocol), get))
             .collect();
         let max_x = all.iter().map(|p| p.0).fold(10.0, f64::max) * 1.5;
         let min_x = all
@@ -345,11 +491,14 @@ pub fn plot(runs: &[RunResult], path: &Path, font: &Path) -> anyhow::Result<()> 
             .x_desc("sidecars (N)")
             .label_style(("sans-serif", 14))
             .draw()?;
-        for (plane, color) in [("istiod", RED), ("meshd", BLUE)] {
-            let points = series(plane, get);
+        for (plane, protocol, label, color) in lines {
+            let points = series((plane, protocol), get);
+            if points.is_empty() {
+                continue;
+            }
             chart
                 .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
-                .label(plane)
+                .label(label)
                 .legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
                 });
@@ -385,6 +534,92 @@ mod tests {
             Some(Duration::from_millis(1))
         );
         assert_eq!(percentile(&[], 50.0), None);
+    }
+
+    fn run(plane: &str, protocol: &str, finished: bool) -> RunResult {
+        RunResult {
+            control_plane: plane.into(),
+            protocol: protocol.into(),
+            proxies: 2000,
+            services: 1000,
+            pods: 2000,
+            scoped: false,
+            settings: vec![],
+            storm: Storm {
+                all_complete_s: finished.then_some(8.0),
+                p50_s: Some(4.0),
+                p99_s: Some(7.5),
+                complete: if finished { 2000 } else { 1731 },
+                peak_rss_mib: 300.0,
+                cpu_s: 6.0,
+                reconnects: 0,
+                stream_error: None,
+            },
+            steady_rss_mib: 250.0,
+            route_change: Convergence {
+                changes: 3,
+                affected_observers: 500,
+                samples: 1500,
+                latency: Latency {
+                    p50_ms: Some(100.0),
+                    p99_ms: Some(200.0),
+                    max_ms: Some(210.0),
+                },
+                cpu_s_per_change: 1.0,
+            },
+            churn: None,
+            bytes_per_proxy: 2048.0,
+        }
+    }
+
+    fn row<'a>(markdown: &'a str, section: &str, name: &str) -> Vec<&'a str> {
+        let section = &markdown[markdown.find(section).unwrap()..];
+        let line = section
+            .lines()
+            .find(|l| l.starts_with(&format!("| {name} |")));
+        line.unwrap().split('|').map(str::trim).collect()
+    }
+
+    #[test]
+    fn a_storm_that_did_not_finish_leaves_out_what_came_after_it_and_every_ratio() {
+        let environment = Environment {
+            date: "today".into(),
+            machine: "m".into(),
+            meshd_version: "v".into(),
+            istiod_version: "v".into(),
+            kubernetes: "v".into(),
+            command: "c".into(),
+        };
+        let runs = [run("istiod", "sotw", false), run("meshd", "sotw", true)];
+        let text = markdown(&environment, &runs, None);
+        let p99 = row(&text, "## 2000 sidecars", "route change: p99 (ms)");
+        assert_eq!(p99[2..5], ["—", "200.0", "—"]);
+        let rss = row(&text, "## 2000 sidecars", "connect storm: peak RSS (MiB)");
+        assert_eq!(rss[2..5], ["300.0", "300.0", "—"]);
+        assert!(text.contains("only 1731 of 2000 sidecars got a complete config"));
+    }
+
+    #[test]
+    fn on_demand_is_compared_with_istiod_on_delta() {
+        let environment = Environment {
+            date: "today".into(),
+            machine: "m".into(),
+            meshd_version: "v".into(),
+            istiod_version: "v".into(),
+            kubernetes: "v".into(),
+            command: "c".into(),
+        };
+        let mut istiod = run("istiod", "delta", true);
+        istiod.route_change.latency.p99_ms = Some(800.0);
+        let runs = [
+            istiod,
+            run("meshd", "delta", true),
+            run("meshd", "on-demand", true),
+        ];
+        let text = markdown(&environment, &runs, None);
+        let on_demand = row(&text, "routes on demand, against", "route change: p99 (ms)");
+        assert_eq!(on_demand[2..5], ["800.0", "200.0", "0.25×"]);
+        assert!(text.find("## 2000 sidecars, delta xDS") < text.find("routes on demand, against"));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use crate::control_plane::{CLUSTER_ID, ControlPlane, Kind, Usage};
 use crate::fleet::Fleet;
 use crate::report::{Churn, Convergence, Latency, RunResult, Storm, percentile};
-use crate::sidecar::{Identity, Probe};
+use crate::sidecar::{Identity, Probe, Protocol};
 use crate::workload::{self, PodIdentity, Shape};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind as ValueKind};
@@ -23,13 +23,38 @@ pub struct Plan {
     /// The version the sidecars claim (istiod gates features on it).
     pub proxy_version: String,
     pub scoped: bool,
+    pub protocol: Protocol,
 }
+
+/// How many services each sidecar's app calls, on demand (as in the real-Envoy memory
+/// benchmark).
+const CALLS: usize = 10;
 
 impl Plan {
     /// Clusters a complete config holds at least: every service, or with Sidecar scoping
-    /// at least one.
+    /// or on demand at least one.
     fn expected_clusters(&self) -> usize {
-        if self.scoped { 1 } else { self.shape.services }
+        if self.scoped || self.protocol == Protocol::OnDemand {
+            1
+        } else {
+            self.shape.services
+        }
+    }
+
+    /// The hosts sidecar `i` calls: service 0 (whose route the benchmark changes, so that
+    /// every sidecar is affected, as in the other modes) and the next ones after
+    /// `i × (CALLS - 1)`, so that together the sidecars call every service.
+    fn calls(&self, i: usize) -> Vec<String> {
+        if self.protocol != Protocol::OnDemand {
+            return Vec::new();
+        }
+        let services = self.shape.services.max(1);
+        let mut calls: Vec<usize> = std::iter::once(0)
+            .chain((1..CALLS).map(|k| (i * (CALLS - 1) + k) % services))
+            .collect();
+        calls.sort_unstable();
+        calls.dedup();
+        calls.into_iter().map(|s| self.shape.host(s)).collect()
     }
 }
 
@@ -44,9 +69,10 @@ fn text(s: &str) -> Value {
 pub fn identities(
     pods: &[PodIdentity],
     count: usize,
-    version: &str,
+    plan: &Plan,
     plane: &ControlPlane,
 ) -> anyhow::Result<Vec<Identity>> {
+    let version = plan.proxy_version.as_str();
     let issuer = match &plane.ca_dir {
         Some(dir) => Some(fleetmesh_ca::TokenIssuer::load_or_create(dir)?),
         None => None,
@@ -112,6 +138,8 @@ pub fn identities(
                 node,
                 token,
                 cluster: None,
+                protocol: plan.protocol,
+                calls: plan.calls(i),
             }
         })
         .collect())
@@ -134,7 +162,7 @@ async fn wait_synced(
 ) -> anyhow::Result<()> {
     let probe = Fleet::launch(
         &plane.xds_address.to_string(),
-        identities(pods, 1, &plan.proxy_version, plane)?,
+        identities(pods, 1, plan, plane)?,
         1,
     )?;
     let synced = probe
@@ -158,9 +186,15 @@ pub async fn run(
     work_dir: &std::path::Path,
     plan: &Plan,
 ) -> anyhow::Result<RunResult> {
-    eprintln!("{}: {} sidecars", kind.name(), plan.proxies);
+    eprintln!(
+        "{} ({}): {} sidecars",
+        kind.name(),
+        plan.protocol.name(),
+        plan.proxies
+    );
     let serves = crate::control_plane::Serves::Cluster(kubeconfig);
-    let plane = ControlPlane::start(kind, binary, serves, core, work_dir).await?;
+    let options = crate::control_plane::options(kind, plan.protocol);
+    let plane = ControlPlane::start(kind, binary, serves, &options, core, work_dir).await?;
     let pods = workload::pods(client).await?;
     wait_synced(&plane, &pods, plan).await?;
     let before_storm = plane.usage()?;
@@ -168,7 +202,7 @@ pub async fn run(
     // Connect storm: every sidecar at once.
     let fleet = Fleet::launch(
         &plane.xds_address.to_string(),
-        identities(&pods, plan.proxies, &plan.proxy_version, &plane)?,
+        identities(&pods, plan.proxies, plan, &plane)?,
         plan.observers,
     )?;
     let all_complete = fleet
@@ -227,7 +261,9 @@ pub async fn run(
     eprintln!("  route change: {route_change:?}");
 
     // Endpoint churn: one Deployment up and an earlier one back down, every interval.
-    let churn = if plan.churn.is_zero() {
+    // Not on demand: each sidecar then holds the endpoints of the few services it calls,
+    // and the observers' timings would cover only those.
+    let churn = if plan.churn.is_zero() || plan.protocol == Protocol::OnDemand {
         None
     } else {
         Some(endpoint_churn(&fleet, &plane, client, plan).await?)
@@ -238,11 +274,12 @@ pub async fn run(
     plane.stop().await;
     Ok(RunResult {
         control_plane: kind.name().into(),
+        protocol: plan.protocol.name().into(),
         proxies: plan.proxies,
         services: plan.shape.services,
         pods: plan.shape.pods(),
         scoped: plan.scoped,
-        settings: crate::control_plane::non_default_settings(kind),
+        settings: crate::control_plane::non_default_settings(kind, &options),
         storm,
         steady_rss_mib: mib(steady.rss_bytes),
         route_change,

@@ -32,6 +32,14 @@ impl Shape {
         format!("bench-{}", service % self.namespaces)
     }
 
+    /// The name sidecars call service `service` by.
+    pub fn host(&self, service: usize) -> String {
+        format!(
+            "svc-{service}.{}.svc.cluster.local",
+            self.namespace(service)
+        )
+    }
+
     pub fn pods(&self) -> usize {
         self.services * self.endpoints
     }

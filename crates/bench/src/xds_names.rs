@@ -147,6 +147,64 @@ pub fn rds_names<'a>(listeners: impl Iterator<Item = &'a [u8]>) -> Vec<String> {
     names
 }
 
+#[derive(Clone, PartialEq, Message)]
+struct VirtualHost {
+    #[prost(message, repeated, tag = "3")]
+    routes: Vec<Route>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct Route {
+    /// `route` (the oneof `action`).
+    #[prost(message, optional, tag = "2")]
+    route: Option<RouteAction>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct RouteAction {
+    #[prost(string, tag = "1")]
+    cluster: String,
+    #[prost(message, optional, tag = "3")]
+    weighted_clusters: Option<WeightedCluster>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct WeightedCluster {
+    #[prost(message, repeated, tag = "1")]
+    clusters: Vec<ClusterWeight>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct ClusterWeight {
+    #[prost(string, tag = "1")]
+    name: String,
+}
+
+/// The clusters a virtual host's routes send to: what Envoy's on-demand CDS asks for
+/// when a route is first used.
+pub fn route_clusters(virtual_host: &[u8]) -> Vec<String> {
+    let Ok(host) = VirtualHost::decode(virtual_host) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = host
+        .routes
+        .into_iter()
+        .filter_map(|route| route.route)
+        .flat_map(|action| {
+            let weighted = action
+                .weighted_clusters
+                .into_iter()
+                .flat_map(|w| w.clusters);
+            std::iter::once(action.cluster)
+                .chain(weighted.map(|c| c.name))
+                .filter(|name| !name.is_empty())
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// Every endpoint address in a set of ClusterLoadAssignments.
 pub fn endpoint_addresses<'a>(assignments: impl Iterator<Item = &'a [u8]>) -> Vec<String> {
     assignments
@@ -165,6 +223,7 @@ mod tests {
     use envoy_types::pb::envoy::config::core::v3 as core;
     use envoy_types::pb::envoy::config::endpoint::v3 as endpoint;
     use envoy_types::pb::envoy::config::listener::v3 as listener;
+    use envoy_types::pb::envoy::config::route::v3 as route;
     use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
     use envoy_types::pb::google::protobuf::Any;
 
@@ -252,5 +311,38 @@ mod tests {
             endpoint_addresses(std::iter::once(bytes.as_slice())),
             ["198.18.0.1", "198.18.0.2"]
         );
+    }
+
+    #[test]
+    fn reads_the_clusters_a_virtual_host_routes_to() {
+        let to = |specifier| route::Route {
+            action: Some(route::route::Action::Route(route::RouteAction {
+                cluster_specifier: Some(specifier),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let weighted = route::WeightedCluster {
+            clusters: ["v1", "v2"]
+                .map(|name| route::weighted_cluster::ClusterWeight {
+                    name: name.into(),
+                    ..Default::default()
+                })
+                .into(),
+            ..Default::default()
+        };
+        let host = route::VirtualHost {
+            name: "a".into(),
+            domains: vec!["a".into()],
+            routes: vec![
+                to(route::route_action::ClusterSpecifier::Cluster("v2".into())),
+                to(route::route_action::ClusterSpecifier::WeightedClusters(
+                    weighted,
+                )),
+                route::Route::default(),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(route_clusters(&host.encode_to_vec()), ["v1", "v2"]);
     }
 }

@@ -1,27 +1,65 @@
-//! One simulated sidecar: an ADS stream (state of the world) that subscribes as Envoy
-//! does (CDS, then EDS for the EDS clusters, then LDS, then RDS for the listeners' route
-//! names), ACKs every response at once, and records what it received and when.
+//! One simulated sidecar: an ADS stream that subscribes as Envoy does, ACKs every
+//! response at once, and records what it received and when. It speaks one of Envoy's
+//! three ways of getting config ([`Protocol`]): state of the world ([`sotw`]), delta
+//! ([`delta`]), or delta with routes and clusters fetched on demand.
 //!
 //! It reconnects after an error with Envoy's backoff (jittered, 500 ms to 30 s), so a
 //! control plane that refuses streams for a while (istiod before its caches synced, or
 //! throttling) is measured for how long it took, not failed.
 
+mod delta;
+mod sotw;
+
 use crate::xds_names;
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+pub const VIRTUAL_HOST: &str = "type.googleapis.com/envoy.config.route.v3.VirtualHost";
+
+/// How the sidecar gets its config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    /// State of the world (Envoy's `GRPC`, Istio's default).
+    Sotw,
+    /// Incremental (`DELTA_GRPC`, Istio's agent with `ISTIO_DELTA_XDS=true`).
+    Delta,
+    /// Delta, and the outbound virtual hosts (VHDS) and their clusters (on-demand CDS)
+    /// asked for by name when first called, as Envoy's `on_demand` filter does (meshd
+    /// `--on-demand-routes`).
+    OnDemand,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Sotw => "sotw",
+            Protocol::Delta => "delta",
+            Protocol::OnDemand => "on-demand",
+        }
+    }
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Protocol, String> {
+        match s {
+            "sotw" => Ok(Protocol::Sotw),
+            "delta" => Ok(Protocol::Delta),
+            "on-demand" => Ok(Protocol::OnDemand),
+            other => Err(format!(
+                "unknown xDS protocol {other:?} (sotw, delta or on-demand)"
+            )),
+        }
+    }
+}
 
 /// Who the sidecar claims to be.
 #[derive(Clone)]
@@ -31,11 +69,35 @@ pub struct Identity {
     pub token: Option<String>,
     /// Sent as `ClusterID` metadata (as Istio's agent does): a fleet's meshd routes by it.
     pub cluster: Option<String>,
+    pub protocol: Protocol,
+    /// The hosts its app calls (on demand, their virtual hosts on route config `8080`
+    /// are fetched); every one is part of a complete config.
+    pub calls: Vec<String>,
+}
+
+impl Identity {
+    /// The gRPC call carrying `body`, with the sidecar's credentials.
+    fn call<T>(&self, body: T) -> Result<tonic::Request<T>, tonic::Status> {
+        let mut call = tonic::Request::new(body);
+        if let Some(token) = &self.token {
+            let value = format!("Bearer {token}")
+                .parse()
+                .map_err(|_| tonic::Status::internal("token is not a header value"))?;
+            call.metadata_mut().insert("authorization", value);
+        }
+        if let Some(cluster) = &self.cluster {
+            let value = cluster
+                .parse()
+                .map_err(|_| tonic::Status::internal("cluster is not a header value"))?;
+            call.metadata_mut().insert("clusterid", value);
+        }
+        Ok(call)
+    }
 }
 
 /// A change the benchmark made, and how a sidecar recognises that it has it.
 pub enum Probe {
-    /// A route configuration containing this text.
+    /// A route configuration (or, on demand, a virtual host) containing this text.
     RouteText(Vec<u8>),
     /// An endpoint with this address.
     Endpoint(String),
@@ -78,9 +140,9 @@ pub struct Stats {
     pub initial_bytes: Option<u64>,
     /// Received on the current stream.
     stream_bytes: u64,
-    /// Responses received, in the order CDS, EDS, LDS, RDS, other.
+    /// Responses received, in the order CDS, EDS, LDS, RDS (and VHDS), other.
     pub responses: [u64; 5],
-    /// Clusters in the last CDS response.
+    /// Clusters held (SotW: in the last CDS response).
     pub clusters: usize,
     /// When each marker was first seen.
     pub seen: HashMap<u64, Instant>,
@@ -102,7 +164,16 @@ pub async fn run(
     let mut jitter = Jitter::seeded(&identity.node.id);
     loop {
         stats.lock().stream_bytes = 0;
-        let outcome = stream(&channel, &identity, &stats, markers.as_deref(), started).await;
+        let stream = Stream {
+            identity: &identity,
+            stats: &stats,
+            markers: markers.as_deref(),
+            started,
+        };
+        let outcome = match identity.protocol {
+            Protocol::Sotw => sotw::stream(&channel, stream).await,
+            Protocol::Delta | Protocol::OnDemand => delta::stream(&channel, stream).await,
+        };
         let error = match outcome {
             Ok(()) => "the control plane closed the stream".to_string(),
             Err(status) => format!("{}: {}", status.code(), status.message()),
@@ -146,169 +217,74 @@ impl Jitter {
     }
 }
 
-#[derive(Default)]
-struct Subscription {
-    names: Vec<String>,
-    version: String,
-    nonce: String,
-    received: bool,
-}
-
-#[derive(Default)]
-struct Subscriptions {
-    clusters: Subscription,
-    endpoints: Subscription,
-    listeners: Subscription,
-    routes: Subscription,
-    listeners_requested: bool,
-}
-
-impl Subscription {
-    /// Takes a response of this type; returns its ACK.
-    fn accept(&mut self, type_url: &str, response: &DiscoveryResponse) -> DiscoveryRequest {
-        self.version = response.version_info.clone();
-        self.nonce = response.nonce.clone();
-        self.received = true;
-        request(type_url, self)
-    }
-
-    /// Subscribes to `names` (the EDS clusters, the RDS route configs) if they changed.
-    fn follow(&mut self, type_url: &str, names: Vec<String>, requests: &mut Vec<DiscoveryRequest>) {
-        if names != self.names {
-            self.names = names;
-            requests.push(request(type_url, self));
-        }
-    }
-}
-
-impl Subscriptions {
-    /// LDS once, after the clusters warmed, as Envoy does.
-    fn request_listeners(&mut self, requests: &mut Vec<DiscoveryRequest>) {
-        if !self.listeners_requested {
-            self.listeners_requested = true;
-            requests.push(request(LISTENER, &self.listeners));
-        }
-    }
-
-    fn complete(&self) -> bool {
-        self.clusters.received
-            && (self.endpoints.names.is_empty() || self.endpoints.received)
-            && self.listeners.received
-            && (self.routes.names.is_empty() || self.routes.received)
-    }
-}
-
-fn request(type_url: &str, subscription: &Subscription) -> DiscoveryRequest {
-    DiscoveryRequest {
-        type_url: type_url.to_string(),
-        version_info: subscription.version.clone(),
-        response_nonce: subscription.nonce.clone(),
-        resource_names: subscription.names.clone(),
-        ..DiscoveryRequest::default()
-    }
-}
-
-async fn stream(
-    channel: &Channel,
-    identity: &Identity,
-    stats: &SharedStats,
-    markers: Option<&Markers>,
+/// One stream's view of the sidecar: what either protocol records into.
+#[derive(Clone, Copy)]
+struct Stream<'a> {
+    identity: &'a Identity,
+    stats: &'a SharedStats,
+    markers: Option<&'a Markers>,
+    /// The first connection attempt.
     started: Instant,
-) -> Result<(), tonic::Status> {
-    let (tx, rx) = mpsc::channel(8);
-    let mut subscriptions = Subscriptions::default();
-    let first = DiscoveryRequest {
-        node: Some(identity.node.clone()),
-        ..request(CLUSTER, &subscriptions.clusters)
-    };
-    let closed = |_| tonic::Status::cancelled("request stream closed");
-    tx.send(first).await.map_err(closed)?;
-    let mut call = tonic::Request::new(ReceiverStream::new(rx));
-    if let Some(token) = &identity.token {
-        let value = format!("Bearer {token}")
-            .parse()
-            .map_err(|_| tonic::Status::internal("token is not a header value"))?;
-        call.metadata_mut().insert("authorization", value);
-    }
-    if let Some(cluster) = &identity.cluster {
-        let value = cluster
-            .parse()
-            .map_err(|_| tonic::Status::internal("cluster is not a header value"))?;
-        call.metadata_mut().insert("clusterid", value);
-    }
-    let mut client = AggregatedDiscoveryServiceClient::new(channel.clone())
-        .max_decoding_message_size(usize::MAX);
-    let mut responses = client.stream_aggregated_resources(call).await?.into_inner();
-    while let Some(response) = responses.message().await? {
-        let received = Instant::now();
-        let bytes = prost::Message::encoded_len(&response) as u64;
-        let resources = || response.resources.iter().map(|r| r.value.as_slice());
-        let slot = match response.type_url.as_str() {
-            CLUSTER => 0,
-            ENDPOINT => 1,
-            LISTENER => 2,
-            ROUTE => 3,
-            _ => 4,
-        };
-        let mut follow_up = Vec::new();
-        let ack = match slot {
-            0 => {
-                let ack = subscriptions.clusters.accept(CLUSTER, &response);
-                let names = xds_names::eds_names(resources());
-                subscriptions
-                    .endpoints
-                    .follow(ENDPOINT, names, &mut follow_up);
-                if subscriptions.endpoints.names.is_empty() {
-                    subscriptions.request_listeners(&mut follow_up);
-                }
-                ack
-            }
-            1 => {
-                let ack = subscriptions.endpoints.accept(ENDPOINT, &response);
-                subscriptions.request_listeners(&mut follow_up);
-                ack
-            }
-            2 => {
-                let ack = subscriptions.listeners.accept(LISTENER, &response);
-                let names = xds_names::rds_names(resources());
-                subscriptions.routes.follow(ROUTE, names, &mut follow_up);
-                ack
-            }
-            3 => subscriptions.routes.accept(ROUTE, &response),
-            _ => DiscoveryRequest {
-                type_url: response.type_url.clone(),
-                version_info: response.version_info.clone(),
-                response_nonce: response.nonce.clone(),
-                ..DiscoveryRequest::default()
-            },
-        };
-        tx.send(ack).await.map_err(closed)?;
-        for next in follow_up {
-            tx.send(next).await.map_err(closed)?;
+}
+
+/// One response, as the stream read it.
+struct Received<'a, R> {
+    at: Instant,
+    type_url: &'a str,
+    bytes: u64,
+    /// Each resource's encoded bytes.
+    resources: R,
+    /// Clusters held after it, for a CDS response.
+    clusters: Option<usize>,
+    /// Whether the sidecar's config is complete after it.
+    complete: bool,
+}
+
+impl Stream<'_> {
+    /// Counts a response, notes the markers it carries and whether the config is complete.
+    fn record<'r>(&self, received: Received<'_, impl Iterator<Item = &'r [u8]> + Clone>) {
+        let seen = self.markers.map(|m| {
+            newly_seen(
+                &m.current(),
+                received.type_url,
+                received.resources,
+                self.stats,
+            )
+        });
+        let mut s = self.stats.lock();
+        s.bytes += received.bytes;
+        s.stream_bytes += received.bytes;
+        s.responses[slot(received.type_url)] += 1;
+        if let Some(clusters) = received.clusters {
+            s.clusters = clusters;
         }
-        let seen = markers.map(|m| newly_seen(&m.current(), &response, stats));
-        let mut s = stats.lock();
-        s.bytes += bytes;
-        s.stream_bytes += bytes;
-        s.responses[slot] += 1;
-        if slot == 0 {
-            s.clusters = response.resources.len();
-        }
-        if s.complete_after.is_none() && subscriptions.complete() {
-            s.complete_after = Some(received - started);
+        if s.complete_after.is_none() && received.complete {
+            s.complete_after = Some(received.at - self.started);
             s.initial_bytes = Some(s.stream_bytes);
         }
         for id in seen.into_iter().flatten() {
-            s.seen.entry(id).or_insert(received);
+            s.seen.entry(id).or_insert(received.at);
         }
     }
-    Ok(())
 }
 
-/// The markers this response carries that the sidecar had not seen yet.
-fn newly_seen(
+/// Where [`Stats::responses`] counts a type.
+fn slot(type_url: &str) -> usize {
+    match type_url {
+        CLUSTER => 0,
+        ENDPOINT => 1,
+        LISTENER => 2,
+        ROUTE | VIRTUAL_HOST => 3,
+        _ => 4,
+    }
+}
+
+/// The markers a response of `type_url` with these resources carries that the sidecar
+/// had not seen yet.
+fn newly_seen<'r>(
     markers: &[Arc<Marker>],
-    response: &DiscoveryResponse,
+    type_url: &str,
+    resources: impl Iterator<Item = &'r [u8]> + Clone,
     stats: &SharedStats,
 ) -> Vec<u64> {
     let unseen: Vec<&Marker> = {
@@ -319,13 +295,14 @@ fn newly_seen(
             .map(Arc::as_ref)
             .collect()
     };
-    let resources = || response.resources.iter().map(|r| r.value.as_slice());
     let mut seen = Vec::new();
-    match response.type_url.as_str() {
-        ROUTE => {
+    match type_url {
+        ROUTE | VIRTUAL_HOST => {
             for marker in &unseen {
                 if let Probe::RouteText(text) = &marker.probe
-                    && resources().any(|bytes| memchr::memmem::find(bytes, text).is_some())
+                    && resources
+                        .clone()
+                        .any(|bytes| memchr::memmem::find(bytes, text).is_some())
                 {
                     seen.push(marker.id);
                 }
@@ -333,7 +310,7 @@ fn newly_seen(
         }
         ENDPOINT if unseen.iter().any(|m| matches!(m.probe, Probe::Endpoint(_))) => {
             let addresses: std::collections::HashSet<String> =
-                xds_names::endpoint_addresses(resources())
+                xds_names::endpoint_addresses(resources)
                     .into_iter()
                     .collect();
             for marker in &unseen {
