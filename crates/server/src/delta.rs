@@ -3,13 +3,14 @@
 //! Same ordering rules as state of the world: cluster removals wait until listeners and
 //! routes are ACKed; clusters added or changed get their endpoints pushed right after.
 
-use crate::generated::{Entry, TypeResources};
+use crate::generated::TypeResources;
+use crate::held::Held;
 use crate::session::{Protocol, Session, StreamEnd};
 use crate::subscription::Subscriptions;
 use crate::virtual_hosts;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse,
 };
 use fleetmesh_xds::ResourceType;
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,9 +30,11 @@ const MAX_NAME_BYTES: usize = 1_024;
 struct Delta {
     wildcard: bool,
     subscribed: BTreeSet<String>,
-    /// What the proxy holds: name → content hash.
-    known: BTreeMap<String, String>,
-    /// Of virtual hosts (on demand): which subscribed names were answered.
+    /// What the proxy holds (of every type but virtual hosts).
+    held: Held,
+    /// Of virtual hosts (on demand), what the proxy holds: name → content hash (few:
+    /// one per host its app called), and which subscribed names were answered.
+    hosts: BTreeMap<String, String>,
     answered: virtual_hosts::Answered,
     /// The versions the last diff was made against ([`diff_versions`]): a new snapshot
     /// that leaves them alone (most do, for most types) needs no diff, which would
@@ -118,7 +121,12 @@ impl Protocol for Stream {
         if first_of_type {
             // Envoy's legacy wildcard: the first request of a wildcard type names nothing.
             delta.wildcard = wildcard_type && request.resource_names_subscribe.is_empty();
-            delta.known = request.initial_resource_versions.into_iter().collect();
+            let versions = request.initial_resource_versions.into_iter();
+            if kind == ResourceType::VirtualHost {
+                delta.hosts = versions.collect();
+            } else {
+                delta.held = Held::claimed(versions);
+            }
         }
         let mut changed_subscription = first_of_type;
         for name in request.resource_names_subscribe {
@@ -138,12 +146,13 @@ impl Protocol for Stream {
                 delta.wildcard = false;
             }
             delta.subscribed.remove(&name);
-            delta.known.remove(&name);
+            delta.held.forget(&name);
+            delta.hosts.remove(&name);
         }
         if kind == ResourceType::VirtualHost {
             // An app may call any number of hosts the mesh does not know: their virtual
             // hosts are forgotten (and removed) past the bound, asked for again if called.
-            let (subscribed, known) = (&mut delta.subscribed, &delta.known);
+            let (subscribed, known) = (&mut delta.subscribed, &delta.hosts);
             virtual_hosts::forget_unknown_hosts(
                 subscribed,
                 known,
@@ -196,7 +205,7 @@ impl Protocol for Stream {
                 // New or updated clusters warm on their endpoints: (re)send them.
                 let endpoints = &mut self.subscriptions.entry(ResourceType::Endpoint).protocol;
                 for name in touched {
-                    endpoints.known.remove(&name);
+                    endpoints.held.forget(&name);
                     endpoints.subscribed.insert(name);
                 }
                 endpoints.diffed = None;
@@ -257,8 +266,9 @@ impl Stream {
             return Ok(vec![]);
         }
         let subscription = self.subscriptions.entry(kind);
-        let first_answer_owed =
-            subscription.latest_nonce.is_empty() && subscription.protocol.known.is_empty();
+        let first_answer_owed = subscription.latest_nonce.is_empty()
+            && subscription.protocol.held.is_empty()
+            && subscription.protocol.hosts.is_empty();
         let delta = &mut subscription.protocol;
         delta.diffed = Some(diff_versions(&generated, kind));
         let mut hold = false;
@@ -272,7 +282,7 @@ impl Stream {
                 current,
                 &routes,
                 &delta.subscribed,
-                &mut delta.known,
+                &mut delta.hosts,
                 &mut delta.answered,
             );
             (answer.updated, answer.removed)
@@ -281,18 +291,21 @@ impl Stream {
             let asked_only = (kind == ResourceType::Cluster)
                 .then(|| generated.of_type(ResourceType::OnDemandCluster))
                 .flatten();
-            let (updated, mut removed) = by_name(current, asked_only, delta);
+            let wanted = current
+                .iter()
+                .filter(|(name, _)| delta.wildcard || delta.subscribed.contains(*name))
+                .chain(asked_only.into_iter().flat_map(|set| {
+                    set.iter()
+                        .filter(|(name, _)| delta.subscribed.contains(*name))
+                }));
+            let sets = std::iter::once(current)
+                .chain(asked_only)
+                .cloned()
+                .collect();
+            let (updated, mut removed) = delta.held.diff(wanted, sets);
             hold = kind == ResourceType::Cluster && !remove_clusters && !removed.is_empty();
             if hold {
-                removed.clear();
-            }
-            for resource in &updated {
-                delta
-                    .known
-                    .insert(resource.name.clone(), resource.version.clone());
-            }
-            for name in &removed {
-                delta.known.remove(name);
+                delta.held.keep(std::mem::take(&mut removed));
             }
             (updated, removed)
         };
@@ -323,36 +336,4 @@ impl Stream {
         self.session.record_status(&self.subscriptions);
         Ok(names)
     }
-}
-
-/// What a proxy lacks of `current` (by the names it subscribed to, or all of them) and of
-/// `asked_only` (by the names it subscribed to), and what it holds that neither has.
-fn by_name(
-    current: &TypeResources,
-    asked_only: Option<&Arc<TypeResources>>,
-    delta: &Delta,
-) -> (Vec<Resource>, Vec<String>) {
-    let subscribed = |(name, _): &(&String, &Arc<Entry>)| delta.subscribed.contains(*name);
-    let wanted = current
-        .iter()
-        .filter(|(name, _)| delta.wildcard || delta.subscribed.contains(*name))
-        .chain(
-            asked_only
-                .into_iter()
-                .flat_map(|set| set.iter().filter(subscribed)),
-        );
-    let updated = wanted
-        .filter(|(name, entry)| delta.known.get(*name) != Some(&entry.hash))
-        .map(|(name, entry)| Resource {
-            name: name.clone(),
-            version: entry.hash.clone(),
-            resource: Some(entry.resource()),
-            ..Resource::default()
-        })
-        .collect();
-    let held = |name: &String| {
-        current.contains_key(name) || asked_only.is_some_and(|set| set.contains_key(name))
-    };
-    let removed = delta.known.keys().filter(|n| !held(n)).cloned().collect();
-    (updated, removed)
 }

@@ -24,6 +24,19 @@ pub struct Entry {
     /// Of its name and hash: a set's version is the sum of its entries' digests, so a
     /// set made by adding a few entries to another gets its version at the cost of those.
     digest: u128,
+    /// [`name_key`] of its name, worked out once for every stream that sends it.
+    pub name_key: u64,
+}
+
+/// Keys for [`name_key`], random per process: names are chosen by tenants, and
+/// colliding ones must not be findable.
+static NAME_KEYS: std::sync::LazyLock<std::hash::RandomState> =
+    std::sync::LazyLock::new(std::hash::RandomState::new);
+
+/// A keyed 64-bit hash of a resource name: what a delta stream keeps of the names a
+/// proxy holds (`crate::held`).
+pub fn name_key(name: &str) -> u64 {
+    std::hash::BuildHasher::hash_one(&*NAME_KEYS, name)
 }
 
 impl Entry {
@@ -42,7 +55,13 @@ impl Entry {
             encoded: Bytes::from(encoded),
             hash,
             digest,
+            name_key: name_key(name),
         }
+    }
+
+    /// Tells this resource's content apart from any other content of the same name.
+    pub fn content_tag(&self) -> u64 {
+        self.digest as u64
     }
 
     /// The resource as a `resources` field of a `DiscoveryResponse`.

@@ -19,6 +19,7 @@ mod delta;
 pub mod exposition;
 mod generated;
 mod grpc;
+mod held;
 mod incoming;
 pub mod metrics;
 mod process;
