@@ -572,6 +572,17 @@ mod tests {
         }
     }
 
+    fn environment() -> Environment {
+        Environment {
+            date: "today".into(),
+            machine: "m".into(),
+            meshd_version: "v".into(),
+            istiod_version: "v".into(),
+            kubernetes: "v".into(),
+            command: "c".into(),
+        }
+    }
+
     fn row<'a>(markdown: &'a str, section: &str, name: &str) -> Vec<&'a str> {
         let section = &markdown[markdown.find(section).unwrap()..];
         let line = section
@@ -582,16 +593,8 @@ mod tests {
 
     #[test]
     fn a_storm_that_did_not_finish_leaves_out_what_came_after_it_and_every_ratio() {
-        let environment = Environment {
-            date: "today".into(),
-            machine: "m".into(),
-            meshd_version: "v".into(),
-            istiod_version: "v".into(),
-            kubernetes: "v".into(),
-            command: "c".into(),
-        };
         let runs = [run("istiod", "sotw", false), run("meshd", "sotw", true)];
-        let text = markdown(&environment, &runs, None);
+        let text = markdown(&environment(), &runs, None);
         let p99 = row(&text, "## 2000 sidecars", "route change: p99 (ms)");
         assert_eq!(p99[2..5], ["—", "200.0", "—"]);
         let rss = row(&text, "## 2000 sidecars", "connect storm: peak RSS (MiB)");
@@ -601,14 +604,6 @@ mod tests {
 
     #[test]
     fn on_demand_is_compared_with_istiod_on_delta() {
-        let environment = Environment {
-            date: "today".into(),
-            machine: "m".into(),
-            meshd_version: "v".into(),
-            istiod_version: "v".into(),
-            kubernetes: "v".into(),
-            command: "c".into(),
-        };
         let mut istiod = run("istiod", "delta", true);
         istiod.route_change.latency.p99_ms = Some(800.0);
         let runs = [
@@ -616,7 +611,7 @@ mod tests {
             run("meshd", "delta", true),
             run("meshd", "on-demand", true),
         ];
-        let text = markdown(&environment, &runs, None);
+        let text = markdown(&environment(), &runs, None);
         let on_demand = row(&text, "routes on demand, against", "route change: p99 (ms)");
         assert_eq!(on_demand[2..5], ["800.0", "200.0", "0.25×"]);
         assert!(text.find("## 2000 sidecars, delta xDS") < text.find("routes on demand, against"));
