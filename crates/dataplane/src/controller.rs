@@ -1,9 +1,15 @@
-//! The managed data plane's loop: every `interval` it reconciles each DataPlaneControl's
-//! status from the cluster's pods and namespaces (kept by watches, not listed on every
-//! pass) (which injected pods of its revision are managed, and whether those run the
-//! target proxy version), publishes the target versions to the injector, and lets the
-//! executor evict the next outdated pod when its pace allows. The status is written only
-//! when it changes.
+//! The managed data plane's loop: whenever a watched pod, namespace or PodDisruptionBudget
+//! changes (and at least every `interval`, which is what notices DataPlaneControl edits
+//! and lets a paced eviction go) it reconciles each DataPlaneControl's status from the
+//! cluster's pods and namespaces (kept by watches, not listed on every pass) (which
+//! injected pods of its revision are managed, and whether those run the target proxy
+//! version), publishes the target versions to the injector, and lets the executor evict
+//! the next outdated pod when its pace allows. The status is written only when it
+//! changes.
+//!
+//! It is one loop over the whole cluster rather than a kube-rs `Controller` reconciling
+//! each DataPlaneControl alone, because its decisions are cluster-wide: one eviction per
+//! pace across all revisions, and a pod's target depends on every DataPlaneControl.
 //!
 //! Versions move forward with meshd: the Lease holder sets each DataPlaneControl's
 //! `spec.proxyVersion` to its channel table's version when that is newer (or unset), so
@@ -18,7 +24,7 @@ use crate::opt_in::{self, OptIn};
 use crate::planner::{self, Inputs, Skip};
 use fleetmesh_inject::labels;
 use fleetmesh_inject::versions::{ChannelTable, compare};
-use fleetmesh_kube::reflect::{Origin, watch};
+use fleetmesh_kube::reflect::{Origin, Trigger, watch};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Resource;
@@ -26,10 +32,15 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::reflector::Store;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 
 /// How long the Lease holds without renewal (the loop renews every `interval`).
 const LEASE_DURATION: Duration = Duration::from_secs(15);
+
+/// How long a pass waits after a watched change for the changes that come with it (a
+/// rollout changes many pods at once): one pass for a burst, not one per event.
+const SETTLE: Duration = Duration::from_millis(250);
 
 /// The proxy version each revision's pods should get (the DataPlaneControls'
 /// `spec.proxyVersion`), for the injector; `None` until the DataPlaneControls were read
@@ -65,7 +76,7 @@ pub async fn run(
     let mut executor = Executor::new(client.clone(), pace);
     let leader = Leader::new(client.clone(), LEASE_DURATION);
     let mut reported = BTreeSet::new();
-    let cluster = Watched::start(&client);
+    let mut cluster = Watched::start(&client);
     tokio::select! {
         () = cluster.ready() => {}
         () = stop.cancelled() => return,
@@ -87,37 +98,51 @@ pub async fn run(
             () = stop.cancelled() => break,
         }
         tokio::select! {
-            () = tokio::time::sleep(interval) => {}
+            () = cluster.changed(interval) => {}
             () = stop.cancelled() => break,
         }
     }
     leader.release().await;
 }
 
-/// The objects the plan reads, each kind kept by a watch.
+/// The objects the plan reads, each kind kept by a watch, and the watches' change signals.
 struct Watched {
     pods: Store<Pod>,
     namespaces: Store<Namespace>,
     budgets: Store<PodDisruptionBudget>,
+    changes: UnboundedReceiver<Trigger>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Watched {
     fn start(client: &kube::Client) -> Watched {
-        // The loop runs on its interval; no one listens for the change signals, so what
-        // they say they come from is never read.
-        const UNUSED: Origin = Origin::Global;
-        let (changes, _) = tokio::sync::mpsc::unbounded_channel();
-        let (pods, pods_task) = watch(Api::all(client.clone()), (), UNUSED, changes.clone());
+        // Any change means a new pass, whatever it was: where it comes from is not read.
+        const ANY: Origin = Origin::Global;
+        let (sender, changes) = tokio::sync::mpsc::unbounded_channel();
+        let (pods, pods_task) = watch(Api::all(client.clone()), (), ANY, sender.clone());
         let (namespaces, namespaces_task) =
-            watch(Api::all(client.clone()), (), UNUSED, changes.clone());
-        let (budgets, budgets_task) = watch(Api::all(client.clone()), (), UNUSED, changes);
+            watch(Api::all(client.clone()), (), ANY, sender.clone());
+        let (budgets, budgets_task) = watch(Api::all(client.clone()), (), ANY, sender);
         Watched {
             pods,
             namespaces,
             budgets,
+            changes,
             tasks: vec![pods_task, namespaces_task, budgets_task],
         }
+    }
+
+    /// Returns once something watched changed (and the burst it came with settled), or
+    /// after `interval` at the latest; the signals that came meanwhile are used up, as
+    /// the next pass reads them all.
+    async fn changed(&mut self, interval: Duration) {
+        match tokio::time::timeout(interval, self.changes.recv()).await {
+            Ok(Some(_)) => tokio::time::sleep(SETTLE).await,
+            // Every watch ended (they end only with this): back to the interval alone.
+            Ok(None) => tokio::time::sleep(interval).await,
+            Err(_elapsed) => {}
+        }
+        while self.changes.try_recv().is_ok() {}
     }
 
     /// Once every watch has listed its kind.
