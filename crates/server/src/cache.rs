@@ -184,6 +184,7 @@ mod tests {
             mesh_id: "m".into(),
             interception: Interception::Redirect,
             on_demand: false,
+            dns_capture: false,
             locality: None,
         }
     }

@@ -117,7 +117,7 @@ impl Protocol for Stream {
         let names_allowed = names_held + EXTRA_NAMES;
         check_names(&request, names_allowed)?;
         let delta = &mut self.subscriptions.entry(kind).protocol;
-        let wildcard_type = matches!(kind, ResourceType::Cluster | ResourceType::Listener);
+        let wildcard_type = !kind.asked_by_name();
         if first_of_type {
             // Envoy's legacy wildcard: the first request of a wildcard type names nothing.
             delta.wildcard = wildcard_type && request.resource_names_subscribe.is_empty();

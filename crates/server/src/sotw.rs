@@ -121,7 +121,7 @@ impl Protocol for Stream {
         let requested = digest(&request.resource_names);
         let names_changed = subscription.protocol.requested != requested;
         subscription.protocol.requested = requested;
-        if names_changed && by_name(kind) {
+        if names_changed && kind.asked_by_name() {
             let names = request.resource_names.iter();
             let names = names.map(|n| String::from_utf8_lossy(n).into()).collect();
             subscription.protocol.names = Some(names);
@@ -300,15 +300,6 @@ impl Stream {
         self.session.record_status(&self.subscriptions);
         Ok(())
     }
-}
-
-/// Whether a proxy asks for resources of `kind` by name; of the others (clusters,
-/// listeners) it gets all.
-fn by_name(kind: ResourceType) -> bool {
-    matches!(
-        kind,
-        ResourceType::Endpoint | ResourceType::Route | ResourceType::Secret
-    )
 }
 
 /// Whether the resource `name` is among `names` (any, for a type not asked for by name).

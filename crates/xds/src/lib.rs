@@ -15,6 +15,7 @@ pub mod json;
 mod jwt;
 mod listener;
 mod locality;
+pub mod name_table;
 pub mod names;
 mod on_demand;
 mod port_settings;
@@ -65,13 +66,15 @@ pub enum ResourceType {
     Route,
     /// Virtual hosts of route configurations, fetched on demand (VHDS; delta only).
     VirtualHost,
+    /// The name table Istio's agent answers DNS from (NDS; see [`name_table`]).
+    NameTable,
 }
 
 impl ResourceType {
     /// The order Envoy warms resources in, and the order pushes go out in: clusters
     /// before the routes that use them (make-before-break), a gateway's certificates
     /// before the listeners that serve them.
-    pub const PUSH_ORDER: [ResourceType; 7] = [
+    pub const PUSH_ORDER: [ResourceType; 8] = [
         ResourceType::Cluster,
         ResourceType::OnDemandCluster,
         ResourceType::Endpoint,
@@ -79,6 +82,7 @@ impl ResourceType {
         ResourceType::Listener,
         ResourceType::Route,
         ResourceType::VirtualHost,
+        ResourceType::NameTable,
     ];
 
     /// The type URL a proxy asks for it by.
@@ -90,6 +94,7 @@ impl ResourceType {
             ResourceType::Listener => LISTENER_TYPE,
             ResourceType::Route => ROUTE_TYPE,
             ResourceType::VirtualHost => VIRTUAL_HOST_TYPE,
+            ResourceType::NameTable => name_table::NAME_TABLE_TYPE,
         }
     }
 
@@ -110,6 +115,20 @@ impl ResourceType {
             ResourceType::Listener => "lds",
             ResourceType::Route => "rds",
             ResourceType::VirtualHost => "vhds",
+            ResourceType::NameTable => "nds",
+        }
+    }
+
+    /// Whether a proxy names the resources of this type it wants (EDS, RDS, SDS, VHDS,
+    /// on-demand CDS); the other types it takes whole (a wildcard subscription).
+    pub fn asked_by_name(self) -> bool {
+        match self {
+            ResourceType::Endpoint
+            | ResourceType::Route
+            | ResourceType::Secret
+            | ResourceType::VirtualHost
+            | ResourceType::OnDemandCluster => true,
+            ResourceType::Cluster | ResourceType::Listener | ResourceType::NameTable => false,
         }
     }
 }
@@ -140,6 +159,8 @@ pub struct ProxyResources {
     pub secrets: Vec<NamedResource>,
     /// An on-demand sidecar's virtual hosts (`CONFIG/HOST:PORT`).
     pub virtual_hosts: Vec<NamedResource>,
+    /// The DNS name table of a sidecar with DNS capture (one resource, or none).
+    pub name_tables: Vec<NamedResource>,
 }
 
 impl ProxyResources {
@@ -153,6 +174,7 @@ impl ProxyResources {
             ResourceType::Route => &self.routes,
             ResourceType::Secret => &self.secrets,
             ResourceType::VirtualHost => &self.virtual_hosts,
+            ResourceType::NameTable => &self.name_tables,
         }
     }
 
@@ -166,6 +188,7 @@ impl ProxyResources {
             ResourceType::Route => &mut self.routes,
             ResourceType::Secret => &mut self.secrets,
             ResourceType::VirtualHost => &mut self.virtual_hosts,
+            ResourceType::NameTable => &mut self.name_tables,
         })
     }
 }
@@ -182,16 +205,18 @@ pub fn generate(snapshot: &Snapshot, proxy: &Proxy) -> ProxyResources {
         routes: [shared.routes, own.routes].concat(),
         secrets: [shared.secrets, own.secrets].concat(),
         virtual_hosts: [shared.virtual_hosts, own.virtual_hosts].concat(),
+        name_tables: [shared.name_tables, own.name_tables].concat(),
     }
 }
 
 /// The part of a proxy's resources that depends only on its [`SharedKey`]: the outbound
-/// clusters, the endpoints, and a sidecar's routes. In a large mesh this is nearly all of
-/// it, and every proxy of a namespace shares one copy.
+/// clusters, the endpoints, a sidecar's routes and its DNS name table. In a large mesh
+/// this is nearly all of it, and every proxy of a namespace shares one copy.
 pub fn generate_shared(snapshot: &Snapshot, proxy: &Proxy) -> ProxyResources {
     let scope = Scope::new(snapshot, proxy);
     ProxyResources {
         endpoints: endpoint::build(&scope),
+        name_tables: name_table::build(&scope),
         ..outbound_clusters(&scope, shared_routes(&scope))
     }
 }

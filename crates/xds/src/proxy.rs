@@ -57,6 +57,9 @@ pub struct Proxy {
     /// of holding the whole mesh's. Never read from the node: the server sets it for a
     /// delta stream of a mesh that opted in (VHDS exists only in delta xDS).
     pub on_demand: bool,
+    /// Istio's agent answers its pod's DNS (metadata `DNS_CAPTURE: "true"`) and asks for
+    /// a name table (NDS).
+    pub dns_capture: bool,
 }
 
 /// Everything about a proxy that translation reads. Proxies with equal keys get identical
@@ -70,6 +73,7 @@ pub struct ConfigKey {
     bind_address: String,
     interception: Interception,
     on_demand: bool,
+    dns_capture: bool,
 }
 
 impl Proxy {
@@ -83,12 +87,13 @@ impl Proxy {
             bind_address: self.bind_address().to_string(),
             interception: self.interception,
             on_demand: self.on_demand,
+            dns_capture: self.dns_capture,
         }
     }
 
     /// Reads a node as Istio's agent fills it: id `TYPE~IP~POD.NS~NS.svc.DOMAIN` and
     /// metadata `NAMESPACE`, `LABELS`, `SERVICE_ACCOUNT`, `ISTIO_VERSION`, `CLUSTER_ID`,
-    /// `MESH_ID`, `INSTANCE_IPS`, `INTERCEPTION_MODE`.
+    /// `MESH_ID`, `INSTANCE_IPS`, `INTERCEPTION_MODE`, `DNS_CAPTURE`.
     pub fn from_node(node: &Node) -> Result<Proxy, NodeError> {
         let parts: Vec<&str> = node.id.split('~').collect();
         let [kind, ip, pod, domain] = parts[..] else {
@@ -145,6 +150,8 @@ impl Proxy {
                 .filter(|l| !l.region.is_empty())
                 .map(|l| format!("{}/{}/{}", l.region, l.zone, l.sub_zone)),
             on_demand: false,
+            dns_capture: kind == ProxyKind::Sidecar
+                && text("DNS_CAPTURE").as_deref() == Some("true"),
         })
     }
 

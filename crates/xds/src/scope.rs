@@ -166,6 +166,7 @@ pub struct SharedKey {
     namespace: String,
     interception: Interception,
     on_demand: bool,
+    dns_capture: bool,
     /// The Sidecar resource that scopes it (namespace, name): it may select by labels.
     sidecar: Option<(String, String)>,
     /// Its labels, only while some VirtualService matches on source labels or some
@@ -204,6 +205,7 @@ impl SharedKey {
             namespace: proxy.namespace.clone(),
             interception: proxy.interception,
             on_demand: proxy.on_demand,
+            dns_capture: proxy.dns_capture,
             sidecar: sidecar.map(|s| (s.metadata.namespace.clone(), s.metadata.name.clone())),
             labels: (matches_source_labels || selects_workloads(snapshot))
                 .then(|| proxy.labels.clone()),

@@ -39,6 +39,7 @@ pub fn proxy_in(kind: ProxyKind, namespace: &str, labels: &[(&str, &str)]) -> Pr
         mesh_id: "cluster.local".into(),
         interception: Interception::None,
         on_demand: false,
+        dns_capture: false,
         locality: None,
     }
 }
