@@ -220,6 +220,7 @@ async fn scenario(cluster: &TestCluster, client: &kube::Client, cni_managed: boo
     split_and_deny(&s).await;
     replacement_pod(&s, &reviews).await;
     if !cni_managed {
+        tcp_by_address_range(client, &s).await;
         through_a_gateway(cluster, &s).await;
         the_node_answers_pods_only_what_they_may_know(client, &s).await;
         tls_by_sni_name(client, &s).await;
@@ -332,6 +333,45 @@ async fn tcp_service(s: &InNamespace<'_>) {
     )
     .await
     .unwrap();
+}
+
+/// A ServiceEntry whose `addresses` is a range (CIDR): the client dials a ledger pod's own
+/// address, which no virtual IP names, and its sidecar knows the connection by the range
+/// and sends it to the entry's endpoint with mutual TLS. Before the entry, the same
+/// connection passes through in plaintext, which the ledger's STRICT sidecar refuses.
+async fn tcp_by_address_range(client: &kube::Client, s: &InNamespace<'_>) {
+    let ledger_ip = pod_ip(&pods(client, &s.namespace, "app=ledger").await[0]);
+    let echo = format!(
+        "timeout 5 bash -c 'exec 3<>/dev/tcp/{ledger_ip}/7000; echo tcp-by-range >&3; head -n1 <&3' || true"
+    );
+    let before = s.in_client(&echo);
+    // (The server's sidecar answers plaintext with a TLS alert, never with the echo.)
+    assert!(
+        before.as_deref().is_ok_and(|b| !b.contains("tcp-by-range")),
+        "plaintext to the pod's address is refused under STRICT: {before:?}"
+    );
+    let (network, _) = ledger_ip.rsplit_once('.').unwrap();
+    s.apply(&format!(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: ledgers}}
+spec:
+  hosts: [ledgers.internal]
+  addresses: [{network}.0/24]
+  ports: [{{number: 7000, name: tcp, protocol: TCP}}]
+  resolution: STATIC
+  endpoints:
+  - {{address: {ledger_ip}, serviceAccount: ledger, labels: {{app: ledger, security.istio.io/tlsMode: istio}}}}
+"#
+    ));
+    s.until("TCP into the range, to the entry's endpoint", &echo, |r| {
+        r.as_deref().map(str::trim) == Ok("tcp-by-range")
+    })
+    .await
+    .unwrap();
+    s.kubectl(&["delete", "serviceentry", "ledgers"], None)
+        .expect("the entry deleted");
 }
 
 /// Istio's workload metrics where Prometheus scrapes them (each pod's status port, as

@@ -421,6 +421,22 @@ fn validate_service_entry(spec: &crate::networking::ServiceEntrySpec, errors: &m
         }
     }
     let resolution = spec.resolution.unwrap_or(Resolution::None);
+    for (i, address) in spec.addresses.iter().enumerate() {
+        let at = format!("spec.addresses[{i}]");
+        if security::parse_cidr(address).is_none() {
+            errors.push(
+                at,
+                format!("{address:?} is not an IP address or a CIDR range"),
+            );
+        } else if address.contains('/')
+            && !matches!(resolution, Resolution::None | Resolution::Static)
+        {
+            errors.push(
+                at,
+                "CIDR ranges are allowed only for resolution NONE or STATIC",
+            );
+        }
+    }
     if resolution == Resolution::Static
         && spec.endpoints.is_empty()
         && spec.workload_selector.is_none()

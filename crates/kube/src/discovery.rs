@@ -221,6 +221,7 @@ impl ServiceDiscovery {
             resolution: Resolution::Static,
             mesh_external: false,
             subject_alt_names: Vec::new(),
+            address_ranges: Vec::new(),
         })
     }
     /// The ready endpoints of one EndpointSlice of a service with `ports`, with their

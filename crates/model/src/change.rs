@@ -142,6 +142,7 @@ fn same_but_endpoints(a: &Service, b: &Service) -> bool {
         hostname,
         namespace,
         addresses,
+        address_ranges,
         ports,
         endpoints: _,
         export_to,
@@ -153,6 +154,7 @@ fn same_but_endpoints(a: &Service, b: &Service) -> bool {
     *hostname == b.hostname
         && *namespace == b.namespace
         && *addresses == b.addresses
+        && *address_ranges == b.address_ranges
         && *ports == b.ports
         && *export_to == b.export_to
         && *selector == b.selector

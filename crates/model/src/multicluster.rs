@@ -68,6 +68,7 @@ mod tests {
             resolution: Resolution::Static,
             mesh_external: false,
             subject_alt_names: Vec::new(),
+            address_ranges: Vec::new(),
         }
     }
 

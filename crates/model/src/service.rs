@@ -1,5 +1,6 @@
 use crate::host::ExportTo;
 pub use fleetmesh_api::protocol::Protocol;
+use fleetmesh_api::validate::security::parse_cidr;
 use std::collections::BTreeMap;
 
 /// Kubernetes-style labels.
@@ -16,6 +17,9 @@ pub struct Service {
     /// `addresses`): a captured sidecar tells a TCP service's connections by them, since
     /// TCP carries no host name. Empty for headless services.
     pub addresses: Vec<std::net::IpAddr>,
+    /// The address ranges of a ServiceEntry's `addresses` (`192.168.0.0/16`): a captured
+    /// sidecar sends connections to any address in them to the service.
+    pub address_ranges: Vec<AddressRange>,
     /// Its ports, in declaration order.
     pub ports: Vec<ServicePort>,
     /// Where its traffic goes (a DNS service's host names included).
@@ -121,10 +125,37 @@ impl Service {
     }
 }
 
-/// The virtual IP a ClusterIP or ServiceEntry address names: none for a headless
-/// service (`None`) or a CIDR (which names no single address to listen on).
+/// The virtual IP a ClusterIP or ServiceEntry address names (`10.0.0.1`, or
+/// `10.0.0.1/32`): none for a headless service (`None`) or a range of addresses.
 pub fn virtual_ip(address: &str) -> Option<std::net::IpAddr> {
-    address.parse().ok()
+    parse_cidr(address)
+        .filter(|(ip, prefix_len)| *prefix_len == full_prefix(ip))
+        .map(|(ip, _)| ip)
+}
+
+/// A range of addresses (`192.168.0.0/16`) that names a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AddressRange {
+    /// Its first address (as written: `192.168.1.7/16` keeps `192.168.1.7`, and the
+    /// range is still 192.168.0.0/16, as Envoy reads it).
+    pub address: std::net::IpAddr,
+    /// How many leading bits the range fixes.
+    pub prefix_len: u32,
+}
+
+/// The range a ServiceEntry address names, if it is one (a single address is a
+/// [`virtual_ip`]).
+pub fn address_range(address: &str) -> Option<AddressRange> {
+    parse_cidr(address)
+        .filter(|(ip, prefix_len)| *prefix_len < full_prefix(ip))
+        .map(|(address, prefix_len)| AddressRange {
+            address,
+            prefix_len,
+        })
+}
+
+fn full_prefix(ip: &std::net::IpAddr) -> u32 {
+    if ip.is_ipv4() { 32 } else { 128 }
 }
 
 /// Whether every `selector` label is among `labels` (an empty selector selects nothing,

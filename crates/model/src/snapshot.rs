@@ -404,6 +404,7 @@ fn kube_service(
         resolution: Resolution::Static,
         mesh_external: false,
         subject_alt_names: Vec::new(),
+        address_ranges: Vec::new(),
     }
 }
 
@@ -493,6 +494,12 @@ fn service_entry(
                 .addresses
                 .iter()
                 .filter_map(|a| crate::service::virtual_ip(a))
+                .collect(),
+            address_ranges: se
+                .spec
+                .addresses
+                .iter()
+                .filter_map(|a| crate::service::address_range(a))
                 .collect(),
             ports: ports.clone(),
             endpoints: if resolution == Resolution::Dns && endpoints.is_empty() {

@@ -11,7 +11,8 @@ pub struct ServiceEntrySpec {
     /// The service's names: DNS names, or `*.` wildcards for hosts outside the mesh.
     #[serde(default)]
     pub hosts: Vec<String>,
-    /// Virtual IPs of the service (single addresses; CIDR ranges are not applied yet).
+    /// Virtual IPs of the service: single addresses, or CIDR ranges (resolution NONE or
+    /// STATIC) whose every address a captured sidecar sends to the service.
     #[serde(default)]
     pub addresses: Vec<String>,
     /// The ports the service serves.

@@ -276,6 +276,33 @@ fn sidecar_and_service_entry_rules() {
 }
 
 #[test]
+fn service_entry_addresses_are_ip_addresses_or_ranges() {
+    let entry = |resolution: &str, addresses: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: e}}\nspec:\n  hosts: [db.internal]\n  addresses: {addresses}\n  ports: [{{number: 5432, name: tcp, protocol: TCP}}]\n  resolution: {resolution}\n"
+        )
+    };
+    assert_eq!(
+        problems(&entry(
+            "NONE",
+            "[10.1.2.3, 10.8.0.0/16, 10.9.0.1/32, 2001:db8::/32]"
+        )),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        problems(&entry("NONE", "[db.internal, 10.0.0.0/33]")),
+        vec![
+            "spec.addresses[0]: \"db.internal\" is not an IP address or a CIDR range",
+            "spec.addresses[1]: \"10.0.0.0/33\" is not an IP address or a CIDR range",
+        ]
+    );
+    assert_eq!(
+        problems(&entry("DNS", "[10.8.0.0/16]")),
+        vec!["spec.addresses[0]: CIDR ranges are allowed only for resolution NONE or STATIC"]
+    );
+}
+
+#[test]
 fn sidecar_listener_settings_not_applied_are_refused() {
     let yaml = r#"apiVersion: networking.istio.io/v1
 kind: Sidecar

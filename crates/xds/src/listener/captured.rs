@@ -1,7 +1,8 @@
 //! The sidecar layout with iptables capture, as istiod lays it out: `virtualOutbound`
 //! (15001) hands each connection to the listener of its original destination port
 //! (`0.0.0.0_PORT`, route config named by the port; by SNI name for TLS ports of services
-//! without a virtual IP, in `sni`) or passes it through;
+//! without a virtual IP, in `sni`; by address range for ServiceEntries' CIDR `addresses`)
+//! or passes it through;
 //! `virtualInbound` (15006) picks a filter chain by original destination port and sends
 //! it to the app; a port no service declares passes through to the app as TCP, under the
 //! workload's mTLS mode and AuthorizationPolicies (never a way around them).
@@ -14,13 +15,15 @@ use crate::names;
 use crate::pack;
 use crate::scope::Scope;
 use crate::telemetry::{self, Side};
-use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
+use envoy_types::pb::envoy::config::core::v3::{CidrRange, TrafficDirection};
 use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, listener_filter,
 };
 use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
-use envoy_types::pb::google::protobuf::BoolValue;
+use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 use fleetmesh_api::security::MtlsMode;
+use fleetmesh_model::Service;
+use fleetmesh_model::service::ServicePort;
 use std::collections::{BTreeMap, BTreeSet};
 
 pub const INBOUND_PORT: u32 = 15006;
@@ -28,6 +31,7 @@ pub const INBOUND_PORT: u32 = 15006;
 pub fn sidecar(scope: &Scope) -> Vec<Listener> {
     let mut listeners = vec![virtual_outbound(scope)];
     let mut by_sni = sni::chains_by_port(scope);
+    let mut by_range = range_chains(scope);
     for port in scope.http_ports() {
         let manager = outbound_hcm(
             scope,
@@ -43,17 +47,26 @@ pub fn sidecar(scope: &Scope) -> Vec<Listener> {
         // Reached through virtualOutbound's hand-off, never bound itself.
         listener.bind_to_port = Some(BoolValue { value: false });
         listener.traffic_direction = TrafficDirection::Outbound as i32;
-        // TLS for names of this port's TLS services; the rest is HTTP.
-        if let Some(chains) = by_sni.remove(&port) {
+        // TLS for names of this port's TLS services, TCP for its address ranges; the rest
+        // is HTTP.
+        let chains: Vec<FilterChain> = [by_range.remove(&port), by_sni.remove(&port)]
+            .into_iter()
+            .flatten()
+            .flatten()
+            .collect();
+        if chains.iter().any(matches_server_names) {
             listener.listener_filters.push(tls_inspector());
-            listener.filter_chains.splice(0..0, chains);
         }
+        listener.filter_chains.splice(0..0, chains);
         listeners.push(listener);
     }
+    for (port, chains) in by_sni {
+        by_range.entry(port).or_default().extend(chains);
+    }
     listeners.extend(
-        by_sni
+        by_range
             .into_iter()
-            .map(|(port, chains)| tls_by_sni(port, chains, scope)),
+            .map(|(port, chains)| outbound_port(port, chains, scope)),
     );
     listeners.extend(tcp_service_listeners(scope));
     listeners.push(virtual_inbound(scope));
@@ -82,13 +95,18 @@ fn fallthrough(scope: &Scope) -> FilterChain {
     }
 }
 
-/// `0.0.0.0_PORT` for a TLS port without an HTTP service on it: the SNI name picks the
-/// chain (see `sni`), other names fall through.
-fn tls_by_sni(port: u32, chains: Vec<FilterChain>, scope: &Scope) -> Listener {
+/// `0.0.0.0_PORT` for a port without an HTTP service on it: the SNI name (see `sni`) or
+/// the destination's address range picks the chain; other connections fall through.
+fn outbound_port(port: u32, chains: Vec<FilterChain>, scope: &Scope) -> Listener {
+    let listener_filters = if chains.iter().any(matches_server_names) {
+        vec![tls_inspector()]
+    } else {
+        Vec::new()
+    };
     Listener {
         name: names::bound_listener("0.0.0.0", port),
         address: Some(crate::common::socket_address("0.0.0.0", port)),
-        listener_filters: vec![tls_inspector()],
+        listener_filters,
         filter_chains: chains,
         default_filter_chain: Some(fallthrough(scope)),
         // Reached through virtualOutbound's hand-off, never bound itself.
@@ -96,6 +114,14 @@ fn tls_by_sni(port: u32, chains: Vec<FilterChain>, scope: &Scope) -> Listener {
         traffic_direction: TrafficDirection::Outbound as i32,
         ..Listener::default()
     }
+}
+
+/// Whether `chain` is chosen by SNI name (its listener then needs the TLS inspector).
+fn matches_server_names(chain: &FilterChain) -> bool {
+    chain
+        .filter_chain_match
+        .as_ref()
+        .is_some_and(|m| !m.server_names.is_empty())
 }
 
 fn virtual_inbound(scope: &Scope) -> Listener {
@@ -161,27 +187,19 @@ fn tcp_service_listeners(scope: &Scope) -> Vec<Listener> {
     // Without a virtual IP (headless) nothing names the service: no listener.
     for service in scope.services.iter().filter(|s| !s.addresses.is_empty()) {
         for port in service.ports.iter().filter(|p| !p.protocol.is_http()) {
-            let routed_by_sni = port
-                .protocol
-                .is_tls()
-                .then(|| {
-                    sni::route_chains(scope, &service.hostname, port.port, &mut BTreeSet::new())
-                })
-                .flatten();
-            let template = match routed_by_sni {
-                Some(chains) => Listener {
+            let chains = service_port_chains(scope, service, port);
+            let template = if chains.iter().any(matches_server_names) {
+                Listener {
                     listener_filters: vec![tls_inspector()],
                     filter_chains: chains,
                     default_filter_chain: Some(fallthrough(scope)),
                     ..Listener::default()
-                },
-                None => Listener {
-                    filter_chains: vec![FilterChain {
-                        filters: vec![tcp_service_proxy(scope, &service.hostname, port.port)],
-                        ..FilterChain::default()
-                    }],
+                }
+            } else {
+                Listener {
+                    filter_chains: chains,
                     ..Listener::default()
-                },
+                }
             };
             for address in &service.addresses {
                 let ip = address.to_string();
@@ -199,6 +217,63 @@ fn tcp_service_listeners(scope: &Scope) -> Vec<Listener> {
         }
     }
     listeners.into_values().collect()
+}
+
+/// The chains of a service's non-HTTP port: by SNI name where a mesh VirtualService's
+/// `tls` routes name the service's host, else one TCP proxy (see [`tcp_service_proxy`]).
+fn service_port_chains(scope: &Scope, service: &Service, port: &ServicePort) -> Vec<FilterChain> {
+    port.protocol
+        .is_tls()
+        .then(|| sni::route_chains(scope, &service.hostname, port.port, &mut BTreeSet::new()))
+        .flatten()
+        .unwrap_or_else(|| {
+            vec![FilterChain {
+                filters: vec![tcp_service_proxy(scope, &service.hostname, port.port)],
+                ..FilterChain::default()
+            }]
+        })
+}
+
+/// Chains for the address ranges of visible services' non-HTTP ports (a ServiceEntry's
+/// `addresses: [10.8.0.0/16]`), by port, for the `0.0.0.0_PORT` listeners: a connection
+/// to any address in a range is the service's (a virtual IP in it still goes to its own
+/// listener, which virtualOutbound picks first). A range claimed twice on one port is
+/// the first service's (by host name), as Envoy takes each match once.
+fn range_chains(scope: &Scope) -> BTreeMap<u32, Vec<FilterChain>> {
+    let mut by_port: BTreeMap<u32, Vec<FilterChain>> = BTreeMap::new();
+    let mut claimed = BTreeSet::new();
+    for service in scope
+        .services
+        .iter()
+        .filter(|s| !s.address_ranges.is_empty())
+    {
+        for port in service.ports.iter().filter(|p| !p.protocol.is_http()) {
+            let ranges: Vec<CidrRange> = service
+                .address_ranges
+                .iter()
+                .filter(|range| claimed.insert((port.port, **range)))
+                .map(|range| CidrRange {
+                    address_prefix: range.address.to_string(),
+                    prefix_len: Some(UInt32Value {
+                        value: range.prefix_len,
+                    }),
+                })
+                .collect();
+            if ranges.is_empty() {
+                continue;
+            }
+            let chains = service_port_chains(scope, service, port)
+                .into_iter()
+                .map(|mut chain| {
+                    let matching = chain.filter_chain_match.get_or_insert_default();
+                    matching.prefix_ranges = ranges.clone();
+                    chain.name = format!("{}_{}", service.hostname, port.port);
+                    chain
+                });
+            by_port.entry(port.port).or_default().extend(chains);
+        }
+    }
+    by_port
 }
 
 /// A TCP proxy for `host`'s `port`: where a mesh VirtualService's `tcp` route sends it,
