@@ -4,6 +4,7 @@
 //! generated before instead of translating the whole mesh again, and an unchanged mesh
 //! needs no push.
 
+use crate::host::resolve_host;
 use crate::service::Service;
 use crate::snapshot::Snapshot;
 use fleetmesh_api::networking::VirtualServiceSpec;
@@ -34,6 +35,14 @@ pub struct PatchableChange {
     /// only those reach a sidecar's own listeners (the captured outbound one); `http`
     /// routes are in the shared route configs.
     pub stream_routes: bool,
+    /// The hosts of the changed VirtualServices (as they were and as they are, resolved
+    /// in their namespaces; patterns such as `*.example.com` included): only the routes
+    /// of services these match can differ.
+    pub routes_of: BTreeSet<String>,
+    /// Whether a changed VirtualService answers some request itself with a body: that
+    /// reaches the route configs' own settings (their direct-response body limit), not
+    /// only the routes of its hosts.
+    pub direct_bodies: bool,
 }
 
 impl PatchableChange {
@@ -47,6 +56,8 @@ impl PatchableChange {
                 .collect(),
             virtual_services: self.virtual_services || later.virtual_services,
             stream_routes: self.stream_routes || later.stream_routes,
+            routes_of: self.routes_of.union(&later.routes_of).cloned().collect(),
+            direct_bodies: self.direct_bodies || later.direct_bodies,
         }
     }
 }
@@ -97,12 +108,31 @@ impl Snapshot {
                 hosts.insert(host.clone());
             }
         }
-        let vs_changed = *virtual_services != older.virtual_services;
+        let changed = changed_virtual_services(virtual_services, &older.virtual_services);
         let change = PatchableChange {
             endpoints_of: hosts,
-            virtual_services: vs_changed,
-            stream_routes: vs_changed
-                && changed_have_stream_routes(virtual_services, &older.virtual_services),
+            virtual_services: !changed.is_empty(),
+            stream_routes: changed
+                .iter()
+                .any(|vs| !vs.spec.tcp.is_empty() || !vs.spec.tls.is_empty()),
+            routes_of: changed
+                .iter()
+                .flat_map(|vs| {
+                    let namespace = &vs.metadata.namespace;
+                    vs.spec
+                        .hosts
+                        .iter()
+                        .map(|h| resolve_host(h, namespace, domain))
+                })
+                .collect(),
+            direct_bodies: changed.iter().any(|vs| {
+                vs.spec.http.iter().any(|route| {
+                    route
+                        .direct_response
+                        .as_ref()
+                        .is_some_and(|d| d.body.is_some())
+                })
+            }),
         };
         if change == PatchableChange::default() && *workloads == older.workloads {
             Change::None
@@ -112,29 +142,29 @@ impl Snapshot {
     }
 }
 
-/// Whether a VirtualService in one list and not the same in the other has `tcp` or `tls`
-/// routes.
-fn changed_have_stream_routes(
-    new: &[Arc<Config<VirtualServiceSpec>>],
-    old: &[Arc<Config<VirtualServiceSpec>>],
-) -> bool {
-    let by_name = |list: &'_ [Arc<Config<VirtualServiceSpec>>]| -> HashMap<(String, String), Arc<Config<VirtualServiceSpec>>> {
-        list.iter()
-            .map(|vs| ((vs.metadata.namespace.clone(), vs.metadata.name.clone()), vs.clone()))
-            .collect()
+/// The VirtualServices in one list and not the same in the other (as they are in each).
+fn changed_virtual_services<'a>(
+    new: &'a [Arc<Config<VirtualServiceSpec>>],
+    old: &'a [Arc<Config<VirtualServiceSpec>>],
+) -> Vec<&'a Arc<Config<VirtualServiceSpec>>> {
+    type ByName<'a> = HashMap<(&'a str, &'a str), &'a Arc<Config<VirtualServiceSpec>>>;
+    let by_name = |list: &'a [Arc<Config<VirtualServiceSpec>>]| -> ByName<'a> {
+        list.iter().map(|vs| (key(vs), vs)).collect()
     };
     let (new_by_name, old_by_name) = (by_name(new), by_name(old));
-    let changed =
-        |list: &'_ [Arc<Config<VirtualServiceSpec>>],
-         other: &HashMap<(String, String), Arc<Config<VirtualServiceSpec>>>| {
-            list.iter()
-                .filter(|vs| {
-                    let key = (vs.metadata.namespace.clone(), vs.metadata.name.clone());
-                    other.get(&key) != Some(*vs)
-                })
-                .any(|vs| !vs.spec.tcp.is_empty() || !vs.spec.tls.is_empty())
-        };
-    changed(new, &old_by_name) || changed(old, &new_by_name)
+    let mut changed: Vec<_> = new
+        .iter()
+        .filter(|vs| old_by_name.get(&key(vs)) != Some(vs))
+        .collect();
+    changed.extend(
+        old.iter()
+            .filter(|vs| new_by_name.get(&key(vs)) != Some(vs)),
+    );
+    changed
+}
+
+fn key(vs: &Config<VirtualServiceSpec>) -> (&str, &str) {
+    (vs.metadata.namespace.as_str(), vs.metadata.name.as_str())
 }
 
 fn same_but_endpoints(a: &Service, b: &Service) -> bool {
@@ -215,6 +245,8 @@ mod tests {
                 endpoints_of: Default::default(),
                 virtual_services: true,
                 stream_routes: false,
+                routes_of: ["reviews.default.svc.cluster.local".to_string()].into(),
+                direct_bodies: false,
             })
         );
     }
@@ -258,8 +290,7 @@ mod tests {
             after.change_since(&before),
             Change::Patchable(PatchableChange {
                 endpoints_of: ["reviews.default.svc.cluster.local".to_string()].into(),
-                virtual_services: false,
-                stream_routes: false,
+                ..PatchableChange::default()
             })
         );
     }

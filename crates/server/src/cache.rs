@@ -78,7 +78,8 @@ fn patchable(
 }
 
 /// `before` (a shared part) after `change`: the changed hosts' clusters and endpoints,
-/// and after a VirtualService change the routes, translated again.
+/// and after a VirtualService change the routes (an on-demand sidecar's: the virtual
+/// hosts of the changed VirtualServices' hosts), translated again.
 fn patch(
     before: &Generated,
     change: &PatchableChange,
@@ -91,7 +92,12 @@ fn patch(
         let fresh = fleetmesh_xds::generate_shared_hosts(snapshot, proxy, hosts);
         patched = patched.with_hosts_replaced(hosts, fresh);
     }
-    if change.virtual_services {
+    if change.virtual_services && proxy.on_demand && !change.direct_bodies {
+        // Each virtual host is a resource of its own: only those of the changed hosts.
+        let fresh =
+            fleetmesh_xds::generate_shared_virtual_hosts(snapshot, proxy, &change.routes_of);
+        patched = patched.with_virtual_hosts(fresh);
+    } else if change.virtual_services {
         patched = patched.with_routes(fleetmesh_xds::generate_shared_routes(snapshot, proxy));
     }
     patched
@@ -405,6 +411,50 @@ spec:
         );
         let whole = Generated::new(fleetmesh_xds::generate(&second.snapshot, &gateway));
         assert_eq!(*cache.get(&second, &gateway), whole, "a gateway's too");
+    }
+
+    #[test]
+    fn an_on_demand_sidecars_virtual_service_change_replaces_its_hosts_virtual_hosts_alone() {
+        let cache = GenerationCache::default();
+        let mut sidecar = proxy("reviews-1", "shop");
+        sidecar.on_demand = true;
+        let first = Arc::new(MeshState::new(mesh()));
+        let before = cache.get(&first, &sidecar);
+        let by_name = |g: &Generated| -> std::collections::BTreeMap<String, String> {
+            let set = g.of_type(ResourceType::VirtualHost).unwrap();
+            set.iter()
+                .map(|(name, entry)| (name.clone(), entry.hash.clone()))
+                .collect()
+        };
+        let changes = [
+            "spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews, subset: v1}}]}]}",
+            // Answering with a body reaches the route configs: they are made again too.
+            "spec: {hosts: [reviews], http: [{directResponse: {status: 503, body: {string: down}}}]}",
+            "spec: {hosts: ['*.shop.svc.cluster.local'], http: [{route: [{destination: {host: ratings}}]}]}",
+        ];
+        let mut earlier = before.clone();
+        let mut state = first;
+        for spec in changes {
+            state = with_virtual_services(&state, spec);
+            let patched = cache.get(&state, &sidecar);
+            let whole = Generated::new(fleetmesh_xds::generate(&state.snapshot, &sidecar));
+            assert_eq!(*patched, whole, "patched = generated anew, after {spec}");
+            assert_eq!(by_name(&patched), by_name(&whole), "after {spec}");
+            earlier = patched;
+        }
+        let changed: Vec<String> = by_name(&earlier)
+            .into_iter()
+            .filter(|(name, hash)| by_name(&before).get(name) != Some(hash))
+            .map(|(name, _)| name)
+            .collect();
+        assert_eq!(
+            changed,
+            [
+                "9080/ratings.shop.svc.cluster.local:9080",
+                "9080/reviews.shop.svc.cluster.local:9080"
+            ],
+            "the wildcard reached both services, the unknown hosts' one stayed"
+        );
     }
 
     /// `state`'s snapshot with one VirtualService `reviews` of this `spec` line (YAML).

@@ -268,6 +268,35 @@ fn shared_routes(scope: &Scope) -> ProxyResources {
     }
 }
 
+/// An on-demand sidecar's virtual hosts of the services a host pattern of `patterns`
+/// matches (`reviews.shop.svc.cluster.local`, `*.example.com`), as [`generate_shared`]
+/// makes them: after a change to the VirtualServices of those hosts alone (and none that
+/// answers with a body, which reaches the route configs), these replace the ones of the
+/// same names, and nothing else changes.
+pub fn generate_shared_virtual_hosts(
+    snapshot: &Snapshot,
+    proxy: &Proxy,
+    patterns: &std::collections::BTreeSet<String>,
+) -> ProxyResources {
+    let scope = Scope::new(snapshot, proxy);
+    let only = |host: &str| {
+        patterns
+            .iter()
+            .any(|p| fleetmesh_model::host::host_matches(p, host))
+    };
+    let (_, virtual_hosts) = on_demand::split(route::sidecar_virtual_hosts(&scope, &only));
+    ProxyResources {
+        virtual_hosts: virtual_hosts
+            .into_iter()
+            .map(|h| NamedResource {
+                name: h.name.clone(),
+                resource: pack(h),
+            })
+            .collect(),
+        ..ProxyResources::default()
+    }
+}
+
 /// The part of [`generate_shared`] that depends on the endpoints of `hosts`: their
 /// outbound clusters (which name the endpoints' identities, or list DNS endpoints) and
 /// their endpoints. After a change to those endpoints alone, this replaces the hosts'

@@ -19,15 +19,33 @@ use std::collections::BTreeSet;
 /// catch-all for hosts the mesh does not know.
 pub fn sidecar(scope: &Scope) -> Vec<RouteConfiguration> {
     match scope.proxy.interception {
-        Interception::None => vec![outbound(scope, names::HTTP_PROXY_ROUTE, None)],
+        Interception::None => vec![outbound(scope, names::HTTP_PROXY_ROUTE, None, &|_| true)],
         Interception::Redirect => scope
             .http_ports()
             .into_iter()
             .map(|port| {
-                let mut config = outbound(scope, &port.to_string(), Some(port));
+                let mut config = outbound(scope, &port.to_string(), Some(port), &|_| true);
                 config.virtual_hosts.push(unknown_hosts(scope));
                 config
             })
+            .collect(),
+    }
+}
+
+/// The virtual hosts of [`sidecar`]'s configs for the services `only` picks, each in
+/// its config, and nothing else of them: what a change to the routes of those services
+/// alone replaces. (The domains of every service are worked out still, since a domain
+/// goes to the first service that claims it.)
+pub fn sidecar_virtual_hosts(
+    scope: &Scope,
+    only: &dyn Fn(&str) -> bool,
+) -> Vec<RouteConfiguration> {
+    match scope.proxy.interception {
+        Interception::None => vec![outbound(scope, names::HTTP_PROXY_ROUTE, None, only)],
+        Interception::Redirect => scope
+            .http_ports()
+            .into_iter()
+            .map(|port| outbound(scope, &port.to_string(), Some(port), only))
             .collect(),
     }
 }
@@ -74,8 +92,14 @@ fn unknown_hosts(scope: &Scope) -> VirtualHost {
     }
 }
 
-/// A virtual host per visible HTTP service port (of `only_port`, if given).
-fn outbound(scope: &Scope, name: &str, only_port: Option<u32>) -> RouteConfiguration {
+/// A virtual host per visible HTTP service port (of `only_port`, if given) of the
+/// services whose host names `only_hosts` takes.
+fn outbound(
+    scope: &Scope,
+    name: &str,
+    only_port: Option<u32>,
+    only_hosts: &dyn Fn(&str) -> bool,
+) -> RouteConfiguration {
     let mut used_domains = BTreeSet::new();
     let mut virtual_hosts = Vec::new();
     for service in &scope.services {
@@ -94,7 +118,7 @@ fn outbound(scope: &Scope, name: &str, only_port: Option<u32>) -> RouteConfigura
             .into_iter()
             .filter(|d| used_domains.insert(d.clone()))
             .collect();
-            if domains.is_empty() {
+            if domains.is_empty() || !only_hosts(&service.hostname) {
                 continue;
             }
             let routes = routes_for(scope, &service.hostname, port.port, "mesh");
