@@ -93,9 +93,17 @@ fn patch(
         patched = patched.with_hosts_replaced(hosts, fresh);
     }
     if change.virtual_services && proxy.on_demand && !change.direct_bodies {
-        // Each virtual host is a resource of its own: only those of the changed hosts.
-        let fresh =
-            fleetmesh_xds::generate_shared_virtual_hosts(snapshot, proxy, &change.routes_of);
+        // Each virtual host is a resource of its own: only the changed hosts' routes.
+        let fresh = match patched.of_type(fleetmesh_xds::ResourceType::VirtualHost) {
+            Some(held) => fleetmesh_xds::patch_virtual_host_routes(
+                snapshot,
+                proxy,
+                &change.routes_of,
+                held.iter().map(|(name, _)| name.as_str()),
+                |name| Some(held.get(name)?.resource()),
+            ),
+            None => Vec::new(),
+        };
         patched = patched.with_virtual_hosts(fresh);
     } else if change.virtual_services {
         patched = patched.with_routes(fleetmesh_xds::generate_shared_routes(snapshot, proxy));

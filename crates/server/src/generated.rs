@@ -347,16 +347,16 @@ impl Generated {
         Generated { types, parts: None }
     }
 
-    /// These (shared, on-demand) resources with the virtual hosts of `fresh` (from
-    /// [`fleetmesh_xds::generate_shared_virtual_hosts`]) in place of those of the same
-    /// names, after a change to their VirtualServices alone. Their domains are the same
-    /// (domains come from services), so the set's domain index carries over.
-    pub fn with_virtual_hosts(&self, mut fresh: ProxyResources) -> Generated {
+    /// These (shared, on-demand) resources with the virtual hosts `fresh` (from
+    /// [`fleetmesh_xds::patch_virtual_host_routes`]) in place of those of the same names,
+    /// after a change to their VirtualServices alone. Their domains are the same (domains
+    /// come from services), so the set's domain index carries over.
+    pub fn with_virtual_hosts(&self, fresh: Vec<NamedResource>) -> Generated {
         let kind = ResourceType::VirtualHost;
         let mut types = self.types.clone();
         if let Some(before) = self.types.get(&kind) {
             let mut entries = before.to_map();
-            entries.extend(fresh.take(kind).into_iter().map(entry));
+            entries.extend(fresh.into_iter().map(entry));
             let after = TypeResources::new(entries);
             if after.version != before.version {
                 if let Some(aliases) = before.aliases.get() {

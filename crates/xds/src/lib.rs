@@ -268,33 +268,42 @@ fn shared_routes(scope: &Scope) -> ProxyResources {
     }
 }
 
-/// An on-demand sidecar's virtual hosts of the services a host pattern of `patterns`
-/// matches (`reviews.shop.svc.cluster.local`, `*.example.com`), as [`generate_shared`]
-/// makes them: after a change to the VirtualServices of those hosts alone (and none that
-/// answers with a body, which reaches the route configs), these replace the ones of the
-/// same names, and nothing else changes.
-pub fn generate_shared_virtual_hosts(
+/// An on-demand sidecar's virtual hosts among `held` (the names of its shared set, each
+/// read by `resource_of` only when it is patched) whose
+/// host a pattern of `patterns` matches (`reviews.shop.svc.cluster.local`,
+/// `*.example.com`), with their routes translated again: after a change to the
+/// VirtualServices of those hosts alone (and none that answers with a body, which reaches
+/// the route configs), these replace the ones of the same names, and nothing else
+/// changes. Only the routes are made again: a virtual host's domains and headers come
+/// from its service, which did not change.
+pub fn patch_virtual_host_routes<'h>(
     snapshot: &Snapshot,
     proxy: &Proxy,
     patterns: &std::collections::BTreeSet<String>,
-) -> ProxyResources {
+    held: impl Iterator<Item = &'h str>,
+    resource_of: impl Fn(&str) -> Option<Any>,
+) -> Vec<NamedResource> {
+    use envoy_types::pb::envoy::config::route::v3::VirtualHost;
+    use prost::Message;
     let scope = Scope::new(snapshot, proxy);
-    let only = |host: &str| {
-        patterns
+    held.filter_map(|name| {
+        let (_, host_port) = names::parse_on_demand_virtual_host(name)?;
+        let (host, port) = host_port.rsplit_once(':')?;
+        let matched = patterns
             .iter()
-            .any(|p| fleetmesh_model::host::host_matches(p, host))
-    };
-    let (_, virtual_hosts) = on_demand::split(route::sidecar_virtual_hosts(&scope, &only));
-    ProxyResources {
-        virtual_hosts: virtual_hosts
-            .into_iter()
-            .map(|h| NamedResource {
-                name: h.name.clone(),
-                resource: pack(h),
-            })
-            .collect(),
-        ..ProxyResources::default()
-    }
+            .any(|p| fleetmesh_model::host::host_matches(p, host));
+        if host_port == names::UNKNOWN_HOSTS || !matched {
+            return None;
+        }
+        let resource = resource_of(name)?;
+        let mut virtual_host = VirtualHost::decode(resource.value.as_slice()).ok()?;
+        virtual_host.routes = route::routes_for(&scope, host, port.parse().ok()?, "mesh");
+        Some(NamedResource {
+            name: name.to_string(),
+            resource: pack(virtual_host),
+        })
+    })
+    .collect()
 }
 
 /// The part of [`generate_shared`] that depends on the endpoints of `hosts`: their

@@ -19,33 +19,15 @@ use std::collections::BTreeSet;
 /// catch-all for hosts the mesh does not know.
 pub fn sidecar(scope: &Scope) -> Vec<RouteConfiguration> {
     match scope.proxy.interception {
-        Interception::None => vec![outbound(scope, names::HTTP_PROXY_ROUTE, None, &|_| true)],
+        Interception::None => vec![outbound(scope, names::HTTP_PROXY_ROUTE, None)],
         Interception::Redirect => scope
             .http_ports()
             .into_iter()
             .map(|port| {
-                let mut config = outbound(scope, &port.to_string(), Some(port), &|_| true);
+                let mut config = outbound(scope, &port.to_string(), Some(port));
                 config.virtual_hosts.push(unknown_hosts(scope));
                 config
             })
-            .collect(),
-    }
-}
-
-/// The virtual hosts of [`sidecar`]'s configs for the services `only` picks, each in
-/// its config, and nothing else of them: what a change to the routes of those services
-/// alone replaces. (The domains of every service are worked out still, since a domain
-/// goes to the first service that claims it.)
-pub fn sidecar_virtual_hosts(
-    scope: &Scope,
-    only: &dyn Fn(&str) -> bool,
-) -> Vec<RouteConfiguration> {
-    match scope.proxy.interception {
-        Interception::None => vec![outbound(scope, names::HTTP_PROXY_ROUTE, None, only)],
-        Interception::Redirect => scope
-            .http_ports()
-            .into_iter()
-            .map(|port| outbound(scope, &port.to_string(), Some(port), only))
             .collect(),
     }
 }
@@ -92,14 +74,8 @@ fn unknown_hosts(scope: &Scope) -> VirtualHost {
     }
 }
 
-/// A virtual host per visible HTTP service port (of `only_port`, if given) of the
-/// services whose host names `only_hosts` takes.
-fn outbound(
-    scope: &Scope,
-    name: &str,
-    only_port: Option<u32>,
-    only_hosts: &dyn Fn(&str) -> bool,
-) -> RouteConfiguration {
+/// A virtual host per visible HTTP service port (of `only_port`, if given).
+fn outbound(scope: &Scope, name: &str, only_port: Option<u32>) -> RouteConfiguration {
     let mut used_domains = BTreeSet::new();
     let mut virtual_hosts = Vec::new();
     for service in &scope.services {
@@ -118,7 +94,7 @@ fn outbound(
             .into_iter()
             .filter(|d| used_domains.insert(d.clone()))
             .collect();
-            if domains.is_empty() || !only_hosts(&service.hostname) {
+            if domains.is_empty() {
                 continue;
             }
             let routes = routes_for(scope, &service.hostname, port.port, "mesh");
@@ -223,8 +199,9 @@ fn domains_for(
     domains
 }
 
-/// Routes for one service port: the VirtualService's, or a single default route.
-fn routes_for(scope: &Scope, host: &str, port: u32, gateway: &str) -> Vec<Route> {
+/// The routes of `host`'s virtual host for `port`, as bound to `gateway` (`mesh` for
+/// sidecars): its VirtualService's, else straight to the service.
+pub(crate) fn routes_for(scope: &Scope, host: &str, port: u32, gateway: &str) -> Vec<Route> {
     match scope.http_virtual_service_for(host, gateway) {
         Some(vs) => vs_routes(scope, vs, port, gateway),
         None => vec![default_route(scope, host, port)],
