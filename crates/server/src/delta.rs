@@ -197,7 +197,14 @@ impl Protocol for Stream {
                 continue;
             }
             let versions = diff_versions(&self.session.generated, kind);
-            if self.subscriptions.entry(kind).protocol.diffed.as_ref() == Some(&versions) {
+            let delta = &mut self.subscriptions.entry(kind).protocol;
+            if delta.diffed.as_ref() == Some(&versions) {
+                continue;
+            }
+            if kind == ResourceType::VirtualHost
+                && holds_none_patched(delta, &self.session.generated)
+            {
+                delta.diffed = Some(versions);
                 continue;
             }
             let touched = self.send(kind, false).await?;
@@ -213,6 +220,26 @@ impl Protocol for Stream {
         }
         self.remove_held_clusters().await
     }
+}
+
+/// Whether the virtual hosts the stream last diffed were patched into the current ones
+/// (a VirtualService edit, routes alone, the route configs as they were) without
+/// touching any its proxy holds: then nothing is owed, and the thousands of streams
+/// that do not hold the edited host skip the diff.
+fn holds_none_patched(delta: &Delta, generated: &crate::Generated) -> bool {
+    let Some((set, routes)) = delta.diffed.as_deref().and_then(|d| d.split_once('/')) else {
+        return false;
+    };
+    let Some(current) = generated.of_type(ResourceType::VirtualHost) else {
+        return false;
+    };
+    let routes_now = generated.of_type(ResourceType::Route);
+    let Some((from, replaced)) = &current.patched_from else {
+        return false;
+    };
+    from == set
+        && routes_now.is_some_and(|r| r.version == routes)
+        && !delta.hosts.keys().any(|name| replaced.contains(name))
 }
 
 /// Refuses a request naming more than `allowed` resources it holds, or a name no

@@ -90,6 +90,9 @@ pub struct TypeResources {
     /// names: worked out once, by the first stream that needs them, for every proxy
     /// that shares the set.
     aliases: OnceLock<HashMap<String, String>>,
+    /// The set (its version) this one was patched from, and the names the patch
+    /// replaced: a stream whose proxy holds none of them has nothing to be sent.
+    pub patched_from: Option<(String, BTreeSet<String>)>,
 }
 
 impl PartialEq for TypeResources {
@@ -109,6 +112,7 @@ impl TypeResources {
             sum,
             version: version(sum),
             aliases: OnceLock::new(),
+            patched_from: None,
         }
     }
 
@@ -138,6 +142,7 @@ impl TypeResources {
             sum,
             version: version(sum),
             aliases: OnceLock::new(),
+            patched_from: None,
         }
     }
 
@@ -356,9 +361,11 @@ impl Generated {
         let mut types = self.types.clone();
         if let Some(before) = self.types.get(&kind) {
             let mut entries = before.to_map();
+            let replaced = fresh.iter().map(|r| r.name.clone()).collect();
             entries.extend(fresh.into_iter().map(entry));
-            let after = TypeResources::new(entries);
+            let mut after = TypeResources::new(entries);
             if after.version != before.version {
+                after.patched_from = Some((before.version.clone(), replaced));
                 if let Some(aliases) = before.aliases.get() {
                     let _ = after.aliases.set(aliases.clone());
                 }
