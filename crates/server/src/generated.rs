@@ -85,6 +85,9 @@ pub struct TypeResources {
     base: Option<Arc<TypeResources>>,
     entries: BTreeMap<String, Arc<Entry>>,
     sum: u128,
+    /// How many resources it has (its base's included): counted once, as every request
+    /// of a delta stream asks.
+    len: usize,
     pub version: String,
     /// Other names its resources answer to (a virtual host's `CONFIG/DOMAIN`s) → their
     /// names: worked out once, by the first stream that needs them, for every proxy
@@ -108,6 +111,7 @@ impl TypeResources {
             .fold(0u128, |sum, e| sum.wrapping_add(e.digest));
         TypeResources {
             base: None,
+            len: entries.len(),
             entries,
             sum,
             version: version(sum),
@@ -128,16 +132,19 @@ impl TypeResources {
             Some(_) => Arc::new(TypeResources::new(base.to_map())),
         };
         let mut sum = base.sum;
+        let mut len = base.len;
         let mut entries = BTreeMap::new();
         for (name, entry) in over.iter() {
-            if let Some(hidden) = base.get(name) {
-                sum = sum.wrapping_sub(hidden.digest);
+            match base.get(name) {
+                Some(hidden) => sum = sum.wrapping_sub(hidden.digest),
+                None => len += 1,
             }
             sum = sum.wrapping_add(entry.digest);
             entries.insert(name.clone(), entry.clone());
         }
         TypeResources {
             base: Some(base),
+            len,
             entries,
             sum,
             version: version(sum),
@@ -186,7 +193,7 @@ impl TypeResources {
     }
 
     pub fn len(&self) -> usize {
-        self.iter().count()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {

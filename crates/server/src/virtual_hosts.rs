@@ -59,7 +59,8 @@ pub fn answer(
 ) -> Answer {
     let mut answer = Answer::default();
     for (config, _) in routes.iter() {
-        if answered.configs.insert(config.clone()) {
+        if !answered.configs.contains(config) {
+            answered.configs.insert(config.clone());
             let nothing = names::on_demand_virtual_host(config, names::UNKNOWN_HOSTS);
             answer.removed.push(nothing);
         }
