@@ -12,7 +12,10 @@
 use fleetmesh_ca::Identity;
 use fleetmesh_e2e::istiod::free_address;
 use fleetmesh_e2e::*;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -85,7 +88,9 @@ impl IstioAgent {
             "terminationDrainDuration": "1s",
         });
         let log = std::fs::File::create(root.join("agent.log")).unwrap();
+        // A group of its own: the agent starts Envoy, and both go when the test ends.
         let child = Command::new(istio_build().join("bin/pilot-agent"))
+            .process_group(0)
             .args(["proxy", "sidecar", "--log_output_level", "default:info"])
             .current_dir(root)
             .env_clear()
@@ -150,8 +155,11 @@ impl IstioAgent {
 }
 
 impl Drop for IstioAgent {
+    /// The agent and the Envoy it started: killing the agent alone would leave Envoy.
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        if let Ok(group) = i32::try_from(self.child.id()) {
+            let _ = killpg(Pid::from_raw(group), Signal::SIGKILL);
+        }
         let _ = self.child.wait();
     }
 }
