@@ -5,6 +5,7 @@
 
 use fleetmesh_e2e::*;
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// Each `name{labels} value` series of Prometheus text, as its labels.
 fn series(text: &str, name: &str) -> Vec<BTreeMap<String, String>> {
@@ -136,5 +137,56 @@ async fn a_peers_claims_are_cut_to_a_dns_label() {
     assert!(
         !received.contains(&"x".repeat(64)),
         "a claim longer than a DNS label reached a series"
+    );
+}
+
+/// The value of the `istio_requests_total` series ratings reports as destination for
+/// the frontend's requests.
+async fn received_from_frontend(store: &Bookstore) -> u64 {
+    let text = metrics(&store.ratings).await;
+    text.lines()
+        .filter(|l| l.starts_with("istio_requests_total{"))
+        .filter(|l| {
+            l.contains("reporter=\"destination\"") && l.contains("source_workload=\"frontend\"")
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+        .sum()
+}
+
+/// Counts are the proxy's, not a listener's: after the server's inbound listener is
+/// replaced (an AuthorizationPolicy now selects it) and the old one has drained, the
+/// requests counted before are still counted, as with Istio's stats filter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_outlive_a_listener_update() {
+    let store = Bookstore::start(XdsMode::Delta).await;
+    for _ in 0..10 {
+        let (status, _, _) = get(&store.frontend, "http://ratings:9080/").await.unwrap();
+        assert_eq!(status, 200);
+    }
+    let before = received_from_frontend(&store).await;
+    assert!(before >= 10, "counted: {before}");
+    let lds = "listener_manager.lds.update_success";
+    let updates = envoy_stat(&store.ratings, lds).expect("Envoy's LDS updates");
+    store
+        .mesh
+        .write(
+            "ratings-policy.yaml",
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
+             metadata: {name: ratings, namespace: default}\n\
+             spec: {selector: {matchLabels: {app: ratings}}, action: ALLOW, rules: [{}]}\n",
+        )
+        .unwrap();
+    eventually(
+        "ratings' new listener",
+        Duration::from_secs(30),
+        async || (envoy_stat(&store.ratings, lds)? > updates).then_some(()),
+    )
+    .await;
+    // The local mesh's Envoys drain an old listener for 1 s.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        received_from_frontend(&store).await,
+        before,
+        "the counts from before the update"
     );
 }

@@ -147,19 +147,32 @@ pub fn envoy_validate(name: &str, resources: &ProxyResources) {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("bootstrap.pb");
     std::fs::write(&path, bootstrap.encode_to_vec()).unwrap();
+    assert_envoy_accepts(name, &path);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs `envoy --mode validate` on the bootstrap at `path`.
+fn assert_envoy_accepts(name: &str, path: &std::path::Path) {
     let envoy = fleetmesh_agent::envoy::locate(None).unwrap_or_else(|e| panic!("{e}"));
     let output = std::process::Command::new(envoy)
         .args(["--mode", "validate", "--disable-hot-restart", "-c"])
-        .arg(&path)
+        .arg(path)
         .output()
         .unwrap();
+    // Envoy 1.40 in validate mode segfaults on its way out once it has checked a config
+    // whose stats loggers share one scope (`sharing_name`, as the workload metrics'
+    // do), after saying the config is OK; serving the same config exits cleanly. So a
+    // config is taken when Envoy said so, whatever the exit.
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let accepted = stdout
+        .lines()
+        .any(|line| line.starts_with("configuration '") && line.ends_with("' OK"));
     assert!(
-        output.status.success(),
+        output.status.success() || accepted,
         "Envoy rejects the {name} config:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
+        stdout,
         String::from_utf8_lossy(&output.stderr)
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn decode<M: Message + Default>(bytes: &[u8]) -> M {
