@@ -4,8 +4,7 @@
 
 mod support;
 
-use envoy_types::pb::envoy::config::listener::v3::{Listener, filter};
-use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
+use envoy_types::pb::envoy::config::listener::v3::Listener;
 use fleetmesh_xds::{Interception, ProxyKind, ProxyResources, generate};
 use prost::Message;
 use support::{proxy_in, snapshot};
@@ -76,15 +75,7 @@ fn range_chains(listener: &Listener) -> Vec<(Vec<String>, String)> {
                 .iter()
                 .map(|r| format!("{}/{}", r.address_prefix, r.prefix_len.unwrap().value))
                 .collect();
-            let Some(filter::ConfigType::TypedConfig(any)) = &c.filters.first()?.config_type else {
-                return None;
-            };
-            let proxy = TcpProxy::decode(any.value.as_slice()).ok()?;
-            let Some(tcp_proxy::ClusterSpecifier::Cluster(cluster)) = proxy.cluster_specifier
-            else {
-                return None;
-            };
-            Some((ranges, cluster))
+            Some((ranges, support::tcp_proxy_cluster(c)?))
         })
         .collect()
 }

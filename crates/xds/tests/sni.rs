@@ -2,8 +2,7 @@
 
 mod support;
 
-use envoy_types::pb::envoy::config::listener::v3::{Listener, filter};
-use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
+use envoy_types::pb::envoy::config::listener::v3::Listener;
 use fleetmesh_xds::{Interception, ProxyKind, ProxyResources, generate};
 use prost::Message;
 use support::{proxy_in, snapshot};
@@ -102,16 +101,7 @@ fn sni_chains(listener: &Listener) -> Vec<(Vec<String>, String)> {
         .iter()
         .filter_map(|c| {
             let names = c.filter_chain_match.clone()?.server_names;
-            let filter = c.filters.first()?;
-            let Some(filter::ConfigType::TypedConfig(any)) = &filter.config_type else {
-                return None;
-            };
-            let proxy = TcpProxy::decode(any.value.as_slice()).ok()?;
-            let Some(tcp_proxy::ClusterSpecifier::Cluster(cluster)) = proxy.cluster_specifier
-            else {
-                return None;
-            };
-            Some((names, cluster))
+            Some((names, support::tcp_proxy_cluster(c)?))
         })
         .collect()
 }

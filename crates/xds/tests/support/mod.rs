@@ -175,6 +175,25 @@ fn assert_envoy_accepts(name: &str, path: &std::path::Path) {
     );
 }
 
+/// Where the TCP proxy that is `chain`'s first filter sends connections (its cluster).
+pub fn tcp_proxy_cluster(
+    chain: &envoy_types::pb::envoy::config::listener::v3::FilterChain,
+) -> Option<String> {
+    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
+        TcpProxy, tcp_proxy,
+    };
+    let Some(filter::ConfigType::TypedConfig(any)) = &chain.filters.first()?.config_type else {
+        return None;
+    };
+    match TcpProxy::decode(any.value.as_slice())
+        .ok()?
+        .cluster_specifier
+    {
+        Some(tcp_proxy::ClusterSpecifier::Cluster(cluster)) => Some(cluster),
+        _ => None,
+    }
+}
+
 fn decode<M: Message + Default>(bytes: &[u8]) -> M {
     M::decode(bytes).unwrap()
 }
