@@ -239,7 +239,13 @@ pub async fn run(
     let mut affected = 0;
     let before_routes = plane.usage()?;
     for change in 0..plan.route_changes {
-        let marker = format!("bench-{}-{change}-{}", kind.name(), plan.proxies);
+        // Unique per run: a marker an earlier run left in place would be no change.
+        let marker = format!(
+            "bench-{}-{}-{change}-{}",
+            kind.name(),
+            plan.protocol.name(),
+            plan.proxies
+        );
         let id = fleet.mark(Probe::RouteText(marker.clone().into_bytes()));
         let since = workload::change_route(client, &plan.shape, &marker).await?;
         let arrival = fleet

@@ -6,6 +6,7 @@
 use crate::generated::TypeResources;
 use crate::held::Held;
 use crate::session::{Protocol, Session, StreamEnd};
+use crate::subscribed::Subscribed;
 use crate::subscription::Subscriptions;
 use crate::virtual_hosts;
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -29,7 +30,7 @@ const MAX_NAME_BYTES: usize = 1_024;
 #[derive(Default)]
 struct Delta {
     wildcard: bool,
-    subscribed: BTreeSet<String>,
+    subscribed: Subscribed,
     /// What the proxy holds (of every type but virtual hosts).
     held: Held,
     /// Of virtual hosts (on demand), what the proxy holds: name → content hash (few:
@@ -123,6 +124,7 @@ impl Protocol for Stream {
             delta.wildcard = wildcard_type && request.resource_names_subscribe.is_empty();
             let versions = request.initial_resource_versions.into_iter();
             if kind == ResourceType::VirtualHost {
+                delta.subscribed = Subscribed::with_names();
                 delta.hosts = versions.collect();
             } else {
                 delta.held = Held::claimed(versions);
@@ -137,7 +139,7 @@ impl Protocol for Stream {
             }
             if name == "*" {
                 delta.wildcard = true;
-            } else if delta.subscribed.insert(name) {
+            } else if delta.subscribed.insert(&name) {
                 changed_subscription = true;
             }
         }
@@ -152,13 +154,14 @@ impl Protocol for Stream {
         if kind == ResourceType::VirtualHost {
             // An app may call any number of hosts the mesh does not know: their virtual
             // hosts are forgotten (and removed) past the bound, asked for again if called.
-            let (subscribed, known) = (&mut delta.subscribed, &delta.hosts);
-            virtual_hosts::forget_unknown_hosts(
-                subscribed,
-                known,
-                &mut delta.answered,
-                names_allowed,
-            );
+            if let Some(subscribed) = delta.subscribed.names_mut() {
+                virtual_hosts::forget_unknown_hosts(
+                    subscribed,
+                    &delta.hosts,
+                    &mut delta.answered,
+                    names_allowed,
+                );
+            }
         }
         if delta.subscribed.len() > names_allowed {
             return Err(StreamEnd::Refused(Status::resource_exhausted(format!(
@@ -213,7 +216,7 @@ impl Protocol for Stream {
                 let endpoints = &mut self.subscriptions.entry(ResourceType::Endpoint).protocol;
                 for name in touched {
                     endpoints.held.forget(&name);
-                    endpoints.subscribed.insert(name);
+                    endpoints.subscribed.insert(&name);
                 }
                 endpoints.diffed = None;
             }
@@ -308,7 +311,7 @@ impl Stream {
             let answer = virtual_hosts::answer(
                 current,
                 &routes,
-                &delta.subscribed,
+                delta.subscribed.names().unwrap_or(&BTreeSet::new()),
                 &mut delta.hosts,
                 &mut delta.answered,
             );
@@ -320,10 +323,10 @@ impl Stream {
                 .flatten();
             let wanted = current
                 .iter()
-                .filter(|(name, _)| delta.wildcard || delta.subscribed.contains(*name))
+                .filter(|(name, entry)| delta.wildcard || delta.subscribed.contains(name, entry))
                 .chain(asked_only.into_iter().flat_map(|set| {
                     set.iter()
-                        .filter(|(name, _)| delta.subscribed.contains(*name))
+                        .filter(|(name, entry)| delta.subscribed.contains(name, entry))
                 }));
             let sets = std::iter::once(current)
                 .chain(asked_only)

@@ -4,7 +4,7 @@
 //! acknowledged. Versions are content hashes, so a restarted meshd offers the same
 //! versions for the same config and a reconnecting Envoy sees nothing new.
 //!
-//! Layers, lowest first; a module uses only those before it: `generated`, `state`,
+//! Layers, lowest first; a module uses only those before it: `generated`, `subscribed`, `state`,
 //! `changes`, `metrics`, `subscription`, `registry`, `grpc` (framing), `incoming` → `cache` →
 //! `context` (what every stream of a mesh shares; which mesh a stream is) → `session` (one proxy, either protocol) →
 //! `sotw`, `delta` → `service` (accepts streams).
@@ -28,6 +28,7 @@ mod service;
 mod session;
 mod sotw;
 mod state;
+mod subscribed;
 mod subscription;
 mod virtual_hosts;
 

@@ -8,12 +8,12 @@
 use crate::generated::{Entry, TypeResources};
 use crate::grpc::Framed;
 use crate::session::{Protocol, Session, StreamEnd};
+use crate::subscribed::Subscribed;
 use crate::subscription::Subscriptions;
 use bytes::Bytes;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
 use fleetmesh_xds::ResourceType;
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -73,7 +73,7 @@ struct Sotw {
     requested: u64,
     /// For the types a proxy asks for by name (endpoints, routes, secrets): those names,
     /// read when the digest changes. Responses carry only these.
-    names: Option<HashSet<Box<str>>>,
+    names: Option<Subscribed>,
     /// What the last response held (for CDS: to keep dropped clusters one round longer;
     /// for EDS: what changed since).
     sent: Arc<TypeResources>,
@@ -123,7 +123,7 @@ impl Protocol for Stream {
         subscription.protocol.requested = requested;
         if names_changed && kind.asked_by_name() {
             let names = request.resource_names.iter();
-            let names = names.map(|n| String::from_utf8_lossy(n).into()).collect();
+            let names = names.map(|n| String::from_utf8_lossy(n)).collect();
             subscription.protocol.names = Some(names);
         }
         subscription.answer(&request.response_nonce);
@@ -191,7 +191,9 @@ impl Stream {
             .clone();
         if let Some(names) = &mut self.subscriptions.entry(kind).protocol.names {
             let with_endpoints = clusters.iter().filter(|(n, _)| endpoints.contains_key(n));
-            names.extend(with_endpoints.map(|(name, _)| name.as_str().into()));
+            for (name, _) in with_endpoints {
+                names.insert(name);
+            }
         }
     }
 
@@ -221,7 +223,7 @@ impl Stream {
         let changed = self.session.context.changes.between(&sotw.sent, &current);
         let changed: Vec<Arc<Entry>> = changed
             .iter()
-            .filter(|(name, _)| asked(&sotw.names, name))
+            .filter(|(name, entry)| asked(&sotw.names, name, entry))
             .map(|(_, entry)| entry.clone())
             .collect();
         if changed.is_empty() {
@@ -263,7 +265,7 @@ impl Stream {
         let names = &self.subscriptions.entry(kind).protocol.names;
         let resources = sent
             .iter()
-            .filter(|(name, _)| asked(names, name))
+            .filter(|(name, entry)| asked(names, name, entry))
             .map(|(_, e)| e.clone())
             .collect();
         self.respond(kind, sent, resources, started).await
@@ -302,9 +304,12 @@ impl Stream {
     }
 }
 
-/// Whether the resource `name` is among `names` (any, for a type not asked for by name).
-fn asked(names: &Option<HashSet<Box<str>>>, name: &str) -> bool {
-    names.as_ref().is_none_or(|names| names.contains(name))
+/// Whether the resource `name` (`entry`) is among `names` (any, for a type not asked for
+/// by name).
+fn asked(names: &Option<Subscribed>, name: &str, entry: &Entry) -> bool {
+    names
+        .as_ref()
+        .is_none_or(|names| names.contains(name, entry))
 }
 
 fn digest(names: &[Bytes]) -> u64 {
