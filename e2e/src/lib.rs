@@ -192,16 +192,20 @@ pub fn envoy_clusters(proxy: &Workload) -> String {
         .unwrap_or_default()
 }
 
-/// The names of the virtual hosts `proxy`'s Envoy holds: its route configs' (with those
-/// VHDS brought, for a sidecar that fetches them on demand).
-pub fn envoy_virtual_hosts(proxy: &Workload) -> Vec<String> {
+/// The route configs `proxy`'s Envoy got by RDS, as its config dump shows them.
+pub fn envoy_route_configs(proxy: &Workload) -> Vec<serde_json::Value> {
     let admin = proxy.envoy.admin_socket();
     let path = "/config_dump?resource=dynamic_route_configs";
     let (_, body) =
         fleetmesh_agent::process::admin_request(admin, "GET", path).expect("Envoy answers");
     let dump: serde_json::Value = serde_json::from_str(&body).expect("a config dump");
-    let configs = dump["configs"].as_array().cloned().unwrap_or_default();
-    configs
+    dump["configs"].as_array().cloned().unwrap_or_default()
+}
+
+/// The names of the virtual hosts `proxy`'s Envoy holds: its route configs' (with those
+/// VHDS brought, for a sidecar that fetches them on demand).
+pub fn envoy_virtual_hosts(proxy: &Workload) -> Vec<String> {
+    envoy_route_configs(proxy)
         .iter()
         .flat_map(|c| c["route_config"]["virtual_hosts"].as_array().cloned())
         .flatten()

@@ -11,6 +11,7 @@
 //! `--idle-after` is scaled to zero and wakes for the next proxy. (Pod IPs are fake and
 //! receive no packet: the proxies run on loopback with the pods' identities.)
 
+use fleetmesh_cli::install::meshd_api::MeshSettings;
 use fleetmesh_e2e::fleet::{Member, api, idle, served};
 use fleetmesh_e2e::*;
 use fleetmesh_kube::testing::{TestCluster, wait_for};
@@ -238,6 +239,52 @@ async fn injects_as_its_own_mesh(mesh: &LocalMesh, member: &Member) {
     assert_eq!(trust_domain, member.trust_domain);
     let image = member.get("pod", &name, NAMESPACE, &proxy.replace(")]}", ")].image}"));
     assert!(image.ends_with(&format!(":{VERSION}")), "{image}");
+    // Its project has routes on demand, which take delta xDS.
+    let xds_mode = proxy.replace(")]}", r#")].env[?(@.name=="XDS_MODE")].value}"#);
+    assert_eq!(member.get("pod", &name, NAMESPACE, &xds_mode), "delta");
+}
+
+/// a's sidecars get every route (meshd's default), b's project has them on demand: its
+/// proxy holds route configs without a virtual host until its app calls a host.
+async fn routes_as_each_project_says(mesh: &LocalMesh, a: &Workload, b: &Member) {
+    eventually(
+        "a's proxy to hold web's virtual host",
+        Duration::from_secs(30),
+        async || {
+            let hosts = envoy_virtual_hosts(a);
+            hosts.iter().any(|h| h.contains("web.shop")).then_some(())
+        },
+    )
+    .await;
+    let proxy_b = connect(mesh, b, b.pod_token(NAMESPACE))
+        .await
+        .expect("b's proxy is served");
+    eventually(
+        "b's proxy to hold its route configs",
+        Duration::from_secs(30),
+        async || (!envoy_route_configs(&proxy_b).is_empty()).then_some(()),
+    )
+    .await;
+    assert_eq!(envoy_virtual_hosts(&proxy_b), Vec::<String>::new());
+}
+
+/// A trust domain cannot change under members; each member's mesh config has its own.
+async fn trust_domains_are_kept(mesh: &LocalMesh, a: &Member, b: &Member) {
+    let other = MeshSettings {
+        trust_domain: Some("other.example".into()),
+        ..MeshSettings::default()
+    };
+    let refused = api(mesh)
+        .enable_mesh(b.project, &other)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("409"), "fixed under members: {refused}");
+    for member in [a, b] {
+        let mesh_config = member.get("configmap", "istio", "istio-system", "{.data.mesh}");
+        let expected = format!("trustDomain: {}", member.trust_domain);
+        assert!(mesh_config.contains(&expected), "{mesh_config}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,26 +311,19 @@ async fn a_hosted_meshd_serves_each_member_as_its_own_mesh() {
     })
     .await
     .unwrap();
-    // b's project chooses its trust domain before its cluster joins; a keeps the default.
-    let enabled = api(&mesh)
-        .enable_mesh(b.project, Some(b.trust_domain))
-        .await
-        .unwrap();
+    // b's project chooses its trust domain before its cluster joins, and routes on
+    // demand; a keeps the defaults (meshd's: every route pushed).
+    let settings = MeshSettings {
+        trust_domain: Some(b.trust_domain.into()),
+        on_demand_routes: Some(true),
+    };
+    let enabled = api(&mesh).enable_mesh(b.project, &settings).await.unwrap();
     assert_eq!(enabled.trust_domain, b.trust_domain);
+    assert!(enabled.on_demand_routes);
     let output = tempfile::tempdir().unwrap();
     a.install(&mesh, output.path()).await;
     b.install(&mesh, output.path()).await;
-    let refused = api(&mesh)
-        .enable_mesh(b.project, Some("other.example"))
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(refused.contains("409"), "fixed under members: {refused}");
-    for member in [&a, &b] {
-        let mesh_config = member.get("configmap", "istio", "istio-system", "{.data.mesh}");
-        let expected = format!("trustDomain: {}", member.trust_domain);
-        assert!(mesh_config.contains(&expected), "{mesh_config}");
-    }
+    trust_domains_are_kept(&mesh, &a, &b).await;
 
     // Registered, but no mesh enabled: nothing is served, a pod's token proves nothing.
     assert!(!served(&mesh, &a).await);
@@ -291,7 +331,10 @@ async fn a_hosted_meshd_serves_each_member_as_its_own_mesh() {
         certificate(&mesh, &a.pod_token(NAMESPACE), &a).await,
         Err(tonic::Code::Unauthenticated)
     );
-    api(&mesh).enable_mesh(a.project, None).await.unwrap();
+    api(&mesh)
+        .enable_mesh(a.project, &Default::default())
+        .await
+        .unwrap();
     wait_for("both members served", Duration::from_secs(60), async || {
         (served(&mesh, &a).await && served(&mesh, &b).await).then_some(())
     })
@@ -323,6 +366,7 @@ async fn a_hosted_meshd_serves_each_member_as_its_own_mesh() {
         !clusters.contains("only-b"),
         "nothing of project b: {clusters}"
     );
+    routes_as_each_project_says(&mesh, &proxy_a, &b).await;
     // b's proxy, with b's token but claiming a's cluster, gets nothing.
     assert!(
         connect(&mesh, &a, b.pod_token(NAMESPACE)).await.is_err(),

@@ -95,7 +95,10 @@ async fn the_same_config_in_every_cluster_routes_the_same() {
     })
     .await
     .unwrap();
-    api(&mesh).enable_mesh(one.project, None).await.unwrap();
+    api(&mesh)
+        .enable_mesh(one.project, &Default::default())
+        .await
+        .unwrap();
     let output = tempfile::tempdir().unwrap();
     for cluster in [&one, &two] {
         // Istio's CRDs come with install.

@@ -87,7 +87,10 @@ async fn replicas_share_the_fleet_and_one_drives_each_data_plane() {
 
     // Registered through replica 1, which drives the member's data plane.
     let mut one = replica(&host, ca_dir.path()).await;
-    api(&one).enable_mesh(member.project, None).await.unwrap();
+    api(&one)
+        .enable_mesh(member.project, &Default::default())
+        .await
+        .unwrap();
     let output = tempfile::tempdir().unwrap();
     member.install(&one, output.path()).await;
     let token = member.pod_token(NAMESPACE);
@@ -124,7 +127,10 @@ async fn replicas_share_the_fleet_and_one_drives_each_data_plane() {
     );
 
     // A change through replica 2 is seen by replica 1.
-    api(&two).enable_mesh("other-project", None).await.unwrap();
+    api(&two)
+        .enable_mesh("other-project", &Default::default())
+        .await
+        .unwrap();
     wait_for(
         "replica 1 sees the change",
         Duration::from_secs(30),

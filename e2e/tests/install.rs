@@ -316,10 +316,16 @@ async fn installs_twice_and_registers_the_cluster(s: &Scenario) {
         "us-central1"
     );
     assert_eq!(projects["shop-project"]["meshEnabled"], false);
-    let enabled = fleet.enable_mesh("shop-project", None).await.unwrap();
+    let enabled = fleet
+        .enable_mesh("shop-project", &Default::default())
+        .await
+        .unwrap();
     assert_eq!(enabled.change, "updated");
     assert_eq!(enabled.trust_domain, "shop-project.svc.id.goog");
-    let again = fleet.enable_mesh("shop-project", None).await.unwrap();
+    let again = fleet
+        .enable_mesh("shop-project", &Default::default())
+        .await
+        .unwrap();
     assert_eq!(again.change, "unchanged");
     assert_eq!(
         fleet.projects().await.unwrap()["shop-project"]["meshEnabled"],

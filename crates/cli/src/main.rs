@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 use fleetmesh_agent::XdsMode;
 use fleetmesh_cli::demo::{self, DemoOptions};
 use fleetmesh_cli::install::manifests::Plan;
-use fleetmesh_cli::install::meshd_api::MeshdApi;
+use fleetmesh_cli::install::meshd_api::{MeshSettings, MeshdApi};
 use fleetmesh_cli::install::{self, InstallOptions};
 use fleetmesh_cli::sample_app::SampleApp;
 use fleetmesh_cli::{kube_inject, proxy_status};
@@ -378,6 +378,14 @@ enum MeshCommand {
         /// before the first cluster is installed: it cannot change under members.
         #[arg(long)]
         trust_domain: Option<String>,
+        /// `true`: the project's sidecars fetch each outbound route when they first call
+        /// its host, instead of holding every service's (less memory in every Envoy; a
+        /// route change goes only to the sidecars that called the host). Pods injected
+        /// from then on speak delta xDS, which this needs: restart workloads to move
+        /// them. `false`: every route, as istiod sends. Unset: left as it is (at first,
+        /// as meshd's `--on-demand-routes` says).
+        #[arg(long, value_name = "BOOL")]
+        on_demand_routes: Option<bool>,
         #[command(flatten)]
         meshd: MeshdFlags,
     },
@@ -514,14 +522,7 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", proxy_status::render(&rows));
             Ok(())
         }
-        Command::Mesh {
-            command:
-                MeshCommand::Enable {
-                    project,
-                    trust_domain,
-                    meshd,
-                },
-        } => enable_mesh(&meshd.api(), &project, trust_domain.as_deref()).await,
+        Command::Mesh { command } => mesh_command(command).await,
         Command::Token {
             ca_dir,
             namespace,
@@ -712,19 +713,40 @@ async fn sample_app(
     Ok(())
 }
 
-/// `mesh enable`: says whether anything changed, and the project's trust domain.
-async fn enable_mesh(
-    api: &MeshdApi,
-    project: &str,
-    trust_domain: Option<&str>,
-) -> anyhow::Result<()> {
-    let enabled = api.enable_mesh(project, trust_domain).await?;
+async fn mesh_command(command: MeshCommand) -> anyhow::Result<()> {
+    match command {
+        MeshCommand::Enable {
+            project,
+            trust_domain,
+            on_demand_routes,
+            meshd,
+        } => {
+            let settings = MeshSettings {
+                trust_domain,
+                on_demand_routes,
+            };
+            enable_mesh(&meshd.api(), &project, &settings).await
+        }
+    }
+}
+
+/// `mesh enable`: says whether anything changed, the project's trust domain and how its
+/// sidecars get their routes.
+async fn enable_mesh(api: &MeshdApi, project: &str, settings: &MeshSettings) -> anyhow::Result<()> {
+    let enabled = api.enable_mesh(project, settings).await?;
     let what = if enabled.change == "unchanged" {
         "was already"
     } else {
         "is now"
     };
     let trust_domain = enabled.trust_domain;
-    println!("The mesh of project {project} {what} enabled (trust domain {trust_domain}).");
+    let routes = if enabled.on_demand_routes {
+        "routes on demand"
+    } else {
+        "every route pushed"
+    };
+    println!(
+        "The mesh of project {project} {what} enabled (trust domain {trust_domain}, {routes})."
+    );
     Ok(())
 }

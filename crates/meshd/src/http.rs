@@ -263,28 +263,26 @@ async fn remove_membership(
     }
 }
 
-/// What `mesh enable` may set (nothing: the defaults).
-#[derive(Default, serde::Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct MeshSettings {
-    #[serde(default)]
-    trust_domain: Option<String>,
-}
-
 async fn enable_mesh(
     State(state): State<HttpState>,
     Path(project): Path<String>,
-    settings: Option<Json<MeshSettings>>,
+    settings: Option<Json<crate::fleet::MeshSettings>>,
 ) -> Response {
     let settings = settings.map(|Json(s)| s).unwrap_or_default();
-    let result = state
-        .fleet
-        .enable_mesh(&project, settings.trust_domain.as_deref())
-        .await;
+    let result = state.fleet.enable_mesh(&project, &settings).await;
     match result {
         Ok(change) => {
             let trust_domain = state.fleet.trust_domain(&project);
-            let answer = serde_json::json!({ "change": change, "trustDomain": trust_domain });
+            let on_demand_routes = state
+                .fleet
+                .projects()
+                .get(&project)
+                .is_some_and(|p| state.members.on_demand_routes(p));
+            let answer = serde_json::json!({
+                "change": change,
+                "trustDomain": trust_domain,
+                "onDemandRoutes": on_demand_routes,
+            });
             Json(answer).into_response()
         }
         Err(e) => fleet_error(e),

@@ -41,7 +41,8 @@ pub struct WebhookState {
     /// Where the webhooks count their answers (istiod's `sidecar_injection_*`,
     /// `galley_validation_*`).
     pub metrics: Arc<fleetmesh_server::Metrics>,
-    /// Injected proxies speak delta xDS (`--on-demand-routes`: routes on demand need it).
+    /// Proxies injected into meshd's own cluster speak delta xDS (`--on-demand-routes`:
+    /// routes on demand need it); a member's, as its project's setting says.
     pub delta_xds: bool,
 }
 
@@ -144,9 +145,9 @@ async fn inject(State(state): State<WebhookState>, uri: axum::http::Uri, body: B
         hub,
     } = path;
     // Pods are being made: their proxies will connect.
-    let (trust_domain, mut versions) = match state.members.webhook_call(&cluster).await {
-        Some(member) => (member.trust_domain, member.proxy_versions),
-        None => (state.trust_domain, state.proxy_versions),
+    let (trust_domain, mut versions, delta_xds) = match state.members.webhook_call(&cluster).await {
+        Some(member) => (member.trust_domain, member.proxy_versions, member.delta_xds),
+        None => (state.trust_domain, state.proxy_versions, state.delta_xds),
     };
     // Just started: wait briefly for the DataPlaneControls rather than inject a version
     // a managed rollout would evict again. Still unknown: refused, and the API server
@@ -173,7 +174,7 @@ async fn inject(State(state): State<WebhookState>, uri: axum::http::Uri, body: B
         injected_by: InjectedBy::Webhook,
         proxy_version,
         hub,
-        delta_xds: state.delta_xds,
+        delta_xds,
     };
     match fleetmesh_inject::admission::admit_pod(&body, &settings) {
         Ok(answer) => axum::Json(answer).into_response(),

@@ -15,6 +15,22 @@ pub const DEFAULT_ADMIN_TOKEN_FILE: &str = "./var/lib/fleetmesh/state/admin-toke
 pub struct MeshEnabled {
     pub change: String,
     pub trust_domain: String,
+    /// Whether the project's sidecars fetch their routes on demand.
+    #[serde(default)]
+    pub on_demand_routes: bool,
+}
+
+/// What `mesh enable` sets besides enabling the mesh; what is unset stays as it was.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MeshSettings {
+    /// The project's trust domain (default `PROJECT.svc.id.goog`; fixed once it has
+    /// members).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trust_domain: Option<String>,
+    /// Whether its sidecars fetch their outbound routes on demand.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_demand_routes: Option<bool>,
 }
 
 pub struct MeshdApi {
@@ -75,18 +91,14 @@ impl MeshdApi {
         Ok(())
     }
 
-    /// Enables `project`'s mesh, with `trust_domain` if given (the project's default,
-    /// `PROJECT.svc.id.goog`, otherwise).
+    /// Enables `project`'s mesh, with what `settings` sets.
     pub async fn enable_mesh(
         &self,
         project: &str,
-        trust_domain: Option<&str>,
+        settings: &MeshSettings,
     ) -> anyhow::Result<MeshEnabled> {
         let path = format!("/v1/projects/{project}/mesh/enable");
-        let mut request = self.client.post(self.url(&path));
-        if let Some(trust_domain) = trust_domain {
-            request = request.json(&json!({ "trustDomain": trust_domain }));
-        }
+        let request = self.client.post(self.url(&path)).json(settings);
         let answer = self.send(request).await?;
         Ok(serde_json::from_value(answer)?)
     }

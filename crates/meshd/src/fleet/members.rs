@@ -16,15 +16,15 @@
 //! A member registered (or its mesh enabled) while meshd runs starts awake; the members
 //! meshd finds when it starts start asleep.
 
-use super::Fleet;
 use super::credential;
+use super::{Fleet, Project};
 use crate::authorities::Authorities;
 use crate::{DATA_PLANE_INTERVAL, MeshdConfig, ingest};
 use fleetmesh_ca::{Authenticator, CaRoute, CaRouter, CertificateAuthority};
 use fleetmesh_dataplane::controller::{ProxyVersionsWatch, Rollouts};
 use fleetmesh_kube::egress::EgressPolicy;
 use fleetmesh_kube::token_review::TokenReviewer;
-use fleetmesh_server::{Metrics, Registry, Router, ServerContext};
+use fleetmesh_server::{Metrics, Registry, RouteDelivery, Router, ServerContext};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -55,13 +55,15 @@ pub struct MemberSettings {
     pub shutdown: CancellationToken,
 }
 
-/// What a member is served as: its project, trust domain and credential (a change of
+/// What a member is served as: its project, trust domain, routes and credential (a change of
 /// any restarts it: a re-run of install with another API server address or CA is
 /// picked up at once).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Serving {
     project: String,
     trust_domain: String,
+    /// Whether its sidecars fetch their outbound routes on demand.
+    on_demand_routes: bool,
     /// Its credential's directory.
     credential: PathBuf,
     /// When its kubeconfig was written ([`credential::written_at`]).
@@ -96,6 +98,8 @@ pub struct Injection {
     pub trust_domain: String,
     /// Its DataPlaneControls' proxy versions.
     pub proxy_versions: ProxyVersionsWatch,
+    /// Its sidecars fetch their routes on demand: they need delta xDS.
+    pub delta_xds: bool,
 }
 
 /// The members served now, by cluster name.
@@ -176,6 +180,7 @@ impl Members {
         self.use_member(cluster, |m| Injection {
             trust_domain: m.serving.trust_domain.clone(),
             proxy_versions: m.proxy_versions.clone(),
+            delta_xds: m.serving.on_demand_routes,
         })
         .await
     }
@@ -266,6 +271,14 @@ impl Members {
         }
     }
 
+    /// Whether the sidecars of `project` fetch their outbound routes on demand: as the
+    /// project says, else as meshd's `--on-demand-routes` does.
+    pub fn on_demand_routes(&self, project: &Project) -> bool {
+        project
+            .on_demand_routes
+            .unwrap_or(self.settings.config.on_demand_routes)
+    }
+
     /// Starts the members the fleet wants and stops the others; `starting` (meshd's
     /// first look at the fleet): members found are put to sleep instead.
     async fn reconcile(&self, fleet: &Fleet, starting: bool) {
@@ -284,6 +297,7 @@ impl Members {
                     let serving = Serving {
                         project: project.clone(),
                         trust_domain: state.trust_domain_of(&project),
+                        on_demand_routes: self.on_demand_routes(&state),
                         credential: dir,
                         kubeconfig,
                     };
@@ -384,7 +398,11 @@ impl Members {
             stop.clone(),
             reviewer.clone(),
             Some(cluster.to_string()),
-            config.route_delivery(),
+            if serving.on_demand_routes {
+                RouteDelivery::OnDemand
+            } else {
+                RouteDelivery::Full
+            },
         );
         Ok(Member {
             serving,

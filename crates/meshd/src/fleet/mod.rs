@@ -32,6 +32,10 @@ pub struct Project {
     /// The trust domain `mesh enable --trust-domain` set; unset: [`default_trust_domain`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust_domain: Option<String>,
+    /// Whether its sidecars fetch their outbound routes on demand (`mesh enable
+    /// --on-demand-routes`); unset: as meshd's `--on-demand-routes` says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_demand_routes: Option<bool>,
     /// Its member clusters, by name.
     #[serde(default)]
     pub memberships: BTreeMap<String, Membership>,
@@ -50,6 +54,18 @@ impl Project {
             .clone()
             .unwrap_or_else(|| default_trust_domain(name))
     }
+}
+
+/// What `mesh enable` sets besides enabling the mesh; what is unset stays as it was.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MeshSettings {
+    /// The project's trust domain (fixed once it has members).
+    #[serde(default)]
+    pub trust_domain: Option<String>,
+    /// Whether its sidecars fetch their outbound routes on demand.
+    #[serde(default)]
+    pub on_demand_routes: Option<bool>,
 }
 
 /// One member cluster.
@@ -411,13 +427,14 @@ impl Fleet {
         }
     }
 
-    /// Marks the mesh of `project` enabled, with `trust_domain` if given (allowed while
-    /// the project has no member of another trust domain).
+    /// Marks the mesh of `project` enabled, with what `settings` sets (a trust domain only
+    /// while the project has no member of another trust domain).
     pub async fn enable_mesh(
         &self,
         project: &str,
-        trust_domain: Option<&str>,
+        settings: &MeshSettings,
     ) -> Result<Change, FleetError> {
+        let trust_domain = settings.trust_domain.as_deref();
         use fleetmesh_api::validate::{is_dns1123_label, is_dns1123_subdomain};
         if !is_dns1123_label(project) {
             return Err(FleetError::InvalidName {
@@ -446,6 +463,12 @@ impl Fleet {
                         project.trust_domain = Some(asked.into());
                         change = Change::Updated;
                     }
+                }
+                if let Some(asked) = settings.on_demand_routes
+                    && project.on_demand_routes != Some(asked)
+                {
+                    project.on_demand_routes = Some(asked);
+                    change = Change::Updated;
                 }
                 if !project.mesh_enabled {
                     project.mesh_enabled = true;
@@ -543,9 +566,18 @@ mod tests {
                 "{project} {cluster}"
             );
         }
-        assert_eq!(fleet.enable_mesh("p", None).await.unwrap(), Change::Updated);
         assert_eq!(
-            fleet.enable_mesh("p", None).await.unwrap(),
+            fleet
+                .enable_mesh("p", &MeshSettings::default())
+                .await
+                .unwrap(),
+            Change::Updated
+        );
+        assert_eq!(
+            fleet
+                .enable_mesh("p", &MeshSettings::default())
+                .await
+                .unwrap(),
             Change::Unchanged
         );
         let reloaded = Fleet::load(dir.path()).unwrap().projects();
@@ -554,18 +586,60 @@ mod tests {
         assert_eq!(project.memberships["c1"].location, "europe-west1");
     }
 
+    fn trust_domain(name: &str) -> MeshSettings {
+        MeshSettings {
+            trust_domain: Some(name.into()),
+            ..MeshSettings::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn routes_on_demand_are_set_per_project_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let fleet = Fleet::load(dir.path()).unwrap();
+        let on_demand = |asked| MeshSettings {
+            on_demand_routes: asked,
+            ..MeshSettings::default()
+        };
+        assert_eq!(
+            fleet
+                .enable_mesh("p", &on_demand(Some(true)))
+                .await
+                .unwrap(),
+            Change::Updated
+        );
+        assert_eq!(fleet.projects()["p"].on_demand_routes, Some(true));
+        // Unset: left as it is.
+        assert_eq!(
+            fleet.enable_mesh("p", &on_demand(None)).await.unwrap(),
+            Change::Unchanged
+        );
+        assert_eq!(
+            fleet
+                .enable_mesh("p", &on_demand(Some(false)))
+                .await
+                .unwrap(),
+            Change::Updated
+        );
+        let reloaded = Fleet::load(dir.path()).unwrap().projects();
+        assert_eq!(reloaded["p"].on_demand_routes, Some(false));
+    }
+
     #[tokio::test]
     async fn a_trust_domain_is_set_before_members_join_and_kept() {
         let dir = tempfile::tempdir().unwrap();
         let fleet = Fleet::load(dir.path()).unwrap();
         assert_eq!(fleet.trust_domain("p"), "p.svc.id.goog");
-        let bad = fleet.enable_mesh("p", Some("Not A Domain")).await;
+        let bad = fleet.enable_mesh("p", &trust_domain("Not A Domain")).await;
         assert!(
             matches!(bad, Err(FleetError::InvalidTrustDomain(_))),
             "{bad:?}"
         );
         assert_eq!(
-            fleet.enable_mesh("p", Some("shop.example")).await.unwrap(),
+            fleet
+                .enable_mesh("p", &trust_domain("shop.example"))
+                .await
+                .unwrap(),
             Change::Updated
         );
         fleet
@@ -573,14 +647,20 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            fleet.enable_mesh("p", Some("shop.example")).await.unwrap(),
+            fleet
+                .enable_mesh("p", &trust_domain("shop.example"))
+                .await
+                .unwrap(),
             Change::Unchanged
         );
         assert_eq!(
-            fleet.enable_mesh("p", None).await.unwrap(),
+            fleet
+                .enable_mesh("p", &MeshSettings::default())
+                .await
+                .unwrap(),
             Change::Unchanged
         );
-        let changed = fleet.enable_mesh("p", Some("other.example")).await;
+        let changed = fleet.enable_mesh("p", &trust_domain("other.example")).await;
         assert!(
             matches!(changed, Err(FleetError::TrustDomainFixed { .. })),
             "{changed:?}"
