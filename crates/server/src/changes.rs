@@ -1,4 +1,4 @@
-//! Which resources changed from one set of a type to another. The proxies of a
+//! Which resources changed from one set of a type to another, and which went. The proxies of a
 //! namespace move between the same two shared sets on each push, so the answer is
 //! worked out once per pair of sets, not once per proxy.
 
@@ -19,12 +19,21 @@ pub struct Changes {
 struct Known {
     from: Weak<TypeResources>,
     to: Weak<TypeResources>,
-    changed: Arc<Vec<Changed>>,
+    changed: Arc<SetChanges>,
+}
+
+/// What changed from one set to another.
+#[derive(Debug, Default)]
+pub struct SetChanges {
+    /// The resources of the second set the first does not have as they are.
+    pub changed: Vec<Changed>,
+    /// The names of the first set the second does not have.
+    pub removed: Vec<String>,
 }
 
 impl Changes {
-    /// The resources of `to` that `from` does not have as they are.
-    pub fn between(&self, from: &Arc<TypeResources>, to: &Arc<TypeResources>) -> Arc<Vec<Changed>> {
+    /// What changed from `from` to `to`.
+    pub fn between(&self, from: &Arc<TypeResources>, to: &Arc<TypeResources>) -> Arc<SetChanges> {
         let same = |k: &Known| {
             Weak::ptr_eq(&k.from, &Arc::downgrade(from)) && Weak::ptr_eq(&k.to, &Arc::downgrade(to))
         };
@@ -50,18 +59,24 @@ impl Changes {
 pub type Changed = (String, Arc<Entry>);
 
 /// Both sets are sorted by name: one pass over each.
-fn changed(from: &TypeResources, to: &TypeResources) -> Vec<Changed> {
+fn changed(from: &TypeResources, to: &TypeResources) -> SetChanges {
     let mut before = from.iter().peekable();
-    to.iter()
+    let mut removed = Vec::new();
+    let changed = to
+        .iter()
         .filter(|(name, entry)| {
-            while before.next_if(|(old, _)| old < name).is_some() {}
+            while let Some((old, _)) = before.next_if(|(old, _)| old < name) {
+                removed.push(old.clone());
+            }
             let kept = before
                 .next_if(|(old, _)| old == name)
                 .is_some_and(|(_, old)| Arc::ptr_eq(old, entry) || old.hash == entry.hash);
             !kept
         })
         .map(|(name, entry)| (name.clone(), entry.clone()))
-        .collect()
+        .collect();
+    removed.extend(before.map(|(old, _)| old.clone()));
+    SetChanges { changed, removed }
 }
 
 #[cfg(test)]
@@ -103,8 +118,14 @@ mod tests {
             ("f", "f1"),
         ]);
         let changes = Changes::default();
-        assert_eq!(contents(&changes.between(&from, &to)), ["a1", "d2", "e1"]);
-        assert_eq!(contents(&changes.between(&to, &from)), ["d1"]);
+        let forward = changes.between(&from, &to);
+        assert_eq!(contents(&forward.changed), ["a1", "d2", "e1"]);
+        assert!(forward.removed.is_empty());
+        let back = changes.between(&to, &from);
+        assert_eq!(contents(&back.changed), ["d1"]);
+        assert_eq!(back.removed, ["a", "e"]);
+        let last = changes.between(&to, &set(&[("b", "b1")]));
+        assert_eq!(last.removed, ["a", "d", "e", "f"]);
     }
 
     #[test]

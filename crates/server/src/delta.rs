@@ -3,7 +3,7 @@
 //! Same ordering rules as state of the world: cluster removals wait until listeners and
 //! routes are ACKed; clusters added or changed get their endpoints pushed right after.
 
-use crate::generated::TypeResources;
+use crate::generated::{Entry, TypeResources};
 use crate::held::Held;
 use crate::session::{Protocol, Session, StreamEnd};
 use crate::subscribed::Subscribed;
@@ -37,10 +37,48 @@ struct Delta {
     /// one per host its app called), and which subscribed names were answered.
     hosts: BTreeMap<String, String>,
     answered: virtual_hosts::Answered,
+    /// Names were subscribed to, unsubscribed from or forgotten since the last diff:
+    /// the next compares every name (otherwise only what changed in the set).
+    resubscribed: bool,
     /// The versions the last diff was made against ([`diff_versions`]): a new snapshot
     /// that leaves them alone (most do, for most types) needs no diff, which would
     /// otherwise compare every name the proxy holds.
     diffed: Option<String>,
+}
+
+impl Delta {
+    /// Subscribes to and unsubscribes from names of `kind`; whether what the proxy asks
+    /// for changed.
+    fn follow(
+        &mut self,
+        kind: ResourceType,
+        subscribe: Vec<String>,
+        unsubscribe: Vec<String>,
+    ) -> bool {
+        self.resubscribed |= !subscribe.is_empty() || !unsubscribe.is_empty();
+        let mut changed = false;
+        for name in subscribe {
+            if kind == ResourceType::VirtualHost {
+                // Envoy asks again for a host whose virtual host went: answer again.
+                self.answered.asked(&name);
+                changed = true;
+            }
+            if name == "*" {
+                self.wildcard = true;
+            } else if self.subscribed.insert(&name) {
+                changed = true;
+            }
+        }
+        for name in unsubscribe {
+            if name == "*" {
+                self.wildcard = false;
+            }
+            self.subscribed.remove(&name);
+            self.held.forget(&name);
+            self.hosts.remove(&name);
+        }
+        changed
+    }
 }
 
 /// The versions a diff of `kind` depends on: its own and those it is answered with.
@@ -130,27 +168,12 @@ impl Protocol for Stream {
                 delta.held = Held::claimed(versions);
             }
         }
-        let mut changed_subscription = first_of_type;
-        for name in request.resource_names_subscribe {
-            if kind == ResourceType::VirtualHost {
-                // Envoy asks again for a host whose virtual host went: answer again.
-                delta.answered.asked(&name);
-                changed_subscription = true;
-            }
-            if name == "*" {
-                delta.wildcard = true;
-            } else if delta.subscribed.insert(&name) {
-                changed_subscription = true;
-            }
-        }
-        for name in request.resource_names_unsubscribe {
-            if name == "*" {
-                delta.wildcard = false;
-            }
-            delta.subscribed.remove(&name);
-            delta.held.forget(&name);
-            delta.hosts.remove(&name);
-        }
+        delta.resubscribed |= first_of_type;
+        let changed_subscription = delta.follow(
+            kind,
+            request.resource_names_subscribe,
+            request.resource_names_unsubscribe,
+        ) || first_of_type;
         if kind == ResourceType::VirtualHost {
             // An app may call any number of hosts the mesh does not know: their virtual
             // hosts are forgotten (and removed) past the bound, asked for again if called.
@@ -219,6 +242,7 @@ impl Protocol for Stream {
                     endpoints.subscribed.insert(&name);
                 }
                 endpoints.diffed = None;
+                endpoints.resubscribed = true;
             }
         }
         self.remove_held_clusters().await
@@ -321,18 +345,38 @@ impl Stream {
             let asked_only = (kind == ResourceType::Cluster)
                 .then(|| generated.of_type(ResourceType::OnDemandCluster))
                 .flatten();
-            let wanted = current
-                .iter()
-                .filter(|(name, entry)| delta.wildcard || delta.subscribed.contains(name, entry))
-                .chain(asked_only.into_iter().flat_map(|set| {
-                    set.iter()
-                        .filter(|(name, entry)| delta.subscribed.contains(name, entry))
-                }));
-            let sets = std::iter::once(current)
-                .chain(asked_only)
-                .cloned()
-                .collect();
-            let (updated, mut removed) = delta.held.diff(wanted, sets);
+            // The names as they were and one set, before and now: what changed in it
+            // is all there is to look at.
+            let last = match (delta.resubscribed, asked_only) {
+                (false, None) => delta.held.last_set().cloned(),
+                _ => None,
+            };
+            delta.resubscribed = false;
+            let (wildcard, subscribed) = (delta.wildcard, &delta.subscribed);
+            let wanted_entry =
+                |name: &str, entry: &Entry| wildcard || subscribed.contains(name, entry);
+            let (updated, mut removed) = match last {
+                Some(last) => {
+                    let changes = self.session.context.changes.between(&last, current);
+                    delta
+                        .held
+                        .diff_changes(&changes, current.clone(), wanted_entry)
+                }
+                None => {
+                    let wanted = current
+                        .iter()
+                        .filter(|(name, entry)| wanted_entry(name, entry))
+                        .chain(asked_only.into_iter().flat_map(|set| {
+                            set.iter()
+                                .filter(|(name, entry)| subscribed.contains(name, entry))
+                        }));
+                    let sets = std::iter::once(current)
+                        .chain(asked_only)
+                        .cloned()
+                        .collect();
+                    delta.held.diff(wanted, sets)
+                }
+            };
             hold = kind == ResourceType::Cluster && !remove_clusters && !removed.is_empty();
             if hold {
                 delta.held.keep(std::mem::take(&mut removed));

@@ -8,6 +8,7 @@
 //! reconnecting proxy's initial versions, and removals held back (clusters wait for
 //! listeners and routes).
 
+use crate::changes::SetChanges;
 use crate::generated::{Entry, TypeResources, name_key};
 use envoy_types::pb::envoy::service::discovery::v3::Resource;
 use std::collections::{BTreeMap, HashMap};
@@ -55,9 +56,16 @@ impl Held {
         wanted: impl Iterator<Item = (&'a String, &'a Arc<Entry>)>,
         sets: Vec<Arc<TypeResources>>,
     ) -> (Vec<Resource>, Vec<String>) {
-        let lacking: Vec<(&String, &Arc<Entry>)> = wanted
-            .filter(|(name, entry)| !self.holds(name, entry))
-            .collect();
+        let mut lacking: Vec<(&String, &Arc<Entry>)> = Vec::new();
+        for (name, entry) in wanted {
+            if self.named.get(name.as_str()) == Some(&entry.hash) {
+                // Claimed as it is: held as if sent from these sets from now on.
+                self.named.remove(name.as_str());
+                self.sent.insert(entry.name_key, entry.content_tag());
+            } else if !self.holds(name, entry) {
+                lacking.push((name, entry));
+            }
+        }
         let in_sets = |name: &str| sets.iter().any(|set| set.contains_key(name));
         let mut gone: Vec<String> = Vec::new();
         // A set the diff is made from again has nothing that is gone.
@@ -82,18 +90,58 @@ impl Held {
         let mut updated = Vec::with_capacity(lacking.len());
         for (name, entry) in lacking {
             self.named.remove(name);
-            self.sent.insert(entry.name_key, entry.content_tag());
-            updated.push(Resource {
-                name: name.clone(),
-                version: entry.hash.clone(),
-                resource: Some(entry.resource()),
-                ..Resource::default()
-            });
+            updated.push(self.send(name, entry));
         }
         self.from = sets;
         gone.sort();
         gone.dedup();
         (updated, gone)
+    }
+
+    /// The one set the last diff was made from, if all the proxy holds came from it
+    /// (nothing held by name alone).
+    pub fn last_set(&self) -> Option<&Arc<TypeResources>> {
+        match &self.from[..] {
+            [set] if self.named.is_empty() => Some(set),
+            _ => None,
+        }
+    }
+
+    /// The diff from [`Held::last_set`] to `to` when the names the proxy wants are as
+    /// they were at the last diff (`wanted` says which): only what `changes` (from that
+    /// set to `to`) names is looked at, not every name the proxy holds. What a diff
+    /// of every name would give.
+    pub fn diff_changes(
+        &mut self,
+        changes: &SetChanges,
+        to: Arc<TypeResources>,
+        wanted: impl Fn(&str, &Entry) -> bool,
+    ) -> (Vec<Resource>, Vec<String>) {
+        let mut updated = Vec::new();
+        for (name, entry) in &changes.changed {
+            if wanted(name, entry) && !self.holds(name, entry) {
+                updated.push(self.send(name, entry));
+            }
+        }
+        let gone = changes
+            .removed
+            .iter()
+            .filter(|name| self.sent.remove(&name_key(name)).is_some())
+            .cloned()
+            .collect();
+        self.from = vec![to];
+        (updated, gone)
+    }
+
+    /// `entry` as a resource to send, held from now on.
+    fn send(&mut self, name: &str, entry: &Entry) -> Resource {
+        self.sent.insert(entry.name_key, entry.content_tag());
+        Resource {
+            name: name.to_string(),
+            version: entry.hash.clone(),
+            resource: Some(entry.resource()),
+            ..Resource::default()
+        }
     }
 
     /// Removals the diff found but the stream holds back: still held, by name, until a
@@ -165,6 +213,51 @@ mod tests {
             (vec![], vec!["a".into(), "b".into()])
         );
         assert!(held.is_empty());
+    }
+
+    /// The diff of what changed and the diff of every name agree, over a sequence of
+    /// sets: new, changed, unchanged, removed, unwanted and re-added names.
+    #[test]
+    fn a_diff_of_the_changes_is_a_diff_of_every_name() {
+        let wanted = |name: &str, _: &Entry| name != "x";
+        let sequence = [
+            set(&[("a", "1"), ("b", "1"), ("c", "1"), ("x", "1")]),
+            set(&[("a", "1"), ("b", "2"), ("c", "1"), ("x", "2")]),
+            set(&[("a", "1"), ("c", "1"), ("d", "1"), ("x", "2")]),
+            set(&[("b", "3"), ("c", "2")]),
+            set(&[("a", "1"), ("b", "3"), ("c", "2")]),
+        ];
+        let changes = crate::changes::Changes::default();
+        let (mut every, mut changed) = (Held::default(), Held::default());
+        let first = &sequence[0];
+        let all = |held: &mut Held, set: &Arc<TypeResources>| {
+            let wanted = set.iter().filter(|(n, e)| wanted(n, e));
+            held.diff(wanted, vec![set.clone()])
+        };
+        all(&mut every, first);
+        all(&mut changed, first);
+        for next in &sequence[1..] {
+            let last = changed
+                .last_set()
+                .expect("one set, nothing by name")
+                .clone();
+            let (updated, removed) =
+                changed.diff_changes(&changes.between(&last, next), next.clone(), wanted);
+            let (expected, expected_removed) = all(&mut every, next);
+            let names = |r: Vec<Resource>| r.into_iter().map(|r| r.name).collect::<Vec<_>>();
+            assert_eq!(names(updated), names(expected));
+            assert_eq!(removed, expected_removed);
+        }
+        assert!(changed.last_set().is_some());
+    }
+
+    #[test]
+    fn a_reconnecting_proxys_versions_held_as_they_are_count_as_sent() {
+        let current = set(&[("a", "1")]);
+        let a = current.get("a").unwrap().hash.clone();
+        let mut held = Held::claimed([("a".to_string(), a)]);
+        assert_eq!(diff(&mut held, &current), (vec![], vec![]));
+        assert!(held.last_set().is_some(), "nothing held by name alone");
     }
 
     #[test]

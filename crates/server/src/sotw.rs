@@ -222,6 +222,7 @@ impl Stream {
         let sotw = &mut self.subscriptions.entry(kind).protocol;
         let changed = self.session.context.changes.between(&sotw.sent, &current);
         let changed: Vec<Arc<Entry>> = changed
+            .changed
             .iter()
             .filter(|(name, entry)| asked(&sotw.names, name, entry))
             .map(|(_, entry)| entry.clone())
