@@ -4,6 +4,7 @@
 //! routes are ACKed; clusters added or changed get their endpoints pushed right after.
 
 use crate::generated::{Entry, TypeResources};
+use crate::grpc::Replies;
 use crate::held::Held;
 use crate::session::{Protocol, Session, StreamEnd};
 use crate::subscribed::Subscribed;
@@ -17,7 +18,6 @@ use fleetmesh_xds::ResourceType;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::mpsc;
 use tonic::Status;
 
 /// Names a stream may hold of one type beyond the resources meshd has of it (names a
@@ -98,7 +98,7 @@ fn diff_versions(generated: &crate::Generated, kind: ResourceType) -> String {
 pub struct Stream {
     session: Session,
     subscriptions: Subscriptions<Delta>,
-    tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+    tx: Replies<DeltaDiscoveryResponse>,
 }
 
 impl Protocol for Stream {
@@ -111,7 +111,7 @@ impl Protocol for Stream {
         request.node.as_ref()
     }
 
-    fn new(session: Session, tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>) -> Stream {
+    fn new(session: Session, tx: Replies<DeltaDiscoveryResponse>) -> Stream {
         Stream {
             session,
             subscriptions: Subscriptions::default(),
@@ -403,7 +403,7 @@ impl Stream {
         let bytes = prost::Message::encoded_len(&response);
         self.subscriptions.entry(kind).sent(nonce, version);
         self.tx
-            .send(Ok(response))
+            .send(Box::new(Ok(response)))
             .await
             .map_err(|_| StreamEnd::ProxyGone)?;
         self.session.record_sent(kind, bytes, started);

@@ -3,7 +3,7 @@
 
 use crate::context::{RouteDelivery, ServerContext};
 use crate::generated::Generated;
-use crate::grpc::Requests;
+use crate::grpc::{Replies, Requests};
 use crate::metrics::{TypeLabel, VersionLabel};
 use crate::registry::ProxyStatus;
 use crate::state::MeshState;
@@ -13,7 +13,6 @@ use fleetmesh_ca::Identity;
 use fleetmesh_xds::{Proxy, ProxyKind, ResourceType};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
-use tokio::sync::mpsc;
 use tonic::Status;
 
 pub struct Session {
@@ -234,7 +233,7 @@ pub trait Protocol: Send + Sized {
     /// Whether a proxy may ask for resources as it needs them (VHDS: delta only).
     const ON_DEMAND: bool;
     fn node(request: &Self::Request) -> Option<&Node>;
-    fn new(session: Session, tx: mpsc::Sender<Result<Self::Response, Status>>) -> Self;
+    fn new(session: Session, tx: Replies<Self::Response>) -> Self;
     fn session(&self) -> &Session;
     fn on_request(
         &mut self,
@@ -249,7 +248,7 @@ pub async fn serve<P: Protocol>(
     context: Arc<ServerContext>,
     caller: Identity,
     mut requests: Requests<P::Request>,
-    tx: mpsc::Sender<Result<P::Response, Status>>,
+    tx: Replies<P::Response>,
 ) {
     let Ok(Some(first)) = requests.message().await else {
         return;
@@ -257,7 +256,7 @@ pub async fn serve<P: Protocol>(
     let session = match Session::start::<P>(context.clone(), P::node(&first), caller) {
         Ok(session) => session,
         Err(status) => {
-            let _ = tx.send(Err(status)).await;
+            let _ = tx.send(Box::new(Err(status))).await;
             return;
         }
     };
@@ -284,7 +283,7 @@ pub async fn serve<P: Protocol>(
         };
     }
     if let Err(StreamEnd::Refused(refusal)) = outcome {
-        let _ = status.send(Err(refusal)).await;
+        let _ = status.send(Box::new(Err(refusal))).await;
     }
 }
 

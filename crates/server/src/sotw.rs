@@ -6,7 +6,7 @@
 //! new or updated clusters warm at once.
 
 use crate::generated::{Entry, TypeResources};
-use crate::grpc::Framed;
+use crate::grpc::{Framed, Replies};
 use crate::session::{Protocol, Session, StreamEnd};
 use crate::subscribed::Subscribed;
 use crate::subscription::Subscriptions;
@@ -16,8 +16,6 @@ use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
 use fleetmesh_xds::ResourceType;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::mpsc;
-use tonic::Status;
 
 /// A `DiscoveryRequest` as meshd reads it (same tags as Envoy's proto). Envoy repeats
 /// every requested name in each ACK, a thousand EDS names per sidecar in a large mesh;
@@ -82,7 +80,7 @@ struct Sotw {
 pub struct Stream {
     session: Session,
     subscriptions: Subscriptions<Sotw>,
-    tx: mpsc::Sender<Result<Response, Status>>,
+    tx: Replies<Response>,
 }
 
 impl Protocol for Stream {
@@ -95,7 +93,7 @@ impl Protocol for Stream {
         request.node.as_ref()
     }
 
-    fn new(session: Session, tx: mpsc::Sender<Result<Response, Status>>) -> Stream {
+    fn new(session: Session, tx: Replies<Response>) -> Stream {
         Stream {
             session,
             subscriptions: Subscriptions::default(),
@@ -293,7 +291,7 @@ impl Stream {
         };
         let bytes = response.encoded_len();
         self.tx
-            .send(Ok(response))
+            .send(Box::new(Ok(response)))
             .await
             .map_err(|_| StreamEnd::ProxyGone)?;
         self.session.record_sent(kind, bytes, started);
