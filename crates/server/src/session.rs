@@ -264,11 +264,13 @@ pub async fn serve<P: Protocol>(
     snapshots.mark_unchanged();
     let status = tx.clone();
     let mut stream = P::new(session, tx);
-    let mut outcome = stream.on_request(first).await;
+    // The work a request or a snapshot makes is boxed: inline, its state (kilobytes)
+    // would be part of every stream's task while it waits, idle, for the next.
+    let mut outcome = Box::pin(stream.on_request(first)).await;
     while outcome.is_ok() {
         outcome = tokio::select! {
             request = requests.message() => match request {
-                Ok(Some(request)) => stream.on_request(request).await,
+                Ok(Some(request)) => Box::pin(stream.on_request(request)).await,
                 Ok(None) => break,
                 Err(status) => {
                     tracing::debug!(proxy = %stream.session().proxy.id, %status, "stream ended");
@@ -276,7 +278,7 @@ pub async fn serve<P: Protocol>(
                 }
             },
             changed = snapshots.changed() => match changed {
-                Ok(()) => stream.on_snapshot().await,
+                Ok(()) => Box::pin(stream.on_snapshot()).await,
                 Err(_) => break,
             },
             () = context.shutdown.cancelled() => break,
