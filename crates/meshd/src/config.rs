@@ -149,11 +149,7 @@ pub struct MeshdConfig {
 impl MeshdConfig {
     /// How sidecars get their outbound virtual hosts (`--on-demand-routes`).
     pub fn route_delivery(&self) -> fleetmesh_server::RouteDelivery {
-        if self.on_demand_routes {
-            fleetmesh_server::RouteDelivery::OnDemand
-        } else {
-            fleetmesh_server::RouteDelivery::Full
-        }
+        fleetmesh_server::RouteDelivery::on_demand_if(self.on_demand_routes)
     }
 }
 

@@ -275,9 +275,8 @@ async fn enable_mesh(
             let trust_domain = state.fleet.trust_domain(&project);
             let on_demand_routes = state
                 .fleet
-                .projects()
-                .get(&project)
-                .is_some_and(|p| state.members.on_demand_routes(p));
+                .project(&project)
+                .is_some_and(|p| state.members.on_demand_routes(&p));
             let answer = serde_json::json!({
                 "change": change,
                 "trustDomain": trust_domain,

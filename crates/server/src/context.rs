@@ -39,6 +39,17 @@ pub enum RouteDelivery {
     OnDemand,
 }
 
+impl RouteDelivery {
+    /// On demand if `on_demand_routes`, else full.
+    pub fn on_demand_if(on_demand_routes: bool) -> RouteDelivery {
+        if on_demand_routes {
+            RouteDelivery::OnDemand
+        } else {
+            RouteDelivery::Full
+        }
+    }
+}
+
 impl ServerContext {
     /// Serves `snapshots` to proxies `authenticator` admits (of `cluster`, if given);
     /// streams are listed in `registry`, counted in `metrics`, and end on `shutdown`;

@@ -43,9 +43,10 @@ impl Held {
         self.named.remove(name);
     }
 
-    fn holds(&self, name: &str, entry: &Entry) -> bool {
+    /// Whether `entry` was sent as it is. (A name claimed as it is counts once a diff
+    /// has moved it here.)
+    fn holds(&self, entry: &Entry) -> bool {
         self.sent.get(&entry.name_key) == Some(&entry.content_tag())
-            || self.named.get(name) == Some(&entry.hash)
     }
 
     /// A diff against `sets` (the current set of the type, then any it is answered from
@@ -62,7 +63,7 @@ impl Held {
                 // Claimed as it is: held as if sent from these sets from now on.
                 self.named.remove(name.as_str());
                 self.sent.insert(entry.name_key, entry.content_tag());
-            } else if !self.holds(name, entry) {
+            } else if !self.holds(entry) {
                 lacking.push((name, entry));
             }
         }
@@ -119,7 +120,7 @@ impl Held {
     ) -> (Vec<Resource>, Vec<String>) {
         let mut updated = Vec::new();
         for (name, entry) in &changes.changed {
-            if wanted(name, entry) && !self.holds(name, entry) {
+            if wanted(name, entry) && !self.holds(entry) {
                 updated.push(self.send(name, entry));
             }
         }

@@ -398,11 +398,7 @@ impl Members {
             stop.clone(),
             reviewer.clone(),
             Some(cluster.to_string()),
-            if serving.on_demand_routes {
-                RouteDelivery::OnDemand
-            } else {
-                RouteDelivery::Full
-            },
+            RouteDelivery::on_demand_if(serving.on_demand_routes),
         );
         Ok(Member {
             serving,

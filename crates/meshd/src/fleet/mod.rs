@@ -292,6 +292,11 @@ impl Fleet {
         self.changed.send_modify(|count| *count += 1);
     }
 
+    /// The project `name`, as it is now.
+    pub fn project(&self, name: &str) -> Option<Project> {
+        self.projects.lock().get(name).cloned()
+    }
+
     /// Every project, as it is now.
     pub fn projects(&self) -> BTreeMap<String, Project> {
         self.projects.lock().clone()
